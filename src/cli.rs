@@ -1,0 +1,122 @@
+//! The command line, as clap derive types only: no I/O and no defaults that depend on
+//! the machine (those are settled in `config`). Flag names are a contract that people
+//! script against; change them only with a deprecation path.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Live, versioned, optionally gzipped mirrors of the directories you work in.
+#[derive(Debug, Parser)]
+#[command(name = "datasafe", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mirror SRC into DST once: copy what changed, delete what is gone, then exit.
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(SyncArgs),
+}
+
+const SYNC_EXAMPLES: &str = "\
+Examples:
+  datasafe sync ~/notes /mnt/backup/notes
+  datasafe sync --compress --exclude '*.tmp' --exclude .cache ~/work /mnt/backup/work
+  datasafe sync --dry-run ~/notes /mnt/backup/notes
+
+Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interrupted.";
+
+/// `datasafe sync SRC DST [options]`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The directory to mirror (must exist).
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+    /// Where the mirror lives (created with its parents if missing).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// What the mirror holds and how it compares.
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    /// What the run prints and logs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options that shape a mirror (shared by every command that writes one).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Mirror")]
+pub struct MirrorArgs {
+    /// Store each file gzipped as NAME.gz.
+    #[arg(long)]
+    pub compress: bool,
+    /// Compare files by SHA-256 of their content instead of size and mtime.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Keep files in DST that are gone from SRC.
+    #[arg(long)]
+    pub no_delete: bool,
+    /// Leave out paths matching GLOB (relative to SRC, or any single name); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Worker threads for copying, gzipping and hashing [default: number of cores].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+}
+
+/// Options for what a run prints and logs.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Print what would be done, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// End stdout with one JSON object of the run's counts.
+    #[arg(long)]
+    pub json: bool,
+    /// Append every log line, with a timestamp, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Append only errors, with a timestamp, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub error_log: Option<PathBuf>,
+    /// More detail (-vv for even more).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only warnings and errors (the summary is still printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sync_parses_every_flag() {
+        let cli = Cli::try_parse_from([
+            "datasafe", "sync", "a", "b", "--compress", "--checksum", "--no-delete", "--exclude",
+            "*.tmp", "--exclude", ".stfolder", "--dry-run", "--json", "--jobs", "3", "--log-file",
+            "l", "--error-log", "e", "-v",
+        ])
+        .unwrap();
+        let Command::Sync(args) = cli.command;
+        assert!(args.mirror.compress && args.mirror.checksum && args.mirror.no_delete);
+        assert_eq!(args.mirror.exclude, ["*.tmp", ".stfolder"]);
+        assert_eq!(args.mirror.jobs, Some(3));
+        assert!(args.output.dry_run && args.output.json);
+        assert_eq!(args.output.verbose, 1);
+        assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "-v", "-q"]).is_err());
+        assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "--jobs", "0"]).is_err());
+    }
+}

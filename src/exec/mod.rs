@@ -1,0 +1,250 @@
+//! Carrying out planned actions: the only code that writes a destination. An
+//! [`Executor`] holds the roots and the temp folder; its workers take [`Action`]s from a
+//! bounded channel and send back one [`Outcome`] each. Every file reaches its final name
+//! by a rename from a private temp file in `DST/.datasafe/tmp`, so nothing is ever torn
+//! under a final name, whatever kills the process.
+//!
+//! An operation never decides *whether* to act (the planner did); it only checks what it
+//! must for safety: that every folder on the way down from DST is a real folder (a
+//! planted symlink never leads a write outside DST) and that the source did not change
+//! while it was read.
+
+mod ops;
+
+use crate::index::Record;
+use crate::names::{esc, io_message};
+use crate::plan::Action;
+use crate::scan::{Kind, STATE_DIR};
+use crossbeam_channel::{Receiver, Sender};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Scope;
+
+/// Temp folder inside the state folder.
+pub const TMP_DIR: &str = "tmp";
+/// How many times a file that changed while being copied is copied again.
+pub const COPY_RETRIES: u32 = 3;
+
+/// What an action did, for the log, the summary and the index.
+#[derive(Debug)]
+pub enum Outcome {
+    /// DST now holds `name` as `record`.
+    Stored {
+        /// What kind of write it was.
+        done: Done,
+        /// The name in DST.
+        name: PathBuf,
+        /// What the index should say about it.
+        record: Record,
+        /// Source bytes read for it.
+        bytes: u64,
+    },
+    /// A `--checksum` comparison found the content already equal.
+    Same {
+        /// The name in DST.
+        name: PathBuf,
+        /// The record, now with its digest.
+        record: Record,
+    },
+    /// `name` (and, for a folder, everything in it) is gone from DST.
+    Deleted {
+        /// The name in DST.
+        name: PathBuf,
+        /// What it was.
+        kind: Kind,
+        /// Files removed (1 for a file, the count inside for a folder).
+        files: u64,
+        /// The old stored form of a file that still exists (a conversion).
+        superseded: bool,
+    },
+    /// The action failed; DST holds at `name` what it held before.
+    Failed {
+        /// The name in DST (or the source path it came from).
+        name: PathBuf,
+        /// A one-line lowercase description naming the path and the OS error.
+        error: String,
+        /// True if the disk is full (the summary says so once more).
+        no_space: bool,
+    },
+    /// Stopped by Ctrl-C before it finished; nothing changed.
+    Interrupted {
+        /// The name in DST.
+        name: PathBuf,
+    },
+}
+
+/// The kinds of write, as the log line names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// A file copied as is.
+    Copied,
+    /// A file stored gzipped.
+    Gzipped,
+    /// Mode or mtime set on a file whose content was current.
+    Updated,
+    /// A folder created.
+    Mkdir,
+    /// A symlink created or replaced.
+    Linked,
+}
+
+/// Why an operation did not complete.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    /// The OS refused; `doing` says what we were doing to `path`.
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// The source kept changing while it was read.
+    Unsettled { path: PathBuf },
+    /// Ctrl-C arrived mid-file; the temp file is gone.
+    Interrupted,
+}
+
+impl OpError {
+    pub(crate) fn io(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OpError {
+        let path = path.to_path_buf();
+        move |err| OpError::Io { doing, path, err }
+    }
+}
+
+/// Carries out actions for one mirror.
+pub struct Executor {
+    src: PathBuf,
+    dst: PathBuf,
+    tmp: PathBuf,
+    level: flate2::Compression,
+    stop: Arc<AtomicBool>,
+    next_tmp: AtomicU64,
+}
+
+impl Executor {
+    /// Prepares DST for writing: creates it and its state folder if missing, refuses a
+    /// state folder that is not a real folder, and removes temp files a killed run left.
+    pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, String> {
+        let state = dst.join(STATE_DIR);
+        let tmp = state.join(TMP_DIR);
+        std::fs::create_dir_all(dst).map_err(|e| {
+            format!("cannot create destination {}: {}", esc(dst), io_message(&e))
+        })?;
+        match std::fs::symlink_metadata(&state) {
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "{} is not a folder; move it out of the way and run again",
+                    esc(&state)
+                ));
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| {
+            format!(
+                "cannot write to destination {}: {}; make it writable and run again",
+                esc(&tmp),
+                io_message(&e)
+            )
+        })?;
+        if let Ok(leftovers) = std::fs::read_dir(&tmp) {
+            for entry in leftovers.flatten() {
+                let path = entry.path();
+                log::debug!("removing leftover temp file {}", esc(&path));
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(Executor {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            tmp,
+            level: flate2::Compression::new(6),
+            stop,
+            next_tmp: AtomicU64::new(0),
+        })
+    }
+
+    /// Carries out one action.
+    pub fn run(&self, action: Action) -> Outcome {
+        let name = action.dest_name();
+        if self.stopped() {
+            return Outcome::Interrupted { name };
+        }
+        let result = match action {
+            Action::Copy { entry, stored } => self.copy(&entry, stored),
+            Action::Compare {
+                entry,
+                stored,
+                known,
+            } => self.compare(&entry, stored, &known),
+            Action::SetMeta {
+                entry,
+                stored,
+                sha256,
+            } => self.set_meta(&entry, stored, sha256),
+            Action::Mkdir { entry } => self.mkdir(&entry),
+            Action::Symlink { entry } => self.symlink(&entry),
+            Action::Delete {
+                name,
+                kind,
+                superseded,
+            } => self.delete(&name, kind, superseded),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(OpError::Interrupted) => Outcome::Interrupted { name },
+            Err(OpError::Unsettled { path }) => Outcome::Failed {
+                error: format!(
+                    "{} kept changing while it was copied ({} tries); it will be copied again next run",
+                    esc(&path),
+                    COPY_RETRIES + 1
+                ),
+                name,
+                no_space: false,
+            },
+            Err(OpError::Io { doing, path, err }) => Outcome::Failed {
+                error: format!("{doing} {}: {}", esc(&path), io_message(&err)),
+                no_space: crate::platform::is_no_space(&err),
+                name,
+            },
+        }
+    }
+
+    /// Makes everything written so far durable (one `syncfs`, not an fsync per file);
+    /// called before the index records it.
+    pub fn barrier(&self) -> io::Result<()> {
+        crate::platform::sync_filesystem(&self.dst)
+    }
+
+    /// Sets a folder's mode and mtime, after everything inside it was written.
+    pub fn finish_dir(&self, rel: &Path, meta: &crate::scan::Meta) -> Result<(), String> {
+        self.set_dir_meta(rel, meta)
+            .map_err(|e| format!("setting mode and time on {}: {}", esc(&self.dst.join(rel)), io_message(&e)))
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts `jobs` workers on `scope` that run every action from `actions` and send each
+/// outcome to `outcomes`. They exit when `actions` is closed and drained.
+pub fn spawn_workers<'scope, 'env>(
+    scope: &'scope Scope<'scope, 'env>,
+    exec: &'env Executor,
+    jobs: usize,
+    actions: &Receiver<Action>,
+    outcomes: &Sender<Outcome>,
+) {
+    for _ in 0..jobs.max(1) {
+        let actions = actions.clone();
+        let outcomes = outcomes.clone();
+        scope.spawn(move || {
+            for action in actions {
+                if outcomes.send(exec.run(action)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

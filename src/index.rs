@@ -1,0 +1,402 @@
+//! What a mirror holds, kept in `DST/.datasafe/index.db` (SQLite, one table): for every
+//! name stored in DST, the source metadata it was mirrored from, its SHA-256 once known,
+//! and whether it is stored plain or gzipped. This file is the only code that writes the
+//! index; the sync engine's index thread is its only caller that does.
+//!
+//! The index is an accelerator, never the truth about data: if it is missing or damaged
+//! the engine lists DST instead ([`state_from_listing`]) and the index is rebuilt from
+//! what the run finds. Keys are the names as stored in DST (`a/b.txt.gz`), as bytes.
+
+use crate::hash::Digest;
+use crate::platform;
+use crate::scan::{DestItem, Kind, Meta};
+use filetime::FileTime;
+use rusqlite::{Connection, OpenFlags, params};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// File name of the index inside the state folder.
+pub const INDEX_FILE: &str = "index.db";
+const SCHEMA_VERSION: i64 = 1;
+
+/// How a file's content is stored in DST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stored {
+    /// Byte for byte, under the source's name.
+    Plain,
+    /// Gzip-compressed, under the source's name plus `.gz`.
+    Gzip,
+}
+
+impl Stored {
+    /// The name under which a source path is stored in this form.
+    pub fn name_for(self, rel: &Path) -> PathBuf {
+        match self {
+            Stored::Plain => rel.to_path_buf(),
+            Stored::Gzip => {
+                let mut s: OsString = rel.as_os_str().to_owned();
+                s.push(".gz");
+                PathBuf::from(s)
+            }
+        }
+    }
+}
+
+/// One name in the mirror and what it was mirrored from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// File, directory or symlink.
+    pub kind: Kind,
+    /// The source's size, mtime and mode at the time it was mirrored.
+    pub meta: Meta,
+    /// SHA-256 of the source content, once computed.
+    pub sha256: Option<Digest>,
+    /// Plain or gzipped.
+    pub stored: Stored,
+    /// Symlink target.
+    pub target: Option<PathBuf>,
+}
+
+/// Everything a mirror holds, keyed by the name stored in DST.
+pub type MirrorState = HashMap<PathBuf, Record>;
+
+/// Why the index could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// SQLite refused (corrupt file, full disk, read-only DST).
+    #[error("index {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by an incompatible version.
+    #[error("index {path}: schema version {found}, expected {SCHEMA_VERSION}")]
+    Version {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+}
+
+/// An open index with a transaction in progress; changes become visible to other readers
+/// (and survive a crash) at [`Index::commit`].
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+    /// When the oldest uncommitted change was made.
+    dirty_since: Option<Instant>,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index in `state_dir`. Returns the index and whether
+    /// it already existed with content the caller can trust.
+    pub fn open(state_dir: &Path) -> Result<(Index, bool), IndexError> {
+        let path = state_dir.join(INDEX_FILE);
+        let existed = path.exists();
+        let wrap = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(wrap)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(wrap)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if existed && version != SCHEMA_VERSION {
+            return Err(IndexError::Version {
+                path,
+                found: version,
+            });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS files (
+                 name BLOB PRIMARY KEY,
+                 kind INTEGER NOT NULL,
+                 size INTEGER NOT NULL,
+                 mtime_s INTEGER NOT NULL,
+                 mtime_ns INTEGER NOT NULL,
+                 mode INTEGER NOT NULL,
+                 sha256 BLOB,
+                 gz INTEGER NOT NULL,
+                 target BLOB
+             ) WITHOUT ROWID;
+             PRAGMA user_version = 1;
+             BEGIN;",
+        )
+        .map_err(wrap)?;
+        let index = Index {
+            conn,
+            path,
+            dirty_since: None,
+        };
+        Ok((index, existed && version == SCHEMA_VERSION))
+    }
+
+    /// Opens an existing index without writing anything (for `--dry-run`).
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<MirrorState>, IndexError> {
+        let path = state_dir.join(INDEX_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let wrap = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(wrap)?;
+        let index = Index {
+            conn,
+            path: path.clone(),
+            dirty_since: None,
+        };
+        index.load().map(Some)
+    }
+
+    /// Reads every record into memory.
+    pub fn load(&self) -> Result<MirrorState, IndexError> {
+        let wrap = |source| IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files")
+            .map_err(wrap)?;
+        let mut rows = stmt.query([]).map_err(wrap)?;
+        let mut state = MirrorState::new();
+        while let Some(row) = rows.next().map_err(wrap)? {
+            let decoded = (|| -> rusqlite::Result<Option<(PathBuf, Record)>> {
+                let name: Vec<u8> = row.get(0)?;
+                let Some(name) = platform::path_from_bytes(name) else {
+                    return Ok(None);
+                };
+                let kind = match row.get::<_, i64>(1)? {
+                    0 => Kind::File,
+                    1 => Kind::Dir,
+                    2 => Kind::Symlink,
+                    _ => return Ok(None),
+                };
+                let sha: Option<Vec<u8>> = row.get(6)?;
+                let target: Option<Vec<u8>> = row.get(8)?;
+                let record = Record {
+                    kind,
+                    meta: Meta {
+                        size: row.get::<_, i64>(2)? as u64,
+                        mtime: FileTime::from_unix_time(row.get(3)?, row.get(4)?),
+                        mode: row.get(5)?,
+                    },
+                    sha256: sha.as_deref().and_then(Digest::from_slice),
+                    stored: if row.get::<_, i64>(7)? != 0 {
+                        Stored::Gzip
+                    } else {
+                        Stored::Plain
+                    },
+                    target: target.and_then(platform::path_from_bytes),
+                };
+                Ok(Some((name, record)))
+            })()
+            .map_err(wrap)?;
+            // A row this version cannot read is dropped: the run re-checks that path.
+            if let Some((name, record)) = decoded {
+                state.insert(name, record);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Records that DST now holds `name` as described.
+    pub fn put(&mut self, name: &Path, rec: &Record) -> Result<(), IndexError> {
+        let kind = match rec.kind {
+            Kind::File => 0,
+            Kind::Dir => 1,
+            Kind::Symlink => 2,
+            // Never stored: the planner skips special files.
+            Kind::Special => return Ok(()),
+        };
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO files
+                 (name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    platform::path_to_bytes(name),
+                    kind,
+                    rec.meta.size as i64,
+                    rec.meta.mtime.unix_seconds(),
+                    rec.meta.mtime.nanoseconds(),
+                    rec.meta.mode,
+                    rec.sha256.map(|d| d.0.to_vec()),
+                    rec.stored == Stored::Gzip,
+                    rec.target.as_deref().map(platform::path_to_bytes),
+                ])
+            })
+            .map(drop)
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Records that DST no longer holds `name` nor anything below it.
+    pub fn remove_tree(&mut self, name: &Path) -> Result<(), IndexError> {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        let key = platform::path_to_bytes(name);
+        // Children are exactly the keys in [name + "/", name + "0"): '0' follows '/'.
+        let mut lo = key.clone();
+        lo.push(b'/');
+        let mut hi = key.clone();
+        hi.push(b'/' + 1);
+        self.conn
+            .prepare_cached("DELETE FROM files WHERE name = ?1 OR (name >= ?2 AND name < ?3)")
+            .and_then(|mut stmt| stmt.execute(params![key, lo, hi]))
+            .map(drop)
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// How long the oldest uncommitted change has waited.
+    pub fn pending_for(&self) -> Duration {
+        self.dirty_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Makes the changes so far durable and starts a new transaction.
+    pub fn commit(&mut self) -> Result<(), IndexError> {
+        if self.dirty_since.take().is_none() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("COMMIT; BEGIN;")
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// Builds a best-effort mirror state from a detailed DST listing, for a mirror without a
+/// usable index. Gzipped files are recognised by name and magic; their source size is
+/// read from the gzip trailer (ISIZE, modulo 4 GiB), so a size mismatch means a copy.
+pub fn state_from_listing(dst_root: &Path, items: &[DestItem]) -> MirrorState {
+    let mut state = MirrorState::new();
+    for item in items {
+        let Some(meta) = &item.meta else { continue };
+        let mut record = Record {
+            kind: item.kind,
+            meta: Meta::of(meta),
+            sha256: None,
+            stored: Stored::Plain,
+            target: None,
+        };
+        match item.kind {
+            Kind::File if item.rel.extension() == Some("gz".as_ref()) => {
+                if let Some(isize) = gzip_isize(&dst_root.join(&item.rel)) {
+                    record.stored = Stored::Gzip;
+                    record.meta.size = u64::from(isize);
+                }
+            }
+            Kind::File | Kind::Dir => {}
+            Kind::Symlink => match std::fs::read_link(dst_root.join(&item.rel)) {
+                Ok(t) => record.target = Some(t),
+                Err(_) => continue,
+            },
+            Kind::Special => continue,
+        }
+        state.insert(item.rel.clone(), record);
+    }
+    state
+}
+
+/// The uncompressed size a gzip file declares in its trailer, if it starts like gzip.
+fn gzip_isize(path: &Path) -> Option<u32> {
+    let mut f = File::open(path).ok()?;
+    let mut magic = [0u8; 2];
+    f.read_exact(&mut magic).ok()?;
+    if magic != [0x1f, 0x8b] {
+        return None;
+    }
+    f.seek(SeekFrom::End(-4)).ok()?;
+    let mut tail = [0u8; 4];
+    f.read_exact(&mut tail).ok()?;
+    Some(u32::from_le_bytes(tail))
+}
+
+/// True if `size` is what a gzip trailer would say for a file of `source_size` bytes.
+pub fn isize_matches(recorded: u64, source_size: u64) -> bool {
+    recorded == source_size || (recorded <= u64::from(u32::MAX) && recorded == source_size & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: Kind, size: u64) -> Record {
+        Record {
+            kind,
+            meta: Meta {
+                size,
+                mtime: FileTime::from_unix_time(1_700_000_000, 123_456_789),
+                mode: 0o644,
+            },
+            sha256: Some(Digest([7; 32])),
+            stored: Stored::Gzip,
+            target: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_records_and_removes_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut idx, existed) = Index::open(dir.path()).unwrap();
+        assert!(!existed);
+        idx.put(Path::new("a"), &rec(Kind::Dir, 0)).unwrap();
+        idx.put(Path::new("a/x.gz"), &rec(Kind::File, 5)).unwrap();
+        idx.put(Path::new("a0"), &rec(Kind::File, 6)).unwrap();
+        idx.put(Path::new("ab/y"), &rec(Kind::File, 7)).unwrap();
+        idx.commit().unwrap();
+        drop(idx);
+
+        let (mut idx, existed) = Index::open(dir.path()).unwrap();
+        assert!(existed);
+        let state = idx.load().unwrap();
+        assert_eq!(state.len(), 4);
+        assert_eq!(state[Path::new("a/x.gz")], rec(Kind::File, 5));
+        idx.remove_tree(Path::new("a")).unwrap();
+        idx.commit().unwrap();
+        let mut names: Vec<_> = idx.load().unwrap().into_keys().collect();
+        names.sort();
+        assert_eq!(names, [PathBuf::from("a0"), PathBuf::from("ab/y")]);
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(INDEX_FILE), vec![0x42; 8192]).unwrap();
+        let result = Index::open(dir.path()).and_then(|(i, _)| i.load());
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn gzip_names_map_to_gz_suffix() {
+        assert_eq!(Stored::Gzip.name_for(Path::new("a/b.txt")), PathBuf::from("a/b.txt.gz"));
+        assert_eq!(Stored::Plain.name_for(Path::new("a/b.txt")), PathBuf::from("a/b.txt"));
+        assert!(isize_matches(5, 5));
+        assert!(isize_matches(1, (1 << 32) + 1));
+        assert!(!isize_matches(4, 5));
+    }
+}

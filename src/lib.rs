@@ -1,0 +1,18 @@
+//! datasafe keeps live, versioned, optionally gzipped mirrors of directories. The crate
+//! is a library with a thin binary on top; data flows one way:
+//! scan (or watch) → plan → exec → index. See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod exec;
+pub mod filter;
+pub mod hash;
+pub mod index;
+pub mod logging;
+pub mod names;
+pub mod plan;
+pub mod platform;
+pub mod report;
+pub mod scan;
+pub mod sync;

@@ -1,0 +1,112 @@
+//! log + fern setup: operation lines to stdout, warnings and errors to stderr, every
+//! line timestamped in `--log-file`, errors alone in `--error-log`. While a progress bar
+//! is on screen, terminal lines are printed through it so the two never tear each other.
+//!
+//! Two log targets are for files only: [`DETAIL`] (the seed's "Backed up file: … |
+//! Checksum: … | Permissions: …" lines) and [`SUMMARY`] (the summary, which the terminal
+//! gets on stdout directly).
+
+use crate::config::{Output, Verbosity};
+use crate::names::{esc, io_message};
+use indicatif::ProgressBar;
+use log::{Level, LevelFilter};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Log target for per-file details that only log files get.
+pub const DETAIL: &str = "datasafe::detail";
+/// Log target for the summary lines written to log files.
+pub const SUMMARY: &str = "datasafe::summary";
+
+/// The progress bar terminal lines must be printed around, if one is showing.
+static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Installs the global logger. Fails (naming the file) if a log file cannot be opened.
+pub fn init(out: &Output) -> Result<(), String> {
+    let term_level = match out.verbosity {
+        Verbosity::Quiet => LevelFilter::Warn,
+        Verbosity::Normal => LevelFilter::Info,
+        Verbosity::Verbose => LevelFilter::Debug,
+        Verbosity::Trace => LevelFilter::Trace,
+    };
+    let file_level = term_level.max(LevelFilter::Info);
+    let ours = |target: &str| target.starts_with("datasafe");
+    let terminal = fern::Dispatch::new()
+        .level(term_level)
+        .filter(move |m| ours(m.target()) && m.target() != DETAIL && m.target() != SUMMARY)
+        .chain(fern::Output::call(|record| {
+            let line = match record.level() {
+                Level::Error => format!("error: {}", record.args()),
+                Level::Warn => format!("warning: {}", record.args()),
+                _ => record.args().to_string(),
+            };
+            print_line(record.level() <= Level::Warn, &line);
+        }));
+    let mut root = fern::Dispatch::new().level(file_level).chain(terminal);
+    if let Some(path) = &out.log_file {
+        root = root.chain(
+            timestamped()
+                .level(file_level)
+                .filter(move |m| ours(m.target()))
+                .chain(open(path)?),
+        );
+    }
+    if let Some(path) = &out.error_log {
+        root = root.chain(timestamped().level(LevelFilter::Error).chain(open(path)?));
+    }
+    root.apply().map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+fn timestamped() -> fern::Dispatch {
+    fern::Dispatch::new().format(|out, message, record| {
+        out.finish(format_args!(
+            "{} {:<5} {}",
+            chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f"),
+            record.level(),
+            message
+        ))
+    })
+}
+
+fn open(path: &Path) -> Result<std::fs::File, String> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    fern::log_file(path).map_err(|e| {
+        format!(
+            "cannot open log file {}: {}; check the path and its permissions",
+            esc(path),
+            io_message(&e)
+        )
+    })
+}
+
+/// Prints one terminal line (stderr for warnings and errors, stdout otherwise) without
+/// tearing a progress bar.
+pub fn print_line(to_stderr: bool, line: &str) {
+    let write = || {
+        if to_stderr {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        } else {
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
+    };
+    let guard = PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_ref() {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// Routes terminal lines around `bar` until [`clear_progress`].
+pub fn set_progress(bar: ProgressBar) {
+    *PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+}
+
+/// Removes the progress bar from the screen.
+pub fn clear_progress() {
+    if let Some(bar) = PROGRESS.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bar.finish_and_clear();
+    }
+}

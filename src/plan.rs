@@ -1,0 +1,470 @@
+//! The planner: pure functions from (what the source has, what the mirror holds) to the
+//! actions that make the mirror equal the source. No I/O, no clocks, no threads, so every
+//! decision is table-tested below. `sync` feeds it; `exec` carries its actions out.
+//!
+//! A file is unchanged only if size, mtime (to the nanosecond) and permission bits all
+//! match what was mirrored; with `checksum` an equal-size file is compared by content
+//! instead (the worker hashes it, because hashing is I/O).
+
+use crate::filter::Excludes;
+use crate::hash::Digest;
+use crate::index::{MirrorState, Record, Stored, isize_matches};
+use crate::scan::{Entry, Kind};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+/// The choices that change what a mirror should look like.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Store files gzipped as `NAME.gz`.
+    pub compress: bool,
+    /// Compare content by SHA-256 instead of trusting size and mtime.
+    pub checksum: bool,
+    /// Delete what is no longer in the source.
+    pub delete: bool,
+}
+
+impl PlanOptions {
+    /// The form files are stored in.
+    pub fn stored(&self) -> Stored {
+        if self.compress {
+            Stored::Gzip
+        } else {
+            Stored::Plain
+        }
+    }
+}
+
+/// One thing to do to DST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write the source file into DST in the given form, replacing whatever is there.
+    Copy {
+        /// The source file.
+        entry: Entry,
+        /// Plain or gzipped.
+        stored: Stored,
+    },
+    /// Hash the source (and DST when no digest is known) and copy only if they differ.
+    Compare {
+        /// The source file.
+        entry: Entry,
+        /// The form it is stored in.
+        stored: Stored,
+        /// What the mirror holds for it.
+        known: Record,
+    },
+    /// The content is current; set mode and mtime on the stored file.
+    SetMeta {
+        /// The source file.
+        entry: Entry,
+        /// The form it is stored in.
+        stored: Stored,
+        /// Its digest, if known, to keep in the index.
+        sha256: Option<Digest>,
+    },
+    /// Create a directory (replacing a file or symlink of the same name).
+    Mkdir {
+        /// The source directory.
+        entry: Entry,
+    },
+    /// Create or replace a symlink.
+    Symlink {
+        /// The source symlink.
+        entry: Entry,
+    },
+    /// Remove a name from DST (a directory with everything in it).
+    Delete {
+        /// The name as stored in DST.
+        name: PathBuf,
+        /// What it is in DST.
+        kind: Kind,
+        /// True if it is the old stored form of a file that still exists (`a.txt` once
+        /// `a.txt.gz` is written): a conversion, not a deletion.
+        superseded: bool,
+    },
+}
+
+impl Action {
+    /// The name in DST this action writes or removes.
+    pub fn dest_name(&self) -> PathBuf {
+        match self {
+            Action::Copy { entry, stored }
+            | Action::Compare { entry, stored, .. }
+            | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
+            Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
+            Action::Delete { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// What to do about one source entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// DST already holds it as it is.
+    Unchanged,
+    /// DST must change.
+    Act(Action),
+    /// It cannot be mirrored (FIFO, socket, device); the reason is for the warning.
+    Skip(&'static str),
+}
+
+/// The name a source entry is stored under in DST, or `None` if it is not mirrored.
+pub fn target_name(entry: &Entry, opts: &PlanOptions) -> Option<PathBuf> {
+    match entry.kind {
+        Kind::File => Some(opts.stored().name_for(&entry.rel)),
+        Kind::Dir | Kind::Symlink => Some(entry.rel.clone()),
+        Kind::Special => None,
+    }
+}
+
+/// Decides what one source entry needs, given what the mirror holds under its name.
+pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decision {
+    match entry.kind {
+        Kind::Special => Decision::Skip("not a regular file, directory or symlink"),
+        Kind::Dir => match known {
+            Some(r) if r.kind == Kind::Dir => Decision::Unchanged,
+            _ => Decision::Act(Action::Mkdir {
+                entry: entry.clone(),
+            }),
+        },
+        Kind::Symlink => match known {
+            Some(r)
+                if r.kind == Kind::Symlink
+                    && r.target == entry.target
+                    && r.meta.mtime == entry.meta.mtime =>
+            {
+                Decision::Unchanged
+            }
+            _ => Decision::Act(Action::Symlink {
+                entry: entry.clone(),
+            }),
+        },
+        Kind::File => plan_file(entry, known, opts),
+    }
+}
+
+fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decision {
+    let stored = opts.stored();
+    let copy = Decision::Act(Action::Copy {
+        entry: entry.clone(),
+        stored,
+    });
+    let Some(known) = known.filter(|r| r.kind == Kind::File && r.stored == stored) else {
+        return copy;
+    };
+    let same_size = match stored {
+        Stored::Plain => known.meta.size == entry.meta.size,
+        Stored::Gzip => isize_matches(known.meta.size, entry.meta.size),
+    };
+    if !same_size {
+        return copy;
+    }
+    if opts.checksum {
+        return Decision::Act(Action::Compare {
+            entry: entry.clone(),
+            stored,
+            known: known.clone(),
+        });
+    }
+    if known.meta.mtime != entry.meta.mtime {
+        return copy;
+    }
+    if known.meta.mode != entry.meta.mode || known.meta.size != entry.meta.size {
+        // Same content, new mode (or a record rebuilt from a gzip trailer): fix metadata.
+        return Decision::Act(Action::SetMeta {
+            entry: entry.clone(),
+            stored,
+            sha256: known.sha256,
+        });
+    }
+    Decision::Unchanged
+}
+
+/// True if a directory's recorded mode or mtime differ from the source's.
+pub fn dir_meta_differs(entry: &Entry, known: Option<&Record>) -> bool {
+    match known {
+        Some(r) if r.kind == Kind::Dir => {
+            r.meta.mode != entry.meta.mode || r.meta.mtime != entry.meta.mtime
+        }
+        _ => true,
+    }
+}
+
+/// What must not be deleted from DST even though the source does not have it.
+#[derive(Debug, Default)]
+pub struct Keep<'a> {
+    /// Excluded paths are neither copied nor deleted.
+    pub excludes: Option<&'a Excludes>,
+    /// Source paths that could not be read: what DST holds at or under them stays.
+    pub unreadable: &'a [PathBuf],
+}
+
+impl Keep<'_> {
+    fn keeps(&self, name: &Path) -> bool {
+        let logical = strip_gz(name);
+        let names = [Some(name), logical.as_deref()];
+        names.into_iter().flatten().any(|n| {
+            self.excludes.is_some_and(|ex| ex.covers(n))
+                || self.unreadable.iter().any(|u| n.starts_with(u))
+        })
+    }
+}
+
+/// The deletions that make DST hold only `targets`: every listed name not a target and
+/// not kept, minus those inside a directory that is itself deleted. With `delete` off,
+/// only the other stored form of a current file is removed (turning `--compress` on or
+/// off converts a mirror; it never leaves `NAME` and `NAME.gz` side by side).
+pub fn plan_deletions<'n>(
+    listing: impl IntoIterator<Item = (&'n Path, Kind)>,
+    targets: &HashSet<PathBuf>,
+    known: &MirrorState,
+    keep: &Keep<'_>,
+    opts: &PlanOptions,
+) -> Vec<Action> {
+    let mut stale: Vec<(&Path, Kind, bool)> = listing
+        .into_iter()
+        .filter(|(name, _)| !targets.contains(*name) && !keep.keeps(name))
+        .map(|(name, kind)| (name, kind, other_form_of_target(name, kind, targets, known)))
+        .filter(|(_, _, superseded)| opts.delete || *superseded)
+        .collect();
+    stale.sort_by(|a, b| a.0.cmp(b.0));
+    let stale_dirs: HashSet<&Path> = stale
+        .iter()
+        .filter(|(_, k, _)| *k == Kind::Dir)
+        .map(|(n, _, _)| *n)
+        .collect();
+    stale
+        .into_iter()
+        .filter(|(name, _, _)| !name.ancestors().skip(1).any(|a| stale_dirs.contains(a)))
+        .map(|(name, kind, superseded)| Action::Delete {
+            name: name.to_path_buf(),
+            kind,
+            superseded,
+        })
+        .collect()
+}
+
+/// True if `name` is a file stored in the form no longer in use for a source file that
+/// still exists (`a.txt` while `a.txt.gz` is the target, or the reverse).
+fn other_form_of_target(
+    name: &Path,
+    kind: Kind,
+    targets: &HashSet<PathBuf>,
+    known: &MirrorState,
+) -> bool {
+    if kind != Kind::File {
+        return false;
+    }
+    let stored = known.get(name).map(|r| r.stored);
+    match stored {
+        Some(Stored::Gzip) => strip_gz(name).is_some_and(|p| targets.contains(&p)),
+        _ => targets.contains(&Stored::Gzip.name_for(name)),
+    }
+}
+
+/// `a/b.gz` → `a/b`; `None` if the name does not end in `.gz`.
+pub fn strip_gz(name: &Path) -> Option<PathBuf> {
+    let bytes = name.as_os_str().as_encoded_bytes();
+    let stem = bytes.strip_suffix(b".gz")?;
+    if stem.is_empty() || stem.ends_with(b"/") {
+        return None;
+    }
+    // SAFETY: `stem` is a prefix of valid encoded bytes that ends right before the ASCII
+    // ".gz", which is a valid split point for OsStr's encoding.
+    Some(PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Meta;
+    use filetime::FileTime;
+
+    fn meta(size: u64, secs: i64, nanos: u32, mode: u32) -> Meta {
+        Meta {
+            size,
+            mtime: FileTime::from_unix_time(secs, nanos),
+            mode,
+        }
+    }
+
+    fn file(rel: &str, m: Meta) -> Entry {
+        Entry {
+            rel: rel.into(),
+            kind: Kind::File,
+            meta: m,
+            target: None,
+        }
+    }
+
+    fn rec(kind: Kind, m: Meta, stored: Stored) -> Record {
+        Record {
+            kind,
+            meta: m,
+            sha256: None,
+            stored,
+            target: None,
+        }
+    }
+
+    fn opts(compress: bool, checksum: bool) -> PlanOptions {
+        PlanOptions {
+            compress,
+            checksum,
+            delete: true,
+        }
+    }
+
+    /// The short name of a decision, for compact tables.
+    fn short(d: &Decision) -> &'static str {
+        match d {
+            Decision::Unchanged => "unchanged",
+            Decision::Skip(_) => "skip",
+            Decision::Act(Action::Copy { .. }) => "copy",
+            Decision::Act(Action::Compare { .. }) => "compare",
+            Decision::Act(Action::SetMeta { .. }) => "setmeta",
+            Decision::Act(Action::Mkdir { .. }) => "mkdir",
+            Decision::Act(Action::Symlink { .. }) => "symlink",
+            Decision::Act(Action::Delete { .. }) => "delete",
+        }
+    }
+
+    #[test]
+    fn file_decisions() {
+        let m = meta(100, 1000, 5, 0o644);
+        let plain = |m| Some(rec(Kind::File, m, Stored::Plain));
+        let gz = |m| Some(rec(Kind::File, m, Stored::Gzip));
+        let table: Vec<(&str, Meta, Option<Record>, PlanOptions, &str)> = vec![
+            ("new file", m, None, opts(false, false), "copy"),
+            ("identical", m, plain(m), opts(false, false), "unchanged"),
+            // rsync's quick check misses this one: same size, same second.
+            ("same second, other ns", meta(100, 1000, 6, 0o644), plain(m), opts(false, false), "copy"),
+            ("size differs", meta(101, 1000, 5, 0o644), plain(m), opts(false, false), "copy"),
+            ("mode only", meta(100, 1000, 5, 0o600), plain(m), opts(false, false), "setmeta"),
+            ("checksum, same meta", m, plain(m), opts(false, true), "compare"),
+            ("checksum, size differs", meta(1, 1000, 5, 0o644), plain(m), opts(false, true), "copy"),
+            ("compress turned on", m, plain(m), opts(true, false), "copy"),
+            ("compress turned off", m, gz(m), opts(false, false), "copy"),
+            ("gzipped identical", m, gz(m), opts(true, false), "unchanged"),
+            ("dir where file goes", m, Some(rec(Kind::Dir, m, Stored::Plain)), opts(false, false), "copy"),
+            // A record rebuilt from a gzip trailer holds the size modulo 4 GiB.
+            ("rebuilt gz over 4 GiB", meta((1 << 32) + 100, 1000, 5, 0o644), gz(m), opts(true, false), "setmeta"),
+        ];
+        for (name, src, known, o, want) in table {
+            let got = plan_entry(&file("f", src), known.as_ref(), &o);
+            assert_eq!(short(&got), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn dirs_symlinks_and_specials() {
+        let m = meta(0, 1000, 0, 0o755);
+        let dir = Entry {
+            rel: "d".into(),
+            kind: Kind::Dir,
+            meta: m,
+            target: None,
+        };
+        let link = Entry {
+            rel: "l".into(),
+            kind: Kind::Symlink,
+            meta: m,
+            target: Some("../x".into()),
+        };
+        let special = Entry {
+            kind: Kind::Special,
+            ..dir.clone()
+        };
+        let mut link_rec = rec(Kind::Symlink, m, Stored::Plain);
+        link_rec.target = Some("../x".into());
+        let mut other_target = link_rec.clone();
+        other_target.target = Some("../y".into());
+        let o = opts(false, false);
+        let table: Vec<(&str, &Entry, Option<Record>, &str)> = vec![
+            ("new dir", &dir, None, "mkdir"),
+            ("existing dir", &dir, Some(rec(Kind::Dir, meta(0, 5, 0, 0o700), Stored::Plain)), "unchanged"),
+            ("file where dir goes", &dir, Some(rec(Kind::File, m, Stored::Plain)), "mkdir"),
+            ("new link", &link, None, "symlink"),
+            ("same link", &link, Some(link_rec), "unchanged"),
+            ("retargeted link", &link, Some(other_target), "symlink"),
+            ("fifo", &special, None, "skip"),
+        ];
+        for (name, entry, known, want) in table {
+            assert_eq!(short(&plan_entry(entry, known.as_ref(), &o)), want, "{name}");
+        }
+        assert!(dir_meta_differs(&dir, None));
+        assert!(!dir_meta_differs(&dir, Some(&rec(Kind::Dir, m, Stored::Plain))));
+        assert!(dir_meta_differs(&dir, Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain))));
+    }
+
+    fn names(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| a.dest_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn deletions_are_minimal_and_respect_keep() {
+        let listing = [
+            ("keep.txt", Kind::File),
+            ("gone.txt", Kind::File),
+            ("olddir", Kind::Dir),
+            ("olddir/a", Kind::File),
+            ("olddir/sub", Kind::Dir),
+            ("olddir/sub/b", Kind::File),
+            ("cache.tmp", Kind::File),
+            ("locked", Kind::Dir),
+            ("locked/x", Kind::File),
+            ("stray-from-before", Kind::File),
+        ];
+        let listing: Vec<(&Path, Kind)> = listing.iter().map(|(n, k)| (Path::new(*n), *k)).collect();
+        let targets: HashSet<PathBuf> = ["keep.txt", "locked"].iter().map(PathBuf::from).collect();
+        let ex = Excludes::new(&["*.tmp"]).unwrap();
+        let unreadable = [PathBuf::from("locked")];
+        let keep = Keep {
+            excludes: Some(&ex),
+            unreadable: &unreadable,
+        };
+        let got = plan_deletions(listing.clone(), &targets, &MirrorState::new(), &keep, &opts(false, false));
+        assert_eq!(names(&got), ["gone.txt", "olddir", "stray-from-before"]);
+
+        let no_delete = PlanOptions {
+            delete: false,
+            ..opts(false, false)
+        };
+        assert!(plan_deletions(listing, &targets, &MirrorState::new(), &keep, &no_delete).is_empty());
+    }
+
+    #[test]
+    fn converting_forms_removes_the_old_one_even_without_delete() {
+        let m = meta(1, 1, 0, 0o644);
+        let listing = [
+            (Path::new("a"), Kind::File),
+            (Path::new("b.gz"), Kind::File),
+            (Path::new("c.gz"), Kind::File),
+        ];
+        let mut known = MirrorState::new();
+        known.insert("b.gz".into(), rec(Kind::File, m, Stored::Gzip));
+        known.insert("c.gz".into(), rec(Kind::File, m, Stored::Plain));
+        // Compress on: a -> a.gz. Compress off: b.gz (gzip of b) -> b. c.gz is a plain
+        // file of its own whose source is gone: only a real delete removes it.
+        let targets: HashSet<PathBuf> = ["a.gz", "b"].iter().map(PathBuf::from).collect();
+        let o = PlanOptions {
+            delete: false,
+            ..opts(false, false)
+        };
+        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &o);
+        assert_eq!(names(&got), ["a", "b.gz"]);
+    }
+
+    #[test]
+    fn strip_gz_only_strips_a_real_suffix() {
+        assert_eq!(strip_gz(Path::new("a/b.gz")), Some(PathBuf::from("a/b")));
+        assert_eq!(strip_gz(Path::new(".gz")), None);
+        assert_eq!(strip_gz(Path::new("a/.gz")), None);
+        assert_eq!(strip_gz(Path::new("a/b")), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! What a run tells people: one log line per operation (and the detail line log files
+//! keep), the progress bar on a terminal, and the summary at the end in its fixed form
+//! ("Backup completed at …, Duration: … seconds, Files backed up: N") plus JSON.
+
+use crate::exec::{Done, Outcome};
+use crate::index::Stored;
+use crate::logging::{self, DETAIL, SUMMARY};
+use crate::names::{esc, human_bytes};
+use crate::plan::{Action, strip_gz};
+use crate::scan::Kind;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The counts of one run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Summary {
+    /// Files (and symlinks) written to DST.
+    pub copied: u64,
+    /// Files whose mode or mtime was set without copying.
+    pub updated: u64,
+    /// Files removed from DST (a folder counts the files in it).
+    pub deleted: u64,
+    /// Files already current.
+    pub unchanged: u64,
+    /// Paths that failed (the rest of the run went on).
+    pub failed: u64,
+    /// FIFOs, sockets and devices left out.
+    pub skipped: u64,
+    /// Folders created.
+    pub dirs_created: u64,
+    /// Source bytes copied.
+    pub bytes_copied: u64,
+    /// Wall time of the run.
+    pub duration_s: f64,
+    /// Nothing was written (`--dry-run`).
+    pub dry_run: bool,
+    /// Stopped by Ctrl-C or SIGTERM.
+    pub interrupted: bool,
+    /// At least one failure was a full disk.
+    pub no_space: bool,
+}
+
+impl Summary {
+    /// Counts one outcome and logs its line.
+    pub fn record(&mut self, outcome: &Outcome, src: &Path, dst: &Path) {
+        match outcome {
+            Outcome::Stored {
+                done,
+                name,
+                record,
+                bytes,
+            } => {
+                let rel = logical(name, record.stored);
+                match done {
+                    Done::Copied | Done::Gzipped => {
+                        self.copied += 1;
+                        self.bytes_copied += bytes;
+                        let verb = if *done == Done::Gzipped { "gzipped" } else { "copied" };
+                        log::info!("{verb} {} ({})", esc(&rel), human_bytes(*bytes));
+                        let sha = record.sha256.map(|d| d.to_string()).unwrap_or_default();
+                        log::info!(
+                            target: DETAIL,
+                            "Backed up file: {} -> {} | Checksum: {sha} | Permissions: {:o}",
+                            esc(&src.join(&rel)),
+                            esc(&dst.join(name)),
+                            record.meta.mode
+                        );
+                    }
+                    Done::Updated => {
+                        self.updated += 1;
+                        log::info!("updated {} (mode {:o})", esc(&rel), record.meta.mode);
+                    }
+                    Done::Mkdir => {
+                        self.dirs_created += 1;
+                        log::info!("created {}/", esc(&rel));
+                    }
+                    Done::Linked => {
+                        self.copied += 1;
+                        let target = record.target.as_deref().unwrap_or(Path::new(""));
+                        log::info!("linked {} -> {}", esc(&rel), esc(target));
+                    }
+                }
+            }
+            Outcome::Same { name, .. } => {
+                self.unchanged += 1;
+                log::debug!("unchanged {} (same content)", esc(name));
+            }
+            Outcome::Deleted {
+                name,
+                kind,
+                files,
+                superseded,
+            } => {
+                if *files == 0 && *kind != Kind::Dir {
+                    return; // already gone: nothing happened
+                }
+                if *superseded {
+                    log::debug!("removed {} (now stored in the other form)", esc(name));
+                    return;
+                }
+                self.deleted += files;
+                if *kind == Kind::Dir {
+                    log::info!("deleted {}/ ({files} files)", esc(name));
+                } else {
+                    log::info!("deleted {}", esc(name));
+                }
+            }
+            Outcome::Failed {
+                error, no_space, ..
+            } => {
+                self.failed += 1;
+                self.no_space |= no_space;
+                log::error!("{error}");
+            }
+            Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
+        }
+    }
+
+    /// Prints and logs a `--dry-run` line for an action and counts it as if done.
+    pub fn record_planned(&mut self, action: &Action) {
+        let (verb, rel) = match action {
+            Action::Copy { entry, stored } => {
+                self.copied += 1;
+                self.bytes_copied += entry.meta.size;
+                let verb = if *stored == Stored::Gzip { "gzip" } else { "copy" };
+                (verb, entry.rel.clone())
+            }
+            Action::Compare { entry, .. } => ("compare", entry.rel.clone()),
+            Action::SetMeta { entry, .. } => {
+                self.updated += 1;
+                ("update", entry.rel.clone())
+            }
+            Action::Mkdir { entry } => {
+                self.dirs_created += 1;
+                ("mkdir", entry.rel.clone())
+            }
+            Action::Symlink { entry } => {
+                self.copied += 1;
+                ("symlink", entry.rel.clone())
+            }
+            Action::Delete {
+                name, superseded, ..
+            } => {
+                if !*superseded {
+                    self.deleted += 1;
+                }
+                ("delete", name.clone())
+            }
+        };
+        logging::print_line(false, &format!("{verb} {}", esc(&rel)));
+    }
+
+    /// Prints the summary on stdout (and JSON with `json`), and logs it to log files.
+    pub fn finish(&mut self, started: Instant, json: bool) {
+        self.duration_s = started.elapsed().as_secs_f64();
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let word = if self.interrupted { "interrupted" } else { "completed" };
+        let first = format!(
+            "Backup {word} at {now}, Duration: {:.2} seconds, Files backed up: {}",
+            self.duration_s, self.copied
+        );
+        let second = format!(
+            "Updated: {}, Deleted: {}, Unchanged: {}, Failed: {}, Skipped: {}, Bytes copied: {} ({})",
+            self.updated,
+            self.deleted,
+            self.unchanged,
+            self.failed,
+            self.skipped,
+            self.bytes_copied,
+            human_bytes(self.bytes_copied)
+        );
+        logging::clear_progress();
+        if self.dry_run {
+            logging::print_line(false, "dry run: nothing was changed");
+        }
+        if self.no_space {
+            log::error!("the destination ran out of space; free some and run again");
+        }
+        logging::print_line(false, &first);
+        logging::print_line(false, &second);
+        log::info!(target: SUMMARY, "{first}");
+        log::info!(target: SUMMARY, "{second}");
+        if json {
+            let line = serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            logging::print_line(false, &line);
+        }
+    }
+
+    /// The process exit code this run earns.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// The source path a stored name came from (`a.txt.gz` stored gzipped → `a.txt`).
+fn logical(name: &Path, stored: Stored) -> PathBuf {
+    match stored {
+        Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
+        Stored::Plain => name.to_path_buf(),
+    }
+}
+
+/// A spinner with counts on stderr, only when stderr is a terminal.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    last: Instant,
+}
+
+impl Progress {
+    /// Shows a progress line if stderr is a terminal and `show` is set.
+    pub fn start(show: bool) -> Progress {
+        let bar = (show && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            logging::set_progress(bar.clone());
+            bar
+        });
+        Progress {
+            bar,
+            last: Instant::now(),
+        }
+    }
+
+    /// Updates the counts (at most a few times a second).
+    pub fn update(&mut self, scanned: u64, summary: &Summary, started: Instant) {
+        let Some(bar) = &self.bar else { return };
+        if self.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!(
+            "{scanned} files checked, {} copied, {} ({}/s)",
+            summary.copied,
+            human_bytes(summary.bytes_copied),
+            human_bytes((summary.bytes_copied as f64 / secs) as u64)
+        ));
+    }
+}

@@ -1,0 +1,279 @@
+//! Read-only walks: the source tree into [`Entry`] values (relative path, kind, size,
+//! mtime to the nanosecond, mode, symlink target), and the destination tree into the
+//! list of names it holds. Symlinks are never followed, so a link loop cannot hang a
+//! walk. Nothing here writes anything or decides what to do with what it finds.
+
+use crate::filter::Excludes;
+use crate::platform;
+use filetime::FileTime;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use walkdir::WalkDir;
+
+/// The folder inside DST that holds datasafe's own state; never mirrored or deleted.
+pub const STATE_DIR: &str = ".datasafe";
+
+/// What kind of thing a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (mirrored as a link, never followed).
+    Symlink,
+    /// A FIFO, socket or device node: skipped with a warning.
+    Special,
+}
+
+impl Kind {
+    /// The kind a file type stands for.
+    pub fn of(ft: std::fs::FileType) -> Kind {
+        if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            Kind::Special
+        }
+    }
+}
+
+/// The metadata a mirror compares: size, modification time (ns) and permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Size in bytes (of the source content, for gzipped entries too).
+    pub size: u64,
+    /// Modification time with nanoseconds.
+    pub mtime: FileTime,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+impl Meta {
+    /// Reads the compared fields off `lstat`/`fstat` metadata.
+    pub fn of(meta: &Metadata) -> Meta {
+        Meta {
+            size: meta.len(),
+            mtime: FileTime::from_last_modification_time(meta),
+            mode: platform::mode_of(meta),
+        }
+    }
+}
+
+/// One thing found in the source tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the source root; empty for the root itself.
+    pub rel: PathBuf,
+    /// What it is.
+    pub kind: Kind,
+    /// Size, mtime and mode as the walk saw them.
+    pub meta: Meta,
+    /// For symlinks, where the link points (exactly as stored, not resolved).
+    pub target: Option<PathBuf>,
+}
+
+/// One item of a source walk: an entry, or a path that could not be read.
+#[derive(Debug)]
+pub enum Scanned {
+    /// A readable entry.
+    Entry(Entry),
+    /// A path whose metadata or listing failed; what DST holds under it must be kept.
+    Error {
+        /// Path relative to the source root.
+        rel: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+}
+
+/// Which parts of the source a walk leaves out.
+#[derive(Clone, Debug, Default)]
+pub struct ScanRules {
+    /// The user's exclude globs.
+    pub excludes: Excludes,
+    /// Paths (relative to SRC) never to enter: DST when it lies inside SRC.
+    pub skip: Vec<PathBuf>,
+}
+
+impl ScanRules {
+    /// True if the walk must not report or enter `rel`.
+    pub fn leaves_out(&self, rel: &Path) -> bool {
+        // DST's state folder can only be at DST's root, so only a top-level `.datasafe`
+        // in SRC collides with it (it is another mirror's state when SRC is a mirror).
+        (rel == Path::new(STATE_DIR))
+            || self.skip.iter().any(|s| s == rel)
+            || self.excludes.is_excluded(rel)
+    }
+}
+
+/// Walks `root`, calling `visit` for the root itself (empty `rel`) and then every entry,
+/// in a stable (sorted per directory) order. Stops early if `visit` breaks.
+pub fn walk_source(
+    root: &Path,
+    rules: &ScanRules,
+    mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
+) {
+    let mut walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+        .into_iter();
+    while let Some(next) = walker.next() {
+        let item = match next {
+            Ok(dent) => {
+                let rel = relative(root, dent.path());
+                if dent.depth() > 0 && rules.leaves_out(&rel) {
+                    if dent.file_type().is_dir() {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+                // The root may be a symlink to a directory: describe what it points to.
+                let meta = if dent.depth() == 0 {
+                    std::fs::metadata(dent.path())
+                } else {
+                    dent.metadata().map_err(io::Error::from)
+                };
+                match meta {
+                    Ok(meta) => entry_from(dent.path(), rel, &meta),
+                    Err(error) => Scanned::Error { rel, error },
+                }
+            }
+            Err(err) => {
+                let rel = err
+                    .path()
+                    .map(|p| relative(root, p))
+                    .unwrap_or_default();
+                Scanned::Error {
+                    rel,
+                    error: io::Error::from(err),
+                }
+            }
+        };
+        if visit(item).is_break() {
+            return;
+        }
+    }
+}
+
+/// Describes one path as an [`Entry`] (reads the link target for symlinks).
+pub fn entry_from(path: &Path, rel: PathBuf, meta: &Metadata) -> Scanned {
+    let kind = if platform::is_special(meta) {
+        Kind::Special
+    } else {
+        Kind::of(meta.file_type())
+    };
+    let target = if kind == Kind::Symlink {
+        match std::fs::read_link(path) {
+            Ok(t) => Some(t),
+            Err(error) => return Scanned::Error { rel, error },
+        }
+    } else {
+        None
+    };
+    Scanned::Entry(Entry {
+        rel,
+        kind,
+        meta: Meta::of(meta),
+        target,
+    })
+}
+
+/// One name found in DST, with its metadata when it was asked for.
+#[derive(Clone, Debug)]
+pub struct DestItem {
+    /// Path relative to DST, exactly as stored (with `.gz` for gzipped files).
+    pub rel: PathBuf,
+    /// What it is.
+    pub kind: Kind,
+    /// `lstat` metadata, only when the listing was asked for detail.
+    pub meta: Option<Metadata>,
+}
+
+/// Lists everything DST holds except its state folder, without following symlinks.
+/// With `detail`, also `lstat`s each entry (needed only when there is no index).
+/// Unreadable folders are skipped: their names stay unknown, so nothing in them is
+/// deleted.
+pub fn list_dest(root: &Path, detail: bool) -> Vec<DestItem> {
+    let mut items = Vec::new();
+    let mut walker = WalkDir::new(root).follow_links(false).min_depth(1).into_iter();
+    while let Some(next) = walker.next() {
+        let Ok(dent) = next else { continue };
+        let rel = relative(root, dent.path());
+        if dent.depth() == 1 && dent.file_name() == OsStr::new(STATE_DIR) {
+            walker.skip_current_dir();
+            continue;
+        }
+        let meta = if detail { dent.metadata().ok() } else { None };
+        items.push(DestItem {
+            rel,
+            kind: Kind::of(dent.file_type()),
+            meta,
+        });
+    }
+    items
+}
+
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(root: &Path, rules: &ScanRules) -> Vec<(String, Kind)> {
+        let mut out = Vec::new();
+        walk_source(root, rules, |item| {
+            if let Scanned::Entry(e) = item {
+                out.push((e.rel.to_string_lossy().into_owned(), e.kind));
+            }
+            ControlFlow::Continue(())
+        });
+        out
+    }
+
+    #[test]
+    fn walks_sorted_and_leaves_out_state_dir_and_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/inner")).unwrap();
+        std::fs::create_dir_all(root.join(".datasafe")).unwrap();
+        std::fs::create_dir_all(root.join("mirror")).unwrap();
+        std::fs::write(root.join("a.txt"), "x").unwrap();
+        std::fs::write(root.join("b/inner/c.tmp"), "x").unwrap();
+        std::fs::write(root.join(".datasafe/index.db"), "x").unwrap();
+        std::fs::write(root.join("mirror/x"), "x").unwrap();
+        let rules = ScanRules {
+            excludes: Excludes::new(&["*.tmp"]).unwrap(),
+            skip: vec![PathBuf::from("mirror")],
+        };
+        let got = collect(root, &rules);
+        let want = [
+            ("", Kind::Dir),
+            ("a.txt", Kind::File),
+            ("b", Kind::Dir),
+            ("b/inner", Kind::Dir),
+        ];
+        let want: Vec<_> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_entries_not_descents() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("d/up")).unwrap();
+        let got = collect(root, &ScanRules::default());
+        assert!(got.contains(&("d/up".to_string(), Kind::Symlink)), "{got:?}");
+        assert_eq!(got.len(), 3);
+    }
+}

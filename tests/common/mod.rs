@@ -1,0 +1,179 @@
+//! Shared helpers for the integration tests: a temp tree with `src/` and `dst/`, a way
+//! to run the real binary, and a tree comparison that prints what differs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use filetime::FileTime;
+
+/// A temp folder with `src/` (created) and `dst/` (not created).
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub dst: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        std::fs::create_dir(&src).unwrap();
+        TestEnv { dir, src, dst }
+    }
+
+    /// Writes `content` to `src/rel`, creating folders.
+    pub fn write(&self, rel: impl AsRef<Path>, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.src.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// The binary with `args`, not yet run.
+    pub fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_datasafe"));
+        cmd.args(args).current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs `datasafe sync src dst EXTRA...` and returns its output.
+    pub fn sync(&self, extra: &[&str]) -> Output {
+        let mut args: Vec<&OsStr> = vec!["sync".as_ref(), self.src.as_os_str(), self.dst.as_os_str()];
+        args.extend(extra.iter().map(|s| OsStr::new(*s)));
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs sync and asserts its exit code, printing its output if it differs.
+    pub fn sync_ok(&self, extra: &[&str]) -> Output {
+        let out = self.sync(extra);
+        assert_code(&out, 0);
+        out
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// The number after `label: ` in the run's summary lines.
+pub fn count(out: &Output, label: &str) -> u64 {
+    let text = stdout(out);
+    let key = format!("{label}: ");
+    let start = text
+        .rfind(&key)
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{text}"))
+        + key.len();
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Sets a file's mtime exactly (seconds and nanoseconds), not following symlinks.
+pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
+    filetime::set_symlink_file_times(
+        path,
+        FileTime::from_unix_time(secs, nanos),
+        FileTime::from_unix_time(secs, nanos),
+    )
+    .unwrap();
+}
+
+/// What the comparison looks at for one path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Node {
+    File { content: Vec<u8>, mode: u32, mtime: (i64, u32) },
+    Dir { mode: u32 },
+    Link { target: PathBuf, mtime: (i64, u32) },
+}
+
+/// Everything under `root` except DST's `.datasafe`, with `.gz` files un-gzipped and
+/// renamed back when `gz`.
+pub fn snapshot(root: &Path, gz: bool) -> BTreeMap<PathBuf, Node> {
+    let mut map = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
+        if rel.starts_with(".datasafe") {
+            continue;
+        }
+        let meta = entry.path().symlink_metadata().unwrap();
+        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        let mode = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        let (rel, node) = if ft.is_symlink() {
+            let target = std::fs::read_link(entry.path()).unwrap();
+            (rel, Node::Link { target, mtime })
+        } else if ft.is_dir() {
+            (rel, Node::Dir { mode })
+        } else if ft.is_file() {
+            let raw = std::fs::read(entry.path()).unwrap();
+            if gz {
+                let name = rel.as_os_str().as_encoded_bytes();
+                let stem = name.strip_suffix(b".gz").expect("every file in a gz mirror ends in .gz");
+                let mut content = Vec::new();
+                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut content).unwrap();
+                let rel = PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) });
+                (rel, Node::File { content, mode, mtime })
+            } else {
+                (rel, Node::File { content: raw, mode, mtime })
+            }
+        } else {
+            continue;
+        };
+        map.insert(rel, node);
+    }
+    map
+}
+
+/// Asserts DST mirrors SRC (content, modes, mtimes, links), listing every difference.
+pub fn assert_mirrored(src: &Path, dst: &Path, gz: bool) {
+    let a = snapshot(src, false);
+    let b = snapshot(dst, gz);
+    if a == b {
+        return;
+    }
+    let mut diff = String::new();
+    for (k, v) in &a {
+        match b.get(k) {
+            None => diff.push_str(&format!("missing in dst: {}\n", k.display())),
+            Some(w) if w != v => diff.push_str(&format!("differs: {}\n  src {v:?}\n  dst {w:?}\n", k.display())),
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        diff.push_str(&format!("extra in dst: {}\n", k.display()));
+    }
+    panic!("dst does not mirror src:\n{diff}");
+}
+
+/// True if this process runs as root (tests that need root skip otherwise, saying so).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
