@@ -105,9 +105,26 @@ mod tests {
     #[test]
     fn sync_parses_every_flag() {
         let cli = Cli::try_parse_from([
-            "datasafe", "sync", "a", "b", "--compress", "--checksum", "--no-delete", "--exclude",
-            "*.tmp", "--exclude", ".stfolder", "--dry-run", "--json", "--jobs", "3", "--log-file",
-            "l", "--error-log", "e", "-v",
+            "datasafe",
+            "sync",
+            "a",
+            "b",
+            "--compress",
+            "--checksum",
+            "--no-delete",
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            ".stfolder",
+            "--dry-run",
+            "--json",
+            "--jobs",
+            "3",
+            "--log-file",
+            "l",
+            "--error-log",
+            "e",
+            "-v",
         ])
         .unwrap();
         let Command::Sync(args) = cli.command;

@@ -76,7 +76,8 @@ impl Config {
         Ok(Config {
             pair,
             plan: plan_options(&args.mirror),
-            excludes: Excludes::new(&args.mirror.exclude).map_err(|e| ConfigError(e.to_string()))?,
+            excludes: Excludes::new(&args.mirror.exclude)
+                .map_err(|e| ConfigError(e.to_string()))?,
             jobs: jobs(&args.mirror),
             output: output(&args.output),
         })
@@ -241,7 +242,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
         let err = Pair::resolve(&missing, &dir.path().join("d")).unwrap_err();
-        assert!(err.0.contains("does not exist") && err.0.contains("nope"), "{}", err.0);
+        assert!(
+            err.0.contains("does not exist") && err.0.contains("nope"),
+            "{}",
+            err.0
+        );
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
         let err = Pair::resolve(&file, &dir.path().join("d")).unwrap_err();

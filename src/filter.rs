@@ -71,7 +71,10 @@ impl Excludes {
     /// True if `rel` or any of its ancestors is excluded (for paths seen without a walk,
     /// such as names listed in DST).
     pub fn covers(&self, rel: &Path) -> bool {
-        self.set.is_some() && rel.ancestors().any(|a| !a.as_os_str().is_empty() && self.is_excluded(a))
+        self.set.is_some()
+            && rel
+                .ancestors()
+                .any(|a| !a.as_os_str().is_empty() && self.is_excluded(a))
     }
 }
 

@@ -171,7 +171,9 @@ impl Index {
         };
         let mut stmt = self
             .conn
-            .prepare("SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files")
+            .prepare(
+                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files",
+            )
             .map_err(wrap)?;
         let mut rows = stmt.query([]).map_err(wrap)?;
         let mut state = MirrorState::new();
@@ -338,7 +340,8 @@ fn gzip_isize(path: &Path) -> Option<u32> {
 
 /// True if `size` is what a gzip trailer would say for a file of `source_size` bytes.
 pub fn isize_matches(recorded: u64, source_size: u64) -> bool {
-    recorded == source_size || (recorded <= u64::from(u32::MAX) && recorded == source_size & 0xffff_ffff)
+    recorded == source_size
+        || (recorded <= u64::from(u32::MAX) && recorded == source_size & 0xffff_ffff)
 }
 
 #[cfg(test)]
@@ -393,8 +396,14 @@ mod tests {
 
     #[test]
     fn gzip_names_map_to_gz_suffix() {
-        assert_eq!(Stored::Gzip.name_for(Path::new("a/b.txt")), PathBuf::from("a/b.txt.gz"));
-        assert_eq!(Stored::Plain.name_for(Path::new("a/b.txt")), PathBuf::from("a/b.txt"));
+        assert_eq!(
+            Stored::Gzip.name_for(Path::new("a/b.txt")),
+            PathBuf::from("a/b.txt.gz")
+        );
+        assert_eq!(
+            Stored::Plain.name_for(Path::new("a/b.txt")),
+            PathBuf::from("a/b.txt")
+        );
         assert!(isize_matches(5, 5));
         assert!(isize_matches(1, (1 << 32) + 1));
         assert!(!isize_matches(4, 5));

@@ -55,7 +55,8 @@ pub fn init(out: &Output) -> Result<(), String> {
     if let Some(path) = &out.error_log {
         root = root.chain(timestamped().level(LevelFilter::Error).chain(open(path)?));
     }
-    root.apply().map_err(|e| format!("cannot set up logging: {e}"))
+    root.apply()
+        .map_err(|e| format!("cannot set up logging: {e}"))
 }
 
 fn timestamped() -> fern::Dispatch {

@@ -90,6 +90,10 @@ mod tests {
     #[test]
     fn io_messages_are_lowercase() {
         let e = std::io::Error::from_raw_os_error(28);
-        assert!(io_message(&e).starts_with("no space left on device"), "{}", io_message(&e));
+        assert!(
+            io_message(&e).starts_with("no space left on device"),
+            "{}",
+            io_message(&e)
+        );
     }
 }

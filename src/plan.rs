@@ -223,9 +223,18 @@ pub fn plan_deletions<'n>(
     keep: &Keep<'_>,
     opts: &PlanOptions,
 ) -> Vec<Action> {
+    let listing: Vec<(&Path, Kind)> = listing.into_iter().collect();
+    // A folder holding something kept (an excluded file, say) stays, like rsync's
+    // "cannot delete non-empty directory": only its other contents go.
+    let pinned: HashSet<&Path> = listing
+        .iter()
+        .filter(|(name, _)| !targets.contains(*name) && keep.keeps(name))
+        .flat_map(|(name, _)| name.ancestors().skip(1))
+        .collect();
     let mut stale: Vec<(&Path, Kind, bool)> = listing
         .into_iter()
         .filter(|(name, _)| !targets.contains(*name) && !keep.keeps(name))
+        .filter(|(name, _)| !pinned.contains(name))
         .map(|(name, kind)| (name, kind, other_form_of_target(name, kind, targets, known)))
         .filter(|(_, _, superseded)| opts.delete || *superseded)
         .collect();
@@ -273,7 +282,9 @@ pub fn strip_gz(name: &Path) -> Option<PathBuf> {
     }
     // SAFETY: `stem` is a prefix of valid encoded bytes that ends right before the ASCII
     // ".gz", which is a valid split point for OsStr's encoding.
-    Some(PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) }))
+    Some(PathBuf::from(unsafe {
+        OsStr::from_encoded_bytes_unchecked(stem)
+    }))
 }
 
 #[cfg(test)]
@@ -340,17 +351,65 @@ mod tests {
             ("new file", m, None, opts(false, false), "copy"),
             ("identical", m, plain(m), opts(false, false), "unchanged"),
             // rsync's quick check misses this one: same size, same second.
-            ("same second, other ns", meta(100, 1000, 6, 0o644), plain(m), opts(false, false), "copy"),
-            ("size differs", meta(101, 1000, 5, 0o644), plain(m), opts(false, false), "copy"),
-            ("mode only", meta(100, 1000, 5, 0o600), plain(m), opts(false, false), "setmeta"),
-            ("checksum, same meta", m, plain(m), opts(false, true), "compare"),
-            ("checksum, size differs", meta(1, 1000, 5, 0o644), plain(m), opts(false, true), "copy"),
+            (
+                "same second, other ns",
+                meta(100, 1000, 6, 0o644),
+                plain(m),
+                opts(false, false),
+                "copy",
+            ),
+            (
+                "size differs",
+                meta(101, 1000, 5, 0o644),
+                plain(m),
+                opts(false, false),
+                "copy",
+            ),
+            (
+                "mode only",
+                meta(100, 1000, 5, 0o600),
+                plain(m),
+                opts(false, false),
+                "setmeta",
+            ),
+            (
+                "checksum, same meta",
+                m,
+                plain(m),
+                opts(false, true),
+                "compare",
+            ),
+            (
+                "checksum, size differs",
+                meta(1, 1000, 5, 0o644),
+                plain(m),
+                opts(false, true),
+                "copy",
+            ),
             ("compress turned on", m, plain(m), opts(true, false), "copy"),
             ("compress turned off", m, gz(m), opts(false, false), "copy"),
-            ("gzipped identical", m, gz(m), opts(true, false), "unchanged"),
-            ("dir where file goes", m, Some(rec(Kind::Dir, m, Stored::Plain)), opts(false, false), "copy"),
+            (
+                "gzipped identical",
+                m,
+                gz(m),
+                opts(true, false),
+                "unchanged",
+            ),
+            (
+                "dir where file goes",
+                m,
+                Some(rec(Kind::Dir, m, Stored::Plain)),
+                opts(false, false),
+                "copy",
+            ),
             // A record rebuilt from a gzip trailer holds the size modulo 4 GiB.
-            ("rebuilt gz over 4 GiB", meta((1 << 32) + 100, 1000, 5, 0o644), gz(m), opts(true, false), "setmeta"),
+            (
+                "rebuilt gz over 4 GiB",
+                meta((1 << 32) + 100, 1000, 5, 0o644),
+                gz(m),
+                opts(true, false),
+                "setmeta",
+            ),
         ];
         for (name, src, known, o, want) in table {
             let got = plan_entry(&file("f", src), known.as_ref(), &o);
@@ -384,19 +443,39 @@ mod tests {
         let o = opts(false, false);
         let table: Vec<(&str, &Entry, Option<Record>, &str)> = vec![
             ("new dir", &dir, None, "mkdir"),
-            ("existing dir", &dir, Some(rec(Kind::Dir, meta(0, 5, 0, 0o700), Stored::Plain)), "unchanged"),
-            ("file where dir goes", &dir, Some(rec(Kind::File, m, Stored::Plain)), "mkdir"),
+            (
+                "existing dir",
+                &dir,
+                Some(rec(Kind::Dir, meta(0, 5, 0, 0o700), Stored::Plain)),
+                "unchanged",
+            ),
+            (
+                "file where dir goes",
+                &dir,
+                Some(rec(Kind::File, m, Stored::Plain)),
+                "mkdir",
+            ),
             ("new link", &link, None, "symlink"),
             ("same link", &link, Some(link_rec), "unchanged"),
             ("retargeted link", &link, Some(other_target), "symlink"),
             ("fifo", &special, None, "skip"),
         ];
         for (name, entry, known, want) in table {
-            assert_eq!(short(&plan_entry(entry, known.as_ref(), &o)), want, "{name}");
+            assert_eq!(
+                short(&plan_entry(entry, known.as_ref(), &o)),
+                want,
+                "{name}"
+            );
         }
         assert!(dir_meta_differs(&dir, None));
-        assert!(!dir_meta_differs(&dir, Some(&rec(Kind::Dir, m, Stored::Plain))));
-        assert!(dir_meta_differs(&dir, Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain))));
+        assert!(!dir_meta_differs(
+            &dir,
+            Some(&rec(Kind::Dir, m, Stored::Plain))
+        ));
+        assert!(dir_meta_differs(
+            &dir,
+            Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain))
+        ));
     }
 
     fn names(actions: &[Action]) -> Vec<String> {
@@ -419,8 +498,13 @@ mod tests {
             ("locked", Kind::Dir),
             ("locked/x", Kind::File),
             ("stray-from-before", Kind::File),
+            ("mixed", Kind::Dir),
+            ("mixed/old.txt", Kind::File),
+            ("mixed/sub", Kind::Dir),
+            ("mixed/sub/keep.tmp", Kind::File),
         ];
-        let listing: Vec<(&Path, Kind)> = listing.iter().map(|(n, k)| (Path::new(*n), *k)).collect();
+        let listing: Vec<(&Path, Kind)> =
+            listing.iter().map(|(n, k)| (Path::new(*n), *k)).collect();
         let targets: HashSet<PathBuf> = ["keep.txt", "locked"].iter().map(PathBuf::from).collect();
         let ex = Excludes::new(&["*.tmp"]).unwrap();
         let unreadable = [PathBuf::from("locked")];
@@ -428,14 +512,25 @@ mod tests {
             excludes: Some(&ex),
             unreadable: &unreadable,
         };
-        let got = plan_deletions(listing.clone(), &targets, &MirrorState::new(), &keep, &opts(false, false));
-        assert_eq!(names(&got), ["gone.txt", "olddir", "stray-from-before"]);
+        let got = plan_deletions(
+            listing.clone(),
+            &targets,
+            &MirrorState::new(),
+            &keep,
+            &opts(false, false),
+        );
+        assert_eq!(
+            names(&got),
+            ["gone.txt", "mixed/old.txt", "olddir", "stray-from-before"]
+        );
 
         let no_delete = PlanOptions {
             delete: false,
             ..opts(false, false)
         };
-        assert!(plan_deletions(listing, &targets, &MirrorState::new(), &keep, &no_delete).is_empty());
+        assert!(
+            plan_deletions(listing, &targets, &MirrorState::new(), &keep, &no_delete).is_empty()
+        );
     }
 
     #[test]

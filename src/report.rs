@@ -58,7 +58,11 @@ impl Summary {
                     Done::Copied | Done::Gzipped => {
                         self.copied += 1;
                         self.bytes_copied += bytes;
-                        let verb = if *done == Done::Gzipped { "gzipped" } else { "copied" };
+                        let verb = if *done == Done::Gzipped {
+                            "gzipped"
+                        } else {
+                            "copied"
+                        };
                         log::info!("{verb} {} ({})", esc(&rel), human_bytes(*bytes));
                         let sha = record.sha256.map(|d| d.to_string()).unwrap_or_default();
                         log::info!(
@@ -125,7 +129,11 @@ impl Summary {
             Action::Copy { entry, stored } => {
                 self.copied += 1;
                 self.bytes_copied += entry.meta.size;
-                let verb = if *stored == Stored::Gzip { "gzip" } else { "copy" };
+                let verb = if *stored == Stored::Gzip {
+                    "gzip"
+                } else {
+                    "copy"
+                };
                 (verb, entry.rel.clone())
             }
             Action::Compare { entry, .. } => ("compare", entry.rel.clone()),
@@ -157,7 +165,11 @@ impl Summary {
     pub fn finish(&mut self, started: Instant, json: bool) {
         self.duration_s = started.elapsed().as_secs_f64();
         let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let word = if self.interrupted { "interrupted" } else { "completed" };
+        let word = if self.interrupted {
+            "interrupted"
+        } else {
+            "completed"
+        };
         let first = format!(
             "Backup {word} at {now}, Duration: {:.2} seconds, Files backed up: {}",
             self.duration_s, self.copied
@@ -184,7 +196,8 @@ impl Summary {
         log::info!(target: SUMMARY, "{first}");
         log::info!(target: SUMMARY, "{second}");
         if json {
-            let line = serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let line =
+                serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             logging::print_line(false, &line);
         }
     }

@@ -146,10 +146,7 @@ pub fn walk_source(
                 }
             }
             Err(err) => {
-                let rel = err
-                    .path()
-                    .map(|p| relative(root, p))
-                    .unwrap_or_default();
+                let rel = err.path().map(|p| relative(root, p)).unwrap_or_default();
                 Scanned::Error {
                     rel,
                     error: io::Error::from(err),
@@ -202,7 +199,10 @@ pub struct DestItem {
 /// deleted.
 pub fn list_dest(root: &Path, detail: bool) -> Vec<DestItem> {
     let mut items = Vec::new();
-    let mut walker = WalkDir::new(root).follow_links(false).min_depth(1).into_iter();
+    let mut walker = WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter();
     while let Some(next) = walker.next() {
         let Ok(dent) = next else { continue };
         let rel = relative(root, dent.path());
@@ -273,7 +273,10 @@ mod tests {
         std::fs::create_dir(root.join("d")).unwrap();
         std::os::unix::fs::symlink("..", root.join("d/up")).unwrap();
         let got = collect(root, &ScanRules::default());
-        assert!(got.contains(&("d/up".to_string(), Kind::Symlink)), "{got:?}");
+        assert!(
+            got.contains(&("d/up".to_string(), Kind::Symlink)),
+            "{got:?}"
+        );
         assert_eq!(got.len(), 3);
     }
 }

@@ -155,7 +155,10 @@ impl<'a> Engine<'a> {
             (Some(items), None)
         } else {
             let dst = dst.clone();
-            (None, Some(std::thread::spawn(move || scan::list_dest(&dst, false))))
+            (
+                None,
+                Some(std::thread::spawn(move || scan::list_dest(&dst, false))),
+            )
         };
 
         let rules = ScanRules {
@@ -168,9 +171,8 @@ impl<'a> Engine<'a> {
             let stop = self.stop;
             let opts = cfg.plan;
             let src = cfg.pair.src.as_path();
-            let report = self.pump(|actions| {
-                scan_and_plan(src, &rules, &known, &opts, actions, stop, &scanned)
-            });
+            let report = self
+                .pump(|actions| scan_and_plan(src, &rules, &known, &opts, actions, stop, &scanned));
             self.known = known;
             report
         };
@@ -216,7 +218,9 @@ impl<'a> Engine<'a> {
         } else {
             let present: HashSet<&Path> = listing.iter().map(|i| i.rel.as_path()).collect();
             for entry in &report.unchanged {
-                let Some(name) = plan::target_name(entry, opts) else { continue };
+                let Some(name) = plan::target_name(entry, opts) else {
+                    continue;
+                };
                 if present.contains(name.as_path()) {
                     continue;
                 }
@@ -240,7 +244,10 @@ impl<'a> Engine<'a> {
             .iter()
             .filter(|e| e.kind != Kind::Dir)
             .count() as u64
-            - actions.iter().filter(|a| !matches!(a, Action::Mkdir { .. })).count() as u64;
+            - actions
+                .iter()
+                .filter(|a| !matches!(a, Action::Mkdir { .. }))
+                .count() as u64;
         if !report.complete {
             log::warn!("the scan did not finish; nothing is deleted this run");
             return actions;
@@ -250,20 +257,31 @@ impl<'a> Engine<'a> {
             unreadable: &report.unreadable,
         };
         let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
-        actions.extend(plan::plan_deletions(names, &report.targets, &self.known, &keep, opts));
+        actions.extend(plan::plan_deletions(
+            names,
+            &report.targets,
+            &self.known,
+            &keep,
+            opts,
+        ));
         actions
     }
 
     /// Phase 3: mode and mtime of folders that were created, written into, or differ.
     fn finish_dirs(&mut self, mut dirs: Vec<(Entry, bool)>) {
-        let Mode::Write(exec) = &self.mode else { return };
+        let Mode::Write(exec) = &self.mode else {
+            return;
+        };
         dirs.sort_by_key(|(e, _)| std::cmp::Reverse(e.rel.components().count()));
         for (entry, differs) in dirs {
             if !differs && !self.tally.touched.contains(&entry.rel) {
                 continue;
             }
             match exec.finish_dir(&entry.rel, &entry.meta) {
-                Ok(()) => self.tally.index.put(&entry.rel, &record_of(&entry, &self.cfg.plan)),
+                Ok(()) => self
+                    .tally
+                    .index
+                    .put(&entry.rel, &record_of(&entry, &self.cfg.plan)),
                 Err(message) => {
                     self.tally.summary.failed += 1;
                     log::error!("{message}");
@@ -306,7 +324,6 @@ impl<'a> Engine<'a> {
             }
         })
     }
-
 }
 
 impl Mode {
@@ -483,7 +500,9 @@ impl IndexWriter {
     }
 
     fn due(&self) -> bool {
-        self.0.as_ref().is_some_and(|i| i.pending_for() >= COMMIT_EVERY)
+        self.0
+            .as_ref()
+            .is_some_and(|i| i.pending_for() >= COMMIT_EVERY)
     }
 
     /// Makes DST's writes durable, then commits the index.

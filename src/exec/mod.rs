@@ -128,9 +128,8 @@ impl Executor {
     pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, String> {
         let state = dst.join(STATE_DIR);
         let tmp = state.join(TMP_DIR);
-        std::fs::create_dir_all(dst).map_err(|e| {
-            format!("cannot create destination {}: {}", esc(dst), io_message(&e))
-        })?;
+        std::fs::create_dir_all(dst)
+            .map_err(|e| format!("cannot create destination {}: {}", esc(dst), io_message(&e)))?;
         match std::fs::symlink_metadata(&state) {
             Ok(m) if !m.is_dir() => {
                 return Err(format!(
@@ -218,8 +217,13 @@ impl Executor {
 
     /// Sets a folder's mode and mtime, after everything inside it was written.
     pub fn finish_dir(&self, rel: &Path, meta: &crate::scan::Meta) -> Result<(), String> {
-        self.set_dir_meta(rel, meta)
-            .map_err(|e| format!("setting mode and time on {}: {}", esc(&self.dst.join(rel)), io_message(&e)))
+        self.set_dir_meta(rel, meta).map_err(|e| {
+            format!(
+                "setting mode and time on {}: {}",
+                esc(&self.dst.join(rel)),
+                io_message(&e)
+            )
+        })
     }
 
     fn stopped(&self) -> bool {

@@ -50,7 +50,7 @@ impl Drop for Temp {
 /// Where copied bytes go: the temp file itself or a gzip encoder in front of it.
 enum Sink<'f> {
     Plain(&'f File),
-    Gzip(GzEncoder<&'f File>),
+    Gzip(Box<GzEncoder<&'f File>>),
 }
 
 impl Sink<'_> {
@@ -78,7 +78,8 @@ impl Executor {
         let mut attempt = 0;
         loop {
             let reading = OpError::io("reading", &src_path);
-            let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
+            let src =
+                platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
             let before = src.metadata().map_err(reading)?;
             if !before.is_file() {
                 return Err(OpError::Io {
@@ -90,12 +91,16 @@ impl Executor {
             let (temp, file) = self.temp_file()?;
             let (sha, bytes) = self.stream(&src, &file, stored, &src_path, &temp.path)?;
             let meta = Meta::of(&before);
-            set_file_meta(&file, &meta).map_err(OpError::io("setting mode and time on", &temp.path))?;
+            set_file_meta(&file, &meta)
+                .map_err(OpError::io("setting mode and time on", &temp.path))?;
             drop(file);
             let settled = unchanged_since(&before, &src, &src_path);
             if !settled && attempt < COPY_RETRIES {
                 attempt += 1;
-                log::debug!("{} changed while being copied; copying again", src_path.display());
+                log::debug!(
+                    "{} changed while being copied; copying again",
+                    src_path.display()
+                );
                 continue;
             }
             // Even an unsettled copy is installed: it is a whole snapshot of what was read
@@ -108,7 +113,10 @@ impl Executor {
             }
             let record = Record {
                 kind: Kind::File,
-                meta: Meta { size: bytes, ..meta },
+                meta: Meta {
+                    size: bytes,
+                    ..meta
+                },
                 sha256: Some(sha),
                 stored,
                 target: None,
@@ -141,7 +149,7 @@ impl Executor {
         let mut total = 0u64;
         let mut sink = match stored {
             Stored::Plain => Sink::Plain(file),
-            Stored::Gzip => Sink::Gzip(GzEncoder::new(file, self.level)),
+            Stored::Gzip => Sink::Gzip(Box::new(GzEncoder::new(file, self.level))),
         };
         loop {
             if self.stopped() {
@@ -172,7 +180,8 @@ impl Executor {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
         let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
-        let src_sha = hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
+        let src_sha =
+            hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
         let dst_sha = match known.sha256 {
             Some(d) => d,
             None => {
@@ -210,7 +219,8 @@ impl Executor {
         let path = self.dest_path(&name, Reach::Lookup)?;
         // O_NOFOLLOW: a symlink planted under this name is not followed out of DST.
         let file = platform::open_source(&path).map_err(OpError::io("updating", &path))?;
-        set_file_meta(&file, &entry.meta).map_err(OpError::io("setting mode and time on", &path))?;
+        set_file_meta(&file, &entry.meta)
+            .map_err(OpError::io("setting mode and time on", &path))?;
         let record = Record {
             kind: Kind::File,
             meta: entry.meta,
@@ -253,7 +263,8 @@ impl Executor {
     pub(super) fn symlink(&self, entry: &Entry) -> Result<Outcome, OpError> {
         let target = entry.target.as_deref().unwrap_or(Path::new(""));
         let temp_path = self.temp_name();
-        platform::symlink(target, &temp_path).map_err(OpError::io("creating symlink", &temp_path))?;
+        platform::symlink(target, &temp_path)
+            .map_err(OpError::io("creating symlink", &temp_path))?;
         let temp = Temp {
             path: temp_path,
             armed: true,

@@ -48,7 +48,8 @@ impl TestEnv {
 
     /// Runs `datasafe sync src dst EXTRA...` and returns its output.
     pub fn sync(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<&OsStr> = vec!["sync".as_ref(), self.src.as_os_str(), self.dst.as_os_str()];
+        let mut args: Vec<&OsStr> =
+            vec!["sync".as_ref(), self.src.as_os_str(), self.dst.as_os_str()];
         args.extend(extra.iter().map(|s| OsStr::new(*s)));
         self.cmd(args).output().unwrap()
     }
@@ -108,9 +109,18 @@ pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
 /// What the comparison looks at for one path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Node {
-    File { content: Vec<u8>, mode: u32, mtime: (i64, u32) },
-    Dir { mode: u32 },
-    Link { target: PathBuf, mtime: (i64, u32) },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+        mtime: (i64, u32),
+    },
+    Dir {
+        mode: u32,
+    },
+    Link {
+        target: PathBuf,
+        mtime: (i64, u32),
+    },
 }
 
 /// Everything under `root` except DST's `.datasafe`, with `.gz` files un-gzipped and
@@ -136,13 +146,31 @@ pub fn snapshot(root: &Path, gz: bool) -> BTreeMap<PathBuf, Node> {
             let raw = std::fs::read(entry.path()).unwrap();
             if gz {
                 let name = rel.as_os_str().as_encoded_bytes();
-                let stem = name.strip_suffix(b".gz").expect("every file in a gz mirror ends in .gz");
+                let stem = name
+                    .strip_suffix(b".gz")
+                    .expect("every file in a gz mirror ends in .gz");
                 let mut content = Vec::new();
-                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut content).unwrap();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_end(&mut content)
+                    .unwrap();
                 let rel = PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) });
-                (rel, Node::File { content, mode, mtime })
+                (
+                    rel,
+                    Node::File {
+                        content,
+                        mode,
+                        mtime,
+                    },
+                )
             } else {
-                (rel, Node::File { content: raw, mode, mtime })
+                (
+                    rel,
+                    Node::File {
+                        content: raw,
+                        mode,
+                        mtime,
+                    },
+                )
             }
         } else {
             continue;
@@ -163,7 +191,10 @@ pub fn assert_mirrored(src: &Path, dst: &Path, gz: bool) {
     for (k, v) in &a {
         match b.get(k) {
             None => diff.push_str(&format!("missing in dst: {}\n", k.display())),
-            Some(w) if w != v => diff.push_str(&format!("differs: {}\n  src {v:?}\n  dst {w:?}\n", k.display())),
+            Some(w) if w != v => diff.push_str(&format!(
+                "differs: {}\n  src {v:?}\n  dst {w:?}\n",
+                k.display()
+            )),
             _ => {}
         }
     }

@@ -1,0 +1,488 @@
+//! `datasafe sync` driven through the binary: every behaviour the sync issue lists.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+fn sample_tree(env: &TestEnv) {
+    env.write("docs/a.txt", "alpha");
+    env.write("docs/deep/er/b.md", "beta".repeat(1000));
+    env.write("top.bin", vec![7u8; 70_000]);
+    std::fs::create_dir_all(env.src.join("empty/nested")).unwrap();
+    symlink("docs/a.txt", env.src.join("link")).unwrap();
+    symlink("/nowhere/at/all", env.src.join("dangling")).unwrap();
+    std::fs::set_permissions(
+        env.src.join("top.bin"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        env.src.join("docs/deep"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    set_mtime(&env.src.join("docs/a.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&env.src.join("link"), 1_500_000_000, 5);
+    set_mtime(&env.src.join("empty"), 1_400_000_000, 42);
+}
+
+#[test]
+fn first_run_mirrors_everything_and_second_run_is_a_no_op() {
+    let env = TestEnv::new();
+    sample_tree(&env);
+    let out = env.sync_ok(&[]);
+    assert_mirrored(&env.src, &env.dst, false);
+    let text = stdout(&out);
+    assert!(text.contains("copied docs/a.txt (5 B)"), "{text}");
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("Backup completed at "))
+        .unwrap();
+    let re_ok = summary.contains(", Duration: ") && summary.ends_with(", Files backed up: 5");
+    assert!(re_ok, "{summary}");
+    assert_eq!(count(&out, "Failed"), 0);
+
+    let again = env.sync_ok(&[]);
+    assert_eq!(count(&again, "Files backed up"), 0, "{}", stdout(&again));
+    assert_eq!(count(&again, "Unchanged"), 5);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn regression_same_size_edit_within_the_same_second_is_copied() {
+    let env = TestEnv::new();
+    let f = env.write("note.txt", "version-1");
+    set_mtime(&f, 1_700_000_000, 100);
+    env.sync_ok(&[]);
+    std::fs::write(&f, "version-2").unwrap();
+    // Same size, same second: only the nanoseconds differ (rsync's quick check misses it).
+    set_mtime(&f, 1_700_000_000, 200);
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 1);
+    assert_eq!(
+        std::fs::read(env.dst.join("note.txt")).unwrap(),
+        b"version-2"
+    );
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn checksum_catches_an_edit_that_kept_size_and_mtime() {
+    let env = TestEnv::new();
+    let f = env.write("data.bin", "aaaa");
+    set_mtime(&f, 1_700_000_000, 7);
+    env.sync_ok(&[]);
+    std::fs::write(&f, "bbbb").unwrap();
+    set_mtime(&f, 1_700_000_000, 7);
+    let quick = env.sync_ok(&[]);
+    assert_eq!(
+        count(&quick, "Files backed up"),
+        0,
+        "quick check trusts metadata"
+    );
+    let out = env.sync_ok(&["--checksum"]);
+    assert_eq!(count(&out, "Files backed up"), 1, "{}", stdout(&out));
+    assert_eq!(std::fs::read(env.dst.join("data.bin")).unwrap(), b"bbbb");
+    let again = env.sync_ok(&["--checksum"]);
+    assert_eq!(count(&again, "Files backed up"), 0);
+    assert_eq!(count(&again, "Unchanged"), 1);
+}
+
+#[test]
+fn deletions_are_mirrored_including_files_there_before_the_first_run() {
+    let env = TestEnv::new();
+    env.write("keep.txt", "k");
+    env.write("old/gone.txt", "g");
+    std::fs::create_dir_all(env.dst.join("stray/dir")).unwrap();
+    std::fs::write(env.dst.join("stray/dir/x"), "x").unwrap();
+    std::fs::write(env.dst.join("stray.txt"), "x").unwrap();
+    env.sync_ok(&[]);
+    assert_mirrored(&env.src, &env.dst, false);
+
+    std::fs::remove_dir_all(env.src.join("old")).unwrap();
+    let kept = env.sync_ok(&["--no-delete"]);
+    assert_eq!(count(&kept, "Deleted"), 0);
+    assert!(env.dst.join("old/gone.txt").exists());
+
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Deleted"), 1, "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("deleted old/ (1 files)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_mirrored(&env.src, &env.dst, false);
+    assert!(
+        env.dst.join(".datasafe/index.db").exists(),
+        "state folder is never deleted"
+    );
+}
+
+#[test]
+fn file_deleted_from_the_mirror_behind_the_index_is_copied_again() {
+    let env = TestEnv::new();
+    env.write("a/b.txt", "b");
+    env.sync_ok(&[]);
+    std::fs::remove_file(env.dst.join("a/b.txt")).unwrap();
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 1);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn compress_stores_gz_and_toggling_converts_cleanly() {
+    let env = TestEnv::new();
+    sample_tree(&env);
+    env.write("already.gz", "not really gzip");
+    env.sync_ok(&[]);
+    let out = env.sync_ok(&["--compress"]);
+    assert!(
+        stdout(&out).contains("gzipped docs/a.txt (5 B)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(count(&out, "Deleted"), 0, "a conversion is not a deletion");
+    assert!(env.dst.join("already.gz.gz").exists());
+    assert!(!env.dst.join("docs/a.txt").exists(), "NAME beside NAME.gz");
+    assert_mirrored(&env.src, &env.dst, true);
+    let again = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&again, "Files backed up"), 0);
+
+    env.sync_ok(&[]);
+    assert!(!env.dst.join("docs/a.txt.gz").exists());
+    assert!(!env.dst.join("already.gz.gz").exists());
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn compress_with_no_delete_still_converts() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.sync_ok(&[]);
+    env.sync_ok(&["--compress", "--no-delete"]);
+    assert!(env.dst.join("a.txt.gz").exists());
+    assert!(!env.dst.join("a.txt").exists());
+}
+
+#[test]
+fn missing_source_is_a_usage_error_and_dst_is_untouched() {
+    let env = TestEnv::new();
+    let out = env.cmd(["sync", "nope", "dst"]).output().unwrap();
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nope") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!env.dst.exists());
+}
+
+#[test]
+fn same_directory_in_any_spelling_is_refused() {
+    let env = TestEnv::new();
+    env.write("a", "a");
+    symlink(&env.src, env.dir.path().join("alias")).unwrap();
+    for dst in ["src", "src/.", "./src/../src", "alias"] {
+        let out = env.cmd(["sync", "src", dst]).output().unwrap();
+        assert_code(&out, 2);
+        assert!(stderr(&out).contains("same directory"), "{}", stderr(&out));
+    }
+    assert!(!env.src.join(".datasafe").exists());
+}
+
+#[test]
+fn source_inside_destination_is_refused() {
+    let env = TestEnv::new();
+    let out = env.cmd(["sync", "src", "."]).output().unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("inside destination"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn destination_inside_source_is_left_out_of_the_scan() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let out = env.cmd(["sync", "src", "src/backup"]).output().unwrap();
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("leaving backup out of the scan").count(),
+        1,
+        "{text}"
+    );
+    assert!(env.src.join("backup/a.txt").exists());
+    assert!(!env.src.join("backup/backup").exists());
+    let again = env.cmd(["sync", "src", "src/backup"]).output().unwrap();
+    assert_code(&again, 0);
+    assert_eq!(count(&again, "Files backed up"), 0);
+    assert!(!env.src.join("backup/backup").exists());
+}
+
+#[test]
+fn odd_names_survive_byte_for_byte() {
+    let env = TestEnv::new();
+    let names: Vec<&[u8]> = vec![
+        b"non-utf8-\xff\xfe",
+        b"new\nline",
+        b"-leading-dash",
+        b"--help",
+        b"spaces and \ttab",
+        b"caf\xc3\xa9",
+    ];
+    for n in &names {
+        env.write(OsStr::from_bytes(n), n);
+    }
+    let long = "x".repeat(255);
+    env.write(&long, "long");
+    env.write(format!("d/{}", "y".repeat(250)), "long2");
+    let out = env.sync_ok(&[]);
+    assert_mirrored(&env.src, &env.dst, false);
+    let text = stdout(&out);
+    assert!(text.contains("copied non-utf8-\\xff\\xfe"), "{text}");
+    assert!(text.contains("copied new\\nline"), "{text}");
+    // Every operation is one line, whatever the names hold.
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("copied ")).count(),
+        names.len() + 2
+    );
+}
+
+#[test]
+fn symlink_loops_do_not_hang_and_are_mirrored_as_links() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.src.join("a/b")).unwrap();
+    symlink("..", env.src.join("a/b/up")).unwrap();
+    symlink("self", env.src.join("self")).unwrap();
+    symlink(&env.src, env.src.join("a/root")).unwrap();
+    env.sync_ok(&[]);
+    assert_mirrored(&env.src, &env.dst, false);
+    assert_eq!(
+        std::fs::read_link(env.dst.join("self")).unwrap(),
+        Path::new("self")
+    );
+}
+
+#[test]
+fn fifos_are_skipped_with_a_warning() {
+    let env = TestEnv::new();
+    env.write("a", "a");
+    let fifo = env.src.join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = env.sync_ok(&[]);
+    assert!(
+        stderr(&out).contains("warning: skipping") && stderr(&out).contains("pipe"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count(&out, "Skipped"), 1);
+    assert!(!env.dst.join("pipe").exists());
+}
+
+#[test]
+fn excludes_match_names_anywhere_and_paths_from_the_root() {
+    let env = TestEnv::new();
+    env.write(".stfolder/x", "x");
+    env.write("a/.stfolder/y", "y");
+    env.write("a/b.tmp", "t");
+    env.write("a/keep.txt", "k");
+    env.write("docs/x.md", "m");
+    env.write("other/docs/x.md", "m");
+    std::fs::create_dir_all(env.dst.join("protected")).unwrap();
+    std::fs::write(env.dst.join("protected/z.tmp"), "z").unwrap();
+    env.sync_ok(&[
+        "--exclude",
+        ".stfolder",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "docs/*.md",
+    ]);
+    assert!(env.dst.join("a/keep.txt").exists());
+    assert!(env.dst.join("other/docs/x.md").exists());
+    for gone in [".stfolder", "a/.stfolder", "a/b.tmp", "docs/x.md"] {
+        assert!(!env.dst.join(gone).exists(), "{gone} should be excluded");
+    }
+    assert!(
+        env.dst.join("protected/z.tmp").exists(),
+        "excluded names in DST are not deleted"
+    );
+}
+
+#[test]
+fn dry_run_lists_actions_and_changes_nothing() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("d/b.txt", "b");
+    let out = env.sync_ok(&["--dry-run"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("copy a.txt") && text.contains("copy d/b.txt") && text.contains("mkdir d"),
+        "{text}"
+    );
+    assert!(!env.dst.exists(), "dry run created DST");
+
+    env.sync_ok(&[]);
+    std::fs::remove_file(env.src.join("a.txt")).unwrap();
+    env.write("c.txt", "c");
+    let before = snapshot(&env.dst, false);
+    let out = env.sync_ok(&["--dry-run", "--compress"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("delete a.txt") && text.contains("gzip c.txt"),
+        "{text}"
+    );
+    assert_eq!(before, snapshot(&env.dst, false));
+}
+
+#[test]
+fn json_is_the_last_line() {
+    let env = TestEnv::new();
+    env.write("a.txt", "hello");
+    let out = env.sync_ok(&["--json"]);
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    for key in [
+        "copied",
+        "deleted",
+        "unchanged",
+        "failed",
+        "bytes_copied",
+        "duration_s",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing in {last}");
+    }
+    assert_eq!(v["copied"], 1);
+    assert_eq!(v["bytes_copied"], 5);
+    assert!(text.contains("Backup completed at "));
+}
+
+#[test]
+fn log_file_has_timestamps_checksums_and_modes_and_error_log_only_errors() {
+    let env = TestEnv::new();
+    env.write("a.txt", "abc");
+    std::fs::set_permissions(
+        env.src.join("a.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let log = env.dir.path().join("logs/all.log");
+    let errors = env.dir.path().join("logs/errors.log");
+    env.sync_ok(&[
+        "--log-file",
+        log.to_str().unwrap(),
+        "--error-log",
+        errors.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let line = text
+        .lines()
+        .find(|l| l.contains("Backed up file:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(&format!("| Checksum: {sha} | Permissions: 640")),
+        "{line}"
+    );
+    assert!(line.starts_with("20"), "timestamp first: {line}");
+    assert!(text.contains("copied a.txt (3 B)"));
+    assert!(text.contains("Backup completed at"));
+    assert_eq!(std::fs::read_to_string(&errors).unwrap_or_default(), "");
+}
+
+#[test]
+fn mode_change_alone_updates_metadata_without_copying() {
+    let env = TestEnv::new();
+    let f = env.write("script.sh", "#!/bin/sh\n");
+    env.sync_ok(&[]);
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 0);
+    assert_eq!(count(&out, "Updated"), 1);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn kinds_can_swap_between_runs() {
+    let env = TestEnv::new();
+    env.write("x/inner.txt", "i");
+    env.write("y", "file");
+    symlink("y", env.src.join("z")).unwrap();
+    env.sync_ok(&[]);
+    std::fs::remove_dir_all(env.src.join("x")).unwrap();
+    env.write("x", "now a file");
+    std::fs::remove_file(env.src.join("y")).unwrap();
+    env.write("y/inner", "now a folder");
+    std::fs::remove_file(env.src.join("z")).unwrap();
+    env.write("z", "now a file too");
+    env.sync_ok(&[]);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn lost_or_corrupt_index_is_rebuilt_without_recopying() {
+    let env = TestEnv::new();
+    sample_tree(&env);
+    env.sync_ok(&["--compress"]);
+    std::fs::remove_file(env.dst.join(".datasafe/index.db")).unwrap();
+    let out = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    assert_mirrored(&env.src, &env.dst, true);
+
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(env.dst.join(format!(".datasafe/index.db{suffix}")));
+    }
+    std::fs::write(env.dst.join(".datasafe/index.db"), vec![0x5a; 10_000]).unwrap();
+    env.write("new.txt", "n");
+    let out = env.sync_ok(&["--compress"]);
+    assert!(
+        stderr(&out).contains("rebuilding the index"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count(&out, "Files backed up"), 1);
+    assert_mirrored(&env.src, &env.dst, true);
+    let again = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&again, "Files backed up"), 0);
+}
+
+#[test]
+fn leftover_temp_files_are_removed() {
+    let env = TestEnv::new();
+    env.write("a", "a");
+    env.sync_ok(&[]);
+    let tmp = env.dst.join(".datasafe/tmp");
+    std::fs::write(tmp.join("123-4.tmp"), "torn").unwrap();
+    env.sync_ok(&[]);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn jobs_and_verbosity_flags_work() {
+    let env = TestEnv::new();
+    for i in 0..50 {
+        env.write(format!("d{}/f{i}", i % 5), format!("{i}"));
+    }
+    let out = env.sync_ok(&["--jobs", "1", "-q"]);
+    assert!(
+        !stdout(&out).contains("copied "),
+        "quiet hides operation lines"
+    );
+    assert!(stdout(&out).contains("Backup completed at"));
+    assert_mirrored(&env.src, &env.dst, false);
+    let bad = env.sync(&["--jobs", "0"]);
+    assert_code(&bad, 2);
+}
