@@ -138,7 +138,7 @@ pub fn walk_source(
                 let meta = if dent.depth() == 0 {
                     std::fs::metadata(dent.path())
                 } else {
-                    dent.metadata().map_err(io::Error::from)
+                    dent.metadata().map_err(inner_io)
                 };
                 match meta {
                     Ok(meta) => entry_from(dent.path(), rel, &meta),
@@ -149,7 +149,7 @@ pub fn walk_source(
                 let rel = err.path().map(|p| relative(root, p)).unwrap_or_default();
                 Scanned::Error {
                     rel,
-                    error: io::Error::from(err),
+                    error: inner_io(err),
                 }
             }
         };
@@ -218,6 +218,12 @@ pub fn list_dest(root: &Path, detail: bool) -> Vec<DestItem> {
         });
     }
     items
+}
+
+/// The OS error inside a walkdir error (walkdir's own wrapping repeats the path).
+fn inner_io(err: walkdir::Error) -> io::Error {
+    let text = err.to_string();
+    err.into_io_error().unwrap_or_else(|| io::Error::other(text))
 }
 
 fn relative(root: &Path, path: &Path) -> PathBuf {
