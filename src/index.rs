@@ -99,12 +99,21 @@ impl Index {
     /// it already existed with content the caller can trust.
     pub fn open(state_dir: &Path) -> Result<(Index, bool), IndexError> {
         let path = state_dir.join(INDEX_FILE);
+        // The index and its journals must be files of our own, never symlinks planted to
+        // make SQLite write outside DST.
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = state_dir.join(format!("{INDEX_FILE}{suffix}"));
+            if std::fs::symlink_metadata(&file).is_ok_and(|m| !m.is_file()) {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
         let existed = path.exists();
         let wrap = |source| IndexError::Sqlite {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(wrap)?;
+        let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(&path, flags).map_err(wrap)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;",
@@ -153,8 +162,8 @@ impl Index {
             path: path.clone(),
             source,
         };
-        let conn =
-            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(wrap)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(&path, flags).map_err(wrap)?;
         let index = Index {
             conn,
             path: path.clone(),
@@ -165,56 +174,70 @@ impl Index {
 
     /// Reads every record into memory.
     pub fn load(&self) -> Result<MirrorState, IndexError> {
-        let wrap = |source| IndexError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
+        self.load_under(Path::new(""))
+    }
+
+    /// Reads the records of `scope` and everything below it (all, for an empty scope).
+    pub fn load_under(&self, scope: &Path) -> Result<MirrorState, IndexError> {
+        let (key, lo, hi) = tree_bounds(scope);
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files",
+            .prepare_cached(
+                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files
+                 WHERE ?1 = x'' OR name = ?1 OR (name >= ?2 AND name < ?3)",
             )
-            .map_err(wrap)?;
-        let mut rows = stmt.query([]).map_err(wrap)?;
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![key, lo, hi]).map_err(|e| self.err(e))?;
         let mut state = MirrorState::new();
-        while let Some(row) = rows.next().map_err(wrap)? {
-            let decoded = (|| -> rusqlite::Result<Option<(PathBuf, Record)>> {
-                let name: Vec<u8> = row.get(0)?;
-                let Some(name) = platform::path_from_bytes(name) else {
-                    return Ok(None);
-                };
-                let kind = match row.get::<_, i64>(1)? {
-                    0 => Kind::File,
-                    1 => Kind::Dir,
-                    2 => Kind::Symlink,
-                    _ => return Ok(None),
-                };
-                let sha: Option<Vec<u8>> = row.get(6)?;
-                let target: Option<Vec<u8>> = row.get(8)?;
-                let record = Record {
-                    kind,
-                    meta: Meta {
-                        size: row.get::<_, i64>(2)? as u64,
-                        mtime: FileTime::from_unix_time(row.get(3)?, row.get(4)?),
-                        mode: row.get(5)?,
-                    },
-                    sha256: sha.as_deref().and_then(Digest::from_slice),
-                    stored: if row.get::<_, i64>(7)? != 0 {
-                        Stored::Gzip
-                    } else {
-                        Stored::Plain
-                    },
-                    target: target.and_then(platform::path_from_bytes),
-                };
-                Ok(Some((name, record)))
-            })()
-            .map_err(wrap)?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             // A row this version cannot read is dropped: the run re-checks that path.
-            if let Some((name, record)) = decoded {
+            if let Some((name, record)) = decode(row).map_err(|e| self.err(e))? {
                 state.insert(name, record);
             }
         }
         Ok(state)
+    }
+
+    /// The record for one stored name.
+    pub fn get(&self, name: &Path) -> Result<Option<Record>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files
+                 WHERE name = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![platform::path_to_bytes(name)])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => Ok(decode(row).map_err(|e| self.err(e))?.map(|(_, r)| r)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that `from` and everything below it now live under `to` (a rename).
+    pub fn move_tree(&mut self, from: &Path, to: &Path) -> Result<(), IndexError> {
+        let moved = self.load_under(from)?;
+        self.remove_tree(from)?;
+        self.remove_tree(to)?;
+        for (name, record) in moved {
+            let rest = name.strip_prefix(from).unwrap_or(Path::new(""));
+            let new_name = if rest.as_os_str().is_empty() {
+                to.to_path_buf()
+            } else {
+                to.join(rest)
+            };
+            self.put(&new_name, &record)?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> IndexError {
+        IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Records that DST now holds `name` as described.
@@ -256,12 +279,7 @@ impl Index {
     /// Records that DST no longer holds `name` nor anything below it.
     pub fn remove_tree(&mut self, name: &Path) -> Result<(), IndexError> {
         self.dirty_since.get_or_insert_with(Instant::now);
-        let key = platform::path_to_bytes(name);
-        // Children are exactly the keys in [name + "/", name + "0"): '0' follows '/'.
-        let mut lo = key.clone();
-        lo.push(b'/');
-        let mut hi = key.clone();
-        hi.push(b'/' + 1);
+        let (key, lo, hi) = tree_bounds(name);
         self.conn
             .prepare_cached("DELETE FROM files WHERE name = ?1 OR (name >= ?2 AND name < ?3)")
             .and_then(|mut stmt| stmt.execute(params![key, lo, hi]))
@@ -289,6 +307,49 @@ impl Index {
                 source,
             })
     }
+}
+
+/// Reads one `files` row; `None` for a row this version cannot represent.
+fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(PathBuf, Record)>> {
+    let name: Vec<u8> = row.get(0)?;
+    let Some(name) = platform::path_from_bytes(name) else {
+        return Ok(None);
+    };
+    let kind = match row.get::<_, i64>(1)? {
+        0 => Kind::File,
+        1 => Kind::Dir,
+        2 => Kind::Symlink,
+        _ => return Ok(None),
+    };
+    let sha: Option<Vec<u8>> = row.get(6)?;
+    let target: Option<Vec<u8>> = row.get(8)?;
+    let record = Record {
+        kind,
+        meta: Meta {
+            size: row.get::<_, i64>(2)? as u64,
+            mtime: FileTime::from_unix_time(row.get(3)?, row.get(4)?),
+            mode: row.get(5)?,
+        },
+        sha256: sha.as_deref().and_then(Digest::from_slice),
+        stored: if row.get::<_, i64>(7)? != 0 {
+            Stored::Gzip
+        } else {
+            Stored::Plain
+        },
+        target: target.and_then(platform::path_from_bytes),
+    };
+    Ok(Some((name, record)))
+}
+
+/// The key of `name` and the half-open key range of everything below it: children are
+/// exactly the keys in [name + "/", name + "0"), since '0' follows '/'.
+fn tree_bounds(name: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let key = platform::path_to_bytes(name);
+    let mut lo = key.clone();
+    lo.push(b'/');
+    let mut hi = key.clone();
+    hi.push(b'/' + 1);
+    (key, lo, hi)
 }
 
 /// Builds a best-effort mirror state from a detailed DST listing, for a mirror without a

@@ -223,7 +223,8 @@ pub fn list_dest(root: &Path, detail: bool) -> Vec<DestItem> {
 /// The OS error inside a walkdir error (walkdir's own wrapping repeats the path).
 fn inner_io(err: walkdir::Error) -> io::Error {
     let text = err.to_string();
-    err.into_io_error().unwrap_or_else(|| io::Error::other(text))
+    err.into_io_error()
+        .unwrap_or_else(|| io::Error::other(text))
 }
 
 fn relative(root: &Path, path: &Path) -> PathBuf {

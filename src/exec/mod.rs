@@ -139,6 +139,11 @@ impl Executor {
             }
             _ => {}
         }
+        // A symlink planted as the temp folder would send temp files, and the cleanup
+        // of leftovers, outside DST.
+        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
+            let _ = std::fs::remove_file(&tmp);
+        }
         std::fs::create_dir_all(&tmp).map_err(|e| {
             format!(
                 "cannot write to destination {}: {}; make it writable and run again",
@@ -146,6 +151,12 @@ impl Executor {
                 io_message(&e)
             )
         })?;
+        if !std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
+            return Err(format!(
+                "{} is not a folder; move it out of the way and run again",
+                esc(&tmp)
+            ));
+        }
         if let Ok(leftovers) = std::fs::read_dir(&tmp) {
             for entry in leftovers.flatten() {
                 let path = entry.path();

@@ -88,11 +88,13 @@ impl Executor {
                     err: io::Error::other("it is no longer a regular file"),
                 });
             }
-            let (temp, file) = self.temp_file()?;
-            let (sha, bytes) = self.stream(&src, &file, stored, &src_path, &temp.path)?;
+            // Errors name the file being stored, not the temp file it goes through.
+            let dst_path = self.dst.join(&name);
+            let (temp, file) = self.temp_file(&dst_path)?;
+            let (sha, bytes) = self.stream(&src, &file, stored, &src_path, &dst_path)?;
             let meta = Meta::of(&before);
             set_file_meta(&file, &meta)
-                .map_err(OpError::io("setting mode and time on", &temp.path))?;
+                .map_err(OpError::io("setting mode and time on", &dst_path))?;
             drop(file);
             let settled = unchanged_since(&before, &src, &src_path);
             if !settled && attempt < COPY_RETRIES {
@@ -142,7 +144,7 @@ impl Executor {
         file: &File,
         stored: Stored,
         src_path: &Path,
-        temp_path: &Path,
+        dst_path: &Path,
     ) -> Result<(Digest, u64), OpError> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
@@ -163,10 +165,10 @@ impl Executor {
             };
             hasher.update(&buf[..n]);
             sink.write_all(&buf[..n])
-                .map_err(OpError::io("writing", temp_path))?;
+                .map_err(OpError::io("writing", dst_path))?;
             total += n as u64;
         }
-        sink.finish().map_err(OpError::io("writing", temp_path))?;
+        sink.finish().map_err(OpError::io("writing", dst_path))?;
         Ok((Digest::from_hasher(hasher), total))
     }
 
@@ -179,14 +181,19 @@ impl Executor {
     ) -> Result<Outcome, OpError> {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
+        // The index may hold a digest for a file since removed from DST: then copy.
+        let dst_path = match self.dest_path(&name, Reach::Lookup) {
+            Ok(p) if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) => p,
+            _ => return self.copy(entry, stored),
+        };
         let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
         let src_sha =
             hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
         let dst_sha = match known.sha256 {
             Some(d) => d,
             None => {
-                let path = self.dest_path(&name, Reach::Lookup)?;
-                let file = File::open(&path).map_err(OpError::io("reading", &path))?;
+                let path = dst_path;
+                let file = platform::open_source(&path).map_err(OpError::io("reading", &path))?;
                 let reader = StopReader(self, file);
                 let sha = match stored {
                     Stored::Plain => hash::hash_reader(reader),
@@ -216,9 +223,17 @@ impl Executor {
         sha256: Option<Digest>,
     ) -> Result<Outcome, OpError> {
         let name = stored.name_for(&entry.rel);
-        let path = self.dest_path(&name, Reach::Lookup)?;
-        // O_NOFOLLOW: a symlink planted under this name is not followed out of DST.
-        let file = platform::open_source(&path).map_err(OpError::io("updating", &path))?;
+        // The stored file may be gone, or replaced by something else, behind the index's
+        // back: then only a copy makes DST current. O_NOFOLLOW keeps a planted symlink
+        // from leading out of DST.
+        let opened = self
+            .dest_path(&name, Reach::Lookup)
+            .ok()
+            .and_then(|p| platform::open_source(&p).ok().map(|f| (p, f)))
+            .filter(|(_, f)| f.metadata().is_ok_and(|m| m.is_file()));
+        let Some((path, file)) = opened else {
+            return self.copy(entry, stored);
+        };
         set_file_meta(&file, &entry.meta)
             .map_err(OpError::io("setting mode and time on", &path))?;
         let record = Record {
@@ -264,7 +279,7 @@ impl Executor {
         let target = entry.target.as_deref().unwrap_or(Path::new(""));
         let temp_path = self.temp_name();
         platform::symlink(target, &temp_path)
-            .map_err(OpError::io("creating symlink", &temp_path))?;
+            .map_err(OpError::io("creating symlink", &self.dst.join(&entry.rel)))?;
         let temp = Temp {
             path: temp_path,
             armed: true,
@@ -371,7 +386,11 @@ impl Executor {
                 Ok(_) if reach == Reach::Lookup => {
                     return Err(OpError::io("reading", &dir)(io::ErrorKind::NotFound.into()));
                 }
-                Ok(_) => fs::remove_file(&dir).map_err(OpError::io("replacing", &dir))?,
+                Ok(_) => match fs::remove_file(&dir) {
+                    // Another worker replaced it first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other.map_err(OpError::io("replacing", &dir))?,
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound && reach != Reach::Lookup => {}
                 Err(e) => return Err(OpError::io("reading", &dir)(e)),
             }
@@ -410,13 +429,13 @@ impl Executor {
     }
 
     /// A new private temp file in DST's temp folder.
-    fn temp_file(&self) -> Result<(Temp, File), OpError> {
+    fn temp_file(&self, for_path: &Path) -> Result<(Temp, File), OpError> {
         loop {
             let path = self.temp_name();
             match platform::create_private(&path) {
                 Ok(file) => return Ok((Temp { path, armed: true }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(OpError::io("creating temp file", &path)(e)),
+                Err(e) => return Err(OpError::io("writing", for_path)(e)),
             }
         }
     }
