@@ -31,6 +31,20 @@ pub fn run(cli: Cli) -> ExitCode {
             let summary = crate::sync::run(&cfg, &stop);
             ExitCode::from(summary.exit_code())
         }
+        Command::Watch(args) => {
+            let (cfg, timing) = match Config::from_watch_args(&args) {
+                Ok(settled) => settled,
+                Err(e) => return usage_error(&e.to_string()),
+            };
+            if let Err(e) = logging::init(&cfg.output) {
+                return usage_error(&e);
+            }
+            let stop = match install_stop_handler() {
+                Ok(stop) => stop,
+                Err(e) => return usage_error(&e),
+            };
+            ExitCode::from(crate::daemon::run(&cfg, &timing, &stop))
+        }
     }
 }
 

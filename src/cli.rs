@@ -4,6 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Live, versioned, optionally gzipped mirrors of the directories you work in.
 #[derive(Debug, Parser)]
@@ -20,6 +21,79 @@ pub enum Command {
     /// Mirror SRC into DST once: copy what changed, delete what is gone, then exit.
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
+    /// Keep DST a mirror of SRC as files change, until Ctrl-C.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+}
+
+const WATCH_EXAMPLES: &str = "\
+Examples:
+  datasafe watch ~/notes ~/backup/notes
+  datasafe watch --compress --debounce 2s --rescan 1h ~/work /mnt/backup/work
+
+Durations read like 50ms, 2s, 10m, 1h; --rescan 0 turns the fallback rescan off.
+Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 2 usage or fatal error,
+130 when a second Ctrl-C quits at once.";
+
+/// `datasafe watch SRC DST [options]`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The directory to mirror (must exist).
+    #[arg(value_name = "SRC")]
+    pub src: PathBuf,
+    /// Where the mirror lives (created with its parents if missing).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// What the mirror holds and how it compares.
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    /// When changes are mirrored.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// What the run prints and logs.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// When a watcher acts.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Timing")]
+pub struct TimingArgs {
+    /// How long a path must be quiet before it is mirrored.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+    /// How often a full rescan catches anything events missed (0: never).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub rescan: Duration,
+    /// The longest a file that never goes quiet (a growing log) waits to be copied.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+}
+
+/// Reads `50ms`, `2s`, `10m`, `1h`, `1d` (and a bare `0`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; write it like 50ms, 2s, 10m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        "" if value == 0.0 => 0.0,
+        _ => {
+            return Err(format!(
+                "{text:?} has no known unit; write it like 50ms, 2s, 10m or 1h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 const SYNC_EXAMPLES: &str = "\
@@ -127,7 +201,9 @@ mod tests {
             "-v",
         ])
         .unwrap();
-        let Command::Sync(args) = cli.command;
+        let Command::Sync(args) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert!(args.mirror.compress && args.mirror.checksum && args.mirror.no_delete);
         assert_eq!(args.mirror.exclude, ["*.tmp", ".stfolder"]);
         assert_eq!(args.mirror.jobs, Some(3));
@@ -135,5 +211,35 @@ mod tests {
         assert_eq!(args.output.verbose, 1);
         assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "-v", "-q"]).is_err());
         assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let table = [
+            ("50ms", Some(Duration::from_millis(50))),
+            ("2s", Some(Duration::from_secs(2))),
+            ("10m", Some(Duration::from_secs(600))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1.5s", Some(Duration::from_millis(1500))),
+            ("0", Some(Duration::ZERO)),
+            ("5", None),
+            ("2 weeks", None),
+            ("ms", None),
+            ("-1s", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_duration(text).ok(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn watch_has_timing_defaults() {
+        let cli = Cli::try_parse_from(["datasafe", "watch", "a", "b", "--debounce", "50ms"]).unwrap();
+        let Command::Watch(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.timing.debounce, Duration::from_millis(50));
+        assert_eq!(args.timing.rescan, Duration::from_secs(600));
+        assert_eq!(args.timing.max_wait, Duration::from_secs(30));
     }
 }

@@ -3,12 +3,13 @@
 //! SRC must not lie inside DST, and DST inside SRC is left out of the scan. Every error
 //! here is a usage error (exit 2) and touches nothing.
 
-use crate::cli::{MirrorArgs, OutputArgs, SyncArgs};
+use crate::cli::{MirrorArgs, OutputArgs, SyncArgs, TimingArgs, WatchArgs};
 use crate::filter::Excludes;
 use crate::names::{esc, io_message};
 use crate::plan::PlanOptions;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// How much the terminal shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +83,45 @@ impl Config {
             output: output(&args.output),
         })
     }
+}
+
+/// When a watcher acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a path must be quiet before it is mirrored.
+    pub debounce: Duration,
+    /// How often a full rescan runs; `None` for never.
+    pub rescan: Option<Duration>,
+    /// The longest a path that never goes quiet waits.
+    pub max_wait: Duration,
+}
+
+impl Config {
+    /// Settles the arguments of `datasafe watch`.
+    pub fn from_watch_args(args: &WatchArgs) -> Result<(Config, Timing), ConfigError> {
+        let pair = Pair::resolve(&args.src, &args.dst)?;
+        let cfg = Config {
+            pair,
+            plan: plan_options(&args.mirror),
+            excludes: Excludes::new(&args.mirror.exclude).map_err(|e| ConfigError(e.to_string()))?,
+            jobs: jobs(&args.mirror),
+            output: output(&args.output),
+        };
+        Ok((cfg, timing(&args.timing)?))
+    }
+}
+
+fn timing(t: &TimingArgs) -> Result<Timing, ConfigError> {
+    if t.debounce.is_zero() {
+        return Err(ConfigError(
+            "--debounce must be more than 0; try 50ms".to_string(),
+        ));
+    }
+    Ok(Timing {
+        debounce: t.debounce,
+        rescan: (!t.rescan.is_zero()).then_some(t.rescan),
+        max_wait: t.max_wait.max(t.debounce),
+    })
 }
 
 fn plan_options(m: &MirrorArgs) -> PlanOptions {

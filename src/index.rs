@@ -153,7 +153,7 @@ impl Index {
     }
 
     /// Opens an existing index without writing anything (for `--dry-run`).
-    pub fn open_read_only(state_dir: &Path) -> Result<Option<MirrorState>, IndexError> {
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Index>, IndexError> {
         let path = state_dir.join(INDEX_FILE);
         if !path.exists() {
             return Ok(None);
@@ -164,12 +164,20 @@ impl Index {
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(&path, flags).map_err(wrap)?;
-        let index = Index {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if version != SCHEMA_VERSION {
+            return Err(IndexError::Version {
+                path,
+                found: version,
+            });
+        }
+        Ok(Some(Index {
             conn,
-            path: path.clone(),
+            path,
             dirty_since: None,
-        };
-        index.load().map(Some)
+        }))
     }
 
     /// Reads every record into memory.
@@ -240,8 +248,16 @@ impl Index {
         }
     }
 
-    /// Records that DST now holds `name` as described.
+    /// Records that DST now holds `name` as described (and, unless it is a folder,
+    /// nothing below it: a file that replaced a folder replaced its content too).
     pub fn put(&mut self, name: &Path, rec: &Record) -> Result<(), IndexError> {
+        if rec.kind != Kind::Dir {
+            let (_, lo, hi) = tree_bounds(name);
+            self.conn
+                .prepare_cached("DELETE FROM files WHERE name >= ?1 AND name < ?2")
+                .and_then(|mut stmt| stmt.execute(params![lo, hi]))
+                .map_err(|e| self.err(e))?;
+        }
         let kind = match rec.kind {
             Kind::File => 0,
             Kind::Dir => 1,

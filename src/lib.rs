@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exec;
 pub mod filter;
 pub mod hash;
@@ -16,3 +17,4 @@ pub mod platform;
 pub mod report;
 pub mod scan;
 pub mod sync;
+pub mod watch;

@@ -74,6 +74,15 @@ pub enum Action {
         /// The source symlink.
         entry: Entry,
     },
+    /// Move a name in DST (a folder with everything in it), as the source was moved.
+    Rename {
+        /// The old name in DST.
+        from: PathBuf,
+        /// The new name in DST.
+        to: PathBuf,
+        /// What it is.
+        kind: Kind,
+    },
     /// Remove a name from DST (a directory with everything in it).
     Delete {
         /// The name as stored in DST.
@@ -95,6 +104,7 @@ impl Action {
             | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
             Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
             Action::Delete { name, .. } => name.clone(),
+            Action::Rename { to, .. } => to.clone(),
         }
     }
 }
@@ -339,6 +349,7 @@ mod tests {
             Decision::Act(Action::Mkdir { .. }) => "mkdir",
             Decision::Act(Action::Symlink { .. }) => "symlink",
             Decision::Act(Action::Delete { .. }) => "delete",
+            Decision::Act(Action::Rename { .. }) => "rename",
         }
     }
 

@@ -186,3 +186,30 @@ pub fn is_no_space(err: &io::Error) -> bool {
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
 }
+
+/// The kernel's limit on watched folders per user (`fs.inotify.max_user_watches`), where
+/// there is one.
+pub fn watch_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Gives memory freed after a big reconcile back to the OS, so an idle watcher stays
+/// small (glibc keeps freed heap otherwise).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -21,6 +21,8 @@ pub struct Summary {
     pub copied: u64,
     /// Files whose mode or mtime was set without copying.
     pub updated: u64,
+    /// Files and folders moved inside DST because they were moved in SRC.
+    pub renamed: u64,
     /// Files removed from DST (a folder counts the files in it).
     pub deleted: u64,
     /// Files already current.
@@ -88,6 +90,10 @@ impl Summary {
                     }
                 }
             }
+            Outcome::Renamed { from, to, .. } => {
+                self.renamed += 1;
+                log::info!("renamed {} -> {}", esc(from), esc(to));
+            }
             Outcome::Same { name, .. } => {
                 self.unchanged += 1;
                 log::debug!("unchanged {} (same content)", esc(name));
@@ -149,6 +155,12 @@ impl Summary {
                 self.copied += 1;
                 ("symlink", entry.rel.clone())
             }
+            Action::Rename { from, to, .. } => {
+                self.renamed += 1;
+                let line = format!("rename {} -> {}", esc(from), esc(to));
+                logging::print_line(false, &line);
+                return;
+            }
             Action::Delete {
                 name, superseded, ..
             } => {
@@ -162,21 +174,18 @@ impl Summary {
     }
 
     /// Prints the summary on stdout (and JSON with `json`), and logs it to log files.
-    pub fn finish(&mut self, started: Instant, json: bool) {
+    /// `word` says how the run ended ("completed", "interrupted", "stopped").
+    pub fn finish(&mut self, started: Instant, json: bool, word: &str) {
         self.duration_s = started.elapsed().as_secs_f64();
         let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        let word = if self.interrupted {
-            "interrupted"
-        } else {
-            "completed"
-        };
         let first = format!(
             "Backup {word} at {now}, Duration: {:.2} seconds, Files backed up: {}",
             self.duration_s, self.copied
         );
         let second = format!(
-            "Updated: {}, Deleted: {}, Unchanged: {}, Failed: {}, Skipped: {}, Bytes copied: {} ({})",
+            "Updated: {}, Renamed: {}, Deleted: {}, Unchanged: {}, Failed: {}, Skipped: {}, Bytes copied: {} ({})",
             self.updated,
+            self.renamed,
             self.deleted,
             self.unchanged,
             self.failed,

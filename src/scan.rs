@@ -111,17 +111,32 @@ impl ScanRules {
             || self.skip.iter().any(|s| s == rel)
             || self.excludes.is_excluded(rel)
     }
+
+    /// True if `rel` or any folder above it is left out (for paths seen without a walk).
+    pub fn covers(&self, rel: &Path) -> bool {
+        rel.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| self.leaves_out(a))
+    }
 }
 
-/// Walks `root`, calling `visit` for the root itself (empty `rel`) and then every entry,
-/// in a stable (sorted per directory) order. Stops early if `visit` breaks.
+/// Walks `scope` (a path relative to `root`; empty for all of it), calling `visit` for
+/// `scope` itself and then every entry below it, in a stable (sorted per directory)
+/// order. Relative paths are relative to `root`. Stops early if `visit` breaks.
 pub fn walk_source(
     root: &Path,
+    scope: &Path,
     rules: &ScanRules,
     mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
 ) {
-    let mut walker = WalkDir::new(root)
+    let whole = scope.as_os_str().is_empty();
+    if !whole && rules.covers(scope) {
+        return;
+    }
+    let mut walker = WalkDir::new(root.join(scope))
         .follow_links(false)
+        // SRC itself may be a symlink to a folder; a folder inside it is an entry.
+        .follow_root_links(whole)
         .sort_by(|a, b| a.file_name().cmp(b.file_name()))
         .into_iter();
     while let Some(next) = walker.next() {
@@ -135,7 +150,7 @@ pub fn walk_source(
                     continue;
                 }
                 // The root may be a symlink to a directory: describe what it points to.
-                let meta = if dent.depth() == 0 {
+                let meta = if dent.depth() == 0 && whole {
                     std::fs::metadata(dent.path())
                 } else {
                     dent.metadata().map_err(inner_io)
@@ -193,20 +208,22 @@ pub struct DestItem {
     pub meta: Option<Metadata>,
 }
 
-/// Lists everything DST holds except its state folder, without following symlinks.
-/// With `detail`, also `lstat`s each entry (needed only when there is no index).
-/// Unreadable folders are skipped: their names stay unknown, so nothing in them is
-/// deleted.
-pub fn list_dest(root: &Path, detail: bool) -> Vec<DestItem> {
+/// Lists what DST holds at and below `scope` (all of DST except its state folder for an
+/// empty scope), without following symlinks. With `detail`, also `lstat`s each entry
+/// (needed only when there is no index). Unreadable folders are skipped: their names
+/// stay unknown, so nothing in them is deleted.
+pub fn list_dest(root: &Path, scope: &Path, detail: bool) -> Vec<DestItem> {
+    let whole = scope.as_os_str().is_empty();
     let mut items = Vec::new();
-    let mut walker = WalkDir::new(root)
+    let mut walker = WalkDir::new(root.join(scope))
         .follow_links(false)
-        .min_depth(1)
+        .follow_root_links(whole)
+        .min_depth(usize::from(whole))
         .into_iter();
     while let Some(next) = walker.next() {
         let Ok(dent) = next else { continue };
         let rel = relative(root, dent.path());
-        if dent.depth() == 1 && dent.file_name() == OsStr::new(STATE_DIR) {
+        if whole && dent.depth() == 1 && dent.file_name() == OsStr::new(STATE_DIR) {
             walker.skip_current_dir();
             continue;
         }
@@ -237,7 +254,7 @@ mod tests {
 
     fn collect(root: &Path, rules: &ScanRules) -> Vec<(String, Kind)> {
         let mut out = Vec::new();
-        walk_source(root, rules, |item| {
+        walk_source(root, Path::new(""), rules, |item| {
             if let Scanned::Entry(e) = item {
                 out.push((e.rel.to_string_lossy().into_owned(), e.kind));
             }
@@ -285,5 +302,40 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn scoped_walks_and_listings_stay_inside_their_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/x"), "x").unwrap();
+        std::fs::write(root.join("other"), "o").unwrap();
+        let mut seen = Vec::new();
+        walk_source(root, Path::new("a"), &ScanRules::default(), |item| {
+            if let Scanned::Entry(e) = item {
+                seen.push(e.rel);
+            }
+            ControlFlow::Continue(())
+        });
+        let want: Vec<PathBuf> = ["a", "a/b", "a/b/x"].iter().map(PathBuf::from).collect();
+        assert_eq!(seen, want);
+        let mut listed: Vec<PathBuf> = list_dest(root, Path::new("a"), false)
+            .into_iter()
+            .map(|i| i.rel)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, want);
+        let rules = ScanRules {
+            excludes: Excludes::new(&["b"]).unwrap(),
+            skip: vec![],
+        };
+        assert!(rules.covers(Path::new("a/b/x")));
+        let mut none = 0;
+        walk_source(root, Path::new("a/b"), &rules, |_| {
+            none += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(none, 0);
     }
 }

@@ -1,55 +1,66 @@
-//! One reconcile pass of one mirror, the engine every command drives:
-//! scan → plan → exec → index, in three phases.
+//! The mirror engine every command drives: scan → plan → exec → index. A [`Mirror`] is
+//! one pair (SRC, DST) with its executor and index; it can reconcile all of it or one
+//! folder ([`Mirror::reconcile`]), or re-check single paths ([`Mirror::apply`], for
+//! `watch`). `sync` is one full reconcile ([`run`]).
 //!
-//! 1. A scanner thread walks SRC, plans each entry against what the mirror holds and
-//!    feeds a bounded channel; `jobs` workers carry the actions out while the scan goes
-//!    on; this thread owns the index and records each outcome. In parallel, DST's names
-//!    are listed (with an index, names only: a no-op run stats only the source).
+//! A reconcile has three phases:
+//! 1. A scanner thread walks SRC (or the folder in scope), plans each entry against what
+//!    the mirror holds and feeds a bounded channel; `jobs` workers carry the actions out
+//!    while the scan goes on; this thread owns the index and records each outcome. In
+//!    parallel, DST's names are listed (with an index, names only: a no-op run stats only
+//!    the source).
 //! 2. Once the scan is complete, what DST lacks (a file deleted from the mirror behind
-//!    the index's back) is copied and what the source lacks is deleted. An interrupted
-//!    or partial scan deletes nothing.
+//!    the index's back) is copied and what the source lacks is deleted. An interrupted or
+//!    partial scan deletes nothing.
 //! 3. Folders get their mode and mtime last, deepest first, since writing into a folder
 //!    changes its mtime.
 //!
 //! The index is committed every few seconds and at the end, each time after one
 //! filesystem sync, so it never claims a file the disk might not have.
 
-use crate::config::{Config, Pair};
+use crate::config::{Config, Pair, Verbosity};
 use crate::exec::{Executor, Outcome, spawn_workers};
-use crate::index::{self, Index, MirrorState, Record};
+use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::names::{esc, io_message};
 use crate::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::report::{Progress, Summary};
-use crate::scan::{self, DestItem, Entry, Kind, STATE_DIR, ScanRules, Scanned};
+use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
+use crate::watch::Hint;
 use crossbeam_channel::{Sender, bounded};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How often the index is committed during a long run.
+/// How often the index is committed while work goes on.
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
 /// Capacity of the channel between the scanner and the workers.
 const QUEUE: usize = 256;
 
-/// Runs one full reconcile of `cfg`'s pair and prints its summary.
+/// Runs one full reconcile of `cfg`'s pair and prints its summary (`datasafe sync`).
 pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Summary {
     let started = Instant::now();
-    let pair = &cfg.pair;
-    if let Some(rel) = &pair.dst_in_src {
-        log::info!(
-            "destination is inside the source; leaving {} out of the scan",
-            esc(rel)
-        );
-    }
-    let mut engine = Engine::new(cfg, stop);
-    engine.reconcile();
-    let mut summary = engine.tally.summary;
+    let show_progress = cfg.output.verbosity > Verbosity::Quiet;
+    let mut mirror = Mirror::open(cfg, stop, show_progress);
+    mirror.reconcile(Path::new(""));
+    mirror.commit();
+    let mut summary = mirror.tally.summary;
     summary.interrupted = stop.load(Ordering::Relaxed);
-    summary.finish(started, cfg.output.json);
+    let word = if summary.interrupted { "interrupted" } else { "completed" };
+    summary.finish(started, cfg.output.json, word);
     summary
+}
+
+/// What happened to a batch of hints.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The hints were carried out.
+    Done,
+    /// SRC's root is gone (unmounted, removed): nothing was done, nothing deleted.
+    SourceGone,
 }
 
 /// Where actions go.
@@ -62,31 +73,23 @@ enum Mode {
     Blocked,
 }
 
-/// What the scanner found besides the actions it sent.
-#[derive(Default)]
-struct ScanReport {
-    /// Every name the source maps to in DST.
-    targets: HashSet<PathBuf>,
-    /// Entries the planner found current (checked against DST's names afterwards).
-    unchanged: Vec<Entry>,
-    /// Every source folder, and whether its recorded mode/mtime differ.
-    dirs: Vec<(Entry, bool)>,
-    /// Source paths that could not be read: DST keeps what it has for them.
-    unreadable: Vec<PathBuf>,
-    /// FIFOs, sockets, devices.
-    skipped: u64,
-    /// False if the walk was cut short: then nothing may be deleted.
-    complete: bool,
+impl Mode {
+    fn executor(&self) -> Option<&Executor> {
+        match self {
+            Mode::Write(exec) => Some(exec),
+            Mode::DryRun | Mode::Blocked => None,
+        }
+    }
 }
 
-struct Engine<'a> {
-    cfg: &'a Config,
-    stop: &'a Arc<AtomicBool>,
+/// One pair, open for mirroring.
+pub struct Mirror {
+    cfg: Config,
+    stop: Arc<AtomicBool>,
     mode: Mode,
-    /// What the mirror holds (from the index, or rebuilt from DST).
-    known: MirrorState,
-    /// True if `known` came from listing DST, not from the index.
-    rebuilding: bool,
+    rules: ScanRules,
+    /// True once the index describes DST; until then a reconcile lists DST in detail.
+    trusted: bool,
     /// Entries the scanner has seen, for the progress line.
     scanned: Arc<AtomicU64>,
     tally: Tally,
@@ -96,85 +99,156 @@ struct Engine<'a> {
 struct Tally {
     index: IndexWriter,
     summary: Summary,
-    /// DST folders written into this run (their mtime must be set again).
+    /// DST folders written into (their mode and mtime must be set again).
     touched: HashSet<PathBuf>,
     progress: Progress,
     started: Instant,
 }
 
-impl<'a> Engine<'a> {
-    fn new(cfg: &'a Config, stop: &'a Arc<AtomicBool>) -> Engine<'a> {
+/// What the scanner found besides the actions it sent.
+#[derive(Default)]
+struct ScanReport {
+    /// Every name the source maps to in DST.
+    targets: HashSet<PathBuf>,
+    /// Entries the planner found current (checked against DST's names afterwards).
+    unchanged: Vec<Entry>,
+    /// Every source folder walked, and whether its recorded mode/mtime differ.
+    dirs: Vec<(Entry, bool)>,
+    /// Source paths that could not be read: DST keeps what it has for them.
+    unreadable: Vec<PathBuf>,
+    /// FIFOs, sockets, devices.
+    skipped: u64,
+    /// False if the walk was cut short: then nothing may be deleted.
+    complete: bool,
+}
+
+impl Mirror {
+    /// Opens the pair: prepares DST for writing (or not, for a dry run) and opens its
+    /// index. Problems are logged; the mirror then runs in a mode that writes nothing.
+    pub fn open(cfg: &Config, stop: &Arc<AtomicBool>, show_progress: bool) -> Mirror {
         let pair = &cfg.pair;
+        if let Some(rel) = &pair.dst_in_src {
+            log::info!(
+                "destination is inside the source; leaving {} out of the scan",
+                esc(rel)
+            );
+        }
         let state_dir = pair.dst.join(STATE_DIR);
-        let (mode, index, known) = if cfg.output.dry_run {
-            (Mode::DryRun, IndexWriter(None), read_index(&state_dir))
+        let (mode, index, trusted) = if cfg.output.dry_run {
+            let (index, trusted) = read_index(&state_dir);
+            (Mode::DryRun, index, trusted)
         } else {
             match Executor::new(&pair.src, &pair.dst, stop.clone()) {
                 Ok(exec) => {
-                    let (index, known) = open_index(&state_dir);
-                    (Mode::Write(exec), IndexWriter(index), known)
+                    let (index, trusted) = open_index(&state_dir);
+                    (Mode::Write(exec), index, trusted)
                 }
                 Err(message) => {
                     log::error!("{message}");
-                    (Mode::Blocked, IndexWriter(None), read_index(&state_dir))
+                    let (index, trusted) = read_index(&state_dir);
+                    (Mode::Blocked, index, trusted)
                 }
             }
         };
-        Engine {
-            cfg,
-            stop,
+        let mut skip: Vec<PathBuf> = pair.dst_in_src.iter().cloned().collect();
+        // Our own log files inside SRC would otherwise be copied after every line.
+        for log_file in [&cfg.output.log_file, &cfg.output.error_log]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(rel) = std::path::absolute(log_file)
+                .ok()
+                .and_then(|p| p.strip_prefix(&pair.src).ok().map(Path::to_path_buf))
+            {
+                skip.push(rel);
+            }
+        }
+        Mirror {
+            rules: ScanRules {
+                excludes: cfg.excludes.clone(),
+                skip,
+            },
+            cfg: cfg.clone(),
+            stop: stop.clone(),
             mode,
-            rebuilding: known.is_none(),
-            known: known.unwrap_or_default(),
+            trusted,
             scanned: Arc::new(AtomicU64::new(0)),
             tally: Tally {
-                index,
+                index: IndexWriter(index),
                 summary: Summary {
                     dry_run: cfg.output.dry_run,
                     ..Summary::default()
                 },
                 touched: HashSet::new(),
-                progress: Progress::start(cfg.output.verbosity > crate::config::Verbosity::Quiet),
+                progress: Progress::start(show_progress),
                 started: Instant::now(),
             },
         }
     }
 
-    fn reconcile(&mut self) {
-        let cfg = self.cfg;
-        let dst = cfg.pair.dst.clone();
+    /// The pair this mirror serves.
+    pub fn pair(&self) -> &Pair {
+        &self.cfg.pair
+    }
+
+    /// The counts so far.
+    pub fn summary(&self) -> &Summary {
+        &self.tally.summary
+    }
+
+    /// The counts so far, to finish and print.
+    pub fn into_summary(self) -> Summary {
+        self.tally.summary
+    }
+
+    /// True if SRC's root is there (a vanished root pauses the pair, never empties DST).
+    pub fn source_present(&self) -> bool {
+        self.cfg.pair.src.is_dir()
+    }
+
+    /// Makes DST's writes durable and commits the index.
+    pub fn commit(&mut self) {
+        self.tally.index.commit(self.mode.executor());
+    }
+
+    /// Commits if changes have waited long enough.
+    pub fn commit_if_due(&mut self) {
+        if self.tally.index.due() {
+            self.commit();
+        }
+    }
+
+    /// Makes DST equal SRC at and below `scope` (all of it for an empty scope). Returns
+    /// false if the scan was cut short (Ctrl-C).
+    pub fn reconcile(&mut self, scope: &Path) -> bool {
+        let dst = self.cfg.pair.dst.clone();
         // Without an index, DST's metadata stands in for it (and rebuilds it); with one,
         // only DST's names are needed, listed while the source is scanned.
-        let (listing, pending_listing) = if self.rebuilding {
-            let items = if dst.is_dir() {
-                scan::list_dest(&dst, true)
-            } else {
-                Vec::new()
-            };
-            self.known = index::state_from_listing(&dst, &items);
-            (Some(items), None)
+        let loaded = if self.trusted {
+            self.tally.index.load_under(scope)
         } else {
-            let dst = dst.clone();
-            (
-                None,
-                Some(std::thread::spawn(move || scan::list_dest(&dst, false))),
-            )
+            None
+        };
+        let rebuilding = loaded.is_none();
+        let (known, listing, pending_listing) = match loaded {
+            Some(known) => {
+                let scope = scope.to_path_buf();
+                let handle = std::thread::spawn(move || scan::list_dest(&dst, &scope, false));
+                (known, None, Some(handle))
+            }
+            None => {
+                let items = scan::list_dest(&dst, scope, true);
+                (index::state_from_listing(&dst, &items), Some(items), None)
+            }
         };
 
-        let rules = ScanRules {
-            excludes: cfg.excludes.clone(),
-            skip: cfg.pair.dst_in_src.iter().cloned().collect(),
-        };
         let report = {
-            let known = std::mem::take(&mut self.known);
-            let scanned = self.scanned.clone();
-            let stop = self.stop;
-            let opts = cfg.plan;
-            let src = cfg.pair.src.as_path();
-            let report = self
-                .pump(|actions| scan_and_plan(src, &rules, &known, &opts, actions, stop, &scanned));
-            self.known = known;
-            report
+            let (rules, stop, known, opts) = (&self.rules, &self.stop, &known, &self.cfg.plan);
+            let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
+            let scanned = &self.scanned;
+            pump(&self.mode, &mut self.tally, jobs, pair, scanned, move |actions| {
+                scan_and_plan(&pair.src, scope, rules, known, opts, actions, stop, scanned)
+            })
         };
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
@@ -183,42 +257,210 @@ impl<'a> Engine<'a> {
             (None, Some(handle)) => handle.join().unwrap_or_default(),
             (None, None) => Vec::new(),
         };
-        if self.stop.load(Ordering::Relaxed) {
-            self.tally.index.commit(self.mode.executor());
-            return;
+        if self.stopped() {
+            return false;
         }
-
-        let follow_up = self.follow_up(&report, &listing);
+        let follow_up = self.follow_up(&report, &listing, &known, rebuilding);
+        drop((known, listing));
         if !follow_up.is_empty() {
-            self.pump(move |actions| {
-                for action in follow_up {
-                    if actions.send(action).is_err() {
-                        break;
-                    }
-                }
-            });
+            self.pump_all(follow_up);
         }
-        if !self.stop.load(Ordering::Relaxed) {
+        if !self.stopped() {
             self.finish_dirs(report.dirs);
         }
-        self.tally.index.commit(self.mode.executor());
+        if report.complete && scope.as_os_str().is_empty() && self.mode.executor().is_some() {
+            // The index now describes all of DST.
+            self.trusted = true;
+        }
+        report.complete
+    }
+
+    /// Re-checks the paths `hints` name against the source as it is now and makes DST
+    /// match: copies, deletes, renames, walks folders that appeared.
+    pub fn apply(&mut self, hints: Vec<Hint>) -> Applied {
+        if !self.source_present() {
+            return Applied::SourceGone;
+        }
+        let (renames, changes) = coalesce(hints);
+        let mut changes = changes;
+        for (from, to) in renames {
+            if let Some(action) = self.plan_rename(&from, &to) {
+                self.pump_all(vec![action]);
+            }
+            // Whatever the rename did, both paths are re-checked: that cleans up after
+            // a failed rename and catches a change made together with it.
+            let to_is_dir = std::fs::symlink_metadata(self.cfg.pair.src.join(&to))
+                .is_ok_and(|m| m.is_dir());
+            changes.entry(from).or_insert(false);
+            *changes.entry(to).or_insert(false) |= to_is_dir;
+        }
+        let changes = drop_covered(changes);
+        let mut actions = Vec::new();
+        let mut walks = Vec::new();
+        for (rel, walk) in changes {
+            self.plan_path(&rel, walk, &mut actions, &mut walks);
+        }
+        if !actions.is_empty() {
+            self.pump_all(actions);
+        }
+        for scope in walks {
+            if self.stopped() {
+                break;
+            }
+            self.reconcile(&scope);
+        }
+        if !self.stopped() {
+            self.finish_dirs(Vec::new());
+        }
+        Applied::Done
+    }
+
+    /// Plans what one path needs, looking at it as it is now.
+    fn plan_path(
+        &mut self,
+        rel: &Path,
+        walk: bool,
+        actions: &mut Vec<Action>,
+        walks: &mut Vec<PathBuf>,
+    ) {
+        if rel.as_os_str().is_empty() {
+            if walk {
+                walks.push(PathBuf::new());
+            } else {
+                self.tally.touched.insert(PathBuf::new());
+            }
+            return;
+        }
+        if self.rules.covers(rel) {
+            return;
+        }
+        let path = self.cfg.pair.src.join(rel);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+                for (name, record) in self.stored_names(rel) {
+                    actions.push(Action::Delete {
+                        name,
+                        kind: record.kind,
+                        superseded: false,
+                    });
+                }
+                return;
+            }
+            Err(e) => {
+                self.tally.summary.failed += 1;
+                log::error!("reading {}: {}", esc(&path), io_message(&e));
+                return;
+            }
+        };
+        let entry = match scan::entry_from(&path, rel.to_path_buf(), &meta) {
+            Scanned::Entry(entry) => entry,
+            Scanned::Error { error, .. } => {
+                self.tally.summary.failed += 1;
+                log::error!("reading {}: {}", esc(&path), io_message(&error));
+                return;
+            }
+        };
+        let Some(name) = plan::target_name(&entry, &self.cfg.plan) else {
+            self.tally.summary.skipped += 1;
+            log::warn!("skipping {}: not a regular file, folder or symlink", esc(&path));
+            return;
+        };
+        // Stored under another name before (kind or form changed): that name goes.
+        for (old, record) in self.stored_names(rel) {
+            if old != name {
+                actions.push(Action::Delete {
+                    name: old,
+                    kind: record.kind,
+                    superseded: true,
+                });
+            }
+        }
+        let known = self.tally.index.get(&name);
+        if entry.kind == Kind::Dir {
+            if walk || !known.as_ref().is_some_and(|r| r.kind == Kind::Dir) {
+                walks.push(entry.rel);
+            } else {
+                // A folder's own metadata changed.
+                self.tally.touched.insert(entry.rel);
+            }
+            return;
+        }
+        match plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan) {
+            Decision::Unchanged => {}
+            Decision::Act(action) => actions.push(action),
+            Decision::Skip(why) => {
+                self.tally.summary.skipped += 1;
+                log::warn!("skipping {}: {why}", esc(&path));
+            }
+        }
+    }
+
+    /// The names DST holds for source path `rel`, per the index (plain and `.gz`).
+    fn stored_names(&mut self, rel: &Path) -> Vec<(PathBuf, Record)> {
+        [Stored::Plain, Stored::Gzip]
+            .into_iter()
+            .filter_map(|form| {
+                let name = form.name_for(rel);
+                let record = self.tally.index.get(&name)?;
+                let is_file_form = record.kind == Kind::File && record.stored == form;
+                (form == Stored::Plain && record.kind != Kind::File || is_file_form)
+                    .then_some((name, record))
+            })
+            .collect()
+    }
+
+    /// A rename inside SRC becomes a rename inside DST when DST holds the old name as
+    /// the index says and the source really moved (old name gone, new one there).
+    fn plan_rename(&mut self, from: &Path, to: &Path) -> Option<Action> {
+        let src = &self.cfg.pair.src;
+        let empty = |p: &Path| p.as_os_str().is_empty();
+        if empty(from) || empty(to) || self.rules.covers(from) || self.rules.covers(to) {
+            return None;
+        }
+        if std::fs::symlink_metadata(src.join(from)).is_ok() {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(src.join(to)).ok()?;
+        let kind = Kind::of(meta.file_type());
+        let (from_name, to_name) = match kind {
+            Kind::File => {
+                let stored = self.cfg.plan.stored();
+                (stored.name_for(from), stored.name_for(to))
+            }
+            Kind::Dir | Kind::Symlink => (from.to_path_buf(), to.to_path_buf()),
+            Kind::Special => return None,
+        };
+        let record = self.tally.index.get(&from_name)?;
+        let same_form = kind != Kind::File || record.stored == self.cfg.plan.stored();
+        (record.kind == kind && same_form).then_some(Action::Rename {
+            from: from_name,
+            to: to_name,
+            kind,
+        })
     }
 
     /// Phase 2: copies of what DST lacks, then (after a complete scan) deletions.
-    fn follow_up(&mut self, report: &ScanReport, listing: &[DestItem]) -> Vec<Action> {
-        let opts = &self.cfg.plan;
+    fn follow_up(
+        &mut self,
+        report: &ScanReport,
+        listing: &[DestItem],
+        known: &MirrorState,
+        rebuilding: bool,
+    ) -> Vec<Action> {
+        let opts = self.cfg.plan;
         let mut actions = Vec::new();
-        if self.rebuilding {
+        if rebuilding {
             // `known` came from DST itself, so everything unchanged is there: record it.
             for entry in &report.unchanged {
-                if let Some(name) = plan::target_name(entry, opts) {
-                    self.tally.index.put(&name, &record_of(entry, opts));
+                if let Some(name) = plan::target_name(entry, &opts) {
+                    self.tally.index.put(&name, &record_of(entry, &opts));
                 }
             }
         } else {
             let present: HashSet<&Path> = listing.iter().map(|i| i.rel.as_path()).collect();
             for entry in &report.unchanged {
-                let Some(name) = plan::target_name(entry, opts) else {
+                let Some(name) = plan::target_name(entry, &opts) else {
                     continue;
                 };
                 if present.contains(name.as_path()) {
@@ -239,17 +481,14 @@ impl<'a> Engine<'a> {
                 });
             }
         }
-        self.tally.summary.unchanged += report
-            .unchanged
+        let unchanged = report.unchanged.iter().filter(|e| e.kind != Kind::Dir).count();
+        let recopied = actions
             .iter()
-            .filter(|e| e.kind != Kind::Dir)
-            .count() as u64
-            - actions
-                .iter()
-                .filter(|a| !matches!(a, Action::Mkdir { .. }))
-                .count() as u64;
+            .filter(|a| !matches!(a, Action::Mkdir { .. }))
+            .count();
+        self.tally.summary.unchanged += (unchanged - recopied) as u64;
         if !report.complete {
-            log::warn!("the scan did not finish; nothing is deleted this run");
+            log::warn!("the scan did not finish; nothing is deleted this time");
             return actions;
         }
         let keep = Keep {
@@ -260,28 +499,50 @@ impl<'a> Engine<'a> {
         actions.extend(plan::plan_deletions(
             names,
             &report.targets,
-            &self.known,
+            known,
             &keep,
-            opts,
+            &opts,
         ));
         actions
     }
 
-    /// Phase 3: mode and mtime of folders that were created, written into, or differ.
-    fn finish_dirs(&mut self, mut dirs: Vec<(Entry, bool)>) {
+    /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
+    /// folder written into; deepest first.
+    fn finish_dirs(&mut self, walked: Vec<(Entry, bool)>) {
         let Mode::Write(exec) = &self.mode else {
+            self.tally.touched.clear();
             return;
         };
-        dirs.sort_by_key(|(e, _)| std::cmp::Reverse(e.rel.components().count()));
-        for (entry, differs) in dirs {
-            if !differs && !self.tally.touched.contains(&entry.rel) {
-                continue;
+        let mut todo: BTreeMap<(std::cmp::Reverse<usize>, PathBuf), Option<Meta>> =
+            BTreeMap::new();
+        let depth = |p: &Path| std::cmp::Reverse(p.components().count());
+        for (entry, differs) in walked {
+            if differs || self.tally.touched.contains(&entry.rel) {
+                todo.insert((depth(&entry.rel), entry.rel), Some(entry.meta));
             }
-            match exec.finish_dir(&entry.rel, &entry.meta) {
-                Ok(()) => self
-                    .tally
-                    .index
-                    .put(&entry.rel, &record_of(&entry, &self.cfg.plan)),
+        }
+        for rel in self.tally.touched.drain() {
+            todo.entry((depth(&rel), rel)).or_insert(None);
+        }
+        for ((_, rel), meta) in todo {
+            let meta = match meta {
+                Some(meta) => meta,
+                None => match source_dir_meta(&self.cfg.pair.src, &rel) {
+                    Some(meta) => meta,
+                    None => continue,
+                },
+            };
+            match exec.finish_dir(&rel, &meta) {
+                Ok(()) => {
+                    let record = Record {
+                        kind: Kind::Dir,
+                        meta,
+                        sha256: None,
+                        stored: Stored::Plain,
+                        target: None,
+                    };
+                    self.tally.index.put(&rel, &record);
+                }
                 Err(message) => {
                     self.tally.summary.failed += 1;
                     log::error!("{message}");
@@ -290,49 +551,22 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Runs `produce` on its own thread, sending actions that this thread carries out
-    /// (through the workers), prints, or counts, depending on the mode. Returns what
-    /// `produce` returned.
-    fn pump<R: Send>(&mut self, produce: impl FnOnce(&Sender<Action>) -> R + Send) -> R {
-        let cfg = self.cfg;
-        std::thread::scope(|scope| {
-            let (act_tx, act_rx) = bounded::<Action>(QUEUE);
-            let producer = scope.spawn(move || produce(&act_tx));
-            match &self.mode {
-                Mode::Write(exec) => {
-                    let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
-                    spawn_workers(scope, exec, cfg.jobs, &act_rx, &out_tx);
-                    drop((out_tx, act_rx));
-                    for outcome in out_rx {
-                        self.tally.absorb(outcome, exec, &cfg.pair, &self.scanned);
-                    }
-                }
-                Mode::DryRun => {
-                    for action in act_rx {
-                        self.tally.summary.record_planned(&action);
-                    }
-                }
-                Mode::Blocked => {
-                    for _ in act_rx {
-                        self.tally.summary.failed += 1;
-                    }
-                }
-            }
-            match producer.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
-}
 
-impl Mode {
-    fn executor(&self) -> Option<&Executor> {
-        match self {
-            Mode::Write(exec) => Some(exec),
-            Mode::DryRun | Mode::Blocked => None,
-        }
+    /// Carries out (or prints, or counts) every action in `actions`; see [`pump`].
+    fn pump_all(&mut self, actions: Vec<Action>) {
+        let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
+        pump(&self.mode, &mut self.tally, jobs, pair, &self.scanned, move |tx| {
+            for action in actions {
+                if tx.send(action).is_err() {
+                    break;
+                }
+            }
+        });
     }
+
 }
 
 impl Tally {
@@ -347,6 +581,11 @@ impl Tally {
             Outcome::Deleted { name, .. } => {
                 self.index.remove_tree(name);
                 self.touch_parent(name);
+            }
+            Outcome::Renamed { from, to, .. } => {
+                self.index.move_tree(from, to);
+                self.touch_parent(from);
+                self.touch_parent(to);
             }
             Outcome::Failed { .. } | Outcome::Interrupted { .. } => {}
         }
@@ -364,9 +603,89 @@ impl Tally {
     }
 }
 
+/// Runs `produce` on its own thread, sending actions that this thread carries out
+/// (through `jobs` workers), prints, or counts, depending on `mode`; outcomes go into
+/// `tally`. Returns what `produce` returned.
+fn pump<R: Send>(
+    mode: &Mode,
+    tally: &mut Tally,
+    jobs: usize,
+    pair: &Pair,
+    scanned: &AtomicU64,
+    produce: impl FnOnce(&Sender<Action>) -> R + Send,
+) -> R {
+    std::thread::scope(|scope| {
+        let (act_tx, act_rx) = bounded::<Action>(QUEUE);
+        let producer = scope.spawn(move || produce(&act_tx));
+        match mode {
+            Mode::Write(exec) => {
+                let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
+                spawn_workers(scope, exec, jobs, &act_rx, &out_tx);
+                drop((out_tx, act_rx));
+                for outcome in out_rx {
+                    tally.absorb(outcome, exec, pair, scanned);
+                }
+            }
+            Mode::DryRun => {
+                for action in act_rx {
+                    tally.summary.record_planned(&action);
+                }
+            }
+            Mode::Blocked => {
+                for _ in act_rx {
+                    tally.summary.failed += 1;
+                }
+            }
+        }
+        match producer.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Renames first (in order), then the changed paths (deduplicated, `walk` merged).
+fn coalesce(hints: Vec<Hint>) -> (Vec<(PathBuf, PathBuf)>, BTreeMap<PathBuf, bool>) {
+    let mut renames = Vec::new();
+    let mut changes = BTreeMap::new();
+    for hint in hints {
+        match hint {
+            Hint::Renamed { from, to } => renames.push((from, to)),
+            Hint::Changed { rel, walk } => *changes.entry(rel).or_insert(false) |= walk,
+        }
+    }
+    (renames, changes)
+}
+
+/// Drops changes inside a folder that is walked anyway.
+fn drop_covered(changes: BTreeMap<PathBuf, bool>) -> Vec<(PathBuf, bool)> {
+    let walked: HashSet<PathBuf> = changes
+        .iter()
+        .filter(|(_, walk)| **walk)
+        .map(|(p, _)| p.clone())
+        .collect();
+    changes
+        .into_iter()
+        .filter(|(p, _)| !p.ancestors().skip(1).any(|a| walked.contains(a)))
+        .collect()
+}
+
+/// The mode and mtime of a source folder (the root is followed if it is a link).
+fn source_dir_meta(src: &Path, rel: &Path) -> Option<Meta> {
+    let path = src.join(rel);
+    let meta = if rel.as_os_str().is_empty() {
+        std::fs::metadata(&path)
+    } else {
+        std::fs::symlink_metadata(&path)
+    };
+    meta.ok().filter(|m| m.is_dir()).map(|m| Meta::of(&m))
+}
+
 /// Walks the source and plans every entry; runs on the scanner thread.
+#[allow(clippy::too_many_arguments)]
 fn scan_and_plan(
     src: &Path,
+    scope: &Path,
     rules: &ScanRules,
     known: &MirrorState,
     opts: &PlanOptions,
@@ -378,7 +697,7 @@ fn scan_and_plan(
         complete: true,
         ..ScanReport::default()
     };
-    scan::walk_source(src, rules, |item| {
+    scan::walk_source(src, scope, rules, |item| {
         if stop.load(Ordering::Relaxed) {
             report.complete = false;
             return ControlFlow::Break(());
@@ -444,42 +763,45 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         stored: if entry.kind == Kind::File {
             opts.stored()
         } else {
-            index::Stored::Plain
+            Stored::Plain
         },
         target: entry.target.clone(),
     }
 }
 
-/// The index for a run that writes: opened, loaded, and on any damage thrown away and
-/// started afresh (the run then rebuilds it from DST). `None` state means "rebuild".
-fn open_index(state_dir: &Path) -> (Option<Index>, Option<MirrorState>) {
+/// The index for a mirror that writes: opened, and on any damage thrown away and started
+/// afresh. Returns the index and whether it can be trusted to describe DST.
+fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
     match Index::open(state_dir) {
-        Ok((index, true)) => match index.load() {
-            Ok(state) => return (Some(index), Some(state)),
-            Err(e) => log::warn!("{e}; rebuilding the index from the destination"),
-        },
-        Ok((index, false)) => return (Some(index), None),
+        Ok((index, existed)) => return (Some(index), existed),
         Err(e) => log::warn!("{e}; rebuilding the index from the destination"),
     }
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(state_dir.join(format!("{}{suffix}", index::INDEX_FILE)));
-    }
+    discard_index(state_dir);
     match Index::open(state_dir) {
-        Ok((index, _)) => (Some(index), None),
+        Ok((index, _)) => (Some(index), false),
         Err(e) => {
             log::error!("{e}; continuing without an index (the next run compares DST again)");
-            (None, None)
+            (None, false)
         }
     }
 }
 
-/// The index for a run that does not write (`--dry-run`, unwritable DST).
-fn read_index(state_dir: &Path) -> Option<MirrorState> {
+fn discard_index(state_dir: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(state_dir.join(format!("{}{suffix}", index::INDEX_FILE)));
+    }
+}
+
+/// The index for a mirror that does not write (`--dry-run`, unwritable DST).
+fn read_index(state_dir: &Path) -> (Option<Index>, bool) {
     match Index::open_read_only(state_dir) {
-        Ok(state) => state,
+        Ok(index) => {
+            let trusted = index.is_some();
+            (index, trusted)
+        }
         Err(e) => {
             log::warn!("{e}; comparing with the destination instead");
-            None
+            (None, false)
         }
     }
 }
@@ -489,14 +811,36 @@ fn read_index(state_dir: &Path) -> Option<MirrorState> {
 struct IndexWriter(Option<Index>);
 
 impl IndexWriter {
+    fn get(&mut self, name: &Path) -> Option<Record> {
+        let result = self.0.as_ref()?.get(name);
+        self.check(result).flatten()
+    }
+
+    /// Records at and below `scope`; `None` if there is no usable index.
+    fn load_under(&mut self, scope: &Path) -> Option<MirrorState> {
+        let result = self.0.as_ref()?.load_under(scope);
+        self.check(result)
+    }
+
     fn put(&mut self, name: &Path, record: &Record) {
-        let result = self.0.as_mut().map(|i| i.put(name, record));
-        self.check(result);
+        if let Some(index) = self.0.as_mut() {
+            let result = index.put(name, record);
+            self.check(result);
+        }
     }
 
     fn remove_tree(&mut self, name: &Path) {
-        let result = self.0.as_mut().map(|i| i.remove_tree(name));
-        self.check(result);
+        if let Some(index) = self.0.as_mut() {
+            let result = index.remove_tree(name);
+            self.check(result);
+        }
+    }
+
+    fn move_tree(&mut self, from: &Path, to: &Path) {
+        if let Some(index) = self.0.as_mut() {
+            let result = index.move_tree(from, to);
+            self.check(result);
+        }
     }
 
     fn due(&self) -> bool {
@@ -507,7 +851,7 @@ impl IndexWriter {
 
     /// Makes DST's writes durable, then commits the index.
     fn commit(&mut self, exec: Option<&Executor>) {
-        if self.0.is_none() {
+        if self.0.as_ref().is_none_or(|i| i.pending_for().is_zero()) {
             return;
         }
         if let Some(exec) = exec
@@ -515,14 +859,59 @@ impl IndexWriter {
         {
             log::warn!("flushing the destination to disk: {}", io_message(&e));
         }
-        let result = self.0.as_mut().map(Index::commit);
-        self.check(result);
+        if let Some(index) = self.0.as_mut() {
+            let result = index.commit();
+            self.check(result);
+        }
     }
 
-    fn check(&mut self, result: Option<Result<(), index::IndexError>>) {
-        if let Some(Err(e)) = result {
-            log::error!("{e}; the index will be rebuilt next run");
-            self.0 = None;
+    /// Passes a result through; on error reports it and drops the index.
+    fn check<T>(&mut self, result: Result<T, index::IndexError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::error!("{e}; the index will be rebuilt next run");
+                self.0 = None;
+                None
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_coalesce_and_walks_cover_their_insides() {
+        let hints = vec![
+            Hint::Changed {
+                rel: "a/x".into(),
+                walk: false,
+            },
+            Hint::Renamed {
+                from: "r1".into(),
+                to: "r2".into(),
+            },
+            Hint::Changed {
+                rel: "a".into(),
+                walk: false,
+            },
+            Hint::Changed {
+                rel: "a".into(),
+                walk: true,
+            },
+            Hint::Changed {
+                rel: "ab".into(),
+                walk: false,
+            },
+        ];
+        let (renames, changes) = coalesce(hints);
+        assert_eq!(renames, [(PathBuf::from("r1"), PathBuf::from("r2"))]);
+        let kept = drop_covered(changes);
+        assert_eq!(
+            kept,
+            [(PathBuf::from("a"), true), (PathBuf::from("ab"), false)]
+        );
     }
 }

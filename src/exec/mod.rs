@@ -41,6 +41,15 @@ pub enum Outcome {
         /// Source bytes read for it.
         bytes: u64,
     },
+    /// `from` (and, for a folder, everything in it) now lives at `to`.
+    Renamed {
+        /// The old name in DST.
+        from: PathBuf,
+        /// The new name in DST.
+        to: PathBuf,
+        /// What it is.
+        kind: Kind,
+    },
     /// A `--checksum` comparison found the content already equal.
     Same {
         /// The name in DST.
@@ -199,6 +208,7 @@ impl Executor {
                 kind,
                 superseded,
             } => self.delete(&name, kind, superseded),
+            Action::Rename { from, to, kind } => self.rename(&from, &to, kind),
         };
         match result {
             Ok(outcome) => outcome,

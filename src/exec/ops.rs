@@ -349,6 +349,39 @@ impl Executor {
         })
     }
 
+    /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);
+    /// whatever stood at `to` is replaced, as it was in the source.
+    pub(super) fn rename(&self, from: &Path, to: &Path, kind: Kind) -> Result<Outcome, OpError> {
+        let from_path = self.dest_path(from, Reach::Lookup)?;
+        let meta = fs::symlink_metadata(&from_path).map_err(OpError::io("renaming", &from_path))?;
+        if Kind::of(meta.file_type()) != kind {
+            return Err(OpError::Io {
+                doing: "renaming",
+                path: from_path,
+                err: io::Error::other("it is not what the index recorded"),
+            });
+        }
+        let to_path = self.dest_path(to, Reach::Parents)?;
+        match fs::symlink_metadata(&to_path) {
+            // rename(2) replaces a file or an empty folder, not a full one.
+            Ok(m) if m.is_dir() && kind == Kind::Dir || m.is_dir() != (kind == Kind::Dir) => {
+                if m.is_dir() {
+                    fs::remove_dir_all(&to_path)
+                } else {
+                    fs::remove_file(&to_path)
+                }
+                .map_err(OpError::io("replacing", &to_path))?;
+            }
+            _ => {}
+        }
+        fs::rename(&from_path, &to_path).map_err(OpError::io("renaming", &from_path))?;
+        Ok(Outcome::Renamed {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            kind,
+        })
+    }
+
     /// Sets a folder's mode and mtime (the root when `rel` is empty).
     pub(super) fn set_dir_meta(&self, rel: &Path, meta: &Meta) -> io::Result<()> {
         let path = if rel.as_os_str().is_empty() {

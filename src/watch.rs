@@ -1,0 +1,404 @@
+//! OS change notifications turned into path hints: notify (inotify, FSEvents,
+//! ReadDirectoryChangesW) behind one notify-debouncer-full debouncer for every watched
+//! root, with no file-id cache (see WATCHING.md: `NoCache` on Linux) and access events
+//! filtered in the kernel, so our own reads never flood the queue.
+//!
+//! The debouncer's callback only translates events and sends them on an unbounded
+//! channel: it never blocks and never touches a file. A hint is only a hint — the engine
+//! looks at each path as it is when it acts (see `sync::Mirror::apply`).
+//!
+//! The debouncer emits a path only after it has been quiet for the debounce time, so a
+//! file that never goes quiet (a growing log) would never be emitted. A thin wrapper
+//! around the OS watcher ([`TapWatcher`]) notes when each path was first written, so
+//! [`Watch::overdue`] can name paths that waited longer than the max-wait.
+
+use crossbeam_channel::Sender;
+use notify::event::{ModifyKind, RenameMode};
+use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
+use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// Something to re-check in one mirror, relative to its source root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Something at `rel` changed, appeared or disappeared. With `walk`, a folder there
+    /// is walked in full (it was created or moved in, and files written into it before
+    /// its watch existed produce no events).
+    Changed {
+        /// The path relative to the source root.
+        rel: PathBuf,
+        /// Walk it if it is a folder.
+        walk: bool,
+    },
+    /// `from` was renamed to `to`, both inside the same root.
+    Renamed {
+        /// The old path.
+        from: PathBuf,
+        /// The new path.
+        to: PathBuf,
+    },
+}
+
+/// What the watcher tells the event loop.
+#[derive(Debug)]
+pub enum Signal {
+    /// Paths to re-check in root `root`.
+    Hints {
+        /// The root's id, as given to [`Watch::add_root`].
+        root: usize,
+        /// What to re-check.
+        hints: Vec<Hint>,
+    },
+    /// Events were lost (a kernel queue overflow): every root needs a reconcile.
+    Rescan,
+    /// The OS refused to watch more folders.
+    Limit,
+    /// Anything else the watcher reported.
+    Error(String),
+}
+
+/// Why a root could not be (fully) watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// `fs.inotify.max_user_watches` (or the platform's equivalent) is reached; the
+    /// watches installed so far stay.
+    #[error("the operating system's limit on watched folders is reached")]
+    Limit,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The roots being watched: id → canonical path.
+type Roots = Arc<RwLock<Vec<(usize, PathBuf)>>>;
+
+/// One debouncer for all roots.
+pub struct Watch {
+    debouncer: Debouncer<TapWatcher, NoCache>,
+    roots: Roots,
+    tap: Arc<Tap>,
+}
+
+impl Watch {
+    /// Starts the debouncer; signals go to `signals`. Paths are emitted once quiet for
+    /// `debounce`.
+    pub fn new(debounce: Duration, signals: Sender<Signal>) -> Result<Watch, String> {
+        let roots: Roots = Arc::default();
+        let tap = TAP.get_or_init(Arc::default).clone();
+        let handler_roots = roots.clone();
+        let handler_tap = tap.clone();
+        let handler = move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                handler_tap.forget(events.iter().flat_map(|e| e.paths.iter()));
+                let roots = handler_roots.read().unwrap_or_else(|e| e.into_inner());
+                for signal in translate(&events, &roots) {
+                    let _ = signals.send(signal);
+                }
+            }
+            Err(errors) => {
+                for error in errors {
+                    let signal = match error.kind {
+                        notify::ErrorKind::MaxFilesWatch => Signal::Limit,
+                        _ => Signal::Error(error.to_string()),
+                    };
+                    let _ = signals.send(signal);
+                }
+            }
+        };
+        // A short tick keeps latency close to the debounce time; at 50 ms it wakes 200
+        // times a second, which costs well under a millisecond of CPU per second.
+        let tick = (debounce / 10).max(Duration::from_millis(1));
+        let config = notify::Config::default()
+            .with_follow_symlinks(false)
+            .with_event_kinds(EventKindMask::CORE);
+        let debouncer =
+            notify_debouncer_full::new_debouncer_opt(debounce, Some(tick), handler, NoCache, config)
+                .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+        Ok(Watch {
+            debouncer,
+            roots,
+            tap,
+        })
+    }
+
+    /// Watches `path` (a canonical folder) recursively as root `id`.
+    pub fn add_root(&mut self, id: usize, path: &Path) -> Result<(), WatchError> {
+        {
+            let mut roots = self.roots.write().unwrap_or_else(|e| e.into_inner());
+            roots.retain(|(i, _)| *i != id);
+            roots.push((id, path.to_path_buf()));
+            // Longest first, so a root inside another root claims its own paths.
+            roots.sort_by_key(|(_, p)| std::cmp::Reverse(p.as_os_str().len()));
+        }
+        match self.debouncer.watch(path, RecursiveMode::Recursive) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => Err(WatchError::Limit),
+            Err(e) => Err(WatchError::Other(e.to_string())),
+        }
+    }
+
+    /// Stops watching root `id` (errors are ignored: the folder may be gone).
+    pub fn remove_root(&mut self, id: usize) {
+        let removed = {
+            let mut roots = self.roots.write().unwrap_or_else(|e| e.into_inner());
+            let found = roots.iter().find(|(i, _)| *i == id).map(|(_, p)| p.clone());
+            roots.retain(|(i, _)| *i != id);
+            found
+        };
+        if let Some(path) = removed {
+            let _ = self.debouncer.unwatch(&path);
+        }
+    }
+
+    /// Paths written to for longer than `max_wait` without going quiet, as hints per
+    /// root; each is reported again only after another `max_wait`.
+    pub fn overdue(&self, max_wait: Duration) -> Vec<(usize, Hint)> {
+        let paths = self.tap.overdue(max_wait);
+        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
+        paths
+            .into_iter()
+            .filter_map(|p| {
+                let (root, rel) = locate(&roots, &p)?;
+                Some((root, Hint::Changed { rel, walk: false }))
+            })
+            .collect()
+    }
+}
+
+/// Turns a batch of debounced events into signals, grouping hints by root.
+fn translate(events: &[DebouncedEvent], roots: &[(usize, PathBuf)]) -> Vec<Signal> {
+    let mut out: Vec<Signal> = Vec::new();
+    let mut by_root: HashMap<usize, Vec<Hint>> = HashMap::new();
+    let mut push = |root: usize, hint: Hint| by_root.entry(root).or_default().push(hint);
+    for event in events {
+        if event.need_rescan() {
+            out.push(Signal::Rescan);
+            continue;
+        }
+        let changed = |path: &Path, walk: bool| {
+            locate(roots, path).map(|(root, rel)| (root, Hint::Changed { rel, walk }))
+        };
+        let hints: Vec<(usize, Hint)> = match (&event.kind, event.paths.as_slice()) {
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
+                match (locate(roots, from), locate(roots, to)) {
+                    (Some((a, from)), Some((b, to))) if a == b => {
+                        vec![(a, Hint::Renamed { from, to })]
+                    }
+                    // Across roots (or in and out of one): a removal and an arrival.
+                    (from, to) => from
+                        .map(|(r, rel)| (r, Hint::Changed { rel, walk: false }))
+                        .into_iter()
+                        .chain(to.map(|(r, rel)| (r, Hint::Changed { rel, walk: true })))
+                        .collect(),
+                }
+            }
+            (kind, paths) => {
+                let walk = matches!(
+                    kind,
+                    EventKind::Create(_)
+                        | EventKind::Any
+                        | EventKind::Modify(ModifyKind::Name(
+                            RenameMode::To | RenameMode::Any | RenameMode::Both
+                        ))
+                );
+                paths.iter().filter_map(|p| changed(p, walk)).collect()
+            }
+        };
+        for (root, hint) in hints {
+            push(root, hint);
+        }
+    }
+    let mut roots_with_hints: Vec<_> = by_root.into_iter().collect();
+    roots_with_hints.sort_by_key(|(root, _)| *root);
+    out.extend(
+        roots_with_hints
+            .into_iter()
+            .map(|(root, hints)| Signal::Hints { root, hints }),
+    );
+    out
+}
+
+/// The root holding `path` and the path relative to it.
+fn locate(roots: &[(usize, PathBuf)], path: &Path) -> Option<(usize, PathBuf)> {
+    roots.iter().find_map(|(id, root)| {
+        path.strip_prefix(root)
+            .ok()
+            .map(|rel| (*id, rel.to_path_buf()))
+    })
+}
+
+/// Paths written to since they were last emitted, and since when. Bounded: past
+/// [`Tap::CAP`] paths a burst is left to the debouncer and the fallback rescan.
+#[derive(Default)]
+struct Tap {
+    first_write: Mutex<HashMap<PathBuf, Instant>>,
+}
+
+/// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
+/// which gives it no way to receive state of ours).
+static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
+
+impl Tap {
+    const CAP: usize = 4096;
+
+    fn note(&self, event: &Event) {
+        if !matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
+        ) {
+            return;
+        }
+        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
+        for path in &event.paths {
+            if map.len() < Self::CAP && !map.contains_key(path) {
+                map.insert(path.clone(), Instant::now());
+            }
+        }
+    }
+
+    fn forget<'p>(&self, paths: impl Iterator<Item = &'p PathBuf>) {
+        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return;
+        }
+        for path in paths {
+            map.remove(path);
+        }
+    }
+
+    fn overdue(&self, max_wait: Duration) -> Vec<PathBuf> {
+        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (path, since) in map.iter_mut() {
+            if now.duration_since(*since) >= max_wait {
+                due.push(path.clone());
+                *since = now;
+            }
+        }
+        due
+    }
+}
+
+/// The platform's watcher, with every raw event noted in the [`Tap`] before the
+/// debouncer sees it.
+pub struct TapWatcher(notify::RecommendedWatcher);
+
+impl Watcher for TapWatcher {
+    fn new<F: notify::EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
+        let tap = TAP.get_or_init(Arc::default).clone();
+        let tapped = move |event: notify::Result<Event>| {
+            if let Ok(e) = &event {
+                tap.note(e);
+            }
+            handler.handle_event(event);
+        };
+        notify::RecommendedWatcher::new(tapped, config).map(TapWatcher)
+    }
+
+    fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, recursive_mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn configure(&mut self, option: notify::Config) -> notify::Result<bool> {
+        self.0.configure(option)
+    }
+
+    fn kind() -> notify::WatcherKind {
+        notify::RecommendedWatcher::kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, Flag, RemoveKind};
+
+    fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
+        let mut event = Event::new(kind);
+        for p in paths {
+            event = event.add_path(PathBuf::from(p));
+        }
+        DebouncedEvent::new(event, Instant::now())
+    }
+
+    fn hints(signals: Vec<Signal>) -> Vec<(usize, Hint)> {
+        signals
+            .into_iter()
+            .flat_map(|s| -> Vec<(usize, Hint)> {
+                match s {
+                    Signal::Hints { root, hints } => hints.into_iter().map(|h| (root, h)).collect(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    fn changed(rel: &str, walk: bool) -> Hint {
+        Hint::Changed {
+            rel: rel.into(),
+            walk,
+        }
+    }
+
+    #[test]
+    fn events_become_hints_for_their_root() {
+        let roots = vec![(1, PathBuf::from("/a/inner")), (0, PathBuf::from("/a"))];
+        let table: Vec<(DebouncedEvent, Vec<(usize, Hint)>)> = vec![
+            (ev(EventKind::Create(CreateKind::Folder), &["/a/new"]), vec![(0, changed("new", true))]),
+            (
+                ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["/a/inner/f"]),
+                vec![(1, changed("f", false))],
+            ),
+            (ev(EventKind::Remove(RemoveKind::Folder), &["/a/old"]), vec![(0, changed("old", false))]),
+            (
+                ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/a/x", "/a/y"]),
+                vec![(
+                    0,
+                    Hint::Renamed {
+                        from: "x".into(),
+                        to: "y".into(),
+                    },
+                )],
+            ),
+            (
+                ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/a/x", "/elsewhere/y"]),
+                vec![(0, changed("x", false))],
+            ),
+            (
+                ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/a/moved-in"]),
+                vec![(0, changed("moved-in", true))],
+            ),
+            (ev(EventKind::Create(CreateKind::File), &["/other/x"]), vec![]),
+        ];
+        for (event, want) in table {
+            let got = hints(translate(std::slice::from_ref(&event), &roots));
+            assert_eq!(got, want, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn overflow_asks_for_a_rescan() {
+        let event = DebouncedEvent::new(Event::new(EventKind::Other).set_flag(Flag::Rescan), Instant::now());
+        let signals = translate(&[event], &[(0, PathBuf::from("/a"))]);
+        assert!(matches!(signals.as_slice(), [Signal::Rescan]));
+    }
+
+    #[test]
+    fn tap_reports_paths_written_past_max_wait_once_per_period() {
+        let tap = Tap::default();
+        let write = Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path("/a/log".into());
+        tap.note(&write);
+        assert!(tap.overdue(Duration::from_secs(3600)).is_empty());
+        assert_eq!(tap.overdue(Duration::ZERO), [PathBuf::from("/a/log")]);
+        tap.forget([PathBuf::from("/a/log")].iter());
+        assert!(tap.overdue(Duration::ZERO).is_empty());
+    }
+}
