@@ -387,7 +387,20 @@ impl Mirror {
             return;
         }
         match plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan) {
-            Decision::Unchanged => {}
+            Decision::Unchanged => {
+                // An event said this file changed, yet size and mtime match: two writes
+                // within one kernel timestamp tick look like that. For a recent mtime,
+                // compare content rather than trust the clock.
+                if let Some(known) = known.filter(|_| entry.kind == Kind::File)
+                    && recently(entry.meta.mtime)
+                {
+                    actions.push(Action::Compare {
+                        entry,
+                        stored: self.cfg.plan.stored(),
+                        known,
+                    });
+                }
+            }
             Decision::Act(action) => actions.push(action),
             Decision::Skip(why) => {
                 self.tally.summary.skipped += 1;
@@ -668,6 +681,12 @@ fn drop_covered(changes: BTreeMap<PathBuf, bool>) -> Vec<(PathBuf, bool)> {
         .into_iter()
         .filter(|(p, _)| !p.ancestors().skip(1).any(|a| walked.contains(a)))
         .collect()
+}
+
+/// True if `mtime` lies within the last few seconds (or in the future).
+fn recently(mtime: filetime::FileTime) -> bool {
+    let now = filetime::FileTime::now();
+    now.unix_seconds() - mtime.unix_seconds() < 3
 }
 
 /// The mode and mtime of a source folder (the root is followed if it is a link).
