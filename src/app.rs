@@ -1,9 +1,10 @@
 //! Wiring: turns parsed arguments into a [`Config`], sets up logging and Ctrl-C, runs the
 //! command and maps its result to an exit code. No mirroring logic lives here.
 
-use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::cli::{AgentCommand, Cli, Command};
+use crate::config::Settings;
 use crate::logging;
+use clap::CommandFactory;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,35 +18,80 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Sync(args) => {
-            let cfg = match Config::from_sync_args(&args) {
-                Ok(cfg) => cfg,
+            let settings = match Settings::from_sync_args(&args) {
+                Ok(settings) => settings,
                 Err(e) => return usage_error(&e.to_string()),
             };
-            if let Err(e) = logging::init(&cfg.output) {
-                return usage_error(&e);
-            }
-            let stop = match install_stop_handler() {
+            let stop = match prepare(&settings) {
                 Ok(stop) => stop,
-                Err(e) => return usage_error(&e),
+                Err(code) => return code,
             };
-            let summary = crate::sync::run(&cfg, &stop);
-            ExitCode::from(summary.exit_code())
+            ExitCode::from(crate::sync::run(&settings, &stop))
         }
         Command::Watch(args) => {
-            let (cfg, timing) = match Config::from_watch_args(&args) {
-                Ok(settled) => settled,
+            let settings = match Settings::from_watch_args(&args) {
+                Ok(settings) => settings,
                 Err(e) => return usage_error(&e.to_string()),
             };
-            if let Err(e) = logging::init(&cfg.output) {
-                return usage_error(&e);
-            }
-            let stop = match install_stop_handler() {
+            let stop = match prepare(&settings) {
                 Ok(stop) => stop,
-                Err(e) => return usage_error(&e),
+                Err(code) => return code,
             };
-            ExitCode::from(crate::daemon::run(&cfg, &timing, &stop))
+            let reload = || Settings::from_watch_args(&args);
+            ExitCode::from(crate::daemon::run(settings, &reload, &stop))
+        }
+        Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
+        Command::Agent(action) => agent(action),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "datasafe", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => usage_error(&format!("writing the man page: {e}")),
+            }
         }
     }
+}
+
+/// `datasafe agent install | uninstall | print`.
+fn agent(action: AgentCommand) -> ExitCode {
+    use crate::agent::{AgentSpec, Platform, install, uninstall};
+    let result = match action {
+        AgentCommand::Install { config } => {
+            AgentSpec::for_this_binary(config.as_deref()).and_then(|spec| install(&spec))
+        }
+        AgentCommand::Uninstall => uninstall(),
+        AgentCommand::Print { config, platform } => {
+            let platform = platform
+                .or_else(Platform::current)
+                .unwrap_or(Platform::Systemd);
+            AgentSpec::for_this_binary(config.as_deref()).map(|spec| {
+                print!("{}", spec.render(platform));
+                String::new()
+            })
+        }
+    };
+    match result {
+        Ok(message) => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logging and the Ctrl-C handler, for the commands that mirror.
+fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, ExitCode> {
+    logging::init(&settings.output).map_err(|e| usage_error(&e))?;
+    install_stop_handler().map_err(|e| usage_error(&e))
 }
 
 fn usage_error(message: &str) -> ExitCode {

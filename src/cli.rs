@@ -24,6 +24,49 @@ pub enum Command {
     /// Keep DST a mirror of SRC as files change, until Ctrl-C.
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(WatchArgs),
+    /// Show what the running watcher is doing.
+    Status(StatusArgs),
+    /// Run `watch --config` at login (systemd user unit, or macOS LaunchAgent).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `datasafe agent …`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Write, enable and start the login agent.
+    Install {
+        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stop, disable and remove the login agent.
+    Uninstall,
+    /// Print the unit (or plist) without installing it.
+    Print {
+        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Which service manager to print for [default: this system's].
+        #[arg(long, value_enum)]
+        platform: Option<crate::agent::Platform>,
+    },
+}
+
+/// `datasafe status [--json]`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -39,11 +82,15 @@ Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 2 usage or fatal error,
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The directory to mirror (must exist).
-    #[arg(value_name = "SRC")]
-    pub src: PathBuf,
+    #[arg(value_name = "SRC", requires = "dst")]
+    pub src: Option<PathBuf>,
     /// Where the mirror lives (created with its parents if missing).
     #[arg(value_name = "DST")]
-    pub dst: PathBuf,
+    pub dst: Option<PathBuf>,
+    /// Watch every pair in this TOML file instead of SRC DST (reloaded when it changes)
+    /// [default: $XDG_CONFIG_HOME/datasafe/config.toml when no SRC DST is given].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "src")]
+    pub config: Option<PathBuf>,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,
@@ -59,15 +106,16 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Timing")]
 pub struct TimingArgs {
-    /// How long a path must be quiet before it is mirrored.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
-    pub debounce: Duration,
-    /// How often a full rescan catches anything events missed (0: never).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
-    pub rescan: Duration,
-    /// The longest a file that never goes quiet (a growing log) waits to be copied.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub max_wait: Duration,
+    /// How long a path must be quiet before it is mirrored [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub debounce: Option<Duration>,
+    /// How often a full rescan catches anything events missed; 0: never [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rescan: Option<Duration>,
+    /// The longest a file that never goes quiet (a growing log) waits to be copied
+    /// [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_wait: Option<Duration>,
 }
 
 /// Reads `50ms`, `2s`, `10m`, `1h`, `1d` (and a bare `0`).
@@ -108,11 +156,15 @@ Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interru
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// The directory to mirror (must exist).
-    #[arg(value_name = "SRC")]
-    pub src: PathBuf,
+    #[arg(value_name = "SRC", requires = "dst")]
+    pub src: Option<PathBuf>,
     /// Where the mirror lives (created with its parents if missing).
     #[arg(value_name = "DST")]
-    pub dst: PathBuf,
+    pub dst: Option<PathBuf>,
+    /// Mirror every pair in this TOML file instead of SRC DST [default:
+    /// $XDG_CONFIG_HOME/datasafe/config.toml when no SRC DST is given].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "src")]
+    pub config: Option<PathBuf>,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,
@@ -234,12 +286,18 @@ mod tests {
 
     #[test]
     fn watch_has_timing_defaults() {
-        let cli = Cli::try_parse_from(["datasafe", "watch", "a", "b", "--debounce", "50ms"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["datasafe", "watch", "a", "b", "--debounce", "50ms"]).unwrap();
         let Command::Watch(args) = cli.command else {
             panic!("parsed as another command");
         };
-        assert_eq!(args.timing.debounce, Duration::from_millis(50));
-        assert_eq!(args.timing.rescan, Duration::from_secs(600));
-        assert_eq!(args.timing.max_wait, Duration::from_secs(30));
+        assert_eq!(args.timing.debounce, Some(Duration::from_millis(50)));
+        assert_eq!(args.timing.rescan, None);
+        assert!(
+            Cli::try_parse_from(["datasafe", "watch", "a"]).is_err(),
+            "SRC needs DST"
+        );
+        assert!(Cli::try_parse_from(["datasafe", "watch", "a", "b", "--config", "c"]).is_err());
+        assert!(Cli::try_parse_from(["datasafe", "watch", "--config", "c"]).is_ok());
     }
 }

@@ -1,28 +1,35 @@
-//! The long-running side of `datasafe watch`: the event loop that installs the watch,
-//! runs the start-up reconcile, feeds debounced hints to the mirror, and covers what
-//! events cannot: lost events (a reconcile on overflow, rate-limited), the watch limit
-//! (a shorter fallback timer), a vanished source (pause, never delete, resume with a
-//! reconcile) and files that never go quiet (max-wait).
+//! The long-running side of `datasafe watch`: one event loop and one debouncer for every
+//! pair. It installs each watch, runs the start-up reconcile, feeds debounced hints to the
+//! pair's mirror, and covers what events cannot: lost events (a reconcile on overflow,
+//! rate-limited), the watch limit (a shorter fallback timer), a vanished source (pause,
+//! never delete, resume with a reconcile), files that never go quiet (max-wait), a pair
+//! that cannot start (retried), and edits to the config file (reloaded: added pairs start,
+//! removed ones stop, changed ones restart; an invalid edit keeps what runs).
 //!
 //! It decides *when* to act; what to do is the engine's (`sync::Mirror`).
 
-use crate::config::{Config, Timing};
+use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
+use crate::logging;
 use crate::names::{esc, human_bytes};
 use crate::report::Summary;
+use crate::status::{Board, PairStatus};
 use crate::sync::{Applied, Mirror};
 use crate::watch::{Hint, Signal, Watch, WatchError};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How often the loop wakes when nothing happens (stop flag, timers, commits).
 const LOOP_TICK: Duration = Duration::from_millis(100);
 /// The shortest gap between two reconciles caused by lost events.
 const OVERFLOW_GAP: Duration = Duration::from_secs(2);
-/// How often a paused pair looks for its source, and a watched one checks it is there.
+/// How often a paused pair looks for its source, and a watched one checks it is there;
+/// also how often the config file is checked for edits.
 const ROOT_CHECK: Duration = Duration::from_secs(1);
+/// How often a pair that failed to start is tried again.
+const RETRY: Duration = Duration::from_secs(10);
 /// The fallback rescan of a root the OS could not fully watch.
 const LIMITED_RESCAN: Duration = Duration::from_secs(60);
 /// How often the status line may be printed (only when something happened).
@@ -30,58 +37,62 @@ const STATUS_EVERY: Duration = Duration::from_secs(10);
 /// At most this many signals are taken in one go, so timers still run during a flood.
 const BATCH: usize = 10_000;
 
-/// Watches `cfg`'s pair until `stop` is set. Returns the exit code.
-pub fn run(cfg: &Config, timing: &Timing, stop: &Arc<AtomicBool>) -> u8 {
+/// Re-reads the settings after the config file changed.
+pub type Reload<'a> = &'a dyn Fn() -> Result<Settings, ConfigError>;
+
+/// Watches every enabled pair of `settings` until `stop` is set. Returns the exit code.
+pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8 {
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut watch = match Watch::new(timing.debounce, tx) {
+    let mut watch = match Watch::new(settings.timing.debounce, tx) {
         Ok(watch) => watch,
         Err(message) => {
             log::error!("{message}");
             return crate::app::EXIT_USAGE;
         }
     };
-    let mut pair = Watched::new(0, Mirror::open(cfg, stop, false), *timing);
-    pair.start(&mut watch);
-    log::info!(
-        "watching {} (Ctrl-C to stop)",
-        esc(&pair.mirror.pair().src)
-    );
-    let mut status = Status::default();
+    let board = Board::start(settings.file.as_deref());
+    let mut daemon = Daemon {
+        pairs: Vec::new(),
+        next_id: 0,
+        named: settings.file.is_some(),
+        timing: settings.timing,
+        stop: stop.clone(),
+        board: board.clone(),
+        finished: Vec::new(),
+    };
+    daemon.start_all(&settings, &mut watch);
+    let mut config = settings.file.clone().map(|path| {
+        let stamp = stamp(&path);
+        (path, stamp)
+    });
+    let mut last_config_check = Instant::now();
+    let mut status = StatusLine::default();
     while !stop.load(Ordering::Relaxed) {
-        let signals = match next_signals(&rx) {
-            Ok(signals) => signals,
-            Err(()) => break,
+        let Ok(signals) = next_signals(&rx) else {
+            break;
         };
-        for signal in signals {
-            match signal {
-                Signal::Hints { root, hints } if root == pair.id => pair.pending.extend(hints),
-                Signal::Hints { .. } => {}
-                Signal::Rescan => {
-                    if !pair.rescan_wanted {
-                        log::warn!(
-                            "change events were lost (the kernel's queue overflowed); rescanning {}",
-                            esc(&pair.mirror.pair().src)
-                        );
-                    }
-                    pair.rescan_wanted = true;
-                }
-                Signal::Limit => pair.limit_reached(),
-                Signal::Error(message) => log::warn!("watcher: {message}"),
+        daemon.dispatch(signals, &watch);
+        daemon.tick(&mut watch);
+        if let Some((path, seen)) = &mut config
+            && last_config_check.elapsed() >= ROOT_CHECK
+        {
+            last_config_check = Instant::now();
+            let now = stamp(path);
+            if now != *seen {
+                *seen = now;
+                daemon.reload(path, reload, &mut watch);
             }
         }
-        for (root, hint) in watch.overdue(timing.max_wait) {
-            if root == pair.id {
-                pair.pending.push(hint);
-            }
-        }
-        pair.tick(&mut watch);
-        status.maybe_print(pair.mirror.summary(), rx.len() + pair.pending.len());
+        status.maybe_print(&daemon, rx.len());
     }
     drop(watch);
-    pair.mirror.commit();
-    let mut summary = pair.mirror.into_summary();
-    summary.finish(started, cfg.output.json, "stopped");
+    let mut total = Summary::default();
+    for (name, summary) in daemon.stop_all() {
+        total.add(&name, summary, daemon.named);
+    }
+    board.close();
+    total.finish(started, settings.output.json, "stopped");
     0
 }
 
@@ -98,6 +109,159 @@ fn next_signals(rx: &Receiver<Signal>) -> Result<Vec<Signal>, ()> {
     }
 }
 
+/// The config file's modification time and size, to notice edits (also by editors that
+/// write a new file and rename it over the old one).
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Every pair and what they share.
+struct Daemon {
+    pairs: Vec<Watched>,
+    next_id: usize,
+    /// Several pairs (from a config file): log lines name their pair.
+    named: bool,
+    timing: Timing,
+    stop: Arc<AtomicBool>,
+    board: Board,
+    /// Counts of pairs stopped by a reload, for the final summary.
+    finished: Vec<(String, Summary)>,
+}
+
+impl Daemon {
+    fn start_all(&mut self, settings: &Settings, watch: &mut Watch) {
+        for pair in &settings.pairs {
+            if pair.enabled {
+                self.start(pair.clone(), watch);
+            } else {
+                log::info!("skipping pair {}: enabled = false", pair.name);
+            }
+        }
+    }
+
+    fn start(&mut self, settings: PairSettings, watch: &mut Watch) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let label = self.named.then(|| Arc::from(settings.name.as_str()));
+        let mut pair = Watched::new(id, settings, self.timing, label);
+        logging::set_pair(pair.label.clone());
+        pair.start(watch, &self.stop, &self.board);
+        logging::set_pair(None);
+        self.pairs.push(pair);
+    }
+
+    fn dispatch(&mut self, signals: Vec<Signal>, watch: &Watch) {
+        for signal in signals {
+            match signal {
+                Signal::Hints { root, hints } => {
+                    if let Some(pair) = self.pairs.iter_mut().find(|p| p.id == root) {
+                        pair.pending.extend(hints);
+                    }
+                }
+                Signal::Rescan => {
+                    for pair in &mut self.pairs {
+                        pair.lost_events();
+                    }
+                }
+                Signal::Limit => {
+                    for pair in &mut self.pairs {
+                        logging::set_pair(pair.label.clone());
+                        pair.limit_reached();
+                    }
+                    logging::set_pair(None);
+                }
+                Signal::Error(message) => log::warn!("watcher: {message}"),
+            }
+        }
+        for (root, hint) in watch.overdue(self.timing.max_wait) {
+            if let Some(pair) = self.pairs.iter_mut().find(|p| p.id == root) {
+                pair.pending.push(hint);
+            }
+        }
+    }
+
+    fn tick(&mut self, watch: &mut Watch) {
+        for pair in &mut self.pairs {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            logging::set_pair(pair.label.clone());
+            pair.tick(watch, &self.stop, &self.board);
+            logging::set_pair(None);
+        }
+    }
+
+    /// Applies an edited config file: added pairs start, removed pairs stop, changed
+    /// pairs restart. An invalid file is reported and what runs is kept.
+    fn reload(&mut self, path: &Path, reload: Reload<'_>, watch: &mut Watch) {
+        let settings = match reload() {
+            Ok(settings) => settings,
+            Err(e) => {
+                log::error!(
+                    "{e}; the running configuration is kept (config {})",
+                    esc(path)
+                );
+                return;
+            }
+        };
+        if settings.timing.debounce != self.timing.debounce {
+            log::warn!("a new debounce time takes effect when datasafe watch is restarted");
+        }
+        self.timing.rescan = settings.timing.rescan;
+        self.timing.max_wait = settings.timing.max_wait;
+        let wanted: Vec<&PairSettings> = settings.enabled().collect();
+        let (mut stopped, mut started) = (0, 0);
+        let mut kept = Vec::new();
+        for pair in std::mem::take(&mut self.pairs) {
+            if wanted.iter().any(|w| same_pair(w, &pair.settings)) {
+                kept.push(pair);
+            } else {
+                stopped += 1;
+                self.finished.push(pair.stop(watch, &self.board));
+            }
+        }
+        self.pairs = kept;
+        for want in wanted {
+            if !self.pairs.iter().any(|p| same_pair(want, &p.settings)) {
+                started += 1;
+                self.start(want.clone(), watch);
+            }
+        }
+        log::info!(
+            "config {} reloaded: {started} pairs started, {stopped} stopped",
+            esc(path)
+        );
+    }
+
+    /// Stops every pair; returns each pair's counts (those stopped earlier too).
+    fn stop_all(&mut self) -> Vec<(String, Summary)> {
+        let mut all = std::mem::take(&mut self.finished);
+        for pair in std::mem::take(&mut self.pairs) {
+            logging::set_pair(pair.label.clone());
+            let name = pair.settings.name.clone();
+            if let Some(mut mirror) = pair.mirror {
+                mirror.commit();
+                all.push((name, mirror.into_summary()));
+            }
+            logging::set_pair(None);
+        }
+        all
+    }
+}
+
+/// True if two pair settings describe the same running pair (anything changed means a
+/// restart).
+fn same_pair(a: &PairSettings, b: &PairSettings) -> bool {
+    let (x, y) = (&a.config, &b.config);
+    a.name == b.name
+        && x.pair.src == y.pair.src
+        && x.pair.dst_canonical == y.pair.dst_canonical
+        && x.plan == y.plan
+        && x.excludes == y.excludes
+        && x.jobs == y.jobs
+}
+
 /// Whether a pair is being mirrored.
 #[derive(Debug, PartialEq, Eq)]
 enum State {
@@ -105,12 +269,16 @@ enum State {
     Watching,
     /// The source root is gone; nothing is done until it is back.
     Paused,
+    /// The pair could not start (another process holds its mirror, say); retried.
+    Failed(String),
 }
 
 /// One watched pair and its timers.
 struct Watched {
     id: usize,
-    mirror: Mirror,
+    settings: PairSettings,
+    label: Option<Arc<str>>,
+    mirror: Option<Mirror>,
     timing: Timing,
     state: State,
     /// Hints waiting to be applied.
@@ -118,50 +286,88 @@ struct Watched {
     /// Events were lost: a reconcile is due (rate-limited).
     rescan_wanted: bool,
     last_reconcile: Instant,
-    last_root_check: Instant,
+    last_check: Instant,
     /// The OS could not watch every folder: the fallback rescan runs more often.
     limited: bool,
+    /// The root is being watched.
+    installed: bool,
 }
 
 impl Watched {
-    fn new(id: usize, mirror: Mirror, timing: Timing) -> Watched {
+    fn new(id: usize, settings: PairSettings, timing: Timing, label: Option<Arc<str>>) -> Watched {
         Watched {
             id,
-            mirror,
+            settings,
+            label,
+            mirror: None,
             timing,
             state: State::Watching,
             pending: Vec::new(),
             rescan_wanted: false,
             last_reconcile: Instant::now(),
-            last_root_check: Instant::now(),
+            last_check: Instant::now(),
             limited: false,
+            installed: false,
         }
     }
 
-    /// Installs the watch, then reconciles: nothing that changes between the two is
-    /// missed, because its events queue up meanwhile.
-    fn start(&mut self, watch: &mut Watch) {
-        if !self.mirror.source_present() {
-            self.pause();
+    fn src(&self) -> &Path {
+        &self.settings.config.pair.src
+    }
+
+    /// Opens the mirror, installs the watch, then reconciles: nothing that changes
+    /// between the two is missed, because its events queue up meanwhile.
+    fn start(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
+        if self.mirror.is_none() {
+            match Mirror::open(&self.settings.config, stop, false) {
+                Ok(mirror) => self.mirror = Some(mirror),
+                Err(message) => {
+                    log::error!("{message}; trying again every {}", human_duration(RETRY));
+                    self.last_reconcile = Instant::now();
+                    self.state = State::Failed(message);
+                    self.publish(board, 0);
+                    return;
+                }
+            }
+        }
+        if let Err(message) = check_source(self.src()) {
+            self.pause(&message);
+            self.publish(board, 0);
             return;
         }
+        self.state = State::Watching;
+        log::info!("watching {} (Ctrl-C to stop)", esc(self.src()));
         self.install(watch);
-        self.reconcile();
+        self.reconcile(board);
     }
 
     fn install(&mut self, watch: &mut Watch) {
-        let src = self.mirror.pair().src.clone();
+        if self.installed {
+            watch.remove_root(self.id);
+        }
+        self.installed = true;
+        let src = self.src().to_path_buf();
         match watch.add_root(self.id, &src) {
             Ok(()) => {}
             Err(WatchError::Limit) => self.limit_reached(),
             Err(WatchError::Other(message)) => {
+                self.limited = true;
                 log::error!(
                     "cannot watch {}: {message}; it is rescanned every {} instead",
                     esc(&src),
                     human_duration(self.fallback_period().unwrap_or(LIMITED_RESCAN))
                 );
-                self.limited = true;
             }
+        }
+    }
+
+    fn lost_events(&mut self) {
+        if self.state == State::Watching && !self.rescan_wanted {
+            log::warn!(
+                "change events were lost (the kernel's queue overflowed); rescanning {}",
+                esc(self.src())
+            );
+            self.rescan_wanted = true;
         }
     }
 
@@ -170,9 +376,11 @@ impl Watched {
             return;
         }
         self.limited = true;
-        let src = &self.mirror.pair().src;
         let period = human_duration(self.fallback_period().unwrap_or(LIMITED_RESCAN));
-        log::error!("{}", limit_message(src, crate::platform::watch_limit(), &period));
+        log::error!(
+            "{}",
+            limit_message(self.src(), crate::platform::watch_limit(), &period)
+        );
     }
 
     /// How often the fallback reconcile runs, if at all.
@@ -185,32 +393,37 @@ impl Watched {
     }
 
     /// One turn of the loop for this pair.
-    fn tick(&mut self, watch: &mut Watch) {
-        let check_root = self.last_root_check.elapsed() >= ROOT_CHECK;
-        if check_root {
-            self.last_root_check = Instant::now();
+    fn tick(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
+        let checking = self.last_check.elapsed() >= ROOT_CHECK;
+        if checking {
+            self.last_check = Instant::now();
         }
-        match self.state {
+        match &self.state {
+            State::Failed(_) => {
+                self.pending.clear();
+                if self.last_reconcile.elapsed() >= RETRY {
+                    self.last_reconcile = Instant::now();
+                    self.start(watch, stop, board);
+                }
+            }
             State::Paused => {
                 self.pending.clear();
-                if check_root && self.mirror.source_present() {
-                    log::info!(
-                        "source {} is back; mirroring again",
-                        esc(&self.mirror.pair().src)
-                    );
+                if checking && check_source(self.src()).is_ok() {
+                    log::info!("source {} is back; mirroring again", esc(self.src()));
                     self.state = State::Watching;
-                    watch.remove_root(self.id);
                     self.install(watch);
-                    self.reconcile();
+                    self.reconcile(board);
                 }
             }
             State::Watching => {
-                if check_root && !self.mirror.source_present() {
-                    self.pause();
-                } else if !self.pending.is_empty() {
+                if checking && let Err(message) = check_source(self.src()) {
+                    self.pause(&message);
+                } else if !self.pending.is_empty()
+                    && let Some(mirror) = self.mirror.as_mut()
+                {
                     let hints = std::mem::take(&mut self.pending);
-                    if self.mirror.apply(hints) == Applied::SourceGone {
-                        self.pause();
+                    if mirror.apply(hints) == Applied::SourceGone {
+                        self.pause("the source folder is gone");
                     }
                 }
                 let overflow_due =
@@ -219,35 +432,91 @@ impl Watched {
                     .fallback_period()
                     .is_some_and(|every| self.last_reconcile.elapsed() >= every);
                 if self.state == State::Watching && (overflow_due || timer_due) {
-                    self.reconcile();
+                    self.reconcile(board);
                 }
             }
         }
-        self.mirror.commit_if_due();
+        if let Some(mirror) = self.mirror.as_mut() {
+            mirror.commit_if_due();
+        }
+        self.publish(board, self.pending.len());
     }
 
-    fn reconcile(&mut self) {
-        if !self.mirror.source_present() {
-            self.pause();
+    fn reconcile(&mut self, board: &Board) {
+        if let Err(message) = check_source(self.src()) {
+            self.pause(&message);
             return;
         }
+        let Some(mirror) = self.mirror.as_mut() else {
+            return;
+        };
+        board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
-        self.mirror.reconcile(Path::new(""));
+        mirror.reconcile(Path::new(""));
         self.last_reconcile = Instant::now();
         crate::platform::release_free_memory();
     }
 
-    fn pause(&mut self) {
+    fn pause(&mut self, why: &str) {
         if self.state == State::Paused {
             return;
         }
         self.state = State::Paused;
         self.pending.clear();
         log::error!(
-            "source {} is gone (unmounted or removed?); the mirror in {} is kept as it is, \
-             and mirroring resumes when the source is back",
-            esc(&self.mirror.pair().src),
-            esc(&self.mirror.pair().dst)
+            "{why}; the mirror in {} is kept as it is, and mirroring resumes when the \
+             source is back",
+            esc(&self.settings.config.pair.dst)
+        );
+    }
+
+    /// Stops the pair (a reload removed or changed it); returns its counts.
+    fn stop(self, watch: &mut Watch, board: &Board) -> (String, Summary) {
+        logging::set_pair(self.label.clone());
+        if self.installed {
+            watch.remove_root(self.id);
+        }
+        board.remove(self.id);
+        log::info!("stopped watching {}", esc(self.src()));
+        let summary = match self.mirror {
+            Some(mut mirror) => {
+                mirror.commit();
+                mirror.into_summary()
+            }
+            None => Summary::default(),
+        };
+        logging::set_pair(None);
+        (self.settings.name, summary)
+    }
+
+    fn publish(&self, board: &Board, queue: usize) {
+        let state = match &self.state {
+            State::Watching => "watching".to_string(),
+            State::Paused => "paused: the source is missing".to_string(),
+            State::Failed(why) => format!("error: {why}"),
+        };
+        let summary = self.mirror.as_ref().map(Mirror::summary);
+        let (last_change, last_change_at) = summary
+            .and_then(|s| s.last_change.clone())
+            .map(|(what, at)| (Some(what), Some(at.format("%Y-%m-%d %H:%M:%S").to_string())))
+            .unwrap_or_default();
+        let pair = &self.settings.config.pair;
+        board.set(
+            self.id,
+            PairStatus {
+                name: self.settings.name.clone(),
+                source: pair.src.display().to_string(),
+                dest: pair.dst.display().to_string(),
+                state,
+                last_change,
+                last_change_at,
+                queue,
+                files_mirrored: summary.map_or(0, |s| s.copied),
+                bytes_mirrored: summary.map_or(0, |s| s.bytes_copied),
+                deleted: summary.map_or(0, |s| s.deleted),
+                failed: summary.map_or(0, |s| s.failed),
+                last_error: summary.and_then(|s| s.last_error.clone()),
+            },
         );
     }
 }
@@ -280,36 +549,43 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-/// The periodic one-line status, printed only when something happened.
+/// The periodic one-line status per pair, printed only when something happened.
 #[derive(Default)]
-struct Status {
+struct StatusLine {
     last: Option<Instant>,
-    shown: Summary,
+    shown: Vec<(usize, u64, u64, u64, u64)>,
 }
 
-impl Status {
-    fn maybe_print(&mut self, summary: &Summary, queued: usize) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= STATUS_EVERY);
-        let changed = (summary.copied, summary.deleted, summary.renamed, summary.failed)
-            != (
-                self.shown.copied,
-                self.shown.deleted,
-                self.shown.renamed,
-                self.shown.failed,
-            );
-        if !due || !changed {
+impl StatusLine {
+    fn maybe_print(&mut self, daemon: &Daemon, queued: usize) {
+        if self.last.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
             return;
         }
         self.last = Some(Instant::now());
-        self.shown = summary.clone();
-        log::info!(
-            "status: {} files mirrored ({}), {} deleted, {} renamed, {} failed since start; {queued} queued",
-            summary.copied,
-            human_bytes(summary.bytes_copied),
-            summary.deleted,
-            summary.renamed,
-            summary.failed
-        );
+        let mut shown = Vec::new();
+        for pair in &daemon.pairs {
+            let Some(s) = pair.mirror.as_ref().map(Mirror::summary) else {
+                continue;
+            };
+            let key = (pair.id, s.copied, s.deleted, s.renamed, s.failed);
+            shown.push(key);
+            let nothing_yet = key.1 + key.2 + key.3 + key.4 == 0;
+            if nothing_yet || self.shown.contains(&key) {
+                continue;
+            }
+            logging::set_pair(pair.label.clone());
+            log::info!(
+                "status: {} files mirrored ({}), {} deleted, {} renamed, {} failed since start; {} queued",
+                s.copied,
+                human_bytes(s.bytes_copied),
+                s.deleted,
+                s.renamed,
+                s.failed,
+                queued + pair.pending.len()
+            );
+            logging::set_pair(None);
+        }
+        self.shown = shown;
     }
 }
 
@@ -321,7 +597,10 @@ mod tests {
     fn limit_message_names_the_sysctl_and_a_value() {
         let m = limit_message(Path::new("/src"), Some(8192), "1m");
         assert!(m.contains("fs.inotify.max_user_watches (8192)"), "{m}");
-        assert!(m.contains("sysctl fs.inotify.max_user_watches=524288"), "{m}");
+        assert!(
+            m.contains("sysctl fs.inotify.max_user_watches=524288"),
+            "{m}"
+        );
         assert!(m.contains("/src") && m.contains("every 1m"), "{m}");
         let big = limit_message(Path::new("/src"), Some(1_000_000), "1m");
         assert!(big.contains("=4000000"), "{big}");
@@ -333,5 +612,37 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(human_duration(Duration::from_secs(600)), "10m");
         assert_eq!(human_duration(Duration::from_secs(7200)), "2h");
+    }
+
+    #[test]
+    fn a_changed_option_means_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let base = crate::config::Config {
+            pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
+            plan: crate::plan::PlanOptions::default(),
+            excludes: crate::filter::Excludes::default(),
+            jobs: 2,
+            output: crate::config::Output {
+                dry_run: false,
+                json: false,
+                log_file: None,
+                error_log: None,
+                verbosity: crate::config::Verbosity::Normal,
+            },
+        };
+        let a = PairSettings {
+            name: "a".into(),
+            enabled: true,
+            config: base.clone(),
+        };
+        let mut b = a.clone();
+        assert!(same_pair(&a, &b));
+        b.config.plan.compress = true;
+        assert!(!same_pair(&a, &b));
+        let mut c = a.clone();
+        c.config.excludes = crate::filter::Excludes::new(&["*.tmp"]).unwrap();
+        assert!(!same_pair(&a, &c));
     }
 }

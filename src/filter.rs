@@ -12,6 +12,14 @@ use std::path::Path;
 #[derive(Clone, Debug, Default)]
 pub struct Excludes {
     set: Option<GlobSet>,
+    /// The patterns as given, to compare two sets (a config reload) and show them.
+    patterns: Vec<String>,
+}
+
+impl PartialEq for Excludes {
+    fn eq(&self, other: &Excludes) -> bool {
+        self.patterns == other.patterns
+    }
 }
 
 /// A pattern that does not compile, with the pattern and globset's reason.
@@ -53,7 +61,10 @@ impl Excludes {
                 .join(" "),
             reason: e.to_string(),
         })?;
-        Ok(Self { set: Some(set) })
+        Ok(Self {
+            set: Some(set),
+            patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect(),
+        })
     }
 
     /// True if `rel` (relative to the mirror root) or its last component matches.

@@ -2,6 +2,7 @@
 //! is a library with a thin binary on top; data flows one way:
 //! scan (or watch) → plan → exec → index. See ARCHITECTURE.md for the map.
 
+pub mod agent;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -16,5 +17,6 @@ pub mod plan;
 pub mod platform;
 pub mod report;
 pub mod scan;
+pub mod status;
 pub mod sync;
 pub mod watch;

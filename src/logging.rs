@@ -10,9 +10,10 @@ use crate::config::{Output, Verbosity};
 use crate::names::{esc, io_message};
 use indicatif::ProgressBar;
 use log::{Level, LevelFilter};
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Log target for per-file details that only log files get.
 pub const DETAIL: &str = "datasafe::detail";
@@ -21,6 +22,26 @@ pub const SUMMARY: &str = "datasafe::summary";
 
 /// The progress bar terminal lines must be printed around, if one is showing.
 static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+thread_local! {
+    /// The pair this thread works for, when several run: every line names it.
+    static PAIR: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// Names the pair this thread's log lines are about (`None`: a single pair, no name).
+pub fn set_pair(name: Option<Arc<str>>) {
+    PAIR.with(|p| *p.borrow_mut() = name);
+}
+
+/// The pair this thread's log lines are about.
+pub fn current_pair() -> Option<Arc<str>> {
+    PAIR.with(|p| p.borrow().clone())
+}
+
+/// `[name] ` for a named pair, nothing otherwise.
+fn pair_prefix() -> String {
+    current_pair().map_or_else(String::new, |n| format!("[{n}] "))
+}
 
 /// Installs the global logger. Fails (naming the file) if a log file cannot be opened.
 pub fn init(out: &Output) -> Result<(), String> {
@@ -36,10 +57,11 @@ pub fn init(out: &Output) -> Result<(), String> {
         .level(term_level)
         .filter(move |m| ours(m.target()) && m.target() != DETAIL && m.target() != SUMMARY)
         .chain(fern::Output::call(|record| {
+            let prefix = pair_prefix();
             let line = match record.level() {
-                Level::Error => format!("error: {}", record.args()),
-                Level::Warn => format!("warning: {}", record.args()),
-                _ => record.args().to_string(),
+                Level::Error => format!("error: {prefix}{}", record.args()),
+                Level::Warn => format!("warning: {prefix}{}", record.args()),
+                _ => format!("{prefix}{}", record.args()),
             };
             print_line(record.level() <= Level::Warn, &line);
         }));
@@ -62,9 +84,10 @@ pub fn init(out: &Output) -> Result<(), String> {
 fn timestamped() -> fern::Dispatch {
     fern::Dispatch::new().format(|out, message, record| {
         out.finish(format_args!(
-            "{} {:<5} {}",
+            "{} {:<5} {}{}",
             chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f"),
             record.level(),
+            pair_prefix(),
             message
         ))
     })

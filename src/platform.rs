@@ -213,3 +213,22 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// True if a process with this pid exists (used to tell a live watcher's status file
+/// from one a killed watcher left behind).
+pub fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}

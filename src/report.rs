@@ -43,11 +43,74 @@ pub struct Summary {
     pub interrupted: bool,
     /// At least one failure was a full disk.
     pub no_space: bool,
+    /// Per-pair counts, when several pairs ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<PairCounts>,
+    /// The last path mirrored and when (for `status`).
+    #[serde(skip)]
+    pub last_change: Option<(String, chrono::DateTime<chrono::Local>)>,
+    /// The last error (for `status`).
+    #[serde(skip)]
+    pub last_error: Option<String>,
+}
+
+/// One pair's counts in a run of several.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PairCounts {
+    /// The pair's name.
+    pub name: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 impl Summary {
+    /// Adds one pair's counts to these totals; with `named`, prints the pair's line and
+    /// keeps its counts for the JSON.
+    pub fn add(&mut self, name: &str, pair: Summary, named: bool) {
+        self.copied += pair.copied;
+        self.updated += pair.updated;
+        self.renamed += pair.renamed;
+        self.deleted += pair.deleted;
+        self.unchanged += pair.unchanged;
+        self.failed += pair.failed;
+        self.skipped += pair.skipped;
+        self.dirs_created += pair.dirs_created;
+        self.bytes_copied += pair.bytes_copied;
+        self.no_space |= pair.no_space;
+        if named {
+            let line = format!(
+                "pair {name}: Files backed up: {}, Updated: {}, Renamed: {}, Deleted: {}, Unchanged: {}, Failed: {}, Bytes copied: {}",
+                pair.copied,
+                pair.updated,
+                pair.renamed,
+                pair.deleted,
+                pair.unchanged,
+                pair.failed,
+                pair.bytes_copied
+            );
+            logging::clear_progress();
+            logging::print_line(false, &line);
+            log::info!(target: SUMMARY, "{line}");
+            self.pairs.push(PairCounts {
+                name: name.to_string(),
+                summary: pair,
+            });
+        }
+    }
+
     /// Counts one outcome and logs its line.
     pub fn record(&mut self, outcome: &Outcome, src: &Path, dst: &Path) {
+        match outcome {
+            Outcome::Stored { name, .. } | Outcome::Renamed { to: name, .. } => {
+                self.last_change = Some((esc(name).to_string(), chrono::Local::now()));
+            }
+            Outcome::Deleted { name, .. } => {
+                self.last_change = Some((esc(name).to_string(), chrono::Local::now()));
+            }
+            Outcome::Failed { error, .. } => self.last_error = Some(error.clone()),
+            Outcome::Same { .. } | Outcome::Interrupted { .. } => {}
+        }
         match outcome {
             Outcome::Stored {
                 done,

@@ -18,8 +18,8 @@
 //! The index is committed every few seconds and at the end, each time after one
 //! filesystem sync, so it never claims a file the disk might not have.
 
-use crate::config::{Config, Pair, Verbosity};
-use crate::exec::{Executor, Outcome, spawn_workers};
+use crate::config::{Config, Pair, Settings, Verbosity, check_source};
+use crate::exec::{Executor, Outcome, PrepareError, spawn_workers};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::names::{esc, io_message};
 use crate::plan::{self, Action, Decision, Keep, PlanOptions};
@@ -40,18 +40,61 @@ const COMMIT_EVERY: Duration = Duration::from_secs(2);
 /// Capacity of the channel between the scanner and the workers.
 const QUEUE: usize = 256;
 
-/// Runs one full reconcile of `cfg`'s pair and prints its summary (`datasafe sync`).
-pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) -> Summary {
+/// `datasafe sync`: one full reconcile of every enabled pair, a line per pair when there
+/// are several, and the summary of all. Returns the exit code.
+pub fn run(settings: &Settings, stop: &Arc<AtomicBool>) -> u8 {
     let started = Instant::now();
-    let show_progress = cfg.output.verbosity > Verbosity::Quiet;
-    let mut mirror = Mirror::open(cfg, stop, show_progress);
-    mirror.reconcile(Path::new(""));
-    mirror.commit();
-    let mut summary = mirror.tally.summary;
-    summary.interrupted = stop.load(Ordering::Relaxed);
-    let word = if summary.interrupted { "interrupted" } else { "completed" };
-    summary.finish(started, cfg.output.json, word);
-    summary
+    let output = &settings.output;
+    let named = settings.file.is_some();
+    let mut total = Summary {
+        dry_run: output.dry_run,
+        ..Summary::default()
+    };
+    for pair in &settings.pairs {
+        if !pair.enabled {
+            log::info!("skipping pair {}: enabled = false", pair.name);
+            continue;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        crate::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
+        let show_progress = output.verbosity > Verbosity::Quiet;
+        let result = check_source(&pair.config.pair.src).and_then(|()| {
+            let mut mirror = Mirror::open(&pair.config, stop, show_progress)?;
+            mirror.reconcile(Path::new(""));
+            mirror.commit();
+            Ok(mirror.into_summary())
+        });
+        crate::logging::set_pair(None);
+        match result {
+            Ok(summary) => total.add(&pair.name, summary, named),
+            Err(message) if named => {
+                log::error!("[{}] {message}; the other pairs go on", pair.name);
+                total.add(
+                    &pair.name,
+                    Summary {
+                        failed: 1,
+                        ..Summary::default()
+                    },
+                    named,
+                );
+            }
+            Err(message) => {
+                log::error!("{message}");
+                crate::logging::clear_progress();
+                return crate::app::EXIT_USAGE;
+            }
+        }
+    }
+    total.interrupted = stop.load(Ordering::Relaxed);
+    let word = if total.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    total.finish(started, output.json, word);
+    total.exit_code()
 }
 
 /// What happened to a batch of hints.
@@ -123,9 +166,14 @@ struct ScanReport {
 }
 
 impl Mirror {
-    /// Opens the pair: prepares DST for writing (or not, for a dry run) and opens its
-    /// index. Problems are logged; the mirror then runs in a mode that writes nothing.
-    pub fn open(cfg: &Config, stop: &Arc<AtomicBool>, show_progress: bool) -> Mirror {
+    /// Opens the pair: prepares DST for writing (or not, for a dry run), takes its lock
+    /// and opens its index. An unwritable DST is logged and the mirror then runs in a
+    /// mode that writes nothing; another datasafe holding the lock is an error.
+    pub fn open(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+    ) -> Result<Mirror, String> {
         let pair = &cfg.pair;
         if let Some(rel) = &pair.dst_in_src {
             log::info!(
@@ -143,7 +191,8 @@ impl Mirror {
                     let (index, trusted) = open_index(&state_dir);
                     (Mode::Write(exec), index, trusted)
                 }
-                Err(message) => {
+                Err(PrepareError::Locked(message)) => return Err(message),
+                Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
                     (Mode::Blocked, index, trusted)
@@ -163,7 +212,7 @@ impl Mirror {
                 skip.push(rel);
             }
         }
-        Mirror {
+        Ok(Mirror {
             rules: ScanRules {
                 excludes: cfg.excludes.clone(),
                 skip,
@@ -183,7 +232,7 @@ impl Mirror {
                 progress: Progress::start(show_progress),
                 started: Instant::now(),
             },
-        }
+        })
     }
 
     /// The pair this mirror serves.
@@ -246,9 +295,16 @@ impl Mirror {
             let (rules, stop, known, opts) = (&self.rules, &self.stop, &known, &self.cfg.plan);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
-            pump(&self.mode, &mut self.tally, jobs, pair, scanned, move |actions| {
-                scan_and_plan(&pair.src, scope, rules, known, opts, actions, stop, scanned)
-            })
+            pump(
+                &self.mode,
+                &mut self.tally,
+                jobs,
+                pair,
+                scanned,
+                move |actions| {
+                    scan_and_plan(&pair.src, scope, rules, known, opts, actions, stop, scanned)
+                },
+            )
         };
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
@@ -289,8 +345,8 @@ impl Mirror {
             }
             // Whatever the rename did, both paths are re-checked: that cleans up after
             // a failed rename and catches a change made together with it.
-            let to_is_dir = std::fs::symlink_metadata(self.cfg.pair.src.join(&to))
-                .is_ok_and(|m| m.is_dir());
+            let to_is_dir =
+                std::fs::symlink_metadata(self.cfg.pair.src.join(&to)).is_ok_and(|m| m.is_dir());
             changes.entry(from).or_insert(false);
             *changes.entry(to).or_insert(false) |= to_is_dir;
         }
@@ -337,7 +393,10 @@ impl Mirror {
         let path = self.cfg.pair.src.join(rel);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
                 for (name, record) in self.stored_names(rel) {
                     actions.push(Action::Delete {
                         name,
@@ -363,7 +422,10 @@ impl Mirror {
         };
         let Some(name) = plan::target_name(&entry, &self.cfg.plan) else {
             self.tally.summary.skipped += 1;
-            log::warn!("skipping {}: not a regular file, folder or symlink", esc(&path));
+            log::warn!(
+                "skipping {}: not a regular file, folder or symlink",
+                esc(&path)
+            );
             return;
         };
         // Stored under another name before (kind or form changed): that name goes.
@@ -494,7 +556,11 @@ impl Mirror {
                 });
             }
         }
-        let unchanged = report.unchanged.iter().filter(|e| e.kind != Kind::Dir).count();
+        let unchanged = report
+            .unchanged
+            .iter()
+            .filter(|e| e.kind != Kind::Dir)
+            .count();
         let recopied = actions
             .iter()
             .filter(|a| !matches!(a, Action::Mkdir { .. }))
@@ -526,8 +592,7 @@ impl Mirror {
             self.tally.touched.clear();
             return;
         };
-        let mut todo: BTreeMap<(std::cmp::Reverse<usize>, PathBuf), Option<Meta>> =
-            BTreeMap::new();
+        let mut todo: BTreeMap<(std::cmp::Reverse<usize>, PathBuf), Option<Meta>> = BTreeMap::new();
         let depth = |p: &Path| std::cmp::Reverse(p.components().count());
         for (entry, differs) in walked {
             if differs || self.tally.touched.contains(&entry.rel) {
@@ -571,15 +636,21 @@ impl Mirror {
     /// Carries out (or prints, or counts) every action in `actions`; see [`pump`].
     fn pump_all(&mut self, actions: Vec<Action>) {
         let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
-        pump(&self.mode, &mut self.tally, jobs, pair, &self.scanned, move |tx| {
-            for action in actions {
-                if tx.send(action).is_err() {
-                    break;
+        pump(
+            &self.mode,
+            &mut self.tally,
+            jobs,
+            pair,
+            &self.scanned,
+            move |tx| {
+                for action in actions {
+                    if tx.send(action).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            },
+        );
     }
-
 }
 
 impl Tally {
@@ -629,7 +700,11 @@ fn pump<R: Send>(
 ) -> R {
     std::thread::scope(|scope| {
         let (act_tx, act_rx) = bounded::<Action>(QUEUE);
-        let producer = scope.spawn(move || produce(&act_tx));
+        let pair_name = crate::logging::current_pair();
+        let producer = scope.spawn(move || {
+            crate::logging::set_pair(pair_name);
+            produce(&act_tx)
+        });
         match mode {
             Mode::Write(exec) => {
                 let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);

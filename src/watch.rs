@@ -114,9 +114,14 @@ impl Watch {
         let config = notify::Config::default()
             .with_follow_symlinks(false)
             .with_event_kinds(EventKindMask::CORE);
-        let debouncer =
-            notify_debouncer_full::new_debouncer_opt(debounce, Some(tick), handler, NoCache, config)
-                .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+        let debouncer = notify_debouncer_full::new_debouncer_opt(
+            debounce,
+            Some(tick),
+            handler,
+            NoCache,
+            config,
+        )
+        .map_err(|e| format!("cannot start watching for changes: {e}"))?;
         Ok(Watch {
             debouncer,
             roots,
@@ -288,7 +293,10 @@ impl Tap {
 pub struct TapWatcher(notify::RecommendedWatcher);
 
 impl Watcher for TapWatcher {
-    fn new<F: notify::EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
+    fn new<F: notify::EventHandler>(
+        mut handler: F,
+        config: notify::Config,
+    ) -> notify::Result<Self> {
         let tap = TAP.get_or_init(Arc::default).clone();
         let tapped = move |event: notify::Result<Event>| {
             if let Ok(e) = &event {
@@ -352,14 +360,26 @@ mod tests {
     fn events_become_hints_for_their_root() {
         let roots = vec![(1, PathBuf::from("/a/inner")), (0, PathBuf::from("/a"))];
         let table: Vec<(DebouncedEvent, Vec<(usize, Hint)>)> = vec![
-            (ev(EventKind::Create(CreateKind::Folder), &["/a/new"]), vec![(0, changed("new", true))]),
             (
-                ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &["/a/inner/f"]),
+                ev(EventKind::Create(CreateKind::Folder), &["/a/new"]),
+                vec![(0, changed("new", true))],
+            ),
+            (
+                ev(
+                    EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                    &["/a/inner/f"],
+                ),
                 vec![(1, changed("f", false))],
             ),
-            (ev(EventKind::Remove(RemoveKind::Folder), &["/a/old"]), vec![(0, changed("old", false))]),
             (
-                ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/a/x", "/a/y"]),
+                ev(EventKind::Remove(RemoveKind::Folder), &["/a/old"]),
+                vec![(0, changed("old", false))],
+            ),
+            (
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                    &["/a/x", "/a/y"],
+                ),
                 vec![(
                     0,
                     Hint::Renamed {
@@ -369,14 +389,23 @@ mod tests {
                 )],
             ),
             (
-                ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &["/a/x", "/elsewhere/y"]),
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                    &["/a/x", "/elsewhere/y"],
+                ),
                 vec![(0, changed("x", false))],
             ),
             (
-                ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/a/moved-in"]),
+                ev(
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                    &["/a/moved-in"],
+                ),
                 vec![(0, changed("moved-in", true))],
             ),
-            (ev(EventKind::Create(CreateKind::File), &["/other/x"]), vec![]),
+            (
+                ev(EventKind::Create(CreateKind::File), &["/other/x"]),
+                vec![],
+            ),
         ];
         for (event, want) in table {
             let got = hints(translate(std::slice::from_ref(&event), &roots));
@@ -386,7 +415,10 @@ mod tests {
 
     #[test]
     fn overflow_asks_for_a_rescan() {
-        let event = DebouncedEvent::new(Event::new(EventKind::Other).set_flag(Flag::Rescan), Instant::now());
+        let event = DebouncedEvent::new(
+            Event::new(EventKind::Other).set_flag(Flag::Rescan),
+            Instant::now(),
+        );
         let signals = translate(&[event], &[(0, PathBuf::from("/a"))]);
         assert!(matches!(signals.as_slice(), [Signal::Rescan]));
     }
@@ -394,7 +426,8 @@ mod tests {
     #[test]
     fn tap_reports_paths_written_past_max_wait_once_per_period() {
         let tap = Tap::default();
-        let write = Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path("/a/log".into());
+        let write = Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any)))
+            .add_path("/a/log".into());
         tap.note(&write);
         assert!(tap.overdue(Duration::from_secs(3600)).is_empty());
         assert_eq!(tap.overdue(Duration::ZERO), [PathBuf::from("/a/log")]);

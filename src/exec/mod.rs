@@ -121,6 +121,18 @@ impl OpError {
     }
 }
 
+/// Why DST cannot be written.
+#[derive(Debug)]
+pub enum PrepareError {
+    /// Another datasafe process writes this mirror.
+    Locked(String),
+    /// DST (or its state folder) cannot be created or written.
+    Unwritable(String),
+}
+
+/// File holding the one-writer lock inside the state folder.
+pub const LOCK_FILE: &str = "lock";
+
 /// Carries out actions for one mirror.
 pub struct Executor {
     src: PathBuf,
@@ -129,24 +141,28 @@ pub struct Executor {
     level: flate2::Compression,
     stop: Arc<AtomicBool>,
     next_tmp: AtomicU64,
+    /// Held while this executor lives: one writer per mirror.
+    _lock: std::fs::File,
 }
 
 impl Executor {
     /// Prepares DST for writing: creates it and its state folder if missing, refuses a
     /// state folder that is not a real folder, and removes temp files a killed run left.
-    pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, String> {
+    pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, PrepareError> {
         let state = dst.join(STATE_DIR);
         let tmp = state.join(TMP_DIR);
-        std::fs::create_dir_all(dst)
-            .map_err(|e| format!("cannot create destination {}: {}", esc(dst), io_message(&e)))?;
-        match std::fs::symlink_metadata(&state) {
-            Ok(m) if !m.is_dir() => {
-                return Err(format!(
-                    "{} is not a folder; move it out of the way and run again",
-                    esc(&state)
-                ));
-            }
-            _ => {}
+        std::fs::create_dir_all(dst).map_err(|e| {
+            PrepareError::Unwritable(format!(
+                "cannot create destination {}: {}",
+                esc(dst),
+                io_message(&e)
+            ))
+        })?;
+        if std::fs::symlink_metadata(&state).is_ok_and(|m| !m.is_dir()) {
+            return Err(PrepareError::Unwritable(format!(
+                "{} is not a folder; move it out of the way and run again",
+                esc(&state)
+            )));
         }
         // A symlink planted as the temp folder would send temp files, and the cleanup
         // of leftovers, outside DST.
@@ -154,18 +170,21 @@ impl Executor {
             let _ = std::fs::remove_file(&tmp);
         }
         std::fs::create_dir_all(&tmp).map_err(|e| {
-            format!(
+            PrepareError::Unwritable(format!(
                 "cannot write to destination {}: {}; make it writable and run again",
                 esc(&tmp),
                 io_message(&e)
-            )
+            ))
         })?;
         if !std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
-            return Err(format!(
+            return Err(PrepareError::Unwritable(format!(
                 "{} is not a folder; move it out of the way and run again",
                 esc(&tmp)
-            ));
+            )));
         }
+
+        // Only the lock holder may clean temp files: another writer may be using them.
+        let lock = take_lock(&state, dst)?;
         if let Ok(leftovers) = std::fs::read_dir(&tmp) {
             for entry in leftovers.flatten() {
                 let path = entry.path();
@@ -180,6 +199,7 @@ impl Executor {
             level: flate2::Compression::new(6),
             stop,
             next_tmp: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 
@@ -250,6 +270,47 @@ impl Executor {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+}
+
+/// Takes the one-writer lock of a mirror (released when the file closes, also when the
+/// process is killed) and writes our pid into it for the other side's message.
+fn take_lock(state: &Path, dst: &Path) -> Result<std::fs::File, PrepareError> {
+    use std::io::{Read, Seek, Write};
+    let path = state.join(LOCK_FILE);
+    let unwritable = |e: io::Error| {
+        PrepareError::Unwritable(format!(
+            "cannot write to destination {}: {}; make it writable and run again",
+            esc(&path),
+            io_message(&e)
+        ))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(unwritable)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let who = match holder.trim() {
+                "" => "another datasafe process".to_string(),
+                pid => format!("another datasafe process (pid {pid})"),
+            };
+            return Err(PrepareError::Locked(format!(
+                "{who} is writing the mirror in {}; stop it first, or wait until it is done",
+                esc(dst)
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(unwritable(e)),
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// Starts `jobs` workers on `scope` that run every action from `actions` and send each

@@ -1,0 +1,387 @@
+//! The TOML config file: its schema (serde; an unknown key is an error naming it), `~` and
+//! `$HOME` expansion, errors with line and column, and the checks across pairs (two
+//! pairs with one DST, a DST inside another pair's SRC, a DST inside its own SRC that
+//! the pair does not exclude). Top-level mirror options are defaults for every pair.
+
+use super::{
+    CliLayer, Config, ConfigError, Pair, PairSettings, Settings, Timing, display_name, excludes,
+    jobs, output, plan_options, timing,
+};
+use crate::cli::parse_duration;
+use crate::names::{esc, io_message};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    log_file: Option<String>,
+    error_log_file: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    debounce: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    rescan: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    max_wait: Option<Duration>,
+    jobs: Option<u32>,
+    #[serde(flatten)]
+    defaults: PairDefaults,
+    #[serde(default)]
+    mirror: Vec<MirrorEntry>,
+}
+
+/// Mirror options that can be set per pair or, as defaults, at the top level.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(crate) struct PairDefaults {
+    pub(crate) compress: Option<bool>,
+    pub(crate) checksum: Option<bool>,
+    pub(crate) delete: Option<bool>,
+    pub(crate) exclude: Option<Vec<String>>,
+}
+
+/// One `[[mirror]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorEntry {
+    name: Option<String>,
+    source: String,
+    dest: String,
+    compress: Option<bool>,
+    checksum: Option<bool>,
+    delete: Option<bool>,
+    exclude: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
+pub fn default_path() -> Option<PathBuf> {
+    xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("datasafe").join("config.toml"))
+}
+
+/// `$XDG_STATE_HOME/datasafe` (or `~/.local/state/datasafe`): default logs and status.
+pub fn state_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("datasafe"))
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(v) if Path::new(&v).is_absolute() => Some(PathBuf::from(v)),
+        _ => home().map(|h| h.join(fallback)),
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Expands a leading `~` and every `$HOME` / `${HOME}`.
+fn expand(text: &str) -> Result<PathBuf, String> {
+    if !(text.starts_with('~') || text.contains("$HOME") || text.contains("${HOME}")) {
+        return Ok(PathBuf::from(text));
+    }
+    let home = home().ok_or_else(|| format!("{text:?} needs $HOME, which is not set"))?;
+    let home = home.to_string_lossy();
+    let replaced = text.replace("${HOME}", &home).replace("$HOME", &home);
+    let expanded = match replaced.strip_prefix('~') {
+        Some("") => home.to_string(),
+        Some(rest) if rest.starts_with('/') => format!("{home}{rest}"),
+        Some(_) => {
+            return Err(format!(
+                "{text:?}: only ~ and ~/… are understood, not ~user"
+            ));
+        }
+        None => replaced,
+    };
+    Ok(PathBuf::from(expanded))
+}
+
+/// Reads, checks and settles the config file at `path`, with `cli` on top.
+pub(crate) fn load(path: &Path, cli: &CliLayer<'_>) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read config file {}: {}",
+            esc(path),
+            io_message(&e)
+        ))
+    })?;
+    parse(&text, path, cli)
+}
+
+/// Settles the text of a config file (`path` is for messages and relative paths).
+pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Settings, ConfigError> {
+    let here = |message: String| ConfigError(format!("config {}: {message}", esc(path)));
+    let file: FileConfig = toml::from_str(text).map_err(|e| here(describe(&e, text)))?;
+    if file.mirror.is_empty() {
+        return Err(here(
+            "no [[mirror]] table; add one with source and dest".to_string(),
+        ));
+    }
+    let base = Timing {
+        debounce: file.debounce.unwrap_or(Timing::default().debounce),
+        rescan: match file.rescan {
+            Some(every) => (!every.is_zero()).then_some(every),
+            None => Timing::default().rescan,
+        },
+        max_wait: file.max_wait.unwrap_or(Timing::default().max_wait),
+    };
+    let timing = timing(cli.timing, &base).map_err(|e| here(e.0))?;
+    let state = state_dir();
+    let log_path =
+        |given: &Option<String>, default: &str| -> Result<Option<PathBuf>, ConfigError> {
+            match given {
+                Some(p) => expand(p).map(Some).map_err(here),
+                None => Ok(state.as_ref().map(|d| d.join(default))),
+            }
+        };
+    let logs = (
+        log_path(&file.log_file, "datasafe.log")?,
+        log_path(&file.error_log_file, "error.log")?,
+    );
+    let output = output(cli.output, Some(logs));
+    let jobs = jobs(cli.mirror.jobs, file.jobs);
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+
+    let mut pairs = Vec::new();
+    for (n, entry) in file.mirror.iter().enumerate() {
+        let at = |message: String| here(format!("[[mirror]] #{}: {message}", n + 1));
+        let source = base_dir.join(expand(&entry.source).map_err(at)?);
+        let dest = base_dir.join(expand(&entry.dest).map_err(at)?);
+        let pair = Pair::locate(&source, &dest).map_err(|e| at(e.0))?;
+        let defaults = PairDefaults {
+            compress: entry.compress.or(file.defaults.compress),
+            checksum: entry.checksum.or(file.defaults.checksum),
+            delete: entry.delete.or(file.defaults.delete),
+            exclude: None,
+        };
+        let mut file_excludes = file.defaults.exclude.clone().unwrap_or_default();
+        file_excludes.extend(entry.exclude.iter().flatten().cloned());
+        let excludes = excludes(&cli.mirror.exclude, &file_excludes).map_err(|e| at(e.0))?;
+        let name = entry
+            .name
+            .clone()
+            .unwrap_or_else(|| display_name(&pair.src));
+        pairs.push(PairSettings {
+            name,
+            enabled: entry.enabled.unwrap_or(true),
+            config: Config {
+                pair,
+                plan: plan_options(cli.mirror, &defaults),
+                excludes,
+                jobs,
+                output: output.clone(),
+            },
+        });
+    }
+    check_pairs(&pairs).map_err(here)?;
+    Ok(Settings {
+        pairs,
+        timing,
+        output,
+        file: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
+    })
+}
+
+/// The checks that need every pair at once.
+fn check_pairs(pairs: &[PairSettings]) -> Result<(), String> {
+    let enabled: Vec<&PairSettings> = pairs.iter().filter(|p| p.enabled).collect();
+    for (i, a) in enabled.iter().enumerate() {
+        let pa = &a.config.pair;
+        if let Some(rel) = &pa.dst_in_src
+            && !a.config.excludes.covers(rel)
+        {
+            return Err(format!(
+                "pair {:?}: its dest {} is inside its source; add exclude = [{:?}] to it or \
+                 choose a dest outside the source",
+                a.name,
+                esc(&pa.dst),
+                rel.to_string_lossy()
+            ));
+        }
+        for b in &enabled[i + 1..] {
+            let pb = &b.config.pair;
+            if pa.dst_canonical == pb.dst_canonical {
+                return Err(format!(
+                    "pairs {:?} and {:?} have the same dest {}; give each its own",
+                    a.name,
+                    b.name,
+                    esc(&pa.dst)
+                ));
+            }
+            for (x, y) in [(a, b), (b, a)] {
+                let (px, py) = (&x.config.pair, &y.config.pair);
+                if px.dst_canonical.starts_with(&py.src) || py.src.starts_with(&px.dst_canonical) {
+                    return Err(format!(
+                        "pair {:?}: its dest {} overlaps the source of pair {:?} ({}); one \
+                         would mirror the other",
+                        x.name,
+                        esc(&px.dst),
+                        y.name,
+                        esc(&py.src)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A TOML error as one line: `line L, column C: message`.
+fn describe(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{MirrorArgs, OutputArgs};
+
+    fn flags() -> (MirrorArgs, OutputArgs) {
+        (
+            MirrorArgs {
+                compress: false,
+                checksum: false,
+                no_delete: false,
+                exclude: vec![],
+                jobs: None,
+            },
+            OutputArgs {
+                dry_run: false,
+                json: false,
+                log_file: None,
+                error_log: None,
+                verbose: 0,
+                quiet: false,
+            },
+        )
+    }
+
+    fn settle(text: &str, mirror: &MirrorArgs) -> Result<Settings, String> {
+        let (_, output) = flags();
+        let cli = CliLayer {
+            mirror,
+            output: &output,
+            timing: None,
+        };
+        parse(text, Path::new("/etc/datasafe.toml"), &cli).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn defaults_pairs_and_precedence() {
+        let (mut mirror, _) = flags();
+        let text = r#"
+            debounce = "2s"
+            jobs = 3
+            compress = true
+            exclude = ["*.tmp"]
+            [[mirror]]
+            source = "/data/music"
+            dest = "/backup/music"
+            exclude = [".stfolder"]
+            [[mirror]]
+            name = "docs"
+            source = "/data/docs"
+            dest = "/backup/docs"
+            compress = false
+            delete = false
+            enabled = false
+        "#;
+        let s = settle(text, &mirror).unwrap();
+        assert_eq!(s.timing.debounce, Duration::from_secs(2));
+        assert_eq!(s.pairs.len(), 2);
+        let music = &s.pairs[0];
+        assert_eq!(music.name, "music");
+        assert!(music.config.plan.compress && music.config.plan.delete);
+        assert!(music.config.excludes.is_excluded(Path::new("a.tmp")));
+        assert!(music.config.excludes.is_excluded(Path::new("x/.stfolder")));
+        assert_eq!(music.config.jobs, 3);
+        let docs = &s.pairs[1];
+        assert_eq!(docs.name, "docs");
+        assert!(!docs.enabled && !docs.config.plan.compress && !docs.config.plan.delete);
+        assert_eq!(s.enabled().count(), 1);
+
+        mirror.jobs = Some(1);
+        mirror.no_delete = true;
+        let s = settle(text, &mirror).unwrap();
+        assert_eq!(s.pairs[0].config.jobs, 1, "a flag beats the file");
+        assert!(!s.pairs[0].config.plan.delete);
+    }
+
+    #[test]
+    fn errors_name_key_line_and_column() {
+        let (mirror, _) = flags();
+        let table = [
+            (
+                "[[mirror]]\nsource = \"/a\"\ndestination = \"/b\"\n",
+                vec!["line 3, column 1", "destination"],
+            ),
+            (
+                "jobs = \"four\"\n[[mirror]]\nsource = \"/a\"\ndest = \"/b\"\n",
+                vec!["line 1, column 8"],
+            ),
+            ("debounce = \"soon\"\n", vec!["line 1", "soon"]),
+            ("log_file = \"x\"\n", vec!["no [[mirror]]"]),
+            (
+                "[[mirror]]\nsource = \"/a\"\ndest = \"/b\"\n[[mirror]]\nsource = \"/c\"\ndest = \"/b/\"\n",
+                vec!["same dest"],
+            ),
+            (
+                "[[mirror]]\nsource = \"/a\"\ndest = \"/c/x\"\n[[mirror]]\nsource = \"/c\"\ndest = \"/d\"\n",
+                vec!["overlaps the source"],
+            ),
+            (
+                "[[mirror]]\nsource = \"/a\"\ndest = \"/a/backup\"\n",
+                vec!["inside its source", "exclude"],
+            ),
+            (
+                "[[mirror]]\nsource = \"/a\"\ndest = \"/a\"\n",
+                vec!["same directory"],
+            ),
+        ];
+        for (text, wants) in table {
+            let err = settle(text, &mirror).unwrap_err();
+            assert!(!err.contains('\n'), "one line: {err}");
+            for want in wants {
+                assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");
+            }
+        }
+        let ok = "[[mirror]]\nsource = \"/a\"\ndest = \"/a/backup\"\nexclude = [\"backup\"]\n";
+        assert!(settle(ok, &mirror).is_ok());
+    }
+
+    #[test]
+    fn home_expands() {
+        let home = home().unwrap_or_else(|| PathBuf::from("/root"));
+        let h = home.to_string_lossy();
+        assert_eq!(
+            expand("~/Music").unwrap(),
+            PathBuf::from(format!("{h}/Music"))
+        );
+        assert_eq!(expand("$HOME/x").unwrap(), PathBuf::from(format!("{h}/x")));
+        assert_eq!(
+            expand("${HOME}/y").unwrap(),
+            PathBuf::from(format!("{h}/y"))
+        );
+        assert_eq!(expand("/abs").unwrap(), PathBuf::from("/abs"));
+        assert!(expand("~bob/x").is_err());
+    }
+}

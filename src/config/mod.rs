@@ -1,0 +1,433 @@
+//! The command line and the config file (`file`) turned into immutable [`Settings`]: one
+//! [`Config`] per pair, validated before anything runs (precedence: flags given on the
+//! command line, then the file's pair, then the file's top level, then defaults). For a
+//! pair on the command line SRC must be a directory; SRC and DST must never be the same
+//! directory in any spelling, nor SRC inside DST; DST inside SRC is left out of the scan.
+//! Every error here is a usage error (exit 2) and touches nothing.
+
+mod file;
+
+pub use file::{default_path, state_dir};
+
+use crate::cli::{MirrorArgs, OutputArgs, SyncArgs, TimingArgs, WatchArgs};
+use crate::filter::Excludes;
+use crate::names::{esc, io_message};
+use crate::plan::PlanOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How much the terminal shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Warnings and errors only.
+    Quiet,
+    /// One line per operation.
+    Normal,
+    /// Also what was skipped and why.
+    Verbose,
+    /// Everything, for debugging.
+    Trace,
+}
+
+/// Where output goes and how much of it.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// Print the plan instead of carrying it out.
+    pub dry_run: bool,
+    /// End stdout with one JSON object.
+    pub json: bool,
+    /// Every log line, timestamped, appended here.
+    pub log_file: Option<PathBuf>,
+    /// Errors only, timestamped, appended here.
+    pub error_log: Option<PathBuf>,
+    /// Terminal verbosity.
+    pub verbosity: Verbosity,
+}
+
+/// One source directory and its mirror.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    /// The source root, canonical (symlinks and `.` resolved).
+    pub src: PathBuf,
+    /// The mirror root, as the user gave it but made absolute.
+    pub dst: PathBuf,
+    /// DST relative to SRC when DST lies inside SRC: left out of the scan.
+    pub dst_in_src: Option<PathBuf>,
+    /// DST resolved (symlinks and `..`), even before it exists: compared across pairs.
+    pub dst_canonical: PathBuf,
+}
+
+/// Everything one pair needs, settled.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// What to mirror where.
+    pub pair: Pair,
+    /// Compress, checksum, delete.
+    pub plan: PlanOptions,
+    /// Paths left out.
+    pub excludes: Excludes,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Output settings.
+    pub output: Output,
+}
+
+/// A usage or configuration error: one line, exit code 2, nothing touched.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// When a watcher acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a path must be quiet before it is mirrored.
+    pub debounce: Duration,
+    /// How often a full rescan runs; `None` for never.
+    pub rescan: Option<Duration>,
+    /// The longest a path that never goes quiet waits.
+    pub max_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            debounce: Duration::from_millis(500),
+            rescan: Some(Duration::from_secs(600)),
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One pair of a run: its name (for logs), whether it runs, and its settings.
+#[derive(Clone, Debug)]
+pub struct PairSettings {
+    /// How logs name the pair (`name` in the file, else the source folder's name).
+    pub name: String,
+    /// False: skipped, and said so.
+    pub enabled: bool,
+    /// The pair's settled configuration.
+    pub config: Config,
+}
+
+/// Everything a `sync` or `watch` run needs: one pair from the command line, or every
+/// pair of a config file with the command line's flags on top.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The pairs, in file order.
+    pub pairs: Vec<PairSettings>,
+    /// Watch timing.
+    pub timing: Timing,
+    /// Output settings (shared by all pairs).
+    pub output: Output,
+    /// The config file these came from, if any (watched for edits).
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settles `datasafe sync`: SRC DST from the command line, or a config file.
+    pub fn from_sync_args(args: &SyncArgs) -> Result<Settings, ConfigError> {
+        let cli = CliLayer {
+            mirror: &args.mirror,
+            output: &args.output,
+            timing: None,
+        };
+        Settings::settle(
+            args.src.as_deref(),
+            args.dst.as_deref(),
+            args.config.as_deref(),
+            &cli,
+        )
+    }
+
+    /// Settles `datasafe watch`: as `sync`, plus timing.
+    pub fn from_watch_args(args: &WatchArgs) -> Result<Settings, ConfigError> {
+        let cli = CliLayer {
+            mirror: &args.mirror,
+            output: &args.output,
+            timing: Some(&args.timing),
+        };
+        Settings::settle(
+            args.src.as_deref(),
+            args.dst.as_deref(),
+            args.config.as_deref(),
+            &cli,
+        )
+    }
+
+    fn settle(
+        src: Option<&Path>,
+        dst: Option<&Path>,
+        config: Option<&Path>,
+        cli: &CliLayer<'_>,
+    ) -> Result<Settings, ConfigError> {
+        match (src, dst, config) {
+            (Some(src), Some(dst), _) => {
+                let output = output(cli.output, None);
+                let pair = Pair::resolve(src, dst)?;
+                let config = Config {
+                    pair,
+                    plan: plan_options(cli.mirror, &file::PairDefaults::default()),
+                    excludes: excludes(&cli.mirror.exclude, &[])?,
+                    jobs: jobs(cli.mirror.jobs, None),
+                    output: output.clone(),
+                };
+                let name = display_name(&config.pair.src);
+                Ok(Settings {
+                    pairs: vec![PairSettings {
+                        name,
+                        enabled: true,
+                        config,
+                    }],
+                    timing: timing(cli.timing, &Timing::default())?,
+                    output,
+                    file: None,
+                })
+            }
+            (None, None, Some(path)) => file::load(path, cli),
+            (None, None, None) => match file::default_path() {
+                Some(path) if path.exists() => file::load(&path, cli),
+                Some(path) => Err(ConfigError(format!(
+                    "give SRC and DST, or a config file with --config (there is none at {})",
+                    esc(&path)
+                ))),
+                None => Err(ConfigError(
+                    "give SRC and DST, or a config file with --config".to_string(),
+                )),
+            },
+            _ => Err(ConfigError("give both SRC and DST".to_string())),
+        }
+    }
+
+    /// The pairs that run.
+    pub fn enabled(&self) -> impl Iterator<Item = &PairSettings> {
+        self.pairs.iter().filter(|p| p.enabled)
+    }
+}
+
+/// The command line's layer over a config file: flags given win.
+pub(crate) struct CliLayer<'a> {
+    pub(crate) mirror: &'a MirrorArgs,
+    pub(crate) output: &'a OutputArgs,
+    pub(crate) timing: Option<&'a TimingArgs>,
+}
+
+/// The name logs use for a pair whose file gives none: the source folder's name.
+fn display_name(src: &Path) -> String {
+    src.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| src.display().to_string())
+}
+
+fn timing(t: Option<&TimingArgs>, base: &Timing) -> Result<Timing, ConfigError> {
+    let debounce = t.and_then(|t| t.debounce).unwrap_or(base.debounce);
+    if debounce.is_zero() {
+        return Err(ConfigError(
+            "the debounce time must be more than 0; try 50ms".to_string(),
+        ));
+    }
+    let rescan = match t.and_then(|t| t.rescan) {
+        Some(every) => (!every.is_zero()).then_some(every),
+        None => base.rescan,
+    };
+    let max_wait = t.and_then(|t| t.max_wait).unwrap_or(base.max_wait);
+    Ok(Timing {
+        debounce,
+        rescan,
+        max_wait: max_wait.max(debounce),
+    })
+}
+
+/// Compress, checksum and delete: a flag given wins, then the file's pair, then the
+/// file's top level, then off (delete: on).
+fn plan_options(m: &MirrorArgs, file: &file::PairDefaults) -> PlanOptions {
+    PlanOptions {
+        compress: m.compress || file.compress.unwrap_or(false),
+        checksum: m.checksum || file.checksum.unwrap_or(false),
+        delete: !m.no_delete && file.delete.unwrap_or(true),
+    }
+}
+
+/// The file's excludes plus the command line's.
+fn excludes(cli: &[String], file: &[String]) -> Result<Excludes, ConfigError> {
+    let all: Vec<&str> = file.iter().chain(cli).map(String::as_str).collect();
+    Excludes::new(&all).map_err(|e| ConfigError(e.to_string()))
+}
+
+fn jobs(cli: Option<u32>, file: Option<u32>) -> usize {
+    match cli.or(file) {
+        Some(n) => n.max(1) as usize,
+        None => std::thread::available_parallelism().map_or(2, usize::from),
+    }
+}
+
+/// Output settings: flags, then the file's log paths.
+fn output(o: &OutputArgs, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>) -> Output {
+    let (file_log, file_errors) = file_logs.unwrap_or_default();
+    Output {
+        dry_run: o.dry_run,
+        json: o.json,
+        log_file: o.log_file.clone().or(file_log),
+        error_log: o.error_log.clone().or(file_errors),
+        verbosity: match (o.quiet, o.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::Trace,
+        },
+    }
+}
+
+impl Pair {
+    /// Checks SRC (it must be a folder now) and DST, and works out how they relate.
+    pub fn resolve(src: &Path, dst: &Path) -> Result<Pair, ConfigError> {
+        check_source(src).map_err(ConfigError)?;
+        Pair::locate(src, dst)
+    }
+
+    /// Works out how SRC and DST relate without requiring SRC to exist yet (a pair in a
+    /// config file whose drive is not mounted is an error of that pair at run time).
+    pub fn locate(src: &Path, dst: &Path) -> Result<Pair, ConfigError> {
+        let src_canon = canonical_even_if_missing(src).map_err(|e| {
+            ConfigError(format!(
+                "source {} cannot be resolved: {}",
+                esc(src),
+                io_message(&e)
+            ))
+        })?;
+        if let Ok(m) = std::fs::metadata(dst)
+            && !m.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "destination {} exists and is not a directory; choose a folder",
+                esc(dst)
+            )));
+        }
+        let dst_canon = canonical_even_if_missing(dst).map_err(|e| {
+            ConfigError(format!(
+                "destination {} cannot be resolved: {}",
+                esc(dst),
+                io_message(&e)
+            ))
+        })?;
+        if dst_canon == src_canon {
+            return Err(ConfigError(format!(
+                "source {} and destination {} are the same directory; choose another destination",
+                esc(src),
+                esc(dst)
+            )));
+        }
+        if src_canon.starts_with(&dst_canon) {
+            return Err(ConfigError(format!(
+                "source {} is inside destination {}; mirroring would delete it, choose another destination",
+                esc(src),
+                esc(dst)
+            )));
+        }
+        let dst_in_src = dst_canon
+            .strip_prefix(&src_canon)
+            .ok()
+            .map(Path::to_path_buf);
+        let dst_canonical = dst_canon.clone();
+        Ok(Pair {
+            src: src_canon,
+            dst: std::path::absolute(dst).unwrap_or_else(|_| dst.to_path_buf()),
+            dst_in_src,
+            dst_canonical,
+        })
+    }
+}
+
+/// Checks that SRC is a folder now; the error names it and says what to do.
+pub fn check_source(src: &Path) -> Result<(), String> {
+    match std::fs::metadata(src) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "source {} is not a directory; give the folder to mirror",
+            esc(src)
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
+            "source {} does not exist; check the path (or mount its drive)",
+            esc(src)
+        )),
+        Err(e) => Err(format!(
+            "source {} cannot be read: {}",
+            esc(src),
+            io_message(&e)
+        )),
+    }
+}
+
+/// The canonical form of `path`; for a path that does not exist yet, the canonical form
+/// of its nearest existing ancestor with the rest appended.
+fn canonical_even_if_missing(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(canon) => {
+                let mut out = canon;
+                out.extend(rest.iter().rev());
+                return Ok(out);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    return Err(e);
+                };
+                rest.push(name);
+                existing = parent;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_directory_in_any_spelling_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for dst in [src.clone(), src.join("."), src.join("../src")] {
+            let err = Pair::resolve(&src, &dst).unwrap_err();
+            assert!(err.0.contains("same directory"), "{}", err.0);
+        }
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&src, &link).unwrap();
+            assert!(Pair::resolve(&src, &link).is_err());
+        }
+    }
+
+    #[test]
+    fn nesting_is_detected_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let pair = Pair::resolve(&src, &src.join("backup/mirror")).unwrap();
+        assert_eq!(pair.dst_in_src, Some(PathBuf::from("backup/mirror")));
+        let err = Pair::resolve(&src, dir.path()).unwrap_err();
+        assert!(err.0.contains("inside destination"), "{}", err.0);
+    }
+
+    #[test]
+    fn missing_or_non_directory_source_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = Pair::resolve(&missing, &dir.path().join("d")).unwrap_err();
+        assert!(
+            err.0.contains("does not exist") && err.0.contains("nope"),
+            "{}",
+            err.0
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let err = Pair::resolve(&file, &dir.path().join("d")).unwrap_err();
+        assert!(err.0.contains("not a directory"), "{}", err.0);
+    }
+}

@@ -1,0 +1,245 @@
+//! What a running watcher tells `datasafe status`: a JSON file in the state folder
+//! (`$XDG_STATE_HOME/datasafe/status.json`), rewritten atomically (temp file + rename)
+//! about once a second by a small publisher thread from a shared board that the event
+//! loop updates. `status` reads it and checks that the pid in it is alive.
+
+use crate::names::esc;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// File name of the status file in the state folder.
+pub const STATUS_FILE: &str = "status.json";
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Everything `status` shows.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// The watcher's process id.
+    pub pid: u32,
+    /// When it started (local time).
+    pub started: String,
+    /// When this report was written.
+    pub updated: String,
+    /// Its config file, if any.
+    pub config: Option<String>,
+    /// One entry per pair.
+    pub pairs: Vec<PairStatus>,
+}
+
+/// One pair as `status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PairStatus {
+    /// The pair's name.
+    pub name: String,
+    /// Its source.
+    pub source: String,
+    /// Its destination.
+    pub dest: String,
+    /// `watching`, `reconciling`, `paused: …` or `error: …`.
+    pub state: String,
+    /// The last path mirrored.
+    pub last_change: Option<String>,
+    /// When it was mirrored.
+    pub last_change_at: Option<String>,
+    /// Hints waiting to be applied.
+    pub queue: usize,
+    /// Files written since start.
+    pub files_mirrored: u64,
+    /// Bytes written since start.
+    pub bytes_mirrored: u64,
+    /// Files deleted since start.
+    pub deleted: u64,
+    /// Failures since start.
+    pub failed: u64,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// The status file's path.
+pub fn path() -> Option<PathBuf> {
+    crate::config::state_dir().map(|d| d.join(STATUS_FILE))
+}
+
+/// The report header, each pair's status by id, and whether anything changed since the
+/// last write.
+type BoardState = (Report, BTreeMap<usize, PairStatus>, bool);
+
+/// The shared board the event loop writes and the publisher thread reads.
+#[derive(Clone)]
+pub struct Board {
+    inner: Arc<Mutex<BoardState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Board {
+    /// Starts publishing to the status file (if there is a state folder).
+    pub fn start(config: Option<&Path>) -> Board {
+        let report = Report {
+            pid: std::process::id(),
+            started: now(),
+            config: config.map(|p| p.display().to_string()),
+            ..Report::default()
+        };
+        let board = Board {
+            inner: Arc::new(Mutex::new((report, BTreeMap::new(), true))),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        if let Some(path) = path() {
+            let publisher = board.clone();
+            let _ = std::thread::Builder::new()
+                .name("status".into())
+                .spawn(move || publisher.publish_loop(&path));
+        }
+        board
+    }
+
+    /// Replaces the status of pair `id`.
+    pub fn set(&self, id: usize, status: PairStatus) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.1.get(&id) != Some(&status) {
+            inner.1.insert(id, status);
+            inner.2 = true;
+        }
+    }
+
+    /// Changes only the state line of pair `id`.
+    pub fn set_state(&self, id: usize, state: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = inner.1.get_mut(&id)
+            && p.state != state
+        {
+            p.state = state.to_string();
+            inner.2 = true;
+        }
+    }
+
+    /// Forgets pair `id` (it was stopped).
+    pub fn remove(&self, id: usize) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.1.remove(&id);
+        inner.2 = true;
+    }
+
+    /// Stops publishing and removes the status file: no watcher runs any more.
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(path) = path() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn publish_loop(&self, path: &Path) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        while !self.stop.load(Ordering::Relaxed) {
+            let report = {
+                let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = std::mem::take(&mut inner.2);
+                changed.then(|| {
+                    let mut report = inner.0.clone();
+                    report.pairs = inner.1.values().cloned().collect();
+                    report.updated = now();
+                    report
+                })
+            };
+            if let Some(report) = report
+                && let Err(e) = write_atomically(path, &report)
+            {
+                log::debug!("writing {}: {e}", esc(path));
+            }
+            std::thread::sleep(PUBLISH_EVERY);
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn write_atomically(path: &Path, report: &Report) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut file, report).map_err(std::io::Error::other)?;
+    file.write_all(b"\n")?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
+/// The report as people read it.
+fn render(report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "datasafe watcher running (pid {}, since {}, updated {})",
+        report.pid, report.started, report.updated
+    );
+    if let Some(config) = &report.config {
+        let _ = writeln!(out, "config: {config}");
+    }
+    for p in &report.pairs {
+        let _ = writeln!(out, "\n{}: {} -> {}", p.name, p.source, p.dest);
+        let _ = writeln!(out, "  state:        {}", p.state);
+        match (&p.last_change, &p.last_change_at) {
+            (Some(what), Some(at)) => {
+                let _ = writeln!(out, "  last change:  {what} at {at}");
+            }
+            _ => {
+                let _ = writeln!(out, "  last change:  none yet");
+            }
+        }
+        let _ = writeln!(out, "  queue:        {}", p.queue);
+        let _ = writeln!(
+            out,
+            "  mirrored:     {} files, {} since start ({} deleted, {} failed)",
+            p.files_mirrored,
+            crate::names::human_bytes(p.bytes_mirrored),
+            p.deleted,
+            p.failed
+        );
+        if let Some(error) = &p.last_error {
+            let _ = writeln!(out, "  last error:   {error}");
+        }
+    }
+    out
+}
+
+/// `datasafe status [--json]`: prints the running watcher's report. Exit 0 if one runs,
+/// 1 if none does.
+pub fn show(json: bool) -> u8 {
+    let Some(path) = path() else {
+        eprintln!("error: no state folder ($XDG_STATE_HOME or $HOME is not set)");
+        return 1;
+    };
+    let report: Option<Report> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|r: &Report| crate::platform::process_alive(r.pid));
+    let Some(report) = report else {
+        if json {
+            let _ = std::io::stdout().write_all(b"{\"running\":false}\n");
+        }
+        eprintln!("no datasafe watcher is running (start one with `datasafe watch`)");
+        return 1;
+    };
+    let text = if json {
+        match serde_json::to_string(&report) {
+            Ok(text) => text + "\n",
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    } else {
+        render(&report)
+    };
+    // A closed pipe (`datasafe status | head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    0
+}
