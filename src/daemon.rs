@@ -432,6 +432,12 @@ impl Watched {
                     .fallback_period()
                     .is_some_and(|every| self.last_reconcile.elapsed() >= every);
                 if self.state == State::Watching && (overflow_due || timer_due) {
+                    if overflow_due {
+                        // Folders created while events were lost have no watch yet: only
+                        // watching the root again walks the tree (before the reconcile,
+                        // so nothing falls between the two).
+                        self.install(watch);
+                    }
                     self.reconcile(board);
                 }
             }

@@ -1,7 +1,8 @@
-//! What a running watcher tells `datasafe status`: a JSON file in the state folder
-//! (`$XDG_STATE_HOME/datasafe/status.json`), rewritten atomically (temp file + rename)
-//! about once a second by a small publisher thread from a shared board that the event
-//! loop updates. `status` reads it and checks that the pid in it is alive.
+//! What a running watcher tells `datasafe status`: a JSON file per watcher in the state
+//! folder (`$XDG_STATE_HOME/datasafe/status-PID.json`), rewritten atomically (temp file
+//! then rename) about once a second by a small publisher thread from a shared board that
+//! the event loop updates. `status` reads every such file whose pid is alive (removing
+//! those a killed watcher left), so two watchers never hide each other.
 
 use crate::names::esc;
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// File name of the status file in the state folder.
-pub const STATUS_FILE: &str = "status.json";
+/// Status files are `status-PID.json` in the state folder.
+const STATUS_PREFIX: &str = "status-";
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything `status` shows.
@@ -60,9 +61,10 @@ pub struct PairStatus {
     pub last_error: Option<String>,
 }
 
-/// The status file's path.
+/// This process's status file.
 pub fn path() -> Option<PathBuf> {
-    crate::config::state_dir().map(|d| d.join(STATUS_FILE))
+    crate::config::state_dir()
+        .map(|d| d.join(format!("{STATUS_PREFIX}{}.json", std::process::id())))
 }
 
 /// The report header, each pair's status by id, and whether anything changed since the
@@ -210,35 +212,67 @@ fn render(report: &Report) -> String {
     out
 }
 
-/// `datasafe status [--json]`: prints the running watcher's report. Exit 0 if one runs,
-/// 1 if none does.
+/// Every running watcher's report, oldest first; files a killed watcher left are removed.
+fn running() -> Vec<Report> {
+    let Some(dir) = crate::config::state_dir() else {
+        return Vec::new();
+    };
+    let mut reports = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(STATUS_PREFIX) && name.ends_with(".json")) {
+            continue;
+        }
+        let report: Option<Report> = std::fs::read(entry.path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        match report {
+            Some(r) if crate::platform::process_alive(r.pid) => reports.push(r),
+            _ => {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    reports.sort_by(|a, b| (&a.started, a.pid).cmp(&(&b.started, b.pid)));
+    reports
+}
+
+/// `datasafe status [--json]`: prints each running watcher's report (`--json`: one JSON
+/// object per line). Exit 0 if a watcher runs, 1 if none does.
 pub fn show(json: bool) -> u8 {
-    let Some(path) = path() else {
+    if crate::config::state_dir().is_none() {
         eprintln!("error: no state folder ($XDG_STATE_HOME or $HOME is not set)");
         return 1;
-    };
-    let report: Option<Report> = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .filter(|r: &Report| crate::platform::process_alive(r.pid));
-    let Some(report) = report else {
+    }
+    let reports = running();
+    if reports.is_empty() {
         if json {
             let _ = std::io::stdout().write_all(b"{\"running\":false}\n");
         }
         eprintln!("no datasafe watcher is running (start one with `datasafe watch`)");
         return 1;
-    };
-    let text = if json {
-        match serde_json::to_string(&report) {
-            Ok(text) => text + "\n",
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
+    }
+    let mut text = String::new();
+    for (i, report) in reports.iter().enumerate() {
+        if json {
+            match serde_json::to_string(report) {
+                Ok(line) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
             }
+        } else {
+            if i > 0 {
+                text.push('\n');
+            }
+            text.push_str(&render(report));
         }
-    } else {
-        render(&report)
-    };
+    }
     // A closed pipe (`datasafe status | head`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     0

@@ -245,9 +245,12 @@ impl Mirror {
         &self.tally.summary
     }
 
-    /// The counts so far, to finish and print.
+    /// The counts so far (with the time since the mirror was opened), to finish and
+    /// print.
     pub fn into_summary(self) -> Summary {
-        self.tally.summary
+        let mut summary = self.tally.summary;
+        summary.duration_s = self.tally.started.elapsed().as_secs_f64();
+        summary
     }
 
     /// True if SRC's root is there (a vanished root pauses the pair, never empties DST).

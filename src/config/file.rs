@@ -136,11 +136,13 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
         max_wait: file.max_wait.unwrap_or(Timing::default().max_wait),
     };
     let timing = timing(cli.timing, &base).map_err(|e| here(e.0))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
     let state = state_dir();
     let log_path =
         |given: &Option<String>, default: &str| -> Result<Option<PathBuf>, ConfigError> {
             match given {
-                Some(p) => expand(p).map(Some).map_err(here),
+                // Relative to the file, like source and dest (an agent runs in `/`).
+                Some(p) => expand(p).map(|e| Some(base_dir.join(e))).map_err(here),
                 None => Ok(state.as_ref().map(|d| d.join(default))),
             }
         };
@@ -150,7 +152,6 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
     );
     let output = output(cli.output, Some(logs));
     let jobs = jobs(cli.mirror.jobs, file.jobs);
-    let base_dir = path.parent().unwrap_or(Path::new("."));
 
     let mut pairs = Vec::new();
     for (n, entry) in file.mirror.iter().enumerate() {

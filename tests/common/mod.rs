@@ -208,3 +208,67 @@ pub fn assert_mirrored(src: &Path, dst: &Path, gz: bool) {
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Like [`snapshot`], but `None` instead of a panic when something vanishes or cannot be
+/// read while the tree is walked (for polling a tree that a running process changes).
+pub fn try_snapshot(root: &Path, gz: bool) -> Option<BTreeMap<PathBuf, Node>> {
+    let mut map = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.ok()?;
+        let rel = entry.path().strip_prefix(root).ok()?.to_path_buf();
+        if rel.starts_with(".datasafe") {
+            continue;
+        }
+        let meta = entry.path().symlink_metadata().ok()?;
+        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
+        let mode = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        let (rel, node) = if ft.is_symlink() {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            (rel, Node::Link { target, mtime })
+        } else if ft.is_dir() {
+            (rel, Node::Dir { mode })
+        } else if ft.is_file() {
+            let raw = std::fs::read(entry.path()).ok()?;
+            if gz {
+                let name = rel.as_os_str().as_encoded_bytes();
+                let stem = name.strip_suffix(b".gz")?;
+                let mut content = Vec::new();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_end(&mut content)
+                    .ok()?;
+                let rel = PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) });
+                (
+                    rel,
+                    Node::File {
+                        content,
+                        mode,
+                        mtime,
+                    },
+                )
+            } else {
+                (
+                    rel,
+                    Node::File {
+                        content: raw,
+                        mode,
+                        mtime,
+                    },
+                )
+            }
+        } else {
+            continue;
+        };
+        map.insert(rel, node);
+    }
+    Some(map)
+}
+
+/// True if DST mirrors SRC right now (see [`assert_mirrored`]); false on any difference
+/// or if either tree changed under the walk.
+pub fn is_mirrored(src: &Path, dst: &Path, gz: bool) -> bool {
+    match (try_snapshot(src, false), try_snapshot(dst, gz)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
