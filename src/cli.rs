@@ -81,16 +81,9 @@ Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 2 usage or fatal error,
 /// `datasafe watch SRC DST [options]`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The directory to mirror (must exist).
-    #[arg(value_name = "SRC", requires = "dst")]
-    pub src: Option<PathBuf>,
-    /// Where the mirror lives (created with its parents if missing).
-    #[arg(value_name = "DST")]
-    pub dst: Option<PathBuf>,
-    /// Watch every pair in this TOML file instead of SRC DST (reloaded when it changes)
-    /// [default: $XDG_CONFIG_HOME/datasafe/config.toml when no SRC DST is given].
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "src")]
-    pub config: Option<PathBuf>,
+    /// What to mirror where.
+    #[command(flatten)]
+    pub pairs: PairArgs,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,
@@ -155,22 +148,31 @@ Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interru
 /// `datasafe sync SRC DST [options]`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// The directory to mirror (must exist).
-    #[arg(value_name = "SRC", requires = "dst")]
-    pub src: Option<PathBuf>,
-    /// Where the mirror lives (created with its parents if missing).
-    #[arg(value_name = "DST")]
-    pub dst: Option<PathBuf>,
-    /// Mirror every pair in this TOML file instead of SRC DST [default:
-    /// $XDG_CONFIG_HOME/datasafe/config.toml when no SRC DST is given].
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "src")]
-    pub config: Option<PathBuf>,
+    /// What to mirror where.
+    #[command(flatten)]
+    pub pairs: PairArgs,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,
     /// What the run prints and logs.
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// SRC and DST, or the config file that lists the pairs (for `sync` and `watch`;
+/// `watch` also reloads the file when it changes).
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// The directory to mirror (must exist).
+    #[arg(value_name = "SRC", requires = "dst")]
+    pub src: Option<PathBuf>,
+    /// Where the mirror lives (created with its parents if missing).
+    #[arg(value_name = "DST")]
+    pub dst: Option<PathBuf>,
+    /// Use every pair in this TOML file instead of SRC DST [default:
+    /// $XDG_CONFIG_HOME/datasafe/config.toml when no SRC DST is given].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "src")]
+    pub config: Option<PathBuf>,
 }
 
 /// Options that shape a mirror (shared by every command that writes one).

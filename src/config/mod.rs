@@ -133,9 +133,9 @@ impl Settings {
             timing: None,
         };
         Settings::settle(
-            args.src.as_deref(),
-            args.dst.as_deref(),
-            args.config.as_deref(),
+            args.pairs.src.as_deref(),
+            args.pairs.dst.as_deref(),
+            args.pairs.config.as_deref(),
             &cli,
         )
     }
@@ -148,9 +148,9 @@ impl Settings {
             timing: Some(&args.timing),
         };
         Settings::settle(
-            args.src.as_deref(),
-            args.dst.as_deref(),
-            args.config.as_deref(),
+            args.pairs.src.as_deref(),
+            args.pairs.dst.as_deref(),
+            args.pairs.config.as_deref(),
             &cli,
         )
     }

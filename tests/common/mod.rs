@@ -126,58 +126,8 @@ pub enum Node {
 /// Everything under `root` except DST's `.datasafe`, with `.gz` files un-gzipped and
 /// renamed back when `gz`.
 pub fn snapshot(root: &Path, gz: bool) -> BTreeMap<PathBuf, Node> {
-    let mut map = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
-        if rel.starts_with(".datasafe") {
-            continue;
-        }
-        let meta = entry.path().symlink_metadata().unwrap();
-        let mtime = (meta.mtime(), meta.mtime_nsec() as u32);
-        let mode = meta.permissions().mode() & 0o7777;
-        let ft = meta.file_type();
-        let (rel, node) = if ft.is_symlink() {
-            let target = std::fs::read_link(entry.path()).unwrap();
-            (rel, Node::Link { target, mtime })
-        } else if ft.is_dir() {
-            (rel, Node::Dir { mode })
-        } else if ft.is_file() {
-            let raw = std::fs::read(entry.path()).unwrap();
-            if gz {
-                let name = rel.as_os_str().as_encoded_bytes();
-                let stem = name
-                    .strip_suffix(b".gz")
-                    .expect("every file in a gz mirror ends in .gz");
-                let mut content = Vec::new();
-                flate2::read::MultiGzDecoder::new(&raw[..])
-                    .read_to_end(&mut content)
-                    .unwrap();
-                let rel = PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(stem) });
-                (
-                    rel,
-                    Node::File {
-                        content,
-                        mode,
-                        mtime,
-                    },
-                )
-            } else {
-                (
-                    rel,
-                    Node::File {
-                        content: raw,
-                        mode,
-                        mtime,
-                    },
-                )
-            }
-        } else {
-            continue;
-        };
-        map.insert(rel, node);
-    }
-    map
+    try_snapshot(root, gz)
+        .unwrap_or_else(|| panic!("cannot read the tree at {} completely", root.display()))
 }
 
 /// Asserts DST mirrors SRC (content, modes, mtimes, links), listing every difference.
