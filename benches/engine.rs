@@ -162,7 +162,7 @@ fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
             stored: datasafe::index::Stored::Plain,
             target: None,
         };
-        state.insert(entry.rel.clone(), record);
+        state.insert(entry.rel.clone().into_os_string(), record);
         entries.push(entry);
     }
     (entries, state)
@@ -185,7 +185,7 @@ fn bench_plan(c: &mut Criterion) {
                 let Some(name) = plan::target_name(entry, &opts) else {
                     continue;
                 };
-                let known = state.get(&name);
+                let known = state.get(name.as_os_str());
                 if matches!(plan::plan_entry(entry, known, &opts), Decision::Unchanged) {
                     unchanged += 1;
                 }

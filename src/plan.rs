@@ -11,7 +11,7 @@ use crate::hash::Digest;
 use crate::index::{MirrorState, Record, Stored, isize_matches};
 use crate::scan::{Entry, Kind};
 use std::collections::HashSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 /// The choices that change what a mirror should look like.
@@ -228,7 +228,7 @@ impl Keep<'_> {
 /// off converts a mirror; it never leaves `NAME` and `NAME.gz` side by side).
 pub fn plan_deletions<'n>(
     listing: impl IntoIterator<Item = (&'n Path, Kind)>,
-    targets: &HashSet<PathBuf>,
+    targets: &HashSet<OsString>,
     known: &MirrorState,
     keep: &Keep<'_>,
     opts: &PlanOptions,
@@ -238,12 +238,12 @@ pub fn plan_deletions<'n>(
     // "cannot delete non-empty directory": only its other contents go.
     let pinned: HashSet<&Path> = listing
         .iter()
-        .filter(|(name, _)| !targets.contains(*name) && keep.keeps(name))
+        .filter(|(name, _)| !targets.contains(name.as_os_str()) && keep.keeps(name))
         .flat_map(|(name, _)| name.ancestors().skip(1))
         .collect();
     let mut stale: Vec<(&Path, Kind, bool)> = listing
         .into_iter()
-        .filter(|(name, _)| !targets.contains(*name) && !keep.keeps(name))
+        .filter(|(name, _)| !targets.contains(name.as_os_str()) && !keep.keeps(name))
         .filter(|(name, _)| !pinned.contains(name))
         .map(|(name, kind)| (name, kind, other_form_of_target(name, kind, targets, known)))
         .filter(|(_, _, superseded)| opts.delete || *superseded)
@@ -270,16 +270,16 @@ pub fn plan_deletions<'n>(
 fn other_form_of_target(
     name: &Path,
     kind: Kind,
-    targets: &HashSet<PathBuf>,
+    targets: &HashSet<OsString>,
     known: &MirrorState,
 ) -> bool {
     if kind != Kind::File {
         return false;
     }
-    let stored = known.get(name).map(|r| r.stored);
+    let stored = known.get(name.as_os_str()).map(|r| r.stored);
     match stored {
-        Some(Stored::Gzip) => strip_gz(name).is_some_and(|p| targets.contains(&p)),
-        _ => targets.contains(&Stored::Gzip.name_for(name)),
+        Some(Stored::Gzip) => strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str())),
+        _ => targets.contains(Stored::Gzip.name_for(name).as_os_str()),
     }
 }
 
@@ -516,7 +516,8 @@ mod tests {
         ];
         let listing: Vec<(&Path, Kind)> =
             listing.iter().map(|(n, k)| (Path::new(*n), *k)).collect();
-        let targets: HashSet<PathBuf> = ["keep.txt", "locked"].iter().map(PathBuf::from).collect();
+        let targets: HashSet<OsString> =
+            ["keep.txt", "locked"].iter().map(OsString::from).collect();
         let ex = Excludes::new(&["*.tmp"]).unwrap();
         let unreadable = [PathBuf::from("locked")];
         let keep = Keep {
@@ -557,7 +558,7 @@ mod tests {
         known.insert("c.gz".into(), rec(Kind::File, m, Stored::Plain));
         // Compress on: a -> a.gz. Compress off: b.gz (gzip of b) -> b. c.gz is a plain
         // file of its own whose source is gone: only a real delete removes it.
-        let targets: HashSet<PathBuf> = ["a.gz", "b"].iter().map(PathBuf::from).collect();
+        let targets: HashSet<OsString> = ["a.gz", "b"].iter().map(OsString::from).collect();
         let o = PlanOptions {
             delete: false,
             ..opts(false, false)

@@ -107,8 +107,12 @@ impl ScanRules {
     pub fn leaves_out(&self, rel: &Path) -> bool {
         // DST's state folder can only be at DST's root, so only a top-level `.datasafe`
         // in SRC collides with it (it is another mirror's state when SRC is a mirror).
-        (rel == Path::new(STATE_DIR))
-            || self.skip.iter().any(|s| s == rel)
+        let bytes = rel.as_os_str().as_encoded_bytes();
+        bytes == STATE_DIR.as_bytes()
+            || self
+                .skip
+                .iter()
+                .any(|s| s.as_os_str().as_encoded_bytes() == bytes)
             || self.excludes.is_excluded(rel)
     }
 
@@ -244,8 +248,21 @@ fn inner_io(err: walkdir::Error) -> io::Error {
         .unwrap_or_else(|| io::Error::other(text))
 }
 
+/// `path` relative to `root`. Walk paths are `root` + `/` + rest, so a byte comparison
+/// does (`Path::strip_prefix` compares component by component, a cost per entry).
 fn relative(root: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+    let (r, p) = (
+        root.as_os_str().as_encoded_bytes(),
+        path.as_os_str().as_encoded_bytes(),
+    );
+    match p.strip_prefix(r) {
+        Some([]) => PathBuf::new(),
+        Some([b'/', rest @ ..]) if !r.is_empty() && !rest.is_empty() => {
+            // SAFETY: `rest` follows an ASCII '/' in valid encoded bytes, a valid split.
+            PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
+        }
+        _ => path.strip_prefix(root).unwrap_or(path).to_path_buf(),
+    }
 }
 
 #[cfg(test)]

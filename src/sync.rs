@@ -28,6 +28,7 @@ use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scann
 use crate::watch::Hint;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,7 @@ struct Tally {
 #[derive(Default)]
 struct ScanReport {
     /// Every name the source maps to in DST.
-    targets: HashSet<PathBuf>,
+    targets: HashSet<OsString>,
     /// Entries the planner found current (checked against DST's names afterwards).
     unchanged: Vec<Entry>,
     /// Every source folder walked, and whether its recorded mode/mtime differ.
@@ -273,29 +274,33 @@ impl Mirror {
     /// Makes DST equal SRC at and below `scope` (all of it for an empty scope). Returns
     /// false if the scan was cut short (Ctrl-C).
     pub fn reconcile(&mut self, scope: &Path) -> bool {
-        let dst = self.cfg.pair.dst.clone();
-        // Without an index, DST's metadata stands in for it (and rebuilds it); with one,
-        // only DST's names are needed, listed while the source is scanned.
-        let loaded = if self.trusted {
-            self.tally.index.load_under(scope)
+        let (known_tx, known_rx) = bounded::<MirrorState>(1);
+        // What DST holds comes from the index or, without a usable one, from listing DST
+        // in detail (which rebuilds the index). Either way the scan starts at once and
+        // plans as soon as it is there; DST's names are listed meanwhile (names only
+        // with an index: a no-op run stats only the source).
+        let dest = if self.trusted && scope.as_os_str().is_empty() {
+            // A second, read-only connection loads in parallel; it sees committed rows.
+            self.commit();
+            let state_dir = self.cfg.pair.dst.join(STATE_DIR);
+            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, move || {
+                Index::open_read_only(&state_dir)
+                    .and_then(|index| index.map(|i| i.load()).transpose())
+                    .unwrap_or_else(|e| {
+                        log::warn!("{e}; comparing with the destination instead");
+                        None
+                    })
+            })
+        } else if self.trusted
+            && let Some(known) = self.tally.index.load_under(scope)
+        {
+            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, move || Some(known))
         } else {
-            None
-        };
-        let rebuilding = loaded.is_none();
-        let (known, listing, pending_listing) = match loaded {
-            Some(known) => {
-                let scope = scope.to_path_buf();
-                let handle = std::thread::spawn(move || scan::list_dest(&dst, &scope, false));
-                (known, None, Some(handle))
-            }
-            None => {
-                let items = scan::list_dest(&dst, scope, true);
-                (index::state_from_listing(&dst, &items), Some(items), None)
-            }
+            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, || None)
         };
 
-        let report = {
-            let (rules, stop, known, opts) = (&self.rules, &self.stop, &known, &self.cfg.plan);
+        let (report, known) = {
+            let (rules, stop, opts) = (&self.rules, &self.stop, &self.cfg.plan);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
             pump(
@@ -305,17 +310,15 @@ impl Mirror {
                 pair,
                 scanned,
                 move |actions| {
-                    scan_and_plan(&pair.src, scope, rules, known, opts, actions, stop, scanned)
+                    scan_and_plan(
+                        &pair.src, scope, rules, known_rx, opts, actions, stop, scanned,
+                    )
                 },
             )
         };
+        let (listing, rebuilding) = dest.join();
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
-        let listing = match (listing, pending_listing) {
-            (Some(items), _) => items,
-            (None, Some(handle)) => handle.join().unwrap_or_default(),
-            (None, None) => Vec::new(),
-        };
         if self.stopped() {
             return false;
         }
@@ -536,12 +539,12 @@ impl Mirror {
                 }
             }
         } else {
-            let present: HashSet<&Path> = listing.iter().map(|i| i.rel.as_path()).collect();
+            let present: HashSet<&OsStr> = listing.iter().map(|i| i.rel.as_os_str()).collect();
             for entry in &report.unchanged {
                 let Some(name) = plan::target_name(entry, &opts) else {
                     continue;
                 };
-                if present.contains(name.as_path()) {
+                if present.contains(name.as_os_str()) {
                     continue;
                 }
                 log::debug!("{} is missing from the destination", esc(&name));
@@ -690,6 +693,45 @@ impl Tally {
     }
 }
 
+/// The thread that finds out what DST holds while the source is scanned: it loads the
+/// records (`load`, or from a detailed listing when that gives nothing), sends them to
+/// the scanner, and lists DST's names.
+struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool)>);
+
+impl DestSide {
+    fn spawn(
+        dst: &Path,
+        scope: &Path,
+        known: Sender<MirrorState>,
+        load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
+    ) -> DestSide {
+        let (dst, scope) = (dst.to_path_buf(), scope.to_path_buf());
+        DestSide(std::thread::spawn(move || {
+            std::thread::scope(|s| {
+                let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
+                match load() {
+                    Some(state) => {
+                        let _ = known.send(state);
+                        (names.join().unwrap_or_default(), false)
+                    }
+                    None => {
+                        let items = scan::list_dest(&dst, &scope, true);
+                        let _ = known.send(index::state_from_listing(&dst, &items));
+                        (items, true)
+                    }
+                }
+            })
+        }))
+    }
+
+    /// DST's listing, and whether the records came from it (the index is rebuilt).
+    fn join(self) -> (Vec<DestItem>, bool) {
+        self.0
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
 /// Runs `produce` on its own thread, sending actions that this thread carries out
 /// (through `jobs` workers), prints, or counts, depending on `mode`; outcomes go into
 /// `tally`. Returns what `produce` returned.
@@ -778,22 +820,26 @@ fn source_dir_meta(src: &Path, rel: &Path) -> Option<Meta> {
     meta.ok().filter(|m| m.is_dir()).map(|m| Meta::of(&m))
 }
 
-/// Walks the source and plans every entry; runs on the scanner thread.
+/// Walks the source and plans every entry; runs on the scanner thread. Entries seen
+/// before `known` arrives wait in a buffer, so walking overlaps loading. Returns what it
+/// found and `known` itself.
 #[allow(clippy::too_many_arguments)]
 fn scan_and_plan(
     src: &Path,
     scope: &Path,
     rules: &ScanRules,
-    known: &MirrorState,
+    known_rx: crossbeam_channel::Receiver<MirrorState>,
     opts: &PlanOptions,
     actions: &Sender<Action>,
     stop: &AtomicBool,
     scanned: &AtomicU64,
-) -> ScanReport {
+) -> (ScanReport, MirrorState) {
     let mut report = ScanReport {
         complete: true,
         ..ScanReport::default()
     };
+    let mut known: Option<MirrorState> = None;
+    let mut waiting: Vec<Entry> = Vec::new();
     scan::walk_source(src, scope, rules, |item| {
         if stop.load(Ordering::Relaxed) {
             report.complete = false;
@@ -812,43 +858,77 @@ fn scan_and_plan(
             }
         };
         scanned.fetch_add(1, Ordering::Relaxed);
-        if entry.rel.as_os_str().is_empty() {
-            // The root: it is DST itself, so only its mode and mtime are mirrored.
-            let differs = plan::dir_meta_differs(&entry, known.get(Path::new("")));
-            report.dirs.push((entry, differs));
-            return ControlFlow::Continue(());
-        }
-        let Some(name) = plan::target_name(&entry, opts) else {
-            log::warn!(
-                "skipping {}: not a regular file, folder or symlink",
-                esc(&src.join(&entry.rel))
-            );
-            report.skipped += 1;
-            return ControlFlow::Continue(());
-        };
-        let known_rec = known.get(&name);
-        if entry.kind == Kind::Dir {
-            report
-                .dirs
-                .push((entry.clone(), plan::dir_meta_differs(&entry, known_rec)));
-        }
-        match plan::plan_entry(&entry, known_rec, opts) {
-            Decision::Unchanged => report.unchanged.push(entry),
-            Decision::Act(action) => {
-                if actions.send(action).is_err() {
-                    report.complete = false;
-                    return ControlFlow::Break(());
+        if known.is_none() {
+            match known_rx.try_recv() {
+                Ok(state) => known = Some(state),
+                Err(_) => {
+                    waiting.push(entry);
+                    return ControlFlow::Continue(());
                 }
             }
-            Decision::Skip(why) => {
-                log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
-                report.skipped += 1;
-            }
         }
-        report.targets.insert(name);
+        let known = known
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("set just above"));
+        for entry in waiting.drain(..).chain(std::iter::once(entry)) {
+            plan_one(src, entry, known, opts, actions, &mut report)?;
+        }
         ControlFlow::Continue(())
     });
-    report
+    // The walk may end before the records arrive (a small tree, a big index).
+    let known = known.unwrap_or_else(|| known_rx.recv().unwrap_or_default());
+    for entry in waiting {
+        if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
+            break;
+        }
+    }
+    (report, known)
+}
+
+/// Plans one scanned entry into `report` (or an action on `actions`).
+fn plan_one(
+    src: &Path,
+    entry: Entry,
+    known: &MirrorState,
+    opts: &PlanOptions,
+    actions: &Sender<Action>,
+    report: &mut ScanReport,
+) -> ControlFlow<()> {
+    if entry.rel.as_os_str().is_empty() {
+        // The root: it is DST itself, so only its mode and mtime are mirrored.
+        let differs = plan::dir_meta_differs(&entry, known.get(OsStr::new("")));
+        report.dirs.push((entry, differs));
+        return ControlFlow::Continue(());
+    }
+    let Some(name) = plan::target_name(&entry, opts) else {
+        log::warn!(
+            "skipping {}: not a regular file, folder or symlink",
+            esc(&src.join(&entry.rel))
+        );
+        report.skipped += 1;
+        return ControlFlow::Continue(());
+    };
+    let known_rec = known.get(name.as_os_str());
+    if entry.kind == Kind::Dir {
+        report
+            .dirs
+            .push((entry.clone(), plan::dir_meta_differs(&entry, known_rec)));
+    }
+    match plan::plan_entry(&entry, known_rec, opts) {
+        Decision::Unchanged => report.unchanged.push(entry),
+        Decision::Act(action) => {
+            if actions.send(action).is_err() {
+                report.complete = false;
+                return ControlFlow::Break(());
+            }
+        }
+        Decision::Skip(why) => {
+            log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
+            report.skipped += 1;
+        }
+    }
+    report.targets.insert(name.into_os_string());
+    ControlFlow::Continue(())
 }
 
 /// The index record for a source entry stored as `opts` says.
