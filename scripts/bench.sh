@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of `datasafe sync` against the usual tools, side by side:
+#
+#   a. first mirror of 10k files (~80 MB)       datasafe sync   vs rsync -a
+#   b. no-op resync of 100k files               datasafe sync   vs rsync -a --delete
+#   c. gzipped mirror of the 10k tree           sync --compress vs tar | pigz -6 -p 2
+#   d. one 1 GiB file                           sync --compress vs pigz -6 -p 2 (and peak RSS)
+#                                               sync            vs cp
+#   e. SHA-256 throughput                       criterion bench vs sha256sum, openssl
+#
+# Every timing is the median of N runs, after one warm-up run of every command (so the
+# source is in the page cache for every tool alike). The tools take turns, run by run,
+# so a slow spell of a shared machine lands on all of them alike. Before each run the
+# previous output is moved aside and `sync` flushes the filesystem, so no tool pays for
+# another's dirty pages. Deleting many files makes the next file creations on ext4
+# slower for a few minutes, so leave 5 minutes after deleting a big tree (or a previous
+# run of this script) before running it.
+#
+# datasafe ends every run with syncfs(2) on the destination (its data is on disk when it
+# exits); rsync, tar|pigz and cp do not, so rows marked "+sync" time the other tool
+# followed by `sync -f DST` (the same syncfs) for a like-for-like durability comparison,
+# and the time datasafe spends inside syncfs is reported per case.
+#
+# usage: scripts/bench.sh [--quick] [--runs N] [--keep]
+#   --quick   small sizes (1k files, 5k no-op files, 64 MiB big file), 3 runs: smoke test
+#   --runs N  timed runs per command (default 5, quick 3)
+#   --keep    keep the temp dir (printed at the end) for poking at afterwards
+# Environment: BENCH_TMPDIR  where the temp dir goes (default: $TMPDIR or /tmp)
+#
+# Needs: cargo, python3, rsync, pigz, tar, cp, /usr/bin/time, sha256sum;
+# optional: cc (to time datasafe's syncfs calls), openssl.
+set -euo pipefail
+
+QUICK=0
+RUNS=""
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --runs) RUNS="$2"; shift ;;
+        --keep) KEEP=1 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    A_FILES=1000;   A_KIB=8
+    B_FILES=5000;   B_KIB=1
+    BIG_MIB=64
+    RUNS=${RUNS:-3}
+else
+    A_FILES=10000;  A_KIB=8     # ~82 MB
+    B_FILES=100000; B_KIB=1     # contents do not matter to a no-op run; keeps setup short
+    BIG_MIB=1024
+    RUNS=${RUNS:-5}
+fi
+
+for tool in cargo python3 rsync pigz tar cp sha256sum; do
+    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is not installed" >&2; exit 1; }
+done
+if [ ! -x /usr/bin/time ]; then
+    echo "bench.sh: /usr/bin/time is missing (apt-get install time)" >&2
+    exit 1
+fi
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+echo "== building (cargo build --release)"
+cargo build --release --quiet
+BIN="$ROOT/target/release/datasafe"
+
+WORK=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/datasafe-bench.XXXXXX")
+cleanup() {
+    if [ "$KEEP" = 1 ]; then
+        echo "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== machine"
+echo "cpu:    $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores)"
+echo "kernel: $(uname -r)"
+echo "source: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "not a git checkout") ($ROOT)"
+echo "fs:     $(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}') ($WORK)"
+echo "tools:  $(rsync --version | head -1 | awk '{print "rsync " $3}'), pigz $(pigz --version 2>&1 | awk '{print $2}'), $(tar --version | head -1), $(cp --version | head -1)"
+
+echo "== generating trees (scripts/mktree.py, seed 1)"
+python3 scripts/mktree.py "$WORK/t10k" --files "$A_FILES" --size-kib "$A_KIB"
+python3 scripts/mktree.py "$WORK/t100k" --files "$B_FILES" --size-kib "$B_KIB"
+python3 scripts/mktree.py "$WORK/big" --files 0 --big-mib "$BIG_MIB"
+sync
+
+# The timer: one warm-up round, then $RUNS rounds, each round running every command once
+# (PREPARE before each, untimed) in an order that rotates from round to round. The tools
+# take turns rather than running back to back, so a slow spell of this shared VM lands
+# on all of them alike. Writes medians, min, max and CPU times to $WORK/NAME.json.
+# Other work on the machine (a test suite, a build) would distort the figures, so each
+# run waits for the machine to be idle first, and a run during which any other process
+# used more than a tenth of a core on average is thrown away and run again (up to 5
+# times; such runs are counted as "redone"). Kernel threads are not counted as other
+# work: their writeback is what the runs themselves cause.
+cat > "$WORK/timer.py" <<'END'
+import json, os, resource, statistics, subprocess, sys, time
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+def kthreads():
+    """CPU seconds spent by kernel threads (writeback, block I/O) since they started."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2:].split()
+        if int(f[6]) & 0x00200000:  # PF_KTHREAD
+            total += int(f[11]) + int(f[12])
+    return total / HZ
+
+def busy():
+    """CPU seconds the machine has spent busy since boot, kernel threads excluded: they
+    do the writeback that a run's own syncfs or page cache causes."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return (sum(f[:8]) - idle) / HZ - kthreads()
+
+def wait_idle(limit=120.0):
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        b0, t0 = busy(), time.monotonic()
+        time.sleep(0.3)
+        if (busy() - b0) / (time.monotonic() - t0) < 0.1:
+            return
+    print("  (the machine did not go idle within 2 minutes; timing anyway)", flush=True)
+
+def run(cmd, tag):
+    for attempt in range(6):
+        os.environ["BENCH_RUN"] = f"{tag}.{attempt}"
+        subprocess.run(prepare, shell=True, check=True)
+        wait_idle()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        b0 = busy()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        foreign = busy() - b0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        user, sys_ = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+        foreign -= user + sys_
+        if foreign <= 0.1 * wall + 2.0 / HZ:
+            break
+    return wall, user, sys_, attempt, os.environ["BENCH_RUN"]
+
+if sys.argv[1] == "--wait-idle":
+    sys.exit(wait_idle())
+out, runs, prepare, cmds = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+for i, cmd in enumerate(cmds):
+    run(cmd, f"{i}.warmup")  # the source into the page cache, the binaries into memory
+got = [[] for _ in cmds]
+for r in range(runs):
+    for k in range(len(cmds)):
+        i = (k + r) % len(cmds)
+        got[i].append(run(cmds[i], f"{i}.{r}"))
+results = []
+for cmd, g in zip(cmds, got):
+    times = [x[0] for x in g]
+    res = {"command": cmd, "median": statistics.median(times), "min": min(times),
+           "max": max(times), "times": times,
+           "user": statistics.median(x[1] for x in g),
+           "system": statistics.median(x[2] for x in g),
+           "redone": sum(x[3] for x in g), "runs": [x[4] for x in g]}
+    results.append(res)
+    print(f"  {res['median']:8.3f}s median ({res['min']:.3f} .. {res['max']:.3f}),"
+          f" user {res['user']:.2f}s, sys {res['system']:.2f}s, redone {res['redone']}   {cmd}")
+json.dump({"results": results}, open(out, "w"), indent=1)
+END
+# hf NAME PREPARE CMD...: times the CMDs as above into $WORK/NAME.json.
+hf() {
+    local name=$1 prepare=$2
+    shift 2
+    echo
+    echo "== $name ($RUNS runs each, interleaved, after one warm-up)"
+    python3 "$WORK/timer.py" "$WORK/$name.json" "$RUNS" "$prepare" "$@"
+}
+
+D="$WORK/dst"
+OUT="$WORK/out"
+TRASH="$WORK/trash"
+mkdir -p "$TRASH"
+# Before each run of a many-files case: move the previous run's output aside (into a
+# trash folder emptied only at the very end) and flush the filesystem. Moving frees no
+# inode. Deleting thousands of files would make ext4 without a journal (as here) skip
+# every inode freed in the last 5 s (300 s while its inode-table block is dirty) when it
+# allocates new ones (find_inode_bit -> recently_deleted): a kernel cost that a real
+# first mirror does not pay, charged to whichever tool happens to run next.
+cat > "$WORK/fresh.sh" <<END
+#!/bin/sh
+n=\$(date +%s%N)
+for p in '$D' '$OUT' '$OUT.gz' '$OUT.tar.gz'; do
+    if [ -e "\$p" ]; then mv "\$p" "$TRASH/\$n-\$(basename "\$p")"; fi
+done
+sync
+END
+chmod +x "$WORK/fresh.sh"
+fresh="'$WORK/fresh.sh'"
+# For the one-big-file cases deleting is harmless (one inode) and saves disk space.
+fresh_rm="rm -rf '$D' '$OUT' '$OUT.gz' '$OUT.tar.gz'; sync"
+
+# datasafe's syncfs(2) calls are timed in the very runs that are timed: every datasafe
+# command runs with a tiny LD_PRELOAD shim that wraps syncfs and appends "run seconds"
+# per call to $WORK/syncfs-CASE.log (two clock reads and a line of output per call;
+# nothing else in the process is touched). Needs a C compiler; without one, no shim.
+SHIM=""
+if command -v cc >/dev/null; then
+    cat > "$WORK/syncfs_timer.c" <<'END'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int syncfs(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "syncfs");
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int r = real(fd);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    const char *log = getenv("SYNCFS_LOG");
+    FILE *f = log ? fopen(log, "a") : NULL;
+    if (f) {
+        const char *run = getenv("BENCH_RUN");
+        fprintf(f, "%s %.6f\n", run ? run : "-",
+                (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+        fclose(f);
+    }
+    return r;
+}
+END
+    if cc -O2 -shared -fPIC -o "$WORK/syncfs_timer.so" "$WORK/syncfs_timer.c" -ldl; then
+        SHIM="$WORK/syncfs_timer.so"
+    fi
+fi
+# ds_env CASE: the environment assignments that time datasafe's syncfs calls for CASE.
+ds_env() {
+    if [ -n "$SHIM" ]; then
+        printf "LD_PRELOAD='%s' SYNCFS_LOG='%s' " "$SHIM" "$WORK/syncfs-$1.log"
+    fi
+}
+
+# a. First mirror of the 10k tree.
+hf a_first_mirror "$fresh" \
+    "$(ds_env a)'$BIN' sync -q '$WORK/t10k' '$D'" \
+    "rsync -a '$WORK/t10k/' '$D/'" \
+    "rsync -a '$WORK/t10k/' '$D/' && sync -f '$WORK'"
+sh -c "$fresh"
+
+# b. No-op resync of the 100k tree: each tool re-syncs its own up-to-date mirror.
+echo
+echo "== b: mirroring the 100k tree once for each tool (untimed)"
+"$BIN" sync -q "$WORK/t100k" "$WORK/b_ds" >/dev/null
+rsync -a "$WORK/t100k/" "$WORK/b_rs/"
+sync
+hf b_noop_resync "sync" \
+    "$(ds_env b)'$BIN' sync -q '$WORK/t100k' '$WORK/b_ds'" \
+    "rsync -a --delete '$WORK/t100k/' '$WORK/b_rs/'"
+# A no-op must copy nothing: check it once, and that both mirrors are complete.
+"$BIN" sync --json "$WORK/t100k" "$WORK/b_ds" | tail -1 > "$WORK/b_check.json"
+python3 - "$WORK/b_check.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+bad = {k: s[k] for k in ("copied", "deleted", "failed") if s.get(k)}
+print("no-op check:", "ok" if not bad else f"NOT A NO-OP: {bad}", s)
+EOF
+if diff -rq --exclude=.datasafe "$WORK/t100k" "$WORK/b_ds" >/dev/null; then
+    echo "mirror check: datasafe's mirror equals the source"
+else
+    echo "mirror check: DATASAFE'S MIRROR DIFFERS FROM THE SOURCE"
+fi
+
+# c. Gzipped mirror of the 10k tree vs one tar.gz stream.
+hf c_compress "$fresh" \
+    "$(ds_env c)'$BIN' sync -q --compress '$WORK/t10k' '$D'" \
+    "tar -cf - -C '$WORK/t10k' . | pigz -6 -p 2 > '$OUT.tar.gz'" \
+    "tar -cf - -C '$WORK/t10k' . | pigz -6 -p 2 > '$OUT.tar.gz' && sync -f '$WORK'"
+"$BIN" sync -q --compress "$WORK/t10k" "$D" >/dev/null
+tar -cf - -C "$WORK/t10k" . | pigz -6 -p 2 > "$OUT.tar.gz"
+echo "sizes: source $(du -sb "$WORK/t10k" | cut -f1) B (apparent, incl. dirs);" \
+    "datasafe --compress $(du -sb --exclude=.datasafe "$D" | cut -f1) B; tar.gz $(stat -c %s "$OUT.tar.gz") B"
+sh -c "$fresh"
+
+# d. One big file: gzipped (with peak RSS of every run) and plain.
+RSS="$WORK/rss"
+hf d_big_gzip "$fresh_rm" \
+    "$(ds_env d_gzip)/usr/bin/time -f %M -a -o '$RSS.ds' '$BIN' sync -q --compress '$WORK/big' '$D'" \
+    "/usr/bin/time -f %M -a -o '$RSS.pigz' pigz -6 -p 2 -c '$WORK/big/big.bin' > '$OUT.gz'" \
+    "/usr/bin/time -f %M -a -o '$RSS.pigzs' pigz -6 -p 2 -c '$WORK/big/big.bin' > '$OUT.gz' && sync -f '$WORK'"
+hf d_big_copy "$fresh_rm" \
+    "$(ds_env d_copy)'$BIN' sync -q '$WORK/big' '$D'" \
+    "cp '$WORK/big/big.bin' '$OUT'" \
+    "cp '$WORK/big/big.bin' '$OUT' && sync -f '$WORK'"
+# e. SHA-256: the criterion bench (64 MiB in memory) and, for scale, sha256sum and
+# openssl over the big file from the page cache.
+echo
+echo "== e_sha256 (cargo bench --bench engine -- hash)"
+bench_args=(--noplot)
+[ "$QUICK" = 1 ] && bench_args+=(--quick)
+cargo bench --quiet --bench engine --no-run
+python3 "$WORK/timer.py" --wait-idle
+cargo bench --quiet --bench engine -- "${bench_args[@]}" hash 2>&1 | grep -E "time:|thrpt:" || true
+cat "$WORK/big/big.bin" >/dev/null
+e_cmds=("sha256sum '$WORK/big/big.bin'")
+command -v openssl >/dev/null && e_cmds+=("openssl dgst -sha256 '$WORK/big/big.bin'")
+hf e_sha256 "true" "${e_cmds[@]}"
+
+echo
+echo "== results (median of $RUNS runs; ratio = datasafe / other, lower is better)"
+python3 - "$WORK" "$ROOT/target/criterion/hash/sha256/64MiB/new/estimates.json" "$BIG_MIB" \
+    "$A_FILES" "$B_FILES" <<'EOF'
+import json, os, statistics, sys
+work, crit, big_mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
+big = big_mib << 20
+na, nb = (f"{int(n) // 1000}k" for n in sys.argv[4:6])
+
+def med(name):
+    return [r["median"] for r in json.load(open(os.path.join(work, name + ".json")))["results"]]
+
+def rss(tag):
+    try:
+        vals = [int(l) for l in open(os.path.join(work, "rss." + tag)) if l.strip().isdigit()]
+    except FileNotFoundError:
+        return None
+    return max(vals) / 1024 if vals else None
+
+rows = []  # (case, datasafe s, other label, other s, target ratio or None)
+a = med("a_first_mirror")
+rows += [(f"a. first mirror {na} files", a[0], "rsync -a", a[1], 0.8),
+         ("", a[0], "rsync -a +sync", a[2], None)]
+b = med("b_noop_resync")
+rows += [(f"b. no-op resync {nb} files", b[0], "rsync -a --delete", b[1], 0.5)]
+c = med("c_compress")
+rows += [(f"c. --compress {na} files", c[0], "tar | pigz -6 -p 2", c[1], 1.0),
+         ("", c[0], "tar | pigz +sync", c[2], None)]
+d = med("d_big_gzip")
+rows += [(f"d. --compress {big_mib} MiB file", d[0], "pigz -6 -p 2", d[1], None),
+         ("", d[0], "pigz -6 -p 2 +sync", d[2], None)]
+dc = med("d_big_copy")
+rows += [(f"d. copy {big_mib} MiB file", dc[0], "cp", dc[1], None),
+         ("", dc[0], "cp +sync", dc[2], None)]
+
+print(f"{'case':<28} {'datasafe':>9} {'other':<20} {'other':>9} {'ratio':>6}  target")
+for case, ds, label, other, target in rows:
+    ratio = ds / other
+    if target is None:
+        verdict = "(context)"
+    else:
+        verdict = f"<= {target:.1f}x  {'MET' if ratio <= target else 'MISSED'}"
+    print(f"{case:<28} {ds:>8.3f}s {label:<20} {other:>8.3f}s {ratio:>5.2f}x  {verdict}")
+
+ds_rss, pigz_rss = rss("ds"), rss("pigz")
+if ds_rss is not None:
+    verdict = "MET" if ds_rss < 64 else "MISSED"
+    print(f"d. peak RSS, --compress {big_mib} MiB: datasafe {ds_rss:.1f} MiB"
+          f" (pigz {pigz_rss:.1f} MiB)  target < 64 MiB  {verdict}")
+print(f"d. throughput: datasafe --compress {big / d[0] / 1e6:.0f} MB/s, pigz -p 2 {big / d[1] / 1e6:.0f} MB/s;"
+      f" datasafe copy {big / dc[0] / 1e6:.0f} MB/s, cp {big / dc[1] / 1e6:.0f} MB/s")
+
+# syncfs time per timed run (the runs the timer kept: no warm-up, no redone run).
+def syncfs(case, name):
+    if not os.path.exists(os.path.join(work, "syncfs_timer.so")):
+        return None
+    try:
+        rows = [l.split() for l in open(os.path.join(work, f"syncfs-{case}.log")) if l.strip()]
+    except FileNotFoundError:
+        rows = []  # no syncfs call at all
+    kept = json.load(open(os.path.join(work, name + ".json")))["results"][0]["runs"]
+    per_run = {run: 0.0 for run in kept}
+    calls = {run: 0 for run in kept}
+    for run, secs in rows:
+        if run in per_run:
+            per_run[run] += float(secs)
+            calls[run] += 1
+    return max(calls.values()), statistics.median(per_run.values())
+
+sf = [(f"a. first mirror {na} files", "a", "a_first_mirror"),
+      (f"b. no-op resync {nb} files", "b", "b_noop_resync"),
+      (f"c. --compress {na} files", "c", "c_compress"),
+      (f"d. --compress {big_mib} MiB", "d_gzip", "d_big_gzip"),
+      (f"d. copy {big_mib} MiB", "d_copy", "d_big_copy")]
+got = [(label, syncfs(case, name), med(name)[0]) for label, case, name in sf]
+if any(g for _, g, _ in got):
+    print()
+    print(f"{'datasafe syncfs(2), timed runs':<28} {'calls':>5} {'in syncfs':>10} {'run':>9} {'share':>6}  (medians)")
+    for label, g, wall in got:
+        if g:
+            calls, insync = g
+            print(f"{label:<28} {calls:>5} {insync:>9.3f}s {wall:>8.3f}s {insync / wall:>6.0%}")
+print()
+
+e = med("e_sha256")
+try:
+    est = json.load(open(crit))
+    crit_gbs = (64 << 20) / (est["median"]["point_estimate"] / 1e9) / 1e9
+    verdict = "MET" if crit_gbs >= 1.0 else "MISSED"
+    print(f"e. SHA-256 (datasafe::hash::hash_reader, 64 MiB in memory): {crit_gbs:.2f} GB/s"
+          f"  target >= 1 GB/s  {verdict}")
+except (FileNotFoundError, KeyError):
+    print("e. SHA-256: criterion estimates not found")
+names = ["sha256sum", "openssl dgst -sha256"]
+print("e. for scale, over the cached big file: " +
+      ", ".join(f"{n} {big / t / 1e9:.2f} GB/s" for n, t in zip(names, e)))
+EOF
