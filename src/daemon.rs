@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often the loop wakes when nothing happens (stop flag, timers, commits).
-const LOOP_TICK: Duration = Duration::from_millis(100);
+const LOOP_TICK: Duration = Duration::from_millis(250);
 /// The shortest gap between two reconciles caused by lost events.
 const OVERFLOW_GAP: Duration = Duration::from_secs(2);
 /// How often a paused pair looks for its source, and a watched one checks it is there;
