@@ -7,16 +7,25 @@
 //! channel: it never blocks and never touches a file. A hint is only a hint — the engine
 //! looks at each path as it is when it acts (see `sync::Mirror::apply`).
 //!
-//! The debouncer emits a path only after it has been quiet for the debounce time, so a
-//! file that never goes quiet (a growing log) would never be emitted. A thin wrapper
-//! around the OS watcher ([`TapWatcher`]) notes when each path was first written, so
-//! [`Watch::overdue`] can name paths that waited longer than the max-wait.
+//! Timing: the debouncer only looks at its queues once per tick, so on its own it emits a
+//! path anywhere between the debounce and the debounce plus a tick after the path went
+//! quiet, and it wakes every tick even when idle. So it runs with a shorter timeout and
+//! a coarse tick, and a hold thread ([`Hold`]) keeps each event until exactly the
+//! debounce after it, sleeping on its channel while nothing is held. An event whose path
+//! was touched again while held is dropped: the debouncer holds the newer event and will
+//! emit it in turn, so a path is still mirrored only once it has been quiet for the
+//! whole debounce.
+//!
+//! A thin wrapper around the OS watcher ([`TapWatcher`]) sees every raw event first: it
+//! notes when each path was last touched (for the hold) and first written (a file that
+//! never goes quiet, such as a growing log, would never be emitted, so
+//! [`Watch::overdue`] names paths that waited longer than the max-wait).
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use notify::event::{ModifyKind, RenameMode};
 use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -88,15 +97,12 @@ impl Watch {
     pub fn new(debounce: Duration, signals: Sender<Signal>) -> Result<Watch, String> {
         let roots: Roots = Arc::default();
         let tap = TAP.get_or_init(Arc::default).clone();
-        let handler_roots = roots.clone();
-        let handler_tap = tap.clone();
+        tap.set_horizon(debounce);
+        let (held_tx, held_rx) = crossbeam_channel::unbounded::<Vec<DebouncedEvent>>();
+        let error_signals = signals.clone();
         let handler = move |result: DebounceEventResult| match result {
             Ok(events) => {
-                handler_tap.forget(events.iter().flat_map(|e| e.paths.iter()));
-                let roots = handler_roots.read().unwrap_or_else(|e| e.into_inner());
-                for signal in translate(&events, &roots) {
-                    let _ = signals.send(signal);
-                }
+                let _ = held_tx.send(events);
             }
             Err(errors) => {
                 for error in errors {
@@ -104,25 +110,29 @@ impl Watch {
                         notify::ErrorKind::MaxFilesWatch => Signal::Limit,
                         _ => Signal::Error(error.to_string()),
                     };
-                    let _ = signals.send(signal);
+                    let _ = error_signals.send(signal);
                 }
             }
         };
-        // The debouncer wakes every tick even when idle. A fifth of the debounce keeps the
-        // added latency under 20% of it; at 50 ms that is 100 wakeups a second (a tenth
-        // measured 0.08 s of CPU per idle 20 s, over the 0.05 s budget).
-        let tick = (debounce / 5).max(Duration::from_millis(1));
+        let hold = Hold {
+            debounce,
+            held: VecDeque::new(),
+        };
+        let (hold_roots, hold_tap) = (roots.clone(), tap.clone());
+        std::thread::Builder::new()
+            .name("datasafe-debounce".into())
+            .spawn(move || hold.run(&held_rx, &hold_tap, &hold_roots, &signals))
+            .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+        // The debouncer emits an event once it is `early` old, looking every `early` (its
+        // tick may not exceed its timeout), so every event reaches the hold by 0.9 of the
+        // debounce, and the debouncer wakes only about twice per debounce when idle.
+        let early = (debounce * 9 / 20).max(Duration::from_millis(1));
         let config = notify::Config::default()
             .with_follow_symlinks(false)
             .with_event_kinds(EventKindMask::CORE);
-        let debouncer = notify_debouncer_full::new_debouncer_opt(
-            debounce,
-            Some(tick),
-            handler,
-            NoCache,
-            config,
-        )
-        .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+        let debouncer =
+            notify_debouncer_full::new_debouncer_opt(early, Some(early), handler, NoCache, config)
+                .map_err(|e| format!("cannot start watching for changes: {e}"))?;
         Ok(Watch {
             debouncer,
             roots,
@@ -236,11 +246,92 @@ fn locate(roots: &[(usize, PathBuf)], path: &Path) -> Option<(usize, PathBuf)> {
     })
 }
 
-/// Paths written to since they were last emitted, and since when. Bounded: past
-/// [`Tap::CAP`] paths a burst is left to the debouncer and the fallback rescan.
+/// Debounced events waiting until they are exactly the debounce old, oldest first.
+struct Hold {
+    debounce: Duration,
+    held: VecDeque<DebouncedEvent>,
+}
+
+impl Hold {
+    /// Takes batches from the debouncer until it stops, releasing each event at its
+    /// deadline as signals. Blocks on the channel while nothing is held.
+    fn run(
+        mut self,
+        batches: &crossbeam_channel::Receiver<Vec<DebouncedEvent>>,
+        tap: &Tap,
+        roots: &RwLock<Vec<(usize, PathBuf)>>,
+        signals: &Sender<Signal>,
+    ) {
+        loop {
+            let next = match self.held.front() {
+                None => batches.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(first) => batches.recv_deadline(first.time + self.debounce),
+            };
+            match next {
+                Ok(batch) => batch.into_iter().for_each(|e| self.hold(e)),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let ready = self.release(Instant::now(), tap);
+            if ready.is_empty() {
+                continue;
+            }
+            let roots = roots.read().unwrap_or_else(|e| e.into_inner());
+            for signal in translate(&ready, &roots) {
+                let _ = signals.send(signal);
+            }
+        }
+    }
+
+    /// Holds `event` in deadline order (behind any held event of the same time).
+    fn hold(&mut self, event: DebouncedEvent) {
+        let at = self.held.partition_point(|e| e.time <= event.time);
+        self.held.insert(at, event);
+    }
+
+    /// The held events that are the debounce old at `now`, in order. An event whose path
+    /// was touched again while it was held (a write after a create, say, which the
+    /// debouncer folds into the create) is held again until the debounce after that
+    /// touch, so nothing is acted on before its path has been quiet for the debounce.
+    fn release(&mut self, now: Instant, tap: &Tap) -> Vec<DebouncedEvent> {
+        let mut ready = Vec::new();
+        while let Some(first) = self.held.front() {
+            if first.time + self.debounce > now {
+                break;
+            }
+            let Some(mut event) = self.held.pop_front() else {
+                break;
+            };
+            match tap.touched_since(&event) {
+                Some(at) if at + self.debounce > now => {
+                    event.time = at;
+                    self.hold(event);
+                }
+                _ => {
+                    tap.forget(&event.paths);
+                    ready.push(event);
+                }
+            }
+        }
+        ready
+    }
+}
+
+/// What the raw events said, per path: when each was last touched (for [`Hold`]) and when
+/// each was first written since it was last emitted (for the max-wait). Bounded: past
+/// [`Tap::CAP`] paths, entries older than the horizon are dropped, and past that a burst
+/// is left to the debouncer and the fallback rescan.
 #[derive(Default)]
 struct Tap {
-    first_write: Mutex<HashMap<PathBuf, Instant>>,
+    state: Mutex<TapState>,
+}
+
+#[derive(Default)]
+struct TapState {
+    first_write: HashMap<PathBuf, Instant>,
+    last_touch: HashMap<PathBuf, Instant>,
+    /// How long a touch matters to [`Hold`]: a little over the debounce.
+    horizon: Duration,
 }
 
 /// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
@@ -248,38 +339,73 @@ struct Tap {
 static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
 
 impl Tap {
-    const CAP: usize = 4096;
+    const CAP: usize = 65536;
 
-    fn note(&self, event: &Event) {
-        if !matches!(
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_horizon(&self, debounce: Duration) {
+        self.lock().horizon = debounce * 2 + Duration::from_secs(1);
+    }
+
+    fn note(&self, event: &Event, now: Instant) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.last_touch.len() >= Self::CAP {
+            let horizon = state.horizon;
+            state
+                .last_touch
+                .retain(|_, at| now.duration_since(*at) < horizon);
+        }
+        let written = matches!(
             event.kind,
             EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
-        ) {
-            return;
-        }
-        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
+        );
         for path in &event.paths {
-            if map.len() < Self::CAP && !map.contains_key(path) {
-                map.insert(path.clone(), Instant::now());
+            if state.last_touch.len() < Self::CAP {
+                state.last_touch.insert(path.clone(), now);
+            }
+            if written && state.first_write.len() < Self::CAP {
+                state.first_write.entry(path.clone()).or_insert(now);
             }
         }
     }
 
-    fn forget<'p>(&self, paths: impl Iterator<Item = &'p PathBuf>) {
-        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
-        if map.is_empty() {
-            return;
+    /// When `event`'s paths were last touched, if after `event` itself. Renames and
+    /// rescans are never held back: nothing later repeats them.
+    fn touched_since(&self, event: &DebouncedEvent) -> Option<Instant> {
+        if event.need_rescan()
+            || matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+            )
+        {
+            return None;
         }
+        let state = self.lock();
+        event
+            .paths
+            .iter()
+            .filter_map(|p| state.last_touch.get(p).copied())
+            .max()
+            .filter(|&at| at > event.time)
+    }
+
+    /// Drops what is known about `paths` (they are being acted on).
+    fn forget(&self, paths: &[PathBuf]) {
+        let mut state = self.lock();
         for path in paths {
-            map.remove(path);
+            state.last_touch.remove(path);
+            state.first_write.remove(path);
         }
     }
 
     fn overdue(&self, max_wait: Duration) -> Vec<PathBuf> {
-        let mut map = self.first_write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         let now = Instant::now();
         let mut due = Vec::new();
-        for (path, since) in map.iter_mut() {
+        for (path, since) in state.first_write.iter_mut() {
             if now.duration_since(*since) >= max_wait {
                 due.push(path.clone());
                 *since = now;
@@ -301,7 +427,7 @@ impl Watcher for TapWatcher {
         let tap = TAP.get_or_init(Arc::default).clone();
         let tapped = move |event: notify::Result<Event>| {
             if let Ok(e) = &event {
-                tap.note(e);
+                tap.note(e, Instant::now());
             }
             handler.handle_event(event);
         };
@@ -429,10 +555,66 @@ mod tests {
         let tap = Tap::default();
         let write = Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any)))
             .add_path("/a/log".into());
-        tap.note(&write);
+        tap.note(&write, Instant::now());
         assert!(tap.overdue(Duration::from_secs(3600)).is_empty());
         assert_eq!(tap.overdue(Duration::ZERO), [PathBuf::from("/a/log")]);
-        tap.forget([PathBuf::from("/a/log")].iter());
+        tap.forget(&write.paths);
         assert!(tap.overdue(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn hold_releases_each_event_exactly_the_debounce_after_its_path_went_quiet() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let tap = Tap::default();
+        let mut hold = Hold {
+            debounce: ms(50),
+            held: VecDeque::new(),
+        };
+        let at = |event: DebouncedEvent, time: Instant| DebouncedEvent { time, ..event };
+        let created = ev(EventKind::Create(CreateKind::File), &["/a/new"]);
+        let written = ev(
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            &["/a/new"],
+        );
+        let renamed = ev(
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            &["/a/x", "/a/y"],
+        );
+        let quiet = ev(EventKind::Remove(RemoveKind::File), &["/a/old"]);
+        // The create, and a write 10 ms later that the debouncer folded into it.
+        tap.note(&created, t0);
+        tap.note(&written, t0 + ms(10));
+        tap.note(&renamed, t0 + ms(5));
+        tap.note(&renamed, t0 + ms(20));
+        tap.note(&quiet, t0 + ms(30));
+        hold.hold(at(quiet, t0 + ms(30)));
+        hold.hold(at(created, t0));
+        hold.hold(at(renamed, t0 + ms(5)));
+        let paths = |events: Vec<DebouncedEvent>| -> Vec<Vec<PathBuf>> {
+            events.into_iter().map(|e| e.event.paths).collect()
+        };
+        assert!(hold.release(t0 + ms(49), &tap).is_empty());
+        // Due, but touched at 10 ms: held until 60 ms.
+        assert!(hold.release(t0 + ms(50), &tap).is_empty());
+        // A rename is released on time even though its paths were touched since.
+        assert_eq!(
+            paths(hold.release(t0 + ms(55), &tap)),
+            [vec![PathBuf::from("/a/x"), PathBuf::from("/a/y")]]
+        );
+        assert!(hold.release(t0 + ms(59), &tap).is_empty());
+        assert_eq!(
+            paths(hold.release(t0 + ms(60), &tap)),
+            [vec![PathBuf::from("/a/new")]]
+        );
+        assert_eq!(
+            paths(hold.release(t0 + ms(80), &tap)),
+            [vec![PathBuf::from("/a/old")]]
+        );
+        assert!(hold.held.is_empty());
+        assert!(
+            tap.lock().last_touch.is_empty(),
+            "released paths are forgotten"
+        );
     }
 }
