@@ -127,6 +127,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
+        "w" => value * 7.0 * 86400.0,
         "" if value == 0.0 => 0.0,
         _ => {
             return Err(format!(

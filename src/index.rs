@@ -142,6 +142,10 @@ impl Index {
                  gz INTEGER NOT NULL,
                  target BLOB
              ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS mirror (
+                 key TEXT PRIMARY KEY,
+                 value TEXT NOT NULL
+             );
              PRAGMA user_version = 1;
              BEGIN;",
         )
@@ -180,6 +184,32 @@ impl Index {
             path,
             dirty_since: None,
         }))
+    }
+
+    /// Records a fact about the mirror as a whole, such as `compress` (`1` or `0`): what
+    /// `restore` needs to tell a gzipped version from a plain file named `.gz`.
+    pub fn set_mirror_fact(&mut self, key: &str, value: &str) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO mirror (key, value) VALUES (?1, ?2)",
+                rusqlite::params![key, value],
+            )
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.dirty_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// A fact recorded by [`Index::set_mirror_fact`], if any (an index written before
+    /// facts were recorded has none).
+    pub fn mirror_fact(&self, key: &str) -> Option<String> {
+        self.conn
+            .query_row("SELECT value FROM mirror WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .ok()
     }
 
     /// Reads every record into memory.

@@ -19,4 +19,5 @@ pub mod report;
 pub mod scan;
 pub mod status;
 pub mod sync;
+pub mod versions;
 pub mod watch;

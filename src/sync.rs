@@ -189,7 +189,13 @@ impl Mirror {
         } else {
             match Executor::new(&pair.src, &pair.dst, stop.clone()) {
                 Ok(exec) => {
-                    let (index, trusted) = open_index(&state_dir);
+                    let (mut index, trusted) = open_index(&state_dir);
+                    if let Some(index) = index.as_mut() {
+                        let compress = if cfg.plan.compress { "1" } else { "0" };
+                        if let Err(e) = index.set_mirror_fact("compress", compress) {
+                            log::warn!("{e}");
+                        }
+                    }
                     (Mode::Write(exec), index, trusted)
                 }
                 Err(PrepareError::Locked(message)) => return Err(message),

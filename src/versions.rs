@@ -1,0 +1,372 @@
+//! Old copies of replaced and deleted files, kept in `DST/.datasafe/versions`: how a
+//! version is named, what a name says, how to list them, and which ones retention
+//! prunes. Pure except [`list`], which only reads.
+//!
+//! A version keeps the relative folder and the stored name of the file it was, with the
+//! local time it was replaced or deleted inserted before the extension:
+//! `docs/report.txt` replaced at 15:30:45 on 2026-11-24 becomes
+//! `versions/docs/report_20261124_153045.txt`, and a gzipped mirror's
+//! `docs/report.txt.gz` becomes `versions/docs/report_20261124_153045.txt.gz`. A second
+//! version of the same file within the same second gets `-1`, `-2`… after the seconds.
+//! The name is the whole record: no index is needed to list, restore or prune versions,
+//! so they survive a lost index. Moving a file here is the executor's job
+//! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
+//! copy is renamed over them, deleted ones are renamed.
+
+use chrono::{Duration as Span, NaiveDateTime};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Folder holding versions, inside the state folder.
+pub const VERSIONS_DIR: &str = "versions";
+
+/// The timestamp format inside a version's name.
+const STAMP: &str = "%Y%m%d_%H%M%S";
+/// `_YYYYMMDD_HHMMSS`: 16 bytes.
+const STAMP_LEN: usize = 16;
+
+/// One kept version, as its name describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Where it is, relative to the versions folder.
+    pub path: PathBuf,
+    /// The name it had in DST (relative, `.gz` included for a gzipped mirror).
+    pub stored: PathBuf,
+    /// When it was replaced or deleted (local time, to the second).
+    pub at: NaiveDateTime,
+    /// 0 for the first version in that second, then 1, 2…
+    pub seq: u32,
+}
+
+/// The name (relative to the versions folder) of the `seq`th version of the file stored
+/// as `stored`, replaced or deleted at `at`.
+pub fn version_name(stored: &Path, at: NaiveDateTime, seq: u32) -> PathBuf {
+    let file = stored.file_name().unwrap_or(stored.as_os_str());
+    let bytes = file.as_encoded_bytes();
+    let (base, gz) = match bytes.strip_suffix(b".gz") {
+        Some(base) if !base.is_empty() => (base, &b".gz"[..]),
+        _ => (bytes, &b""[..]),
+    };
+    // The extension starts at the last dot that is not the first byte (`.bashrc` has
+    // none), as `Path::extension` has it.
+    let (stem, ext) = match base.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => base.split_at(dot),
+        _ => (base, &b""[..]),
+    };
+    let mut stamp = at.format(STAMP).to_string();
+    if seq > 0 {
+        stamp.push_str(&format!("-{seq}"));
+    }
+    let mut name = Vec::with_capacity(bytes.len() + stamp.len() + 1);
+    name.extend_from_slice(stem);
+    name.push(b'_');
+    name.extend_from_slice(stamp.as_bytes());
+    name.extend_from_slice(ext);
+    name.extend_from_slice(gz);
+    // SAFETY: the pieces are the encoded bytes of `file` split at ASCII dots, and ASCII
+    // text of our own: concatenating them keeps OsStr's encoding valid.
+    let name = unsafe { OsString::from_encoded_bytes_unchecked(name) };
+    match stored.parent() {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// What a path inside the versions folder says, or `None` if it is not a version's name.
+pub fn parse(path: &Path) -> Option<Version> {
+    let file = path.file_name()?.as_encoded_bytes();
+    // The stamp is the last `_YYYYMMDD_HHMMSS[-N]` followed by the end or a dot.
+    let mut found = None;
+    for start in (0..file.len()).rev() {
+        if file[start] != b'_' || start == 0 {
+            continue;
+        }
+        if let Some(parsed) = stamp_at(file, start) {
+            found = Some((start, parsed));
+            break;
+        }
+    }
+    let (start, (at, seq, end)) = found?;
+    let mut original = file[..start].to_vec();
+    original.extend_from_slice(&file[end..]);
+    // SAFETY: the bytes around the stamp are split at ASCII characters ('_' and the end
+    // of the stamp's digits), so the rejoined bytes keep OsStr's encoding valid.
+    let original = unsafe { OsString::from_encoded_bytes_unchecked(original) };
+    let stored = match path.parent() {
+        Some(dir) => dir.join(&original),
+        None => PathBuf::from(&original),
+    };
+    Some(Version {
+        path: path.to_path_buf(),
+        stored,
+        at,
+        seq,
+    })
+}
+
+/// The time, sequence number and end offset of a stamp starting at `file[start]` (the
+/// underscore), if there is one there.
+fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
+    let stamp = file.get(start..start + STAMP_LEN)?;
+    let text = std::str::from_utf8(&stamp[1..]).ok()?;
+    if !text.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'_',
+        _ => b.is_ascii_digit(),
+    }) {
+        return None;
+    }
+    let at = NaiveDateTime::parse_from_str(text, STAMP).ok()?;
+    let mut end = start + STAMP_LEN;
+    let mut seq = 0;
+    if file.get(end) == Some(&b'-') {
+        let digits = file[end + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        seq = std::str::from_utf8(&file[end + 1..end + 1 + digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        end += 1 + digits;
+    }
+    match file.get(end) {
+        None | Some(b'.') => Some((at, seq, end)),
+        _ => None,
+    }
+}
+
+/// Every version under `DST/.datasafe/versions`, oldest first (by time, then sequence,
+/// then name). Symlinks and anything not named like a version are skipped.
+pub fn list(dst: &Path) -> Vec<Version> {
+    let root = dst.join(crate::scan::STATE_DIR).join(VERSIONS_DIR);
+    let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| parse(e.path().strip_prefix(&root).ok()?))
+        .collect();
+    found.sort_by(|a, b| (a.at, a.seq, &a.path).cmp(&(b.at, b.seq, &b.path)));
+    found
+}
+
+/// How long versions are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// No versions: replaced and deleted files are gone.
+    Off,
+    /// Everything for an hour, then one per hour for a day, one per day for 30 days,
+    /// nothing older.
+    Staggered,
+    /// Everything younger than this.
+    Younger(Duration),
+}
+
+impl Retention {
+    /// Reads `0` / `off`, `staggered`, or a duration such as `7d` or `12h`.
+    pub fn parse(text: &str) -> Result<Retention, String> {
+        match text.trim() {
+            "0" | "off" | "none" => Ok(Retention::Off),
+            "staggered" | "default" => Ok(Retention::Staggered),
+            other => match crate::cli::parse_duration(other) {
+                Ok(d) if d.is_zero() => Ok(Retention::Off),
+                Ok(d) => Ok(Retention::Younger(d)),
+                Err(_) => Err(format!(
+                    "invalid retention '{other}': use 0 (no versions), staggered, or a duration such as 7d or 12h"
+                )),
+            },
+        }
+    }
+
+    /// True unless versions are off.
+    pub fn keeps(self) -> bool {
+        self != Retention::Off
+    }
+}
+
+/// Of `versions`, the ones retention `keep` drops at local time `now` (paths relative
+/// to the versions folder). Each file's versions are thinned on their own.
+pub fn to_prune(versions: &[Version], now: NaiveDateTime, keep: Retention) -> Vec<PathBuf> {
+    let mut by_file: std::collections::HashMap<&OsStr, Vec<&Version>> = Default::default();
+    for v in versions {
+        by_file.entry(v.stored.as_os_str()).or_default().push(v);
+    }
+    let mut prune = Vec::new();
+    for mut group in by_file.into_values() {
+        // Newest first: the newest version in each hour or day bucket is the one kept.
+        group.sort_by(|a, b| (b.at, b.seq).cmp(&(a.at, a.seq)));
+        let mut kept_buckets = std::collections::HashSet::new();
+        for v in group {
+            let age = now.signed_duration_since(v.at);
+            let keep_it = match keep {
+                Retention::Off => false,
+                Retention::Younger(limit) => Span::from_std(limit).is_ok_and(|limit| age < limit),
+                Retention::Staggered => match staggered_bucket(age) {
+                    None => false,
+                    Some(Bucket::Recent) => true,
+                    Some(bucket) => kept_buckets.insert(bucket),
+                },
+            };
+            if !keep_it {
+                prune.push(v.path.clone());
+            }
+        }
+    }
+    prune.sort();
+    prune
+}
+
+/// Where a version of this age falls under [`Retention::Staggered`]; one version is
+/// kept per hour or day bucket, all recent ones, none past 30 days.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Bucket {
+    Recent,
+    Hour(i64),
+    Day(i64),
+}
+
+fn staggered_bucket(age: Span) -> Option<Bucket> {
+    if age < Span::hours(1) {
+        Some(Bucket::Recent)
+    } else if age < Span::days(1) {
+        Some(Bucket::Hour(age.num_hours()))
+    } else if age < Span::days(30) {
+        Some(Bucket::Day(age.num_days()))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn t(d: u32, h: u32, m: u32, s: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 11, d)
+            .and_then(|d| d.and_hms_opt(h, m, s))
+            .unwrap()
+    }
+
+    #[test]
+    fn names_put_the_stamp_before_the_extension() {
+        let at = t(24, 15, 30, 45);
+        let table = [
+            ("docs/report.txt", 0, "docs/report_20261124_153045.txt"),
+            (
+                "docs/report.txt.gz",
+                0,
+                "docs/report_20261124_153045.txt.gz",
+            ),
+            ("a.tar.gz", 0, "a_20261124_153045.tar.gz"),
+            ("Makefile", 0, "Makefile_20261124_153045"),
+            (".bashrc", 0, ".bashrc_20261124_153045"),
+            (".bashrc.gz", 0, ".bashrc_20261124_153045.gz"),
+            ("x.gz", 0, "x_20261124_153045.gz"),
+            ("report.txt", 2, "report_20261124_153045-2.txt"),
+            ("dir.d/noext", 0, "dir.d/noext_20261124_153045"),
+        ];
+        for (stored, seq, want) in table {
+            let name = version_name(Path::new(stored), at, seq);
+            assert_eq!(name, Path::new(want), "{stored}");
+            let back = parse(&name).unwrap_or_else(|| panic!("{want} does not parse"));
+            assert_eq!(back.stored, Path::new(stored), "{want}");
+            assert_eq!((back.at, back.seq), (at, seq), "{want}");
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_versions_do_not_parse() {
+        for name in [
+            "report.txt",
+            "report_2026112_153045.txt",
+            "report_20261124-153045.txt",
+            "report_20261399_153045.txt",
+            "report_20261124_153045x.txt",
+            "report_20261124_153045-.txt",
+            "_20261124_153045",
+        ] {
+            assert_eq!(parse(Path::new(name)), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_name_with_a_stamp_of_its_own_keeps_it() {
+        let name = version_name(Path::new("log_20250101_000000.txt"), t(24, 1, 2, 3), 0);
+        assert_eq!(name, Path::new("log_20250101_000000_20261124_010203.txt"));
+        assert_eq!(
+            parse(&name).map(|v| v.stored),
+            Some(PathBuf::from("log_20250101_000000.txt"))
+        );
+    }
+
+    fn versions_at(stored: &str, times: &[NaiveDateTime]) -> Vec<Version> {
+        times
+            .iter()
+            .map(|&at| {
+                let path = version_name(Path::new(stored), at, 0);
+                Version {
+                    path,
+                    stored: stored.into(),
+                    at,
+                    seq: 0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn staggered_keeps_an_hour_then_hourly_daily_and_nothing_past_30_days() {
+        let now = t(24, 12, 0, 0);
+        let times = [
+            t(24, 11, 59, 0),                 // 1 min: kept
+            t(24, 11, 30, 0),                 // 30 min: kept
+            t(24, 11, 10, 0),                 // 50 min: kept
+            t(24, 10, 50, 0),                 // 70 min: the newest in hour 1: kept
+            t(24, 10, 20, 0),                 // 100 min: also hour 1: pruned
+            t(24, 9, 45, 0),                  // 135 min: hour 2: kept
+            t(23, 13, 0, 0),                  // 23 h: hour 23: kept
+            t(23, 11, 0, 0),                  // 25 h: day 1: kept
+            t(22, 12, 0, 0),                  // 48 h: day 2: kept
+            t(22, 8, 0, 0),                   // 52 h: also day 2: pruned
+            t(1, 12, 0, 0),                   // 23 days: kept
+            t(24, 12, 0, 0) - Span::days(31), // 31 days: pruned
+        ];
+        let versions = versions_at("r.txt", &times);
+        let pruned = to_prune(&versions, now, Retention::Staggered);
+        let want: Vec<PathBuf> = [4, 9, 11]
+            .iter()
+            .map(|&i| versions[i].path.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(pruned, want);
+    }
+
+    #[test]
+    fn each_file_is_thinned_on_its_own() {
+        let now = t(24, 12, 0, 0);
+        let mut versions = versions_at("a.txt", &[t(24, 9, 0, 0), t(24, 8, 50, 0)]);
+        versions.extend(versions_at("b.txt", &[t(24, 8, 55, 0)]));
+        let pruned = to_prune(&versions, now, Retention::Staggered);
+        assert_eq!(pruned, [versions[1].path.clone()]);
+    }
+
+    #[test]
+    fn a_duration_keeps_everything_younger_and_off_keeps_nothing() {
+        let now = t(24, 12, 0, 0);
+        let versions = versions_at("r.txt", &[t(24, 11, 0, 0), t(20, 12, 0, 0), t(10, 0, 0, 0)]);
+        let week = Retention::parse("7d").unwrap();
+        assert_eq!(week, Retention::Younger(Duration::from_secs(7 * 86400)));
+        assert_eq!(to_prune(&versions, now, week), [versions[2].path.clone()]);
+        assert_eq!(Retention::parse("0").unwrap(), Retention::Off);
+        let mut all: Vec<PathBuf> = versions.iter().map(|v| v.path.clone()).collect();
+        all.sort();
+        assert_eq!(to_prune(&versions, now, Retention::Off), all);
+        assert!(Retention::parse("soon").is_err());
+    }
+}
