@@ -5,7 +5,8 @@
 
 use datasafe::config::{Config, Output, Pair, Verbosity};
 use datasafe::filter::Excludes;
-use datasafe::plan::PlanOptions;
+use datasafe::plan::{Guard, PlanOptions};
+use datasafe::versions::Retention;
 use datasafe::sync::Mirror;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             checksum: false,
             delete: true,
         },
+        versions: Retention::Staggered,
+        guard: Guard::default(),
         excludes: Excludes::new(&["*.tmp", ".cache"])?,
         jobs: 2,
         output: Output {

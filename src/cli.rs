@@ -192,6 +192,18 @@ pub struct MirrorArgs {
     /// Leave out paths matching GLOB (relative to SRC, or any single name); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// How long replaced and deleted files are kept in DST/.datasafe/versions:
+    /// `staggered` (all for an hour, hourly for a day, daily for 30 days), a duration
+    /// such as `7d`, or `0` for no versions [default: staggered].
+    #[arg(long, value_name = "RETENTION", value_parser = crate::versions::Retention::parse)]
+    pub keep_versions: Option<crate::versions::Retention>,
+    /// Let through deletions the guard holds back (an emptied source, a mass delete).
+    #[arg(long)]
+    pub force: bool,
+    /// Hold back a pass's deletions if it would delete more than N files [default: more
+    /// than half of the mirror and more than 100].
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
     /// Worker threads for copying, gzipping and hashing [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,

@@ -11,6 +11,7 @@
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::logging;
 use crate::names::{esc, human_bytes};
+use crate::plan::Held;
 use crate::report::Summary;
 use crate::status::{Board, PairStatus};
 use crate::sync::{Applied, Mirror};
@@ -267,10 +268,20 @@ fn same_pair(a: &PairSettings, b: &PairSettings) -> bool {
 enum State {
     /// Events are mirrored as they come.
     Watching,
-    /// The source root is gone; nothing is done until it is back.
-    Paused,
+    /// The source root is gone, or empty while the mirror holds files; nothing is done
+    /// until that changes.
+    Paused(Pause),
     /// The pair could not start (another process holds its mirror, say); retried.
     Failed(String),
+}
+
+/// Why a pair is paused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pause {
+    /// The source root is missing or unreadable.
+    Gone,
+    /// The source root is empty while its mirror holds files (the deletion guard).
+    Empty,
 }
 
 /// One watched pair and its timers.
@@ -406,12 +417,26 @@ impl Watched {
                     self.start(watch, stop, board);
                 }
             }
-            State::Paused => {
+            State::Paused(Pause::Gone) => {
                 self.pending.clear();
                 if checking && check_source(self.src()).is_ok() {
                     log::info!("source {} is back; mirroring again", esc(self.src()));
                     self.state = State::Watching;
                     self.install(watch);
+                    self.reconcile(board);
+                }
+            }
+            State::Paused(Pause::Empty) => {
+                self.pending.clear();
+                if checking
+                    && check_source(self.src()).is_ok()
+                    && self.mirror.as_ref().is_some_and(|m| !m.source_is_empty())
+                {
+                    log::info!(
+                        "source {} holds files again; mirroring again",
+                        esc(self.src())
+                    );
+                    self.state = State::Watching;
                     self.reconcile(board);
                 }
             }
@@ -422,8 +447,11 @@ impl Watched {
                     && let Some(mirror) = self.mirror.as_mut()
                 {
                     let hints = std::mem::take(&mut self.pending);
-                    if mirror.apply(hints) == Applied::SourceGone {
-                        self.pause("the source folder is gone");
+                    match mirror.apply(hints) {
+                        Applied::Done => {}
+                        Applied::SourceGone => self.pause("the source folder is gone"),
+                        // Said by the mirror, with what to do.
+                        Applied::SourceEmpty => self.state = State::Paused(Pause::Empty),
                     }
                 }
                 let overflow_due =
@@ -459,15 +487,20 @@ impl Watched {
         board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
         mirror.reconcile(Path::new(""));
+        if mirror.take_held() == Some(Held::EmptySource) {
+            // Said by the mirror, with what to do.
+            self.state = State::Paused(Pause::Empty);
+            self.pending.clear();
+        }
         self.last_reconcile = Instant::now();
         crate::platform::release_free_memory();
     }
 
     fn pause(&mut self, why: &str) {
-        if self.state == State::Paused {
+        if self.state == State::Paused(Pause::Gone) {
             return;
         }
-        self.state = State::Paused;
+        self.state = State::Paused(Pause::Gone);
         self.pending.clear();
         log::error!(
             "{why}; the mirror in {} is kept as it is, and mirroring resumes when the \
@@ -498,7 +531,11 @@ impl Watched {
     fn publish(&self, board: &Board, queue: usize) {
         let state = match &self.state {
             State::Watching => "watching".to_string(),
-            State::Paused => "paused: the source is missing".to_string(),
+            State::Paused(Pause::Gone) => "paused: the source is missing".to_string(),
+            State::Paused(Pause::Empty) => {
+                "paused: the source is empty; nothing deleted (restart with --force to mirror that)"
+                    .to_string()
+            }
             State::Failed(why) => format!("error: {why}"),
         };
         let summary = self.mirror.as_ref().map(Mirror::summary);
@@ -628,6 +665,8 @@ mod tests {
         let base = crate::config::Config {
             pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
             plan: crate::plan::PlanOptions::default(),
+            versions: crate::versions::Retention::Staggered,
+            guard: crate::plan::Guard::default(),
             excludes: crate::filter::Excludes::default(),
             jobs: 2,
             output: crate::config::Output {

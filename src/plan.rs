@@ -283,6 +283,46 @@ fn other_form_of_target(
     }
 }
 
+/// The deletion guard: when a pass holds its deletions back instead of carrying them out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// Let every deletion through (`--force`).
+    pub force: bool,
+    /// Hold a pass that would delete more files than this. `None`: hold one that would
+    /// delete more than half of the mirror and more than [`Guard::MIN_MASS_DELETE`].
+    pub max_delete: Option<u64>,
+}
+
+/// Why a pass holds its deletions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The source holds nothing while the mirror holds files.
+    EmptySource,
+    /// More deletions than the guard allows.
+    MassDelete,
+}
+
+impl Guard {
+    /// Without `max_delete`, a pass deleting this many files or fewer is never held.
+    pub const MIN_MASS_DELETE: u64 = 100;
+
+    /// Whether a pass that found `source_entries` entries in the source and would delete
+    /// `deleting` of the `mirror_files` files DST holds must hold its deletions.
+    pub fn holds(&self, source_entries: u64, deleting: u64, mirror_files: u64) -> Option<Held> {
+        if self.force || deleting == 0 {
+            return None;
+        }
+        if source_entries == 0 && mirror_files > 0 {
+            return Some(Held::EmptySource);
+        }
+        let mass = match self.max_delete {
+            Some(max) => deleting > max,
+            None => deleting > mirror_files / 2 && deleting > Self::MIN_MASS_DELETE,
+        };
+        mass.then_some(Held::MassDelete)
+    }
+}
+
 /// `a/b.gz` → `a/b`; `None` if the name does not end in `.gz`.
 pub fn strip_gz(name: &Path) -> Option<PathBuf> {
     let bytes = name.as_os_str().as_encoded_bytes();
@@ -573,5 +613,39 @@ mod tests {
         assert_eq!(strip_gz(Path::new(".gz")), None);
         assert_eq!(strip_gz(Path::new("a/.gz")), None);
         assert_eq!(strip_gz(Path::new("a/b")), None);
+    }
+
+    #[test]
+    fn the_guard_holds_an_emptied_source_and_mass_deletes() {
+        let default = Guard::default();
+        let forced = Guard {
+            force: true,
+            ..Guard::default()
+        };
+        let max = |n| Guard {
+            force: false,
+            max_delete: Some(n),
+        };
+        // (guard, source entries, deleting, mirror files) -> held
+        let table = [
+            (default, 0, 5, 5, Some(Held::EmptySource)),
+            (default, 0, 0, 5, None),
+            (default, 3, 101, 150, Some(Held::MassDelete)),
+            (default, 3, 100, 150, None),
+            (default, 3, 101, 202, None),
+            (default, 3, 60, 100, None),
+            (forced, 0, 5, 5, None),
+            (forced, 3, 1000, 1000, None),
+            (max(10), 3, 11, 1000, Some(Held::MassDelete)),
+            (max(10), 3, 10, 1000, None),
+            (max(0), 3, 1, 1000, Some(Held::MassDelete)),
+        ];
+        for (guard, entries, deleting, mirror, want) in table {
+            assert_eq!(
+                guard.holds(entries, deleting, mirror),
+                want,
+                "{guard:?} entries={entries} deleting={deleting} mirror={mirror}"
+            );
+        }
     }
 }

@@ -35,6 +35,12 @@ pub struct Summary {
     pub dirs_created: u64,
     /// Source bytes copied.
     pub bytes_copied: u64,
+    /// Deletions the guard held back (an emptied source, a mass delete).
+    pub held_deletions: u64,
+    /// Old copies kept as versions.
+    pub versions_kept: u64,
+    /// Versions retention removed.
+    pub versions_pruned: u64,
     /// Wall time of the run.
     pub duration_s: f64,
     /// Nothing was written (`--dry-run`).
@@ -77,6 +83,9 @@ impl Summary {
         self.skipped += pair.skipped;
         self.dirs_created += pair.dirs_created;
         self.bytes_copied += pair.bytes_copied;
+        self.held_deletions += pair.held_deletions;
+        self.versions_kept += pair.versions_kept;
+        self.versions_pruned += pair.versions_pruned;
         self.no_space |= pair.no_space;
         if named {
             let line = format!(
@@ -263,6 +272,12 @@ impl Summary {
         if self.no_space {
             log::error!("the destination ran out of space; free some and run again");
         }
+        if self.held_deletions > 0 {
+            log::warn!(
+                "{} deletions were held back by the deletion guard (see above); nothing was lost",
+                self.held_deletions
+            );
+        }
         logging::print_line(false, &first);
         logging::print_line(false, &second);
         log::info!(target: SUMMARY, "{first}");
@@ -278,7 +293,7 @@ impl Summary {
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
-        } else if self.failed > 0 {
+        } else if self.failed > 0 || self.held_deletions > 0 {
             1
         } else {
             0

@@ -22,7 +22,7 @@ use crate::config::{Config, Pair, Settings, Verbosity, check_source};
 use crate::exec::{Executor, Outcome, PrepareError, spawn_workers};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::names::{esc, io_message};
-use crate::plan::{self, Action, Decision, Keep, PlanOptions};
+use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::report::{Progress, Summary};
 use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
 use crate::watch::Hint;
@@ -105,6 +105,8 @@ pub enum Applied {
     Done,
     /// SRC's root is gone (unmounted, removed): nothing was done, nothing deleted.
     SourceGone,
+    /// SRC's root is empty: everything else was done, but nothing deleted.
+    SourceEmpty,
 }
 
 /// Where actions go.
@@ -137,6 +139,8 @@ pub struct Mirror {
     /// Entries the scanner has seen, for the progress line.
     scanned: Arc<AtomicU64>,
     tally: Tally,
+    /// Why the last full pass held its deletions back.
+    held: Option<Held>,
 }
 
 /// What the engine thread accumulates from outcomes: counts, the index, touched folders.
@@ -189,6 +193,7 @@ impl Mirror {
         } else {
             match Executor::new(&pair.src, &pair.dst, stop.clone()) {
                 Ok(exec) => {
+                    let exec = exec.with_retention(cfg.versions);
                     let (mut index, trusted) = open_index(&state_dir);
                     if let Some(index) = index.as_mut() {
                         let compress = if cfg.plan.compress { "1" } else { "0" };
@@ -239,6 +244,7 @@ impl Mirror {
                 progress: Progress::start(show_progress),
                 started: Instant::now(),
             },
+            held: None,
         })
     }
 
@@ -256,6 +262,9 @@ impl Mirror {
     /// print.
     pub fn into_summary(self) -> Summary {
         let mut summary = self.tally.summary;
+        if let Some(exec) = self.mode.executor() {
+            summary.versions_kept = exec.versions_kept();
+        }
         summary.duration_s = self.tally.started.elapsed().as_secs_f64();
         summary
     }
@@ -328,7 +337,8 @@ impl Mirror {
         if self.stopped() {
             return false;
         }
-        let follow_up = self.follow_up(&report, &listing, &known, rebuilding);
+        let full = scope.as_os_str().is_empty();
+        let follow_up = self.follow_up(&report, &listing, &known, rebuilding, full);
         drop((known, listing));
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
@@ -336,9 +346,13 @@ impl Mirror {
         if !self.stopped() {
             self.finish_dirs(report.dirs);
         }
-        if report.complete && scope.as_os_str().is_empty() && self.mode.executor().is_some() {
+        if report.complete
+            && full
+            && let Some(exec) = self.mode.executor()
+        {
             // The index now describes all of DST.
             self.trusted = true;
+            self.tally.summary.versions_pruned += exec.prune_versions(self.cfg.versions);
         }
         report.complete
     }
@@ -368,6 +382,29 @@ impl Mirror {
         for (rel, walk) in changes {
             self.plan_path(&rel, walk, &mut actions, &mut walks);
         }
+        let deletes = |a: &Action| {
+            matches!(
+                a,
+                Action::Delete {
+                    superseded: false,
+                    ..
+                }
+            )
+        };
+        let mut applied = Applied::Done;
+        if !self.cfg.guard.force && actions.iter().any(deletes) && self.source_is_empty() {
+            log::error!(
+                "the source {} is now empty: its mirror {} is kept as it is and this pair is \
+                 paused until files appear in the source. If you emptied it on purpose, \
+                 restart with --force",
+                esc(&self.cfg.pair.src),
+                esc(&self.cfg.pair.dst)
+            );
+            let held = actions.iter().filter(|a| deletes(a)).count();
+            self.tally.summary.held_deletions += held as u64;
+            actions.retain(|a| !deletes(a));
+            applied = Applied::SourceEmpty;
+        }
         if !actions.is_empty() {
             self.pump_all(actions);
         }
@@ -380,7 +417,17 @@ impl Mirror {
         if !self.stopped() {
             self.finish_dirs(Vec::new());
         }
-        Applied::Done
+        applied
+    }
+
+    /// True if SRC holds nothing that is mirrored (what it holds is all left out).
+    pub fn source_is_empty(&self) -> bool {
+        let Ok(entries) = std::fs::read_dir(&self.cfg.pair.src) else {
+            return false;
+        };
+        !entries
+            .flatten()
+            .any(|e| !self.rules.covers(Path::new(&e.file_name())))
     }
 
     /// Plans what one path needs, looking at it as it is now.
@@ -534,6 +581,7 @@ impl Mirror {
         listing: &[DestItem],
         known: &MirrorState,
         rebuilding: bool,
+        full: bool,
     ) -> Vec<Action> {
         let opts = self.cfg.plan;
         let mut actions = Vec::new();
@@ -587,14 +635,82 @@ impl Mirror {
             unreadable: &report.unreadable,
         };
         let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
-        actions.extend(plan::plan_deletions(
-            names,
-            &report.targets,
-            known,
-            &keep,
-            &opts,
-        ));
+        let mut deletions = plan::plan_deletions(names, &report.targets, known, &keep, &opts);
+        if full && let Some(held) = self.guard_holds(report, listing, &deletions) {
+            deletions.retain(|a| {
+                matches!(
+                    a,
+                    Action::Delete {
+                        superseded: true,
+                        ..
+                    }
+                )
+            });
+            self.held = Some(held);
+        }
+        actions.extend(deletions);
         actions
+    }
+
+    /// Whether the deletion guard holds back `deletions` (planned by a full pass that
+    /// found `report` in the source and `listing` in DST); says why if so.
+    fn guard_holds(
+        &mut self,
+        report: &ScanReport,
+        listing: &[DestItem],
+        deletions: &[Action],
+    ) -> Option<Held> {
+        let gone: HashSet<&Path> = deletions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete {
+                    name,
+                    superseded: false,
+                    ..
+                } => Some(name.as_path()),
+                _ => None,
+            })
+            .collect();
+        if gone.is_empty() {
+            return None;
+        }
+        let files = listing.iter().filter(|i| i.kind != Kind::Dir);
+        let mirror_files = files.clone().count() as u64;
+        let deleting = files
+            .filter(|i| i.rel.ancestors().any(|a| gone.contains(a)))
+            .count() as u64;
+        let held = self
+            .cfg
+            .guard
+            .holds(report.targets.len() as u64, deleting, mirror_files)?;
+        let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+        match held {
+            Held::EmptySource => log::error!(
+                "the source {} is empty but its mirror {} holds {mirror_files} files: nothing \
+                 is deleted. If the source is an unmounted drive, mount it; if you emptied it \
+                 on purpose, run again with --force",
+                esc(src),
+                esc(dst)
+            ),
+            Held::MassDelete => log::error!(
+                "held back {deleting} deletions in {}: this pass would delete {deleting} of \
+                 the mirror's {mirror_files} files ({}); nothing was deleted. Check the source \
+                 {}; to let them through, run again with --force",
+                esc(dst),
+                match self.cfg.guard.max_delete {
+                    Some(max) => format!("more than max_delete = {max}"),
+                    None => "more than half of it".to_string(),
+                },
+                esc(src)
+            ),
+        }
+        self.tally.summary.held_deletions += deleting;
+        Some(held)
+    }
+
+    /// Why the last full pass held its deletions back, if it did (cleared by reading).
+    pub fn take_held(&mut self) -> Option<Held> {
+        self.held.take()
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every

@@ -741,7 +741,12 @@ fn command_line_flags_override_the_file() {
     let ctx = Ctx::new();
     let a = ctx.folder(
         "a",
-        &[("keep.txt", "a"), ("drop.tmp", "t"), ("drop.log", "l")],
+        &[
+            ("keep.txt", "a"),
+            ("stay.txt", "s"),
+            ("drop.tmp", "t"),
+            ("drop.log", "l"),
+        ],
     );
     let b = ctx.folder("b", &[("keep.txt", "b"), ("sub/x.log", "l")]);
     let (da, db) = (ctx.path("out/a"), ctx.path("out/b"));

@@ -5,10 +5,11 @@
 
 use super::{
     CliLayer, Config, ConfigError, Pair, PairSettings, Settings, Timing, display_name, excludes,
-    jobs, output, plan_options, timing,
+    guard, jobs, output, plan_options, retention, timing,
 };
 use crate::cli::parse_duration;
 use crate::names::{esc, io_message};
+use crate::versions::Retention;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub(crate) struct PairDefaults {
     pub(crate) checksum: Option<bool>,
     pub(crate) delete: Option<bool>,
     pub(crate) exclude: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "retention_value")]
+    pub(crate) keep_versions: Option<Retention>,
+    pub(crate) max_delete: Option<u64>,
+    pub(crate) force: Option<bool>,
 }
 
 /// One `[[mirror]]` table.
@@ -53,6 +58,10 @@ struct MirrorEntry {
     delete: Option<bool>,
     exclude: Option<Vec<String>>,
     enabled: Option<bool>,
+    #[serde(default, deserialize_with = "retention_value")]
+    keep_versions: Option<Retention>,
+    max_delete: Option<u64>,
+    force: Option<bool>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -60,6 +69,25 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// `keep_versions`: `0`, or a string (`"staggered"`, `"7d"`, `"0"`).
+fn retention_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Retention>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Number(0) => Ok(Some(Retention::Off)),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "keep_versions = {n}: write a duration such as \"{n}d\", \"staggered\", or 0"
+        ))),
+        Raw::Text(text) => Retention::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
@@ -164,6 +192,9 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
             checksum: entry.checksum.or(file.defaults.checksum),
             delete: entry.delete.or(file.defaults.delete),
             exclude: None,
+            keep_versions: entry.keep_versions.or(file.defaults.keep_versions),
+            max_delete: entry.max_delete.or(file.defaults.max_delete),
+            force: entry.force.or(file.defaults.force),
         };
         let mut file_excludes = file.defaults.exclude.clone().unwrap_or_default();
         file_excludes.extend(entry.exclude.iter().flatten().cloned());
@@ -178,6 +209,8 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
             config: Config {
                 pair,
                 plan: plan_options(cli.mirror, &defaults),
+                versions: retention(cli.mirror, &defaults),
+                guard: guard(cli.mirror, &defaults),
                 excludes,
                 jobs,
                 output: output.clone(),
@@ -263,6 +296,9 @@ mod tests {
                 checksum: false,
                 no_delete: false,
                 exclude: vec![],
+                keep_versions: None,
+                force: false,
+                max_delete: None,
                 jobs: None,
             },
             OutputArgs {

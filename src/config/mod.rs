@@ -12,7 +12,8 @@ pub use file::{default_path, state_dir};
 use crate::cli::{MirrorArgs, OutputArgs, SyncArgs, TimingArgs, WatchArgs};
 use crate::filter::Excludes;
 use crate::names::{esc, io_message};
-use crate::plan::PlanOptions;
+use crate::plan::{Guard, PlanOptions};
+use crate::versions::Retention;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +66,10 @@ pub struct Config {
     pub pair: Pair,
     /// Compress, checksum, delete.
     pub plan: PlanOptions,
+    /// How long replaced and deleted files are kept.
+    pub versions: Retention,
+    /// When a pass holds its deletions back.
+    pub guard: Guard,
     /// Paths left out.
     pub excludes: Excludes,
     /// Worker threads.
@@ -168,6 +173,8 @@ impl Settings {
                 let config = Config {
                     pair,
                     plan: plan_options(cli.mirror, &file::PairDefaults::default()),
+                    versions: retention(cli.mirror, &file::PairDefaults::default()),
+                    guard: guard(cli.mirror, &file::PairDefaults::default()),
                     excludes: excludes(&cli.mirror.exclude, &[])?,
                     jobs: jobs(cli.mirror.jobs, None),
                     output: output.clone(),
@@ -245,6 +252,22 @@ fn plan_options(m: &MirrorArgs, file: &file::PairDefaults) -> PlanOptions {
         compress: m.compress || file.compress.unwrap_or(false),
         checksum: m.checksum || file.checksum.unwrap_or(false),
         delete: !m.no_delete && file.delete.unwrap_or(true),
+    }
+}
+
+/// Version retention: the flag, then the file's pair, then its top level, then
+/// staggered.
+fn retention(m: &MirrorArgs, file: &file::PairDefaults) -> Retention {
+    m.keep_versions
+        .or(file.keep_versions)
+        .unwrap_or(Retention::Staggered)
+}
+
+/// The deletion guard: `--force` or `force = true`; `--max-delete` over `max_delete`.
+fn guard(m: &MirrorArgs, file: &file::PairDefaults) -> Guard {
+    Guard {
+        force: m.force || file.force.unwrap_or(false),
+        max_delete: m.max_delete.or(file.max_delete),
     }
 }
 

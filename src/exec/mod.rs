@@ -9,12 +9,14 @@
 //! planted symlink never leads a write outside DST) and that the source did not change
 //! while it was read.
 
+mod keep;
 mod ops;
 
 use crate::index::Record;
 use crate::names::{esc, io_message};
 use crate::plan::Action;
 use crate::scan::{Kind, STATE_DIR};
+use crate::versions::Retention;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -141,6 +143,10 @@ pub struct Executor {
     level: flate2::Compression,
     stop: Arc<AtomicBool>,
     next_tmp: AtomicU64,
+    /// Whether replaced and deleted files are kept as versions.
+    keep: Retention,
+    /// Versions kept so far.
+    versions_kept: AtomicU64,
     /// Held while this executor lives: one writer per mirror.
     _lock: std::fs::File,
 }
@@ -199,8 +205,21 @@ impl Executor {
             level: flate2::Compression::new(6),
             stop,
             next_tmp: AtomicU64::new(0),
+            keep: Retention::Staggered,
+            versions_kept: AtomicU64::new(0),
             _lock: lock,
         })
+    }
+
+    /// Sets how replaced and deleted files are kept (versions are on by default).
+    pub fn with_retention(mut self, keep: Retention) -> Executor {
+        self.keep = keep;
+        self
+    }
+
+    /// How many old copies this executor has kept as versions.
+    pub fn versions_kept(&self) -> u64 {
+        self.versions_kept.load(Ordering::Relaxed)
     }
 
     /// Carries out one action.

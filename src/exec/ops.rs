@@ -329,16 +329,26 @@ impl Executor {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
             Err(e) => return Err(OpError::io("deleting", &path)(e)),
         };
+        // A conversion (plain to gzipped or back) keeps no version: the content lives on
+        // under the other name.
+        let keep = !superseded && self.keep.keeps();
         let files = if meta.is_dir() {
             let files = walkdir::WalkDir::new(&path)
                 .into_iter()
                 .filter_map(Result::ok)
                 .filter(|e| !e.file_type().is_dir())
                 .count() as u64;
+            if keep {
+                self.preserve_tree(name, &path)?;
+            }
             fs::remove_dir_all(&path).map_err(OpError::io("deleting", &path))?;
             files
         } else {
-            fs::remove_file(&path).map_err(OpError::io("deleting", &path))?;
+            if keep && meta.is_file() {
+                self.preserve(name, &path, false)?;
+            } else {
+                fs::remove_file(&path).map_err(OpError::io("deleting", &path))?;
+            }
             1
         };
         Ok(Outcome::Deleted {
@@ -366,12 +376,16 @@ impl Executor {
             // rename(2) replaces a file or an empty folder, not a full one.
             Ok(m) if m.is_dir() && kind == Kind::Dir || m.is_dir() != (kind == Kind::Dir) => {
                 if m.is_dir() {
+                    self.preserve_tree(to, &to_path)?;
                     fs::remove_dir_all(&to_path)
                 } else {
+                    self.preserve(to, &to_path, true)?;
                     fs::remove_file(&to_path)
                 }
                 .map_err(OpError::io("replacing", &to_path))?;
             }
+            // The rename replaces a file: keep it first.
+            Ok(m) if m.is_file() => self.preserve(to, &to_path, true)?,
             _ => {}
         }
         fs::rename(&from_path, &to_path).map_err(OpError::io("renaming", &from_path))?;
@@ -446,6 +460,7 @@ impl Executor {
     /// folder that stands there.
     fn install(&self, temp: &Path, name: &Path) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
+        self.preserve(name, &path, true)?;
         match fs::rename(temp, &path) {
             Ok(()) => Ok(()),
             Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {
