@@ -198,7 +198,7 @@ pub fn to_prune(versions: &[Version], now: NaiveDateTime, keep: Retention) -> Ve
     let mut prune = Vec::new();
     for mut group in by_file.into_values() {
         // Newest first: the newest version in each hour or day bucket is the one kept.
-        group.sort_by(|a, b| (b.at, b.seq).cmp(&(a.at, a.seq)));
+        group.sort_by_key(|v| std::cmp::Reverse((v.at, v.seq)));
         let mut kept_buckets = std::collections::HashSet::new();
         for v in group {
             let age = now.signed_duration_since(v.at);
