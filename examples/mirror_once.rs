@@ -6,8 +6,8 @@
 use datasafe::config::{Config, Output, Pair, Verbosity};
 use datasafe::filter::Excludes;
 use datasafe::plan::{Guard, PlanOptions};
-use datasafe::versions::Retention;
 use datasafe::sync::Mirror;
+use datasafe::versions::Retention;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! to run the real binary, and a tree comparison that prints what differs.
 #![allow(dead_code)]
 
+pub mod watcher;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;

@@ -1,0 +1,338 @@
+//! Versions and the deletion guard, driven through the binary: old copies kept on modify
+//! and delete with the right names (gzipped for a gzipped mirror), moved rather than
+//! recopied, pruned by retention, none with `--keep-versions 0`; the guard on an emptied
+//! source and on a mass delete, for sync and while watching.
+
+mod common;
+
+use common::watcher::*;
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Every version file under DST, relative to the versions folder, sorted.
+fn versions(dst: &Path) -> Vec<PathBuf> {
+    let root = dst.join(".datasafe/versions");
+    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&root).unwrap().to_path_buf())
+        .collect();
+    found.sort();
+    found
+}
+
+/// True if `name` is `<stem>_YYYYMMDD_HHMMSS<rest>` (optionally `-N` after the seconds).
+fn is_version_of(name: &Path, stem: &str, rest: &str) -> bool {
+    let name = name.to_string_lossy();
+    let Some(tail) = name.strip_prefix(&format!("{stem}_")) else {
+        return false;
+    };
+    let Some(stamp) = tail.strip_suffix(rest) else {
+        return false;
+    };
+    let (stamp, _seq) = stamp.split_once('-').unwrap_or((stamp, ""));
+    stamp.len() == 15
+        && stamp.bytes().enumerate().all(|(i, b)| {
+            if i == 8 {
+                b == b'_'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(path).unwrap())
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name() {
+    let env = TestEnv::new();
+    env.write("docs/report.txt", "first");
+    env.write("notes", "keep me");
+    env.sync_ok(&[]);
+    let old_inode = fs::metadata(env.dst.join("docs/report.txt")).unwrap().ino();
+
+    env.write("docs/report.txt", "second!");
+    fs::remove_file(env.src.join("notes")).unwrap();
+    env.sync_ok(&[]);
+
+    assert_mirrored(&env.src, &env.dst, false);
+    let kept = versions(&env.dst);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let report = kept
+        .iter()
+        .find(|p| p.parent() == Some(Path::new("docs")))
+        .unwrap_or_else(|| panic!("no version in docs/: {kept:?}"));
+    assert!(
+        is_version_of(Path::new(report.file_name().unwrap()), "report", ".txt"),
+        "{report:?}"
+    );
+    let report = env.dst.join(".datasafe/versions").join(report);
+    assert_eq!(fs::read(&report).unwrap(), b"first");
+    assert_eq!(
+        fs::metadata(&report).unwrap().ino(),
+        old_inode,
+        "the old copy was recopied, not moved"
+    );
+    let notes = kept
+        .iter()
+        .find(|p| p.parent() == Some(Path::new("")))
+        .unwrap();
+    assert!(is_version_of(notes, "notes", ""), "{notes:?}");
+    assert_eq!(
+        fs::read(env.dst.join(".datasafe/versions").join(notes)).unwrap(),
+        b"keep me"
+    );
+
+    // An unchanged run keeps nothing more.
+    env.sync_ok(&[]);
+    assert_eq!(versions(&env.dst).len(), 2);
+}
+
+#[test]
+fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files() {
+    let env = TestEnv::new();
+    env.write("dir/a.txt", "alpha");
+    env.write("dir/sub/b.md", "beta");
+    env.write("c.tar", "tarball");
+    env.sync_ok(&["--compress"]);
+    env.write("c.tar", "tarball 2");
+    fs::remove_dir_all(env.src.join("dir")).unwrap();
+    env.sync_ok(&["--compress"]);
+    assert_mirrored(&env.src, &env.dst, true);
+
+    let kept = versions(&env.dst);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let find = |dir: &str, stem: &str, rest: &str| -> PathBuf {
+        let hit = kept
+            .iter()
+            .find(|p| {
+                p.parent() == Some(Path::new(dir))
+                    && is_version_of(Path::new(p.file_name().unwrap()), stem, rest)
+            })
+            .unwrap_or_else(|| panic!("no {dir}/{stem}_…{rest} in {kept:?}"));
+        env.dst.join(".datasafe/versions").join(hit)
+    };
+    assert_eq!(gunzip(&find("", "c", ".tar.gz")), b"tarball");
+    assert_eq!(gunzip(&find("dir", "a", ".txt.gz")), b"alpha");
+    assert_eq!(gunzip(&find("dir/sub", "b", ".md.gz")), b"beta");
+}
+
+#[test]
+fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none() {
+    let env = TestEnv::new();
+    env.write("a.txt", "one");
+    env.sync_ok(&["--keep-versions", "0"]);
+    env.write("a.txt", "two");
+    env.sync_ok(&["--keep-versions", "0"]);
+    assert!(versions(&env.dst).is_empty());
+    // A conversion is not a change of content.
+    env.sync_ok(&["--compress"]);
+    assert!(versions(&env.dst).is_empty(), "{:?}", versions(&env.dst));
+}
+
+/// `report_<local time of now - age>.txt` planted in DST's versions folder.
+fn plant_version(dst: &Path, age: chrono::Duration, seq: &str) -> PathBuf {
+    let at = chrono::Local::now().naive_local() - age;
+    let name = format!("report_{}{seq}.txt", at.format("%Y%m%d_%H%M%S"));
+    let path = dst.join(".datasafe/versions/docs").join(name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, "old").unwrap();
+    path
+}
+
+#[test]
+fn retention_prunes_versions_by_the_time_in_their_names() {
+    let env = TestEnv::new();
+    env.write("docs/report.txt", "now");
+    env.sync_ok(&[]);
+    let h = chrono::Duration::hours;
+    let d = chrono::Duration::days;
+    let recent = plant_version(&env.dst, chrono::Duration::minutes(10), "");
+    let recent2 = plant_version(&env.dst, chrono::Duration::minutes(20), "");
+    let hour_a = plant_version(&env.dst, h(3) + chrono::Duration::minutes(10), "");
+    let hour_b = plant_version(&env.dst, h(3) + chrono::Duration::minutes(40), "");
+    let day_a = plant_version(&env.dst, d(5) + h(1), "");
+    let day_b = plant_version(&env.dst, d(5) + h(5), "");
+    let ancient = plant_version(&env.dst, d(40), "");
+    let unrelated = env.dst.join(".datasafe/versions/docs/not-a-version.txt");
+    fs::write(&unrelated, "x").unwrap();
+
+    let out = env.sync_ok(&["-v"]);
+    let exists = |p: &PathBuf| p.exists();
+    // Staggered: all of the last hour; one per hour; one per day; nothing past 30 days.
+    assert!(exists(&recent) && exists(&recent2), "{}", stderr(&out));
+    assert!(exists(&hour_a) && !exists(&hour_b), "{}", stderr(&out));
+    assert!(exists(&day_a) && !exists(&day_b), "{}", stderr(&out));
+    assert!(!exists(&ancient));
+    assert!(
+        exists(&unrelated),
+        "a file not named like a version is not touched"
+    );
+    let log = stderr(&out) + &stdout(&out);
+    assert!(
+        log.contains("Pruned version: .datasafe/versions/docs/report_"),
+        "{log}"
+    );
+
+    // A plain duration keeps everything younger.
+    let out = env.sync_ok(&["--keep-versions", "2h"]);
+    assert!(exists(&recent) && exists(&recent2), "{}", stderr(&out));
+    assert!(!exists(&hour_a) && !exists(&day_a));
+}
+
+#[test]
+fn an_emptied_source_deletes_nothing_without_force() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("sub/b.txt", "b");
+    env.sync_ok(&[]);
+    fs::remove_file(env.src.join("a.txt")).unwrap();
+    fs::remove_dir_all(env.src.join("sub")).unwrap();
+
+    let out = env.sync(&[]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("is empty") && err.contains("--force"), "{err}");
+    assert!(err.contains(&env.src.display().to_string()), "{err}");
+    assert!(env.dst.join("a.txt").exists() && env.dst.join("sub/b.txt").exists());
+
+    let out = env.sync_ok(&["--force"]);
+    assert_eq!(count(&out, "Deleted"), 2);
+    assert!(!env.dst.join("a.txt").exists());
+    assert_eq!(
+        versions(&env.dst).len(),
+        2,
+        "forced deletions stay recoverable"
+    );
+}
+
+#[test]
+fn a_mass_delete_is_held_while_the_rest_is_mirrored() {
+    let env = TestEnv::new();
+    for i in 0..150 {
+        env.write(format!("f/{i:03}.txt"), format!("{i}"));
+    }
+    env.write("keep.txt", "k");
+    env.sync_ok(&[]);
+    for i in 0..120 {
+        fs::remove_file(env.src.join(format!("f/{i:03}.txt"))).unwrap();
+    }
+    env.write("new.txt", "new");
+    env.write("keep.txt", "k2");
+
+    let out = env.sync(&[]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("held back 120 deletions"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(
+        env.dst.join("f/000.txt").exists(),
+        "a held deletion went through"
+    );
+    assert_eq!(fs::read(env.dst.join("new.txt")).unwrap(), b"new");
+    assert_eq!(fs::read(env.dst.join("keep.txt")).unwrap(), b"k2");
+
+    // Below the threshold (100 files) nothing is held.
+    let few = TestEnv::new();
+    for i in 0..150 {
+        few.write(format!("{i:03}"), "x");
+    }
+    few.sync_ok(&[]);
+    for i in 0..100 {
+        fs::remove_file(few.src.join(format!("{i:03}"))).unwrap();
+    }
+    few.sync_ok(&[]);
+
+    // --max-delete sets the limit; --force lets everything through.
+    let out = env.sync(&["--max-delete", "119"]);
+    assert_code(&out, 1);
+    env.sync_ok(&["--max-delete", "120"]);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn max_delete_and_force_from_the_config_file() {
+    let env = TestEnv::new();
+    for i in 0..10 {
+        env.write(format!("{i}.txt"), "x");
+    }
+    env.sync_ok(&[]);
+    for i in 0..5 {
+        fs::remove_file(env.src.join(format!("{i}.txt"))).unwrap();
+    }
+    let config = env.dir.path().join("c.toml");
+    let write_config = |extra: &str| {
+        let text = format!(
+            "[[mirror]]\nsource = {:?}\ndest = {:?}\nmax_delete = 3\n{extra}",
+            env.src.display().to_string(),
+            env.dst.display().to_string()
+        );
+        fs::write(&config, text).unwrap();
+    };
+    write_config("");
+    let run = || {
+        env.cmd(["sync", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("max_delete = 3"), "{}", stderr(&out));
+    write_config("force = true\n");
+    assert_code(&run(), 0);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn watch_keeps_versions_and_pauses_on_an_emptied_source() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    env.write("a.txt", "one");
+    env.write("b.txt", "bee");
+    let w = Watcher::ready(&env, &[], "w");
+
+    env.write("a.txt", "two");
+    w.wait_mirrored(&env.src, &env.dst, false);
+    assert!(
+        wait_until(DEADLINE, || versions(&env.dst)
+            .iter()
+            .any(|p| is_version_of(p, "a", ".txt"))),
+        "no version of a.txt{}",
+        w.context()
+    );
+
+    // Everything removed at once: nothing is deleted, the pair pauses and says why.
+    for name in ["a.txt", "b.txt", "probe.txt"] {
+        fs::remove_file(env.src.join(name)).unwrap();
+    }
+    assert!(
+        wait_until(DEADLINE, || w.stderr().contains("is now empty")),
+        "no message about the emptied source{}",
+        w.context()
+    );
+    assert!(holds_for(std::time::Duration::from_millis(500), || env
+        .dst
+        .join("b.txt")
+        .exists()));
+    assert!(w.stderr().contains("--force"), "{}", w.context());
+
+    // Files appear again: mirroring resumes with a reconcile (which, the source no
+    // longer being empty, mirrors the deletions too).
+    env.write("c.txt", "sea");
+    assert!(
+        wait_until(DEADLINE, || env.dst.join("c.txt").exists()
+            && !env.dst.join("b.txt").exists()),
+        "did not resume{}",
+        w.context()
+    );
+}
