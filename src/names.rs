@@ -36,6 +36,15 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// `n` and a noun in the right number: `1 file`, `3 files`.
+pub fn count_of(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A byte count in binary units, one decimal: `12.3 KiB`, `512 B`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

@@ -274,8 +274,8 @@ impl Summary {
         }
         if self.held_deletions > 0 {
             log::warn!(
-                "{} deletions were held back by the deletion guard (see above); nothing was lost",
-                self.held_deletions
+                "{} held back by the deletion guard (see above); nothing was lost",
+                crate::names::count_of(self.held_deletions, "deletion")
             );
         }
         logging::print_line(false, &first);

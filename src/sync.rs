@@ -21,7 +21,7 @@
 use crate::config::{Config, Pair, Settings, Verbosity, check_source};
 use crate::exec::{Executor, Outcome, PrepareError, spawn_workers};
 use crate::index::{self, Index, MirrorState, Record, Stored};
-use crate::names::{esc, io_message};
+use crate::names::{count_of, esc, io_message};
 use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::report::{Progress, Summary};
 use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
@@ -686,16 +686,18 @@ impl Mirror {
         let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
         match held {
             Held::EmptySource => log::error!(
-                "the source {} is empty but its mirror {} holds {mirror_files} files: nothing \
-                 is deleted. If the source is an unmounted drive, mount it; if you emptied it \
-                 on purpose, run again with --force",
+                "the source {} is empty but its mirror {} holds {}: nothing is deleted. If \
+                 the source is an unmounted drive, mount it; if you emptied it on purpose, run \
+                 again with --force",
                 esc(src),
-                esc(dst)
+                esc(dst),
+                count_of(mirror_files, "file")
             ),
             Held::MassDelete => log::error!(
-                "held back {deleting} deletions in {}: this pass would delete {deleting} of \
-                 the mirror's {mirror_files} files ({}); nothing was deleted. Check the source \
-                 {}; to let them through, run again with --force",
+                "held back {} in {}: this pass would delete {deleting} of the mirror's \
+                 {mirror_files} files ({}); nothing was deleted. Check the source {}; to let \
+                 them through, run again with --force",
+                count_of(deleting, "deletion"),
                 esc(dst),
                 match self.cfg.guard.max_delete {
                     Some(max) => format!("more than max_delete = {max}"),

@@ -341,10 +341,15 @@ pub fn spawn_workers<'scope, 'env>(
     actions: &Receiver<Action>,
     outcomes: &Sender<Outcome>,
 ) {
+    // Workers log too (kept versions): with the pair's name, like the thread that spawns
+    // them.
+    let pair = crate::logging::current_pair();
     for _ in 0..jobs.max(1) {
         let actions = actions.clone();
         let outcomes = outcomes.clone();
+        let pair = pair.clone();
         scope.spawn(move || {
+            crate::logging::set_pair(pair);
             for action in actions {
                 if outcomes.send(exec.run(action)).is_err() {
                     break;
