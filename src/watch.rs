@@ -332,6 +332,8 @@ struct TapState {
     last_touch: HashMap<PathBuf, Instant>,
     /// How long a touch matters to [`Hold`]: a little over the debounce.
     horizon: Duration,
+    /// When `last_touch` was last pruned.
+    last_prune: Option<Instant>,
 }
 
 /// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
@@ -352,11 +354,18 @@ impl Tap {
     fn note(&self, event: &Event, now: Instant) {
         let mut state = self.lock();
         let state = &mut *state;
-        if state.last_touch.len() >= Self::CAP {
+        // Full: drop what is past the horizon, at most once per horizon (in a flood the
+        // map stays full, and a scan per event would stall the OS watcher's thread).
+        if state.last_touch.len() >= Self::CAP
+            && state
+                .last_prune
+                .is_none_or(|at| now.duration_since(at) >= state.horizon)
+        {
             let horizon = state.horizon;
             state
                 .last_touch
                 .retain(|_, at| now.duration_since(*at) < horizon);
+            state.last_prune = Some(now);
         }
         let written = matches!(
             event.kind,
