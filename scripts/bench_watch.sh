@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
         --idle) IDLE="$2"; shift ;;
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -154,6 +154,12 @@ run() {
     sync
     # overflow seen by the tool?
     grep -qiE 'events were lost|OVERFLOW' "$RES/$case-$tool.log" && echo overflow > "$RES/$case-$tool.overflow" || true
+    # inotify watch limit hit? (something else on the machine may lower the sysctl for a
+    # while, e.g. a test that sets it to 20): then this run measured the fallback instead.
+    if grep -qi 'max_user_watches' "$RES/$case-$tool.log"; then
+        echo limit > "$RES/$case-$tool.limit"
+        echo "   (the inotify watch limit was hit in this run; max_user_watches is now $(cat /proc/sys/fs/inotify/max_user_watches))"
+    fi
 }
 
 machine | tee "$RES/machine.txt"
@@ -295,7 +301,8 @@ for D, case, label in ((F, "flood", "flood"), (S, "flood-stopped", "flood, watch
         return None if took(t) is None else took(t) - f[t].get("write_s", 0)
     row(f"{label}:   of which after the last write (s)", lag("datasafe"), lag("lsyncd"), "{:.2f}")
     def correct(t):
-        return None if not f[t] else f"{f[t].get('correct')}/{flood}" + (" (overflow)" if overflow(case, t) else "")
+        return None if not f[t] else f"{f[t].get('correct')}/{flood}" + (" (overflow)" if overflow(case, t) else "") \
+            + (" (watch limit)" if os.path.exists(f"{res}/{case}-{t}.limit") else "")
     row(f"{label}: mirrored with right content", correct("datasafe"), correct("lsyncd"), "{}", "all",
         "" if ok("datasafe") is None else verdict(ok("datasafe"), f"{flood - f['datasafe'].get('correct', 0)} files"), ratio=False)
 
@@ -310,4 +317,8 @@ print()
 print(f"latency: {n} rounds per tool, each change waited for at most {probe_timeout} s (then counted as missed); "
       "the modify probe has the create's size and usually its mtime second; resize = one byte longer. "
       "'(overflow)' = the tool logged a kernel queue overflow.")
+limited = sorted(f[:-len(".limit")] for f in os.listdir(res) if f.endswith(".limit"))
+if limited:
+    print(f"WARNING: the inotify watch limit (fs.inotify.max_user_watches) was hit in: {', '.join(limited)}; "
+          "those runs measured the tool's fallback, not its normal path.")
 EOF
