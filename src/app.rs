@@ -40,6 +40,20 @@ pub fn run(cli: Cli) -> ExitCode {
             let reload = || Settings::from_watch_args(&args);
             ExitCode::from(crate::daemon::run(settings, &reload, &stop))
         }
+        Command::Verify(args) => {
+            let plan = match crate::verify::Plan::from_args(&args) {
+                Ok(plan) => plan,
+                Err(e) => return usage_error(&e.to_string()),
+            };
+            if let Err(e) = logging::init(&plan.output) {
+                return usage_error(&e);
+            }
+            let stop = match install_stop_handler(STOP_VERIFY) {
+                Ok(stop) => stop,
+                Err(e) => return usage_error(&e),
+            };
+            ExitCode::from(crate::verify::run(&plan, &stop))
+        }
         Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
         Command::Agent(action) => agent(action),
         Command::Completions { shell } => {
@@ -91,7 +105,7 @@ fn agent(action: AgentCommand) -> ExitCode {
 /// Logging and the Ctrl-C handler, for the commands that mirror.
 fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, ExitCode> {
     logging::init(&settings.output).map_err(|e| usage_error(&e))?;
-    install_stop_handler().map_err(|e| usage_error(&e))
+    install_stop_handler(STOP_MIRROR).map_err(|e| usage_error(&e))
 }
 
 fn usage_error(message: &str) -> ExitCode {
@@ -99,18 +113,22 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Ctrl-C or SIGTERM once: set the returned flag (work stops cleanly). Twice: exit now.
-fn install_stop_handler() -> Result<Arc<AtomicBool>, String> {
+/// What the first Ctrl-C says while a mirror is being written.
+const STOP_MIRROR: &str =
+    "interrupted: finishing files in flight and saving the index (Ctrl-C again to quit now)";
+/// What the first Ctrl-C says during `verify`, which has nothing to save.
+const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit now)";
+
+/// Ctrl-C or SIGTERM once: set the returned flag (work stops cleanly) and print
+/// `message`. Twice: exit now.
+fn install_stop_handler(message: &'static str) -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
-        logging::print_line(
-            true,
-            "interrupted: finishing files in flight and saving the index (Ctrl-C again to quit now)",
-        );
+        logging::print_line(true, message);
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     Ok(stop)

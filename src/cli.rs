@@ -24,6 +24,9 @@ pub enum Command {
     /// Keep DST a mirror of SRC as files change, until Ctrl-C.
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(WatchArgs),
+    /// Re-read every file a mirror holds and check it against its index (and the source).
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
     /// Show what the running watcher is doing.
     Status(StatusArgs),
     /// Run `watch --config` at login (systemd user unit, or macOS LaunchAgent).
@@ -67,6 +70,46 @@ pub struct StatusArgs {
     /// Print the status as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  datasafe verify /mnt/backup/notes
+  datasafe verify --source ~/notes /mnt/backup/notes
+  datasafe verify --config ~/.config/datasafe/config.toml --source
+
+Exit codes: 0 the mirror is intact, 1 damaged or missing files (with --source: also any
+difference from the source), 2 usage error or no index, 130 interrupted.";
+
+/// `datasafe verify DST [options]` or `datasafe verify --config FILE [options]`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The mirror to check.
+    #[arg(value_name = "DST")]
+    pub dst: Option<PathBuf>,
+    /// Check every enabled pair's DST in this TOML file instead [default:
+    /// $XDG_CONFIG_HOME/datasafe/config.toml when no DST is given].
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "dst")]
+    pub config: Option<PathBuf>,
+    /// Also compare the mirror with SRC as it is now; with --config, give it without SRC
+    /// to compare each pair with its own source.
+    #[arg(long, value_name = "SRC", num_args = 0..=1)]
+    pub source: Option<Option<PathBuf>>,
+    /// Hashing threads [default: number of cores].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// End stdout with one JSON object of the counts and the paths found.
+    #[arg(long)]
+    pub json: bool,
+    /// Append every line, with a timestamp, to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Also print each file found intact.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only problems, warnings, errors and the summary; no progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -177,7 +220,7 @@ pub struct PairArgs {
 }
 
 /// Options that shape a mirror (shared by every command that writes one).
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Mirror")]
 pub struct MirrorArgs {
     /// Store each file gzipped as NAME.gz.
@@ -210,7 +253,7 @@ pub struct MirrorArgs {
 }
 
 /// Options for what a run prints and logs.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Print what would be done, change nothing.
@@ -278,6 +321,27 @@ mod tests {
         assert_eq!(args.output.verbose, 1);
         assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "-v", "-q"]).is_err());
         assert!(Cli::try_parse_from(["datasafe", "sync", "a", "b", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn verify_source_takes_a_path_or_nothing() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["datasafe", "verify"][..], args].concat())?;
+            let Command::Verify(v) = cli.command else {
+                panic!("parsed as another command");
+            };
+            Ok::<_, clap::Error>(v)
+        };
+        let v = parse(&["d", "--source", "s", "-j", "2", "--json"]).unwrap();
+        assert_eq!(v.dst, Some(PathBuf::from("d")));
+        assert_eq!(v.source, Some(Some(PathBuf::from("s"))));
+        assert_eq!(v.jobs, Some(2));
+        assert!(v.json);
+        let v = parse(&["--config", "c", "--source"]).unwrap();
+        assert_eq!(v.source, Some(None));
+        assert_eq!(parse(&["d"]).unwrap().source, None);
+        assert!(parse(&["d", "--config", "c"]).is_err());
+        assert!(parse(&["d", "-q", "-v"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Size of the buffer every streaming read in datasafe uses.
 pub const CHUNK: usize = 256 * 1024;
@@ -56,6 +57,32 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<Digest> {
     Ok(Digest::from_hasher(hasher))
 }
 
+/// Hashes everything `reader` yields through `buf`, returning the digest and the number
+/// of bytes read; gives up with [`io::ErrorKind::Interrupted`] as soon as `stop` is set,
+/// so Ctrl-C does not wait for a large file to finish.
+pub fn hash_reader_until(
+    mut reader: impl Read,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> io::Result<(Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((Digest::from_hasher(hasher), total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +96,10 @@ mod tests {
         );
         assert_eq!(Digest::from_slice(&d.0), Some(d));
         assert_eq!(Digest::from_slice(&[1, 2]), None);
+        let mut buf = [0u8; 2];
+        let (same, n) = hash_reader_until(&b"abc"[..], &mut buf, &AtomicBool::new(false)).unwrap();
+        assert_eq!((same, n), (d, 3));
+        let stopped = hash_reader_until(&b"abc"[..], &mut buf, &AtomicBool::new(true));
+        assert_eq!(stopped.unwrap_err().kind(), io::ErrorKind::Interrupted);
     }
 }

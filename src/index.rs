@@ -212,6 +212,45 @@ impl Index {
             .ok()
     }
 
+    /// Opens an existing index for reading without creating, changing or locking any file
+    /// in `state_dir` (for `verify`, which must leave a mirror exactly as it found it).
+    /// A plain read-only SQLite connection to a WAL database creates `-wal` and `-shm`
+    /// files when they are missing; so when there is no `-wal` (no writer has the index
+    /// open) the file is opened `immutable`, and otherwise as an ordinary reader of the
+    /// files the writer keeps. See [`load_untouched`] for the race between the two.
+    pub fn open_untouched(state_dir: &Path) -> Result<Option<Index>, IndexError> {
+        let path = state_dir.join(INDEX_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let wrap = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = if has_wal(state_dir) {
+            Connection::open_with_flags(&path, flags)
+        } else {
+            let uri = format!("{}?immutable=1", platform::file_uri(&path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        .map_err(wrap)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(wrap)?;
+        if version != SCHEMA_VERSION {
+            return Err(IndexError::Version {
+                path,
+                found: version,
+            });
+        }
+        Ok(Some(Index {
+            conn,
+            path,
+            dirty_since: None,
+        }))
+    }
+
     /// Reads every record into memory.
     pub fn load(&self) -> Result<MirrorState, IndexError> {
         self.load_under(Path::new(""))
@@ -389,6 +428,32 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(PathBuf, Record)>
     Ok(Some((name, record)))
 }
 
+/// True if the index in `state_dir` has a write-ahead log: a writer has it open (or one
+/// was killed and left it).
+fn has_wal(state_dir: &Path) -> bool {
+    state_dir.join(format!("{INDEX_FILE}-wal")).exists()
+}
+
+/// Every record of the index in `state_dir`, read without writing anything there
+/// ([`Index::open_untouched`]); `None` if there is no index. An immutable open is safe
+/// because a writer that starts meanwhile puts its changes in a new `-wal`, not in the
+/// file being read (a checkpoint comes much later); should a `-wal` have appeared by the
+/// end of the read, the records are read again through it.
+pub fn load_untouched(state_dir: &Path) -> Result<Option<MirrorState>, IndexError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let had_wal = has_wal(state_dir);
+        let Some(index) = Index::open_untouched(state_dir)? else {
+            return Ok(None);
+        };
+        let state = index.load();
+        if had_wal || !has_wal(state_dir) || attempt == 2 {
+            return state.map(Some);
+        }
+    }
+}
+
 /// The key of `name` and the half-open key range of everything below it: children are
 /// exactly the keys in [name + "/", name + "0"), since '0' follows '/'.
 fn tree_bounds(name: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
@@ -516,5 +581,34 @@ mod tests {
         assert!(isize_matches(5, 5));
         assert!(isize_matches(1, (1 << 32) + 1));
         assert!(!isize_matches(4, 5));
+    }
+
+    #[test]
+    fn untouched_reads_create_no_file_with_or_without_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || {
+            let mut v: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(load_untouched(dir.path()).unwrap().is_none());
+        let (mut idx, _) = Index::open(dir.path()).unwrap();
+        idx.put(Path::new("a"), &rec(Kind::File, 1)).unwrap();
+        idx.commit().unwrap();
+        // A writer holds the index open: its -wal and -shm are read, nothing is added.
+        let before = names();
+        let state = load_untouched(dir.path()).unwrap().unwrap();
+        assert_eq!(state.len(), 1);
+        assert_eq!(names(), before);
+        drop(idx);
+        // No writer: the WAL is gone and an immutable read must not bring it back.
+        let before = names();
+        assert_eq!(before, [INDEX_FILE]);
+        let state = load_untouched(dir.path()).unwrap().unwrap();
+        assert_eq!(state.len(), 1);
+        assert_eq!(names(), before);
     }
 }

@@ -19,5 +19,6 @@ pub mod report;
 pub mod scan;
 pub mod status;
 pub mod sync;
+pub mod verify;
 pub mod versions;
 pub mod watch;

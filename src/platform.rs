@@ -232,3 +232,243 @@ pub fn process_alive(pid: u32) -> bool {
         true
     }
 }
+
+/// What stands at a path below a root, found without following any symlink.
+#[derive(Debug)]
+pub enum Beneath {
+    /// A regular file, open for reading.
+    File(File),
+    /// A directory.
+    Dir,
+    /// A symlink, with its target exactly as stored.
+    Symlink(PathBuf),
+    /// A FIFO, socket or device node (never opened: a FIFO would block).
+    Special,
+}
+
+/// Why [`look_beneath`] found nothing usable, and where.
+#[derive(Debug)]
+pub struct BeneathError {
+    /// What the OS said.
+    pub error: io::Error,
+    /// True if a folder on the way failed (missing, not a folder, a symlink, unreadable),
+    /// false if the last component did.
+    pub on_the_way: bool,
+}
+
+/// Looks at `rel` below `root` without following a symlink anywhere below `root` (the
+/// root itself may be a link the user gave): every folder on the way is opened with
+/// `O_DIRECTORY | O_NOFOLLOW` relative to the one before, and the last component is
+/// inspected with `fstatat(AT_SYMLINK_NOFOLLOW)` and opened with `O_NOFOLLOW`, so a
+/// link planted in a mirror is reported, never read through. `rel` must be a plain
+/// relative path (`..` or an absolute path is refused: an index could be tampered with).
+pub fn look_beneath(root: &Path, rel: &Path) -> Result<Beneath, BeneathError> {
+    use std::path::Component;
+    let last = |error| BeneathError {
+        error,
+        on_the_way: false,
+    };
+    let mut names = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(name) => names.push(name),
+            Component::CurDir => {}
+            _ => {
+                return Err(last(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a plain relative path",
+                )));
+            }
+        }
+    }
+    #[cfg(unix)]
+    {
+        unix_beneath::look(root, &names)
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows support is thin (see the top of this file): only the last component is
+        // checked for being a link.
+        let path = names.iter().fold(root.to_path_buf(), |p, n| p.join(n));
+        let meta = std::fs::symlink_metadata(&path).map_err(last)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            std::fs::read_link(&path)
+                .map(Beneath::Symlink)
+                .map_err(last)
+        } else if ft.is_dir() {
+            Ok(Beneath::Dir)
+        } else if ft.is_file() {
+            File::open(&path).map(Beneath::File).map_err(last)
+        } else {
+            Ok(Beneath::Special)
+        }
+    }
+}
+
+#[cfg(unix)]
+mod unix_beneath {
+    use super::{Beneath, BeneathError};
+    use std::ffi::{CString, OsStr};
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub(super) fn look(root: &Path, names: &[&OsStr]) -> Result<Beneath, BeneathError> {
+        let way = |error| BeneathError {
+            error,
+            on_the_way: true,
+        };
+        let last = |error| BeneathError {
+            error,
+            on_the_way: false,
+        };
+        let Some((name, folders)) = names.split_last() else {
+            return Ok(Beneath::Dir);
+        };
+        let mut dir: OwnedFd = File::open(root).map_err(way)?.into();
+        for folder in folders {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            dir = openat(&dir, folder, flags).map_err(way)?;
+        }
+        let c_name = c_name(name).map_err(last)?;
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `dir` is an open descriptor, `c_name` a NUL-terminated string, and
+        // `stat` points to writable memory of the right size.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                stat.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(last(io::Error::last_os_error()));
+        }
+        // SAFETY: fstatat succeeded, so it filled `stat` in.
+        let mode = unsafe { stat.assume_init() }.st_mode & libc::S_IFMT;
+        if mode == libc::S_IFREG {
+            // O_NONBLOCK: should the file be swapped for a FIFO after the fstatat, the
+            // open must not hang; it has no effect on reading a regular file.
+            let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+            openat(&dir, name, flags).map(|fd| Beneath::File(File::from(fd)))
+        } else if mode == libc::S_IFDIR {
+            Ok(Beneath::Dir)
+        } else if mode == libc::S_IFLNK {
+            read_link_at(&dir, &c_name).map(Beneath::Symlink)
+        } else {
+            Ok(Beneath::Special)
+        }
+        .map_err(last)
+    }
+
+    fn c_name(name: &OsStr) -> io::Result<CString> {
+        CString::new(name.as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name holds a NUL byte"))
+    }
+
+    fn openat(dir: &OwnedFd, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let c_name = c_name(name)?;
+        // SAFETY: `dir` is an open descriptor and `c_name` a NUL-terminated string.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn read_link_at(dir: &OwnedFd, c_name: &CString) -> io::Result<PathBuf> {
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: `buf` is writable for `buf.len()` bytes; readlinkat writes at most
+            // that many and returns how many it wrote.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir.as_raw_fd(),
+                    c_name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let Ok(n) = usize::try_from(n) else {
+                return Err(io::Error::last_os_error());
+            };
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)));
+            }
+            // The target may have been cut short: try again with room to spare.
+            buf.resize(buf.len() * 4, 0);
+        }
+    }
+}
+
+/// A `file:` URI for `path`, every byte that is not unreserved percent-encoded (SQLite
+/// reads options such as `immutable=1` only from a URI).
+pub fn file_uri(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let bytes = absolute.as_os_str().as_encoded_bytes();
+    let mut uri = String::from("file:");
+    #[cfg(windows)]
+    uri.push('/');
+    for &b in bytes {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                uri.push(char::from(b));
+            }
+            #[cfg(windows)]
+            b'\\' => uri.push('/'),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_beneath_never_follows_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/sub/f"), "x").unwrap();
+        std::os::unix::fs::symlink("real", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub/f", root.join("real/lf")).unwrap();
+
+        assert!(matches!(
+            look_beneath(root, Path::new("real/sub/f")),
+            Ok(Beneath::File(_))
+        ));
+        assert!(matches!(
+            look_beneath(root, Path::new("real/sub")),
+            Ok(Beneath::Dir)
+        ));
+        assert!(matches!(
+            look_beneath(root, Path::new("")),
+            Ok(Beneath::Dir)
+        ));
+        match look_beneath(root, Path::new("real/lf")) {
+            Ok(Beneath::Symlink(t)) => assert_eq!(t, Path::new("sub/f")),
+            other => panic!("{other:?}"),
+        }
+        let through = look_beneath(root, Path::new("link/sub/f")).unwrap_err();
+        assert!(through.on_the_way, "{through:?}");
+        let gone = look_beneath(root, Path::new("real/nope")).unwrap_err();
+        assert!(!gone.on_the_way && gone.error.kind() == io::ErrorKind::NotFound);
+        assert!(look_beneath(root, Path::new("../x")).is_err());
+        assert!(look_beneath(root, Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn file_uris_escape_everything_but_unreserved_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/a b/c?d#e%\xff/x.db"));
+        assert_eq!(file_uri(p), "file:/a%20b/c%3Fd%23e%25%FF/x.db");
+    }
+}

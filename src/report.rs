@@ -334,6 +334,17 @@ impl Progress {
         }
     }
 
+    /// Shows the line `message` makes (at most a few times a second; `message` is not
+    /// called when no progress line is showing).
+    pub fn show(&mut self, message: impl FnOnce() -> String) {
+        let Some(bar) = &self.bar else { return };
+        if self.last.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last = Instant::now();
+        bar.set_message(message());
+    }
+
     /// Updates the counts (at most a few times a second).
     pub fn update(&mut self, scanned: u64, summary: &Summary, started: Instant) {
         let Some(bar) = &self.bar else { return };

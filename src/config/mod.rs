@@ -160,6 +160,26 @@ impl Settings {
         )
     }
 
+    /// Settles the pairs of the config file at `path` for a command that only reads
+    /// mirrors (`verify`): the file's pairs, jobs and log files, with `jobs` and `output`
+    /// from the command line on top.
+    pub fn from_file_for_reading(
+        path: &Path,
+        jobs: Option<u32>,
+        output: &OutputArgs,
+    ) -> Result<Settings, ConfigError> {
+        let mirror = MirrorArgs {
+            jobs,
+            ..MirrorArgs::default()
+        };
+        let cli = CliLayer {
+            mirror: &mirror,
+            output,
+            timing: None,
+        };
+        file::load(path, &cli)
+    }
+
     fn settle(
         src: Option<&Path>,
         dst: Option<&Path>,

@@ -1,0 +1,1511 @@
+//! `datasafe verify`: re-reads every file a mirror's index says DST holds (un-gzipping
+//! the `.gz` ones), hashes it and compares it with the SHA-256 the index recorded; checks
+//! that symlinks point where they did and that folders exist; lists what DST holds that
+//! the index does not; and with `--source`, compares the mirror with the source as it is
+//! now. It repairs nothing (the next `sync` does) and never writes to DST: the index is
+//! read with [`index::load_untouched`], and every path is looked at with
+//! [`platform::look_beneath`], which reports a symlink planted in the mirror instead of
+//! reading through it.
+//!
+//! Shape: the index is loaded; DST is listed and (for `--source`) the source walked, in
+//! parallel; what needs no content ([`compare_source`], [`not_in_index`]) is pure. Then a
+//! producer thread feeds one [`Job`] per index record through a bounded channel to
+//! `--jobs` workers, and this thread, the only one that counts and prints, receives each
+//! [`Checked`]. A problem found while a writer (`watch`) changes the mirror gets a second
+//! look against the index as it is by then, so a file replaced mid-check is not reported.
+
+use crate::cli::{OutputArgs, VerifyArgs};
+use crate::config::{self, ConfigError, Output, Pair, Settings, Verbosity};
+use crate::hash::{self, Digest};
+use crate::index::{self, Index, MirrorState, Record, Stored};
+use crate::logging::{self, DETAIL, SUMMARY};
+use crate::names::{esc, human_bytes, io_message};
+use crate::plan::strip_gz;
+use crate::platform::{self, Beneath, BeneathError};
+use crate::report::Progress;
+use crate::scan::{self, Entry, Kind, STATE_DIR, ScanRules, Scanned};
+use crossbeam_channel::bounded;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+/// Capacity of the channels between the producer, the workers and the collector.
+const QUEUE: usize = 256;
+
+/// Everything a verify run needs, settled from the command line (and config file).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The mirrors to check, in order.
+    pub targets: Vec<Target>,
+    /// Hashing threads.
+    pub jobs: usize,
+    /// Where output goes and how much of it.
+    pub output: Output,
+    /// Compare each mirror with its source (`--source`).
+    pub with_source: bool,
+    /// The targets come from a config file: lines name their pair, and a pair that
+    /// cannot be checked does not stop the others.
+    pub named: bool,
+}
+
+/// One mirror to check.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// How lines name it when several are checked.
+    pub name: String,
+    /// False: skipped, and said so.
+    pub enabled: bool,
+    /// The mirror's root.
+    pub dst: PathBuf,
+    /// The source to compare it with (`--source`).
+    pub source: Option<Source>,
+}
+
+/// A source to compare a mirror with.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The source's root (canonical).
+    pub root: PathBuf,
+    /// What a sync of this pair leaves out: its excludes, and DST when it lies inside.
+    pub rules: ScanRules,
+}
+
+impl Plan {
+    /// Settles `datasafe verify DST [--source SRC]` or `datasafe verify [--config FILE]
+    /// [--source]`. Every error is a usage error (exit 2).
+    pub fn from_args(args: &VerifyArgs) -> Result<Plan, ConfigError> {
+        let output_args = OutputArgs {
+            json: args.json,
+            log_file: args.log_file.clone(),
+            verbose: args.verbose,
+            quiet: args.quiet,
+            ..OutputArgs::default()
+        };
+        let Some(dst) = &args.dst else {
+            return Plan::from_file(args, &output_args);
+        };
+        let source = match &args.source {
+            None => None,
+            Some(None) => {
+                return Err(ConfigError(
+                    "--source needs the source folder when one DST is given: --source SRC"
+                        .to_string(),
+                ));
+            }
+            Some(Some(src)) => {
+                let pair = Pair::resolve(src, dst)?;
+                Some(Source {
+                    root: pair.src,
+                    rules: ScanRules {
+                        skip: pair.dst_in_src.into_iter().collect(),
+                        ..ScanRules::default()
+                    },
+                })
+            }
+        };
+        let dst = std::path::absolute(dst).unwrap_or_else(|_| dst.clone());
+        Ok(Plan {
+            targets: vec![Target {
+                name: esc(&dst).to_string(),
+                enabled: true,
+                dst,
+                source,
+            }],
+            jobs: match args.jobs {
+                Some(n) => n.max(1) as usize,
+                None => std::thread::available_parallelism().map_or(2, usize::from),
+            },
+            output: Output {
+                dry_run: false,
+                json: args.json,
+                log_file: args.log_file.clone(),
+                error_log: None,
+                verbosity: match (args.quiet, args.verbose) {
+                    (true, _) => Verbosity::Quiet,
+                    (false, 0) => Verbosity::Normal,
+                    (false, _) => Verbosity::Verbose,
+                },
+            },
+            with_source: args.source.is_some(),
+            named: false,
+        })
+    }
+
+    /// The pairs of a config file; with `--source`, each compared with its own source.
+    fn from_file(args: &VerifyArgs, output: &OutputArgs) -> Result<Plan, ConfigError> {
+        if let Some(Some(src)) = &args.source {
+            return Err(ConfigError(format!(
+                "--source {} needs a DST; with a config file give --source alone and each \
+                 pair is compared with its own source",
+                esc(src)
+            )));
+        }
+        let path = match &args.config {
+            Some(path) => path.clone(),
+            None => match config::default_path() {
+                Some(path) if path.exists() => path,
+                Some(path) => {
+                    return Err(ConfigError(format!(
+                        "give DST, or a config file with --config (there is none at {})",
+                        esc(&path)
+                    )));
+                }
+                None => {
+                    return Err(ConfigError(
+                        "give DST, or a config file with --config".to_string(),
+                    ));
+                }
+            },
+        };
+        let settings = Settings::from_file_for_reading(&path, args.jobs, output)?;
+        let with_source = args.source.is_some();
+        let targets = settings
+            .pairs
+            .iter()
+            .map(|p| Target {
+                name: p.name.clone(),
+                enabled: p.enabled,
+                dst: p.config.pair.dst.clone(),
+                source: with_source.then(|| Source {
+                    root: p.config.pair.src.clone(),
+                    rules: ScanRules {
+                        excludes: p.config.excludes.clone(),
+                        skip: p.config.pair.dst_in_src.iter().cloned().collect(),
+                    },
+                }),
+            })
+            .collect();
+        let jobs = settings.pairs.first().map_or(1, |p| p.config.jobs);
+        Ok(Plan {
+            targets,
+            jobs,
+            output: settings.output,
+            with_source,
+            named: true,
+        })
+    }
+}
+
+/// What is wrong with one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The mirror holds something other than what the index recorded (the reason says
+    /// what); also a file that cannot be read.
+    Damaged(String),
+    /// The index records it; the mirror does not hold it.
+    Missing,
+    /// The mirror holds it; the index does not know it.
+    NotInIndex,
+    /// Intact in the mirror, but the source holds something else now.
+    DiffersFromSource,
+    /// In the source, not in the mirror.
+    NotInMirror,
+    /// In the mirror, no longer in the source.
+    NotInSource,
+    /// The source could not be read, so it was not compared.
+    UnreadableInSource(String),
+}
+
+/// One problem at one path: a line of output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// For mirror problems the name stored in DST (`a.txt.gz`); for source problems the
+    /// source's path.
+    pub path: PathBuf,
+    /// A folder (shown with a trailing `/`).
+    pub dir: bool,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+impl Finding {
+    fn new(path: impl Into<PathBuf>, dir: bool, problem: Problem) -> Finding {
+        Finding {
+            path: path.into(),
+            dir,
+            problem,
+        }
+    }
+
+    /// The path as lines and JSON show it.
+    fn shown(&self) -> String {
+        let slash = if self.dir { "/" } else { "" };
+        format!("{}{slash}", esc(&self.path))
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.shown();
+        match &self.problem {
+            Problem::Damaged(why) => write!(f, "damaged: {path} ({why})"),
+            Problem::Missing => write!(f, "missing: {path}"),
+            Problem::NotInIndex => write!(f, "not in index: {path}"),
+            Problem::DiffersFromSource => write!(f, "differs from source: {path}"),
+            Problem::NotInMirror => write!(f, "not in mirror: {path}"),
+            Problem::NotInSource => write!(f, "not in source: {path}"),
+            Problem::UnreadableInSource(why) => write!(f, "unreadable in source: {path} ({why})"),
+        }
+    }
+}
+
+/// The counts of one mirror (or of all of them).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    /// Files and symlinks found in the mirror and compared (intact or damaged; missing
+    /// and unchecked ones are not counted).
+    pub files_verified: u64,
+    /// Files whose content (or type, or link target) is not what the index recorded.
+    pub damaged: u64,
+    /// Paths the index records that the mirror does not hold.
+    pub missing: u64,
+    /// Files read without error but with no SHA-256 recorded to compare with.
+    pub unchecked: u64,
+    /// Paths in the mirror the index does not know (a folder counts once).
+    pub not_in_index: u64,
+    /// Intact in the mirror but different in the source now.
+    pub differs_from_source: u64,
+    /// In the source, not in the mirror (a folder counts once).
+    pub not_in_mirror: u64,
+    /// In the mirror, gone from the source (a folder counts once).
+    pub not_in_source: u64,
+    /// Source paths that could not be read.
+    pub unreadable_in_source: u64,
+    /// Bytes of content hashed (uncompressed; the source's too with `--source`).
+    pub bytes_checked: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.files_verified += o.files_verified;
+        self.damaged += o.damaged;
+        self.missing += o.missing;
+        self.unchecked += o.unchecked;
+        self.not_in_index += o.not_in_index;
+        self.differs_from_source += o.differs_from_source;
+        self.not_in_mirror += o.not_in_mirror;
+        self.not_in_source += o.not_in_source;
+        self.unreadable_in_source += o.unreadable_in_source;
+        self.bytes_checked += o.bytes_checked;
+    }
+
+    /// True if these counts make a run exit 1. Without `--source`, only damaged and
+    /// missing files do; paths unknown to the index are warnings then.
+    pub fn failed(&self, with_source: bool) -> bool {
+        self.damaged + self.missing > 0
+            || (with_source
+                && self.not_in_index
+                    + self.differs_from_source
+                    + self.not_in_mirror
+                    + self.not_in_source
+                    + self.unreadable_in_source
+                    > 0)
+    }
+
+    /// The counts as the second summary line (and the per-pair lines) show them.
+    pub fn line(&self, with_source: bool) -> String {
+        let mut line = format!(
+            "Damaged: {}, Missing: {}, Unchecked: {}, Not in index: {}",
+            self.damaged, self.missing, self.unchecked, self.not_in_index
+        );
+        if with_source {
+            line.push_str(&format!(
+                ", Differs from source: {}, Not in mirror: {}, Not in source: {}, Unreadable in source: {}",
+                self.differs_from_source,
+                self.not_in_mirror,
+                self.not_in_source,
+                self.unreadable_in_source
+            ));
+        }
+        line
+    }
+}
+
+/// The paths behind the counts, as shown (escaped), sorted.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Paths {
+    /// See [`Counts::damaged`].
+    pub damaged: Vec<String>,
+    /// See [`Counts::missing`].
+    pub missing: Vec<String>,
+    /// See [`Counts::not_in_index`].
+    pub not_in_index: Vec<String>,
+    /// See [`Counts::differs_from_source`].
+    pub differs_from_source: Vec<String>,
+    /// See [`Counts::not_in_mirror`].
+    pub not_in_mirror: Vec<String>,
+    /// See [`Counts::not_in_source`].
+    pub not_in_source: Vec<String>,
+    /// See [`Counts::unreadable_in_source`].
+    pub unreadable_in_source: Vec<String>,
+}
+
+impl Paths {
+    fn sort(&mut self) {
+        for list in [
+            &mut self.damaged,
+            &mut self.missing,
+            &mut self.not_in_index,
+            &mut self.differs_from_source,
+            &mut self.not_in_mirror,
+            &mut self.not_in_source,
+            &mut self.unreadable_in_source,
+        ] {
+            list.sort();
+        }
+    }
+}
+
+/// What checking one mirror found.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct MirrorReport {
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// The paths behind them.
+    pub paths: Paths,
+}
+
+impl MirrorReport {
+    /// Counts a finding, keeps its path, and prints and logs its line.
+    fn note(&mut self, finding: &Finding) {
+        let (count, list) = match finding.problem {
+            Problem::Damaged(_) => (&mut self.counts.damaged, &mut self.paths.damaged),
+            Problem::Missing => (&mut self.counts.missing, &mut self.paths.missing),
+            Problem::NotInIndex => (&mut self.counts.not_in_index, &mut self.paths.not_in_index),
+            Problem::DiffersFromSource => (
+                &mut self.counts.differs_from_source,
+                &mut self.paths.differs_from_source,
+            ),
+            Problem::NotInMirror => (
+                &mut self.counts.not_in_mirror,
+                &mut self.paths.not_in_mirror,
+            ),
+            Problem::NotInSource => (
+                &mut self.counts.not_in_source,
+                &mut self.paths.not_in_source,
+            ),
+            Problem::UnreadableInSource(_) => (
+                &mut self.counts.unreadable_in_source,
+                &mut self.paths.unreadable_in_source,
+            ),
+        };
+        *count += 1;
+        list.push(finding.shown());
+        let line = finding.to_string();
+        let prefix = logging::current_pair().map_or_else(String::new, |n| format!("[{n}] "));
+        logging::print_line(false, &format!("{prefix}{line}"));
+        log::warn!(target: DETAIL, "{line}");
+    }
+}
+
+/// `datasafe verify`: checks every target, prints a line per problem (and per pair when
+/// there are several) and the summary. Returns the exit code: 0 intact, 1 problems
+/// found, 2 a mirror that could not be checked at all, 130 interrupted.
+pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
+    let started = Instant::now();
+    let mut total = Counts::default();
+    let mut pairs = Vec::new();
+    let mut single = None;
+    let mut unusable = false;
+    for target in &plan.targets {
+        if !target.enabled {
+            log::info!("skipping pair {}: enabled = false", target.name);
+            continue;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        logging::set_pair(plan.named.then(|| Arc::from(target.name.as_str())));
+        let result = verify_mirror(target, plan, stop).map(|mut report| {
+            report.paths.sort();
+            report
+        });
+        match &result {
+            Ok(report) if plan.named => {
+                let line = format!(
+                    "pair {}: Files verified: {}, {}",
+                    target.name,
+                    report.counts.files_verified,
+                    report.counts.line(plan.with_source)
+                );
+                logging::set_pair(None);
+                logging::clear_progress();
+                logging::print_line(false, &line);
+                log::info!(target: SUMMARY, "{line}");
+            }
+            Ok(_) => {}
+            Err(message) if plan.named => {
+                log::error!("{message}; the other pairs go on");
+                unusable = true;
+            }
+            Err(message) => {
+                log::error!("{message}");
+                logging::clear_progress();
+                return crate::app::EXIT_USAGE;
+            }
+        }
+        logging::set_pair(None);
+        if let Ok(report) = &result {
+            total.add(&report.counts);
+        }
+        if plan.named {
+            pairs.push(PairJson {
+                name: target.name.clone(),
+                dst: esc(&target.dst).to_string(),
+                error: result.as_ref().err().cloned(),
+                report: result.ok(),
+            });
+        } else {
+            single = result.ok();
+        }
+    }
+    let interrupted = stop.load(Ordering::Relaxed);
+    let duration_s = started.elapsed().as_secs_f64();
+    let word = if interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    logging::clear_progress();
+    for line in summary_lines(&total, plan.with_source, word, &now, duration_s) {
+        logging::print_line(false, &line);
+        log::info!(target: SUMMARY, "{line}");
+    }
+    if plan.output.json {
+        let json = RunJson {
+            counts: &total,
+            duration_s,
+            interrupted,
+            compared_with_source: plan.with_source,
+            paths: single.as_ref().map(|r| &r.paths),
+            pairs,
+        };
+        let line =
+            serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        logging::print_line(false, &line);
+    }
+    exit_code(&total, plan.with_source, interrupted, unusable)
+}
+
+/// The process exit code: interruption first, then a mirror that could not be checked,
+/// then problems found.
+pub fn exit_code(total: &Counts, with_source: bool, interrupted: bool, unusable: bool) -> u8 {
+    if interrupted {
+        crate::app::EXIT_INTERRUPTED
+    } else if unusable {
+        crate::app::EXIT_USAGE
+    } else if total.failed(with_source) {
+        1
+    } else {
+        0
+    }
+}
+
+/// The two summary lines, in the fixed form sync's summary has.
+pub fn summary_lines(
+    total: &Counts,
+    with_source: bool,
+    word: &str,
+    now: &str,
+    duration_s: f64,
+) -> [String; 2] {
+    [
+        format!(
+            "Verify {word} at {now}, Duration: {duration_s:.2} seconds, Files verified: {}",
+            total.files_verified
+        ),
+        format!(
+            "{}, Bytes checked: {} ({})",
+            total.line(with_source),
+            total.bytes_checked,
+            human_bytes(total.bytes_checked)
+        ),
+    ]
+}
+
+/// The `--json` line.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    #[serde(flatten)]
+    counts: &'a Counts,
+    duration_s: f64,
+    interrupted: bool,
+    compared_with_source: bool,
+    /// One mirror: its paths. Several: each pair has its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paths: Option<&'a Paths>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pairs: Vec<PairJson>,
+}
+
+/// One pair in the `--json` line of a config-file run.
+#[derive(Serialize)]
+struct PairJson {
+    name: String,
+    dst: String,
+    /// Why the pair could not be checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    report: Option<MirrorReport>,
+}
+
+/// Checks one mirror. `Err` is one line saying why it could not be checked at all.
+fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<MirrorReport, String> {
+    let dst = &target.dst;
+    check_dst(dst)?;
+    let state_dir = dst.join(STATE_DIR);
+    let seen = Fingerprint::of(&state_dir);
+    let state = match index::load_untouched(&state_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            let src = target
+                .source
+                .as_ref()
+                .map_or_else(|| "SRC".to_string(), |s| esc(&s.root).to_string());
+            return Err(format!(
+                "no index at {}: run datasafe sync {src} {} first",
+                esc(&state_dir.join(index::INDEX_FILE)),
+                esc(dst)
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "{e}; a mirror cannot be verified without its index (datasafe sync rebuilds it)"
+            ));
+        }
+    };
+    let mut report = MirrorReport::default();
+    let mut progress = Progress::start(plan.output.verbosity > Verbosity::Quiet);
+
+    // DST's names and the source's entries, read side by side.
+    let (unknown, walked) = std::thread::scope(|s| {
+        let listing = s.spawn(|| not_in_index(&list_mirror(dst, stop), &state));
+        let walked = target.source.as_ref().map(|src| walk(src, stop));
+        // A panic in the listing thread is a bug; pass it on rather than hide it.
+        let unknown = listing
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (unknown, walked)
+    });
+    if stop.load(Ordering::Relaxed) {
+        return Ok(report);
+    }
+    let mut compare = HashMap::new();
+    if let (Some(src), Some(walked)) = (&target.source, walked) {
+        for (rel, error) in &walked.unreadable {
+            report.note(&Finding::new(
+                rel,
+                false,
+                Problem::UnreadableInSource(error.clone()),
+            ));
+        }
+        let unreadable: Vec<PathBuf> = walked.unreadable.into_iter().map(|(p, _)| p).collect();
+        let matched = compare_source(&walked.entries, &unreadable, &state, |rel| {
+            src.rules.covers(rel)
+        });
+        for finding in &matched.findings {
+            report.note(finding);
+        }
+        compare = matched
+            .files
+            .into_iter()
+            .map(|(name, rel)| (name, src.root.join(rel)))
+            .collect();
+    }
+
+    // Every record, in name order, through the workers.
+    let mut jobs: Vec<Job> = state
+        .into_iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, record)| {
+            let source = compare.remove(&name);
+            Job {
+                name: PathBuf::from(name),
+                record,
+                source,
+            }
+        })
+        .collect();
+    jobs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let total = jobs.len();
+    let mut second = SecondLook::new(&state_dir, seen);
+    let mut done = 0usize;
+    let mut buf = Vec::new();
+    pump(dst, jobs, plan.jobs, stop, |checked| {
+        done += 1;
+        let checked = second.settle(checked, dst, &mut buf, stop);
+        tally(&mut report, checked);
+        progress.show(|| {
+            format!(
+                "{done}/{total} checked, {} read",
+                human_bytes(report.counts.bytes_checked)
+            )
+        });
+    });
+    if stop.load(Ordering::Relaxed) {
+        return Ok(report);
+    }
+    for finding in unknown {
+        // A writer may have recorded it since the index was read.
+        if !matches!(second.current(&finding.path), Some(Some(_))) {
+            report.note(&finding);
+        }
+    }
+    Ok(report)
+}
+
+/// DST must be an existing folder.
+fn check_dst(dst: &Path) -> Result<(), String> {
+    match std::fs::metadata(dst) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "destination {} is not a directory; give the mirror's folder",
+            esc(dst)
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
+            "destination {} does not exist; check the path (or mount its drive)",
+            esc(dst)
+        )),
+        Err(e) => Err(format!(
+            "destination {} cannot be read: {}",
+            esc(dst),
+            io_message(&e)
+        )),
+    }
+}
+
+/// Counts one checked record and prints what is wrong with it.
+fn tally(report: &mut MirrorReport, checked: Checked) {
+    let Checked {
+        job,
+        mirror,
+        source,
+        bytes,
+    } = checked;
+    report.counts.bytes_checked += bytes;
+    let counted = job.record.kind != Kind::Dir;
+    match mirror {
+        Verdict::Stopped => return,
+        Verdict::Bad(problem) => {
+            if counted && problem != Problem::Missing {
+                report.counts.files_verified += 1;
+            }
+            report.note(&Finding::new(
+                job.name,
+                job.record.kind == Kind::Dir,
+                problem,
+            ));
+            return;
+        }
+        Verdict::Intact if counted => {
+            report.counts.files_verified += 1;
+            log::debug!("intact: {}", esc(&job.name));
+        }
+        Verdict::Intact => {}
+        Verdict::Unchecked => match source {
+            Some(SourceVerdict::Same | SourceVerdict::Differs) => {
+                report.counts.files_verified += 1;
+            }
+            _ => {
+                report.counts.unchecked += 1;
+                log::debug!("unchecked: {} (no SHA-256 recorded)", esc(&job.name));
+            }
+        },
+    }
+    let logical = || logical_name(&job.name, &job.record);
+    match source {
+        None | Some(SourceVerdict::Same) => {}
+        Some(SourceVerdict::Differs) => {
+            report.note(&Finding::new(logical(), false, Problem::DiffersFromSource));
+        }
+        Some(SourceVerdict::Unreadable(why)) => {
+            report.note(&Finding::new(
+                logical(),
+                false,
+                Problem::UnreadableInSource(why),
+            ));
+        }
+    }
+}
+
+/// The source path a stored name stands for (`a.txt.gz` stored gzipped → `a.txt`).
+fn logical_name(name: &Path, record: &Record) -> PathBuf {
+    match (record.kind, record.stored) {
+        (Kind::File, Stored::Gzip) => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
+        _ => name.to_path_buf(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the mirror and the source
+// ---------------------------------------------------------------------------------------
+
+/// One index record to check.
+#[derive(Debug)]
+struct Job {
+    /// The name stored in DST.
+    name: PathBuf,
+    /// What the index says it is.
+    record: Record,
+    /// The source file to compare its content with (`--source`).
+    source: Option<PathBuf>,
+}
+
+/// How a record compared with what the mirror holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// As recorded.
+    Intact,
+    /// Read without error, but nothing was recorded to compare the content with.
+    Unchecked,
+    /// Damaged or missing.
+    Bad(Problem),
+    /// Ctrl-C came first.
+    Stopped,
+}
+
+/// How the mirror's content compared with the source's.
+#[derive(Debug, PartialEq, Eq)]
+enum SourceVerdict {
+    Same,
+    Differs,
+    Unreadable(String),
+}
+
+/// A job, checked.
+#[derive(Debug)]
+struct Checked {
+    job: Job,
+    mirror: Verdict,
+    source: Option<SourceVerdict>,
+    /// Content bytes hashed.
+    bytes: u64,
+}
+
+/// Runs `jobs` through `workers` threads; `each` gets every result on this thread.
+fn pump(
+    dst: &Path,
+    jobs: Vec<Job>,
+    workers: usize,
+    stop: &AtomicBool,
+    mut each: impl FnMut(Checked),
+) {
+    let (job_tx, job_rx) = bounded::<Job>(QUEUE);
+    let (done_tx, done_rx) = bounded::<Checked>(QUEUE);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for job in jobs {
+                if stop.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..workers.max(1) {
+            let (rx, tx) = (job_rx.clone(), done_tx.clone());
+            s.spawn(move || {
+                let mut buf = vec![0u8; hash::CHUNK];
+                for job in rx {
+                    if tx.send(check(dst, job, &mut buf, stop)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx));
+        for checked in done_rx {
+            each(checked);
+        }
+    });
+}
+
+/// Checks one record against DST (and the source), reading through `buf`.
+fn check(dst: &Path, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked {
+    if buf.is_empty() {
+        buf.resize(hash::CHUNK, 0);
+    }
+    let mut bytes = 0;
+    let mut digest = None;
+    let record = &job.record;
+    let mirror = match (record.kind, platform::look_beneath(dst, &job.name)) {
+        (_, Err(e)) => Verdict::Bad(problem_of(&e)),
+        (Kind::File, Ok(Beneath::File(file))) => {
+            let (verdict, read) = check_content(file, record, buf, stop);
+            if let Some((d, n)) = read {
+                digest = Some(d);
+                bytes += n;
+            }
+            verdict
+        }
+        (Kind::Dir, Ok(Beneath::Dir)) => Verdict::Intact,
+        (Kind::Symlink, Ok(Beneath::Symlink(target))) => match record.target.as_deref() {
+            Some(want) if want == target => Verdict::Intact,
+            want => Verdict::Bad(Problem::Damaged(format!(
+                "points to {}, the index recorded {}",
+                esc(&target),
+                esc(want.unwrap_or(Path::new("")))
+            ))),
+        },
+        (want, Ok(found)) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
+    };
+    let source = match (&job.source, &mirror, digest) {
+        (Some(path), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
+            let theirs =
+                platform::open_source(path).and_then(|f| hash::hash_reader_until(f, buf, stop));
+            match theirs {
+                Ok((d, n)) => {
+                    bytes += n;
+                    Some(if d == mine {
+                        SourceVerdict::Same
+                    } else {
+                        SourceVerdict::Differs
+                    })
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => None,
+                Err(e) => Some(SourceVerdict::Unreadable(io_message(&e))),
+            }
+        }
+        _ => None,
+    };
+    Checked {
+        job,
+        mirror,
+        source,
+        bytes,
+    }
+}
+
+/// Reads and hashes a mirror file; the verdict, and the digest and byte count when the
+/// whole content could be read.
+fn check_content(
+    file: File,
+    record: &Record,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> (Verdict, Option<(Digest, u64)>) {
+    let result = match record.stored {
+        Stored::Plain => hash::hash_reader_until(file, buf, stop),
+        Stored::Gzip => {
+            // An empty file decodes to nothing without an error, which would pass for an
+            // empty source file: a gzip stream is never empty.
+            if file.metadata().is_ok_and(|m| m.len() == 0) {
+                let why = "empty, where a gzip stream was stored".to_string();
+                return (Verdict::Bad(Problem::Damaged(why)), None);
+            }
+            hash::hash_reader_until(flate2::read::MultiGzDecoder::new(file), buf, stop)
+        }
+    };
+    match result {
+        Err(_) if stop.load(Ordering::Relaxed) => (Verdict::Stopped, None),
+        Err(e) => (
+            Verdict::Bad(Problem::Damaged(read_error(&e, record.stored))),
+            None,
+        ),
+        Ok((digest, n)) => (content_verdict(record, digest, n), Some((digest, n))),
+    }
+}
+
+/// Why a mirror file that failed to read counts as damaged.
+fn read_error(e: &io::Error, stored: Stored) -> String {
+    let corrupt = matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    );
+    if stored == Stored::Gzip && corrupt {
+        format!("gzip data is corrupt: {}", io_message(e))
+    } else {
+        format!("cannot be read: {}", io_message(e))
+    }
+}
+
+/// How content of `n` bytes hashing to `digest` compares with the record.
+fn content_verdict(record: &Record, digest: Digest, n: u64) -> Verdict {
+    match record.sha256 {
+        None => Verdict::Unchecked,
+        Some(want) if want == digest => Verdict::Intact,
+        Some(_) if n != record.meta.size => Verdict::Bad(Problem::Damaged(format!(
+            "holds {n} bytes, the index recorded {}",
+            record.meta.size
+        ))),
+        Some(_) => Verdict::Bad(Problem::Damaged(
+            "content does not match the recorded SHA-256".to_string(),
+        )),
+    }
+}
+
+/// What a failed look at a recorded path means: a folder on the way that is gone, or is
+/// a file or a symlink now, leaves the path out of the mirror (the folder's own record
+/// says what stands there); anything else unreadable is damage.
+fn problem_of(e: &BeneathError) -> Problem {
+    let gone = e.error.kind() == io::ErrorKind::NotFound
+        || (e.on_the_way && e.error.kind() == io::ErrorKind::NotADirectory);
+    if gone {
+        Problem::Missing
+    } else {
+        Problem::Damaged(format!("cannot be read: {}", io_message(&e.error)))
+    }
+}
+
+/// Why finding `found` where the index recorded a `want` is damage.
+fn stands_in_place(found: &Beneath, want: Kind) -> String {
+    let what = |k: Kind| match k {
+        Kind::File => "a file",
+        Kind::Dir => "a folder",
+        Kind::Symlink => "a symlink",
+        Kind::Special => "a special file",
+    };
+    let (kind, note) = match found {
+        Beneath::File(_) => (Kind::File, ""),
+        Beneath::Dir => (Kind::Dir, ""),
+        Beneath::Symlink(_) => (Kind::Symlink, "; not followed"),
+        Beneath::Special => (Kind::Special, ""),
+    };
+    format!("{} stands where {} should be{note}", what(kind), what(want))
+}
+
+/// Lists DST (not its state folder) without following symlinks: each name and whether
+/// it is a folder. A folder the index does not know is not entered (it is reported once).
+fn list_mirror(dst: &Path, stop: &AtomicBool) -> Vec<(PathBuf, bool)> {
+    let mut names = Vec::new();
+    let mut walker = walkdir::WalkDir::new(dst)
+        .follow_links(false)
+        .follow_root_links(true)
+        .min_depth(1)
+        .into_iter();
+    while let Some(next) = walker.next() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // An unreadable folder: its records are looked at one by one anyway.
+        let Ok(dent) = next else { continue };
+        let is_dir = dent.file_type().is_dir();
+        if dent.depth() == 1 && dent.file_name() == STATE_DIR {
+            if is_dir {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        let rel = dent
+            .path()
+            .strip_prefix(dst)
+            .unwrap_or(dent.path())
+            .to_path_buf();
+        names.push((rel, is_dir));
+    }
+    names
+}
+
+/// The listed names the index does not know, a folder once (not its content).
+fn not_in_index(listing: &[(PathBuf, bool)], state: &MirrorState) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut sorted: Vec<&(PathBuf, bool)> = listing.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, is_dir) in sorted {
+        if state.contains_key(rel.as_os_str()) {
+            continue;
+        }
+        let inside_reported = findings
+            .last()
+            .is_some_and(|f| f.dir && rel.starts_with(&f.path));
+        if !inside_reported {
+            findings.push(Finding::new(rel.clone(), *is_dir, Problem::NotInIndex));
+        }
+    }
+    findings
+}
+
+/// A source walk: its entries, and what could not be read.
+struct Walked {
+    entries: Vec<Entry>,
+    unreadable: Vec<(PathBuf, String)>,
+}
+
+fn walk(src: &Source, stop: &AtomicBool) -> Walked {
+    let mut walked = Walked {
+        entries: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    scan::walk_source(&src.root, Path::new(""), &src.rules, |item| {
+        if stop.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        match item {
+            Scanned::Entry(entry) => walked.entries.push(entry),
+            Scanned::Error { rel, error } => walked.unreadable.push((rel, io_message(&error))),
+        }
+        ControlFlow::Continue(())
+    });
+    walked
+}
+
+/// What comparing the source's entries with the index finds without reading content.
+#[derive(Debug, Default, PartialEq)]
+struct SourceMatch {
+    /// Not in the mirror, not in the source, or of another kind or link target.
+    findings: Vec<Finding>,
+    /// Stored name → source path, for every file whose content is to be compared.
+    files: HashMap<OsString, PathBuf>,
+}
+
+/// Matches the source's `entries` (in walk order) with the records in `state` by the
+/// source path each record stands for. A folder missing on one side is reported once.
+/// Records under a source path that could not be read, or that a sync leaves out
+/// (`left_out`), are not "not in source".
+fn compare_source(
+    entries: &[Entry],
+    unreadable: &[PathBuf],
+    state: &MirrorState,
+    left_out: impl Fn(&Path) -> bool,
+) -> SourceMatch {
+    // Source path → (stored name, record). Should both `a` and `a.gz` be recorded (a
+    // conversion cut short), the plain one stands for the path.
+    let mut by_source: HashMap<PathBuf, (&OsString, &Record)> = HashMap::new();
+    for (name, record) in state {
+        let logical = logical_name(Path::new(name), record);
+        let keep_old = by_source
+            .get(&logical)
+            .is_some_and(|(_, old)| old.stored == Stored::Plain);
+        if !keep_old {
+            by_source.insert(logical, (name, record));
+        }
+    }
+    let mut out = SourceMatch::default();
+    let mut seen: HashSet<&Path> = HashSet::new();
+    let mut new_dir: Option<&Path> = None;
+    for entry in entries {
+        let rel = entry.rel.as_path();
+        if rel.as_os_str().is_empty() || entry.kind == Kind::Special {
+            continue;
+        }
+        seen.insert(rel);
+        if new_dir.is_some_and(|d| rel.starts_with(d)) {
+            continue;
+        }
+        let Some((name, record)) = by_source.get(rel) else {
+            let dir = entry.kind == Kind::Dir;
+            if dir {
+                new_dir = Some(rel);
+            }
+            out.findings
+                .push(Finding::new(rel, dir, Problem::NotInMirror));
+            continue;
+        };
+        let same = match (entry.kind, record.kind) {
+            (Kind::File, Kind::File) => {
+                out.files.insert((*name).clone(), rel.to_path_buf());
+                true
+            }
+            (Kind::Dir, Kind::Dir) => true,
+            (Kind::Symlink, Kind::Symlink) => entry.target == record.target,
+            _ => false,
+        };
+        if !same {
+            let dir = entry.kind == Kind::Dir;
+            out.findings
+                .push(Finding::new(rel, dir, Problem::DiffersFromSource));
+        }
+    }
+    let mut gone: Vec<(&PathBuf, bool)> = by_source
+        .iter()
+        .filter(|(logical, _)| !logical.as_os_str().is_empty())
+        .filter(|(logical, _)| !seen.contains(logical.as_path()))
+        .filter(|(logical, _)| !unreadable.iter().any(|u| logical.starts_with(u)))
+        .filter(|(logical, _)| !left_out(logical))
+        .map(|(logical, (_, record))| (logical, record.kind == Kind::Dir))
+        .collect();
+    gone.sort();
+    let mut gone_dir: Option<&Path> = None;
+    for (logical, dir) in gone {
+        if gone_dir.is_some_and(|d| logical.starts_with(d)) {
+            continue;
+        }
+        if dir {
+            gone_dir = Some(logical);
+        }
+        out.findings
+            .push(Finding::new(logical, dir, Problem::NotInSource));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// A second look while a writer works
+// ---------------------------------------------------------------------------------------
+
+/// Size and mtime of the index and its WAL: changes whenever a writer commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<Option<(u64, Option<SystemTime>)>>);
+
+impl Fingerprint {
+    fn of(state_dir: &Path) -> Fingerprint {
+        let file = |suffix: &str| {
+            std::fs::symlink_metadata(state_dir.join(format!("{}{suffix}", index::INDEX_FILE)))
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        };
+        Fingerprint(vec![file(""), file("-wal")])
+    }
+}
+
+/// Looks a record up again when the index changed since it was read, so a problem that
+/// is only a writer's change in flight (a file replaced after the index was read, a new
+/// file not yet committed) is not reported.
+struct SecondLook<'a> {
+    state_dir: &'a Path,
+    /// The index as it was read.
+    seen: Fingerprint,
+    /// An index opened later, and how it looked then.
+    fresh: Option<(Fingerprint, Index)>,
+}
+
+impl<'a> SecondLook<'a> {
+    fn new(state_dir: &'a Path, seen: Fingerprint) -> SecondLook<'a> {
+        SecondLook {
+            state_dir,
+            seen,
+            fresh: None,
+        }
+    }
+
+    /// `None` if the index is unchanged (or cannot be read again); otherwise the record
+    /// it holds for `name` now.
+    fn current(&mut self, name: &Path) -> Option<Option<Record>> {
+        let now = Fingerprint::of(self.state_dir);
+        if now == self.seen {
+            return None;
+        }
+        if self.fresh.as_ref().is_none_or(|(then, _)| *then != now) {
+            // Opened untouched like the first read: nothing is written here either.
+            self.fresh = Index::open_untouched(self.state_dir)
+                .ok()
+                .flatten()
+                .map(|index| (now, index));
+        }
+        let (_, index) = self.fresh.as_ref()?;
+        index.get(name).ok()
+    }
+
+    /// A problem found, re-checked against the record the index holds now: dropped if
+    /// the record is gone, checked again if it changed.
+    fn settle(
+        &mut self,
+        checked: Checked,
+        dst: &Path,
+        buf: &mut Vec<u8>,
+        stop: &AtomicBool,
+    ) -> Checked {
+        let problem = matches!(checked.mirror, Verdict::Bad(_))
+            || matches!(checked.source, Some(SourceVerdict::Differs));
+        if !problem {
+            return checked;
+        }
+        match self.current(&checked.job.name) {
+            Some(None) => {
+                log::debug!("{} left the index during the check", esc(&checked.job.name));
+                Checked {
+                    mirror: Verdict::Stopped,
+                    source: None,
+                    ..checked
+                }
+            }
+            Some(Some(record)) if record != checked.job.record => {
+                let job = Job {
+                    record,
+                    ..checked.job
+                };
+                check(dst, job, buf, stop)
+            }
+            _ => checked,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Meta;
+    use filetime::FileTime;
+
+    fn meta(size: u64) -> Meta {
+        Meta {
+            size,
+            mtime: FileTime::from_unix_time(1_700_000_000, 0),
+            mode: 0o644,
+        }
+    }
+
+    fn rec(kind: Kind, stored: Stored, sha: Option<Digest>) -> Record {
+        Record {
+            kind,
+            meta: meta(3),
+            sha256: sha,
+            stored,
+            target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+        }
+    }
+
+    fn entry(rel: &str, kind: Kind) -> Entry {
+        Entry {
+            rel: PathBuf::from(rel),
+            kind,
+            meta: meta(3),
+            target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+        }
+    }
+
+    fn state(records: &[(&str, Record)]) -> MirrorState {
+        records
+            .iter()
+            .map(|(n, r)| (OsString::from(n), r.clone()))
+            .collect()
+    }
+
+    fn lines(findings: &[Finding]) -> Vec<String> {
+        findings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn findings_read_as_one_line_each_with_names_escaped() {
+        let table = [
+            (
+                Finding::new(
+                    "docs/r.txt.gz",
+                    false,
+                    Problem::Damaged("content does not match the recorded SHA-256".into()),
+                ),
+                "damaged: docs/r.txt.gz (content does not match the recorded SHA-256)",
+            ),
+            (
+                Finding::new("a\nb", false, Problem::Missing),
+                "missing: a\\nb",
+            ),
+            (Finding::new("d", true, Problem::Missing), "missing: d/"),
+            (
+                Finding::new("x", false, Problem::NotInIndex),
+                "not in index: x",
+            ),
+            (
+                Finding::new("x", false, Problem::DiffersFromSource),
+                "differs from source: x",
+            ),
+            (
+                Finding::new("x", false, Problem::NotInMirror),
+                "not in mirror: x",
+            ),
+            (
+                Finding::new("x", true, Problem::NotInSource),
+                "not in source: x/",
+            ),
+        ];
+        for (finding, want) in table {
+            assert_eq!(finding.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn content_verdicts() {
+        let d = hash::hash_reader(&b"abc"[..]).unwrap();
+        let other = Digest([0; 32]);
+        let r = |sha| rec(Kind::File, Stored::Gzip, sha);
+        assert_eq!(content_verdict(&r(Some(d)), d, 3), Verdict::Intact);
+        assert_eq!(content_verdict(&r(None), d, 3), Verdict::Unchecked);
+        assert_eq!(
+            content_verdict(&r(Some(other)), d, 3),
+            Verdict::Bad(Problem::Damaged(
+                "content does not match the recorded SHA-256".into()
+            ))
+        );
+        assert_eq!(
+            content_verdict(&r(Some(other)), d, 5),
+            Verdict::Bad(Problem::Damaged(
+                "holds 5 bytes, the index recorded 3".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_folder_gone_on_the_way_means_missing_other_errors_mean_damaged() {
+        let err = |kind, on_the_way| BeneathError {
+            error: io::Error::from(kind),
+            on_the_way,
+        };
+        assert_eq!(
+            problem_of(&err(io::ErrorKind::NotFound, false)),
+            Problem::Missing
+        );
+        assert_eq!(
+            problem_of(&err(io::ErrorKind::NotFound, true)),
+            Problem::Missing
+        );
+        assert_eq!(
+            problem_of(&err(io::ErrorKind::NotADirectory, true)),
+            Problem::Missing
+        );
+        assert!(matches!(
+            problem_of(&err(io::ErrorKind::PermissionDenied, false)),
+            Problem::Damaged(why) if why.starts_with("cannot be read: ")
+        ));
+        assert_eq!(
+            stands_in_place(&Beneath::Symlink("x".into()), Kind::File),
+            "a symlink stands where a file should be; not followed"
+        );
+        assert_eq!(
+            stands_in_place(&Beneath::Dir, Kind::Symlink),
+            "a folder stands where a symlink should be"
+        );
+    }
+
+    #[test]
+    fn gzip_errors_are_called_corrupt() {
+        let e = io::Error::new(io::ErrorKind::InvalidInput, "corrupt deflate stream");
+        assert_eq!(
+            read_error(&e, Stored::Gzip),
+            "gzip data is corrupt: corrupt deflate stream"
+        );
+        assert!(read_error(&e, Stored::Plain).starts_with("cannot be read"));
+    }
+
+    #[test]
+    fn unknown_names_are_listed_and_a_folder_once() {
+        let st = state(&[
+            ("", rec(Kind::Dir, Stored::Plain, None)),
+            ("a.gz", rec(Kind::File, Stored::Gzip, None)),
+        ]);
+        let listing: Vec<(PathBuf, bool)> = [
+            ("a.gz", false),
+            ("extra", true),
+            ("extra/x", false),
+            ("extra/y/z", false),
+            ("stray.txt", false),
+        ]
+        .iter()
+        .map(|(n, d)| (PathBuf::from(n), *d))
+        .collect();
+        assert_eq!(
+            lines(&not_in_index(&listing, &st)),
+            ["not in index: extra/", "not in index: stray.txt"]
+        );
+    }
+
+    #[test]
+    fn source_comparison_by_source_path() {
+        let st = state(&[
+            ("", rec(Kind::Dir, Stored::Plain, None)),
+            ("a.txt.gz", rec(Kind::File, Stored::Gzip, None)),
+            ("b", rec(Kind::File, Stored::Plain, None)),
+            ("link", rec(Kind::Symlink, Stored::Plain, None)),
+            ("kind", rec(Kind::File, Stored::Plain, None)),
+            ("gone", rec(Kind::Dir, Stored::Plain, None)),
+            ("gone/x", rec(Kind::File, Stored::Plain, None)),
+            ("excluded.tmp", rec(Kind::File, Stored::Plain, None)),
+            ("locked/y", rec(Kind::File, Stored::Plain, None)),
+        ]);
+        let mut moved = entry("link", Kind::Symlink);
+        moved.target = Some(PathBuf::from("elsewhere"));
+        let entries = [
+            entry("", Kind::Dir),
+            entry("a.txt", Kind::File),
+            entry("b", Kind::File),
+            moved,
+            entry("kind", Kind::Dir),
+            entry("new", Kind::Dir),
+            entry("new/n", Kind::File),
+            entry("new.txt", Kind::File),
+            entry("fifo", Kind::Special),
+        ];
+        let unreadable = [PathBuf::from("locked")];
+        let m = compare_source(&entries, &unreadable, &st, |p| {
+            p.extension().is_some_and(|e| e == "tmp")
+        });
+        assert_eq!(
+            lines(&m.findings),
+            [
+                "differs from source: link",
+                "differs from source: kind/",
+                "not in mirror: new/",
+                "not in mirror: new.txt",
+                "not in source: gone/",
+            ]
+        );
+        let mut files: Vec<_> = m.files.into_iter().collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                (OsString::from("a.txt.gz"), PathBuf::from("a.txt")),
+                (OsString::from("b"), PathBuf::from("b")),
+            ]
+        );
+    }
+
+    #[test]
+    fn exit_codes_and_summary_lines() {
+        let mut c = Counts {
+            files_verified: 4,
+            not_in_index: 1,
+            bytes_checked: 2048,
+            ..Counts::default()
+        };
+        assert_eq!(exit_code(&c, false, false, false), 0);
+        assert_eq!(exit_code(&c, true, false, false), 1);
+        assert_eq!(exit_code(&c, false, false, true), 2);
+        assert_eq!(exit_code(&c, false, true, true), 130);
+        c.missing = 1;
+        assert_eq!(exit_code(&c, false, false, false), 1);
+        let [first, second] = summary_lines(&c, false, "completed", "2026-01-02 03:04:05", 1.234);
+        assert_eq!(
+            first,
+            "Verify completed at 2026-01-02 03:04:05, Duration: 1.23 seconds, Files verified: 4"
+        );
+        assert_eq!(
+            second,
+            "Damaged: 0, Missing: 1, Unchecked: 0, Not in index: 1, Bytes checked: 2048 (2.0 KiB)"
+        );
+        let [_, with_source] = summary_lines(&c, true, "completed", "now", 0.0);
+        assert!(
+            with_source.contains(
+                "Not in index: 1, Differs from source: 0, Not in mirror: 0, Not in source: 0, Unreadable in source: 0, Bytes"
+            ),
+            "{with_source}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_empty_or_truncated_gzip_file_is_damaged() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let d = hash::hash_reader(&b""[..]).unwrap();
+        let record = Record {
+            meta: meta(0),
+            ..rec(Kind::File, Stored::Gzip, Some(d))
+        };
+        let stop = AtomicBool::new(false);
+        let mut buf = vec![0u8; 64];
+        let empty = dir.path().join("e.gz");
+        std::fs::write(&empty, b"").unwrap();
+        let (v, _) = check_content(File::open(&empty).unwrap(), &record, &mut buf, &stop);
+        assert!(matches!(v, Verdict::Bad(Problem::Damaged(_))), "{v:?}");
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"hello world").unwrap();
+        let bytes = gz.finish().unwrap();
+        let cut = dir.path().join("c.gz");
+        std::fs::write(&cut, &bytes[..bytes.len() - 6]).unwrap();
+        let (v, _) = check_content(File::open(&cut).unwrap(), &record, &mut buf, &stop);
+        assert!(
+            matches!(&v, Verdict::Bad(Problem::Damaged(why)) if why.starts_with("gzip data is corrupt")),
+            "{v:?}"
+        );
+    }
+}
