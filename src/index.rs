@@ -158,34 +158,6 @@ impl Index {
         Ok((index, existed && version == SCHEMA_VERSION))
     }
 
-    /// Opens an existing index without writing anything (for `--dry-run`).
-    pub fn open_read_only(state_dir: &Path) -> Result<Option<Index>, IndexError> {
-        let path = state_dir.join(INDEX_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let wrap = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(&path, flags).map_err(wrap)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(wrap)?;
-        if version != SCHEMA_VERSION {
-            return Err(IndexError::Version {
-                path,
-                found: version,
-            });
-        }
-        Ok(Some(Index {
-            conn,
-            path,
-            dirty_since: None,
-        }))
-    }
-
     /// Records a fact about the mirror as a whole, such as `compress` (`1` or `0`): what
     /// `restore` needs to tell a gzipped version from a plain file named `.gz`.
     pub fn set_mirror_fact(&mut self, key: &str, value: &str) -> Result<(), IndexError> {

@@ -299,7 +299,7 @@ impl Mirror {
             self.commit();
             let state_dir = self.cfg.pair.dst.join(STATE_DIR);
             DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, move || {
-                Index::open_read_only(&state_dir)
+                Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
                     .unwrap_or_else(|e| {
                         log::warn!("{e}; comparing with the destination instead");
@@ -1095,7 +1095,7 @@ fn discard_index(state_dir: &Path) {
 
 /// The index for a mirror that does not write (`--dry-run`, unwritable DST).
 fn read_index(state_dir: &Path) -> (Option<Index>, bool) {
-    match Index::open_read_only(state_dir) {
+    match Index::open_untouched(state_dir) {
         Ok(index) => {
             let trusted = index.is_some();
             (index, trusted)
