@@ -55,6 +55,23 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(crate::verify::run(&plan, &stop))
         }
         Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
+        Command::Restore(args) => {
+            let stop = match plain_output().and_then(|()| install_stop_handler(STOP_RESTORE)) {
+                Ok(stop) => stop,
+                Err(e) => return usage_error(&e),
+            };
+            ExitCode::from(crate::restore::run(&args, &stop))
+        }
+        Command::Versions(args) => {
+            if let Err(e) = plain_output() {
+                return usage_error(&e);
+            }
+            ExitCode::from(crate::history::list_command(
+                &args.dst,
+                args.path.as_deref(),
+                args.json,
+            ))
+        }
         Command::Agent(action) => agent(action),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
@@ -108,6 +125,18 @@ fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, ExitCode> {
     install_stop_handler(STOP_MIRROR).map_err(|e| usage_error(&e))
 }
 
+/// Logging for the commands that read a mirror: operation lines on stdout, warnings
+/// and errors on stderr, no log files.
+fn plain_output() -> Result<(), String> {
+    logging::init(&crate::config::Output {
+        dry_run: false,
+        json: false,
+        log_file: None,
+        error_log: None,
+        verbosity: crate::config::Verbosity::Normal,
+    })
+}
+
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(EXIT_USAGE)
@@ -118,6 +147,9 @@ const STOP_MIRROR: &str =
     "interrupted: finishing files in flight and saving the index (Ctrl-C again to quit now)";
 /// What the first Ctrl-C says during `verify`, which has nothing to save.
 const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit now)";
+/// What the first Ctrl-C says during `restore`: the file in flight is rolled back.
+const STOP_RESTORE: &str =
+    "interrupted: removing the file in flight and stopping (Ctrl-C again to quit now)";
 
 /// Ctrl-C or SIGTERM once: set the returned flag (work stops cleanly) and print
 /// `message`. Twice: exit now.

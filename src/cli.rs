@@ -29,6 +29,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what the running watcher is doing.
     Status(StatusArgs),
+    /// Rebuild files from a mirror (and its versions) as they were at a given time.
+    #[command(after_help = RESTORE_EXAMPLES)]
+    Restore(RestoreArgs),
+    /// List the old versions a mirror keeps of replaced and deleted files.
+    Versions(VersionsArgs),
     /// Run `watch --config` at login (systemd user unit, or macOS LaunchAgent).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -110,6 +115,51 @@ pub struct VerifyArgs {
     /// Only problems, warnings, errors and the summary; no progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  datasafe restore /mnt/backup/notes ~/notes-restored
+  datasafe restore --at '2026-11-24 15:30:00' /mnt/backup/notes /tmp/notes docs/report.txt
+
+Without --at the live mirror is restored as it is; with it, each file as it was at that
+local time (from the versions kept in DST/.datasafe/versions).
+Exit codes: 0 all done, 1 some files failed, 2 bad input, 130 interrupted.";
+
+/// `datasafe restore DST TARGET [--at TIME] [--force] [PATH...]`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The mirror to restore from (a sync or watch DST).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// Where the files go (created if missing; must be empty unless --force).
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+    /// Restore the files as they were at this local time, "YYYY-MM-DD HH:MM:SS"
+    /// [default: now: the live mirror, no versions].
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Restore into a TARGET that is not empty, overwriting the files restored.
+    #[arg(long)]
+    pub force: bool,
+    /// Only these paths (relative to the mirror's root; a folder means all under it).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `datasafe versions DST [PATH] [--json]`.
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The mirror (a sync or watch DST).
+    #[arg(value_name = "DST")]
+    pub dst: PathBuf,
+    /// Only the versions of this file, or of everything under this folder (relative to
+    /// the mirror's root).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Print one JSON array of {path, time, size, file}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const WATCH_EXAMPLES: &str = "\

@@ -403,7 +403,7 @@ pub fn check_source(src: &Path) -> Result<(), String> {
 
 /// The canonical form of `path`; for a path that does not exist yet, the canonical form
 /// of its nearest existing ancestor with the rest appended.
-fn canonical_even_if_missing(path: &Path) -> io::Result<PathBuf> {
+pub fn canonical_even_if_missing(path: &Path) -> io::Result<PathBuf> {
     let absolute = std::path::absolute(path)?;
     let mut existing = absolute.as_path();
     let mut rest = Vec::new();

@@ -1,0 +1,470 @@
+//! What a mirror can give back, read without writing a byte: its live entries (the
+//! index's records that DST still holds, or DST's own listing when there is no usable
+//! index) and the versions kept in `DST/.datasafe/versions`, each under the source path
+//! it stands for and with the form (plain or gzip) it is stored in. Also the `versions`
+//! command, which lists them.
+//!
+//! Nothing here follows a symlink inside DST: every folder on the way to a name is
+//! checked with `lstat` ([`History::path_of`]), files are opened with `O_NOFOLLOW`, and
+//! the versions folder is walked without following links. Choosing which content to
+//! restore and writing it is `restore`'s job, not this file's.
+
+use crate::index::{self, Index, Stored};
+use crate::names::{esc, human_bytes, io_message};
+use crate::plan::strip_gz;
+use crate::platform;
+use crate::scan::{self, Kind, Meta, STATE_DIR};
+use crate::versions::{self, VERSIONS_DIR, Version};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+/// A mirror opened for reading what it holds now and what it kept.
+pub struct History {
+    /// The mirror's root, as given.
+    dst: PathBuf,
+    /// The index, when there is a readable one.
+    index: Option<Index>,
+    /// Whether the mirror says it is gzipped (the index's `compress` fact); `None` when
+    /// it does not say, and versions are then recognised by name and gzip magic.
+    compress: Option<bool>,
+    /// `DST/.datasafe/versions` is a real folder.
+    has_versions_dir: bool,
+    /// Folders under DST already checked to be real folders (not symlinks).
+    checked: HashSet<PathBuf>,
+}
+
+/// One version, under the source path it stands for.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// The source-relative path it is a version of.
+    pub source: PathBuf,
+    /// Its name, time and sequence number.
+    pub version: Version,
+    /// How its content is stored.
+    pub stored: Stored,
+    /// Its `lstat`: mode and mtime are the source's at the time; size is the stored size.
+    pub meta: Meta,
+}
+
+/// One entry of the live mirror, under its source path.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// The source-relative path.
+    pub source: PathBuf,
+    /// The name it is stored under in DST.
+    pub name: PathBuf,
+    /// File, folder or symlink.
+    pub kind: Kind,
+    /// Plain or gzipped (files only).
+    pub stored: Stored,
+    /// Files and links: DST's own `lstat` (the mirror keeps the source's mode and mtime).
+    /// Folders: what the index recorded, or DST's `lstat` without an index.
+    pub meta: Meta,
+    /// Where a symlink points.
+    pub target: Option<PathBuf>,
+}
+
+impl History {
+    /// Opens the mirror at `dst` for reading. Errors are one line naming the path and
+    /// saying what to do (the caller exits with 2).
+    pub fn open(dst: &Path) -> Result<History, String> {
+        match std::fs::metadata(dst) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "mirror {} is not a directory; give the DST folder of a sync or watch",
+                    esc(dst)
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "mirror {} does not exist; check the path (or mount its drive)",
+                    esc(dst)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "mirror {} cannot be read: {}",
+                    esc(dst),
+                    io_message(&e)
+                ));
+            }
+        }
+        let state = dst.join(STATE_DIR);
+        let state_is_dir = match std::fs::symlink_metadata(&state) {
+            Ok(m) if m.is_dir() => true,
+            Ok(_) => {
+                return Err(format!(
+                    "{} is not a folder (a symlink?); refusing to read the mirror's state through it",
+                    esc(&state)
+                ));
+            }
+            Err(_) => false,
+        };
+        let versions_dir = state.join(VERSIONS_DIR);
+        let has_versions_dir = state_is_dir
+            && match std::fs::symlink_metadata(&versions_dir) {
+                Ok(m) if m.is_dir() => true,
+                Ok(_) => {
+                    log::warn!(
+                        "{} is not a folder (a symlink?); its versions are left alone",
+                        esc(&versions_dir)
+                    );
+                    false
+                }
+                Err(_) => false,
+            };
+        let index = if state_is_dir {
+            // Untouched: not even SQLite's `-wal`/`-shm` may appear in DST.
+            match Index::open_untouched(&state) {
+                Ok(index) => index,
+                Err(e) => {
+                    log::warn!("{e}; reading the mirror's own listing instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let compress = index
+            .as_ref()
+            .and_then(|i| i.mirror_fact("compress"))
+            .and_then(|fact| match fact.as_str() {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            });
+        Ok(History {
+            dst: dst.to_path_buf(),
+            index,
+            compress,
+            has_versions_dir,
+            checked: HashSet::new(),
+        })
+    }
+
+    /// The mirror's root.
+    pub fn dst(&self) -> &Path {
+        &self.dst
+    }
+
+    /// True if the mirror has a readable index.
+    pub fn has_index(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Every version, oldest first (by time, then sequence). A version that vanished
+    /// since the listing is left out.
+    pub fn versions(&mut self) -> Vec<Kept> {
+        if !self.has_versions_dir {
+            return Vec::new();
+        }
+        let root = self.versions_root();
+        let mut kept = Vec::new();
+        for version in versions::list(&self.dst) {
+            let path = root.join(&version.path);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let stored = self.version_form(&version.stored, &path);
+            let source = match stored {
+                Stored::Gzip => strip_gz(&version.stored).unwrap_or(version.stored.clone()),
+                Stored::Plain => version.stored.clone(),
+            };
+            kept.push(Kept {
+                source,
+                version,
+                stored,
+                meta: Meta::of(&meta),
+            });
+        }
+        kept
+    }
+
+    /// Where versions live: `DST/.datasafe/versions`.
+    pub fn versions_root(&self) -> PathBuf {
+        self.dst.join(STATE_DIR).join(VERSIONS_DIR)
+    }
+
+    /// A version is gzipped when the mirror says it is a gzipped mirror; when the mirror
+    /// does not say (no index, or an index older than the fact), when its name ends in
+    /// `.gz` and its content starts with the gzip magic.
+    fn version_form(&self, stored: &Path, path: &Path) -> Stored {
+        let named_gz = strip_gz(stored).is_some();
+        let gzip = match self.compress {
+            Some(compress) => compress && named_gz,
+            None => named_gz && starts_like_gzip(path),
+        };
+        if gzip { Stored::Gzip } else { Stored::Plain }
+    }
+
+    /// The live mirror: the index's records that DST still holds (a record whose file
+    /// is gone from DST is reported and left out), or, without an index, what DST lists.
+    /// The root folder itself is not an entry.
+    pub fn live(&mut self) -> Result<Vec<Live>, String> {
+        let recorded = match &self.index {
+            // Read again through `load_untouched`, which also copes with a writer that
+            // started since the index was opened.
+            Some(_) => index::load_untouched(&self.dst.join(STATE_DIR)).map_err(|e| {
+                format!("{e}; move the index aside to restore from the mirror's own listing")
+            })?,
+            None => None,
+        };
+        let trusted_listing = recorded.is_none();
+        let state = recorded.unwrap_or_else(|| {
+            let listing = scan::list_dest(&self.dst, Path::new(""), true);
+            index::state_from_listing(&self.dst, &listing)
+        });
+        let mut names: Vec<_> = state.into_iter().collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut live = Vec::with_capacity(names.len());
+        for (name, record) in names {
+            let name = PathBuf::from(name);
+            if name.as_os_str().is_empty() {
+                continue;
+            }
+            let present = if trusted_listing {
+                Some(record.meta)
+            } else {
+                self.present(&name, record.kind)
+            };
+            let Some(on_disk) = present else {
+                log::warn!(
+                    "{} is in the index but not in the mirror; it is left out (run sync to bring the mirror up to date)",
+                    esc(&self.dst.join(&name))
+                );
+                continue;
+            };
+            let source = match record.stored {
+                Stored::Gzip => strip_gz(&name).unwrap_or(name.clone()),
+                Stored::Plain => name.clone(),
+            };
+            let (meta, target) = match record.kind {
+                Kind::Dir => (record.meta, None),
+                Kind::Symlink => {
+                    let target = match std::fs::read_link(self.dst.join(&name)) {
+                        Ok(target) => target,
+                        Err(_) => continue,
+                    };
+                    (on_disk, Some(target))
+                }
+                _ => (on_disk, None),
+            };
+            live.push(Live {
+                source,
+                name,
+                kind: record.kind,
+                stored: record.stored,
+                meta,
+                target,
+            });
+        }
+        Ok(live)
+    }
+
+    /// DST's `lstat` of `name` if it is there as `kind`, reached without passing a
+    /// symlink.
+    fn present(&mut self, name: &Path, kind: Kind) -> Option<Meta> {
+        let path = self.path_of(&self.dst.clone(), name).ok()?;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        (Kind::of(meta.file_type()) == kind).then(|| Meta::of(&meta))
+    }
+
+    /// `root/rel`, after checking that every folder on the way below `root` is a real
+    /// folder and not a symlink (checks are remembered). The last component is not
+    /// checked: open it with `O_NOFOLLOW`.
+    pub fn path_of(&mut self, root: &Path, rel: &Path) -> io::Result<PathBuf> {
+        let mut dir = root.to_path_buf();
+        for part in rel.parent().unwrap_or(Path::new("")).components() {
+            dir.push(part);
+            if self.checked.contains(&dir) {
+                continue;
+            }
+            if !std::fs::symlink_metadata(&dir)?.is_dir() {
+                return Err(io::Error::other(format!(
+                    "{} is not a folder (a symlink?)",
+                    esc(&dir)
+                )));
+            }
+            self.checked.insert(dir.clone());
+        }
+        Ok(root.join(rel))
+    }
+}
+
+/// Opens a file inside DST for reading without following a symlink at its name
+/// (`O_NOFOLLOW`), and checks it is a regular file.
+pub fn open_stored(path: &Path) -> io::Result<File> {
+    // `open_source` is the crate's O_NOFOLLOW read-only open; it serves DST as well.
+    let file = platform::open_source(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// True if the file at `path` (not followed if a symlink) starts with gzip's magic.
+fn starts_like_gzip(path: &Path) -> bool {
+    let Ok(mut file) = open_stored(path) else {
+        return false;
+    };
+    let mut magic = [0u8; 2];
+    file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b]
+}
+
+/// The uncompressed size a gzip file declares in its trailer (ISIZE, modulo 4 GiB).
+fn gzip_isize(path: &Path) -> io::Result<u64> {
+    let mut file = open_stored(path)?;
+    file.seek(SeekFrom::End(-4))?;
+    let mut tail = [0u8; 4];
+    file.read_exact(&mut tail)?;
+    Ok(u64::from(u32::from_le_bytes(tail)))
+}
+
+/// A PATH argument as a source-relative path: `.` components and trailing slashes
+/// dropped; absolute paths and `..` refused. An empty result means the whole mirror.
+pub fn source_path(arg: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for part in arg.components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "path {} must be relative to the mirror's root, like docs/report.txt",
+                    esc(arg)
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True if `source` is one of `scopes` or lies under one (everything, for no scopes).
+pub fn in_scope(source: &Path, scopes: &[PathBuf]) -> bool {
+    scopes.is_empty() || scopes.iter().any(|s| source.starts_with(s))
+}
+
+/// One line of `versions --json`.
+#[derive(Debug, Serialize)]
+struct Listed {
+    /// The source-relative path.
+    path: String,
+    /// When it was replaced or deleted (local time).
+    time: String,
+    /// The original (un-gzipped) size in bytes.
+    size: u64,
+    /// The version's path relative to DST.
+    file: String,
+}
+
+/// `datasafe versions DST [PATH] [--json]`: every version (of one file, or under one
+/// folder), grouped by path and oldest first. Returns the exit code.
+pub fn list_command(dst: &Path, path: Option<&Path>, json: bool) -> u8 {
+    let scopes: Vec<PathBuf> = match path.map(source_path).transpose() {
+        Ok(scope) => scope
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        Err(message) => return usage_error(&message),
+    };
+    let mut history = match History::open(dst) {
+        Ok(history) => history,
+        Err(message) => return usage_error(&message),
+    };
+    let mut kept: Vec<Kept> = history
+        .versions()
+        .into_iter()
+        .filter(|k| in_scope(&k.source, &scopes))
+        .collect();
+    // Stable: within a path, `versions` already has them oldest first.
+    kept.sort_by(|a, b| a.source.cmp(&b.source));
+    let root = history.versions_root();
+    let mut listed = Vec::with_capacity(kept.len());
+    for k in &kept {
+        let size = match k.stored {
+            Stored::Plain => k.meta.size,
+            Stored::Gzip => match gzip_isize(&root.join(&k.version.path)) {
+                Ok(size) => size,
+                Err(e) => {
+                    log::warn!(
+                        "{}: cannot read its gzip trailer: {}",
+                        esc(&root.join(&k.version.path)),
+                        io_message(&e)
+                    );
+                    k.meta.size
+                }
+            },
+        };
+        listed.push(Listed {
+            path: esc(&k.source).to_string(),
+            time: k.version.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            size,
+            file: esc(&Path::new(STATE_DIR)
+                .join(VERSIONS_DIR)
+                .join(&k.version.path))
+            .to_string(),
+        });
+    }
+    if listed.is_empty() {
+        let what = match path {
+            Some(p) if !scopes.is_empty() => format!("no versions of {} in {}", esc(p), esc(dst)),
+            _ => format!("no versions in {}", esc(dst)),
+        };
+        eprintln!("{what}");
+    }
+    if json {
+        match serde_json::to_string(&listed) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return usage_error(&format!("cannot write JSON: {e}")),
+        }
+    } else {
+        for l in &listed {
+            println!(
+                "{}  {}  {}  {}",
+                l.time,
+                human_bytes(l.size),
+                l.path,
+                l.file
+            );
+        }
+    }
+    0
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("error: {message}");
+    crate::app::EXIT_USAGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_arguments_become_source_relative_paths() {
+        assert_eq!(
+            source_path(Path::new("./docs//a.txt")).unwrap(),
+            Path::new("docs/a.txt")
+        );
+        assert_eq!(source_path(Path::new("docs/")).unwrap(), Path::new("docs"));
+        assert_eq!(source_path(Path::new(".")).unwrap(), Path::new(""));
+        assert!(source_path(Path::new("/etc/passwd")).is_err());
+        assert!(source_path(Path::new("docs/../../x")).is_err());
+    }
+
+    #[test]
+    fn scopes_match_whole_components() {
+        let scopes = [PathBuf::from("docs")];
+        assert!(in_scope(Path::new("docs"), &scopes));
+        assert!(in_scope(Path::new("docs/a.txt"), &scopes));
+        assert!(!in_scope(Path::new("docs2/a.txt"), &scopes));
+        assert!(in_scope(Path::new("anything"), &[]));
+    }
+}

@@ -1,0 +1,1001 @@
+//! `datasafe restore`: rebuilds files into TARGET as they were at a moment, from a
+//! mirror's live files and its kept versions (`history`), un-gzipping them and giving
+//! them back their mode and mtime to the nanosecond.
+//!
+//! Which content a path gets is decided by [`choose`], pure and table-tested: a version
+//! stamped S held the content that was current until S, so for a moment T the earliest
+//! version with S >= T is it, else the live file; and only if that content already
+//! existed at T (its mtime is no later than T + 1 s). [`plan`] applies it to every path,
+//! also pure. [`Writer`] then writes TARGET: every file goes through a private temp file
+//! in its own folder and a rename, so no file is ever torn under its final name; folders
+//! get their recorded mode and mtime last, deepest first.
+//!
+//! Restore only reads DST. TARGET may not be DST, lie inside it or contain it, and the
+//! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
+//! one thread: it is bound by the disks far more than by gunzip.
+
+use crate::cli::RestoreArgs;
+use crate::hash::CHUNK;
+use crate::history::{self, History, Kept, Live, in_scope};
+use crate::index::Stored;
+use crate::logging::{self, DETAIL, SUMMARY};
+use crate::names::{esc, io_message};
+use crate::platform;
+use crate::scan::{Kind, Meta};
+use crate::versions::VERSIONS_DIR;
+use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
+use filetime::FileTime;
+use flate2::bufread::MultiGzDecoder;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How `--at` is written (local time, to the second).
+pub const AT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// A moment to restore, to the second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    /// The local time, as version names stamp it.
+    pub local: NaiveDateTime,
+    /// The latest mtime content may have and still have existed at that time: the end
+    /// of that second (T + 1 s), as a file time.
+    pub limit: FileTime,
+}
+
+impl Moment {
+    /// Reads `--at`: `YYYY-MM-DD HH:MM:SS`, local time.
+    pub fn parse(text: &str) -> Result<Moment, String> {
+        NaiveDateTime::parse_from_str(text.trim(), AT_FORMAT)
+            .map(Moment::at_local)
+            .map_err(|_| {
+                format!(
+                    "invalid --at {text:?}: write the local time as \"YYYY-MM-DD HH:MM:SS\", \
+                     for example --at \"2026-11-24 15:30:00\""
+                )
+            })
+    }
+
+    /// The moment a local wall-clock time stands for.
+    pub fn at_local(local: NaiveDateTime) -> Moment {
+        Moment {
+            local,
+            limit: FileTime::from_unix_time(unix_seconds(local) + 1, 0),
+        }
+    }
+}
+
+/// Seconds since the epoch of a local time. A time the clock showed twice (the hour
+/// after summer time ends) is taken at its later instant, so nothing that existed then
+/// is missed; a time it skipped (the hour summer time starts) as the offset before.
+fn unix_seconds(local: NaiveDateTime) -> i64 {
+    match Local.from_local_datetime(&local) {
+        LocalResult::Single(t) => t.timestamp(),
+        LocalResult::Ambiguous(_, later) => later.timestamp(),
+        LocalResult::None => {
+            let hour = TimeDelta::hours(1);
+            Local
+                .from_local_datetime(&(local - hour))
+                .latest()
+                .map_or(local.and_utc().timestamp(), |t| t.timestamp() + 3600)
+        }
+    }
+}
+
+/// One kept version of a path, as [`choose`] needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// When it was replaced or deleted (local time, to the second).
+    pub at: NaiveDateTime,
+    /// Its order among versions of the same second.
+    pub seq: u32,
+    /// The mtime of its content.
+    pub mtime: FileTime,
+}
+
+/// Which content of a path to restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The version at this index of the slice given to [`choose`].
+    Version(usize),
+    /// The live mirror's file.
+    Live,
+    /// Nothing: the path did not exist then (or not as a file).
+    Nothing,
+}
+
+/// Which content a path had at `at` (`None`: now, the live mirror only), given its
+/// versions (any order) and the mtime of its live file, if the mirror holds one.
+pub fn choose(versions: &[Stamp], live: Option<FileTime>, at: Option<&Moment>) -> Choice {
+    let Some(at) = at else {
+        return match live {
+            Some(_) => Choice::Live,
+            None => Choice::Nothing,
+        };
+    };
+    // The content current at T is the one replaced first at or after T.
+    let held = versions
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.at >= at.local)
+        .min_by_key(|(_, v)| (v.at, v.seq));
+    let (choice, mtime) = match (held, live) {
+        (Some((i, v)), _) => (Choice::Version(i), v.mtime),
+        (None, Some(mtime)) => (Choice::Live, mtime),
+        // Every version was replaced before T and nothing is live: deleted by then.
+        (None, None) => return Choice::Nothing,
+    };
+    // Content written after T did not exist at T: neither did the file, then.
+    if mtime <= at.limit {
+        choice
+    } else {
+        Choice::Nothing
+    }
+}
+
+/// Where one restored path's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A file in DST (relative to DST: a live name or `.datasafe/versions/…`).
+    File {
+        /// Its path relative to DST.
+        name: PathBuf,
+        /// Plain or gzipped.
+        stored: Stored,
+    },
+    /// A live symlink.
+    Link {
+        /// Where it points.
+        target: PathBuf,
+        /// Its mtime.
+        mtime: FileTime,
+    },
+    /// An empty live folder.
+    Folder,
+}
+
+/// One path to restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// The source-relative path (where it goes under TARGET).
+    pub rel: PathBuf,
+    /// What to write there.
+    pub origin: Origin,
+}
+
+/// What a restore will write.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The paths to restore, sorted (parents before children).
+    pub items: Vec<Item>,
+    /// The recorded mode and mtime of every live folder (not only those in scope: the
+    /// folders above a restored path get theirs too).
+    pub folders: HashMap<PathBuf, Meta>,
+    /// Scopes that matched nothing in the mirror.
+    pub unmatched: Vec<PathBuf>,
+}
+
+/// Decides, for every source path in `scopes` (all, if empty), what to restore at `at`.
+/// Live symlinks and empty live folders have no history: they are restored as they are,
+/// unless a version of the same path was the content at `at`.
+pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment>) -> Plan {
+    #[derive(Default)]
+    struct Known<'a> {
+        versions: Vec<&'a Kept>,
+        live: Option<&'a Live>,
+    }
+    let mut paths: BTreeMap<&Path, Known<'_>> = BTreeMap::new();
+    for l in live {
+        paths.entry(&l.source).or_default().live = Some(l);
+    }
+    // Without --at only the live mirror is restored.
+    if at.is_some() {
+        for k in kept {
+            paths.entry(&k.source).or_default().versions.push(k);
+        }
+    }
+    let folders = live
+        .iter()
+        .filter(|l| l.kind == Kind::Dir)
+        .map(|l| (l.source.clone(), l.meta))
+        .collect();
+    let unmatched = scopes
+        .iter()
+        .filter(|s| {
+            let mut under =
+                paths.range::<Path, _>((Bound::Included(s.as_path()), Bound::Unbounded));
+            !under.next().is_some_and(|(p, _)| p.starts_with(s))
+        })
+        .cloned()
+        .collect();
+    let mut items = Vec::new();
+    for (&rel, path) in &paths {
+        if !in_scope(rel, scopes) {
+            continue;
+        }
+        let live_file = path.live.filter(|l| l.kind == Kind::File);
+        let stamps: Vec<Stamp> = path
+            .versions
+            .iter()
+            .map(|k| Stamp {
+                at: k.version.at,
+                seq: k.version.seq,
+                mtime: k.meta.mtime,
+            })
+            .collect();
+        let origin = match choose(&stamps, live_file.map(|l| l.meta.mtime), at) {
+            Choice::Version(i) => Some(Origin::File {
+                name: version_name(&path.versions[i].version.path),
+                stored: path.versions[i].stored,
+            }),
+            Choice::Live => live_file.map(|l| Origin::File {
+                name: l.name.clone(),
+                stored: l.stored,
+            }),
+            Choice::Nothing => match path.live {
+                Some(l) if l.kind == Kind::Symlink => Some(Origin::Link {
+                    target: l.target.clone().unwrap_or_default(),
+                    mtime: l.meta.mtime,
+                }),
+                Some(l) if l.kind == Kind::Dir && is_leaf(&paths, rel) => Some(Origin::Folder),
+                _ => None,
+            },
+        };
+        match origin {
+            Some(origin) => items.push(Item {
+                rel: rel.to_path_buf(),
+                origin,
+            }),
+            None => log::debug!("not restored: {} (it did not exist then)", esc(rel)),
+        }
+    }
+    Plan {
+        items,
+        folders,
+        unmatched,
+    }
+}
+
+/// True if nothing the mirror knows lies under `dir`. Paths order component by
+/// component, so whatever lies under `dir` comes right after it.
+fn is_leaf<V>(paths: &BTreeMap<&Path, V>, dir: &Path) -> bool {
+    !paths
+        .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
+        .next()
+        .is_some_and(|(p, _)| p.starts_with(dir))
+}
+
+/// A version's path relative to DST.
+fn version_name(path: &Path) -> PathBuf {
+    Path::new(crate::scan::STATE_DIR)
+        .join(VERSIONS_DIR)
+        .join(path)
+}
+
+/// Why one path was not restored.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// DST's copy could not be read.
+    #[error("cannot restore {}: reading {}: {}", esc(.rel), esc(.path), io_message(.err))]
+    Read {
+        rel: PathBuf,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// DST's copy is not valid gzip.
+    #[error(
+        "cannot restore {}: {} is damaged ({}); try --at with an earlier time for an older version",
+        esc(.rel),
+        esc(.path),
+        io_message(.err)
+    )]
+    Corrupt {
+        rel: PathBuf,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// TARGET could not be written.
+    #[error("cannot restore {}: writing {}: {}", esc(.rel), esc(.path), io_message(.err))]
+    Write {
+        rel: PathBuf,
+        path: PathBuf,
+        err: io::Error,
+    },
+    /// Ctrl-C arrived mid-file; the temp file is gone.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A temp file in TARGET that is removed unless it was renamed into place.
+struct Temp {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes restored paths under TARGET.
+struct Writer<'a> {
+    /// Where files go.
+    target: PathBuf,
+    /// Reads DST.
+    history: &'a mut History,
+    /// Ctrl-C.
+    stop: &'a AtomicBool,
+    /// Counter for temp names.
+    next_tmp: u64,
+    /// Folders under TARGET (relative) checked to be real folders, made if missing.
+    ready: HashSet<PathBuf>,
+    /// Folders that got content, so get their recorded metadata at the end.
+    touched: BTreeSet<PathBuf>,
+}
+
+impl Writer<'_> {
+    /// Restores one item; returns true if a file or link was written.
+    fn restore(&mut self, item: &Item) -> Result<bool, Failure> {
+        match &item.origin {
+            Origin::File { name, stored } => {
+                let dst = self.history.dst().to_path_buf();
+                let from = self
+                    .history
+                    .path_of(&dst, name)
+                    .map_err(|err| Failure::Read {
+                        rel: item.rel.clone(),
+                        path: dst.join(name),
+                        err,
+                    })?;
+                self.file(&item.rel, &from, *stored)?;
+                log::info!("Restored file: {}", esc(&item.rel));
+                log::info!(
+                    target: DETAIL,
+                    "Restored file: {} <- {}",
+                    esc(&self.target.join(&item.rel)),
+                    esc(&from)
+                );
+                Ok(true)
+            }
+            Origin::Link { target, mtime } => {
+                self.link(&item.rel, target, *mtime)?;
+                log::info!("Restored link: {} -> {}", esc(&item.rel), esc(target));
+                Ok(true)
+            }
+            Origin::Folder => {
+                self.folder(&item.rel)
+                    .map_err(|(path, err)| Failure::Write {
+                        rel: item.rel.clone(),
+                        path,
+                        err,
+                    })?;
+                log::debug!("restored folder {}/", esc(&item.rel));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Copies (un-gzipping) `from` to TARGET/`rel` with its mode and mtime.
+    fn file(&mut self, rel: &Path, from: &Path, stored: Stored) -> Result<(), Failure> {
+        let read_err = |err| Failure::Read {
+            rel: rel.to_path_buf(),
+            path: from.to_path_buf(),
+            err,
+        };
+        let src = history::open_stored(from).map_err(read_err)?;
+        let meta = Meta::of(&src.metadata().map_err(read_err)?);
+        let dir = self.parent(rel)?;
+        let final_path = self.target.join(rel);
+        let write_err = |err| Failure::Write {
+            rel: rel.to_path_buf(),
+            path: final_path.clone(),
+            err,
+        };
+        let (temp, file) = self.temp_file(&dir).map_err(write_err)?;
+        match stored {
+            Stored::Plain => self.pump(src, &file, rel, from, &final_path)?,
+            Stored::Gzip => {
+                let decoder = MultiGzDecoder::new(BufReader::with_capacity(CHUNK, src));
+                self.pump(decoder, &file, rel, from, &final_path)?;
+            }
+        }
+        platform::set_mode_file(&file, meta.mode).map_err(write_err)?;
+        filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
+            .map_err(write_err)?;
+        drop(file);
+        self.install(temp, &final_path).map_err(write_err)
+    }
+
+    /// Streams `reader` into `file`, checking for Ctrl-C per chunk.
+    fn pump(
+        &self,
+        mut reader: impl Read,
+        mut file: &File,
+        rel: &Path,
+        from: &Path,
+        to: &Path,
+    ) -> Result<(), Failure> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Failure::Interrupted);
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // What the gzip decoder says about a bad stream, as opposed to a disk
+                // that failed to read.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::InvalidInput
+                            | io::ErrorKind::InvalidData
+                            | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Err(Failure::Corrupt {
+                        rel: rel.to_path_buf(),
+                        path: from.to_path_buf(),
+                        err,
+                    });
+                }
+                Err(err) => {
+                    return Err(Failure::Read {
+                        rel: rel.to_path_buf(),
+                        path: from.to_path_buf(),
+                        err,
+                    });
+                }
+            };
+            file.write_all(&buf[..n]).map_err(|err| Failure::Write {
+                rel: rel.to_path_buf(),
+                path: to.to_path_buf(),
+                err,
+            })?;
+        }
+    }
+
+    /// Creates a symlink at TARGET/`rel` (through a temp name and a rename).
+    fn link(&mut self, rel: &Path, target: &Path, mtime: FileTime) -> Result<(), Failure> {
+        let dir = self.parent(rel)?;
+        let final_path = self.target.join(rel);
+        let write_err = |err| Failure::Write {
+            rel: rel.to_path_buf(),
+            path: final_path.clone(),
+            err,
+        };
+        let temp = loop {
+            let path = self.temp_name(&dir);
+            match platform::symlink(target, &path) {
+                Ok(()) => break Temp { path, armed: true },
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(write_err(e)),
+            }
+        };
+        // Symlink mtimes are not supported everywhere; the link itself is what matters.
+        let _ = filetime::set_symlink_file_times(&temp.path, mtime, mtime);
+        self.install(temp, &final_path).map_err(write_err)
+    }
+
+    /// Renames a finished temp file or link to its final name. A folder standing there
+    /// is the user's: it is reported, never removed.
+    fn install(&self, mut temp: Temp, final_path: &Path) -> io::Result<()> {
+        if std::fs::symlink_metadata(final_path).is_ok_and(|m| m.is_dir()) {
+            return Err(io::Error::other(
+                "a folder stands there; move it away or restore into another TARGET",
+            ));
+        }
+        std::fs::rename(&temp.path, final_path)?;
+        temp.armed = false;
+        Ok(())
+    }
+
+    /// The folder in TARGET that holds `rel`, made ready.
+    fn parent(&mut self, rel: &Path) -> Result<PathBuf, Failure> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.folder(parent).map_err(|(path, err)| Failure::Write {
+            rel: rel.to_path_buf(),
+            path,
+            err,
+        })?;
+        Ok(self.target.join(parent))
+    }
+
+    /// Makes TARGET/`rel` and the folders above it exist as real folders (never passing
+    /// through a symlink or replacing a file the user has there). Every folder on the
+    /// way is remembered, to get its recorded metadata at the end.
+    fn folder(&mut self, rel: &Path) -> Result<(), (PathBuf, io::Error)> {
+        let mut sub = PathBuf::new();
+        for part in rel.components() {
+            sub.push(part);
+            self.touched.insert(sub.clone());
+            if self.ready.contains(&sub) {
+                continue;
+            }
+            let path = self.target.join(&sub);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err((
+                        path,
+                        io::Error::other(
+                            "something that is not a folder stands there; move it away or restore into another TARGET",
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&path) {
+                    Ok(()) => {}
+                    Err(e) => return Err((path, e)),
+                },
+                Err(e) => return Err((path, e)),
+            }
+            self.ready.insert(sub.clone());
+        }
+        Ok(())
+    }
+
+    fn temp_name(&mut self, dir: &Path) -> PathBuf {
+        self.next_tmp += 1;
+        dir.join(format!(
+            ".datasafe-restore-{}-{}.tmp",
+            std::process::id(),
+            self.next_tmp
+        ))
+    }
+
+    /// A new private temp file in `dir` (TARGET's folder for the file).
+    fn temp_file(&mut self, dir: &Path) -> io::Result<(Temp, File)> {
+        loop {
+            let path = self.temp_name(dir);
+            match platform::create_private(&path) {
+                Ok(file) => return Ok((Temp { path, armed: true }, file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives every folder that got content its recorded mode and mtime, deepest first
+    /// (a folder's mtime changes while things are added to it, and a read-only mode
+    /// would stop them). Returns how many failed.
+    fn finish_folders(&self, folders: &HashMap<PathBuf, Meta>) -> u64 {
+        let mut order: Vec<&PathBuf> = self.touched.iter().collect();
+        order.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let mut failed = 0;
+        for rel in order {
+            let Some(meta) = folders.get(rel) else {
+                continue;
+            };
+            let path = self.target.join(rel);
+            let set = platform::set_mode_path(&path, meta.mode)
+                .and_then(|()| filetime::set_file_mtime(&path, meta.mtime));
+            if let Err(e) = set {
+                failed += 1;
+                log::error!(
+                    "cannot set the mode and time of {}: {}",
+                    esc(&path),
+                    io_message(&e)
+                );
+            }
+        }
+        failed
+    }
+}
+
+/// Checks TARGET against DST and makes it ready: never DST, inside it or around it;
+/// empty unless `force`; created if missing. Errors are usage errors (exit 2).
+fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), String> {
+    let resolve = |path: &Path| {
+        crate::config::canonical_even_if_missing(path)
+            .map_err(|e| format!("{} cannot be resolved: {}", esc(path), io_message(&e)))
+    };
+    let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
+    if target_canon.starts_with(&dst_canon) {
+        return Err(format!(
+            "target {} is inside the mirror {}; restore into a folder outside it",
+            esc(target),
+            esc(dst)
+        ));
+    }
+    if dst_canon.starts_with(&target_canon) {
+        return Err(format!(
+            "the mirror {} is inside target {}; restore into a folder outside it",
+            esc(dst),
+            esc(target)
+        ));
+    }
+    match std::fs::metadata(target) {
+        Ok(m) if !m.is_dir() => Err(format!(
+            "target {} exists and is not a directory; give a folder to restore into",
+            esc(target)
+        )),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(target).map_err(|e| {
+                format!("target {} cannot be read: {}", esc(target), io_message(&e))
+            })?;
+            if entries.next().is_some() && !force {
+                return Err(format!(
+                    "target {} is not empty; restore into an empty folder, or add --force to overwrite the files restored",
+                    esc(target)
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(target).map_err(|e| {
+                format!(
+                    "target {} cannot be created: {}; check the path and its permissions",
+                    esc(target),
+                    io_message(&e)
+                )
+            })
+        }
+        Err(e) => Err(format!(
+            "target {} cannot be read: {}",
+            esc(target),
+            io_message(&e)
+        )),
+    }
+}
+
+/// Runs `datasafe restore` (logging and the Ctrl-C handler are set up by the caller)
+/// and returns the exit code: 0, 1 if any path failed, 2 for bad input, 130 on Ctrl-C.
+pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
+    let started = Instant::now();
+    match prepare(args) {
+        Ok((mut history, plan)) => execute(args, &mut history, &plan, stop, started),
+        Err(message) => {
+            eprintln!("error: {message}");
+            crate::app::EXIT_USAGE
+        }
+    }
+}
+
+/// Everything that can fail as bad input, before TARGET is touched (except to create it).
+fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
+    let at = args.at.as_deref().map(Moment::parse).transpose()?;
+    let mut scopes = Vec::new();
+    for path in &args.paths {
+        let scope = history::source_path(path)?;
+        if scope.as_os_str().is_empty() {
+            scopes.clear();
+            break;
+        }
+        scopes.push(scope);
+    }
+    let mut history = History::open(&args.dst)?;
+    let kept = history.versions();
+    if !history.has_index() && kept.is_empty() {
+        return Err(format!(
+            "{} has no index and no versions; give the DST folder of a sync or watch",
+            esc(&args.dst)
+        ));
+    }
+    let live = history.live()?;
+    prepare_target(&args.dst, &args.target, args.force)?;
+    let plan = plan(&live, &kept, &scopes, at.as_ref());
+    Ok((history, plan))
+}
+
+fn execute(
+    args: &RestoreArgs,
+    history: &mut History,
+    plan: &Plan,
+    stop: &AtomicBool,
+    started: Instant,
+) -> u8 {
+    for scope in &plan.unmatched {
+        log::warn!("nothing in the mirror at or under {}", esc(scope));
+    }
+    let mut writer = Writer {
+        target: args.target.clone(),
+        history,
+        stop,
+        next_tmp: 0,
+        ready: HashSet::new(),
+        touched: BTreeSet::new(),
+    };
+    let (mut restored, mut failed) = (0u64, 0u64);
+    for item in &plan.items {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match writer.restore(item) {
+            Ok(counted) => restored += u64::from(counted),
+            Err(Failure::Interrupted) => break,
+            Err(e) => {
+                failed += 1;
+                log::error!("{e}");
+            }
+        }
+    }
+    failed += writer.finish_folders(&plan.folders);
+    if let Err(e) = platform::sync_filesystem(&args.target) {
+        log::warn!(
+            "cannot flush {} to disk: {}",
+            esc(&args.target),
+            io_message(&e)
+        );
+    }
+    let interrupted = stop.load(Ordering::Relaxed);
+    if failed > 0 {
+        log::error!("{failed} paths could not be restored; see the errors above");
+    }
+    let line = format!(
+        "Restore {} at {}, Duration: {:.2} seconds, Files restored: {restored}",
+        if interrupted {
+            "interrupted"
+        } else {
+            "completed"
+        },
+        Local::now().format(AT_FORMAT),
+        started.elapsed().as_secs_f64()
+    );
+    logging::print_line(false, &line);
+    log::info!(target: SUMMARY, "{line}");
+    if interrupted {
+        crate::app::EXIT_INTERRUPTED
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::versions::{Version, version_name as vname};
+    use chrono::NaiveDate;
+
+    fn t(h: u32, m: u32, s: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 11, 24)
+            .and_then(|d| d.and_hms_opt(h, m, s))
+            .unwrap()
+    }
+
+    /// File times in these tests count from an epoch where t(0, 0, 0) is 0 seconds,
+    /// so the table reads in one clock whatever the machine's time zone.
+    fn ft(h: u32, m: u32, s: u32, nanos: u32) -> FileTime {
+        FileTime::from_unix_time(i64::from(h * 3600 + m * 60 + s), nanos)
+    }
+
+    fn moment(h: u32, m: u32, s: u32) -> Moment {
+        Moment {
+            local: t(h, m, s),
+            limit: ft(h, m, s + 1, 0),
+        }
+    }
+
+    fn stamp(at: NaiveDateTime, seq: u32, mtime: FileTime) -> Stamp {
+        Stamp { at, seq, mtime }
+    }
+
+    #[test]
+    fn choose_picks_the_content_current_at_the_moment() {
+        // A file written at 09:00, replaced at 10:00 (by content written at 10:00),
+        // replaced again at 11:00; the live copy was written at 11:00.
+        let history = [
+            stamp(t(10, 0, 0), 0, ft(9, 0, 0, 0)),
+            stamp(t(11, 0, 0), 0, ft(10, 0, 0, 0)),
+        ];
+        let live = Some(ft(11, 0, 0, 0));
+        let same_second = [
+            stamp(t(10, 0, 0), 1, ft(9, 30, 0, 0)),
+            stamp(t(10, 0, 0), 0, ft(9, 0, 0, 0)),
+        ];
+        let late = [stamp(t(10, 0, 0), 0, ft(10, 0, 0, 5))];
+        let table: [(&str, &[Stamp], Option<FileTime>, Option<Moment>, Choice); 14] = [
+            ("no --at: the live file", &history, live, None, Choice::Live),
+            (
+                "no --at, nothing live",
+                &history,
+                None,
+                None,
+                Choice::Nothing,
+            ),
+            (
+                "before the first replacement",
+                &history,
+                live,
+                Some(moment(9, 30, 0)),
+                Choice::Version(0),
+            ),
+            (
+                "between the two versions",
+                &history,
+                live,
+                Some(moment(10, 30, 0)),
+                Choice::Version(1),
+            ),
+            (
+                "at a replacement's second",
+                &history,
+                live,
+                Some(moment(10, 0, 0)),
+                Choice::Version(0),
+            ),
+            (
+                "after the last replacement",
+                &history,
+                live,
+                Some(moment(11, 30, 0)),
+                Choice::Live,
+            ),
+            (
+                "deleted at 11:00, asked after",
+                &history,
+                None,
+                Some(moment(11, 30, 0)),
+                Choice::Nothing,
+            ),
+            (
+                "deleted at 11:00, asked before",
+                &history,
+                None,
+                Some(moment(10, 59, 59)),
+                Choice::Version(1),
+            ),
+            (
+                "before the file existed",
+                &history,
+                live,
+                Some(moment(8, 0, 0)),
+                Choice::Nothing,
+            ),
+            (
+                "written within the second asked",
+                &history,
+                live,
+                Some(moment(8, 59, 59)),
+                Choice::Version(0),
+            ),
+            (
+                "no versions, live written later",
+                &[],
+                live,
+                Some(moment(10, 0, 0)),
+                Choice::Nothing,
+            ),
+            (
+                "no versions, live written before",
+                &[],
+                live,
+                Some(moment(12, 0, 0)),
+                Choice::Live,
+            ),
+            (
+                "two in one second: the first",
+                &same_second,
+                live,
+                Some(moment(10, 0, 0)),
+                Choice::Version(1),
+            ),
+            (
+                "mtime a nanosecond past T + 1 s",
+                &late,
+                live,
+                Some(moment(9, 59, 59)),
+                Choice::Nothing,
+            ),
+        ];
+        for (what, versions, live, at, want) in table {
+            assert_eq!(choose(versions, live, at.as_ref()), want, "{what}");
+        }
+    }
+
+    fn live_file(source: &str, mtime: FileTime) -> Live {
+        Live {
+            source: source.into(),
+            name: format!("{source}.gz").into(),
+            kind: Kind::File,
+            stored: Stored::Gzip,
+            meta: Meta {
+                size: 1,
+                mtime,
+                mode: 0o644,
+            },
+            target: None,
+        }
+    }
+
+    fn live_other(source: &str, kind: Kind) -> Live {
+        Live {
+            source: source.into(),
+            name: source.into(),
+            kind,
+            stored: Stored::Plain,
+            meta: Meta {
+                size: 0,
+                mtime: ft(1, 0, 0, 0),
+                mode: 0o755,
+            },
+            target: (kind == Kind::Symlink).then(|| PathBuf::from("elsewhere")),
+        }
+    }
+
+    fn kept(source: &str, at: NaiveDateTime, mtime: FileTime) -> Kept {
+        let stored = PathBuf::from(format!("{source}.gz"));
+        Kept {
+            source: source.into(),
+            version: Version {
+                path: vname(&stored, at, 0),
+                stored,
+                at,
+                seq: 0,
+            },
+            stored: Stored::Gzip,
+            meta: Meta {
+                size: 1,
+                mtime,
+                mode: 0o600,
+            },
+        }
+    }
+
+    fn planned(plan: &Plan) -> Vec<(String, String)> {
+        plan.items
+            .iter()
+            .map(|i| {
+                let what = match &i.origin {
+                    Origin::File { name, .. } => name.display().to_string(),
+                    Origin::Link { target, .. } => format!("-> {}", target.display()),
+                    Origin::Folder => "folder".to_string(),
+                };
+                (i.rel.display().to_string(), what)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_restores_links_and_empty_folders_and_honours_scopes() {
+        let live = [
+            live_file("docs/a.txt", ft(11, 0, 0, 0)),
+            live_other("docs", Kind::Dir),
+            live_other("empty", Kind::Dir),
+            live_other("empty/nested", Kind::Dir),
+            live_other("link", Kind::Symlink),
+            live_file("new.txt", ft(12, 0, 0, 0)),
+        ];
+        let kept = [
+            kept("docs/a.txt", t(11, 0, 0), ft(9, 0, 0, 0)),
+            kept("gone.txt", t(10, 0, 0), ft(9, 0, 0, 0)),
+        ];
+        let at = moment(10, 30, 0);
+        let all = plan(&live, &kept, &[], Some(&at));
+        assert_eq!(
+            planned(&all),
+            [
+                (
+                    "docs/a.txt".into(),
+                    ".datasafe/versions/docs/a_20261124_110000.txt.gz".into()
+                ),
+                ("empty/nested".into(), "folder".into()),
+                ("link".into(), "-> elsewhere".into()),
+            ]
+        );
+        assert_eq!(all.folders.len(), 3);
+
+        let now = plan(&live, &kept, &[], None);
+        let names: Vec<_> = planned(&now).into_iter().map(|(rel, _)| rel).collect();
+        assert_eq!(names, ["docs/a.txt", "empty/nested", "link", "new.txt"]);
+
+        let scoped = plan(
+            &live,
+            &kept,
+            &["docs".into(), "gone.txt".into(), "nope".into()],
+            Some(&moment(9, 30, 0)),
+        );
+        let names: Vec<_> = planned(&scoped).into_iter().map(|(rel, _)| rel).collect();
+        assert_eq!(names, ["docs/a.txt", "gone.txt"]);
+        assert_eq!(scoped.unmatched, [PathBuf::from("nope")]);
+    }
+}
