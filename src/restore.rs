@@ -198,6 +198,8 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             paths.entry(&k.source).or_default().versions.push(k);
         }
     }
+    // Whether a live folder is empty is a question about the live mirror alone.
+    let live_paths: BTreeSet<&Path> = live.iter().map(|l| l.source.as_path()).collect();
     let folders = live
         .iter()
         .filter(|l| l.kind == Kind::Dir)
@@ -241,7 +243,7 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
                     target: l.target.clone().unwrap_or_default(),
                     mtime: l.meta.mtime,
                 }),
-                Some(l) if l.kind == Kind::Dir && is_leaf(&paths, rel) => Some(Origin::Folder),
+                Some(l) if l.kind == Kind::Dir && is_leaf(&live_paths, rel) => Some(Origin::Folder),
                 _ => None,
             },
         };
@@ -262,11 +264,11 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
 
 /// True if nothing the mirror knows lies under `dir`. Paths order component by
 /// component, so whatever lies under `dir` comes right after it.
-fn is_leaf<V>(paths: &BTreeMap<&Path, V>, dir: &Path) -> bool {
+fn is_leaf(paths: &BTreeSet<&Path>, dir: &Path) -> bool {
     !paths
         .range::<Path, _>((Bound::Excluded(dir), Bound::Unbounded))
         .next()
-        .is_some_and(|(p, _)| p.starts_with(dir))
+        .is_some_and(|p| p.starts_with(dir))
 }
 
 /// A version's path relative to DST.
@@ -793,101 +795,34 @@ mod tests {
             stamp(t(10, 0, 0), 0, ft(9, 0, 0, 0)),
         ];
         let late = [stamp(t(10, 0, 0), 0, ft(10, 0, 0, 5))];
-        let table: [(&str, &[Stamp], Option<FileTime>, Option<Moment>, Choice); 14] = [
-            ("no --at: the live file", &history, live, None, Choice::Live),
-            (
-                "no --at, nothing live",
-                &history,
-                None,
-                None,
-                Choice::Nothing,
-            ),
-            (
-                "before the first replacement",
-                &history,
-                live,
-                Some(moment(9, 30, 0)),
-                Choice::Version(0),
-            ),
-            (
-                "between the two versions",
-                &history,
-                live,
-                Some(moment(10, 30, 0)),
-                Choice::Version(1),
-            ),
-            (
-                "at a replacement's second",
-                &history,
-                live,
-                Some(moment(10, 0, 0)),
-                Choice::Version(0),
-            ),
-            (
-                "after the last replacement",
-                &history,
-                live,
-                Some(moment(11, 30, 0)),
-                Choice::Live,
-            ),
-            (
-                "deleted at 11:00, asked after",
-                &history,
-                None,
-                Some(moment(11, 30, 0)),
-                Choice::Nothing,
-            ),
-            (
-                "deleted at 11:00, asked before",
-                &history,
-                None,
-                Some(moment(10, 59, 59)),
-                Choice::Version(1),
-            ),
-            (
-                "before the file existed",
-                &history,
-                live,
-                Some(moment(8, 0, 0)),
-                Choice::Nothing,
-            ),
-            (
-                "written within the second asked",
-                &history,
-                live,
-                Some(moment(8, 59, 59)),
-                Choice::Version(0),
-            ),
-            (
-                "no versions, live written later",
-                &[],
-                live,
-                Some(moment(10, 0, 0)),
-                Choice::Nothing,
-            ),
-            (
-                "no versions, live written before",
-                &[],
-                live,
-                Some(moment(12, 0, 0)),
-                Choice::Live,
-            ),
-            (
-                "two in one second: the first",
-                &same_second,
-                live,
-                Some(moment(10, 0, 0)),
-                Choice::Version(1),
-            ),
-            (
-                "mtime a nanosecond past T + 1 s",
-                &late,
-                live,
-                Some(moment(9, 59, 59)),
-                Choice::Nothing,
-            ),
+        /// What the case shows, the versions, the live file's mtime, `--at`, the answer.
+        struct Case<'a>(
+            &'a str,
+            &'a [Stamp],
+            Option<FileTime>,
+            Option<Moment>,
+            Choice,
+        );
+        use Choice::{Live, Nothing, Version};
+        let at = |h, m, s| Some(moment(h, m, s));
+        #[rustfmt::skip]
+        let table = [
+            Case("no --at: the live file", &history, live, None, Live),
+            Case("no --at, nothing live", &history, None, None, Nothing),
+            Case("before the first replacement", &history, live, at(9, 30, 0), Version(0)),
+            Case("between the two versions", &history, live, at(10, 30, 0), Version(1)),
+            Case("at a replacement's second", &history, live, at(10, 0, 0), Version(0)),
+            Case("after the last replacement", &history, live, at(11, 30, 0), Live),
+            Case("deleted at 11:00, asked after", &history, None, at(11, 30, 0), Nothing),
+            Case("deleted at 11:00, asked before", &history, None, at(10, 59, 59), Version(1)),
+            Case("before the file existed", &history, live, at(8, 0, 0), Nothing),
+            Case("written within the second", &history, live, at(8, 59, 59), Version(0)),
+            Case("no versions, live written later", &[], live, at(10, 0, 0), Nothing),
+            Case("no versions, live written before", &[], live, at(12, 0, 0), Live),
+            Case("two in one second: the first", &same_second, live, at(10, 0, 0), Version(1)),
+            Case("mtime 1 ns past T + 1 s", &late, live, at(9, 59, 59), Nothing),
         ];
-        for (what, versions, live, at, want) in table {
+        for Case(what, versions, live, at, want) in table {
             assert_eq!(choose(versions, live, at.as_ref()), want, "{what}");
         }
     }
@@ -963,11 +898,13 @@ mod tests {
             live_other("empty", Kind::Dir),
             live_other("empty/nested", Kind::Dir),
             live_other("link", Kind::Symlink),
+            live_other("emptied", Kind::Dir),
             live_file("new.txt", ft(12, 0, 0, 0)),
         ];
         let kept = [
             kept("docs/a.txt", t(11, 0, 0), ft(9, 0, 0, 0)),
             kept("gone.txt", t(10, 0, 0), ft(9, 0, 0, 0)),
+            kept("emptied/was.txt", t(10, 0, 0), ft(9, 0, 0, 0)),
         ];
         let at = moment(10, 30, 0);
         let all = plan(&live, &kept, &[], Some(&at));
@@ -978,15 +915,20 @@ mod tests {
                     "docs/a.txt".into(),
                     ".datasafe/versions/docs/a_20261124_110000.txt.gz".into()
                 ),
+                // Emptied by a deletion before the moment: an empty live folder.
+                ("emptied".into(), "folder".into()),
                 ("empty/nested".into(), "folder".into()),
                 ("link".into(), "-> elsewhere".into()),
             ]
         );
-        assert_eq!(all.folders.len(), 3);
+        assert_eq!(all.folders.len(), 4);
 
         let now = plan(&live, &kept, &[], None);
         let names: Vec<_> = planned(&now).into_iter().map(|(rel, _)| rel).collect();
-        assert_eq!(names, ["docs/a.txt", "empty/nested", "link", "new.txt"]);
+        assert_eq!(
+            names,
+            ["docs/a.txt", "emptied", "empty/nested", "link", "new.txt"]
+        );
 
         let scoped = plan(
             &live,
