@@ -447,7 +447,11 @@ impl Watched {
                     && let Some(mirror) = self.mirror.as_mut()
                 {
                     let hints = std::mem::take(&mut self.pending);
-                    match mirror.apply(hints) {
+                    let applied = mirror.apply(hints);
+                    // Commit at once (not on the 2 s timer), so that `verify` and
+                    // `restore` see in the index what they see in DST.
+                    mirror.commit();
+                    match applied {
                         Applied::Done => {}
                         Applied::SourceGone => self.pause("the source folder is gone"),
                         // Said by the mirror, with what to do.
@@ -487,6 +491,7 @@ impl Watched {
         board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
         mirror.reconcile(Path::new(""));
+        mirror.commit();
         if mirror.take_held() == Some(Held::EmptySource) {
             // Said by the mirror, with what to do.
             self.state = State::Paused(Pause::Empty);

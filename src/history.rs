@@ -93,6 +93,10 @@ impl History {
                 ));
             }
         }
+        // Canonical: a DST reached through a symlink is that folder (the index is opened
+        // with O_NOFOLLOW on every component).
+        let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
+        let dst = canonical.as_path();
         let state = dst.join(STATE_DIR);
         let state_is_dir = match std::fs::symlink_metadata(&state) {
             Ok(m) if m.is_dir() => true,
@@ -129,14 +133,18 @@ impl History {
         } else {
             None
         };
-        let compress = index
-            .as_ref()
-            .and_then(|i| i.mirror_fact("compress"))
-            .and_then(|fact| match fact.as_str() {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            });
+        let fact = |key: &str| index.as_ref().and_then(|i| i.mirror_fact(key));
+        // A mirror gzipped once and plain now holds versions of both forms: then each
+        // version's own bytes decide.
+        let compress = match (
+            fact("compress").as_deref(),
+            fact("compressed_ever").as_deref(),
+        ) {
+            (Some("1"), _) => Some(true),
+            (Some("0"), Some("1")) => None,
+            (Some("0"), _) => Some(false),
+            _ => None,
+        };
         Ok(History {
             dst: dst.to_path_buf(),
             index,
@@ -193,8 +201,9 @@ impl History {
     }
 
     /// A version is gzipped when the mirror says it is a gzipped mirror; when the mirror
-    /// does not say (no index, or an index older than the fact), when its name ends in
-    /// `.gz` and its content starts with the gzip magic.
+    /// does not say (no index, an index older than the fact, or a mirror that was
+    /// gzipped once), when its name ends in `.gz` and its content starts with the gzip
+    /// magic.
     fn version_form(&self, stored: &Path, path: &Path) -> Stored {
         let named_gz = strip_gz(stored).is_some();
         let gzip = match self.compress {

@@ -577,6 +577,21 @@ impl Writer<'_> {
                 continue;
             };
             let path = self.target.join(rel);
+            // Never through a symlink that stands in TARGET (a folder replaced by a link
+            // since it was written): that would change a folder outside TARGET.
+            let mut prefix = self.target.clone();
+            let real = rel.components().all(|c| {
+                prefix.push(c);
+                std::fs::symlink_metadata(&prefix).is_ok_and(|m| m.is_dir())
+            });
+            if !real {
+                failed += 1;
+                log::error!(
+                    "cannot set the mode and time of {}: it is not a folder (a symlink?); left alone",
+                    esc(&path)
+                );
+                continue;
+            }
             let set = platform::set_mode_path(&path, meta.mode)
                 .and_then(|()| filetime::set_file_mtime(&path, meta.mtime));
             if let Err(e) = set {

@@ -197,8 +197,14 @@ impl Mirror {
                     let (mut index, trusted) = open_index(&state_dir);
                     if let Some(index) = index.as_mut() {
                         let compress = if cfg.plan.compress { "1" } else { "0" };
-                        if let Err(e) = index.set_mirror_fact("compress", compress) {
-                            log::warn!("{e}");
+                        let mut facts = vec![("compress", compress)];
+                        if cfg.plan.compress {
+                            facts.push(("compressed_ever", "1"));
+                        }
+                        for (key, value) in facts {
+                            if let Err(e) = index.set_mirror_fact(key, value) {
+                                log::warn!("{e}");
+                            }
                         }
                     }
                     (Mode::Write(exec), index, trusted)

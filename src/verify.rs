@@ -111,7 +111,11 @@ impl Plan {
                 })
             }
         };
-        let dst = std::path::absolute(dst).unwrap_or_else(|_| dst.clone());
+        // Canonical: a DST reached through a symlink is that folder (the index is opened
+        // with O_NOFOLLOW on every component).
+        let dst = std::fs::canonicalize(dst)
+            .or_else(|_| std::path::absolute(dst))
+            .unwrap_or_else(|_| dst.clone());
         Ok(Plan {
             targets: vec![Target {
                 name: esc(&dst).to_string(),

@@ -336,3 +336,93 @@ fn watch_keeps_versions_and_pauses_on_an_emptied_source() {
         w.context()
     );
 }
+
+#[test]
+fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content() {
+    let env = TestEnv::new();
+    env.write("a.txt", "one");
+    env.sync_ok(&[]);
+    env.write("a.txt", "two");
+    env.sync_ok(&[]);
+    env.write("a.txt", "three");
+    env.sync_ok(&["--compress"]);
+    let kept: Vec<Vec<u8>> = versions(&env.dst)
+        .iter()
+        .map(|p| fs::read(env.dst.join(".datasafe/versions").join(p)).unwrap())
+        .collect();
+    assert!(
+        kept.contains(&b"two".to_vec()),
+        "'two' was lost in the conversion: {kept:?}"
+    );
+    // A conversion alone keeps nothing more.
+    env.sync_ok(&[]);
+    assert_eq!(versions(&env.dst).len(), kept.len());
+}
+
+#[test]
+fn regression_sync_checksum_replaces_a_mirror_file_damaged_behind_its_back() {
+    let env = TestEnv::new();
+    env.write("p.bin", vec![7u8; 5000]);
+    env.sync_ok(&[]);
+    let file = env.dst.join("p.bin");
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&file).unwrap());
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&file, &bytes).unwrap();
+    filetime::set_file_mtime(&file, mtime).unwrap();
+    env.sync_ok(&["--checksum"]);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn regression_a_dst_reached_through_a_symlink_works_like_the_folder() {
+    let env = TestEnv::new();
+    env.write("a.txt", "one");
+    env.sync_ok(&[]);
+    let link = env.dir.path().join("link");
+    std::os::unix::fs::symlink(&env.dst, &link).unwrap();
+    env.write("a.txt", "two");
+    let out = env
+        .cmd(["sync".as_ref(), env.src.as_os_str(), link.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("index"), "{}", stderr(&out));
+    let out = env
+        .cmd(["verify".as_ref(), link.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_mirrored(&env.src, &env.dst, false);
+}
+
+#[test]
+fn regression_verify_right_after_a_watched_change_sees_it_in_the_index() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    for i in 0..5 {
+        env.write(format!("f{i}"), format!("{i}"));
+    }
+    let w = Watcher::ready(&env, &[], "w");
+    env.write("f1", "changed");
+    env.write("created", "new");
+    assert!(wait_until(DEADLINE, || {
+        fs::read(env.dst.join("f1")).ok().as_deref() == Some(b"changed".as_slice())
+            && env.dst.join("created").exists()
+    }));
+    // The index is committed with the change (give the commit a moment: it follows the
+    // rename that made the file visible).
+    let clean = wait_until(std::time::Duration::from_secs(1), || {
+        let out = env
+            .cmd([
+                "verify".as_ref(),
+                env.dst.as_os_str(),
+                "--source".as_ref(),
+                env.src.as_os_str(),
+            ])
+            .output()
+            .unwrap();
+        out.status.code() == Some(0)
+    });
+    assert!(clean, "verify kept failing after the change{}", w.context());
+}

@@ -374,7 +374,10 @@ impl Pair {
         let dst_canonical = dst_canon.clone();
         Ok(Pair {
             src: src_canon,
-            dst: std::path::absolute(dst).unwrap_or_else(|_| dst.to_path_buf()),
+            // Canonical, so a DST reached through a symlink (macOS's /var/folders, a
+            // link to a backup drive) works like the folder itself; symlinks *inside*
+            // DST are still never followed.
+            dst: dst_canon,
             dst_in_src,
             dst_canonical,
         })

@@ -189,20 +189,37 @@ impl Executor {
         let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
         let src_sha =
             hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
-        let dst_sha = match known.sha256 {
-            Some(d) => d,
-            None => {
-                let path = dst_path;
-                let file = platform::open_source(&path).map_err(OpError::io("reading", &path))?;
-                let reader = StopReader(self, file);
-                let sha = match stored {
-                    Stored::Plain => hash::hash_reader(reader),
-                    Stored::Gzip => hash::hash_reader(MultiGzDecoder::new(reader)),
-                };
-                sha.map_err(|e| self.read_error(e, &path))?
+        // What DST really holds, not what the index says it should: a copy damaged
+        // behind our back (bit rot, an edit in the mirror) is found and replaced, as
+        // rsync --checksum would. Unreadable or corrupt gzip counts as different.
+        let file = platform::open_source(&dst_path).map_err(OpError::io("reading", &dst_path))?;
+        let reader = StopReader(self, file);
+        let dst_sha = match stored {
+            Stored::Plain => hash::hash_reader(reader),
+            Stored::Gzip => hash::hash_reader(MultiGzDecoder::new(reader)),
+        };
+        let dst_sha = match dst_sha {
+            Ok(sha) => Some(sha),
+            Err(e) if self.stopped() => return Err(self.read_error(e, &dst_path)),
+            Err(e) => {
+                log::warn!(
+                    "{} cannot be read back ({}); copying it again",
+                    crate::names::esc(&dst_path),
+                    crate::names::io_message(&e)
+                );
+                None
             }
         };
-        if src_sha != dst_sha {
+        if dst_sha != Some(src_sha) {
+            if known
+                .sha256
+                .is_some_and(|recorded| Some(recorded) != dst_sha)
+            {
+                log::warn!(
+                    "{} did not hold what was mirrored; copying it again",
+                    crate::names::esc(&dst_path)
+                );
+            }
             return self.copy(entry, stored);
         }
         if known.meta != entry.meta {
@@ -329,9 +346,9 @@ impl Executor {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
             Err(e) => return Err(OpError::io("deleting", &path)(e)),
         };
-        // A conversion (plain to gzipped or back) keeps no version: the content lives on
-        // under the other name.
-        let keep = !superseded && self.keep.keeps();
+        // A conversion (plain to gzipped or back) keeps no version when the content lives
+        // on under the other name; if the source changed too, the old copy is kept.
+        let keep = self.keep.keeps() && (!superseded || !self.same_as_source(name, &meta));
         let files = if meta.is_dir() {
             let files = walkdir::WalkDir::new(&path)
                 .into_iter()
@@ -357,6 +374,18 @@ impl Executor {
             files,
             superseded,
         })
+    }
+
+    /// True if the stored file `name` (with metadata `meta`) still has the source's
+    /// mtime, to the nanosecond, under either form of its name: then a conversion
+    /// loses nothing.
+    fn same_as_source(&self, name: &Path, meta: &Metadata) -> bool {
+        let stored = filetime::FileTime::from_last_modification_time(meta);
+        [Some(name.to_path_buf()), crate::plan::strip_gz(name)]
+            .into_iter()
+            .flatten()
+            .filter_map(|rel| fs::symlink_metadata(self.src.join(rel)).ok())
+            .any(|m| m.is_file() && filetime::FileTime::from_last_modification_time(&m) == stored)
     }
 
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);
