@@ -350,7 +350,16 @@ impl Mirror {
             self.pump_all(follow_up);
         }
         if !self.stopped() {
-            self.finish_dirs(report.dirs);
+            // A folder that could not be read keeps DST's mode and time: copying its
+            // mode (000, say) would lock datasafe out of its own mirror.
+            let unreadable: HashSet<&Path> =
+                report.unreadable.iter().map(PathBuf::as_path).collect();
+            let dirs = report
+                .dirs
+                .into_iter()
+                .filter(|(e, _)| !unreadable.contains(e.rel.as_path()))
+                .collect();
+            self.finish_dirs(dirs);
         }
         if report.complete
             && full

@@ -531,6 +531,17 @@ fn unreadable_source_folder_keeps_what_dst_holds_for_it() {
     assert_eq!(fs::read(env.dst.join("locked/x.txt")).unwrap(), b"x\n");
     assert_eq!(fs::read(env.dst.join("locked/sub/y.txt")).unwrap(), b"y\n");
     assert_eq!(fs::read(env.dst.join("open/new.txt")).unwrap(), b"new\n");
+    // Its mode (0700, root's) was not copied onto the mirror's folder, which would lock
+    // uid 65534 out of its own mirror once the source is readable again.
+    let mode = fs::metadata(env.dst.join("locked")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the unreadable folder's mode was mirrored");
+    std::os::unix::fs::lchown(&locked, Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(&locked, 0o755);
+    env.write("locked/x.txt", "x2\n");
+    chown_tree(&env.src, NOBODY);
+    let out = sync_as_nobody(&env, &[]);
+    assert_code(&out, 0);
+    assert_eq!(fs::read(env.dst.join("locked/x.txt")).unwrap(), b"x2\n");
 }
 
 // ---------------------------------------------------------------------------------------
