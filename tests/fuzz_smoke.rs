@@ -168,7 +168,7 @@ const NAME_TOKENS: &[&[u8]] = &[
 
 #[test]
 fn config_parser_never_panics() {
-    drive("config", 1000, 3000, TOML_TOKENS, fuzzing::config);
+    drive("config", 1000, 4000, TOML_TOKENS, fuzzing::config);
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn version_names_never_panic_and_round_trip() {
 #[test]
 fn index_loader_never_panics() {
     let scratch = tempfile::tempdir().unwrap();
-    drive("index", 50, 500, &[], |data| {
+    drive("index", 100, 1500, &[], |data| {
         fuzzing::index(data, scratch.path())
     });
 }
