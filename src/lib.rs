@@ -9,6 +9,9 @@ pub mod config;
 pub mod daemon;
 pub mod exec;
 pub mod filter;
+/// The bodies of the fuzz targets (`fuzz/`, `tests/fuzz_smoke.rs`); not an interface.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod history;
 pub mod index;

@@ -8,6 +8,8 @@
 //! `versions/docs/report_20261124_153045.txt`, and a gzipped mirror's
 //! `docs/report.txt.gz` becomes `versions/docs/report_20261124_153045.txt.gz`. A second
 //! version of the same file within the same second gets `-1`, `-2`… after the seconds.
+//! A name whose extension itself ends like a stamp (`notes.bak_20250101_000000`) gets the
+//! stamp after the whole name instead, so the version's own stamp is always the last one.
 //! The name is the whole record: no index is needed to list, restore or prune versions,
 //! so they survive a lost index. Moving a file here is the executor's job
 //! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
@@ -50,8 +52,11 @@ pub fn version_name(stored: &Path, at: NaiveDateTime, seq: u32) -> PathBuf {
     };
     // The extension starts at the last dot that is not the first byte (`.bashrc` has
     // none), as `Path::extension` has it.
+    // An extension that itself ends like a stamp (`notes.bak_20250101_000000`) would be
+    // taken for the version's stamp by `parse`, which reads the last one; such a name
+    // gets its stamp after the whole name instead, where it is the last.
     let (stem, ext) = match base.iter().rposition(|&b| b == b'.') {
-        Some(dot) if dot > 0 => base.split_at(dot),
+        Some(dot) if dot > 0 && !ends_like_a_stamp(&base[dot..]) => base.split_at(dot),
         _ => (base, &b""[..]),
     };
     let mut stamp = at.format(STAMP).to_string();
@@ -103,6 +108,12 @@ pub fn parse(path: &Path) -> Option<Version> {
         at,
         seq,
     })
+}
+
+/// True if `ext` (an extension, from its dot to the end of the name) holds a stamp
+/// `parse` would find: one followed by the end of `ext`, or by the `.gz` after it.
+fn ends_like_a_stamp(ext: &[u8]) -> bool {
+    (1..ext.len()).any(|start| ext[start] == b'_' && stamp_at(ext, start).is_some())
 }
 
 /// The time, sequence number and end offset of a stamp starting at `file[start]` (the
@@ -302,6 +313,31 @@ mod tests {
             parse(&name).map(|v| v.stored),
             Some(PathBuf::from("log_20250101_000000.txt"))
         );
+    }
+
+    /// Found by the `version_name` fuzz target: the stamp went before an extension that
+    /// ended like a stamp itself, and `parse` read that one (another name, another time).
+    #[test]
+    fn an_extension_that_ends_like_a_stamp_keeps_it() {
+        for (stored, seq, want) in [
+            (
+                "notes.bak_20250101_000000",
+                0,
+                "notes.bak_20250101_000000_20261124_010203",
+            ),
+            (
+                "d/notes.bak_20250101_000000-7.gz",
+                2,
+                "d/notes.bak_20250101_000000-7_20261124_010203-2.gz",
+            ),
+            ("notes.bak_2025", 0, "notes_20261124_010203.bak_2025"),
+        ] {
+            let at = t(24, 1, 2, 3);
+            let name = version_name(Path::new(stored), at, seq);
+            assert_eq!(name, Path::new(want), "{stored}");
+            let v = parse(&name).unwrap();
+            assert_eq!((v.stored, v.at, v.seq), (PathBuf::from(stored), at, seq));
+        }
     }
 
     fn versions_at(stored: &str, times: &[NaiveDateTime]) -> Vec<Version> {

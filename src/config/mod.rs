@@ -5,7 +5,7 @@
 //! directory in any spelling, nor SRC inside DST; DST inside SRC is left out of the scan.
 //! Every error here is a usage error (exit 2) and touches nothing.
 
-mod file;
+pub(crate) mod file;
 
 pub use file::{default_path, state_dir};
 
