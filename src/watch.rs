@@ -308,11 +308,19 @@ impl Hold {
                     self.hold(event);
                 }
                 _ => {
+                    if matches!(
+                        event.kind,
+                        EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+                    ) && let Some(from) = event.paths.first()
+                    {
+                        tap.renamed(from);
+                    }
                     tap.forget(&event.paths);
                     ready.push(event);
                 }
             }
         }
+        ready.extend(tap.lost_renames(now, self.debounce));
         ready
     }
 }
@@ -334,6 +342,11 @@ struct TapState {
     horizon: Duration,
     /// When `last_touch` was last pruned.
     last_prune: Option<Instant>,
+    /// Paths renamed away, and when: each is re-checked once the debounce has passed,
+    /// unless a debounced rename from it is released first. The debouncer drops a
+    /// queued rename when its new name (or a folder around it) is removed within the
+    /// debounce (`mv a x; rm x`), and then nothing would ever name the old path.
+    renamed_from: HashMap<PathBuf, Instant>,
 }
 
 /// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
@@ -371,6 +384,14 @@ impl Tap {
             event.kind,
             EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
         );
+        if let (
+            EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both)),
+            Some(from),
+        ) = (event.kind, event.paths.first())
+            && state.renamed_from.len() < Self::CAP
+        {
+            state.renamed_from.insert(from.clone(), now);
+        }
         for path in &event.paths {
             if state.last_touch.len() < Self::CAP {
                 state.last_touch.insert(path.clone(), now);
@@ -399,6 +420,34 @@ impl Tap {
             .filter_map(|p| state.last_touch.get(p).copied())
             .max()
             .filter(|&at| at > event.time)
+    }
+
+    /// Paths renamed away at least `debounce` before `now` whose rename was not
+    /// released (see [`TapState::renamed_from`]), as removal events to re-check them.
+    fn lost_renames(&self, now: Instant, debounce: Duration) -> Vec<DebouncedEvent> {
+        let mut state = self.lock();
+        if state.renamed_from.is_empty() {
+            return Vec::new();
+        }
+        let due: Vec<(PathBuf, Instant)> = state
+            .renamed_from
+            .iter()
+            .filter(|(_, at)| **at + debounce <= now)
+            .map(|(p, at)| (p.clone(), *at))
+            .collect();
+        due.into_iter()
+            .map(|(path, at)| {
+                state.renamed_from.remove(&path);
+                let event =
+                    Event::new(EventKind::Remove(notify::event::RemoveKind::Any)).add_path(path);
+                DebouncedEvent::new(event, at)
+            })
+            .collect()
+    }
+
+    /// A debounced rename from `from` is being acted on: no need to re-check it alone.
+    fn renamed(&self, from: &Path) {
+        self.lock().renamed_from.remove(from);
     }
 
     /// Drops what is known about `paths` (they are being acted on).
@@ -625,5 +674,43 @@ mod tests {
             tap.lock().last_touch.is_empty(),
             "released paths are forgotten"
         );
+    }
+
+    #[test]
+    fn a_rename_the_debouncer_lost_is_re_checked_at_its_old_name() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let tap = Tap::default();
+        let mut hold = Hold {
+            debounce: ms(50),
+            held: VecDeque::new(),
+        };
+        // `mv a x; rm x`: the debouncer emits only the removal of x.
+        let from = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::From)))
+            .add_path("/r/a".into());
+        tap.note(&from, t0);
+        let removed = ev(EventKind::Remove(RemoveKind::File), &["/r/x"]);
+        tap.note(&removed, t0 + ms(10));
+        hold.hold(DebouncedEvent {
+            time: t0 + ms(10),
+            ..removed
+        });
+        let got: Vec<Vec<PathBuf>> = hold
+            .release(t0 + ms(60), &tap)
+            .into_iter()
+            .map(|e| e.event.paths)
+            .collect();
+        assert_eq!(
+            got,
+            [vec![PathBuf::from("/r/x")], vec![PathBuf::from("/r/a")]]
+        );
+        // A rename the debouncer did deliver is not re-checked on its own.
+        let both = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/r/b".into())
+            .add_path("/r/c".into());
+        tap.note(&both, t0 + ms(100));
+        hold.hold(DebouncedEvent::new(both, t0 + ms(100)));
+        assert_eq!(hold.release(t0 + ms(150), &tap).len(), 1);
+        assert!(tap.lost_renames(t0 + ms(500), ms(50)).is_empty());
     }
 }
