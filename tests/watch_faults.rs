@@ -1,6 +1,7 @@
 //! Fault injection against a running `datasafe watch`: SIGKILL in the middle of a burst
 //! of thousands of files (then a restart), a full disk, a destination that stops being
-//! writable, and a file truncated, grown and replaced while it is copied.
+//! writable, a destination removed from under the watcher, and a file truncated, grown
+//! and replaced while it is copied.
 //!
 //! Each test holds the shared watcher lock (`common::watcher::shared`). Tests that need
 //! root (a tmpfs, dropping to uid 65534) skip with a reason when not root. Every wait
@@ -482,7 +483,48 @@ fn unwritable_dst_while_watching_is_a_clear_error_without_a_crash_loop() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. A file that changes while it is copied
+// 3. DST removed while watching
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn dst_removed_while_watching_is_recreated_without_an_error_per_event() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    for i in 0..20 {
+        env.write(format!("d{}/f{i}.txt", i % 3), format!("file {i}\n"));
+    }
+    let mut w = Watcher::ready(&env, &[], "w");
+    w.wait_mirrored(&env.src, &env.dst, false);
+
+    fs::remove_dir_all(&env.dst).unwrap();
+    let errors_before = error_lines(&w.stderr()).len();
+    // Events keep coming after DST is gone (paced, so they are many batches).
+    for i in 0..20 {
+        env.write(format!("after/f{i}.txt"), format!("after {i}\n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_mirrored_long(&w, &env.src, &env.dst);
+    assert!(
+        w.stderr().contains("creating it again"),
+        "no message about DST being recreated{}",
+        w.context()
+    );
+    let errors = error_lines(&w.stderr()).len() - errors_before;
+    assert!(
+        errors <= 2,
+        "{errors} error lines after DST was removed{}",
+        w.context()
+    );
+    assert_calm(&mut w, 0, "after DST came back");
+    // It still watches.
+    env.write("later.txt", "after the mirror was recreated\n");
+    w.wait_mirrored(&env.src, &env.dst, false);
+    assert!(temp_files(&env.dst).is_empty());
+    stop_and_verify(&mut w, &env, &env.dst);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A file that changes while it is copied
 // ---------------------------------------------------------------------------------------
 
 /// Content of the changing file: generation `g` has byte `i` = a function of `g` and `i`,
