@@ -302,6 +302,8 @@ struct Watched {
     limited: bool,
     /// The root is being watched.
     installed: bool,
+    /// When DST was last opened again after it vanished.
+    last_reopen: Option<Instant>,
 }
 
 impl Watched {
@@ -319,6 +321,7 @@ impl Watched {
             last_check: Instant::now(),
             limited: false,
             installed: false,
+            last_reopen: None,
         }
     }
 
@@ -443,6 +446,9 @@ impl Watched {
             State::Watching => {
                 if checking && let Err(message) = check_source(self.src()) {
                     self.pause(&message);
+                } else if self.mirror.as_ref().is_some_and(Mirror::dest_lost) {
+                    // One lstat per turn: cheaper than a failed write per event.
+                    self.reopen(board);
                 } else if !self.pending.is_empty()
                     && let Some(mirror) = self.mirror.as_mut()
                 {
@@ -463,7 +469,8 @@ impl Watched {
                 let timer_due = self
                     .fallback_period()
                     .is_some_and(|every| self.last_reconcile.elapsed() >= every);
-                if self.state == State::Watching && (overflow_due || timer_due) {
+                let lost = self.mirror.as_ref().is_some_and(Mirror::dest_lost);
+                if self.state == State::Watching && !lost && (overflow_due || timer_due) {
                     if overflow_due {
                         // Folders created while events were lost have no watch yet: only
                         // watching the root again walks the tree (before the reconcile,
@@ -499,6 +506,36 @@ impl Watched {
         }
         self.last_reconcile = Instant::now();
         crate::platform::release_free_memory();
+    }
+
+    /// DST (or its state folder) vanished while watching (`rm -rf DST`, an unmounted
+    /// disk): opens it again, which recreates it, and reconciles everything into it. At
+    /// most once per [`RETRY`], so a destination that cannot be recreated costs one
+    /// message per retry, not a failed write per event; hints meanwhile are dropped, as
+    /// the reconcile after the reopen covers them.
+    fn reopen(&mut self, board: &Board) {
+        self.pending.clear();
+        if self.last_reopen.is_some_and(|t| t.elapsed() < RETRY) {
+            return;
+        }
+        self.last_reopen = Some(Instant::now());
+        let Some(mirror) = self.mirror.as_mut() else {
+            return;
+        };
+        let dst = &self.settings.config.pair.dst;
+        log::warn!(
+            "the destination {} (or its .datasafe folder) is gone; creating it again and \
+             mirroring {} into it",
+            esc(dst),
+            esc(&self.settings.config.pair.src)
+        );
+        match mirror.reopen() {
+            Ok(()) => self.reconcile(board),
+            Err(message) => log::error!(
+                "{message}; trying again every {} while the pair waits",
+                human_duration(RETRY)
+            ),
+        }
     }
 
     fn pause(&mut self, why: &str) {

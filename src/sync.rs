@@ -141,6 +141,8 @@ pub struct Mirror {
     tally: Tally,
     /// Why the last full pass held its deletions back.
     held: Option<Held>,
+    /// DST was lost and opening it again failed (see [`Mirror::dest_lost`]).
+    lost: bool,
 }
 
 /// What the engine thread accumulates from outcomes: counts, the index, touched folders.
@@ -191,24 +193,8 @@ impl Mirror {
             let (index, trusted) = read_index(&state_dir);
             (Mode::DryRun, index, trusted)
         } else {
-            match Executor::new(&pair.src, &pair.dst, stop.clone()) {
-                Ok(exec) => {
-                    let exec = exec.with_retention(cfg.versions);
-                    let (mut index, trusted) = open_index(&state_dir);
-                    if let Some(index) = index.as_mut() {
-                        let compress = if cfg.plan.compress { "1" } else { "0" };
-                        let mut facts = vec![("compress", compress)];
-                        if cfg.plan.compress {
-                            facts.push(("compressed_ever", "1"));
-                        }
-                        for (key, value) in facts {
-                            if let Err(e) = index.set_mirror_fact(key, value) {
-                                log::warn!("{e}");
-                            }
-                        }
-                    }
-                    (Mode::Write(exec), index, trusted)
-                }
+            match open_for_writing(cfg, stop) {
+                Ok(opened) => opened,
                 Err(PrepareError::Locked(message)) => return Err(message),
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
@@ -251,7 +237,41 @@ impl Mirror {
                 started: Instant::now(),
             },
             held: None,
+            lost: false,
         })
+    }
+
+    /// True if DST (or its state folder) was removed since the mirror was opened, or
+    /// opening it again failed: nothing can be written until [`Mirror::reopen`]
+    /// succeeds. The lock, the index and the temp folder went with it, so every write
+    /// would fail on its own.
+    pub fn dest_lost(&self) -> bool {
+        self.lost || self.mode.executor().is_some_and(|exec| !exec.prepared())
+    }
+
+    /// Opens DST again after it was lost: creates it and its state folder, takes the
+    /// lock and opens the index (a new one: the next reconcile compares SRC with DST in
+    /// detail), keeping the counts. On error the mirror writes nothing until a later
+    /// call succeeds.
+    pub fn reopen(&mut self) -> Result<(), String> {
+        // The old lock and index live on in unlinked files: let them go first.
+        if let Some(exec) = self.mode.executor() {
+            self.tally.summary.versions_kept += exec.versions_kept();
+        }
+        self.mode = Mode::Blocked;
+        self.tally.index = IndexWriter(None);
+        self.lost = true;
+        let err = match open_for_writing(&self.cfg, &self.stop) {
+            Ok((mode, index, trusted)) => {
+                self.mode = mode;
+                self.tally.index = IndexWriter(index);
+                self.trusted = trusted;
+                self.lost = false;
+                return Ok(());
+            }
+            Err(PrepareError::Locked(message) | PrepareError::Unwritable(message)) => message,
+        };
+        Err(err)
     }
 
     /// The pair this mirror serves.
@@ -269,7 +289,7 @@ impl Mirror {
     pub fn into_summary(self) -> Summary {
         let mut summary = self.tally.summary;
         if let Some(exec) = self.mode.executor() {
-            summary.versions_kept = exec.versions_kept();
+            summary.versions_kept += exec.versions_kept();
         }
         summary.duration_s = self.tally.started.elapsed().as_secs_f64();
         summary
@@ -1083,6 +1103,30 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         },
         target: entry.target.clone(),
     }
+}
+
+/// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
+/// the mirror is gzipped. Returns the mode, the index and whether it describes DST.
+fn open_for_writing(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Mode, Option<Index>, bool), PrepareError> {
+    let pair = &cfg.pair;
+    let exec = Executor::new(&pair.src, &pair.dst, stop.clone())?.with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst.join(STATE_DIR));
+    if let Some(index) = index.as_mut() {
+        let compress = if cfg.plan.compress { "1" } else { "0" };
+        let mut facts = vec![("compress", compress)];
+        if cfg.plan.compress {
+            facts.push(("compressed_ever", "1"));
+        }
+        for (key, value) in facts {
+            if let Err(e) = index.set_mirror_fact(key, value) {
+                log::warn!("{e}");
+            }
+        }
+    }
+    Ok((Mode::Write(exec), index, trusted))
 }
 
 /// The index for a mirror that writes: opened, and on any damage thrown away and started

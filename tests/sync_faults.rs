@@ -11,6 +11,7 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -278,10 +279,11 @@ impl Drop for Tmpfs {
 // 1. SIGKILL at random moments
 // ---------------------------------------------------------------------------------------
 
-/// 2000 small files in 20 folders and three 5 MB files; ten runs killed with SIGKILL after
-/// a seeded random delay, the source changing between iterations (rewrites, deletions,
+/// 2000 small files in 20 folders and three 5 MB files; ten runs (100 with
+/// `DATASAFE_LONG=1`, see `scripts/long_tests.sh`) killed with SIGKILL after a seeded
+/// random delay, the source changing between iterations (rewrites, deletions,
 /// new files; sometimes the index or the whole mirror is gone). After each kill nothing
-/// under a final name may be torn, and one normal run must converge.
+/// under a final name may be torn, and one normal run must converge and pass `verify`.
 #[test]
 fn sigkill_at_random_moments_never_leaves_a_torn_file() {
     let env = TestEnv::new();
@@ -299,8 +301,9 @@ fn sigkill_at_random_moments_never_leaves_a_torn_file() {
         env.write(rel, noise(i as u64, 5 << 20));
     }
 
+    let runs: u64 = if long_mode() { 100 } else { 10 };
     let mut killed = 0;
-    for it in 0..10u64 {
+    for it in 0..runs {
         if it > 0 {
             // Two of the big files change (whole new content, a slightly different size).
             let keep = rng.range(0, bigs.len() as u64) as usize;
@@ -328,7 +331,7 @@ fn sigkill_at_random_moments_never_leaves_a_torn_file() {
                 env.write(&rel, format!("{rel} new\n"));
                 small.push(rel);
             }
-            match it {
+            match it % 10 {
                 // No index: the run rebuilds it from DST.
                 3 | 7 => {
                     for name in ["index.db", "index.db-wal", "index.db-shm"] {
@@ -379,12 +382,17 @@ fn sigkill_at_random_moments_never_leaves_a_torn_file() {
             "iteration {it}: temp files left: {:?}",
             temp_files(&env.dst)
         );
+        let verified = env
+            .cmd([OsStr::new("verify"), env.dst.as_os_str(), OsStr::new("-q")])
+            .output()
+            .unwrap();
+        assert_code(&verified, 0);
     }
-    eprintln!("{killed} of 10 runs were killed mid-run");
+    eprintln!("{killed} of {runs} runs were killed mid-run");
     // Make sure the test tested something: most kills must have landed mid-run.
     assert!(
-        killed >= 3,
-        "only {killed} of 10 runs were still running when killed"
+        killed >= runs * 3 / 10,
+        "only {killed} of {runs} runs were still running when killed"
     );
 }
 

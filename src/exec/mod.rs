@@ -217,6 +217,13 @@ impl Executor {
         self
     }
 
+    /// True while DST's temp folder is there. Removing DST (or its state folder) from
+    /// under a long-lived executor takes the temp folder, the lock and the index with it;
+    /// every write then fails until DST is prepared again.
+    pub fn prepared(&self) -> bool {
+        std::fs::symlink_metadata(&self.tmp).is_ok_and(|m| m.is_dir())
+    }
+
     /// How many old copies this executor has kept as versions.
     pub fn versions_kept(&self) -> u64 {
         self.versions_kept.load(Ordering::Relaxed)

@@ -224,3 +224,9 @@ pub fn is_mirrored(src: &Path, dst: &Path, gz: bool) -> bool {
         _ => false,
     }
 }
+
+/// True when the long variants of the fault tests run (`DATASAFE_LONG=1`, as
+/// `scripts/long_tests.sh` sets it): more rounds of the same faults.
+pub fn long_mode() -> bool {
+    std::env::var_os("DATASAFE_LONG").is_some_and(|v| !v.is_empty() && v != "0")
+}
