@@ -108,7 +108,7 @@ impl Executor {
             // Even an unsettled copy is installed: it is a whole snapshot of what was read
             // (a growing log's prefix), better than the older copy, and the recorded size
             // below makes the next run copy it again.
-            self.install(&temp.path, &name)?;
+            self.install(&temp.path, &name, Some((&meta, stored)))?;
             temp.keep();
             if !settled {
                 return Err(OpError::Unsettled { path: src_path });
@@ -304,7 +304,7 @@ impl Executor {
         // Symlink mtimes are not supported everywhere; a failure here is not worth a
         // failed file.
         let _ = filetime::set_symlink_file_times(&temp.path, entry.meta.mtime, entry.meta.mtime);
-        self.install(&temp.path, &entry.rel)?;
+        self.install(&temp.path, &entry.rel, None)?;
         temp.keep();
         Ok(Outcome::Stored {
             done: Done::Linked,
@@ -486,10 +486,27 @@ impl Executor {
     }
 
     /// Renames a finished temp file (or link) to its final name in DST, replacing a
-    /// folder that stands there.
-    fn install(&self, temp: &Path, name: &Path) -> Result<(), OpError> {
+    /// folder that stands there. The file it replaces is kept as a version unless it is
+    /// the same source state as the new one (`new`: same mtime to the nanosecond, and
+    /// for a plain copy the same size), as after a run killed before its index was
+    /// saved: recopying that must not pile up identical versions.
+    fn install(
+        &self,
+        temp: &Path,
+        name: &Path,
+        new: Option<(&Meta, Stored)>,
+    ) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
-        self.preserve(name, &path, true)?;
+        let same = new.is_some_and(|(meta, stored)| {
+            fs::symlink_metadata(&path).is_ok_and(|old| {
+                old.is_file()
+                    && filetime::FileTime::from_last_modification_time(&old) == meta.mtime
+                    && (stored == Stored::Gzip || old.len() == meta.size)
+            })
+        });
+        if !same {
+            self.preserve(name, &path, true)?;
+        }
         match fs::rename(temp, &path) {
             Ok(()) => Ok(()),
             Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {
