@@ -484,6 +484,13 @@ impl Mirror {
         if self.rules.covers(rel) {
             return;
         }
+        // Whatever happened at `rel` may have changed its folder's mtime (a file made and
+        // removed within the debounce leaves nothing else to do): refresh the folder's
+        // metadata if DST has it.
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if std::fs::symlink_metadata(self.cfg.pair.dst.join(parent)).is_ok_and(|m| m.is_dir()) {
+            self.tally.touched.insert(parent.to_path_buf());
+        }
         let path = self.cfg.pair.src.join(rel);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
