@@ -7,8 +7,9 @@
 //! while its files change. An operation that does not fit the tree as it stands moves on
 //! to the next path that fits (a modify of a missing file modifies the next file) or is
 //! skipped (renaming a folder into itself), so every sequence is valid and proptest can
-//! shrink freely. proptest shrinks a failure to a minimal
-//! sequence; each one found is kept below as a named regression test.
+//! shrink freely. A failure prints the operations as they took effect; proptest keeps its
+//! seed in `tests/model.proptest-regressions` (re-run first, every time), and each one
+//! found is kept at the bottom of this file as a named regression test.
 //!
 //! Every content write leaves the file with an mtime no earlier write of the case had: the
 //! engine (like rsync) treats equal size, mtime in nanoseconds and mode as unchanged, and
