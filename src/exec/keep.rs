@@ -46,10 +46,19 @@ impl Executor {
             match fs::hard_link(path, &target) {
                 Ok(()) => {
                     if !keep_original {
-                        fs::remove_file(path).map_err(OpError::io("deleting", path))?;
+                        match fs::remove_file(path) {
+                            // Another worker deleted it (or a folder around it) meanwhile.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            other => other.map_err(OpError::io("deleting", path))?,
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                // Gone since the check above (another worker deleted a folder around
+                // it): nothing to keep, and nothing left to delete.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && is_gone(path) => {
+                    return Ok(());
+                }
                 Err(_) => {
                     // No hard links here (some network and FAT file systems): move it.
                     // Then a replaced name is missing until the new copy lands.
@@ -82,12 +91,22 @@ impl Executor {
             return Ok(());
         }
         for entry in walkdir::WalkDir::new(path).follow_links(false) {
-            let entry = entry.map_err(|e| {
-                let err = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("loop"));
-                OpError::io("reading", path)(err)
-            })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // Deleted meanwhile by another worker (a folder inside this one, say).
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    let err = e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("loop"));
+                    return Err(OpError::io("reading", path)(err));
+                }
+            };
             if !entry.file_type().is_file() {
                 continue;
             }
@@ -132,6 +151,11 @@ impl Executor {
         }
         pruned
     }
+}
+
+/// True if nothing is at `path` any more.
+fn is_gone(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 /// `versions/<name's folder>/<versioned name>` relative to DST.

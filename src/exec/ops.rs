@@ -358,13 +358,20 @@ impl Executor {
             if keep {
                 self.preserve_tree(name, &path)?;
             }
-            fs::remove_dir_all(&path).map_err(OpError::io("deleting", &path))?;
+            match fs::remove_dir_all(&path) {
+                // Another worker deleted it (or a folder around it) meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other.map_err(OpError::io("deleting", &path))?,
+            }
             files
         } else {
             if keep && meta.is_file() {
                 self.preserve(name, &path, false)?;
             } else {
-                fs::remove_file(&path).map_err(OpError::io("deleting", &path))?;
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other.map_err(OpError::io("deleting", &path))?,
+                }
             }
             1
         };
