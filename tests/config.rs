@@ -12,18 +12,17 @@
 
 mod common;
 
+use common::watcher::wait_until;
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a wait for a watcher may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -175,20 +174,6 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
     assert_eq!(lines.len(), 1, "lines starting {prefix:?} in:\n{text}");
     lines[0]
-}
-
-/// Polls `cond` every [`POLL`] until it holds (true) or `limit` has passed (false).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
 }
 
 /// The lock every watcher test in this repository shares (tests/watch.rs takes it

@@ -6,30 +6,11 @@
 //! splices and (for the config) TOML tokens. The long, coverage-guided run is
 //! `scripts/fuzz.sh`.
 
+mod common;
+
+use common::faults::Rng;
 use datasafe::fuzzing;
 use std::path::{Path, PathBuf};
-
-/// SplitMix64: small, fixed, good enough to vary inputs; the same inputs every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// Every file in `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`, sorted by path.
 fn committed(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

@@ -9,12 +9,13 @@
 
 mod common;
 
+use common::faults::*;
 use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -22,39 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The unprivileged user the permission tests run the binary as.
-const NOBODY: u32 = 65534;
-
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A small seeded PRNG (splitmix64): the faults vary, but every run of a test is the same.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-}
 
 /// `datasafe sync SRC DST EXTRA...`, not yet run.
 fn sync_cmd(env: &TestEnv, extra: &[&str]) -> Command {
@@ -98,25 +69,6 @@ fn read_text(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()
 }
 
-/// Every regular file under `root` (DST's `.datasafe` left out) with its content.
-fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut map = BTreeMap::new();
-    if !root.exists() {
-        return map;
-    }
-    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        let Ok(entry) = entry else { continue };
-        let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
-        if rel.starts_with(".datasafe") || !entry.file_type().is_file() {
-            continue;
-        }
-        if let Ok(content) = fs::read(entry.path()) {
-            map.insert(rel, content);
-        }
-    }
-    map
-}
-
 /// Asserts that every file DST holds under a final name is, byte for byte, either its
 /// source file as it is now or what DST held for it before the run (`before`): never a
 /// torn or partial file, never something made up.
@@ -138,53 +90,6 @@ fn assert_no_torn(src: &Path, dst: &Path, before: &BTreeMap<PathBuf, Vec<u8>>, w
         bad.is_empty(),
         "{when}: files in DST that match no version of their source:\n{bad}"
     );
-}
-
-/// The names in `DST/.datasafe/tmp` (empty if the folder does not exist).
-fn temp_files(dst: &Path) -> Vec<PathBuf> {
-    match fs::read_dir(dst.join(".datasafe/tmp")) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// A file of `len` pseudo-random bytes from `seed` (tearing shows as a mismatch).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    Rng(seed).bytes(len)
-}
-
-/// True if others may pass through every folder above `path` (and `path` itself).
-fn reachable_by_others(path: &Path) -> bool {
-    path.ancestors()
-        .all(|p| fs::metadata(p).is_ok_and(|m| m.mode() & 0o001 != 0))
-}
-
-/// A test tree that uid 65534 can work in (the temp folder opened up, DST created), or
-/// `None`, with the reason printed, when the binary cannot be run as uid 65534 here.
-fn env_for_nobody(test: &str) -> Option<TestEnv> {
-    if !is_root() {
-        eprintln!("skipping {test}: needs root (chown, setpriv to uid {NOBODY})");
-        return None;
-    }
-    let setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !setpriv {
-        eprintln!("skipping {test}: setpriv (util-linux) is not installed");
-        return None;
-    }
-    let env = TestEnv::new();
-    chmod(env.dir.path(), 0o755);
-    if !reachable_by_others(env.dir.path()) {
-        eprintln!(
-            "skipping {test}: uid {NOBODY} cannot reach the temp folder {} (set TMPDIR)",
-            env.dir.path().display()
-        );
-        return None;
-    }
-    fs::create_dir(&env.dst).unwrap();
-    Some(env)
 }
 
 /// The binary as uid 65534 can run it: itself, or a copy in the test folder when the
@@ -216,63 +121,6 @@ fn sync_as_nobody(env: &TestEnv, extra: &[&str]) -> Output {
         .current_dir(env.dir.path())
         .output()
         .unwrap()
-}
-
-/// `chown -R uid:uid path` without following symlinks.
-fn chown_tree(path: &Path, uid: u32) {
-    for entry in walkdir::WalkDir::new(path).follow_links(false) {
-        let entry = entry.unwrap();
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid)).unwrap();
-    }
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A tmpfs mounted for the life of the guard; unmounted on drop, even after a failure.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mount -t tmpfs on {} failed",
-            dir.display()
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount of {} failed", self.dir.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::faults::temp_files;
 use common::watcher::*;
 use common::*;
 use std::fs::{self, File, OpenOptions};
@@ -50,14 +51,6 @@ impl Drop for Sysctl {
         if let Err(e) = fs::write(&self.path, &self.old) {
             eprintln!("could not restore {:?} to {}: {e}", self.path, self.old);
         }
-    }
-}
-
-/// The names in `DST/.datasafe/tmp` (empty if the folder does not exist).
-fn temp_files(dst: &Path) -> Vec<PathBuf> {
-    match fs::read_dir(dst.join(".datasafe/tmp")) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(_) => Vec::new(),
     }
 }
 
