@@ -43,6 +43,7 @@ pub type Reload<'a> = &'a dyn Fn() -> Result<Settings, ConfigError>;
 
 /// Watches every enabled pair of `settings` until `stop` is set. Returns the exit code.
 pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8 {
+    crate::platform::limit_malloc_arenas();
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut watch = match Watch::new(settings.timing.debounce, tx) {
@@ -69,10 +70,16 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
     });
     let mut last_config_check = Instant::now();
     let mut status = StatusLine::default();
+    let mut last_trim = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let Ok(signals) = next_signals(&rx) else {
             break;
         };
+        // Under steady churn there is no idle reconcile to give freed memory back.
+        if !signals.is_empty() && last_trim.elapsed() >= TRIM_EVERY {
+            last_trim = Instant::now();
+            crate::platform::release_free_memory();
+        }
         daemon.dispatch(signals, &watch);
         daemon.tick(&mut watch);
         if let Some((path, seen)) = &mut config
@@ -96,6 +103,9 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
     total.finish(started, settings.output.json, "stopped");
     0
 }
+
+/// How often a busy watcher gives freed memory back to the OS.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// The signals that arrived within one loop tick (none if it timed out).
 fn next_signals(rx: &Receiver<Signal>) -> Result<Vec<Signal>, ()> {

@@ -214,6 +214,19 @@ pub fn release_free_memory() {
     }
 }
 
+/// Caps glibc's malloc arenas for a long-running process. Every thread that allocates
+/// gets an arena of its own (up to 8 per core), and the worker threads started for each
+/// batch of events leave freed memory spread over them: a watcher under steady churn
+/// grew from 13 to 55 MiB that way in the soak test. Two arenas are plenty for a
+/// process whose threads mostly wait on disks.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// True if a process with this pid exists (used to tell a live watcher's status file
 /// from one a killed watcher left behind).
 pub fn process_alive(pid: u32) -> bool {
