@@ -12,11 +12,11 @@
 
 mod common;
 
-use common::watcher::wait_until;
+use common::watcher::{shared, wait_until};
 use common::*;
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -176,27 +176,6 @@ fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
     lines[0]
 }
 
-/// The lock every watcher test in this repository shares (tests/watch.rs takes it
-/// exclusively while it lowers the per-user inotify limits, which would starve these
-/// watchers if another test process ran at the same time).
-fn shared_watch_lock() -> File {
-    use std::os::fd::AsRawFd;
-    let path = std::env::temp_dir().join("datasafe-watch-tests.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    loop {
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } == 0 {
-            return file;
-        }
-        let err = std::io::Error::last_os_error();
-        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "flock: {err}");
-    }
-}
-
 /// A running `datasafe watch`, SIGKILLed on drop if it still runs. Its stdout and stderr
 /// go to files in the temp folder (a pipe nobody reads could stall it).
 struct Watcher {
@@ -209,7 +188,7 @@ struct Watcher {
 impl Watcher {
     /// Starts `datasafe watch --debounce 50ms ARGS...`.
     fn start<S: AsRef<OsStr>>(ctx: &Ctx, args: &[S], tag: &str) -> Watcher {
-        let lock = shared_watch_lock();
+        let lock = shared();
         let out = ctx.path(&format!("{tag}.stdout"));
         let err = ctx.path(&format!("{tag}.stderr"));
         let mut argv: Vec<&OsStr> = vec!["watch".as_ref(), "--debounce".as_ref(), "50ms".as_ref()];

@@ -92,21 +92,6 @@ fn assert_no_torn(src: &Path, dst: &Path, before: &BTreeMap<PathBuf, Vec<u8>>, w
     );
 }
 
-/// The binary as uid 65534 can run it: itself, or a copy in the test folder when the
-/// target folder is private (a `CARGO_TARGET_DIR` under /root).
-fn binary_for_nobody(env: &TestEnv) -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_datasafe"));
-    if reachable_by_others(bin) {
-        return bin.to_path_buf();
-    }
-    let copy = env.dir.path().join("datasafe-bin");
-    if !copy.exists() {
-        fs::copy(bin, &copy).unwrap();
-        chmod(&copy, 0o755);
-    }
-    copy
-}
-
 /// Runs `datasafe sync SRC DST EXTRA...` as uid/gid 65534 with no supplementary groups.
 fn sync_as_nobody(env: &TestEnv, extra: &[&str]) -> Output {
     Command::new("setpriv")

@@ -111,13 +111,7 @@ fn assert_calm(w: &mut Watcher, max_errors: usize, what: &str) {
 /// `datasafe watch SRC DST --debounce 50ms EXTRA...` as uid/gid 65534 (the binary copied
 /// into the test folder when the target folder is private).
 fn watch_as_nobody(env: &TestEnv, extra: &[&str], tag: &str) -> Watcher {
-    let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_datasafe"));
-    if !reachable_by_others(&bin) {
-        let copy = env.dir.path().join("datasafe-bin");
-        fs::copy(&bin, &copy).unwrap();
-        chmod(&copy, 0o755);
-        bin = copy;
-    }
+    let bin = binary_for_nobody(env);
     let out = env.dir.path().join(format!("{tag}.stdout"));
     let err = env.dir.path().join(format!("{tag}.stderr"));
     let child = Command::new("setpriv")

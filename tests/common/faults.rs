@@ -167,3 +167,18 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// The binary as uid 65534 can run it: itself, or a copy in the test folder when the
+/// target folder is private (a `CARGO_TARGET_DIR` under /root).
+pub fn binary_for_nobody(env: &TestEnv) -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_datasafe"));
+    if reachable_by_others(bin) {
+        return bin.to_path_buf();
+    }
+    let copy = env.dir.path().join("datasafe-bin");
+    if !copy.exists() {
+        fs::copy(bin, &copy).unwrap();
+        chmod(&copy, 0o755);
+    }
+    copy
+}
