@@ -636,6 +636,17 @@ impl Mirror {
             }
         } else {
             let present: HashSet<&OsStr> = listing.iter().map(|i| i.rel.as_os_str()).collect();
+            // A record of a name that is neither in DST nor wanted from SRC is stale: a
+            // run killed after deleting the file but before committing, or a file
+            // removed from the mirror by hand. Nothing would delete it again, so forget
+            // it here (verify would call it missing).
+            if full && report.complete {
+                for name in known.keys() {
+                    if !present.contains(name.as_os_str()) && !report.targets.contains(name) {
+                        self.tally.index.remove_tree(Path::new(name));
+                    }
+                }
+            }
             for entry in &report.unchanged {
                 let Some(name) = plan::target_name(entry, &opts) else {
                     continue;

@@ -426,3 +426,20 @@ fn regression_verify_right_after_a_watched_change_sees_it_in_the_index() {
     });
     assert!(clean, "verify kept failing after the change{}", w.context());
 }
+
+#[test]
+fn regression_a_record_of_a_file_gone_from_both_sides_is_forgotten() {
+    // As after a run killed between deleting a file and committing the index.
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("b.txt", "b");
+    env.sync_ok(&[]);
+    fs::remove_file(env.src.join("a.txt")).unwrap();
+    fs::remove_file(env.dst.join("a.txt")).unwrap();
+    env.sync_ok(&[]);
+    let out = env
+        .cmd(["verify".as_ref(), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
