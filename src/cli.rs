@@ -236,6 +236,7 @@ Examples:
   datasafe sync ~/notes /mnt/backup/notes
   datasafe sync --compress --exclude '*.tmp' --exclude .cache ~/work /mnt/backup/work
   datasafe sync --dry-run ~/notes /mnt/backup/notes
+  datasafe sync --repair ~/notes /mnt/backup/notes
 
 Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interrupted.";
 
@@ -245,6 +246,11 @@ pub struct SyncArgs {
     /// What to mirror where.
     #[command(flatten)]
     pub pairs: PairArgs,
+    /// Do not trust the index about DST: read every file in DST, compare its type, size,
+    /// mtime and content with what was mirrored, and write again what differs (what it
+    /// replaces is kept as a version).
+    #[arg(long)]
+    pub repair: bool,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,

@@ -141,6 +141,20 @@ pub fn file_id(meta: &Metadata) -> FileId {
     }
 }
 
+/// The inode number of the file `meta` describes (0 where there is none).
+pub fn inode(meta: &Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
 /// True for FIFOs, sockets and device nodes: things a mirror cannot copy.
 pub fn is_special(meta: &Metadata) -> bool {
     let ft = meta.file_type();
