@@ -222,6 +222,18 @@ impl Mirror {
                 skip.push(rel);
             }
         }
+        if std::fs::symlink_metadata(pair.src.join(STATE_DIR)).is_ok() {
+            // Said once per run (and once per `watch` start): DST's state folder has that
+            // name, so a source's own (SRC is itself a mirror) cannot be mirrored.
+            let path = pair.src.join(STATE_DIR);
+            log::warn!(
+                "{} is left out: a source's top-level {STATE_DIR} folder is never mirrored, as \
+                 the mirror keeps its own state under that name; to keep a copy of it, mirror \
+                 it on its own (datasafe sync {} ANOTHER_FOLDER)",
+                esc(&path),
+                esc(&path)
+            );
+        }
         Ok(Mirror {
             rules: ScanRules {
                 excludes: cfg.excludes.clone(),
