@@ -142,7 +142,8 @@ fn judge(record: &Record, found: Kind, disk: &Meta, ino: u64) -> Result<Option<u
 /// records found wrong are taken out (with everything below a folder), so the planner
 /// writes them again; a file whose mode alone differs keeps its record with DST's mode
 /// (the planner then sets it). Each wrong name is logged with why. `src` is the source
-/// root, for files with no recorded digest. Returns how many names were found wrong.
+/// root, for files with no recorded digest. Returns the names whose digest was learned
+/// that way (DST holds what the source holds now), for the index.
 pub fn inspect(
     check: &Check,
     state: &mut MirrorState,
@@ -150,11 +151,12 @@ pub fn inspect(
     roots: (&Path, &Path),
     jobs: usize,
     stop: &AtomicBool,
-) -> u64 {
+) -> Vec<OsString> {
     let (src, dst) = roots;
     let mut wrong: Vec<(OsString, Wrong)> = Vec::new();
+    let mut learned = Vec::new();
     match check {
-        Check::Names => return 0,
+        Check::Names => return learned,
         Check::Found(names) => {
             for name in names {
                 if state.contains_key(name.as_os_str()) {
@@ -188,6 +190,7 @@ pub fn inspect(
                     Ok(Some(digest)) => {
                         if let Some(record) = state.get_mut(&name) {
                             record.sha256 = Some(digest);
+                            learned.push(name);
                         }
                     }
                     Ok(None) => {}
@@ -197,10 +200,9 @@ pub fn inspect(
         }
     }
     if stop.load(Ordering::Relaxed) {
-        return 0;
+        return Vec::new();
     }
     wrong.sort_by(|a, b| a.0.cmp(&b.0));
-    let count = wrong.len() as u64;
     for (name, why) in wrong {
         log::warn!(
             "{} in the destination is not what datasafe wrote ({why}); writing it again",
@@ -208,7 +210,7 @@ pub fn inspect(
         );
         forget_tree(state, Path::new(&name));
     }
-    count
+    learned
 }
 
 /// Removes `name` and every record below it.

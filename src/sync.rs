@@ -391,13 +391,26 @@ impl Mirror {
                 },
             )
         };
-        let (listing, rebuilding) = dest.join();
+        let (listing, rebuilding, learned) = dest.join();
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
         if self.stopped() {
             return false;
         }
         let follow_up = self.follow_up(&report, &listing, &known, rebuilding, full);
+        // Digests a content check learned for files that stay as they are: recorded, so
+        // `verify` can check them from now on.
+        let unchanged: HashSet<PathBuf> = report
+            .unchanged
+            .iter()
+            .filter_map(|e| plan::target_name(e, &self.cfg.plan))
+            .collect();
+        for name in learned {
+            let path = PathBuf::from(&name);
+            if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
+                self.tally.index.put(&path, record);
+            }
+        }
         drop((known, listing));
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
@@ -919,7 +932,7 @@ impl Tally {
 /// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
 /// for a `Stat` or `Content` check) and the records are checked against it before the
 /// scanner gets them.
-struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool)>);
+struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
 
 /// A deeper look at DST than its names, for [`DestSide`].
 struct Look {
@@ -952,29 +965,31 @@ impl DestSide {
                     }
                 };
                 let roots = (look.src.as_path(), dst.as_path());
-                repair::inspect(&look.check, &mut state, &items, roots, look.jobs, &look.stop);
+                let learned =
+                    repair::inspect(&look.check, &mut state, &items, roots, look.jobs, &look.stop);
                 let _ = known.send(state);
-                return (items, rebuilding);
+                return (items, rebuilding, learned);
             }
             std::thread::scope(|s| {
                 let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
                 match load() {
                     Some(state) => {
                         let _ = known.send(state);
-                        (names.join().unwrap_or_default(), false)
+                        (names.join().unwrap_or_default(), false, Vec::new())
                     }
                     None => {
                         let items = scan::list_dest(&dst, &scope, true);
                         let _ = known.send(index::state_from_listing(&dst, &items));
-                        (items, true)
+                        (items, true, Vec::new())
                     }
                 }
             })
         }))
     }
 
-    /// DST's listing, and whether the records came from it (the index is rebuilt).
-    fn join(self) -> (Vec<DestItem>, bool) {
+    /// DST's listing, whether the records came from it (the index is rebuilt), and the
+    /// names whose digest a content check learned.
+    fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
         self.0
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
