@@ -456,7 +456,10 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(PathBuf, Record)>
             Stored::Plain
         },
         target: target.and_then(platform::path_from_bytes),
-        disk: match (row.get::<_, Option<i64>>(9)?, row.get::<_, Option<i64>>(10)?) {
+        disk: match (
+            row.get::<_, Option<i64>>(9)?,
+            row.get::<_, Option<i64>>(10)?,
+        ) {
             (Some(size), Some(ino)) => Some(OnDisk {
                 size: size as u64,
                 ino: ino as u64,
@@ -599,6 +602,44 @@ mod tests {
         let mut names: Vec<_> = idx.load().unwrap().into_keys().collect();
         names.sort();
         assert_eq!(names, ["a0", "ab/y"]);
+    }
+
+    #[test]
+    fn a_version_1_index_is_read_untouched_and_upgraded_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE files (name BLOB PRIMARY KEY, kind INTEGER NOT NULL,
+                 size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                 mode INTEGER NOT NULL, sha256 BLOB, gz INTEGER NOT NULL, target BLOB)
+                 WITHOUT ROWID;
+             CREATE TABLE mirror (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO files VALUES (x'61', 0, 5, 1700000000, 123456789, 420, NULL, 1, NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let old = Record {
+            disk: None,
+            sha256: None,
+            ..rec(Kind::File, 5)
+        };
+        let state = load_untouched(dir.path()).unwrap().unwrap();
+        assert_eq!(state[std::ffi::OsStr::new("a")], old);
+
+        let (mut idx, existed) = Index::open(dir.path()).unwrap();
+        assert!(existed, "an upgraded index is trusted");
+        assert_eq!(idx.get(Path::new("a")).unwrap(), Some(old));
+        idx.put(Path::new("b"), &rec(Kind::File, 6)).unwrap();
+        idx.commit().unwrap();
+        drop(idx);
+        let (idx, _) = Index::open(dir.path()).unwrap();
+        assert_eq!(idx.get(Path::new("b")).unwrap(), Some(rec(Kind::File, 6)));
+        let version: i64 = idx
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

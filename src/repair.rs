@@ -97,24 +97,36 @@ pub fn what(kind: Kind) -> &'static str {
 /// What the metadata of the name in DST says about its record, without reading content:
 /// `Err` if it is wrong; `Ok(Some(mode))` if only its permission bits differ (a
 /// metadata update fixes that); `Ok(None)` if it matches.
-pub fn judge_stat(record: &Record, meta: &Metadata) -> Result<Option<u32>, Wrong> {
+/// `inodes`: the filesystem keeps inode numbers (see [`platform::inodes_stable`]).
+pub fn judge_stat(record: &Record, meta: &Metadata, inodes: bool) -> Result<Option<u32>, Wrong> {
     let found = if platform::is_special(meta) {
         Kind::Special
     } else {
         Kind::of(meta.file_type())
     };
-    judge(record, found, &Meta::of(meta), platform::inode(meta))
+    let ino = inodes.then(|| platform::inode(meta));
+    judge(record, found, &Meta::of(meta), ino)
 }
 
-/// [`judge_stat`] on plain values (pure, table-tested).
-fn judge(record: &Record, found: Kind, disk: &Meta, ino: u64) -> Result<Option<u32>, Wrong> {
+/// How far apart two mtimes may be and still count as the same: FAT keeps 2 s, ext3 and
+/// HFS+ 1 s, so a time set to the nanosecond may read back rounded. An edit made in DST
+/// sets the time to "now", far from the source's.
+const MTIME_SLACK_NS: i128 = 2_000_000_000;
+
+/// [`judge_stat`] on plain values (pure, table-tested); `ino` `None`: not compared.
+fn judge(
+    record: &Record,
+    found: Kind,
+    disk: &Meta,
+    ino: Option<u64>,
+) -> Result<Option<u32>, Wrong> {
     if found != record.kind {
         return Err(Wrong::Kind {
             found,
             want: record.kind,
         });
     }
-    if let Some(recorded) = record.disk
+    if let (Some(recorded), Some(ino)) = (record.disk, ino)
         && record.kind != Kind::Dir
         && recorded.ino != ino
     {
@@ -132,7 +144,10 @@ fn judge(record: &Record, found: Kind, disk: &Meta, ino: u64) -> Result<Option<u
     if size_differs {
         return Err(Wrong::Stat("size"));
     }
-    if disk.mtime != record.meta.mtime {
+    let ns = |t: filetime::FileTime| {
+        i128::from(t.unix_seconds()) * 1_000_000_000 + i128::from(t.nanoseconds())
+    };
+    if (ns(disk.mtime) - ns(record.meta.mtime)).abs() >= MTIME_SLACK_NS {
         return Err(Wrong::Stat("modification time"));
     }
     Ok((disk.mode != record.meta.mode).then_some(disk.mode))
@@ -168,12 +183,13 @@ pub fn inspect(
             let items: HashMap<&OsStr, &DestItem> =
                 listing.iter().map(|i| (i.rel.as_os_str(), i)).collect();
             let mut to_read = Vec::new();
+            let inodes = platform::inodes_stable(dst);
             for (name, record) in state.iter_mut() {
                 // A name DST lacks is copied by phase 2; the root is DST itself.
                 let Some(meta) = items.get(name.as_os_str()).and_then(|i| i.meta.as_ref()) else {
                     continue;
                 };
-                match judge_stat(record, meta) {
+                match judge_stat(record, meta, inodes) {
                     Err(why) => wrong.push((name.clone(), why)),
                     Ok(mode) => {
                         if let Some(mode) = mode {
@@ -267,8 +283,8 @@ fn read_one(
     buf: &mut [u8],
     stop: &AtomicBool,
 ) -> Result<Option<Digest>, Wrong> {
-    let found = platform::look_beneath(dst, name)
-        .map_err(|e| Wrong::Unreadable(io_message(&e.error)))?;
+    let found =
+        platform::look_beneath(dst, name).map_err(|e| Wrong::Unreadable(io_message(&e.error)))?;
     let file = match (found, record.kind) {
         (Beneath::File(file), Kind::File) => file,
         (Beneath::Symlink(target), Kind::Symlink) => {
@@ -353,17 +369,32 @@ mod tests {
         let gz_old = rec(Kind::File, Stored::Gzip, None);
         let link = rec(Kind::Symlink, Stored::Plain, disk);
         let dir = rec(Kind::Dir, Stored::Plain, None);
-        let table: [(&Record, Kind, Meta, u64, Result<Option<u32>, Wrong>); 11] = [
+        type Row<'a> = (&'a Record, Kind, Meta, u64, Result<Option<u32>, Wrong>);
+        let table: [Row; 12] = [
             (&plain, Kind::File, meta(10, 1000, 0o644), 1, Ok(None)),
-            (&plain, Kind::File, meta(11, 1000, 0o644), 1, Err(Wrong::Stat("size"))),
             (
                 &plain,
                 Kind::File,
-                meta(10, 1001, 0o644),
+                meta(11, 1000, 0o644),
+                1,
+                Err(Wrong::Stat("size")),
+            ),
+            (
+                &plain,
+                Kind::File,
+                meta(10, 1002, 0o644),
                 1,
                 Err(Wrong::Stat("modification time")),
             ),
-            (&plain, Kind::File, meta(10, 1000, 0o600), 1, Ok(Some(0o600))),
+            // Rounded by a coarse filesystem: the same time.
+            (&plain, Kind::File, meta(10, 1001, 0o644), 1, Ok(None)),
+            (
+                &plain,
+                Kind::File,
+                meta(10, 1000, 0o600),
+                1,
+                Ok(Some(0o600)),
+            ),
             (
                 &plain,
                 Kind::Symlink,
@@ -376,10 +407,28 @@ mod tests {
             ),
             // Gzipped: the recorded size on disk counts, not the source's.
             (&gz, Kind::File, meta(4, 1000, 0o644), 9, Ok(None)),
-            (&gz, Kind::File, meta(5, 1000, 0o644), 9, Err(Wrong::Stat("size"))),
-            (&gz, Kind::File, meta(4, 1000, 0o644), 8, Err(Wrong::Stat("inode"))),
+            (
+                &gz,
+                Kind::File,
+                meta(5, 1000, 0o644),
+                9,
+                Err(Wrong::Stat("size")),
+            ),
+            (
+                &gz,
+                Kind::File,
+                meta(4, 1000, 0o644),
+                8,
+                Err(Wrong::Stat("inode")),
+            ),
             (&gz_old, Kind::File, meta(3, 1000, 0o644), 8, Ok(None)),
-            (&link, Kind::Symlink, meta(0, 5, 0o777), 8, Err(Wrong::Stat("inode"))),
+            (
+                &link,
+                Kind::Symlink,
+                meta(0, 5, 0o777),
+                8,
+                Err(Wrong::Stat("inode")),
+            ),
             (
                 &dir,
                 Kind::File,
@@ -392,8 +441,13 @@ mod tests {
             ),
         ];
         for (i, (record, kind, disk, ino, want)) in table.into_iter().enumerate() {
-            assert_eq!(judge(record, kind, &disk, ino), want, "row {i}");
+            assert_eq!(judge(record, kind, &disk, Some(ino)), want, "row {i}");
         }
+        // Where inodes are not stable they are not compared.
+        assert_eq!(
+            judge(&gz, Kind::File, &meta(4, 1000, 0o644), None),
+            Ok(None)
+        );
     }
 
     #[test]

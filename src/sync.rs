@@ -684,8 +684,10 @@ impl Mirror {
             // readdir gives each name's type for free: what stands in DST as another type
             // than the index says (a folder flipped to a file behind datasafe's back) is
             // written again like a missing name, without a `stat`.
-            let present: HashMap<&OsStr, Kind> =
-                listing.iter().map(|i| (i.rel.as_os_str(), i.kind)).collect();
+            let present: HashMap<&OsStr, Kind> = listing
+                .iter()
+                .map(|i| (i.rel.as_os_str(), i.kind))
+                .collect();
             // A record of a name that is neither in DST nor wanted from SRC is stale: a
             // run killed after deleting the file but before committing, or a file
             // removed from the mirror by hand. Nothing would delete it again, so forget
@@ -965,8 +967,14 @@ impl DestSide {
                     }
                 };
                 let roots = (look.src.as_path(), dst.as_path());
-                let learned =
-                    repair::inspect(&look.check, &mut state, &items, roots, look.jobs, &look.stop);
+                let learned = repair::inspect(
+                    &look.check,
+                    &mut state,
+                    &items,
+                    roots,
+                    look.jobs,
+                    &look.stop,
+                );
                 let _ = known.send(state);
                 return (items, rebuilding, learned);
             }

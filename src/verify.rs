@@ -808,7 +808,11 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         // sync could change it), but never passed over in silence either.
         let path = esc(&src.root.join(STATE_DIR)).to_string();
         // With --repair the engine says it when it opens the mirror.
-        let say = if plan.repair { log::Level::Debug } else { log::Level::Warn };
+        let say = if plan.repair {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
         log::log!(
             say,
             "{path} is not in the mirror: a source's top-level {STATE_DIR} folder is never \
@@ -861,13 +865,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
     pump(dst, jobs, plan.jobs, stop, |checked| {
         let checked = second.settle(checked, dst, &mut buf, stop);
         tally(&mut report, checked);
-        progress.show(|| {
-            format!(
-                "{}/{files} files verified, {} read",
-                report.counts.files_verified,
-                human_bytes(report.counts.bytes_checked)
-            )
-        });
+        progress.show(|| progress_line(&report.counts, files));
     });
     if stop.load(Ordering::Relaxed) {
         return Ok(report);
@@ -879,6 +877,16 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         }
     }
     Ok(report)
+}
+
+/// The progress line: the summary's own count of files verified, out of the files and
+/// symlinks the index records, and the bytes read.
+fn progress_line(counts: &Counts, files: usize) -> String {
+    format!(
+        "{}/{files} files verified, {} read",
+        counts.files_verified,
+        human_bytes(counts.bytes_checked)
+    )
 }
 
 /// DST must be an existing folder.
@@ -1472,6 +1480,7 @@ mod tests {
             sha256: sha,
             stored,
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+            disk: None,
         }
     }
 
@@ -1666,6 +1675,22 @@ mod tests {
                 (OsString::from("a.txt.gz"), PathBuf::from("a.txt")),
                 (OsString::from("b"), PathBuf::from("b")),
             ]
+        );
+    }
+
+    #[test]
+    fn the_progress_line_counts_what_the_summary_counts() {
+        let counts = Counts {
+            files_verified: 3,
+            missing: 1,
+            bytes_checked: 2048,
+            ..Counts::default()
+        };
+        let [first, _] = summary_lines(&counts, false, "completed", "now", 0.0);
+        assert!(first.ends_with("Files verified: 3"), "{first}");
+        assert_eq!(
+            progress_line(&counts, 4),
+            "3/4 files verified, 2.0 KiB read"
         );
     }
 

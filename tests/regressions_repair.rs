@@ -76,19 +76,35 @@ fn regression_sync_repair_rewrites_what_was_changed_in_dst_behind_the_index() {
     let err = stderr(&out);
     for name in ["a.txt", "b.txt", "keep.txt", "d", "link"] {
         assert!(
-            err.contains(&format!("{} in the destination", env.dst.join(name).display())),
+            err.contains(&format!(
+                "{} in the destination",
+                env.dst.join(name).display()
+            )),
             "{name} is named as repaired:\n{err}"
         );
     }
     // What it replaced is kept, per the usual rules: the edited file was a file.
-    let versions = stdout(&env.cmd(["versions", env.dst.to_str().unwrap()]).output().unwrap());
+    let versions = stdout(
+        &env.cmd(["versions", env.dst.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     assert!(versions.contains("a.txt"), "{versions}");
     assert_code(&verify(&env, &[]), 0);
 
     // A second repair finds nothing.
     let again = env.sync_ok(&["--repair"]);
-    assert_eq!(common::count(&again, "Files backed up"), 0, "{}", stdout(&again));
-    assert!(!stderr(&again).contains("in the destination"), "{}", stderr(&again));
+    assert_eq!(
+        common::count(&again, "Files backed up"),
+        0,
+        "{}",
+        stdout(&again)
+    );
+    assert!(
+        !stderr(&again).contains("in the destination"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[test]
@@ -168,7 +184,10 @@ fn regression_verify_config_repair_repairs_each_pair_with_its_settings() {
     )
     .unwrap();
     let conf = config.to_str().unwrap();
-    assert_code(&env.cmd(["sync", "--config", conf, "-q"]).output().unwrap(), 0);
+    assert_code(
+        &env.cmd(["sync", "--config", conf, "-q"]).output().unwrap(),
+        0,
+    );
     fs::write(env.dst.join("a.txt.gz"), "not gzip at all").unwrap();
     fs::remove_dir_all(env.dst.join("d")).unwrap();
     fs::write(env.dst.join("d"), "flipped").unwrap();
@@ -216,7 +235,11 @@ fn regression_every_command_verify_advises_repairs_the_mirror() {
     for compress in [false, true] {
         let probe = TestEnv::new();
         tree(&probe);
-        let flags: &[&str] = if compress { &["-q", "--compress"] } else { &["-q"] };
+        let flags: &[&str] = if compress {
+            &["-q", "--compress"]
+        } else {
+            &["-q"]
+        };
         probe.sync_ok(flags);
         damage_as(&probe, compress);
         let commands = advised(&stderr(&verify(&probe, &[])));
@@ -227,7 +250,10 @@ fn regression_every_command_verify_advises_repairs_the_mirror() {
             env.sync_ok(flags);
             damage_as(&env, compress);
             // The advice names the probe's folders: run it on this tree's.
-            let (src, dst) = (probe.src.display().to_string(), probe.dst.display().to_string());
+            let (src, dst) = (
+                probe.src.display().to_string(),
+                probe.dst.display().to_string(),
+            );
             let args: Vec<String> = command
                 .iter()
                 .map(|a| {
@@ -316,7 +342,8 @@ fn regression_watch_fallback_rescan_recopies_a_file_changed_in_dst() {
     fs::write(env.dst.join("d"), "flipped").unwrap();
     w.wait_mirrored(&env.src, &env.dst, false);
     let ok = wait_until(DEADLINE, || {
-        w.stderr().contains("b.txt in the destination is not what datasafe wrote")
+        w.stderr()
+            .contains("b.txt in the destination is not what datasafe wrote")
     });
     assert!(ok, "the rescan names what it recopies{}", w.context());
 }
@@ -347,7 +374,9 @@ fn columns(db: &Path) -> (i64, Vec<String>) {
     let version = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('files')").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('files')")
+        .unwrap();
     let names = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .unwrap()
@@ -372,7 +401,12 @@ fn regression_an_index_of_the_previous_schema_is_upgraded_and_keeps_working() {
     assert_eq!(columns(&db).0, 1, "verify changed the index");
     // The writer upgrades it in place: nothing is copied again.
     let out = env.sync_ok(&[]);
-    assert_eq!(common::count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    assert_eq!(
+        common::count(&out, "Files backed up"),
+        0,
+        "{}",
+        stdout(&out)
+    );
     let (version, names) = columns(&db);
     assert_eq!(version, 2);
     assert!(
