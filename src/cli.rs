@@ -107,6 +107,10 @@ pub struct VerifyArgs {
     /// --config each pair is compared with and repaired from its own source.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: let through deletions the guard holds back (an emptied source, a
+    /// mass delete).
+    #[arg(long, requires = "repair")]
+    pub force: bool,
     /// Hashing threads [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,

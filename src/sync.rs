@@ -405,7 +405,10 @@ impl Mirror {
             .iter()
             .filter_map(|e| plan::target_name(e, &self.cfg.plan))
             .collect();
-        for name in learned {
+        for name in learned
+            .into_iter()
+            .filter(|_| self.mode.executor().is_some())
+        {
             let path = PathBuf::from(&name);
             if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
                 self.tally.index.put(&path, record);

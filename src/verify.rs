@@ -206,7 +206,11 @@ impl Plan {
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
                     },
                 }),
-                config: args.repair.then(|| p.config.clone()),
+                config: args.repair.then(|| {
+                    let mut config = p.config.clone();
+                    config.guard.force |= args.force;
+                    config
+                }),
             })
             .collect();
         let jobs = settings.pairs.first().map_or(1, |p| p.config.jobs);
@@ -244,6 +248,7 @@ fn repair_config(
         repair: true,
         mirror: MirrorArgs {
             compress,
+            force: args.force,
             jobs: args.jobs,
             ..MirrorArgs::default()
         },
