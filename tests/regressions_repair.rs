@@ -464,3 +464,24 @@ fn regression_a_sources_own_datasafe_folder_is_said_to_be_left_out() {
     assert!(ok, "watch names it{}", w.context());
     assert_eq!(w.stderr().matches(&warning).count(), 1, "{}", w.context());
 }
+
+#[test]
+fn regression_the_guards_advice_works_under_verify_repair() {
+    let env = TestEnv::new();
+    tree(&env);
+    env.sync_ok(&["-q"]);
+    fs::remove_dir_all(&env.src).unwrap();
+    fs::create_dir(&env.src).unwrap();
+    // An emptied source: the repair holds the deletions back and says how to go on.
+    let out = verify(&env, &["--repair"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("run again with --force"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.dst.join("a.txt").exists());
+    let out = verify(&env, &["--repair", "--force"]);
+    assert_code(&out, 0);
+    assert_mirrored(&env.src, &env.dst, false);
+}

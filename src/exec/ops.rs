@@ -479,8 +479,9 @@ impl Executor {
                     return Err(OpError::io("reading", &dir)(io::ErrorKind::NotFound.into()));
                 }
                 Ok(_) => match fs::remove_file(&dir) {
-                    // Another worker replaced it first.
+                    // Another worker replaced it first (removed it, or made it a folder).
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
                     other => other.map_err(OpError::io("replacing", &dir))?,
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound && reach != Reach::Lookup => {}
