@@ -959,8 +959,12 @@ impl DestSide {
         DestSide(std::thread::spawn(move || {
             if let Some(look) = look {
                 let detail = look.check.needs_detail();
-                let mut items = scan::list_dest(&dst, &scope, detail);
-                let (mut state, rebuilding) = match load() {
+                let (mut items, loaded) = std::thread::scope(|s| {
+                    let names = s.spawn(|| scan::list_dest(&dst, &scope, detail));
+                    let loaded = load();
+                    (names.join().unwrap_or_default(), loaded)
+                });
+                let (mut state, rebuilding) = match loaded {
                     Some(state) => (state, false),
                     None => {
                         if !detail {
