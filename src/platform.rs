@@ -155,10 +155,11 @@ pub fn inode(meta: &Metadata) -> u64 {
     }
 }
 
-/// False if the filesystem holding `path` may give a file another inode number while
-/// it is unchanged (FAT and exFAT number inodes as they are read into memory; FUSE and
-/// SMB mounts may do the same): then an inode says nothing about a replaced file.
-pub fn inodes_stable(path: &Path) -> bool {
+/// False if the filesystem holding `path` may not keep what a Unix filesystem keeps:
+/// a file's inode number while it is unchanged (FAT and exFAT number inodes as they are
+/// read into memory; FUSE and SMB mounts may do the same) and the permission bits set
+/// on it. Then neither says anything about a file replaced behind datasafe's back.
+pub fn keeps_unix_metadata(path: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;

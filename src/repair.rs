@@ -97,15 +97,18 @@ pub fn what(kind: Kind) -> &'static str {
 /// What the metadata of the name in DST says about its record, without reading content:
 /// `Err` if it is wrong; `Ok(Some(mode))` if only its permission bits differ (a
 /// metadata update fixes that); `Ok(None)` if it matches.
-/// `inodes`: the filesystem keeps inode numbers (see [`platform::inodes_stable`]).
-pub fn judge_stat(record: &Record, meta: &Metadata, inodes: bool) -> Result<Option<u32>, Wrong> {
+/// `unix`: the filesystem keeps inode numbers and permission bits (see
+/// [`platform::keeps_unix_metadata`]); otherwise neither is compared.
+pub fn judge_stat(record: &Record, meta: &Metadata, unix: bool) -> Result<Option<u32>, Wrong> {
     let found = if platform::is_special(meta) {
         Kind::Special
     } else {
         Kind::of(meta.file_type())
     };
-    let ino = inodes.then(|| platform::inode(meta));
-    judge(record, found, &Meta::of(meta), ino)
+    let ino = unix.then(|| platform::inode(meta));
+    let judged = judge(record, found, &Meta::of(meta), ino);
+    // A filesystem without permission bits shows the same mode for every file.
+    judged.map(|mode| mode.filter(|_| unix))
 }
 
 /// How far apart two mtimes may be and still count as the same: FAT keeps 2 s, ext3 and
@@ -183,13 +186,13 @@ pub fn inspect(
             let items: HashMap<&OsStr, &DestItem> =
                 listing.iter().map(|i| (i.rel.as_os_str(), i)).collect();
             let mut to_read = Vec::new();
-            let inodes = platform::inodes_stable(dst);
+            let unix = platform::keeps_unix_metadata(dst);
             for (name, record) in state.iter_mut() {
                 // A name DST lacks is copied by phase 2; the root is DST itself.
                 let Some(meta) = items.get(name.as_os_str()).and_then(|i| i.meta.as_ref()) else {
                     continue;
                 };
-                match judge_stat(record, meta, inodes) {
+                match judge_stat(record, meta, unix) {
                     Err(why) => wrong.push((name.clone(), why)),
                     Ok(mode) => {
                         if let Some(mode) = mode {
@@ -443,7 +446,7 @@ mod tests {
         for (i, (record, kind, disk, ino, want)) in table.into_iter().enumerate() {
             assert_eq!(judge(record, kind, &disk, Some(ino)), want, "row {i}");
         }
-        // Where inodes are not stable they are not compared.
+        // Where the filesystem does not keep inodes they are not compared.
         assert_eq!(
             judge(&gz, Kind::File, &meta(4, 1000, 0o644), None),
             Ok(None)

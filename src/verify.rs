@@ -592,7 +592,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
         logging::print_line(false, &line);
         log::info!(target: SUMMARY, "{line}");
     }
-    let repaired = plan.repair && !interrupted && !unusable;
+    let repaired = plan.repair && !interrupted;
     if repaired {
         let line = repair_line(&repairs);
         logging::print_line(false, &line);
