@@ -161,6 +161,7 @@ fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
             sha256: None,
             stored: datasafe::index::Stored::Plain,
             target: None,
+            disk: None,
         };
         state.insert(entry.rel.clone().into_os_string(), record);
         entries.push(entry);

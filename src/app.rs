@@ -26,7 +26,11 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(code) => return code,
             };
-            ExitCode::from(crate::sync::run(&settings, &stop))
+            let check = match args.repair {
+                true => crate::repair::Check::Content,
+                false => crate::repair::Check::Names,
+            };
+            ExitCode::from(crate::sync::run_checking(&settings, &stop, &check))
         }
         Command::Watch(args) => {
             let settings = match Settings::from_watch_args(&args) {

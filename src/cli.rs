@@ -82,9 +82,11 @@ Examples:
   datasafe verify /mnt/backup/notes
   datasafe verify --source ~/notes /mnt/backup/notes
   datasafe verify --config ~/.config/datasafe/config.toml --source
+  datasafe verify --source ~/notes --repair /mnt/backup/notes
 
-Exit codes: 0 the mirror is intact, 1 damaged or missing files (with --source: also any
-difference from the source), 2 usage error or no index, 130 interrupted.";
+Exit codes: 0 the mirror is intact (with --repair: or was repaired), 1 damaged or missing
+files (with --source: also any difference from the source), 2 usage error or no index,
+130 interrupted.";
 
 /// `datasafe verify DST [options]` or `datasafe verify --config FILE [options]`.
 #[derive(Debug, Args)]
@@ -100,6 +102,15 @@ pub struct VerifyArgs {
     /// to compare each pair with its own source.
     #[arg(long, value_name = "SRC", num_args = 0..=1)]
     pub source: Option<Option<PathBuf>>,
+    /// Then write again, from the source, what the check found wrong (as `sync --repair`
+    /// would; what it replaces is kept as a version). Needs --source SRC with a DST; with
+    /// --config each pair is compared with and repaired from its own source.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: let through deletions the guard holds back (an emptied source, a
+    /// mass delete).
+    #[arg(long, requires = "repair")]
+    pub force: bool,
     /// Hashing threads [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
@@ -236,6 +247,7 @@ Examples:
   datasafe sync ~/notes /mnt/backup/notes
   datasafe sync --compress --exclude '*.tmp' --exclude .cache ~/work /mnt/backup/work
   datasafe sync --dry-run ~/notes /mnt/backup/notes
+  datasafe sync --repair ~/notes /mnt/backup/notes
 
 Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interrupted.";
 
@@ -245,6 +257,11 @@ pub struct SyncArgs {
     /// What to mirror where.
     #[command(flatten)]
     pub pairs: PairArgs,
+    /// Do not trust the index about DST: read every file in DST, compare its type, size,
+    /// mtime and content with what was mirrored, and write again what differs (what it
+    /// replaces is kept as a version).
+    #[arg(long)]
+    pub repair: bool,
     /// What the mirror holds and how it compares.
     #[command(flatten)]
     pub mirror: MirrorArgs,

@@ -12,6 +12,7 @@ use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::logging;
 use crate::names::{esc, human_bytes};
 use crate::plan::Held;
+use crate::repair::Check;
 use crate::report::Summary;
 use crate::status::{Board, PairStatus};
 use crate::sync::{Applied, Mirror};
@@ -487,7 +488,10 @@ impl Watched {
                         // so nothing falls between the two).
                         self.install(watch);
                     }
-                    self.reconcile(board);
+                    // The timer's pass also `lstat`s DST: a file edited or replaced in
+                    // the mirror behind datasafe's back sends no event about the source.
+                    let check = if timer_due { Check::Stat } else { Check::Names };
+                    self.reconcile_checking(board, &check);
                 }
             }
         }
@@ -498,6 +502,10 @@ impl Watched {
     }
 
     fn reconcile(&mut self, board: &Board) {
+        self.reconcile_checking(board, &Check::Names);
+    }
+
+    fn reconcile_checking(&mut self, board: &Board, check: &Check) {
         if let Err(message) = check_source(self.src()) {
             self.pause(&message);
             return;
@@ -507,7 +515,7 @@ impl Watched {
         };
         board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
-        mirror.reconcile(Path::new(""));
+        mirror.reconcile_checking(Path::new(""), check);
         mirror.commit();
         if mirror.take_held() == Some(Held::EmptySource) {
             // Said by the mirror, with what to do.

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 
 /// File name of the index inside the state folder.
 pub const INDEX_FILE: &str = "index.db";
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `disk_size` and `disk_ino` (what DST holds, recorded at write, for
+/// the watcher's fallback rescan); a version 1 index is upgraded in place on open.
+const SCHEMA_VERSION: i64 = 2;
+/// The oldest schema this version still reads (and upgrades when it writes).
+const OLDEST_SCHEMA: i64 = 1;
 
 /// How a file's content is stored in DST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +63,29 @@ pub struct Record {
     pub stored: Stored,
     /// Symlink target.
     pub target: Option<PathBuf>,
+    /// What DST held under the name right after datasafe wrote it, if known.
+    pub disk: Option<OnDisk>,
+}
+
+/// The stored file itself as datasafe left it: compared with what DST holds by the
+/// watcher's fallback rescan, so a file edited or replaced in DST behind datasafe's
+/// back is noticed without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnDisk {
+    /// Bytes on disk (the gzip stream's size for a gzipped file).
+    pub size: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl OnDisk {
+    /// What `meta` (of the file in DST) says.
+    pub fn of(meta: &std::fs::Metadata) -> OnDisk {
+        OnDisk {
+            size: meta.len(),
+            ino: platform::inode(meta),
+        }
+    }
 }
 
 /// Everything a mirror holds, keyed by the name stored in DST. Keys are `OsString`, not
@@ -92,6 +119,9 @@ pub enum IndexError {
 pub struct Index {
     conn: Connection,
     path: PathBuf,
+    /// The schema version of the file (an untouched read of a version 1 index has no
+    /// `disk_*` columns).
+    version: i64,
     /// When the oldest uncommitted change was made.
     dirty_since: Option<Instant>,
 }
@@ -124,11 +154,32 @@ impl Index {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(wrap)?;
-        if existed && version != SCHEMA_VERSION {
+        if existed && !(OLDEST_SCHEMA..=SCHEMA_VERSION).contains(&version) {
             return Err(IndexError::Version {
                 path,
                 found: version,
             });
+        }
+        // An index with `files` but an older schema gains the new columns; every row
+        // keeps what it had (no `disk_*`: the fallback rescan then compares size and
+        // mtime only, until the file is written again).
+        let has_files: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'files'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(wrap)?
+            > 0;
+        if has_files && version < 2 {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE files ADD COLUMN disk_size INTEGER;
+                 ALTER TABLE files ADD COLUMN disk_ino INTEGER;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(wrap)?;
         }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS files (
@@ -140,22 +191,25 @@ impl Index {
                  mode INTEGER NOT NULL,
                  sha256 BLOB,
                  gz INTEGER NOT NULL,
-                 target BLOB
+                 target BLOB,
+                 disk_size INTEGER,
+                 disk_ino INTEGER
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS mirror (
                  key TEXT PRIMARY KEY,
                  value TEXT NOT NULL
              );
-             PRAGMA user_version = 1;
+             PRAGMA user_version = 2;
              BEGIN;",
         )
         .map_err(wrap)?;
         let index = Index {
             conn,
             path,
+            version: SCHEMA_VERSION,
             dirty_since: None,
         };
-        Ok((index, existed && version == SCHEMA_VERSION))
+        Ok((index, existed))
     }
 
     /// Records a fact about the mirror as a whole, such as `compress` (`1` or `0`): what
@@ -210,7 +264,7 @@ impl Index {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(wrap)?;
-        if version != SCHEMA_VERSION {
+        if !(OLDEST_SCHEMA..=SCHEMA_VERSION).contains(&version) {
             return Err(IndexError::Version {
                 path,
                 found: version,
@@ -219,6 +273,7 @@ impl Index {
         Ok(Some(Index {
             conn,
             path,
+            version,
             dirty_since: None,
         }))
     }
@@ -231,13 +286,11 @@ impl Index {
     /// Reads the records of `scope` and everything below it (all, for an empty scope).
     pub fn load_under(&self, scope: &Path) -> Result<MirrorState, IndexError> {
         let (key, lo, hi) = tree_bounds(scope);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files
-                 WHERE ?1 = x'' OR name = ?1 OR (name >= ?2 AND name < ?3)",
-            )
-            .map_err(|e| self.err(e))?;
+        let sql = format!(
+            "SELECT {} FROM files WHERE ?1 = x'' OR name = ?1 OR (name >= ?2 AND name < ?3)",
+            self.columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params![key, lo, hi]).map_err(|e| self.err(e))?;
         let mut state = MirrorState::new();
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
@@ -251,13 +304,8 @@ impl Index {
 
     /// The record for one stored name.
     pub fn get(&self, name: &Path) -> Result<Option<Record>, IndexError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target FROM files
-                 WHERE name = ?1",
-            )
-            .map_err(|e| self.err(e))?;
+        let sql = format!("SELECT {} FROM files WHERE name = ?1", self.columns());
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
             .query(params![platform::path_to_bytes(name)])
             .map_err(|e| self.err(e))?;
@@ -282,6 +330,15 @@ impl Index {
             self.put(&new_name, &record)?;
         }
         Ok(())
+    }
+
+    /// The columns [`decode`] reads, for this file's schema.
+    fn columns(&self) -> &'static str {
+        if self.version >= 2 {
+            "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size, disk_ino"
+        } else {
+            "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, NULL, NULL"
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> IndexError {
@@ -312,8 +369,9 @@ impl Index {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO files
-                 (name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size,
+                  disk_ino)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -326,6 +384,8 @@ impl Index {
                     rec.sha256.map(|d| d.0.to_vec()),
                     rec.stored == Stored::Gzip,
                     rec.target.as_deref().map(platform::path_to_bytes),
+                    rec.disk.map(|d| d.size as i64),
+                    rec.disk.map(|d| d.ino as i64),
                 ])
             })
             .map(drop)
@@ -396,6 +456,16 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(PathBuf, Record)>
             Stored::Plain
         },
         target: target.and_then(platform::path_from_bytes),
+        disk: match (
+            row.get::<_, Option<i64>>(9)?,
+            row.get::<_, Option<i64>>(10)?,
+        ) {
+            (Some(size), Some(ino)) => Some(OnDisk {
+                size: size as u64,
+                ino: ino as u64,
+            }),
+            _ => None,
+        },
     };
     Ok(Some((name, record)))
 }
@@ -450,6 +520,7 @@ pub fn state_from_listing(dst_root: &Path, items: &[DestItem]) -> MirrorState {
             sha256: None,
             stored: Stored::Plain,
             target: None,
+            disk: Some(OnDisk::of(meta)),
         };
         match item.kind {
             Kind::File if item.rel.extension() == Some("gz".as_ref()) => {
@@ -505,6 +576,7 @@ mod tests {
             sha256: Some(Digest([7; 32])),
             stored: Stored::Gzip,
             target: None,
+            disk: Some(OnDisk { size: 9, ino: 42 }),
         }
     }
 
@@ -530,6 +602,44 @@ mod tests {
         let mut names: Vec<_> = idx.load().unwrap().into_keys().collect();
         names.sort();
         assert_eq!(names, ["a0", "ab/y"]);
+    }
+
+    #[test]
+    fn a_version_1_index_is_read_untouched_and_upgraded_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE files (name BLOB PRIMARY KEY, kind INTEGER NOT NULL,
+                 size INTEGER NOT NULL, mtime_s INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                 mode INTEGER NOT NULL, sha256 BLOB, gz INTEGER NOT NULL, target BLOB)
+                 WITHOUT ROWID;
+             CREATE TABLE mirror (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO files VALUES (x'61', 0, 5, 1700000000, 123456789, 420, NULL, 1, NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let old = Record {
+            disk: None,
+            sha256: None,
+            ..rec(Kind::File, 5)
+        };
+        let state = load_untouched(dir.path()).unwrap().unwrap();
+        assert_eq!(state[std::ffi::OsStr::new("a")], old);
+
+        let (mut idx, existed) = Index::open(dir.path()).unwrap();
+        assert!(existed, "an upgraded index is trusted");
+        assert_eq!(idx.get(Path::new("a")).unwrap(), Some(old));
+        idx.put(Path::new("b"), &rec(Kind::File, 6)).unwrap();
+        idx.commit().unwrap();
+        drop(idx);
+        let (idx, _) = Index::open(dir.path()).unwrap();
+        assert_eq!(idx.get(Path::new("b")).unwrap(), Some(rec(Kind::File, 6)));
+        let version: i64 = idx
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod names;
 pub mod plan;
 pub mod platform;
+pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod scan;

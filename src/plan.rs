@@ -367,6 +367,7 @@ mod tests {
             sha256: None,
             stored,
             target: None,
+            disk: None,
         }
     }
 

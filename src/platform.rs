@@ -141,6 +141,55 @@ pub fn file_id(meta: &Metadata) -> FileId {
     }
 }
 
+/// The inode number of the file `meta` describes (0 where there is none).
+pub fn inode(meta: &Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
+/// False if the filesystem holding `path` may not keep what a Unix filesystem keeps:
+/// a file's inode number while it is unchanged (FAT and exFAT number inodes as they are
+/// read into memory; FUSE and SMB mounts may do the same) and the permission bits set
+/// on it. Then neither says anything about a file replaced behind datasafe's back.
+pub fn keeps_unix_metadata(path: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+        // SAFETY: a valid C string and a buffer of the right type; read only on success.
+        if unsafe { libc::statfs(c_path.as_ptr(), buf.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        // SAFETY: statfs succeeded, so the buffer is filled.
+        let kind = unsafe { buf.assume_init() }.f_type as u64;
+        const UNSTABLE: [u64; 6] = [
+            0x4d44,      // MSDOS (FAT)
+            0x2011_bab0, // exFAT
+            0x6573_5546, // FUSE
+            0x517b,      // SMB
+            0xff53_4d42, // CIFS
+            0xfe53_4d42, // SMB2
+        ];
+        !UNSTABLE.contains(&kind)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        cfg!(unix)
+    }
+}
+
 /// True for FIFOs, sockets and device nodes: things a mirror cannot copy.
 pub fn is_special(meta: &Metadata) -> bool {
     let ft = meta.file_type();

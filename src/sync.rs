@@ -23,11 +23,12 @@ use crate::exec::{Executor, Outcome, PrepareError, spawn_workers};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::names::{count_of, esc, io_message};
 use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
+use crate::repair::{self, Check};
 use crate::report::{Progress, Summary};
 use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
 use crate::watch::Hint;
 use crossbeam_channel::{Sender, bounded};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::ControlFlow;
@@ -44,6 +45,11 @@ const QUEUE: usize = 256;
 /// `datasafe sync`: one full reconcile of every enabled pair, a line per pair when there
 /// are several, and the summary of all. Returns the exit code.
 pub fn run(settings: &Settings, stop: &Arc<AtomicBool>) -> u8 {
+    run_checking(settings, stop, &Check::Names)
+}
+
+/// As [`run`], each pass checking DST as `check` says (`sync --repair`: its content).
+pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> u8 {
     let started = Instant::now();
     let output = &settings.output;
     let named = settings.file.is_some();
@@ -63,7 +69,7 @@ pub fn run(settings: &Settings, stop: &Arc<AtomicBool>) -> u8 {
         let show_progress = output.verbosity > Verbosity::Quiet;
         let result = check_source(&pair.config.pair.src).and_then(|()| {
             let mut mirror = Mirror::open(&pair.config, stop, show_progress)?;
-            mirror.reconcile(Path::new(""));
+            mirror.reconcile_checking(Path::new(""), check);
             mirror.commit();
             Ok(mirror.into_summary())
         });
@@ -216,6 +222,18 @@ impl Mirror {
                 skip.push(rel);
             }
         }
+        if std::fs::symlink_metadata(pair.src.join(STATE_DIR)).is_ok() {
+            // Said once per run (and once per `watch` start): DST's state folder has that
+            // name, so a source's own (SRC is itself a mirror) cannot be mirrored.
+            let path = pair.src.join(STATE_DIR);
+            log::warn!(
+                "{} is left out: a source's top-level {STATE_DIR} folder is never mirrored, as \
+                 the mirror keeps its own state under that name; to keep a copy of it, mirror \
+                 it on its own (datasafe sync {} ANOTHER_FOLDER)",
+                esc(&path),
+                esc(&path)
+            );
+        }
         Ok(Mirror {
             rules: ScanRules {
                 excludes: cfg.excludes.clone(),
@@ -315,16 +333,32 @@ impl Mirror {
     /// Makes DST equal SRC at and below `scope` (all of it for an empty scope). Returns
     /// false if the scan was cut short (Ctrl-C).
     pub fn reconcile(&mut self, scope: &Path) -> bool {
+        self.reconcile_checking(scope, &Check::Names)
+    }
+
+    /// As [`Mirror::reconcile`], distrusting the index about what DST holds as far as
+    /// `check` says (a full pass only; a narrower scope checks names): what DST holds
+    /// wrongly is written again.
+    pub fn reconcile_checking(&mut self, scope: &Path, check: &Check) -> bool {
         let (known_tx, known_rx) = bounded::<MirrorState>(1);
+        let full = scope.as_os_str().is_empty();
+        let look = (full && *check != Check::Names).then(|| Look {
+            check: check.clone(),
+            src: self.cfg.pair.src.clone(),
+            jobs: self.cfg.jobs,
+            stop: self.stop.clone(),
+        });
         // What DST holds comes from the index or, without a usable one, from listing DST
         // in detail (which rebuilds the index). Either way the scan starts at once and
         // plans as soon as it is there; DST's names are listed meanwhile (names only
         // with an index: a no-op run stats only the source).
-        let dest = if self.trusted && scope.as_os_str().is_empty() {
+        let dst = self.cfg.pair.dst.clone();
+        let dst = dst.as_path();
+        let dest = if self.trusted && full {
             // A second, read-only connection loads in parallel; it sees committed rows.
             self.commit();
-            let state_dir = self.cfg.pair.dst.join(STATE_DIR);
-            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, move || {
+            let state_dir = dst.join(STATE_DIR);
+            DestSide::spawn(dst, scope, known_tx, look, move || {
                 Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
                     .unwrap_or_else(|e| {
@@ -335,9 +369,9 @@ impl Mirror {
         } else if self.trusted
             && let Some(known) = self.tally.index.load_under(scope)
         {
-            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, move || Some(known))
+            DestSide::spawn(dst, scope, known_tx, look, move || Some(known))
         } else {
-            DestSide::spawn(&self.cfg.pair.dst, scope, known_tx, || None)
+            DestSide::spawn(dst, scope, known_tx, look, || None)
         };
 
         let (report, known) = {
@@ -357,14 +391,29 @@ impl Mirror {
                 },
             )
         };
-        let (listing, rebuilding) = dest.join();
+        let (listing, rebuilding, learned) = dest.join();
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
         if self.stopped() {
             return false;
         }
-        let full = scope.as_os_str().is_empty();
         let follow_up = self.follow_up(&report, &listing, &known, rebuilding, full);
+        // Digests a content check learned for files that stay as they are: recorded, so
+        // `verify` can check them from now on.
+        let unchanged: HashSet<PathBuf> = report
+            .unchanged
+            .iter()
+            .filter_map(|e| plan::target_name(e, &self.cfg.plan))
+            .collect();
+        for name in learned
+            .into_iter()
+            .filter(|_| self.mode.executor().is_some())
+        {
+            let path = PathBuf::from(&name);
+            if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
+                self.tally.index.put(&path, record);
+            }
+        }
         drop((known, listing));
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
@@ -635,14 +684,20 @@ impl Mirror {
                 }
             }
         } else {
-            let present: HashSet<&OsStr> = listing.iter().map(|i| i.rel.as_os_str()).collect();
+            // readdir gives each name's type for free: what stands in DST as another type
+            // than the index says (a folder flipped to a file behind datasafe's back) is
+            // written again like a missing name, without a `stat`.
+            let present: HashMap<&OsStr, Kind> = listing
+                .iter()
+                .map(|i| (i.rel.as_os_str(), i.kind))
+                .collect();
             // A record of a name that is neither in DST nor wanted from SRC is stale: a
             // run killed after deleting the file but before committing, or a file
             // removed from the mirror by hand. Nothing would delete it again, so forget
             // it here (verify would call it missing).
             if full && report.complete {
                 for name in known.keys() {
-                    if !present.contains(name.as_os_str()) && !report.targets.contains(name) {
+                    if !present.contains_key(name.as_os_str()) && !report.targets.contains(name) {
                         self.tally.index.remove_tree(Path::new(name));
                     }
                 }
@@ -651,10 +706,16 @@ impl Mirror {
                 let Some(name) = plan::target_name(entry, &opts) else {
                     continue;
                 };
-                if present.contains(name.as_os_str()) {
-                    continue;
+                match present.get(name.as_os_str()) {
+                    None => log::debug!("{} is missing from the destination", esc(&name)),
+                    Some(found) if *found != entry.kind => log::warn!(
+                        "{} in the destination is {} where the index says {}; writing it again",
+                        esc(&self.cfg.pair.dst.join(&name)),
+                        repair::what(*found),
+                        repair::what(entry.kind)
+                    ),
+                    Some(_) => continue,
                 }
-                log::debug!("{} is missing from the destination", esc(&name));
                 actions.push(match entry.kind {
                     Kind::Dir => Action::Mkdir {
                         entry: entry.clone(),
@@ -801,6 +862,7 @@ impl Mirror {
                         sha256: None,
                         stored: Stored::Plain,
                         target: None,
+                        disk: None,
                     };
                     self.tally.index.put(&rel, &record);
                 }
@@ -872,37 +934,77 @@ impl Tally {
 
 /// The thread that finds out what DST holds while the source is scanned: it loads the
 /// records (`load`, or from a detailed listing when that gives nothing), sends them to
-/// the scanner, and lists DST's names.
-struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool)>);
+/// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
+/// for a `Stat` or `Content` check) and the records are checked against it before the
+/// scanner gets them.
+struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
+
+/// A deeper look at DST than its names, for [`DestSide`].
+struct Look {
+    check: Check,
+    src: PathBuf,
+    jobs: usize,
+    stop: Arc<AtomicBool>,
+}
 
 impl DestSide {
     fn spawn(
         dst: &Path,
         scope: &Path,
         known: Sender<MirrorState>,
+        look: Option<Look>,
         load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
     ) -> DestSide {
         let (dst, scope) = (dst.to_path_buf(), scope.to_path_buf());
         DestSide(std::thread::spawn(move || {
+            if let Some(look) = look {
+                let detail = look.check.needs_detail();
+                let (mut items, loaded) = std::thread::scope(|s| {
+                    let names = s.spawn(|| scan::list_dest(&dst, &scope, detail));
+                    let loaded = load();
+                    (names.join().unwrap_or_default(), loaded)
+                });
+                let (mut state, rebuilding) = match loaded {
+                    Some(state) => (state, false),
+                    None => {
+                        if !detail {
+                            items = scan::list_dest(&dst, &scope, true);
+                        }
+                        (index::state_from_listing(&dst, &items), true)
+                    }
+                };
+                let roots = (look.src.as_path(), dst.as_path());
+                let learned = repair::inspect(
+                    &look.check,
+                    &mut state,
+                    &items,
+                    roots,
+                    look.jobs,
+                    &look.stop,
+                );
+                let _ = known.send(state);
+                return (items, rebuilding, learned);
+            }
             std::thread::scope(|s| {
                 let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
                 match load() {
                     Some(state) => {
                         let _ = known.send(state);
-                        (names.join().unwrap_or_default(), false)
+                        (names.join().unwrap_or_default(), false, Vec::new())
                     }
                     None => {
                         let items = scan::list_dest(&dst, &scope, true);
                         let _ = known.send(index::state_from_listing(&dst, &items));
-                        (items, true)
+                        (items, true, Vec::new())
                     }
                 }
             })
         }))
     }
 
-    /// DST's listing, and whether the records came from it (the index is rebuilt).
-    fn join(self) -> (Vec<DestItem>, bool) {
+    /// DST's listing, whether the records came from it (the index is rebuilt), and the
+    /// names whose digest a content check learned.
+    fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
         self.0
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -1120,6 +1222,7 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
             Stored::Plain
         },
         target: entry.target.clone(),
+        disk: None,
     }
 }
 

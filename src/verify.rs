@@ -14,15 +14,16 @@
 //! [`Checked`]. A problem found while a writer (`watch`) changes the mirror gets a second
 //! look against the index as it is by then, so a file replaced mid-check is not reported.
 
-use crate::cli::{OutputArgs, VerifyArgs};
-use crate::config::{self, ConfigError, Output, Pair, Settings, Verbosity};
+use crate::cli::{MirrorArgs, OutputArgs, PairArgs, SyncArgs, VerifyArgs};
+use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
 use crate::hash::{self, Digest};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::logging::{self, DETAIL, SUMMARY};
 use crate::names::{esc, human_bytes, io_message};
 use crate::plan::strip_gz;
 use crate::platform::{self, Beneath, BeneathError};
-use crate::report::Progress;
+use crate::repair::Check;
+use crate::report::{Progress, Summary};
 use crate::scan::{self, Entry, Kind, STATE_DIR, ScanRules, Scanned};
 use crossbeam_channel::bounded;
 use serde::Serialize;
@@ -54,6 +55,10 @@ pub struct Plan {
     /// The targets come from a config file: lines name their pair, and a pair that
     /// cannot be checked does not stop the others.
     pub named: bool,
+    /// Write again what the check found wrong (`--repair`).
+    pub repair: bool,
+    /// How to name the run in a command that repairs it (`--config FILE`).
+    pub config_file: Option<PathBuf>,
 }
 
 /// One mirror to check.
@@ -67,6 +72,8 @@ pub struct Target {
     pub dst: PathBuf,
     /// The source to compare it with (`--source`).
     pub source: Option<Source>,
+    /// The pair's settings, for `--repair` (the engine writes with them).
+    pub config: Option<Config>,
 }
 
 /// A source to compare a mirror with.
@@ -92,6 +99,11 @@ impl Plan {
         let Some(dst) = &args.dst else {
             return Plan::from_file(args, &output_args);
         };
+        if args.repair && !matches!(args.source, Some(Some(_))) {
+            return Err(ConfigError(
+                "--repair writes again from the source: give it with --source SRC".to_string(),
+            ));
+        }
         let source = match &args.source {
             None => None,
             Some(None) => {
@@ -113,15 +125,21 @@ impl Plan {
         };
         // Canonical: a DST reached through a symlink is that folder (the index is opened
         // with O_NOFOLLOW on every component).
+        let given = dst;
         let dst = std::fs::canonicalize(dst)
             .or_else(|_| std::path::absolute(dst))
             .unwrap_or_else(|_| dst.clone());
+        let config = match (&args.source, args.repair) {
+            (Some(Some(src)), true) => Some(repair_config(src, given, &dst, args)?),
+            _ => None,
+        };
         Ok(Plan {
             targets: vec![Target {
                 name: esc(&dst).to_string(),
                 enabled: true,
                 dst,
                 source,
+                config,
             }],
             jobs: match args.jobs {
                 Some(n) => n.max(1) as usize,
@@ -140,6 +158,8 @@ impl Plan {
             },
             with_source: args.source.is_some(),
             named: false,
+            repair: args.repair,
+            config_file: None,
         })
     }
 
@@ -170,7 +190,8 @@ impl Plan {
             },
         };
         let settings = Settings::from_file_for_reading(&path, args.jobs, output)?;
-        let with_source = args.source.is_some();
+        // A repair writes from each pair's source, so it compares with it too.
+        let with_source = args.source.is_some() || args.repair;
         let targets = settings
             .pairs
             .iter()
@@ -185,6 +206,11 @@ impl Plan {
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
                     },
                 }),
+                config: args.repair.then(|| {
+                    let mut config = p.config.clone();
+                    config.guard.force |= args.force;
+                    config
+                }),
             })
             .collect();
         let jobs = settings.pairs.first().map_or(1, |p| p.config.jobs);
@@ -194,8 +220,53 @@ impl Plan {
             output: settings.output,
             with_source,
             named: true,
+            repair: args.repair,
+            config_file: Some(path),
         })
     }
+}
+
+/// The settings `sync SRC DST` would use for a mirror repaired from the command line:
+/// the defaults, gzipped if the mirror is (its index says so), `--jobs` as given.
+fn repair_config(
+    src: &Path,
+    dst: &Path,
+    canonical_dst: &Path,
+    args: &VerifyArgs,
+) -> Result<Config, ConfigError> {
+    let compress = Index::open_untouched(&canonical_dst.join(STATE_DIR))
+        .ok()
+        .flatten()
+        .and_then(|index| index.mirror_fact("compress"))
+        .is_some_and(|v| v == "1");
+    let sync = SyncArgs {
+        pairs: PairArgs {
+            src: Some(src.to_path_buf()),
+            dst: Some(dst.to_path_buf()),
+            config: None,
+        },
+        repair: true,
+        mirror: MirrorArgs {
+            compress,
+            force: args.force,
+            jobs: args.jobs,
+            ..MirrorArgs::default()
+        },
+        output: OutputArgs {
+            json: args.json,
+            log_file: args.log_file.clone(),
+            verbose: args.verbose,
+            quiet: args.quiet,
+            ..OutputArgs::default()
+        },
+    };
+    let settings = Settings::from_sync_args(&sync)?;
+    settings
+        .pairs
+        .into_iter()
+        .next()
+        .map(|p| p.config)
+        .ok_or_else(|| ConfigError("no pair to repair".to_string()))
 }
 
 /// What is wrong with one path.
@@ -314,6 +385,17 @@ impl Counts {
                     > 0)
     }
 
+    /// How many problems a repair (a `sync --repair` or `verify --repair`) puts right:
+    /// all but a source that cannot be read, and files with nothing to check against.
+    pub fn repairable(&self) -> u64 {
+        self.damaged
+            + self.missing
+            + self.not_in_index
+            + self.differs_from_source
+            + self.not_in_mirror
+            + self.not_in_source
+    }
+
     /// The counts as the second summary line (and the per-pair lines) show them.
     pub fn line(&self, with_source: bool) -> String {
         let mut line = format!(
@@ -376,6 +458,14 @@ pub struct MirrorReport {
     pub counts: Counts,
     /// The paths behind them.
     pub paths: Paths,
+    /// Stored names whose content is wrong (damaged, or intact but not the source's):
+    /// what `--repair` has the engine write again even though the index calls them
+    /// current. Everything else found, a full pass puts right by itself.
+    #[serde(skip)]
+    pub rewrite: Vec<PathBuf>,
+    /// Source paths a mirror never holds (a top-level `.datasafe`), said once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 impl MirrorReport {
@@ -420,6 +510,8 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
     let mut pairs = Vec::new();
     let mut single = None;
     let mut unusable = false;
+    // What `--repair` did, all pairs together.
+    let mut repairs = Summary::default();
     for target in &plan.targets {
         if !target.enabled {
             log::info!("skipping pair {}: enabled = false", target.name);
@@ -460,6 +552,21 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
         logging::set_pair(None);
         if let Ok(report) = &result {
             total.add(&report.counts);
+            if plan.repair
+                && !stop.load(Ordering::Relaxed)
+                && let Some(cfg) = &target.config
+            {
+                logging::set_pair(plan.named.then(|| Arc::from(target.name.as_str())));
+                let repaired = repair(cfg, report, plan, stop);
+                logging::set_pair(None);
+                match repaired {
+                    Ok(summary) => repairs.add(&target.name, summary, false),
+                    Err(message) => {
+                        log::error!("{message}");
+                        repairs.failed += 1;
+                    }
+                }
+            }
         }
         if plan.named {
             pairs.push(PairJson {
@@ -485,6 +592,14 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
         logging::print_line(false, &line);
         log::info!(target: SUMMARY, "{line}");
     }
+    let repaired = plan.repair && !interrupted;
+    if repaired {
+        let line = repair_line(&repairs);
+        logging::print_line(false, &line);
+        log::info!(target: SUMMARY, "{line}");
+    } else if !interrupted && total.failed(plan.with_source) && total.repairable() > 0 {
+        log::warn!("{}", repair_hint(plan));
+    }
     if plan.output.json {
         let json = RunJson {
             counts: &total,
@@ -492,13 +607,93 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
             interrupted,
             compared_with_source: plan.with_source,
             paths: single.as_ref().map(|r| &r.paths),
+            left_out: single.as_ref().map_or(&[][..], |r| &r.left_out[..]),
             pairs,
+            repair: repaired.then_some(&repairs),
         };
         let line =
             serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         logging::print_line(false, &line);
     }
+    if repaired {
+        // The mirror is what the source is now, unless a write failed, deletions were
+        // held, or the source could not be read.
+        let left = repairs.failed + repairs.held_deletions + total.unreadable_in_source;
+        return exit_code(
+            &Counts {
+                damaged: left,
+                ..Counts::default()
+            },
+            plan.with_source,
+            interrupted,
+            unusable,
+        );
+    }
     exit_code(&total, plan.with_source, interrupted, unusable)
+}
+
+/// Writes again, through the sync engine, what `report` found wrong in the mirror
+/// `cfg` describes; a full pass over the rest puts right what is missing, unknown to
+/// the index or behind the source. Returns what the engine did.
+fn repair(
+    cfg: &Config,
+    report: &MirrorReport,
+    plan: &Plan,
+    stop: &Arc<AtomicBool>,
+) -> Result<Summary, String> {
+    config::check_source(&cfg.pair.src)?;
+    let show_progress = plan.output.verbosity > Verbosity::Quiet;
+    let mut mirror = crate::sync::Mirror::open(cfg, stop, show_progress)?;
+    mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
+    mirror.commit();
+    Ok(mirror.into_summary())
+}
+
+/// The line that says what `--repair` did.
+fn repair_line(s: &Summary) -> String {
+    format!(
+        "Repair completed: Files backed up: {}, Updated: {}, Deleted: {}, Failed: {}, Bytes copied: {} ({})",
+        s.copied,
+        s.updated,
+        s.deleted,
+        s.failed,
+        s.bytes_copied,
+        human_bytes(s.bytes_copied)
+    )
+}
+
+/// The command that repairs what a run without `--repair` found.
+fn repair_hint(plan: &Plan) -> String {
+    if let Some(file) = &plan.config_file {
+        return format!(
+            "to write again what is wrong, run: datasafe verify --config {} --repair",
+            esc(file)
+        );
+    }
+    let Some(target) = plan.targets.first() else {
+        return String::new();
+    };
+    let compress = Index::open_untouched(&target.dst.join(STATE_DIR))
+        .ok()
+        .flatten()
+        .and_then(|index| index.mirror_fact("compress"))
+        .is_some_and(|v| v == "1");
+    let flags = if compress { " --compress" } else { "" };
+    match &target.source {
+        Some(src) => format!(
+            "to write again what is wrong, run: datasafe sync --repair{flags} {} {} (with the \
+             options you mirror it with), or datasafe verify --source {} --repair {}",
+            esc(&src.root),
+            esc(&target.dst),
+            esc(&src.root),
+            esc(&target.dst)
+        ),
+        None => format!(
+            "to write again what is wrong, run: datasafe sync --repair{flags} SRC {} (SRC: \
+             the folder it mirrors, with the options you mirror it with)",
+            esc(&target.dst)
+        ),
+    }
 }
 
 /// The process exit code: interruption first, then a mirror that could not be checked,
@@ -548,8 +743,13 @@ struct RunJson<'a> {
     /// One mirror: its paths. Several: each pair has its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     paths: Option<&'a Paths>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    left_out: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pairs: Vec<PairJson>,
+    /// What `--repair` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair: Option<&'a Summary>,
 }
 
 /// One pair in the `--json` line of a config-file run.
@@ -606,6 +806,26 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         return Ok(report);
     }
     let mut compare = HashMap::new();
+    if let Some(src) = &target.source
+        && std::fs::symlink_metadata(src.root.join(STATE_DIR)).is_ok()
+    {
+        // Never mirrored: DST keeps its own state under that name. Not a failure (no
+        // sync could change it), but never passed over in silence either.
+        let path = esc(&src.root.join(STATE_DIR)).to_string();
+        // With --repair the engine says it when it opens the mirror.
+        let say = if plan.repair {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            say,
+            "{path} is not in the mirror: a source's top-level {STATE_DIR} folder is never \
+             mirrored, as the mirror keeps its own state under that name; to keep a copy of \
+             it, mirror it on its own (datasafe sync {path} ANOTHER_FOLDER)"
+        );
+        report.left_out.push(path);
+    }
     if let (Some(src), Some(walked)) = (&target.source, walked) {
         for (rel, error) in &walked.unreadable {
             report.note(&Finding::new(
@@ -642,20 +862,15 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         })
         .collect();
     jobs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    let total = jobs.len();
+    // The progress line counts what the summary's "Files verified" counts (files and
+    // symlinks, not folders), out of all the index records.
+    let files = jobs.iter().filter(|j| j.record.kind != Kind::Dir).count();
     let mut second = SecondLook::new(&state_dir, seen);
-    let mut done = 0usize;
     let mut buf = Vec::new();
     pump(dst, jobs, plan.jobs, stop, |checked| {
-        done += 1;
         let checked = second.settle(checked, dst, &mut buf, stop);
         tally(&mut report, checked);
-        progress.show(|| {
-            format!(
-                "{done}/{total} checked, {} read",
-                human_bytes(report.counts.bytes_checked)
-            )
-        });
+        progress.show(|| progress_line(&report.counts, files));
     });
     if stop.load(Ordering::Relaxed) {
         return Ok(report);
@@ -667,6 +882,16 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         }
     }
     Ok(report)
+}
+
+/// The progress line: the summary's own count of files verified, out of the files and
+/// symlinks the index records, and the bytes read.
+fn progress_line(counts: &Counts, files: usize) -> String {
+    format!(
+        "{}/{files} files verified, {} read",
+        counts.files_verified,
+        human_bytes(counts.bytes_checked)
+    )
 }
 
 /// DST must be an existing folder.
@@ -705,6 +930,9 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
             if counted && problem != Problem::Missing {
                 report.counts.files_verified += 1;
             }
+            if matches!(problem, Problem::Damaged(_)) {
+                report.rewrite.push(job.name.clone());
+            }
             report.note(&Finding::new(
                 job.name,
                 job.record.kind == Kind::Dir,
@@ -732,6 +960,8 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
         None | Some(SourceVerdict::Same) => {}
         Some(SourceVerdict::Differs) => {
             report.note(&Finding::new(logical(), false, Problem::DiffersFromSource));
+            // Size and mtime match the source's, or a sync would have copied it.
+            report.rewrite.push(job.name.clone());
         }
         Some(SourceVerdict::Unreadable(why)) => {
             report.note(&Finding::new(
@@ -1255,6 +1485,7 @@ mod tests {
             sha256: sha,
             stored,
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+            disk: None,
         }
     }
 
@@ -1449,6 +1680,22 @@ mod tests {
                 (OsString::from("a.txt.gz"), PathBuf::from("a.txt")),
                 (OsString::from("b"), PathBuf::from("b")),
             ]
+        );
+    }
+
+    #[test]
+    fn the_progress_line_counts_what_the_summary_counts() {
+        let counts = Counts {
+            files_verified: 3,
+            missing: 1,
+            bytes_checked: 2048,
+            ..Counts::default()
+        };
+        let [first, _] = summary_lines(&counts, false, "completed", "now", 0.0);
+        assert!(first.ends_with("Files verified: 3"), "{first}");
+        assert_eq!(
+            progress_line(&counts, 4),
+            "3/4 files verified, 2.0 KiB read"
         );
     }
 

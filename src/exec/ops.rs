@@ -5,7 +5,7 @@
 
 use super::{COPY_RETRIES, Done, Executor, OpError, Outcome};
 use crate::hash::{self, CHUNK, Digest};
-use crate::index::{Record, Stored};
+use crate::index::{OnDisk, Record, Stored};
 use crate::platform;
 use crate::scan::{Entry, Kind, Meta};
 use flate2::read::MultiGzDecoder;
@@ -95,6 +95,8 @@ impl Executor {
             let meta = Meta::of(&before);
             set_file_meta(&file, &meta)
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
+            // The rename below keeps the inode: this is what DST will hold.
+            let disk = file.metadata().ok().map(|m| OnDisk::of(&m));
             drop(file);
             let settled = unchanged_since(&before, &src, &src_path);
             if !settled && attempt < COPY_RETRIES {
@@ -122,6 +124,7 @@ impl Executor {
                 sha256: Some(sha),
                 stored,
                 target: None,
+                disk,
             };
             let done = match stored {
                 Stored::Plain => Done::Copied,
@@ -259,6 +262,7 @@ impl Executor {
             sha256,
             stored,
             target: None,
+            disk: file.metadata().ok().map(|m| OnDisk::of(&m)),
         };
         Ok(Outcome::Stored {
             done: Done::Updated,
@@ -285,6 +289,7 @@ impl Executor {
                 sha256: None,
                 stored: Stored::Plain,
                 target: None,
+                disk: None,
             },
             bytes: 0,
         })
@@ -304,6 +309,9 @@ impl Executor {
         // Symlink mtimes are not supported everywhere; a failure here is not worth a
         // failed file.
         let _ = filetime::set_symlink_file_times(&temp.path, entry.meta.mtime, entry.meta.mtime);
+        let disk = fs::symlink_metadata(&temp.path)
+            .ok()
+            .map(|m| OnDisk::of(&m));
         self.install(&temp.path, &entry.rel, None)?;
         temp.keep();
         Ok(Outcome::Stored {
@@ -315,6 +323,7 @@ impl Executor {
                 sha256: None,
                 stored: Stored::Plain,
                 target: entry.target.clone(),
+                disk,
             },
             bytes: 0,
         })
@@ -470,8 +479,9 @@ impl Executor {
                     return Err(OpError::io("reading", &dir)(io::ErrorKind::NotFound.into()));
                 }
                 Ok(_) => match fs::remove_file(&dir) {
-                    // Another worker replaced it first.
+                    // Another worker replaced it first (removed it, or made it a folder).
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
                     other => other.map_err(OpError::io("replacing", &dir))?,
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound && reach != Reach::Lookup => {}

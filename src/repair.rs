@@ -1,0 +1,467 @@
+//! How far a full pass distrusts the index about what DST holds, and the look at DST
+//! that backs it. The engine normally trusts the index: a no-op pass only lists DST's
+//! names (readdir, no `stat`), so a name the index records that DST lacks, or that
+//! stands there as another type (a folder where a file was), is all it can notice
+//! ([`Check::Names`], handled in `sync`'s phase 2). Deeper checks run before the scan
+//! plans anything and take the records they find wrong out of what the planner sees
+//! ([`inspect`]), so the ordinary engine writes those names again (keeping a version of
+//! what it replaces, as for any write):
+//!
+//! - [`Check::Stat`] (the watcher's fallback rescan): each name is `lstat`ed and a file
+//!   whose size, mtime or inode differ from what was recorded when datasafe wrote it, or
+//!   anything of another type, is written again.
+//! - [`Check::Content`] (`sync --repair`): as `Stat`, and every file is read and hashed
+//!   (un-gzipped) and compared with the SHA-256 the index recorded (or, with none
+//!   recorded, with the source's), and each symlink's target with the recorded one.
+//! - [`Check::Found`] (`verify --repair`): the names a verify found damaged.
+//!
+//! Nothing here writes anything; DST is read without following a symlink inside it.
+
+use crate::hash::{self, Digest};
+use crate::index::{MirrorState, Record, Stored};
+use crate::names::{esc, io_message};
+use crate::plan::strip_gz;
+use crate::platform::{self, Beneath};
+use crate::scan::{DestItem, Kind, Meta};
+use crossbeam_channel::bounded;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How a full pass checks what DST holds against the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Check {
+    /// DST's names and their types from readdir (every full pass).
+    #[default]
+    Names,
+    /// Also size, mtime and inode of every file (`lstat`), against what was recorded
+    /// when it was written.
+    Stat,
+    /// Also the content of every file, against its recorded SHA-256.
+    Content,
+    /// The names given (found damaged by `verify`) are written again.
+    Found(Vec<PathBuf>),
+}
+
+impl Check {
+    /// True if the check needs DST listed with `lstat` metadata.
+    pub fn needs_detail(&self) -> bool {
+        matches!(self, Check::Stat | Check::Content)
+    }
+}
+
+/// Why a record does not describe what DST holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wrong {
+    /// Something of another type stands there.
+    Kind { found: Kind, want: Kind },
+    /// A file's size, mtime or inode differ from what was written.
+    Stat(&'static str),
+    /// A file's content differs from the recorded SHA-256 (or from the source).
+    Content,
+    /// A symlink points elsewhere.
+    Target,
+    /// It cannot be read.
+    Unreadable(String),
+    /// `verify` found it damaged.
+    Found,
+}
+
+impl std::fmt::Display for Wrong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wrong::Kind { found, want } => {
+                write!(f, "{} stands where {} should be", what(*found), what(*want))
+            }
+            Wrong::Stat(which) => write!(f, "its {which} changed since datasafe wrote it"),
+            Wrong::Content => f.write_str("its content is not what was mirrored"),
+            Wrong::Target => f.write_str("the symlink points elsewhere"),
+            Wrong::Unreadable(why) => write!(f, "it cannot be read: {why}"),
+            Wrong::Found => f.write_str("verify found it damaged"),
+        }
+    }
+}
+
+/// "a file", "a folder"…
+pub fn what(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "a file",
+        Kind::Dir => "a folder",
+        Kind::Symlink => "a symlink",
+        Kind::Special => "a special file",
+    }
+}
+
+/// What the metadata of the name in DST says about its record, without reading content:
+/// `Err` if it is wrong; `Ok(Some(mode))` if only its permission bits differ (a
+/// metadata update fixes that); `Ok(None)` if it matches.
+/// `unix`: the filesystem keeps inode numbers and permission bits (see
+/// [`platform::keeps_unix_metadata`]); otherwise neither is compared.
+pub fn judge_stat(record: &Record, meta: &Metadata, unix: bool) -> Result<Option<u32>, Wrong> {
+    let found = if platform::is_special(meta) {
+        Kind::Special
+    } else {
+        Kind::of(meta.file_type())
+    };
+    let ino = unix.then(|| platform::inode(meta));
+    let judged = judge(record, found, &Meta::of(meta), ino);
+    // A filesystem without permission bits shows the same mode for every file.
+    judged.map(|mode| mode.filter(|_| unix))
+}
+
+/// How far apart two mtimes may be and still count as the same: FAT keeps 2 s, ext3 and
+/// HFS+ 1 s, so a time set to the nanosecond may read back rounded. An edit made in DST
+/// sets the time to "now", far from the source's.
+const MTIME_SLACK_NS: i128 = 2_000_000_000;
+
+/// [`judge_stat`] on plain values (pure, table-tested); `ino` `None`: not compared.
+fn judge(
+    record: &Record,
+    found: Kind,
+    disk: &Meta,
+    ino: Option<u64>,
+) -> Result<Option<u32>, Wrong> {
+    if found != record.kind {
+        return Err(Wrong::Kind {
+            found,
+            want: record.kind,
+        });
+    }
+    if let (Some(recorded), Some(ino)) = (record.disk, ino)
+        && record.kind != Kind::Dir
+        && recorded.ino != ino
+    {
+        return Err(Wrong::Stat("inode"));
+    }
+    if record.kind != Kind::File {
+        return Ok(None);
+    }
+    let size_differs = match (record.disk, record.stored) {
+        (Some(recorded), _) => recorded.size != disk.size,
+        (None, Stored::Plain) => record.meta.size != disk.size,
+        // The gzip stream's size says nothing about the source's.
+        (None, Stored::Gzip) => false,
+    };
+    if size_differs {
+        return Err(Wrong::Stat("size"));
+    }
+    let ns = |t: filetime::FileTime| {
+        i128::from(t.unix_seconds()) * 1_000_000_000 + i128::from(t.nanoseconds())
+    };
+    if (ns(disk.mtime) - ns(record.meta.mtime)).abs() >= MTIME_SLACK_NS {
+        return Err(Wrong::Stat("modification time"));
+    }
+    Ok((disk.mode != record.meta.mode).then_some(disk.mode))
+}
+
+/// Applies `check` to `state` (the records of a full pass) given DST's `listing`:
+/// records found wrong are taken out (with everything below a folder), so the planner
+/// writes them again; a file whose mode alone differs keeps its record with DST's mode
+/// (the planner then sets it). Each wrong name is logged with why. `src` is the source
+/// root, for files with no recorded digest. Returns the names whose digest was learned
+/// that way (DST holds what the source holds now), for the index.
+pub fn inspect(
+    check: &Check,
+    state: &mut MirrorState,
+    listing: &[DestItem],
+    roots: (&Path, &Path),
+    jobs: usize,
+    stop: &AtomicBool,
+) -> Vec<OsString> {
+    let (src, dst) = roots;
+    let mut wrong: Vec<(OsString, Wrong)> = Vec::new();
+    let mut learned = Vec::new();
+    match check {
+        Check::Names => return learned,
+        Check::Found(names) => {
+            for name in names {
+                if state.contains_key(name.as_os_str()) {
+                    wrong.push((name.clone().into_os_string(), Wrong::Found));
+                }
+            }
+        }
+        Check::Stat | Check::Content => {
+            let items: HashMap<&OsStr, &DestItem> =
+                listing.iter().map(|i| (i.rel.as_os_str(), i)).collect();
+            let mut to_read = Vec::new();
+            let unix = platform::keeps_unix_metadata(dst);
+            for (name, record) in state.iter_mut() {
+                // A name DST lacks is copied by phase 2; the root is DST itself.
+                let Some(meta) = items.get(name.as_os_str()).and_then(|i| i.meta.as_ref()) else {
+                    continue;
+                };
+                match judge_stat(record, meta, unix) {
+                    Err(why) => wrong.push((name.clone(), why)),
+                    Ok(mode) => {
+                        if let Some(mode) = mode {
+                            record.meta.mode = mode;
+                        }
+                        if *check == Check::Content && record.kind != Kind::Dir {
+                            to_read.push((name.clone(), record.clone()));
+                        }
+                    }
+                }
+            }
+            for (name, found) in read_all(to_read, src, dst, jobs, stop) {
+                match found {
+                    Ok(Some(digest)) => {
+                        if let Some(record) = state.get_mut(&name) {
+                            record.sha256 = Some(digest);
+                            learned.push(name);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => wrong.push((name, why)),
+                }
+            }
+        }
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Vec::new();
+    }
+    wrong.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, why) in wrong {
+        log::warn!(
+            "{} in the destination is not what datasafe wrote ({why}); writing it again",
+            esc(&dst.join(&name))
+        );
+        forget_tree(state, Path::new(&name));
+    }
+    learned
+}
+
+/// Removes `name` and every record below it.
+fn forget_tree(state: &mut MirrorState, name: &Path) {
+    state.remove(name.as_os_str());
+    let mut prefix = name.as_os_str().as_encoded_bytes().to_vec();
+    prefix.push(b'/');
+    state.retain(|k, _| !k.as_encoded_bytes().starts_with(&prefix));
+}
+
+/// Reads every record's content in DST through `jobs` threads. Per name: `Ok(None)` as
+/// recorded; `Ok(Some(digest))` no digest was recorded, but DST holds what the source
+/// holds now (the digest); `Err` why it is wrong.
+fn read_all(
+    records: Vec<(OsString, Record)>,
+    src: &Path,
+    dst: &Path,
+    jobs: usize,
+    stop: &AtomicBool,
+) -> Vec<(OsString, Result<Option<Digest>, Wrong>)> {
+    let (job_tx, job_rx) = bounded::<(OsString, Record)>(256);
+    let (done_tx, done_rx) = bounded(256);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for job in records {
+                if stop.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..jobs.max(1) {
+            let (rx, tx) = (job_rx.clone(), done_tx.clone());
+            s.spawn(move || {
+                let mut buf = vec![0u8; hash::CHUNK];
+                for (name, record) in rx {
+                    let found = read_one(Path::new(&name), &record, src, dst, &mut buf, stop);
+                    if tx.send((name, found)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx));
+        done_rx.into_iter().collect()
+    })
+}
+
+/// Reads one record's content in DST (see [`read_all`]).
+fn read_one(
+    name: &Path,
+    record: &Record,
+    src: &Path,
+    dst: &Path,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Result<Option<Digest>, Wrong> {
+    let found =
+        platform::look_beneath(dst, name).map_err(|e| Wrong::Unreadable(io_message(&e.error)))?;
+    let file = match (found, record.kind) {
+        (Beneath::File(file), Kind::File) => file,
+        (Beneath::Symlink(target), Kind::Symlink) => {
+            return if record.target.as_deref() == Some(target.as_path()) {
+                Ok(None)
+            } else {
+                Err(Wrong::Target)
+            };
+        }
+        (Beneath::Dir, Kind::Dir) => return Ok(None),
+        (found, want) => {
+            let found = match found {
+                Beneath::File(_) => Kind::File,
+                Beneath::Dir => Kind::Dir,
+                Beneath::Symlink(_) => Kind::Symlink,
+                Beneath::Special => Kind::Special,
+            };
+            return Err(Wrong::Kind { found, want });
+        }
+    };
+    let digest = match record.stored {
+        Stored::Plain => hash::hash_reader_until(file, buf, stop),
+        Stored::Gzip => hash::hash_reader_until(flate2::read::MultiGzDecoder::new(file), buf, stop),
+    };
+    let digest = match digest {
+        Ok((digest, _)) => digest,
+        // Interrupted: the caller drops everything found.
+        Err(_) if stop.load(Ordering::Relaxed) => return Ok(None),
+        Err(e) => return Err(Wrong::Unreadable(io_message(&e))),
+    };
+    match record.sha256 {
+        Some(want) if want == digest => Ok(None),
+        Some(_) => Err(Wrong::Content),
+        None => {
+            // Nothing recorded (an index rebuilt from a listing): compare with the source.
+            let logical = match record.stored {
+                Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
+                Stored::Plain => name.to_path_buf(),
+            };
+            let theirs = platform::open_source(&src.join(logical))
+                .and_then(|f| hash::hash_reader_until(f, buf, stop));
+            match theirs {
+                Ok((d, _)) if d == digest => Ok(Some(digest)),
+                Ok(_) => Err(Wrong::Content),
+                // The scan reports an unreadable or vanished source file.
+                Err(_) => Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::OnDisk;
+    use filetime::FileTime;
+
+    fn meta(size: u64, secs: i64, mode: u32) -> Meta {
+        Meta {
+            size,
+            mtime: FileTime::from_unix_time(secs, 7),
+            mode,
+        }
+    }
+
+    fn rec(kind: Kind, stored: Stored, disk: Option<OnDisk>) -> Record {
+        Record {
+            kind,
+            meta: meta(10, 1000, 0o644),
+            sha256: None,
+            stored,
+            target: None,
+            disk,
+        }
+    }
+
+    #[test]
+    fn stat_judgements() {
+        let disk = Some(OnDisk { size: 4, ino: 9 });
+        let plain = rec(Kind::File, Stored::Plain, None);
+        let gz = rec(Kind::File, Stored::Gzip, disk);
+        let gz_old = rec(Kind::File, Stored::Gzip, None);
+        let link = rec(Kind::Symlink, Stored::Plain, disk);
+        let dir = rec(Kind::Dir, Stored::Plain, None);
+        type Row<'a> = (&'a Record, Kind, Meta, u64, Result<Option<u32>, Wrong>);
+        let table: [Row; 12] = [
+            (&plain, Kind::File, meta(10, 1000, 0o644), 1, Ok(None)),
+            (
+                &plain,
+                Kind::File,
+                meta(11, 1000, 0o644),
+                1,
+                Err(Wrong::Stat("size")),
+            ),
+            (
+                &plain,
+                Kind::File,
+                meta(10, 1002, 0o644),
+                1,
+                Err(Wrong::Stat("modification time")),
+            ),
+            // Rounded by a coarse filesystem: the same time.
+            (&plain, Kind::File, meta(10, 1001, 0o644), 1, Ok(None)),
+            (
+                &plain,
+                Kind::File,
+                meta(10, 1000, 0o600),
+                1,
+                Ok(Some(0o600)),
+            ),
+            (
+                &plain,
+                Kind::Symlink,
+                meta(10, 1000, 0o644),
+                1,
+                Err(Wrong::Kind {
+                    found: Kind::Symlink,
+                    want: Kind::File,
+                }),
+            ),
+            // Gzipped: the recorded size on disk counts, not the source's.
+            (&gz, Kind::File, meta(4, 1000, 0o644), 9, Ok(None)),
+            (
+                &gz,
+                Kind::File,
+                meta(5, 1000, 0o644),
+                9,
+                Err(Wrong::Stat("size")),
+            ),
+            (
+                &gz,
+                Kind::File,
+                meta(4, 1000, 0o644),
+                8,
+                Err(Wrong::Stat("inode")),
+            ),
+            (&gz_old, Kind::File, meta(3, 1000, 0o644), 8, Ok(None)),
+            (
+                &link,
+                Kind::Symlink,
+                meta(0, 5, 0o777),
+                8,
+                Err(Wrong::Stat("inode")),
+            ),
+            (
+                &dir,
+                Kind::File,
+                meta(0, 5, 0o777),
+                8,
+                Err(Wrong::Kind {
+                    found: Kind::File,
+                    want: Kind::Dir,
+                }),
+            ),
+        ];
+        for (i, (record, kind, disk, ino, want)) in table.into_iter().enumerate() {
+            assert_eq!(judge(record, kind, &disk, Some(ino)), want, "row {i}");
+        }
+        // Where the filesystem does not keep inodes they are not compared.
+        assert_eq!(
+            judge(&gz, Kind::File, &meta(4, 1000, 0o644), None),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_wrong_folder_takes_its_records_with_it() {
+        let mut state: MirrorState = ["d", "d/x", "d/y/z", "d0", "e"]
+            .iter()
+            .map(|n| (OsString::from(n), rec(Kind::File, Stored::Plain, None)))
+            .collect();
+        forget_tree(&mut state, Path::new("d"));
+        let mut left: Vec<_> = state.into_keys().collect();
+        left.sort();
+        assert_eq!(left, ["d0", "e"]);
+    }
+}
