@@ -50,24 +50,36 @@ pub enum Command {
 /// `datasafe agent …`.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Write, enable and start the login agent.
+    /// Write, enable and start the login agent: `datasafe watch` with SRC DST and the
+    /// options given, or with the config file.
+    #[command(after_help = AGENT_EXAMPLES)]
     Install {
-        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// What the agent runs (as `datasafe watch` takes it).
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Stop, disable and remove the login agent.
     Uninstall,
     /// Print the unit (or plist) without installing it.
+    #[command(after_help = AGENT_EXAMPLES)]
     Print {
-        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// What the agent runs (as `datasafe watch` takes it).
+        #[command(flatten)]
+        watch: WatchArgs,
         /// Which service manager to print for [default: this system's].
         #[arg(long, value_enum)]
         platform: Option<crate::agent::Platform>,
     },
 }
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  datasafe agent install ~/notes /mnt/backup/notes --compress
+  datasafe agent install --config ~/.config/datasafe/config.toml
+  datasafe agent print --platform launchd ~/notes /mnt/backup/notes
+
+Without SRC DST the agent watches every pair of the config file
+[default: $XDG_CONFIG_HOME/datasafe/config.toml].";
 
 /// `datasafe status [--json]`.
 #[derive(Debug, Args)]
@@ -282,7 +294,8 @@ pub struct MirrorArgs {
     /// Keep files in DST that are gone from SRC.
     #[arg(long)]
     pub no_delete: bool,
-    /// Leave out paths matching GLOB (relative to SRC, or any single name); repeatable.
+    /// Leave out paths matching GLOB (relative to SRC, or any single name; a leading `/`
+    /// anchors it at SRC's root); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// How long replaced and deleted files are kept in DST/.datasafe/versions:

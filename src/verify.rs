@@ -938,7 +938,8 @@ fn content_verdict(record: &Record, digest: Digest, n: u64) -> Verdict {
         None => Verdict::Unchecked,
         Some(want) if want == digest => Verdict::Intact,
         Some(_) if n != record.meta.size => Verdict::Bad(Problem::Damaged(format!(
-            "holds {n} bytes, the index recorded {}",
+            "holds {}, the index recorded {}",
+            crate::names::count_of(n, "byte"),
             record.meta.size
         ))),
         Some(_) => Verdict::Bad(Problem::Damaged(

@@ -258,6 +258,15 @@ fn timing(t: Option<&TimingArgs>, base: &Timing) -> Result<Timing, ConfigError> 
         None => base.rescan,
     };
     let max_wait = t.and_then(|t| t.max_wait).unwrap_or(base.max_wait);
+    if max_wait.is_zero() {
+        // 0 would copy a busy file at every event, which is what the debounce prevents;
+        // unlike --rescan 0 there is no "never" (a growing log must be copied sometime).
+        return Err(ConfigError(
+            "the max-wait must be more than 0: it is how long a file that never goes quiet \
+             waits to be copied; give a duration like 30s or 5m (at least the debounce)"
+                .to_string(),
+        ));
+    }
     Ok(Timing {
         debounce,
         rescan,
