@@ -332,14 +332,20 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
             argv.push(value);
         }
     };
-    valued("--keep-versions", keep_versions.map(|r| retention_text(r).into()));
+    valued(
+        "--keep-versions",
+        keep_versions.map(|r| retention_text(r).into()),
+    );
     valued("--max-delete", max_delete.map(|n| n.to_string().into()));
     valued("--jobs", jobs.map(|n| n.to_string().into()));
     valued("--debounce", debounce.map(|d| duration_text(d).into()));
     valued("--rescan", rescan.map(|d| duration_text(d).into()));
     valued("--max-wait", max_wait.map(|d| duration_text(d).into()));
     valued("--log-file", log_file.clone().map(PathBuf::into_os_string));
-    valued("--error-log", error_log.clone().map(PathBuf::into_os_string));
+    valued(
+        "--error-log",
+        error_log.clone().map(PathBuf::into_os_string),
+    );
     valued("--config", config.clone().map(PathBuf::into_os_string));
     if let (Some(src), Some(dst)) = (src, dst) {
         // After `--`, so a folder named like a flag stays a folder.
@@ -409,10 +415,9 @@ mod tests {
     /// `datasafe agent install ARGS...` as parsed.
     fn parsed(args: &[&str]) -> WatchArgs {
         use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from(
-            ["datasafe", "agent", "install"].iter().chain(args),
-        )
-        .unwrap();
+        let cli =
+            crate::cli::Cli::try_parse_from(["datasafe", "agent", "install"].iter().chain(args))
+                .unwrap();
         match cli.command {
             crate::cli::Command::Agent(crate::cli::AgentCommand::Install { watch }) => watch,
             other => panic!("parsed as {other:?}"),

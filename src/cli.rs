@@ -96,7 +96,8 @@ Examples:
   datasafe verify --config ~/.config/datasafe/config.toml --source
 
 Exit codes: 0 the mirror is intact, 1 damaged or missing files (with --source: also any
-difference from the source), 2 usage error or no index, 130 interrupted.";
+difference from the source), 2 usage error or no index. Ctrl-C or SIGTERM stops the
+check, then ends the process by that signal (a shell shows 130 or 143).";
 
 /// `datasafe verify DST [options]` or `datasafe verify --config FILE [options]`.
 #[derive(Debug, Args)]
@@ -136,7 +137,9 @@ Examples:
 
 Without --at the live mirror is restored as it is; with it, each file as it was at that
 local time (from the versions kept in DST/.datasafe/versions).
-Exit codes: 0 all done, 1 some files failed, 2 bad input, 130 interrupted.";
+Exit codes: 0 all done, 1 some files failed, 2 bad input (nothing restored). Ctrl-C or
+SIGTERM rolls back the file in flight, then ends the process by that signal (a shell
+shows 130 or 143).";
 
 /// `datasafe restore DST TARGET [--at TIME] [--force] [PATH...]`.
 #[derive(Debug, Args)]
@@ -180,8 +183,9 @@ Examples:
   datasafe watch --compress --debounce 2s --rescan 1h ~/work /mnt/backup/work
 
 Durations read like 50ms, 2s, 10m, 1h; --rescan 0 turns the fallback rescan off.
-Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 2 usage or fatal error,
-130 when a second Ctrl-C quits at once.";
+Exit codes: 2 usage or fatal error. Ctrl-C or SIGTERM stops cleanly (files in flight,
+the index, the summary), then ends the process by that signal (a shell shows 130 or
+143); a second Ctrl-C quits at once.";
 
 /// `datasafe watch SRC DST [options]`.
 #[derive(Debug, Args)]
@@ -210,8 +214,8 @@ pub struct TimingArgs {
     /// How often a full rescan catches anything events missed; 0: never [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub rescan: Option<Duration>,
-    /// The longest a file that never goes quiet (a growing log) waits to be copied
-    /// [default: 30s].
+    /// The longest a file that never goes quiet (a growing log) waits to be copied; more
+    /// than 0 [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_wait: Option<Duration>,
 }
@@ -249,7 +253,9 @@ Examples:
   datasafe sync --compress --exclude '*.tmp' --exclude .cache ~/work /mnt/backup/work
   datasafe sync --dry-run ~/notes /mnt/backup/notes
 
-Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interrupted.";
+Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error (DST cannot be
+written). Ctrl-C or SIGTERM finishes the files in flight, saves the index and prints the
+summary, then ends the process by that signal (a shell shows 130 or 143).";
 
 /// `datasafe sync SRC DST [options]`.
 #[derive(Debug, Args)]

@@ -982,8 +982,8 @@ fn pump<R: Send>(
             }
             Mode::DryRun => {
                 for action in act_rx {
-                    let replaces =
-                        matches!(action, Action::Copy { .. }) && tally.replaces_file(&action.dest_name());
+                    let replaces = matches!(action, Action::Copy { .. })
+                        && tally.replaces_file(&action.dest_name());
                     tally.summary.record_planned(&action, replaces);
                 }
             }

@@ -1139,7 +1139,12 @@ fn status_shows_the_running_watcher_and_its_pairs() {
 
     w.signal(libc::SIGINT);
     let status = w.wait_exit();
-    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}{}", w.context());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "{status:?}{}",
+        w.context()
+    );
     let out = ctx.run(["status"]);
     assert_code(&out, 1);
     assert!(

@@ -28,8 +28,11 @@ use std::time::Duration;
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// Every file under `root`, `.datasafe` included: relative path → (content, mtime, mode).
-fn everything(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, (i64, i64), u32)> {
+/// What [`everything`] notes of one path: content, mtime (seconds, nanoseconds), mode.
+type Seen = (Vec<u8>, (i64, i64), u32);
+
+/// Every path under `root`, `.datasafe` included.
+fn everything(root: &Path) -> BTreeMap<PathBuf, Seen> {
     let mut map = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1) {
         let entry = entry.unwrap();
@@ -40,7 +43,10 @@ fn everything(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, (i64, i64), u32)> {
         } else {
             Vec::new()
         };
-        map.insert(rel, (content, (meta.mtime(), meta.mtime_nsec()), meta.mode()));
+        map.insert(
+            rel,
+            (content, (meta.mtime(), meta.mtime_nsec()), meta.mode()),
+        );
     }
     map
 }
@@ -167,7 +173,10 @@ fn regression_sync_dry_run_on_an_existing_mirror_writes_nothing_in_dst() {
     let out = env.sync(&["--dry-run"]);
     assert_code(&out, 0);
     let err = stderr(&out);
-    assert!(error_lines(&err).is_empty(), "a dry run reported errors:\n{err}");
+    assert!(
+        error_lines(&err).is_empty(),
+        "a dry run reported errors:\n{err}"
+    );
     assert!(!err.contains("readonly"), "{err}");
     let text = stdout(&out);
     for line in ["new.txt", "delete gone.txt", "dry run: nothing was changed"] {
@@ -204,11 +213,20 @@ fn sync_dies_by(signal: libc::c_int) {
     let env = TestEnv::new();
     big_tree(&env);
     let args = ["sync".as_ref(), env.src.as_os_str(), env.dst.as_os_str()];
-    let (mut child, out, err) = spawn(&env, &[&args[..], &["--jobs".as_ref(), "2".as_ref()]].concat(), "sync");
+    let (mut child, out, err) = spawn(
+        &env,
+        &[&args[..], &["--jobs".as_ref(), "2".as_ref()]].concat(),
+        "sync",
+    );
     let started = wait_until(Duration::from_secs(60), || {
         mid_copy(&env) || child.try_wait().unwrap().is_some()
     });
-    assert!(started && child.try_wait().unwrap().is_none(), "the run was not caught mid-copy\n{}\n{}", text(&out), text(&err));
+    assert!(
+        started && child.try_wait().unwrap().is_none(),
+        "the run was not caught mid-copy\n{}\n{}",
+        text(&out),
+        text(&err)
+    );
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
     let status = wait_deadline(&mut child, DEADLINE, "the interrupted sync");
     let (out, err) = (text(&out), text(&err));
@@ -217,7 +235,10 @@ fn sync_dies_by(signal: libc::c_int) {
         Some(signal),
         "{status}: not ended by the signal\n--- stdout\n{out}\n--- stderr\n{err}"
     );
-    assert!(out.contains("Backup interrupted at"), "no summary before dying:\n{out}");
+    assert!(
+        out.contains("Backup interrupted at"),
+        "no summary before dying:\n{out}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(temp_files(&env.dst).is_empty(), "temp files left");
     assert_index_saved(&env);
@@ -283,7 +304,11 @@ fn regression_ctrl_c_stops_a_shell_loop_around_sync() {
         );
     }
     assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGINT));
-    assert!(!rounds.exists(), "the loop went on after Ctrl-C: {}", text(&rounds));
+    assert!(
+        !rounds.exists(),
+        "the loop went on after Ctrl-C: {}",
+        text(&rounds)
+    );
 }
 
 /// `watch` stopped by SIGTERM (systemd's stop) or Ctrl-C: clean stop, summary, index
@@ -298,7 +323,11 @@ fn watch_dies_by(signal: libc::c_int) {
     w.signal(signal);
     let status = w.wait_exit(DEADLINE);
     assert_eq!(status.signal(), Some(signal), "{status}{}", w.context());
-    assert!(w.stdout().contains("Backup stopped at"), "no summary{}", w.context());
+    assert!(
+        w.stdout().contains("Backup stopped at"),
+        "no summary{}",
+        w.context()
+    );
     assert_index_saved(&env);
 }
 
@@ -333,7 +362,11 @@ fn regression_sync_into_an_unwritable_dst_is_one_fatal_error_exit_2() {
     fs::create_dir(&home).unwrap();
     chown_tree(&home, NOBODY);
     // DST is root's, 0755: readable, not writable, by uid 65534.
-    let out = as_nobody(&env, &home, &["sync".as_ref(), env.src.as_os_str(), env.dst.as_os_str()]);
+    let out = as_nobody(
+        &env,
+        &home,
+        &["sync".as_ref(), env.src.as_os_str(), env.dst.as_os_str()],
+    );
     assert_code(&out, 2);
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
@@ -350,12 +383,19 @@ fn regression_sync_into_an_unwritable_dst_is_one_fatal_error_exit_2() {
         "a summary of failed files:\n{}",
         stdout(&out)
     );
-    assert!(fs::read_dir(&env.dst).unwrap().next().is_none(), "DST was written");
+    assert!(
+        fs::read_dir(&env.dst).unwrap().next().is_none(),
+        "DST was written"
+    );
 
     // A read-only DST, though the user's own, is the same.
     chown_tree(&env.dst, NOBODY);
     chmod(&env.dst, 0o555);
-    let out = as_nobody(&env, &home, &["sync".as_ref(), env.src.as_os_str(), env.dst.as_os_str()]);
+    let out = as_nobody(
+        &env,
+        &home,
+        &["sync".as_ref(), env.src.as_os_str(), env.dst.as_os_str()],
+    );
     assert_code(&out, 2);
     assert_eq!(error_lines(&stderr(&out)).len(), 1, "{}", stderr(&out));
 }
@@ -389,17 +429,27 @@ fn regression_unwritable_dst_fails_only_its_pair_in_a_config() {
         ),
     )
     .unwrap();
-    let out = as_nobody(&env, &home, &["sync".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let out = as_nobody(
+        &env,
+        &home,
+        &["sync".as_ref(), "--config".as_ref(), config.as_os_str()],
+    );
     assert_code(&out, 1);
     let err = stderr(&out);
     let errors = error_lines(&err);
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
-        errors[0].contains("[locked]") && errors[0].contains(&*env.dst.to_string_lossy()),
+        errors[0].contains("[locked]")
+            && errors[0].contains(&*env.dst.to_string_lossy())
+            && errors[0].contains("the other pairs go on"),
         "{err}"
     );
     assert_eq!(fs::read(dst2.join("sub/b.txt")).unwrap(), b"b\n");
-    assert!(stdout(&out).contains("pair open: Files backed up: 1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("pair open: Files backed up: 1"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,9 +474,16 @@ fn regression_updated_counts_content_updates_and_dry_run_says_update() {
 
         let dry = env.sync_ok(&[extra, &["--dry-run"]].concat());
         let text = stdout(&dry);
-        let new_verb = if compress { "gzip new.txt" } else { "copy new.txt" };
+        let new_verb = if compress {
+            "gzip new.txt"
+        } else {
+            "copy new.txt"
+        };
         for line in ["update edited.txt", "update moded.txt", new_verb] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} ({extra:?}):\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "no {line:?} ({extra:?}):\n{text}"
+            );
         }
         assert_eq!(count(&dry, "Updated"), 2, "{text}");
         assert_eq!(count(&dry, "Files backed up"), 2, "{text}");
@@ -504,7 +561,12 @@ fn regression_counts_say_1_file_and_1_pair() {
         }
         false
     });
-    assert!(reloaded, "no reload:\n{}\n{}", text(&out_path), text(&err_path));
+    assert!(
+        reloaded,
+        "no reload:\n{}\n{}",
+        text(&out_path),
+        text(&err_path)
+    );
     let out = text(&out_path);
     assert!(out.contains("reloaded: 1 pair started, 0 stopped"), "{out}");
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -550,7 +612,10 @@ fn regression_max_wait_0_is_refused() {
     let config = env.dir.path().join("config.toml");
     fs::write(
         &config,
-        format!("max_wait = \"0\"\n[[mirror]]\nsource = {:?}\ndest = {:?}\n", env.src, env.dst),
+        format!(
+            "max_wait = \"0\"\n[[mirror]]\nsource = {:?}\ndest = {:?}\n",
+            env.src, env.dst
+        ),
     )
     .unwrap();
     let args = ["watch".as_ref(), "--config".as_ref(), config.as_os_str()];
@@ -559,7 +624,10 @@ fn regression_max_wait_0_is_refused() {
     let status = wait_deadline(&mut child, DEADLINE, "watch --config with max_wait = 0");
     assert_eq!(status.code(), Some(2), "{status}");
     let err = text(&err);
-    assert!(err.contains("max-wait") && err.contains(&*config.to_string_lossy()), "{err}");
+    assert!(
+        err.contains("max-wait") && err.contains(&*config.to_string_lossy()),
+        "{err}"
+    );
 }
 
 /// `--exclude '/docs'` matched nothing (no relative path starts with `/`). A leading
@@ -573,7 +641,10 @@ fn regression_exclude_with_a_leading_slash_anchors_at_the_source_root() {
     env.write("x.txt", "x\n");
     env.sync_ok(&["--exclude", "/docs"]);
     assert!(!env.dst.join("docs").exists(), "/docs was not excluded");
-    assert!(env.dst.join("a/docs/deep.md").exists(), "/docs excluded a/docs");
+    assert!(
+        env.dst.join("a/docs/deep.md").exists(),
+        "/docs excluded a/docs"
+    );
     assert!(env.dst.join("x.txt").exists());
 
     // Unanchored: any folder of that name, as before.
@@ -604,8 +675,14 @@ fn regression_exclude_with_a_leading_slash_anchors_at_the_source_root() {
     fs::remove_dir_all(env.src.join("docs")).unwrap();
     fs::remove_dir_all(env.src.join("a/docs")).unwrap();
     sync_to(&full, &["--exclude", "/docs"]);
-    assert!(full.join("docs/top.md").exists(), "the excluded /docs was deleted");
-    assert!(!full.join("a/docs").exists(), "a/docs was kept as if excluded");
+    assert!(
+        full.join("docs/top.md").exists(),
+        "the excluded /docs was deleted"
+    );
+    assert!(
+        !full.join("a/docs").exists(),
+        "a/docs was kept as if excluded"
+    );
 
     // The same in the config file.
     env.write("docs/top.md", "top\n");
@@ -626,7 +703,10 @@ fn regression_exclude_with_a_leading_slash_anchors_at_the_source_root() {
         .output()
         .unwrap();
     assert_code(&out, 0);
-    assert!(!from_file.join("docs").exists(), "/docs in the file was not excluded");
+    assert!(
+        !from_file.join("docs").exists(),
+        "/docs in the file was not excluded"
+    );
     assert!(from_file.join("a/docs/deep.md").exists());
 }
 
@@ -650,7 +730,10 @@ fn regression_restore_of_a_path_not_in_the_mirror_exits_2_naming_it() {
     assert_code(&out, 2);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error:") && err.contains("no/such/path"), "{err}");
+    assert!(
+        err.starts_with("error:") && err.contains("no/such/path"),
+        "{err}"
+    );
     assert!(!target.exists(), "TARGET was created");
     // A path that is there still restores.
     let out = env
@@ -679,7 +762,10 @@ fn regression_versions_of_a_folder_that_is_no_mirror_exits_2() {
     assert_code(&out, 2);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("is no mirror") && err.contains(&*env.src.to_string_lossy()), "{err}");
+    assert!(
+        err.contains("is no mirror") && err.contains(&*env.src.to_string_lossy()),
+        "{err}"
+    );
     // A mirror without versions still says so and exits 0.
     env.sync_ok(&[]);
     let out = env
@@ -693,13 +779,18 @@ fn regression_versions_of_a_folder_that_is_no_mirror_exits_2() {
 /// `completions` panicked. A reader that stops early is no error: quiet, exit 0.
 #[test]
 fn regression_man_and_completions_into_a_closed_pipe_are_quiet() {
-    for args in [&["man"][..], &["completions", "bash"], &["completions", "zsh"]] {
+    for args in [
+        &["man"][..],
+        &["completions", "bash"],
+        &["completions", "zsh"],
+    ] {
         // A pipe whose reading end is closed before the child starts: every write fails
         // with EPIPE, whatever the pipe's buffer could have held.
         let mut fds = [0; 2];
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         unsafe { libc::close(fds[0]) };
-        let write_end = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        let write_end =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
         let out = Command::new(env!("CARGO_BIN_EXE_datasafe"))
             .args(args)
             .stdout(Stdio::from(write_end))
@@ -725,8 +816,17 @@ fn regression_agent_print_takes_src_dst_and_options() {
     let exe = fs::canonicalize(env!("CARGO_BIN_EXE_datasafe")).unwrap();
     let out = env
         .cmd([
-            "agent", "print", "--platform", "systemd", "src", "dst", "--compress", "--exclude",
-            "*.tmp", "--debounce", "2s",
+            "agent",
+            "print",
+            "--platform",
+            "systemd",
+            "src",
+            "dst",
+            "--compress",
+            "--exclude",
+            "*.tmp",
+            "--debounce",
+            "2s",
         ])
         .output()
         .unwrap();
@@ -743,7 +843,15 @@ fn regression_agent_print_takes_src_dst_and_options() {
     assert!(!unit.contains("http"), "{unit}");
 
     let out = env
-        .cmd(["agent", "print", "--platform", "launchd", "src", "dst", "--no-delete"])
+        .cmd([
+            "agent",
+            "print",
+            "--platform",
+            "launchd",
+            "src",
+            "dst",
+            "--no-delete",
+        ])
         .output()
         .unwrap();
     assert_code(&out, 0);
@@ -757,13 +865,27 @@ fn regression_agent_print_takes_src_dst_and_options() {
         env.dst.display()
     );
     assert!(plist.contains(&words), "want {words:?} in:\n{plist}");
-    assert!(!plist.contains("http://datasafe") && !plist.contains("github"), "{plist}");
+    assert!(
+        !plist.contains("http://datasafe") && !plist.contains("github"),
+        "{plist}"
+    );
 
     // --config still works; a SRC that does not exist is refused now, not at login.
     let config = env.dir.path().join("config.toml");
-    fs::write(&config, format!("[[mirror]]\nsource = {:?}\ndest = {:?}\n", env.src, env.dst)).unwrap();
+    fs::write(
+        &config,
+        format!("[[mirror]]\nsource = {:?}\ndest = {:?}\n", env.src, env.dst),
+    )
+    .unwrap();
     let out = env
-        .cmd(["agent".as_ref(), "print".as_ref(), "--platform".as_ref(), "systemd".as_ref(), "--config".as_ref(), config.as_os_str()])
+        .cmd([
+            "agent".as_ref(),
+            "print".as_ref(),
+            "--platform".as_ref(),
+            "systemd".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ])
         .output()
         .unwrap();
     assert_code(&out, 0);

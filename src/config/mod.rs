@@ -485,4 +485,26 @@ mod tests {
         let err = Pair::resolve(&file, &dir.path().join("d")).unwrap_err();
         assert!(err.0.contains("not a directory"), "{}", err.0);
     }
+
+    #[test]
+    fn max_wait_must_be_more_than_0_and_at_least_the_debounce() {
+        let args = |max_wait: Duration| TimingArgs {
+            debounce: Some(Duration::from_secs(2)),
+            rescan: None,
+            max_wait: Some(max_wait),
+        };
+        let err = timing(Some(&args(Duration::ZERO)), &Timing::default()).unwrap_err();
+        assert!(
+            err.0.contains("max-wait") && err.0.contains("30s"),
+            "{}",
+            err.0
+        );
+        let zero_in_file = Timing {
+            max_wait: Duration::ZERO,
+            ..Timing::default()
+        };
+        assert!(timing(None, &zero_in_file).is_err());
+        let t = timing(Some(&args(Duration::from_secs(1))), &Timing::default()).unwrap();
+        assert_eq!(t.max_wait, Duration::from_secs(2));
+    }
 }
