@@ -1,11 +1,17 @@
 //! The login agent: a systemd user unit on Linux, a LaunchAgent on macOS, both running
-//! `datasafe watch --config FILE` with this binary's absolute path. `print` renders the
-//! file for either platform anywhere (for review and tests); `install` and `uninstall`
-//! write it and talk to the service manager, and only work on the platform they are for.
+//! `datasafe watch SRC DST [options]` or `datasafe watch --config FILE [options]` with
+//! this binary's absolute path and absolute paths throughout (an agent starts in `/`).
+//! `print` renders the file for either platform anywhere (for review and tests);
+//! `install` and `uninstall` write it and talk to the service manager, and only work on
+//! the platform they are for.
 
+use crate::cli::{MirrorArgs, OutputArgs, PairArgs, TimingArgs, WatchArgs};
 use crate::names::esc;
+use crate::versions::Retention;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The systemd unit's file name.
 pub const UNIT_NAME: &str = "datasafe.service";
@@ -34,38 +40,49 @@ impl Platform {
     }
 }
 
-/// What the agent runs: this binary and the config file, both absolute.
+/// What the agent runs: this binary, and the arguments it gets (every path absolute).
 pub struct AgentSpec {
     /// The datasafe binary.
     pub exe: PathBuf,
-    /// The config file `watch` reads.
-    pub config: PathBuf,
+    /// The arguments after the binary: `watch`, SRC DST or `--config FILE`, options.
+    pub args: Vec<OsString>,
     /// Where launchd writes the agent's output.
     pub log_dir: PathBuf,
 }
 
 impl AgentSpec {
-    /// This binary (resolved, so a `cargo install` or a checkout both work) and `config`
-    /// (or the default config path).
-    pub fn for_this_binary(config: Option<&Path>) -> Result<AgentSpec, String> {
+    /// This binary (resolved, so a `cargo install` or a checkout both work) running
+    /// `watch` as `watch` says: SRC DST and options, or a config file (the default one
+    /// when neither is given). Checked as `watch` would check it, so a typo fails now
+    /// rather than at the next login.
+    pub fn for_this_binary(watch: &WatchArgs) -> Result<AgentSpec, String> {
         let exe = std::env::current_exe()
             .and_then(std::fs::canonicalize)
             .map_err(|e| format!("cannot find this program's own path: {e}"))?;
-        let config = match config {
-            Some(c) => std::path::absolute(c).map_err(|e| format!("{}: {e}", esc(c)))?,
-            None => crate::config::default_path()
-                .ok_or("no config file given and $HOME is not set; use --config FILE")?,
-        };
-        if !config.exists() {
-            return Err(format!(
-                "config file {} does not exist; write one first (see examples/config.toml)",
-                esc(&config)
-            ));
+        let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", esc(p)));
+        let mut watch = absolute_paths(watch, absolute)?;
+        if watch.pairs.src.is_none() {
+            let config = match watch.pairs.config.take() {
+                Some(c) => c,
+                None => crate::config::default_path().ok_or(
+                    "no SRC DST or config file given and $HOME is not set; give SRC DST or \
+                     --config FILE",
+                )?,
+            };
+            if !config.exists() {
+                return Err(format!(
+                    "config file {} does not exist; write one first (see examples/config.toml), \
+                     or give SRC DST",
+                    esc(&config)
+                ));
+            }
+            watch.pairs.config = Some(config);
         }
+        crate::config::Settings::from_watch_args(&watch).map_err(|e| e.to_string())?;
         let log_dir = home()?.join("Library/Logs/datasafe");
         Ok(AgentSpec {
             exe,
-            config,
+            args: watch_argv(&watch),
             log_dir,
         })
     }
@@ -79,34 +96,38 @@ impl AgentSpec {
     }
 
     fn systemd_unit(&self) -> String {
+        let words: Vec<String> = std::iter::once(self.exe.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|w| systemd_quote(Path::new(w)))
+            .collect();
+        // A stop by SIGTERM ends the process by that signal, which systemd counts as a
+        // clean exit: Restart=on-failure does not restart it.
         format!(
             "[Unit]\n\
              Description=datasafe: live mirrors of your folders\n\
-             Documentation=https://github.com/datasafe/datasafe\n\
+             Documentation=man:datasafe(1)\n\
              \n\
              [Service]\n\
              Type=simple\n\
-             ExecStart={} watch --config {}\n\
+             ExecStart={}\n\
              Restart=on-failure\n\
              RestartSec=10\n\
              \n\
              [Install]\n\
              WantedBy=default.target\n",
-            systemd_quote(&self.exe),
-            systemd_quote(&self.config)
+            words.join(" ")
         )
     }
 
     fn launchd_plist(&self) -> String {
-        let args = [
-            self.exe.display().to_string(),
-            "watch".into(),
-            "--config".into(),
-            self.config.display().to_string(),
-        ];
-        let args: String = args
-            .iter()
-            .map(|a| format!("        <string>{}</string>\n", xml_escape(a)))
+        let args: String = std::iter::once(self.exe.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|a| {
+                format!(
+                    "        <string>{}</string>\n",
+                    xml_escape(&a.to_string_lossy())
+                )
+            })
             .collect();
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -227,9 +248,140 @@ fn home() -> Result<PathBuf, String> {
         .ok_or_else(|| "$HOME is not set".to_string())
 }
 
-/// A path as one systemd command-line word (quoted if it holds spaces or quotes).
+/// `watch` with every path in it made absolute by `absolute`.
+fn absolute_paths(
+    watch: &WatchArgs,
+    absolute: impl Fn(&Path) -> Result<PathBuf, String>,
+) -> Result<WatchArgs, String> {
+    let abs = |p: &Option<PathBuf>| p.as_deref().map(&absolute).transpose();
+    Ok(WatchArgs {
+        pairs: PairArgs {
+            src: abs(&watch.pairs.src)?,
+            dst: abs(&watch.pairs.dst)?,
+            config: abs(&watch.pairs.config)?,
+        },
+        mirror: MirrorArgs {
+            exclude: watch.mirror.exclude.clone(),
+            ..watch.mirror
+        },
+        timing: TimingArgs { ..watch.timing },
+        output: OutputArgs {
+            log_file: abs(&watch.output.log_file)?,
+            error_log: abs(&watch.output.error_log)?,
+            ..watch.output
+        },
+    })
+}
+
+/// The command line that gives `watch` back: `watch`, then SRC DST or `--config FILE`,
+/// then every option set.
+fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
+    // Destructured in full: a new option fails to compile here until it is passed on.
+    let WatchArgs {
+        pairs: PairArgs { src, dst, config },
+        mirror:
+            MirrorArgs {
+                compress,
+                checksum,
+                no_delete,
+                exclude,
+                keep_versions,
+                force,
+                max_delete,
+                jobs,
+            },
+        timing:
+            TimingArgs {
+                debounce,
+                rescan,
+                max_wait,
+            },
+        output:
+            OutputArgs {
+                dry_run,
+                json,
+                log_file,
+                error_log,
+                verbose,
+                quiet,
+            },
+    } = watch;
+    let mut argv: Vec<OsString> = vec!["watch".into()];
+    let mut flag = |on: bool, name: &str| {
+        if on {
+            argv.push(name.into());
+        }
+    };
+    flag(*compress, "--compress");
+    flag(*checksum, "--checksum");
+    flag(*no_delete, "--no-delete");
+    flag(*force, "--force");
+    flag(*dry_run, "--dry-run");
+    flag(*json, "--json");
+    flag(*quiet, "--quiet");
+    for _ in 0..*verbose {
+        argv.push("--verbose".into());
+    }
+    for pattern in exclude {
+        // One word with `=`: a pattern that starts with `-` must not read as a flag.
+        argv.push(format!("--exclude={pattern}").into());
+    }
+    let mut valued = |name: &str, value: Option<OsString>| {
+        if let Some(value) = value {
+            argv.push(name.into());
+            argv.push(value);
+        }
+    };
+    valued(
+        "--keep-versions",
+        keep_versions.map(|r| retention_text(r).into()),
+    );
+    valued("--max-delete", max_delete.map(|n| n.to_string().into()));
+    valued("--jobs", jobs.map(|n| n.to_string().into()));
+    valued("--debounce", debounce.map(|d| duration_text(d).into()));
+    valued("--rescan", rescan.map(|d| duration_text(d).into()));
+    valued("--max-wait", max_wait.map(|d| duration_text(d).into()));
+    valued("--log-file", log_file.clone().map(PathBuf::into_os_string));
+    valued(
+        "--error-log",
+        error_log.clone().map(PathBuf::into_os_string),
+    );
+    valued("--config", config.clone().map(PathBuf::into_os_string));
+    if let (Some(src), Some(dst)) = (src, dst) {
+        // After `--`, so a folder named like a flag stays a folder.
+        argv.push("--".into());
+        argv.push(src.clone().into_os_string());
+        argv.push(dst.clone().into_os_string());
+    }
+    argv
+}
+
+/// A duration as `parse_duration` reads it back.
+fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// A retention as `Retention::parse` reads it back.
+fn retention_text(r: Retention) -> String {
+    match r {
+        Retention::Off => "0".to_string(),
+        Retention::Staggered => "staggered".to_string(),
+        Retention::Younger(d) => duration_text(d),
+    }
+}
+
+/// A path as one systemd command-line word (quoted if it holds spaces or quotes; `%`
+/// and `$` escaped, as systemd would expand them).
 fn systemd_quote(path: &Path) -> String {
-    let s = path.display().to_string().replace('%', "%%");
+    let s = path
+        .display()
+        .to_string()
+        .replace('%', "%%")
+        .replace('$', "$$");
     if s.chars()
         .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c == '\'')
     {
@@ -253,8 +405,22 @@ mod tests {
     fn spec() -> AgentSpec {
         AgentSpec {
             exe: PathBuf::from("/opt/data safe/datasafe"),
-            config: PathBuf::from("/home/u/.config/datasafe/config.toml"),
+            args: ["watch", "--config", "/home/u/.config/datasafe/config.toml"]
+                .map(OsString::from)
+                .to_vec(),
             log_dir: PathBuf::from("/Users/u/Library/Logs/datasafe"),
+        }
+    }
+
+    /// `datasafe agent install ARGS...` as parsed.
+    fn parsed(args: &[&str]) -> WatchArgs {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["datasafe", "agent", "install"].iter().chain(args))
+                .unwrap();
+        match cli.command {
+            crate::cli::Command::Agent(crate::cli::AgentCommand::Install { watch }) => watch,
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -266,6 +432,63 @@ mod tests {
         ), "{unit}");
         assert!(unit.contains("Restart=on-failure\n"));
         assert!(unit.contains("WantedBy=default.target\n"));
+        assert!(unit.contains("Documentation=man:datasafe(1)\n"), "{unit}");
+    }
+
+    #[test]
+    fn watch_arguments_come_back_as_they_were_given() {
+        let given = [
+            "/s",
+            "/d",
+            "--compress",
+            "--checksum",
+            "--no-delete",
+            "--exclude",
+            "*.tmp",
+            "--exclude=-odd",
+            "--exclude",
+            "/docs",
+            "--keep-versions",
+            "7d",
+            "--force",
+            "--max-delete",
+            "50",
+            "-j",
+            "3",
+            "--debounce",
+            "1.5s",
+            "--rescan",
+            "0",
+            "--max-wait",
+            "2m",
+            "-vv",
+            "--log-file",
+            "/l/log",
+            "--error-log",
+            "/l/err",
+        ];
+        let watch = parsed(&given);
+        let argv = watch_argv(&watch);
+        assert_eq!(argv[0], "watch");
+        let words: Vec<String> = argv[1..]
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        let again = parsed(&words.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(format!("{again:?}"), format!("{watch:?}"), "{words:?}");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(retention_text(Retention::Off), "0");
+
+        let with_config = parsed(&["--config", "/c.toml", "--compress"]);
+        let words = watch_argv(&with_config);
+        assert_eq!(words, ["watch", "--compress", "--config", "/c.toml"]);
+    }
+
+    #[test]
+    fn systemd_words_escape_what_systemd_expands() {
+        assert_eq!(systemd_quote(Path::new("/a/50%")), "/a/50%%");
+        assert_eq!(systemd_quote(Path::new("/a/$HOME")), "/a/$$HOME");
+        assert_eq!(systemd_quote(Path::new("/a b")), "\"/a b\"");
     }
 
     #[test]

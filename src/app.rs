@@ -1,18 +1,28 @@
 //! Wiring: turns parsed arguments into a [`Config`], sets up logging and Ctrl-C, runs the
 //! command and maps its result to an exit code. No mirroring logic lives here.
+//!
+//! A run stopped by Ctrl-C, SIGTERM or SIGHUP cleans up (files in flight, the index, the
+//! summary) and then dies by that same signal, as `cp` or `rsync` would: a shell loop or
+//! a script around datasafe sees a process killed by SIGINT (a shell shows 130) and
+//! stops too, which it would not do for an ordinary exit code.
 
 use crate::cli::{AgentCommand, Cli, Command};
 use crate::config::Settings;
 use crate::logging;
 use clap::CommandFactory;
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Exit code for usage, configuration and fatal errors.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code after Ctrl-C or SIGTERM.
+/// Exit code after Ctrl-C or SIGTERM, where a process cannot die by the signal (the
+/// commands' own counts; the process itself ends by the signal, see [`ended`]).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The first stop signal this process received (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// Runs the command `cli` names and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
@@ -30,7 +40,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 true => crate::repair::Check::Content,
                 false => crate::repair::Check::Names,
             };
-            ExitCode::from(crate::sync::run_checking(&settings, &stop, &check))
+            ended(crate::sync::run_checking(&settings, &stop, &check))
         }
         Command::Watch(args) => {
             let settings = match Settings::from_watch_args(&args) {
@@ -42,7 +52,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             let reload = || Settings::from_watch_args(&args);
-            ExitCode::from(crate::daemon::run(settings, &reload, &stop))
+            ended(crate::daemon::run(settings, &reload, &stop))
         }
         Command::Verify(args) => {
             let plan = match crate::verify::Plan::from_args(&args) {
@@ -56,7 +66,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(e) => return usage_error(&e),
             };
-            ExitCode::from(crate::verify::run(&plan, &stop))
+            ended(crate::verify::run(&plan, &stop))
         }
         Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
         Command::Restore(args) => {
@@ -64,7 +74,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(e) => return usage_error(&e),
             };
-            ExitCode::from(crate::restore::run(&args, &stop))
+            ended(crate::restore::run(&args, &stop))
         }
         Command::Versions(args) => {
             if let Err(e) = plain_output() {
@@ -78,32 +88,63 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Agent(action) => agent(action),
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "datasafe", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "datasafe", &mut text);
+            print_text(&text, "the completion script")
         }
         Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => print_text(&text, "the man page"),
                 Err(e) => usage_error(&format!("writing the man page: {e}")),
             }
         }
     }
 }
 
+/// Writes generated text to stdout. A reader that stops early (`datasafe man | head`)
+/// is no error: the rest is simply not wanted, so the exit is quiet and 0.
+fn print_text(text: &[u8], what: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => usage_error(&format!("writing {what}: {e}")),
+    }
+}
+
+/// The exit of a command that installed the stop handler: after a stop signal, the
+/// process dies by that signal (its clean-up and summary are done by now); otherwise
+/// it exits with `code`.
+fn ended(code: u8) -> ExitCode {
+    let signal = STOP_SIGNAL.load(Ordering::SeqCst);
+    if signal != 0 {
+        die_now(signal);
+    }
+    ExitCode::from(code)
+}
+
+/// Flushes what was printed and logged, then dies by `signal`.
+fn die_now(signal: i32) -> ! {
+    log::logger().flush();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    crate::platform::die_by_signal(signal)
+}
+
 /// `datasafe agent install | uninstall | print`.
 fn agent(action: AgentCommand) -> ExitCode {
     use crate::agent::{AgentSpec, Platform, install, uninstall};
     let result = match action {
-        AgentCommand::Install { config } => {
-            AgentSpec::for_this_binary(config.as_deref()).and_then(|spec| install(&spec))
+        AgentCommand::Install { watch } => {
+            AgentSpec::for_this_binary(&watch).and_then(|spec| install(&spec))
         }
         AgentCommand::Uninstall => uninstall(),
-        AgentCommand::Print { config, platform } => {
+        AgentCommand::Print { watch, platform } => {
             let platform = platform
                 .or_else(Platform::current)
                 .unwrap_or(Platform::Systemd);
-            AgentSpec::for_this_binary(config.as_deref()).map(|spec| {
+            AgentSpec::for_this_binary(&watch).map(|spec| {
                 print!("{}", spec.render(platform));
                 String::new()
             })
@@ -155,15 +196,21 @@ const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit
 const STOP_RESTORE: &str =
     "interrupted: removing the file in flight and stopping (Ctrl-C again to quit now)";
 
-/// Ctrl-C or SIGTERM once: set the returned flag (work stops cleanly) and print
-/// `message`. Twice: exit now.
+/// Ctrl-C, SIGTERM or SIGHUP once: set the returned flag (work stops cleanly), note the
+/// signal (the process dies by it once done, see [`ended`]) and print `message`.
+/// Twice: die by the second signal now.
 fn install_stop_handler(message: &'static str) -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
+    crate::platform::on_stop_signals(move |signal| {
+        // The signal is noted before the flag is set: whoever sees the flag finds it.
+        if STOP_SIGNAL
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            die_now(signal);
         }
+        flag.store(true, Ordering::SeqCst);
         logging::print_line(true, message);
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;

@@ -50,24 +50,36 @@ pub enum Command {
 /// `datasafe agent …`.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Write, enable and start the login agent.
+    /// Write, enable and start the login agent: `datasafe watch` with SRC DST and the
+    /// options given, or with the config file.
+    #[command(after_help = AGENT_EXAMPLES)]
     Install {
-        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// What the agent runs (as `datasafe watch` takes it).
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Stop, disable and remove the login agent.
     Uninstall,
     /// Print the unit (or plist) without installing it.
+    #[command(after_help = AGENT_EXAMPLES)]
     Print {
-        /// The config file the agent watches [default: $XDG_CONFIG_HOME/datasafe/config.toml].
-        #[arg(long, short = 'c', value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// What the agent runs (as `datasafe watch` takes it).
+        #[command(flatten)]
+        watch: WatchArgs,
         /// Which service manager to print for [default: this system's].
         #[arg(long, value_enum)]
         platform: Option<crate::agent::Platform>,
     },
 }
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  datasafe agent install ~/notes /mnt/backup/notes --compress
+  datasafe agent install --config ~/.config/datasafe/config.toml
+  datasafe agent print --platform launchd ~/notes /mnt/backup/notes
+
+Without SRC DST the agent watches every pair of the config file
+[default: $XDG_CONFIG_HOME/datasafe/config.toml].";
 
 /// `datasafe status [--json]`.
 #[derive(Debug, Args)]
@@ -85,8 +97,9 @@ Examples:
   datasafe verify --source ~/notes --repair /mnt/backup/notes
 
 Exit codes: 0 the mirror is intact (with --repair: or was repaired), 1 damaged or missing
-files (with --source: also any difference from the source), 2 usage error or no index,
-130 interrupted.";
+files (with --source: also any difference from the source), 2 usage error or no index.
+Ctrl-C or SIGTERM stops the check, then ends the process by that signal (a shell shows
+130 or 143).";
 
 /// `datasafe verify DST [options]` or `datasafe verify --config FILE [options]`.
 #[derive(Debug, Args)]
@@ -135,7 +148,9 @@ Examples:
 
 Without --at the live mirror is restored as it is; with it, each file as it was at that
 local time (from the versions kept in DST/.datasafe/versions).
-Exit codes: 0 all done, 1 some files failed, 2 bad input, 130 interrupted.";
+Exit codes: 0 all done, 1 some files failed, 2 bad input (nothing restored). Ctrl-C or
+SIGTERM rolls back the file in flight, then ends the process by that signal (a shell
+shows 130 or 143).";
 
 /// `datasafe restore DST TARGET [--at TIME] [--force] [PATH...]`.
 #[derive(Debug, Args)]
@@ -179,8 +194,9 @@ Examples:
   datasafe watch --compress --debounce 2s --rescan 1h ~/work /mnt/backup/work
 
 Durations read like 50ms, 2s, 10m, 1h; --rescan 0 turns the fallback rescan off.
-Exit codes: 0 after a clean stop (Ctrl-C or SIGTERM), 2 usage or fatal error,
-130 when a second Ctrl-C quits at once.";
+Exit codes: 2 usage or fatal error. Ctrl-C or SIGTERM stops cleanly (files in flight,
+the index, the summary), then ends the process by that signal (a shell shows 130 or
+143); a second Ctrl-C quits at once.";
 
 /// `datasafe watch SRC DST [options]`.
 #[derive(Debug, Args)]
@@ -209,8 +225,8 @@ pub struct TimingArgs {
     /// How often a full rescan catches anything events missed; 0: never [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub rescan: Option<Duration>,
-    /// The longest a file that never goes quiet (a growing log) waits to be copied
-    /// [default: 30s].
+    /// The longest a file that never goes quiet (a growing log) waits to be copied; more
+    /// than 0 [default: 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_wait: Option<Duration>,
 }
@@ -249,7 +265,9 @@ Examples:
   datasafe sync --dry-run ~/notes /mnt/backup/notes
   datasafe sync --repair ~/notes /mnt/backup/notes
 
-Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error, 130 interrupted.";
+Exit codes: 0 all done, 1 some files failed, 2 usage or fatal error (DST cannot be
+written). Ctrl-C or SIGTERM finishes the files in flight, saves the index and prints the
+summary, then ends the process by that signal (a shell shows 130 or 143).";
 
 /// `datasafe sync SRC DST [options]`.
 #[derive(Debug, Args)]
@@ -299,7 +317,8 @@ pub struct MirrorArgs {
     /// Keep files in DST that are gone from SRC.
     #[arg(long)]
     pub no_delete: bool,
-    /// Leave out paths matching GLOB (relative to SRC, or any single name); repeatable.
+    /// Leave out paths matching GLOB (relative to SRC, or any single name; a leading `/`
+    /// anchors it at SRC's root); repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// How long replaced and deleted files are kept in DST/.datasafe/versions:

@@ -10,7 +10,7 @@
 
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::logging;
-use crate::names::{esc, human_bytes};
+use crate::names::{count_of, esc, human_bytes};
 use crate::plan::Held;
 use crate::repair::Check;
 use crate::report::Summary;
@@ -241,8 +241,9 @@ impl Daemon {
             }
         }
         log::info!(
-            "config {} reloaded: {started} pairs started, {stopped} stopped",
-            esc(path)
+            "config {} reloaded: {} started, {stopped} stopped",
+            esc(path),
+            count_of(started, "pair")
         );
     }
 
@@ -678,8 +679,8 @@ impl StatusLine {
             }
             logging::set_pair(pair.label.clone());
             log::info!(
-                "status: {} files mirrored ({}), {} deleted, {} renamed, {} failed since start; {} queued",
-                s.copied,
+                "status: {} mirrored ({}), {} deleted, {} renamed, {} failed since start; {} queued",
+                count_of(s.copied, "file"),
                 human_bytes(s.bytes_copied),
                 s.deleted,
                 s.renamed,

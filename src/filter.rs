@@ -1,6 +1,8 @@
 //! Which relative paths take part in a mirror: the user's `--exclude` globs, matched
 //! against the whole path relative to SRC and against the entry's own name, so
-//! `.stfolder` excludes that folder anywhere and `docs/*.md` only below `docs`.
+//! `.stfolder` excludes that folder anywhere and `docs/*.md` only below `docs`. A
+//! pattern that starts with `/` is anchored at SRC's root, as in rsync and gitignore:
+//! `/docs` is `SRC/docs` only, never `SRC/a/docs`.
 //!
 //! Excluded paths are neither copied nor deleted in DST (rsync's and Syncthing's rule:
 //! an excluded file on the receiving side is protected).
@@ -12,6 +14,9 @@ use std::path::Path;
 #[derive(Clone, Debug, Default)]
 pub struct Excludes {
     set: Option<GlobSet>,
+    /// Per pattern (in `set`'s order): anchored at the root (`/docs`), so it is matched
+    /// against the whole relative path only, never against a name alone.
+    anchored: Vec<bool>,
     /// The patterns as given, to compare two sets (a config reload) and show them.
     patterns: Vec<String>,
 }
@@ -33,16 +38,23 @@ pub struct BadPattern {
 }
 
 impl Excludes {
-    /// Compiles the patterns; `*` does not cross `/`, `**` does (gitignore's reading).
+    /// Compiles the patterns; `*` does not cross `/`, `**` does (gitignore's reading); a
+    /// leading `/` anchors a pattern at the root.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, BadPattern> {
         if patterns.is_empty() {
             return Ok(Self::default());
         }
         let mut builder = GlobSetBuilder::new();
+        let mut anchored = Vec::with_capacity(patterns.len());
         for p in patterns {
             let p = p.as_ref();
+            // Relative paths never start with `/`: the slash only says "from the root".
+            let (rooted, rest) = match p.strip_prefix('/') {
+                Some(rest) => (true, rest),
+                None => (false, p),
+            };
             // A trailing slash ("build/") means the same folder as "build".
-            let trimmed = p.trim_end_matches('/');
+            let trimmed = rest.trim_end_matches('/');
             let glob = GlobBuilder::new(trimmed)
                 .literal_separator(true)
                 .backslash_escape(true)
@@ -52,6 +64,7 @@ impl Excludes {
                     reason: e.kind().to_string(),
                 })?;
             builder.add(glob);
+            anchored.push(rooted);
         }
         let set = builder.build().map_err(|e| BadPattern {
             pattern: patterns
@@ -63,6 +76,7 @@ impl Excludes {
         })?;
         Ok(Self {
             set: Some(set),
+            anchored,
             patterns: patterns.iter().map(|p| p.as_ref().to_string()).collect(),
         })
     }
@@ -74,7 +88,10 @@ impl Excludes {
             return true;
         }
         match rel.file_name() {
-            Some(name) => set.is_match(Path::new(name)),
+            Some(name) => set
+                .matches(Path::new(name))
+                .into_iter()
+                .any(|i| !self.anchored.get(i).copied().unwrap_or(false)),
             None => false,
         }
     }
@@ -112,6 +129,29 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(ex.is_excluded(Path::new(path)), want, "{path}");
         }
+    }
+
+    #[test]
+    fn a_leading_slash_anchors_at_the_root() {
+        let ex = Excludes::new(&["/docs", "/build/", "/*.log", "cache"]).unwrap();
+        let cases = [
+            ("docs", true),
+            ("a/docs", false),
+            ("a/b/docs", false),
+            ("docs2", false),
+            ("build", true),
+            ("src/build", false),
+            ("x.log", true),
+            ("a/x.log", false),
+            ("cache", true),
+            ("a/cache", true),
+        ];
+        for (path, want) in cases {
+            assert_eq!(ex.is_excluded(Path::new(path)), want, "{path}");
+        }
+        // Everything under an anchored folder is covered; a namesake deeper down is not.
+        assert!(ex.covers(Path::new("docs/a/b.md")));
+        assert!(!ex.covers(Path::new("a/docs/b.md")));
     }
 
     #[test]

@@ -387,8 +387,16 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool) -> u8 {
         Ok(history) => history,
         Err(message) => return usage_error(&message),
     };
-    let mut kept: Vec<Kept> = history
-        .versions()
+    let all = history.versions();
+    if !history.has_index() && all.is_empty() {
+        // "No versions" would read as a mirror that kept none: say it is no mirror.
+        return usage_error(&format!(
+            "{} is no mirror: it has no index and no versions; give the DST folder of a \
+             sync or watch",
+            esc(dst)
+        ));
+    }
+    let mut kept: Vec<Kept> = all
         .into_iter()
         .filter(|k| in_scope(&k.source, &scopes))
         .collect();

@@ -215,19 +215,6 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Makes a rename or unlink in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
 /// True if the error means the disk (or quota) is full.
 pub fn is_no_space(err: &io::Error) -> bool {
     matches!(
@@ -292,6 +279,112 @@ pub fn process_alive(pid: u32) -> bool {
     {
         let _ = pid;
         true
+    }
+}
+
+/// The signals that ask datasafe to stop cleanly: Ctrl-C (SIGINT), SIGTERM and SIGHUP.
+#[cfg(unix)]
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Runs `handler` with the signal's number, on a thread of its own, for every SIGINT,
+/// SIGTERM or SIGHUP (on Windows: Ctrl-C, as SIGINT's number 2). Call it once.
+pub fn on_stop_signals(handler: impl Fn(i32) + Send + 'static) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        stop_signals::install(Box::new(handler))
+    }
+    #[cfg(not(unix))]
+    {
+        ctrlc::set_handler(move || handler(2)).map_err(io::Error::other)
+    }
+}
+
+/// Ends the process by `signal` with the default action, as if it had never been
+/// caught, so a parent (a shell loop, `xargs`, systemd) sees a process killed by it
+/// and stops too. Falls back to exit code 128 + `signal`.
+pub fn die_by_signal(signal: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: plain libc calls on a local, zeroed signal set; nothing is left borrowed.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
+}
+
+/// The self-pipe behind [`on_stop_signals`]: the signal handler only writes the
+/// signal's number into a pipe (all a handler may safely do); a thread reads it and
+/// calls the real handler.
+#[cfg(unix)]
+mod stop_signals {
+    use std::fs::File;
+    use std::io::{self, Read};
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// The pipe's write end, for the signal handler.
+    static WRITE_END: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn note(signal: libc::c_int) {
+        let byte = signal as u8;
+        // SAFETY: write(2) is async-signal-safe; the byte lives for the call. A full pipe
+        // (non-blocking) drops the byte: enough signals are already waiting.
+        unsafe {
+            libc::write(
+                WRITE_END.load(Ordering::Relaxed),
+                (&raw const byte).cast(),
+                1,
+            );
+        }
+    }
+
+    pub(super) fn install(handler: Box<dyn Fn(i32) + Send>) -> io::Result<()> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fcntl on descriptors this function just created.
+        unsafe {
+            for fd in fds {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
+        }
+        // SAFETY: the read end is ours alone from here on.
+        let mut read_end = unsafe { File::from_raw_fd(fds[0]) };
+        WRITE_END.store(fds[1], Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut byte = [0u8];
+                loop {
+                    match read_end.read(&mut byte) {
+                        Ok(1) => handler(i32::from(byte[0])),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        _ => return,
+                    }
+                }
+            })?;
+        for signal in super::STOP_SIGNALS {
+            // SAFETY: a zeroed sigaction with an empty mask, SA_RESTART (so no other
+            // call sees EINTR) and a handler that is async-signal-safe.
+            let ok = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = note as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, std::ptr::null_mut()) == 0
+            };
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::exec::{Done, Outcome};
 use crate::index::Stored;
 use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{esc, human_bytes};
+use crate::names::{count_of, esc, human_bytes};
 use crate::plan::{Action, strip_gz};
 use crate::scan::Kind;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 pub struct Summary {
     /// Files (and symlinks) written to DST.
     pub copied: u64,
-    /// Files whose mode or mtime was set without copying.
+    /// Files the mirror held that were changed: new content (these count in `copied`
+    /// too) or only a new mode or mtime.
     pub updated: u64,
     /// Files and folders moved inside DST because they were moved in SRC.
     pub renamed: u64,
@@ -185,7 +186,7 @@ impl Summary {
                 }
                 self.deleted += files;
                 if *kind == Kind::Dir {
-                    log::info!("deleted {}/ ({files} files)", esc(name));
+                    log::info!("deleted {}/ ({})", esc(name), count_of(*files, "file"));
                 } else {
                     log::info!("deleted {}", esc(name));
                 }
@@ -201,13 +202,17 @@ impl Summary {
         }
     }
 
-    /// Prints and logs a `--dry-run` line for an action and counts it as if done.
-    pub fn record_planned(&mut self, action: &Action) {
+    /// Prints and logs a `--dry-run` line for an action and counts it as if done;
+    /// `replaces` says a copy would write new content over a file the mirror holds.
+    pub fn record_planned(&mut self, action: &Action, replaces: bool) {
         let (verb, rel) = match action {
             Action::Copy { entry, stored } => {
                 self.copied += 1;
                 self.bytes_copied += entry.meta.size;
-                let verb = if *stored == Stored::Gzip {
+                let verb = if replaces {
+                    self.updated += 1;
+                    "update"
+                } else if *stored == Stored::Gzip {
                     "gzip"
                 } else {
                     "copy"
@@ -354,7 +359,8 @@ impl Progress {
         self.last = Instant::now();
         let secs = started.elapsed().as_secs_f64().max(0.001);
         bar.set_message(format!(
-            "{scanned} files checked, {} copied, {} ({}/s)",
+            "{} checked, {} copied, {} ({}/s)",
+            count_of(scanned, "file"),
             summary.copied,
             human_bytes(summary.bytes_copied),
             human_bytes((summary.bytes_copied as f64 / secs) as u64)

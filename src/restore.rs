@@ -697,8 +697,18 @@ fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
         ));
     }
     let live = history.live()?;
-    prepare_target(&args.dst, &args.target, args.force)?;
     let plan = plan(&live, &kept, &scopes, at.as_ref());
+    if !plan.unmatched.is_empty() {
+        // A typo in PATH must not look like a restore that worked.
+        let paths: Vec<String> = plan.unmatched.iter().map(|p| esc(p).to_string()).collect();
+        return Err(format!(
+            "nothing in the mirror {} at or under {}; nothing was restored. Give paths \
+             relative to the mirror's root",
+            esc(&args.dst),
+            paths.join(", ")
+        ));
+    }
+    prepare_target(&args.dst, &args.target, args.force)?;
     Ok((history, plan))
 }
 
@@ -709,9 +719,6 @@ fn execute(
     stop: &AtomicBool,
     started: Instant,
 ) -> u8 {
-    for scope in &plan.unmatched {
-        log::warn!("nothing in the mirror at or under {}", esc(scope));
-    }
     let mut writer = Writer {
         target: args.target.clone(),
         history,
@@ -744,7 +751,10 @@ fn execute(
     }
     let interrupted = stop.load(Ordering::Relaxed);
     if failed > 0 {
-        log::error!("{failed} paths could not be restored; see the errors above");
+        log::error!(
+            "{} could not be restored; see the errors above",
+            crate::names::count_of(failed, "path")
+        );
     }
     let line = format!(
         "Restore {} at {}, Duration: {:.2} seconds, Files restored: {restored}",

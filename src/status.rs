@@ -199,8 +199,8 @@ fn render(report: &Report) -> String {
         let _ = writeln!(out, "  queue:        {}", p.queue);
         let _ = writeln!(
             out,
-            "  mirrored:     {} files, {} since start ({} deleted, {} failed)",
-            p.files_mirrored,
+            "  mirrored:     {}, {} since start ({} deleted, {} failed)",
+            crate::names::count_of(p.files_mirrored, "file"),
             crate::names::human_bytes(p.bytes_mirrored),
             p.deleted,
             p.failed

@@ -19,7 +19,7 @@
 //! filesystem sync, so it never claims a file the disk might not have.
 
 use crate::config::{Config, Pair, Settings, Verbosity, check_source};
-use crate::exec::{Executor, Outcome, PrepareError, spawn_workers};
+use crate::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::names::{count_of, esc, io_message};
 use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
@@ -68,7 +68,7 @@ pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) 
         crate::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
         let show_progress = output.verbosity > Verbosity::Quiet;
         let result = check_source(&pair.config.pair.src).and_then(|()| {
-            let mut mirror = Mirror::open(&pair.config, stop, show_progress)?;
+            let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
             mirror.reconcile_checking(Path::new(""), check);
             mirror.commit();
             Ok(mirror.into_summary())
@@ -181,11 +181,31 @@ struct ScanReport {
 impl Mirror {
     /// Opens the pair: prepares DST for writing (or not, for a dry run), takes its lock
     /// and opens its index. An unwritable DST is logged and the mirror then runs in a
-    /// mode that writes nothing; another datasafe holding the lock is an error.
+    /// mode that writes nothing (`watch` tries again later); another datasafe holding the
+    /// lock is an error.
     pub fn open(
         cfg: &Config,
         stop: &Arc<AtomicBool>,
         show_progress: bool,
+    ) -> Result<Mirror, String> {
+        Mirror::open_with(cfg, stop, show_progress, false)
+    }
+
+    /// As [`Mirror::open`], but an unwritable DST is an error too (for `sync`: a run
+    /// that can write nothing should say so once, not fail every file).
+    pub fn open_to_write(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+    ) -> Result<Mirror, String> {
+        Mirror::open_with(cfg, stop, show_progress, true)
+    }
+
+    fn open_with(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+        refuse_unwritable: bool,
     ) -> Result<Mirror, String> {
         let pair = &cfg.pair;
         if let Some(rel) = &pair.dst_in_src {
@@ -202,6 +222,9 @@ impl Mirror {
             match open_for_writing(cfg, stop) {
                 Ok(opened) => opened,
                 Err(PrepareError::Locked(message)) => return Err(message),
+                Err(PrepareError::Unwritable(message)) if refuse_unwritable => {
+                    return Err(message);
+                }
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
@@ -694,10 +717,15 @@ impl Mirror {
             // A record of a name that is neither in DST nor wanted from SRC is stale: a
             // run killed after deleting the file but before committing, or a file
             // removed from the mirror by hand. Nothing would delete it again, so forget
-            // it here (verify would call it missing).
-            if full && report.complete {
+            // it here (verify would call it missing). Only a run that writes touches the
+            // index (a dry run opened it read-only), and the root's record ("") is never
+            // in DST's listing of names: it stays.
+            if full && report.complete && self.mode.executor().is_some() {
                 for name in known.keys() {
-                    if !present.contains_key(name.as_os_str()) && !report.targets.contains(name) {
+                    if !name.is_empty()
+                        && !present.contains_key(name.as_os_str())
+                        && !report.targets.contains(name)
+                    {
                         self.tally.index.remove_tree(Path::new(name));
                     }
                 }
@@ -809,10 +837,11 @@ impl Mirror {
             ),
             Held::MassDelete => log::error!(
                 "held back {} in {}: this pass would delete {deleting} of the mirror's \
-                 {mirror_files} files ({}); nothing was deleted. Check the source {}; to let \
+                 {} ({}); nothing was deleted. Check the source {}; to let \
                  them through, run again with --force",
                 count_of(deleting, "deletion"),
                 esc(dst),
+                count_of(mirror_files, "file"),
                 match self.cfg.guard.max_delete {
                     Some(max) => format!("more than max_delete = {max}"),
                     None => "more than half of it".to_string(),
@@ -901,6 +930,16 @@ impl Mirror {
 impl Tally {
     /// Counts, logs and indexes one outcome.
     fn absorb(&mut self, outcome: Outcome, exec: &Executor, pair: &Pair, scanned: &AtomicU64) {
+        if let Outcome::Stored {
+            done: Done::Copied | Done::Gzipped,
+            name,
+            ..
+        } = &outcome
+            && self.replaces_file(name)
+        {
+            // New content over an older copy: an update, as well as a file backed up.
+            self.summary.updated += 1;
+        }
         self.summary.record(&outcome, &pair.src, &pair.dst);
         match &outcome {
             Outcome::Stored { name, record, .. } | Outcome::Same { name, record } => {
@@ -923,6 +962,11 @@ impl Tally {
         if self.index.due() {
             self.index.commit(Some(exec));
         }
+    }
+
+    /// True if the index holds a file under `name` (so writing it replaces content).
+    fn replaces_file(&mut self, name: &Path) -> bool {
+        self.index.get(name).is_some_and(|r| r.kind == Kind::File)
     }
 
     fn touch_parent(&mut self, name: &Path) {
@@ -1040,7 +1084,9 @@ fn pump<R: Send>(
             }
             Mode::DryRun => {
                 for action in act_rx {
-                    tally.summary.record_planned(&action);
+                    let replaces = matches!(action, Action::Copy { .. })
+                        && tally.replaces_file(&action.dest_name());
+                    tally.summary.record_planned(&action, replaces);
                 }
             }
             Mode::Blocked => {

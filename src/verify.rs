@@ -643,7 +643,7 @@ fn repair(
 ) -> Result<Summary, String> {
     config::check_source(&cfg.pair.src)?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
-    let mut mirror = crate::sync::Mirror::open(cfg, stop, show_progress)?;
+    let mut mirror = crate::sync::Mirror::open_to_write(cfg, stop, show_progress)?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
     mirror.commit();
     Ok(mirror.into_summary())
@@ -1168,7 +1168,8 @@ fn content_verdict(record: &Record, digest: Digest, n: u64) -> Verdict {
         None => Verdict::Unchecked,
         Some(want) if want == digest => Verdict::Intact,
         Some(_) if n != record.meta.size => Verdict::Bad(Problem::Damaged(format!(
-            "holds {n} bytes, the index recorded {}",
+            "holds {}, the index recorded {}",
+            crate::names::count_of(n, "byte"),
             record.meta.size
         ))),
         Some(_) => Verdict::Bad(Problem::Damaged(

@@ -111,7 +111,7 @@ fn deletions_are_mirrored_including_files_there_before_the_first_run() {
     let out = env.sync_ok(&[]);
     assert_eq!(count(&out, "Deleted"), 1, "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("deleted old/ (1 files)"),
+        stdout(&out).contains("deleted old/ (1 file)"),
         "{}",
         stdout(&out)
     );

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -72,7 +73,12 @@ fn verify(env: &TestEnv, dst: &Path) -> Output {
 fn stop_and_verify(w: &mut Watcher, env: &TestEnv, dst: &Path) {
     w.signal(libc::SIGTERM);
     let status = w.wait_exit(DEADLINE);
-    assert_eq!(status.code(), Some(0), "exit after SIGTERM{}", w.context());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "after SIGTERM the watcher stops cleanly, then dies by it{}",
+        w.context()
+    );
     let out = verify(env, dst);
     let text = stdout(&out);
     assert!(

@@ -258,6 +258,15 @@ fn timing(t: Option<&TimingArgs>, base: &Timing) -> Result<Timing, ConfigError> 
         None => base.rescan,
     };
     let max_wait = t.and_then(|t| t.max_wait).unwrap_or(base.max_wait);
+    if max_wait.is_zero() {
+        // 0 would copy a busy file at every event, which is what the debounce prevents;
+        // unlike --rescan 0 there is no "never" (a growing log must be copied sometime).
+        return Err(ConfigError(
+            "the max-wait must be more than 0: it is how long a file that never goes quiet \
+             waits to be copied; give a duration like 30s or 5m (at least the debounce)"
+                .to_string(),
+        ));
+    }
     Ok(Timing {
         debounce,
         rescan,
@@ -475,5 +484,27 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let err = Pair::resolve(&file, &dir.path().join("d")).unwrap_err();
         assert!(err.0.contains("not a directory"), "{}", err.0);
+    }
+
+    #[test]
+    fn max_wait_must_be_more_than_0_and_at_least_the_debounce() {
+        let args = |max_wait: Duration| TimingArgs {
+            debounce: Some(Duration::from_secs(2)),
+            rescan: None,
+            max_wait: Some(max_wait),
+        };
+        let err = timing(Some(&args(Duration::ZERO)), &Timing::default()).unwrap_err();
+        assert!(
+            err.0.contains("max-wait") && err.0.contains("30s"),
+            "{}",
+            err.0
+        );
+        let zero_in_file = Timing {
+            max_wait: Duration::ZERO,
+            ..Timing::default()
+        };
+        assert!(timing(None, &zero_in_file).is_err());
+        let t = timing(Some(&args(Duration::from_secs(1))), &Timing::default()).unwrap();
+        assert_eq!(t.max_wait, Duration::from_secs(2));
     }
 }
