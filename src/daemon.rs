@@ -70,11 +70,12 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
             settings.output.error_log.clone(),
         ),
     };
-    daemon.start_all(&settings, &mut watch);
+    // Stamped before the start-up reconcile, so an edit made while it runs is seen.
     let mut config = settings.file.clone().map(|path| {
         let stamp = stamp(&path);
         (path, stamp)
     });
+    daemon.start_all(&settings, &mut watch);
     let mut last_config_check = Instant::now();
     let mut status = StatusLine::default();
     let mut last_trim = Instant::now();
@@ -299,7 +300,9 @@ impl Daemon {
             if pair.installed {
                 pair.installed = false;
                 pair.install(watch);
-                pair.rescan_wanted = true;
+                if pair.state == State::Watching {
+                    pair.reconcile(&self.board);
+                }
             }
             logging::set_pair(None);
         }
@@ -697,13 +700,17 @@ impl Watched {
         self.state = State::Paused(Pause::Moved);
         self.pending.clear();
         self.seen = root_id(self.src()).ok();
+        let dst = &self.settings.config.pair.dst;
         log::error!(
             "source {} is no longer the folder being mirrored ({}); this pair is paused and \
-             nothing is deleted: the mirror in {} is kept as it is, and mirroring resumes when \
-             the same filesystem is back",
+             nothing is deleted: the mirror in {} is kept as it is. Mirroring resumes when the \
+             same filesystem is back; to mirror what is there now instead, restart `datasafe \
+             watch` (or stop it and run `datasafe sync {} {}`)",
             esc(self.src()),
             why.unwrap_or("it was unmounted, or replaced by another folder"),
-            esc(&self.settings.config.pair.dst)
+            esc(dst),
+            esc(self.src()),
+            esc(dst)
         );
     }
 

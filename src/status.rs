@@ -340,18 +340,23 @@ pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
     if asked > 0 {
         return 0;
     }
-    let (src, dst) = match dst {
-        Some(dst) => ("SRC".to_string(), dst.display().to_string()),
-        None => ("SRC".to_string(), "DST".to_string()),
+    let (what, sync) = match (dst, config) {
+        (Some(dst), _) => (
+            esc(dst).to_string(),
+            format!("datasafe sync SRC {} --force", esc(dst)),
+        ),
+        (None, Some(file)) => (
+            format!("the pairs of {}", esc(file)),
+            format!("datasafe sync --config {} --force", esc(file)),
+        ),
+        (None, None) => (
+            "any mirror".to_string(),
+            "datasafe sync SRC DST --force".to_string(),
+        ),
     };
     eprintln!(
-        "no running datasafe watcher mirrors {}; to let held deletions through, run \
-         `datasafe sync {src} {dst} --force`",
-        match (&config, dst.as_str()) {
-            (Some(file), _) => format!("the pairs of {}", esc(file)),
-            (None, "DST") => "anything".to_string(),
-            (None, d) => d.to_string(),
-        }
+        "no running datasafe watcher mirrors {what}; to let held deletions through, run \
+         `{sync}`"
     );
     1
 }
