@@ -290,7 +290,10 @@ impl Daemon {
         match Watch::new(debounce, self.signals.clone()) {
             Ok(new) => *watch = new,
             Err(message) => {
-                log::error!("{message}; keeping the debounce time of {}", human_duration(self.timing.debounce));
+                log::error!(
+                    "{message}; keeping the debounce time of {}",
+                    human_duration(self.timing.debounce)
+                );
                 return;
             }
         }
@@ -533,6 +536,10 @@ impl Watched {
             State::Paused(Pause::Gone) => {
                 self.pending.clear();
                 if checking && check_source(self.src()).is_ok() {
+                    // Missing since the start: the folder that appears is the source.
+                    if self.identity.is_none() {
+                        self.identity = root_id(self.src()).ok();
+                    }
                     if self.same_root() {
                         log::info!("source {} is back; mirroring again", esc(self.src()));
                         self.state = State::Watching;
@@ -1006,5 +1013,15 @@ mod tests {
         let mut c = a.clone();
         c.config.excludes = crate::filter::Excludes::new(&["*.tmp"]).unwrap();
         assert!(!same_pair(&a, &c));
+        // Retention and the deletion guard are read when the mirror opens: a restart.
+        let mut d = a.clone();
+        d.config.versions = crate::versions::Retention::Off;
+        assert!(!same_pair(&a, &d));
+        let mut e = a.clone();
+        e.config.guard.force = true;
+        assert!(!same_pair(&a, &e));
+        let mut f = a.clone();
+        f.config.guard.max_delete = Some(5);
+        assert!(!same_pair(&a, &f));
     }
 }

@@ -347,7 +347,8 @@ pub fn release_asked() -> bool {
 pub fn send_release(pid: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
-        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: kill only sends a signal.
         if unsafe { libc::kill(pid, RELEASE_SIGNAL) } != 0 {
             return Err(io::Error::last_os_error());

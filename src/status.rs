@@ -297,8 +297,8 @@ pub fn show(json: bool) -> u8 {
 /// if none runs for it (then `sync --force` is the way).
 pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
     let same = |given: &Path, shown: &str| {
-        let given = crate::config::canonical_even_if_missing(given)
-            .unwrap_or_else(|_| given.to_path_buf());
+        let given =
+            crate::config::canonical_even_if_missing(given).unwrap_or_else(|_| given.to_path_buf());
         let shown = Path::new(shown);
         given == shown || std::fs::canonicalize(shown).is_ok_and(|s| s == given)
     };

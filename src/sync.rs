@@ -555,11 +555,15 @@ impl Mirror {
     fn plan_gone(&mut self, rel: &Path, actions: &mut Vec<Action>) {
         let mut listing: Vec<(PathBuf, Kind)> = Vec::new();
         for (name, record) in self.stored_names(rel) {
-            if record.kind == Kind::Dir {
-                let items = scan::list_dest(&self.cfg.pair.dst, &name, false);
-                listing.extend(items.into_iter().map(|i| (i.rel, i.kind)));
-            } else {
+            let items = match record.kind {
+                Kind::Dir => scan::list_dest(&self.cfg.pair.dst, &name, false),
+                _ => Vec::new(),
+            };
+            if items.is_empty() {
+                // A file, or a folder DST no longer shows: its record goes either way.
                 listing.push((name, record.kind));
+            } else {
+                listing.extend(items.into_iter().map(|i| (i.rel, i.kind)));
             }
         }
         if listing.is_empty() {

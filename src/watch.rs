@@ -616,6 +616,35 @@ mod tests {
     }
 
     #[test]
+    fn an_unmount_is_a_signal_never_a_hint() {
+        let roots = [(0, PathBuf::from("/a")), (1, PathBuf::from("/b"))];
+        let unmount = |p: &str| {
+            DebouncedEvent::new(
+                Event::new(EventKind::Remove(notify::event::RemoveKind::Other))
+                    .add_path(PathBuf::from(p))
+                    .set_info("unmount"),
+                Instant::now(),
+            )
+        };
+        let events = [
+            unmount("/a"),
+            unmount("/a/sub"),
+            ev(
+                EventKind::Remove(notify::event::RemoveKind::File),
+                &["/b/x"],
+            ),
+        ];
+        let signals = translate(&events, &roots);
+        assert!(
+            matches!(
+                signals.as_slice(),
+                [Signal::Unmounted { root: 0 }, Signal::Hints { root: 1, .. }]
+            ),
+            "{signals:?}"
+        );
+    }
+
+    #[test]
     fn overflow_asks_for_a_rescan() {
         let event = DebouncedEvent::new(
             Event::new(EventKind::Other).set_flag(Flag::Rescan),

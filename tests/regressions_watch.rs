@@ -150,7 +150,10 @@ fn regression_watch_no_delete_keeps_files_deleted_or_renamed_in_the_source() {
             w.context()
         );
     }
-    assert_eq!(fs::read_to_string(env.dst.join("old-name.txt")).unwrap(), "renamed");
+    assert_eq!(
+        fs::read_to_string(env.dst.join("old-name.txt")).unwrap(),
+        "renamed"
+    );
 }
 
 #[test]
@@ -196,10 +199,14 @@ fn regression_watch_mirrors_the_deletions_that_empty_the_source() {
 
     // One by one, then the rest at once: the source ends empty.
     fs::remove_file(env.src.join("a.txt")).unwrap();
-    wait_for(&w, "a.txt to be deleted", || !env.dst.join("a.txt").exists());
+    wait_for(&w, "a.txt to be deleted", || {
+        !env.dst.join("a.txt").exists()
+    });
     fs::remove_file(env.src.join("b.txt")).unwrap();
     fs::remove_dir_all(env.src.join("sub")).unwrap();
-    wait_for(&w, "the mirror to be empty too", || files(&env.dst).is_empty());
+    wait_for(&w, "the mirror to be empty too", || {
+        files(&env.dst).is_empty()
+    });
     assert!(
         versions(&env.dst) >= 3,
         "the deleted files were not kept as versions{}",
@@ -330,15 +337,27 @@ fn regression_status_shows_held_deletions_counted_once_and_release_lets_them_thr
 
     let out = run(&env, [OsStr::new("release"), env.dst.as_os_str()]);
     assert_code(&out, 0);
-    assert!(stdout(&out).contains("120 held deletions"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("120 held deletions"),
+        "{}",
+        stdout(&out)
+    );
     wait_for(&w, "the held deletions to be released", || {
         files(&env.dst).len() == 30
     });
     wait_for(&w, "status to show nothing held", || {
         status_pair(&env).is_some_and(|p| p["held_deletions"] == 0 && state_of(&p) == "watching")
     });
-    assert!(w.stderr().contains("releasing 120 deletions"), "{}", w.context());
-    assert_eq!(versions(&env.dst), 120, "released deletions are kept as versions");
+    assert!(
+        w.stderr().contains("releasing 120 deletions"),
+        "{}",
+        w.context()
+    );
+    assert_eq!(
+        versions(&env.dst),
+        120,
+        "released deletions are kept as versions"
+    );
 }
 
 #[test]
@@ -477,7 +496,8 @@ fn regression_watch_pauses_when_the_source_drive_is_unmounted_and_resumes_when_i
     // Something written into the bare mount point is not mirrored, nothing is deleted.
     env.write("on-the-mount-point.txt", "not the drive");
     assert!(
-        holds_for(Duration::from_secs(2), || mirrored_files(&env.dst) == before),
+        holds_for(Duration::from_secs(2), || mirrored_files(&env.dst)
+            == before),
         "the mirror changed while the drive was away{}",
         w.context()
     );
@@ -521,7 +541,8 @@ fn regression_watch_stays_paused_when_another_filesystem_is_mounted_over_the_sou
     // to go on, and deletes nothing.
     let _second = Mounted::tmpfs(&env.src);
     wait_for(&w, "a message saying how to accept the new source", || {
-        w.stderr().contains("is now a different folder or filesystem")
+        w.stderr()
+            .contains("is now a different folder or filesystem")
     });
     env.write("new.txt", "on another filesystem");
     assert!(
@@ -567,7 +588,11 @@ fn regression_watch_stays_paused_when_the_source_is_deleted_and_made_again() {
 fn write_config(env: &TestEnv, top: &str, pair: &str) -> PathBuf {
     let path = env.dir.path().join("cfg.toml");
     let tmp = env.dir.path().join("cfg.toml.tmp");
-    let name = if pair.contains("name =") { "" } else { "name = \"p\"\n" };
+    let name = if pair.contains("name =") {
+        ""
+    } else {
+        "name = \"p\"\n"
+    };
     fs::write(
         &tmp,
         format!(
@@ -725,7 +750,10 @@ fn regression_reload_applies_log_files() {
     let _lock = shared();
     let env = TestEnv::new();
     env.write("a.txt", "a");
-    let (log1, log2) = (env.dir.path().join("one.log"), env.dir.path().join("two.log"));
+    let (log1, log2) = (
+        env.dir.path().join("one.log"),
+        env.dir.path().join("two.log"),
+    );
     let (err2,) = (env.dir.path().join("two-errors.log"),);
     let top1 = format!("debounce = \"50ms\"\nlog_file = {log1:?}");
     let w = watch_config(&env, &top1, "");
@@ -736,7 +764,11 @@ fn regression_reload_applies_log_files() {
     wait_for(&w, "the new log file to get lines", || {
         read_text(&log2).contains("marker-1.txt")
     });
-    assert!(!read_text(&log1).contains("marker-1.txt"), "{}", read_text(&log1));
+    assert!(
+        !read_text(&log1).contains("marker-1.txt"),
+        "{}",
+        read_text(&log1)
+    );
     // An error goes to the new error log.
     fs::remove_dir_all(&env.src).unwrap();
     wait_for(&w, "the error log to get the pause", || {
@@ -756,15 +788,30 @@ fn reload_applies_each_other_pair_key() {
     reload(&w, &env, top, "exclude = [\"*.tmp\"]");
     env.write("c.tmp", "c");
     settle(&w, &env, "1");
-    assert!(!env.dst.join("c.tmp").exists(), "exclude ignored{}", w.context());
+    assert!(
+        !env.dst.join("c.tmp").exists(),
+        "exclude ignored{}",
+        w.context()
+    );
     // delete: a deletion is no longer mirrored.
     reload(&w, &env, top, "exclude = [\"*.tmp\"]\ndelete = false");
     fs::remove_file(env.src.join("a.txt")).unwrap();
     settle(&w, &env, "2");
-    assert!(env.dst.join("a.txt").exists(), "delete = false ignored{}", w.context());
+    assert!(
+        env.dst.join("a.txt").exists(),
+        "delete = false ignored{}",
+        w.context()
+    );
     // compress: files are stored gzipped.
-    reload(&w, &env, top, "exclude = [\"*.tmp\"]\ndelete = false\ncompress = true");
-    wait_for(&w, "compress = true", || env.dst.join("marker-1.txt.gz").exists());
+    reload(
+        &w,
+        &env,
+        top,
+        "exclude = [\"*.tmp\"]\ndelete = false\ncompress = true",
+    );
+    wait_for(&w, "compress = true", || {
+        env.dst.join("marker-1.txt.gz").exists()
+    });
     // name: log lines carry the new name.
     reload(
         &w,
@@ -772,8 +819,12 @@ fn reload_applies_each_other_pair_key() {
         top,
         "name = \"renamed\"\nexclude = [\"*.tmp\"]\ndelete = false\ncompress = true",
     );
-    wait_for(&w, "the new name in log lines", || w.stdout().contains("[renamed]"));
+    wait_for(&w, "the new name in log lines", || {
+        w.stdout().contains("[renamed]")
+    });
     // enabled = false: the pair stops.
     reload(&w, &env, top, "enabled = false");
-    wait_for(&w, "the pair to stop", || w.stdout().contains("stopped watching"));
+    wait_for(&w, "the pair to stop", || {
+        w.stdout().contains("stopped watching")
+    });
 }
