@@ -931,7 +931,7 @@ impl StatusLine {
             if pair.mirror.as_ref().is_some_and(Mirror::dry_run) {
                 log::info!(
                     "status (dry run, nothing written): {} files would be copied ({}), {} \
-                     deleted, {} renamed since start; {} queued",
+                     would be deleted, {} renamed since start; {} queued",
                     s.copied,
                     human_bytes(s.bytes_copied),
                     s.deleted,

@@ -828,3 +828,54 @@ fn reload_applies_each_other_pair_key() {
         w.stdout().contains("stopped watching")
     });
 }
+
+#[test]
+fn regression_release_by_config_file_lets_a_watchers_held_deletions_through() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    mass_delete_setup(&env);
+    let config = write_config(&env, "debounce = \"50ms\"", "");
+    let out = run(
+        &env,
+        [
+            OsStr::new("release"),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("datasafe sync --config") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    let w = watch(&env, &["--config".as_ref(), config.as_os_str()], "w");
+    wait_for(&w, "the deletions to be held", || {
+        status_pair(&env).is_some_and(|p| p["held_deletions"] == 120)
+    });
+    let out = run(
+        &env,
+        [
+            OsStr::new("release"),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    );
+    assert_code(&out, 0);
+    wait_for(&w, "the release", || files(&env.dst).len() == 30);
+    wait_for(&w, "status to show nothing held", || {
+        status_pair(&env).is_some_and(|p| p["held_deletions"] == 0)
+    });
+    // Nothing held any more: a second release says so and changes nothing.
+    let out = run(&env, ["release"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("no held deletions now"),
+        "{}",
+        stdout(&out)
+    );
+    wait_for(&w, "the watcher to say nothing was held", || {
+        w.stdout().contains("no pair holds deletions back")
+    });
+    assert_mirrored(&env.src, &env.dst, false);
+}
