@@ -106,7 +106,10 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
         status.maybe_print(&daemon, rx.len());
     }
     drop(watch);
-    let mut total = Summary::default();
+    let mut total = Summary {
+        dry_run: settings.output.dry_run,
+        ..Summary::default()
+    };
     for (name, summary) in daemon.stop_all() {
         total.add(&name, summary, daemon.named);
     }

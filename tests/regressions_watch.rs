@@ -292,6 +292,15 @@ fn regression_watch_dry_run_never_says_it_mirrored() {
     );
     assert!(out.contains("would be copied"), "{}", w.context());
     assert!(files(&env.dst).is_empty(), "a dry run wrote files");
+    // The summary at the end says so too, as sync --dry-run's does.
+    let mut w = w;
+    w.signal(libc::SIGINT);
+    w.wait_exit(DEADLINE);
+    assert!(
+        w.stdout().contains("dry run: nothing was changed"),
+        "the final summary of a dry run does not say nothing was changed{}",
+        w.context()
+    );
 }
 
 /// 150 files mirrored, then 120 deleted while no watcher runs: the start-up pass of a
