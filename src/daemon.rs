@@ -636,6 +636,11 @@ impl Watched {
             self.pause(&message);
             return;
         }
+        if !self.same_root() {
+            // A full pass over another folder would delete what it lacks.
+            self.moved(None);
+            return;
+        }
         let Some(mirror) = self.mirror.as_mut() else {
             return;
         };
