@@ -69,6 +69,10 @@ pub fn run(cli: Cli) -> ExitCode {
             ended(crate::verify::run(&plan, &stop))
         }
         Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
+        Command::Release(args) => ExitCode::from(crate::status::release(
+            args.dst.as_deref(),
+            args.config.as_deref(),
+        )),
         Command::Restore(args) => {
             let stop = match plain_output().and_then(|()| install_stop_handler(STOP_RESTORE)) {
                 Ok(stop) => stop,

@@ -29,6 +29,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what the running watcher is doing.
     Status(StatusArgs),
+    /// Let a running watcher carry out the deletions its deletion guard holds back.
+    #[command(after_help = RELEASE_EXAMPLES)]
+    Release(ReleaseArgs),
     /// Rebuild files from a mirror (and its versions) as they were at a given time.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
@@ -88,6 +91,27 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// `datasafe release [DST] | --config FILE`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The mirror whose held deletions to release (default: every running watcher's).
+    pub dst: Option<PathBuf>,
+    /// Release the pairs of the watcher running this config file.
+    #[arg(long, value_name = "FILE", conflicts_with = "dst")]
+    pub config: Option<PathBuf>,
+}
+
+const RELEASE_EXAMPLES: &str = "\
+Examples:
+  datasafe release /mnt/backup/notes
+  datasafe release --config ~/.config/datasafe/config.toml
+  kill -USR1 PID          (the same, for the watcher with that pid)
+
+The watcher runs one full pass without the deletion guard for each pair that holds
+deletions back (see `datasafe status`), and logs what it deletes; deleted files are
+kept as versions. Without a running watcher, run `datasafe sync SRC DST --force`.
+Exit codes: 0 a watcher was asked, 1 no running watcher mirrors DST.";
 
 const VERIFY_EXAMPLES: &str = "\
 Examples:

@@ -12,6 +12,7 @@ use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::logging;
 use crate::names::{count_of, esc, human_bytes};
 use crate::plan::Held;
+use crate::platform::{RootId, root_id};
 use crate::repair::Check;
 use crate::report::Summary;
 use crate::status::{Board, PairStatus};
@@ -47,7 +48,8 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
     crate::platform::limit_malloc_arenas();
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut watch = match Watch::new(settings.timing.debounce, tx) {
+    crate::platform::catch_release_signal();
+    let mut watch = match Watch::new(settings.timing.debounce, tx.clone()) {
         Ok(watch) => watch,
         Err(message) => {
             log::error!("{message}");
@@ -63,12 +65,18 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
         stop: stop.clone(),
         board: board.clone(),
         finished: Vec::new(),
+        signals: tx,
+        output_files: (
+            settings.output.log_file.clone(),
+            settings.output.error_log.clone(),
+        ),
     };
-    daemon.start_all(&settings, &mut watch);
+    // Stamped before the start-up reconcile, so an edit made while it runs is seen.
     let mut config = settings.file.clone().map(|path| {
         let stamp = stamp(&path);
         (path, stamp)
     });
+    daemon.start_all(&settings, &mut watch);
     let mut last_config_check = Instant::now();
     let mut status = StatusLine::default();
     let mut last_trim = Instant::now();
@@ -82,6 +90,9 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
             crate::platform::release_free_memory();
         }
         daemon.dispatch(signals, &watch);
+        if crate::platform::release_asked() {
+            daemon.release();
+        }
         daemon.tick(&mut watch);
         if let Some((path, seen)) = &mut config
             && last_config_check.elapsed() >= ROOT_CHECK
@@ -96,7 +107,10 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
         status.maybe_print(&daemon, rx.len());
     }
     drop(watch);
-    let mut total = Summary::default();
+    let mut total = Summary {
+        dry_run: settings.output.dry_run,
+        ..Summary::default()
+    };
     for (name, summary) in daemon.stop_all() {
         total.add(&name, summary, daemon.named);
     }
@@ -139,6 +153,11 @@ struct Daemon {
     board: Board,
     /// Counts of pairs stopped by a reload, for the final summary.
     finished: Vec<(String, Summary)>,
+    /// Where the watcher sends its signals (a new debounce needs a new watcher).
+    signals: crossbeam_channel::Sender<Signal>,
+    /// The log files in use (`log_file`, `error_log_file`), reopened when a reload
+    /// changes them.
+    output_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
 }
 
 impl Daemon {
@@ -183,6 +202,13 @@ impl Daemon {
                     }
                     logging::set_pair(None);
                 }
+                Signal::Unmounted { root } => {
+                    if let Some(pair) = self.pairs.iter_mut().find(|p| p.id == root) {
+                        logging::set_pair(pair.label.clone());
+                        pair.unmounted();
+                        logging::set_pair(None);
+                    }
+                }
                 Signal::Error(message) => log::warn!("watcher: {message}"),
             }
         }
@@ -217,11 +243,26 @@ impl Daemon {
                 return;
             }
         };
-        if settings.timing.debounce != self.timing.debounce {
-            log::warn!("a new debounce time takes effect when datasafe watch is restarted");
+        if settings.output.log_file != self.output_files.0
+            || settings.output.error_log != self.output_files.1
+        {
+            match logging::reopen_files(&settings.output) {
+                Ok(()) => {
+                    self.output_files = (
+                        settings.output.log_file.clone(),
+                        settings.output.error_log.clone(),
+                    );
+                }
+                Err(message) => log::error!("{message}; the log files stay as they were"),
+            }
         }
-        self.timing.rescan = settings.timing.rescan;
-        self.timing.max_wait = settings.timing.max_wait;
+        if settings.timing.debounce != self.timing.debounce {
+            self.rewatch(settings.timing.debounce, watch);
+        }
+        self.timing = settings.timing;
+        for pair in &mut self.pairs {
+            pair.timing = settings.timing;
+        }
         let wanted: Vec<&PairSettings> = settings.enabled().collect();
         let (mut stopped, mut started) = (0, 0);
         let mut kept = Vec::new();
@@ -245,6 +286,51 @@ impl Daemon {
             esc(path),
             count_of(started, "pair")
         );
+    }
+
+    /// A new debounce time: a new watcher (the debouncer's timing is fixed at its
+    /// start), every root watched again, and a reconcile of each, since events in the
+    /// old watcher's queue are dropped with it.
+    fn rewatch(&mut self, debounce: Duration, watch: &mut Watch) {
+        match Watch::new(debounce, self.signals.clone()) {
+            Ok(new) => *watch = new,
+            Err(message) => {
+                log::error!(
+                    "{message}; keeping the debounce time of {}",
+                    human_duration(self.timing.debounce)
+                );
+                return;
+            }
+        }
+        log::info!("debounce time is now {}", human_duration(debounce));
+        for pair in &mut self.pairs {
+            logging::set_pair(pair.label.clone());
+            if pair.installed {
+                pair.installed = false;
+                pair.install(watch);
+                if pair.state == State::Watching {
+                    pair.reconcile(&self.board);
+                }
+            }
+            logging::set_pair(None);
+        }
+    }
+
+    /// The release signal (`datasafe release`, `kill -USR1`): every pair whose
+    /// deletions the guard holds back runs one full pass without the guard.
+    fn release(&mut self) {
+        let mut any = false;
+        for pair in &mut self.pairs {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            logging::set_pair(pair.label.clone());
+            any |= pair.release(&self.board);
+            logging::set_pair(None);
+        }
+        if !any {
+            log::info!("release asked for, but no pair holds deletions back");
+        }
     }
 
     /// Stops every pair; returns each pair's counts (those stopped earlier too).
@@ -273,6 +359,8 @@ fn same_pair(a: &PairSettings, b: &PairSettings) -> bool {
         && x.plan == y.plan
         && x.excludes == y.excludes
         && x.jobs == y.jobs
+        && x.versions == y.versions
+        && x.guard == y.guard
 }
 
 /// Whether a pair is being mirrored.
@@ -294,6 +382,9 @@ enum Pause {
     Gone,
     /// The source root is empty while its mirror holds files (the deletion guard).
     Empty,
+    /// The source root is another folder than the one mirrored: its filesystem was
+    /// unmounted (or another mounted over it), or it was deleted and made again.
+    Moved,
 }
 
 /// One watched pair and its timers.
@@ -316,6 +407,10 @@ struct Watched {
     installed: bool,
     /// When DST was last opened again after it vanished.
     last_reopen: Option<Instant>,
+    /// The source root's identity when the pair started: the folder being mirrored.
+    identity: Option<RootId>,
+    /// The identity last reported while paused for another one (said once each).
+    seen: Option<RootId>,
 }
 
 impl Watched {
@@ -334,6 +429,8 @@ impl Watched {
             limited: false,
             installed: false,
             last_reopen: None,
+            identity: None,
+            seen: None,
         }
     }
 
@@ -361,8 +458,17 @@ impl Watched {
             self.publish(board, 0);
             return;
         }
+        // The folder found now is the one mirrored from here on (until a restart).
+        self.identity = root_id(self.src()).ok();
         self.state = State::Watching;
-        log::info!("watching {} (Ctrl-C to stop)", esc(self.src()));
+        if self.mirror.as_ref().is_some_and(Mirror::dry_run) {
+            log::info!(
+                "watching {} (dry run: changes are printed, nothing is written; Ctrl-C to stop)",
+                esc(self.src())
+            );
+        } else {
+            log::info!("watching {} (Ctrl-C to stop)", esc(self.src()));
+        }
         self.install(watch);
         self.reconcile(board);
     }
@@ -435,10 +541,36 @@ impl Watched {
             State::Paused(Pause::Gone) => {
                 self.pending.clear();
                 if checking && check_source(self.src()).is_ok() {
-                    log::info!("source {} is back; mirroring again", esc(self.src()));
-                    self.state = State::Watching;
-                    self.install(watch);
-                    self.reconcile(board);
+                    // Missing since the start: the folder that appears is the source.
+                    if self.identity.is_none() {
+                        self.identity = root_id(self.src()).ok();
+                    }
+                    if self.same_root() {
+                        log::info!("source {} is back; mirroring again", esc(self.src()));
+                        self.state = State::Watching;
+                        self.install(watch);
+                        self.reconcile(board);
+                    } else {
+                        self.state = State::Paused(Pause::Moved);
+                        self.another_root();
+                    }
+                }
+            }
+            State::Paused(Pause::Moved) => {
+                self.pending.clear();
+                if checking && check_source(self.src()).is_ok() {
+                    if self.same_root() {
+                        log::info!(
+                            "source {} is back (the same filesystem); mirroring again",
+                            esc(self.src())
+                        );
+                        self.seen = None;
+                        self.state = State::Watching;
+                        self.install(watch);
+                        self.reconcile(board);
+                    } else {
+                        self.another_root();
+                    }
                 }
             }
             State::Paused(Pause::Empty) => {
@@ -458,6 +590,10 @@ impl Watched {
             State::Watching => {
                 if checking && let Err(message) = check_source(self.src()) {
                     self.pause(&message);
+                } else if (checking || !self.pending.is_empty()) && !self.same_root() {
+                    // Checked before every batch too: after an unmount, the events of
+                    // the old filesystem name paths the folder beneath no longer has.
+                    self.moved(None);
                 } else if self.mirror.as_ref().is_some_and(Mirror::dest_lost) {
                     // One lstat per turn: cheaper than a failed write per event.
                     self.reopen(board);
@@ -472,8 +608,6 @@ impl Watched {
                     match applied {
                         Applied::Done => {}
                         Applied::SourceGone => self.pause("the source folder is gone"),
-                        // Said by the mirror, with what to do.
-                        Applied::SourceEmpty => self.state = State::Paused(Pause::Empty),
                     }
                 }
                 let overflow_due =
@@ -509,6 +643,11 @@ impl Watched {
     fn reconcile_checking(&mut self, board: &Board, check: &Check) {
         if let Err(message) = check_source(self.src()) {
             self.pause(&message);
+            return;
+        }
+        if !self.same_root() {
+            // A full pass over another folder would delete what it lacks.
+            self.moved(None);
             return;
         }
         let Some(mirror) = self.mirror.as_mut() else {
@@ -557,6 +696,105 @@ impl Watched {
         }
     }
 
+    /// True if the source root is still the folder the pair started with (or its
+    /// identity cannot be read, which the existence check covers).
+    fn same_root(&self) -> bool {
+        match (self.identity, root_id(self.src())) {
+            (Some(was), Ok(now)) => was == now,
+            _ => true,
+        }
+    }
+
+    /// The OS said a filesystem under the source was unmounted: pause if that was the
+    /// source's own (its root is another folder now); else (a filesystem mounted
+    /// inside the source) rescan, which watches it again.
+    fn unmounted(&mut self) {
+        if self.state != State::Watching {
+            return;
+        }
+        if self.same_root() {
+            self.rescan_wanted = true;
+        } else {
+            self.moved(Some("its filesystem was unmounted"));
+        }
+    }
+
+    /// The source root turned into another folder: pause, delete nothing.
+    fn moved(&mut self, why: Option<&str>) {
+        self.state = State::Paused(Pause::Moved);
+        self.pending.clear();
+        self.seen = root_id(self.src()).ok();
+        let dst = &self.settings.config.pair.dst;
+        log::error!(
+            "source {} is no longer the folder being mirrored ({}); this pair is paused and \
+             nothing is deleted: the mirror in {} is kept as it is. Mirroring resumes when the \
+             same filesystem is back; to mirror what is there now instead, restart `datasafe \
+             watch` (or stop it and run `datasafe sync {} {}`)",
+            esc(self.src()),
+            why.unwrap_or("it was unmounted, or replaced by another folder"),
+            esc(dst),
+            esc(self.src()),
+            esc(dst)
+        );
+    }
+
+    /// While paused for another root: says once per new folder how to go on.
+    fn another_root(&mut self) {
+        let now = root_id(self.src()).ok();
+        if now.is_none() || now == self.seen {
+            return;
+        }
+        self.seen = now;
+        log::error!(
+            "source {} is now a different folder or filesystem than the one mirrored; the \
+             pair stays paused and its mirror {} is kept as it is. If this is the source now, \
+             restart `datasafe watch` to mirror it (or stop the watcher and run `datasafe \
+             sync {} {}`)",
+            esc(self.src()),
+            esc(&self.settings.config.pair.dst),
+            esc(self.src()),
+            esc(&self.settings.config.pair.dst)
+        );
+    }
+
+    /// Runs a full pass without the deletion guard if this pair holds deletions back;
+    /// returns whether it did.
+    fn release(&mut self, board: &Board) -> bool {
+        let empty = self.state == State::Paused(Pause::Empty);
+        let holding = self.mirror.as_ref().and_then(Mirror::holding);
+        if !(empty || self.state == State::Watching && holding.is_some()) {
+            return false;
+        }
+        if check_source(self.src()).is_err() || !self.same_root() {
+            log::error!(
+                "not releasing the deletions held back in {}: the source {} is missing or \
+                 not the folder being mirrored",
+                esc(&self.settings.config.pair.dst),
+                esc(self.src())
+            );
+            return true;
+        }
+        let Some(mirror) = self.mirror.as_mut() else {
+            return false;
+        };
+        log::warn!(
+            "releasing {} held back in {}: a full pass without the deletion guard",
+            holding.map_or_else(
+                || "the deletions".to_string(),
+                |(_, n)| count_of(n, "deletion")
+            ),
+            esc(&self.settings.config.pair.dst)
+        );
+        board.set_state(self.id, "reconciling");
+        self.rescan_wanted = false;
+        mirror.reconcile_forced();
+        mirror.commit();
+        let _ = mirror.take_held();
+        self.state = State::Watching;
+        self.last_reconcile = Instant::now();
+        true
+    }
+
     fn pause(&mut self, why: &str) {
         if self.state == State::Paused(Pause::Gone) {
             return;
@@ -590,16 +828,36 @@ impl Watched {
     }
 
     fn publish(&self, board: &Board, queue: usize) {
+        let holding = self.mirror.as_ref().and_then(Mirror::holding);
+        let held = holding.map_or(0, |(_, n)| n);
+        let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
         let state = match &self.state {
-            State::Watching => "watching".to_string(),
-            State::Paused(Pause::Gone) => "paused: the source is missing".to_string(),
-            State::Paused(Pause::Empty) => {
-                "paused: the source is empty; nothing deleted (restart with --force to mirror that)"
-                    .to_string()
+            State::Watching if dry_run => {
+                "watching (dry run: changes are printed, nothing is written)".to_string()
             }
+            State::Watching => match holding {
+                None => "watching".to_string(),
+                Some((why, n)) => format!(
+                    "watching; {} held back ({}); run `datasafe release` to let them through",
+                    count_of(n, "deletion"),
+                    held_reason(why)
+                ),
+            },
+            State::Paused(Pause::Gone) => "paused: the source is missing".to_string(),
+            State::Paused(Pause::Empty) => format!(
+                "paused: the source is empty; {} held back, nothing deleted (run `datasafe \
+                 release` to mirror that)",
+                count_of(held, "deletion")
+            ),
+            State::Paused(Pause::Moved) => "paused: the source was unmounted or replaced by \
+                 another folder; nothing deleted (mirroring resumes when the same filesystem \
+                 is back; restart datasafe watch to mirror a new one)"
+                .to_string(),
             State::Failed(why) => format!("error: {why}"),
         };
         let summary = self.mirror.as_ref().map(Mirror::summary);
+        // A dry run mirrors nothing: it must not say it did.
+        let summary = summary.filter(|_| !dry_run);
         let (last_change, last_change_at) = summary
             .and_then(|s| s.last_change.clone())
             .map(|(what, at)| (Some(what), Some(at.format("%Y-%m-%d %H:%M:%S").to_string())))
@@ -620,8 +878,17 @@ impl Watched {
                 deleted: summary.map_or(0, |s| s.deleted),
                 failed: summary.map_or(0, |s| s.failed),
                 last_error: summary.and_then(|s| s.last_error.clone()),
+                held_deletions: held,
             },
         );
+    }
+}
+
+/// Why the guard holds deletions, for `status`.
+fn held_reason(why: Held) -> &'static str {
+    match why {
+        Held::EmptySource => "the source is empty",
+        Held::MassDelete => "more than the deletion guard allows in one pass",
     }
 }
 
@@ -678,6 +945,19 @@ impl StatusLine {
                 continue;
             }
             logging::set_pair(pair.label.clone());
+            if pair.mirror.as_ref().is_some_and(Mirror::dry_run) {
+                log::info!(
+                    "status (dry run, nothing written): {} files would be copied ({}), {} \
+                     would be deleted, {} renamed since start; {} queued",
+                    s.copied,
+                    human_bytes(s.bytes_copied),
+                    s.deleted,
+                    s.renamed,
+                    queued + pair.pending.len()
+                );
+                logging::set_pair(None);
+                continue;
+            }
             log::info!(
                 "status: {} mirrored ({}), {} deleted, {} renamed, {} failed since start; {} queued",
                 count_of(s.copied, "file"),
@@ -750,5 +1030,15 @@ mod tests {
         let mut c = a.clone();
         c.config.excludes = crate::filter::Excludes::new(&["*.tmp"]).unwrap();
         assert!(!same_pair(&a, &c));
+        // Retention and the deletion guard are read when the mirror opens: a restart.
+        let mut d = a.clone();
+        d.config.versions = crate::versions::Retention::Off;
+        assert!(!same_pair(&a, &d));
+        let mut e = a.clone();
+        e.config.guard.force = true;
+        assert!(!same_pair(&a, &e));
+        let mut f = a.clone();
+        f.config.guard.max_delete = Some(5);
+        assert!(!same_pair(&a, &f));
     }
 }

@@ -13,6 +13,7 @@ use log::{Level, LevelFilter};
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Log target for per-file details that only log files get.
@@ -65,20 +66,51 @@ pub fn init(out: &Output) -> Result<(), String> {
             };
             print_line(record.level() <= Level::Warn, &line);
         }));
-    let mut root = fern::Dispatch::new().level(file_level).chain(terminal);
-    if let Some(path) = &out.log_file {
-        root = root.chain(
+    reopen_files(out)?;
+    // The log files are reached through `FILES`, so a reload of the config file can
+    // point them elsewhere (the global logger itself is installed only once).
+    let root = fern::Dispatch::new()
+        .level(file_level)
+        .chain(terminal)
+        .chain(
             timestamped()
                 .level(file_level)
-                .filter(move |m| ours(m.target()))
-                .chain(open(path)?),
+                .filter(move |m| ours(m.target()) && FILE_OPEN[0].load(Ordering::Relaxed))
+                .chain(fern::Output::call(|record| write_file(0, record))),
+        )
+        .chain(
+            timestamped()
+                .level(LevelFilter::Error)
+                .filter(|_| FILE_OPEN[1].load(Ordering::Relaxed))
+                .chain(fern::Output::call(|record| write_file(1, record))),
         );
-    }
-    if let Some(path) = &out.error_log {
-        root = root.chain(timestamped().level(LevelFilter::Error).chain(open(path)?));
-    }
     root.apply()
         .map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// The open log file (`--log-file`) and error log (`--error-log`), if any.
+static FILES: Mutex<[Option<std::fs::File>; 2]> = Mutex::new([None, None]);
+/// Whether each of `FILES` is open: without log files, no line is formatted for them.
+static FILE_OPEN: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+/// Opens the log files `out` names (closing those open before); on error nothing
+/// changes. `watch` calls it again when a reload changes `log_file` or `error_log_file`.
+pub fn reopen_files(out: &Output) -> Result<(), String> {
+    let log = out.log_file.as_deref().map(open).transpose()?;
+    let errors = out.error_log.as_deref().map(open).transpose()?;
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    FILE_OPEN[0].store(log.is_some(), Ordering::Relaxed);
+    FILE_OPEN[1].store(errors.is_some(), Ordering::Relaxed);
+    *files = [log, errors];
+    Ok(())
+}
+
+/// Appends one formatted line to log file `slot` (0: all lines, 1: errors), if open.
+fn write_file(slot: usize, record: &log::Record<'_>) {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(file) = files[slot].as_mut() {
+        let _ = writeln!(file, "{}", record.args());
+    }
 }
 
 fn timestamped() -> fern::Dispatch {

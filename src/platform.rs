@@ -388,6 +388,122 @@ mod stop_signals {
     }
 }
 
+/// The identity of a folder as a mount point would change it: its inode and the
+/// filesystem id `statfs` gives (derived from the UUID on ext4, random per mount on
+/// tmpfs), or the device where there is no filesystem id. So the same drive plugged in
+/// again is the same (even on another device node), while another filesystem mounted
+/// there, or the folder deleted and made again, is not.
+#[derive(Clone, Copy, Debug, Eq)]
+pub struct RootId {
+    dev: u64,
+    ino: u64,
+    fsid: [u64; 2],
+}
+
+impl PartialEq for RootId {
+    fn eq(&self, other: &RootId) -> bool {
+        let no_fsid = [0, 0];
+        if self.fsid != no_fsid && other.fsid != no_fsid {
+            self.fsid == other.fsid && self.ino == other.ino
+        } else {
+            self.dev == other.dev && self.ino == other.ino
+        }
+    }
+}
+
+/// The identity of the folder at `path` (followed if it is a link, like the source root).
+pub fn root_id(path: &Path) -> io::Result<RootId> {
+    let meta = std::fs::metadata(path)?;
+    let FileId(dev, ino) = file_id(&meta);
+    Ok(RootId {
+        dev,
+        ino,
+        fsid: fs_id(path)?,
+    })
+}
+
+/// The filesystem id of the filesystem holding `path` (zeros where there is none).
+fn fs_id(path: &Path) -> io::Result<[u64; 2]> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: statfs fills the zeroed struct it is given; the path is NUL-terminated.
+        let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // `fsid_t` is opaque in libc; its two ints are read through its bytes.
+        // SAFETY: fsid_t is two c_ints, plain data.
+        let raw: [libc::c_int; 2] = unsafe { std::mem::transmute(buf.f_fsid) };
+        Ok([raw[0] as u32 as u64, raw[1] as u32 as u64])
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Ok([0, 0])
+    }
+}
+
+/// Set by the release signal (SIGUSR1), taken by the watcher's loop.
+#[cfg(unix)]
+static RELEASE_ASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_release_signal(_: libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do here.
+    RELEASE_ASKED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The signal `datasafe release` sends a watcher (`kill -USR1 PID` does the same).
+#[cfg(unix)]
+pub const RELEASE_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+/// Makes the release signal (SIGUSR1) ask for a release instead of ending the process.
+pub fn catch_release_signal() {
+    #[cfg(unix)]
+    // SAFETY: the handler only stores to an atomic; SA_RESTART keeps system calls going.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_release_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(RELEASE_SIGNAL, &action, std::ptr::null_mut());
+    }
+}
+
+/// True (once) if the release signal arrived since the last call.
+pub fn release_asked() -> bool {
+    #[cfg(unix)]
+    {
+        RELEASE_ASKED.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Sends the release signal to process `pid`.
+pub fn send_release(pid: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: kill only sends a signal.
+        if unsafe { libc::kill(pid, RELEASE_SIGNAL) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 /// What stands at a path below a root, found without following any symlink.
 #[derive(Debug)]
 pub enum Beneath {
@@ -618,6 +734,30 @@ mod tests {
         assert!(!gone.on_the_way && gone.error.kind() == io::ErrorKind::NotFound);
         assert!(look_beneath(root, Path::new("../x")).is_err());
         assert!(look_beneath(root, Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn a_folder_made_again_is_another_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        std::fs::create_dir(&root).unwrap();
+        let first = root_id(&root).unwrap();
+        assert_eq!(first, root_id(&root).unwrap());
+        // Keep the old inode alive, so the new folder cannot reuse its number.
+        let away = dir.path().join("away");
+        std::fs::rename(&root, &away).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        assert_ne!(first, root_id(&root).unwrap());
+        assert_eq!(first, root_id(&away).unwrap());
+        let on_another_device = RootId {
+            dev: first.dev + 1,
+            ..first
+        };
+        if first.fsid != [0, 0] {
+            assert_eq!(first, on_another_device, "the same filesystem id and inode");
+        } else {
+            assert_ne!(first, on_another_device);
+        }
     }
 
     #[test]

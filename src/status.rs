@@ -2,7 +2,8 @@
 //! folder (`$XDG_STATE_HOME/datasafe/status-PID.json`), rewritten atomically (temp file
 //! then rename) about once a second by a small publisher thread from a shared board that
 //! the event loop updates. `status` reads every such file whose pid is alive (removing
-//! those a killed watcher left), so two watchers never hide each other.
+//! those a killed watcher left), so two watchers never hide each other. `release` finds
+//! the watcher of a mirror through the same files and signals it.
 
 use crate::names::esc;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,10 @@ pub struct PairStatus {
     pub failed: u64,
     /// The last error.
     pub last_error: Option<String>,
+    /// Deletions the deletion guard holds back now (not a sum over passes);
+    /// `datasafe release` lets them through.
+    #[serde(default)]
+    pub held_deletions: u64,
 }
 
 /// This process's status file.
@@ -205,6 +210,13 @@ fn render(report: &Report) -> String {
             p.deleted,
             p.failed
         );
+        if p.held_deletions > 0 {
+            let _ = writeln!(
+                out,
+                "  held back:    {} (run `datasafe release` to let them through)",
+                crate::names::count_of(p.held_deletions, "deletion")
+            );
+        }
         if let Some(error) = &p.last_error {
             let _ = writeln!(out, "  last error:   {error}");
         }
@@ -276,4 +288,75 @@ pub fn show(json: bool) -> u8 {
     // A closed pipe (`datasafe status | head`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     0
+}
+
+/// `datasafe release [DST] | --config FILE`: finds the running watcher(s) of DST (or of
+/// the config file; every watcher without either) through their status files and sends
+/// each the release signal; the watcher then runs one full pass without the deletion
+/// guard for each pair that holds deletions back. Exit 0 if a watcher was signalled, 1
+/// if none runs for it (then `sync --force` is the way).
+pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
+    let same = |given: &Path, shown: &str| {
+        let given =
+            crate::config::canonical_even_if_missing(given).unwrap_or_else(|_| given.to_path_buf());
+        let shown = Path::new(shown);
+        given == shown || std::fs::canonicalize(shown).is_ok_and(|s| s == given)
+    };
+    let mut asked = 0;
+    for report in running() {
+        let pairs: Vec<&PairStatus> = match (dst, config) {
+            (Some(dst), _) => report.pairs.iter().filter(|p| same(dst, &p.dest)).collect(),
+            (None, Some(file)) => match &report.config {
+                Some(c) if same(file, c) => report.pairs.iter().collect(),
+                _ => Vec::new(),
+            },
+            (None, None) => report.pairs.iter().collect(),
+        };
+        if pairs.is_empty() {
+            continue;
+        }
+        if let Err(e) = crate::platform::send_release(report.pid) {
+            eprintln!(
+                "error: cannot signal the watcher (pid {}): {}",
+                report.pid,
+                crate::names::io_message(&e)
+            );
+            continue;
+        }
+        asked += 1;
+        for p in pairs {
+            let held = if p.held_deletions > 0 {
+                crate::names::count_of(p.held_deletions, "held deletion")
+            } else {
+                "no held deletions now".to_string()
+            };
+            println!(
+                "asked the watcher (pid {}) to release the deletions held back in {} ({held}); \
+                 it logs what it deletes",
+                report.pid, p.dest
+            );
+        }
+    }
+    if asked > 0 {
+        return 0;
+    }
+    let (what, sync) = match (dst, config) {
+        (Some(dst), _) => (
+            esc(dst).to_string(),
+            format!("datasafe sync SRC {} --force", esc(dst)),
+        ),
+        (None, Some(file)) => (
+            format!("the pairs of {}", esc(file)),
+            format!("datasafe sync --config {} --force", esc(file)),
+        ),
+        (None, None) => (
+            "any mirror".to_string(),
+            "datasafe sync SRC DST --force".to_string(),
+        ),
+    };
+    eprintln!(
+        "no running datasafe watcher mirrors {what}; to let held deletions through, run \
+         `{sync}`"
+    );
+    1
 }

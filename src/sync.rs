@@ -111,8 +111,6 @@ pub enum Applied {
     Done,
     /// SRC's root is gone (unmounted, removed): nothing was done, nothing deleted.
     SourceGone,
-    /// SRC's root is empty: everything else was done, but nothing deleted.
-    SourceEmpty,
 }
 
 /// Where actions go.
@@ -147,6 +145,8 @@ pub struct Mirror {
     tally: Tally,
     /// Why the last full pass held its deletions back.
     held: Option<Held>,
+    /// What the last full pass held back and why (`None` once a pass holds nothing).
+    holding: Option<(Held, u64)>,
     /// DST was lost and opening it again failed (see [`Mirror::dest_lost`]).
     lost: bool,
 }
@@ -278,6 +278,7 @@ impl Mirror {
                 started: Instant::now(),
             },
             held: None,
+            holding: None,
             lost: false,
         })
     }
@@ -489,29 +490,10 @@ impl Mirror {
         for (rel, walk) in changes {
             self.plan_path(&rel, walk, &mut actions, &mut walks);
         }
-        let deletes = |a: &Action| {
-            matches!(
-                a,
-                Action::Delete {
-                    superseded: false,
-                    ..
-                }
-            )
-        };
-        let mut applied = Applied::Done;
-        if !self.cfg.guard.force && actions.iter().any(deletes) && self.source_is_empty() {
-            log::error!(
-                "the source {} is now empty: its mirror {} is kept as it is and this pair is \
-                 paused until files appear in the source. If you emptied it on purpose, \
-                 restart with --force",
-                esc(&self.cfg.pair.src),
-                esc(&self.cfg.pair.dst)
-            );
-            let held = actions.iter().filter(|a| deletes(a)).count();
-            self.tally.summary.held_deletions += held as u64;
-            actions.retain(|a| !deletes(a));
-            applied = Applied::SourceEmpty;
-        }
+        // Deletions that arrive as events are carried out even when they leave SRC
+        // empty: the user deleted those files one by one, in a source the caller has
+        // checked is still the same folder (the empty-source and mass-delete guard is
+        // for full passes, which cannot tell an emptied folder from an unmounted one).
         if !actions.is_empty() {
             self.pump_all(actions);
         }
@@ -524,7 +506,7 @@ impl Mirror {
         if !self.stopped() {
             self.finish_dirs(Vec::new());
         }
-        applied
+        Applied::Done
     }
 
     /// True if SRC holds nothing that is mirrored (what it holds is all left out).
@@ -570,13 +552,7 @@ impl Mirror {
                 if e.kind() == io::ErrorKind::NotFound
                     || e.kind() == io::ErrorKind::NotADirectory =>
             {
-                for (name, record) in self.stored_names(rel) {
-                    actions.push(Action::Delete {
-                        name,
-                        kind: record.kind,
-                        superseded: false,
-                    });
-                }
+                self.plan_gone(rel, actions);
                 return;
             }
             Err(e) => {
@@ -644,6 +620,41 @@ impl Mirror {
         }
     }
 
+    /// Plans the deletions for source path `rel`, which is gone: by the same rule as a
+    /// full pass (`plan::plan_deletions` over what DST holds there, with nothing wanted),
+    /// so excluded names and the folders holding them stay, and with `delete` off
+    /// nothing goes.
+    fn plan_gone(&mut self, rel: &Path, actions: &mut Vec<Action>) {
+        let mut listing: Vec<(PathBuf, Kind)> = Vec::new();
+        for (name, record) in self.stored_names(rel) {
+            let items = match record.kind {
+                Kind::Dir => scan::list_dest(&self.cfg.pair.dst, &name, false),
+                _ => Vec::new(),
+            };
+            if items.is_empty() {
+                // A file, or a folder DST no longer shows: its record goes either way.
+                listing.push((name, record.kind));
+            } else {
+                listing.extend(items.into_iter().map(|i| (i.rel, i.kind)));
+            }
+        }
+        if listing.is_empty() {
+            return;
+        }
+        let keep = Keep {
+            excludes: Some(&self.cfg.excludes),
+            unreadable: &[],
+        };
+        let names = listing.iter().map(|(n, k)| (n.as_path(), *k));
+        actions.extend(plan::plan_deletions(
+            names,
+            &HashSet::new(),
+            &MirrorState::default(),
+            &keep,
+            &self.cfg.plan,
+        ));
+    }
+
     /// The names DST holds for source path `rel`, per the index (plain and `.gz`).
     fn stored_names(&mut self, rel: &Path) -> Vec<(PathBuf, Record)> {
         [Stored::Plain, Stored::Gzip]
@@ -660,7 +671,11 @@ impl Mirror {
 
     /// A rename inside SRC becomes a rename inside DST when DST holds the old name as
     /// the index says and the source really moved (old name gone, new one there).
+    /// Without `delete`, the old name stays: the new one is copied like any new path.
     fn plan_rename(&mut self, from: &Path, to: &Path) -> Option<Action> {
+        if !self.cfg.plan.delete {
+            return None;
+        }
         let src = &self.cfg.pair.src;
         let empty = |p: &Path| p.as_os_str().is_empty();
         if empty(from) || empty(to) || self.rules.covers(from) || self.rules.covers(to) {
@@ -778,6 +793,11 @@ impl Mirror {
         };
         let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
         let mut deletions = plan::plan_deletions(names, &report.targets, known, &keep, &opts);
+        if full {
+            // What is held is what this pass holds, not a sum over passes.
+            self.holding = None;
+            self.tally.summary.held_deletions = 0;
+        }
         if full && let Some(held) = self.guard_holds(report, listing, &deletions) {
             deletions.retain(|a| {
                 matches!(
@@ -849,13 +869,35 @@ impl Mirror {
                 esc(src)
             ),
         }
-        self.tally.summary.held_deletions += deleting;
+        self.tally.summary.held_deletions = deleting;
+        self.holding = Some((held, deleting));
         Some(held)
     }
 
     /// Why the last full pass held its deletions back, if it did (cleared by reading).
     pub fn take_held(&mut self) -> Option<Held> {
         self.held.take()
+    }
+
+    /// The deletions the last full pass held back and why, until a full pass holds
+    /// none (for `status`).
+    pub fn holding(&self) -> Option<(Held, u64)> {
+        self.holding
+    }
+
+    /// A full pass with the deletion guard off (`datasafe release`, SIGUSR1): lets
+    /// through the deletions the guard holds. Returns false if it was cut short.
+    pub fn reconcile_forced(&mut self) -> bool {
+        let guard = self.cfg.guard;
+        self.cfg.guard.force = true;
+        let done = self.reconcile(Path::new(""));
+        self.cfg.guard = guard;
+        done
+    }
+
+    /// True if actions are only printed (`--dry-run`).
+    pub fn dry_run(&self) -> bool {
+        matches!(self.mode, Mode::DryRun)
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every

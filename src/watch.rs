@@ -65,6 +65,12 @@ pub enum Signal {
     Rescan,
     /// The OS refused to watch more folders.
     Limit,
+    /// A filesystem under root `root` was unmounted (inotify's `IN_UNMOUNT`): the root
+    /// itself, or one mounted inside it.
+    Unmounted {
+        /// The root's id.
+        root: usize,
+    },
     /// Anything else the watcher reported.
     Error(String),
 }
@@ -187,11 +193,22 @@ impl Watch {
 /// Turns a batch of debounced events into signals, grouping hints by root.
 fn translate(events: &[DebouncedEvent], roots: &[(usize, PathBuf)]) -> Vec<Signal> {
     let mut out: Vec<Signal> = Vec::new();
+    let mut unmounted: Vec<usize> = Vec::new();
     let mut by_root: HashMap<usize, Vec<Hint>> = HashMap::new();
     let mut push = |root: usize, hint: Hint| by_root.entry(root).or_default().push(hint);
     for event in events {
         if event.need_rescan() {
             out.push(Signal::Rescan);
+            continue;
+        }
+        if matches!(event.kind, EventKind::Remove(_)) && event.info() == Some("unmount") {
+            // Its paths are gone from this filesystem, not deleted: never a hint.
+            for (root, _) in event.paths.iter().filter_map(|p| locate(roots, p)) {
+                if !unmounted.contains(&root) {
+                    unmounted.push(root);
+                    out.push(Signal::Unmounted { root });
+                }
+            }
             continue;
         }
         let changed = |path: &Path, walk: bool| {
@@ -596,6 +613,35 @@ mod tests {
             let got = hints(translate(std::slice::from_ref(&event), &roots));
             assert_eq!(got, want, "{event:?}");
         }
+    }
+
+    #[test]
+    fn an_unmount_is_a_signal_never_a_hint() {
+        let roots = [(0, PathBuf::from("/a")), (1, PathBuf::from("/b"))];
+        let unmount = |p: &str| {
+            DebouncedEvent::new(
+                Event::new(EventKind::Remove(notify::event::RemoveKind::Other))
+                    .add_path(PathBuf::from(p))
+                    .set_info("unmount"),
+                Instant::now(),
+            )
+        };
+        let events = [
+            unmount("/a"),
+            unmount("/a/sub"),
+            ev(
+                EventKind::Remove(notify::event::RemoveKind::File),
+                &["/b/x"],
+            ),
+        ];
+        let signals = translate(&events, &roots);
+        assert!(
+            matches!(
+                signals.as_slice(),
+                [Signal::Unmounted { root: 0 }, Signal::Hints { root: 1, .. }]
+            ),
+            "{signals:?}"
+        );
     }
 
     #[test]

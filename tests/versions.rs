@@ -294,7 +294,7 @@ fn max_delete_and_force_from_the_config_file() {
 }
 
 #[test]
-fn watch_keeps_versions_and_pauses_on_an_emptied_source() {
+fn watch_keeps_versions_of_the_deletions_that_empty_the_source() {
     let _lock = shared();
     let env = TestEnv::new();
     env.write("a.txt", "one");
@@ -311,28 +311,25 @@ fn watch_keeps_versions_and_pauses_on_an_emptied_source() {
         w.context()
     );
 
-    // Everything removed at once: nothing is deleted, the pair pauses and says why.
+    // Everything removed at once: deletions that arrive as events are mirrored even when
+    // they empty the source (issue 10), each kept as a version.
     for name in ["a.txt", "b.txt", "probe.txt"] {
         fs::remove_file(env.src.join(name)).unwrap();
     }
     assert!(
-        wait_until(DEADLINE, || w.stderr().contains("is now empty")),
-        "no message about the emptied source{}",
+        wait_until(DEADLINE, || !env.dst.join("b.txt").exists()
+            && versions(&env.dst)
+                .iter()
+                .any(|p| is_version_of(p, "b", ".txt"))),
+        "the emptied source was not mirrored with versions kept{}",
         w.context()
     );
-    assert!(holds_for(std::time::Duration::from_millis(500), || env
-        .dst
-        .join("b.txt")
-        .exists()));
-    assert!(w.stderr().contains("--force"), "{}", w.context());
 
-    // Files appear again: mirroring resumes with a reconcile (which, the source no
-    // longer being empty, mirrors the deletions too).
+    // And the pair goes on watching.
     env.write("c.txt", "sea");
     assert!(
-        wait_until(DEADLINE, || env.dst.join("c.txt").exists()
-            && !env.dst.join("b.txt").exists()),
-        "did not resume{}",
+        wait_until(DEADLINE, || env.dst.join("c.txt").exists()),
+        "did not go on watching{}",
         w.context()
     );
 }
