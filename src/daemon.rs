@@ -718,6 +718,7 @@ mod tests {
             pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
             plan: crate::plan::PlanOptions::default(),
             versions: crate::versions::Retention::Staggered,
+            versions_max_size: None,
             guard: crate::plan::Guard::default(),
             excludes: crate::filter::Excludes::default(),
             jobs: 2,
