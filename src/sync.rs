@@ -26,6 +26,7 @@ use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::report::{Progress, Summary};
 use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
 use crate::watch::Hint;
+use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -34,7 +35,6 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use chrono::Timelike;
 use std::time::{Duration, Instant};
 
 /// How often the index is committed while work goes on.
@@ -800,7 +800,11 @@ impl Mirror {
         let kept_now = exec.versions_kept();
         let all = kept_now - kept_before;
         let removed = kept_now - before_foreign;
-        let kept = if self.adopting == Adopting::Fresh { all } else { removed };
+        let kept = if self.adopting == Adopting::Fresh {
+            all
+        } else {
+            removed
+        };
         if kept > 0 {
             let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
             // Only the removed names, when they are all there is and few: else the
@@ -972,7 +976,8 @@ impl Tally {
         // What stood in the way of a new type went before this outcome's writes below
         // it: forget it first.
         for gone in exec.take_displaced() {
-            self.summary.record_deleted(&gone.name, gone.kind, gone.files);
+            self.summary
+                .record_deleted(&gone.name, gone.kind, gone.files);
             self.index.remove_tree(&gone.name);
             self.touch_parent(&gone.name);
         }

@@ -127,7 +127,11 @@ pub fn version_and_sidecar(
 }
 
 /// `name` (and the sidecar's name) in the folder of `stored`.
-fn finish_name(stored: &Path, name: Vec<u8>, sidecar: Option<String>) -> (PathBuf, Option<PathBuf>) {
+fn finish_name(
+    stored: &Path,
+    name: Vec<u8>,
+    sidecar: Option<String>,
+) -> (PathBuf, Option<PathBuf>) {
     // SAFETY: the pieces are the encoded bytes of `file` split at ASCII dots or at a
     // character boundary (`char_boundary`), and ASCII text of our own: concatenating
     // them keeps OsStr's encoding valid.
@@ -303,7 +307,10 @@ fn read_sidecar(path: &Path, key: &str) -> Option<OsString> {
         .take(NAME_MAX as u64 + 1)
         .read_to_end(&mut bytes)
         .ok()?;
-    if bytes.is_empty() || bytes.len() > NAME_MAX || bytes.contains(&b'/') || name_key(&bytes) != key
+    if bytes.is_empty()
+        || bytes.len() > NAME_MAX
+        || bytes.contains(&b'/')
+        || name_key(&bytes) != key
     {
         return None;
     }
@@ -570,10 +577,18 @@ mod tests {
             let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, seq);
             let file = name.file_name().unwrap().as_encoded_bytes();
             assert!(file.len() <= NAME_MAX, "{stored}: {} bytes", file.len());
-            assert!(std::str::from_utf8(file).is_ok(), "{stored}: cut mid-character");
+            assert!(
+                std::str::from_utf8(file).is_ok(),
+                "{stored}: cut mid-character"
+            );
             let whole = Path::new(&stored).file_name().unwrap().as_encoded_bytes();
             let key = name_key(whole);
-            assert_eq!(shortened_key(&name), Some(key.clone()), "{}", name.display());
+            assert_eq!(
+                shortened_key(&name),
+                Some(key.clone()),
+                "{}",
+                name.display()
+            );
             assert_eq!(
                 sidecar,
                 Some(Path::new("d").join(format!("~{key}.name"))),
@@ -592,7 +607,10 @@ mod tests {
         assert!(name.to_str().unwrap().ends_with("_20261124_010203.txt.gz"));
         // Names that fit are not touched.
         let (name, sidecar) = version_and_sidecar(Path::new("d/short.txt"), at, 0);
-        assert_eq!((name, sidecar), (PathBuf::from("d/short_20261124_010203.txt"), None));
+        assert_eq!(
+            (name, sidecar),
+            (PathBuf::from("d/short_20261124_010203.txt"), None)
+        );
     }
 
     #[test]
@@ -611,12 +629,18 @@ mod tests {
         let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
         // Without the sidecar: the cut name.
         assert_ne!(stored_of(&name), Path::new(&stored));
-        std::fs::write(root.join(sidecar.as_ref().unwrap()), stored.strip_prefix("d/").unwrap())
-            .unwrap();
+        std::fs::write(
+            root.join(sidecar.as_ref().unwrap()),
+            stored.strip_prefix("d/").unwrap(),
+        )
+        .unwrap();
         let listed = list(dir.path());
         let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
         assert_eq!(stored_of(&name), Path::new(&stored));
-        assert_eq!(stored_of(Path::new(&lookalike)), Path::new("d/x~0000000000000000.txt"));
+        assert_eq!(
+            stored_of(Path::new(&lookalike)),
+            Path::new("d/x~0000000000000000.txt")
+        );
         // The sidecar goes with its last version, not before.
         assert_eq!(remove_orphan_sidecars(&root), 0);
         std::fs::remove_file(root.join(&name)).unwrap();

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 /// Every version under DST as `datasafe versions DST --json` lists it: (path, time).
 fn listed_versions(env: &TestEnv, dst: &Path) -> Vec<(String, String)> {
-    let out = env.cmd(["versions".as_ref(), dst.as_os_str(), "--json".as_ref()]).output().unwrap();
+    let out = env
+        .cmd(["versions".as_ref(), dst.as_os_str(), "--json".as_ref()])
+        .output()
+        .unwrap();
     assert_code(&out, 0);
     let list: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     list.as_array()
@@ -69,7 +72,11 @@ fn regression_sync_a_path_that_changes_type_keeps_and_reports_what_it_replaced()
     change_types(&env);
     let out = env.sync_ok(&[]);
     let text = stdout(&out);
-    for line in ["deleted d/ (2 files)", "deleted f\n", "deleted l/ (1 files)"] {
+    for line in [
+        "deleted d/ (2 files)",
+        "deleted f\n",
+        "deleted l/ (1 files)",
+    ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
     assert_eq!(count(&out, "Deleted"), 4, "{text}");
@@ -92,7 +99,12 @@ fn regression_watch_a_path_that_changes_type_keeps_and_reports_what_it_replaced(
     let done = wait_until(Duration::from_secs(20), || {
         listed_paths(&env, &env.dst) == REPLACED
     });
-    assert!(done, "versions: {:?}{}", listed_paths(&env, &env.dst), w.context());
+    assert!(
+        done,
+        "versions: {:?}{}",
+        listed_paths(&env, &env.dst),
+        w.context()
+    );
     let ok = wait_until(Duration::from_secs(10), || {
         let text = w.stdout();
         text.contains("deleted d/ (2 files)")
@@ -164,7 +176,11 @@ fn regression_first_sync_into_a_folder_that_is_no_mirror_keeps_what_was_there() 
     fs::remove_file(env.dst.join(".datasafe/index.db")).unwrap();
     fs::remove_file(env.src.join("file2.txt")).unwrap();
     let out = env.sync_ok(&["--keep-versions", "0"]);
-    assert!(!stderr(&out).contains("before it became a mirror"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("before it became a mirror"),
+        "{}",
+        stderr(&out)
+    );
     assert_mirrored(&env.src, &env.dst, false);
 }
 
@@ -225,7 +241,12 @@ fn regression_a_name_too_long_for_its_version_still_updates_lists_and_restores()
     let gz = env.dir.path().join("gz");
     let sync_gz = || {
         let out = env
-            .cmd(["sync".as_ref(), env.src.as_os_str(), gz.as_os_str(), "--compress".as_ref()])
+            .cmd([
+                "sync".as_ref(),
+                env.src.as_os_str(),
+                gz.as_os_str(),
+                "--compress".as_ref(),
+            ])
             .output()
             .unwrap();
         assert_code(&out, 0);
@@ -234,7 +255,7 @@ fn regression_a_name_too_long_for_its_version_still_updates_lists_and_restores()
     env.write(&name, "third\n");
     common::set_mtime(&file, 1_700_000_200, 0);
     sync_gz();
-    assert_eq!(listed_paths(&env, &gz), [name.clone()]);
+    assert_eq!(listed_paths(&env, &gz), [name]);
 }
 
 #[test]
@@ -285,7 +306,10 @@ fn regression_a_file_still_being_written_is_no_failure_and_only_a_prefix_lands()
     // What landed is a prefix of the file.
     let copy = fs::read(env.dst.join("growing.bin")).unwrap();
     let now = fs::read(&big).unwrap();
-    assert!(copy.len() >= 48 << 20 && now.starts_with(&copy), "not a prefix");
+    assert!(
+        copy.len() >= 48 << 20 && now.starts_with(&copy),
+        "not a prefix"
+    );
     // Once it is quiet, the next run copies it whole.
     let out = env.sync_ok(&[]);
     assert!(!stderr(&out).contains("still being written"));
@@ -303,19 +327,31 @@ fn regression_versions_max_size_prunes_the_oldest_versions_past_the_budget() {
         env.sync_ok(&["--versions-max-size", "250KB"]);
     }
     let out = env
-        .cmd(["versions".as_ref(), env.dst.as_os_str(), "--summary".as_ref(), "--json".as_ref()])
+        .cmd([
+            "versions".as_ref(),
+            env.dst.as_os_str(),
+            "--summary".as_ref(),
+            "--json".as_ref(),
+        ])
         .output()
         .unwrap();
     assert_code(&out, 0);
     let usage: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    let (n, bytes) = (usage["total"]["count"].as_u64().unwrap(), usage["total"]["bytes"].as_u64().unwrap());
+    let (n, bytes) = (
+        usage["total"]["count"].as_u64().unwrap(),
+        usage["total"]["bytes"].as_u64().unwrap(),
+    );
     assert_eq!((n, bytes), (2, 200_000), "{usage}");
     assert_eq!(usage["folders"][0]["folder"], ".", "{usage}");
     // (Which two are left is not checked: all runs fall within a few seconds, and
     // within one second a pruned sequence number is used again.)
     let root = env.dst.join(".datasafe/versions");
     let text = env
-        .cmd(["versions".as_ref(), env.dst.as_os_str(), "--summary".as_ref()])
+        .cmd([
+            "versions".as_ref(),
+            env.dst.as_os_str(),
+            "--summary".as_ref(),
+        ])
         .output()
         .unwrap();
     assert!(stdout(&text).contains(": 2, "), "{}", stdout(&text));
