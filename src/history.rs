@@ -46,6 +46,7 @@ pub struct Kept {
     /// How its content is stored.
     pub stored: Stored,
     /// Its `lstat`: mode and mtime are the source's at the time; size is the stored size.
+    /// For a prefix marker, what the marker records (the size is of the content).
     pub meta: Meta,
 }
 
@@ -177,6 +178,28 @@ impl History {
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
+            if let Some(prefix) = version.prefix {
+                // A prefix marker: the old content's size, mode and mtime are recorded
+                // in it; its bytes are the start of the content after it.
+                if !meta.file_type().is_symlink() {
+                    continue;
+                }
+                let source = match (self.compress, strip_gz(&version.stored)) {
+                    (Some(false), _) | (_, None) => version.stored.clone(),
+                    (_, Some(plain)) => plain,
+                };
+                kept.push(Kept {
+                    source,
+                    stored: Stored::Plain,
+                    meta: Meta {
+                        size: prefix.size,
+                        mtime: filetime::FileTime::from_unix_time(prefix.mtime.0, prefix.mtime.1),
+                        mode: prefix.mode,
+                    },
+                    version,
+                });
+                continue;
+            }
             if !meta.is_file() {
                 continue;
             }
@@ -393,7 +416,10 @@ impl Usage {
     fn add(&mut self, k: &Kept) {
         let time = k.version.at.format("%Y-%m-%d %H:%M:%S").to_string();
         self.count += 1;
-        self.bytes += k.meta.size;
+        // A prefix marker takes no room: its bytes are in the content after it.
+        if k.version.prefix.is_none() {
+            self.bytes += k.meta.size;
+        }
         if self.oldest.is_empty() || time < self.oldest {
             self.oldest = time.clone();
         }
@@ -586,6 +612,7 @@ mod tests {
                     .and_then(|d| d.and_hms_opt(10, 0, 0))
                     .unwrap(),
                 seq: 0,
+                prefix: None,
             },
             stored: Stored::Plain,
             meta: Meta {

@@ -61,6 +61,61 @@ pub struct Version {
     pub at: NaiveDateTime,
     /// 0 for the first version in that second, then 1, 2…
     pub seq: u32,
+    /// For a *prefix marker*, what it stands for: the content was the first bytes of
+    /// the content that followed it. `None` for a version that holds its content.
+    pub prefix: Option<Prefix>,
+}
+
+/// A version that holds no bytes: a file replaced by content that only extended it (a
+/// log appended to) keeps, instead of a copy, a symlink at the version's name whose
+/// target says how much of the next content it was, with the SHA-256 of those bytes
+/// and the old mode and mtime: `datasafe-prefix:1:<size>:<secs>:<nanos>:<mode>:<sha>`.
+/// Versions are otherwise always regular files, so a marker is never mistaken for one;
+/// `restore` reads the next content (the next version, or the live file) up to `size`
+/// and checks the digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// How many bytes of the next content.
+    pub size: u64,
+    /// The old content's mtime (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// The old content's permission bits.
+    pub mode: u32,
+    /// SHA-256 of those bytes.
+    pub sha: crate::hash::Digest,
+}
+
+/// What a prefix marker's symlink target starts with.
+const PREFIX_TAG: &str = "datasafe-prefix:1:";
+
+impl Prefix {
+    /// The symlink target that records it.
+    pub fn to_target(&self) -> String {
+        format!(
+            "{PREFIX_TAG}{}:{}:{}:{:o}:{}",
+            self.size, self.mtime.0, self.mtime.1, self.mode, self.sha
+        )
+    }
+
+    /// Reads a symlink target written by [`Prefix::to_target`].
+    pub fn from_target(target: &Path) -> Option<Prefix> {
+        let text = target.to_str()?.strip_prefix(PREFIX_TAG)?;
+        let mut parts = text.split(':');
+        let size = parts.next()?.parse().ok()?;
+        let secs = parts.next()?.parse().ok()?;
+        let nanos = parts.next()?.parse().ok()?;
+        let mode = u32::from_str_radix(parts.next()?, 8).ok()?;
+        let sha = crate::hash::Digest::from_hex(parts.next()?)?;
+        if parts.next().is_some() || nanos >= 1_000_000_000 {
+            return None;
+        }
+        Some(Prefix {
+            size,
+            mtime: (secs, nanos),
+            mode,
+            sha,
+        })
+    }
 }
 
 /// The name (relative to the versions folder) of the `seq`th version of the file stored
@@ -220,6 +275,7 @@ pub fn parse(path: &Path) -> Option<Version> {
         stored,
         at,
         seq,
+        prefix: None,
     })
 }
 
@@ -274,8 +330,15 @@ pub fn list(dst: &Path) -> Vec<Version> {
         .follow_links(false)
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| parse(e.path().strip_prefix(&root).ok()?))
+        .filter_map(|e| {
+            let mut v = parse(e.path().strip_prefix(&root).ok()?)?;
+            if e.file_type().is_symlink() {
+                v.prefix = Some(Prefix::from_target(&std::fs::read_link(e.path()).ok()?)?);
+            } else if !e.file_type().is_file() {
+                return None;
+            }
+            Some(v)
+        })
         .map(|mut v| {
             if let Some(key) = shortened_key(&v.path) {
                 let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -649,6 +712,20 @@ mod tests {
     }
 
     #[test]
+    fn prefix_markers_read_back() {
+        let p = Prefix {
+            size: 1234,
+            mtime: (1_700_000_000, 5),
+            mode: 0o640,
+            sha: crate::hash::Digest([7; 32]),
+        };
+        let target = p.to_target();
+        assert_eq!(Prefix::from_target(Path::new(&target)), Some(p));
+        assert_eq!(Prefix::from_target(Path::new("../elsewhere")), None);
+        assert_eq!(Prefix::from_target(Path::new(&format!("{target}:x"))), None);
+    }
+
+    #[test]
     fn sizes_read_with_binary_and_decimal_units() {
         for (text, want) in [
             ("10GiB", 10u64 << 30),
@@ -676,6 +753,7 @@ mod tests {
                     stored: stored.into(),
                     at,
                     seq: 0,
+                    prefix: None,
                 }
             })
             .collect()

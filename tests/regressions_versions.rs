@@ -258,8 +258,17 @@ fn regression_a_name_too_long_for_its_version_still_updates_lists_and_restores()
     assert_eq!(listed_paths(&env, &gz), [name]);
 }
 
+/// The regular files (copies with bytes) under DST's versions folder.
+fn version_copies(dst: &Path) -> usize {
+    walkdir::WalkDir::new(dst.join(".datasafe/versions"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().ends_with(".name"))
+        .count()
+}
+
 #[test]
-fn regression_an_appended_file_keeps_no_version_at_each_copy() {
+fn regression_an_appended_file_keeps_no_copy_as_a_version_at_each_copy() {
     let env = TestEnv::new();
     let log = env.write("app.log", "line 0\n");
     env.sync_ok(&[]);
@@ -272,11 +281,41 @@ fn regression_an_appended_file_keeps_no_version_at_each_copy() {
         assert_eq!(count(&out, "Files backed up"), 1);
     }
     assert_mirrored(&env.src, &env.dst, false);
-    assert_eq!(listed_paths(&env, &env.dst), Vec::<String>::new());
+    assert_eq!(version_copies(&env.dst), 0, "an appended file kept a copy");
+    let out = env
+        .cmd([
+            "versions".as_ref(),
+            env.dst.as_os_str(),
+            "--summary".as_ref(),
+            "--json".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    let usage: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(usage["total"]["bytes"], 0, "{usage}");
+    // Each older state still restores: the oldest one is the first line alone.
+    let listed = listed_versions(&env, &env.dst);
+    assert_eq!(listed.len(), 5, "{listed:?}");
+    let target = env.dir.path().join("restored");
+    let out = env
+        .cmd([
+            "restore".as_ref(),
+            env.dst.as_os_str(),
+            target.as_os_str(),
+            "--at".as_ref(),
+            listed[0].1.as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(
+        fs::read_to_string(target.join("app.log")).unwrap(),
+        "line 0\n"
+    );
     // A rewrite (not only an append) still keeps the old copy.
     env.write("app.log", "rotated\n");
     env.sync_ok(&[]);
-    assert_eq!(listed_paths(&env, &env.dst), ["app.log"]);
+    assert_eq!(version_copies(&env.dst), 1);
 }
 
 #[test]

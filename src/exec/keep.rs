@@ -92,6 +92,60 @@ impl Executor {
         })
     }
 
+    /// Keeps, instead of a copy, a prefix marker (see [`versions::Prefix`]) for the file
+    /// stored as `name` (at `path`), about to be replaced by content whose first `size`
+    /// bytes are the old content (SHA-256 `sha`): no bytes are kept, and `restore` can
+    /// still give the old content back from the new one.
+    pub(super) fn preserve_prefix(
+        &self,
+        name: &Path,
+        path: &Path,
+        (size, sha): (u64, crate::hash::Digest),
+    ) -> Result<(), OpError> {
+        if !self.keeping() {
+            return Ok(());
+        }
+        let Some(old) = fs::symlink_metadata(path).ok().filter(|m| m.is_file()) else {
+            return Ok(());
+        };
+        let mtime = filetime::FileTime::from_last_modification_time(&old);
+        let marker = versions::Prefix {
+            size,
+            mtime: (mtime.unix_seconds(), mtime.nanoseconds()),
+            mode: crate::scan::Meta::of(&old).mode,
+            sha,
+        }
+        .to_target();
+        let at = chrono::Local::now().naive_local();
+        let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
+        for seq in 0..MAX_SEQ {
+            let (rel, sidecar) = versions::version_and_sidecar(name, at, seq);
+            if let Some(sidecar) = sidecar {
+                self.write_sidecar(&dir, &sidecar, name)?;
+            }
+            let target = dir.join(rel.file_name().unwrap_or(rel.as_os_str()));
+            match crate::platform::symlink(Path::new(&marker), &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(OpError::io("keeping a version of", path)(e)),
+            }
+            log::info!(
+                "Kept version: {} as {} (its first {}, inside the new copy)",
+                esc(name),
+                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path()),
+                crate::names::human_bytes(size)
+            );
+            self.versions_kept
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(OpError::Io {
+            doing: "keeping a version of",
+            path: path.to_path_buf(),
+            err: io::Error::other("too many versions within one second"),
+        })
+    }
+
     /// Keeps every regular file in the folder stored as `name` (at `path`) as a version
     /// before the folder is deleted. Symlinks inside are not followed.
     pub(super) fn preserve_tree(&self, name: &Path, path: &Path) -> Result<(), OpError> {

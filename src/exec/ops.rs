@@ -128,9 +128,7 @@ impl Executor {
                 );
                 continue;
             }
-            let extends = was
-                .filter(|(_, sha)| read.prefix == Some(*sha))
-                .map(|(size, _)| size);
+            let extends = was.filter(|(_, sha)| read.prefix == Some(*sha));
             let record = Record {
                 kind: Kind::File,
                 meta: Meta {
@@ -573,15 +571,15 @@ impl Executor {
     /// file it replaces is kept as a version unless it is the same source state as the
     /// new one (`new`: same mtime to the nanosecond, and for a plain copy the same
     /// size), as after a run killed before its index was saved: recopying that must not
-    /// pile up identical versions; or unless the new content only extends it
-    /// (`extends`: the old size, whose first bytes of the new content hash to what the
-    /// index recorded): the new copy contains the old one.
+    /// pile up identical versions. When the new content only extends it (`extends`: the
+    /// old size and digest, which the new content's first bytes match), the new copy
+    /// contains the old one: only a prefix marker is kept, no bytes.
     fn install(
         &self,
         temp: &Path,
         name: &Path,
         new: Option<(&Meta, Stored)>,
-        extends: Option<u64>,
+        extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
@@ -596,16 +594,15 @@ impl Executor {
         });
         // The index's digest is trusted only for the file it describes: for a plain
         // copy, the old file must have the recorded size.
-        let grown = extends.is_some_and(|size| {
+        let grown = extends.filter(|(size, _)| {
             fs::symlink_metadata(&path).is_ok_and(|old| {
-                old.is_file() && (new.is_some_and(|(_, s)| s == Stored::Gzip) || old.len() == size)
+                old.is_file() && (new.is_some_and(|(_, s)| s == Stored::Gzip) || old.len() == *size)
             })
         });
-        if grown {
-            log::debug!("{} only grew: no version of it is kept", name.display());
-        }
-        if !same && !grown {
-            self.preserve(name, &path, true)?;
+        match grown {
+            _ if same => {}
+            Some(grown) => self.preserve_prefix(name, &path, grown)?,
+            None => self.preserve(name, &path, true)?,
         }
         match fs::rename(temp, &path) {
             Ok(()) => Ok(()),
