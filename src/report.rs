@@ -405,3 +405,61 @@ impl Progress {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Record;
+    use crate::scan::Meta;
+
+    fn stored(name: &str) -> Outcome {
+        Outcome::Stored {
+            done: Done::Copied,
+            name: name.into(),
+            record: Record {
+                kind: Kind::File,
+                meta: Meta {
+                    size: 1,
+                    mtime: filetime::FileTime::zero(),
+                    mode: 0o644,
+                },
+                sha256: None,
+                stored: Stored::Plain,
+                target: None,
+            },
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn the_last_error_clears_once_its_file_is_mirrored_and_unsettled_is_no_failure() {
+        let (src, dst) = (Path::new("/s"), Path::new("/d"));
+        let mut summary = Summary::default();
+        summary.record(
+            &Outcome::Failed {
+                name: "log.txt".into(),
+                error: "reading /s/log.txt: boom".into(),
+                no_space: false,
+            },
+            src,
+            dst,
+        );
+        assert!(summary.last_error.is_some());
+        // Another file mirrored: the error stays.
+        summary.record(&stored("other.txt"), src, dst);
+        assert!(summary.last_error.is_some());
+        summary.record(
+            &Outcome::Unsettled {
+                name: "log.txt".into(),
+                path: "/s/log.txt".into(),
+                installed: None,
+            },
+            src,
+            dst,
+        );
+        assert_eq!((summary.failed, summary.unsettled), (1, 1));
+        assert!(summary.last_error.is_some());
+        summary.record(&stored("log.txt"), src, dst);
+        assert_eq!(summary.last_error, None);
+    }
+}
