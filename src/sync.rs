@@ -1312,14 +1312,19 @@ const ADOPTED: &str = "adopted";
 
 /// A folder beside DST that does not exist yet, to restore into.
 fn restore_target(dst: &Path) -> PathBuf {
-    let base = dst.as_os_str().to_string_lossy().into_owned();
+    // Beside DST, never inside it (a DST given with a trailing slash included).
+    let name = dst
+        .file_name()
+        .map_or_else(|| "mirror".into(), |n| n.to_string_lossy().into_owned());
+    let parent = dst.parent().unwrap_or(Path::new("/"));
+    let candidate = |n: u32| match n {
+        1 => parent.join(format!("{name}.before-datasafe")),
+        n => parent.join(format!("{name}.before-datasafe-{n}")),
+    };
     (1..1000)
-        .map(|n| match n {
-            1 => PathBuf::from(format!("{base}.before-datasafe")),
-            n => PathBuf::from(format!("{base}.before-datasafe-{n}")),
-        })
+        .map(candidate)
         .find(|p| std::fs::symlink_metadata(p).is_err())
-        .unwrap_or_else(|| PathBuf::from(format!("{base}.before-datasafe")))
+        .unwrap_or_else(|| candidate(1))
 }
 
 /// `word` as one shell word: as it is when it is plain, else in single quotes.
@@ -1447,6 +1452,14 @@ impl IndexWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restore_target_lies_beside_the_mirror() {
+        assert_eq!(
+            restore_target(Path::new("/no/such/dir/Documents/")),
+            Path::new("/no/such/dir/Documents.before-datasafe")
+        );
+    }
 
     #[test]
     fn shell_words_are_quoted_only_when_needed() {
