@@ -446,3 +446,35 @@ fn regression_a_full_disk_prunes_the_oldest_versions_so_live_files_update() {
     assert!(pruned, "no version was pruned to make room");
     assert_mirrored(&env.src, &dst, false);
 }
+
+#[test]
+fn regression_watch_an_appended_log_with_max_wait_keeps_no_copy_per_copy() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    let log = env.write("app.log", "start\n");
+    let w = Watcher::ready(&env, &["--max-wait", "300ms"], "w");
+    // Appended to for about two seconds, never quiet for a debounce: copied every
+    // max-wait while it grows.
+    let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for i in 0..100 {
+        writeln!(f, "line {i}: {}", "x".repeat(200)).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(f);
+    w.wait_mirrored(&env.src, &env.dst, false);
+    let copies = listed_versions(&env, &env.dst).len();
+    assert!(
+        copies >= 2,
+        "the log was not copied while it grew{}",
+        w.context()
+    );
+    assert_eq!(
+        version_copies(&env.dst),
+        0,
+        "a grown log kept copies{}",
+        w.context()
+    );
+    let err = w.stderr();
+    assert!(!err.contains("kept changing"), "{}", w.context());
+    assert!(!err.contains("error"), "{}", w.context());
+}
