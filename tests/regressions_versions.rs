@@ -382,9 +382,17 @@ fn regression_versions_max_size_prunes_the_oldest_versions_past_the_budget() {
     );
     assert_eq!((n, bytes), (2, 200_000), "{usage}");
     assert_eq!(usage["folders"][0]["folder"], ".", "{usage}");
-    // (Which two are left is not checked: all runs fall within a few seconds, and
-    // within one second a pruned sequence number is used again.)
+    // The newest two are the ones left (also when the runs fall within one second and
+    // pruning freed the first sequence numbers): the content of runs 4 and 5.
     let root = env.dst.join(".datasafe/versions");
+    let mut kept: Vec<Vec<u8>> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    kept.sort();
+    let mut want = vec![noise(4, 100_000), noise(5, 100_000)];
+    want.sort();
+    assert!(kept == want, "the oldest versions were not the ones pruned");
     let text = env
         .cmd([
             "versions".as_ref(),

@@ -51,6 +51,9 @@ impl Executor {
             }
             let file_name = rel.file_name().unwrap_or(rel.as_os_str());
             let target = dir.join(file_name);
+            if self.later_seq_taken(&dir, name, at, seq) {
+                continue;
+            }
             match fs::hard_link(path, &target) {
                 Ok(()) => {
                     if !keep_original {
@@ -124,6 +127,9 @@ impl Executor {
                 self.write_sidecar(&dir, &sidecar, name)?;
             }
             let target = dir.join(rel.file_name().unwrap_or(rel.as_os_str()));
+            if self.later_seq_taken(&dir, name, at, seq) {
+                continue;
+            }
             match crate::platform::symlink(Path::new(&marker), &target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -143,6 +149,23 @@ impl Executor {
             doing: "keeping a version of",
             path: path.to_path_buf(),
             err: io::Error::other("too many versions within one second"),
+        })
+    }
+
+    /// True if a later version of `name` in the same second exists (looking 1, 2, 4…
+    /// 64 slots on): then `seq` is a slot that pruning freed, and taking it would order
+    /// this newer version before older ones. Pruning goes oldest first, so freed slots
+    /// come first and the taken ones after them.
+    fn later_seq_taken(
+        &self,
+        dir: &Path,
+        name: &Path,
+        at: chrono::NaiveDateTime,
+        seq: u32,
+    ) -> bool {
+        (0..7).map(|k| seq + (1 << k)).any(|later| {
+            let next = versions::version_name(name, at, later);
+            fs::symlink_metadata(dir.join(next.file_name().unwrap_or(next.as_os_str()))).is_ok()
         })
     }
 
