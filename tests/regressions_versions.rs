@@ -185,6 +185,27 @@ fn regression_first_sync_into_a_folder_that_is_no_mirror_keeps_what_was_there() 
 }
 
 #[test]
+fn regression_a_first_pass_without_deletions_leaves_what_was_there_for_the_next_to_keep() {
+    let env = TestEnv::new();
+    env.write("file1.txt", "one\n");
+    fs::create_dir_all(&env.dst).unwrap();
+    fs::write(env.dst.join("file3.txt"), "not in the source\n").unwrap();
+    // The first pass deletes nothing, so DST is not yet a mirror after it.
+    env.sync_ok(&["--no-delete"]);
+    assert!(env.dst.join("file3.txt").exists());
+    let out = env.sync_ok(&["--keep-versions", "0"]);
+    assert!(!env.dst.join("file3.txt").exists());
+    let line = restore_line(&stderr(&out));
+    assert!(line.ends_with(" file3.txt"), "{line}");
+    assert_code(&run_restore_line(&env, &line), 0);
+    let target = env.dir.path().join("dst.before-datasafe");
+    assert_eq!(
+        fs::read_to_string(target.join("file3.txt")).unwrap(),
+        "not in the source\n"
+    );
+}
+
+#[test]
 fn regression_first_sync_keeps_a_file_it_replaces_in_a_folder_that_is_no_mirror() {
     let env = TestEnv::new();
     env.write("a.txt", "the source's a\n");

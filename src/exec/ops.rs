@@ -488,15 +488,13 @@ impl Executor {
         let to_path = self.dest_path(to, Reach::Parents)?;
         match fs::symlink_metadata(&to_path) {
             // rename(2) replaces a file or an empty folder, not a full one.
+            // What stood there is kept as versions and reported as deleted.
             Ok(m) if m.is_dir() && kind == Kind::Dir || m.is_dir() != (kind == Kind::Dir) => {
                 if m.is_dir() {
-                    self.preserve_tree(to, &to_path)?;
-                    fs::remove_dir_all(&to_path)
+                    self.displace_tree(to, &to_path)?;
                 } else {
-                    self.preserve(to, &to_path, true)?;
-                    fs::remove_file(&to_path)
+                    self.displace(&to_path)?;
                 }
-                .map_err(OpError::io("replacing", &to_path))?;
             }
             // The rename replaces a file: keep it first.
             Ok(m) if m.is_file() => self.preserve(to, &to_path, true)?,
