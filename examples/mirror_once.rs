@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             delete: true,
         },
         versions: Retention::Staggered,
+        versions_max_size: None,
         guard: Guard::default(),
         excludes: Excludes::new(&["*.tmp", ".cache"])?,
         jobs: 2,

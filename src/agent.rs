@@ -288,6 +288,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
                 keep_versions,
                 force,
                 max_delete,
+                versions_max_size,
                 jobs,
             },
         timing:
@@ -337,6 +338,10 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
         keep_versions.map(|r| retention_text(r).into()),
     );
     valued("--max-delete", max_delete.map(|n| n.to_string().into()));
+    valued(
+        "--versions-max-size",
+        versions_max_size.map(|n| n.to_string().into()),
+    );
     valued("--jobs", jobs.map(|n| n.to_string().into()));
     valued("--debounce", debounce.map(|d| duration_text(d).into()));
     valued("--rescan", rescan.map(|d| duration_text(d).into()));

@@ -88,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 &args.dst,
                 args.path.as_deref(),
                 args.json,
+                args.summary,
             ))
         }
         Command::Agent(action) => agent(action),

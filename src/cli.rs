@@ -207,9 +207,13 @@ pub struct VersionsArgs {
     /// the mirror's root).
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
-    /// Print one JSON array of {path, time, size, file}.
+    /// Print one JSON array of {path, time, size, file} (with --summary, one object).
     #[arg(long)]
     pub json: bool,
+    /// Show what the versions use instead of listing them: count, bytes on disk,
+    /// oldest and newest, per top-level folder and in all.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -350,6 +354,10 @@ pub struct MirrorArgs {
     /// such as `7d`, or `0` for no versions [default: staggered].
     #[arg(long, value_name = "RETENTION", value_parser = crate::versions::Retention::parse)]
     pub keep_versions: Option<crate::versions::Retention>,
+    /// The most space all versions may take, such as `10GiB`, `500MB`, `1G` or plain
+    /// bytes; the oldest are pruned past it after each full pass [default: no limit].
+    #[arg(long, value_name = "SIZE", value_parser = crate::versions::parse_size)]
+    pub versions_max_size: Option<u64>,
     /// Let through deletions the guard holds back (an emptied source, a mass delete).
     #[arg(long)]
     pub force: bool,

@@ -352,15 +352,28 @@ impl Daemon {
 /// True if two pair settings describe the same running pair (anything changed means a
 /// restart).
 fn same_pair(a: &PairSettings, b: &PairSettings) -> bool {
-    let (x, y) = (&a.config, &b.config);
+    // Destructured in full: a new key fails to compile here until reload considers it.
+    // Output settings (log files) are applied to the running pair instead.
+    let crate::config::Config {
+        pair,
+        plan,
+        versions,
+        versions_max_size,
+        guard,
+        excludes,
+        jobs,
+        output: _,
+    } = &a.config;
+    let y = &b.config;
     a.name == b.name
-        && x.pair.src == y.pair.src
-        && x.pair.dst_canonical == y.pair.dst_canonical
-        && x.plan == y.plan
-        && x.excludes == y.excludes
-        && x.jobs == y.jobs
-        && x.versions == y.versions
-        && x.guard == y.guard
+        && pair.src == y.pair.src
+        && pair.dst_canonical == y.pair.dst_canonical
+        && *plan == y.plan
+        && *excludes == y.excludes
+        && *jobs == y.jobs
+        && *versions == y.versions
+        && *versions_max_size == y.versions_max_size
+        && *guard == y.guard
 }
 
 /// Whether a pair is being mirrored.
@@ -1007,6 +1020,7 @@ mod tests {
             pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
             plan: crate::plan::PlanOptions::default(),
             versions: crate::versions::Retention::Staggered,
+            versions_max_size: None,
             guard: crate::plan::Guard::default(),
             excludes: crate::filter::Excludes::default(),
             jobs: 2,

@@ -106,14 +106,33 @@ pub fn version_name(data: &[u8]) {
         0..=127 => 0,
         n => u32::from(n) * 37,
     };
-    let made = versions::version_name(&stored, at, seq);
+    let (made, sidecar) = versions::version_and_sidecar(&stored, at, seq);
+    let made_len = made.file_name().map_or(0, |n| n.as_encoded_bytes().len());
+    assert!(
+        made_len <= versions::NAME_MAX,
+        "version name {made:?} of {stored:?} is {made_len} bytes long"
+    );
     let Some(parsed) = versions::parse(&made) else {
         panic!("version name {made:?} of {stored:?} at {at} #{seq} does not parse as a version");
     };
-    let expect = (PathBuf::from(&stored), at, seq);
-    let got = (parsed.stored.clone(), parsed.at, parsed.seq);
     assert_eq!(
-        got, expect,
-        "version name {made:?} parses back as something else"
+        (parsed.at, parsed.seq),
+        (at, seq),
+        "version name {made:?} parses back as another time"
     );
+    // A shortened name stands for its whole name through its key (and the sidecar that
+    // holds the whole name); any other parses back to the name itself.
+    let whole = stored.file_name().map(|n| n.as_encoded_bytes().to_vec());
+    match sidecar {
+        Some(_) => assert_eq!(
+            versions::shortened_key(&made),
+            whole.as_deref().map(versions::name_key),
+            "shortened name {made:?} does not carry the key of {stored:?}"
+        ),
+        None => assert_eq!(
+            parsed.stored,
+            PathBuf::from(&stored),
+            "version name {made:?} parses back as something else"
+        ),
+    }
 }

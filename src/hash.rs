@@ -24,6 +24,18 @@ impl Digest {
     pub fn from_slice(bytes: &[u8]) -> Option<Digest> {
         bytes.try_into().ok().map(Digest)
     }
+
+    /// Reads a digest from 64 lowercase hex digits (as `Display` writes it).
+    pub fn from_hex(text: &str) -> Option<Digest> {
+        if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Digest(out))
+    }
 }
 
 impl fmt::Display for Digest {

@@ -46,6 +46,7 @@ pub struct Kept {
     /// How its content is stored.
     pub stored: Stored,
     /// Its `lstat`: mode and mtime are the source's at the time; size is the stored size.
+    /// For a prefix marker, what the marker records (the size is of the content).
     pub meta: Meta,
 }
 
@@ -177,6 +178,28 @@ impl History {
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
+            if let Some(prefix) = version.prefix {
+                // A prefix marker: the old content's size, mode and mtime are recorded
+                // in it; its bytes are the start of the content after it.
+                if !meta.file_type().is_symlink() {
+                    continue;
+                }
+                let source = match (self.compress, strip_gz(&version.stored)) {
+                    (Some(false), _) | (_, None) => version.stored.clone(),
+                    (_, Some(plain)) => plain,
+                };
+                kept.push(Kept {
+                    source,
+                    stored: Stored::Plain,
+                    meta: Meta {
+                        size: prefix.size,
+                        mtime: filetime::FileTime::from_unix_time(prefix.mtime.0, prefix.mtime.1),
+                        mode: prefix.mode,
+                    },
+                    version,
+                });
+                continue;
+            }
             if !meta.is_file() {
                 continue;
             }
@@ -373,9 +396,116 @@ struct Listed {
     file: String,
 }
 
-/// `datasafe versions DST [PATH] [--json]`: every version (of one file, or under one
-/// folder), grouped by path and oldest first. Returns the exit code.
-pub fn list_command(dst: &Path, path: Option<&Path>, json: bool) -> u8 {
+/// What a set of versions uses, for `versions --summary`.
+#[derive(Debug, Default, Serialize, PartialEq)]
+struct Usage {
+    /// The top-level folder (`folder/`), `.` for files at the top level, or empty for
+    /// the total.
+    folder: String,
+    /// How many versions.
+    count: u64,
+    /// Their size on disk (gzipped size in a gzipped mirror).
+    bytes: u64,
+    /// The oldest one's time (local), empty when there are none.
+    oldest: String,
+    /// The newest one's time (local).
+    newest: String,
+}
+
+impl Usage {
+    fn add(&mut self, k: &Kept) {
+        let time = k.version.at.format("%Y-%m-%d %H:%M:%S").to_string();
+        self.count += 1;
+        // A prefix marker takes no room: its bytes are in the content after it.
+        if k.version.prefix.is_none() {
+            self.bytes += k.meta.size;
+        }
+        if self.oldest.is_empty() || time < self.oldest {
+            self.oldest = time.clone();
+        }
+        if time > self.newest {
+            self.newest = time;
+        }
+    }
+}
+
+/// `versions --summary --json`.
+#[derive(Debug, Serialize)]
+struct UsageReport {
+    total: Usage,
+    folders: Vec<Usage>,
+}
+
+/// The total and the per-folder use of `kept`, folders sorted by name.
+fn usage(kept: &[Kept]) -> UsageReport {
+    let mut total = Usage::default();
+    let mut folders: std::collections::BTreeMap<String, Usage> = Default::default();
+    for k in kept {
+        total.add(k);
+        let mut parts = k.source.components();
+        let first = parts.next();
+        let folder = match (first, parts.next()) {
+            (Some(first), Some(_)) => format!("{}/", esc(Path::new(first.as_os_str()))),
+            _ => ".".to_string(),
+        };
+        let entry = folders.entry(folder.clone()).or_default();
+        entry.folder = folder;
+        entry.add(k);
+    }
+    UsageReport {
+        total,
+        folders: folders.into_values().collect(),
+    }
+}
+
+/// Prints `versions --summary`: the total on one line, then one line per top-level
+/// folder.
+fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> u8 {
+    if json {
+        return match serde_json::to_string(report) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => usage_error(&format!("cannot write JSON: {e}")),
+        };
+    }
+    let t = &report.total;
+    if t.count == 0 {
+        println!("versions in {}: none", esc(dst));
+        return 0;
+    }
+    println!(
+        "versions in {}: {}, {} on disk, oldest {}, newest {}",
+        esc(dst),
+        t.count,
+        human_bytes(t.bytes),
+        t.oldest,
+        t.newest
+    );
+    let width = report
+        .folders
+        .iter()
+        .map(|f| f.folder.chars().count())
+        .max()
+        .unwrap_or(0);
+    for f in &report.folders {
+        println!(
+            "  {:<width$}  {:>6}  {:>10}  {} .. {}",
+            f.folder,
+            f.count,
+            human_bytes(f.bytes),
+            f.oldest,
+            f.newest
+        );
+    }
+    0
+}
+
+/// `datasafe versions DST [PATH] [--json] [--summary]`: every version (of one file, or
+/// under one folder), grouped by path and oldest first; with `summary`, what they use.
+/// Returns the exit code.
+pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) -> u8 {
     let scopes: Vec<PathBuf> = match path.map(source_path).transpose() {
         Ok(scope) => scope
             .into_iter()
@@ -400,6 +530,9 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool) -> u8 {
         .into_iter()
         .filter(|k| in_scope(&k.source, &scopes))
         .collect();
+    if summary {
+        return print_usage(dst, &usage(&kept), json);
+    }
     // Stable: within a path, `versions` already has them oldest first.
     kept.sort_by(|a, b| a.source.cmp(&b.source));
     let root = history.versions_root();
@@ -474,6 +607,46 @@ mod tests {
         assert_eq!(source_path(Path::new(".")).unwrap(), Path::new(""));
         assert!(source_path(Path::new("/etc/passwd")).is_err());
         assert!(source_path(Path::new("docs/../../x")).is_err());
+    }
+
+    #[test]
+    fn usage_sums_per_top_level_folder_and_in_all() {
+        let kept = |source: &str, day: u32, size: u64| Kept {
+            source: source.into(),
+            version: Version {
+                path: source.into(),
+                stored: source.into(),
+                at: chrono::NaiveDate::from_ymd_opt(2026, 12, day)
+                    .and_then(|d| d.and_hms_opt(10, 0, 0))
+                    .unwrap(),
+                seq: 0,
+                prefix: None,
+            },
+            stored: Stored::Plain,
+            meta: Meta {
+                size,
+                mtime: filetime::FileTime::zero(),
+                mode: 0o644,
+            },
+        };
+        let report = usage(&[
+            kept("docs/a.txt", 3, 10),
+            kept("docs/deep/b.txt", 1, 5),
+            kept("top.txt", 2, 7),
+        ]);
+        assert_eq!(
+            (report.total.count, report.total.bytes),
+            (3, 22),
+            "{report:?}"
+        );
+        assert_eq!(report.total.oldest, "2026-12-01 10:00:00");
+        assert_eq!(report.total.newest, "2026-12-03 10:00:00");
+        let folders: Vec<(&str, u64, u64)> = report
+            .folders
+            .iter()
+            .map(|f| (f.folder.as_str(), f.count, f.bytes))
+            .collect();
+        assert_eq!(folders, [(".", 1, 7), ("docs/", 2, 15)]);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum Action {
         entry: Entry,
         /// Plain or gzipped.
         stored: Stored,
+        /// The size and SHA-256 the index records for the copy DST holds now: a new
+        /// content that only extends it keeps no version (the new copy contains it).
+        was: Option<(u64, Digest)>,
     },
     /// Hash the source (and DST when no digest is known) and copy only if they differ.
     Compare {
@@ -99,7 +102,7 @@ impl Action {
     /// The name in DST this action writes or removes.
     pub fn dest_name(&self) -> PathBuf {
         match self {
-            Action::Copy { entry, stored }
+            Action::Copy { entry, stored, .. }
             | Action::Compare { entry, stored, .. }
             | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
             Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
@@ -157,11 +160,13 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
 
 fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decision {
     let stored = opts.stored();
+    let known = known.filter(|r| r.kind == Kind::File && r.stored == stored);
     let copy = Decision::Act(Action::Copy {
         entry: entry.clone(),
         stored,
+        was: known.and_then(|r| Some((r.meta.size, r.sha256?))),
     });
-    let Some(known) = known.filter(|r| r.kind == Kind::File && r.stored == stored) else {
+    let Some(known) = known else {
         return copy;
     };
     let same_size = match stored {

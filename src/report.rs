@@ -42,6 +42,8 @@ pub struct Summary {
     pub versions_kept: u64,
     /// Versions retention removed.
     pub versions_pruned: u64,
+    /// Files still being written while they were copied (copied again later).
+    pub unsettled: u64,
     /// Wall time of the run.
     pub duration_s: f64,
     /// Nothing was written (`--dry-run`).
@@ -59,6 +61,9 @@ pub struct Summary {
     /// The last error (for `status`).
     #[serde(skip)]
     pub last_error: Option<String>,
+    /// The name in DST the last error was about: mirroring it later clears the error.
+    #[serde(skip)]
+    pub last_error_name: Option<PathBuf>,
 }
 
 /// One pair's counts in a run of several.
@@ -87,6 +92,7 @@ impl Summary {
         self.held_deletions += pair.held_deletions;
         self.versions_kept += pair.versions_kept;
         self.versions_pruned += pair.versions_pruned;
+        self.unsettled += pair.unsettled;
         self.no_space |= pair.no_space;
         if named {
             let line = format!(
@@ -114,12 +120,18 @@ impl Summary {
         match outcome {
             Outcome::Stored { name, .. } | Outcome::Renamed { to: name, .. } => {
                 self.last_change = Some((esc(name).to_string(), chrono::Local::now()));
+                self.clear_error_of(name);
             }
             Outcome::Deleted { name, .. } => {
                 self.last_change = Some((esc(name).to_string(), chrono::Local::now()));
+                self.clear_error_of(name);
             }
-            Outcome::Failed { error, .. } => self.last_error = Some(error.clone()),
-            Outcome::Same { .. } | Outcome::Interrupted { .. } => {}
+            Outcome::Same { name, .. } => self.clear_error_of(name),
+            Outcome::Failed { error, name, .. } => {
+                self.last_error = Some(error.clone());
+                self.last_error_name = Some(name.clone());
+            }
+            Outcome::Interrupted { .. } | Outcome::Unsettled { .. } => {}
         }
         match outcome {
             Outcome::Stored {
@@ -184,11 +196,25 @@ impl Summary {
                     log::debug!("removed {} (now stored in the other form)", esc(name));
                     return;
                 }
-                self.deleted += files;
-                if *kind == Kind::Dir {
-                    log::info!("deleted {}/ ({})", esc(name), count_of(*files, "file"));
-                } else {
-                    log::info!("deleted {}", esc(name));
+                self.record_deleted(name, *kind, *files);
+            }
+            Outcome::Unsettled {
+                path, installed, ..
+            } => {
+                self.unsettled += 1;
+                match installed {
+                    Some((_, bytes)) => {
+                        self.bytes_copied += bytes;
+                        log::warn!(
+                            "{} was still being written while it was copied: the mirror holds                              its first {} as they were, and it will be copied again",
+                            esc(path),
+                            human_bytes(*bytes)
+                        );
+                    }
+                    None => log::warn!(
+                        "{} was still being written while it was copied (and rewritten, not                          only appended to): the mirror keeps its older copy, and it will be                          copied again",
+                        esc(path)
+                    ),
                 }
             }
             Outcome::Failed {
@@ -202,11 +228,29 @@ impl Summary {
         }
     }
 
+    /// Counts and logs files removed from DST: `name` (a folder with `files` in it).
+    pub fn record_deleted(&mut self, name: &Path, kind: Kind, files: u64) {
+        self.deleted += files;
+        if kind == Kind::Dir {
+            log::info!("deleted {}/ ({})", esc(name), count_of(files, "file"));
+        } else {
+            log::info!("deleted {}", esc(name));
+        }
+    }
+
+    /// Forgets the last error if it was about `name`, which is now mirrored.
+    fn clear_error_of(&mut self, name: &Path) {
+        if self.last_error_name.as_deref() == Some(name) {
+            self.last_error = None;
+            self.last_error_name = None;
+        }
+    }
+
     /// Prints and logs a `--dry-run` line for an action and counts it as if done;
     /// `replaces` says a copy would write new content over a file the mirror holds.
     pub fn record_planned(&mut self, action: &Action, replaces: bool) {
         let (verb, rel) = match action {
-            Action::Copy { entry, stored } => {
+            Action::Copy { entry, stored, .. } => {
                 self.copied += 1;
                 self.bytes_copied += entry.meta.size;
                 let verb = if replaces {
@@ -365,5 +409,64 @@ impl Progress {
             human_bytes(summary.bytes_copied),
             human_bytes((summary.bytes_copied as f64 / secs) as u64)
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Record;
+    use crate::scan::Meta;
+
+    fn stored(name: &str) -> Outcome {
+        Outcome::Stored {
+            done: Done::Copied,
+            name: name.into(),
+            record: Record {
+                kind: Kind::File,
+                meta: Meta {
+                    size: 1,
+                    mtime: filetime::FileTime::zero(),
+                    mode: 0o644,
+                },
+                sha256: None,
+                stored: Stored::Plain,
+                target: None,
+                disk: None,
+            },
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn the_last_error_clears_once_its_file_is_mirrored_and_unsettled_is_no_failure() {
+        let (src, dst) = (Path::new("/s"), Path::new("/d"));
+        let mut summary = Summary::default();
+        summary.record(
+            &Outcome::Failed {
+                name: "log.txt".into(),
+                error: "reading /s/log.txt: boom".into(),
+                no_space: false,
+            },
+            src,
+            dst,
+        );
+        assert!(summary.last_error.is_some());
+        // Another file mirrored: the error stays.
+        summary.record(&stored("other.txt"), src, dst);
+        assert!(summary.last_error.is_some());
+        summary.record(
+            &Outcome::Unsettled {
+                name: "log.txt".into(),
+                path: "/s/log.txt".into(),
+                installed: None,
+            },
+            src,
+            dst,
+        );
+        assert_eq!((summary.failed, summary.unsettled), (1, 1));
+        assert!(summary.last_error.is_some());
+        summary.record(&stored("log.txt"), src, dst);
+        assert_eq!(summary.last_error, None);
     }
 }

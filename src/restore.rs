@@ -26,6 +26,7 @@ use crate::versions::VERSIONS_DIR;
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
+use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -156,6 +157,21 @@ pub enum Origin {
     },
     /// An empty live folder.
     Folder,
+    /// The first `size` bytes of a file in DST (a later version, or the live file),
+    /// for a prefix marker ([`crate::versions::Prefix`]): checked against `sha`, and
+    /// given the marker's mode and mtime.
+    Prefix {
+        /// The file holding the bytes, relative to DST.
+        name: PathBuf,
+        /// Plain or gzipped.
+        stored: Stored,
+        /// How many bytes.
+        size: u64,
+        /// Their SHA-256.
+        sha: crate::hash::Digest,
+        /// The mode and mtime the old content had.
+        meta: Meta,
+    },
 }
 
 /// One path to restore.
@@ -230,10 +246,13 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             })
             .collect();
         let origin = match choose(&stamps, live_file.map(|l| l.meta.mtime), at) {
-            Choice::Version(i) => Some(Origin::File {
-                name: version_name(&path.versions[i].version.path),
-                stored: path.versions[i].stored,
-            }),
+            Choice::Version(i) => match path.versions[i].version.prefix {
+                Some(prefix) => prefix_origin(&path.versions, i, live_file, prefix),
+                None => Some(Origin::File {
+                    name: version_name(&path.versions[i].version.path),
+                    stored: path.versions[i].stored,
+                }),
+            },
             Choice::Live => live_file.map(|l| Origin::File {
                 name: l.name.clone(),
                 stored: l.stored,
@@ -260,6 +279,40 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
         folders,
         unmatched,
     }
+}
+
+/// Where the bytes of the prefix marker `versions[i]` are: the first later version that
+/// holds its content, else the live file (markers in between only extended it further).
+fn prefix_origin(
+    versions: &[&Kept],
+    i: usize,
+    live: Option<&Live>,
+    prefix: crate::versions::Prefix,
+) -> Option<Origin> {
+    let key = |k: &Kept| (k.version.at, k.version.seq);
+    let after = key(versions[i]);
+    let next = versions
+        .iter()
+        .filter(|k| k.version.prefix.is_none() && key(k) > after)
+        .min_by_key(|k| key(k));
+    let (name, stored) = match (next, live) {
+        (Some(k), _) => (version_name(&k.version.path), k.stored),
+        (None, Some(l)) => (l.name.clone(), l.stored),
+        (None, None) => {
+            log::warn!(
+                "cannot restore {}: its content was the start of a later copy that is gone",
+                esc(&versions[i].source)
+            );
+            return None;
+        }
+    };
+    Some(Origin::Prefix {
+        name,
+        stored,
+        size: prefix.size,
+        sha: prefix.sha,
+        meta: versions[i].meta,
+    })
 }
 
 /// True if nothing the mirror knows lies under `dir`. Paths order component by
@@ -312,6 +365,25 @@ enum Failure {
     Interrupted,
 }
 
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    /// Only when the digest is checked.
+    hasher: Option<sha2::Sha256>,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
 /// A temp file in TARGET that is removed unless it was renamed into place.
 struct Temp {
     path: PathBuf,
@@ -356,11 +428,37 @@ impl Writer<'_> {
                         path: dst.join(name),
                         err,
                     })?;
-                self.file(&item.rel, &from, *stored)?;
+                self.file(&item.rel, &from, *stored, None)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
                     "Restored file: {} <- {}",
+                    esc(&self.target.join(&item.rel)),
+                    esc(&from)
+                );
+                Ok(true)
+            }
+            Origin::Prefix {
+                name,
+                stored,
+                size,
+                sha,
+                meta,
+            } => {
+                let dst = self.history.dst().to_path_buf();
+                let from = self
+                    .history
+                    .path_of(&dst, name)
+                    .map_err(|err| Failure::Read {
+                        rel: item.rel.clone(),
+                        path: dst.join(name),
+                        err,
+                    })?;
+                self.file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))?;
+                log::info!("Restored file: {}", esc(&item.rel));
+                log::info!(
+                    target: DETAIL,
+                    "Restored file: {} <- the first {size} bytes of {}",
                     esc(&self.target.join(&item.rel)),
                     esc(&from)
                 );
@@ -384,15 +482,26 @@ impl Writer<'_> {
         }
     }
 
-    /// Copies (un-gzipping) `from` to TARGET/`rel` with its mode and mtime.
-    fn file(&mut self, rel: &Path, from: &Path, stored: Stored) -> Result<(), Failure> {
+    /// Copies (un-gzipping) `from` to TARGET/`rel` with its mode and mtime; with
+    /// `part`, only its first bytes, which must hash to the digest given, with the mode
+    /// and mtime given.
+    fn file(
+        &mut self,
+        rel: &Path,
+        from: &Path,
+        stored: Stored,
+        part: Option<(u64, crate::hash::Digest, Meta)>,
+    ) -> Result<(), Failure> {
         let read_err = |err| Failure::Read {
             rel: rel.to_path_buf(),
             path: from.to_path_buf(),
             err,
         };
         let src = history::open_stored(from).map_err(read_err)?;
-        let meta = Meta::of(&src.metadata().map_err(read_err)?);
+        let meta = match part {
+            Some((_, _, meta)) => meta,
+            None => Meta::of(&src.metadata().map_err(read_err)?),
+        };
         let dir = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
@@ -401,11 +510,27 @@ impl Writer<'_> {
             err,
         };
         let (temp, file) = self.temp_file(&dir).map_err(write_err)?;
-        match stored {
-            Stored::Plain => self.pump(src, &file, rel, from, &final_path)?,
-            Stored::Gzip => {
-                let decoder = MultiGzDecoder::new(BufReader::with_capacity(CHUNK, src));
-                self.pump(decoder, &file, rel, from, &final_path)?;
+        let limit = part.map_or(u64::MAX, |(size, _, _)| size);
+        let mut hashing = Hashing {
+            inner: match stored {
+                Stored::Plain => Box::new(src) as Box<dyn Read>,
+                Stored::Gzip => Box::new(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, src))),
+            }
+            .take(limit),
+            hasher: part.map(|_| sha2::Sha256::new()),
+            count: 0,
+        };
+        self.pump(&mut hashing, &file, rel, from, &final_path)?;
+        if let Some((size, sha, _)) = part {
+            let got = hashing.hasher.map(crate::hash::Digest::from_hasher);
+            if hashing.count != size || got != Some(sha) {
+                return Err(Failure::Corrupt {
+                    rel: rel.to_path_buf(),
+                    path: from.to_path_buf(),
+                    err: io::Error::other(
+                        "it no longer starts with the older content this version stands for",
+                    ),
+                });
             }
         }
         platform::set_mode_file(&file, meta.mode).map_err(write_err)?;
@@ -891,6 +1016,7 @@ mod tests {
                 stored,
                 at,
                 seq: 0,
+                prefix: None,
             },
             stored: Stored::Gzip,
             meta: Meta {
@@ -909,6 +1035,9 @@ mod tests {
                     Origin::File { name, .. } => name.display().to_string(),
                     Origin::Link { target, .. } => format!("-> {}", target.display()),
                     Origin::Folder => "folder".to_string(),
+                    Origin::Prefix { name, size, .. } => {
+                        format!("{size} of {}", name.display())
+                    }
                 };
                 (i.rel.display().to_string(), what)
             })

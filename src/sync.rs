@@ -27,6 +27,7 @@ use crate::repair::{self, Check};
 use crate::report::{Progress, Summary};
 use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
 use crate::watch::Hint;
+use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -149,6 +150,24 @@ pub struct Mirror {
     holding: Option<(Held, u64)>,
     /// DST was lost and opening it again failed (see [`Mirror::dest_lost`]).
     lost: bool,
+    /// DST has not yet had a complete pass as a mirror: what it held before (see
+    /// [`Adopting`]) is kept whatever the retention says.
+    adopting: Adopting,
+}
+
+/// How far DST is from being a datasafe mirror. What a folder held before it became a
+/// mirror was never datasafe's: it is removed or replaced as the source says, but
+/// always kept as versions, and the run says so once, loudly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Adopting {
+    /// A mirror (or not writing).
+    No,
+    /// DST had no `.datasafe` folder when it was opened: everything it holds is
+    /// someone else's.
+    Fresh,
+    /// A first pass began but did not complete (the index says `adopted = 0`): names
+    /// the index does not know are someone else's.
+    Unfinished,
 }
 
 /// What the engine thread accumulates from outcomes: counts, the index, touched folders.
@@ -215,12 +234,16 @@ impl Mirror {
             );
         }
         let state_dir = pair.dst.join(STATE_DIR);
+        let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let (index, trusted) = read_index(&state_dir);
             (Mode::DryRun, index, trusted)
         } else {
             match open_for_writing(cfg, stop) {
-                Ok(opened) => opened,
+                Ok((mode, index, trusted, adopt)) => {
+                    adopting = adopt;
+                    (mode, index, trusted)
+                }
                 Err(PrepareError::Locked(message)) => return Err(message),
                 Err(PrepareError::Unwritable(message)) if refuse_unwritable => {
                     return Err(message);
@@ -280,6 +303,7 @@ impl Mirror {
             held: None,
             holding: None,
             lost: false,
+            adopting,
         })
     }
 
@@ -299,16 +323,18 @@ impl Mirror {
         // The old lock and index live on in unlinked files: let them go first.
         if let Some(exec) = self.mode.executor() {
             self.tally.summary.versions_kept += exec.versions_kept();
+            self.tally.summary.versions_pruned += exec.pruned_for_room();
         }
         self.mode = Mode::Blocked;
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let err = match open_for_writing(&self.cfg, &self.stop) {
-            Ok((mode, index, trusted)) => {
+            Ok((mode, index, trusted, adopting)) => {
                 self.mode = mode;
                 self.tally.index = IndexWriter(index);
                 self.trusted = trusted;
                 self.lost = false;
+                self.adopting = adopting;
                 return Ok(());
             }
             Err(PrepareError::Locked(message) | PrepareError::Unwritable(message)) => message,
@@ -332,6 +358,7 @@ impl Mirror {
         let mut summary = self.tally.summary;
         if let Some(exec) = self.mode.executor() {
             summary.versions_kept += exec.versions_kept();
+            summary.versions_pruned += exec.pruned_for_room();
         }
         summary.duration_s = self.tally.started.elapsed().as_secs_f64();
         summary
@@ -364,8 +391,9 @@ impl Mirror {
     /// `check` says (a full pass only; a narrower scope checks names): what DST holds
     /// wrongly is written again.
     pub fn reconcile_checking(&mut self, scope: &Path, check: &Check) -> bool {
-        let (known_tx, known_rx) = bounded::<MirrorState>(1);
         let full = scope.as_os_str().is_empty();
+        let adopt = full.then(|| self.start_adopting()).flatten();
+        let (known_tx, known_rx) = bounded::<MirrorState>(1);
         let look = (full && *check != Check::Names).then(|| Look {
             check: check.clone(),
             src: self.cfg.pair.src.clone(),
@@ -419,9 +447,13 @@ impl Mirror {
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
         if self.stopped() {
+            if let Some(exec) = self.mode.executor() {
+                exec.keep_every_deletion(false);
+            }
             return false;
         }
-        let follow_up = self.follow_up(&report, &listing, &known, rebuilding, full);
+        let (follow_up, foreign, held) =
+            self.follow_up(&report, &listing, &known, rebuilding, full);
         // Digests a content check learned for files that stay as they are: recorded, so
         // `verify` can check them from now on.
         let unchanged: HashSet<PathBuf> = report
@@ -442,6 +474,9 @@ impl Mirror {
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
         }
+        if let Some(adopt) = adopt {
+            self.finish_adopting(adopt, foreign, report.complete && !held);
+        }
         if !self.stopped() {
             // A folder that could not be read keeps DST's mode and time: copying its
             // mode (000, say) would lock datasafe out of its own mirror.
@@ -461,6 +496,9 @@ impl Mirror {
             // The index now describes all of DST.
             self.trusted = true;
             self.tally.summary.versions_pruned += exec.prune_versions(self.cfg.versions);
+            if let Some(max) = self.cfg.versions_max_size {
+                self.tally.summary.versions_pruned += exec.prune_to_budget(max);
+            }
         }
         report.complete
     }
@@ -711,7 +749,7 @@ impl Mirror {
         known: &MirrorState,
         rebuilding: bool,
         full: bool,
-    ) -> Vec<Action> {
+    ) -> (Vec<Action>, Vec<Action>, bool) {
         let opts = self.cfg.plan;
         let mut actions = Vec::new();
         if rebuilding {
@@ -769,6 +807,7 @@ impl Mirror {
                     _ => Action::Copy {
                         entry: entry.clone(),
                         stored: opts.stored(),
+                        was: None,
                     },
                 });
             }
@@ -785,7 +824,7 @@ impl Mirror {
         self.tally.summary.unchanged += (unchanged - recopied) as u64;
         if !report.complete {
             log::warn!("the scan did not finish; nothing is deleted this time");
-            return actions;
+            return (actions, Vec::new(), false);
         }
         let keep = Keep {
             excludes: Some(&self.cfg.excludes),
@@ -798,7 +837,9 @@ impl Mirror {
             self.holding = None;
             self.tally.summary.held_deletions = 0;
         }
+        let mut held_back = false;
         if full && let Some(held) = self.guard_holds(report, listing, &deletions) {
+            held_back = true;
             deletions.retain(|a| {
                 matches!(
                     a,
@@ -810,8 +851,101 @@ impl Mirror {
             });
             self.held = Some(held);
         }
+        // What DST held before it became a mirror goes apart: it is always kept.
+        let foreign_name = |name: &Path| match self.adopting {
+            Adopting::No => false,
+            Adopting::Fresh => true,
+            Adopting::Unfinished => !rebuilding && !known.contains_key(name.as_os_str()),
+        };
+        let (foreign, deletions): (Vec<Action>, Vec<Action>) =
+            deletions.into_iter().partition(|a| match a {
+                Action::Delete {
+                    name,
+                    superseded: false,
+                    ..
+                } => full && foreign_name(name),
+                _ => false,
+            });
         actions.extend(deletions);
-        actions
+        (actions, foreign, held_back)
+    }
+
+    /// Before a full pass's follow-up: if DST is not a mirror yet, notes the moment
+    /// (for the `restore` command the warning gives) and the versions kept so far; in a
+    /// fresh DST, every file replaced from now on is kept too.
+    fn start_adopting(&mut self) -> Option<(chrono::NaiveDateTime, u64)> {
+        if self.adopting == Adopting::No {
+            return None;
+        }
+        let exec = self.mode.executor()?;
+        let at = chrono::Local::now().naive_local();
+        let at = at.with_nanosecond(0).unwrap_or(at);
+        exec.keep_every_deletion(self.adopting == Adopting::Fresh);
+        Some((at, exec.versions_kept()))
+    }
+
+    /// Deletes what DST held before it became a mirror and the source lacks, keeping
+    /// every file as a version, and says so in one warning: how many, where, and the
+    /// `restore` command that brings them back. After a complete pass with deletions
+    /// on and nothing held back, DST is a mirror (`adopted = 1` in the index).
+    fn finish_adopting(
+        &mut self,
+        (at, kept_before): (chrono::NaiveDateTime, u64),
+        foreign: Vec<Action>,
+        complete: bool,
+    ) {
+        let names: Vec<PathBuf> = foreign.iter().map(Action::dest_name).collect();
+        if let Some(exec) = self.mode.executor() {
+            exec.keep_every_deletion(true);
+        }
+        let before_foreign = self.mode.executor().map_or(0, Executor::versions_kept);
+        if !foreign.is_empty() {
+            self.pump_all(foreign);
+        }
+        let Some(exec) = self.mode.executor() else {
+            return;
+        };
+        exec.keep_every_deletion(false);
+        let kept_now = exec.versions_kept();
+        let all = kept_now - kept_before;
+        let removed = kept_now - before_foreign;
+        let kept = if self.adopting == Adopting::Fresh {
+            all
+        } else {
+            removed
+        };
+        if kept > 0 {
+            let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+            // Only the removed names, when they are all there is and few: else the
+            // whole mirror as it was then (which holds them).
+            let paths = if removed == kept && names.len() <= 10 {
+                names
+                    .iter()
+                    .map(|n| format!(" {}", shell_word(&n.to_string_lossy())))
+                    .collect::<String>()
+            } else {
+                String::new()
+            };
+            log::warn!(
+                "{} held {} that were there before it became a mirror of {} (not in the source, \
+                 or replaced by it): they were kept in {}, not lost; to get them back, run: \
+                 datasafe restore {} {} --at \"{}\"{paths}",
+                esc(dst),
+                count_of(kept, "file"),
+                esc(src),
+                esc(&dst.join(STATE_DIR).join(crate::versions::VERSIONS_DIR)),
+                shell_word(&dst.to_string_lossy()),
+                shell_word(&restore_target(dst).to_string_lossy()),
+                at.format(crate::restore::AT_FORMAT),
+            );
+        }
+        if complete && self.cfg.plan.delete && !self.stopped() {
+            if let Some(index) = self.tally.index.0.as_mut() {
+                let result = index.set_mirror_fact(ADOPTED, "1");
+                self.tally.index.check(result);
+            }
+            self.adopting = Adopting::No;
+        }
     }
 
     /// Whether the deletion guard holds back `deletions` (planned by a full pass that
@@ -972,6 +1106,14 @@ impl Mirror {
 impl Tally {
     /// Counts, logs and indexes one outcome.
     fn absorb(&mut self, outcome: Outcome, exec: &Executor, pair: &Pair, scanned: &AtomicU64) {
+        // What stood in the way of a new type went before this outcome's writes below
+        // it: forget it first.
+        for gone in exec.take_displaced() {
+            self.summary
+                .record_deleted(&gone.name, gone.kind, gone.files);
+            self.index.remove_tree(&gone.name);
+            self.touch_parent(&gone.name);
+        }
         if let Outcome::Stored {
             done: Done::Copied | Done::Gzipped,
             name,
@@ -984,7 +1126,13 @@ impl Tally {
         }
         self.summary.record(&outcome, &pair.src, &pair.dst);
         match &outcome {
-            Outcome::Stored { name, record, .. } | Outcome::Same { name, record } => {
+            Outcome::Stored { name, record, .. }
+            | Outcome::Same { name, record }
+            | Outcome::Unsettled {
+                name,
+                installed: Some((record, _)),
+                ..
+            } => {
                 self.index.put(name, record);
                 self.touch_parent(name);
             }
@@ -997,7 +1145,7 @@ impl Tally {
                 self.touch_parent(from);
                 self.touch_parent(to);
             }
-            Outcome::Failed { .. } | Outcome::Interrupted { .. } => {}
+            Outcome::Failed { .. } | Outcome::Interrupted { .. } | Outcome::Unsettled { .. } => {}
         }
         self.progress
             .update(scanned.load(Ordering::Relaxed), &self.summary, self.started);
@@ -1319,11 +1467,22 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 fn open_for_writing(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-) -> Result<(Mode, Option<Index>, bool), PrepareError> {
+) -> Result<(Mode, Option<Index>, bool, Adopting), PrepareError> {
     let pair = &cfg.pair;
+    // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
+    // a mirror whose index was lost is not taken for someone else's folder).
+    let fresh = std::fs::symlink_metadata(pair.dst.join(STATE_DIR)).is_err();
     let exec = Executor::new(&pair.src, &pair.dst, stop.clone())?.with_retention(cfg.versions);
     let (mut index, trusted) = open_index(&pair.dst.join(STATE_DIR));
+    let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
     if let Some(index) = index.as_mut() {
+        if fresh {
+            if let Err(e) = index.set_mirror_fact(ADOPTED, "0") {
+                log::warn!("{e}");
+            }
+        } else if index.mirror_fact(ADOPTED).as_deref() == Some("0") {
+            adopting = Adopting::Unfinished;
+        }
         let compress = if cfg.plan.compress { "1" } else { "0" };
         let mut facts = vec![("compress", compress)];
         if cfg.plan.compress {
@@ -1335,7 +1494,41 @@ fn open_for_writing(
             }
         }
     }
-    Ok((Mode::Write(exec), index, trusted))
+    Ok((Mode::Write(exec), index, trusted, adopting))
+}
+
+/// The index's fact saying whether DST has had its first complete pass as a mirror
+/// (`0` until then; absent in mirrors made before it existed, which are mirrors).
+const ADOPTED: &str = "adopted";
+
+/// A folder beside DST that does not exist yet, to restore into.
+fn restore_target(dst: &Path) -> PathBuf {
+    // Beside DST, never inside it (a DST given with a trailing slash included).
+    let name = dst
+        .file_name()
+        .map_or_else(|| "mirror".into(), |n| n.to_string_lossy().into_owned());
+    let parent = dst.parent().unwrap_or(Path::new("/"));
+    let candidate = |n: u32| match n {
+        1 => parent.join(format!("{name}.before-datasafe")),
+        n => parent.join(format!("{name}.before-datasafe-{n}")),
+    };
+    (1..1000)
+        .map(candidate)
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| candidate(1))
+}
+
+/// `word` as one shell word: as it is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+=,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The index for a mirror that writes: opened, and on any damage thrown away and started
@@ -1450,6 +1643,22 @@ impl IndexWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restore_target_lies_beside_the_mirror() {
+        assert_eq!(
+            restore_target(Path::new("/no/such/dir/Documents/")),
+            Path::new("/no/such/dir/Documents.before-datasafe")
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/tmp/a-b_c.txt"), "/tmp/a-b_c.txt");
+        assert_eq!(shell_word("my notes"), "'my notes'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn hints_coalesce_and_walks_cover_their_insides() {

@@ -11,7 +11,19 @@
 //! A name whose extension itself ends like a stamp (`notes.bak_20250101_000000`) gets the
 //! stamp after the whole name instead, so the version's own stamp is always the last one.
 //! The name is the whole record: no index is needed to list, restore or prune versions,
-//! so they survive a lost index. Moving a file here is the executor's job
+//! so they survive a lost index.
+//!
+//! A version's name must fit the file system's limit on one name ([`NAME_MAX`], 255
+//! bytes), and the stamp adds 16 or more. A name that would pass it is *shortened*: the
+//! part before the stamp is cut (at a character boundary) and followed by `~` and 16 hex
+//! digits of the SHA-256 of the whole stored name, the extension kept when it is short:
+//! `<cut stem>~<key>_<stamp>[-N]<ext>[.gz]`. Such a name still parses (time, sequence);
+//! the whole name lives beside it in a *sidecar*, `~<key>.name` in the same folder,
+//! holding the stored name's bytes. [`list`] reads the sidecar and reports the version
+//! under its whole name, after checking that the sidecar's content hashes to the key
+//! (so a name that merely looks shortened is never misread). Without its sidecar a
+//! shortened version is still listed, under its cut name. Pruning removes a sidecar
+//! with the last version that needs it. Moving a file here is the executor's job
 //! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
 //! copy is renamed over them, deleted ones are renamed.
 
@@ -27,6 +39,16 @@ pub const VERSIONS_DIR: &str = "versions";
 const STAMP: &str = "%Y%m%d_%H%M%S";
 /// `_YYYYMMDD_HHMMSS`: 16 bytes.
 const STAMP_LEN: usize = 16;
+/// The longest file name (one component, in bytes) the usual file systems take: ext4,
+/// XFS, Btrfs, tmpfs, APFS, NTFS (in UTF-16 units, which UTF-8 never undercounts).
+pub const NAME_MAX: usize = 255;
+/// Hex digits of the SHA-256 of the whole name that a shortened version name keeps.
+const KEY_LEN: usize = 16;
+/// A shortened name keeps an extension up to this long; a longer one is cut with the
+/// stem.
+const MAX_EXT: usize = 32;
+/// What a sidecar's name ends with (`~<key>.name`).
+const SIDECAR_EXT: &str = ".name";
 
 /// One kept version, as its name describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,11 +61,77 @@ pub struct Version {
     pub at: NaiveDateTime,
     /// 0 for the first version in that second, then 1, 2…
     pub seq: u32,
+    /// For a *prefix marker*, what it stands for: the content was the first bytes of
+    /// the content that followed it. `None` for a version that holds its content.
+    pub prefix: Option<Prefix>,
+}
+
+/// A version that holds no bytes: a file replaced by content that only extended it (a
+/// log appended to) keeps, instead of a copy, a symlink at the version's name whose
+/// target says how much of the next content it was, with the SHA-256 of those bytes
+/// and the old mode and mtime: `datasafe-prefix:1:<size>:<secs>:<nanos>:<mode>:<sha>`.
+/// Versions are otherwise always regular files, so a marker is never mistaken for one;
+/// `restore` reads the next content (the next version, or the live file) up to `size`
+/// and checks the digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// How many bytes of the next content.
+    pub size: u64,
+    /// The old content's mtime (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// The old content's permission bits.
+    pub mode: u32,
+    /// SHA-256 of those bytes.
+    pub sha: crate::hash::Digest,
+}
+
+/// What a prefix marker's symlink target starts with.
+const PREFIX_TAG: &str = "datasafe-prefix:1:";
+
+impl Prefix {
+    /// The symlink target that records it.
+    pub fn to_target(&self) -> String {
+        format!(
+            "{PREFIX_TAG}{}:{}:{}:{:o}:{}",
+            self.size, self.mtime.0, self.mtime.1, self.mode, self.sha
+        )
+    }
+
+    /// Reads a symlink target written by [`Prefix::to_target`].
+    pub fn from_target(target: &Path) -> Option<Prefix> {
+        let text = target.to_str()?.strip_prefix(PREFIX_TAG)?;
+        let mut parts = text.split(':');
+        let size = parts.next()?.parse().ok()?;
+        let secs = parts.next()?.parse().ok()?;
+        let nanos = parts.next()?.parse().ok()?;
+        let mode = u32::from_str_radix(parts.next()?, 8).ok()?;
+        let sha = crate::hash::Digest::from_hex(parts.next()?)?;
+        if parts.next().is_some() || nanos >= 1_000_000_000 {
+            return None;
+        }
+        Some(Prefix {
+            size,
+            mtime: (secs, nanos),
+            mode,
+            sha,
+        })
+    }
 }
 
 /// The name (relative to the versions folder) of the `seq`th version of the file stored
-/// as `stored`, replaced or deleted at `at`.
+/// as `stored`, replaced or deleted at `at`; shortened to fit [`NAME_MAX`] if it must be
+/// (see the module's notes).
 pub fn version_name(stored: &Path, at: NaiveDateTime, seq: u32) -> PathBuf {
+    version_and_sidecar(stored, at, seq).0
+}
+
+/// As [`version_name`], and for a shortened name the sidecar that must sit beside it
+/// (relative to the versions folder), holding the stored file name's bytes.
+pub fn version_and_sidecar(
+    stored: &Path,
+    at: NaiveDateTime,
+    seq: u32,
+) -> (PathBuf, Option<PathBuf>) {
     let file = stored.file_name().unwrap_or(stored.as_os_str());
     let bytes = file.as_encoded_bytes();
     let (base, gz) = match bytes.strip_suffix(b".gz") {
@@ -64,35 +152,115 @@ pub fn version_name(stored: &Path, at: NaiveDateTime, seq: u32) -> PathBuf {
         stamp.push_str(&format!("-{seq}"));
     }
     let mut name = Vec::with_capacity(bytes.len() + stamp.len() + 1);
-    name.extend_from_slice(stem);
+    let mut sidecar = None;
+    if stem.len() + 1 + stamp.len() + ext.len() + gz.len() <= NAME_MAX {
+        name.extend_from_slice(stem);
+    } else {
+        // Too long for one name: cut the stem, mark the cut with the whole name's key.
+        let (stem, ext_kept) = if ext.len() > MAX_EXT {
+            (base, &b""[..])
+        } else {
+            (stem, ext)
+        };
+        let key = name_key(bytes);
+        let room = NAME_MAX - (2 + KEY_LEN + stamp.len() + ext_kept.len() + gz.len());
+        name.extend_from_slice(&stem[..char_boundary(stem, room)]);
+        name.push(b'~');
+        name.extend_from_slice(key.as_bytes());
+        sidecar = Some(sidecar_name(&key));
+        name.push(b'_');
+        name.extend_from_slice(stamp.as_bytes());
+        name.extend_from_slice(ext_kept);
+        name.extend_from_slice(gz);
+        return finish_name(stored, name, sidecar);
+    }
     name.push(b'_');
     name.extend_from_slice(stamp.as_bytes());
     name.extend_from_slice(ext);
     name.extend_from_slice(gz);
-    // SAFETY: the pieces are the encoded bytes of `file` split at ASCII dots, and ASCII
-    // text of our own: concatenating them keeps OsStr's encoding valid.
+    finish_name(stored, name, sidecar)
+}
+
+/// `name` (and the sidecar's name) in the folder of `stored`.
+fn finish_name(
+    stored: &Path,
+    name: Vec<u8>,
+    sidecar: Option<String>,
+) -> (PathBuf, Option<PathBuf>) {
+    // SAFETY: the pieces are the encoded bytes of `file` split at ASCII dots or at a
+    // character boundary (`char_boundary`), and ASCII text of our own: concatenating
+    // them keeps OsStr's encoding valid.
     let name = unsafe { OsString::from_encoded_bytes_unchecked(name) };
-    match stored.parent() {
-        Some(dir) => dir.join(name),
-        None => PathBuf::from(name),
+    let dir = stored.parent().unwrap_or(Path::new(""));
+    (dir.join(name), sidecar.map(|s| dir.join(s)))
+}
+
+/// The largest length up to `max` at which `bytes` can be cut without splitting a
+/// UTF-8 (or WTF-8) sequence: never before a continuation byte.
+fn char_boundary(bytes: &[u8], max: usize) -> usize {
+    let mut cut = max.min(bytes.len());
+    while cut > 0 && cut < bytes.len() && bytes[cut] & 0xC0 == 0x80 {
+        cut -= 1;
     }
+    cut
+}
+
+/// The key a shortened version name carries: 16 hex digits of the SHA-256 of the whole
+/// stored file name.
+pub fn name_key(file_name: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(file_name);
+    digest
+        .iter()
+        .take(KEY_LEN / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The key of a version name that looks shortened (`…~<16 hex>_<stamp>…`), if it does.
+/// Only a sidecar whose content hashes to the key makes it one (see [`list`]).
+pub fn shortened_key(version: &Path) -> Option<String> {
+    let file = version.file_name()?.as_encoded_bytes();
+    let (start, _) = find_stamp(file)?;
+    let before = &file[..start];
+    let tilde = before.len().checked_sub(KEY_LEN + 1)?;
+    let key = &before[tilde + 1..];
+    (before[tilde] == b'~' && key.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| String::from_utf8_lossy(key).into_owned())
+}
+
+/// The key a sidecar's file name (`~<key>.name`) holds, if it is one.
+pub fn sidecar_key(file_name: &OsStr) -> Option<String> {
+    let text = file_name.to_str()?;
+    let key = text.strip_prefix('~')?.strip_suffix(SIDECAR_EXT)?;
+    (key.len() == KEY_LEN && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| key.to_string())
+}
+
+/// The sidecar's name for a key.
+pub fn sidecar_name(key: &str) -> String {
+    format!("~{key}{SIDECAR_EXT}")
+}
+
+/// The last stamp in `file` (`_YYYYMMDD_HHMMSS[-N]` followed by the end or a dot): where
+/// it starts, its time, sequence number and end.
+fn find_stamp(file: &[u8]) -> Option<(usize, (NaiveDateTime, u32, usize))> {
+    for start in (0..file.len()).rev() {
+        if file[start] != b'_' || start == 0 {
+            continue;
+        }
+        if let Some(parsed) = stamp_at(file, start) {
+            return Some((start, parsed));
+        }
+    }
+    None
 }
 
 /// What a path inside the versions folder says, or `None` if it is not a version's name.
 pub fn parse(path: &Path) -> Option<Version> {
     let file = path.file_name()?.as_encoded_bytes();
     // The stamp is the last `_YYYYMMDD_HHMMSS[-N]` followed by the end or a dot.
-    let mut found = None;
-    for start in (0..file.len()).rev() {
-        if file[start] != b'_' || start == 0 {
-            continue;
-        }
-        if let Some(parsed) = stamp_at(file, start) {
-            found = Some((start, parsed));
-            break;
-        }
-    }
-    let (start, (at, seq, end)) = found?;
+    let (start, (at, seq, end)) = find_stamp(file)?;
     let mut original = file[..start].to_vec();
     original.extend_from_slice(&file[end..]);
     // SAFETY: the bytes around the stamp are split at ASCII characters ('_' and the end
@@ -107,6 +275,7 @@ pub fn parse(path: &Path) -> Option<Version> {
         stored,
         at,
         seq,
+        prefix: None,
     })
 }
 
@@ -152,17 +321,95 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
 
 /// Every version under `DST/.datasafe/versions`, oldest first (by time, then sequence,
 /// then name). Symlinks and anything not named like a version are skipped.
+/// A shortened version's `stored` is the whole name from its sidecar (see the module's
+/// notes).
 pub fn list(dst: &Path) -> Vec<Version> {
     let root = dst.join(crate::scan::STATE_DIR).join(VERSIONS_DIR);
+    let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
     let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
         .follow_links(false)
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| parse(e.path().strip_prefix(&root).ok()?))
+        .filter_map(|e| {
+            let mut v = parse(e.path().strip_prefix(&root).ok()?)?;
+            if e.file_type().is_symlink() {
+                v.prefix = Some(Prefix::from_target(&std::fs::read_link(e.path()).ok()?)?);
+            } else if !e.file_type().is_file() {
+                return None;
+            }
+            Some(v)
+        })
+        .map(|mut v| {
+            if let Some(key) = shortened_key(&v.path) {
+                let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
+                let sidecar = dir.join(sidecar_name(&key));
+                let whole = names
+                    .entry(sidecar.clone())
+                    .or_insert_with(|| read_sidecar(&root.join(&sidecar), &key));
+                if let Some(whole) = whole {
+                    v.stored = dir.join(whole);
+                }
+            }
+            v
+        })
         .collect();
     found.sort_by(|a, b| (a.at, a.seq, &a.path).cmp(&(b.at, b.seq, &b.path)));
     found
+}
+
+/// The whole stored name a sidecar holds, if it is a regular file (not followed if a
+/// symlink) whose bytes hash to `key` and make one name.
+fn read_sidecar(path: &Path, key: &str) -> Option<OsString> {
+    use std::io::Read;
+    let mut file = crate::platform::open_source(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(NAME_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.is_empty()
+        || bytes.len() > NAME_MAX
+        || bytes.contains(&b'/')
+        || name_key(&bytes) != key
+    {
+        return None;
+    }
+    crate::platform::path_from_bytes(bytes).map(PathBuf::into_os_string)
+}
+
+/// Removes the sidecars under the versions folder `root` that no version needs any more
+/// (after pruning). Returns how many went.
+pub fn remove_orphan_sidecars(root: &Path) -> u64 {
+    let mut needed = std::collections::HashSet::new();
+    let mut sidecars = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        if let Some(key) = sidecar_key(entry.file_name()) {
+            sidecars.push((dir, key, entry.path().to_path_buf()));
+        } else if parse(rel).is_some()
+            && let Some(key) = shortened_key(rel)
+        {
+            needed.insert((dir, key));
+        }
+    }
+    let mut removed = 0;
+    for (dir, key, path) in sidecars {
+        if !needed.contains(&(dir, key)) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// How long versions are kept.
@@ -197,6 +444,43 @@ impl Retention {
     pub fn keeps(self) -> bool {
         self != Retention::Off
     }
+}
+
+/// Reads a size for `--versions-max-size` / `versions_max_size`: plain bytes, or a
+/// number (a fraction is fine) with a unit: `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024;
+/// also `K`, `M`, `G`, `T` and `k`), `KB`, `MB`, `GB`, `TB` (powers of 1000), `B`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    let scale: u64 = match unit {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KiB" | "Ki" => 1 << 10,
+        "M" | "MiB" | "Mi" => 1 << 20,
+        "G" | "GiB" | "Gi" => 1 << 30,
+        "T" | "TiB" | "Ti" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(size_error(text)),
+    };
+    let value: f64 = number.parse().map_err(|_| size_error(text))?;
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(size_error(text));
+    }
+    Ok(bytes as u64)
+}
+
+fn size_error(text: &str) -> String {
+    format!(
+        "invalid size '{text}': write bytes or a number with a unit, such as 500MB, 1G or \
+         10GiB (for no versions at all, use --keep-versions 0)"
+    )
 }
 
 /// Of `versions`, the ones retention `keep` drops at local time `now` (paths relative
@@ -340,6 +624,125 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_name_too_long_for_a_version_is_shortened_with_a_key_and_a_sidecar() {
+        let at = t(24, 1, 2, 3);
+        // 80 CJK characters (240 bytes) and an extension: 244 bytes, fine as a file,
+        // 260 as a version.
+        let long = format!("d/{}.txt", "漢".repeat(80));
+        for (stored, seq) in [
+            (long.clone(), 0),
+            (format!("{long}.gz"), 12),
+            (format!("d/{}", "x".repeat(255)), 0),
+            (format!("d/a.{}", "y".repeat(250)), 3),
+            (format!("d/{}.tar.gz", "é".repeat(120)), 0),
+        ] {
+            let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, seq);
+            let file = name.file_name().unwrap().as_encoded_bytes();
+            assert!(file.len() <= NAME_MAX, "{stored}: {} bytes", file.len());
+            assert!(
+                std::str::from_utf8(file).is_ok(),
+                "{stored}: cut mid-character"
+            );
+            let whole = Path::new(&stored).file_name().unwrap().as_encoded_bytes();
+            let key = name_key(whole);
+            assert_eq!(
+                shortened_key(&name),
+                Some(key.clone()),
+                "{}",
+                name.display()
+            );
+            assert_eq!(
+                sidecar,
+                Some(Path::new("d").join(format!("~{key}.name"))),
+                "{stored}"
+            );
+            assert_eq!(
+                sidecar_key(sidecar.as_ref().unwrap().file_name().unwrap()),
+                Some(key)
+            );
+            let v = parse(&name).unwrap_or_else(|| panic!("{} does not parse", name.display()));
+            assert_eq!((v.at, v.seq), (at, seq), "{}", name.display());
+            assert_eq!(v.stored.parent(), Some(Path::new("d")));
+        }
+        // The extension and the .gz survive the cut.
+        let (name, _) = version_and_sidecar(Path::new(&format!("{long}.gz")), at, 0);
+        assert!(name.to_str().unwrap().ends_with("_20261124_010203.txt.gz"));
+        // Names that fit are not touched.
+        let (name, sidecar) = version_and_sidecar(Path::new("d/short.txt"), at, 0);
+        assert_eq!(
+            (name, sidecar),
+            (PathBuf::from("d/short_20261124_010203.txt"), None)
+        );
+    }
+
+    #[test]
+    fn a_shortened_version_lists_under_its_whole_name_through_its_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".datasafe").join(VERSIONS_DIR);
+        let stored = format!("d/{}.txt", "漢".repeat(80));
+        let at = t(24, 1, 2, 3);
+        let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, 0);
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join(&name), "old").unwrap();
+        // A name that only looks shortened, with no sidecar: listed as it is.
+        let lookalike = format!("d/x~{}_20261124_010203.txt", "0".repeat(16));
+        std::fs::write(root.join(&lookalike), "x").unwrap();
+        let listed = list(dir.path());
+        let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
+        // Without the sidecar: the cut name.
+        assert_ne!(stored_of(&name), Path::new(&stored));
+        std::fs::write(
+            root.join(sidecar.as_ref().unwrap()),
+            stored.strip_prefix("d/").unwrap(),
+        )
+        .unwrap();
+        let listed = list(dir.path());
+        let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
+        assert_eq!(stored_of(&name), Path::new(&stored));
+        assert_eq!(
+            stored_of(Path::new(&lookalike)),
+            Path::new("d/x~0000000000000000.txt")
+        );
+        // The sidecar goes with its last version, not before.
+        assert_eq!(remove_orphan_sidecars(&root), 0);
+        std::fs::remove_file(root.join(&name)).unwrap();
+        assert_eq!(remove_orphan_sidecars(&root), 1);
+        assert!(!root.join(sidecar.unwrap()).exists());
+    }
+
+    #[test]
+    fn prefix_markers_read_back() {
+        let p = Prefix {
+            size: 1234,
+            mtime: (1_700_000_000, 5),
+            mode: 0o640,
+            sha: crate::hash::Digest([7; 32]),
+        };
+        let target = p.to_target();
+        assert_eq!(Prefix::from_target(Path::new(&target)), Some(p));
+        assert_eq!(Prefix::from_target(Path::new("../elsewhere")), None);
+        assert_eq!(Prefix::from_target(Path::new(&format!("{target}:x"))), None);
+    }
+
+    #[test]
+    fn sizes_read_with_binary_and_decimal_units() {
+        for (text, want) in [
+            ("10GiB", 10u64 << 30),
+            ("500MB", 500_000_000),
+            ("1G", 1 << 30),
+            ("1.5M", 3 << 19),
+            ("4096", 4096),
+            (" 2 KiB ", 2048),
+            ("3kB", 3000),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for text in ["", "0", "GiB", "10 parsecs", "-5M", "1e3", "0.1"] {
+            assert!(parse_size(text).is_err(), "{text}");
+        }
+    }
+
     fn versions_at(stored: &str, times: &[NaiveDateTime]) -> Vec<Version> {
         times
             .iter()
@@ -350,6 +753,7 @@ mod tests {
                     stored: stored.into(),
                     at,
                     seq: 0,
+                    prefix: None,
                 }
             })
             .collect()

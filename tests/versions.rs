@@ -105,7 +105,8 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files(
     env.write("dir/sub/b.md", "beta");
     env.write("c.tar", "tarball");
     env.sync_ok(&["--compress"]);
-    env.write("c.tar", "tarball 2");
+    // Not an append (an appended file keeps a prefix marker, not a copy).
+    env.write("c.tar", "a new tarball");
     fs::remove_dir_all(env.src.join("dir")).unwrap();
     env.sync_ok(&["--compress"]);
     assert_mirrored(&env.src, &env.dst, true);

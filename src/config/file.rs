@@ -5,7 +5,7 @@
 
 use super::{
     CliLayer, Config, ConfigError, Pair, PairSettings, Settings, Timing, display_name, excludes,
-    guard, jobs, output, plan_options, retention, timing,
+    guard, jobs, output, plan_options, retention, timing, versions_max_size,
 };
 use crate::cli::parse_duration;
 use crate::names::{esc, io_message};
@@ -42,6 +42,8 @@ pub(crate) struct PairDefaults {
     pub(crate) exclude: Option<Vec<String>>,
     #[serde(default, deserialize_with = "retention_value")]
     pub(crate) keep_versions: Option<Retention>,
+    #[serde(default, deserialize_with = "size_value")]
+    pub(crate) versions_max_size: Option<u64>,
     pub(crate) max_delete: Option<u64>,
     pub(crate) force: Option<bool>,
 }
@@ -60,6 +62,8 @@ struct MirrorEntry {
     enabled: Option<bool>,
     #[serde(default, deserialize_with = "retention_value")]
     keep_versions: Option<Retention>,
+    #[serde(default, deserialize_with = "size_value")]
+    versions_max_size: Option<u64>,
     max_delete: Option<u64>,
     force: Option<bool>,
 }
@@ -88,6 +92,23 @@ fn retention_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Retention>,
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
+}
+
+/// `versions_max_size`: bytes as a number, or a string such as `"10GiB"` or `"500MB"`.
+fn size_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Number(n) => n.to_string(),
+        Raw::Text(text) => text,
+    };
+    crate::versions::parse_size(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
@@ -193,6 +214,7 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
             delete: entry.delete.or(file.defaults.delete),
             exclude: None,
             keep_versions: entry.keep_versions.or(file.defaults.keep_versions),
+            versions_max_size: entry.versions_max_size.or(file.defaults.versions_max_size),
             max_delete: entry.max_delete.or(file.defaults.max_delete),
             force: entry.force.or(file.defaults.force),
         };
@@ -210,6 +232,7 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
                 pair,
                 plan: plan_options(cli.mirror, &defaults),
                 versions: retention(cli.mirror, &defaults),
+                versions_max_size: versions_max_size(cli.mirror, &defaults),
                 guard: guard(cli.mirror, &defaults),
                 excludes,
                 jobs,
@@ -297,6 +320,7 @@ mod tests {
                 no_delete: false,
                 exclude: vec![],
                 keep_versions: None,
+                versions_max_size: None,
                 force: false,
                 max_delete: None,
                 jobs: None,

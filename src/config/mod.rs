@@ -68,6 +68,9 @@ pub struct Config {
     pub plan: PlanOptions,
     /// How long replaced and deleted files are kept.
     pub versions: Retention,
+    /// The most bytes all versions may take (oldest pruned first after a full pass);
+    /// `None` for no limit.
+    pub versions_max_size: Option<u64>,
     /// When a pass holds its deletions back.
     pub guard: Guard,
     /// Paths left out.
@@ -194,6 +197,10 @@ impl Settings {
                     pair,
                     plan: plan_options(cli.mirror, &file::PairDefaults::default()),
                     versions: retention(cli.mirror, &file::PairDefaults::default()),
+                    versions_max_size: versions_max_size(
+                        cli.mirror,
+                        &file::PairDefaults::default(),
+                    ),
                     guard: guard(cli.mirror, &file::PairDefaults::default()),
                     excludes: excludes(&cli.mirror.exclude, &[])?,
                     jobs: jobs(cli.mirror.jobs, None),
@@ -290,6 +297,11 @@ fn retention(m: &MirrorArgs, file: &file::PairDefaults) -> Retention {
     m.keep_versions
         .or(file.keep_versions)
         .unwrap_or(Retention::Staggered)
+}
+
+/// The versions' size budget: the flag, then the file's pair, then its top level.
+fn versions_max_size(m: &MirrorArgs, file: &file::PairDefaults) -> Option<u64> {
+    m.versions_max_size.or(file.versions_max_size)
 }
 
 /// The deletion guard: `--force` or `force = true`; `--max-delete` over `max_delete`.

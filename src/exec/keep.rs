@@ -7,6 +7,11 @@
 //!
 //! Folders inside the versions folder are reached like every other folder in DST
 //! ([`Executor::dest_dir`]), so a symlink planted there never leads a write outside DST.
+//!
+//! Pruning: by retention after a full pass ([`Executor::prune_versions`]), by the size
+//! budget after it ([`Executor::prune_to_budget`]), and when DST is full while a live
+//! file is written ([`Executor::make_room`]): live files win over old copies. Each
+//! pruned version is logged (`Pruned version: …`); oldest go first.
 
 use super::ops::Reach;
 use super::{Executor, OpError};
@@ -30,7 +35,7 @@ impl Executor {
         path: &Path,
         keep_original: bool,
     ) -> Result<(), OpError> {
-        if !self.keep.keeps() {
+        if !self.keeping() {
             return Ok(());
         }
         match fs::symlink_metadata(path) {
@@ -40,9 +45,15 @@ impl Executor {
         let at = chrono::Local::now().naive_local();
         let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
         for seq in 0..MAX_SEQ {
-            let rel = versions::version_name(name, at, seq);
+            let (rel, sidecar) = versions::version_and_sidecar(name, at, seq);
+            if let Some(sidecar) = sidecar {
+                self.write_sidecar(&dir, &sidecar, name)?;
+            }
             let file_name = rel.file_name().unwrap_or(rel.as_os_str());
             let target = dir.join(file_name);
+            if self.later_seq_taken(&dir, name, at, seq) {
+                continue;
+            }
             match fs::hard_link(path, &target) {
                 Ok(()) => {
                     if !keep_original {
@@ -84,10 +95,84 @@ impl Executor {
         })
     }
 
+    /// Keeps, instead of a copy, a prefix marker (see [`versions::Prefix`]) for the file
+    /// stored as `name` (at `path`), about to be replaced by content whose first `size`
+    /// bytes are the old content (SHA-256 `sha`): no bytes are kept, and `restore` can
+    /// still give the old content back from the new one.
+    pub(super) fn preserve_prefix(
+        &self,
+        name: &Path,
+        path: &Path,
+        (size, sha): (u64, crate::hash::Digest),
+    ) -> Result<(), OpError> {
+        if !self.keeping() {
+            return Ok(());
+        }
+        let Some(old) = fs::symlink_metadata(path).ok().filter(|m| m.is_file()) else {
+            return Ok(());
+        };
+        let mtime = filetime::FileTime::from_last_modification_time(&old);
+        let marker = versions::Prefix {
+            size,
+            mtime: (mtime.unix_seconds(), mtime.nanoseconds()),
+            mode: crate::scan::Meta::of(&old).mode,
+            sha,
+        }
+        .to_target();
+        let at = chrono::Local::now().naive_local();
+        let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
+        for seq in 0..MAX_SEQ {
+            let (rel, sidecar) = versions::version_and_sidecar(name, at, seq);
+            if let Some(sidecar) = sidecar {
+                self.write_sidecar(&dir, &sidecar, name)?;
+            }
+            let target = dir.join(rel.file_name().unwrap_or(rel.as_os_str()));
+            if self.later_seq_taken(&dir, name, at, seq) {
+                continue;
+            }
+            match crate::platform::symlink(Path::new(&marker), &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(OpError::io("keeping a version of", path)(e)),
+            }
+            log::info!(
+                "Kept version: {} as {} (its first {}, inside the new copy)",
+                esc(name),
+                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path()),
+                crate::names::human_bytes(size)
+            );
+            self.versions_kept
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(OpError::Io {
+            doing: "keeping a version of",
+            path: path.to_path_buf(),
+            err: io::Error::other("too many versions within one second"),
+        })
+    }
+
+    /// True if a later version of `name` in the same second exists (looking 1, 2, 4…
+    /// 64 slots on): then `seq` is a slot that pruning freed, and taking it would order
+    /// this newer version before older ones. Pruning goes oldest first, so freed slots
+    /// come first and the taken ones after them.
+    fn later_seq_taken(
+        &self,
+        dir: &Path,
+        name: &Path,
+        at: chrono::NaiveDateTime,
+        seq: u32,
+    ) -> bool {
+        (0..7).map(|k| seq + (1 << k)).any(|later| {
+            let next = versions::version_name(name, at, later);
+            fs::symlink_metadata(dir.join(next.file_name().unwrap_or(next.as_os_str()))).is_ok()
+        })
+    }
+
     /// Keeps every regular file in the folder stored as `name` (at `path`) as a version
     /// before the folder is deleted. Symlinks inside are not followed.
     pub(super) fn preserve_tree(&self, name: &Path, path: &Path) -> Result<(), OpError> {
-        if !self.keep.keeps() {
+        if !self.keeping() {
             return Ok(());
         }
         for entry in walkdir::WalkDir::new(path).follow_links(false) {
@@ -147,10 +232,145 @@ impl Executor {
             }
         }
         if pruned > 0 {
-            remove_empty_dirs(&self.dst.join(STATE_DIR).join(VERSIONS_DIR));
+            self.tidy_versions();
         }
         pruned
     }
+
+    /// Deletes the oldest versions until all of them together take at most `max` bytes
+    /// (`--versions-max-size`). Returns how many went.
+    pub fn prune_to_budget(&self, max: u64) -> u64 {
+        let sized = self.sized_versions();
+        let mut total: u64 = sized.iter().map(|(_, size, _)| size).sum();
+        if total <= max {
+            return 0;
+        }
+        let before = total;
+        let mut pruned = 0;
+        for (version, size, _) in &sized {
+            if total <= max {
+                break;
+            }
+            if self.remove_version(version) {
+                pruned += 1;
+                total = total.saturating_sub(*size);
+            }
+        }
+        if pruned > 0 {
+            log::info!(
+                "versions took {} of a budget of {}: pruned the {} oldest",
+                crate::names::human_bytes(before),
+                crate::names::human_bytes(max),
+                crate::names::count_of(pruned, "version")
+            );
+            self.tidy_versions();
+        }
+        pruned
+    }
+
+    /// DST is full while a live file is written: deletes the oldest versions until about
+    /// `need` bytes are free again (only versions that are the last link to their data
+    /// free anything). Returns false if nothing could be pruned, so the caller stops
+    /// retrying. One worker at a time: the others wait, then retry into the room made.
+    pub(super) fn make_room(&self, need: u64) -> bool {
+        let _one = self
+            .making_room
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut freed = 0u64;
+        let mut pruned = 0u64;
+        for (version, size, links) in self.sized_versions() {
+            if freed >= need {
+                break;
+            }
+            if links > 1 {
+                continue;
+            }
+            if self.remove_version(&version) {
+                freed += size;
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            log::warn!(
+                "{} is full: pruned the {} oldest ({}) so live files can be written",
+                esc(&self.dst),
+                crate::names::count_of(pruned, "version"),
+                crate::names::human_bytes(freed)
+            );
+            self.pruned_for_room
+                .fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);
+            self.tidy_versions();
+        }
+        pruned > 0
+    }
+
+    /// Every version, oldest first, with its size on disk and its link count.
+    fn sized_versions(&self) -> Vec<(versions::Version, u64, u64)> {
+        let root = self.dst.join(STATE_DIR).join(VERSIONS_DIR);
+        versions::list(&self.dst)
+            .into_iter()
+            .filter_map(|v| {
+                let meta = fs::symlink_metadata(root.join(&v.path)).ok()?;
+                Some((v, meta.len(), link_count(&meta)))
+            })
+            .collect()
+    }
+
+    /// Deletes one version and logs it; true if it went.
+    fn remove_version(&self, version: &versions::Version) -> bool {
+        let name = Path::new(STATE_DIR).join(VERSIONS_DIR).join(&version.path);
+        let path = match self.dest_dir(&name, Reach::Lookup) {
+            Ok(dir) => dir.join(version.path.file_name().unwrap_or(version.path.as_os_str())),
+            Err(_) => return false,
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                log::info!("Pruned version: {}", esc(&name));
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                log::warn!("pruning {}: {}", esc(&path), io_message(&e));
+                false
+            }
+        }
+    }
+
+    /// After pruning: sidecars no version needs, then empty folders.
+    fn tidy_versions(&self) {
+        let root = self.dst.join(STATE_DIR).join(VERSIONS_DIR);
+        versions::remove_orphan_sidecars(&root);
+        remove_empty_dirs(&root);
+    }
+
+    /// Writes the sidecar of a shortened version name (the stored file name's bytes) in
+    /// the versions folder `dir`, unless it is there: through a temp file and a rename,
+    /// so it is never seen half written.
+    fn write_sidecar(&self, dir: &Path, sidecar: &Path, name: &Path) -> Result<(), OpError> {
+        let path = dir.join(sidecar.file_name().unwrap_or(sidecar.as_os_str()));
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        let whole = name.file_name().unwrap_or(name.as_os_str());
+        let (temp, mut file) = self.temp_file(&path)?;
+        std::io::Write::write_all(&mut file, whole.as_encoded_bytes())
+            .map_err(OpError::io("keeping a version of", name))?;
+        drop(file);
+        fs::rename(&temp.path, &path).map_err(OpError::io("keeping a version of", name))?;
+        temp.keep();
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn link_count(meta: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(meta)
+}
+
+#[cfg(not(unix))]
+fn link_count(_meta: &fs::Metadata) -> u64 {
+    1
 }
 
 /// True if nothing is at `path` any more.

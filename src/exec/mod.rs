@@ -84,6 +84,30 @@ pub enum Outcome {
         /// The name in DST.
         name: PathBuf,
     },
+    /// The source kept changing while it was copied (a file still being written): not
+    /// a failure; the next event or pass copies it again.
+    Unsettled {
+        /// The name in DST.
+        name: PathBuf,
+        /// The source file.
+        path: PathBuf,
+        /// When DST now holds a consistent copy of the file's first bytes: what the
+        /// index should say about it (its size is the bytes copied, so any later look
+        /// at the source finds it changed) and the bytes copied.
+        installed: Option<(Record, u64)>,
+    },
+}
+
+/// What stood in DST where something of another type had to go (a folder where a file
+/// now is, a file where a folder now is), and was removed (kept as versions first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displaced {
+    /// Its name in DST.
+    pub name: PathBuf,
+    /// What it was.
+    pub kind: Kind,
+    /// Files removed (1 for a file or link, the count inside for a folder).
+    pub files: u64,
 }
 
 /// The kinds of write, as the log line names them.
@@ -110,7 +134,8 @@ pub(crate) enum OpError {
         path: PathBuf,
         err: io::Error,
     },
-    /// The source kept changing while it was read.
+    /// The source kept changing while it was read, and no consistent copy of it could
+    /// be installed.
     Unsettled { path: PathBuf },
     /// Ctrl-C arrived mid-file; the temp file is gone.
     Interrupted,
@@ -132,6 +157,19 @@ pub enum PrepareError {
     Unwritable(String),
 }
 
+/// How many times an action is tried again after pruning versions for room.
+const ROOM_RETRIES: u32 = 3;
+
+/// Room to make on a full disk before trying `action` again: its size and a margin
+/// for the file system's own blocks.
+fn room_for(action: &Action) -> u64 {
+    const MARGIN: u64 = 1 << 20;
+    match action {
+        Action::Copy { entry, .. } | Action::Compare { entry, .. } => entry.meta.size + MARGIN,
+        _ => MARGIN,
+    }
+}
+
 /// File holding the one-writer lock inside the state folder.
 pub const LOCK_FILE: &str = "lock";
 
@@ -147,6 +185,17 @@ pub struct Executor {
     keep: Retention,
     /// Versions kept so far.
     versions_kept: AtomicU64,
+    /// Keep every deleted file as a version whatever `keep` says (files that were in
+    /// DST before it became a mirror).
+    keep_all: AtomicBool,
+    /// Versions pruned to make room for live files on a full disk.
+    pruned_for_room: AtomicU64,
+    /// One worker at a time prunes for room.
+    making_room: std::sync::Mutex<()>,
+    /// One worker at a time removes what stands in the way of a new type.
+    displacing: std::sync::Mutex<()>,
+    /// What was removed to make way for another type, not yet reported.
+    displaced: std::sync::Mutex<Vec<Displaced>>,
     /// Held while this executor lives: one writer per mirror.
     _lock: std::fs::File,
 }
@@ -207,6 +256,11 @@ impl Executor {
             next_tmp: AtomicU64::new(0),
             keep: Retention::Staggered,
             versions_kept: AtomicU64::new(0),
+            keep_all: AtomicBool::new(false),
+            pruned_for_room: AtomicU64::new(0),
+            making_room: std::sync::Mutex::new(()),
+            displacing: std::sync::Mutex::new(()),
+            displaced: std::sync::Mutex::new(Vec::new()),
             _lock: lock,
         })
     }
@@ -229,50 +283,92 @@ impl Executor {
         self.versions_kept.load(Ordering::Relaxed)
     }
 
-    /// Carries out one action.
+    /// How many versions this executor pruned to make room for live files.
+    pub fn pruned_for_room(&self) -> u64 {
+        self.pruned_for_room.load(Ordering::Relaxed)
+    }
+
+    /// While on, every file deleted is kept as a version, even with versions off: for
+    /// files that were in DST before it became a mirror, which were never datasafe's.
+    pub fn keep_every_deletion(&self, on: bool) {
+        self.keep_all.store(on, Ordering::SeqCst);
+    }
+
+    /// True if replaced and deleted files are kept as versions now.
+    fn keeping(&self) -> bool {
+        self.keep.keeps() || self.keep_all.load(Ordering::SeqCst)
+    }
+
+    /// What was removed to make way for another type since the last call, to log, count
+    /// and forget in the index. Reported by the first caller after the removal, which
+    /// comes before any outcome that wrote below the new name.
+    pub fn take_displaced(&self) -> Vec<Displaced> {
+        let mut displaced = self
+            .displaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *displaced)
+    }
+
+    /// Carries out one action. A full disk first makes room by pruning the oldest
+    /// versions, then the action is tried again: live files win.
     pub fn run(&self, action: Action) -> Outcome {
         let name = action.dest_name();
-        if self.stopped() {
-            return Outcome::Interrupted { name };
-        }
-        let result = match action {
-            Action::Copy { entry, stored } => self.copy(&entry, stored),
-            Action::Compare {
-                entry,
-                stored,
-                known,
-            } => self.compare(&entry, stored, &known),
-            Action::SetMeta {
-                entry,
-                stored,
-                sha256,
-            } => self.set_meta(&entry, stored, sha256),
-            Action::Mkdir { entry } => self.mkdir(&entry),
-            Action::Symlink { entry } => self.symlink(&entry),
-            Action::Delete {
-                name,
-                kind,
-                superseded,
-            } => self.delete(&name, kind, superseded),
-            Action::Rename { from, to, kind } => self.rename(&from, &to, kind),
+        let mut tries = 0;
+        let result = loop {
+            if self.stopped() {
+                return Outcome::Interrupted { name };
+            }
+            let result = self.run_once(&action);
+            match &result {
+                Err(OpError::Io { err, .. })
+                    if crate::platform::is_no_space(err)
+                        && tries < ROOM_RETRIES
+                        && self.make_room(room_for(&action)) =>
+                {
+                    tries += 1;
+                    log::debug!("trying {} again after making room", esc(&name));
+                }
+                _ => break result,
+            }
         };
         match result {
             Ok(outcome) => outcome,
             Err(OpError::Interrupted) => Outcome::Interrupted { name },
-            Err(OpError::Unsettled { path }) => Outcome::Failed {
-                error: format!(
-                    "{} kept changing while it was copied ({} tries); it will be copied again next run",
-                    esc(&path),
-                    COPY_RETRIES + 1
-                ),
+            Err(OpError::Unsettled { path }) => Outcome::Unsettled {
                 name,
-                no_space: false,
+                path,
+                installed: None,
             },
             Err(OpError::Io { doing, path, err }) => Outcome::Failed {
                 error: format!("{doing} {}: {}", esc(&path), io_message(&err)),
                 no_space: crate::platform::is_no_space(&err),
                 name,
             },
+        }
+    }
+
+    fn run_once(&self, action: &Action) -> Result<Outcome, OpError> {
+        match action {
+            Action::Copy { entry, stored, was } => self.copy(entry, *stored, *was),
+            Action::Compare {
+                entry,
+                stored,
+                known,
+            } => self.compare(entry, *stored, known),
+            Action::SetMeta {
+                entry,
+                stored,
+                sha256,
+            } => self.set_meta(entry, *stored, *sha256),
+            Action::Mkdir { entry } => self.mkdir(entry),
+            Action::Symlink { entry } => self.symlink(entry),
+            Action::Delete {
+                name,
+                kind,
+                superseded,
+            } => self.delete(name, *kind, *superseded),
+            Action::Rename { from, to, kind } => self.rename(from, to, *kind),
         }
     }
 

@@ -3,11 +3,11 @@
 //! DST only through [`Executor::dest_dir`], which refuses to pass through anything in
 //! DST that is not a real folder.
 
-use super::{COPY_RETRIES, Done, Executor, OpError, Outcome};
+use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
 use crate::hash::{self, CHUNK, Digest};
 use crate::index::{OnDisk, Record, Stored};
 use crate::platform;
-use crate::scan::{Entry, Kind, Meta};
+use crate::scan::{Entry, Kind, Meta, STATE_DIR};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
@@ -28,13 +28,13 @@ pub(super) enum Reach {
 }
 
 /// A temp file that is removed unless it was renamed into place.
-struct Temp {
-    path: PathBuf,
+pub(super) struct Temp {
+    pub(super) path: PathBuf,
     armed: bool,
 }
 
 impl Temp {
-    fn keep(mut self) {
+    pub(super) fn keep(mut self) {
         self.armed = false;
     }
 }
@@ -71,8 +71,24 @@ impl Sink<'_> {
 
 impl Executor {
     /// Copies (or gzips) a source file to its name in DST, copying again if the source
-    /// changed meanwhile.
-    pub(super) fn copy(&self, entry: &Entry, stored: Stored) -> Result<Outcome, OpError> {
+    /// changed meanwhile. `was` is what the index says DST holds now (size, SHA-256):
+    /// when the new content only extends it, no version is kept.
+    ///
+    /// A file still being written after [`COPY_RETRIES`] more tries is installed only as
+    /// a consistent prefix: at most the size it had when the copy began is read (a
+    /// growing file is not chased), and those bytes, read again through the same handle
+    /// afterwards, must still be what was copied. An append-only writer (a log, a
+    /// download) leaves them alone; a rewrite or a truncation does not, and then nothing
+    /// is installed. Either way the outcome is [`Outcome::Unsettled`], not a failure,
+    /// and the record's size (the bytes copied) makes the next look copy it again. This
+    /// is rsync's choice too (copy what was read, and redo the file when it changed),
+    /// with the extra check that what lands under the real name is a prefix of the file.
+    pub(super) fn copy(
+        &self,
+        entry: &Entry,
+        stored: Stored,
+        was: Option<(u64, Digest)>,
+    ) -> Result<Outcome, OpError> {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
         let mut attempt = 0;
@@ -91,7 +107,14 @@ impl Executor {
             // Errors name the file being stored, not the temp file it goes through.
             let dst_path = self.dst.join(&name);
             let (temp, file) = self.temp_file(&dst_path)?;
-            let (sha, bytes) = self.stream(&src, &file, stored, &src_path, &dst_path)?;
+            let read = self.stream(
+                &src,
+                &file,
+                stored,
+                (&src_path, &dst_path),
+                before.len(),
+                was.map(|(size, _)| size),
+            )?;
             let meta = Meta::of(&before);
             set_file_meta(&file, &meta)
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
@@ -107,25 +130,32 @@ impl Executor {
                 );
                 continue;
             }
-            // Even an unsettled copy is installed: it is a whole snapshot of what was read
-            // (a growing log's prefix), better than the older copy, and the recorded size
-            // below makes the next run copy it again.
-            self.install(&temp.path, &name, Some((&meta, stored)))?;
-            temp.keep();
-            if !settled {
-                return Err(OpError::Unsettled { path: src_path });
-            }
+            let extends = was.filter(|(_, sha)| read.prefix == Some(*sha));
             let record = Record {
                 kind: Kind::File,
                 meta: Meta {
-                    size: bytes,
+                    size: read.bytes,
                     ..meta
                 },
-                sha256: Some(sha),
+                sha256: Some(read.sha),
                 stored,
                 target: None,
                 disk,
             };
+            if !settled {
+                if !self.still_prefix(&src, &read, &src_path)? {
+                    return Err(OpError::Unsettled { path: src_path });
+                }
+                self.install(&temp.path, &name, Some((&record.meta, stored)), extends)?;
+                temp.keep();
+                return Ok(Outcome::Unsettled {
+                    name,
+                    path: src_path,
+                    installed: Some((record, read.bytes)),
+                });
+            }
+            self.install(&temp.path, &name, Some((&meta, stored)), extends)?;
+            temp.keep();
             let done = match stored {
                 Stored::Plain => Done::Copied,
                 Stored::Gzip => Done::Gzipped,
@@ -134,24 +164,55 @@ impl Executor {
                 done,
                 name,
                 record,
-                bytes,
+                bytes: read.bytes,
             });
         }
     }
 
-    /// Streams `src` into `file`, hashing the source bytes and gzipping them if asked.
-    /// Returns the digest and the number of source bytes. Checks for Ctrl-C per chunk.
+    /// True if the first `read.bytes` bytes of `src` (read again from the start, through
+    /// the same handle) still hash to what was copied.
+    fn still_prefix(&self, src: &File, read: &Streamed, src_path: &Path) -> Result<bool, OpError> {
+        use std::io::{Seek, SeekFrom};
+        let mut handle = src;
+        handle
+            .seek(SeekFrom::Start(0))
+            .map_err(OpError::io("reading", src_path))?;
+        let mut hasher = Sha256::new();
+        let mut counted = 0u64;
+        let mut reader = StopReader(self, handle.take(read.bytes));
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_error(e, src_path)),
+            };
+            hasher.update(&buf[..n]);
+            counted += n as u64;
+        }
+        Ok(counted == read.bytes && Digest::from_hasher(hasher) == read.sha)
+    }
+
+    /// Streams `src` into `file`, hashing the source bytes and gzipping them if asked,
+    /// reading no more than `limit` bytes. Also hashes the first `prefix_at` bytes on
+    /// the way, when the file has that many. Checks for Ctrl-C per chunk.
     fn stream(
         &self,
         mut src: &File,
         file: &File,
         stored: Stored,
-        src_path: &Path,
-        dst_path: &Path,
-    ) -> Result<(Digest, u64), OpError> {
+        (src_path, dst_path): (&Path, &Path),
+        limit: u64,
+        prefix_at: Option<u64>,
+    ) -> Result<Streamed, OpError> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
+        let mut prefix = None;
+        if prefix_at == Some(0) {
+            prefix = Some(Digest::from_hasher(hasher.clone()));
+        }
         let mut sink = match stored {
             Stored::Plain => Sink::Plain(file),
             Stored::Gzip => Sink::Gzip(Box::new(GzEncoder::new(file, self.level))),
@@ -160,19 +221,36 @@ impl Executor {
             if self.stopped() {
                 return Err(OpError::Interrupted);
             }
-            let n = match src.read(&mut buf) {
+            let want = (limit - total).min(buf.len() as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = match src.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(OpError::io("reading", src_path)(e)),
             };
-            hasher.update(&buf[..n]);
-            sink.write_all(&buf[..n])
+            let chunk = &buf[..n];
+            match prefix_at {
+                Some(at) if prefix.is_none() && at > total && at <= total + n as u64 => {
+                    let (head, tail) = chunk.split_at((at - total) as usize);
+                    hasher.update(head);
+                    prefix = Some(Digest::from_hasher(hasher.clone()));
+                    hasher.update(tail);
+                }
+                _ => hasher.update(chunk),
+            }
+            sink.write_all(chunk)
                 .map_err(OpError::io("writing", dst_path))?;
             total += n as u64;
         }
         sink.finish().map_err(OpError::io("writing", dst_path))?;
-        Ok((Digest::from_hasher(hasher), total))
+        Ok(Streamed {
+            sha: Digest::from_hasher(hasher),
+            bytes: total,
+            prefix,
+        })
     }
 
     /// `--checksum`: copies only if the content differs from what DST holds.
@@ -187,7 +265,7 @@ impl Executor {
         // The index may hold a digest for a file since removed from DST: then copy.
         let dst_path = match self.dest_path(&name, Reach::Lookup) {
             Ok(p) if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) => p,
-            _ => return self.copy(entry, stored),
+            _ => return self.copy(entry, stored, None),
         };
         let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
         let src_sha =
@@ -223,7 +301,7 @@ impl Executor {
                     crate::names::esc(&dst_path)
                 );
             }
-            return self.copy(entry, stored);
+            return self.copy(entry, stored, None);
         }
         if known.meta != entry.meta {
             return self.set_meta(entry, stored, Some(src_sha));
@@ -252,7 +330,7 @@ impl Executor {
             .and_then(|p| platform::open_source(&p).ok().map(|f| (p, f)))
             .filter(|(_, f)| f.metadata().is_ok_and(|m| m.is_file()));
         let Some((path, file)) = opened else {
-            return self.copy(entry, stored);
+            return self.copy(entry, stored, None);
         };
         set_file_meta(&file, &entry.meta)
             .map_err(OpError::io("setting mode and time on", &path))?;
@@ -312,7 +390,7 @@ impl Executor {
         let disk = fs::symlink_metadata(&temp.path)
             .ok()
             .map(|m| OnDisk::of(&m));
-        self.install(&temp.path, &entry.rel, None)?;
+        self.install(&temp.path, &entry.rel, None, None)?;
         temp.keep();
         Ok(Outcome::Stored {
             done: Done::Linked,
@@ -357,7 +435,7 @@ impl Executor {
         };
         // A conversion (plain to gzipped or back) keeps no version when the content lives
         // on under the other name; if the source changed too, the old copy is kept.
-        let keep = self.keep.keeps() && (!superseded || !self.same_as_source(name, &meta));
+        let keep = self.keeping() && (!superseded || !self.same_as_source(name, &meta));
         let files = if meta.is_dir() {
             let files = walkdir::WalkDir::new(&path)
                 .into_iter()
@@ -419,15 +497,13 @@ impl Executor {
         let to_path = self.dest_path(to, Reach::Parents)?;
         match fs::symlink_metadata(&to_path) {
             // rename(2) replaces a file or an empty folder, not a full one.
+            // What stood there is kept as versions and reported as deleted.
             Ok(m) if m.is_dir() && kind == Kind::Dir || m.is_dir() != (kind == Kind::Dir) => {
                 if m.is_dir() {
-                    self.preserve_tree(to, &to_path)?;
-                    fs::remove_dir_all(&to_path)
+                    self.displace_tree(to, &to_path)?;
                 } else {
-                    self.preserve(to, &to_path, true)?;
-                    fs::remove_file(&to_path)
+                    self.displace(&to_path)?;
                 }
-                .map_err(OpError::io("replacing", &to_path))?;
             }
             // The rename replaces a file: keep it first.
             Ok(m) if m.is_file() => self.preserve(to, &to_path, true)?,
@@ -478,12 +554,7 @@ impl Executor {
                 Ok(_) if reach == Reach::Lookup => {
                     return Err(OpError::io("reading", &dir)(io::ErrorKind::NotFound.into()));
                 }
-                Ok(_) => match fs::remove_file(&dir) {
-                    // Another worker replaced it first (removed it, or made it a folder).
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) => {}
-                    other => other.map_err(OpError::io("replacing", &dir))?,
-                },
+                Ok(_) => self.displace(&dir)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && reach != Reach::Lookup => {}
                 Err(e) => return Err(OpError::io("reading", &dir)(e)),
             }
@@ -503,17 +574,24 @@ impl Executor {
     }
 
     /// Renames a finished temp file (or link) to its final name in DST, replacing a
-    /// folder that stands there. The file it replaces is kept as a version unless it is
-    /// the same source state as the new one (`new`: same mtime to the nanosecond, and
-    /// for a plain copy the same size), as after a run killed before its index was
-    /// saved: recopying that must not pile up identical versions.
+    /// folder that stands there (its files kept as versions first, and reported). The
+    /// file it replaces is kept as a version unless it is the same source state as the
+    /// new one (`new`: same mtime to the nanosecond, and for a plain copy the same
+    /// size), as after a run killed before its index was saved: recopying that must not
+    /// pile up identical versions. When the new content only extends it (`extends`: the
+    /// old size and digest, which the new content's first bytes match), the new copy
+    /// contains the old one: only a prefix marker is kept, no bytes.
     fn install(
         &self,
         temp: &Path,
         name: &Path,
         new: Option<(&Meta, Stored)>,
+        extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            self.displace_tree(name, &path)?;
+        }
         let same = new.is_some_and(|(meta, stored)| {
             fs::symlink_metadata(&path).is_ok_and(|old| {
                 old.is_file()
@@ -521,17 +599,91 @@ impl Executor {
                     && (stored == Stored::Gzip || old.len() == meta.size)
             })
         });
-        if !same {
-            self.preserve(name, &path, true)?;
+        // The index's digest is trusted only for the file it describes: for a plain
+        // copy, the old file must have the recorded size.
+        let grown = extends.filter(|(size, _)| {
+            fs::symlink_metadata(&path).is_ok_and(|old| {
+                old.is_file() && (new.is_some_and(|(_, s)| s == Stored::Gzip) || old.len() == *size)
+            })
+        });
+        match grown {
+            _ if same => {}
+            Some(grown) => self.preserve_prefix(name, &path, grown)?,
+            None => self.preserve(name, &path, true)?,
         }
         match fs::rename(temp, &path) {
             Ok(()) => Ok(()),
             Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {
-                fs::remove_dir_all(&path).map_err(OpError::io("replacing", &path))?;
+                self.displace_tree(name, &path)?;
                 fs::rename(temp, &path).map_err(OpError::io("writing", &path))
             }
             Err(e) => Err(OpError::io("writing", &path)(e)),
         }
+    }
+
+    /// Removes the file or symlink at `path`, where a folder must now go. One of the
+    /// mirror's files is kept as a version first; either is reported as deleted
+    /// ([`Executor::take_displaced`]). Inside the state folder it is only removed.
+    fn displace(&self, path: &Path) -> Result<(), OpError> {
+        let name = path.strip_prefix(&self.dst).unwrap_or(path).to_path_buf();
+        if name.starts_with(STATE_DIR) {
+            return remove_if_there(path, false).map_err(OpError::io("replacing", path));
+        }
+        // Two workers may meet the same file on their way down: one removes it.
+        let _one = self
+            .displacing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) if !m.is_dir() => m,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(OpError::io("replacing", path)(e)),
+        };
+        if meta.is_file() && self.keeping() {
+            self.preserve(&name, path, false)?;
+        } else {
+            remove_if_there(path, false).map_err(OpError::io("replacing", path))?;
+        }
+        self.note_displaced(Displaced {
+            name,
+            kind: Kind::of(meta.file_type()),
+            files: 1,
+        });
+        Ok(())
+    }
+
+    /// Removes the folder stored as `name` (at `path`) where a file or link must now go:
+    /// its files are kept as versions first, and reported as deleted.
+    fn displace_tree(&self, name: &Path, path: &Path) -> Result<(), OpError> {
+        let _one = self
+            .displacing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let files = walkdir::WalkDir::new(path)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_type().is_dir())
+            .count() as u64;
+        self.preserve_tree(name, path)?;
+        remove_if_there(path, true).map_err(OpError::io("replacing", path))?;
+        self.note_displaced(Displaced {
+            name: name.to_path_buf(),
+            kind: Kind::Dir,
+            files,
+        });
+        Ok(())
+    }
+
+    fn note_displaced(&self, displaced: Displaced) {
+        self.displaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(displaced);
     }
 
     fn temp_name(&self) -> PathBuf {
@@ -540,7 +692,7 @@ impl Executor {
     }
 
     /// A new private temp file in DST's temp folder.
-    fn temp_file(&self, for_path: &Path) -> Result<(Temp, File), OpError> {
+    pub(super) fn temp_file(&self, for_path: &Path) -> Result<(Temp, File), OpError> {
         loop {
             let path = self.temp_name();
             match platform::create_private(&path) {
@@ -557,6 +709,30 @@ impl Executor {
         } else {
             OpError::io("reading", path)(err)
         }
+    }
+}
+
+/// What [`Executor::stream`] read.
+struct Streamed {
+    /// SHA-256 of the bytes read.
+    sha: Digest,
+    /// How many.
+    bytes: u64,
+    /// SHA-256 of the first bytes, up to the size asked for, when there were that many.
+    prefix: Option<Digest>,
+}
+
+/// Removes a file (or, with `tree`, a folder and all in it); already gone is fine
+/// (another worker got there first).
+fn remove_if_there(path: &Path, tree: bool) -> io::Result<()> {
+    let result = if tree {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
