@@ -526,9 +526,11 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
             esc(dst)
         ));
     }
+    // A prefix marker is no version: it holds no bytes, only where the old content
+    // lies inside the newer copy (for `restore --at`), so it is not listed.
     let mut kept: Vec<Kept> = all
         .into_iter()
-        .filter(|k| in_scope(&k.source, &scopes))
+        .filter(|k| k.version.prefix.is_none() && in_scope(&k.source, &scopes))
         .collect();
     if summary {
         return print_usage(dst, &usage(&kept), json);

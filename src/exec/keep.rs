@@ -135,14 +135,14 @@ impl Executor {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(OpError::io("keeping a version of", path)(e)),
             }
-            log::info!(
-                "Kept version: {} as {} (its first {}, inside the new copy)",
+            // No version was kept (the new copy holds the old content): only a debug
+            // line, and nothing counted.
+            log::debug!(
+                "{} only grew: its first {} are in the new copy (marker {})",
                 esc(name),
-                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path()),
-                crate::names::human_bytes(size)
+                crate::names::human_bytes(size),
+                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
             );
-            self.versions_kept
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         Err(OpError::Io {

@@ -177,21 +177,10 @@ impl Executor {
         handle
             .seek(SeekFrom::Start(0))
             .map_err(OpError::io("reading", src_path))?;
-        let mut hasher = Sha256::new();
-        let mut counted = 0u64;
-        let mut reader = StopReader(self, handle.take(read.bytes));
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.read_error(e, src_path)),
-            };
-            hasher.update(&buf[..n]);
-            counted += n as u64;
-        }
-        Ok(counted == read.bytes && Digest::from_hasher(hasher) == read.sha)
+        let (sha, counted) = hash::hash_reader_until(handle.take(read.bytes), &mut buf, &self.stop)
+            .map_err(|e| self.read_error(e, src_path))?;
+        Ok(counted == read.bytes && sha == read.sha)
     }
 
     /// Streams `src` into `file`, hashing the source bytes and gzipping them if asked,
