@@ -926,14 +926,20 @@ impl Mirror {
             } else {
                 String::new()
             };
+            let (were, they) = if kept == 1 {
+                ("was", "it was")
+            } else {
+                ("were", "they were")
+            };
             log::warn!(
-                "{} held {} that were there before it became a mirror of {} (not in the source, \
-                 or replaced by it): they were kept in {}, not lost; to get them back, run: \
+                "{} held {} that {were} there before it became a mirror of {} (not in the \
+                 source, or replaced by it): {they} kept in {}, not lost; to get {} back, run: \
                  datasafe restore {} {} --at \"{}\"{paths}",
                 esc(dst),
                 count_of(kept, "file"),
                 esc(src),
                 esc(&dst.join(STATE_DIR).join(crate::versions::VERSIONS_DIR)),
+                if kept == 1 { "it" } else { "them" },
                 shell_word(&dst.to_string_lossy()),
                 shell_word(&restore_target(dst).to_string_lossy()),
                 at.format(crate::restore::AT_FORMAT),
