@@ -278,6 +278,57 @@ fn version_name(path: &Path) -> PathBuf {
         .join(path)
 }
 
+/// The content of one stored file, un-gzipped as it is read: what `restore` writes into
+/// TARGET and `archive` into an archive.
+pub enum Content {
+    /// Stored as is.
+    Plain(File),
+    /// Stored gzipped (possibly as several members, as `gzip` may append them).
+    Gzip(MultiGzDecoder<BufReader<File>>),
+}
+
+impl Content {
+    /// Opens a file inside DST (never through a symlink at its name) for reading its
+    /// content; also returns its `fstat` (mode and mtime are the source's).
+    pub fn open(path: &Path, stored: Stored) -> io::Result<(Content, std::fs::Metadata)> {
+        let file = history::open_stored(path)?;
+        let meta = file.metadata()?;
+        let content = match stored {
+            Stored::Plain => Content::Plain(file),
+            Stored::Gzip => {
+                Content::Gzip(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, file)))
+            }
+        };
+        Ok((content, meta))
+    }
+
+    /// The open file, to check after reading that it did not change meanwhile.
+    pub fn file(&self) -> &File {
+        match self {
+            Content::Plain(file) => file,
+            Content::Gzip(decoder) => decoder.get_ref().get_ref(),
+        }
+    }
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Content::Plain(file) => file.read(buf),
+            Content::Gzip(decoder) => decoder.read(buf),
+        }
+    }
+}
+
+/// True if a read error is the gzip decoder's word on a bad stream, as opposed to a
+/// disk that failed to read.
+pub fn is_damaged(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    )
+}
+
 /// Why one path was not restored.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -391,8 +442,8 @@ impl Writer<'_> {
             path: from.to_path_buf(),
             err,
         };
-        let src = history::open_stored(from).map_err(read_err)?;
-        let meta = Meta::of(&src.metadata().map_err(read_err)?);
+        let (content, before) = Content::open(from, stored).map_err(read_err)?;
+        let meta = Meta::of(&before);
         let dir = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
@@ -401,13 +452,7 @@ impl Writer<'_> {
             err,
         };
         let (temp, file) = self.temp_file(&dir).map_err(write_err)?;
-        match stored {
-            Stored::Plain => self.pump(src, &file, rel, from, &final_path)?,
-            Stored::Gzip => {
-                let decoder = MultiGzDecoder::new(BufReader::with_capacity(CHUNK, src));
-                self.pump(decoder, &file, rel, from, &final_path)?;
-            }
-        }
+        self.pump(content, &file, rel, from, &final_path)?;
         platform::set_mode_file(&file, meta.mode).map_err(write_err)?;
         filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
             .map_err(write_err)?;
@@ -433,16 +478,7 @@ impl Writer<'_> {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // What the gzip decoder says about a bad stream, as opposed to a disk
-                // that failed to read.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::InvalidInput
-                            | io::ErrorKind::InvalidData
-                            | io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
+                Err(err) if is_damaged(&err) => {
                     return Err(Failure::Corrupt {
                         rel: rel.to_path_buf(),
                         path: from.to_path_buf(),
@@ -678,9 +714,35 @@ pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
 
 /// Everything that can fail as bad input, before TARGET is touched (except to create it).
 fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
-    let at = args.at.as_deref().map(Moment::parse).transpose()?;
+    let loaded = load(&args.dst, args.at.as_deref(), &args.paths)?;
+    prepare_target(&args.dst, &args.target, args.force)?;
+    Ok(loaded)
+}
+
+/// Opens the mirror at `dst` and plans what `restore --at` (`at`, if given) of `paths`
+/// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
+/// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
+pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History, Plan), String> {
+    let at = at.map(Moment::parse).transpose()?;
+    let scopes = scopes_of(paths)?;
+    let mut history = History::open(dst)?;
+    let kept = history.versions();
+    if !history.has_index() && kept.is_empty() {
+        return Err(format!(
+            "{} has no index and no versions; give the DST folder of a sync or watch",
+            esc(dst)
+        ));
+    }
+    let live = history.live()?;
+    let plan = plan(&live, &kept, &scopes, at.as_ref());
+    Ok((history, plan))
+}
+
+/// PATH arguments as source-relative scopes; empty for the whole tree (no PATH, or one
+/// that names the root).
+pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut scopes = Vec::new();
-    for path in &args.paths {
+    for path in paths {
         let scope = history::source_path(path)?;
         if scope.as_os_str().is_empty() {
             scopes.clear();
@@ -688,18 +750,7 @@ fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
         }
         scopes.push(scope);
     }
-    let mut history = History::open(&args.dst)?;
-    let kept = history.versions();
-    if !history.has_index() && kept.is_empty() {
-        return Err(format!(
-            "{} has no index and no versions; give the DST folder of a sync or watch",
-            esc(&args.dst)
-        ));
-    }
-    let live = history.live()?;
-    prepare_target(&args.dst, &args.target, args.force)?;
-    let plan = plan(&live, &kept, &scopes, at.as_ref());
-    Ok((history, plan))
+    Ok(scopes)
 }
 
 fn execute(
