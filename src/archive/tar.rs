@@ -34,6 +34,9 @@ pub fn write<W: Write>(out: W, entries: &[Entry], ctx: &Ctx<'_>) -> Result<(W, T
             EntryKind::Dir => {
                 let mut header = header(EntryType::Directory, entry.mode, entry.mtime, 0);
                 pax_mtime(&mut tar, entry.mtime).map_err(fatal)?;
+                // With a trailing slash, as GNU tar writes folders.
+                let mut name = name.into_os_string();
+                name.push("/");
                 tar.append_data(&mut header, &name, io::empty())
                     .map_err(fatal)?;
                 ctx.done_dir(entry);
