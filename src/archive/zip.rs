@@ -198,7 +198,8 @@ fn io_gone() -> std::io::Error {
 }
 
 /// Streams a large file into the archive on this thread, reading it again (and
-/// dropping the entry written) if it changed meanwhile.
+/// dropping the entry written) if it changed meanwhile; on stdout, where nothing can be
+/// taken back, a changed file is kept as read and reported.
 fn stream<W: Write + Seek>(
     zip: &mut ZipWriter<W>,
     name: &str,
@@ -235,8 +236,12 @@ fn stream<W: Write + Seek>(
                 .map_err(|e| ctx.write_error(&e.to_string()))?;
             size += n as u64;
         };
+        // On stdout nothing can be taken back: the entry stays as read.
+        let rewindable = !ctx.to_stderr;
         if let Some(err) = read_error {
-            zip.abort_file().map_err(fatal)?;
+            if rewindable {
+                zip.abort_file().map_err(fatal)?;
+            }
             return match Failure::of(path, err, ctx.stop) {
                 Failure::Interrupted => Err(Stop::Interrupted),
                 failure => {
@@ -246,7 +251,7 @@ fn stream<W: Write + Seek>(
             };
         }
         let settled = opened.settled(path);
-        if !settled && attempt < read::RETRIES {
+        if !settled && rewindable && attempt < read::RETRIES {
             attempt += 1;
             zip.abort_file().map_err(fatal)?;
             log::debug!("{} changed while being read; reading again", path.display());
