@@ -291,8 +291,12 @@ impl Content {
     /// Opens a file inside DST (never through a symlink at its name) for reading its
     /// content; also returns its `fstat` (mode and mtime are the source's).
     pub fn open(path: &Path, stored: Stored) -> io::Result<(Content, std::fs::Metadata)> {
-        let file = history::open_stored(path)?;
+        // As `history::open_stored`, with one fstat for both the check and the caller.
+        let file = platform::open_source(path)?;
         let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("it is not a regular file"));
+        }
         let content = match stored {
             Stored::Plain => Content::Plain(file),
             Stored::Gzip => {

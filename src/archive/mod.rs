@@ -22,7 +22,7 @@ use crate::names::{esc, human_bytes, io_message};
 use crate::scan::{STATE_DIR, ScanRules};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use out::{Dest, Partial};
+use out::{Dest, Partial, Trickle};
 use serde::Serialize;
 use source::{Entry, EntryKind, Listing};
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -436,10 +436,10 @@ fn write(
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
     let tally = match (format, sink) {
         (ArchiveFormat::Zip, Sink::File(file)) => {
-            let zip = ::zip::ZipWriter::new(BufWriter::with_capacity(BUF, file));
+            let zip = ::zip::ZipWriter::new(BufWriter::with_capacity(BUF, Trickle::new(file)));
             let (out, tally) = zip::write(zip, entries, ctx)?;
-            let file = out.into_inner().map_err(|e| fatal(e.into_error()))?;
-            file.sync_all().map_err(fatal)?;
+            let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
+            out.file.sync_all().map_err(fatal)?;
             tally
         }
         (ArchiveFormat::Zip, Sink::Stdout(stdout)) => {
@@ -452,15 +452,19 @@ fn write(
             out.into_inner().flush().map_err(fatal)?;
             tally
         }
-        (format, sink) => {
-            let raw: Box<dyn Write + Send> = match sink {
-                Sink::File(file) => Box::new(file),
-                Sink::Stdout(stdout) => Box::new(Counting {
-                    inner: stdout,
-                    count: count.clone(),
-                }),
+        (format, Sink::File(file)) => {
+            let out = BufWriter::with_capacity(BUF, Trickle::new(file));
+            let (out, tally) = tar_into(out, format, entries, ctx)?;
+            let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
+            out.file.sync_all().map_err(fatal)?;
+            tally
+        }
+        (format, Sink::Stdout(stdout)) => {
+            let counting = Counting {
+                inner: stdout,
+                count: count.clone(),
             };
-            let out = BufWriter::with_capacity(BUF, raw);
+            let out = BufWriter::with_capacity(BUF, counting);
             let (out, tally) = tar_into(out, format, entries, ctx)?;
             let mut raw = out.into_inner().map_err(|e| fatal(e.into_error()))?;
             raw.flush().map_err(fatal)?;

@@ -98,6 +98,47 @@ pub fn resolve(
     }
 }
 
+/// The archive's file, asking the kernel to start writing it out every few MiB, so
+/// the fsync before the rename does not wait for the whole archive at once.
+pub struct Trickle {
+    /// The temp file.
+    pub file: File,
+    /// Bytes written since writeback was last started.
+    pending: u64,
+}
+
+impl Trickle {
+    /// Every this many bytes, writeback starts.
+    const EVERY: u64 = 4 << 20;
+
+    /// Wraps the temp file.
+    pub fn new(file: File) -> Trickle {
+        Trickle { file, pending: 0 }
+    }
+}
+
+impl io::Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.pending += n as u64;
+        if self.pending >= Trickle::EVERY {
+            self.pending = 0;
+            crate::platform::start_writeback(&self.file);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl io::Seek for Trickle {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
 /// The archive being written: a temp file beside OUT, removed on drop unless
 /// [`Partial::install`] renamed it into place.
 pub struct Partial {

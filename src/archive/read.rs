@@ -120,8 +120,14 @@ pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got,
         }
         let mut data = Vec::with_capacity(opened.before.len().min(SMALL) as usize);
         let mut reader = opened.reader;
+        // A plain file is read to the size fstat gave: one that grew meanwhile has a new
+        // size and mtime, so the check below reads it again. No read for EOF is needed.
+        let limit = match stored {
+            Stored::Plain => opened.before.len(),
+            Stored::Gzip => SMALL + 1,
+        };
         (&mut reader)
-            .take(SMALL + 1)
+            .take(limit)
             .read_to_end(&mut data)
             .map_err(|e| Failure::of(path, e, stop))?;
         if data.len() as u64 > SMALL {

@@ -21,7 +21,9 @@ use tar::{Builder, EntryType, Header};
 
 /// Writes `entries` as a tar stream into `out` and returns `out`.
 pub fn write<W: Write>(out: W, entries: &[Entry], ctx: &Ctx<'_>) -> Result<(W, Tally), Stop> {
-    let mut tar = Builder::new(out);
+    // tar writes a header at a time (512 bytes); an encoder is far faster fed in large
+    // blocks, each call to it costing a round through its (multithreaded) state.
+    let mut tar = Builder::new(io::BufWriter::with_capacity(1 << 20, out));
     tar.follow_symlinks(false);
     let mut tally = Tally::default();
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
@@ -68,13 +70,14 @@ pub fn write<W: Write>(out: W, entries: &[Entry], ctx: &Ctx<'_>) -> Result<(W, T
         }
     }
     let out = tar.into_inner().map_err(fatal)?;
+    let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
     Ok((out, tally))
 }
 
 /// Streams a large file: its size first (a gzipped one is decoded once to count it),
 /// then exactly that many bytes.
 fn stream<W: Write>(
-    tar: &mut Builder<W>,
+    tar: &mut Builder<io::BufWriter<W>>,
     name: &Path,
     entry: &Entry,
     path: &Path,
