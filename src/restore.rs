@@ -284,7 +284,7 @@ pub enum Content {
     /// Stored as is.
     Plain(File),
     /// Stored gzipped (possibly as several members, as `gzip` may append them).
-    Gzip(MultiGzDecoder<BufReader<File>>),
+    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
 }
 
 impl Content {
@@ -299,9 +299,9 @@ impl Content {
         }
         let content = match stored {
             Stored::Plain => Content::Plain(file),
-            Stored::Gzip => {
-                Content::Gzip(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, file)))
-            }
+            Stored::Gzip => Content::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+                CHUNK, file,
+            )))),
         };
         Ok((content, meta))
     }
