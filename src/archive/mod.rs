@@ -24,7 +24,7 @@ use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use out::{Dest, Partial, Trickle};
 use serde::Serialize;
-use source::{Entry, EntryKind, Listing};
+use source::{Entry, EntryKind};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -76,19 +76,16 @@ impl Ctx<'_> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// The archive names of `entries`, in order: `--prefix` then the relative path.
-    fn names<'e>(&self, entries: &'e [Entry]) -> impl Iterator<Item = String> + 'e {
-        let prefix = self.prefix.clone();
-        entries.iter().map(move |e| {
-            let rel = e.rel.to_string_lossy();
-            if rel.contains('\u{FFFD}') && e.rel.to_str().is_none() {
-                log::warn!(
-                    "{} is not valid UTF-8; it is archived under a name with U+FFFD in place of the odd bytes",
-                    esc(&e.rel)
-                );
-            }
-            format!("{prefix}{rel}")
-        })
+    /// An entry's name in the archive: `--prefix` then its relative path.
+    fn name(&self, entry: &Entry) -> String {
+        let rel = entry.rel.to_string_lossy();
+        if entry.rel.to_str().is_none() {
+            log::warn!(
+                "{} is not valid UTF-8; it is archived under a name with U+FFFD in place of the odd bytes",
+                esc(&entry.rel)
+            );
+        }
+        format!("{}{rel}", self.prefix)
     }
 
     fn write_error(&self, what: &str) -> Stop {
@@ -233,25 +230,30 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
             esc(source)
         )));
     }
-    // Everything that can be refused is checked before OUT is touched.
-    let mut listing = if is_mirror {
+    // OUT (and its temp file) are never archived into themselves.
+    let skip = match &dest {
+        Dest::File(path) => leave_out_self(&canonical, path),
+        Dest::Stdout => Vec::new(),
+    };
+    // Everything that can be refused is checked before OUT is touched. A whole plain
+    // folder is walked while it is archived; a mirror's plan, or PATH..., is listed first.
+    let rules = ScanRules {
+        excludes,
+        skip: skip.clone(),
+    };
+    let listed = if is_mirror {
         let (mut history, plan) =
             crate::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
         for scope in &plan.unmatched {
             log::warn!("nothing in the mirror at or under {}", esc(scope));
         }
-        source::of_mirror(&mut history, &plan, &excludes)
+        let mut listing = source::of_mirror(&mut history, &plan, &rules.excludes);
+        listing.entries.retain(|e| !skip.contains(&e.rel));
+        Some(listing)
     } else {
         let scopes = crate::restore::scopes_of(&args.paths).map_err(usage)?;
-        let rules = ScanRules {
-            excludes,
-            skip: Vec::new(),
-        };
-        source::of_folder(source, &scopes, &rules)
+        (!scopes.is_empty()).then(|| source::of_folder(source, &scopes, &rules))
     };
-    if let Dest::File(path) = &dest {
-        leave_out_self(&canonical, path, &mut listing);
-    }
     let (partial, sink, writing) = match &dest {
         Dest::File(path) => {
             let (partial, file) = Partial::create(path, args.force).map_err(usage)?;
@@ -261,12 +263,9 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
     };
     let to_stderr = dest == Dest::Stdout;
     let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::with_draw_target(
-            Some(listing.entries.len() as u64),
-            ProgressDrawTarget::stderr(),
-        );
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         if let Ok(style) =
-            ProgressStyle::with_template("{spinner} archiving {pos}/{len} {wide_bar} {elapsed}")
+            ProgressStyle::with_template("{spinner} archiving: {pos} entries {elapsed}")
         {
             bar.set_style(style);
         }
@@ -283,22 +282,36 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         progress,
         writing,
     };
-    if !prefix.is_empty() {
-        // The prefix folder itself, as `git archive` writes it.
-        let root = std::fs::metadata(source).map(|m| crate::scan::Meta::of(&m));
-        if let Ok(meta) = root {
-            listing.entries.insert(
-                0,
-                Entry {
-                    rel: PathBuf::new(),
-                    kind: EntryKind::Dir,
-                    mode: meta.mode,
-                    mtime: meta.mtime,
-                },
-            );
+    // The prefix folder itself, as `git archive` writes it.
+    let top = std::fs::metadata(source)
+        .ok()
+        .filter(|_| !prefix.is_empty())
+        .map(|m| {
+            let meta = crate::scan::Meta::of(&m);
+            Entry {
+                rel: PathBuf::new(),
+                kind: EntryKind::Dir,
+                mode: meta.mode,
+                mtime: meta.mtime,
+            }
+        });
+    let (written, walk_failed) = match listed {
+        Some(listing) => {
+            let mut entries = top.into_iter().chain(listing.entries);
+            (write(sink, format, &mut entries, &ctx), listing.failed)
         }
-    }
-    let written = write(sink, format, &listing.entries, &ctx);
+        None => std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<Entry>(4096);
+            let rules = &rules;
+            let walker = scope
+                .spawn(move || source::walk(source, Path::new(""), rules, |e| tx.send(e).is_ok()));
+            let mut entries = top.into_iter().chain(rx);
+            let written = write(sink, format, &mut entries, &ctx);
+            // A writer that stopped early drops the channel, which stops the walk.
+            drop(entries);
+            (written, walker.join().unwrap_or(0))
+        }),
+    };
     crate::logging::clear_progress();
     let (tally, counted) = written?;
     let bytes_out = match (&dest, partial) {
@@ -319,7 +332,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         }
         _ => counted,
     };
-    let failed = tally.failed + listing.failed;
+    let failed = tally.failed + walk_failed;
     if failed > 0 {
         log::error!("{failed} paths could not be archived; see the errors above");
     }
@@ -375,29 +388,21 @@ fn prefix_of(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Leaves OUT (and its temp file) out of the archive when it lies inside SOURCE.
-fn leave_out_self(source: &Path, out: &Path, listing: &mut Listing) {
+/// When OUT lies inside SOURCE: its path and its temp file's, relative to SOURCE, to be
+/// left out of the archive (said once, as a warning).
+fn leave_out_self(source: &Path, out: &Path) -> Vec<PathBuf> {
     let Ok(out_abs) = crate::config::canonical_even_if_missing(out) else {
-        return;
+        return Vec::new();
     };
     let Ok(rel) = out_abs.strip_prefix(source) else {
-        return;
+        return Vec::new();
     };
-    let temp = Partial::temp_name(rel);
-    let before = listing.entries.len();
-    listing
-        .entries
-        .retain(|e| e.rel.as_path() != rel && e.rel != temp);
     log::warn!(
-        "{} lies inside {}; it is left out of the archive{}",
+        "{} lies inside {}; it is left out of the archive",
         esc(out),
-        esc(source),
-        if before > listing.entries.len() {
-            " (it was there from an earlier run)"
-        } else {
-            ""
-        }
+        esc(source)
     );
+    vec![rel.to_path_buf(), Partial::temp_name(rel)]
 }
 
 /// Where the archive's bytes go.
@@ -428,7 +433,7 @@ impl<W: Write> Write for Counting<W> {
 fn write(
     sink: Sink,
     format: ArchiveFormat,
-    entries: &[Entry],
+    entries: &mut dyn Iterator<Item = Entry>,
     ctx: &Ctx<'_>,
 ) -> Result<(Tally, u64), Stop> {
     const BUF: usize = 256 * 1024;
@@ -478,7 +483,7 @@ fn write(
 fn tar_into<W: Write + Send + 'static>(
     out: W,
     format: ArchiveFormat,
-    entries: &[Entry],
+    entries: &mut dyn Iterator<Item = Entry>,
     ctx: &Ctx<'_>,
 ) -> Result<(W, Tally), Stop> {
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));

@@ -56,18 +56,12 @@ pub struct Listing {
 }
 
 /// Lists a plain folder: every entry under `scopes` (all, if empty) that `rules` leave
-/// in, plus the folders above each scope.
+/// in, plus the folders above each scope, sorted.
 pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
     let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut failed = 0;
-    let whole = [PathBuf::new()];
-    let scopes = if scopes.is_empty() {
-        &whole[..]
-    } else {
-        scopes
-    };
     for scope in scopes {
-        if !scope.as_os_str().is_empty() && std::fs::symlink_metadata(root.join(scope)).is_err() {
+        if std::fs::symlink_metadata(root.join(scope)).is_err() {
             log::warn!("nothing in {} at or under {}", esc(root), esc(scope));
             continue;
         }
@@ -80,53 +74,70 @@ pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing 
                 found.insert(above.to_path_buf(), dir(above, &meta));
             }
         }
-        scan::walk_source(root, scope, rules, |item| {
-            match item {
-                Scanned::Entry(e) if e.rel.as_os_str().is_empty() => {}
-                Scanned::Entry(e) => {
-                    let kind = match e.kind {
-                        Kind::Dir => Some(EntryKind::Dir),
-                        Kind::Symlink => Some(EntryKind::Link(e.target.unwrap_or_default())),
-                        Kind::File => Some(EntryKind::File {
-                            path: root.join(&e.rel),
-                            stored: Stored::Plain,
-                        }),
-                        Kind::Special => {
-                            log::warn!(
-                                "{} is a FIFO, socket or device; it is left out",
-                                esc(&root.join(&e.rel))
-                            );
-                            None
-                        }
-                    };
-                    if let Some(kind) = kind {
-                        found.insert(
-                            e.rel.clone(),
-                            Entry {
-                                rel: e.rel,
-                                kind,
-                                mode: e.meta.mode,
-                                mtime: e.meta.mtime,
-                            },
-                        );
-                    }
-                }
-                Scanned::Error { rel, error } => {
-                    failed += 1;
-                    log::error!(
-                        "cannot read {}: {}; it is left out of the archive",
-                        esc(&root.join(rel)),
-                        io_message(&error)
-                    );
-                }
-            }
-            ControlFlow::Continue(())
+        failed += walk(root, scope, rules, |e| {
+            found.insert(e.rel.clone(), e);
+            true
         });
     }
     Listing {
         entries: found.into_values().collect(),
         failed,
     }
+}
+
+/// Walks `scope` of a plain folder (all of it, if empty), handing each entry to `take`
+/// in walk order (sorted per folder, folders before what they hold) until it returns
+/// false. Returns how many paths could not be read (each is reported).
+pub fn walk(
+    root: &Path,
+    scope: &Path,
+    rules: &ScanRules,
+    mut take: impl FnMut(Entry) -> bool,
+) -> u64 {
+    let mut failed = 0;
+    scan::walk_source(root, scope, rules, |item| {
+        match item {
+            Scanned::Entry(e) if e.rel.as_os_str().is_empty() => {}
+            Scanned::Entry(e) => {
+                let kind = match e.kind {
+                    Kind::Dir => Some(EntryKind::Dir),
+                    Kind::Symlink => Some(EntryKind::Link(e.target.unwrap_or_default())),
+                    Kind::File => Some(EntryKind::File {
+                        path: root.join(&e.rel),
+                        stored: Stored::Plain,
+                    }),
+                    Kind::Special => {
+                        log::warn!(
+                            "{} is a FIFO, socket or device; it is left out",
+                            esc(&root.join(&e.rel))
+                        );
+                        None
+                    }
+                };
+                if let Some(kind) = kind {
+                    let entry = Entry {
+                        rel: e.rel,
+                        kind,
+                        mode: e.meta.mode,
+                        mtime: e.meta.mtime,
+                    };
+                    if !take(entry) {
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            Scanned::Error { rel, error } => {
+                failed += 1;
+                log::error!(
+                    "cannot read {}: {}; it is left out of the archive",
+                    esc(&root.join(rel)),
+                    io_message(&error)
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    failed
 }
 
 /// Lists what `restore` would write for `plan`, leaving out what `excludes` cover.

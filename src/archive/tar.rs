@@ -25,37 +25,40 @@ use tar::{Builder, EntryType, Header};
 /// Writes `entries` as a tar stream into `out` and returns `out`. Reader threads read
 /// the small files ahead (a window of 4 × threads), so opening and reading overlap the
 /// compression; this thread appends everything in order.
-pub fn write<W: Write>(out: W, entries: &[Entry], ctx: &Ctx<'_>) -> Result<(W, Tally), Stop> {
+pub fn write<W: Write>(
+    out: W,
+    entries: &mut dyn Iterator<Item = Entry>,
+    ctx: &Ctx<'_>,
+) -> Result<(W, Tally), Stop> {
     // tar writes a header at a time (512 bytes); an encoder is far faster fed in large
     // blocks, each call to it costing a round through its (multithreaded) state.
     let mut tar = Builder::new(io::BufWriter::with_capacity(1 << 20, out));
     tar.follow_symlinks(false);
     let mut tally = Tally::default();
     let window = ctx.jobs * 4;
-    let (jobs_tx, jobs_rx) = bounded::<(&Entry, Sender<Read>)>(window);
+    let (jobs_tx, jobs_rx) = bounded::<(PathBuf, Stored, Sender<Read>)>(window);
     std::thread::scope(|scope| {
         for _ in 0..ctx.jobs {
             let jobs = jobs_rx.clone();
             scope.spawn(move || {
-                for (entry, done) in jobs {
-                    if let EntryKind::File { path, stored } = &entry.kind {
-                        let _ = done.send(read::read_small(path, *stored, ctx.stop));
-                    }
+                for (path, stored, done) in jobs {
+                    let _ = done.send(read::read_small(&path, stored, ctx.stop));
                 }
             });
         }
         drop(jobs_rx);
-        let mut pending: VecDeque<(&Entry, String, Option<Receiver<Read>>)> = VecDeque::new();
-        let mut run = || -> Result<(), Stop> {
-            for (entry, name) in entries.iter().zip(ctx.names(entries)) {
+        let mut pending: VecDeque<(Entry, String, Option<Receiver<Read>>)> = VecDeque::new();
+        let run = || -> Result<(), Stop> {
+            for entry in entries {
                 if ctx.interrupted() {
                     return Err(Stop::Interrupted);
                 }
-                let read = match entry.kind {
-                    EntryKind::File { .. } => {
+                let name = ctx.name(&entry);
+                let read = match &entry.kind {
+                    EntryKind::File { path, stored } => {
                         let (done, read) = bounded(1);
                         jobs_tx
-                            .send((entry, done))
+                            .send((path.clone(), *stored, done))
                             .map_err(|_| Stop::Fatal("a reader thread died".into()))?;
                         Some(read)
                     }
@@ -64,12 +67,12 @@ pub fn write<W: Write>(out: W, entries: &[Entry], ctx: &Ctx<'_>) -> Result<(W, T
                 pending.push_back((entry, name, read));
                 while pending.len() > window {
                     if let Some((entry, name, read)) = pending.pop_front() {
-                        put(&mut tar, entry, name, read, ctx, &mut tally)?;
+                        put(&mut tar, &entry, name, read, ctx, &mut tally)?;
                     }
                 }
             }
             while let Some((entry, name, read)) = pending.pop_front() {
-                put(&mut tar, entry, name, read, ctx, &mut tally)?;
+                put(&mut tar, &entry, name, read, ctx, &mut tally)?;
             }
             Ok(())
         };

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
 use std::collections::VecDeque;
 use std::io::{Read, Seek, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zip::write::{FullFileOptions, PreparedZipFile, SimpleFileOptions};
 use zip::{CompressionMethod, ZipWriter};
 
@@ -37,50 +37,54 @@ enum Prepared {
 }
 
 /// One file for a worker.
-struct Job<'a> {
-    entry: &'a Entry,
+struct Job {
+    path: PathBuf,
+    stored: Stored,
     name: String,
     done: Sender<Result<Prepared, Failure>>,
 }
 
 /// One entry waiting its turn to be written, in archive order.
-struct Slot<'a> {
-    entry: &'a Entry,
+struct Slot {
+    entry: Entry,
     name: String,
     /// A file's worker result.
     result: Option<Receiver<Result<Prepared, Failure>>>,
 }
 
-/// Writes `entries` into `zip` and finishes it.
+/// Writes `entries` (in archive order) into `zip` and finishes it.
 pub fn write<W: Write + Seek>(
     mut zip: ZipWriter<W>,
-    entries: &[Entry],
+    entries: &mut dyn Iterator<Item = Entry>,
     ctx: &Ctx<'_>,
 ) -> Result<(W, Tally), Stop> {
     let window = ctx.jobs * 4;
     let mut tally = Tally::default();
-    let (jobs_tx, jobs_rx) = bounded::<Job<'_>>(window);
+    let (jobs_tx, jobs_rx) = bounded::<Job>(window);
     std::thread::scope(|scope| {
         for _ in 0..ctx.jobs {
             let jobs = jobs_rx.clone();
             scope.spawn(move || {
                 for job in jobs {
-                    let _ = job.done.send(prepare(job.entry, &job.name, ctx));
+                    let prepared = prepare(&job.path, job.stored, &job.name, ctx);
+                    let _ = job.done.send(prepared);
                 }
             });
         }
         drop(jobs_rx);
-        let mut pending: VecDeque<Slot<'_>> = VecDeque::new();
-        let mut run = || -> Result<(), Stop> {
-            for (entry, name) in entries.iter().zip(ctx.names(entries)) {
+        let mut pending: VecDeque<Slot> = VecDeque::new();
+        let run = || -> Result<(), Stop> {
+            for entry in entries {
                 if ctx.interrupted() {
                     return Err(Stop::Interrupted);
                 }
-                let result = match entry.kind {
-                    EntryKind::File { .. } => {
+                let name = ctx.name(&entry);
+                let result = match &entry.kind {
+                    EntryKind::File { path, stored } => {
                         let (done, result) = bounded(1);
                         let job = Job {
-                            entry,
+                            path: path.clone(),
+                            stored: *stored,
                             name: name.clone(),
                             done,
                         };
@@ -118,11 +122,8 @@ pub fn write<W: Write + Seek>(
 }
 
 /// Reads and compresses one file on a worker thread.
-fn prepare(entry: &Entry, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
-    let EntryKind::File { path, stored } = &entry.kind else {
-        return Ok(Prepared::Large);
-    };
-    match read::read_small(path, *stored, ctx.stop)? {
+fn prepare(path: &Path, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
+    match read::read_small(path, stored, ctx.stop)? {
         Got::Large => Ok(Prepared::Large),
         Got::Small {
             data,
@@ -132,7 +133,7 @@ fn prepare(entry: &Entry, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure
             let options = options(meta.mode, meta.mtime, ctx.level);
             let file =
                 PreparedZipFile::from_data(name, options, &data).map_err(|e| Failure::Read {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     err: std::io::Error::other(e.to_string()),
                 })?;
             Ok(Prepared::Ready {
@@ -147,11 +148,11 @@ fn prepare(entry: &Entry, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure
 /// Writes one entry, in order.
 fn put<W: Write + Seek>(
     zip: &mut ZipWriter<W>,
-    slot: Slot<'_>,
+    slot: Slot,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
 ) -> Result<(), Stop> {
-    let entry = slot.entry;
+    let entry = &slot.entry;
     let fatal = |e: zip::result::ZipError| ctx.write_error(&e.to_string());
     match &entry.kind {
         EntryKind::Dir => {
