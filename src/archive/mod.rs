@@ -512,3 +512,17 @@ fn tar_into<W: Write + Send + 'static>(
         _ => tar::write(out, entries, ctx),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_a_relative_folder_name_with_one_slash() {
+        assert_eq!(prefix_of("proj/").unwrap(), "proj/");
+        assert_eq!(prefix_of("proj").unwrap(), "proj/");
+        assert_eq!(prefix_of("./a//b/").unwrap(), "a/b/");
+        assert!(prefix_of("/abs/").is_err());
+        assert!(prefix_of("../up/").is_err());
+    }
+}

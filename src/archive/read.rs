@@ -216,3 +216,60 @@ impl<R: Read> Read for Exact<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(data: &[u8], left: u64) -> (Vec<u8>, bool) {
+        let mut reader = Exact {
+            inner: data,
+            left,
+            short: false,
+            error: None,
+        };
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        (out, reader.short)
+    }
+
+    #[test]
+    fn exact_yields_the_promised_size_cut_or_zero_filled() {
+        assert_eq!(exact(b"abcdef", 6), (b"abcdef".to_vec(), false));
+        assert_eq!(exact(b"abcdef", 3), (b"abc".to_vec(), false));
+        assert_eq!(exact(b"ab", 5), (b"ab\0\0\0".to_vec(), true));
+        assert_eq!(exact(b"", 0), (Vec::new(), false));
+    }
+
+    #[test]
+    fn a_file_read_whole_keeps_its_mode_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"content").unwrap();
+        let stop = AtomicBool::new(false);
+        let Got::Small {
+            data,
+            meta,
+            settled,
+        } = read_small(&path, Stored::Plain, &stop).unwrap()
+        else {
+            panic!("a small file was not read whole");
+        };
+        assert_eq!(
+            (data.as_slice(), meta.size, settled),
+            (&b"content"[..], 7, true)
+        );
+        std::fs::write(&path, vec![0u8; SMALL as usize + 1]).unwrap();
+        assert!(matches!(
+            read_small(&path, Stored::Plain, &stop).unwrap(),
+            Got::Large
+        ));
+        let missing = read_small(&dir.path().join("gone"), Stored::Plain, &stop);
+        assert!(matches!(missing, Err(Failure::Read { .. })));
+        stop.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            read_small(&path, Stored::Plain, &stop),
+            Err(Failure::Interrupted) | Ok(Got::Large)
+        ));
+    }
+}
