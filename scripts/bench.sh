@@ -10,6 +10,9 @@
 #   f. live mirroring                           datasafe watch  vs lsyncd delay = 0
 #      (scripts/bench_watch.sh: change→mirror latency p50/p90, missed changes, idle
 #      CPU, RSS with 100k files watched, an event flood past the kernel queue)
+#   g. one-file archives                        datasafe archive vs zip -r -q, tar -I 'zstd -T0'
+#      (scripts/bench_archive.sh: the 10k tree as zip, tar.zst, tar.gz; peak RSS on a
+#      big file)
 #
 # Every timing is the median of N runs, after one warm-up run of every command (so the
 # source is in the page cache for every tool alike). The tools take turns, run by run,
@@ -29,23 +32,26 @@
 #   --runs N  timed runs per command (default 5, quick 3)
 #   --keep    keep the temp dir (printed at the end) for poking at afterwards
 #   --no-watch  skip f. (which needs lsyncd)
+#   --no-archive  skip g. (which needs zip and zstd)
 # Environment: BENCH_TMPDIR  where the temp dir goes (default: $TMPDIR or /tmp)
 #
 # Needs: cargo, python3, rsync, pigz, tar, cp, /usr/bin/time, sha256sum;
-# optional: cc (to time datasafe's syncfs calls), openssl; for f.: lsyncd.
+# optional: cc (to time datasafe's syncfs calls), openssl; for f.: lsyncd; for g.: zip, zstd.
 set -euo pipefail
 
 QUICK=0
 RUNS=""
 KEEP=0
 NO_WATCH=0
+NO_ARCHIVE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --runs) RUNS="$2"; shift ;;
         --keep) KEEP=1 ;;
         --no-watch) NO_WATCH=1 ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        --no-archive) NO_ARCHIVE=1 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -430,5 +436,15 @@ if [ "$NO_WATCH" = 0 ]; then
         "$ROOT/scripts/bench_watch.sh" --quick
     else
         "$ROOT/scripts/bench_watch.sh"
+    fi
+fi
+
+if [ "$NO_ARCHIVE" = 0 ]; then
+    echo
+    echo "== g. one-file archives: datasafe archive vs zip, tar+zstd (scripts/bench_archive.sh)"
+    if [ "$QUICK" = 1 ]; then
+        "$ROOT/scripts/bench_archive.sh" --quick
+    else
+        "$ROOT/scripts/bench_archive.sh"
     fi
 fi

@@ -91,6 +91,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 args.summary,
             ))
         }
+        Command::Archive(args) => {
+            let stop = match plain_output().and_then(|()| install_stop_handler(STOP_ARCHIVE)) {
+                Ok(stop) => stop,
+                Err(e) => return usage_error(&e),
+            };
+            ended(crate::archive::run(&args, &stop))
+        }
         Command::Agent(action) => agent(action),
         Command::Completions { shell } => {
             let mut text = Vec::new();
@@ -200,6 +207,10 @@ const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit
 /// What the first Ctrl-C says during `restore`: the file in flight is rolled back.
 const STOP_RESTORE: &str =
     "interrupted: removing the file in flight and stopping (Ctrl-C again to quit now)";
+
+/// What the first Ctrl-C says during `archive`: the unfinished archive is removed.
+const STOP_ARCHIVE: &str =
+    "interrupted: removing the unfinished archive (Ctrl-C again to quit now)";
 
 /// Ctrl-C, SIGTERM or SIGHUP once: set the returned flag (work stops cleanly), note the
 /// signal (the process dies by it once done, see [`ended`]) and print `message`.

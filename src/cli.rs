@@ -37,6 +37,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the old versions a mirror keeps of replaced and deleted files.
     Versions(VersionsArgs),
+    /// Write a folder, or a mirror as it was at a given time, into one zip or tar file.
+    #[command(after_help = ARCHIVE_EXAMPLES)]
+    Archive(ArchiveArgs),
     /// Run `watch --config` at login (systemd user unit, or macOS LaunchAgent).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -214,6 +217,74 @@ pub struct VersionsArgs {
     /// oldest and newest, per top-level folder and in all.
     #[arg(long)]
     pub summary: bool,
+}
+
+const ARCHIVE_EXAMPLES: &str = "\
+Examples:
+  datasafe archive ~/notes notes.zip
+  datasafe archive ~/notes ~/backups          (writes ~/backups/notes_YYYYMMDD_HHMMSS.zip)
+  datasafe archive ~/backup/notes friday.tar.zst --at \"2026-11-27 17:00:00\"
+  datasafe archive ~/backup/notes - --format tar.zst | ssh host 'cat > notes.tar.zst'
+
+OUT is a file (the format from its extension: .zip, .tar, .tar.gz/.tgz, .tar.zst), a
+folder (a dated NAME_YYYYMMDD_HHMMSS archive is written inside it), or - for stdout.
+Exit codes: 0 all archived, 1 some files could not be read, 2 bad input, 130 interrupted.";
+
+/// `datasafe archive SOURCE OUT [options] [PATH...]`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// A folder, or a datasafe mirror (a sync or watch DST).
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// The archive file, a folder to write a dated archive into, or - for stdout.
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// Archive a mirror as it was at this local time, "YYYY-MM-DD HH:MM:SS" (mirrors
+    /// only) [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// The archive format [default: from OUT's extension; zip for a folder, tar for -].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ArchiveFormat>,
+    /// Compression level: deflate and gzip 0-9 (default 6), zstd 1-22 (default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Leave out paths matching GLOB (relative to SOURCE, or any single name); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Put every entry under this folder name in the archive (as `git archive` does).
+    #[arg(long, value_name = "NAME/")]
+    pub prefix: Option<String>,
+    /// Replace an existing OUT.
+    #[arg(long)]
+    pub force: bool,
+    /// Only warnings, errors and the summary.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// One line per file archived.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// End stdout with one JSON object of the run's counts.
+    #[arg(long)]
+    pub json: bool,
+    /// Only these paths (relative to SOURCE; a folder means all under it).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// The formats `archive` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveFormat {
+    /// Zip, deflated (zip64 where needed).
+    Zip,
+    /// Plain tar.
+    Tar,
+    /// Gzipped tar.
+    #[value(name = "tar.gz")]
+    TarGz,
+    /// Zstandard-compressed tar.
+    #[value(name = "tar.zst")]
+    TarZst,
 }
 
 const WATCH_EXAMPLES: &str = "\

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod daemon;

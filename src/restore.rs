@@ -331,6 +331,61 @@ fn version_name(path: &Path) -> PathBuf {
         .join(path)
 }
 
+/// The content of one stored file, un-gzipped as it is read: what `restore` writes into
+/// TARGET and `archive` into an archive.
+pub enum Content {
+    /// Stored as is.
+    Plain(File),
+    /// Stored gzipped (possibly as several members, as `gzip` may append them).
+    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+}
+
+impl Content {
+    /// Opens a file inside DST (never through a symlink at its name) for reading its
+    /// content; also returns its `fstat` (mode and mtime are the source's).
+    pub fn open(path: &Path, stored: Stored) -> io::Result<(Content, std::fs::Metadata)> {
+        // As `history::open_stored`, with one fstat for both the check and the caller.
+        let file = platform::open_source(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("it is not a regular file"));
+        }
+        let content = match stored {
+            Stored::Plain => Content::Plain(file),
+            Stored::Gzip => Content::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+                CHUNK, file,
+            )))),
+        };
+        Ok((content, meta))
+    }
+
+    /// The open file, to check after reading that it did not change meanwhile.
+    pub fn file(&self) -> &File {
+        match self {
+            Content::Plain(file) => file,
+            Content::Gzip(decoder) => decoder.get_ref().get_ref(),
+        }
+    }
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Content::Plain(file) => file.read(buf),
+            Content::Gzip(decoder) => decoder.read(buf),
+        }
+    }
+}
+
+/// True if a read error is the gzip decoder's word on a bad stream, as opposed to a
+/// disk that failed to read.
+pub fn is_damaged(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    )
+}
+
 /// Why one path was not restored.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -497,10 +552,10 @@ impl Writer<'_> {
             path: from.to_path_buf(),
             err,
         };
-        let src = history::open_stored(from).map_err(read_err)?;
+        let (content, before) = Content::open(from, stored).map_err(read_err)?;
         let meta = match part {
             Some((_, _, meta)) => meta,
-            None => Meta::of(&src.metadata().map_err(read_err)?),
+            None => Meta::of(&before),
         };
         let dir = self.parent(rel)?;
         let final_path = self.target.join(rel);
@@ -512,11 +567,7 @@ impl Writer<'_> {
         let (temp, file) = self.temp_file(&dir).map_err(write_err)?;
         let limit = part.map_or(u64::MAX, |(size, _, _)| size);
         let mut hashing = Hashing {
-            inner: match stored {
-                Stored::Plain => Box::new(src) as Box<dyn Read>,
-                Stored::Gzip => Box::new(MultiGzDecoder::new(BufReader::with_capacity(CHUNK, src))),
-            }
-            .take(limit),
+            inner: content.take(limit),
             hasher: part.map(|_| sha2::Sha256::new()),
             count: 0,
         };
@@ -558,16 +609,7 @@ impl Writer<'_> {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // What the gzip decoder says about a bad stream, as opposed to a disk
-                // that failed to read.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::InvalidInput
-                            | io::ErrorKind::InvalidData
-                            | io::ErrorKind::UnexpectedEof
-                    ) =>
-                {
+                Err(err) if is_damaged(&err) => {
                     return Err(Failure::Corrupt {
                         rel: rel.to_path_buf(),
                         path: from.to_path_buf(),
@@ -803,22 +845,23 @@ pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
 
 /// Everything that can fail as bad input, before TARGET is touched (except to create it).
 fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
-    let at = args.at.as_deref().map(Moment::parse).transpose()?;
-    let mut scopes = Vec::new();
-    for path in &args.paths {
-        let scope = history::source_path(path)?;
-        if scope.as_os_str().is_empty() {
-            scopes.clear();
-            break;
-        }
-        scopes.push(scope);
-    }
-    let mut history = History::open(&args.dst)?;
+    let loaded = load(&args.dst, args.at.as_deref(), &args.paths)?;
+    prepare_target(&args.dst, &args.target, args.force)?;
+    Ok(loaded)
+}
+
+/// Opens the mirror at `dst` and plans what `restore --at` (`at`, if given) of `paths`
+/// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
+/// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
+pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History, Plan), String> {
+    let at = at.map(Moment::parse).transpose()?;
+    let scopes = scopes_of(paths)?;
+    let mut history = History::open(dst)?;
     let kept = history.versions();
     if !history.has_index() && kept.is_empty() {
         return Err(format!(
             "{} has no index and no versions; give the DST folder of a sync or watch",
-            esc(&args.dst)
+            esc(dst)
         ));
     }
     let live = history.live()?;
@@ -829,12 +872,64 @@ fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
         return Err(format!(
             "nothing in the mirror {} at or under {}; nothing was restored. Give paths \
              relative to the mirror's root",
-            esc(&args.dst),
+            esc(dst),
             paths.join(", ")
         ));
     }
-    prepare_target(&args.dst, &args.target, args.force)?;
     Ok((history, plan))
+}
+
+/// Writes what the prefix marker behind `item` stands for (the first bytes of a later
+/// copy, checked against the marker's digest, with its mode and mtime) to
+/// `scratch/REL`, through the same writer as a restore; returns that path. For
+/// `archive`, whose writers read files, not parts of them.
+pub fn write_prefix(
+    history: &mut History,
+    item: &Item,
+    scratch: &Path,
+    stop: &AtomicBool,
+) -> Result<PathBuf, String> {
+    let Origin::Prefix {
+        name,
+        stored,
+        size,
+        sha,
+        meta,
+    } = &item.origin
+    else {
+        return Err(format!("{} is no prefix of a later copy", esc(&item.rel)));
+    };
+    let dst = history.dst().to_path_buf();
+    let from = history
+        .path_of(&dst, name)
+        .map_err(|e| format!("reading {}: {}", esc(&dst.join(name)), io_message(&e)))?;
+    let mut writer = Writer {
+        target: scratch.to_path_buf(),
+        history,
+        stop,
+        next_tmp: 0,
+        ready: HashSet::new(),
+        touched: BTreeSet::new(),
+    };
+    writer
+        .file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))
+        .map_err(|f| f.to_string())?;
+    Ok(scratch.join(&item.rel))
+}
+
+/// PATH arguments as source-relative scopes; empty for the whole tree (no PATH, or one
+/// that names the root).
+pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut scopes = Vec::new();
+    for path in paths {
+        let scope = history::source_path(path)?;
+        if scope.as_os_str().is_empty() {
+            scopes.clear();
+            break;
+        }
+        scopes.push(scope);
+    }
+    Ok(scopes)
 }
 
 fn execute(

@@ -12,6 +12,9 @@
 mod keep;
 mod ops;
 
+/// Whether a file read through an open handle is still what it was (as `sync` checks).
+pub use ops::unchanged_since;
+
 use crate::index::Record;
 use crate::names::{esc, io_message};
 use crate::plan::Action;

@@ -748,7 +748,7 @@ fn file_name(name: &Path) -> &std::ffi::OsStr {
 
 /// True if the source still looks as it did when the copy started: same size and mtime
 /// through the open handle, and the path still names the same file.
-fn unchanged_since(before: &Metadata, src: &File, path: &Path) -> bool {
+pub fn unchanged_since(before: &Metadata, src: &File, path: &Path) -> bool {
     let (Ok(after), Ok(now)) = (src.metadata(), fs::symlink_metadata(path)) else {
         return false;
     };

@@ -1,0 +1,539 @@
+//! `datasafe archive`: one file (zip, tar, tar.gz or tar.zst) holding a plain folder,
+//! or a mirror as `restore --at` would write it, for mailing, a stick or an upload.
+//!
+//! The flow is the read side's: list ([`source`]: a walk, or `restore::load`'s plan for
+//! a mirror) → read each file ([`read`]: retried while it changes, as `sync` copies) →
+//! write the archive ([`zip`]: deflated in parallel and stitched in order; [`tar`]: one
+//! stream into zstd's or gzp's compression threads). Where it goes is [`out`]: a temp
+//! file beside OUT, renamed into place only when the archive is whole.
+//!
+//! Archiving only reads SOURCE: it never writes a mirror's index or versions, and it
+//! never follows a symlink (links are archived as links).
+
+mod out;
+mod read;
+mod source;
+mod tar;
+mod zip;
+
+use crate::cli::{ArchiveArgs, ArchiveFormat};
+use crate::filter::Excludes;
+use crate::names::{esc, human_bytes, io_message};
+use crate::scan::{STATE_DIR, ScanRules};
+use chrono::Local;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use out::{Dest, Partial, Trickle};
+use serde::Serialize;
+use source::{Entry, EntryKind};
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What the writers share: settings for the run and where its lines go.
+pub struct Ctx<'a> {
+    /// `--prefix`, with its slash (`""` for none).
+    prefix: String,
+    /// The compression level for the format.
+    level: i32,
+    /// Compression threads.
+    jobs: usize,
+    /// Ctrl-C.
+    stop: &'a AtomicBool,
+    /// `-v`: one line per file.
+    verbose: bool,
+    /// Lines go to stderr (the archive is on stdout).
+    to_stderr: bool,
+    /// The terminal's progress line, if there is one.
+    progress: Option<ProgressBar>,
+    /// The temp file being written, for error messages.
+    writing: PathBuf,
+}
+
+/// What a writer archived.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Files and links archived.
+    files: u64,
+    /// Their uncompressed bytes.
+    bytes_in: u64,
+    /// Paths that could not be archived (or not as a settled snapshot).
+    failed: u64,
+}
+
+/// Why a writer stopped before the end.
+#[derive(Debug)]
+pub enum Stop {
+    /// Ctrl-C.
+    Interrupted,
+    /// The archive could not be written: the message says which file and what to do.
+    Fatal(String),
+}
+
+impl Ctx<'_> {
+    fn interrupted(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// An entry's name in the archive: `--prefix` then its relative path.
+    fn name(&self, entry: &Entry) -> String {
+        let rel = entry.rel.to_string_lossy();
+        if entry.rel.to_str().is_none() {
+            log::warn!(
+                "{} is not valid UTF-8; it is archived under a name with U+FFFD in place of the odd bytes",
+                esc(&entry.rel)
+            );
+        }
+        format!("{}{rel}", self.prefix)
+    }
+
+    fn write_error(&self, what: &str) -> Stop {
+        Stop::Fatal(format!(
+            "cannot write {}: {what}; check free space and permissions there",
+            esc(&self.writing)
+        ))
+    }
+
+    fn say(&self, line: &str) {
+        crate::logging::print_line(self.to_stderr, line);
+    }
+
+    fn tick(&self) {
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+    }
+
+    fn done_dir(&self, _entry: &Entry) {
+        self.tick();
+    }
+
+    fn done_link(&self, entry: &Entry, target: &Path, tally: &mut Tally) {
+        tally.files += 1;
+        if self.verbose {
+            self.say(&format!(
+                "Archived link: {} -> {}",
+                esc(&entry.rel),
+                esc(target)
+            ));
+        }
+        self.tick();
+    }
+
+    fn done_file(&self, entry: &Entry, path: &Path, size: u64, settled: bool, tally: &mut Tally) {
+        tally.files += 1;
+        tally.bytes_in += size;
+        if !settled {
+            tally.failed += 1;
+            log::error!(
+                "{} kept changing while being read; the archive holds the last read (run archive again for a settled copy)",
+                esc(path)
+            );
+        }
+        if self.verbose {
+            self.say(&format!("Archived file: {}", esc(&entry.rel)));
+        }
+        self.tick();
+    }
+
+    fn failed(&self, failure: &read::Failure, tally: &mut Tally) {
+        tally.failed += 1;
+        log::error!("{failure}");
+        self.tick();
+    }
+}
+
+/// The `--json` object.
+#[derive(Serialize)]
+struct Summary {
+    files: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    path: String,
+    format: &'static str,
+    duration_s: f64,
+}
+
+/// Runs `datasafe archive` (logging and the Ctrl-C handler are set up by the caller)
+/// and returns the exit code: 0, 1 if some files could not be archived, 2 for bad input
+/// or an archive that could not be written, 130 on Ctrl-C.
+pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> u8 {
+    let started = Instant::now();
+    match archive(args, stop, started) {
+        Ok(code) => code,
+        Err(Stop::Interrupted) => {
+            let line = format!(
+                "Backup interrupted at {}, Duration: {:.2} seconds; no archive was written",
+                Local::now().format(crate::restore::AT_FORMAT),
+                started.elapsed().as_secs_f64()
+            );
+            crate::logging::print_line(true, &line);
+            crate::app::EXIT_INTERRUPTED
+        }
+        Err(Stop::Fatal(message)) => {
+            eprintln!("error: {message}");
+            crate::app::EXIT_USAGE
+        }
+    }
+}
+
+/// A whole run; `Ok` carries the exit code once the summary is printed.
+fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8, Stop> {
+    let usage = Stop::Fatal;
+    let source = &args.source;
+    match std::fs::metadata(source) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(usage(format!(
+                "source {} is not a folder; give a folder or a datasafe mirror",
+                esc(source)
+            )));
+        }
+        Err(e) => {
+            return Err(usage(format!(
+                "source {} cannot be read: {}; check the path",
+                esc(source),
+                io_message(&e)
+            )));
+        }
+    }
+    let canonical = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+    let name = canonical
+        .file_name()
+        .map_or_else(|| "archive".into(), |n| n.to_os_string());
+    let (dest, format) =
+        out::resolve(&args.out, args.format, &name, Local::now()).map_err(usage)?;
+    let level = match (format.levels(), args.level) {
+        (Some((range, _)), Some(level)) if !range.contains(&level) => {
+            return Err(usage(format!(
+                "--level {level} is out of range for {}: give {} to {}",
+                format.name(),
+                range.start(),
+                range.end()
+            )));
+        }
+        (Some(_), Some(level)) => level,
+        (Some((_, default)), None) => default,
+        (None, _) => 0,
+    };
+    let prefix = match &args.prefix {
+        Some(p) => prefix_of(p).map_err(usage)?,
+        None => String::new(),
+    };
+    let excludes = Excludes::new(&args.exclude).map_err(|e| usage(e.to_string()))?;
+    let is_mirror = std::fs::symlink_metadata(source.join(STATE_DIR).join("index.db"))
+        .is_ok_and(|m| m.is_file());
+    if args.at.is_some() && !is_mirror {
+        return Err(usage(format!(
+            "--at needs a datasafe mirror, and {} is a plain folder (it has no {STATE_DIR}/index.db); drop --at",
+            esc(source)
+        )));
+    }
+    // OUT (and its temp file) are never archived into themselves.
+    let skip = match &dest {
+        Dest::File(path) => leave_out_self(&canonical, path),
+        Dest::Stdout => Vec::new(),
+    };
+    // Everything that can be refused is checked before OUT is touched. A whole plain
+    // folder is walked while it is archived; a mirror's plan, or PATH..., is listed first.
+    let rules = ScanRules {
+        excludes,
+        skip: skip.clone(),
+    };
+    // Lives until the archive is written: what a mirror's prefix markers stand for is
+    // written out there first (beside OUT, on the filesystem chosen for the archive).
+    let mut scratch = source::Scratch::at(match &dest {
+        Dest::File(path) => {
+            let mut name = std::ffi::OsString::from(".");
+            name.push(path.file_name().unwrap_or_default());
+            name.push(format!(".datasafe-{}.parts", std::process::id()));
+            path.with_file_name(name)
+        }
+        Dest::Stdout => {
+            std::env::temp_dir().join(format!("datasafe-archive-{}.parts", std::process::id()))
+        }
+    });
+    let listed = if is_mirror {
+        let (mut history, plan) =
+            crate::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
+        let mut listing =
+            source::of_mirror(&mut history, &plan, &rules.excludes, &mut scratch, stop);
+        listing.entries.retain(|e| !skip.contains(&e.rel));
+        Some(listing)
+    } else {
+        let scopes = crate::restore::scopes_of(&args.paths).map_err(usage)?;
+        (!scopes.is_empty()).then(|| source::of_folder(source, &scopes, &rules))
+    };
+    let (partial, sink, writing) = match &dest {
+        Dest::File(path) => {
+            let (partial, file) = Partial::create(path, args.force).map_err(usage)?;
+            (Some(partial), Sink::File(file), Partial::temp_name(path))
+        }
+        Dest::Stdout => (None, Sink::Stdout(io::stdout()), PathBuf::from("-")),
+    };
+    let to_stderr = dest == Dest::Stdout;
+    let progress = (!args.quiet && io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} archiving: {pos} entries {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        crate::logging::set_progress(bar.clone());
+        bar
+    });
+    let ctx = Ctx {
+        prefix: prefix.clone(),
+        level,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        stop,
+        verbose: args.verbose,
+        to_stderr,
+        progress,
+        writing,
+    };
+    // The prefix folder itself, as `git archive` writes it.
+    let top = std::fs::metadata(source)
+        .ok()
+        .filter(|_| !prefix.is_empty())
+        .map(|m| {
+            let meta = crate::scan::Meta::of(&m);
+            Entry {
+                rel: PathBuf::new(),
+                kind: EntryKind::Dir,
+                mode: meta.mode,
+                mtime: meta.mtime,
+            }
+        });
+    let (written, walk_failed) = match listed {
+        Some(listing) => {
+            let mut entries = top.into_iter().chain(listing.entries);
+            (write(sink, format, &mut entries, &ctx), listing.failed)
+        }
+        None => std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<Entry>(4096);
+            let rules = &rules;
+            let walker = scope
+                .spawn(move || source::walk(source, Path::new(""), rules, |e| tx.send(e).is_ok()));
+            let mut entries = top.into_iter().chain(rx);
+            let written = write(sink, format, &mut entries, &ctx);
+            // A writer that stopped early drops the channel, which stops the walk.
+            drop(entries);
+            (written, walker.join().unwrap_or(0))
+        }),
+    };
+    crate::logging::clear_progress();
+    let (tally, counted) = written?;
+    let bytes_out = match (&dest, partial) {
+        (Dest::File(path), Some(partial)) => {
+            let size = std::fs::metadata(&ctx.writing).map_or(counted, |m| m.len());
+            if ctx.interrupted() {
+                return Err(Stop::Interrupted);
+            }
+            partial.install().map_err(|e| {
+                Stop::Fatal(format!(
+                    "cannot rename {} to {}: {}; check the folder's permissions",
+                    esc(&ctx.writing),
+                    esc(path),
+                    io_message(&e)
+                ))
+            })?;
+            size
+        }
+        _ => counted,
+    };
+    let failed = tally.failed + walk_failed;
+    if failed > 0 {
+        log::error!("{failed} paths could not be archived; see the errors above");
+    }
+    let shown = match &dest {
+        Dest::File(path) => esc(path).to_string(),
+        Dest::Stdout => "-".to_string(),
+    };
+    let duration = started.elapsed().as_secs_f64();
+    ctx.say(&format!(
+        "Backup completed at {}, Duration: {duration:.2} seconds, Files backed up: {}",
+        Local::now().format(crate::restore::AT_FORMAT),
+        tally.files
+    ));
+    ctx.say(&format!(
+        "Archive: {shown} ({}, {})",
+        human_bytes(bytes_out),
+        format.name()
+    ));
+    if args.json {
+        let summary = Summary {
+            files: tally.files,
+            bytes_in: tally.bytes_in,
+            bytes_out,
+            path: shown,
+            format: format.name(),
+            duration_s: (duration * 1000.0).round() / 1000.0,
+        };
+        if let Ok(text) = serde_json::to_string(&summary) {
+            ctx.say(&text);
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// `--prefix NAME/` as the text every entry name starts with (`NAME/`).
+fn prefix_of(text: &str) -> Result<String, String> {
+    let path = Path::new(text);
+    let mut out = String::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => {
+                out.push_str(&name.to_string_lossy());
+                out.push('/');
+            }
+            Component::CurDir => {}
+            _ => {
+                return Err(format!(
+                    "--prefix {text:?} must be a relative folder name like project/"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// When OUT lies inside SOURCE: its path and its temp file's, relative to SOURCE, to be
+/// left out of the archive (said once, as a warning).
+fn leave_out_self(source: &Path, out: &Path) -> Vec<PathBuf> {
+    let Ok(out_abs) = crate::config::canonical_even_if_missing(out) else {
+        return Vec::new();
+    };
+    let Ok(rel) = out_abs.strip_prefix(source) else {
+        return Vec::new();
+    };
+    log::warn!(
+        "{} lies inside {}; it is left out of the archive",
+        esc(out),
+        esc(source)
+    );
+    vec![rel.to_path_buf(), Partial::temp_name(rel)]
+}
+
+/// Where the archive's bytes go.
+enum Sink {
+    File(std::fs::File),
+    Stdout(io::Stdout),
+}
+
+/// Counts the bytes written to stdout.
+struct Counting<W> {
+    inner: W,
+    count: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the archive in `format` into `sink`; returns the tally and the bytes written
+/// to stdout (0 for a file: its size is read afterwards).
+fn write(
+    sink: Sink,
+    format: ArchiveFormat,
+    entries: &mut dyn Iterator<Item = Entry>,
+    ctx: &Ctx<'_>,
+) -> Result<(Tally, u64), Stop> {
+    const BUF: usize = 256 * 1024;
+    let count = Arc::new(AtomicU64::new(0));
+    let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
+    let tally = match (format, sink) {
+        (ArchiveFormat::Zip, Sink::File(file)) => {
+            let zip = ::zip::ZipWriter::new(BufWriter::with_capacity(BUF, Trickle::new(file)));
+            let (out, tally) = zip::write(zip, entries, ctx)?;
+            let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
+            out.file.sync_all().map_err(fatal)?;
+            tally
+        }
+        (ArchiveFormat::Zip, Sink::Stdout(stdout)) => {
+            let counting = Counting {
+                inner: BufWriter::with_capacity(BUF, stdout),
+                count: count.clone(),
+            };
+            let zip = ::zip::ZipWriter::new_stream(counting);
+            let (out, tally) = zip::write(zip, entries, ctx)?;
+            out.into_inner().flush().map_err(fatal)?;
+            tally
+        }
+        (format, Sink::File(file)) => {
+            let out = BufWriter::with_capacity(BUF, Trickle::new(file));
+            let (out, tally) = tar_into(out, format, entries, ctx)?;
+            let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
+            out.file.sync_all().map_err(fatal)?;
+            tally
+        }
+        (format, Sink::Stdout(stdout)) => {
+            let counting = Counting {
+                inner: stdout,
+                count: count.clone(),
+            };
+            let out = BufWriter::with_capacity(BUF, counting);
+            let (out, tally) = tar_into(out, format, entries, ctx)?;
+            let mut raw = out.into_inner().map_err(|e| fatal(e.into_error()))?;
+            raw.flush().map_err(fatal)?;
+            tally
+        }
+    };
+    Ok((tally, count.load(Ordering::Relaxed)))
+}
+
+/// A tar stream through the format's encoder.
+fn tar_into<W: Write + Send + 'static>(
+    out: W,
+    format: ArchiveFormat,
+    entries: &mut dyn Iterator<Item = Entry>,
+    ctx: &Ctx<'_>,
+) -> Result<(W, Tally), Stop> {
+    let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
+    match format {
+        ArchiveFormat::TarZst => {
+            let mut encoder = zstd::Encoder::new(out, ctx.level).map_err(fatal)?;
+            let threads = u32::try_from(ctx.jobs).unwrap_or(1);
+            encoder.multithread(threads).map_err(fatal)?;
+            let (encoder, tally) = tar::write(encoder, entries, ctx)?;
+            Ok((encoder.finish().map_err(fatal)?, tally))
+        }
+        ArchiveFormat::TarGz => {
+            use gzp::ZWriter;
+            let level = u32::try_from(ctx.level).unwrap_or(6);
+            let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
+                .num_threads(ctx.jobs.max(1))
+                .map_err(|e| ctx.write_error(&e.to_string()))?
+                .compression_level(gzp::Compression::new(level));
+            let encoder = builder.from_writer(out);
+            let (mut encoder, tally) = tar::write(encoder, entries, ctx)?;
+            let out = encoder
+                .finish()
+                .map_err(|e| ctx.write_error(&e.to_string()))?;
+            Ok((out, tally))
+        }
+        _ => tar::write(out, entries, ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_a_relative_folder_name_with_one_slash() {
+        assert_eq!(prefix_of("proj/").unwrap(), "proj/");
+        assert_eq!(prefix_of("proj").unwrap(), "proj/");
+        assert_eq!(prefix_of("./a//b/").unwrap(), "a/b/");
+        assert!(prefix_of("/abs/").is_err());
+        assert!(prefix_of("../up/").is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! What goes into an archive, in order: [`Entry`]s listed from a plain folder (a
+//! read-only walk, as `sync` scans) or from a mirror (what `restore` plans for the
+//! moment, through `restore::load`, so both write exactly the same files).
+//!
+//! Listing reads no file content; `read` does that, and the writers in `zip`/`tar`
+//! decide how it is stored. Folders come before what they hold, every folder above an
+//! entry is an entry (with its recorded mode and mtime), and `.datasafe/` never is.
+
+use crate::filter::Excludes;
+use crate::history::History;
+use crate::index::Stored;
+use crate::names::{esc, io_message};
+use crate::restore::{Origin, Plan};
+use crate::scan::{self, Kind, Meta, ScanRules, Scanned};
+use filetime::FileTime;
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// One thing to archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path relative to SOURCE (its name in the archive, before `--prefix`).
+    pub rel: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits (files: read again when the file is opened).
+    pub mode: u32,
+    /// Modification time (files: read again when the file is opened).
+    pub mtime: FileTime,
+}
+
+/// What an [`Entry`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A folder.
+    Dir,
+    /// A symlink, pointing here.
+    Link(PathBuf),
+    /// A file whose content is read from `path` (un-gzipped if `stored` says so).
+    File {
+        /// Where the content is on disk.
+        path: PathBuf,
+        /// Plain or gzipped (a mirror's files only).
+        stored: Stored,
+    },
+}
+
+/// What was listed, and how many paths could not be.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The entries, sorted (parents before children).
+    pub entries: Vec<Entry>,
+    /// Paths that could not be read (already reported).
+    pub failed: u64,
+}
+
+/// Lists a plain folder: every entry under `scopes` (all, if empty) that `rules` leave
+/// in, plus the folders above each scope, sorted.
+pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
+    let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+    let mut failed = 0;
+    for scope in scopes {
+        if std::fs::symlink_metadata(root.join(scope)).is_err() {
+            log::warn!("nothing in {} at or under {}", esc(root), esc(scope));
+            continue;
+        }
+        for above in scope.ancestors().skip(1) {
+            if above.as_os_str().is_empty() || found.contains_key(above) {
+                continue;
+            }
+            if let Ok(meta) = std::fs::symlink_metadata(root.join(above)) {
+                let meta = Meta::of(&meta);
+                found.insert(above.to_path_buf(), dir(above, &meta));
+            }
+        }
+        failed += walk(root, scope, rules, |e| {
+            found.insert(e.rel.clone(), e);
+            true
+        });
+    }
+    Listing {
+        entries: found.into_values().collect(),
+        failed,
+    }
+}
+
+/// Walks `scope` of a plain folder (all of it, if empty), handing each entry to `take`
+/// in walk order (sorted per folder, folders before what they hold) until it returns
+/// false. Returns how many paths could not be read (each is reported).
+pub fn walk(
+    root: &Path,
+    scope: &Path,
+    rules: &ScanRules,
+    mut take: impl FnMut(Entry) -> bool,
+) -> u64 {
+    let mut failed = 0;
+    scan::walk_source(root, scope, rules, |item| {
+        match item {
+            Scanned::Entry(e) if e.rel.as_os_str().is_empty() => {}
+            Scanned::Entry(e) => {
+                let kind = match e.kind {
+                    Kind::Dir => Some(EntryKind::Dir),
+                    Kind::Symlink => Some(EntryKind::Link(e.target.unwrap_or_default())),
+                    Kind::File => Some(EntryKind::File {
+                        path: root.join(&e.rel),
+                        stored: Stored::Plain,
+                    }),
+                    Kind::Special => {
+                        log::warn!(
+                            "{} is a FIFO, socket or device; it is left out",
+                            esc(&root.join(&e.rel))
+                        );
+                        None
+                    }
+                };
+                if let Some(kind) = kind {
+                    let entry = Entry {
+                        rel: e.rel,
+                        kind,
+                        mode: e.meta.mode,
+                        mtime: e.meta.mtime,
+                    };
+                    if !take(entry) {
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            Scanned::Error { rel, error } => {
+                failed += 1;
+                log::error!(
+                    "cannot read {}: {}; it is left out of the archive",
+                    esc(&root.join(rel)),
+                    io_message(&error)
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    failed
+}
+
+/// Lists what `restore` would write for `plan`, leaving out what `excludes` cover.
+/// Every folder above a restored path is an entry, with the mode and mtime the mirror
+/// recorded for it (restore gives it the same).
+///
+/// A path whose content then was only the start of a later copy (a prefix marker: the
+/// file only grew since) is written out first into `scratch` (see [`Scratch`]).
+pub fn of_mirror(
+    history: &mut History,
+    plan: &Plan,
+    excludes: &Excludes,
+    scratch: &mut Scratch,
+    stop: &AtomicBool,
+) -> Listing {
+    let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+    let mut failed = 0;
+    let dst = history.dst().to_path_buf();
+    let folder = |rel: &Path| match plan.folders.get(rel) {
+        Some(meta) => dir(rel, meta),
+        None => Entry {
+            rel: rel.to_path_buf(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            mtime: FileTime::now(),
+        },
+    };
+    for item in &plan.items {
+        if excludes.covers(&item.rel) {
+            continue;
+        }
+        let entry = match &item.origin {
+            Origin::File { name, stored } => match history.path_of(&dst, name) {
+                Ok(path) => Entry {
+                    rel: item.rel.clone(),
+                    kind: EntryKind::File {
+                        path,
+                        stored: *stored,
+                    },
+                    mode: 0o644,
+                    mtime: FileTime::zero(),
+                },
+                Err(e) => {
+                    failed += 1;
+                    log::error!(
+                        "cannot read {}: {}; it is left out of the archive",
+                        esc(&dst.join(name)),
+                        io_message(&e)
+                    );
+                    continue;
+                }
+            },
+            Origin::Link { target, mtime } => Entry {
+                rel: item.rel.clone(),
+                kind: EntryKind::Link(target.clone()),
+                mode: 0o777,
+                mtime: *mtime,
+            },
+            Origin::Folder => folder(&item.rel),
+            Origin::Prefix { .. } => {
+                match scratch
+                    .dir()
+                    .and_then(|dir| crate::restore::write_prefix(history, item, &dir, stop))
+                {
+                    Ok(path) => Entry {
+                        rel: item.rel.clone(),
+                        kind: EntryKind::File {
+                            path,
+                            stored: Stored::Plain,
+                        },
+                        mode: 0o644,
+                        mtime: FileTime::zero(),
+                    },
+                    Err(message) => {
+                        failed += 1;
+                        log::error!(
+                            "cannot archive {}: {message}; it is left out of the archive",
+                            esc(&item.rel)
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        for above in item.rel.ancestors().skip(1) {
+            if above.as_os_str().is_empty() || found.contains_key(above) {
+                continue;
+            }
+            found.insert(above.to_path_buf(), folder(above));
+        }
+        found.insert(item.rel.clone(), entry);
+    }
+    Listing {
+        entries: found.into_values().collect(),
+        failed,
+    }
+}
+
+fn dir(rel: &Path, meta: &Meta) -> Entry {
+    Entry {
+        rel: rel.to_path_buf(),
+        kind: EntryKind::Dir,
+        mode: meta.mode,
+        mtime: meta.mtime,
+    }
+}
+
+/// A private folder for content that must be written out before it can be archived
+/// (see [`of_mirror`]): made on first use, removed with everything in it on drop.
+pub struct Scratch {
+    /// Where it goes (beside OUT, so on the filesystem the user chose for the archive).
+    path: PathBuf,
+    made: bool,
+}
+
+impl Scratch {
+    /// A scratch folder at `path`, not made yet.
+    pub fn at(path: PathBuf) -> Scratch {
+        Scratch { path, made: false }
+    }
+
+    /// The folder, made (private) if it is not there yet.
+    fn dir(&mut self) -> Result<PathBuf, String> {
+        if !self.made {
+            std::fs::create_dir(&self.path).map_err(|e| {
+                format!(
+                    "making the scratch folder {}: {}",
+                    esc(&self.path),
+                    io_message(&e)
+                )
+            })?;
+            self.made = true;
+            crate::platform::set_mode_path(&self.path, 0o700)
+                .map_err(|e| format!("{}: {}", esc(&self.path), io_message(&e)))?;
+        }
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.made {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
