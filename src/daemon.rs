@@ -456,7 +456,10 @@ impl Watched {
     fn start(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
         if self.mirror.is_none() {
             match Mirror::open(&self.settings.config, stop, false) {
-                Ok(mirror) => self.mirror = Some(mirror),
+                Ok(mut mirror) => {
+                    mirror.set_watched();
+                    self.mirror = Some(mirror);
+                }
                 Err(message) => {
                     log::error!("{message}; trying again every {}", human_duration(RETRY));
                     self.last_reconcile = Instant::now();
@@ -960,9 +963,9 @@ impl StatusLine {
             logging::set_pair(pair.label.clone());
             if pair.mirror.as_ref().is_some_and(Mirror::dry_run) {
                 log::info!(
-                    "status (dry run, nothing written): {} files would be copied ({}), {} \
+                    "status (dry run, nothing written): {} would be copied ({}), {} \
                      would be deleted, {} renamed since start; {} queued",
-                    s.copied,
+                    count_of(s.copied, "file"),
                     human_bytes(s.bytes_copied),
                     s.deleted,
                     s.renamed,

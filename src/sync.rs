@@ -153,6 +153,9 @@ pub struct Mirror {
     /// DST has not yet had a complete pass as a mirror: what it held before (see
     /// [`Adopting`]) is kept whatever the retention says.
     adopting: Adopting,
+    /// A watcher runs this mirror: held deletions are let through with `datasafe
+    /// release`, not by running again with `--force`.
+    watched: bool,
 }
 
 /// How far DST is from being a datasafe mirror. What a folder held before it became a
@@ -304,6 +307,7 @@ impl Mirror {
             holding: None,
             lost: false,
             adopting,
+            watched: false,
         })
     }
 
@@ -980,11 +984,17 @@ impl Mirror {
             .guard
             .holds(report.targets.len() as u64, deleting, mirror_files)?;
         let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+        // A running watcher keeps its options: `datasafe release` is what lets them through.
+        let how = if self.watched {
+            format!("run datasafe release {}", esc(dst))
+        } else {
+            "run again with --force".to_string()
+        };
         match held {
             Held::EmptySource => log::error!(
                 "the source {} is empty but its mirror {} holds {}: nothing is deleted. If \
-                 the source is an unmounted drive, mount it; if you emptied it on purpose, run \
-                 again with --force",
+                 the source is an unmounted drive, mount it; if you emptied it on purpose, \
+                 {how}",
                 esc(src),
                 esc(dst),
                 count_of(mirror_files, "file")
@@ -992,7 +1002,7 @@ impl Mirror {
             Held::MassDelete => log::error!(
                 "held back {} in {}: this pass would delete {deleting} of the mirror's \
                  {} ({}); nothing was deleted. Check the source {}; to let \
-                 them through, run again with --force",
+                 them through, {how}",
                 count_of(deleting, "deletion"),
                 esc(dst),
                 count_of(mirror_files, "file"),
@@ -1027,6 +1037,11 @@ impl Mirror {
         let done = self.reconcile(Path::new(""));
         self.cfg.guard = guard;
         done
+    }
+
+    /// Marks the mirror as run by a watcher, for the advice the deletion guard gives.
+    pub fn set_watched(&mut self) {
+        self.watched = true;
     }
 
     /// True if actions are only printed (`--dry-run`).
@@ -1484,7 +1499,9 @@ fn open_for_writing(
             adopting = Adopting::Unfinished;
         }
         let compress = if cfg.plan.compress { "1" } else { "0" };
-        let mut facts = vec![("compress", compress)];
+        // How the mirror is kept, for the repair `verify` runs and advises.
+        let delete = if cfg.plan.delete { "1" } else { "0" };
+        let mut facts = vec![("compress", compress), ("delete", delete)];
         if cfg.plan.compress {
             facts.push(("compressed_ever", "1"));
         }

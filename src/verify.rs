@@ -16,6 +16,7 @@
 
 use crate::cli::{MirrorArgs, OutputArgs, PairArgs, SyncArgs, VerifyArgs};
 use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
+use crate::filter::Excludes;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::logging::{self, DETAIL, SUMMARY};
@@ -59,6 +60,8 @@ pub struct Plan {
     pub repair: bool,
     /// How to name the run in a command that repairs it (`--config FILE`).
     pub config_file: Option<PathBuf>,
+    /// The `--exclude` patterns given with DST, for the command that repairs it.
+    pub excludes: Vec<String>,
 }
 
 /// One mirror to check.
@@ -117,12 +120,20 @@ impl Plan {
                 Some(Source {
                     root: pair.src,
                     rules: ScanRules {
+                        excludes: Excludes::new(&args.exclude)
+                            .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
-                        ..ScanRules::default()
                     },
                 })
             }
         };
+        if source.is_none() && !args.exclude.is_empty() {
+            return Err(ConfigError(
+                "--exclude says what the comparison with the source leaves out: give it \
+                 with --source SRC"
+                    .to_string(),
+            ));
+        }
         // Canonical: a DST reached through a symlink is that folder (the index is opened
         // with O_NOFOLLOW on every component).
         let given = dst;
@@ -160,6 +171,7 @@ impl Plan {
             named: false,
             repair: args.repair,
             config_file: None,
+            excludes: args.exclude.clone(),
         })
     }
 
@@ -222,7 +234,42 @@ impl Plan {
             named: true,
             repair: args.repair,
             config_file: Some(path),
+            excludes: Vec::new(),
         })
+    }
+}
+
+/// What a mirror's index says about how it is mirrored (the last writer's options).
+#[derive(Clone, Copy, Debug, Default)]
+struct MirrorFacts {
+    /// Files are stored gzipped (`--compress`).
+    compress: bool,
+    /// Deletions in the source are not mirrored (`--no-delete`, `delete = false`).
+    no_delete: bool,
+}
+
+impl MirrorFacts {
+    /// Read from `dst`'s index without changing it; the defaults without one.
+    fn of(dst: &Path) -> MirrorFacts {
+        let Some(index) = Index::open_untouched(&dst.join(STATE_DIR)).ok().flatten() else {
+            return MirrorFacts::default();
+        };
+        MirrorFacts {
+            compress: index.mirror_fact("compress").is_some_and(|v| v == "1"),
+            no_delete: index.mirror_fact("delete").is_some_and(|v| v == "0"),
+        }
+    }
+
+    /// The `sync` flags that say so, each with a leading space.
+    fn flags(self) -> String {
+        let mut flags = String::new();
+        if self.compress {
+            flags.push_str(" --compress");
+        }
+        if self.no_delete {
+            flags.push_str(" --no-delete");
+        }
+        flags
     }
 }
 
@@ -234,11 +281,7 @@ fn repair_config(
     canonical_dst: &Path,
     args: &VerifyArgs,
 ) -> Result<Config, ConfigError> {
-    let compress = Index::open_untouched(&canonical_dst.join(STATE_DIR))
-        .ok()
-        .flatten()
-        .and_then(|index| index.mirror_fact("compress"))
-        .is_some_and(|v| v == "1");
+    let facts = MirrorFacts::of(canonical_dst);
     let sync = SyncArgs {
         pairs: PairArgs {
             src: Some(src.to_path_buf()),
@@ -247,7 +290,9 @@ fn repair_config(
         },
         repair: true,
         mirror: MirrorArgs {
-            compress,
+            compress: facts.compress,
+            no_delete: facts.no_delete,
+            exclude: args.exclude.clone(),
             force: args.force,
             jobs: args.jobs,
             ..MirrorArgs::default()
@@ -562,8 +607,11 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
                 match repaired {
                     Ok(summary) => repairs.add(&target.name, summary, false),
                     Err(message) => {
+                        // Nothing could be repaired (an unwritable DST, a missing
+                        // source): a fatal error for this pair, as for `sync`.
                         log::error!("{message}");
                         repairs.failed += 1;
+                        unusable = true;
                     }
                 }
             }
@@ -673,16 +721,18 @@ fn repair_hint(plan: &Plan) -> String {
     let Some(target) = plan.targets.first() else {
         return String::new();
     };
-    let compress = Index::open_untouched(&target.dst.join(STATE_DIR))
-        .ok()
-        .flatten()
-        .and_then(|index| index.mirror_fact("compress"))
-        .is_some_and(|v| v == "1");
-    let flags = if compress { " --compress" } else { "" };
+    // The advice must not undo how the mirror is kept: gzipped, without deletions, or
+    // leaving out what the check left out.
+    let excludes: String = plan
+        .excludes
+        .iter()
+        .map(|p| format!(" --exclude {}", shell_quote(p)))
+        .collect();
+    let flags = format!("{}{excludes}", MirrorFacts::of(&target.dst).flags());
     match &target.source {
         Some(src) => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} {} {} (with the \
-             options you mirror it with), or datasafe verify --source {} --repair {}",
+             options you mirror it with), or datasafe verify --source {} --repair{excludes} {}",
             esc(&src.root),
             esc(&target.dst),
             esc(&src.root),
@@ -693,6 +743,20 @@ fn repair_hint(plan: &Plan) -> String {
              the folder it mirrors, with the options you mirror it with)",
             esc(&target.dst)
         ),
+    }
+}
+
+/// `text` as one shell word: as it is when it holds nothing a shell would expand or
+/// split, else in single quotes.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
