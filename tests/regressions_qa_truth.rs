@@ -310,3 +310,36 @@ fn regression_verify_repair_keeps_what_a_no_delete_mirror_keeps() {
     );
     assert_eq!(fs::read_to_string(env.dst.join("a.txt")).unwrap(), "a");
 }
+
+/// The warning for a file still being written while it was copied carried a run of 30
+/// spaces in the middle of its sentence (a string continued on the next source line
+/// without a backslash).
+#[test]
+fn regression_the_still_being_written_warning_has_no_run_of_spaces() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = TestEnv::new();
+    let big = env.write("growing.bin", common::faults::noise(7, 48 << 20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (big, stop) = (big.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&big).unwrap();
+            let chunk = common::faults::noise(8, 4096);
+            while !stop.load(Ordering::SeqCst) {
+                f.write_all(&chunk).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let out = env.sync(&["--jobs", "1"]);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("was still being written"))
+        .unwrap_or_else(|| panic!("no warning about the growing file:\n{err}"));
+    assert!(!line.contains("  "), "a run of spaces in:\n{line}");
+}
