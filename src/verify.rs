@@ -746,6 +746,21 @@ fn repair_hint(plan: &Plan) -> String {
     }
 }
 
+/// True if the first files found in the mirror `dst` (up to 200, its state folder left
+/// out) are all gzipped (`NAME.gz`): a mirror kept with `--compress`, as far as a
+/// mirror without its index can tell.
+fn looks_gzipped(dst: &Path) -> bool {
+    let mut names = walkdir::WalkDir::new(dst)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != STATE_DIR)
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .take(200)
+        .peekable();
+    names.peek().is_some() && names.all(|e| e.file_name().to_string_lossy().ends_with(".gz"))
+}
+
 /// `text` as one shell word: as it is when it holds nothing a shell would expand or
 /// split, else in single quotes.
 fn shell_quote(text: &str) -> String {
@@ -841,8 +856,14 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
                 .source
                 .as_ref()
                 .map_or_else(|| "SRC".to_string(), |s| esc(&s.root).to_string());
+            // A plain sync would turn a gzipped mirror into a plain one.
+            let compress = if looks_gzipped(dst) {
+                " --compress"
+            } else {
+                ""
+            };
             return Err(format!(
-                "no index at {}: run datasafe sync {src} {} first",
+                "no index at {}: run datasafe sync{compress} {src} {} first",
                 esc(&state_dir.join(index::INDEX_FILE)),
                 esc(dst)
             ));

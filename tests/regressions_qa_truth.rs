@@ -343,3 +343,30 @@ fn regression_the_still_being_written_warning_has_no_run_of_spaces() {
         .unwrap_or_else(|| panic!("no warning about the growing file:\n{err}"));
     assert!(!line.contains("  "), "a run of spaces in:\n{line}");
 }
+
+/// `verify` of a gzipped mirror whose index was deleted advised `datasafe sync SRC DST`,
+/// which turns the mirror into a plain one; the advice keeps `--compress`.
+#[test]
+fn regression_verify_without_an_index_advises_a_sync_that_keeps_a_mirror_gzipped() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("sub/b.txt", "b");
+    env.sync_ok(&["-q", "--compress"]);
+    fs::remove_file(env.dst.join(".datasafe/index.db")).unwrap();
+    let out = env
+        .cmd([
+            "verify",
+            env.dst.to_str().unwrap(),
+            "--source",
+            env.src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    let commands = advised_in(err.trim());
+    assert_eq!(commands.len(), 1, "{err}");
+    let command = commands[0].trim_end_matches(" first");
+    assert_code(&run_advised(&env, command), 0);
+    assert_mirrored(&env.src, &env.dst, true);
+}
