@@ -20,7 +20,7 @@ use crate::filter::Excludes;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{esc, human_bytes, io_message};
+use crate::names::{count_of, esc, human_bytes, io_message};
 use crate::plan::strip_gz;
 use crate::platform::{self, Beneath, BeneathError};
 use crate::repair::Check;
@@ -86,6 +86,9 @@ pub struct Source {
     pub root: PathBuf,
     /// What a sync of this pair leaves out: its excludes, and DST when it lies inside.
     pub rules: ScanRules,
+    /// The pair does not mirror deletions (`--no-delete`, `delete = false`): what the
+    /// mirror holds beyond the source is what it keeps, not a problem.
+    pub keeps_deleted: bool,
 }
 
 impl Plan {
@@ -124,6 +127,7 @@ impl Plan {
                             .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
                     },
+                    keeps_deleted: MirrorFacts::of(dst).no_delete,
                 })
             }
         };
@@ -217,6 +221,7 @@ impl Plan {
                         excludes: p.config.excludes.clone(),
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
                     },
+                    keeps_deleted: !p.config.plan.delete,
                 }),
                 config: args.repair.then(|| {
                     let mut config = p.config.clone();
@@ -923,8 +928,19 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         let matched = compare_source(&walked.entries, &unreadable, &state, |rel| {
             src.rules.covers(rel)
         });
+        let mut kept = 0u64;
         for finding in &matched.findings {
+            if src.keeps_deleted && finding.problem == Problem::NotInSource {
+                kept += 1;
+                continue;
+            }
             report.note(finding);
+        }
+        if kept > 0 {
+            log::info!(
+                "{} not in the source, kept by the mirror (it does not mirror deletions)",
+                count_of(kept, "path")
+            );
         }
         compare = matched
             .files

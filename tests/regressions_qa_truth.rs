@@ -370,3 +370,48 @@ fn regression_verify_without_an_index_advises_a_sync_that_keeps_a_mirror_gzipped
     assert_code(&run_advised(&env, command), 0);
     assert_mirrored(&env.src, &env.dst, true);
 }
+
+/// `verify DST --source SRC` of a `--no-delete` mirror (or a config pair with
+/// `delete = false`) failed on every file the mirror keeps for one deleted in the source
+/// ("not in source", exit 1) and advised a repair that, run as printed, could never put
+/// that right. What such a mirror keeps is said in one line and is no problem.
+#[test]
+fn regression_verify_source_of_a_no_delete_mirror_does_not_fail_on_what_it_keeps() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("gone.txt", "deleted in the source, kept by the mirror");
+    env.sync_ok(&["-q", "--no-delete"]);
+    fs::remove_file(env.src.join("gone.txt")).unwrap();
+    env.sync_ok(&["-q", "--no-delete"]);
+    let out = env
+        .cmd([
+            "verify",
+            env.dst.to_str().unwrap(),
+            "--source",
+            env.src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("1 path not in the source, kept by the mirror"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stderr(&out).contains("run: datasafe"), "{}", stderr(&out));
+
+    let config = env.dir.path().join("cfg.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[mirror]]\nsource = {:?}\ndest = {:?}\ndelete = false\n",
+            env.src, env.dst
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd(["verify", "--config", config.to_str().unwrap(), "--source"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
