@@ -280,7 +280,7 @@ impl Mirror {
                  the mirror keeps its own state under that name; to keep a copy of it, mirror \
                  it on its own (datasafe sync {} ANOTHER_FOLDER)",
                 esc(&path),
-                esc(&path)
+                shell_word(&esc(&path).to_string())
             );
         }
         Ok(Mirror {
@@ -986,7 +986,7 @@ impl Mirror {
         let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
         // A running watcher keeps its options: `datasafe release` is what lets them through.
         let how = if self.watched {
-            format!("run datasafe release {}", esc(dst))
+            format!("run datasafe release {}", shell_word(&esc(dst).to_string()))
         } else {
             "run again with --force".to_string()
         };

@@ -20,7 +20,7 @@ use crate::filter::Excludes;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{count_of, esc, human_bytes, io_message};
+use crate::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::plan::strip_gz;
 use crate::platform::{self, Beneath, BeneathError};
 use crate::repair::Check;
@@ -720,7 +720,7 @@ fn repair_hint(plan: &Plan) -> String {
     if let Some(file) = &plan.config_file {
         return format!(
             "to write again what is wrong, run: datasafe verify --config {} --repair",
-            esc(file)
+            shell_word(file)
         );
     }
     let Some(target) = plan.targets.first() else {
@@ -731,22 +731,22 @@ fn repair_hint(plan: &Plan) -> String {
     let excludes: String = plan
         .excludes
         .iter()
-        .map(|p| format!(" --exclude {}", shell_quote(p)))
+        .map(|p| format!(" --exclude {}", quote_word(p)))
         .collect();
     let flags = format!("{}{excludes}", MirrorFacts::of(&target.dst).flags());
     match &target.source {
         Some(src) => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} {} {} (with the \
              options you mirror it with), or datasafe verify --source {} --repair{excludes} {}",
-            esc(&src.root),
-            esc(&target.dst),
-            esc(&src.root),
-            esc(&target.dst)
+            shell_word(&src.root),
+            shell_word(&target.dst),
+            shell_word(&src.root),
+            shell_word(&target.dst)
         ),
         None => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} SRC {} (SRC: \
              the folder it mirrors, with the options you mirror it with)",
-            esc(&target.dst)
+            shell_word(&target.dst)
         ),
     }
 }
@@ -764,20 +764,6 @@ fn looks_gzipped(dst: &Path) -> bool {
         .take(200)
         .peekable();
     names.peek().is_some() && names.all(|e| e.file_name().to_string_lossy().ends_with(".gz"))
-}
-
-/// `text` as one shell word: as it is when it holds nothing a shell would expand or
-/// split, else in single quotes.
-fn shell_quote(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
 }
 
 /// The process exit code: interruption first, then a mirror that could not be checked,
@@ -860,7 +846,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
             let src = target
                 .source
                 .as_ref()
-                .map_or_else(|| "SRC".to_string(), |s| esc(&s.root).to_string());
+                .map_or_else(|| "SRC".to_string(), |s| shell_word(&s.root));
             // A plain sync would turn a gzipped mirror into a plain one.
             let compress = if looks_gzipped(dst) {
                 " --compress"
@@ -870,7 +856,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
             return Err(format!(
                 "no index at {}: run datasafe sync{compress} {src} {} first",
                 esc(&state_dir.join(index::INDEX_FILE)),
-                esc(dst)
+                shell_word(dst)
             ));
         }
         Err(e) => {

@@ -415,3 +415,41 @@ fn regression_verify_source_of_a_no_delete_mirror_does_not_fail_on_what_it_keeps
         .unwrap();
     assert_code(&out, 0);
 }
+
+/// The commands `verify` advises named SRC and DST unquoted: with a space in a path
+/// (`My Backup`), the command copied as printed ran on other folders and failed. Both
+/// commands, and the one advised for a mirror without its index, run as printed.
+#[test]
+fn regression_commands_verify_advises_run_as_printed_with_a_space_in_the_paths() {
+    for which in 0..3 {
+        let env = TestEnv::new();
+        let src = env.dir.path().join("my notes");
+        let dst = env.dir.path().join("My Backup");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("a.txt"), "a").unwrap();
+        let run = |args: &[&str]| env.cmd(args).output().unwrap();
+        let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+        assert_code(&run(&["sync", "-q", s, d]), 0);
+        if which == 2 {
+            fs::remove_file(dst.join(".datasafe/index.db")).unwrap();
+        } else {
+            fs::write(dst.join("a.txt"), "damaged").unwrap();
+        }
+        let out = run(&["verify", d, "--source", s]);
+        let err = stderr(&out);
+        let commands = advised_in(err.trim());
+        let command = if which == 2 {
+            commands[0].trim_end_matches(" first").to_string()
+        } else {
+            commands[which].clone()
+        };
+        let out = run_advised(&env, &command);
+        assert_code(&out, 0);
+        assert_eq!(
+            fs::read_to_string(dst.join("a.txt")).unwrap(),
+            "a",
+            "{command}"
+        );
+        assert_code(&run(&["verify", d, "--source", s]), 0);
+    }
+}
