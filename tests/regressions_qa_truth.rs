@@ -453,3 +453,40 @@ fn regression_commands_verify_advises_run_as_printed_with_a_space_in_the_paths()
         assert_code(&run(&["verify", d, "--source", s]), 0);
     }
 }
+
+/// A watched source replaced by another folder (here: made beside it and renamed over
+/// it) pauses the pair with advice to run `datasafe sync SRC DST`; with a space in the
+/// paths that command, copied as printed, named other folders. It runs as printed now.
+#[test]
+fn regression_the_sync_advised_for_a_replaced_source_runs_as_printed() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    let src = env.dir.path().join("my notes");
+    let dst = env.dir.path().join("My Backup");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("old.txt"), "old").unwrap();
+    let w = Watcher::start(&env, &src, &dst, &[], "w");
+    wait_for(&w, "the first pass", || dst.join("old.txt").exists());
+    let other = env.dir.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("new.txt"), "new").unwrap();
+    fs::remove_dir_all(&src).unwrap();
+    fs::rename(&other, &src).unwrap();
+    wait_for(&w, "the pause with advice", || {
+        w.stderr().contains("run `datasafe sync")
+    });
+    drop(w);
+    let err = fs::read_to_string(env.dir.path().join("w.stderr")).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.contains("run `datasafe sync"))
+        .unwrap();
+    let command = line
+        .split("run `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap();
+    let out = run_advised(&env, command);
+    assert_code(&out, 0);
+    assert_mirrored(&src, &dst, false);
+}
