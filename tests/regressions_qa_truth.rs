@@ -490,3 +490,38 @@ fn regression_the_sync_advised_for_a_replaced_source_runs_as_printed() {
     assert_code(&out, 0);
     assert_mirrored(&src, &dst, false);
 }
+
+/// A DST that cannot be created (its parent not writable) was one line that named it
+/// and the OS error but not what to do, unlike every other unwritable DST.
+#[test]
+fn regression_a_dst_that_cannot_be_created_says_what_to_do() {
+    let test = "regression_a_dst_that_cannot_be_created_says_what_to_do";
+    let Some(env) = env_for_nobody(test) else {
+        return;
+    };
+    env.write("a.txt", "a");
+    chown_tree(&env.src, NOBODY);
+    // DST (root's, 0755) exists; a folder inside it cannot be made by uid 65534.
+    let inside = env.dst.join("new");
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(binary_for_nobody(&env))
+        .arg("sync")
+        .arg(&env.src)
+        .arg(&inside)
+        .env("HOME", env.dir.path())
+        .env("XDG_STATE_HOME", env.dir.path().join("state"))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("permission denied") && errors[0].contains("run again"),
+        "no advice in:\n{err}"
+    );
+}
