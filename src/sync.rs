@@ -403,6 +403,7 @@ impl Mirror {
             src: self.cfg.pair.src.clone(),
             jobs: self.cfg.jobs,
             stop: self.stop.clone(),
+            dry_run: self.dry_run(),
         });
         // What DST holds comes from the index or, without a usable one, from listing DST
         // in detail (which rebuilds the index). Either way the scan starts at once and
@@ -1194,6 +1195,8 @@ struct Look {
     src: PathBuf,
     jobs: usize,
     stop: Arc<AtomicBool>,
+    /// A dry run: what is wrong is said, but nothing is written again.
+    dry_run: bool,
 }
 
 impl DestSide {
@@ -1230,6 +1233,7 @@ impl DestSide {
                     roots,
                     look.jobs,
                     &look.stop,
+                    look.dry_run,
                 );
                 let _ = known.send(state);
                 return (items, rebuilding, learned);

@@ -525,3 +525,21 @@ fn regression_a_dst_that_cannot_be_created_says_what_to_do() {
         "no advice in:\n{err}"
     );
 }
+
+/// `sync --repair --dry-run` warned "writing it again" for each wrong file in DST,
+/// though a dry run writes nothing (and did not).
+#[test]
+fn regression_sync_repair_dry_run_does_not_say_it_writes() {
+    let env = TestEnv::new();
+    env.write("a.txt", "aaa");
+    env.sync_ok(&["-q"]);
+    fs::write(env.dst.join("a.txt"), "edited behind datasafe's back").unwrap();
+    let out = env.sync_ok(&["--repair", "--dry-run"]);
+    let err = stderr(&out);
+    assert!(err.contains("is not what datasafe wrote"), "{err}");
+    assert!(!err.contains("writing it again"), "{err}");
+    assert_eq!(
+        fs::read_to_string(env.dst.join("a.txt")).unwrap(),
+        "edited behind datasafe's back"
+    );
+}
