@@ -3,9 +3,12 @@
 //! real binary in temp trees. Each test is named after what broke: a dry-run status line
 //! saying "1 files", a watcher advising `run again with --force` for deletions that
 //! `datasafe release` lets through, `verify --repair` of an unwritable DST ending as if
-//! one file had failed (exit 1), and `verify --source` that could not leave out what the
+//! one file had failed (exit 1), `verify --source` that could not leave out what the
 //! mirror leaves out, so that the repair it advised copied excluded files into the
-//! mirror and deleted what a `--no-delete` mirror keeps.
+//! mirror and deleted what a `--no-delete` mirror keeps (and failed on what it keeps),
+//! advice that turned a gzipped mirror plain or broke on a space in a path, a warning
+//! with a run of 30 spaces, a DST that cannot be created without advice, and
+//! `sync --repair --dry-run` saying it writes.
 //!
 //! Advised commands are run as printed, through `sh -c`, with the binary first on PATH.
 //! Tests that need another user skip with a printed reason. Waits poll with a deadline.
