@@ -151,6 +151,10 @@ pub struct VerifyArgs {
     /// mass delete).
     #[arg(long, requires = "repair")]
     pub force: bool,
+    /// With DST --source SRC: leave out what the mirror leaves out, as `sync --exclude`
+    /// does (repeatable; a leading / anchors at SRC's root); --repair keeps it out too.
+    #[arg(long, value_name = "GLOB", requires = "dst")]
+    pub exclude: Vec<String>,
     /// Hashing threads [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,

@@ -10,7 +10,7 @@
 
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::logging;
-use crate::names::{count_of, esc, human_bytes};
+use crate::names::{count_of, esc, human_bytes, shell_word};
 use crate::plan::Held;
 use crate::platform::{RootId, root_id};
 use crate::repair::Check;
@@ -456,7 +456,10 @@ impl Watched {
     fn start(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
         if self.mirror.is_none() {
             match Mirror::open(&self.settings.config, stop, false) {
-                Ok(mirror) => self.mirror = Some(mirror),
+                Ok(mut mirror) => {
+                    mirror.set_watched();
+                    self.mirror = Some(mirror);
+                }
                 Err(message) => {
                     log::error!("{message}; trying again every {}", human_duration(RETRY));
                     self.last_reconcile = Instant::now();
@@ -742,12 +745,13 @@ impl Watched {
             "source {} is no longer the folder being mirrored ({}); this pair is paused and \
              nothing is deleted: the mirror in {} is kept as it is. Mirroring resumes when the \
              same filesystem is back; to mirror what is there now instead, restart `datasafe \
-             watch` (or stop it and run `datasafe sync {} {}`)",
+             watch` (or stop it and run `datasafe sync {} {}` with the options you watch it \
+             with)",
             esc(self.src()),
             why.unwrap_or("it was unmounted, or replaced by another folder"),
             esc(dst),
-            esc(self.src()),
-            esc(dst)
+            shell_word(self.src()),
+            shell_word(dst)
         );
     }
 
@@ -762,11 +766,11 @@ impl Watched {
             "source {} is now a different folder or filesystem than the one mirrored; the \
              pair stays paused and its mirror {} is kept as it is. If this is the source now, \
              restart `datasafe watch` to mirror it (or stop the watcher and run `datasafe \
-             sync {} {}`)",
+             sync {} {}` with the options you watch it with)",
             esc(self.src()),
             esc(&self.settings.config.pair.dst),
-            esc(self.src()),
-            esc(&self.settings.config.pair.dst)
+            shell_word(self.src()),
+            shell_word(&self.settings.config.pair.dst)
         );
     }
 
@@ -960,9 +964,9 @@ impl StatusLine {
             logging::set_pair(pair.label.clone());
             if pair.mirror.as_ref().is_some_and(Mirror::dry_run) {
                 log::info!(
-                    "status (dry run, nothing written): {} files would be copied ({}), {} \
+                    "status (dry run, nothing written): {} would be copied ({}), {} \
                      would be deleted, {} renamed since start; {} queued",
-                    s.copied,
+                    count_of(s.copied, "file"),
                     human_bytes(s.bytes_copied),
                     s.deleted,
                     s.renamed,

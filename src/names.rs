@@ -36,6 +36,27 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// `path` as one shell word, for a command a message advises: escaped as [`esc`] shows
+/// it, and in single quotes when it holds anything a shell would split or expand (a
+/// space in `My Backup`), so the command can be copied and run as printed.
+pub fn shell_word(path: &Path) -> String {
+    quote_word(&esc(path).to_string())
+}
+
+/// `text` as one shell word: as it is when it holds nothing a shell would expand or
+/// split, else in single quotes.
+pub fn quote_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 /// `n` and a noun in the right number: `1 file`, `3 files`.
 pub fn count_of(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -74,6 +95,19 @@ pub fn io_message(err: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split() {
+        assert_eq!(
+            shell_word(Path::new("/mnt/backup/notes")),
+            "/mnt/backup/notes"
+        );
+        assert_eq!(
+            shell_word(Path::new("/My Backup/it's")),
+            r"'/My Backup/it'\''s'"
+        );
+        assert_eq!(quote_word("*.tmp"), "'*.tmp'");
+    }
 
     #[test]
     fn escapes_control_and_invalid_bytes() {

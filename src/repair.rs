@@ -169,6 +169,7 @@ pub fn inspect(
     roots: (&Path, &Path),
     jobs: usize,
     stop: &AtomicBool,
+    dry_run: bool,
 ) -> Vec<OsString> {
     let (src, dst) = roots;
     let mut wrong: Vec<(OsString, Wrong)> = Vec::new();
@@ -222,9 +223,15 @@ pub fn inspect(
         return Vec::new();
     }
     wrong.sort_by(|a, b| a.0.cmp(&b.0));
+    // A dry run writes nothing: it must not say it writes.
+    let doing = if dry_run {
+        "it would be written again"
+    } else {
+        "writing it again"
+    };
     for (name, why) in wrong {
         log::warn!(
-            "{} in the destination is not what datasafe wrote ({why}); writing it again",
+            "{} in the destination is not what datasafe wrote ({why}); {doing}",
             esc(&dst.join(&name))
         );
         forget_tree(state, Path::new(&name));

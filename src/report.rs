@@ -206,13 +206,16 @@ impl Summary {
                     Some((_, bytes)) => {
                         self.bytes_copied += bytes;
                         log::warn!(
-                            "{} was still being written while it was copied: the mirror holds                              its first {} as they were, and it will be copied again",
+                            "{} was still being written while it was copied: the mirror holds \
+                             its first {} as they were, and it will be copied again",
                             esc(path),
                             human_bytes(*bytes)
                         );
                     }
                     None => log::warn!(
-                        "{} was still being written while it was copied (and rewritten, not                          only appended to): the mirror keeps its older copy, and it will be                          copied again",
+                        "{} was still being written while it was copied (and rewritten, not \
+                         only appended to): the mirror keeps its older copy, and it will be \
+                         copied again",
                         esc(path)
                     ),
                 }

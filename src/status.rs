@@ -5,7 +5,7 @@
 //! those a killed watcher left), so two watchers never hide each other. `release` finds
 //! the watcher of a mirror through the same files and signals it.
 
-use crate::names::esc;
+use crate::names::{esc, shell_word};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -343,11 +343,11 @@ pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
     let (what, sync) = match (dst, config) {
         (Some(dst), _) => (
             esc(dst).to_string(),
-            format!("datasafe sync SRC {} --force", esc(dst)),
+            format!("datasafe sync SRC {} --force", shell_word(dst)),
         ),
         (None, Some(file)) => (
             format!("the pairs of {}", esc(file)),
-            format!("datasafe sync --config {} --force", esc(file)),
+            format!("datasafe sync --config {} --force", shell_word(file)),
         ),
         (None, None) => (
             "any mirror".to_string(),

@@ -153,6 +153,9 @@ pub struct Mirror {
     /// DST has not yet had a complete pass as a mirror: what it held before (see
     /// [`Adopting`]) is kept whatever the retention says.
     adopting: Adopting,
+    /// A watcher runs this mirror: held deletions are let through with `datasafe
+    /// release`, not by running again with `--force`.
+    watched: bool,
 }
 
 /// How far DST is from being a datasafe mirror. What a folder held before it became a
@@ -277,7 +280,7 @@ impl Mirror {
                  the mirror keeps its own state under that name; to keep a copy of it, mirror \
                  it on its own (datasafe sync {} ANOTHER_FOLDER)",
                 esc(&path),
-                esc(&path)
+                shell_word(&esc(&path).to_string())
             );
         }
         Ok(Mirror {
@@ -304,6 +307,7 @@ impl Mirror {
             holding: None,
             lost: false,
             adopting,
+            watched: false,
         })
     }
 
@@ -399,6 +403,7 @@ impl Mirror {
             src: self.cfg.pair.src.clone(),
             jobs: self.cfg.jobs,
             stop: self.stop.clone(),
+            dry_run: self.dry_run(),
         });
         // What DST holds comes from the index or, without a usable one, from listing DST
         // in detail (which rebuilds the index). Either way the scan starts at once and
@@ -986,11 +991,17 @@ impl Mirror {
             .guard
             .holds(report.targets.len() as u64, deleting, mirror_files)?;
         let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+        // A running watcher keeps its options: `datasafe release` is what lets them through.
+        let how = if self.watched {
+            format!("run datasafe release {}", shell_word(&esc(dst).to_string()))
+        } else {
+            "run again with --force".to_string()
+        };
         match held {
             Held::EmptySource => log::error!(
                 "the source {} is empty but its mirror {} holds {}: nothing is deleted. If \
-                 the source is an unmounted drive, mount it; if you emptied it on purpose, run \
-                 again with --force",
+                 the source is an unmounted drive, mount it; if you emptied it on purpose, \
+                 {how}",
                 esc(src),
                 esc(dst),
                 count_of(mirror_files, "file")
@@ -998,7 +1009,7 @@ impl Mirror {
             Held::MassDelete => log::error!(
                 "held back {} in {}: this pass would delete {deleting} of the mirror's \
                  {} ({}); nothing was deleted. Check the source {}; to let \
-                 them through, run again with --force",
+                 them through, {how}",
                 count_of(deleting, "deletion"),
                 esc(dst),
                 count_of(mirror_files, "file"),
@@ -1033,6 +1044,11 @@ impl Mirror {
         let done = self.reconcile(Path::new(""));
         self.cfg.guard = guard;
         done
+    }
+
+    /// Marks the mirror as run by a watcher, for the advice the deletion guard gives.
+    pub fn set_watched(&mut self) {
+        self.watched = true;
     }
 
     /// True if actions are only printed (`--dry-run`).
@@ -1185,6 +1201,8 @@ struct Look {
     src: PathBuf,
     jobs: usize,
     stop: Arc<AtomicBool>,
+    /// A dry run: what is wrong is said, but nothing is written again.
+    dry_run: bool,
 }
 
 impl DestSide {
@@ -1221,6 +1239,7 @@ impl DestSide {
                     roots,
                     look.jobs,
                     &look.stop,
+                    look.dry_run,
                 );
                 let _ = known.send(state);
                 return (items, rebuilding, learned);
@@ -1490,7 +1509,9 @@ fn open_for_writing(
             adopting = Adopting::Unfinished;
         }
         let compress = if cfg.plan.compress { "1" } else { "0" };
-        let mut facts = vec![("compress", compress)];
+        // How the mirror is kept, for the repair `verify` runs and advises.
+        let delete = if cfg.plan.delete { "1" } else { "0" };
+        let mut facts = vec![("compress", compress), ("delete", delete)];
         if cfg.plan.compress {
             facts.push(("compressed_ever", "1"));
         }

@@ -16,10 +16,11 @@
 
 use crate::cli::{MirrorArgs, OutputArgs, PairArgs, SyncArgs, VerifyArgs};
 use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
+use crate::filter::Excludes;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index, MirrorState, Record, Stored};
 use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{esc, human_bytes, io_message};
+use crate::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::plan::strip_gz;
 use crate::platform::{self, Beneath, BeneathError};
 use crate::repair::Check;
@@ -59,6 +60,8 @@ pub struct Plan {
     pub repair: bool,
     /// How to name the run in a command that repairs it (`--config FILE`).
     pub config_file: Option<PathBuf>,
+    /// The `--exclude` patterns given with DST, for the command that repairs it.
+    pub excludes: Vec<String>,
 }
 
 /// One mirror to check.
@@ -83,6 +86,9 @@ pub struct Source {
     pub root: PathBuf,
     /// What a sync of this pair leaves out: its excludes, and DST when it lies inside.
     pub rules: ScanRules,
+    /// The pair does not mirror deletions (`--no-delete`, `delete = false`): what the
+    /// mirror holds beyond the source is what it keeps, not a problem.
+    pub keeps_deleted: bool,
 }
 
 impl Plan {
@@ -117,12 +123,21 @@ impl Plan {
                 Some(Source {
                     root: pair.src,
                     rules: ScanRules {
+                        excludes: Excludes::new(&args.exclude)
+                            .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
-                        ..ScanRules::default()
                     },
+                    keeps_deleted: MirrorFacts::of(dst).no_delete,
                 })
             }
         };
+        if source.is_none() && !args.exclude.is_empty() {
+            return Err(ConfigError(
+                "--exclude says what the comparison with the source leaves out: give it \
+                 with --source SRC"
+                    .to_string(),
+            ));
+        }
         // Canonical: a DST reached through a symlink is that folder (the index is opened
         // with O_NOFOLLOW on every component).
         let given = dst;
@@ -160,6 +175,7 @@ impl Plan {
             named: false,
             repair: args.repair,
             config_file: None,
+            excludes: args.exclude.clone(),
         })
     }
 
@@ -205,6 +221,7 @@ impl Plan {
                         excludes: p.config.excludes.clone(),
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
                     },
+                    keeps_deleted: !p.config.plan.delete,
                 }),
                 config: args.repair.then(|| {
                     let mut config = p.config.clone();
@@ -222,7 +239,42 @@ impl Plan {
             named: true,
             repair: args.repair,
             config_file: Some(path),
+            excludes: Vec::new(),
         })
+    }
+}
+
+/// What a mirror's index says about how it is mirrored (the last writer's options).
+#[derive(Clone, Copy, Debug, Default)]
+struct MirrorFacts {
+    /// Files are stored gzipped (`--compress`).
+    compress: bool,
+    /// Deletions in the source are not mirrored (`--no-delete`, `delete = false`).
+    no_delete: bool,
+}
+
+impl MirrorFacts {
+    /// Read from `dst`'s index without changing it; the defaults without one.
+    fn of(dst: &Path) -> MirrorFacts {
+        let Some(index) = Index::open_untouched(&dst.join(STATE_DIR)).ok().flatten() else {
+            return MirrorFacts::default();
+        };
+        MirrorFacts {
+            compress: index.mirror_fact("compress").is_some_and(|v| v == "1"),
+            no_delete: index.mirror_fact("delete").is_some_and(|v| v == "0"),
+        }
+    }
+
+    /// The `sync` flags that say so, each with a leading space.
+    fn flags(self) -> String {
+        let mut flags = String::new();
+        if self.compress {
+            flags.push_str(" --compress");
+        }
+        if self.no_delete {
+            flags.push_str(" --no-delete");
+        }
+        flags
     }
 }
 
@@ -234,11 +286,7 @@ fn repair_config(
     canonical_dst: &Path,
     args: &VerifyArgs,
 ) -> Result<Config, ConfigError> {
-    let compress = Index::open_untouched(&canonical_dst.join(STATE_DIR))
-        .ok()
-        .flatten()
-        .and_then(|index| index.mirror_fact("compress"))
-        .is_some_and(|v| v == "1");
+    let facts = MirrorFacts::of(canonical_dst);
     let sync = SyncArgs {
         pairs: PairArgs {
             src: Some(src.to_path_buf()),
@@ -247,7 +295,9 @@ fn repair_config(
         },
         repair: true,
         mirror: MirrorArgs {
-            compress,
+            compress: facts.compress,
+            no_delete: facts.no_delete,
+            exclude: args.exclude.clone(),
             force: args.force,
             jobs: args.jobs,
             ..MirrorArgs::default()
@@ -562,8 +612,11 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
                 match repaired {
                     Ok(summary) => repairs.add(&target.name, summary, false),
                     Err(message) => {
+                        // Nothing could be repaired (an unwritable DST, a missing
+                        // source): a fatal error for this pair, as for `sync`.
                         log::error!("{message}");
                         repairs.failed += 1;
+                        unusable = true;
                     }
                 }
             }
@@ -667,33 +720,50 @@ fn repair_hint(plan: &Plan) -> String {
     if let Some(file) = &plan.config_file {
         return format!(
             "to write again what is wrong, run: datasafe verify --config {} --repair",
-            esc(file)
+            shell_word(file)
         );
     }
     let Some(target) = plan.targets.first() else {
         return String::new();
     };
-    let compress = Index::open_untouched(&target.dst.join(STATE_DIR))
-        .ok()
-        .flatten()
-        .and_then(|index| index.mirror_fact("compress"))
-        .is_some_and(|v| v == "1");
-    let flags = if compress { " --compress" } else { "" };
+    // The advice must not undo how the mirror is kept: gzipped, without deletions, or
+    // leaving out what the check left out.
+    let excludes: String = plan
+        .excludes
+        .iter()
+        .map(|p| format!(" --exclude {}", quote_word(p)))
+        .collect();
+    let flags = format!("{}{excludes}", MirrorFacts::of(&target.dst).flags());
     match &target.source {
         Some(src) => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} {} {} (with the \
-             options you mirror it with), or datasafe verify --source {} --repair {}",
-            esc(&src.root),
-            esc(&target.dst),
-            esc(&src.root),
-            esc(&target.dst)
+             options you mirror it with), or datasafe verify --source {} --repair{excludes} {}",
+            shell_word(&src.root),
+            shell_word(&target.dst),
+            shell_word(&src.root),
+            shell_word(&target.dst)
         ),
         None => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} SRC {} (SRC: \
              the folder it mirrors, with the options you mirror it with)",
-            esc(&target.dst)
+            shell_word(&target.dst)
         ),
     }
+}
+
+/// True if the first files found in the mirror `dst` (up to 200, its state folder left
+/// out) are all gzipped (`NAME.gz`): a mirror kept with `--compress`, as far as a
+/// mirror without its index can tell.
+fn looks_gzipped(dst: &Path) -> bool {
+    let mut names = walkdir::WalkDir::new(dst)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != STATE_DIR)
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .take(200)
+        .peekable();
+    names.peek().is_some() && names.all(|e| e.file_name().to_string_lossy().ends_with(".gz"))
 }
 
 /// The process exit code: interruption first, then a mirror that could not be checked,
@@ -776,11 +846,17 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
             let src = target
                 .source
                 .as_ref()
-                .map_or_else(|| "SRC".to_string(), |s| esc(&s.root).to_string());
+                .map_or_else(|| "SRC".to_string(), |s| shell_word(&s.root));
+            // A plain sync would turn a gzipped mirror into a plain one.
+            let compress = if looks_gzipped(dst) {
+                " --compress"
+            } else {
+                ""
+            };
             return Err(format!(
-                "no index at {}: run datasafe sync {src} {} first",
+                "no index at {}: run datasafe sync{compress} {src} {} first",
                 esc(&state_dir.join(index::INDEX_FILE)),
-                esc(dst)
+                shell_word(dst)
             ));
         }
         Err(e) => {
@@ -838,8 +914,19 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         let matched = compare_source(&walked.entries, &unreadable, &state, |rel| {
             src.rules.covers(rel)
         });
+        let mut kept = 0u64;
         for finding in &matched.findings {
+            if src.keeps_deleted && finding.problem == Problem::NotInSource {
+                kept += 1;
+                continue;
+            }
             report.note(finding);
+        }
+        if kept > 0 {
+            log::info!(
+                "{} not in the source, kept by the mirror (it does not mirror deletions)",
+                count_of(kept, "path")
+            );
         }
         compare = matched
             .files

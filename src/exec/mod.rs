@@ -211,7 +211,8 @@ impl Executor {
         let tmp = state.join(TMP_DIR);
         std::fs::create_dir_all(dst).map_err(|e| {
             PrepareError::Unwritable(format!(
-                "cannot create destination {}: {}",
+                "cannot create destination {}: {}; check the path, make the folder it \
+                 goes in writable and run again",
                 esc(dst),
                 io_message(&e)
             ))
