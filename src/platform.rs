@@ -388,6 +388,18 @@ mod stop_signals {
                 }
             })?;
         for signal in super::STOP_SIGNALS {
+            // A signal ignored when datasafe started stays ignored, as for any Unix tool:
+            // `datasafe watch … &` in a script must outlive a Ctrl-C meant for the
+            // foreground job, and `nohup` must keep working.
+            // SAFETY: sigaction only fills the zeroed struct it is given.
+            let ignored = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+            };
+            if ignored {
+                continue;
+            }
             // SAFETY: a zeroed sigaction with an empty mask, SA_RESTART (so no other
             // call sees EINTR) and a handler that is async-signal-safe.
             let ok = unsafe {

@@ -546,3 +546,77 @@ fn regression_sync_repair_dry_run_does_not_say_it_writes() {
         "edited behind datasafe's back"
     );
 }
+
+#[test]
+fn regression_repair_keeps_a_version_of_a_copy_edited_with_its_mtime_put_back() {
+    let env = TestEnv::new();
+    env.write("a.txt", "the original\n");
+    env.sync_ok(&[]);
+    // Edited in the mirror behind datasafe's back: same size, mtime put back.
+    fs::write(env.dst.join("a.txt"), "TAMPERED WIT\n").unwrap();
+    let src_mtime = fs::metadata(env.src.join("a.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(env.dst.join("a.txt"))
+        .unwrap()
+        .set_modified(src_mtime)
+        .unwrap();
+    env.sync_ok(&["--repair"]);
+    assert_eq!(
+        fs::read_to_string(env.dst.join("a.txt")).unwrap(),
+        "the original\n"
+    );
+    let kept: Vec<String> = walkdir::WalkDir::new(env.dst.join(".datasafe/versions"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        ["TAMPERED WIT\n"],
+        "what the repair replaced was not kept"
+    );
+}
+
+#[test]
+fn regression_a_sigint_ignored_at_start_stays_ignored() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let bin = env!("CARGO_BIN_EXE_datasafe");
+    // As `datasafe watch … &` in a script: the shell starts it with SIGINT ignored.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' INT; exec '{bin}' watch --debounce 50ms '{}' '{}'",
+            env.src.display(),
+            env.dst.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(DEADLINE, || env.dst.join("a.txt").exists()),
+        "the watcher never mirrored"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    // Still watching: a file made after the Ctrl-C is mirrored.
+    env.write("b.txt", "b");
+    let mirrored = wait_until(DEADLINE, || env.dst.join("b.txt").exists());
+    let exited = child.try_wait().unwrap();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert!(
+        exited.is_none() && mirrored,
+        "a Ctrl-C the shell ignored for it stopped the watcher ({exited:?})"
+    );
+}

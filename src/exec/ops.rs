@@ -146,7 +146,12 @@ impl Executor {
                 if !self.still_prefix(&src, &read, &src_path)? {
                     return Err(OpError::Unsettled { path: src_path });
                 }
-                self.install(&temp.path, &name, Some((&record.meta, stored)), extends)?;
+                self.install(
+                    &temp.path,
+                    &name,
+                    Some((&record.meta, stored, read.sha)),
+                    extends,
+                )?;
                 temp.keep();
                 return Ok(Outcome::Unsettled {
                     name,
@@ -154,7 +159,7 @@ impl Executor {
                     installed: Some((record, read.bytes)),
                 });
             }
-            self.install(&temp.path, &name, Some((&meta, stored)), extends)?;
+            self.install(&temp.path, &name, Some((&meta, stored, read.sha)), extends)?;
             temp.keep();
             let done = match stored {
                 Stored::Plain => Done::Copied,
@@ -262,13 +267,7 @@ impl Executor {
         // What DST really holds, not what the index says it should: a copy damaged
         // behind our back (bit rot, an edit in the mirror) is found and replaced, as
         // rsync --checksum would. Unreadable or corrupt gzip counts as different.
-        let file = platform::open_source(&dst_path).map_err(OpError::io("reading", &dst_path))?;
-        let reader = StopReader(self, file);
-        let dst_sha = match stored {
-            Stored::Plain => hash::hash_reader(reader),
-            Stored::Gzip => hash::hash_reader(MultiGzDecoder::new(reader)),
-        };
-        let dst_sha = match dst_sha {
+        let dst_sha = match self.stored_digest(&dst_path, stored) {
             Ok(sha) => Some(sha),
             Err(e) if self.stopped() => return Err(self.read_error(e, &dst_path)),
             Err(e) => {
@@ -574,25 +573,29 @@ impl Executor {
         &self,
         temp: &Path,
         name: &Path,
-        new: Option<(&Meta, Stored)>,
+        new: Option<(&Meta, Stored, Digest)>,
         extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             self.displace_tree(name, &path)?;
         }
-        let same = new.is_some_and(|(meta, stored)| {
+        // The same source state written again (a run killed before its index was
+        // saved) keeps no version; size and mtime say so cheaply, the content makes sure
+        // (a copy edited behind datasafe's back with its mtime put back is kept).
+        let same = new.is_some_and(|(meta, stored, sha)| {
             fs::symlink_metadata(&path).is_ok_and(|old| {
                 old.is_file()
                     && filetime::FileTime::from_last_modification_time(&old) == meta.mtime
                     && (stored == Stored::Gzip || old.len() == meta.size)
-            })
+            }) && self.stored_digest(&path, stored).ok() == Some(sha)
         });
         // The index's digest is trusted only for the file it describes: for a plain
         // copy, the old file must have the recorded size.
         let grown = extends.filter(|(size, _)| {
             fs::symlink_metadata(&path).is_ok_and(|old| {
-                old.is_file() && (new.is_some_and(|(_, s)| s == Stored::Gzip) || old.len() == *size)
+                old.is_file()
+                    && (new.is_some_and(|(_, s, _)| s == Stored::Gzip) || old.len() == *size)
             })
         });
         match grown {
@@ -607,6 +610,16 @@ impl Executor {
                 fs::rename(temp, &path).map_err(OpError::io("writing", &path))
             }
             Err(e) => Err(OpError::io("writing", &path)(e)),
+        }
+    }
+
+    /// The SHA-256 of the content of the file at `path` in DST (un-gzipped if `stored`
+    /// says so); never through a symlink, stopping on Ctrl-C.
+    fn stored_digest(&self, path: &Path, stored: Stored) -> io::Result<Digest> {
+        let reader = StopReader(self, platform::open_source(path)?);
+        match stored {
+            Stored::Plain => hash::hash_reader(reader),
+            Stored::Gzip => hash::hash_reader(MultiGzDecoder::new(reader)),
         }
     }
 
