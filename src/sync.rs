@@ -894,7 +894,32 @@ impl Mirror {
         foreign: Vec<Action>,
         complete: bool,
     ) {
-        let names: Vec<PathBuf> = foreign.iter().map(Action::dest_name).collect();
+        let versions = self
+            .cfg
+            .pair
+            .dst_canonical
+            .join(STATE_DIR)
+            .join(crate::versions::VERSIONS_DIR);
+        // Only names that leave something to restore: a symlink or a folder holding no
+        // file keeps no version, and `restore` refuses a PATH with nothing under it.
+        let names: Option<Vec<PathBuf>> = foreign
+            .iter()
+            .map(|a| match a {
+                Action::Delete {
+                    name,
+                    kind: Kind::File,
+                    ..
+                } => Some(Some(name.clone())),
+                Action::Delete {
+                    name,
+                    kind: Kind::Dir,
+                    ..
+                } => Some(versions.join(name).is_dir().then(|| name.clone())),
+                Action::Delete { .. } => Some(None),
+                _ => None,
+            })
+            .collect::<Option<Vec<Option<PathBuf>>>>()
+            .map(|n| n.into_iter().flatten().collect());
         if let Some(exec) = self.mode.executor() {
             exec.keep_every_deletion(true);
         }
@@ -918,7 +943,9 @@ impl Mirror {
             let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
             // Only the removed names, when they are all there is and few: else the
             // whole mirror as it was then (which holds them).
-            let paths = if removed == kept && names.len() <= 10 {
+            let names = names.unwrap_or_default();
+            let plain = names.iter().all(|n| n.to_str().is_some());
+            let paths = if removed == kept && !names.is_empty() && names.len() <= 10 && plain {
                 names
                     .iter()
                     .map(|n| format!(" {}", shell_word(&n.to_string_lossy())))
