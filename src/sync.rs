@@ -894,32 +894,13 @@ impl Mirror {
         foreign: Vec<Action>,
         complete: bool,
     ) {
-        let versions = self
-            .cfg
-            .pair
-            .dst_canonical
-            .join(STATE_DIR)
-            .join(crate::versions::VERSIONS_DIR);
-        // Only names that leave something to restore: a symlink or a folder holding no
-        // file keeps no version, and `restore` refuses a PATH with nothing under it.
-        let names: Option<Vec<PathBuf>> = foreign
+        let planned: Vec<(PathBuf, Option<Kind>)> = foreign
             .iter()
             .map(|a| match a {
-                Action::Delete {
-                    name,
-                    kind: Kind::File,
-                    ..
-                } => Some(Some(name.clone())),
-                Action::Delete {
-                    name,
-                    kind: Kind::Dir,
-                    ..
-                } => Some(versions.join(name).is_dir().then(|| name.clone())),
-                Action::Delete { .. } => Some(None),
-                _ => None,
+                Action::Delete { name, kind, .. } => (name.clone(), Some(*kind)),
+                other => (other.dest_name(), None),
             })
-            .collect::<Option<Vec<Option<PathBuf>>>>()
-            .map(|n| n.into_iter().flatten().collect());
+            .collect();
         if let Some(exec) = self.mode.executor() {
             exec.keep_every_deletion(true);
         }
@@ -927,6 +908,23 @@ impl Mirror {
         if !foreign.is_empty() {
             self.pump_all(foreign);
         }
+        let versions = self
+            .cfg
+            .pair
+            .dst_canonical
+            .join(STATE_DIR)
+            .join(crate::versions::VERSIONS_DIR);
+        // Only names that left something to restore: a symlink or a folder holding no
+        // file keeps no version, and `restore` refuses a PATH with nothing under it.
+        let names: Option<Vec<PathBuf>> = planned
+            .into_iter()
+            .map(|(name, kind)| match kind? {
+                Kind::File => Some(Some(name)),
+                Kind::Dir => Some(versions.join(&name).is_dir().then_some(name)),
+                _ => Some(None),
+            })
+            .collect::<Option<Vec<Option<PathBuf>>>>()
+            .map(|n| n.into_iter().flatten().collect());
         let Some(exec) = self.mode.executor() else {
             return;
         };
