@@ -250,7 +250,10 @@ pub fn plan_deletions<'n>(
         .into_iter()
         .filter(|(name, _)| !targets.contains(name.as_os_str()) && !keep.keeps(name))
         .filter(|(name, _)| !pinned.contains(name))
-        .map(|(name, kind)| (name, kind, other_form_of_target(name, kind, targets, known)))
+        .map(|(name, kind)| {
+            let other = other_form_of_target(name, kind, targets, known, opts.compress);
+            (name, kind, other)
+        })
         .filter(|(_, _, superseded)| opts.delete || *superseded)
         .collect();
     stale.sort_by(|a, b| a.0.cmp(b.0));
@@ -271,20 +274,26 @@ pub fn plan_deletions<'n>(
 }
 
 /// True if `name` is a file stored in the form no longer in use for a source file that
-/// still exists (`a.txt` while `a.txt.gz` is the target, or the reverse).
+/// still exists (`a.txt` while `a.txt.gz` is the target, or the reverse). Only the form
+/// `compress` no longer uses can be the old one: with `--compress` on, a gzipped `f.gz`
+/// beside a target `f` is a file that became a folder (a type change, deleted and
+/// counted as such), not a conversion.
 fn other_form_of_target(
     name: &Path,
     kind: Kind,
     targets: &HashSet<OsString>,
     known: &MirrorState,
+    compress: bool,
 ) -> bool {
     if kind != Kind::File {
         return false;
     }
     let stored = known.get(name.as_os_str()).map(|r| r.stored);
     match stored {
-        Some(Stored::Gzip) => strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str())),
-        _ => targets.contains(Stored::Gzip.name_for(name).as_os_str()),
+        Some(Stored::Gzip) => {
+            !compress && strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str()))
+        }
+        _ => compress && targets.contains(Stored::Gzip.name_for(name).as_os_str()),
     }
 }
 
@@ -605,12 +614,18 @@ mod tests {
         // Compress on: a -> a.gz. Compress off: b.gz (gzip of b) -> b. c.gz is a plain
         // file of its own whose source is gone: only a real delete removes it.
         let targets: HashSet<OsString> = ["a.gz", "b"].iter().map(OsString::from).collect();
-        let o = PlanOptions {
+        let on = PlanOptions {
             delete: false,
-            ..opts(false, false)
+            ..opts(true, false)
         };
-        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &o);
-        assert_eq!(names(&got), ["a", "b.gz"]);
+        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &on);
+        assert_eq!(names(&got), ["a"]);
+        let off = PlanOptions {
+            compress: false,
+            ..on
+        };
+        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &off);
+        assert_eq!(names(&got), ["b.gz"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use chrono::Timelike;
 use common::*;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -49,4 +50,67 @@ fn regression_first_sync_restore_command_works_when_a_symlink_or_empty_folder_wa
         fs::read_to_string(target.join("file3.txt")).unwrap(),
         "three\n"
     );
+}
+
+#[test]
+fn regression_compressed_file_that_becomes_a_folder_is_logged_and_counted_as_deleted() {
+    let env = TestEnv::new();
+    env.write("f", "f as a file\n");
+    env.sync_ok(&["--compress"]);
+    fs::remove_file(env.src.join("f")).unwrap();
+    env.write("f/inner.txt", "inside f\n");
+    let out = env.sync_ok(&["--compress"]);
+    let text = stdout(&out);
+    assert!(text.contains("deleted f.gz\n"), "{text}");
+    assert_eq!(count(&out, "Deleted"), 1, "{text}");
+    assert!(!env.dst.join("f.gz").exists());
+    assert_mirrored(&env.src, &env.dst, true);
+    // With --no-delete the old file stays beside the folder, as any deleted file would.
+    let env = TestEnv::new();
+    env.write("f", "f as a file\n");
+    env.sync_ok(&["--compress"]);
+    fs::remove_file(env.src.join("f")).unwrap();
+    env.write("f/inner.txt", "inside f\n");
+    env.sync_ok(&["--compress", "--no-delete"]);
+    assert!(env.dst.join("f.gz").is_file());
+    assert!(env.dst.join("f/inner.txt.gz").is_file());
+}
+
+/// A moment (as `restore --at` reads it) after every stamp so far and before the next.
+fn moment_between() -> String {
+    let now = chrono::Local::now();
+    let next = now + chrono::Duration::seconds(1);
+    std::thread::sleep(
+        (next.with_nanosecond(0).unwrap() - now)
+            .to_std()
+            .unwrap_or_default(),
+    );
+    let at = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    at
+}
+
+#[test]
+fn regression_restore_at_before_a_folder_became_a_symlink_brings_the_folder_back() {
+    for compress in [false, true] {
+        let flags: &[&str] = if compress { &["--compress"] } else { &[] };
+        let env = TestEnv::new();
+        env.write("d/a.txt", "a in d\n");
+        env.write("other/b.txt", "b\n");
+        env.sync_ok(flags);
+        let at = moment_between();
+        fs::remove_dir_all(env.src.join("d")).unwrap();
+        symlink("other", env.src.join("d")).unwrap();
+        env.sync_ok(flags);
+        let target = env.dir.path().join("back");
+        let out = env
+            .cmd(["restore", "dst", "back", "--at", &at])
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        assert_eq!(
+            fs::read_to_string(target.join("d/a.txt")).unwrap(),
+            "a in d\n"
+        );
+    }
 }
