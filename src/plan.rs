@@ -217,7 +217,9 @@ pub struct Keep<'a> {
 }
 
 impl Keep<'_> {
-    fn keeps(&self, name: &Path) -> bool {
+    /// True if DST's `name` (plain or `.gz`) is excluded or lies under an unreadable
+    /// source path: it stays.
+    pub fn keeps(&self, name: &Path) -> bool {
         let logical = strip_gz(name);
         let names = [Some(name), logical.as_deref()];
         names.into_iter().flatten().any(|n| {

@@ -733,12 +733,37 @@ impl Mirror {
             Kind::Special => return None,
         };
         let record = self.tally.index.get(&from_name)?;
+        if kind == Kind::Dir && !self.rename_keeps_excluded(&from_name, &to_name) {
+            return None;
+        }
         let same_form = kind != Kind::File || record.stored == self.cfg.plan.stored();
         (record.kind == kind && same_form).then_some(Action::Rename {
             from: from_name,
             to: to_name,
             kind,
         })
+    }
+
+    /// False if renaming DST's folder `from` to `to` would carry an excluded name inside
+    /// it to a name no longer excluded (an anchored `/from/keep`), which the next pass
+    /// would delete: then the folder is copied anew and the old one deleted by the rule
+    /// that keeps excluded names, as `sync` does.
+    fn rename_keeps_excluded(&self, from: &Path, to: &Path) -> bool {
+        if self.cfg.excludes.is_empty() {
+            return true;
+        }
+        let keep = Keep {
+            excludes: Some(&self.cfg.excludes),
+            unreadable: &[],
+        };
+        scan::list_dest(&self.cfg.pair.dst_canonical, from, false)
+            .iter()
+            .filter(|i| keep.keeps(&i.rel))
+            .all(|i| {
+                i.rel
+                    .strip_prefix(from)
+                    .is_ok_and(|rest| keep.keeps(&to.join(rest)))
+            })
     }
 
     /// Phase 2: copies of what DST lacks, then (after a complete scan) deletions.

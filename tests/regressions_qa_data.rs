@@ -114,3 +114,27 @@ fn regression_restore_at_before_a_folder_became_a_symlink_brings_the_folder_back
         );
     }
 }
+
+#[test]
+fn regression_watch_renaming_a_folder_keeps_an_anchored_excluded_file_inside_it() {
+    let _lock = common::watcher::shared();
+    let env = TestEnv::new();
+    env.write("e/x.txt", "x\n");
+    let flags = ["--exclude", "/e/keep", "--keep-versions", "0"];
+    let w = common::watcher::Watcher::ready(&env, &flags, "w");
+    // Only the mirror has it: excluded, so neither copied nor ever deleted.
+    fs::write(env.dst.join("e/keep"), "mine, excluded\n").unwrap();
+    fs::rename(env.src.join("e"), env.src.join("e2")).unwrap();
+    env.write("marker.txt", "m");
+    let ok = common::watcher::wait_until(std::time::Duration::from_secs(20), || {
+        env.dst.join("e2/x.txt").exists() && env.dst.join("marker.txt").exists()
+    });
+    assert!(ok, "the rename was not mirrored{}", w.context());
+    assert_eq!(
+        fs::read_to_string(env.dst.join("e/keep")).ok().as_deref(),
+        Some("mine, excluded\n"),
+        "the excluded file went with the folder's rename{}",
+        w.context()
+    );
+    assert!(!env.dst.join("e/x.txt").exists(), "{}", w.context());
+}
