@@ -34,6 +34,17 @@ impl PlanOptions {
             Stored::Plain
         }
     }
+
+    /// The form the file `rel` is stored in: gzipped under `--compress`, unless
+    /// `NAME.gz` would pass the 255-byte limit on a name (`NAME` of 253 bytes or more):
+    /// such a file is stored as it is, uncompressed, so it is still mirrored.
+    pub fn stored_for(&self, rel: &Path) -> Stored {
+        if self.compress && !gz_name_fits(rel) {
+            Stored::Plain
+        } else {
+            self.stored()
+        }
+    }
 }
 
 /// One thing to do to DST.
@@ -123,10 +134,16 @@ pub enum Decision {
     Skip(&'static str),
 }
 
+/// True if `rel`'s gzipped name (`NAME.gz`) fits the 255-byte limit on a name.
+pub fn gz_name_fits(rel: &Path) -> bool {
+    rel.file_name()
+        .is_none_or(|n| n.len() + ".gz".len() <= crate::versions::NAME_MAX)
+}
+
 /// The name a source entry is stored under in DST, or `None` if it is not mirrored.
 pub fn target_name(entry: &Entry, opts: &PlanOptions) -> Option<PathBuf> {
     match entry.kind {
-        Kind::File => Some(opts.stored().name_for(&entry.rel)),
+        Kind::File => Some(opts.stored_for(&entry.rel).name_for(&entry.rel)),
         Kind::Dir | Kind::Symlink => Some(entry.rel.clone()),
         Kind::Special => None,
     }
@@ -159,7 +176,7 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
 }
 
 fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decision {
-    let stored = opts.stored();
+    let stored = opts.stored_for(&entry.rel);
     let known = known.filter(|r| r.kind == Kind::File && r.stored == stored);
     let copy = Decision::Act(Action::Copy {
         entry: entry.clone(),

@@ -644,13 +644,16 @@ impl Mirror {
                     && recently(entry.meta.mtime)
                 {
                     actions.push(Action::Compare {
+                        stored: self.cfg.plan.stored_for(&entry.rel),
                         entry,
-                        stored: self.cfg.plan.stored(),
                         known,
                     });
                 }
             }
-            Decision::Act(action) => actions.push(action),
+            Decision::Act(action) => {
+                say_if_uncompressed(&action, &self.cfg.plan, &self.cfg.pair.src);
+                actions.push(action);
+            }
             Decision::Skip(why) => {
                 self.tally.summary.skipped += 1;
                 log::warn!("skipping {}: {why}", esc(&path));
@@ -726,8 +729,9 @@ impl Mirror {
         let kind = Kind::of(meta.file_type());
         let (from_name, to_name) = match kind {
             Kind::File => {
-                let stored = self.cfg.plan.stored();
-                (stored.name_for(from), stored.name_for(to))
+                let plan = &self.cfg.plan;
+                let (from_form, to_form) = (plan.stored_for(from), plan.stored_for(to));
+                (from_form.name_for(from), to_form.name_for(to))
             }
             Kind::Dir | Kind::Symlink => (from.to_path_buf(), to.to_path_buf()),
             Kind::Special => return None,
@@ -736,7 +740,9 @@ impl Mirror {
         if kind == Kind::Dir && !self.rename_keeps_excluded(&from_name, &to_name) {
             return None;
         }
-        let same_form = kind != Kind::File || record.stored == self.cfg.plan.stored();
+        let same_form = kind != Kind::File
+            || record.stored == self.cfg.plan.stored_for(from)
+                && record.stored == self.cfg.plan.stored_for(to);
         (record.kind == kind && same_form).then_some(Action::Rename {
             from: from_name,
             to: to_name,
@@ -831,7 +837,7 @@ impl Mirror {
                     },
                     _ => Action::Copy {
                         entry: entry.clone(),
-                        stored: opts.stored(),
+                        stored: opts.stored_for(&entry.rel),
                         was: None,
                     },
                 });
@@ -1482,6 +1488,7 @@ fn plan_one(
     match plan::plan_entry(&entry, known_rec, opts) {
         Decision::Unchanged => report.unchanged.push(entry),
         Decision::Act(action) => {
+            say_if_uncompressed(&action, opts, src);
             if actions.send(action).is_err() {
                 report.complete = false;
                 return ControlFlow::Break(());
@@ -1496,6 +1503,24 @@ fn plan_one(
     ControlFlow::Continue(())
 }
 
+/// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
+/// would not fit the limit on a name): once per copy, never silently.
+fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Path) {
+    if let Action::Copy {
+        entry,
+        stored: Stored::Plain,
+        ..
+    } = action
+        && opts.compress
+    {
+        log::warn!(
+            "{} is stored uncompressed: with .gz added, its name would pass the 255-byte \
+             limit on a file name (shorten the name to have it gzipped)",
+            esc(&src.join(&entry.rel))
+        );
+    }
+}
+
 /// The index record for a source entry stored as `opts` says.
 fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
     Record {
@@ -1503,7 +1528,7 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         meta: entry.meta,
         sha256: None,
         stored: if entry.kind == Kind::File {
-            opts.stored()
+            opts.stored_for(&entry.rel)
         } else {
             Stored::Plain
         },

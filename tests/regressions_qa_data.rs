@@ -138,3 +138,43 @@ fn regression_watch_renaming_a_folder_keeps_an_anchored_excluded_file_inside_it(
     );
     assert!(!env.dst.join("e/x.txt").exists(), "{}", w.context());
 }
+
+#[test]
+fn regression_compress_a_name_too_long_for_its_gz_is_stored_uncompressed_not_failed_forever() {
+    let env = TestEnv::new();
+    let names: Vec<String> = [253, 255]
+        .iter()
+        .map(|n| format!("{}.txt", "a".repeat(n - 4)))
+        .collect();
+    for name in &names {
+        env.write(name, format!("{name} v1\n"));
+    }
+    env.write("short.txt", "short\n");
+    let out = env.sync_ok(&["--compress"]);
+    let err = stderr(&out);
+    assert_eq!(count(&out, "Failed"), 0, "{err}");
+    assert_eq!(err.matches("is stored uncompressed").count(), 2, "{err}");
+    for name in &names {
+        assert_eq!(
+            fs::read_to_string(env.dst.join(name)).unwrap(),
+            format!("{name} v1\n")
+        );
+    }
+    assert!(env.dst.join("short.txt.gz").is_file());
+    // The next run has nothing to do and says nothing; an update goes through.
+    let again = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&again, "Files backed up"), 0, "{}", stdout(&again));
+    assert!(stderr(&again).is_empty(), "{}", stderr(&again));
+    env.write(&names[1], "v2\n");
+    let out = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&out, "Updated"), 1, "{}", stdout(&out));
+    assert_eq!(fs::read_to_string(env.dst.join(&names[1])).unwrap(), "v2\n");
+    let verify = env
+        .cmd(["verify", "dst", "--source", "src"])
+        .output()
+        .unwrap();
+    assert_code(&verify, 0);
+    let restored = env.cmd(["restore", "dst", "back"]).output().unwrap();
+    assert_code(&restored, 0);
+    assert_mirrored(&env.src, &env.dir.path().join("back"), false);
+}
