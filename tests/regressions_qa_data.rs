@@ -178,3 +178,32 @@ fn regression_compress_a_name_too_long_for_its_gz_is_stored_uncompressed_not_fai
     assert_code(&restored, 0);
     assert_mirrored(&env.src, &env.dir.path().join("back"), false);
 }
+
+#[test]
+fn regression_watch_a_source_deleted_and_made_again_stays_paused_and_deletes_nothing() {
+    use common::watcher::{Watcher, holds_for, shared, wait_until};
+    use std::time::Duration;
+    let _lock = shared();
+    let env = TestEnv::new();
+    env.write("a.txt", "a\n");
+    env.write("b.txt", "b\n");
+    let w = Watcher::ready(&env, &["--keep-versions", "0"], "w");
+    // ext4 gives the new folder the inode number the old one had.
+    fs::remove_dir_all(&env.src).unwrap();
+    fs::create_dir(&env.src).unwrap();
+    env.write("new.txt", "new\n");
+    let said = wait_until(Duration::from_secs(10), || {
+        let err = w.stderr();
+        err.contains("a different folder or filesystem")
+            || err.contains("no longer the folder being mirrored")
+    });
+    assert!(said, "no message that SRC is another folder{}", w.context());
+    let kept = holds_for(Duration::from_secs(2), || {
+        env.dst.join("a.txt").exists() && !env.dst.join("new.txt").exists()
+    });
+    assert!(
+        kept,
+        "the mirror followed a folder made again{}",
+        w.context()
+    );
+}
