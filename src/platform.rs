@@ -223,6 +223,20 @@ pub fn is_no_space(err: &io::Error) -> bool {
     )
 }
 
+/// The bytes an unprivileged writer may still use on the filesystem holding `path`, if
+/// `statvfs` tells.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut buf) } != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(buf.f_bavail).saturating_mul(u64::from(buf.f_frsize)))
+}
+
 /// The kernel's limit on watched folders per user (`fs.inotify.max_user_watches`), where
 /// there is one.
 pub fn watch_limit() -> Option<u64> {

@@ -4,6 +4,7 @@
 mod common;
 
 use chrono::Timelike;
+use common::faults::{Tmpfs, noise};
 use common::*;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -206,4 +207,43 @@ fn regression_watch_a_source_deleted_and_made_again_stays_paused_and_deletes_not
         "the mirror followed a folder made again{}",
         w.context()
     );
+}
+
+#[test]
+fn regression_a_file_bigger_than_the_disk_does_not_prune_every_version_for_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root to mount a small tmpfs");
+        return;
+    }
+    let env = TestEnv::new();
+    let mount = Tmpfs::mount(&env.dir.path().join("small"), "3m");
+    let dst = mount.dir.join("dst");
+    let sync = || {
+        env.cmd(["sync".as_ref(), env.src.as_os_str(), dst.as_os_str()])
+            .output()
+            .unwrap()
+    };
+    let file = env.write("d.bin", noise(1, 900_000));
+    assert_code(&sync(), 0);
+    fs::write(&file, noise(2, 900_000)).unwrap();
+    assert_code(&sync(), 0);
+    let listed = |dst: &std::path::Path| {
+        let out = env
+            .cmd(["versions".as_ref(), dst.as_os_str()])
+            .output()
+            .unwrap();
+        stdout(&out).lines().count()
+    };
+    assert_eq!(listed(&dst), 1);
+    // 5 MB on a 3 MB disk: no pruning makes room, so the version stays.
+    env.write("huge.bin", noise(3, 5_000_000));
+    let out = sync();
+    assert_code(&out, 1);
+    assert!(
+        !stdout(&out).contains("Pruned version:"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("versions kept"), "{}", stderr(&out));
+    assert_eq!(listed(&dst), 1, "{}", stdout(&out));
 }
