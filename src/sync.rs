@@ -615,14 +615,20 @@ impl Mirror {
             );
             return;
         };
-        // Stored under another name before (kind or form changed): that name goes.
+        // Stored under another name before (kind or form changed): that name goes. Only
+        // a file stored in the other form is a conversion; a file that became a folder
+        // or a link (`f.gz` → `f/` under --compress) is a deletion, logged, counted and
+        // kept as a version, and left alone by --no-delete, as in a full pass.
         for (old, record) in self.stored_names(rel) {
             if old != name {
-                actions.push(Action::Delete {
-                    name: old,
-                    kind: record.kind,
-                    superseded: true,
-                });
+                let converted = record.kind == entry.kind;
+                if converted || self.cfg.plan.delete {
+                    actions.push(Action::Delete {
+                        name: old,
+                        kind: record.kind,
+                        superseded: converted,
+                    });
+                }
             }
         }
         let known = self.tally.index.get(&name);

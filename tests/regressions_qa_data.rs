@@ -247,3 +247,26 @@ fn regression_a_file_bigger_than_the_disk_does_not_prune_every_version_for_nothi
     assert!(stderr(&out).contains("versions kept"), "{}", stderr(&out));
     assert_eq!(listed(&dst), 1, "{}", stdout(&out));
 }
+
+#[test]
+fn regression_watch_compressed_file_that_becomes_a_folder_is_logged_and_counted_as_deleted() {
+    use common::watcher::{Watcher, shared, wait_until};
+    let _lock = shared();
+    let env = TestEnv::new();
+    env.write("f", "f as a file\n");
+    let w = Watcher::ready(&env, &["--compress"], "w");
+    fs::remove_file(env.src.join("f")).unwrap();
+    env.write("f/inner.txt", "inside f\n");
+    let ok = wait_until(std::time::Duration::from_secs(20), || {
+        env.dst.join("f/inner.txt.gz").exists() && w.stdout().contains("deleted f.gz\n")
+    });
+    assert!(
+        ok,
+        "the replaced f.gz was not logged as deleted{}",
+        w.context()
+    );
+    assert!(!env.dst.join("f.gz").exists(), "{}", w.context());
+    let out = env.cmd(["versions", "dst", "f"]).output().unwrap();
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("  f  "), "{}", stdout(&out));
+}
