@@ -312,7 +312,12 @@ fn other_form_of_target(
         Some(Stored::Gzip) => {
             !compress && strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str()))
         }
-        _ => compress && targets.contains(Stored::Gzip.name_for(name).as_os_str()),
+        // A plain file the index does not know (one that was in DST before it became a
+        // mirror) is no old form of anything: deleting it is a real deletion.
+        Some(Stored::Plain) => {
+            compress && targets.contains(Stored::Gzip.name_for(name).as_os_str())
+        }
+        None => false,
     }
 }
 
@@ -630,6 +635,7 @@ mod tests {
         let mut known = MirrorState::new();
         known.insert("b.gz".into(), rec(Kind::File, m, Stored::Gzip));
         known.insert("c.gz".into(), rec(Kind::File, m, Stored::Plain));
+        known.insert("a".into(), rec(Kind::File, m, Stored::Plain));
         // Compress on: a -> a.gz. Compress off: b.gz (gzip of b) -> b. c.gz is a plain
         // file of its own whose source is gone: only a real delete removes it.
         let targets: HashSet<OsString> = ["a.gz", "b"].iter().map(OsString::from).collect();
@@ -639,6 +645,10 @@ mod tests {
         };
         let got = plan_deletions(listing, &targets, &known, &Keep::default(), &on);
         assert_eq!(names(&got), ["a"]);
+        // A plain `a` the index does not know was never datasafe's: no conversion.
+        let unknown = MirrorState::new();
+        let got = plan_deletions(listing, &targets, &unknown, &Keep::default(), &on);
+        assert!(got.is_empty(), "{got:?}");
         let off = PlanOptions {
             compress: false,
             ..on

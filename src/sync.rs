@@ -894,15 +894,27 @@ impl Mirror {
             Adopting::Fresh => true,
             Adopting::Unfinished => !rebuilding && !known.contains_key(name.as_os_str()),
         };
+        // In a fresh DST nothing is an old form of datasafe's own (`a.txt` beside the
+        // `a.txt.gz` a first `--compress` pass writes was someone else's): it is kept too.
+        let fresh = self.adopting == Adopting::Fresh;
         let (foreign, deletions): (Vec<Action>, Vec<Action>) =
             deletions.into_iter().partition(|a| match a {
                 Action::Delete {
-                    name,
-                    superseded: false,
-                    ..
-                } => full && foreign_name(name),
+                    name, superseded, ..
+                } => full && foreign_name(name) && (fresh || !superseded),
                 _ => false,
             });
+        let foreign = foreign
+            .into_iter()
+            .map(|a| match a {
+                Action::Delete { name, kind, .. } => Action::Delete {
+                    name,
+                    kind,
+                    superseded: false,
+                },
+                other => other,
+            })
+            .collect();
         actions.extend(deletions);
         (actions, foreign, held_back)
     }

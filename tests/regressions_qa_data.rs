@@ -270,3 +270,23 @@ fn regression_watch_compressed_file_that_becomes_a_folder_is_logged_and_counted_
     assert_code(&out, 0);
     assert!(stdout(&out).contains("  f  "), "{}", stdout(&out));
 }
+
+#[test]
+fn regression_first_sync_with_compress_keeps_a_plain_file_that_was_there_under_the_same_name() {
+    let env = TestEnv::new();
+    let src_file = env.write("a.txt", "the source's a\n");
+    fs::create_dir_all(&env.dst).unwrap();
+    let theirs = env.dst.join("a.txt");
+    fs::write(&theirs, "someone else's a, same mtime\n").unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&src_file).unwrap());
+    filetime::set_file_mtime(&theirs, mtime).unwrap();
+    let out = env.sync_ok(&["--compress", "--keep-versions", "0"]);
+    assert_mirrored(&env.src, &env.dst, true);
+    let line = restore_line(&stderr(&out));
+    assert_code(&run_restore_line(&env, &line), 0);
+    let target = env.dir.path().join("dst.before-datasafe");
+    assert_eq!(
+        fs::read_to_string(target.join("a.txt")).unwrap(),
+        "someone else's a, same mtime\n"
+    );
+}
