@@ -290,3 +290,20 @@ fn regression_first_sync_with_compress_keeps_a_plain_file_that_was_there_under_t
         "someone else's a, same mtime\n"
     );
 }
+
+#[test]
+fn regression_first_sync_with_compress_restores_a_plain_file_named_gz_that_was_there() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a\n");
+    fs::create_dir_all(&env.dst).unwrap();
+    fs::write(env.dst.join("notes.gz"), "plain text, named gz\n").unwrap();
+    let out = env.sync_ok(&["--compress"]);
+    let line = restore_line(&stderr(&out));
+    let restored = run_restore_line(&env, &line);
+    assert_code(&restored, 0);
+    let target = env.dir.path().join("dst.before-datasafe");
+    assert_eq!(
+        fs::read_to_string(target.join("notes.gz")).unwrap(),
+        "plain text, named gz\n"
+    );
+}
