@@ -81,6 +81,11 @@ impl Excludes {
         })
     }
 
+    /// True if there are no patterns (nothing is excluded).
+    pub fn is_empty(&self) -> bool {
+        self.set.is_none()
+    }
+
     /// True if `rel` (relative to the mirror root) or its last component matches.
     pub fn is_excluded(&self, rel: &Path) -> bool {
         let Some(set) = &self.set else { return false };

@@ -223,14 +223,16 @@ impl History {
         self.dst.join(STATE_DIR).join(VERSIONS_DIR)
     }
 
-    /// A version is gzipped when the mirror says it is a gzipped mirror; when the mirror
-    /// does not say (no index, an index older than the fact, or a mirror that was
+    /// A version is gzipped when the mirror says it is a gzipped mirror (and its content
+    /// starts with the gzip magic); when the mirror does not say (no index, an index older than the fact, or a mirror that was
     /// gzipped once), when its name ends in `.gz` and its content starts with the gzip
     /// magic.
     fn version_form(&self, stored: &Path, path: &Path) -> Stored {
         let named_gz = strip_gz(stored).is_some();
+        // Even in a gzipped mirror, a `.gz` name may hold plain bytes: a file that was
+        // in DST before it became a mirror, kept as it was.
         let gzip = match self.compress {
-            Some(compress) => compress && named_gz,
+            Some(compress) => compress && named_gz && starts_like_gzip(path),
             None => named_gz && starts_like_gzip(path),
         };
         if gzip { Stored::Gzip } else { Stored::Plain }

@@ -34,6 +34,17 @@ impl PlanOptions {
             Stored::Plain
         }
     }
+
+    /// The form the file `rel` is stored in: gzipped under `--compress`, unless
+    /// `NAME.gz` would pass the 255-byte limit on a name (`NAME` of 253 bytes or more):
+    /// such a file is stored as it is, uncompressed, so it is still mirrored.
+    pub fn stored_for(&self, rel: &Path) -> Stored {
+        if self.compress && !gz_name_fits(rel) {
+            Stored::Plain
+        } else {
+            self.stored()
+        }
+    }
 }
 
 /// One thing to do to DST.
@@ -123,10 +134,16 @@ pub enum Decision {
     Skip(&'static str),
 }
 
+/// True if `rel`'s gzipped name (`NAME.gz`) fits the 255-byte limit on a name.
+pub fn gz_name_fits(rel: &Path) -> bool {
+    rel.file_name()
+        .is_none_or(|n| n.len() + ".gz".len() <= crate::versions::NAME_MAX)
+}
+
 /// The name a source entry is stored under in DST, or `None` if it is not mirrored.
 pub fn target_name(entry: &Entry, opts: &PlanOptions) -> Option<PathBuf> {
     match entry.kind {
-        Kind::File => Some(opts.stored().name_for(&entry.rel)),
+        Kind::File => Some(opts.stored_for(&entry.rel).name_for(&entry.rel)),
         Kind::Dir | Kind::Symlink => Some(entry.rel.clone()),
         Kind::Special => None,
     }
@@ -159,7 +176,7 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
 }
 
 fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decision {
-    let stored = opts.stored();
+    let stored = opts.stored_for(&entry.rel);
     let known = known.filter(|r| r.kind == Kind::File && r.stored == stored);
     let copy = Decision::Act(Action::Copy {
         entry: entry.clone(),
@@ -217,7 +234,9 @@ pub struct Keep<'a> {
 }
 
 impl Keep<'_> {
-    fn keeps(&self, name: &Path) -> bool {
+    /// True if DST's `name` (plain or `.gz`) is excluded or lies under an unreadable
+    /// source path: it stays.
+    pub fn keeps(&self, name: &Path) -> bool {
         let logical = strip_gz(name);
         let names = [Some(name), logical.as_deref()];
         names.into_iter().flatten().any(|n| {
@@ -250,7 +269,10 @@ pub fn plan_deletions<'n>(
         .into_iter()
         .filter(|(name, _)| !targets.contains(name.as_os_str()) && !keep.keeps(name))
         .filter(|(name, _)| !pinned.contains(name))
-        .map(|(name, kind)| (name, kind, other_form_of_target(name, kind, targets, known)))
+        .map(|(name, kind)| {
+            let other = other_form_of_target(name, kind, targets, known, opts.compress);
+            (name, kind, other)
+        })
         .filter(|(_, _, superseded)| opts.delete || *superseded)
         .collect();
     stale.sort_by(|a, b| a.0.cmp(b.0));
@@ -271,20 +293,31 @@ pub fn plan_deletions<'n>(
 }
 
 /// True if `name` is a file stored in the form no longer in use for a source file that
-/// still exists (`a.txt` while `a.txt.gz` is the target, or the reverse).
+/// still exists (`a.txt` while `a.txt.gz` is the target, or the reverse). Only the form
+/// `compress` no longer uses can be the old one: with `--compress` on, a gzipped `f.gz`
+/// beside a target `f` is a file that became a folder (a type change, deleted and
+/// counted as such), not a conversion.
 fn other_form_of_target(
     name: &Path,
     kind: Kind,
     targets: &HashSet<OsString>,
     known: &MirrorState,
+    compress: bool,
 ) -> bool {
     if kind != Kind::File {
         return false;
     }
     let stored = known.get(name.as_os_str()).map(|r| r.stored);
     match stored {
-        Some(Stored::Gzip) => strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str())),
-        _ => targets.contains(Stored::Gzip.name_for(name).as_os_str()),
+        Some(Stored::Gzip) => {
+            !compress && strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str()))
+        }
+        // A plain file the index does not know (one that was in DST before it became a
+        // mirror) is no old form of anything: deleting it is a real deletion.
+        Some(Stored::Plain) => {
+            compress && targets.contains(Stored::Gzip.name_for(name).as_os_str())
+        }
+        None => false,
     }
 }
 
@@ -602,15 +635,26 @@ mod tests {
         let mut known = MirrorState::new();
         known.insert("b.gz".into(), rec(Kind::File, m, Stored::Gzip));
         known.insert("c.gz".into(), rec(Kind::File, m, Stored::Plain));
+        known.insert("a".into(), rec(Kind::File, m, Stored::Plain));
         // Compress on: a -> a.gz. Compress off: b.gz (gzip of b) -> b. c.gz is a plain
         // file of its own whose source is gone: only a real delete removes it.
         let targets: HashSet<OsString> = ["a.gz", "b"].iter().map(OsString::from).collect();
-        let o = PlanOptions {
+        let on = PlanOptions {
             delete: false,
-            ..opts(false, false)
+            ..opts(true, false)
         };
-        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &o);
-        assert_eq!(names(&got), ["a", "b.gz"]);
+        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &on);
+        assert_eq!(names(&got), ["a"]);
+        // A plain `a` the index does not know was never datasafe's: no conversion.
+        let unknown = MirrorState::new();
+        let got = plan_deletions(listing, &targets, &unknown, &Keep::default(), &on);
+        assert!(got.is_empty(), "{got:?}");
+        let off = PlanOptions {
+            compress: false,
+            ..on
+        };
+        let got = plan_deletions(listing, &targets, &known, &Keep::default(), &off);
+        assert_eq!(names(&got), ["b.gz"]);
     }
 
     #[test]

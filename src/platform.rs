@@ -240,6 +240,20 @@ pub fn is_no_space(err: &io::Error) -> bool {
     )
 }
 
+/// The bytes an unprivileged writer may still use on the filesystem holding `path`, if
+/// `statvfs` tells.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut buf) } != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(buf.f_bavail).saturating_mul(u64::from(buf.f_frsize)))
+}
+
 /// The kernel's limit on watched folders per user (`fs.inotify.max_user_watches`), where
 /// there is one.
 pub fn watch_limit() -> Option<u64> {
@@ -421,22 +435,30 @@ mod stop_signals {
 /// filesystem id `statfs` gives (derived from the UUID on ext4, random per mount on
 /// tmpfs), or the device where there is no filesystem id. So the same drive plugged in
 /// again is the same (even on another device node), while another filesystem mounted
-/// there, or the folder deleted and made again, is not.
+/// there, or the folder deleted and made again, is not. ext4 gives a folder made again
+/// at once the inode number the deleted one had, so its birth time (where the
+/// filesystem keeps one) tells the two apart.
 #[derive(Clone, Copy, Debug, Eq)]
 pub struct RootId {
     dev: u64,
     ino: u64,
     fsid: [u64; 2],
+    born: Option<std::time::SystemTime>,
 }
 
 impl PartialEq for RootId {
     fn eq(&self, other: &RootId) -> bool {
         let no_fsid = [0, 0];
-        if self.fsid != no_fsid && other.fsid != no_fsid {
-            self.fsid == other.fsid && self.ino == other.ino
-        } else {
-            self.dev == other.dev && self.ino == other.ino
-        }
+        let born_same = match (self.born, other.born) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        born_same
+            && if self.fsid != no_fsid && other.fsid != no_fsid {
+                self.fsid == other.fsid && self.ino == other.ino
+            } else {
+                self.dev == other.dev && self.ino == other.ino
+            }
     }
 }
 
@@ -448,6 +470,7 @@ pub fn root_id(path: &Path) -> io::Result<RootId> {
         dev,
         ino,
         fsid: fs_id(path)?,
+        born: meta.created().ok(),
     })
 }
 
@@ -778,6 +801,14 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         assert_ne!(first, root_id(&root).unwrap());
         assert_eq!(first, root_id(&away).unwrap());
+        // Deleted and made again (ext4 hands out the freed inode number again).
+        let before = root_id(&root).unwrap();
+        std::fs::remove_dir(&root).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::create_dir(&root).unwrap();
+        if before.born.is_some() {
+            assert_ne!(before, root_id(&root).unwrap());
+        }
         let on_another_device = RootId {
             dev: first.dev + 1,
             ..first

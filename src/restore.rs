@@ -274,6 +274,24 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             None => log::debug!("not restored: {} (it did not exist then)", esc(rel)),
         }
     }
+    // A live symlink where a folder stood at `at` (a folder replaced by a link) would stop
+    // that folder's files from being restored: the files win, the link is left out.
+    let covers = |i: usize| {
+        items.get(i + 1).is_some_and(|next: &Item| {
+            matches!(items[i].origin, Origin::Link { .. }) && next.rel.starts_with(&items[i].rel)
+        })
+    };
+    let shadowed: Vec<bool> = (0..items.len()).map(covers).collect();
+    let items = items
+        .into_iter()
+        .zip(shadowed)
+        .filter_map(|(item, shadowed)| {
+            if shadowed {
+                log::debug!("not restored: the link {} (a folder then)", esc(&item.rel));
+            }
+            (!shadowed).then_some(item)
+        })
+        .collect();
     Plan {
         items,
         folders,

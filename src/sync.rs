@@ -620,14 +620,20 @@ impl Mirror {
             );
             return;
         };
-        // Stored under another name before (kind or form changed): that name goes.
+        // Stored under another name before (kind or form changed): that name goes. Only
+        // a file stored in the other form is a conversion; a file that became a folder
+        // or a link (`f.gz` → `f/` under --compress) is a deletion, logged, counted and
+        // kept as a version, and left alone by --no-delete, as in a full pass.
         for (old, record) in self.stored_names(rel) {
             if old != name {
-                actions.push(Action::Delete {
-                    name: old,
-                    kind: record.kind,
-                    superseded: true,
-                });
+                let converted = record.kind == entry.kind;
+                if converted || self.cfg.plan.delete {
+                    actions.push(Action::Delete {
+                        name: old,
+                        kind: record.kind,
+                        superseded: converted,
+                    });
+                }
             }
         }
         let known = self.tally.index.get(&name);
@@ -649,13 +655,16 @@ impl Mirror {
                     && recently(entry.meta.mtime)
                 {
                     actions.push(Action::Compare {
+                        stored: self.cfg.plan.stored_for(&entry.rel),
                         entry,
-                        stored: self.cfg.plan.stored(),
                         known,
                     });
                 }
             }
-            Decision::Act(action) => actions.push(action),
+            Decision::Act(action) => {
+                say_if_uncompressed(&action, &self.cfg.plan, &self.cfg.pair.src);
+                actions.push(action);
+            }
             Decision::Skip(why) => {
                 self.tally.summary.skipped += 1;
                 log::warn!("skipping {}: {why}", esc(&path));
@@ -731,19 +740,47 @@ impl Mirror {
         let kind = Kind::of(meta.file_type());
         let (from_name, to_name) = match kind {
             Kind::File => {
-                let stored = self.cfg.plan.stored();
-                (stored.name_for(from), stored.name_for(to))
+                let plan = &self.cfg.plan;
+                let (from_form, to_form) = (plan.stored_for(from), plan.stored_for(to));
+                (from_form.name_for(from), to_form.name_for(to))
             }
             Kind::Dir | Kind::Symlink => (from.to_path_buf(), to.to_path_buf()),
             Kind::Special => return None,
         };
         let record = self.tally.index.get(&from_name)?;
-        let same_form = kind != Kind::File || record.stored == self.cfg.plan.stored();
+        if kind == Kind::Dir && !self.rename_keeps_excluded(&from_name, &to_name) {
+            return None;
+        }
+        let same_form = kind != Kind::File
+            || record.stored == self.cfg.plan.stored_for(from)
+                && record.stored == self.cfg.plan.stored_for(to);
         (record.kind == kind && same_form).then_some(Action::Rename {
             from: from_name,
             to: to_name,
             kind,
         })
+    }
+
+    /// False if renaming DST's folder `from` to `to` would carry an excluded name inside
+    /// it to a name no longer excluded (an anchored `/from/keep`), which the next pass
+    /// would delete: then the folder is copied anew and the old one deleted by the rule
+    /// that keeps excluded names, as `sync` does.
+    fn rename_keeps_excluded(&self, from: &Path, to: &Path) -> bool {
+        if self.cfg.excludes.is_empty() {
+            return true;
+        }
+        let keep = Keep {
+            excludes: Some(&self.cfg.excludes),
+            unreadable: &[],
+        };
+        scan::list_dest(&self.cfg.pair.dst_canonical, from, false)
+            .iter()
+            .filter(|i| keep.keeps(&i.rel))
+            .all(|i| {
+                i.rel
+                    .strip_prefix(from)
+                    .is_ok_and(|rest| keep.keeps(&to.join(rest)))
+            })
     }
 
     /// Phase 2: copies of what DST lacks, then (after a complete scan) deletions.
@@ -811,7 +848,7 @@ impl Mirror {
                     },
                     _ => Action::Copy {
                         entry: entry.clone(),
-                        stored: opts.stored(),
+                        stored: opts.stored_for(&entry.rel),
                         was: None,
                     },
                 });
@@ -862,15 +899,27 @@ impl Mirror {
             Adopting::Fresh => true,
             Adopting::Unfinished => !rebuilding && !known.contains_key(name.as_os_str()),
         };
+        // In a fresh DST nothing is an old form of datasafe's own (`a.txt` beside the
+        // `a.txt.gz` a first `--compress` pass writes was someone else's): it is kept too.
+        let fresh = self.adopting == Adopting::Fresh;
         let (foreign, deletions): (Vec<Action>, Vec<Action>) =
             deletions.into_iter().partition(|a| match a {
                 Action::Delete {
-                    name,
-                    superseded: false,
-                    ..
-                } => full && foreign_name(name),
+                    name, superseded, ..
+                } => full && foreign_name(name) && (fresh || !superseded),
                 _ => false,
             });
+        let foreign = foreign
+            .into_iter()
+            .map(|a| match a {
+                Action::Delete { name, kind, .. } => Action::Delete {
+                    name,
+                    kind,
+                    superseded: false,
+                },
+                other => other,
+            })
+            .collect();
         actions.extend(deletions);
         (actions, foreign, held_back)
     }
@@ -899,7 +948,13 @@ impl Mirror {
         foreign: Vec<Action>,
         complete: bool,
     ) {
-        let names: Vec<PathBuf> = foreign.iter().map(Action::dest_name).collect();
+        let planned: Vec<(PathBuf, Option<Kind>)> = foreign
+            .iter()
+            .map(|a| match a {
+                Action::Delete { name, kind, .. } => (name.clone(), Some(*kind)),
+                other => (other.dest_name(), None),
+            })
+            .collect();
         if let Some(exec) = self.mode.executor() {
             exec.keep_every_deletion(true);
         }
@@ -907,6 +962,23 @@ impl Mirror {
         if !foreign.is_empty() {
             self.pump_all(foreign);
         }
+        let versions = self
+            .cfg
+            .pair
+            .dst_canonical
+            .join(STATE_DIR)
+            .join(crate::versions::VERSIONS_DIR);
+        // Only names that left something to restore: a symlink or a folder holding no
+        // file keeps no version, and `restore` refuses a PATH with nothing under it.
+        let names: Option<Vec<PathBuf>> = planned
+            .into_iter()
+            .map(|(name, kind)| match kind? {
+                Kind::File => Some(Some(name)),
+                Kind::Dir => Some(versions.join(&name).is_dir().then_some(name)),
+                _ => Some(None),
+            })
+            .collect::<Option<Vec<Option<PathBuf>>>>()
+            .map(|n| n.into_iter().flatten().collect());
         let Some(exec) = self.mode.executor() else {
             return;
         };
@@ -923,7 +995,9 @@ impl Mirror {
             let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
             // Only the removed names, when they are all there is and few: else the
             // whole mirror as it was then (which holds them).
-            let paths = if removed == kept && names.len() <= 10 {
+            let names = names.unwrap_or_default();
+            let plain = names.iter().all(|n| n.to_str().is_some());
+            let paths = if removed == kept && !names.is_empty() && names.len() <= 10 && plain {
                 names
                     .iter()
                     .map(|n| format!(" {}", shell_word(&n.to_string_lossy())))
@@ -1457,6 +1531,7 @@ fn plan_one(
     match plan::plan_entry(&entry, known_rec, opts) {
         Decision::Unchanged => report.unchanged.push(entry),
         Decision::Act(action) => {
+            say_if_uncompressed(&action, opts, src);
             if actions.send(action).is_err() {
                 report.complete = false;
                 return ControlFlow::Break(());
@@ -1471,6 +1546,24 @@ fn plan_one(
     ControlFlow::Continue(())
 }
 
+/// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
+/// would not fit the limit on a name): once per copy, never silently.
+fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Path) {
+    if let Action::Copy {
+        entry,
+        stored: Stored::Plain,
+        ..
+    } = action
+        && opts.compress
+    {
+        log::warn!(
+            "{} is stored uncompressed: with .gz added, its name would pass the 255-byte \
+             limit on a file name (shorten the name to have it gzipped)",
+            esc(&src.join(&entry.rel))
+        );
+    }
+}
+
 /// The index record for a source entry stored as `opts` says.
 fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
     Record {
@@ -1478,7 +1571,7 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         meta: entry.meta,
         sha256: None,
         stored: if entry.kind == Kind::File {
-            opts.stored()
+            opts.stored_for(&entry.rel)
         } else {
             Stored::Plain
         },

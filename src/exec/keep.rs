@@ -272,11 +272,32 @@ impl Executor {
     /// `need` bytes are free again (only versions that are the last link to their data
     /// free anything). Returns false if nothing could be pruned, so the caller stops
     /// retrying. One worker at a time: the others wait, then retry into the room made.
-    pub(super) fn make_room(&self, need: u64) -> bool {
+    /// Prunes nothing when even every version gone would leave less free than `least`
+    /// bytes (a file bigger than the disk): that would lose the history for nothing.
+    pub(super) fn make_room(&self, need: u64, least: u64) -> bool {
         let _one = self
             .making_room
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if least > 0 {
+            let freeable: u64 = self
+                .sized_versions()
+                .iter()
+                .filter(|(_, _, links)| *links <= 1)
+                .map(|(_, size, _)| size)
+                .sum();
+            let free = crate::platform::free_bytes(&self.dst).unwrap_or(0);
+            if free.saturating_add(freeable) < least {
+                log::warn!(
+                    "{} is full, and pruning every version would free {} of the {} needed: \
+                     versions kept",
+                    esc(&self.dst),
+                    crate::names::human_bytes(freeable),
+                    crate::names::human_bytes(least.saturating_sub(free))
+                );
+                return false;
+            }
+        }
         let mut freed = 0u64;
         let mut pruned = 0u64;
         for (version, size, links) in self.sized_versions() {

@@ -173,6 +173,19 @@ fn room_for(action: &Action) -> u64 {
     }
 }
 
+/// The bytes `action` surely needs on DST: a plain copy's size (a gzipped one may take
+/// much less, so it claims nothing).
+fn least_needed(action: &Action) -> u64 {
+    match action {
+        Action::Copy {
+            entry,
+            stored: crate::index::Stored::Plain,
+            ..
+        } => entry.meta.size,
+        _ => 0,
+    }
+}
+
 /// File holding the one-writer lock inside the state folder.
 pub const LOCK_FILE: &str = "lock";
 
@@ -328,7 +341,7 @@ impl Executor {
                 Err(OpError::Io { err, .. })
                     if crate::platform::is_no_space(err)
                         && tries < ROOM_RETRIES
-                        && self.make_room(room_for(&action)) =>
+                        && self.make_room(room_for(&action), least_needed(&action)) =>
                 {
                     tries += 1;
                     log::debug!("trying {} again after making room", esc(&name));
