@@ -395,6 +395,21 @@ impl Index {
             })
     }
 
+    /// Forgets the record of `name` alone (a file or link: what lies below that name
+    /// now is another entry's).
+    pub fn remove(&mut self, name: &Path) -> Result<(), IndexError> {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        let key = platform::path_to_bytes(name);
+        self.conn
+            .prepare_cached("DELETE FROM files WHERE name = ?1")
+            .and_then(|mut stmt| stmt.execute(params![key]))
+            .map(drop)
+            .map_err(|source| IndexError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// Records that DST no longer holds `name` nor anything below it.
     pub fn remove_tree(&mut self, name: &Path) -> Result<(), IndexError> {
         self.dirty_since.get_or_insert_with(Instant::now);

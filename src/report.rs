@@ -214,8 +214,8 @@ impl Summary {
                     }
                     None => log::warn!(
                         "{} was still being written while it was copied (and rewritten, not \
-                         only appended to): the mirror keeps its older copy, and it will be \
-                         copied again",
+                         only appended to): nothing was installed (the mirror keeps what it held), and \
+                         it will be copied again",
                         esc(path)
                     ),
                 }

@@ -1207,7 +1207,13 @@ impl Tally {
         for gone in exec.take_displaced() {
             self.summary
                 .record_deleted(&gone.name, gone.kind, gone.files);
-            self.index.remove_tree(&gone.name);
+            // A file or link gave way to a folder whose entries another worker may have
+            // recorded already: only its own record goes.
+            if gone.kind == Kind::Dir {
+                self.index.remove_tree(&gone.name);
+            } else {
+                self.index.remove(&gone.name);
+            }
             self.touch_parent(&gone.name);
         }
         if let Outcome::Stored {
@@ -1707,6 +1713,13 @@ impl IndexWriter {
     fn put(&mut self, name: &Path, record: &Record) {
         if let Some(index) = self.0.as_mut() {
             let result = index.put(name, record);
+            self.check(result);
+        }
+    }
+
+    fn remove(&mut self, name: &Path) {
+        if let Some(index) = self.0.as_mut() {
+            let result = index.remove(name);
             self.check(result);
         }
     }

@@ -258,7 +258,7 @@ impl Executor {
         }
         if pruned > 0 {
             log::info!(
-                "versions took {} of a budget of {}: pruned the {} oldest",
+                "versions took {} of a budget of {}: pruned the oldest {}",
                 crate::names::human_bytes(before),
                 crate::names::human_bytes(max),
                 crate::names::count_of(pruned, "version")
@@ -314,7 +314,7 @@ impl Executor {
         }
         if pruned > 0 {
             log::warn!(
-                "{} is full: pruned the {} oldest ({}) so live files can be written",
+                "{} is full: pruned the oldest {} ({}) so live files can be written",
                 esc(&self.dst),
                 crate::names::count_of(pruned, "version"),
                 crate::names::human_bytes(freed)
