@@ -696,7 +696,7 @@ impl Watched {
         let Some(mirror) = self.mirror.as_mut() else {
             return;
         };
-        let dst = &self.settings.config.pair.dst;
+        let dst = &self.settings.config.pair.dst_canonical;
         log::warn!(
             "the destination {} (or its .datasafe folder) is gone; creating it again and \
              mirroring {} into it",
@@ -740,7 +740,7 @@ impl Watched {
         self.state = State::Paused(Pause::Moved);
         self.pending.clear();
         self.seen = root_id(self.src()).ok();
-        let dst = &self.settings.config.pair.dst;
+        let dst = &self.settings.config.pair.dst_canonical;
         log::error!(
             "source {} is no longer the folder being mirrored ({}); this pair is paused and \
              nothing is deleted: the mirror in {} is kept as it is. Mirroring resumes when the \
@@ -768,9 +768,9 @@ impl Watched {
              restart `datasafe watch` to mirror it (or stop the watcher and run `datasafe \
              sync {} {}` with the options you watch it with)",
             esc(self.src()),
-            esc(&self.settings.config.pair.dst),
+            esc(&self.settings.config.pair.dst_canonical),
             shell_word(self.src()),
-            shell_word(&self.settings.config.pair.dst)
+            shell_word(&self.settings.config.pair.dst_canonical)
         );
     }
 
@@ -786,7 +786,7 @@ impl Watched {
             log::error!(
                 "not releasing the deletions held back in {}: the source {} is missing or \
                  not the folder being mirrored",
-                esc(&self.settings.config.pair.dst),
+                esc(&self.settings.config.pair.dst_canonical),
                 esc(self.src())
             );
             return true;
@@ -800,7 +800,7 @@ impl Watched {
                 || "the deletions".to_string(),
                 |(_, n)| count_of(n, "deletion")
             ),
-            esc(&self.settings.config.pair.dst)
+            esc(&self.settings.config.pair.dst_canonical)
         );
         board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
@@ -821,7 +821,7 @@ impl Watched {
         log::error!(
             "{why}; the mirror in {} is kept as it is, and mirroring resumes when the \
              source is back",
-            esc(&self.settings.config.pair.dst)
+            esc(&self.settings.config.pair.dst_canonical)
         );
     }
 
@@ -885,7 +885,7 @@ impl Watched {
             PairStatus {
                 name: self.settings.name.clone(),
                 source: pair.src.display().to_string(),
-                dest: pair.dst.display().to_string(),
+                dest: pair.dst_canonical.display().to_string(),
                 state,
                 last_change,
                 last_change_at,

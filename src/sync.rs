@@ -236,7 +236,7 @@ impl Mirror {
                 esc(rel)
             );
         }
-        let state_dir = pair.dst.join(STATE_DIR);
+        let state_dir = pair.dst_canonical.join(STATE_DIR);
         let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let (index, trusted) = read_index(&state_dir);
@@ -409,7 +409,7 @@ impl Mirror {
         // in detail (which rebuilds the index). Either way the scan starts at once and
         // plans as soon as it is there; DST's names are listed meanwhile (names only
         // with an index: a no-op run stats only the source).
-        let dst = self.cfg.pair.dst.clone();
+        let dst = self.cfg.pair.dst_canonical.clone();
         let dst = dst.as_path();
         let dest = if self.trusted && full {
             // A second, read-only connection loads in parallel; it sees committed rows.
@@ -585,7 +585,9 @@ impl Mirror {
         // removed within the debounce leaves nothing else to do): refresh the folder's
         // metadata if DST has it.
         let parent = rel.parent().unwrap_or(Path::new(""));
-        if std::fs::symlink_metadata(self.cfg.pair.dst.join(parent)).is_ok_and(|m| m.is_dir()) {
+        if std::fs::symlink_metadata(self.cfg.pair.dst_canonical.join(parent))
+            .is_ok_and(|m| m.is_dir())
+        {
             self.tally.touched.insert(parent.to_path_buf());
         }
         let path = self.cfg.pair.src.join(rel);
@@ -680,7 +682,7 @@ impl Mirror {
         let mut listing: Vec<(PathBuf, Kind)> = Vec::new();
         for (name, record) in self.stored_names(rel) {
             let items = match record.kind {
-                Kind::Dir => scan::list_dest(&self.cfg.pair.dst, &name, false),
+                Kind::Dir => scan::list_dest(&self.cfg.pair.dst_canonical, &name, false),
                 _ => Vec::new(),
             };
             if items.is_empty() {
@@ -833,7 +835,7 @@ impl Mirror {
                     None => log::debug!("{} is missing from the destination", esc(&name)),
                     Some(found) if *found != entry.kind => log::warn!(
                         "{} in the destination is {} where the index says {}; writing it again",
-                        esc(&self.cfg.pair.dst.join(&name)),
+                        esc(&self.cfg.pair.dst_canonical.join(&name)),
                         repair::what(*found),
                         repair::what(entry.kind)
                     ),
@@ -992,7 +994,7 @@ impl Mirror {
             removed
         };
         if kept > 0 {
-            let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+            let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst_canonical);
             // Only the removed names, when they are all there is and few: else the
             // whole mirror as it was then (which holds them).
             let names = names.unwrap_or_default();
@@ -1064,7 +1066,7 @@ impl Mirror {
             .cfg
             .guard
             .holds(report.targets.len() as u64, deleting, mirror_files)?;
-        let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst);
+        let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst_canonical);
         // A running watcher keeps its options: `datasafe release` is what lets them through.
         let how = if self.watched {
             format!("run datasafe release {}", shell_word(&esc(dst).to_string()))
@@ -1226,7 +1228,8 @@ impl Tally {
             // New content over an older copy: an update, as well as a file backed up.
             self.summary.updated += 1;
         }
-        self.summary.record(&outcome, &pair.src, &pair.dst);
+        self.summary
+            .record(&outcome, &pair.src, &pair.dst_canonical);
         match &outcome {
             Outcome::Stored { name, record, .. }
             | Outcome::Same { name, record }
@@ -1595,9 +1598,10 @@ fn open_for_writing(
     let pair = &cfg.pair;
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
-    let fresh = std::fs::symlink_metadata(pair.dst.join(STATE_DIR)).is_err();
-    let exec = Executor::new(&pair.src, &pair.dst, stop.clone())?.with_retention(cfg.versions);
-    let (mut index, trusted) = open_index(&pair.dst.join(STATE_DIR));
+    let fresh = std::fs::symlink_metadata(pair.dst_canonical.join(STATE_DIR)).is_err();
+    let exec =
+        Executor::new(&pair.src, &pair.dst_canonical, stop.clone())?.with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR));
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
     if let Some(index) = index.as_mut() {
         if fresh {

@@ -214,7 +214,7 @@ impl Plan {
             .map(|p| Target {
                 name: p.name.clone(),
                 enabled: p.enabled,
-                dst: p.config.pair.dst.clone(),
+                dst: p.config.pair.dst_canonical.clone(),
                 source: with_source.then(|| Source {
                     root: p.config.pair.src.clone(),
                     rules: ScanRules {

@@ -261,7 +261,7 @@ fn check_pairs(pairs: &[PairSettings]) -> Result<(), String> {
                 "pair {:?}: its dest {} is inside its source; add exclude = [{:?}] to it or \
                  choose a dest outside the source",
                 a.name,
-                esc(&pa.dst),
+                esc(&pa.dst_canonical),
                 rel.to_string_lossy()
             ));
         }
@@ -272,7 +272,7 @@ fn check_pairs(pairs: &[PairSettings]) -> Result<(), String> {
                     "pairs {:?} and {:?} have the same dest {}; give each its own",
                     a.name,
                     b.name,
-                    esc(&pa.dst)
+                    esc(&pa.dst_canonical)
                 ));
             }
             for (x, y) in [(a, b), (b, a)] {
@@ -282,7 +282,7 @@ fn check_pairs(pairs: &[PairSettings]) -> Result<(), String> {
                         "pair {:?}: its dest {} overlaps the source of pair {:?} ({}); one \
                          would mirror the other",
                         x.name,
-                        esc(&px.dst),
+                        esc(&px.dst_canonical),
                         y.name,
                         esc(&py.src)
                     ));

@@ -51,11 +51,10 @@ pub struct Output {
 pub struct Pair {
     /// The source root, canonical (symlinks and `.` resolved).
     pub src: PathBuf,
-    /// The mirror root, as the user gave it but made absolute.
-    pub dst: PathBuf,
     /// DST relative to SRC when DST lies inside SRC: left out of the scan.
     pub dst_in_src: Option<PathBuf>,
-    /// DST resolved (symlinks and `..`), even before it exists: compared across pairs.
+    /// The mirror root, resolved (symlinks and `..`) even before it exists: where DST is
+    /// written, and what pairs are compared by.
     pub dst_canonical: PathBuf,
 }
 
@@ -392,15 +391,13 @@ impl Pair {
             .strip_prefix(&src_canon)
             .ok()
             .map(Path::to_path_buf);
-        let dst_canonical = dst_canon.clone();
         Ok(Pair {
             src: src_canon,
+            dst_in_src,
             // Canonical, so a DST reached through a symlink (macOS's /var/folders, a
             // link to a backup drive) works like the folder itself; symlinks *inside*
             // DST are still never followed.
-            dst: dst_canon,
-            dst_in_src,
-            dst_canonical,
+            dst_canonical: dst_canon,
         })
     }
 }
