@@ -577,29 +577,31 @@ impl Executor {
         extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
         let path = self.dest_path(name, Reach::Parents)?;
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        // One look at what stands there now serves every check below.
+        let mut old = fs::symlink_metadata(&path).ok();
+        if old.as_ref().is_some_and(|m| m.is_dir()) {
             self.displace_tree(name, &path)?;
+            old = None;
         }
+        let old = old.filter(|m| m.is_file());
         // The same source state written again (a run killed before its index was
         // saved) keeps no version; size and mtime say so cheaply, the content makes sure
         // (a copy edited behind datasafe's back with its mtime put back is kept).
         let same = new.is_some_and(|(meta, stored, sha)| {
-            fs::symlink_metadata(&path).is_ok_and(|old| {
-                old.is_file()
-                    && filetime::FileTime::from_last_modification_time(&old) == meta.mtime
+            old.as_ref().is_some_and(|old| {
+                filetime::FileTime::from_last_modification_time(old) == meta.mtime
                     && (stored == Stored::Gzip || old.len() == meta.size)
             }) && self.stored_digest(&path, stored).ok() == Some(sha)
         });
         // The index's digest is trusted only for the file it describes: for a plain
         // copy, the old file must have the recorded size.
         let grown = extends.filter(|(size, _)| {
-            fs::symlink_metadata(&path).is_ok_and(|old| {
-                old.is_file()
-                    && (new.is_some_and(|(_, s, _)| s == Stored::Gzip) || old.len() == *size)
+            old.as_ref().is_some_and(|old| {
+                new.is_some_and(|(_, s, _)| s == Stored::Gzip) || old.len() == *size
             })
         });
         match grown {
-            _ if same => {}
+            _ if same || old.is_none() => {}
             Some(grown) => self.preserve_prefix(name, &path, grown)?,
             None => self.preserve(name, &path, true)?,
         }
