@@ -13,7 +13,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -108,29 +107,6 @@ fn regression_watch_a_path_that_changes_type_keeps_and_reports_what_it_replaced(
             && text.contains("deleted l/ (1 file)")
     });
     assert!(ok, "the replaced paths were not logged{}", w.context());
-}
-
-/// Runs a `datasafe restore …` command line as a warning gave it, through the shell.
-fn run_restore_line(env: &TestEnv, line: &str) -> Output {
-    let bin = env!("CARGO_BIN_EXE_datasafe");
-    let rest = line
-        .strip_prefix("datasafe ")
-        .unwrap_or_else(|| panic!("not a datasafe command: {line}"));
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("'{bin}' {rest}"))
-        .current_dir(env.dir.path())
-        .output()
-        .unwrap()
-}
-
-/// The command after "run: " in the warning about a folder that was no mirror.
-fn restore_line(err: &str) -> String {
-    let line = err
-        .lines()
-        .find(|l| l.contains("before it became a mirror"))
-        .unwrap_or_else(|| panic!("no warning about what DST held before:\n{err}"));
-    line.split("run: ").nth(1).unwrap().trim().to_string()
 }
 
 #[test]

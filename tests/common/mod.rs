@@ -231,3 +231,26 @@ pub fn is_mirrored(src: &Path, dst: &Path, gz: bool) -> bool {
 pub fn long_mode() -> bool {
     std::env::var_os("DATASAFE_LONG").is_some_and(|v| !v.is_empty() && v != "0")
 }
+
+/// Runs a `datasafe restore …` command line as a warning gave it, through the shell.
+pub fn run_restore_line(env: &TestEnv, line: &str) -> std::process::Output {
+    let bin = env!("CARGO_BIN_EXE_datasafe");
+    let rest = line
+        .strip_prefix("datasafe ")
+        .unwrap_or_else(|| panic!("not a datasafe command: {line}"));
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{bin}' {rest}"))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap()
+}
+
+/// The command after "run: " in the warning about a folder that was no mirror.
+pub fn restore_line(err: &str) -> String {
+    let line = err
+        .lines()
+        .find(|l| l.contains("before it became a mirror"))
+        .unwrap_or_else(|| panic!("no warning about what DST held before:\n{err}"));
+    line.split("run: ").nth(1).unwrap().trim().to_string()
+}
