@@ -147,19 +147,26 @@ fn die_now(signal: i32) -> ! {
 /// `datasafe agent install | uninstall | print`.
 fn agent(action: AgentCommand) -> ExitCode {
     use crate::agent::{AgentSpec, Platform, install, uninstall};
+    // Arguments `watch` would refuse are a usage error (exit 2), as for `watch` itself;
+    // a service manager that fails is a plain failure (exit 1).
+    let spec = |watch| AgentSpec::for_this_binary(watch).map_err(|e| usage_error(&e));
     let result = match action {
-        AgentCommand::Install { watch } => {
-            AgentSpec::for_this_binary(&watch).and_then(|spec| install(&spec))
-        }
+        AgentCommand::Install { watch } => match spec(&watch) {
+            Ok(spec) => install(&spec),
+            Err(code) => return code,
+        },
         AgentCommand::Uninstall => uninstall(),
         AgentCommand::Print { watch, platform } => {
             let platform = platform
                 .or_else(Platform::current)
                 .unwrap_or(Platform::Systemd);
-            AgentSpec::for_this_binary(&watch).map(|spec| {
-                print!("{}", spec.render(platform));
-                String::new()
-            })
+            match spec(&watch) {
+                Ok(spec) => {
+                    print!("{}", spec.render(platform));
+                    Ok(String::new())
+                }
+                Err(code) => return code,
+            }
         }
     };
     match result {

@@ -917,6 +917,21 @@ fn regression_agent_print_takes_src_dst_and_options() {
         .cmd(["agent", "print", "--platform", "systemd", "missing", "dst"])
         .output()
         .unwrap();
-    assert_code(&out, 1);
+    assert_code(&out, 2);
     assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn regression_agent_print_with_arguments_watch_refuses_is_a_usage_error_exit_2() {
+    let env = TestEnv::new();
+    // A source that does not exist, and SRC == DST: `watch` refuses both with exit 2.
+    for args in [["no-such-folder", "dst"], ["src", "src"]] {
+        let out = env
+            .cmd(["agent", "print", "--platform", "systemd", args[0], args[1]])
+            .output()
+            .unwrap();
+        assert_code(&out, 2);
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
 }
