@@ -302,6 +302,30 @@ pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
         let shown = Path::new(shown);
         given == shown || std::fs::canonicalize(shown).is_ok_and(|s| s == given)
     };
+    // A watcher publishes its status about once a second: one that just started (or
+    // just held deletions back) may not have written it yet, so look again briefly
+    // before saying none runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let asked = signal_watchers(dst, config, &same);
+        if asked > 0 {
+            return 0;
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    no_watcher(dst, config)
+}
+
+/// Sends the release signal to every running watcher of `dst` (or of the pairs of
+/// `config`, or every one); returns how many were asked.
+fn signal_watchers(
+    dst: Option<&Path>,
+    config: Option<&Path>,
+    same: &dyn Fn(&Path, &str) -> bool,
+) -> u32 {
     let mut asked = 0;
     for report in running() {
         let pairs: Vec<&PairStatus> = match (dst, config) {
@@ -337,9 +361,11 @@ pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
             );
         }
     }
-    if asked > 0 {
-        return 0;
-    }
+    asked
+}
+
+/// Says no watcher runs for what `release` was given, and what to run instead.
+fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> u8 {
     let (what, sync) = match (dst, config) {
         (Some(dst), _) => (
             esc(dst).to_string(),
