@@ -1038,7 +1038,7 @@ fn agent_print_with_a_missing_config_file_names_it() {
         "--config",
         "nope.toml",
     ]);
-    assert_code(&out, 1);
+    assert_code(&out, 2);
     let err = stderr(&out);
     assert!(
         err.contains(ctx.path("nope.toml").to_str().unwrap()),
