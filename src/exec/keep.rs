@@ -25,6 +25,16 @@ use std::path::{Path, PathBuf};
 /// Past this many versions of one name in one second something is wrong.
 const MAX_SEQ: u32 = 10_000;
 
+/// What an attempt to put old content at a version slot found.
+enum Slot {
+    /// The slot was taken: try the next one.
+    Taken,
+    /// The old content is there now.
+    Placed,
+    /// The original is gone: nothing to keep.
+    Gone,
+}
+
 impl Executor {
     /// Keeps the regular file stored as `name` (at `path`) as a version before it is
     /// replaced (`keep_original`) or deleted. Does nothing if versions are off or `path`
@@ -42,19 +52,8 @@ impl Executor {
             Ok(m) if m.is_file() => {}
             _ => return Ok(()),
         }
-        let at = chrono::Local::now().naive_local();
-        let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
-        for seq in 0..MAX_SEQ {
-            let (rel, sidecar) = versions::version_and_sidecar(name, at, seq);
-            if let Some(sidecar) = sidecar {
-                self.write_sidecar(&dir, &sidecar, name)?;
-            }
-            let file_name = rel.file_name().unwrap_or(rel.as_os_str());
-            let target = dir.join(file_name);
-            if self.later_seq_taken(&dir, name, at, seq) {
-                continue;
-            }
-            match fs::hard_link(path, &target) {
+        let placed =
+            self.place_version(name, path, |target| match fs::hard_link(path, target) {
                 Ok(()) => {
                     if !keep_original {
                         match fs::remove_file(path) {
@@ -63,22 +62,23 @@ impl Executor {
                             other => other.map_err(OpError::io("deleting", path))?,
                         }
                     }
+                    Ok(Slot::Placed)
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                // Gone since the check above (another worker deleted a folder around
-                // it): nothing to keep, and nothing left to delete.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && is_gone(path) => {
-                    return Ok(());
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
+                // Gone since the check above (another worker deleted a folder around it):
+                // nothing to keep, and nothing left to delete.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && is_gone(path) => Ok(Slot::Gone),
                 Err(_) => {
-                    // No hard links here (some network and FAT file systems): move it.
-                    // Then a replaced name is missing until the new copy lands.
-                    if fs::symlink_metadata(&target).is_ok() {
-                        continue;
+                    // No hard links here (some network and FAT file systems): move it. Then
+                    // a replaced name is missing until the new copy lands.
+                    if fs::symlink_metadata(target).is_ok() {
+                        return Ok(Slot::Taken);
                     }
-                    fs::rename(path, &target).map_err(OpError::io("keeping a version of", path))?;
+                    fs::rename(path, target).map_err(OpError::io("keeping a version of", path))?;
+                    Ok(Slot::Placed)
                 }
-            }
+            })?;
+        if let Some(rel) = placed {
             log::info!(
                 "Kept version: {} as {}",
                 esc(name),
@@ -86,13 +86,8 @@ impl Executor {
             );
             self.versions_kept
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(());
         }
-        Err(OpError::Io {
-            doing: "keeping a version of",
-            path: path.to_path_buf(),
-            err: io::Error::other("too many versions within one second"),
-        })
+        Ok(())
     }
 
     /// Keeps, instead of a copy, a prefix marker (see [`versions::Prefix`]) for the file
@@ -119,6 +114,36 @@ impl Executor {
             sha,
         }
         .to_target();
+        let placed = self.place_version(name, path, |target| {
+            match crate::platform::symlink(Path::new(&marker), target) {
+                Ok(()) => Ok(Slot::Placed),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
+                Err(e) => Err(OpError::io("keeping a version of", path)(e)),
+            }
+        })?;
+        if let Some(rel) = placed {
+            // No version was kept (the new copy holds the old content): only a debug
+            // line, and nothing counted.
+            log::debug!(
+                "{} only grew: its first {} are in the new copy (marker {})",
+                esc(name),
+                crate::names::human_bytes(size),
+                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
+            );
+        }
+        Ok(())
+    }
+
+    /// Finds the first free version slot for `name` (stored at `path`) at this moment
+    /// and has `place` put the old content there, trying later slots while `place`
+    /// finds one taken. Returns the version's path under the versions folder, or `None`
+    /// if `place` found the original gone.
+    fn place_version(
+        &self,
+        name: &Path,
+        path: &Path,
+        mut place: impl FnMut(&Path) -> Result<Slot, OpError>,
+    ) -> Result<Option<PathBuf>, OpError> {
         let at = chrono::Local::now().naive_local();
         let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
         for seq in 0..MAX_SEQ {
@@ -130,20 +155,11 @@ impl Executor {
             if self.later_seq_taken(&dir, name, at, seq) {
                 continue;
             }
-            match crate::platform::symlink(Path::new(&marker), &target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(OpError::io("keeping a version of", path)(e)),
+            match place(&target)? {
+                Slot::Taken => continue,
+                Slot::Placed => return Ok(Some(rel)),
+                Slot::Gone => return Ok(None),
             }
-            // No version was kept (the new copy holds the old content): only a debug
-            // line, and nothing counted.
-            log::debug!(
-                "{} only grew: its first {} are in the new copy (marker {})",
-                esc(name),
-                crate::names::human_bytes(size),
-                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
-            );
-            return Ok(());
         }
         Err(OpError::Io {
             doing: "keeping a version of",
