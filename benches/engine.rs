@@ -6,10 +6,11 @@
 //! rsync, tar | pigz and cp live in `scripts/bench.sh`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use datasafe::engine::plan::{self, Decision, PlanOptions};
+use datasafe::engine::scan::{ScanRules, Scanned, walk_source};
 use datasafe::hash::{CHUNK, hash_reader};
-use datasafe::index::{MirrorState, Record};
-use datasafe::plan::{self, Decision, PlanOptions};
-use datasafe::scan::{Entry, Kind, Meta, ScanRules, Scanned, walk_source};
+use datasafe::model::{Entry, Kind, Meta};
+use datasafe::model::{MirrorState, Record};
 use filetime::FileTime;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -159,7 +160,7 @@ fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
             kind,
             meta,
             sha256: None,
-            stored: datasafe::index::Stored::Plain,
+            stored: datasafe::model::Stored::Plain,
             target: None,
             disk: None,
         };

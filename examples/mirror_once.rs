@@ -3,11 +3,11 @@
 //!
 //! cargo run --example mirror_once -- SRC DST
 
+use datasafe::config::filter::Excludes;
 use datasafe::config::{Config, Output, Pair, Verbosity};
-use datasafe::filter::Excludes;
-use datasafe::plan::{Guard, PlanOptions};
-use datasafe::sync::Mirror;
-use datasafe::versions::Retention;
+use datasafe::engine::plan::{Guard, PlanOptions};
+use datasafe::engine::sync::Mirror;
+use datasafe::store::versions::Retention;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

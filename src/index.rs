@@ -7,13 +7,12 @@
 //! the engine lists DST instead ([`state_from_listing`]) and the index is rebuilt from
 //! what the run finds. Keys are the names as stored in DST (`a/b.txt.gz`), as bytes.
 
+use crate::engine::scan::DestItem;
 use crate::hash::Digest;
+use crate::model::{Kind, Meta, MirrorState, OnDisk, Record, Stored};
 use crate::platform;
-use crate::scan::{DestItem, Kind, Meta};
 use filetime::FileTime;
 use rusqlite::{Connection, OpenFlags, params};
-use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -26,72 +25,6 @@ pub const INDEX_FILE: &str = "index.db";
 const SCHEMA_VERSION: i64 = 2;
 /// The oldest schema this version still reads (and upgrades when it writes).
 const OLDEST_SCHEMA: i64 = 1;
-
-/// How a file's content is stored in DST.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stored {
-    /// Byte for byte, under the source's name.
-    Plain,
-    /// Gzip-compressed, under the source's name plus `.gz`.
-    Gzip,
-}
-
-impl Stored {
-    /// The name under which a source path is stored in this form.
-    pub fn name_for(self, rel: &Path) -> PathBuf {
-        match self {
-            Stored::Plain => rel.to_path_buf(),
-            Stored::Gzip => {
-                let mut s: OsString = rel.as_os_str().to_owned();
-                s.push(".gz");
-                PathBuf::from(s)
-            }
-        }
-    }
-}
-
-/// One name in the mirror and what it was mirrored from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// File, directory or symlink.
-    pub kind: Kind,
-    /// The source's size, mtime and mode at the time it was mirrored.
-    pub meta: Meta,
-    /// SHA-256 of the source content, once computed.
-    pub sha256: Option<Digest>,
-    /// Plain or gzipped.
-    pub stored: Stored,
-    /// Symlink target.
-    pub target: Option<PathBuf>,
-    /// What DST held under the name right after datasafe wrote it, if known.
-    pub disk: Option<OnDisk>,
-}
-
-/// The stored file itself as datasafe left it: compared with what DST holds by the
-/// watcher's fallback rescan, so a file edited or replaced in DST behind datasafe's
-/// back is noticed without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OnDisk {
-    /// Bytes on disk (the gzip stream's size for a gzipped file).
-    pub size: u64,
-    /// Inode number.
-    pub ino: u64,
-}
-
-impl OnDisk {
-    /// What `meta` (of the file in DST) says.
-    pub fn of(meta: &std::fs::Metadata) -> OnDisk {
-        OnDisk {
-            size: meta.len(),
-            ino: platform::inode(meta),
-        }
-    }
-}
-
-/// Everything a mirror holds, keyed by the name stored in DST. Keys are `OsString`, not
-/// `PathBuf`: hashing and comparing raw bytes is several times cheaper than `Path`'s
-/// component-wise `Hash`/`Eq`, and a no-op run does a lookup per source entry.
-pub type MirrorState = HashMap<OsString, Record>;
 
 /// Why the index could not be used.
 #[derive(Debug, thiserror::Error)]

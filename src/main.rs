@@ -1,9 +1,9 @@
-//! The `datasafe` binary: parse the command line, hand it to [`datasafe::app::run`],
+//! The `datasafe` binary: parse the command line, hand it to [`datasafe::cli::run::run`],
 //! exit with the code it returns.
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    datasafe::app::run(datasafe::cli::Cli::parse())
+    datasafe::cli::run::run(datasafe::cli::Cli::parse())
 }

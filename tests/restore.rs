@@ -41,7 +41,7 @@ fn plant_version(
     mtime: (i64, u32),
     mode: u32,
 ) -> PathBuf {
-    let name = datasafe::versions::version_name(Path::new(stored), local(replaced), 0);
+    let name = datasafe::store::versions::version_name(Path::new(stored), local(replaced), 0);
     let rel = Path::new(".datasafe/versions").join(name);
     let path = env.dst.join(&rel);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -500,7 +500,8 @@ fn a_damaged_gzip_version_is_named_and_the_rest_is_restored() {
     // Truncate f.txt's first version in the middle of its deflate stream.
     let version = env.dst.join(format!(
         ".datasafe/versions/{}",
-        datasafe::versions::version_name(Path::new("f.txt.gz"), local(BASE + 100), 0).display()
+        datasafe::store::versions::version_name(Path::new("f.txt.gz"), local(BASE + 100), 0)
+            .display()
     ));
     let damaged = gzip(&vec![b'x'; 100_000]);
     fs::write(&version, &damaged[..damaged.len() / 2]).unwrap();
@@ -526,11 +527,11 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
     fs::write(&secret, "do not copy").unwrap();
     set_mtime(&secret, BASE, 0);
     // A version that is a symlink, and a versions subfolder that is one.
-    let name = datasafe::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
+    let name = datasafe::store::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
     symlink(&secret, env.dst.join(".datasafe/versions").join(name)).unwrap();
     let outside = env.dir.path().join("outside");
     fs::create_dir(&outside).unwrap();
-    let inner = datasafe::versions::version_name(Path::new("x.txt"), local(BASE + 100), 0);
+    let inner = datasafe::store::versions::version_name(Path::new("x.txt"), local(BASE + 100), 0);
     fs::write(outside.join(&inner), "outside").unwrap();
     set_mtime(&outside.join(&inner), BASE, 0);
     symlink(&outside, env.dst.join(".datasafe/versions/sub")).unwrap();
@@ -577,7 +578,7 @@ fn versions_lists_each_version_with_time_size_path_and_file() {
     let out = run(&[]);
     assert_code(&out, 0);
     let line = |secs: i64, size: &str, path: &str, stored: &str| {
-        let file = datasafe::versions::version_name(Path::new(stored), local(secs), 0);
+        let file = datasafe::store::versions::version_name(Path::new(stored), local(secs), 0);
         format!(
             "{}  {size}  {path}  .datasafe/versions/{}",
             at(secs),
@@ -595,7 +596,7 @@ fn versions_lists_each_version_with_time_size_path_and_file() {
     let out = run(&["f.txt", "--json"]);
     assert_code(&out, 0);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file = datasafe::versions::version_name(Path::new("f.txt.gz"), local(BASE + 100), 0);
+    let file = datasafe::store::versions::version_name(Path::new("f.txt.gz"), local(BASE + 100), 0);
     assert_eq!(
         json[0],
         serde_json::json!({

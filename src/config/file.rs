@@ -8,8 +8,8 @@ use super::{
     guard, jobs, output, plan_options, retention, timing, versions_max_size,
 };
 use crate::cli::parse_duration;
-use crate::names::{esc, io_message};
-use crate::versions::Retention;
+use crate::output::names::{esc, io_message};
+use crate::store::versions::Retention;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn size_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
         Raw::Number(n) => n.to_string(),
         Raw::Text(text) => text,
     };
-    crate::versions::parse_size(&text)
+    crate::store::versions::parse_size(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -6,14 +6,15 @@
 //! Every error here is a usage error (exit 2) and touches nothing.
 
 pub(crate) mod file;
+pub mod filter;
 
 pub use file::{default_path, state_dir};
 
 use crate::cli::{MirrorArgs, OutputArgs, SyncArgs, TimingArgs, WatchArgs};
-use crate::filter::Excludes;
-use crate::names::{esc, io_message};
-use crate::plan::{Guard, PlanOptions};
-use crate::versions::Retention;
+use crate::config::filter::Excludes;
+use crate::engine::plan::{Guard, PlanOptions};
+use crate::output::names::{esc, io_message};
+use crate::store::versions::Retention;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

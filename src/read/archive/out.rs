@@ -7,7 +7,7 @@
 //! under the final name.
 
 use crate::cli::ArchiveFormat;
-use crate::names::{esc, io_message};
+use crate::output::names::{esc, io_message};
 use chrono::{DateTime, Local};
 use std::ffi::OsStr;
 use std::fs::File;

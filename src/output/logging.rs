@@ -7,7 +7,7 @@
 //! gets on stdout directly).
 
 use crate::config::{Output, Verbosity};
-use crate::names::{esc, io_message};
+use crate::output::names::{esc, io_message};
 use indicatif::ProgressBar;
 use log::{Level, LevelFilter};
 use std::cell::RefCell;

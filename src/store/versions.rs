@@ -324,7 +324,7 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
 /// A shortened version's `stored` is the whole name from its sidecar (see the module's
 /// notes).
 pub fn list(dst: &Path) -> Vec<Version> {
-    let root = dst.join(crate::scan::STATE_DIR).join(VERSIONS_DIR);
+    let root = dst.join(crate::engine::scan::STATE_DIR).join(VERSIONS_DIR);
     let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
     let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
         .follow_links(false)

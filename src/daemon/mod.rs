@@ -8,15 +8,18 @@
 //!
 //! It decides *when* to act; what to do is the engine's (`sync::Mirror`).
 
+pub mod agent;
+pub mod status;
+
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
-use crate::logging;
-use crate::names::{count_of, esc, human_bytes, shell_word};
-use crate::plan::Held;
+use crate::daemon::status::{Board, PairStatus};
+use crate::engine::plan::Held;
+use crate::engine::repair::Check;
+use crate::engine::sync::{Applied, Mirror};
+use crate::output::logging;
+use crate::output::names::{count_of, esc, human_bytes, shell_word};
+use crate::output::report::Summary;
 use crate::platform::{RootId, root_id};
-use crate::repair::Check;
-use crate::report::Summary;
-use crate::status::{Board, PairStatus};
-use crate::sync::{Applied, Mirror};
 use crate::watch::{Hint, Signal, Watch, WatchError};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::Path;
@@ -53,7 +56,7 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
         Ok(watch) => watch,
         Err(message) => {
             log::error!("{message}");
-            return crate::app::EXIT_USAGE;
+            return crate::cli::run::EXIT_USAGE;
         }
     };
     let board = Board::start(settings.file.as_deref());
@@ -1022,11 +1025,11 @@ mod tests {
         std::fs::create_dir(&src).unwrap();
         let base = crate::config::Config {
             pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
-            plan: crate::plan::PlanOptions::default(),
-            versions: crate::versions::Retention::Staggered,
+            plan: crate::engine::plan::PlanOptions::default(),
+            versions: crate::store::versions::Retention::Staggered,
             versions_max_size: None,
-            guard: crate::plan::Guard::default(),
-            excludes: crate::filter::Excludes::default(),
+            guard: crate::engine::plan::Guard::default(),
+            excludes: crate::config::filter::Excludes::default(),
             jobs: 2,
             output: crate::config::Output {
                 dry_run: false,
@@ -1046,11 +1049,11 @@ mod tests {
         b.config.plan.compress = true;
         assert!(!same_pair(&a, &b));
         let mut c = a.clone();
-        c.config.excludes = crate::filter::Excludes::new(&["*.tmp"]).unwrap();
+        c.config.excludes = crate::config::filter::Excludes::new(&["*.tmp"]).unwrap();
         assert!(!same_pair(&a, &c));
         // Retention and the deletion guard are read when the mirror opens: a restart.
         let mut d = a.clone();
-        d.config.versions = crate::versions::Retention::Off;
+        d.config.versions = crate::store::versions::Retention::Off;
         assert!(!same_pair(&a, &d));
         let mut e = a.clone();
         e.config.guard.force = true;

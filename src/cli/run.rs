@@ -8,7 +8,7 @@
 
 use crate::cli::{AgentCommand, Cli, Command};
 use crate::config::Settings;
-use crate::logging;
+use crate::output::logging;
 use clap::CommandFactory;
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,10 +37,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             let check = match args.repair {
-                true => crate::repair::Check::Content,
-                false => crate::repair::Check::Names,
+                true => crate::engine::repair::Check::Content,
+                false => crate::engine::repair::Check::Names,
             };
-            ended(crate::sync::run_checking(&settings, &stop, &check))
+            ended(crate::engine::sync::run_checking(&settings, &stop, &check))
         }
         Command::Watch(args) => {
             let settings = match Settings::from_watch_args(&args) {
@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ended(crate::daemon::run(settings, &reload, &stop))
         }
         Command::Verify(args) => {
-            let plan = match crate::verify::Plan::from_args(&args) {
+            let plan = match crate::read::verify::Plan::from_args(&args) {
                 Ok(plan) => plan,
                 Err(e) => return usage_error(&e.to_string()),
             };
@@ -66,10 +66,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(e) => return usage_error(&e),
             };
-            ended(crate::verify::run(&plan, &stop))
+            ended(crate::read::verify::run(&plan, &stop))
         }
-        Command::Status(args) => ExitCode::from(crate::status::show(args.json)),
-        Command::Release(args) => ExitCode::from(crate::status::release(
+        Command::Status(args) => ExitCode::from(crate::daemon::status::show(args.json)),
+        Command::Release(args) => ExitCode::from(crate::daemon::status::release(
             args.dst.as_deref(),
             args.config.as_deref(),
         )),
@@ -78,13 +78,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(e) => return usage_error(&e),
             };
-            ended(crate::restore::run(&args, &stop))
+            ended(crate::read::restore::run(&args, &stop))
         }
         Command::Versions(args) => {
             if let Err(e) = plain_output() {
                 return usage_error(&e);
             }
-            ExitCode::from(crate::history::list_command(
+            ExitCode::from(crate::read::history::list_command(
                 &args.dst,
                 args.path.as_deref(),
                 args.json,
@@ -96,7 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(stop) => stop,
                 Err(e) => return usage_error(&e),
             };
-            ended(crate::archive::run(&args, &stop))
+            ended(crate::read::archive::run(&args, &stop))
         }
         Command::Agent(action) => agent(action),
         Command::Completions { shell } => {
@@ -146,7 +146,7 @@ fn die_now(signal: i32) -> ! {
 
 /// `datasafe agent install | uninstall | print`.
 fn agent(action: AgentCommand) -> ExitCode {
-    use crate::agent::{AgentSpec, Platform, install, uninstall};
+    use crate::daemon::agent::{AgentSpec, Platform, install, uninstall};
     // Arguments `watch` would refuse are a usage error (exit 2), as for `watch` itself;
     // a service manager that fails is a plain failure (exit 1).
     let spec = |watch| AgentSpec::for_this_binary(watch).map_err(|e| usage_error(&e));

@@ -9,12 +9,15 @@
 //! the versions folder is walked without following links. Choosing which content to
 //! restore and writing it is `restore`'s job, not this file's.
 
-use crate::index::{self, Index, Stored};
-use crate::names::{esc, human_bytes, io_message};
-use crate::plan::strip_gz;
+use crate::index::{self, Index};
+
+use crate::engine::plan::strip_gz;
+use crate::engine::scan::{self, STATE_DIR};
+use crate::model::Stored;
+use crate::model::{Kind, Meta};
+use crate::output::names::{esc, human_bytes, io_message};
 use crate::platform;
-use crate::scan::{self, Kind, Meta, STATE_DIR};
-use crate::versions::{self, VERSIONS_DIR, Version};
+use crate::store::versions::{self, VERSIONS_DIR, Version};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::File;
@@ -594,7 +597,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
 
 fn usage_error(message: &str) -> u8 {
     eprintln!("error: {message}");
-    crate::app::EXIT_USAGE
+    crate::cli::run::EXIT_USAGE
 }
 
 #[cfg(test)]

@@ -19,13 +19,15 @@
 //! filesystem sync, so it never claims a file the disk might not have.
 
 use crate::config::{Config, Pair, Settings, Verbosity, check_source};
-use crate::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
-use crate::index::{self, Index, MirrorState, Record, Stored};
-use crate::names::{count_of, esc, io_message};
-use crate::plan::{self, Action, Decision, Held, Keep, PlanOptions};
-use crate::repair::{self, Check};
-use crate::report::{Progress, Summary};
-use crate::scan::{self, DestItem, Entry, Kind, Meta, STATE_DIR, ScanRules, Scanned};
+use crate::engine::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
+use crate::engine::plan::{self, Action, Decision, Held, Keep, PlanOptions};
+use crate::engine::repair::{self, Check};
+use crate::engine::scan::{self, DestItem, STATE_DIR, ScanRules, Scanned};
+use crate::index::{self, Index};
+use crate::model::{Entry, Kind, Meta};
+use crate::model::{MirrorState, Record, Stored};
+use crate::output::names::{count_of, esc, io_message};
+use crate::output::report::{Progress, Summary};
 use crate::watch::Hint;
 use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
@@ -66,7 +68,7 @@ pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) 
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        crate::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
+        crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
         let show_progress = output.verbosity > Verbosity::Quiet;
         let result = check_source(&pair.config.pair.src).and_then(|()| {
             let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
@@ -74,7 +76,7 @@ pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) 
             mirror.commit();
             Ok(mirror.into_summary())
         });
-        crate::logging::set_pair(None);
+        crate::output::logging::set_pair(None);
         match result {
             Ok(summary) => total.add(&pair.name, summary, named),
             Err(message) if named => {
@@ -90,8 +92,8 @@ pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) 
             }
             Err(message) => {
                 log::error!("{message}");
-                crate::logging::clear_progress();
-                return crate::app::EXIT_USAGE;
+                crate::output::logging::clear_progress();
+                return crate::cli::run::EXIT_USAGE;
             }
         }
     }
@@ -969,7 +971,7 @@ impl Mirror {
             .pair
             .dst_canonical
             .join(STATE_DIR)
-            .join(crate::versions::VERSIONS_DIR);
+            .join(crate::store::versions::VERSIONS_DIR);
         // Only names that left something to restore: a symlink or a folder holding no
         // file keeps no version, and `restore` refuses a PATH with nothing under it.
         let names: Option<Vec<PathBuf>> = planned
@@ -1019,11 +1021,13 @@ impl Mirror {
                 esc(dst),
                 count_of(kept, "file"),
                 esc(src),
-                esc(&dst.join(STATE_DIR).join(crate::versions::VERSIONS_DIR)),
+                esc(&dst
+                    .join(STATE_DIR)
+                    .join(crate::store::versions::VERSIONS_DIR)),
                 if kept == 1 { "it" } else { "them" },
                 shell_word(&dst.to_string_lossy()),
                 shell_word(&restore_target(dst).to_string_lossy()),
-                at.format(crate::restore::AT_FORMAT),
+                at.format(crate::read::restore::AT_FORMAT),
             );
         }
         if complete && self.cfg.plan.delete && !self.stopped() {
@@ -1366,9 +1370,9 @@ fn pump<R: Send>(
 ) -> R {
     std::thread::scope(|scope| {
         let (act_tx, act_rx) = bounded::<Action>(QUEUE);
-        let pair_name = crate::logging::current_pair();
+        let pair_name = crate::output::logging::current_pair();
         let producer = scope.spawn(move || {
-            crate::logging::set_pair(pair_name);
+            crate::output::logging::set_pair(pair_name);
             produce(&act_tx)
         });
         match mode {

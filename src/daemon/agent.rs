@@ -6,8 +6,8 @@
 //! the platform they are for.
 
 use crate::cli::{MirrorArgs, OutputArgs, PairArgs, TimingArgs, WatchArgs};
-use crate::names::esc;
-use crate::versions::Retention;
+use crate::output::names::esc;
+use crate::store::versions::Retention;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;

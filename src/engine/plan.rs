@@ -6,10 +6,11 @@
 //! match what was mirrored; with `checksum` an equal-size file is compared by content
 //! instead (the worker hashes it, because hashing is I/O).
 
-use crate::filter::Excludes;
+use crate::config::filter::Excludes;
 use crate::hash::Digest;
-use crate::index::{MirrorState, Record, Stored, isize_matches};
-use crate::scan::{Entry, Kind};
+use crate::index::isize_matches;
+use crate::model::{Entry, Kind};
+use crate::model::{MirrorState, Record, Stored};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -137,7 +138,7 @@ pub enum Decision {
 /// True if `rel`'s gzipped name (`NAME.gz`) fits the 255-byte limit on a name.
 pub fn gz_name_fits(rel: &Path) -> bool {
     rel.file_name()
-        .is_none_or(|n| n.len() + ".gz".len() <= crate::versions::NAME_MAX)
+        .is_none_or(|n| n.len() + ".gz".len() <= crate::store::versions::NAME_MAX)
 }
 
 /// The name a source entry is stored under in DST, or `None` if it is not mirrored.
@@ -378,7 +379,7 @@ pub fn strip_gz(name: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Meta;
+    use crate::model::Meta;
     use filetime::FileTime;
 
     fn meta(size: u64, secs: i64, nanos: u32, mode: u32) -> Meta {

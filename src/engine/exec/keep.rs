@@ -1,5 +1,5 @@
 //! Keeping old copies: before a file in DST is replaced or deleted, it moves into
-//! `DST/.datasafe/versions` under a timestamped name (see [`crate::versions`]), and
+//! `DST/.datasafe/versions` under a timestamped name (see [`crate::store::versions`]), and
 //! retention later prunes what is too old. Nothing is ever copied: a replaced file is
 //! hard-linked into the versions folder before the new copy is renamed over it (so the
 //! final name never goes missing), a deleted one is linked and then unlinked. Where
@@ -15,9 +15,9 @@
 
 use super::ops::Reach;
 use super::{Executor, OpError};
-use crate::names::{esc, io_message};
-use crate::scan::STATE_DIR;
-use crate::versions::{self, Retention, VERSIONS_DIR};
+use crate::engine::scan::STATE_DIR;
+use crate::output::names::{esc, io_message};
+use crate::store::versions::{self, Retention, VERSIONS_DIR};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ impl Executor {
         let marker = versions::Prefix {
             size,
             mtime: (mtime.unix_seconds(), mtime.nanoseconds()),
-            mode: crate::scan::Meta::of(&old).mode,
+            mode: crate::model::Meta::of(&old).mode,
             sha,
         }
         .to_target();
@@ -127,7 +127,7 @@ impl Executor {
             log::debug!(
                 "{} only grew: its first {} are in the new copy (marker {})",
                 esc(name),
-                crate::names::human_bytes(size),
+                crate::output::names::human_bytes(size),
                 esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
             );
         }
@@ -275,9 +275,9 @@ impl Executor {
         if pruned > 0 {
             log::info!(
                 "versions took {} of a budget of {}: pruned the oldest {}",
-                crate::names::human_bytes(before),
-                crate::names::human_bytes(max),
-                crate::names::count_of(pruned, "version")
+                crate::output::names::human_bytes(before),
+                crate::output::names::human_bytes(max),
+                crate::output::names::count_of(pruned, "version")
             );
             self.tidy_versions();
         }
@@ -308,8 +308,8 @@ impl Executor {
                     "{} is full, and pruning every version would free {} of the {} needed: \
                      versions kept",
                     esc(&self.dst),
-                    crate::names::human_bytes(freeable),
-                    crate::names::human_bytes(least.saturating_sub(free))
+                    crate::output::names::human_bytes(freeable),
+                    crate::output::names::human_bytes(least.saturating_sub(free))
                 );
                 return false;
             }
@@ -332,8 +332,8 @@ impl Executor {
             log::warn!(
                 "{} is full: pruned the oldest {} ({}) so live files can be written",
                 esc(&self.dst),
-                crate::names::count_of(pruned, "version"),
-                crate::names::human_bytes(freed)
+                crate::output::names::count_of(pruned, "version"),
+                crate::output::names::human_bytes(freed)
             );
             self.pruned_for_room
                 .fetch_add(pruned, std::sync::atomic::Ordering::Relaxed);

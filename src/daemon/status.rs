@@ -5,7 +5,7 @@
 //! those a killed watcher left), so two watchers never hide each other. `release` finds
 //! the watcher of a mirror through the same files and signals it.
 
-use crate::names::{esc, shell_word};
+use crate::output::names::{esc, shell_word};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -205,8 +205,8 @@ fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "  mirrored:     {}, {} since start ({} deleted, {} failed)",
-            crate::names::count_of(p.files_mirrored, "file"),
-            crate::names::human_bytes(p.bytes_mirrored),
+            crate::output::names::count_of(p.files_mirrored, "file"),
+            crate::output::names::human_bytes(p.bytes_mirrored),
             p.deleted,
             p.failed
         );
@@ -214,7 +214,7 @@ fn render(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "  held back:    {} (run `datasafe release` to let them through)",
-                crate::names::count_of(p.held_deletions, "deletion")
+                crate::output::names::count_of(p.held_deletions, "deletion")
             );
         }
         if let Some(error) = &p.last_error {
@@ -343,14 +343,14 @@ fn signal_watchers(
             eprintln!(
                 "error: cannot signal the watcher (pid {}): {}",
                 report.pid,
-                crate::names::io_message(&e)
+                crate::output::names::io_message(&e)
             );
             continue;
         }
         asked += 1;
         for p in pairs {
             let held = if p.held_deletions > 0 {
-                crate::names::count_of(p.held_deletions, "held deletion")
+                crate::output::names::count_of(p.held_deletions, "held deletion")
             } else {
                 "no held deletions now".to_string()
             };

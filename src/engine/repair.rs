@@ -17,12 +17,13 @@
 //!
 //! Nothing here writes anything; DST is read without following a symlink inside it.
 
+use crate::engine::plan::strip_gz;
+use crate::engine::scan::DestItem;
 use crate::hash::{self, Digest};
-use crate::index::{MirrorState, Record, Stored};
-use crate::names::{esc, io_message};
-use crate::plan::strip_gz;
+use crate::model::{Kind, Meta};
+use crate::model::{MirrorState, Record, Stored};
+use crate::output::names::{esc, io_message};
 use crate::platform::{self, Beneath};
-use crate::scan::{DestItem, Kind, Meta};
 use crossbeam_channel::bounded;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -349,7 +350,7 @@ fn read_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::OnDisk;
+    use crate::model::OnDisk;
     use filetime::FileTime;
 
     fn meta(size: u64, secs: i64, mode: u32) -> Meta {

@@ -2,12 +2,12 @@
 //! keep), the progress bar on a terminal, and the summary at the end in its fixed form
 //! ("Backup completed at …, Duration: … seconds, Files backed up: N") plus JSON.
 
-use crate::exec::{Done, Outcome};
-use crate::index::Stored;
-use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{count_of, esc, human_bytes};
-use crate::plan::{Action, strip_gz};
-use crate::scan::Kind;
+use crate::engine::exec::{Done, Outcome};
+use crate::engine::plan::{Action, strip_gz};
+use crate::model::Kind;
+use crate::model::Stored;
+use crate::output::logging::{self, DETAIL, SUMMARY};
+use crate::output::names::{count_of, esc, human_bytes};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -327,7 +327,7 @@ impl Summary {
         if self.held_deletions > 0 {
             log::warn!(
                 "{} held back by the deletion guard (see above); nothing was lost",
-                crate::names::count_of(self.held_deletions, "deletion")
+                crate::output::names::count_of(self.held_deletions, "deletion")
             );
         }
         logging::print_line(false, &first);
@@ -418,8 +418,8 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Record;
-    use crate::scan::Meta;
+    use crate::model::Meta;
+    use crate::model::Record;
 
     fn stored(name: &str) -> Outcome {
         Outcome::Stored {

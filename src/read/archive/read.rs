@@ -5,11 +5,11 @@
 //! Small files are read whole into memory (so a retry costs nothing in the archive);
 //! larger ones are left to the writer to stream, which is what keeps memory flat.
 
-use crate::exec::unchanged_since;
-use crate::index::Stored;
-use crate::names::{esc, io_message};
-use crate::restore::{Content, is_damaged};
-use crate::scan::Meta;
+use crate::engine::exec::unchanged_since;
+use crate::model::Meta;
+use crate::model::Stored;
+use crate::output::names::{esc, io_message};
+use crate::read::restore::{Content, is_damaged};
 use std::fs::Metadata;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

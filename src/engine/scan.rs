@@ -3,9 +3,9 @@
 //! list of names it holds. Symlinks are never followed, so a link loop cannot hang a
 //! walk. Nothing here writes anything or decides what to do with what it finds.
 
-use crate::filter::Excludes;
+use crate::config::filter::Excludes;
+use crate::model::{Entry, Kind, Meta};
 use crate::platform;
-use filetime::FileTime;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
@@ -15,69 +15,6 @@ use walkdir::WalkDir;
 
 /// The folder inside DST that holds datasafe's own state; never mirrored or deleted.
 pub const STATE_DIR: &str = ".datasafe";
-
-/// What kind of thing a path is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-    /// A symbolic link (mirrored as a link, never followed).
-    Symlink,
-    /// A FIFO, socket or device node: skipped with a warning.
-    Special,
-}
-
-impl Kind {
-    /// The kind a file type stands for.
-    pub fn of(ft: std::fs::FileType) -> Kind {
-        if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else {
-            Kind::Special
-        }
-    }
-}
-
-/// The metadata a mirror compares: size, modification time (ns) and permission bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    /// Size in bytes (of the source content, for gzipped entries too).
-    pub size: u64,
-    /// Modification time with nanoseconds.
-    pub mtime: FileTime,
-    /// Permission bits (`0o7777`).
-    pub mode: u32,
-}
-
-impl Meta {
-    /// Reads the compared fields off `lstat`/`fstat` metadata.
-    pub fn of(meta: &Metadata) -> Meta {
-        Meta {
-            size: meta.len(),
-            mtime: FileTime::from_last_modification_time(meta),
-            mode: platform::mode_of(meta),
-        }
-    }
-}
-
-/// One thing found in the source tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Path relative to the source root; empty for the root itself.
-    pub rel: PathBuf,
-    /// What it is.
-    pub kind: Kind,
-    /// Size, mtime and mode as the walk saw them.
-    pub meta: Meta,
-    /// For symlinks, where the link points (exactly as stored, not resolved).
-    pub target: Option<PathBuf>,
-}
 
 /// One item of a source walk: an entry, or a path that could not be read.
 #[derive(Debug)]

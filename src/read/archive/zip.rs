@@ -10,8 +10,8 @@
 use super::read::{self, Failure, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
-use crate::index::Stored;
-use crate::scan::Meta;
+use crate::model::Meta;
+use crate::model::Stored;
 use chrono::{Datelike, Local, TimeZone, Timelike};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;

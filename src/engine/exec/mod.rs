@@ -15,11 +15,12 @@ mod ops;
 /// Whether a file read through an open handle is still what it was (as `sync` checks).
 pub use ops::unchanged_since;
 
-use crate::index::Record;
-use crate::names::{esc, io_message};
-use crate::plan::Action;
-use crate::scan::{Kind, STATE_DIR};
-use crate::versions::Retention;
+use crate::engine::plan::Action;
+use crate::engine::scan::STATE_DIR;
+use crate::model::Kind;
+use crate::model::Record;
+use crate::output::names::{esc, io_message};
+use crate::store::versions::Retention;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -179,7 +180,7 @@ fn least_needed(action: &Action) -> u64 {
     match action {
         Action::Copy {
             entry,
-            stored: crate::index::Stored::Plain,
+            stored: crate::model::Stored::Plain,
             ..
         } => entry.meta.size,
         _ => 0,
@@ -396,7 +397,7 @@ impl Executor {
     }
 
     /// Sets a folder's mode and mtime, after everything inside it was written.
-    pub fn finish_dir(&self, rel: &Path, meta: &crate::scan::Meta) -> Result<(), String> {
+    pub fn finish_dir(&self, rel: &Path, meta: &crate::model::Meta) -> Result<(), String> {
         self.set_dir_meta(rel, meta).map_err(|e| {
             format!(
                 "setting mode and time on {}: {}",
@@ -463,13 +464,13 @@ pub fn spawn_workers<'scope, 'env>(
 ) {
     // Workers log too (kept versions): with the pair's name, like the thread that spawns
     // them.
-    let pair = crate::logging::current_pair();
+    let pair = crate::output::logging::current_pair();
     for _ in 0..jobs.max(1) {
         let actions = actions.clone();
         let outcomes = outcomes.clone();
         let pair = pair.clone();
         scope.spawn(move || {
-            crate::logging::set_pair(pair);
+            crate::output::logging::set_pair(pair);
             for action in actions {
                 if outcomes.send(exec.run(action)).is_err() {
                     break;

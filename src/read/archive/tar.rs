@@ -12,9 +12,9 @@
 use super::read::{self, Exact, Failure, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
-use crate::index::Stored;
-use crate::names::{esc, io_message};
-use crate::scan::Meta;
+use crate::model::Meta;
+use crate::model::Stored;
+use crate::output::names::{esc, io_message};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
 use std::collections::VecDeque;

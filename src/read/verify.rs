@@ -15,17 +15,19 @@
 //! look against the index as it is by then, so a file replaced mid-check is not reported.
 
 use crate::cli::{MirrorArgs, OutputArgs, PairArgs, SyncArgs, VerifyArgs};
+use crate::config::filter::Excludes;
 use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
-use crate::filter::Excludes;
+use crate::engine::plan::strip_gz;
+use crate::engine::repair::Check;
+use crate::engine::scan::{self, STATE_DIR, ScanRules, Scanned};
 use crate::hash::{self, Digest};
-use crate::index::{self, Index, MirrorState, Record, Stored};
-use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
-use crate::plan::strip_gz;
+use crate::index::{self, Index};
+use crate::model::{Entry, Kind};
+use crate::model::{MirrorState, Record, Stored};
+use crate::output::logging::{self, DETAIL, SUMMARY};
+use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
+use crate::output::report::{Progress, Summary};
 use crate::platform::{self, Beneath, BeneathError};
-use crate::repair::Check;
-use crate::report::{Progress, Summary};
-use crate::scan::{self, Entry, Kind, STATE_DIR, ScanRules, Scanned};
 use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -596,7 +598,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
             Err(message) => {
                 log::error!("{message}");
                 logging::clear_progress();
-                return crate::app::EXIT_USAGE;
+                return crate::cli::run::EXIT_USAGE;
             }
         }
         logging::set_pair(None);
@@ -696,7 +698,7 @@ fn repair(
 ) -> Result<Summary, String> {
     config::check_source(&cfg.pair.src)?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
-    let mut mirror = crate::sync::Mirror::open_to_write(cfg, stop, show_progress)?;
+    let mut mirror = crate::engine::sync::Mirror::open_to_write(cfg, stop, show_progress)?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
     mirror.commit();
     Ok(mirror.into_summary())
@@ -770,9 +772,9 @@ fn looks_gzipped(dst: &Path) -> bool {
 /// then problems found.
 pub fn exit_code(total: &Counts, with_source: bool, interrupted: bool, unusable: bool) -> u8 {
     if interrupted {
-        crate::app::EXIT_INTERRUPTED
+        crate::cli::run::EXIT_INTERRUPTED
     } else if unusable {
-        crate::app::EXIT_USAGE
+        crate::cli::run::EXIT_USAGE
     } else if total.failed(with_source) {
         1
     } else {
@@ -1256,7 +1258,7 @@ fn content_verdict(record: &Record, digest: Digest, n: u64) -> Verdict {
         Some(want) if want == digest => Verdict::Intact,
         Some(_) if n != record.meta.size => Verdict::Bad(Problem::Damaged(format!(
             "holds {}, the index recorded {}",
-            crate::names::count_of(n, "byte"),
+            crate::output::names::count_of(n, "byte"),
             record.meta.size
         ))),
         Some(_) => Verdict::Bad(Problem::Damaged(
@@ -1555,7 +1557,7 @@ impl<'a> SecondLook<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Meta;
+    use crate::model::Meta;
     use filetime::FileTime;
 
     fn meta(size: u64) -> Meta {

@@ -16,13 +16,13 @@
 
 use crate::cli::RestoreArgs;
 use crate::hash::CHUNK;
-use crate::history::{self, History, Kept, Live, in_scope};
-use crate::index::Stored;
-use crate::logging::{self, DETAIL, SUMMARY};
-use crate::names::{esc, io_message};
+use crate::model::Stored;
+use crate::model::{Kind, Meta};
+use crate::output::logging::{self, DETAIL, SUMMARY};
+use crate::output::names::{esc, io_message};
 use crate::platform;
-use crate::scan::{Kind, Meta};
-use crate::versions::VERSIONS_DIR;
+use crate::read::history::{self, History, Kept, Live, in_scope};
+use crate::store::versions::VERSIONS_DIR;
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
@@ -158,7 +158,7 @@ pub enum Origin {
     /// An empty live folder.
     Folder,
     /// The first `size` bytes of a file in DST (a later version, or the live file),
-    /// for a prefix marker ([`crate::versions::Prefix`]): checked against `sha`, and
+    /// for a prefix marker ([`crate::store::versions::Prefix`]): checked against `sha`, and
     /// given the marker's mode and mtime.
     Prefix {
         /// The file holding the bytes, relative to DST.
@@ -305,7 +305,7 @@ fn prefix_origin(
     versions: &[&Kept],
     i: usize,
     live: Option<&Live>,
-    prefix: crate::versions::Prefix,
+    prefix: crate::store::versions::Prefix,
 ) -> Option<Origin> {
     let key = |k: &Kept| (k.version.at, k.version.seq);
     let after = key(versions[i]);
@@ -344,7 +344,7 @@ fn is_leaf(paths: &BTreeSet<&Path>, dir: &Path) -> bool {
 
 /// A version's path relative to DST.
 fn version_name(path: &Path) -> PathBuf {
-    Path::new(crate::scan::STATE_DIR)
+    Path::new(crate::engine::scan::STATE_DIR)
         .join(VERSIONS_DIR)
         .join(path)
 }
@@ -856,7 +856,7 @@ pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
         Ok((mut history, plan)) => execute(args, &mut history, &plan, stop, started),
         Err(message) => {
             eprintln!("error: {message}");
-            crate::app::EXIT_USAGE
+            crate::cli::run::EXIT_USAGE
         }
     }
 }
@@ -991,7 +991,7 @@ fn execute(
     if failed > 0 {
         log::error!(
             "{} could not be restored; see the errors above",
-            crate::names::count_of(failed, "path")
+            crate::output::names::count_of(failed, "path")
         );
     }
     let line = format!(
@@ -1007,7 +1007,7 @@ fn execute(
     logging::print_line(false, &line);
     log::info!(target: SUMMARY, "{line}");
     if interrupted {
-        crate::app::EXIT_INTERRUPTED
+        crate::cli::run::EXIT_INTERRUPTED
     } else if failed > 0 {
         1
     } else {
@@ -1018,7 +1018,7 @@ fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::versions::{Version, version_name as vname};
+    use crate::store::versions::{Version, version_name as vname};
     use chrono::NaiveDate;
 
     fn t(h: u32, m: u32, s: u32) -> NaiveDateTime {

@@ -4,10 +4,11 @@
 //! DST that is not a real folder.
 
 use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
+use crate::engine::scan::STATE_DIR;
 use crate::hash::{self, CHUNK, Digest};
-use crate::index::{OnDisk, Record, Stored};
+use crate::model::{Entry, Kind, Meta};
+use crate::model::{OnDisk, Record, Stored};
 use crate::platform;
-use crate::scan::{Entry, Kind, Meta, STATE_DIR};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
@@ -273,8 +274,8 @@ impl Executor {
             Err(e) => {
                 log::warn!(
                     "{} cannot be read back ({}); copying it again",
-                    crate::names::esc(&dst_path),
-                    crate::names::io_message(&e)
+                    crate::output::names::esc(&dst_path),
+                    crate::output::names::io_message(&e)
                 );
                 None
             }
@@ -286,7 +287,7 @@ impl Executor {
             {
                 log::warn!(
                     "{} did not hold what was mirrored; copying it again",
-                    crate::names::esc(&dst_path)
+                    crate::output::names::esc(&dst_path)
                 );
             }
             return self.copy(entry, stored, None);
@@ -463,11 +464,14 @@ impl Executor {
     /// loses nothing.
     fn same_as_source(&self, name: &Path, meta: &Metadata) -> bool {
         let stored = filetime::FileTime::from_last_modification_time(meta);
-        [Some(name.to_path_buf()), crate::plan::strip_gz(name)]
-            .into_iter()
-            .flatten()
-            .filter_map(|rel| fs::symlink_metadata(self.src.join(rel)).ok())
-            .any(|m| m.is_file() && filetime::FileTime::from_last_modification_time(&m) == stored)
+        [
+            Some(name.to_path_buf()),
+            crate::engine::plan::strip_gz(name),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|rel| fs::symlink_metadata(self.src.join(rel)).ok())
+        .any(|m| m.is_file() && filetime::FileTime::from_last_modification_time(&m) == stored)
     }
 
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);

@@ -2,6 +2,8 @@
 //! the machine (those are settled in `config`). Flag names are a contract that people
 //! script against; change them only with a deprecation path.
 
+pub mod run;
+
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,7 +76,7 @@ pub enum AgentCommand {
         watch: WatchArgs,
         /// Which service manager to print for [default: this system's].
         #[arg(long, value_enum)]
-        platform: Option<crate::agent::Platform>,
+        platform: Option<crate::daemon::agent::Platform>,
     },
 }
 
@@ -427,11 +429,11 @@ pub struct MirrorArgs {
     /// How long replaced and deleted files are kept in DST/.datasafe/versions:
     /// `staggered` (all for an hour, hourly for a day, daily for 30 days), a duration
     /// such as `7d`, or `0` for no versions [default: staggered].
-    #[arg(long, value_name = "RETENTION", value_parser = crate::versions::Retention::parse)]
-    pub keep_versions: Option<crate::versions::Retention>,
+    #[arg(long, value_name = "RETENTION", value_parser = crate::store::versions::Retention::parse)]
+    pub keep_versions: Option<crate::store::versions::Retention>,
     /// The most space all versions may take, such as `10GiB`, `500MB`, `1G` or plain
     /// bytes; the oldest are pruned past it after each full pass [default: no limit].
-    #[arg(long, value_name = "SIZE", value_parser = crate::versions::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::store::versions::parse_size)]
     pub versions_max_size: Option<u64>,
     /// Let through deletions the guard holds back (an emptied source, a mass delete).
     #[arg(long)]

@@ -6,12 +6,13 @@
 //! decide how it is stored. Folders come before what they hold, every folder above an
 //! entry is an entry (with its recorded mode and mtime), and `.datasafe/` never is.
 
-use crate::filter::Excludes;
-use crate::history::History;
-use crate::index::Stored;
-use crate::names::{esc, io_message};
-use crate::restore::{Origin, Plan};
-use crate::scan::{self, Kind, Meta, ScanRules, Scanned};
+use crate::config::filter::Excludes;
+use crate::engine::scan::{self, ScanRules, Scanned};
+use crate::model::Stored;
+use crate::model::{Kind, Meta};
+use crate::output::names::{esc, io_message};
+use crate::read::history::History;
+use crate::read::restore::{Origin, Plan};
 use filetime::FileTime;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -201,7 +202,7 @@ pub fn of_mirror(
             Origin::Prefix { .. } => {
                 match scratch
                     .dir()
-                    .and_then(|dir| crate::restore::write_prefix(history, item, &dir, stop))
+                    .and_then(|dir| crate::read::restore::write_prefix(history, item, &dir, stop))
                 {
                     Ok(path) => Entry {
                         rel: item.rel.clone(),

@@ -17,9 +17,9 @@ mod tar;
 mod zip;
 
 use crate::cli::{ArchiveArgs, ArchiveFormat};
-use crate::filter::Excludes;
-use crate::names::{esc, human_bytes, io_message};
-use crate::scan::{STATE_DIR, ScanRules};
+use crate::config::filter::Excludes;
+use crate::engine::scan::{STATE_DIR, ScanRules};
+use crate::output::names::{esc, human_bytes, io_message};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use out::{Dest, Partial, Trickle};
@@ -96,7 +96,7 @@ impl Ctx<'_> {
     }
 
     fn say(&self, line: &str) {
-        crate::logging::print_line(self.to_stderr, line);
+        crate::output::logging::print_line(self.to_stderr, line);
     }
 
     fn tick(&self) {
@@ -165,15 +165,15 @@ pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> u8 {
         Err(Stop::Interrupted) => {
             let line = format!(
                 "Backup interrupted at {}, Duration: {:.2} seconds; no archive was written",
-                Local::now().format(crate::restore::AT_FORMAT),
+                Local::now().format(crate::read::restore::AT_FORMAT),
                 started.elapsed().as_secs_f64()
             );
-            crate::logging::print_line(true, &line);
-            crate::app::EXIT_INTERRUPTED
+            crate::output::logging::print_line(true, &line);
+            crate::cli::run::EXIT_INTERRUPTED
         }
         Err(Stop::Fatal(message)) => {
             eprintln!("error: {message}");
-            crate::app::EXIT_USAGE
+            crate::cli::run::EXIT_USAGE
         }
     }
 }
@@ -256,13 +256,13 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
     });
     let listed = if is_mirror {
         let (mut history, plan) =
-            crate::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
+            crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
         let mut listing =
             source::of_mirror(&mut history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
     } else {
-        let scopes = crate::restore::scopes_of(&args.paths).map_err(usage)?;
+        let scopes = crate::read::restore::scopes_of(&args.paths).map_err(usage)?;
         (!scopes.is_empty()).then(|| source::of_folder(source, &scopes, &rules))
     };
     let (partial, sink, writing) = match &dest {
@@ -280,7 +280,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         {
             bar.set_style(style);
         }
-        crate::logging::set_progress(bar.clone());
+        crate::output::logging::set_progress(bar.clone());
         bar
     });
     let ctx = Ctx {
@@ -298,7 +298,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         .ok()
         .filter(|_| !prefix.is_empty())
         .map(|m| {
-            let meta = crate::scan::Meta::of(&m);
+            let meta = crate::model::Meta::of(&m);
             Entry {
                 rel: PathBuf::new(),
                 kind: EntryKind::Dir,
@@ -323,7 +323,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
             (written, walker.join().unwrap_or(0))
         }),
     };
-    crate::logging::clear_progress();
+    crate::output::logging::clear_progress();
     let (tally, counted) = written?;
     let bytes_out = match (&dest, partial) {
         (Dest::File(path), Some(partial)) => {
@@ -354,7 +354,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
     let duration = started.elapsed().as_secs_f64();
     ctx.say(&format!(
         "Backup completed at {}, Duration: {duration:.2} seconds, Files backed up: {}",
-        Local::now().format(crate::restore::AT_FORMAT),
+        Local::now().format(crate::read::restore::AT_FORMAT),
         tally.files
     ));
     ctx.say(&format!(
