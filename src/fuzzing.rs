@@ -10,9 +10,10 @@
 
 use crate::cli::{MirrorArgs, OutputArgs};
 use crate::config::{CliLayer, file};
-use crate::engine::scan::STATE_DIR;
-use crate::index::{self, INDEX_FILE, Index};
+use crate::index::{self, Index};
 use crate::platform;
+use crate::store::layout::INDEX_FILE;
+use crate::store::layout::STATE_DIR;
 use crate::store::versions;
 use chrono::NaiveDate;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use crate::engine::scan::DestItem;
 use crate::hash::Digest;
 use crate::model::{Kind, Meta, MirrorState, OnDisk, Record, Stored};
 use crate::platform;
+use crate::store::layout::INDEX_FILE;
 use filetime::FileTime;
 use rusqlite::{Connection, OpenFlags, params};
 use std::fs::File;
@@ -18,8 +19,6 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// File name of the index inside the state folder.
-pub const INDEX_FILE: &str = "index.db";
 /// Version 2 added `disk_size` and `disk_ino` (what DST holds, recorded at write, for
 /// the watcher's fallback rescan); a version 1 index is upgraded in place on open.
 const SCHEMA_VERSION: i64 = 2;

@@ -6,15 +6,13 @@
 use crate::config::filter::Excludes;
 use crate::model::{Entry, Kind, Meta};
 use crate::platform;
+use crate::store::layout::STATE_DIR;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
-
-/// The folder inside DST that holds datasafe's own state; never mirrored or deleted.
-pub const STATE_DIR: &str = ".datasafe";
 
 /// One item of a source walk: an entry, or a path that could not be read.
 #[derive(Debug)]

@@ -22,12 +22,13 @@ use crate::config::{Config, Pair, Settings, Verbosity, check_source};
 use crate::engine::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
 use crate::engine::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
-use crate::engine::scan::{self, DestItem, STATE_DIR, ScanRules, Scanned};
+use crate::engine::scan::{self, DestItem, ScanRules, Scanned};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{count_of, esc, io_message};
 use crate::output::report::{Progress, Summary};
+use crate::store::layout::STATE_DIR;
 use crate::watch::Hint;
 use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
@@ -971,7 +972,7 @@ impl Mirror {
             .pair
             .dst_canonical
             .join(STATE_DIR)
-            .join(crate::store::versions::VERSIONS_DIR);
+            .join(crate::store::layout::VERSIONS_DIR);
         // Only names that left something to restore: a symlink or a folder holding no
         // file keeps no version, and `restore` refuses a PATH with nothing under it.
         let names: Option<Vec<PathBuf>> = planned
@@ -1021,9 +1022,7 @@ impl Mirror {
                 esc(dst),
                 count_of(kept, "file"),
                 esc(src),
-                esc(&dst
-                    .join(STATE_DIR)
-                    .join(crate::store::versions::VERSIONS_DIR)),
+                esc(&dst.join(STATE_DIR).join(crate::store::layout::VERSIONS_DIR)),
                 if kept == 1 { "it" } else { "them" },
                 shell_word(&dst.to_string_lossy()),
                 shell_word(&restore_target(dst).to_string_lossy()),
@@ -1684,7 +1683,9 @@ fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
 
 fn discard_index(state_dir: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(state_dir.join(format!("{}{suffix}", index::INDEX_FILE)));
+        let _ = std::fs::remove_file(
+            state_dir.join(format!("{}{suffix}", crate::store::layout::INDEX_FILE)),
+        );
     }
 }
 

@@ -12,12 +12,14 @@
 use crate::index::{self, Index};
 
 use crate::engine::plan::strip_gz;
-use crate::engine::scan::{self, STATE_DIR};
+use crate::engine::scan::{self};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
 use crate::platform;
-use crate::store::versions::{self, VERSIONS_DIR, Version};
+use crate::store::layout::STATE_DIR;
+use crate::store::layout::VERSIONS_DIR;
+use crate::store::versions::{self, Version};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::File;

@@ -22,7 +22,7 @@ use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::read::history::{self, History, Kept, Live, in_scope};
-use crate::store::versions::VERSIONS_DIR;
+use crate::store::layout::VERSIONS_DIR;
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
@@ -344,7 +344,7 @@ fn is_leaf(paths: &BTreeSet<&Path>, dir: &Path) -> bool {
 
 /// A version's path relative to DST.
 fn version_name(path: &Path) -> PathBuf {
-    Path::new(crate::engine::scan::STATE_DIR)
+    Path::new(crate::store::layout::STATE_DIR)
         .join(VERSIONS_DIR)
         .join(path)
 }

@@ -19,7 +19,7 @@ use crate::config::filter::Excludes;
 use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
 use crate::engine::plan::strip_gz;
 use crate::engine::repair::Check;
-use crate::engine::scan::{self, STATE_DIR, ScanRules, Scanned};
+use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::hash::{self, Digest};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind};
@@ -28,6 +28,7 @@ use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::output::report::{Progress, Summary};
 use crate::platform::{self, Beneath, BeneathError};
+use crate::store::layout::STATE_DIR;
 use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -857,7 +858,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
             };
             return Err(format!(
                 "no index at {}: run datasafe sync{compress} {src} {} first",
-                esc(&state_dir.join(index::INDEX_FILE)),
+                esc(&state_dir.join(crate::store::layout::INDEX_FILE)),
                 shell_word(dst)
             ));
         }
@@ -1473,9 +1474,11 @@ struct Fingerprint(Vec<Option<(u64, Option<SystemTime>)>>);
 impl Fingerprint {
     fn of(state_dir: &Path) -> Fingerprint {
         let file = |suffix: &str| {
-            std::fs::symlink_metadata(state_dir.join(format!("{}{suffix}", index::INDEX_FILE)))
-                .ok()
-                .map(|m| (m.len(), m.modified().ok()))
+            std::fs::symlink_metadata(
+                state_dir.join(format!("{}{suffix}", crate::store::layout::INDEX_FILE)),
+            )
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
         };
         Fingerprint(vec![file(""), file("-wal")])
     }

@@ -27,13 +27,11 @@
 //! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
 //! copy is renamed over them, deleted ones are renamed.
 
+use crate::store::layout::VERSIONS_DIR;
 use chrono::{Duration as Span, NaiveDateTime};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Folder holding versions, inside the state folder.
-pub const VERSIONS_DIR: &str = "versions";
 
 /// The timestamp format inside a version's name.
 const STAMP: &str = "%Y%m%d_%H%M%S";
@@ -324,7 +322,7 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
 /// A shortened version's `stored` is the whole name from its sidecar (see the module's
 /// notes).
 pub fn list(dst: &Path) -> Vec<Version> {
-    let root = dst.join(crate::engine::scan::STATE_DIR).join(VERSIONS_DIR);
+    let root = dst.join(crate::store::layout::STATE_DIR).join(VERSIONS_DIR);
     let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
     let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
         .follow_links(false)

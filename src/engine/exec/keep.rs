@@ -15,9 +15,10 @@
 
 use super::ops::Reach;
 use super::{Executor, OpError};
-use crate::engine::scan::STATE_DIR;
 use crate::output::names::{esc, io_message};
-use crate::store::versions::{self, Retention, VERSIONS_DIR};
+use crate::store::layout::STATE_DIR;
+use crate::store::layout::VERSIONS_DIR;
+use crate::store::versions::{self, Retention};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -16,10 +16,11 @@ mod ops;
 pub use ops::unchanged_since;
 
 use crate::engine::plan::Action;
-use crate::engine::scan::STATE_DIR;
 use crate::model::Kind;
 use crate::model::Record;
 use crate::output::names::{esc, io_message};
+use crate::store::layout::STATE_DIR;
+use crate::store::layout::{LOCK_FILE, TMP_DIR};
 use crate::store::versions::Retention;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
@@ -28,8 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Scope;
 
-/// Temp folder inside the state folder.
-pub const TMP_DIR: &str = "tmp";
 /// How many times a file that changed while being copied is copied again.
 pub const COPY_RETRIES: u32 = 3;
 
@@ -186,9 +185,6 @@ fn least_needed(action: &Action) -> u64 {
         _ => 0,
     }
 }
-
-/// File holding the one-writer lock inside the state folder.
-pub const LOCK_FILE: &str = "lock";
 
 /// Carries out actions for one mirror.
 pub struct Executor {

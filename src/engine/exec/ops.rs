@@ -4,11 +4,11 @@
 //! DST that is not a real folder.
 
 use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
-use crate::engine::scan::STATE_DIR;
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{OnDisk, Record, Stored};
 use crate::platform;
+use crate::store::layout::STATE_DIR;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};

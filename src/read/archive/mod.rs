@@ -18,8 +18,9 @@ mod zip;
 
 use crate::cli::{ArchiveArgs, ArchiveFormat};
 use crate::config::filter::Excludes;
-use crate::engine::scan::{STATE_DIR, ScanRules};
+use crate::engine::scan::ScanRules;
 use crate::output::names::{esc, human_bytes, io_message};
+use crate::store::layout::STATE_DIR;
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use out::{Dest, Partial, Trickle};

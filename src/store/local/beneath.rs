@@ -1,0 +1,476 @@
+//! Open folders as handles and reach names below them without ever following a symlink:
+//! the one primitive the local store (and every read of SRC) is built on. A name is
+//! reached from a folder handle, never by handing the kernel a whole path to resolve
+//! again, so a folder swapped for a symlink between a check and a use cannot redirect a
+//! write, a delete, a chmod or a read outside the tree (the class of rsync's
+//! CVE-2024-12087/12088). It also reaches paths longer than `PATH_MAX`: each step is
+//! resolved relative to the folder before it.
+//!
+//! On Linux a whole relative path is resolved in one `openat2` call with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` (the kernel refuses any symlink or `..` on the
+//! way); elsewhere, on kernels without `openat2` (or where a sandbox forbids it) and for
+//! paths near `PATH_MAX`, folder by folder with `openat(O_DIRECTORY | O_NOFOLLOW)`.
+//! Either way a symlink, a file or anything else that is not a real folder on the way
+//! is reported as `ENOTDIR` ([`io::ErrorKind::NotADirectory`]).
+//!
+//! Only this file knows about file descriptors; on platforms without the `openat`
+//! family the same API resolves whole paths after checking each folder with `lstat`,
+//! which is as safe as datasafe was before it had handles (and no safer).
+
+use crate::model::Kind;
+use filetime::FileTime;
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Component, Path};
+
+/// What a name in a folder is, as `lstat` sees it (never through a symlink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// File, folder, symlink or something else.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time with nanoseconds.
+    pub mtime: FileTime,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Inode number (0 where there is none).
+    pub ino: u64,
+    /// Device (filesystem) the name lives on.
+    pub dev: u64,
+    /// Hard links to it.
+    pub nlink: u64,
+}
+
+/// The folder components of a plain relative path, refusing `..`, a root or a prefix
+/// (a name from an index or an event could be tampered with).
+pub fn components(rel: &Path) -> io::Result<Vec<&OsStr>> {
+    let mut names = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(name) => names.push(name),
+            Component::CurDir => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a plain relative path", rel.display()),
+                ));
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Splits a name into the folder that holds it and its last component. An empty name
+/// (the root) has no last component.
+pub fn split(name: &Path) -> (&Path, Option<&OsStr>) {
+    (name.parent().unwrap_or(Path::new("")), name.file_name())
+}
+
+#[cfg(unix)]
+pub use unix::Dir;
+
+#[cfg(unix)]
+mod unix {
+    use super::{Status, components};
+    use crate::model::Kind;
+    use filetime::FileTime;
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use std::ffi::{OsStr, OsString};
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    /// Bytes of path handed to one `openat2` call; `PATH_MAX` is 4096 with the NUL.
+    const CHUNK_BYTES: usize = 3584;
+
+    /// Flags for opening a folder on the way: never through a symlink, never a
+    /// controlling terminal, closed on exec.
+    fn dir_flags() -> OFlags {
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+    }
+
+    /// An open folder.
+    #[derive(Debug)]
+    pub struct Dir {
+        fd: OwnedFd,
+    }
+
+    impl AsFd for Dir {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.fd.as_fd()
+        }
+    }
+
+    impl Dir {
+        /// Opens the folder at `path`, following symlinks in `path` itself: it is the
+        /// root the user named (`~/backup` may well be a link to another disk).
+        pub fn open_root(path: &Path) -> io::Result<Dir> {
+            let fd = rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            Ok(Dir { fd })
+        }
+
+        /// Another handle on the same folder.
+        pub fn try_clone(&self) -> io::Result<Dir> {
+            Ok(Dir {
+                fd: self.fd.try_clone()?,
+            })
+        }
+
+        /// The folder `rel` below this one (this one again for an empty `rel`); every
+        /// component must be a real folder: a symlink, a file or a missing name on the
+        /// way fails (`NotADirectory` or `NotFound`).
+        pub fn dir(&self, rel: &Path) -> io::Result<Dir> {
+            let names = components(rel)?;
+            let mut dir: Option<Dir> = None;
+            for chunk in chunks(&names) {
+                let from = dir.as_ref().unwrap_or(self);
+                dir = Some(from.dir_chunk(chunk)?);
+            }
+            match dir {
+                Some(dir) => Ok(dir),
+                None => self.try_clone(),
+            }
+        }
+
+        /// Resolves a run of components short enough for one `openat2` call.
+        fn dir_chunk(&self, names: &[&OsStr]) -> io::Result<Dir> {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(result) = self.dir_openat2(names) {
+                return result.map_err(not_a_folder);
+            }
+            let mut dir: Option<Dir> = None;
+            for name in names {
+                let from = dir.as_ref().unwrap_or(self);
+                let fd = rustix::fs::openat(from, *name, dir_flags(), Mode::empty())
+                    .map_err(|e| not_a_folder(e.into()))?;
+                dir = Some(Dir { fd });
+            }
+            match dir {
+                Some(dir) => Ok(dir),
+                None => self.try_clone(),
+            }
+        }
+
+        /// One `openat2` for the whole run, or `None` when the kernel cannot (too old,
+        /// or a sandbox refuses the call): then the caller walks folder by folder.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        fn dir_openat2(&self, names: &[&OsStr]) -> Option<io::Result<Dir>> {
+            use rustix::fs::ResolveFlags;
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+            if UNAVAILABLE.load(Ordering::Relaxed) {
+                return None;
+            }
+            let mut path = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name.as_bytes());
+            }
+            let path = OsStr::from_bytes(&path);
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            // EAGAIN: a rename elsewhere raced the lookup; the kernel asks for a retry.
+            for _ in 0..4 {
+                match rustix::fs::openat2(self, path, dir_flags(), Mode::empty(), how) {
+                    Ok(fd) => return Some(Ok(Dir { fd })),
+                    Err(rustix::io::Errno::AGAIN) => continue,
+                    Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)
+                    | Err(rustix::io::Errno::INVAL) => {
+                        UNAVAILABLE.store(true, Ordering::Relaxed);
+                        return None;
+                    }
+                    Err(e) => return Some(Err(e.into())),
+                }
+            }
+            None
+        }
+
+        /// Opens the regular file `name` in this folder for reading, never through a
+        /// symlink (`O_NOFOLLOW`) and never blocking on a FIFO put in its place.
+        pub fn open_file(&self, name: &OsStr) -> io::Result<File> {
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(self, name, flags, Mode::empty())?;
+            let file = File::from(fd);
+            if !file.metadata()?.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is not a regular file",
+                ));
+            }
+            // Reads of a regular file never block; clear O_NONBLOCK anyway so nothing
+            // downstream sees EAGAIN.
+            rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
+            Ok(file)
+        }
+
+        /// What `name` in this folder is, without following it.
+        pub fn status(&self, name: &OsStr) -> io::Result<Status> {
+            let st = rustix::fs::statat(self, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(status_of(&st))
+        }
+
+        /// What this folder itself is.
+        pub fn own_status(&self) -> io::Result<Status> {
+            Ok(status_of(&rustix::fs::fstat(self)?))
+        }
+
+        /// The target of the symlink `name` in this folder, exactly as stored.
+        pub fn read_link(&self, name: &OsStr) -> io::Result<PathBuf> {
+            let target = rustix::fs::readlinkat(self, name, Vec::new())?;
+            Ok(PathBuf::from(OsString::from_vec(target.into_bytes())))
+        }
+
+        /// The names in this folder (not `.` and `..`) with their kind as `readdir`
+        /// reports it (`None` where the filesystem does not say: ask [`Dir::status`]).
+        pub fn entries(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+            let fd = rustix::fs::openat(self, c".", dir_flags(), Mode::empty())?;
+            let mut dir = rustix::fs::Dir::new(fd)?;
+            let mut out = Vec::new();
+            while let Some(entry) = dir.read() {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let kind = match entry.file_type() {
+                    FileType::Unknown => None,
+                    other => Some(kind_of(other)),
+                };
+                out.push((OsStr::from_bytes(name).to_owned(), kind));
+            }
+            Ok(out)
+        }
+    }
+
+    fn kind_of(ft: FileType) -> Kind {
+        match ft {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Special,
+        }
+    }
+
+    // The casts are no-ops on Linux and needed elsewhere (macOS's `stat` fields have
+    // other widths).
+    #[allow(clippy::unnecessary_cast)]
+    fn status_of(st: &rustix::fs::Stat) -> Status {
+        Status {
+            kind: kind_of(FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode)),
+            size: st.st_size as u64,
+            mtime: FileTime::from_unix_time(st.st_mtime as i64, st.st_mtime_nsec as u32),
+            mode: st.st_mode as u32 & 0o7777,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+        }
+    }
+
+    /// A symlink met where a folder must be (`ELOOP` from `O_NOFOLLOW` or from
+    /// `RESOLVE_NO_SYMLINKS`) is, to every caller, something that is not a folder.
+    fn not_a_folder(err: io::Error) -> io::Error {
+        if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error())
+        } else {
+            err
+        }
+    }
+
+    /// Splits `names` into runs that each fit one `openat2` path.
+    fn chunks<'a>(names: &'a [&'a OsStr]) -> impl Iterator<Item = &'a [&'a OsStr]> + 'a {
+        let mut rest = names;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut bytes = 0;
+            let mut n = 0;
+            while n < rest.len() && (n == 0 || bytes + rest[n].len() < CHUNK_BYTES) {
+                bytes += rest[n].len() + 1;
+                n += 1;
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Some(head)
+        })
+    }
+}
+
+#[cfg(not(unix))]
+pub use fallback::Dir;
+
+/// Without the `openat` family: whole paths, each folder on the way checked with
+/// `lstat` first (a check-then-use window remains; see the top of this file).
+#[cfg(not(unix))]
+mod fallback {
+    use super::{Status, components};
+    use crate::model::Kind;
+    use filetime::FileTime;
+    use std::ffi::{OsStr, OsString};
+    use std::fs::File;
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    /// A folder, by path.
+    #[derive(Debug)]
+    pub struct Dir {
+        path: PathBuf,
+    }
+
+    impl Dir {
+        /// Opens the folder at `path`.
+        pub fn open_root(path: &Path) -> io::Result<Dir> {
+            if !std::fs::metadata(path)?.is_dir() {
+                return Err(io::ErrorKind::NotADirectory.into());
+            }
+            Ok(Dir {
+                path: path.to_path_buf(),
+            })
+        }
+
+        /// Another handle on the same folder.
+        pub fn try_clone(&self) -> io::Result<Dir> {
+            Ok(Dir {
+                path: self.path.clone(),
+            })
+        }
+
+        /// The folder `rel` below this one, each folder on the way checked.
+        pub fn dir(&self, rel: &Path) -> io::Result<Dir> {
+            let mut path = self.path.clone();
+            for name in components(rel)? {
+                path.push(name);
+                if !std::fs::symlink_metadata(&path)?.is_dir() {
+                    return Err(io::ErrorKind::NotADirectory.into());
+                }
+            }
+            Ok(Dir { path })
+        }
+
+        /// Opens the regular file `name` for reading.
+        pub fn open_file(&self, name: &OsStr) -> io::Result<File> {
+            let path = self.path.join(name);
+            if !std::fs::symlink_metadata(&path)?.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is not a regular file",
+                ));
+            }
+            File::open(path)
+        }
+
+        /// What `name` in this folder is, without following it.
+        pub fn status(&self, name: &OsStr) -> io::Result<Status> {
+            Ok(status_of(&std::fs::symlink_metadata(self.path.join(name))?))
+        }
+
+        /// What this folder itself is.
+        pub fn own_status(&self) -> io::Result<Status> {
+            Ok(status_of(&std::fs::symlink_metadata(&self.path)?))
+        }
+
+        /// The target of the symlink `name`.
+        pub fn read_link(&self, name: &OsStr) -> io::Result<PathBuf> {
+            std::fs::read_link(self.path.join(name))
+        }
+
+        /// The names in this folder with their kind.
+        pub fn entries(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&self.path)? {
+                let entry = entry?;
+                let kind = entry.file_type().ok().map(Kind::of);
+                out.push((entry.file_name(), kind));
+            }
+            Ok(out)
+        }
+    }
+
+    fn status_of(meta: &std::fs::Metadata) -> Status {
+        Status {
+            kind: Kind::of(meta.file_type()),
+            size: meta.len(),
+            mtime: FileTime::from_last_modification_time(meta),
+            mode: crate::platform::mode_of(meta),
+            ino: 0,
+            dev: 0,
+            nlink: 1,
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_symlink_on_the_way_is_not_a_folder_whatever_the_path_length() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir(root.join("outside")).unwrap();
+        symlink(root.join("outside"), root.join("a/link")).unwrap();
+        let dir = Dir::open_root(root).unwrap();
+        assert!(dir.dir(Path::new("a/b")).is_ok());
+        for rel in ["a/link", "a/link/x", "../outside", "/etc"] {
+            let err = dir.dir(Path::new(rel)).unwrap_err();
+            assert!(
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput
+                ),
+                "{rel}: {err}"
+            );
+        }
+        assert_eq!(
+            dir.dir(Path::new("a/missing")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        let a = dir.dir(Path::new("a")).unwrap();
+        assert_eq!(a.status(OsStr::new("link")).unwrap().kind, Kind::Symlink);
+        assert_eq!(
+            a.read_link(OsStr::new("link")).unwrap(),
+            root.join("outside")
+        );
+        assert!(a.open_file(OsStr::new("link")).is_err());
+        let mut names: Vec<_> = a.entries().unwrap();
+        names.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            names,
+            vec![
+                (OsString::from("b"), Some(Kind::Dir)),
+                (OsString::from("link"), Some(Kind::Symlink))
+            ]
+        );
+    }
+
+    #[test]
+    fn reaches_folders_deeper_than_path_max() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = "n".repeat(120);
+        // 50 levels of 121 bytes: about 6,050 bytes, past PATH_MAX (4,096).
+        let root = Dir::open_root(tmp.path()).unwrap();
+        let mut rel = PathBuf::new();
+        let mut here = root.try_clone().unwrap();
+        for _ in 0..50 {
+            rustix::fs::mkdirat(&here, name.as_str(), rustix::fs::Mode::RWXU).unwrap();
+            here = here.dir(Path::new(&name)).unwrap();
+            rel.push(&name);
+        }
+        assert!(rel.as_os_str().len() > 6000);
+        let deep = root.dir(&rel).unwrap();
+        assert_eq!(deep.own_status().unwrap().kind, Kind::Dir);
+    }
+}
