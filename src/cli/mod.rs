@@ -5,10 +5,14 @@
 //! deprecation path. The values flags share with the config file (durations, retention,
 //! sizes) are `config`'s types.
 
+mod agent;
 pub mod exit;
 mod overrides;
+mod read;
 pub mod run;
+mod status;
 mod sync;
+mod watch;
 
 use crate::config::{Retention, Size, TimeSpan};
 use clap::{Args, Parser, Subcommand};

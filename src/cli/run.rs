@@ -1,7 +1,9 @@
-//! Wiring: hands each subcommand to its runner (here, or `cli::sync` for `sync`), which
-//! settles its arguments, sets up logging and Ctrl-C, runs the command and maps what it
-//! returns to an [`Exit`]; errors that end a command are printed here, in one line each.
-//! No mirroring logic lives here.
+//! Wiring: hands each subcommand to its runner (`cli::sync`, `cli::watch`, `cli::read`
+//! for verify, restore, versions and archive, `cli::status` for status and release,
+//! `cli::agent`; completions and the man page are here), and what every runner shares:
+//! logging set-up, the Ctrl-C handler, the usage error line and [`ended`]. A runner
+//! settles its arguments, runs the command, prints the error that ends it (one line) and
+//! maps what it returns to an [`Exit`]. No mirroring logic lives here.
 //!
 //! A run stopped by Ctrl-C, SIGTERM or SIGHUP cleans up (files in flight, the index, the
 //! summary) and then dies by that same signal, as `cp` or `rsync` would: a shell loop or
@@ -9,7 +11,7 @@
 //! stops too, which it would not do for an ordinary exit code.
 
 use crate::cli::exit::Exit;
-use crate::cli::{AgentCommand, Cli, Command};
+use crate::cli::{Cli, Command};
 use crate::config::Settings;
 use crate::output::logging::{self, LogError};
 use clap::CommandFactory;
@@ -34,61 +36,16 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Sync(args) => crate::cli::sync::run(&args),
-        Command::Watch(args) => {
-            let settings = match args.settings() {
-                Ok(settings) => settings,
-                Err(e) => return usage_error(&e),
-            };
-            let stop = match prepare(&settings) {
-                Ok(stop) => stop,
-                Err(exit) => return exit,
-            };
-            let reload = || args.settings();
-            let exit = match crate::daemon::run(settings, &reload, &stop) {
-                Ok(()) => Exit::Success,
-                Err(e) => {
-                    log::error!("{e}");
-                    Exit::Usage
-                }
-            };
-            ended(exit)
+        Command::Watch(args) => crate::cli::watch::run(&args),
+        Command::Verify(args) => crate::cli::read::verify(&args),
+        Command::Status(args) => crate::cli::status::status(args.json),
+        Command::Release(args) => {
+            crate::cli::status::release(args.dst.as_deref(), args.config.as_deref())
         }
-        Command::Verify(args) => {
-            let plan = match crate::read::verify::Plan::from_args(&args) {
-                Ok(plan) => plan,
-                Err(e) => return usage_error(&e),
-            };
-            if let Err(e) = logging::init(&plan.output) {
-                return usage_error(&e);
-            }
-            let stop = match install_stop_handler(STOP_VERIFY) {
-                Ok(stop) => stop,
-                Err(e) => return usage_error(&e),
-            };
-            ended(Exit::from_code(crate::read::verify::run(&plan, &stop)))
-        }
-        Command::Status(args) => status(args.json),
-        Command::Release(args) => release(args.dst.as_deref(), args.config.as_deref()),
-        Command::Restore(args) => {
-            let stop = match plain_output().and_then(|()| install_stop_handler(STOP_RESTORE)) {
-                Ok(stop) => stop,
-                Err(e) => return usage_error(&e),
-            };
-            ended(Exit::from_code(crate::read::restore::run(&args, &stop)))
-        }
-        Command::Versions(args) => {
-            if let Err(e) = plain_output() {
-                return usage_error(&e);
-            }
-            Exit::from_code(crate::read::history::list_command(
-                &args.dst,
-                args.path.as_deref(),
-                args.json,
-                args.summary,
-            ))
-        }
-        Command::Archive(args) => archive(&args),
-        Command::Agent(action) => agent(action),
+        Command::Restore(args) => crate::cli::read::restore(&args),
+        Command::Versions(args) => crate::cli::read::versions(&args),
+        Command::Archive(args) => crate::cli::read::archive(&args),
+        Command::Agent(action) => crate::cli::agent::run(action),
         Command::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "datasafe", &mut text);
@@ -100,51 +57,6 @@ pub fn run(cli: Cli) -> Exit {
                 Ok(()) => print_text(&text, "the man page"),
                 Err(e) => usage_error(&format!("writing the man page: {e}")),
             }
-        }
-    }
-}
-
-/// `datasafe archive`: 0 all archived, 1 some files could not be read, 2 bad input or
-/// an archive that could not be written, 130 interrupted (see [`Exit::Interrupted`]).
-fn archive(args: &crate::cli::ArchiveArgs) -> Exit {
-    use crate::read::archive::Archived;
-    let stop = match plain_output().and_then(|()| install_stop_handler(STOP_ARCHIVE)) {
-        Ok(stop) => stop,
-        Err(e) => return usage_error(&e),
-    };
-    let exit = match crate::read::archive::run(args, &stop) {
-        Ok(Archived::Whole { failed }) => Exit::problems_unless(failed == 0),
-        Ok(Archived::Interrupted) => Exit::Interrupted,
-        Err(e) => usage_error(&e),
-    };
-    ended(exit)
-}
-
-/// `datasafe status`: 0 if a watcher runs, 1 if none does (or its report cannot be
-/// shown).
-fn status(json: bool) -> Exit {
-    use crate::daemon::status::StatusError;
-    match crate::daemon::status::show(json) {
-        Ok(()) => Exit::Success,
-        // Not an error of this command: it answers the question.
-        Err(e @ StatusError::NotRunning) => {
-            eprintln!("{e}");
-            Exit::Problems
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Problems
-        }
-    }
-}
-
-/// `datasafe release`: 0 if a watcher was asked, 1 if none runs for what was given.
-fn release(dst: Option<&std::path::Path>, config: Option<&std::path::Path>) -> Exit {
-    match crate::daemon::status::release(dst, config) {
-        Ok(()) => Exit::Success,
-        Err(e) => {
-            eprintln!("{e}");
-            Exit::Problems
         }
     }
 }
@@ -179,44 +91,6 @@ fn die_now(signal: i32) -> ! {
     crate::platform::die_by_signal(signal)
 }
 
-/// `datasafe agent install | uninstall | print`.
-fn agent(action: AgentCommand) -> Exit {
-    use crate::daemon::agent::{AgentSpec, Platform, install, uninstall};
-    // Arguments `watch` would refuse are a usage error (exit 2), as for `watch` itself;
-    // a service manager that fails is a plain failure (exit 1).
-    let result = match action {
-        AgentCommand::Install { watch } => match AgentSpec::for_this_binary(&watch) {
-            Ok(spec) => install(&spec),
-            Err(e) => return usage_error(&e),
-        },
-        AgentCommand::Uninstall => uninstall(),
-        AgentCommand::Print { watch, platform } => {
-            let platform = platform
-                .or_else(Platform::current)
-                .unwrap_or(Platform::Systemd);
-            match AgentSpec::for_this_binary(&watch) {
-                Ok(spec) => {
-                    print!("{}", spec.render(platform));
-                    Ok(String::new())
-                }
-                Err(e) => return usage_error(&e),
-            }
-        }
-    };
-    match result {
-        Ok(message) => {
-            if !message.is_empty() {
-                println!("{message}");
-            }
-            Exit::Success
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Problems
-        }
-    }
-}
-
 /// Logging and the Ctrl-C handler, for the commands that mirror; on error, says it and
 /// gives the usage exit.
 pub(super) fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, Exit> {
@@ -226,7 +100,7 @@ pub(super) fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, Exit> {
 
 /// Logging for the commands that read a mirror: operation lines on stdout, warnings
 /// and errors on stderr, no log files.
-fn plain_output() -> Result<(), StartError> {
+pub(super) fn plain_output() -> Result<(), StartError> {
     logging::init(&crate::config::Output {
         dry_run: false,
         json: false,
@@ -246,7 +120,7 @@ pub(super) fn usage_error(error: &dyn Display) -> Exit {
 
 /// What can keep a command from starting once its arguments are settled.
 #[derive(Debug, thiserror::Error)]
-enum StartError {
+pub(super) enum StartError {
     /// Logging (a log file that cannot be opened).
     #[error(transparent)]
     Logging(#[from] LogError),
@@ -255,23 +129,14 @@ enum StartError {
     StopHandler(#[source] std::io::Error),
 }
 
-/// What the first Ctrl-C says while a mirror is being written.
+/// What the first Ctrl-C says while a mirror is being written (`sync`, `watch`).
 const STOP_MIRROR: &str =
     "interrupted: finishing files in flight and saving the index (Ctrl-C again to quit now)";
-/// What the first Ctrl-C says during `verify`, which has nothing to save.
-const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit now)";
-/// What the first Ctrl-C says during `restore`: the file in flight is rolled back.
-const STOP_RESTORE: &str =
-    "interrupted: removing the file in flight and stopping (Ctrl-C again to quit now)";
-
-/// What the first Ctrl-C says during `archive`: the unfinished archive is removed.
-const STOP_ARCHIVE: &str =
-    "interrupted: removing the unfinished archive (Ctrl-C again to quit now)";
 
 /// Ctrl-C, SIGTERM or SIGHUP once: set the returned flag (work stops cleanly), note the
 /// signal (the process dies by it once done, see [`ended`]) and print `message`.
 /// Twice: die by the second signal now.
-fn install_stop_handler(message: &'static str) -> Result<Arc<AtomicBool>, StartError> {
+pub(super) fn install_stop_handler(message: &'static str) -> Result<Arc<AtomicBool>, StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     crate::platform::on_stop_signals(move |signal| {

@@ -316,12 +316,12 @@ mod tests {
     use crate::config::MirrorOverrides;
     use std::time::Duration;
 
-    fn settle(text: &str, mirror: &MirrorOverrides) -> Result<Settings, String> {
+    fn settle(text: &str, mirror: &MirrorOverrides) -> Result<Settings, ConfigError> {
         let cli = Overrides {
             mirror: mirror.clone(),
             ..Overrides::default()
         };
-        parse(text, Path::new("/etc/datasafe.toml"), &cli).map_err(|e| e.0)
+        parse(text, Path::new("/etc/datasafe.toml"), &cli)
     }
 
     #[test]
@@ -397,7 +397,7 @@ mod tests {
             ),
         ];
         for (text, wants) in table {
-            let err = settle(text, &mirror).unwrap_err();
+            let err = settle(text, &mirror).unwrap_err().0;
             assert!(!err.contains('\n'), "one line: {err}");
             for want in wants {
                 assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");

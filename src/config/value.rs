@@ -278,12 +278,12 @@ mod tests {
         size: Option<Size>,
     }
 
-    fn clap_parse(flag: &str, text: &str) -> Result<Flags, String> {
-        Flags::try_parse_from(["t", &format!("--{flag}"), text]).map_err(|e| e.to_string())
+    fn clap_parse(flag: &str, text: &str) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(["t", &format!("--{flag}"), text])
     }
 
-    fn serde_parse(key: &str, text: &str) -> Result<File, String> {
-        toml::from_str(&format!("{key} = {text:?}")).map_err(|e| e.message().to_string())
+    fn serde_parse(key: &str, text: &str) -> Result<File, toml::de::Error> {
+        toml::from_str(&format!("{key} = {text:?}"))
     }
 
     #[test]
@@ -407,7 +407,7 @@ mod tests {
                 "retention" => text.parse::<Retention>().unwrap_err().to_string(),
                 _ => text.parse::<Size>().unwrap_err().to_string(),
             };
-            let from_clap = clap_parse(flag, text).unwrap_err();
+            let from_clap = clap_parse(flag, text).unwrap_err().to_string();
             assert!(
                 from_clap.contains(&format!(
                     "for '--{flag} <{}>': {message}\n",
@@ -415,7 +415,10 @@ mod tests {
                 )),
                 "{from_clap:?} lacks {message:?}"
             );
-            assert_eq!(serde_parse(flag, text).unwrap_err().trim(), message);
+            assert_eq!(
+                serde_parse(flag, text).unwrap_err().message().trim(),
+                message
+            );
         }
         // The file's own message for a number that is not 0.
         let err = toml::from_str::<File>("retention = 7").unwrap_err();
