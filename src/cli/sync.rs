@@ -9,7 +9,7 @@
 use crate::cli::SyncArgs;
 use crate::cli::exit::Exit;
 use crate::cli::run::{ended, prepare, usage_error};
-use crate::config::{Settings, Verbosity, check_source};
+use crate::config::{PairSettings, Settings, Verbosity, check_source};
 use crate::engine::repair::Check;
 use crate::engine::sync::Mirror;
 use crate::output::report::Summary;
@@ -56,14 +56,7 @@ fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exi
         }
         crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
         let show_progress = output.verbosity > Verbosity::Quiet;
-        let result = (|| -> anyhow::Result<Summary> {
-            check_source(&pair.config.pair.src)?;
-            let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)
-                .map_err(anyhow::Error::msg)?;
-            mirror.reconcile_checking(Path::new(""), check);
-            mirror.commit();
-            Ok(mirror.into_summary())
-        })();
+        let result = sync_pair(pair, stop, show_progress, check);
         crate::output::logging::set_pair(None);
         match result {
             Ok(summary) => total.add(&pair.name, summary, named),
@@ -93,6 +86,23 @@ fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exi
     };
     total.finish(started, output.json, word);
     exit_of(&total)
+}
+
+/// One full reconcile of one pair; an error is one that keeps the pair from being
+/// mirrored at all (SRC is not a folder now, DST cannot be opened for writing).
+fn sync_pair(
+    pair: &PairSettings,
+    stop: &Arc<AtomicBool>,
+    show_progress: bool,
+    check: &Check,
+) -> anyhow::Result<Summary> {
+    check_source(&pair.config.pair.src)?;
+    // `Mirror::open_to_write` still says why in a plain message.
+    let mut mirror =
+        Mirror::open_to_write(&pair.config, stop, show_progress).map_err(anyhow::Error::msg)?;
+    mirror.reconcile_checking(Path::new(""), check);
+    mirror.commit();
+    Ok(mirror.into_summary())
 }
 
 /// The exit a finished run earns: interruption first, then any failure or deletion
