@@ -8,8 +8,7 @@
 //! Not part of the public interface (hidden from the docs); nothing in the product calls
 //! it.
 
-use crate::cli::{MirrorArgs, OutputArgs};
-use crate::config::{CliLayer, file};
+use crate::config::{Overrides, file};
 use crate::index::{self, Index};
 use crate::platform;
 use crate::store::layout::INDEX_FILE;
@@ -23,18 +22,11 @@ use std::path::{Path, PathBuf};
 /// text are only resolved and looked at, never created.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let mirror = MirrorArgs::default();
-    let output = OutputArgs::default();
-    let cli = CliLayer {
-        mirror: &mirror,
-        output: &output,
-        timing: None,
-    };
     // Either outcome is fine; a panic is the failure.
     let _ = file::parse(
         &text,
         Path::new("/nonexistent/datasafe-fuzz/config.toml"),
-        &cli,
+        &Overrides::default(),
     );
 }
 

@@ -1,9 +1,9 @@
 //! The `datasafe` binary: parse the command line, hand it to [`datasafe::cli::run::run`],
-//! exit with the code it returns.
+//! exit with the code of the [`datasafe::cli::exit::Exit`] it returns.
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    datasafe::cli::run::run(datasafe::cli::Cli::parse())
+    ExitCode::from(datasafe::cli::run::run(datasafe::cli::Cli::parse()))
 }

@@ -362,6 +362,57 @@ fn an_invalid_duration_is_refused() {
     assert_config_error(&ctx, &file, &["line 2", "\"soon\"", "duration"], &[&dst]);
 }
 
+/// A value written as a flag and in the file is read by one parser: the same bad text
+/// gets the same message both ways (exit 2), and the same good text the same setting.
+#[test]
+fn a_bad_value_gets_the_same_message_as_a_flag_and_in_the_file() {
+    let ctx = Ctx::new();
+    let src = ctx.folder("music", &[("a.flac", "a")]);
+    let dst = ctx.path("backup");
+    let table = [
+        ("watch", "--debounce", "debounce", "soon"),
+        ("watch", "--rescan", "rescan", "5"),
+        ("watch", "--max-wait", "max_wait", "2 weeks"),
+        ("sync", "--keep-versions", "keep_versions", "soon"),
+        (
+            "sync",
+            "--versions-max-size",
+            "versions_max_size",
+            "10 parsecs",
+        ),
+    ];
+    for (command, flag, key, bad) in table {
+        let out = ctx.run([
+            OsStr::new(command),
+            src.as_os_str(),
+            dst.as_os_str(),
+            flag.as_ref(),
+            bad.as_ref(),
+        ]);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        let first = err.lines().next().unwrap_or_default();
+        let (_, message) = first
+            .split_once(">': ")
+            .unwrap_or_else(|| panic!("no value message for {flag}{}", both(&out)));
+        assert!(message.contains(bad), "{message:?} quotes {bad:?}");
+
+        let file = ctx.config(
+            "cfg.toml",
+            &format!("{key} = {bad:?}\n{}", mirror(None, &src, &dst, "")),
+        );
+        let out = ctx.run([OsStr::new(command), "--config".as_ref(), file.as_os_str()]);
+        assert_code(&out, 2);
+        let line = stderr(&out);
+        assert!(
+            line.contains("line 1, column ") && line.trim_end().ends_with(&format!(": {message}")),
+            "{key}: the file's message is not the flag's {message:?}{}",
+            both(&out)
+        );
+    }
+    assert!(!dst.exists(), "nothing was created");
+}
+
 #[test]
 fn two_pairs_with_the_same_dest_are_refused() {
     let ctx = Ctx::new();

@@ -1,12 +1,22 @@
-//! The command line, as clap derive types only: no I/O and no defaults that depend on
-//! the machine (those are settled in `config`). Flag names are a contract that people
-//! script against; change them only with a deprecation path.
+//! The command line: the clap derive types (here: no I/O and no defaults that depend on
+//! the machine, those are settled in `config`), and the runners that carry a parsed
+//! command out (`run` dispatches, one runner per subcommand, `exit` is the exit codes).
+//! Flag names are a contract that people script against; change them only with a
+//! deprecation path. The values flags share with the config file (durations, retention,
+//! sizes) are `config`'s types.
 
+mod agent;
+pub mod exit;
+mod overrides;
+mod read;
 pub mod run;
+mod status;
+mod sync;
+mod watch;
 
+use crate::config::{Retention, Size, TimeSpan};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Live, versioned, optionally gzipped mirrors of the directories you work in.
 #[derive(Debug, Parser)]
@@ -325,42 +335,15 @@ pub struct WatchArgs {
 #[command(next_help_heading = "Timing")]
 pub struct TimingArgs {
     /// How long a path must be quiet before it is mirrored [default: 500ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub debounce: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub debounce: Option<TimeSpan>,
     /// How often a full rescan catches anything events missed; 0: never [default: 10m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub rescan: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    pub rescan: Option<TimeSpan>,
     /// The longest a file that never goes quiet (a growing log) waits to be copied; more
     /// than 0 [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_wait: Option<Duration>,
-}
-
-/// Reads `50ms`, `2s`, `10m`, `1h`, `1d` (and a bare `0`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write it like 50ms, 2s, 10m or 1h"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        "w" => value * 7.0 * 86400.0,
-        "" if value == 0.0 => 0.0,
-        _ => {
-            return Err(format!(
-                "{text:?} has no known unit; write it like 50ms, 2s, 10m or 1h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<TimeSpan>,
 }
 
 const SYNC_EXAMPLES: &str = "\
@@ -429,12 +412,12 @@ pub struct MirrorArgs {
     /// How long replaced and deleted files are kept in DST/.datasafe/versions:
     /// `staggered` (all for an hour, hourly for a day, daily for 30 days), a duration
     /// such as `7d`, or `0` for no versions [default: staggered].
-    #[arg(long, value_name = "RETENTION", value_parser = crate::store::versions::Retention::parse)]
-    pub keep_versions: Option<crate::store::versions::Retention>,
+    #[arg(long, value_name = "RETENTION")]
+    pub keep_versions: Option<Retention>,
     /// The most space all versions may take, such as `10GiB`, `500MB`, `1G` or plain
     /// bytes; the oldest are pruned past it after each full pass [default: no limit].
-    #[arg(long, value_name = "SIZE", value_parser = crate::store::versions::parse_size)]
-    pub versions_max_size: Option<u64>,
+    #[arg(long, value_name = "SIZE")]
+    pub versions_max_size: Option<Size>,
     /// Let through deletions the guard holds back (an emptied source, a mass delete).
     #[arg(long)]
     pub force: bool,
@@ -540,32 +523,16 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_like_people_write_them() {
-        let table = [
-            ("50ms", Some(Duration::from_millis(50))),
-            ("2s", Some(Duration::from_secs(2))),
-            ("10m", Some(Duration::from_secs(600))),
-            ("1h", Some(Duration::from_secs(3600))),
-            ("1.5s", Some(Duration::from_millis(1500))),
-            ("0", Some(Duration::ZERO)),
-            ("5", None),
-            ("2 weeks", None),
-            ("ms", None),
-            ("-1s", None),
-        ];
-        for (text, want) in table {
-            assert_eq!(parse_duration(text).ok(), want, "{text}");
-        }
-    }
-
-    #[test]
     fn watch_has_timing_defaults() {
         let cli =
             Cli::try_parse_from(["datasafe", "watch", "a", "b", "--debounce", "50ms"]).unwrap();
         let Command::Watch(args) = cli.command else {
             panic!("parsed as another command");
         };
-        assert_eq!(args.timing.debounce, Some(Duration::from_millis(50)));
+        assert_eq!(
+            args.timing.debounce.map(TimeSpan::duration),
+            Some(std::time::Duration::from_millis(50))
+        );
         assert_eq!(args.timing.rescan, None);
         assert!(
             Cli::try_parse_from(["datasafe", "watch", "a"]).is_err(),

@@ -4,15 +4,13 @@
 //! the pair does not exclude). Top-level mirror options are defaults for every pair.
 
 use super::{
-    CliLayer, Config, ConfigError, Pair, PairSettings, Settings, Timing, display_name, excludes,
+    Config, ConfigError, Overrides, Pair, PairSettings, Settings, Timing, display_name, excludes,
     guard, jobs, output, plan_options, retention, timing, versions_max_size,
 };
-use crate::cli::parse_duration;
+use crate::config::value::{Retention, Size, TimeSpan};
 use crate::output::names::{esc, io_message};
-use crate::store::versions::Retention;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -20,12 +18,9 @@ use std::time::Duration;
 struct FileConfig {
     log_file: Option<String>,
     error_log_file: Option<String>,
-    #[serde(default, deserialize_with = "duration")]
-    debounce: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    rescan: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    max_wait: Option<Duration>,
+    debounce: Option<TimeSpan>,
+    rescan: Option<TimeSpan>,
+    max_wait: Option<TimeSpan>,
     jobs: Option<u32>,
     #[serde(flatten)]
     defaults: PairDefaults,
@@ -40,10 +35,8 @@ pub(crate) struct PairDefaults {
     pub(crate) checksum: Option<bool>,
     pub(crate) delete: Option<bool>,
     pub(crate) exclude: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "retention_value")]
     pub(crate) keep_versions: Option<Retention>,
-    #[serde(default, deserialize_with = "size_value")]
-    pub(crate) versions_max_size: Option<u64>,
+    pub(crate) versions_max_size: Option<Size>,
     pub(crate) max_delete: Option<u64>,
     pub(crate) force: Option<bool>,
 }
@@ -60,55 +53,10 @@ struct MirrorEntry {
     delete: Option<bool>,
     exclude: Option<Vec<String>>,
     enabled: Option<bool>,
-    #[serde(default, deserialize_with = "retention_value")]
     keep_versions: Option<Retention>,
-    #[serde(default, deserialize_with = "size_value")]
-    versions_max_size: Option<u64>,
+    versions_max_size: Option<Size>,
     max_delete: Option<u64>,
     force: Option<bool>,
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
-/// `keep_versions`: `0`, or a string (`"staggered"`, `"7d"`, `"0"`).
-fn retention_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Retention>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Number(0) => Ok(Some(Retention::Off)),
-        Raw::Number(n) => Err(serde::de::Error::custom(format!(
-            "keep_versions = {n}: write a duration such as \"{n}d\", \"staggered\", or 0"
-        ))),
-        Raw::Text(text) => Retention::parse(&text)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
-}
-
-/// `versions_max_size`: bytes as a number, or a string such as `"10GiB"` or `"500MB"`.
-fn size_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(u64),
-        Text(String),
-    }
-    let text = match Raw::deserialize(d)? {
-        Raw::Number(n) => n.to_string(),
-        Raw::Text(text) => text,
-    };
-    crate::store::versions::parse_size(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 /// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
@@ -134,29 +82,36 @@ fn home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// A path in the file that cannot be expanded; the message quotes it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum ExpandError {
+    /// `~` or `$HOME` without a home.
+    #[error("{0:?} needs $HOME, which is not set")]
+    NoHome(String),
+    /// `~user/…`.
+    #[error("{0:?}: only ~ and ~/… are understood, not ~user")]
+    OtherUser(String),
+}
+
 /// Expands a leading `~` and every `$HOME` / `${HOME}`.
-fn expand(text: &str) -> Result<PathBuf, String> {
+fn expand(text: &str) -> Result<PathBuf, ExpandError> {
     if !(text.starts_with('~') || text.contains("$HOME") || text.contains("${HOME}")) {
         return Ok(PathBuf::from(text));
     }
-    let home = home().ok_or_else(|| format!("{text:?} needs $HOME, which is not set"))?;
+    let home = home().ok_or_else(|| ExpandError::NoHome(text.to_string()))?;
     let home = home.to_string_lossy();
     let replaced = text.replace("${HOME}", &home).replace("$HOME", &home);
     let expanded = match replaced.strip_prefix('~') {
         Some("") => home.to_string(),
         Some(rest) if rest.starts_with('/') => format!("{home}{rest}"),
-        Some(_) => {
-            return Err(format!(
-                "{text:?}: only ~ and ~/… are understood, not ~user"
-            ));
-        }
+        Some(_) => return Err(ExpandError::OtherUser(text.to_string())),
         None => replaced,
     };
     Ok(PathBuf::from(expanded))
 }
 
 /// Reads, checks and settles the config file at `path`, with `cli` on top.
-pub(crate) fn load(path: &Path, cli: &CliLayer<'_>) -> Result<Settings, ConfigError> {
+pub(crate) fn load(path: &Path, cli: &Overrides) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!(
             "cannot read config file {}: {}",
@@ -168,7 +123,7 @@ pub(crate) fn load(path: &Path, cli: &CliLayer<'_>) -> Result<Settings, ConfigEr
 }
 
 /// Settles the text of a config file (`path` is for messages and relative paths).
-pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Settings, ConfigError> {
+pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings, ConfigError> {
     let here = |message: String| ConfigError(format!("config {}: {message}", esc(path)));
     let file: FileConfig = toml::from_str(text).map_err(|e| here(describe(&e, text)))?;
     if file.mirror.is_empty() {
@@ -177,21 +132,27 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
         ));
     }
     let base = Timing {
-        debounce: file.debounce.unwrap_or(Timing::default().debounce),
-        rescan: match file.rescan {
+        debounce: file
+            .debounce
+            .map_or(Timing::default().debounce, TimeSpan::duration),
+        rescan: match file.rescan.map(TimeSpan::duration) {
             Some(every) => (!every.is_zero()).then_some(every),
             None => Timing::default().rescan,
         },
-        max_wait: file.max_wait.unwrap_or(Timing::default().max_wait),
+        max_wait: file
+            .max_wait
+            .map_or(Timing::default().max_wait, TimeSpan::duration),
     };
-    let timing = timing(cli.timing, &base).map_err(|e| here(e.0))?;
+    let timing = timing(cli.timing.as_ref(), &base).map_err(|e| here(e.0))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let state = state_dir();
     let log_path =
         |given: &Option<String>, default: &str| -> Result<Option<PathBuf>, ConfigError> {
             match given {
                 // Relative to the file, like source and dest (an agent runs in `/`).
-                Some(p) => expand(p).map(|e| Some(base_dir.join(e))).map_err(here),
+                Some(p) => expand(p)
+                    .map(|e| Some(base_dir.join(e)))
+                    .map_err(|e| here(e.to_string())),
                 None => Ok(state.as_ref().map(|d| d.join(default))),
             }
         };
@@ -199,14 +160,14 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
         log_path(&file.log_file, "datasafe.log")?,
         log_path(&file.error_log_file, "error.log")?,
     );
-    let output = output(cli.output, Some(logs));
+    let output = output(&cli.output, Some(logs));
     let jobs = jobs(cli.mirror.jobs, file.jobs);
 
     let mut pairs = Vec::new();
     for (n, entry) in file.mirror.iter().enumerate() {
         let at = |message: String| here(format!("[[mirror]] #{}: {message}", n + 1));
-        let source = base_dir.join(expand(&entry.source).map_err(at)?);
-        let dest = base_dir.join(expand(&entry.dest).map_err(at)?);
+        let source = base_dir.join(expand(&entry.source).map_err(|e| at(e.to_string()))?);
+        let dest = base_dir.join(expand(&entry.dest).map_err(|e| at(e.to_string()))?);
         let pair = Pair::locate(&source, &dest).map_err(|e| at(e.0))?;
         let defaults = PairDefaults {
             compress: entry.compress.or(file.defaults.compress),
@@ -230,17 +191,17 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
             enabled: entry.enabled.unwrap_or(true),
             config: Config {
                 pair,
-                plan: plan_options(cli.mirror, &defaults),
-                versions: retention(cli.mirror, &defaults),
-                versions_max_size: versions_max_size(cli.mirror, &defaults),
-                guard: guard(cli.mirror, &defaults),
+                plan: plan_options(&cli.mirror, &defaults),
+                versions: retention(&cli.mirror, &defaults),
+                versions_max_size: versions_max_size(&cli.mirror, &defaults),
+                guard: guard(&cli.mirror, &defaults),
                 excludes,
                 jobs,
                 output: output.clone(),
             },
         });
     }
-    check_pairs(&pairs).map_err(here)?;
+    check_pairs(&pairs).map_err(|e| here(e.to_string()))?;
     Ok(Settings {
         pairs,
         timing,
@@ -249,43 +210,85 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &CliLayer<'_>) -> Result<Setti
     })
 }
 
+/// Two enabled pairs (or a pair and itself) that would mirror into each other.
+#[derive(Debug, thiserror::Error)]
+enum Overlap {
+    /// A DST inside its own SRC that the pair does not exclude.
+    #[error(
+        "pair {name:?}: its dest {} is inside its source; add exclude = [{:?}] to it or \
+         choose a dest outside the source",
+        esc(.dst),
+        .rel.to_string_lossy()
+    )]
+    DestInSource {
+        /// The pair.
+        name: String,
+        /// Its DST.
+        dst: PathBuf,
+        /// DST relative to SRC.
+        rel: PathBuf,
+    },
+    /// Two pairs with one DST.
+    #[error("pairs {a:?} and {b:?} have the same dest {}; give each its own", esc(.dst))]
+    SameDest {
+        /// The first pair.
+        a: String,
+        /// The second pair.
+        b: String,
+        /// Their DST.
+        dst: PathBuf,
+    },
+    /// One pair's DST and another's SRC, one inside the other.
+    #[error(
+        "pair {name:?}: its dest {} overlaps the source of pair {other:?} ({}); one \
+         would mirror the other",
+        esc(.dst),
+        esc(.src)
+    )]
+    Crossed {
+        /// The pair whose DST it is.
+        name: String,
+        /// Its DST.
+        dst: PathBuf,
+        /// The other pair.
+        other: String,
+        /// The other pair's SRC.
+        src: PathBuf,
+    },
+}
+
 /// The checks that need every pair at once.
-fn check_pairs(pairs: &[PairSettings]) -> Result<(), String> {
+fn check_pairs(pairs: &[PairSettings]) -> Result<(), Overlap> {
     let enabled: Vec<&PairSettings> = pairs.iter().filter(|p| p.enabled).collect();
     for (i, a) in enabled.iter().enumerate() {
         let pa = &a.config.pair;
         if let Some(rel) = &pa.dst_in_src
             && !a.config.excludes.covers(rel)
         {
-            return Err(format!(
-                "pair {:?}: its dest {} is inside its source; add exclude = [{:?}] to it or \
-                 choose a dest outside the source",
-                a.name,
-                esc(&pa.dst_canonical),
-                rel.to_string_lossy()
-            ));
+            return Err(Overlap::DestInSource {
+                name: a.name.clone(),
+                dst: pa.dst_canonical.clone(),
+                rel: rel.clone(),
+            });
         }
         for b in &enabled[i + 1..] {
             let pb = &b.config.pair;
             if pa.dst_canonical == pb.dst_canonical {
-                return Err(format!(
-                    "pairs {:?} and {:?} have the same dest {}; give each its own",
-                    a.name,
-                    b.name,
-                    esc(&pa.dst_canonical)
-                ));
+                return Err(Overlap::SameDest {
+                    a: a.name.clone(),
+                    b: b.name.clone(),
+                    dst: pa.dst_canonical.clone(),
+                });
             }
             for (x, y) in [(a, b), (b, a)] {
                 let (px, py) = (&x.config.pair, &y.config.pair);
                 if px.dst_canonical.starts_with(&py.src) || py.src.starts_with(&px.dst_canonical) {
-                    return Err(format!(
-                        "pair {:?}: its dest {} overlaps the source of pair {:?} ({}); one \
-                         would mirror the other",
-                        x.name,
-                        esc(&px.dst_canonical),
-                        y.name,
-                        esc(&py.src)
-                    ));
+                    return Err(Overlap::Crossed {
+                        name: x.name.clone(),
+                        dst: px.dst_canonical.clone(),
+                        other: y.name.clone(),
+                        src: py.src.clone(),
+                    });
                 }
             }
         }
@@ -310,45 +313,20 @@ fn describe(err: &toml::de::Error, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{MirrorArgs, OutputArgs};
+    use crate::config::MirrorOverrides;
+    use std::time::Duration;
 
-    fn flags() -> (MirrorArgs, OutputArgs) {
-        (
-            MirrorArgs {
-                compress: false,
-                checksum: false,
-                no_delete: false,
-                exclude: vec![],
-                keep_versions: None,
-                versions_max_size: None,
-                force: false,
-                max_delete: None,
-                jobs: None,
-            },
-            OutputArgs {
-                dry_run: false,
-                json: false,
-                log_file: None,
-                error_log: None,
-                verbose: 0,
-                quiet: false,
-            },
-        )
-    }
-
-    fn settle(text: &str, mirror: &MirrorArgs) -> Result<Settings, String> {
-        let (_, output) = flags();
-        let cli = CliLayer {
-            mirror,
-            output: &output,
-            timing: None,
+    fn settle(text: &str, mirror: &MirrorOverrides) -> Result<Settings, ConfigError> {
+        let cli = Overrides {
+            mirror: mirror.clone(),
+            ..Overrides::default()
         };
-        parse(text, Path::new("/etc/datasafe.toml"), &cli).map_err(|e| e.0)
+        parse(text, Path::new("/etc/datasafe.toml"), &cli)
     }
 
     #[test]
     fn defaults_pairs_and_precedence() {
-        let (mut mirror, _) = flags();
+        let mut mirror = MirrorOverrides::default();
         let text = r#"
             debounce = "2s"
             jobs = 3
@@ -389,7 +367,7 @@ mod tests {
 
     #[test]
     fn errors_name_key_line_and_column() {
-        let (mirror, _) = flags();
+        let mirror = MirrorOverrides::default();
         let table = [
             (
                 "[[mirror]]\nsource = \"/a\"\ndestination = \"/b\"\n",
@@ -419,7 +397,7 @@ mod tests {
             ),
         ];
         for (text, wants) in table {
-            let err = settle(text, &mirror).unwrap_err();
+            let err = settle(text, &mirror).unwrap_err().0;
             assert!(!err.contains('\n'), "one line: {err}");
             for want in wants {
                 assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");

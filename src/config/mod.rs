@@ -4,17 +4,21 @@
 //! pair on the command line SRC must be a directory; SRC and DST must never be the same
 //! directory in any spelling, nor SRC inside DST; DST inside SRC is left out of the scan.
 //! Every error here is a usage error (exit 2) and touches nothing.
+//!
+//! The command line reaches this module as plain [`Overrides`] (the `cli` side converts
+//! its clap types), so config knows nothing of clap; the value types both clap and serde
+//! parse (durations, retention, sizes) live in [`value`].
 
 pub(crate) mod file;
 pub mod filter;
+pub mod value;
 
 pub use file::{default_path, state_dir};
+pub use value::{Retention, Size, TimeSpan};
 
-use crate::cli::{MirrorArgs, OutputArgs, SyncArgs, TimingArgs, WatchArgs};
 use crate::config::filter::Excludes;
 use crate::engine::plan::{Guard, PlanOptions};
 use crate::output::names::{esc, io_message};
-use crate::store::versions::Retention;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,75 +137,46 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Settles `datasafe sync`: SRC DST from the command line, or a config file.
-    pub fn from_sync_args(args: &SyncArgs) -> Result<Settings, ConfigError> {
-        let cli = CliLayer {
-            mirror: &args.mirror,
-            output: &args.output,
-            timing: None,
-        };
-        Settings::settle(
-            args.pairs.src.as_deref(),
-            args.pairs.dst.as_deref(),
-            args.pairs.config.as_deref(),
-            &cli,
-        )
-    }
-
-    /// Settles `datasafe watch`: as `sync`, plus timing.
-    pub fn from_watch_args(args: &WatchArgs) -> Result<Settings, ConfigError> {
-        let cli = CliLayer {
-            mirror: &args.mirror,
-            output: &args.output,
-            timing: Some(&args.timing),
-        };
-        Settings::settle(
-            args.pairs.src.as_deref(),
-            args.pairs.dst.as_deref(),
-            args.pairs.config.as_deref(),
-            &cli,
-        )
-    }
-
     /// Settles the pairs of the config file at `path` for a command that only reads
     /// mirrors (`verify`): the file's pairs, jobs and log files, with `jobs` and `output`
     /// from the command line on top.
     pub fn from_file_for_reading(
         path: &Path,
         jobs: Option<u32>,
-        output: &OutputArgs,
+        output: &OutputOverrides,
     ) -> Result<Settings, ConfigError> {
-        let mirror = MirrorArgs {
-            jobs,
-            ..MirrorArgs::default()
-        };
-        let cli = CliLayer {
-            mirror: &mirror,
-            output,
+        let overrides = Overrides {
+            mirror: MirrorOverrides {
+                jobs,
+                ..MirrorOverrides::default()
+            },
+            output: output.clone(),
             timing: None,
         };
-        file::load(path, &cli)
+        file::load(path, &overrides)
     }
 
-    fn settle(
+    /// Settles a `sync` or `watch` run: SRC DST from the command line, or the config
+    /// file at `config` (or the default one when neither is given), with `cli` on top.
+    pub fn settle(
         src: Option<&Path>,
         dst: Option<&Path>,
         config: Option<&Path>,
-        cli: &CliLayer<'_>,
+        cli: &Overrides,
     ) -> Result<Settings, ConfigError> {
         match (src, dst, config) {
             (Some(src), Some(dst), _) => {
-                let output = output(cli.output, None);
+                let output = output(&cli.output, None);
                 let pair = Pair::resolve(src, dst)?;
                 let config = Config {
                     pair,
-                    plan: plan_options(cli.mirror, &file::PairDefaults::default()),
-                    versions: retention(cli.mirror, &file::PairDefaults::default()),
+                    plan: plan_options(&cli.mirror, &file::PairDefaults::default()),
+                    versions: retention(&cli.mirror, &file::PairDefaults::default()),
                     versions_max_size: versions_max_size(
-                        cli.mirror,
+                        &cli.mirror,
                         &file::PairDefaults::default(),
                     ),
-                    guard: guard(cli.mirror, &file::PairDefaults::default()),
+                    guard: guard(&cli.mirror, &file::PairDefaults::default()),
                     excludes: excludes(&cli.mirror.exclude, &[])?,
                     jobs: jobs(cli.mirror.jobs, None),
                     output: output.clone(),
@@ -213,7 +188,7 @@ impl Settings {
                         enabled: true,
                         config,
                     }],
-                    timing: timing(cli.timing, &Timing::default())?,
+                    timing: timing(cli.timing.as_ref(), &Timing::default())?,
                     output,
                     file: None,
                 })
@@ -239,11 +214,68 @@ impl Settings {
     }
 }
 
-/// The command line's layer over a config file: flags given win.
-pub(crate) struct CliLayer<'a> {
-    pub(crate) mirror: &'a MirrorArgs,
-    pub(crate) output: &'a OutputArgs,
-    pub(crate) timing: Option<&'a TimingArgs>,
+/// The command line's layer over a config file: flags given win (flag > file pair >
+/// file top level > default). Every field is "not given" by default; the `cli` side
+/// fills it from its clap types.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// What the mirror holds and how it compares.
+    pub mirror: MirrorOverrides,
+    /// What the run prints and logs.
+    pub output: OutputOverrides,
+    /// When a watcher acts; `None` for a command without timing flags (`sync`).
+    pub timing: Option<TimingOverrides>,
+}
+
+/// The mirror options given on the command line (`--compress`, `--exclude`, …).
+#[derive(Clone, Debug, Default)]
+pub struct MirrorOverrides {
+    /// `--compress`: on, whatever the file says.
+    pub compress: bool,
+    /// `--checksum`: on, whatever the file says.
+    pub checksum: bool,
+    /// `--no-delete`: deletions off, whatever the file says.
+    pub no_delete: bool,
+    /// `--exclude`, added to the file's.
+    pub exclude: Vec<String>,
+    /// `--keep-versions`.
+    pub keep_versions: Option<Retention>,
+    /// `--versions-max-size`.
+    pub versions_max_size: Option<Size>,
+    /// `--force`: the deletion guard lets everything through.
+    pub force: bool,
+    /// `--max-delete`.
+    pub max_delete: Option<u64>,
+    /// `--jobs`.
+    pub jobs: Option<u32>,
+}
+
+/// The output options given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct OutputOverrides {
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`.
+    pub json: bool,
+    /// `--log-file`, over the file's `log_file`.
+    pub log_file: Option<PathBuf>,
+    /// `--error-log`, over the file's `error_log_file`.
+    pub error_log: Option<PathBuf>,
+    /// How many `-v`.
+    pub verbose: u8,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+/// The timing options given on the command line (`watch`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TimingOverrides {
+    /// `--debounce`.
+    pub debounce: Option<TimeSpan>,
+    /// `--rescan` (0: never).
+    pub rescan: Option<TimeSpan>,
+    /// `--max-wait`.
+    pub max_wait: Option<TimeSpan>,
 }
 
 /// The name logs use for a pair whose file gives none: the source folder's name.
@@ -253,18 +285,22 @@ fn display_name(src: &Path) -> String {
         .unwrap_or_else(|| src.display().to_string())
 }
 
-fn timing(t: Option<&TimingArgs>, base: &Timing) -> Result<Timing, ConfigError> {
-    let debounce = t.and_then(|t| t.debounce).unwrap_or(base.debounce);
+fn timing(t: Option<&TimingOverrides>, base: &Timing) -> Result<Timing, ConfigError> {
+    let debounce = t
+        .and_then(|t| t.debounce)
+        .map_or(base.debounce, TimeSpan::duration);
     if debounce.is_zero() {
         return Err(ConfigError(
             "the debounce time must be more than 0; try 50ms".to_string(),
         ));
     }
-    let rescan = match t.and_then(|t| t.rescan) {
+    let rescan = match t.and_then(|t| t.rescan).map(TimeSpan::duration) {
         Some(every) => (!every.is_zero()).then_some(every),
         None => base.rescan,
     };
-    let max_wait = t.and_then(|t| t.max_wait).unwrap_or(base.max_wait);
+    let max_wait = t
+        .and_then(|t| t.max_wait)
+        .map_or(base.max_wait, TimeSpan::duration);
     if max_wait.is_zero() {
         // 0 would copy a busy file at every event, which is what the debounce prevents;
         // unlike --rescan 0 there is no "never" (a growing log must be copied sometime).
@@ -283,7 +319,7 @@ fn timing(t: Option<&TimingArgs>, base: &Timing) -> Result<Timing, ConfigError> 
 
 /// Compress, checksum and delete: a flag given wins, then the file's pair, then the
 /// file's top level, then off (delete: on).
-fn plan_options(m: &MirrorArgs, file: &file::PairDefaults) -> PlanOptions {
+fn plan_options(m: &MirrorOverrides, file: &file::PairDefaults) -> PlanOptions {
     PlanOptions {
         compress: m.compress || file.compress.unwrap_or(false),
         checksum: m.checksum || file.checksum.unwrap_or(false),
@@ -293,19 +329,21 @@ fn plan_options(m: &MirrorArgs, file: &file::PairDefaults) -> PlanOptions {
 
 /// Version retention: the flag, then the file's pair, then its top level, then
 /// staggered.
-fn retention(m: &MirrorArgs, file: &file::PairDefaults) -> Retention {
+fn retention(m: &MirrorOverrides, file: &file::PairDefaults) -> Retention {
     m.keep_versions
         .or(file.keep_versions)
         .unwrap_or(Retention::Staggered)
 }
 
 /// The versions' size budget: the flag, then the file's pair, then its top level.
-fn versions_max_size(m: &MirrorArgs, file: &file::PairDefaults) -> Option<u64> {
-    m.versions_max_size.or(file.versions_max_size)
+fn versions_max_size(m: &MirrorOverrides, file: &file::PairDefaults) -> Option<u64> {
+    m.versions_max_size
+        .or(file.versions_max_size)
+        .map(Size::bytes)
 }
 
 /// The deletion guard: `--force` or `force = true`; `--max-delete` over `max_delete`.
-fn guard(m: &MirrorArgs, file: &file::PairDefaults) -> Guard {
+fn guard(m: &MirrorOverrides, file: &file::PairDefaults) -> Guard {
     Guard {
         force: m.force || file.force.unwrap_or(false),
         max_delete: m.max_delete.or(file.max_delete),
@@ -326,7 +364,7 @@ fn jobs(cli: Option<u32>, file: Option<u32>) -> usize {
 }
 
 /// Output settings: flags, then the file's log paths.
-fn output(o: &OutputArgs, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>) -> Output {
+fn output(o: &OutputOverrides, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>) -> Output {
     let (file_log, file_errors) = file_logs.unwrap_or_default();
     Output {
         dry_run: o.dry_run,
@@ -345,7 +383,7 @@ fn output(o: &OutputArgs, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>)
 impl Pair {
     /// Checks SRC (it must be a folder now) and DST, and works out how they relate.
     pub fn resolve(src: &Path, dst: &Path) -> Result<Pair, ConfigError> {
-        check_source(src).map_err(ConfigError)?;
+        check_source(src).map_err(|e| ConfigError(e.to_string()))?;
         Pair::locate(src, dst)
     }
 
@@ -403,23 +441,37 @@ impl Pair {
     }
 }
 
-/// Checks that SRC is a folder now; the error names it and says what to do.
-pub fn check_source(src: &Path) -> Result<(), String> {
+/// Why SRC cannot be mirrored now; each message names it and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// It is a file (or another non-folder).
+    #[error("source {} is not a directory; give the folder to mirror", esc(.0))]
+    NotADirectory(PathBuf),
+    /// Nothing is there (a typo, or a drive not mounted).
+    #[error("source {} does not exist; check the path (or mount its drive)", esc(.0))]
+    Missing(PathBuf),
+    /// It cannot be looked at.
+    #[error("source {} cannot be read: {}", esc(.path), io_message(.source))]
+    Unreadable {
+        /// SRC as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// Checks that SRC is a folder now.
+pub fn check_source(src: &Path) -> Result<(), SourceError> {
     match std::fs::metadata(src) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "source {} is not a directory; give the folder to mirror",
-            esc(src)
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
-            "source {} does not exist; check the path (or mount its drive)",
-            esc(src)
-        )),
-        Err(e) => Err(format!(
-            "source {} cannot be read: {}",
-            esc(src),
-            io_message(&e)
-        )),
+        Ok(_) => Err(SourceError::NotADirectory(src.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(SourceError::Missing(src.to_path_buf()))
+        }
+        Err(source) => Err(SourceError::Unreadable {
+            path: src.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -498,10 +550,10 @@ mod tests {
 
     #[test]
     fn max_wait_must_be_more_than_0_and_at_least_the_debounce() {
-        let args = |max_wait: Duration| TimingArgs {
-            debounce: Some(Duration::from_secs(2)),
+        let args = |max_wait: Duration| TimingOverrides {
+            debounce: Some(Duration::from_secs(2).into()),
             rescan: None,
-            max_wait: Some(max_wait),
+            max_wait: Some(max_wait.into()),
         };
         let err = timing(Some(&args(Duration::ZERO)), &Timing::default()).unwrap_err();
         assert!(

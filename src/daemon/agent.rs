@@ -6,12 +6,12 @@
 //! the platform they are for.
 
 use crate::cli::{MirrorArgs, OutputArgs, PairArgs, TimingArgs, WatchArgs};
+use crate::config::ConfigError;
 use crate::output::names::esc;
-use crate::store::versions::Retention;
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// The systemd unit's file name.
 pub const UNIT_NAME: &str = "datasafe.service";
@@ -40,6 +40,83 @@ impl Platform {
     }
 }
 
+/// Why the agent cannot be set up, installed or removed. The `agent` runner treats an
+/// error of [`AgentSpec::for_this_binary`] as a usage error (what `watch` would refuse)
+/// and one of [`install`] or [`uninstall`] as a failure of the service manager.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The binary's own path cannot be found.
+    #[error("cannot find this program's own path: {0}")]
+    OwnPath(#[source] io::Error),
+    /// A path given cannot be made absolute.
+    #[error("{}: {source}", esc(.path))]
+    Absolute {
+        /// The path given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Neither SRC DST nor a config file, and no default config file without `$HOME`.
+    #[error("no SRC DST or config file given and $HOME is not set; give SRC DST or --config FILE")]
+    NoPairs,
+    /// The config file the agent would watch is not there.
+    #[error(
+        "config file {} does not exist; write one first (see examples/config.toml), or give \
+         SRC DST",
+        esc(.0)
+    )]
+    NoConfigFile(PathBuf),
+    /// What `watch` would refuse.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `$HOME` is needed for the agent's files.
+    #[error("$HOME is not set")]
+    NoHome,
+    /// Neither systemd nor launchd here.
+    #[error("no supported service manager on this system (systemd or launchd)")]
+    NoServiceManager,
+    /// The agent file's folder cannot be made.
+    #[error("creating {}: {source}", esc(.path))]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The agent file cannot be written.
+    #[error("writing {}: {source}", esc(.path))]
+    Write {
+        /// The agent file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The agent file cannot be removed.
+    #[error("removing {}: {source}", esc(.path))]
+    Remove {
+        /// The agent file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `systemctl` or `launchctl` cannot be run.
+    #[error("cannot run {program}: {source}; is it installed?")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `systemctl` or `launchctl` failed.
+    #[error("`{command}` failed: {message}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// The first line it printed on stderr.
+        message: String,
+    },
+}
+
 /// What the agent runs: this binary, and the arguments it gets (every path absolute).
 pub struct AgentSpec {
     /// The datasafe binary.
@@ -55,30 +132,28 @@ impl AgentSpec {
     /// `watch` as `watch` says: SRC DST and options, or a config file (the default one
     /// when neither is given). Checked as `watch` would check it, so a typo fails now
     /// rather than at the next login.
-    pub fn for_this_binary(watch: &WatchArgs) -> Result<AgentSpec, String> {
+    pub fn for_this_binary(watch: &WatchArgs) -> Result<AgentSpec, AgentError> {
         let exe = std::env::current_exe()
             .and_then(std::fs::canonicalize)
-            .map_err(|e| format!("cannot find this program's own path: {e}"))?;
-        let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", esc(p)));
+            .map_err(AgentError::OwnPath)?;
+        let absolute = |p: &Path| {
+            std::path::absolute(p).map_err(|source| AgentError::Absolute {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
         let mut watch = absolute_paths(watch, absolute)?;
         if watch.pairs.src.is_none() {
             let config = match watch.pairs.config.take() {
                 Some(c) => c,
-                None => crate::config::default_path().ok_or(
-                    "no SRC DST or config file given and $HOME is not set; give SRC DST or \
-                     --config FILE",
-                )?,
+                None => crate::config::default_path().ok_or(AgentError::NoPairs)?,
             };
             if !config.exists() {
-                return Err(format!(
-                    "config file {} does not exist; write one first (see examples/config.toml), \
-                     or give SRC DST",
-                    esc(&config)
-                ));
+                return Err(AgentError::NoConfigFile(config));
             }
             watch.pairs.config = Some(config);
         }
-        crate::config::Settings::from_watch_args(&watch).map_err(|e| e.to_string())?;
+        watch.settings()?;
         let log_dir = home()?.join("Library/Logs/datasafe");
         Ok(AgentSpec {
             exe,
@@ -157,7 +232,7 @@ impl AgentSpec {
 }
 
 /// Where the agent file goes for `platform`.
-pub fn agent_path(platform: Platform) -> Result<PathBuf, String> {
+pub fn agent_path(platform: Platform) -> Result<PathBuf, AgentError> {
     match platform {
         Platform::Systemd => {
             let config = match std::env::var_os("XDG_CONFIG_HOME") {
@@ -173,18 +248,22 @@ pub fn agent_path(platform: Platform) -> Result<PathBuf, String> {
 }
 
 /// Writes the agent file and enables and starts it.
-pub fn install(spec: &AgentSpec) -> Result<String, String> {
-    let platform = Platform::current()
-        .ok_or("no supported service manager on this system (systemd or launchd)")?;
+pub fn install(spec: &AgentSpec) -> Result<String, AgentError> {
+    let platform = Platform::current().ok_or(AgentError::NoServiceManager)?;
     let path = agent_path(platform)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", esc(dir)))?;
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     if platform == Platform::Launchd {
         let _ = std::fs::create_dir_all(&spec.log_dir);
     }
-    std::fs::write(&path, spec.render(platform))
-        .map_err(|e| format!("writing {}: {e}", esc(&path)))?;
+    std::fs::write(&path, spec.render(platform)).map_err(|source| AgentError::Write {
+        path: path.clone(),
+        source,
+    })?;
     match platform {
         Platform::Systemd => {
             run(&["systemctl", "--user", "daemon-reload"])?;
@@ -199,9 +278,8 @@ pub fn install(spec: &AgentSpec) -> Result<String, String> {
 }
 
 /// Stops and disables the agent and removes its file.
-pub fn uninstall() -> Result<String, String> {
-    let platform = Platform::current()
-        .ok_or("no supported service manager on this system (systemd or launchd)")?;
+pub fn uninstall() -> Result<String, AgentError> {
+    let platform = Platform::current().ok_or(AgentError::NoServiceManager)?;
     let path = agent_path(platform)?;
     if !path.exists() {
         return Ok(format!(
@@ -218,41 +296,51 @@ pub fn uninstall() -> Result<String, String> {
             run(&["launchctl", "unload", "-w", &p])?;
         }
     }
-    std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", esc(&path)))?;
+    std::fs::remove_file(&path).map_err(|source| AgentError::Remove {
+        path: path.clone(),
+        source,
+    })?;
     if platform == Platform::Systemd {
         let _ = run(&["systemctl", "--user", "daemon-reload"]);
     }
     Ok(format!("stopped and removed {}", path.display()))
 }
 
-fn run(argv: &[&str]) -> Result<(), String> {
+fn run(argv: &[&str]) -> Result<(), AgentError> {
     let output = Command::new(argv[0])
         .args(&argv[1..])
         .output()
-        .map_err(|e| format!("cannot run {}: {e}; is it installed?", argv[0]))?;
+        .map_err(|source| AgentError::Spawn {
+            program: argv[0].to_string(),
+            source,
+        })?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(format!(
-        "`{}` failed: {}",
-        argv.join(" "),
-        stderr.trim().lines().next().unwrap_or("no message")
-    ))
+    Err(AgentError::Failed {
+        command: argv.join(" "),
+        message: stderr
+            .trim()
+            .lines()
+            .next()
+            .unwrap_or("no message")
+            .to_string(),
+    })
 }
 
-fn home() -> Result<PathBuf, String> {
+fn home() -> Result<PathBuf, AgentError> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| "$HOME is not set".to_string())
+        .ok_or(AgentError::NoHome)
 }
 
 /// `watch` with every path in it made absolute by `absolute`.
 fn absolute_paths(
     watch: &WatchArgs,
-    absolute: impl Fn(&Path) -> Result<PathBuf, String>,
-) -> Result<WatchArgs, String> {
+    absolute: impl Fn(&Path) -> Result<PathBuf, AgentError>,
+) -> Result<WatchArgs, AgentError> {
     let abs = |p: &Option<PathBuf>| p.as_deref().map(&absolute).transpose();
     Ok(WatchArgs {
         pairs: PairArgs {
@@ -335,7 +423,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
     };
     valued(
         "--keep-versions",
-        keep_versions.map(|r| retention_text(r).into()),
+        keep_versions.map(|r| r.to_string().into()),
     );
     valued("--max-delete", max_delete.map(|n| n.to_string().into()));
     valued(
@@ -343,9 +431,9 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
         versions_max_size.map(|n| n.to_string().into()),
     );
     valued("--jobs", jobs.map(|n| n.to_string().into()));
-    valued("--debounce", debounce.map(|d| duration_text(d).into()));
-    valued("--rescan", rescan.map(|d| duration_text(d).into()));
-    valued("--max-wait", max_wait.map(|d| duration_text(d).into()));
+    valued("--debounce", debounce.map(|d| d.to_string().into()));
+    valued("--rescan", rescan.map(|d| d.to_string().into()));
+    valued("--max-wait", max_wait.map(|d| d.to_string().into()));
     valued("--log-file", log_file.clone().map(PathBuf::into_os_string));
     valued(
         "--error-log",
@@ -359,24 +447,6 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
         argv.push(dst.clone().into_os_string());
     }
     argv
-}
-
-/// A duration as `parse_duration` reads it back.
-fn duration_text(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_secs_f64() * 1000.0)
-    }
-}
-
-/// A retention as `Retention::parse` reads it back.
-fn retention_text(r: Retention) -> String {
-    match r {
-        Retention::Off => "0".to_string(),
-        Retention::Staggered => "staggered".to_string(),
-        Retention::Younger(d) => duration_text(d),
-    }
 }
 
 /// A path as one systemd command-line word (quoted if it holds spaces or quotes; `%`
@@ -481,8 +551,9 @@ mod tests {
             .collect();
         let again = parsed(&words.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(format!("{again:?}"), format!("{watch:?}"), "{words:?}");
-        assert_eq!(duration_text(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(retention_text(Retention::Off), "0");
+        let span = crate::config::TimeSpan::from(std::time::Duration::from_millis(1500));
+        assert_eq!(span.to_string(), "1500ms");
+        assert_eq!(crate::config::Retention::Off.to_string(), "0");
 
         let with_config = parsed(&["--config", "/c.toml", "--compress"]);
         let words = watch_argv(&with_config);

@@ -20,7 +20,7 @@ use crate::output::logging;
 use crate::output::names::{count_of, esc, human_bytes, shell_word};
 use crate::output::report::Summary;
 use crate::platform::{RootId, root_id};
-use crate::watch::{Hint, Signal, Watch, WatchError};
+use crate::watch::{Hint, Signal, StartError, Watch, WatchError};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::Path;
 use std::sync::Arc;
@@ -46,19 +46,19 @@ const BATCH: usize = 10_000;
 /// Re-reads the settings after the config file changed.
 pub type Reload<'a> = &'a dyn Fn() -> Result<Settings, ConfigError>;
 
-/// Watches every enabled pair of `settings` until `stop` is set. Returns the exit code.
-pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8 {
+/// Watches every enabled pair of `settings` until `stop` is set, then prints the
+/// summary of all. Fails only if the watcher cannot start (nothing was done then); a
+/// pair that cannot start is retried, never an error of the run.
+pub fn run(
+    settings: Settings,
+    reload: Reload<'_>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), StartError> {
     crate::platform::limit_malloc_arenas();
     let started = Instant::now();
     let (tx, rx) = crossbeam_channel::unbounded();
     crate::platform::catch_release_signal();
-    let mut watch = match Watch::new(settings.timing.debounce, tx.clone()) {
-        Ok(watch) => watch,
-        Err(message) => {
-            log::error!("{message}");
-            return crate::cli::run::EXIT_USAGE;
-        }
-    };
+    let mut watch = Watch::new(settings.timing.debounce, tx.clone())?;
     let board = Board::start(settings.file.as_deref());
     let mut daemon = Daemon {
         pairs: Vec::new(),
@@ -119,7 +119,7 @@ pub fn run(settings: Settings, reload: Reload<'_>, stop: &Arc<AtomicBool>) -> u8
     }
     board.close();
     total.finish(started, settings.output.json, "stopped");
-    0
+    Ok(())
 }
 
 /// How often a busy watcher gives freed memory back to the OS.
@@ -473,7 +473,7 @@ impl Watched {
             }
         }
         if let Err(message) = check_source(self.src()) {
-            self.pause(&message);
+            self.pause(&message.to_string());
             self.publish(board, 0);
             return;
         }
@@ -608,7 +608,7 @@ impl Watched {
             }
             State::Watching => {
                 if checking && let Err(message) = check_source(self.src()) {
-                    self.pause(&message);
+                    self.pause(&message.to_string());
                 } else if (checking || !self.pending.is_empty()) && !self.same_root() {
                     // Checked before every batch too: after an unmount, the events of
                     // the old filesystem name paths the folder beneath no longer has.
@@ -661,7 +661,7 @@ impl Watched {
 
     fn reconcile_checking(&mut self, board: &Board, check: &Check) {
         if let Err(message) = check_source(self.src()) {
-            self.pause(&message);
+            self.pause(&message.to_string());
             return;
         }
         if !self.same_root() {

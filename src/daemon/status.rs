@@ -250,34 +250,38 @@ fn running() -> Vec<Report> {
     reports
 }
 
+/// Why `status` has no report to show.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// No place to look for status files.
+    #[error("no state folder ($XDG_STATE_HOME or $HOME is not set)")]
+    NoStateFolder,
+    /// No watcher runs (the answer, not a failure of `status`).
+    #[error("no datasafe watcher is running (start one with `datasafe watch`)")]
+    NotRunning,
+    /// A report could not be written as JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// `datasafe status [--json]`: prints each running watcher's report (`--json`: one JSON
-/// object per line). Exit 0 if a watcher runs, 1 if none does.
-pub fn show(json: bool) -> u8 {
+/// object per line; `{"running":false}` when none runs, before the error says so).
+pub fn show(json: bool) -> Result<(), StatusError> {
     if crate::config::state_dir().is_none() {
-        eprintln!("error: no state folder ($XDG_STATE_HOME or $HOME is not set)");
-        return 1;
+        return Err(StatusError::NoStateFolder);
     }
     let reports = running();
     if reports.is_empty() {
         if json {
             let _ = std::io::stdout().write_all(b"{\"running\":false}\n");
         }
-        eprintln!("no datasafe watcher is running (start one with `datasafe watch`)");
-        return 1;
+        return Err(StatusError::NotRunning);
     }
     let mut text = String::new();
     for (i, report) in reports.iter().enumerate() {
         if json {
-            match serde_json::to_string(report) {
-                Ok(line) => {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return 1;
-                }
-            }
+            text.push_str(&serde_json::to_string(report)?);
+            text.push('\n');
         } else {
             if i > 0 {
                 text.push('\n');
@@ -287,15 +291,16 @@ pub fn show(json: bool) -> u8 {
     }
     // A closed pipe (`datasafe status | head`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
-    0
+    Ok(())
 }
 
 /// `datasafe release [DST] | --config FILE`: finds the running watcher(s) of DST (or of
 /// the config file; every watcher without either) through their status files and sends
 /// each the release signal; the watcher then runs one full pass without the deletion
-/// guard for each pair that holds deletions back. Exit 0 if a watcher was signalled, 1
-/// if none runs for it (then `sync --force` is the way).
-pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
+/// guard for each pair that holds deletions back. Fails if no watcher runs for it (then
+/// `sync --force` is the way, and the error says so); a watcher that cannot be signalled
+/// is said at once and the others are still asked.
+pub fn release(dst: Option<&Path>, config: Option<&Path>) -> Result<(), NoWatcher> {
     let same = |given: &Path, shown: &str| {
         let given =
             crate::config::canonical_even_if_missing(given).unwrap_or_else(|_| given.to_path_buf());
@@ -309,14 +314,14 @@ pub fn release(dst: Option<&Path>, config: Option<&Path>) -> u8 {
     loop {
         let asked = signal_watchers(dst, config, &same);
         if asked > 0 {
-            return 0;
+            return Ok(());
         }
         if std::time::Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    no_watcher(dst, config)
+    Err(no_watcher(dst, config))
 }
 
 /// Sends the release signal to every running watcher of `dst` (or of the pairs of
@@ -364,8 +369,19 @@ fn signal_watchers(
     asked
 }
 
-/// Says no watcher runs for what `release` was given, and what to run instead.
-fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> u8 {
+/// No running watcher mirrors what `release` was given: `what` it was, and the `sync`
+/// command that lets held deletions through instead.
+#[derive(Debug, thiserror::Error)]
+#[error("no running datasafe watcher mirrors {what}; to let held deletions through, run `{sync}`")]
+pub struct NoWatcher {
+    /// What was given (DST, the config file's pairs, any mirror).
+    what: String,
+    /// The command to run instead.
+    sync: String,
+}
+
+/// What `release` says when no watcher runs for what it was given.
+fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> NoWatcher {
     let (what, sync) = match (dst, config) {
         (Some(dst), _) => (
             esc(dst).to_string(),
@@ -380,9 +396,5 @@ fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> u8 {
             "datasafe sync SRC DST --force".to_string(),
         ),
     };
-    eprintln!(
-        "no running datasafe watcher mirrors {what}; to let held deletions through, run \
-         `{sync}`"
-    );
-    1
+    NoWatcher { what, sync }
 }

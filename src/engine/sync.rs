@@ -1,7 +1,7 @@
 //! The mirror engine every command drives: scan → plan → exec → index. A [`Mirror`] is
 //! one pair (SRC, DST) with its executor and index; it can reconcile all of it or one
 //! folder ([`Mirror::reconcile`]), or re-check single paths ([`Mirror::apply`], for
-//! `watch`). `sync` is one full reconcile ([`run`]).
+//! `watch`). `sync` is one full reconcile of each pair (its runner is `cli::sync`).
 //!
 //! A reconcile has three phases:
 //! 1. A scanner thread walks SRC (or the folder in scope), plans each entry against what
@@ -18,7 +18,7 @@
 //! The index is committed every few seconds and at the end, each time after one
 //! filesystem sync, so it never claims a file the disk might not have.
 
-use crate::config::{Config, Pair, Settings, Verbosity, check_source};
+use crate::config::{Config, Pair};
 use crate::engine::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
 use crate::engine::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
@@ -45,68 +45,6 @@ use std::time::{Duration, Instant};
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
 /// Capacity of the channel between the scanner and the workers.
 const QUEUE: usize = 256;
-
-/// `datasafe sync`: one full reconcile of every enabled pair, a line per pair when there
-/// are several, and the summary of all. Returns the exit code.
-pub fn run(settings: &Settings, stop: &Arc<AtomicBool>) -> u8 {
-    run_checking(settings, stop, &Check::Names)
-}
-
-/// As [`run`], each pass checking DST as `check` says (`sync --repair`: its content).
-pub fn run_checking(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> u8 {
-    let started = Instant::now();
-    let output = &settings.output;
-    let named = settings.file.is_some();
-    let mut total = Summary {
-        dry_run: output.dry_run,
-        ..Summary::default()
-    };
-    for pair in &settings.pairs {
-        if !pair.enabled {
-            log::info!("skipping pair {}: enabled = false", pair.name);
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
-        let show_progress = output.verbosity > Verbosity::Quiet;
-        let result = check_source(&pair.config.pair.src).and_then(|()| {
-            let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
-            mirror.reconcile_checking(Path::new(""), check);
-            mirror.commit();
-            Ok(mirror.into_summary())
-        });
-        crate::output::logging::set_pair(None);
-        match result {
-            Ok(summary) => total.add(&pair.name, summary, named),
-            Err(message) if named => {
-                log::error!("[{}] {message}; the other pairs go on", pair.name);
-                total.add(
-                    &pair.name,
-                    Summary {
-                        failed: 1,
-                        ..Summary::default()
-                    },
-                    named,
-                );
-            }
-            Err(message) => {
-                log::error!("{message}");
-                crate::output::logging::clear_progress();
-                return crate::cli::run::EXIT_USAGE;
-            }
-        }
-    }
-    total.interrupted = stop.load(Ordering::Relaxed);
-    let word = if total.interrupted {
-        "interrupted"
-    } else {
-        "completed"
-    };
-    total.finish(started, output.json, word);
-    total.exit_code()
-}
 
 /// What happened to a batch of hints.
 #[derive(Debug, PartialEq, Eq)]

@@ -44,8 +44,28 @@ fn pair_prefix() -> String {
     current_pair().map_or_else(String::new, |n| format!("[{n}] "))
 }
 
+/// Why logging could not be set up; the message names the file and what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// `--log-file`, `--error-log` or the config file's log paths.
+    #[error(
+        "cannot open log file {}: {}; check the path and its permissions",
+        esc(.path),
+        io_message(.source)
+    )]
+    Open {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A logger was installed already (only once per process).
+    #[error("cannot set up logging: {0}")]
+    Install(#[source] log::SetLoggerError),
+}
+
 /// Installs the global logger. Fails (naming the file) if a log file cannot be opened.
-pub fn init(out: &Output) -> Result<(), String> {
+pub fn init(out: &Output) -> Result<(), LogError> {
     let term_level = match out.verbosity {
         Verbosity::Quiet => LevelFilter::Warn,
         Verbosity::Normal => LevelFilter::Info,
@@ -84,8 +104,7 @@ pub fn init(out: &Output) -> Result<(), String> {
                 .filter(|_| FILE_OPEN[1].load(Ordering::Relaxed))
                 .chain(fern::Output::call(|record| write_file(1, record))),
         );
-    root.apply()
-        .map_err(|e| format!("cannot set up logging: {e}"))
+    root.apply().map_err(LogError::Install)
 }
 
 /// The open log file (`--log-file`) and error log (`--error-log`), if any.
@@ -95,7 +114,7 @@ static FILE_OPEN: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(fal
 
 /// Opens the log files `out` names (closing those open before); on error nothing
 /// changes. `watch` calls it again when a reload changes `log_file` or `error_log_file`.
-pub fn reopen_files(out: &Output) -> Result<(), String> {
+pub fn reopen_files(out: &Output) -> Result<(), LogError> {
     let log = out.log_file.as_deref().map(open).transpose()?;
     let errors = out.error_log.as_deref().map(open).transpose()?;
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,16 +144,13 @@ fn timestamped() -> fern::Dispatch {
     })
 }
 
-fn open(path: &Path) -> Result<std::fs::File, String> {
+fn open(path: &Path) -> Result<std::fs::File, LogError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(parent);
     }
-    fern::log_file(path).map_err(|e| {
-        format!(
-            "cannot open log file {}: {}; check the path and its permissions",
-            esc(path),
-            io_message(&e)
-        )
+    fern::log_file(path).map_err(|source| LogError::Open {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -340,17 +340,6 @@ impl Summary {
             logging::print_line(false, &line);
         }
     }
-
-    /// The process exit code this run earns.
-    pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
-            130
-        } else if self.failed > 0 || self.held_deletions > 0 {
-            1
-        } else {
-            0
-        }
-    }
 }
 
 /// The source path a stored name came from (`a.txt.gz` stored gzipped → `a.txt`).

@@ -48,17 +48,21 @@ pub struct Moment {
     pub limit: FileTime,
 }
 
+/// An `--at` that is not a local time as [`AT_FORMAT`] writes it; the message quotes
+/// the text as given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid --at {0:?}: write the local time as \"YYYY-MM-DD HH:MM:SS\", for example \
+     --at \"2026-11-24 15:30:00\""
+)]
+pub struct MomentError(String);
+
 impl Moment {
     /// Reads `--at`: `YYYY-MM-DD HH:MM:SS`, local time.
-    pub fn parse(text: &str) -> Result<Moment, String> {
+    pub fn parse(text: &str) -> Result<Moment, MomentError> {
         NaiveDateTime::parse_from_str(text.trim(), AT_FORMAT)
             .map(Moment::at_local)
-            .map_err(|_| {
-                format!(
-                    "invalid --at {text:?}: write the local time as \"YYYY-MM-DD HH:MM:SS\", \
-                     for example --at \"2026-11-24 15:30:00\""
-                )
-            })
+            .map_err(|_| MomentError(text.to_string()))
     }
 
     /// The moment a local wall-clock time stands for.
@@ -872,7 +876,10 @@ fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
 /// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
 /// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
 pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History, Plan), String> {
-    let at = at.map(Moment::parse).transpose()?;
+    let at = at
+        .map(Moment::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let scopes = scopes_of(paths)?;
     let mut history = History::open(dst)?;
     let kept = history.versions();

@@ -14,9 +14,12 @@
 //! [`Checked`]. A problem found while a writer (`watch`) changes the mirror gets a second
 //! look against the index as it is by then, so a file replaced mid-check is not reported.
 
-use crate::cli::{MirrorArgs, OutputArgs, PairArgs, SyncArgs, VerifyArgs};
+use crate::cli::VerifyArgs;
 use crate::config::filter::Excludes;
-use crate::config::{self, Config, ConfigError, Output, Pair, Settings, Verbosity};
+use crate::config::{
+    self, Config, ConfigError, MirrorOverrides, Output, OutputOverrides, Overrides, Pair, Settings,
+    Verbosity,
+};
 use crate::engine::plan::strip_gz;
 use crate::engine::repair::Check;
 use crate::engine::scan::{self, ScanRules, Scanned};
@@ -98,12 +101,12 @@ impl Plan {
     /// Settles `datasafe verify DST [--source SRC]` or `datasafe verify [--config FILE]
     /// [--source]`. Every error is a usage error (exit 2).
     pub fn from_args(args: &VerifyArgs) -> Result<Plan, ConfigError> {
-        let output_args = OutputArgs {
+        let output_args = OutputOverrides {
             json: args.json,
             log_file: args.log_file.clone(),
             verbose: args.verbose,
             quiet: args.quiet,
-            ..OutputArgs::default()
+            ..OutputOverrides::default()
         };
         let Some(dst) = &args.dst else {
             return Plan::from_file(args, &output_args);
@@ -183,7 +186,7 @@ impl Plan {
     }
 
     /// The pairs of a config file; with `--source`, each compared with its own source.
-    fn from_file(args: &VerifyArgs, output: &OutputArgs) -> Result<Plan, ConfigError> {
+    fn from_file(args: &VerifyArgs, output: &OutputOverrides) -> Result<Plan, ConfigError> {
         if let Some(Some(src)) = &args.source {
             return Err(ConfigError(format!(
                 "--source {} needs a DST; with a config file give --source alone and each \
@@ -290,30 +293,25 @@ fn repair_config(
     args: &VerifyArgs,
 ) -> Result<Config, ConfigError> {
     let facts = MirrorFacts::of(canonical_dst);
-    let sync = SyncArgs {
-        pairs: PairArgs {
-            src: Some(src.to_path_buf()),
-            dst: Some(dst.to_path_buf()),
-            config: None,
-        },
-        repair: true,
-        mirror: MirrorArgs {
+    let overrides = Overrides {
+        mirror: MirrorOverrides {
             compress: facts.compress,
             no_delete: facts.no_delete,
             exclude: args.exclude.clone(),
             force: args.force,
             jobs: args.jobs,
-            ..MirrorArgs::default()
+            ..MirrorOverrides::default()
         },
-        output: OutputArgs {
+        output: OutputOverrides {
             json: args.json,
             log_file: args.log_file.clone(),
             verbose: args.verbose,
             quiet: args.quiet,
-            ..OutputArgs::default()
+            ..OutputOverrides::default()
         },
+        timing: None,
     };
-    let settings = Settings::from_sync_args(&sync)?;
+    let settings = Settings::settle(Some(src), Some(dst), None, &overrides)?;
     settings
         .pairs
         .into_iter()
@@ -697,7 +695,7 @@ fn repair(
     plan: &Plan,
     stop: &Arc<AtomicBool>,
 ) -> Result<Summary, String> {
-    config::check_source(&cfg.pair.src)?;
+    config::check_source(&cfg.pair.src).map_err(|e| e.to_string())?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
     let mut mirror = crate::engine::sync::Mirror::open_to_write(cfg, stop, show_progress)?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));

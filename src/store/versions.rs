@@ -31,7 +31,6 @@ use crate::store::layout::VERSIONS_DIR;
 use chrono::{Duration as Span, NaiveDateTime};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The timestamp format inside a version's name.
 const STAMP: &str = "%Y%m%d_%H%M%S";
@@ -410,76 +409,10 @@ pub fn remove_orphan_sidecars(root: &Path) -> u64 {
     removed
 }
 
-/// How long versions are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retention {
-    /// No versions: replaced and deleted files are gone.
-    Off,
-    /// Everything for an hour, then one per hour for a day, one per day for 30 days,
-    /// nothing older.
-    Staggered,
-    /// Everything younger than this.
-    Younger(Duration),
-}
-
-impl Retention {
-    /// Reads `0` / `off`, `staggered`, or a duration such as `7d` or `12h`.
-    pub fn parse(text: &str) -> Result<Retention, String> {
-        match text.trim() {
-            "0" | "off" | "none" => Ok(Retention::Off),
-            "staggered" | "default" => Ok(Retention::Staggered),
-            other => match crate::cli::parse_duration(other) {
-                Ok(d) if d.is_zero() => Ok(Retention::Off),
-                Ok(d) => Ok(Retention::Younger(d)),
-                Err(_) => Err(format!(
-                    "invalid retention '{other}': use 0 (no versions), staggered, or a duration such as 7d or 12h"
-                )),
-            },
-        }
-    }
-
-    /// True unless versions are off.
-    pub fn keeps(self) -> bool {
-        self != Retention::Off
-    }
-}
-
-/// Reads a size for `--versions-max-size` / `versions_max_size`: plain bytes, or a
-/// number (a fraction is fine) with a unit: `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024;
-/// also `K`, `M`, `G`, `T` and `k`), `KB`, `MB`, `GB`, `TB` (powers of 1000), `B`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = unit.trim();
-    let scale: u64 = match unit {
-        "" | "B" | "b" => 1,
-        "K" | "k" | "KiB" | "Ki" => 1 << 10,
-        "M" | "MiB" | "Mi" => 1 << 20,
-        "G" | "GiB" | "Gi" => 1 << 30,
-        "T" | "TiB" | "Ti" => 1 << 40,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return Err(size_error(text)),
-    };
-    let value: f64 = number.parse().map_err(|_| size_error(text))?;
-    let bytes = value * scale as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(size_error(text));
-    }
-    Ok(bytes as u64)
-}
-
-fn size_error(text: &str) -> String {
-    format!(
-        "invalid size '{text}': write bytes or a number with a unit, such as 500MB, 1G or \
-         10GiB (for no versions at all, use --keep-versions 0)"
-    )
-}
+/// How long versions are kept: a value the user writes (`--keep-versions`,
+/// `keep_versions`), so `config` owns it; re-exported here beside [`to_prune`], which
+/// applies it.
+pub use crate::config::Retention;
 
 /// Of `versions`, the ones retention `keep` drops at local time `now` (paths relative
 /// to the versions folder). Each file's versions are thinned on their own.
@@ -538,6 +471,7 @@ fn staggered_bucket(age: Span) -> Option<Bucket> {
 mod tests {
     use super::*;
     use chrono::NaiveDate;
+    use std::time::Duration;
 
     fn t(d: u32, h: u32, m: u32, s: u32) -> NaiveDateTime {
         NaiveDate::from_ymd_opt(2026, 11, d)
@@ -723,24 +657,6 @@ mod tests {
         assert_eq!(Prefix::from_target(Path::new(&format!("{target}:x"))), None);
     }
 
-    #[test]
-    fn sizes_read_with_binary_and_decimal_units() {
-        for (text, want) in [
-            ("10GiB", 10u64 << 30),
-            ("500MB", 500_000_000),
-            ("1G", 1 << 30),
-            ("1.5M", 3 << 19),
-            ("4096", 4096),
-            (" 2 KiB ", 2048),
-            ("3kB", 3000),
-        ] {
-            assert_eq!(parse_size(text), Ok(want), "{text}");
-        }
-        for text in ["", "0", "GiB", "10 parsecs", "-5M", "1e3", "0.1"] {
-            assert!(parse_size(text).is_err(), "{text}");
-        }
-    }
-
     fn versions_at(stored: &str, times: &[NaiveDateTime]) -> Vec<Version> {
         times
             .iter()
@@ -798,13 +714,13 @@ mod tests {
     fn a_duration_keeps_everything_younger_and_off_keeps_nothing() {
         let now = t(24, 12, 0, 0);
         let versions = versions_at("r.txt", &[t(24, 11, 0, 0), t(20, 12, 0, 0), t(10, 0, 0, 0)]);
-        let week = Retention::parse("7d").unwrap();
+        let week: Retention = "7d".parse().unwrap();
         assert_eq!(week, Retention::Younger(Duration::from_secs(7 * 86400)));
         assert_eq!(to_prune(&versions, now, week), [versions[2].path.clone()]);
-        assert_eq!(Retention::parse("0").unwrap(), Retention::Off);
+        assert_eq!("0".parse::<Retention>().unwrap(), Retention::Off);
         let mut all: Vec<PathBuf> = versions.iter().map(|v| v.path.clone()).collect();
         all.sort();
         assert_eq!(to_prune(&versions, now, Retention::Off), all);
-        assert!(Retention::parse("soon").is_err());
+        assert!("soon".parse::<Retention>().is_err());
     }
 }

@@ -87,6 +87,18 @@ pub enum WatchError {
     Other(String),
 }
 
+/// Why the watcher could not start at all (no thread, no OS watcher): fatal for
+/// `watch`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The hold thread could not be spawned.
+    #[error("cannot start watching for changes: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The OS watcher (inotify, FSEvents, …) could not be set up.
+    #[error("cannot start watching for changes: {0}")]
+    Watcher(#[source] notify::Error),
+}
+
 /// The roots being watched: id → canonical path.
 type Roots = Arc<RwLock<Vec<(usize, PathBuf)>>>;
 
@@ -100,7 +112,7 @@ pub struct Watch {
 impl Watch {
     /// Starts the debouncer; signals go to `signals`. Paths are emitted once quiet for
     /// `debounce`.
-    pub fn new(debounce: Duration, signals: Sender<Signal>) -> Result<Watch, String> {
+    pub fn new(debounce: Duration, signals: Sender<Signal>) -> Result<Watch, StartError> {
         let roots: Roots = Arc::default();
         let tap = TAP.get_or_init(Arc::default).clone();
         tap.set_horizon(debounce);
@@ -128,7 +140,7 @@ impl Watch {
         std::thread::Builder::new()
             .name("datasafe-debounce".into())
             .spawn(move || hold.run(&held_rx, &hold_tap, &hold_roots, &signals))
-            .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+            .map_err(StartError::Thread)?;
         // The debouncer emits an event once it is `early` old, looking every `early` (its
         // tick may not exceed its timeout), so every event reaches the hold by 0.9 of the
         // debounce, and the debouncer wakes only about twice per debounce when idle.
@@ -138,7 +150,7 @@ impl Watch {
             .with_event_kinds(EventKindMask::CORE);
         let debouncer =
             notify_debouncer_full::new_debouncer_opt(early, Some(early), handler, NoCache, config)
-                .map_err(|e| format!("cannot start watching for changes: {e}"))?;
+                .map_err(StartError::Watcher)?;
         Ok(Watch {
             debouncer,
             roots,

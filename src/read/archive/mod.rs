@@ -68,8 +68,28 @@ pub struct Tally {
 pub enum Stop {
     /// Ctrl-C.
     Interrupted,
-    /// The archive could not be written: the message says which file and what to do.
-    Fatal(String),
+    /// Bad input, or the archive could not be written: the message says which file and
+    /// what to do.
+    Fatal(anyhow::Error),
+}
+
+/// A fatal [`Stop`] for `error`.
+fn fatal(error: impl Into<anyhow::Error>) -> Stop {
+    Stop::Fatal(error.into())
+}
+
+/// How a run of `archive` ended, once its summary (or the line saying it was
+/// interrupted) is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Archived {
+    /// The archive was written; `failed` paths could not be archived (or not as a
+    /// settled snapshot), each said as it happened.
+    Whole {
+        /// Paths left out or archived unsettled.
+        failed: u64,
+    },
+    /// Ctrl-C: no archive was written.
+    Interrupted,
 }
 
 impl Ctx<'_> {
@@ -90,7 +110,7 @@ impl Ctx<'_> {
     }
 
     fn write_error(&self, what: &str) -> Stop {
-        Stop::Fatal(format!(
+        Stop::Fatal(anyhow::anyhow!(
             "cannot write {}: {what}; check free space and permissions there",
             esc(&self.writing)
         ))
@@ -157,12 +177,12 @@ struct Summary {
 }
 
 /// Runs `datasafe archive` (logging and the Ctrl-C handler are set up by the caller)
-/// and returns the exit code: 0, 1 if some files could not be archived, 2 for bad input
-/// or an archive that could not be written, 130 on Ctrl-C.
-pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> u8 {
+/// and says how it ended; an error is bad input or an archive that could not be
+/// written (nothing is left under OUT's name then), for the caller to print.
+pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> anyhow::Result<Archived> {
     let started = Instant::now();
     match archive(args, stop, started) {
-        Ok(code) => code,
+        Ok(archived) => Ok(archived),
         Err(Stop::Interrupted) => {
             let line = format!(
                 "Backup interrupted at {}, Duration: {:.2} seconds; no archive was written",
@@ -170,18 +190,15 @@ pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> u8 {
                 started.elapsed().as_secs_f64()
             );
             crate::output::logging::print_line(true, &line);
-            crate::cli::run::EXIT_INTERRUPTED
+            Ok(Archived::Interrupted)
         }
-        Err(Stop::Fatal(message)) => {
-            eprintln!("error: {message}");
-            crate::cli::run::EXIT_USAGE
-        }
+        Err(Stop::Fatal(error)) => Err(error),
     }
 }
 
-/// A whole run; `Ok` carries the exit code once the summary is printed.
-fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8, Stop> {
-    let usage = Stop::Fatal;
+/// A whole run, up to its printed summary.
+fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Archived, Stop> {
+    let usage = |message: String| Stop::Fatal(anyhow::Error::msg(message));
     let source = &args.source;
     match std::fs::metadata(source) {
         Ok(m) if m.is_dir() => {}
@@ -204,7 +221,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         .file_name()
         .map_or_else(|| "archive".into(), |n| n.to_os_string());
     let (dest, format) =
-        out::resolve(&args.out, args.format, &name, Local::now()).map_err(usage)?;
+        out::resolve(&args.out, args.format, &name, Local::now()).map_err(fatal)?;
     let level = match (format.levels(), args.level) {
         (Some((range, _)), Some(level)) if !range.contains(&level) => {
             return Err(usage(format!(
@@ -219,10 +236,10 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         (None, _) => 0,
     };
     let prefix = match &args.prefix {
-        Some(p) => prefix_of(p).map_err(usage)?,
+        Some(p) => prefix_of(p).map_err(fatal)?,
         None => String::new(),
     };
-    let excludes = Excludes::new(&args.exclude).map_err(|e| usage(e.to_string()))?;
+    let excludes = Excludes::new(&args.exclude).map_err(fatal)?;
     let is_mirror = std::fs::symlink_metadata(source.join(STATE_DIR).join("index.db"))
         .is_ok_and(|m| m.is_file());
     if args.at.is_some() && !is_mirror {
@@ -268,7 +285,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
     };
     let (partial, sink, writing) = match &dest {
         Dest::File(path) => {
-            let (partial, file) = Partial::create(path, args.force).map_err(usage)?;
+            let (partial, file) = Partial::create(path, args.force).map_err(fatal)?;
             (Some(partial), Sink::File(file), Partial::temp_name(path))
         }
         Dest::Stdout => (None, Sink::Stdout(io::stdout()), PathBuf::from("-")),
@@ -333,7 +350,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
                 return Err(Stop::Interrupted);
             }
             partial.install().map_err(|e| {
-                Stop::Fatal(format!(
+                Stop::Fatal(anyhow::anyhow!(
                     "cannot rename {} to {}: {}; check the folder's permissions",
                     esc(&ctx.writing),
                     esc(path),
@@ -376,11 +393,16 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
             ctx.say(&text);
         }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(Archived::Whole { failed })
 }
 
+/// A `--prefix` that is not a relative folder name.
+#[derive(Debug, thiserror::Error)]
+#[error("--prefix {0:?} must be a relative folder name like project/")]
+struct PrefixError(String);
+
 /// `--prefix NAME/` as the text every entry name starts with (`NAME/`).
-fn prefix_of(text: &str) -> Result<String, String> {
+fn prefix_of(text: &str) -> Result<String, PrefixError> {
     let path = Path::new(text);
     let mut out = String::new();
     for part in path.components() {
@@ -390,11 +412,7 @@ fn prefix_of(text: &str) -> Result<String, String> {
                 out.push('/');
             }
             Component::CurDir => {}
-            _ => {
-                return Err(format!(
-                    "--prefix {text:?} must be a relative folder name like project/"
-                ));
-            }
+            _ => return Err(PrefixError(text.to_string())),
         }
     }
     Ok(out)

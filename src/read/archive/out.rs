@@ -52,6 +52,58 @@ impl ArchiveFormat {
     }
 }
 
+/// Why OUT cannot take the archive; nothing was written. Each message names the path
+/// and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OutError {
+    /// OUT's extension and `--format` disagree.
+    #[error(
+        "{} names a {} archive but --format is {}; make the name end in .{} or drop --format",
+        esc(.out),
+        .named.name(),
+        .given.name(),
+        .given.name()
+    )]
+    FormatMismatch {
+        /// OUT.
+        out: PathBuf,
+        /// The format OUT's name stands for.
+        named: ArchiveFormat,
+        /// `--format`.
+        given: ArchiveFormat,
+    },
+    /// OUT is a folder (only at creation: [`resolve`] writes into a folder).
+    #[error("{} is a folder; give a file name for the archive", esc(.0))]
+    IsFolder(PathBuf),
+    /// OUT exists and `--force` was not given.
+    #[error("{} already exists; add --force to replace it, or give another name", esc(.0))]
+    Exists(PathBuf),
+    /// OUT's folder cannot be made.
+    #[error(
+        "cannot create the folder {}: {}; check the path and its permissions",
+        esc(.path),
+        io_message(.source)
+    )]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The temp file beside OUT cannot be created.
+    #[error(
+        "cannot write {}: {}; check the folder's permissions and free space",
+        esc(.path),
+        io_message(.source)
+    )]
+    Temp {
+        /// The temp file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
 /// Where the archive is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dest {
@@ -68,7 +120,7 @@ pub fn resolve(
     format: Option<ArchiveFormat>,
     name: &OsStr,
     now: DateTime<Local>,
-) -> Result<(Dest, ArchiveFormat), String> {
+) -> Result<(Dest, ArchiveFormat), OutError> {
     if out.as_os_str() == "-" {
         return Ok((Dest::Stdout, format.unwrap_or(ArchiveFormat::Tar)));
     }
@@ -76,13 +128,11 @@ pub fn resolve(
     let named = out.file_name().and_then(ArchiveFormat::of_name);
     match named {
         Some(from_name) if !is_dir => match format {
-            Some(f) if f != from_name => Err(format!(
-                "{} names a {} archive but --format is {}; make the name end in .{} or drop --format",
-                esc(out),
-                from_name.name(),
-                f.name(),
-                f.name()
-            )),
+            Some(f) if f != from_name => Err(OutError::FormatMismatch {
+                out: out.to_path_buf(),
+                named: from_name,
+                given: f,
+            }),
             _ => Ok((Dest::File(out.to_path_buf()), from_name)),
         },
         _ => {
@@ -162,38 +212,22 @@ impl Partial {
 
     /// Checks OUT (an existing one needs `force`), makes its folder, creates the temp
     /// file. Errors are usage errors: nothing was written.
-    pub fn create(out: &Path, force: bool) -> Result<(Partial, File), String> {
+    pub fn create(out: &Path, force: bool) -> Result<(Partial, File), OutError> {
         match std::fs::symlink_metadata(out) {
-            Ok(m) if m.is_dir() => {
-                return Err(format!(
-                    "{} is a folder; give a file name for the archive",
-                    esc(out)
-                ));
-            }
-            Ok(_) if !force => {
-                return Err(format!(
-                    "{} already exists; add --force to replace it, or give another name",
-                    esc(out)
-                ));
-            }
+            Ok(m) if m.is_dir() => return Err(OutError::IsFolder(out.to_path_buf())),
+            Ok(_) if !force => return Err(OutError::Exists(out.to_path_buf())),
             _ => {}
         }
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                format!(
-                    "cannot create the folder {}: {}; check the path and its permissions",
-                    esc(parent),
-                    io_message(&e)
-                )
+            std::fs::create_dir_all(parent).map_err(|source| OutError::Folder {
+                path: parent.to_path_buf(),
+                source,
             })?;
         }
         let temp = Partial::temp_name(out);
-        let file = File::create_new(&temp).map_err(|e| {
-            format!(
-                "cannot write {}: {}; check the folder's permissions and free space",
-                esc(&temp),
-                io_message(&e)
-            )
+        let file = File::create_new(&temp).map_err(|source| OutError::Temp {
+            path: temp.clone(),
+            source,
         })?;
         Ok((
             Partial {
@@ -259,8 +293,12 @@ mod tests {
             ("-", Some(Zip), Dest::Stdout, Zip),
         ];
         for (out, format, dest, want) in table {
-            assert_eq!(go(out, format), Ok((dest, want)), "{out}");
+            assert_eq!(go(out, format).ok(), Some((dest, want)), "{out}");
         }
-        assert!(go("x.zip", Some(TarGz)).is_err());
+        assert_eq!(
+            go("x.zip", Some(TarGz)).unwrap_err().to_string(),
+            "x.zip names a zip archive but --format is tar.gz; make the name end in .tar.gz or \
+             drop --format"
+        );
     }
 }

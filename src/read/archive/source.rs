@@ -171,59 +171,59 @@ pub fn of_mirror(
         if excludes.covers(&item.rel) {
             continue;
         }
-        let entry = match &item.origin {
-            Origin::File { name, stored } => match history.path_of(&dst, name) {
-                Ok(path) => Entry {
-                    rel: item.rel.clone(),
-                    kind: EntryKind::File {
-                        path,
-                        stored: *stored,
-                    },
-                    mode: 0o644,
-                    mtime: FileTime::zero(),
-                },
-                Err(e) => {
-                    failed += 1;
-                    log::error!(
-                        "cannot read {}: {}; it is left out of the archive",
-                        esc(&dst.join(name)),
-                        io_message(&e)
-                    );
-                    continue;
-                }
-            },
-            Origin::Link { target, mtime } => Entry {
-                rel: item.rel.clone(),
-                kind: EntryKind::Link(target.clone()),
-                mode: 0o777,
-                mtime: *mtime,
-            },
-            Origin::Folder => folder(&item.rel),
-            Origin::Prefix { .. } => {
-                match scratch
-                    .dir()
-                    .and_then(|dir| crate::read::restore::write_prefix(history, item, &dir, stop))
-                {
+        let entry =
+            match &item.origin {
+                Origin::File { name, stored } => match history.path_of(&dst, name) {
                     Ok(path) => Entry {
                         rel: item.rel.clone(),
                         kind: EntryKind::File {
                             path,
-                            stored: Stored::Plain,
+                            stored: *stored,
                         },
                         mode: 0o644,
                         mtime: FileTime::zero(),
                     },
-                    Err(message) => {
+                    Err(e) => {
                         failed += 1;
                         log::error!(
-                            "cannot archive {}: {message}; it is left out of the archive",
-                            esc(&item.rel)
+                            "cannot read {}: {}; it is left out of the archive",
+                            esc(&dst.join(name)),
+                            io_message(&e)
                         );
                         continue;
                     }
+                },
+                Origin::Link { target, mtime } => Entry {
+                    rel: item.rel.clone(),
+                    kind: EntryKind::Link(target.clone()),
+                    mode: 0o777,
+                    mtime: *mtime,
+                },
+                Origin::Folder => folder(&item.rel),
+                Origin::Prefix { .. } => {
+                    match scratch.dir().map_err(|e| e.to_string()).and_then(|dir| {
+                        crate::read::restore::write_prefix(history, item, &dir, stop)
+                    }) {
+                        Ok(path) => Entry {
+                            rel: item.rel.clone(),
+                            kind: EntryKind::File {
+                                path,
+                                stored: Stored::Plain,
+                            },
+                            mode: 0o644,
+                            mtime: FileTime::zero(),
+                        },
+                        Err(message) => {
+                            failed += 1;
+                            log::error!(
+                                "cannot archive {}: {message}; it is left out of the archive",
+                                esc(&item.rel)
+                            );
+                            continue;
+                        }
+                    }
                 }
-            }
-        };
+            };
         for above in item.rel.ancestors().skip(1) {
             if above.as_os_str().is_empty() || found.contains_key(above) {
                 continue;
@@ -247,6 +247,27 @@ fn dir(rel: &Path, meta: &Meta) -> Entry {
     }
 }
 
+/// Why the scratch folder cannot be had; the file that needed it is left out.
+#[derive(Debug, thiserror::Error)]
+enum ScratchError {
+    /// It cannot be made.
+    #[error("making the scratch folder {}: {}", esc(.path), io_message(.source))]
+    Make {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// It cannot be made private.
+    #[error("{}: {}", esc(.path), io_message(.source))]
+    Private {
+        /// The folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
 /// A private folder for content that must be written out before it can be archived
 /// (see [`of_mirror`]): made on first use, removed with everything in it on drop.
 pub struct Scratch {
@@ -262,18 +283,19 @@ impl Scratch {
     }
 
     /// The folder, made (private) if it is not there yet.
-    fn dir(&mut self) -> Result<PathBuf, String> {
+    fn dir(&mut self) -> Result<PathBuf, ScratchError> {
         if !self.made {
-            std::fs::create_dir(&self.path).map_err(|e| {
-                format!(
-                    "making the scratch folder {}: {}",
-                    esc(&self.path),
-                    io_message(&e)
-                )
+            std::fs::create_dir(&self.path).map_err(|source| ScratchError::Make {
+                path: self.path.clone(),
+                source,
             })?;
             self.made = true;
-            crate::platform::set_mode_path(&self.path, 0o700)
-                .map_err(|e| format!("{}: {}", esc(&self.path), io_message(&e)))?;
+            crate::platform::set_mode_path(&self.path, 0o700).map_err(|source| {
+                ScratchError::Private {
+                    path: self.path.clone(),
+                    source,
+                }
+            })?;
         }
         Ok(self.path.clone())
     }

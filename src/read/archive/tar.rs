@@ -59,7 +59,7 @@ pub fn write<W: Write>(
                         let (done, read) = bounded(1);
                         jobs_tx
                             .send((path.clone(), *stored, done))
-                            .map_err(|_| Stop::Fatal("a reader thread died".into()))?;
+                            .map_err(|_| Stop::Fatal(anyhow::anyhow!("a reader thread died")))?;
                         Some(read)
                     }
                     _ => None,

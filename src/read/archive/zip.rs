@@ -88,9 +88,9 @@ pub fn write<W: Write + Seek>(
                             name: name.clone(),
                             done,
                         };
-                        jobs_tx
-                            .send(job)
-                            .map_err(|_| Stop::Fatal("a compression worker died".into()))?;
+                        jobs_tx.send(job).map_err(|_| {
+                            Stop::Fatal(anyhow::anyhow!("a compression worker died"))
+                        })?;
                         Some(result)
                     }
                     _ => None,

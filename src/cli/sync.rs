@@ -1,0 +1,143 @@
+//! The `sync` runner: one full reconcile of every enabled pair (`engine::sync::Mirror`),
+//! a line per pair when there are several, the summary of all, and the [`Exit`] the run
+//! earns. The engine returns summaries; only this runner knows exit codes.
+//!
+//! A pair that cannot be mirrored at all (SRC missing, DST unwritable) ends a single-pair
+//! run with the usage exit and no summary; in a config file's run it is one failure of
+//! that pair, and the other pairs go on.
+
+use crate::cli::SyncArgs;
+use crate::cli::exit::Exit;
+use crate::cli::run::{ended, prepare, usage_error};
+use crate::config::{PairSettings, Settings, Verbosity, check_source};
+use crate::engine::repair::Check;
+use crate::engine::sync::Mirror;
+use crate::output::report::Summary;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// `datasafe sync`: settles the arguments, runs every pair, says how the process ends.
+pub(super) fn run(args: &SyncArgs) -> Exit {
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => return usage_error(&e),
+    };
+    let stop = match prepare(&settings) {
+        Ok(stop) => stop,
+        Err(exit) => return exit,
+    };
+    // `--repair` distrusts the index about DST's content, not only its names.
+    let check = match args.repair {
+        true => Check::Content,
+        false => Check::Names,
+    };
+    ended(sync_pairs(&settings, &stop, &check))
+}
+
+/// One full reconcile of every enabled pair, each pass checking DST as `check` says;
+/// prints the summary of all and maps it to the exit.
+fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exit {
+    let started = Instant::now();
+    let output = &settings.output;
+    let named = settings.file.is_some();
+    let mut total = Summary {
+        dry_run: output.dry_run,
+        ..Summary::default()
+    };
+    for pair in &settings.pairs {
+        if !pair.enabled {
+            log::info!("skipping pair {}: enabled = false", pair.name);
+            continue;
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
+        let show_progress = output.verbosity > Verbosity::Quiet;
+        let result = sync_pair(pair, stop, show_progress, check);
+        crate::output::logging::set_pair(None);
+        match result {
+            Ok(summary) => total.add(&pair.name, summary, named),
+            Err(e) if named => {
+                log::error!("[{}] {e}; the other pairs go on", pair.name);
+                total.add(
+                    &pair.name,
+                    Summary {
+                        failed: 1,
+                        ..Summary::default()
+                    },
+                    named,
+                );
+            }
+            Err(e) => {
+                log::error!("{e}");
+                crate::output::logging::clear_progress();
+                return Exit::Usage;
+            }
+        }
+    }
+    total.interrupted = stop.load(Ordering::Relaxed);
+    let word = if total.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    total.finish(started, output.json, word);
+    exit_of(&total)
+}
+
+/// One full reconcile of one pair; an error is one that keeps the pair from being
+/// mirrored at all (SRC is not a folder now, DST cannot be opened for writing).
+fn sync_pair(
+    pair: &PairSettings,
+    stop: &Arc<AtomicBool>,
+    show_progress: bool,
+    check: &Check,
+) -> anyhow::Result<Summary> {
+    check_source(&pair.config.pair.src)?;
+    // `Mirror::open_to_write` still says why in a plain message.
+    let mut mirror =
+        Mirror::open_to_write(&pair.config, stop, show_progress).map_err(anyhow::Error::msg)?;
+    mirror.reconcile_checking(Path::new(""), check);
+    mirror.commit();
+    Ok(mirror.into_summary())
+}
+
+/// The exit a finished run earns: interruption first, then any failure or deletion
+/// held back (the mirror is not what SRC is), else success.
+fn exit_of(total: &Summary) -> Exit {
+    if total.interrupted {
+        Exit::Interrupted
+    } else {
+        Exit::problems_unless(total.failed == 0 && total.held_deletions == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_exits_by_what_it_left_undone() {
+        let exit = |s: Summary| exit_of(&s);
+        assert_eq!(exit(Summary::default()), Exit::Success);
+        let failed = Summary {
+            failed: 1,
+            ..Summary::default()
+        };
+        assert_eq!(exit(failed), Exit::Problems);
+        let held = Summary {
+            held_deletions: 3,
+            ..Summary::default()
+        };
+        assert_eq!(exit(held), Exit::Problems);
+        let stopped = Summary {
+            failed: 1,
+            interrupted: true,
+            ..Summary::default()
+        };
+        assert_eq!(exit(stopped), Exit::Interrupted);
+    }
+}

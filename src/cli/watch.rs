@@ -1,0 +1,30 @@
+//! The `watch` runner: settles the arguments (again on each reload of the config file),
+//! runs the event loop (`daemon::run`) until Ctrl-C or SIGTERM, and maps its end to an
+//! [`Exit`]: a watcher that cannot start is a fatal error (2); a stopped one dies by the
+//! signal that stopped it.
+
+use crate::cli::WatchArgs;
+use crate::cli::exit::Exit;
+use crate::cli::run::{ended, prepare, usage_error};
+
+/// `datasafe watch`.
+pub(super) fn run(args: &WatchArgs) -> Exit {
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => return usage_error(&e),
+    };
+    let stop = match prepare(&settings) {
+        Ok(stop) => stop,
+        Err(exit) => return exit,
+    };
+    let reload = || args.settings();
+    let exit = match crate::daemon::run(settings, &reload, &stop) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            // Logged, so an agent's error log has it too.
+            log::error!("{e}");
+            Exit::Usage
+        }
+    };
+    ended(exit)
+}
