@@ -1,13 +1,16 @@
-//! Carrying out planned actions: the only code that writes a destination. An
-//! [`Executor`] holds the roots and the temp folder; its workers take [`Action`]s from a
+//! Carrying out planned actions: the only code that decides how a destination is
+//! written. An [`Executor`] holds SRC's root and DST as a [`Store`] (every write goes
+//! through the store's primitives, never a path); its workers take [`Action`]s from a
 //! bounded channel and send back one [`Outcome`] each. Every file reaches its final name
-//! by a rename from a private temp file in `DST/.datasafe/tmp`, so nothing is ever torn
-//! under a final name, whatever kills the process.
+//! by an install from a private temp file in the store's temp folder, so nothing is ever
+//! torn under a final name, whatever kills the process.
 //!
-//! An operation never decides *whether* to act (the planner did); it only checks what it
-//! must for safety: that every folder on the way down from DST is a real folder (a
-//! planted symlink never leads a write outside DST) and that the source did not change
-//! while it was read.
+//! An operation never decides *whether* to act (the planner did); the policy of *how*
+//! lives here and in `ops`/`keep` (what stands in the way is displaced and kept, old
+//! content is kept as a version, a changing source is copied again, a full disk makes
+//! room), each step a store primitive. The store makes sure no step passes through a
+//! symlink inside DST; the engine checks that the source did not change while it was
+//! read.
 
 mod keep;
 mod ops;
@@ -19,9 +22,9 @@ use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::model::Record;
 use crate::output::names::{esc, io_message};
-use crate::store::layout::STATE_DIR;
-use crate::store::layout::{LOCK_FILE, TMP_DIR};
+use crate::store::local::Local;
 use crate::store::versions::Retention;
+use crate::store::{Caps, Store};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -151,14 +154,9 @@ impl OpError {
     }
 }
 
-/// Why DST cannot be written.
-#[derive(Debug)]
-pub enum PrepareError {
-    /// Another datasafe process writes this mirror.
-    Locked(String),
-    /// DST (or its state folder) cannot be created or written.
-    Unwritable(String),
-}
+/// Why DST cannot be written (the store's error, named where the engine has always
+/// had it).
+pub use crate::store::PrepareError;
 
 /// How many times an action is tried again after pruning versions for room.
 const ROOM_RETRIES: u32 = 3;
@@ -189,11 +187,12 @@ fn least_needed(action: &Action) -> u64 {
 /// Carries out actions for one mirror.
 pub struct Executor {
     src: PathBuf,
-    dst: PathBuf,
-    tmp: PathBuf,
+    /// DST, prepared for writing (it holds the one-writer lock while it lives).
+    store: Box<dyn Store>,
+    /// What the store can do, asked once.
+    caps: Caps,
     level: flate2::Compression,
     stop: Arc<AtomicBool>,
-    next_tmp: AtomicU64,
     /// Whether replaced and deleted files are kept as versions.
     keep: Retention,
     /// Versions kept so far.
@@ -209,65 +208,29 @@ pub struct Executor {
     displacing: std::sync::Mutex<()>,
     /// What was removed to make way for another type, not yet reported.
     displaced: std::sync::Mutex<Vec<Displaced>>,
-    /// Held while this executor lives: one writer per mirror.
-    _lock: std::fs::File,
 }
 
 impl Executor {
-    /// Prepares DST for writing: creates it and its state folder if missing, refuses a
-    /// state folder that is not a real folder, and removes temp files a killed run left.
+    /// Prepares the folder DST for writing: creates it and its state folder if missing,
+    /// refuses a state folder that is not a real folder, takes the one-writer lock and
+    /// removes temp files a killed run left (see [`Store::prepare`]).
     pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, PrepareError> {
-        let state = dst.join(STATE_DIR);
-        let tmp = state.join(TMP_DIR);
-        std::fs::create_dir_all(dst).map_err(|e| {
-            PrepareError::Unwritable(format!(
-                "cannot create destination {}: {}; check the path, make the folder it \
-                 goes in writable and run again",
-                esc(dst),
-                io_message(&e)
-            ))
-        })?;
-        if std::fs::symlink_metadata(&state).is_ok_and(|m| !m.is_dir()) {
-            return Err(PrepareError::Unwritable(format!(
-                "{} is not a folder; move it out of the way and run again",
-                esc(&state)
-            )));
-        }
-        // A symlink planted as the temp folder would send temp files, and the cleanup
-        // of leftovers, outside DST.
-        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| {
-            PrepareError::Unwritable(format!(
-                "cannot write to destination {}: {}; make it writable and run again",
-                esc(&tmp),
-                io_message(&e)
-            ))
-        })?;
-        if !std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
-            return Err(PrepareError::Unwritable(format!(
-                "{} is not a folder; move it out of the way and run again",
-                esc(&tmp)
-            )));
-        }
+        Executor::with_store(src, Box::new(Local::create(dst)?), stop)
+    }
 
-        // Only the lock holder may clean temp files: another writer may be using them.
-        let lock = take_lock(&state, dst)?;
-        if let Ok(leftovers) = std::fs::read_dir(&tmp) {
-            for entry in leftovers.flatten() {
-                let path = entry.path();
-                log::debug!("removing leftover temp file {}", esc(&path));
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+    /// As [`Executor::new`], for any store (prepared here).
+    pub fn with_store(
+        src: &Path,
+        mut store: Box<dyn Store>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Executor, PrepareError> {
+        store.prepare()?;
         Ok(Executor {
             src: src.to_path_buf(),
-            dst: dst.to_path_buf(),
-            tmp,
+            caps: store.caps(),
+            store,
             level: flate2::Compression::new(6),
             stop,
-            next_tmp: AtomicU64::new(0),
             keep: Retention::Staggered,
             versions_kept: AtomicU64::new(0),
             keep_all: AtomicBool::new(false),
@@ -275,8 +238,12 @@ impl Executor {
             making_room: std::sync::Mutex::new(()),
             displacing: std::sync::Mutex::new(()),
             displaced: std::sync::Mutex::new(Vec::new()),
-            _lock: lock,
         })
+    }
+
+    /// The destination this executor writes.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// Sets how replaced and deleted files are kept (versions are on by default).
@@ -289,7 +256,7 @@ impl Executor {
     /// under a long-lived executor takes the temp folder, the lock and the index with it;
     /// every write then fails until DST is prepared again.
     pub fn prepared(&self) -> bool {
-        std::fs::symlink_metadata(&self.tmp).is_ok_and(|m| m.is_dir())
+        self.store.ready()
     }
 
     /// How many old copies this executor has kept as versions.
@@ -389,7 +356,7 @@ impl Executor {
     /// Makes everything written so far durable (one `syncfs`, not an fsync per file);
     /// called before the index records it.
     pub fn barrier(&self) -> io::Result<()> {
-        crate::platform::sync_filesystem(&self.dst)
+        self.store.barrier()
     }
 
     /// Sets a folder's mode and mtime, after everything inside it was written.
@@ -397,56 +364,20 @@ impl Executor {
         self.set_dir_meta(rel, meta).map_err(|e| {
             format!(
                 "setting mode and time on {}: {}",
-                esc(&self.dst.join(rel)),
+                esc(&self.shown(rel)),
                 io_message(&e)
             )
         })
     }
 
+    /// How `name` in DST is shown to the user.
+    fn shown(&self, name: &Path) -> PathBuf {
+        self.store.display(name)
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
-}
-
-/// Takes the one-writer lock of a mirror (released when the file closes, also when the
-/// process is killed) and writes our pid into it for the other side's message.
-fn take_lock(state: &Path, dst: &Path) -> Result<std::fs::File, PrepareError> {
-    use std::io::{Read, Seek, Write};
-    let path = state.join(LOCK_FILE);
-    let unwritable = |e: io::Error| {
-        PrepareError::Unwritable(format!(
-            "cannot write to destination {}: {}; make it writable and run again",
-            esc(&path),
-            io_message(&e)
-        ))
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(unwritable)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let who = match holder.trim() {
-                "" => "another datasafe process".to_string(),
-                pid => format!("another datasafe process (pid {pid})"),
-            };
-            return Err(PrepareError::Locked(format!(
-                "{who} is writing the mirror in {}; stop it first, or wait until it is done",
-                esc(dst)
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(unwritable(e)),
-    }
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "{}", std::process::id());
-    Ok(file)
 }
 
 /// Starts `jobs` workers on `scope` that run every action from `actions` and send each
