@@ -28,7 +28,9 @@ use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{count_of, esc, io_message};
 use crate::output::report::{Progress, Summary};
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{self, STATE_DIR};
+use crate::store::local::Local;
+use crate::store::{Reader, Store};
 use crate::watch::Hint;
 use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
@@ -117,21 +119,80 @@ pub enum Applied {
     SourceGone,
 }
 
-/// Where actions go.
-enum Mode {
-    /// Carried out.
-    Write(Executor),
-    /// Printed (`--dry-run`).
-    DryRun,
-    /// DST cannot be written: each action counts as failed (one error said why).
-    Blocked,
+/// Where a mirror's actions go (see [`pump`]): the executor carries them out, a dry run
+/// records them as planned, a DST that cannot be written counts each as failed. The
+/// engine hands every action over the same way, whichever it is.
+trait Carrier: Send + Sync {
+    /// Takes every action from `actions` until the channel closes, recording what
+    /// became of each in `tally`. May run `jobs` workers on `scope`.
+    fn carry<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        context: (usize, &Pair, &AtomicU64),
+    );
+
+    /// The executor, when actions are carried out (for what only a writing mirror does:
+    /// versions, pruning, folder metadata, the index's commits).
+    fn executor(&self) -> Option<&Executor> {
+        None
+    }
 }
 
-impl Mode {
+impl Carrier for Executor {
+    fn carry<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        (jobs, pair, scanned): (usize, &Pair, &AtomicU64),
+    ) {
+        let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
+        spawn_workers(scope, self, jobs, &actions, &out_tx);
+        drop((out_tx, actions));
+        for outcome in out_rx {
+            tally.absorb(outcome, self, pair, scanned);
+        }
+    }
+
     fn executor(&self) -> Option<&Executor> {
-        match self {
-            Mode::Write(exec) => Some(exec),
-            Mode::DryRun | Mode::Blocked => None,
+        Some(self)
+    }
+}
+
+/// `--dry-run`: each action is recorded as planned (and printed), nothing is written.
+struct DryRun;
+
+impl Carrier for DryRun {
+    fn carry<'scope, 'env>(
+        &'env self,
+        _scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        _: (usize, &Pair, &AtomicU64),
+    ) {
+        for action in actions {
+            let replaces =
+                matches!(action, Action::Copy { .. }) && tally.replaces_file(&action.dest_name());
+            tally.summary.record_planned(&action, replaces);
+        }
+    }
+}
+
+/// DST cannot be written: each action counts as failed (one error said why).
+struct Blocked;
+
+impl Carrier for Blocked {
+    fn carry<'scope, 'env>(
+        &'env self,
+        _scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        _: (usize, &Pair, &AtomicU64),
+    ) {
+        for _ in actions {
+            tally.summary.failed += 1;
         }
     }
 }
@@ -140,7 +201,7 @@ impl Mode {
 pub struct Mirror {
     cfg: Config,
     stop: Arc<AtomicBool>,
-    mode: Mode,
+    mode: Box<dyn Carrier>,
     rules: ScanRules,
     /// True once the index describes DST; until then a reconcile lists DST in detail.
     trusted: bool,
@@ -243,7 +304,7 @@ impl Mirror {
         let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let (index, trusted) = read_index(&state_dir);
-            (Mode::DryRun, index, trusted)
+            (Box::new(DryRun) as Box<dyn Carrier>, index, trusted)
         } else {
             match open_for_writing(cfg, stop) {
                 Ok((mode, index, trusted, adopt)) => {
@@ -257,7 +318,7 @@ impl Mirror {
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
-                    (Mode::Blocked, index, trusted)
+                    (Box::new(Blocked) as Box<dyn Carrier>, index, trusted)
                 }
             }
         };
@@ -332,7 +393,7 @@ impl Mirror {
             self.tally.summary.versions_kept += exec.versions_kept();
             self.tally.summary.versions_pruned += exec.pruned_for_room();
         }
-        self.mode = Mode::Blocked;
+        self.mode = Box::new(Blocked);
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let err = match open_for_writing(&self.cfg, &self.stop) {
@@ -374,6 +435,16 @@ impl Mirror {
     /// True if SRC's root is there (a vanished root pauses the pair, never empties DST).
     pub fn source_present(&self) -> bool {
         self.cfg.pair.src.is_dir()
+    }
+
+    /// True if `name` in DST is a real folder, reached without passing a symlink
+    /// (through the executor's store; without one, DST is opened to look).
+    fn dest_is_dir(&self, name: &Path) -> bool {
+        let found = match self.mode.executor() {
+            Some(exec) => exec.store().stat(name),
+            None => Local::open(&self.cfg.pair.dst_canonical).and_then(|dst| dst.stat(name)),
+        };
+        matches!(found, Ok(Some(s)) if s.kind == Kind::Dir)
     }
 
     /// Makes DST's writes durable and commits the index.
@@ -439,7 +510,7 @@ impl Mirror {
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
             pump(
-                &self.mode,
+                self.mode.as_ref(),
                 &mut self.tally,
                 jobs,
                 pair,
@@ -588,9 +659,7 @@ impl Mirror {
         // removed within the debounce leaves nothing else to do): refresh the folder's
         // metadata if DST has it.
         let parent = rel.parent().unwrap_or(Path::new(""));
-        if std::fs::symlink_metadata(self.cfg.pair.dst_canonical.join(parent))
-            .is_ok_and(|m| m.is_dir())
-        {
+        if self.dest_is_dir(parent) {
             self.tally.touched.insert(parent.to_path_buf());
         }
         let path = self.cfg.pair.src.join(rel);
@@ -967,26 +1036,24 @@ impl Mirror {
         if !foreign.is_empty() {
             self.pump_all(foreign);
         }
-        let versions = self
-            .cfg
-            .pair
-            .dst_canonical
-            .join(STATE_DIR)
-            .join(crate::store::layout::VERSIONS_DIR);
+        let Some(exec) = self.mode.executor() else {
+            return;
+        };
+        let versions = crate::store::layout::versions();
         // Only names that left something to restore: a symlink or a folder holding no
         // file keeps no version, and `restore` refuses a PATH with nothing under it.
         let names: Option<Vec<PathBuf>> = planned
             .into_iter()
             .map(|(name, kind)| match kind? {
                 Kind::File => Some(Some(name)),
-                Kind::Dir => Some(versions.join(&name).is_dir().then_some(name)),
+                Kind::Dir => {
+                    let kept = exec.store().stat(&versions.join(&name));
+                    Some(matches!(kept, Ok(Some(s)) if s.kind == Kind::Dir).then_some(name))
+                }
                 _ => Some(None),
             })
             .collect::<Option<Vec<Option<PathBuf>>>>()
             .map(|n| n.into_iter().flatten().collect());
-        let Some(exec) = self.mode.executor() else {
-            return;
-        };
         exec.keep_every_deletion(false);
         let kept_now = exec.versions_kept();
         let all = kept_now - kept_before;
@@ -1022,7 +1089,7 @@ impl Mirror {
                 esc(dst),
                 count_of(kept, "file"),
                 esc(src),
-                esc(&dst.join(STATE_DIR).join(crate::store::layout::VERSIONS_DIR)),
+                esc(&dst.join(crate::store::layout::versions())),
                 if kept == 1 { "it" } else { "them" },
                 shell_word(&dst.to_string_lossy()),
                 shell_word(&restore_target(dst).to_string_lossy()),
@@ -1132,13 +1199,13 @@ impl Mirror {
 
     /// True if actions are only printed (`--dry-run`).
     pub fn dry_run(&self) -> bool {
-        matches!(self.mode, Mode::DryRun)
+        self.cfg.output.dry_run
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
     /// folder written into; deepest first.
     fn finish_dirs(&mut self, walked: Vec<(Entry, bool)>) {
-        let Mode::Write(exec) = &self.mode else {
+        let Some(exec) = self.mode.executor() else {
             self.tally.touched.clear();
             return;
         };
@@ -1188,7 +1255,7 @@ impl Mirror {
     fn pump_all(&mut self, actions: Vec<Action>) {
         let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
         pump(
-            &self.mode,
+            self.mode.as_ref(),
             &mut self.tally,
             jobs,
             pair,
@@ -1360,7 +1427,7 @@ impl DestSide {
 /// (through `jobs` workers), prints, or counts, depending on `mode`; outcomes go into
 /// `tally`. Returns what `produce` returned.
 fn pump<R: Send>(
-    mode: &Mode,
+    mode: &dyn Carrier,
     tally: &mut Tally,
     jobs: usize,
     pair: &Pair,
@@ -1374,28 +1441,7 @@ fn pump<R: Send>(
             crate::output::logging::set_pair(pair_name);
             produce(&act_tx)
         });
-        match mode {
-            Mode::Write(exec) => {
-                let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
-                spawn_workers(scope, exec, jobs, &act_rx, &out_tx);
-                drop((out_tx, act_rx));
-                for outcome in out_rx {
-                    tally.absorb(outcome, exec, pair, scanned);
-                }
-            }
-            Mode::DryRun => {
-                for action in act_rx {
-                    let replaces = matches!(action, Action::Copy { .. })
-                        && tally.replaces_file(&action.dest_name());
-                    tally.summary.record_planned(&action, replaces);
-                }
-            }
-            Mode::Blocked => {
-                for _ in act_rx {
-                    tally.summary.failed += 1;
-                }
-            }
-        }
+        mode.carry(scope, act_rx, tally, (jobs, pair, scanned));
         match producer.join() {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -1597,14 +1643,15 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 fn open_for_writing(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-) -> Result<(Mode, Option<Index>, bool, Adopting), PrepareError> {
+) -> Result<(Box<dyn Carrier>, Option<Index>, bool, Adopting), PrepareError> {
     let pair = &cfg.pair;
+    let store = Local::create(&pair.dst_canonical)?;
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
-    let fresh = std::fs::symlink_metadata(pair.dst_canonical.join(STATE_DIR)).is_err();
-    let exec =
-        Executor::new(&pair.src, &pair.dst_canonical, stop.clone())?.with_retention(cfg.versions);
-    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR));
+    let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
+    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
+        .with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
     if let Some(index) = index.as_mut() {
         if fresh {
@@ -1627,7 +1674,7 @@ fn open_for_writing(
             }
         }
     }
-    Ok((Mode::Write(exec), index, trusted, adopting))
+    Ok((Box::new(exec), index, trusted, adopting))
 }
 
 /// The index's fact saying whether DST has had its first complete pass as a mirror
@@ -1666,12 +1713,12 @@ fn shell_word(word: &str) -> String {
 
 /// The index for a mirror that writes: opened, and on any damage thrown away and started
 /// afresh. Returns the index and whether it can be trusted to describe DST.
-fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
+fn open_index(state_dir: &Path, store: &dyn Store) -> (Option<Index>, bool) {
     match Index::open(state_dir) {
         Ok((index, existed)) => return (Some(index), existed),
         Err(e) => log::warn!("{e}; rebuilding the index from the destination"),
     }
-    discard_index(state_dir);
+    discard_index(store);
     match Index::open(state_dir) {
         Ok((index, _)) => (Some(index), false),
         Err(e) => {
@@ -1681,11 +1728,10 @@ fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
     }
 }
 
-fn discard_index(state_dir: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(
-            state_dir.join(format!("{}{suffix}", crate::store::layout::INDEX_FILE)),
-        );
+/// Removes a damaged index (with SQLite's companion files) through the store.
+fn discard_index(store: &dyn Store) {
+    for name in layout::index_files() {
+        let _ = store.remove_file(&name);
     }
 }
 
