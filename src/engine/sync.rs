@@ -1832,6 +1832,95 @@ impl IndexWriter {
 mod tests {
     use super::*;
 
+    fn tally() -> Tally {
+        Tally {
+            index: IndexWriter(None),
+            summary: Summary::default(),
+            touched: HashSet::new(),
+            progress: Progress::start(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// Hands `actions` to `carrier` as a pass would and returns the counts.
+    fn carried(carrier: &dyn Carrier, src: &Path, actions: Vec<Action>) -> Summary {
+        let pair = Pair {
+            src: src.to_path_buf(),
+            dst_in_src: None,
+            dst_canonical: PathBuf::from("memory:"),
+        };
+        let mut tally = tally();
+        pump(carrier, &mut tally, 2, &pair, &AtomicU64::new(0), |tx| {
+            for action in actions {
+                tx.send(action).unwrap();
+            }
+        });
+        tally.summary
+    }
+
+    #[test]
+    fn a_dry_run_counts_what_the_executor_does_and_writes_nothing() {
+        use crate::store::memory::Memory;
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "hello").unwrap();
+        let meta = std::fs::symlink_metadata(src.path().join("a.txt")).unwrap();
+        let actions = || {
+            vec![
+                Action::Copy {
+                    entry: Entry {
+                        rel: "a.txt".into(),
+                        kind: Kind::File,
+                        meta: Meta::of(&meta),
+                        target: None,
+                    },
+                    stored: Stored::Plain,
+                    was: None,
+                },
+                Action::Delete {
+                    name: "gone".into(),
+                    kind: Kind::File,
+                    superseded: false,
+                },
+            ]
+        };
+        let untouched = Memory::new();
+        let dry = carried(&DryRun, src.path(), actions());
+        assert!(untouched.names().is_empty());
+        assert_eq!((dry.copied, dry.bytes_copied, dry.failed), (1, 5, 0));
+
+        let written = Memory::new();
+        written
+            .put_file(Path::new("gone"), b"x", filetime::FileTime::zero())
+            .unwrap();
+        let exec = Executor::with_store(
+            src.path(),
+            Box::new(written.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let wet = carried(&exec, src.path(), actions());
+        assert_eq!(
+            (wet.copied, wet.bytes_copied, wet.deleted),
+            (dry.copied, dry.bytes_copied, dry.deleted)
+        );
+        assert_eq!(written.read(Path::new("a.txt")).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(written.read(Path::new("gone")), None);
+    }
+
+    #[test]
+    fn a_blocked_destination_counts_every_action_as_failed() {
+        let src = tempfile::tempdir().unwrap();
+        let actions = (0..3)
+            .map(|i| Action::Delete {
+                name: format!("f{i}").into(),
+                kind: Kind::File,
+                superseded: false,
+            })
+            .collect();
+        let summary = carried(&Blocked, src.path(), actions);
+        assert_eq!((summary.failed, summary.deleted), (3, 0));
+    }
+
     #[test]
     fn the_restore_target_lies_beside_the_mirror() {
         assert_eq!(

@@ -406,3 +406,231 @@ pub fn spawn_workers<'scope, 'env>(
         });
     }
 }
+
+/// The executor's policy driven through the in-memory store: what each operation leaves
+/// in DST, names and bytes, with SRC a real temp folder.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Entry, Meta, Stored};
+    use crate::store::memory::Memory;
+    use crate::store::{Reader, layout};
+    use filetime::FileTime;
+
+    /// SRC with `files` in it, and an executor writing `mem`.
+    fn setup(mem: &Memory, files: &[(&str, &str)]) -> (tempfile::TempDir, Executor) {
+        let src = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = src.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        let exec = Executor::with_store(
+            src.path(),
+            Box::new(mem.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        (src, exec)
+    }
+
+    fn entry(src: &Path, rel: &str) -> Entry {
+        let meta = std::fs::symlink_metadata(src.join(rel)).unwrap();
+        Entry {
+            rel: rel.into(),
+            kind: Kind::of(meta.file_type()),
+            meta: Meta::of(&meta),
+            target: None,
+        }
+    }
+
+    fn copy(src: &Path, rel: &str) -> Action {
+        Action::Copy {
+            entry: entry(src, rel),
+            stored: Stored::Plain,
+            was: None,
+        }
+    }
+
+    /// The versions kept, as (the name they were, content).
+    fn kept(mem: &Memory) -> Vec<(PathBuf, String)> {
+        let mut found: Vec<_> = crate::store::versions::list_in(mem)
+            .into_iter()
+            .map(|v| {
+                let bytes = mem.read(&layout::versions().join(&v.path)).unwrap();
+                (v.stored, String::from_utf8(bytes).unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn text(mem: &Memory, name: &str) -> Option<String> {
+        mem.read(Path::new(name))
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    fn mkdirs(mem: &Memory, names: &[&str]) {
+        for name in names {
+            mem.mkdir(Path::new(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_copy_creates_its_folders_and_sets_mode_and_mtime() {
+        let mem = Memory::new();
+        let (src, exec) = setup(&mem, &[("a/b/c.txt", "new")]);
+        let outcome = exec.run(copy(src.path(), "a/b/c.txt"));
+        assert!(matches!(outcome, Outcome::Stored { done: Done::Copied, .. }), "{outcome:?}");
+        assert_eq!(text(&mem, "a/b/c.txt").as_deref(), Some("new"));
+        let stat = mem.stat(Path::new("a/b/c.txt")).unwrap().unwrap();
+        let want = entry(src.path(), "a/b/c.txt").meta;
+        assert_eq!((stat.mode, stat.mtime), (want.mode, want.mtime));
+        assert!(kept(&mem).is_empty());
+        // Nothing is left in the temp folder.
+        assert!(mem.list(&layout::tmp()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_copy_over_a_file_keeps_the_old_one_as_a_version() {
+        let mem = Memory::new();
+        mem.put_file(Path::new("a.txt"), b"old", FileTime::zero())
+            .unwrap();
+        let (src, exec) = setup(&mem, &[("a.txt", "new")]);
+        exec.run(copy(src.path(), "a.txt"));
+        assert_eq!(text(&mem, "a.txt").as_deref(), Some("new"));
+        assert_eq!(kept(&mem), [(PathBuf::from("a.txt"), "old".to_string())]);
+        assert_eq!(exec.versions_kept(), 1);
+    }
+
+    #[test]
+    fn a_delete_keeps_a_version_with_hard_links_or_without() {
+        for hard_links in [true, false] {
+            let caps = Caps {
+                hard_links,
+                ..Memory::new().caps()
+            };
+            let mem = Memory::new().with_caps(caps);
+            mkdirs(&mem, &["d"]);
+            mem.put_file(Path::new("d/a.txt"), b"old", FileTime::zero())
+                .unwrap();
+            let (_src, exec) = setup(&mem, &[]);
+            let outcome = exec.run(Action::Delete {
+                name: "d/a.txt".into(),
+                kind: Kind::File,
+                superseded: false,
+            });
+            assert!(matches!(outcome, Outcome::Deleted { files: 1, .. }), "{outcome:?}");
+            assert_eq!(text(&mem, "d/a.txt"), None);
+            assert_eq!(
+                kept(&mem),
+                [(PathBuf::from("d/a.txt"), "old".to_string())],
+                "hard links: {hard_links}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_displaced_by_a_file_keeps_its_files() {
+        let mem = Memory::new();
+        mkdirs(&mem, &["d", "d/sub"]);
+        mem.put_file(Path::new("d/x"), b"x", FileTime::zero()).unwrap();
+        mem.put_file(Path::new("d/sub/y"), b"y", FileTime::zero())
+            .unwrap();
+        mem.symlink(Path::new("/etc"), Path::new("d/link")).unwrap();
+        let (src, exec) = setup(&mem, &[("d", "now a file")]);
+        exec.run(copy(src.path(), "d"));
+        assert_eq!(text(&mem, "d").as_deref(), Some("now a file"));
+        assert_eq!(
+            kept(&mem),
+            [
+                (PathBuf::from("d/sub/y"), "y".to_string()),
+                (PathBuf::from("d/x"), "x".to_string())
+            ]
+        );
+        assert_eq!(
+            exec.take_displaced(),
+            [Displaced {
+                name: "d".into(),
+                kind: Kind::Dir,
+                files: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn a_symlink_where_a_folder_goes_is_replaced_never_followed() {
+        let mem = Memory::new();
+        mem.symlink(Path::new("/elsewhere"), Path::new("d")).unwrap();
+        let (src, exec) = setup(&mem, &[("d/f", "f")]);
+        exec.run(copy(src.path(), "d/f"));
+        assert_eq!(mem.stat(Path::new("d")).unwrap().unwrap().kind, Kind::Dir);
+        assert_eq!(text(&mem, "d/f").as_deref(), Some("f"));
+        assert_eq!(
+            exec.take_displaced(),
+            [Displaced {
+                name: "d".into(),
+                kind: Kind::Symlink,
+                files: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_rename_over_a_file_keeps_the_file_it_replaces() {
+        let mem = Memory::new();
+        mem.put_file(Path::new("a"), b"A", FileTime::zero()).unwrap();
+        mem.put_file(Path::new("b"), b"B", FileTime::zero()).unwrap();
+        let (_src, exec) = setup(&mem, &[]);
+        let outcome = exec.run(Action::Rename {
+            from: "a".into(),
+            to: "b".into(),
+            kind: Kind::File,
+        });
+        assert!(matches!(outcome, Outcome::Renamed { .. }), "{outcome:?}");
+        assert_eq!(text(&mem, "a"), None);
+        assert_eq!(text(&mem, "b").as_deref(), Some("A"));
+        assert_eq!(kept(&mem), [(PathBuf::from("b"), "B".to_string())]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_gone() {
+        let mem = Memory::new();
+        let (_src, exec) = setup(&mem, &[]);
+        let second = Executor::with_store(
+            Path::new("/nowhere"),
+            Box::new(mem.clone()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert!(matches!(second, Err(PrepareError::Locked(_))));
+        drop(exec);
+        assert!(
+            Executor::with_store(
+                Path::new("/nowhere"),
+                Box::new(mem.clone()),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn folder_metadata_is_set_last_and_only_on_folders() {
+        let mem = Memory::new();
+        mkdirs(&mem, &["d"]);
+        mem.put_file(Path::new("f"), b"f", FileTime::zero()).unwrap();
+        let (_src, exec) = setup(&mem, &[]);
+        let meta = Meta {
+            size: 0,
+            mtime: FileTime::from_unix_time(1_000_000, 5),
+            mode: 0o750,
+        };
+        exec.finish_dir(Path::new("d"), &meta).unwrap();
+        let stat = mem.stat(Path::new("d")).unwrap().unwrap();
+        assert_eq!((stat.mode, stat.mtime), (0o750, meta.mtime));
+        let err = exec.finish_dir(Path::new("f"), &meta).unwrap_err();
+        assert!(err.contains("it is not a folder"), "{err}");
+        let err = exec.finish_dir(Path::new("missing"), &meta).unwrap_err();
+        assert!(err.contains("no such file or directory"), "{err}");
+    }
+}
