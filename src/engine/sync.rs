@@ -124,7 +124,9 @@ pub enum Applied {
 /// engine hands every action over the same way, whichever it is.
 trait Carrier: Send + Sync {
     /// Takes every action from `actions` until the channel closes, recording what
-    /// became of each in `tally`. May run `jobs` workers on `scope`.
+    /// became of each in `tally`. `context` is `(jobs, pair, scanned)`: how many workers
+    /// it may run on `scope`, the pair (for log lines), the scanner's count (for the
+    /// progress line).
     fn carry<'scope, 'env>(
         &'env self,
         scope: &'scope std::thread::Scope<'scope, 'env>,

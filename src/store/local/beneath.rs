@@ -1,5 +1,7 @@
-//! Open folders as handles and reach names below them without ever following a symlink:
-//! the one primitive the local store (and every read of SRC) is built on. A name is
+//! Open folders as handles, reach names below them without ever following a symlink,
+//! and change what is there relative to those handles (create, rename, link, remove,
+//! chmod, utimes, symlink): the one primitive the local store (and every read of SRC)
+//! is built on. A name is
 //! reached from a folder handle, never by handing the kernel a whole path to resolve
 //! again, so a folder swapped for a symlink between a check and a use cannot redirect a
 //! write, a delete, a chmod or a read outside the tree (the class of rsync's
@@ -590,6 +592,104 @@ mod fallback {
                 out.push((entry.file_name(), kind));
             }
             Ok(out)
+        }
+    }
+
+    /// The write primitives, by path: the name's own kind is checked with `lstat`
+    /// where following it would matter (see the top of this file for the window that
+    /// remains).
+    impl Dir {
+        /// Creates a new private file `name` here for writing (exclusive).
+        pub fn create_private(&self, name: &OsStr) -> io::Result<File> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.path.join(name))
+        }
+
+        /// Opens (creating it if missing) the file `name` here: the one-writer lock.
+        pub fn open_lock(&self, name: &OsStr) -> io::Result<File> {
+            let path = self.path.join(name);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        }
+
+        /// Creates the folder `name` here.
+        pub fn mkdir(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::create_dir(self.path.join(name))
+        }
+
+        /// Creates the symlink `name` here, pointing to `target` exactly.
+        pub fn symlink(&self, target: &Path, name: &OsStr) -> io::Result<()> {
+            crate::platform::symlink(target, &self.path.join(name))
+        }
+
+        /// Gives the file `name` here the second name `to_name` in `to`.
+        pub fn link(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            std::fs::hard_link(self.path.join(name), to.path.join(to_name))
+        }
+
+        /// Moves `name` here to `to_name` in `to`.
+        pub fn rename(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            std::fs::rename(self.path.join(name), to.path.join(to_name))
+        }
+
+        /// Removes the non-folder `name` here.
+        pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::remove_file(self.path.join(name))
+        }
+
+        /// Removes the empty folder `name` here.
+        pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::remove_dir(self.path.join(name))
+        }
+
+        /// Removes the folder `name` here with all it holds (links inside are removed,
+        /// not followed).
+        pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
+            let path = self.path.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => match std::fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+                Ok(_) => Err(io::ErrorKind::NotADirectory.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+
+        /// Sets the mtime of the symlink `name` here, not of what it points to.
+        pub fn set_link_mtime(&self, name: &OsStr, mtime: FileTime) -> io::Result<()> {
+            filetime::set_symlink_file_times(self.path.join(name), mtime, mtime)
+        }
+
+        /// Sets this folder's own mode and mtime.
+        pub fn set_own_meta(&self, mode: u32, mtime: FileTime) -> io::Result<()> {
+            crate::platform::set_mode_path(&self.path, mode)?;
+            filetime::set_file_mtime(&self.path, mtime)
+        }
+
+        /// Sets the mode and mtime of the folder `name` here.
+        pub fn set_dir_meta(&self, name: &OsStr, mode: u32, mtime: FileTime) -> io::Result<()> {
+            self.dir(Path::new(name))?.set_own_meta(mode, mtime)
+        }
+
+        /// Makes what was written to this folder's filesystem durable.
+        pub fn sync_filesystem(&self) -> io::Result<()> {
+            crate::platform::sync_filesystem(&self.path)
+        }
+
+        /// The bytes this writer may still use on this folder's filesystem.
+        pub fn free_bytes(&self) -> io::Result<u64> {
+            crate::platform::free_bytes(&self.path).ok_or_else(|| io::ErrorKind::Unsupported.into())
         }
     }
 
