@@ -309,9 +309,9 @@ impl Mirror {
             (Box::new(DryRun) as Box<dyn Carrier>, index, trusted)
         } else {
             match open_for_writing(cfg, stop) {
-                Ok((mode, index, trusted, adopt)) => {
+                Ok((exec, index, trusted, adopt)) => {
                     adopting = adopt;
-                    (mode, index, trusted)
+                    (Box::new(exec) as Box<dyn Carrier>, index, trusted)
                 }
                 Err(PrepareError::Locked(message)) => return Err(message),
                 Err(PrepareError::Unwritable(message)) if refuse_unwritable => {
@@ -399,8 +399,8 @@ impl Mirror {
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let err = match open_for_writing(&self.cfg, &self.stop) {
-            Ok((mode, index, trusted, adopting)) => {
-                self.mode = mode;
+            Ok((exec, index, trusted, adopting)) => {
+                self.mode = Box::new(exec);
                 self.tally.index = IndexWriter(index);
                 self.trusted = trusted;
                 self.lost = false;
@@ -1641,11 +1641,12 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 }
 
 /// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
-/// the mirror is gzipped. Returns the mode, the index and whether it describes DST.
+/// the mirror is gzipped. Returns the executor, the index, whether it describes DST and
+/// how far DST is from being a mirror.
 fn open_for_writing(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-) -> Result<(Box<dyn Carrier>, Option<Index>, bool, Adopting), PrepareError> {
+) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
     let pair = &cfg.pair;
     let store = Local::create(&pair.dst_canonical)?;
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
@@ -1676,7 +1677,7 @@ fn open_for_writing(
             }
         }
     }
-    Ok((Box::new(exec), index, trusted, adopting))
+    Ok((exec, index, trusted, adopting))
 }
 
 /// The index's fact saying whether DST has had its first complete pass as a mirror
@@ -1905,7 +1906,10 @@ mod tests {
             (wet.copied, wet.bytes_copied, wet.deleted),
             (dry.copied, dry.bytes_copied, dry.deleted)
         );
-        assert_eq!(written.read(Path::new("a.txt")).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            written.read(Path::new("a.txt")).as_deref(),
+            Some(&b"hello"[..])
+        );
         assert_eq!(written.read(Path::new("gone")), None);
     }
 

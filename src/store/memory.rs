@@ -10,9 +10,7 @@
 //! It is not a product store: nothing is persisted, and the behaviour tests keep
 //! driving the real binary on real folders.
 
-use super::{
-    Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout,
-};
+use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
 use crate::model::Kind;
 use filetime::FileTime;
 use std::collections::{BTreeMap, HashMap};
@@ -85,8 +83,14 @@ impl State {
 
     /// Every folder above `name` must be a real folder.
     fn reach(&self, name: &Path) -> io::Result<()> {
-        if name.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(err(io::ErrorKind::InvalidInput, "not a plain relative path"));
+        if name
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "not a plain relative path",
+            ));
         }
         for above in name.ancestors().skip(1) {
             match self.kind(above) {
@@ -159,14 +163,20 @@ impl State {
             return Ok(());
         }
         if kind == Kind::Dir && to.starts_with(from) {
-            return Err(err(io::ErrorKind::InvalidInput, "a folder cannot go inside itself"));
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "a folder cannot go inside itself",
+            ));
         }
         match self.kind(to) {
             Some(Kind::Dir) if kind != Kind::Dir => {
                 return Err(err(io::ErrorKind::IsADirectory, "a folder is in the way"));
             }
             Some(Kind::Dir) if !self.below(to).is_empty() => {
-                return Err(err(io::ErrorKind::DirectoryNotEmpty, "the folder is not empty"));
+                return Err(err(
+                    io::ErrorKind::DirectoryNotEmpty,
+                    "the folder is not empty",
+                ));
             }
             Some(found) if found != Kind::Dir && kind == Kind::Dir => {
                 return Err(err(io::ErrorKind::NotADirectory, "not a folder"));
@@ -197,8 +207,10 @@ impl State {
 impl Memory {
     /// An empty store (only its root folder), with the capabilities of a local disk.
     pub fn new() -> Memory {
-        let mut state = State::default();
-        state.next_ino = 1;
+        let mut state = State {
+            next_ino: 1,
+            ..State::default()
+        };
         state.names.insert(PathBuf::new(), 1);
         state.inodes.insert(
             1,
@@ -445,7 +457,11 @@ impl Store for Memory {
     }
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
-        Ok(Box::new(self.staged(Kind::File, Path::new(""), FileTime::zero())?))
+        Ok(Box::new(self.staged(
+            Kind::File,
+            Path::new(""),
+            FileTime::zero(),
+        )?))
     }
 
     fn temp_symlink(&self, target: &Path, mtime: FileTime) -> io::Result<Box<dyn Staged>> {
@@ -494,7 +510,10 @@ impl Store for Memory {
             .get(from)
             .ok_or_else(|| err(io::ErrorKind::NotFound, "no such file"))?;
         if state.kind(from) == Some(Kind::Dir) {
-            return Err(err(io::ErrorKind::PermissionDenied, "a folder has one name"));
+            return Err(err(
+                io::ErrorKind::PermissionDenied,
+                "a folder has one name",
+            ));
         }
         if state.names.contains_key(to) {
             return Err(err(io::ErrorKind::AlreadyExists, "the name is taken"));

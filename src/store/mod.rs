@@ -249,8 +249,13 @@ pub trait Store: Reader {
     /// folder; the empty name is the root), never through a symlink. Returns what it is
     /// then, or `None` if no `kind` can be reached there (missing, another kind, or not
     /// openable).
-    fn set_meta(&self, name: &Path, kind: Kind, mode: u32, mtime: FileTime)
-    -> io::Result<Option<Stat>>;
+    fn set_meta(
+        &self,
+        name: &Path,
+        kind: Kind,
+        mode: u32,
+        mtime: FileTime,
+    ) -> io::Result<Option<Stat>>;
 
     /// Makes everything written so far durable, in one step for the whole store (one
     /// `syncfs` on a local disk), before the index records it.

@@ -338,7 +338,9 @@ pub fn list_in(store: &dyn Reader) -> Vec<Version> {
         .filter_map(|(rel, kind)| {
             let mut v = parse(&rel)?;
             if kind == Kind::Symlink {
-                v.prefix = Some(Prefix::from_target(&store.read_link(&root.join(&rel)).ok()?)?);
+                v.prefix = Some(Prefix::from_target(
+                    &store.read_link(&root.join(&rel)).ok()?,
+                )?);
             } else if kind != Kind::File {
                 return None;
             }
@@ -391,7 +393,9 @@ fn read_sidecar(store: &dyn Reader, name: &Path, key: &str) -> Option<OsString> 
     use std::io::Read;
     let file = store.open(name).ok()?;
     let mut bytes = Vec::new();
-    file.take(NAME_MAX as u64 + 1).read_to_end(&mut bytes).ok()?;
+    file.take(NAME_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
     if bytes.is_empty()
         || bytes.len() > NAME_MAX
         || bytes.contains(&b'/')

@@ -481,7 +481,16 @@ mod tests {
         let mem = Memory::new();
         let (src, exec) = setup(&mem, &[("a/b/c.txt", "new")]);
         let outcome = exec.run(copy(src.path(), "a/b/c.txt"));
-        assert!(matches!(outcome, Outcome::Stored { done: Done::Copied, .. }), "{outcome:?}");
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Stored {
+                    done: Done::Copied,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
         assert_eq!(text(&mem, "a/b/c.txt").as_deref(), Some("new"));
         let stat = mem.stat(Path::new("a/b/c.txt")).unwrap().unwrap();
         let want = entry(src.path(), "a/b/c.txt").meta;
@@ -520,7 +529,10 @@ mod tests {
                 kind: Kind::File,
                 superseded: false,
             });
-            assert!(matches!(outcome, Outcome::Deleted { files: 1, .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, Outcome::Deleted { files: 1, .. }),
+                "{outcome:?}"
+            );
             assert_eq!(text(&mem, "d/a.txt"), None);
             assert_eq!(
                 kept(&mem),
@@ -534,7 +546,8 @@ mod tests {
     fn a_folder_displaced_by_a_file_keeps_its_files() {
         let mem = Memory::new();
         mkdirs(&mem, &["d", "d/sub"]);
-        mem.put_file(Path::new("d/x"), b"x", FileTime::zero()).unwrap();
+        mem.put_file(Path::new("d/x"), b"x", FileTime::zero())
+            .unwrap();
         mem.put_file(Path::new("d/sub/y"), b"y", FileTime::zero())
             .unwrap();
         mem.symlink(Path::new("/etc"), Path::new("d/link")).unwrap();
@@ -561,7 +574,8 @@ mod tests {
     #[test]
     fn a_symlink_where_a_folder_goes_is_replaced_never_followed() {
         let mem = Memory::new();
-        mem.symlink(Path::new("/elsewhere"), Path::new("d")).unwrap();
+        mem.symlink(Path::new("/elsewhere"), Path::new("d"))
+            .unwrap();
         let (src, exec) = setup(&mem, &[("d/f", "f")]);
         exec.run(copy(src.path(), "d/f"));
         assert_eq!(mem.stat(Path::new("d")).unwrap().unwrap().kind, Kind::Dir);
@@ -579,8 +593,10 @@ mod tests {
     #[test]
     fn a_rename_over_a_file_keeps_the_file_it_replaces() {
         let mem = Memory::new();
-        mem.put_file(Path::new("a"), b"A", FileTime::zero()).unwrap();
-        mem.put_file(Path::new("b"), b"B", FileTime::zero()).unwrap();
+        mem.put_file(Path::new("a"), b"A", FileTime::zero())
+            .unwrap();
+        mem.put_file(Path::new("b"), b"B", FileTime::zero())
+            .unwrap();
         let (_src, exec) = setup(&mem, &[]);
         let outcome = exec.run(Action::Rename {
             from: "a".into(),
@@ -618,7 +634,8 @@ mod tests {
     fn folder_metadata_is_set_last_and_only_on_folders() {
         let mem = Memory::new();
         mkdirs(&mem, &["d"]);
-        mem.put_file(Path::new("f"), b"f", FileTime::zero()).unwrap();
+        mem.put_file(Path::new("f"), b"f", FileTime::zero())
+            .unwrap();
         let (_src, exec) = setup(&mem, &[]);
         let meta = Meta {
             size: 0,

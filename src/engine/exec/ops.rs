@@ -136,7 +136,12 @@ impl Executor {
                     installed: Some((record, read.bytes)),
                 });
             }
-            self.install(temp.as_mut(), &name, Some((&meta, stored, read.sha)), extends)?;
+            self.install(
+                temp.as_mut(),
+                &name,
+                Some((&meta, stored, read.sha)),
+                extends,
+            )?;
             let done = match stored {
                 Stored::Plain => Done::Copied,
                 Stored::Gzip => Done::Gzipped,

@@ -259,11 +259,8 @@ mod unix {
         /// Creates a new private file `name` here for writing: exclusive (an existing
         /// name, a planted symlink included, fails with `AlreadyExists`) and mode 0600.
         pub fn create_private(&self, name: &OsStr) -> io::Result<File> {
-            let flags = OFlags::WRONLY
-                | OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC;
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let fd = rustix::fs::openat(self, name, flags, Mode::RUSR | Mode::WUSR)?;
             Ok(File::from(fd))
         }

@@ -10,8 +10,8 @@
 //! folder this store holds open (a DST removed or replaced from under a long-lived
 //! writer must be prepared again, not written through a stale handle).
 
-use super::beneath::{self, Dir};
 use super::Local;
+use super::beneath::{self, Dir};
 use crate::model::Kind;
 use crate::output::names::{esc, io_message};
 use crate::store::{PrepareError, Reader, Staged, Stat, Store, TempFile, layout};
@@ -148,7 +148,9 @@ impl Store for Local {
         // The path still names the folder held open, and its temp folder is the one
         // temp files are made in.
         let same_root = std::fs::metadata(&self.root).is_ok_and(|m| {
-            self.dir.own_status().is_ok_and(|own| same_file(&m, own.dev, own.ino))
+            self.dir
+                .own_status()
+                .is_ok_and(|own| same_file(&m, own.dev, own.ino))
         });
         same_root
             && match (self.dir.dir(&layout::tmp()), writing.tmp.own_status()) {
@@ -356,7 +358,10 @@ struct LocalTemp {
 impl LocalTemp {
     fn file(&mut self) -> io::Result<&mut File> {
         self.file.as_mut().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "a staged symlink holds no bytes")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a staged symlink holds no bytes",
+            )
         })
     }
 }
@@ -415,4 +420,3 @@ impl Drop for LocalTemp {
         }
     }
 }
-
