@@ -640,6 +640,10 @@ impl Staged for MemoryTemp {
             .ok_or_else(|| err(io::ErrorKind::NotFound, "the temp file is gone"))
     }
 
+    fn look(&mut self, name: &Path) -> io::Result<Option<Stat>> {
+        self.store.stat(name)
+    }
+
     fn install(&mut self, name: &Path) -> io::Result<()> {
         let staged = self.staged_name()?.to_path_buf();
         self.store.state().rename(&staged, name)?;

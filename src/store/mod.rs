@@ -177,6 +177,12 @@ pub trait Staged: Send {
     /// What the staged name is now (its inode is what the final name will have).
     fn stat(&self) -> io::Result<Stat>;
 
+    /// What stands at `name` now, where it is about to be installed (`None`: nothing,
+    /// or a folder on the way is not a real folder), as [`Reader::stat`] says. A store
+    /// may keep the folder it reached for the [`Staged::install`] under the same name
+    /// that follows, so the usual write resolves its folder once.
+    fn look(&mut self, name: &Path) -> io::Result<Option<Stat>>;
+
     /// Moves it to `name` in one step, replacing a file or symlink there (never a
     /// folder); the folder holding `name` must exist. After `Ok` dropping it removes
     /// nothing; after an error it is still staged and may be installed again.

@@ -577,10 +577,11 @@ impl Executor {
         new: Option<(&Meta, Stored, Digest)>,
         extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
-        self.dest_dir(name, Reach::Parents)?;
         let path = self.shown(name);
-        // One look at what stands there now serves every check below.
-        let mut old = self.store.stat(name).ok().flatten();
+        // One look at what stands there now serves every check below. The folders on
+        // the way are made real folders only when the install finds they are not (see
+        // below): in the usual case they are, and a look less per file counts.
+        let mut old = temp.look(name).ok().flatten();
         if old.is_some_and(|m| m.kind == Kind::Dir) {
             self.displace_tree(name)?;
             old = None;
@@ -606,7 +607,20 @@ impl Executor {
             Some(grown) => self.preserve_prefix(name, grown)?,
             None => self.preserve(name, true)?,
         }
-        match temp.install(name) {
+        let mut placed = temp.install(name);
+        if placed.as_ref().is_err_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            )
+        }) {
+            // A folder on the way is missing or is not a folder: then nothing stood at
+            // the name to keep. Make them folders (displacing what is there) and go
+            // again.
+            self.dest_dir(name, Reach::Parents)?;
+            placed = temp.install(name);
+        }
+        match placed {
             Ok(()) => Ok(()),
             Err(_) if self.is_dir(name) => {
                 self.displace_tree(name)?;

@@ -752,6 +752,58 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_is_removed_through_handles_and_a_link_inside_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("dst/t/a/b")).unwrap();
+        std::fs::create_dir(root.join("outside")).unwrap();
+        std::fs::write(root.join("outside/keep"), "x").unwrap();
+        std::fs::write(root.join("dst/t/a/b/f"), "f").unwrap();
+        symlink(root.join("outside"), root.join("dst/t/a/link")).unwrap();
+        let dst = Dir::open_root(&root.join("dst")).unwrap();
+        dst.remove_tree(OsStr::new("t")).unwrap();
+        assert!(!root.join("dst/t").exists());
+        assert!(root.join("outside/keep").exists());
+        // Already gone is not an error; a file where a folder is named is.
+        dst.remove_tree(OsStr::new("t")).unwrap();
+        std::fs::write(root.join("dst/file"), "f").unwrap();
+        assert!(dst.remove_tree(OsStr::new("file")).is_err());
+    }
+
+    #[test]
+    fn writes_never_follow_a_symlink_at_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join("dst")).unwrap();
+        std::fs::create_dir(root.join("outside")).unwrap();
+        symlink(root.join("outside"), root.join("dst/link")).unwrap();
+        let dst = Dir::open_root(&root.join("dst")).unwrap();
+        // An exclusive create over a planted link fails rather than writing through it.
+        let err = dst.create_private(OsStr::new("link")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        // A folder's metadata is never set through a link to one.
+        assert!(
+            dst.set_dir_meta(OsStr::new("link"), 0o700, FileTime::zero())
+                .is_err()
+        );
+        let outside = std::fs::metadata(root.join("outside")).unwrap();
+        assert_ne!(
+            FileTime::from_last_modification_time(&outside),
+            FileTime::zero()
+        );
+        // Removing the link removes the link.
+        dst.remove_file(OsStr::new("link")).unwrap();
+        assert!(root.join("outside").is_dir());
+        // A folder this user may not read still gets its mode and mtime.
+        dst.mkdir(OsStr::new("d")).unwrap();
+        let t = FileTime::from_unix_time(1_000_000_000, 7);
+        dst.set_dir_meta(OsStr::new("d"), 0o311, t).unwrap();
+        dst.set_dir_meta(OsStr::new("d"), 0o750, t).unwrap();
+        let d = dst.status(OsStr::new("d")).unwrap();
+        assert_eq!((d.mode, d.mtime), (0o750, t));
+    }
+
+    #[test]
     fn reaches_folders_deeper_than_path_max() {
         let tmp = tempfile::tempdir().unwrap();
         let name = "n".repeat(120);

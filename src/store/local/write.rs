@@ -94,6 +94,14 @@ fn not_a_folder(path: &Path) -> PrepareError {
     ))
 }
 
+/// A name that cannot be there: missing, or a folder on the way is not a folder.
+fn absent(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
 fn is_folder(status: io::Result<beneath::Status>) -> Option<bool> {
     status.ok().map(|s| s.kind == Kind::Dir)
 }
@@ -172,6 +180,7 @@ impl Store for Local {
                         tmp: writing.tmp.clone(),
                         name,
                         file: Some(file),
+                        target: None,
                         armed: true,
                     }));
                 }
@@ -195,6 +204,7 @@ impl Store for Local {
                         tmp: writing.tmp.clone(),
                         name,
                         file: None,
+                        target: None,
                         armed: true,
                     }));
                 }
@@ -351,6 +361,11 @@ struct LocalTemp {
     name: OsString,
     /// The open file (`None` for a symlink).
     file: Option<File>,
+    /// The folder [`Staged::look`] reached, and the name it looked at: the install
+    /// under that name that follows goes through it (the same window as between any
+    /// handle's lookup and its use), and forgets it.
+    /// `None` for the root itself, which needs no second handle.
+    target: Option<(std::path::PathBuf, Option<Dir>)>,
     /// Removed on drop unless installed.
     armed: bool,
 }
@@ -374,6 +389,30 @@ impl Staged for LocalTemp {
         }
     }
 
+    fn look(&mut self, name: &Path) -> io::Result<Option<Stat>> {
+        self.target = None;
+        let (parent, last) = beneath::split(name);
+        let Some(last) = last else {
+            return Ok(Some(self.root.own_status()?.into()));
+        };
+        let dir = if parent.as_os_str().is_empty() {
+            None
+        } else {
+            match self.root.dir(parent) {
+                Ok(dir) => Some(dir),
+                Err(e) if absent(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        };
+        let found = match dir.as_ref().unwrap_or(&self.root).status(last) {
+            Ok(status) => Some(status.into()),
+            Err(e) if absent(&e) => None,
+            Err(e) => return Err(e),
+        };
+        self.target = Some((name.to_path_buf(), dir));
+        Ok(found)
+    }
+
     fn install(&mut self, name: &Path) -> io::Result<()> {
         let (parent, last) = beneath::split(name);
         let Some(last) = last else {
@@ -382,8 +421,13 @@ impl Staged for LocalTemp {
                 "the destination's root cannot be replaced",
             ));
         };
-        let dir = self.root.dir(parent)?;
-        self.tmp.rename(&self.name, &dir, last)?;
+        let dir = match self.target.take() {
+            Some((looked, dir)) if looked == name => dir,
+            _ if parent.as_os_str().is_empty() => None,
+            _ => Some(self.root.dir(parent)?),
+        };
+        self.tmp
+            .rename(&self.name, dir.as_ref().unwrap_or(&self.root), last)?;
         self.armed = false;
         Ok(())
     }
@@ -417,6 +461,83 @@ impl Drop for LocalTemp {
         drop(self.file.take());
         if self.armed {
             let _ = self.tmp.remove_file(&self.name);
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn prepare_takes_the_lock_sweeps_temp_files_and_ready_follows_the_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("dst");
+        std::fs::create_dir_all(root.join(".datasafe/tmp")).unwrap();
+        std::fs::write(root.join(".datasafe/tmp/99-0.tmp"), "left over").unwrap();
+        let mut store = Local::create(&root).unwrap();
+        assert!(!store.ready());
+        store.prepare().unwrap();
+        assert!(store.ready());
+        assert!(!root.join(".datasafe/tmp/99-0.tmp").exists());
+
+        let mut second = Local::create(&root).unwrap();
+        match second.prepare() {
+            Err(PrepareError::Locked(message)) => assert!(
+                message.contains(&format!("(pid {})", std::process::id())),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        // A temp file lands under its final name in one rename, and nothing is left.
+        std::fs::create_dir(root.join("d")).unwrap();
+        let mut temp = store.temp_file().unwrap();
+        temp.write_all(b"hello").unwrap();
+        temp.set_meta(0o640, FileTime::from_unix_time(1_000_000_000, 0))
+            .unwrap();
+        temp.install(Path::new("d/f")).unwrap();
+        drop(temp);
+        assert_eq!(std::fs::read(root.join("d/f")).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read_dir(root.join(".datasafe/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // Dropped uninstalled, a temp file is removed.
+        drop(store.temp_file().unwrap());
+        assert_eq!(
+            std::fs::read_dir(root.join(".datasafe/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+
+        // DST removed and made again: the store held is no longer the folder.
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(!store.ready());
+        std::fs::create_dir_all(root.join(".datasafe/tmp")).unwrap();
+        assert!(!store.ready());
+    }
+
+    #[test]
+    fn a_state_folder_that_is_not_a_folder_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("dst");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), root.join(".datasafe")).unwrap();
+        match Local::create(&root).unwrap().prepare() {
+            Err(PrepareError::Unwritable(message)) => {
+                assert!(
+                    message.ends_with(
+                        ".datasafe is not a folder; move it out of the way and run again"
+                    ),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
