@@ -468,7 +468,6 @@ impl Drop for LocalTemp {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     #[test]
     fn prepare_takes_the_lock_sweeps_temp_files_and_ready_follows_the_folder() {
