@@ -28,7 +28,9 @@ use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{count_of, esc, io_message};
 use crate::output::report::{Progress, Summary};
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{self, STATE_DIR};
+use crate::store::local::Local;
+use crate::store::{Reader, Store};
 use crate::watch::Hint;
 use chrono::Timelike;
 use crossbeam_channel::{Sender, bounded};
@@ -55,21 +57,82 @@ pub enum Applied {
     SourceGone,
 }
 
-/// Where actions go.
-enum Mode {
-    /// Carried out.
-    Write(Executor),
-    /// Printed (`--dry-run`).
-    DryRun,
-    /// DST cannot be written: each action counts as failed (one error said why).
-    Blocked,
+/// Where a mirror's actions go (see [`pump`]): the executor carries them out, a dry run
+/// records them as planned, a DST that cannot be written counts each as failed. The
+/// engine hands every action over the same way, whichever it is.
+trait Carrier: Send + Sync {
+    /// Takes every action from `actions` until the channel closes, recording what
+    /// became of each in `tally`. `context` is `(jobs, pair, scanned)`: how many workers
+    /// it may run on `scope`, the pair (for log lines), the scanner's count (for the
+    /// progress line).
+    fn carry<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        context: (usize, &Pair, &AtomicU64),
+    );
+
+    /// The executor, when actions are carried out (for what only a writing mirror does:
+    /// versions, pruning, folder metadata, the index's commits).
+    fn executor(&self) -> Option<&Executor> {
+        None
+    }
 }
 
-impl Mode {
+impl Carrier for Executor {
+    fn carry<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        (jobs, pair, scanned): (usize, &Pair, &AtomicU64),
+    ) {
+        let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
+        spawn_workers(scope, self, jobs, &actions, &out_tx);
+        drop((out_tx, actions));
+        for outcome in out_rx {
+            tally.absorb(outcome, self, pair, scanned);
+        }
+    }
+
     fn executor(&self) -> Option<&Executor> {
-        match self {
-            Mode::Write(exec) => Some(exec),
-            Mode::DryRun | Mode::Blocked => None,
+        Some(self)
+    }
+}
+
+/// `--dry-run`: each action is recorded as planned (and printed), nothing is written.
+struct DryRun;
+
+impl Carrier for DryRun {
+    fn carry<'scope, 'env>(
+        &'env self,
+        _scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        _: (usize, &Pair, &AtomicU64),
+    ) {
+        for action in actions {
+            let replaces =
+                matches!(action, Action::Copy { .. }) && tally.replaces_file(&action.dest_name());
+            tally.summary.record_planned(&action, replaces);
+        }
+    }
+}
+
+/// DST cannot be written: each action counts as failed (one error said why).
+struct Blocked;
+
+impl Carrier for Blocked {
+    fn carry<'scope, 'env>(
+        &'env self,
+        _scope: &'scope std::thread::Scope<'scope, 'env>,
+        actions: crossbeam_channel::Receiver<Action>,
+        tally: &mut Tally,
+        _: (usize, &Pair, &AtomicU64),
+    ) {
+        for _ in actions {
+            tally.summary.failed += 1;
         }
     }
 }
@@ -78,7 +141,7 @@ impl Mode {
 pub struct Mirror {
     cfg: Config,
     stop: Arc<AtomicBool>,
-    mode: Mode,
+    mode: Box<dyn Carrier>,
     rules: ScanRules,
     /// True once the index describes DST; until then a reconcile lists DST in detail.
     trusted: bool,
@@ -181,12 +244,12 @@ impl Mirror {
         let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let (index, trusted) = read_index(&state_dir);
-            (Mode::DryRun, index, trusted)
+            (Box::new(DryRun) as Box<dyn Carrier>, index, trusted)
         } else {
             match open_for_writing(cfg, stop) {
-                Ok((mode, index, trusted, adopt)) => {
+                Ok((exec, index, trusted, adopt)) => {
                     adopting = adopt;
-                    (mode, index, trusted)
+                    (Box::new(exec) as Box<dyn Carrier>, index, trusted)
                 }
                 Err(PrepareError::Locked(message)) => return Err(message),
                 Err(PrepareError::Unwritable(message)) if refuse_unwritable => {
@@ -195,7 +258,7 @@ impl Mirror {
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
-                    (Mode::Blocked, index, trusted)
+                    (Box::new(Blocked) as Box<dyn Carrier>, index, trusted)
                 }
             }
         };
@@ -270,12 +333,12 @@ impl Mirror {
             self.tally.summary.versions_kept += exec.versions_kept();
             self.tally.summary.versions_pruned += exec.pruned_for_room();
         }
-        self.mode = Mode::Blocked;
+        self.mode = Box::new(Blocked);
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let err = match open_for_writing(&self.cfg, &self.stop) {
-            Ok((mode, index, trusted, adopting)) => {
-                self.mode = mode;
+            Ok((exec, index, trusted, adopting)) => {
+                self.mode = Box::new(exec);
                 self.tally.index = IndexWriter(index);
                 self.trusted = trusted;
                 self.lost = false;
@@ -312,6 +375,16 @@ impl Mirror {
     /// True if SRC's root is there (a vanished root pauses the pair, never empties DST).
     pub fn source_present(&self) -> bool {
         self.cfg.pair.src.is_dir()
+    }
+
+    /// True if `name` in DST is a real folder, reached without passing a symlink
+    /// (through the executor's store; without one, DST is opened to look).
+    fn dest_is_dir(&self, name: &Path) -> bool {
+        let found = match self.mode.executor() {
+            Some(exec) => exec.store().stat(name),
+            None => Local::open(&self.cfg.pair.dst_canonical).and_then(|dst| dst.stat(name)),
+        };
+        matches!(found, Ok(Some(s)) if s.kind == Kind::Dir)
     }
 
     /// Makes DST's writes durable and commits the index.
@@ -377,7 +450,7 @@ impl Mirror {
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
             pump(
-                &self.mode,
+                self.mode.as_ref(),
                 &mut self.tally,
                 jobs,
                 pair,
@@ -526,9 +599,7 @@ impl Mirror {
         // removed within the debounce leaves nothing else to do): refresh the folder's
         // metadata if DST has it.
         let parent = rel.parent().unwrap_or(Path::new(""));
-        if std::fs::symlink_metadata(self.cfg.pair.dst_canonical.join(parent))
-            .is_ok_and(|m| m.is_dir())
-        {
+        if self.dest_is_dir(parent) {
             self.tally.touched.insert(parent.to_path_buf());
         }
         let path = self.cfg.pair.src.join(rel);
@@ -905,26 +976,24 @@ impl Mirror {
         if !foreign.is_empty() {
             self.pump_all(foreign);
         }
-        let versions = self
-            .cfg
-            .pair
-            .dst_canonical
-            .join(STATE_DIR)
-            .join(crate::store::layout::VERSIONS_DIR);
+        let Some(exec) = self.mode.executor() else {
+            return;
+        };
+        let versions = crate::store::layout::versions();
         // Only names that left something to restore: a symlink or a folder holding no
         // file keeps no version, and `restore` refuses a PATH with nothing under it.
         let names: Option<Vec<PathBuf>> = planned
             .into_iter()
             .map(|(name, kind)| match kind? {
                 Kind::File => Some(Some(name)),
-                Kind::Dir => Some(versions.join(&name).is_dir().then_some(name)),
+                Kind::Dir => {
+                    let kept = exec.store().stat(&versions.join(&name));
+                    Some(matches!(kept, Ok(Some(s)) if s.kind == Kind::Dir).then_some(name))
+                }
                 _ => Some(None),
             })
             .collect::<Option<Vec<Option<PathBuf>>>>()
             .map(|n| n.into_iter().flatten().collect());
-        let Some(exec) = self.mode.executor() else {
-            return;
-        };
         exec.keep_every_deletion(false);
         let kept_now = exec.versions_kept();
         let all = kept_now - kept_before;
@@ -960,7 +1029,7 @@ impl Mirror {
                 esc(dst),
                 count_of(kept, "file"),
                 esc(src),
-                esc(&dst.join(STATE_DIR).join(crate::store::layout::VERSIONS_DIR)),
+                esc(&dst.join(crate::store::layout::versions())),
                 if kept == 1 { "it" } else { "them" },
                 shell_word(&dst.to_string_lossy()),
                 shell_word(&restore_target(dst).to_string_lossy()),
@@ -1070,13 +1139,13 @@ impl Mirror {
 
     /// True if actions are only printed (`--dry-run`).
     pub fn dry_run(&self) -> bool {
-        matches!(self.mode, Mode::DryRun)
+        self.cfg.output.dry_run
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
     /// folder written into; deepest first.
     fn finish_dirs(&mut self, walked: Vec<(Entry, bool)>) {
-        let Mode::Write(exec) = &self.mode else {
+        let Some(exec) = self.mode.executor() else {
             self.tally.touched.clear();
             return;
         };
@@ -1126,7 +1195,7 @@ impl Mirror {
     fn pump_all(&mut self, actions: Vec<Action>) {
         let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
         pump(
-            &self.mode,
+            self.mode.as_ref(),
             &mut self.tally,
             jobs,
             pair,
@@ -1298,7 +1367,7 @@ impl DestSide {
 /// (through `jobs` workers), prints, or counts, depending on `mode`; outcomes go into
 /// `tally`. Returns what `produce` returned.
 fn pump<R: Send>(
-    mode: &Mode,
+    mode: &dyn Carrier,
     tally: &mut Tally,
     jobs: usize,
     pair: &Pair,
@@ -1312,28 +1381,7 @@ fn pump<R: Send>(
             crate::output::logging::set_pair(pair_name);
             produce(&act_tx)
         });
-        match mode {
-            Mode::Write(exec) => {
-                let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
-                spawn_workers(scope, exec, jobs, &act_rx, &out_tx);
-                drop((out_tx, act_rx));
-                for outcome in out_rx {
-                    tally.absorb(outcome, exec, pair, scanned);
-                }
-            }
-            Mode::DryRun => {
-                for action in act_rx {
-                    let replaces = matches!(action, Action::Copy { .. })
-                        && tally.replaces_file(&action.dest_name());
-                    tally.summary.record_planned(&action, replaces);
-                }
-            }
-            Mode::Blocked => {
-                for _ in act_rx {
-                    tally.summary.failed += 1;
-                }
-            }
-        }
+        mode.carry(scope, act_rx, tally, (jobs, pair, scanned));
         match producer.join() {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -1531,18 +1579,20 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 }
 
 /// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
-/// the mirror is gzipped. Returns the mode, the index and whether it describes DST.
+/// the mirror is gzipped. Returns the executor, the index, whether it describes DST and
+/// how far DST is from being a mirror.
 fn open_for_writing(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
-) -> Result<(Mode, Option<Index>, bool, Adopting), PrepareError> {
+) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
     let pair = &cfg.pair;
+    let store = Local::create(&pair.dst_canonical)?;
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
-    let fresh = std::fs::symlink_metadata(pair.dst_canonical.join(STATE_DIR)).is_err();
-    let exec =
-        Executor::new(&pair.src, &pair.dst_canonical, stop.clone())?.with_retention(cfg.versions);
-    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR));
+    let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
+    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
+        .with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
     if let Some(index) = index.as_mut() {
         if fresh {
@@ -1565,7 +1615,7 @@ fn open_for_writing(
             }
         }
     }
-    Ok((Mode::Write(exec), index, trusted, adopting))
+    Ok((exec, index, trusted, adopting))
 }
 
 /// The index's fact saying whether DST has had its first complete pass as a mirror
@@ -1604,12 +1654,12 @@ fn shell_word(word: &str) -> String {
 
 /// The index for a mirror that writes: opened, and on any damage thrown away and started
 /// afresh. Returns the index and whether it can be trusted to describe DST.
-fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
+fn open_index(state_dir: &Path, store: &dyn Store) -> (Option<Index>, bool) {
     match Index::open(state_dir) {
         Ok((index, existed)) => return (Some(index), existed),
         Err(e) => log::warn!("{e}; rebuilding the index from the destination"),
     }
-    discard_index(state_dir);
+    discard_index(store);
     match Index::open(state_dir) {
         Ok((index, _)) => (Some(index), false),
         Err(e) => {
@@ -1619,11 +1669,10 @@ fn open_index(state_dir: &Path) -> (Option<Index>, bool) {
     }
 }
 
-fn discard_index(state_dir: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(
-            state_dir.join(format!("{}{suffix}", crate::store::layout::INDEX_FILE)),
-        );
+/// Removes a damaged index (with SQLite's companion files) through the store.
+fn discard_index(store: &dyn Store) {
+    for name in layout::index_files() {
+        let _ = store.remove_file(&name);
     }
 }
 
@@ -1723,6 +1772,98 @@ impl IndexWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tally() -> Tally {
+        Tally {
+            index: IndexWriter(None),
+            summary: Summary::default(),
+            touched: HashSet::new(),
+            progress: Progress::start(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// Hands `actions` to `carrier` as a pass would and returns the counts.
+    fn carried(carrier: &dyn Carrier, src: &Path, actions: Vec<Action>) -> Summary {
+        let pair = Pair {
+            src: src.to_path_buf(),
+            dst_in_src: None,
+            dst_canonical: PathBuf::from("memory:"),
+        };
+        let mut tally = tally();
+        pump(carrier, &mut tally, 2, &pair, &AtomicU64::new(0), |tx| {
+            for action in actions {
+                tx.send(action).unwrap();
+            }
+        });
+        tally.summary
+    }
+
+    #[test]
+    fn a_dry_run_counts_what_the_executor_does_and_writes_nothing() {
+        use crate::store::memory::Memory;
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "hello").unwrap();
+        let meta = std::fs::symlink_metadata(src.path().join("a.txt")).unwrap();
+        let actions = || {
+            vec![
+                Action::Copy {
+                    entry: Entry {
+                        rel: "a.txt".into(),
+                        kind: Kind::File,
+                        meta: Meta::of(&meta),
+                        target: None,
+                    },
+                    stored: Stored::Plain,
+                    was: None,
+                },
+                Action::Delete {
+                    name: "gone".into(),
+                    kind: Kind::File,
+                    superseded: false,
+                },
+            ]
+        };
+        let untouched = Memory::new();
+        let dry = carried(&DryRun, src.path(), actions());
+        assert!(untouched.names().is_empty());
+        assert_eq!((dry.copied, dry.bytes_copied, dry.failed), (1, 5, 0));
+
+        let written = Memory::new();
+        written
+            .put_file(Path::new("gone"), b"x", filetime::FileTime::zero())
+            .unwrap();
+        let exec = Executor::with_store(
+            src.path(),
+            Box::new(written.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let wet = carried(&exec, src.path(), actions());
+        assert_eq!(
+            (wet.copied, wet.bytes_copied, wet.deleted),
+            (dry.copied, dry.bytes_copied, dry.deleted)
+        );
+        assert_eq!(
+            written.read(Path::new("a.txt")).as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(written.read(Path::new("gone")), None);
+    }
+
+    #[test]
+    fn a_blocked_destination_counts_every_action_as_failed() {
+        let src = tempfile::tempdir().unwrap();
+        let actions = (0..3)
+            .map(|i| Action::Delete {
+                name: format!("f{i}").into(),
+                kind: Kind::File,
+                superseded: false,
+            })
+            .collect();
+        let summary = carried(&Blocked, src.path(), actions);
+        assert_eq!((summary.failed, summary.deleted), (3, 0));
+    }
 
     #[test]
     fn the_restore_target_lies_beside_the_mirror() {

@@ -40,3 +40,13 @@ pub fn index() -> PathBuf {
 pub fn versions() -> PathBuf {
     state().join(VERSIONS_DIR)
 }
+
+/// The index file and the companions SQLite keeps beside it (write-ahead log, shared
+/// memory, rollback journal), relative to DST: what goes when a damaged index is thrown
+/// away.
+pub fn index_files() -> Vec<PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| state().join(format!("{INDEX_FILE}{suffix}")))
+        .collect()
+}

@@ -2,9 +2,11 @@
 //! through a store. [`Reader`] is what the read side (history, restore, verify,
 //! versions, archive) and the engine's listing need; the write side builds on it.
 //! [`Caps`] says what a store can do, so the engine picks a strategy and never guesses.
-//! `local` is a folder on this machine, reached only through directory handles;
-//! `layout` names datasafe's own state inside any store; `versions` is the naming
-//! contract of kept versions.
+//! [`Store`] is the write half: every change the engine makes to a mirror is one of its
+//! primitives (the policy — what to keep, what to displace, when to retry — stays in the
+//! engine). `local` is a folder on this machine, reached only through directory handles;
+//! `memory` a deterministic store for the engine's own tests; `layout` names datasafe's
+//! own state inside any store; `versions` is the naming contract of kept versions.
 //!
 //! Names given to a store are plain relative paths (`a/b.txt.gz`), relative to the
 //! mirror's root; the empty name is the root itself. A store never follows a symlink
@@ -12,6 +14,7 @@
 
 pub mod layout;
 pub mod local;
+pub mod memory;
 pub mod versions;
 
 use crate::model::{Kind, Meta, OnDisk};
@@ -49,6 +52,9 @@ pub struct Stat {
     pub mode: u32,
     /// Inode number, where the store has one (else 0).
     pub ino: u64,
+    /// Names this content has (hard links; 1 where the store has none): only a version
+    /// that is the last name of its bytes frees space when it goes.
+    pub links: u64,
 }
 
 impl Stat {
@@ -78,6 +84,7 @@ impl From<local::beneath::Status> for Stat {
             mtime: s.mtime,
             mode: s.mode,
             ino: s.ino,
+            links: s.nlink,
         }
     }
 }
@@ -106,8 +113,19 @@ impl ReadFile for std::fs::File {
             mtime: FileTime::from_last_modification_time(&meta),
             mode: crate::platform::mode_of(&meta),
             ino: crate::platform::inode(&meta),
+            links: links_of(&meta),
         })
     }
+}
+
+#[cfg(unix)]
+fn links_of(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(meta)
+}
+
+#[cfg(not(unix))]
+fn links_of(_meta: &std::fs::Metadata) -> u64 {
+    1
 }
 
 /// Reading a mirror. Nothing here changes the store.
@@ -136,4 +154,119 @@ pub trait Reader: Send + Sync {
     /// The local file that holds this mirror's index. For a folder on this machine it is
     /// inside the mirror (`layout::index`); a remote store keeps it in a local cache.
     fn index_file(&self) -> PathBuf;
+}
+
+/// Why a store cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Another datasafe process writes this mirror (the message says which, and what to
+    /// do).
+    #[error("{0}")]
+    Locked(String),
+    /// DST (or its state folder) cannot be created or written.
+    #[error("{0}")]
+    Unwritable(String),
+}
+
+/// Something written under a temp name in the store's temp folder
+/// ([`layout::tmp`]), not yet visible under any final name. Dropped before
+/// [`Staged::install`] succeeded, it is removed: a failed or interrupted write leaves
+/// nothing behind (a killed process leaves at most a temp name, which the next
+/// [`Store::prepare`] sweeps).
+pub trait Staged: Send {
+    /// What the staged name is now (its inode is what the final name will have).
+    fn stat(&self) -> io::Result<Stat>;
+
+    /// What stands at `name` now, where it is about to be installed (`None`: nothing,
+    /// or a folder on the way is not a real folder), as [`Reader::stat`] says. A store
+    /// may keep the folder it reached for the [`Staged::install`] under the same name
+    /// that follows, so the usual write resolves its folder once.
+    fn look(&mut self, name: &Path) -> io::Result<Option<Stat>>;
+
+    /// Moves it to `name` in one step, replacing a file or symlink there (never a
+    /// folder); the folder holding `name` must exist. After `Ok` dropping it removes
+    /// nothing; after an error it is still staged and may be installed again.
+    fn install(&mut self, name: &Path) -> io::Result<()>;
+}
+
+/// A private file being written in the store's temp folder: created exclusively (never
+/// an existing name, never through a symlink) and readable by its owner only until its
+/// mode is set.
+pub trait TempFile: Staged + io::Write {
+    /// Sets permission bits and mtime (atime too, to the same value) on the open file.
+    fn set_meta(&mut self, mode: u32, mtime: FileTime) -> io::Result<()>;
+}
+
+/// Writing a mirror: the primitives the engine's executor is built on, each one a single
+/// step on one name. Names are resolved as by [`Reader`]: a folder on the way that is
+/// not a real folder fails the call (`NotFound` or `NotADirectory`), a symlink is never
+/// passed through, and the last component is never followed either.
+///
+/// The engine decides strategy from [`Reader::caps`] (a version by hard link, or by a
+/// move where there are none); a store never guesses on the engine's behalf.
+pub trait Store: Reader {
+    /// Makes the store ready to be written, once, before anything else: creates the
+    /// state folder and its temp folder (refusing a state folder that is not a folder),
+    /// takes the one-writer lock (held until the store is dropped; released by the OS
+    /// if the process dies) and removes the temp files a killed run left. Messages
+    /// name the path and say what the user can do.
+    fn prepare(&mut self) -> Result<(), PrepareError>;
+
+    /// True while the store is still the one prepared: its root and temp folder are
+    /// there (removing DST from under a long-lived writer takes the temp folder, the
+    /// lock and the index with it; every write then fails until it is prepared again).
+    fn ready(&self) -> bool;
+
+    /// A new private temp file, empty and open for writing.
+    fn temp_file(&self) -> io::Result<Box<dyn TempFile>>;
+
+    /// A new symlink to `target` under a temp name, with `mtime` where the store can set
+    /// a link's time (a failure to set it is not an error).
+    fn temp_symlink(&self, target: &Path, mtime: FileTime) -> io::Result<Box<dyn Staged>>;
+
+    /// Creates the folder `name` (one level: its parent must exist); `AlreadyExists` if
+    /// something is there.
+    fn mkdir(&self, name: &Path) -> io::Result<()>;
+
+    /// Creates the symlink `name` to `target`, exclusively (`AlreadyExists` if the name
+    /// is taken): how prefix markers are placed.
+    fn symlink(&self, target: &Path, name: &Path) -> io::Result<()>;
+
+    /// Gives the file `from` the second name `to` (a hard link; needs
+    /// [`Caps::hard_links`]); `AlreadyExists` if `to` is taken.
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Moves `from` (a folder with all it holds) to `to`, replacing a file, a symlink or
+    /// an empty folder there.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes the file, symlink or other non-folder `name`.
+    fn remove_file(&self, name: &Path) -> io::Result<()>;
+
+    /// Removes the empty folder `name`.
+    fn remove_dir(&self, name: &Path) -> io::Result<()>;
+
+    /// Removes the folder `name` with everything it holds, walking it through the
+    /// store (never following a symlink inside it). A name already gone on the way is
+    /// not an error (another worker got there first).
+    fn remove_tree(&self, name: &Path) -> io::Result<()>;
+
+    /// Sets the permission bits and mtime of `name` if it is a `kind` (a file or a
+    /// folder; the empty name is the root), never through a symlink. Returns what it is
+    /// then, or `None` if no `kind` can be reached there (missing, another kind, or not
+    /// openable).
+    fn set_meta(
+        &self,
+        name: &Path,
+        kind: Kind,
+        mode: u32,
+        mtime: FileTime,
+    ) -> io::Result<Option<Stat>>;
+
+    /// Makes everything written so far durable, in one step for the whole store (one
+    /// `syncfs` on a local disk), before the index records it.
+    fn barrier(&self) -> io::Result<()>;
+
+    /// The bytes this writer may still use in the store, if it can tell.
+    fn free_bytes(&self) -> Option<u64>;
 }

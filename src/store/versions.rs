@@ -27,7 +27,8 @@
 //! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
 //! copy is renamed over them, deleted ones are renamed.
 
-use crate::store::layout::VERSIONS_DIR;
+use crate::model::Kind;
+use crate::store::Reader;
 use chrono::{Duration as Span, NaiveDateTime};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -321,17 +322,25 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
 /// A shortened version's `stored` is the whole name from its sidecar (see the module's
 /// notes).
 pub fn list(dst: &Path) -> Vec<Version> {
-    let root = dst.join(crate::store::layout::STATE_DIR).join(VERSIONS_DIR);
+    crate::store::local::Local::open(dst)
+        .map(|store| list_in(&store))
+        .unwrap_or_default()
+}
+
+/// As [`list`], for the mirror in `store`: every name under the versions folder is
+/// reached through the store, never through a symlink.
+pub fn list_in(store: &dyn Reader) -> Vec<Version> {
+    let root = crate::store::layout::versions();
     let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
-    let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
-        .follow_links(false)
+    let mut found: Vec<Version> = walk(store, &root)
         .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let mut v = parse(e.path().strip_prefix(&root).ok()?)?;
-            if e.file_type().is_symlink() {
-                v.prefix = Some(Prefix::from_target(&std::fs::read_link(e.path()).ok()?)?);
-            } else if !e.file_type().is_file() {
+        .filter_map(|(rel, kind)| {
+            let mut v = parse(&rel)?;
+            if kind == Kind::Symlink {
+                v.prefix = Some(Prefix::from_target(
+                    &store.read_link(&root.join(&rel)).ok()?,
+                )?);
+            } else if kind != Kind::File {
                 return None;
             }
             Some(v)
@@ -342,7 +351,7 @@ pub fn list(dst: &Path) -> Vec<Version> {
                 let sidecar = dir.join(sidecar_name(&key));
                 let whole = names
                     .entry(sidecar.clone())
-                    .or_insert_with(|| read_sidecar(&root.join(&sidecar), &key));
+                    .or_insert_with(|| read_sidecar(store, &root.join(&sidecar), &key));
                 if let Some(whole) = whole {
                     v.stored = dir.join(whole);
                 }
@@ -354,17 +363,36 @@ pub fn list(dst: &Path) -> Vec<Version> {
     found
 }
 
+/// Every name below the folder `root` in `store` (relative to `root`) with its kind,
+/// folders before what they hold; a folder that cannot be listed is left out.
+pub fn walk(store: &dyn Reader, root: &Path) -> Vec<(PathBuf, Kind)> {
+    let mut found = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let Ok(listed) = store.list(&root.join(&rel)) else {
+            continue;
+        };
+        for item in listed {
+            let Some(last) = item.name.file_name() else {
+                continue;
+            };
+            let inner = rel.join(last);
+            if item.kind == Kind::Dir {
+                todo.push(inner.clone());
+            }
+            found.push((inner, item.kind));
+        }
+    }
+    found
+}
+
 /// The whole stored name a sidecar holds, if it is a regular file (not followed if a
 /// symlink) whose bytes hash to `key` and make one name.
-fn read_sidecar(path: &Path, key: &str) -> Option<OsString> {
+fn read_sidecar(store: &dyn Reader, name: &Path, key: &str) -> Option<OsString> {
     use std::io::Read;
-    let mut file = crate::platform::open_source(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let file = store.open(name).ok()?;
     let mut bytes = Vec::new();
-    file.by_ref()
-        .take(NAME_MAX as u64 + 1)
+    file.take(NAME_MAX as u64 + 1)
         .read_to_end(&mut bytes)
         .ok()?;
     if bytes.is_empty()
@@ -380,33 +408,42 @@ fn read_sidecar(path: &Path, key: &str) -> Option<OsString> {
 /// Removes the sidecars under the versions folder `root` that no version needs any more
 /// (after pruning). Returns how many went.
 pub fn remove_orphan_sidecars(root: &Path) -> u64 {
-    let mut needed = std::collections::HashSet::new();
-    let mut sidecars = Vec::new();
-    for entry in walkdir::WalkDir::new(root)
+    let files: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-    {
-        let Ok(rel) = entry.path().strip_prefix(root) else {
+        .filter_map(|e| e.path().strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect();
+    orphan_sidecars(&files)
+        .into_iter()
+        .filter(|rel| std::fs::remove_file(root.join(rel)).is_ok())
+        .count() as u64
+}
+
+/// Of the regular files `files` under the versions folder (relative to it), the
+/// sidecars no version needs any more.
+pub fn orphan_sidecars(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut needed = std::collections::HashSet::new();
+    let mut sidecars = Vec::new();
+    for rel in files {
+        let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let Some(file) = rel.file_name() else {
             continue;
         };
-        let dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        if let Some(key) = sidecar_key(entry.file_name()) {
-            sidecars.push((dir, key, entry.path().to_path_buf()));
+        if let Some(key) = sidecar_key(file) {
+            sidecars.push((dir, key, rel.clone()));
         } else if parse(rel).is_some()
             && let Some(key) = shortened_key(rel)
         {
             needed.insert((dir, key));
         }
     }
-    let mut removed = 0;
-    for (dir, key, path) in sidecars {
-        if !needed.contains(&(dir, key)) && std::fs::remove_file(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    sidecars
+        .into_iter()
+        .filter(|(dir, key, _)| !needed.contains(&(dir.clone(), key.clone())))
+        .map(|(_, _, rel)| rel)
+        .collect()
 }
 
 /// How long versions are kept: a value the user writes (`--keep-versions`,
@@ -470,6 +507,7 @@ fn staggered_bucket(age: Span) -> Option<Bucket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::layout::VERSIONS_DIR;
     use chrono::NaiveDate;
     use std::time::Duration;
 

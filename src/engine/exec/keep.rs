@@ -1,12 +1,13 @@
 //! Keeping old copies: before a file in DST is replaced or deleted, it moves into
 //! `DST/.datasafe/versions` under a timestamped name (see [`crate::store::versions`]), and
-//! retention later prunes what is too old. Nothing is ever copied: a replaced file is
-//! hard-linked into the versions folder before the new copy is renamed over it (so the
-//! final name never goes missing), a deleted one is linked and then unlinked. Where
-//! the file system has no hard links, a rename does the same job.
+//! retention later prunes what is too old. Nothing is ever copied: where the store has
+//! hard links ([`crate::store::Caps::hard_links`]) a replaced file is linked into the
+//! versions folder before the new copy is installed over it (so the final name never
+//! goes missing), a deleted one is linked and then removed; without them (or where a
+//! link fails), a move does the same job.
 //!
-//! Folders inside the versions folder are reached like every other folder in DST
-//! ([`Executor::dest_dir`]), so a symlink planted there never leads a write outside DST.
+//! Everything here is a store primitive on names, so a symlink planted in the versions
+//! folder never leads a write outside DST.
 //!
 //! Pruning: by retention after a full pass ([`Executor::prune_versions`]), by the size
 //! budget after it ([`Executor::prune_to_budget`]), and when DST is full while a live
@@ -15,12 +16,11 @@
 
 use super::ops::Reach;
 use super::{Executor, OpError};
+use crate::model::Kind;
 use crate::output::names::{esc, io_message};
-use crate::store::layout::STATE_DIR;
-use crate::store::layout::VERSIONS_DIR;
+use crate::store::layout;
 use crate::store::versions::{self, Retention};
-use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Past this many versions of one name in one second something is wrong.
@@ -37,30 +37,28 @@ enum Slot {
 }
 
 impl Executor {
-    /// Keeps the regular file stored as `name` (at `path`) as a version before it is
-    /// replaced (`keep_original`) or deleted. Does nothing if versions are off or `path`
-    /// is not a regular file.
-    pub(super) fn preserve(
-        &self,
-        name: &Path,
-        path: &Path,
-        keep_original: bool,
-    ) -> Result<(), OpError> {
-        if !self.keeping() {
+    /// Keeps the regular file stored as `name` as a version before it is replaced
+    /// (`keep_original`) or deleted. Does nothing if versions are off or `name` is not a
+    /// regular file.
+    pub(super) fn preserve(&self, name: &Path, keep_original: bool) -> Result<(), OpError> {
+        if !self.keeping() || !self.is_file(name) {
             return Ok(());
         }
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_file() => {}
-            _ => return Ok(()),
-        }
-        let placed =
-            self.place_version(name, path, |target| match fs::hard_link(path, target) {
+        let path = self.shown(name);
+        let store = self.store();
+        let placed = self.place_version(name, |target| {
+            let linked = if self.caps.hard_links {
+                store.link(name, target)
+            } else {
+                Err(io::Error::from(io::ErrorKind::Unsupported))
+            };
+            match linked {
                 Ok(()) => {
                     if !keep_original {
-                        match fs::remove_file(path) {
+                        match store.remove_file(name) {
                             // Another worker deleted it (or a folder around it) meanwhile.
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            other => other.map_err(OpError::io("deleting", path))?,
+                            other => other.map_err(OpError::io("deleting", &path))?,
                         }
                     }
                     Ok(Slot::Placed)
@@ -68,22 +66,27 @@ impl Executor {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
                 // Gone since the check above (another worker deleted a folder around it):
                 // nothing to keep, and nothing left to delete.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && is_gone(path) => Ok(Slot::Gone),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_gone(name) => {
+                    Ok(Slot::Gone)
+                }
                 Err(_) => {
                     // No hard links here (some network and FAT file systems): move it. Then
                     // a replaced name is missing until the new copy lands.
-                    if fs::symlink_metadata(target).is_ok() {
+                    if !matches!(store.stat(target), Ok(None)) {
                         return Ok(Slot::Taken);
                     }
-                    fs::rename(path, target).map_err(OpError::io("keeping a version of", path))?;
+                    store
+                        .rename(name, target)
+                        .map_err(OpError::io("keeping a version of", &path))?;
                     Ok(Slot::Placed)
                 }
-            })?;
+            }
+        })?;
         if let Some(rel) = placed {
             log::info!(
                 "Kept version: {} as {}",
                 esc(name),
-                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
+                esc(layout::versions().join(&rel).as_path())
             );
             self.versions_kept
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -92,34 +95,40 @@ impl Executor {
     }
 
     /// Keeps, instead of a copy, a prefix marker (see [`versions::Prefix`]) for the file
-    /// stored as `name` (at `path`), about to be replaced by content whose first `size`
-    /// bytes are the old content (SHA-256 `sha`): no bytes are kept, and `restore` can
-    /// still give the old content back from the new one.
+    /// stored as `name`, about to be replaced by content whose first `size` bytes are
+    /// the old content (SHA-256 `sha`): no bytes are kept, and `restore` can still give
+    /// the old content back from the new one.
     pub(super) fn preserve_prefix(
         &self,
         name: &Path,
-        path: &Path,
         (size, sha): (u64, crate::hash::Digest),
     ) -> Result<(), OpError> {
         if !self.keeping() {
             return Ok(());
         }
-        let Some(old) = fs::symlink_metadata(path).ok().filter(|m| m.is_file()) else {
+        let Some(old) = self
+            .store()
+            .stat(name)
+            .ok()
+            .flatten()
+            .filter(|m| m.kind == Kind::File)
+        else {
             return Ok(());
         };
-        let mtime = filetime::FileTime::from_last_modification_time(&old);
+        let mtime = old.mtime;
         let marker = versions::Prefix {
             size,
             mtime: (mtime.unix_seconds(), mtime.nanoseconds()),
-            mode: crate::model::Meta::of(&old).mode,
+            mode: old.mode,
             sha,
         }
         .to_target();
-        let placed = self.place_version(name, path, |target| {
-            match crate::platform::symlink(Path::new(&marker), target) {
+        let path = self.shown(name);
+        let placed = self.place_version(name, |target| {
+            match self.store().symlink(Path::new(&marker), target) {
                 Ok(()) => Ok(Slot::Placed),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Slot::Taken),
-                Err(e) => Err(OpError::io("keeping a version of", path)(e)),
+                Err(e) => Err(OpError::io("keeping a version of", &path)(e)),
             }
         })?;
         if let Some(rel) = placed {
@@ -129,31 +138,30 @@ impl Executor {
                 "{} only grew: its first {} are in the new copy (marker {})",
                 esc(name),
                 crate::output::names::human_bytes(size),
-                esc(Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel).as_path())
+                esc(layout::versions().join(&rel).as_path())
             );
         }
         Ok(())
     }
 
-    /// Finds the first free version slot for `name` (stored at `path`) at this moment
-    /// and has `place` put the old content there, trying later slots while `place`
-    /// finds one taken. Returns the version's path under the versions folder, or `None`
-    /// if `place` found the original gone.
+    /// Finds the first free version slot for `name` at this moment and has `place` put
+    /// the old content there (its argument: the slot's name in DST), trying later slots
+    /// while `place` finds one taken. Returns the version's path under the versions
+    /// folder, or `None` if `place` found the original gone.
     fn place_version(
         &self,
         name: &Path,
-        path: &Path,
         mut place: impl FnMut(&Path) -> Result<Slot, OpError>,
     ) -> Result<Option<PathBuf>, OpError> {
         let at = chrono::Local::now().naive_local();
-        let dir = self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
+        self.dest_dir(&versions_rel(name, at, 0), Reach::Parents)?;
         for seq in 0..MAX_SEQ {
             let (rel, sidecar) = versions::version_and_sidecar(name, at, seq);
             if let Some(sidecar) = sidecar {
-                self.write_sidecar(&dir, &sidecar, name)?;
+                self.write_sidecar(&layout::versions().join(sidecar), name)?;
             }
-            let target = dir.join(rel.file_name().unwrap_or(rel.as_os_str()));
-            if self.later_seq_taken(&dir, name, at, seq) {
+            let target = layout::versions().join(&rel);
+            if self.later_seq_taken(name, at, seq) {
                 continue;
             }
             match place(&target)? {
@@ -164,7 +172,7 @@ impl Executor {
         }
         Err(OpError::Io {
             doing: "keeping a version of",
-            path: path.to_path_buf(),
+            path: self.shown(name),
             err: io::Error::other("too many versions within one second"),
         })
     }
@@ -173,49 +181,21 @@ impl Executor {
     /// 64 slots on): then `seq` is a slot that pruning freed, and taking it would order
     /// this newer version before older ones. Pruning goes oldest first, so freed slots
     /// come first and the taken ones after them.
-    fn later_seq_taken(
-        &self,
-        dir: &Path,
-        name: &Path,
-        at: chrono::NaiveDateTime,
-        seq: u32,
-    ) -> bool {
+    fn later_seq_taken(&self, name: &Path, at: chrono::NaiveDateTime, seq: u32) -> bool {
         (0..7).map(|k| seq + (1 << k)).any(|later| {
-            let next = versions::version_name(name, at, later);
-            fs::symlink_metadata(dir.join(next.file_name().unwrap_or(next.as_os_str()))).is_ok()
+            let next = versions_rel(name, at, later);
+            matches!(self.store().stat(&next), Ok(Some(_)))
         })
     }
 
-    /// Keeps every regular file in the folder stored as `name` (at `path`) as a version
-    /// before the folder is deleted. Symlinks inside are not followed.
-    pub(super) fn preserve_tree(&self, name: &Path, path: &Path) -> Result<(), OpError> {
-        if !self.keeping() {
-            return Ok(());
-        }
-        for entry in walkdir::WalkDir::new(path).follow_links(false) {
-            let entry = match entry {
-                Ok(entry) => entry,
-                // Deleted meanwhile by another worker (a folder inside this one, say).
-                Err(e)
-                    if e.io_error()
-                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    let err = e
-                        .into_io_error()
-                        .unwrap_or_else(|| io::Error::other("loop"));
-                    return Err(OpError::io("reading", path)(err));
-                }
-            };
-            if !entry.file_type().is_file() {
-                continue;
+    /// Keeps every regular file of `below` (a folder's content, as
+    /// [`Executor::below`] lists it) as a version before the folder is deleted.
+    /// Symlinks inside are not followed.
+    pub(super) fn preserve_all(&self, below: &[(PathBuf, Kind)]) -> Result<(), OpError> {
+        for (name, kind) in below {
+            if *kind == Kind::File {
+                self.preserve(name, false)?;
             }
-            let Ok(inner) = entry.path().strip_prefix(path) else {
-                continue;
-            };
-            self.preserve(&name.join(inner), entry.path(), false)?;
         }
         Ok(())
     }
@@ -227,25 +207,26 @@ impl Executor {
         if !keep.keeps() {
             return 0;
         }
-        let all = versions::list(&self.dst);
+        let all = versions::list_in(self.store());
         if all.is_empty() {
             return 0;
         }
         let now = chrono::Local::now().naive_local();
         let mut pruned = 0;
         for rel in versions::to_prune(&all, now, keep) {
-            let name = Path::new(STATE_DIR).join(VERSIONS_DIR).join(&rel);
-            let path = match self.dest_dir(&name, Reach::Lookup) {
-                Ok(dir) => dir.join(rel.file_name().unwrap_or(rel.as_os_str())),
-                Err(_) => continue,
-            };
-            match fs::remove_file(&path) {
+            let name = layout::versions().join(&rel);
+            match self.store().remove_file(&name) {
                 Ok(()) => {
                     pruned += 1;
                     log::info!("Pruned version: {}", esc(&name));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("pruning {}: {}", esc(&path), io_message(&e)),
+                // Gone, or a folder on the way is not a real folder (nothing of ours).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
+                Err(e) => log::warn!("pruning {}: {}", esc(&self.shown(&name)), io_message(&e)),
             }
         }
         if pruned > 0 {
@@ -303,12 +284,12 @@ impl Executor {
                 .filter(|(_, _, links)| *links <= 1)
                 .map(|(_, size, _)| size)
                 .sum();
-            let free = crate::platform::free_bytes(&self.dst).unwrap_or(0);
+            let free = self.store().free_bytes().unwrap_or(0);
             if free.saturating_add(freeable) < least {
                 log::warn!(
                     "{} is full, and pruning every version would free {} of the {} needed: \
                      versions kept",
-                    esc(&self.dst),
+                    esc(&self.shown(Path::new(""))),
                     crate::output::names::human_bytes(freeable),
                     crate::output::names::human_bytes(least.saturating_sub(free))
                 );
@@ -332,7 +313,7 @@ impl Executor {
         if pruned > 0 {
             log::warn!(
                 "{} is full: pruned the oldest {} ({}) so live files can be written",
-                esc(&self.dst),
+                esc(&self.shown(Path::new(""))),
                 crate::output::names::count_of(pruned, "version"),
                 crate::output::names::human_bytes(freed)
             );
@@ -345,31 +326,34 @@ impl Executor {
 
     /// Every version, oldest first, with its size on disk and its link count.
     fn sized_versions(&self) -> Vec<(versions::Version, u64, u64)> {
-        let root = self.dst.join(STATE_DIR).join(VERSIONS_DIR);
-        versions::list(&self.dst)
+        let root = layout::versions();
+        versions::list_in(self.store())
             .into_iter()
             .filter_map(|v| {
-                let meta = fs::symlink_metadata(root.join(&v.path)).ok()?;
-                Some((v, meta.len(), link_count(&meta)))
+                let meta = self.store().stat(&root.join(&v.path)).ok()??;
+                Some((v, meta.size, meta.links))
             })
             .collect()
     }
 
     /// Deletes one version and logs it; true if it went.
     fn remove_version(&self, version: &versions::Version) -> bool {
-        let name = Path::new(STATE_DIR).join(VERSIONS_DIR).join(&version.path);
-        let path = match self.dest_dir(&name, Reach::Lookup) {
-            Ok(dir) => dir.join(version.path.file_name().unwrap_or(version.path.as_os_str())),
-            Err(_) => return false,
-        };
-        match fs::remove_file(&path) {
+        let name = layout::versions().join(&version.path);
+        match self.store().remove_file(&name) {
             Ok(()) => {
                 log::info!("Pruned version: {}", esc(&name));
                 true
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                false
+            }
             Err(e) => {
-                log::warn!("pruning {}: {}", esc(&path), io_message(&e));
+                log::warn!("pruning {}: {}", esc(&self.shown(&name)), io_message(&e));
                 false
             }
         }
@@ -377,65 +361,52 @@ impl Executor {
 
     /// After pruning: sidecars no version needs, then empty folders.
     fn tidy_versions(&self) {
-        let root = self.dst.join(STATE_DIR).join(VERSIONS_DIR);
-        versions::remove_orphan_sidecars(&root);
-        remove_empty_dirs(&root);
+        let root = layout::versions();
+        let found = versions::walk(self.store(), &root);
+        let files: Vec<PathBuf> = found
+            .iter()
+            .filter(|(_, kind)| *kind == Kind::File)
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        for sidecar in versions::orphan_sidecars(&files) {
+            let _ = self.store().remove_file(&root.join(sidecar));
+        }
+        // Deepest first; removing fails, as it should, on a folder that still holds
+        // something.
+        let mut dirs: Vec<&PathBuf> = found
+            .iter()
+            .filter(|(_, kind)| *kind == Kind::Dir)
+            .map(|(rel, _)| rel)
+            .collect();
+        dirs.sort_by_key(|rel| std::cmp::Reverse(rel.components().count()));
+        for dir in dirs {
+            let _ = self.store().remove_dir(&root.join(dir));
+        }
     }
 
-    /// Writes the sidecar of a shortened version name (the stored file name's bytes) in
-    /// the versions folder `dir`, unless it is there: through a temp file and a rename,
-    /// so it is never seen half written.
-    fn write_sidecar(&self, dir: &Path, sidecar: &Path, name: &Path) -> Result<(), OpError> {
-        let path = dir.join(sidecar.file_name().unwrap_or(sidecar.as_os_str()));
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+    /// Writes the sidecar of a shortened version name (the stored file name's bytes) at
+    /// `sidecar` (its name in DST), unless it is there: through a temp file and an
+    /// install, so it is never seen half written.
+    fn write_sidecar(&self, sidecar: &Path, name: &Path) -> Result<(), OpError> {
+        if self.is_file(sidecar) {
             return Ok(());
         }
         let whole = name.file_name().unwrap_or(name.as_os_str());
-        let (temp, mut file) = self.temp_file(&path)?;
-        std::io::Write::write_all(&mut file, whole.as_encoded_bytes())
+        let mut temp = self.temp_file(&self.shown(sidecar))?;
+        temp.write_all(whole.as_encoded_bytes())
             .map_err(OpError::io("keeping a version of", name))?;
-        drop(file);
-        fs::rename(&temp.path, &path).map_err(OpError::io("keeping a version of", name))?;
-        temp.keep();
+        temp.install(sidecar)
+            .map_err(OpError::io("keeping a version of", name))?;
         Ok(())
     }
-}
 
-#[cfg(unix)]
-fn link_count(meta: &fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::nlink(meta)
-}
-
-#[cfg(not(unix))]
-fn link_count(_meta: &fs::Metadata) -> u64 {
-    1
-}
-
-/// True if nothing is at `path` any more.
-fn is_gone(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    /// True if nothing is at `name` any more (a folder on the way gone included).
+    fn is_gone(&self, name: &Path) -> bool {
+        matches!(self.store().stat(name), Ok(None))
+    }
 }
 
 /// `versions/<name's folder>/<versioned name>` relative to DST.
 fn versions_rel(name: &Path, at: chrono::NaiveDateTime, seq: u32) -> PathBuf {
-    Path::new(STATE_DIR)
-        .join(VERSIONS_DIR)
-        .join(versions::version_name(name, at, seq))
-}
-
-/// Removes the empty folders below `root` (not `root` itself), deepest first.
-fn remove_empty_dirs(root: &Path) {
-    let dirs: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .contents_first(true)
-        .min_depth(1)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect();
-    for dir in dirs {
-        // Fails, as it should, on a folder that still holds something.
-        let _ = fs::remove_dir(&dir);
-    }
+    layout::versions().join(versions::version_name(name, at, seq))
 }

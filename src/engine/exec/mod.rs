@@ -1,13 +1,16 @@
-//! Carrying out planned actions: the only code that writes a destination. An
-//! [`Executor`] holds the roots and the temp folder; its workers take [`Action`]s from a
+//! Carrying out planned actions: the only code that decides how a destination is
+//! written. An [`Executor`] holds SRC's root and DST as a [`Store`] (every write goes
+//! through the store's primitives, never a path); its workers take [`Action`]s from a
 //! bounded channel and send back one [`Outcome`] each. Every file reaches its final name
-//! by a rename from a private temp file in `DST/.datasafe/tmp`, so nothing is ever torn
-//! under a final name, whatever kills the process.
+//! by an install from a private temp file in the store's temp folder, so nothing is ever
+//! torn under a final name, whatever kills the process.
 //!
-//! An operation never decides *whether* to act (the planner did); it only checks what it
-//! must for safety: that every folder on the way down from DST is a real folder (a
-//! planted symlink never leads a write outside DST) and that the source did not change
-//! while it was read.
+//! An operation never decides *whether* to act (the planner did); the policy of *how*
+//! lives here and in `ops`/`keep` (what stands in the way is displaced and kept, old
+//! content is kept as a version, a changing source is copied again, a full disk makes
+//! room), each step a store primitive. The store makes sure no step passes through a
+//! symlink inside DST; the engine checks that the source did not change while it was
+//! read.
 
 mod keep;
 mod ops;
@@ -19,9 +22,9 @@ use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::model::Record;
 use crate::output::names::{esc, io_message};
-use crate::store::layout::STATE_DIR;
-use crate::store::layout::{LOCK_FILE, TMP_DIR};
+use crate::store::local::Local;
 use crate::store::versions::Retention;
+use crate::store::{Caps, Store};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -151,14 +154,9 @@ impl OpError {
     }
 }
 
-/// Why DST cannot be written.
-#[derive(Debug)]
-pub enum PrepareError {
-    /// Another datasafe process writes this mirror.
-    Locked(String),
-    /// DST (or its state folder) cannot be created or written.
-    Unwritable(String),
-}
+/// Why DST cannot be written (the store's error, named where the engine has always
+/// had it).
+pub use crate::store::PrepareError;
 
 /// How many times an action is tried again after pruning versions for room.
 const ROOM_RETRIES: u32 = 3;
@@ -189,11 +187,12 @@ fn least_needed(action: &Action) -> u64 {
 /// Carries out actions for one mirror.
 pub struct Executor {
     src: PathBuf,
-    dst: PathBuf,
-    tmp: PathBuf,
+    /// DST, prepared for writing (it holds the one-writer lock while it lives).
+    store: Box<dyn Store>,
+    /// What the store can do, asked once.
+    caps: Caps,
     level: flate2::Compression,
     stop: Arc<AtomicBool>,
-    next_tmp: AtomicU64,
     /// Whether replaced and deleted files are kept as versions.
     keep: Retention,
     /// Versions kept so far.
@@ -209,65 +208,29 @@ pub struct Executor {
     displacing: std::sync::Mutex<()>,
     /// What was removed to make way for another type, not yet reported.
     displaced: std::sync::Mutex<Vec<Displaced>>,
-    /// Held while this executor lives: one writer per mirror.
-    _lock: std::fs::File,
 }
 
 impl Executor {
-    /// Prepares DST for writing: creates it and its state folder if missing, refuses a
-    /// state folder that is not a real folder, and removes temp files a killed run left.
+    /// Prepares the folder DST for writing: creates it and its state folder if missing,
+    /// refuses a state folder that is not a real folder, takes the one-writer lock and
+    /// removes temp files a killed run left (see [`Store::prepare`]).
     pub fn new(src: &Path, dst: &Path, stop: Arc<AtomicBool>) -> Result<Executor, PrepareError> {
-        let state = dst.join(STATE_DIR);
-        let tmp = state.join(TMP_DIR);
-        std::fs::create_dir_all(dst).map_err(|e| {
-            PrepareError::Unwritable(format!(
-                "cannot create destination {}: {}; check the path, make the folder it \
-                 goes in writable and run again",
-                esc(dst),
-                io_message(&e)
-            ))
-        })?;
-        if std::fs::symlink_metadata(&state).is_ok_and(|m| !m.is_dir()) {
-            return Err(PrepareError::Unwritable(format!(
-                "{} is not a folder; move it out of the way and run again",
-                esc(&state)
-            )));
-        }
-        // A symlink planted as the temp folder would send temp files, and the cleanup
-        // of leftovers, outside DST.
-        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| {
-            PrepareError::Unwritable(format!(
-                "cannot write to destination {}: {}; make it writable and run again",
-                esc(&tmp),
-                io_message(&e)
-            ))
-        })?;
-        if !std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_dir()) {
-            return Err(PrepareError::Unwritable(format!(
-                "{} is not a folder; move it out of the way and run again",
-                esc(&tmp)
-            )));
-        }
+        Executor::with_store(src, Box::new(Local::create(dst)?), stop)
+    }
 
-        // Only the lock holder may clean temp files: another writer may be using them.
-        let lock = take_lock(&state, dst)?;
-        if let Ok(leftovers) = std::fs::read_dir(&tmp) {
-            for entry in leftovers.flatten() {
-                let path = entry.path();
-                log::debug!("removing leftover temp file {}", esc(&path));
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+    /// As [`Executor::new`], for any store (prepared here).
+    pub fn with_store(
+        src: &Path,
+        mut store: Box<dyn Store>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Executor, PrepareError> {
+        store.prepare()?;
         Ok(Executor {
             src: src.to_path_buf(),
-            dst: dst.to_path_buf(),
-            tmp,
+            caps: store.caps(),
+            store,
             level: flate2::Compression::new(6),
             stop,
-            next_tmp: AtomicU64::new(0),
             keep: Retention::Staggered,
             versions_kept: AtomicU64::new(0),
             keep_all: AtomicBool::new(false),
@@ -275,8 +238,12 @@ impl Executor {
             making_room: std::sync::Mutex::new(()),
             displacing: std::sync::Mutex::new(()),
             displaced: std::sync::Mutex::new(Vec::new()),
-            _lock: lock,
         })
+    }
+
+    /// The destination this executor writes.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// Sets how replaced and deleted files are kept (versions are on by default).
@@ -289,7 +256,7 @@ impl Executor {
     /// under a long-lived executor takes the temp folder, the lock and the index with it;
     /// every write then fails until DST is prepared again.
     pub fn prepared(&self) -> bool {
-        std::fs::symlink_metadata(&self.tmp).is_ok_and(|m| m.is_dir())
+        self.store.ready()
     }
 
     /// How many old copies this executor has kept as versions.
@@ -389,7 +356,7 @@ impl Executor {
     /// Makes everything written so far durable (one `syncfs`, not an fsync per file);
     /// called before the index records it.
     pub fn barrier(&self) -> io::Result<()> {
-        crate::platform::sync_filesystem(&self.dst)
+        self.store.barrier()
     }
 
     /// Sets a folder's mode and mtime, after everything inside it was written.
@@ -397,56 +364,20 @@ impl Executor {
         self.set_dir_meta(rel, meta).map_err(|e| {
             format!(
                 "setting mode and time on {}: {}",
-                esc(&self.dst.join(rel)),
+                esc(&self.shown(rel)),
                 io_message(&e)
             )
         })
     }
 
+    /// How `name` in DST is shown to the user.
+    fn shown(&self, name: &Path) -> PathBuf {
+        self.store.display(name)
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
-}
-
-/// Takes the one-writer lock of a mirror (released when the file closes, also when the
-/// process is killed) and writes our pid into it for the other side's message.
-fn take_lock(state: &Path, dst: &Path) -> Result<std::fs::File, PrepareError> {
-    use std::io::{Read, Seek, Write};
-    let path = state.join(LOCK_FILE);
-    let unwritable = |e: io::Error| {
-        PrepareError::Unwritable(format!(
-            "cannot write to destination {}: {}; make it writable and run again",
-            esc(&path),
-            io_message(&e)
-        ))
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(unwritable)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let who = match holder.trim() {
-                "" => "another datasafe process".to_string(),
-                pid => format!("another datasafe process (pid {pid})"),
-            };
-            return Err(PrepareError::Locked(format!(
-                "{who} is writing the mirror in {}; stop it first, or wait until it is done",
-                esc(dst)
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(unwritable(e)),
-    }
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "{}", std::process::id());
-    Ok(file)
 }
 
 /// Starts `jobs` workers on `scope` that run every action from `actions` and send each
@@ -473,5 +404,250 @@ pub fn spawn_workers<'scope, 'env>(
                 }
             }
         });
+    }
+}
+
+/// The executor's policy driven through the in-memory store: what each operation leaves
+/// in DST, names and bytes, with SRC a real temp folder.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Entry, Meta, Stored};
+    use crate::store::memory::Memory;
+    use crate::store::{Reader, layout};
+    use filetime::FileTime;
+
+    /// SRC with `files` in it, and an executor writing `mem`.
+    fn setup(mem: &Memory, files: &[(&str, &str)]) -> (tempfile::TempDir, Executor) {
+        let src = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = src.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        let exec = Executor::with_store(
+            src.path(),
+            Box::new(mem.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        (src, exec)
+    }
+
+    fn entry(src: &Path, rel: &str) -> Entry {
+        let meta = std::fs::symlink_metadata(src.join(rel)).unwrap();
+        Entry {
+            rel: rel.into(),
+            kind: Kind::of(meta.file_type()),
+            meta: Meta::of(&meta),
+            target: None,
+        }
+    }
+
+    fn copy(src: &Path, rel: &str) -> Action {
+        Action::Copy {
+            entry: entry(src, rel),
+            stored: Stored::Plain,
+            was: None,
+        }
+    }
+
+    /// The versions kept, as (the name they were, content).
+    fn kept(mem: &Memory) -> Vec<(PathBuf, String)> {
+        let mut found: Vec<_> = crate::store::versions::list_in(mem)
+            .into_iter()
+            .map(|v| {
+                let bytes = mem.read(&layout::versions().join(&v.path)).unwrap();
+                (v.stored, String::from_utf8(bytes).unwrap())
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn text(mem: &Memory, name: &str) -> Option<String> {
+        mem.read(Path::new(name))
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    fn mkdirs(mem: &Memory, names: &[&str]) {
+        for name in names {
+            mem.mkdir(Path::new(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_copy_creates_its_folders_and_sets_mode_and_mtime() {
+        let mem = Memory::new();
+        let (src, exec) = setup(&mem, &[("a/b/c.txt", "new")]);
+        let outcome = exec.run(copy(src.path(), "a/b/c.txt"));
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Stored {
+                    done: Done::Copied,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(text(&mem, "a/b/c.txt").as_deref(), Some("new"));
+        let stat = mem.stat(Path::new("a/b/c.txt")).unwrap().unwrap();
+        let want = entry(src.path(), "a/b/c.txt").meta;
+        assert_eq!((stat.mode, stat.mtime), (want.mode, want.mtime));
+        assert!(kept(&mem).is_empty());
+        // Nothing is left in the temp folder.
+        assert!(mem.list(&layout::tmp()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_copy_over_a_file_keeps_the_old_one_as_a_version() {
+        let mem = Memory::new();
+        mem.put_file(Path::new("a.txt"), b"old", FileTime::zero())
+            .unwrap();
+        let (src, exec) = setup(&mem, &[("a.txt", "new")]);
+        exec.run(copy(src.path(), "a.txt"));
+        assert_eq!(text(&mem, "a.txt").as_deref(), Some("new"));
+        assert_eq!(kept(&mem), [(PathBuf::from("a.txt"), "old".to_string())]);
+        assert_eq!(exec.versions_kept(), 1);
+    }
+
+    #[test]
+    fn a_delete_keeps_a_version_with_hard_links_or_without() {
+        for hard_links in [true, false] {
+            let caps = Caps {
+                hard_links,
+                ..Memory::new().caps()
+            };
+            let mem = Memory::new().with_caps(caps);
+            mkdirs(&mem, &["d"]);
+            mem.put_file(Path::new("d/a.txt"), b"old", FileTime::zero())
+                .unwrap();
+            let (_src, exec) = setup(&mem, &[]);
+            let outcome = exec.run(Action::Delete {
+                name: "d/a.txt".into(),
+                kind: Kind::File,
+                superseded: false,
+            });
+            assert!(
+                matches!(outcome, Outcome::Deleted { files: 1, .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(text(&mem, "d/a.txt"), None);
+            assert_eq!(
+                kept(&mem),
+                [(PathBuf::from("d/a.txt"), "old".to_string())],
+                "hard links: {hard_links}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_displaced_by_a_file_keeps_its_files() {
+        let mem = Memory::new();
+        mkdirs(&mem, &["d", "d/sub"]);
+        mem.put_file(Path::new("d/x"), b"x", FileTime::zero())
+            .unwrap();
+        mem.put_file(Path::new("d/sub/y"), b"y", FileTime::zero())
+            .unwrap();
+        mem.symlink(Path::new("/etc"), Path::new("d/link")).unwrap();
+        let (src, exec) = setup(&mem, &[("d", "now a file")]);
+        exec.run(copy(src.path(), "d"));
+        assert_eq!(text(&mem, "d").as_deref(), Some("now a file"));
+        assert_eq!(
+            kept(&mem),
+            [
+                (PathBuf::from("d/sub/y"), "y".to_string()),
+                (PathBuf::from("d/x"), "x".to_string())
+            ]
+        );
+        assert_eq!(
+            exec.take_displaced(),
+            [Displaced {
+                name: "d".into(),
+                kind: Kind::Dir,
+                files: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn a_symlink_where_a_folder_goes_is_replaced_never_followed() {
+        let mem = Memory::new();
+        mem.symlink(Path::new("/elsewhere"), Path::new("d"))
+            .unwrap();
+        let (src, exec) = setup(&mem, &[("d/f", "f")]);
+        exec.run(copy(src.path(), "d/f"));
+        assert_eq!(mem.stat(Path::new("d")).unwrap().unwrap().kind, Kind::Dir);
+        assert_eq!(text(&mem, "d/f").as_deref(), Some("f"));
+        assert_eq!(
+            exec.take_displaced(),
+            [Displaced {
+                name: "d".into(),
+                kind: Kind::Symlink,
+                files: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn a_rename_over_a_file_keeps_the_file_it_replaces() {
+        let mem = Memory::new();
+        mem.put_file(Path::new("a"), b"A", FileTime::zero())
+            .unwrap();
+        mem.put_file(Path::new("b"), b"B", FileTime::zero())
+            .unwrap();
+        let (_src, exec) = setup(&mem, &[]);
+        let outcome = exec.run(Action::Rename {
+            from: "a".into(),
+            to: "b".into(),
+            kind: Kind::File,
+        });
+        assert!(matches!(outcome, Outcome::Renamed { .. }), "{outcome:?}");
+        assert_eq!(text(&mem, "a"), None);
+        assert_eq!(text(&mem, "b").as_deref(), Some("A"));
+        assert_eq!(kept(&mem), [(PathBuf::from("b"), "B".to_string())]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_gone() {
+        let mem = Memory::new();
+        let (_src, exec) = setup(&mem, &[]);
+        let second = Executor::with_store(
+            Path::new("/nowhere"),
+            Box::new(mem.clone()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        assert!(matches!(second, Err(PrepareError::Locked(_))));
+        drop(exec);
+        assert!(
+            Executor::with_store(
+                Path::new("/nowhere"),
+                Box::new(mem.clone()),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn folder_metadata_is_set_last_and_only_on_folders() {
+        let mem = Memory::new();
+        mkdirs(&mem, &["d"]);
+        mem.put_file(Path::new("f"), b"f", FileTime::zero())
+            .unwrap();
+        let (_src, exec) = setup(&mem, &[]);
+        let meta = Meta {
+            size: 0,
+            mtime: FileTime::from_unix_time(1_000_000, 5),
+            mode: 0o750,
+        };
+        exec.finish_dir(Path::new("d"), &meta).unwrap();
+        let stat = mem.stat(Path::new("d")).unwrap().unwrap();
+        assert_eq!((stat.mode, stat.mtime), (0o750, meta.mtime));
+        let err = exec.finish_dir(Path::new("f"), &meta).unwrap_err();
+        assert!(err.contains("it is not a folder"), "{err}");
+        let err = exec.finish_dir(Path::new("missing"), &meta).unwrap_err();
+        assert!(err.contains("no such file or directory"), "{err}");
     }
 }

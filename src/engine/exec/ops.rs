@@ -1,57 +1,35 @@
 //! The single-path operations behind [`Executor::run`]: copy (plain or gzip, hashing as
-//! it goes), compare by content, set metadata, mkdir, symlink, delete. Each one reaches
-//! DST only through [`Executor::dest_dir`], which refuses to pass through anything in
-//! DST that is not a real folder.
+//! it goes), compare by content, set metadata, mkdir, symlink, delete, rename. Each one
+//! is a few store primitives on names relative to DST (the store never passes through
+//! anything in DST that is not a real folder); [`Executor::dest_dir`] makes the folders
+//! on the way real folders, displacing what stands there.
 
 use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
-use crate::model::{OnDisk, Record, Stored};
+use crate::model::{Record, Stored};
 use crate::platform;
-use crate::store::layout::STATE_DIR;
+use crate::store::{Staged, Stat, TempFile, layout};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 /// How far [`Executor::dest_dir`] may change DST on its way to a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reach {
-    /// Create nothing.
-    Lookup,
     /// Create (or replace with) folders up to the name's parent.
     Parents,
     /// As `Parents`, and the name itself as a folder.
     Itself,
 }
 
-/// A temp file that is removed unless it was renamed into place.
-pub(super) struct Temp {
-    pub(super) path: PathBuf,
-    armed: bool,
-}
-
-impl Temp {
-    pub(super) fn keep(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Where copied bytes go: the temp file itself or a gzip encoder in front of it.
 enum Sink<'f> {
-    Plain(&'f File),
-    Gzip(Box<GzEncoder<&'f File>>),
+    Plain(&'f mut dyn TempFile),
+    Gzip(Box<GzEncoder<&'f mut dyn TempFile>>),
 }
 
 impl Sink<'_> {
@@ -106,22 +84,21 @@ impl Executor {
                 });
             }
             // Errors name the file being stored, not the temp file it goes through.
-            let dst_path = self.dst.join(&name);
-            let (temp, file) = self.temp_file(&dst_path)?;
+            let dst_path = self.shown(&name);
+            let mut temp = self.temp_file(&dst_path)?;
             let read = self.stream(
                 &src,
-                &file,
+                temp.as_mut(),
                 stored,
                 (&src_path, &dst_path),
                 before.len(),
                 was.map(|(size, _)| size),
             )?;
             let meta = Meta::of(&before);
-            set_file_meta(&file, &meta)
+            temp.set_meta(meta.mode, meta.mtime)
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
-            // The rename below keeps the inode: this is what DST will hold.
-            let disk = file.metadata().ok().map(|m| OnDisk::of(&m));
-            drop(file);
+            // The install below keeps the inode: this is what DST will hold.
+            let disk = temp.stat().ok().map(|s| s.on_disk());
             let settled = unchanged_since(&before, &src, &src_path);
             if !settled && attempt < COPY_RETRIES {
                 attempt += 1;
@@ -148,20 +125,23 @@ impl Executor {
                     return Err(OpError::Unsettled { path: src_path });
                 }
                 self.install(
-                    &temp.path,
+                    temp.as_mut(),
                     &name,
                     Some((&record.meta, stored, read.sha)),
                     extends,
                 )?;
-                temp.keep();
                 return Ok(Outcome::Unsettled {
                     name,
                     path: src_path,
                     installed: Some((record, read.bytes)),
                 });
             }
-            self.install(&temp.path, &name, Some((&meta, stored, read.sha)), extends)?;
-            temp.keep();
+            self.install(
+                temp.as_mut(),
+                &name,
+                Some((&meta, stored, read.sha)),
+                extends,
+            )?;
             let done = match stored {
                 Stored::Plain => Done::Copied,
                 Stored::Gzip => Done::Gzipped,
@@ -195,7 +175,7 @@ impl Executor {
     fn stream(
         &self,
         mut src: &File,
-        file: &File,
+        file: &mut dyn TempFile,
         stored: Stored,
         (src_path, dst_path): (&Path, &Path),
         limit: u64,
@@ -258,17 +238,17 @@ impl Executor {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
         // The index may hold a digest for a file since removed from DST: then copy.
-        let dst_path = match self.dest_path(&name, Reach::Lookup) {
-            Ok(p) if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) => p,
-            _ => return self.copy(entry, stored, None),
-        };
+        if !self.is_file(&name) {
+            return self.copy(entry, stored, None);
+        }
+        let dst_path = self.shown(&name);
         let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
         let src_sha =
             hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
         // What DST really holds, not what the index says it should: a copy damaged
         // behind our back (bit rot, an edit in the mirror) is found and replaced, as
         // rsync --checksum would. Unreadable or corrupt gzip counts as different.
-        let dst_sha = match self.stored_digest(&dst_path, stored) {
+        let dst_sha = match self.stored_digest(&name, stored) {
             Ok(sha) => Some(sha),
             Err(e) if self.stopped() => return Err(self.read_error(e, &dst_path)),
             Err(e) => {
@@ -311,25 +291,22 @@ impl Executor {
     ) -> Result<Outcome, OpError> {
         let name = stored.name_for(&entry.rel);
         // The stored file may be gone, or replaced by something else, behind the index's
-        // back: then only a copy makes DST current. O_NOFOLLOW keeps a planted symlink
-        // from leading out of DST.
-        let opened = self
-            .dest_path(&name, Reach::Lookup)
-            .ok()
-            .and_then(|p| platform::open_source(&p).ok().map(|f| (p, f)))
-            .filter(|(_, f)| f.metadata().is_ok_and(|m| m.is_file()));
-        let Some((path, file)) = opened else {
+        // back: then only a copy makes DST current. The store never sets them through a
+        // planted symlink.
+        let set = self
+            .store
+            .set_meta(&name, Kind::File, entry.meta.mode, entry.meta.mtime)
+            .map_err(OpError::io("setting mode and time on", &self.shown(&name)))?;
+        let Some(now) = set else {
             return self.copy(entry, stored, None);
         };
-        set_file_meta(&file, &entry.meta)
-            .map_err(OpError::io("setting mode and time on", &path))?;
         let record = Record {
             kind: Kind::File,
             meta: entry.meta,
             sha256,
             stored,
             target: None,
-            disk: file.metadata().ok().map(|m| OnDisk::of(&m)),
+            disk: Some(now.on_disk()),
         };
         Ok(Outcome::Stored {
             done: Done::Updated,
@@ -342,11 +319,9 @@ impl Executor {
     /// Creates a folder (replacing a file or symlink of that name). Its mode and mtime
     /// are set after its content, by [`Executor::finish_dir`].
     pub(super) fn mkdir(&self, entry: &Entry) -> Result<Outcome, OpError> {
-        let path = if entry.rel.as_os_str().is_empty() {
-            self.dst.clone()
-        } else {
-            self.dest_dir(&entry.rel, Reach::Itself)?
-        };
+        if !entry.rel.as_os_str().is_empty() {
+            self.dest_dir(&entry.rel, Reach::Itself)?;
+        }
         Ok(Outcome::Stored {
             done: Done::Mkdir,
             name: entry.rel.clone(),
@@ -360,27 +335,18 @@ impl Executor {
             },
             bytes: 0,
         })
-        .inspect(|_| log::trace!("folder ready: {}", path.display()))
+        .inspect(|_| log::trace!("folder ready: {}", self.shown(&entry.rel).display()))
     }
 
     /// Creates or replaces a symlink with the source's target and mtime.
     pub(super) fn symlink(&self, entry: &Entry) -> Result<Outcome, OpError> {
         let target = entry.target.as_deref().unwrap_or(Path::new(""));
-        let temp_path = self.temp_name();
-        platform::symlink(target, &temp_path)
-            .map_err(OpError::io("creating symlink", &self.dst.join(&entry.rel)))?;
-        let temp = Temp {
-            path: temp_path,
-            armed: true,
-        };
-        // Symlink mtimes are not supported everywhere; a failure here is not worth a
-        // failed file.
-        let _ = filetime::set_symlink_file_times(&temp.path, entry.meta.mtime, entry.meta.mtime);
-        let disk = fs::symlink_metadata(&temp.path)
-            .ok()
-            .map(|m| OnDisk::of(&m));
-        self.install(&temp.path, &entry.rel, None, None)?;
-        temp.keep();
+        let mut temp = self
+            .store
+            .temp_symlink(target, entry.meta.mtime)
+            .map_err(OpError::io("creating symlink", &self.shown(&entry.rel)))?;
+        let disk = temp.stat().ok().map(|s| s.on_disk());
+        self.install(temp.as_mut(), &entry.rel, None, None)?;
         Ok(Outcome::Stored {
             done: Done::Linked,
             name: entry.rel.clone(),
@@ -410,50 +376,37 @@ impl Executor {
             superseded,
         };
         // If a folder on the way is not a real folder any more, the name is not in DST.
-        let path = match self.dest_path(name, Reach::Lookup) {
-            Ok(p) => p,
-            Err(OpError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => {
-                return Ok(gone);
-            }
-            Err(e) => return Err(e),
-        };
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
+        let path = self.shown(name);
+        let meta = match self.store.stat(name) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(gone),
             Err(e) => return Err(OpError::io("deleting", &path)(e)),
         };
         // A conversion (plain to gzipped or back) keeps no version when the content lives
         // on under the other name; if the source changed too, the old copy is kept.
         let keep = self.keeping() && (!superseded || !self.same_as_source(name, &meta));
-        let files = if meta.is_dir() {
-            let files = walkdir::WalkDir::new(&path)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| !e.file_type().is_dir())
-                .count() as u64;
+        let files = if meta.kind == Kind::Dir {
+            let below = self.below(name).map_err(OpError::io("deleting", &path))?;
+            let files = below.iter().filter(|(_, kind)| *kind != Kind::Dir).count() as u64;
             if keep {
-                self.preserve_tree(name, &path)?;
+                self.preserve_all(&below)?;
             }
-            match fs::remove_dir_all(&path) {
-                // Another worker deleted it (or a folder around it) meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                other => other.map_err(OpError::io("deleting", &path))?,
-            }
+            // Another worker may have deleted it (or a folder around it) meanwhile.
+            self.store
+                .remove_tree(name)
+                .map_err(OpError::io("deleting", &path))?;
             files
         } else {
-            if keep && meta.is_file() {
-                self.preserve(name, &path, false)?;
+            if keep && meta.kind == Kind::File {
+                self.preserve(name, false)?;
             } else {
-                match fs::remove_file(&path) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    other => other.map_err(OpError::io("deleting", &path))?,
-                }
+                remove_if_there(self.store(), name).map_err(OpError::io("deleting", &path))?;
             }
             1
         };
         Ok(Outcome::Deleted {
             name: name.to_path_buf(),
-            kind: Kind::of(meta.file_type()),
+            kind: meta.kind,
             files,
             superseded,
         })
@@ -462,8 +415,8 @@ impl Executor {
     /// True if the stored file `name` (with metadata `meta`) still has the source's
     /// mtime, to the nanosecond, under either form of its name: then a conversion
     /// loses nothing.
-    fn same_as_source(&self, name: &Path, meta: &Metadata) -> bool {
-        let stored = filetime::FileTime::from_last_modification_time(meta);
+    fn same_as_source(&self, name: &Path, meta: &Stat) -> bool {
+        let stored = meta.mtime;
         [
             Some(name.to_path_buf()),
             crate::engine::plan::strip_gz(name),
@@ -477,31 +430,37 @@ impl Executor {
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);
     /// whatever stood at `to` is replaced, as it was in the source.
     pub(super) fn rename(&self, from: &Path, to: &Path, kind: Kind) -> Result<Outcome, OpError> {
-        let from_path = self.dest_path(from, Reach::Lookup)?;
-        let meta = fs::symlink_metadata(&from_path).map_err(OpError::io("renaming", &from_path))?;
-        if Kind::of(meta.file_type()) != kind {
+        let from_path = self.shown(from);
+        let meta = match self.store.stat(from) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Err(OpError::io("renaming", &from_path)(not_found())),
+            Err(e) => return Err(OpError::io("renaming", &from_path)(e)),
+        };
+        if meta.kind != kind {
             return Err(OpError::Io {
                 doing: "renaming",
                 path: from_path,
                 err: io::Error::other("it is not what the index recorded"),
             });
         }
-        let to_path = self.dest_path(to, Reach::Parents)?;
-        match fs::symlink_metadata(&to_path) {
+        self.dest_dir(to, Reach::Parents)?;
+        match self.store.stat(to).ok().flatten().map(|m| m.kind) {
             // rename(2) replaces a file or an empty folder, not a full one.
             // What stood there is kept as versions and reported as deleted.
-            Ok(m) if m.is_dir() && kind == Kind::Dir || m.is_dir() != (kind == Kind::Dir) => {
-                if m.is_dir() {
-                    self.displace_tree(to, &to_path)?;
+            Some(found) if found == Kind::Dir || kind == Kind::Dir => {
+                if found == Kind::Dir {
+                    self.displace_tree(to)?;
                 } else {
-                    self.displace(&to_path)?;
+                    self.displace(to)?;
                 }
             }
             // The rename replaces a file: keep it first.
-            Ok(m) if m.is_file() => self.preserve(to, &to_path, true)?,
+            Some(Kind::File) => self.preserve(to, true)?,
             _ => {}
         }
-        fs::rename(&from_path, &to_path).map_err(OpError::io("renaming", &from_path))?;
+        self.store
+            .rename(from, to)
+            .map_err(OpError::io("renaming", &from_path))?;
         Ok(Outcome::Renamed {
             from: from.to_path_buf(),
             to: to.to_path_buf(),
@@ -511,58 +470,96 @@ impl Executor {
 
     /// Sets a folder's mode and mtime (the root when `rel` is empty).
     pub(super) fn set_dir_meta(&self, rel: &Path, meta: &Meta) -> io::Result<()> {
-        let path = if rel.as_os_str().is_empty() {
-            self.dst.clone()
-        } else {
-            match self.dest_path(rel, Reach::Lookup) {
-                Ok(path) => path,
-                Err(OpError::Io { err, .. }) => return Err(err),
-                Err(_) => return Ok(()),
-            }
-        };
-        if !fs::symlink_metadata(&path)?.is_dir() {
-            return Err(io::Error::other("it is not a folder"));
+        if self
+            .store
+            .set_meta(rel, Kind::Dir, meta.mode, meta.mtime)?
+            .is_some()
+        {
+            return Ok(());
         }
-        platform::set_mode_path(&path, meta.mode)?;
-        filetime::set_file_mtime(&path, meta.mtime)
+        match self.store.stat(rel)? {
+            None => Err(not_found()),
+            Some(_) => Err(io::Error::other("it is not a folder")),
+        }
     }
 
-    /// The folder in DST that holds `name` (with [`Reach::Itself`], `name` itself as a
-    /// folder), checked component by component so a symlink inside DST is never
-    /// followed. With [`Reach::Lookup`] nothing is created and a missing folder, file or
-    /// link on the way is `NotFound`; otherwise missing folders are created and a file or
-    /// link where the source now has a folder is replaced by one.
-    pub(super) fn dest_dir(&self, name: &Path, reach: Reach) -> Result<PathBuf, OpError> {
-        let mut dir = self.dst.clone();
-        let parent = name.parent().unwrap_or(Path::new(""));
-        let itself = match reach {
-            Reach::Itself => name.file_name(),
-            _ => None,
+    /// Makes the folders that hold `name` (with [`Reach::Itself`], `name` itself too)
+    /// real folders in DST: missing ones are created, and a file or link where the
+    /// source now has a folder is replaced by one (kept as a version first). The store
+    /// never passes through a symlink, so a planted one is displaced like a file, never
+    /// followed.
+    pub(super) fn dest_dir(&self, name: &Path, reach: Reach) -> Result<(), OpError> {
+        let target = match reach {
+            Reach::Parents => name.parent().unwrap_or(Path::new("")),
+            Reach::Itself => name,
         };
-        for part in parent.components().map(|c| c.as_os_str()).chain(itself) {
+        if target.as_os_str().is_empty() {
+            return Ok(());
+        }
+        // The usual case, in one look: the folder is there.
+        if self
+            .store
+            .stat(target)
+            .is_ok_and(|s| s.is_some_and(|s| s.kind == Kind::Dir))
+        {
+            return Ok(());
+        }
+        let mut dir = PathBuf::new();
+        for part in target.components() {
             dir.push(part);
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) if reach == Reach::Lookup => {
-                    return Err(OpError::io("reading", &dir)(io::ErrorKind::NotFound.into()));
-                }
-                Ok(_) => self.displace(&dir)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && reach != Reach::Lookup => {}
-                Err(e) => return Err(OpError::io("reading", &dir)(e)),
+            match self.store.stat(&dir) {
+                Ok(Some(m)) if m.kind == Kind::Dir => continue,
+                Ok(Some(_)) => self.displace(&dir)?,
+                Ok(None) => {}
+                Err(e) => return Err(OpError::io("reading", &self.shown(&dir))(e)),
             }
-            match fs::create_dir(&dir) {
+            match self.store.mkdir(&dir) {
                 Ok(()) => {}
                 // Another worker made it first.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                Err(e) => return Err(OpError::io("creating folder", &dir)(e)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.is_dir(&dir) => {}
+                Err(e) => return Err(OpError::io("creating folder", &self.shown(&dir))(e)),
             }
         }
-        Ok(dir)
+        Ok(())
     }
 
-    /// The full path of `name` in DST, its folders checked as by [`Executor::dest_dir`].
-    fn dest_path(&self, name: &Path, reach: Reach) -> Result<PathBuf, OpError> {
-        Ok(self.dest_dir(name, reach)?.join(file_name(name)))
+    /// True if `name` in DST is a real folder (reached without a symlink).
+    fn is_dir(&self, name: &Path) -> bool {
+        matches!(self.store.stat(name), Ok(Some(s)) if s.kind == Kind::Dir)
+    }
+
+    /// True if `name` in DST is a regular file (reached without a symlink).
+    pub(super) fn is_file(&self, name: &Path) -> bool {
+        matches!(self.store.stat(name), Ok(Some(s)) if s.kind == Kind::File)
+    }
+
+    /// Everything below the folder `name` in DST (not `name` itself), parents before
+    /// what they hold, with their kinds; never through a symlink. Names that vanish
+    /// meanwhile (another worker deleting a folder inside) are left out.
+    pub(super) fn below(&self, name: &Path) -> io::Result<Vec<(PathBuf, Kind)>> {
+        let mut found = Vec::new();
+        let mut todo = vec![name.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            let listed = match self.store.list(&dir) {
+                Ok(listed) => listed,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for item in listed {
+                if item.kind == Kind::Dir {
+                    todo.push(item.name.clone());
+                }
+                found.push((item.name, item.kind));
+            }
+        }
+        Ok(found)
     }
 
     /// Renames a finished temp file (or link) to its final name in DST, replacing a
@@ -575,110 +572,124 @@ impl Executor {
     /// contains the old one: only a prefix marker is kept, no bytes.
     fn install(
         &self,
-        temp: &Path,
+        temp: &mut dyn Staged,
         name: &Path,
         new: Option<(&Meta, Stored, Digest)>,
         extends: Option<(u64, Digest)>,
     ) -> Result<(), OpError> {
-        let path = self.dest_path(name, Reach::Parents)?;
-        // One look at what stands there now serves every check below.
-        let mut old = fs::symlink_metadata(&path).ok();
-        if old.as_ref().is_some_and(|m| m.is_dir()) {
-            self.displace_tree(name, &path)?;
+        let path = self.shown(name);
+        // One look at what stands there now serves every check below. The folders on
+        // the way are made real folders only when the install finds they are not (see
+        // below): in the usual case they are, and a look less per file counts.
+        let mut old = temp.look(name).ok().flatten();
+        if old.is_some_and(|m| m.kind == Kind::Dir) {
+            self.displace_tree(name)?;
             old = None;
         }
-        let old = old.filter(|m| m.is_file());
+        let old = old.filter(|m| m.kind == Kind::File);
         // The same source state written again (a run killed before its index was
         // saved) keeps no version; size and mtime say so cheaply, the content makes sure
         // (a copy edited behind datasafe's back with its mtime put back is kept).
         let same = new.is_some_and(|(meta, stored, sha)| {
-            old.as_ref().is_some_and(|old| {
-                filetime::FileTime::from_last_modification_time(old) == meta.mtime
-                    && (stored == Stored::Gzip || old.len() == meta.size)
-            }) && self.stored_digest(&path, stored).ok() == Some(sha)
+            old.is_some_and(|old| {
+                old.mtime == meta.mtime && (stored == Stored::Gzip || old.size == meta.size)
+            }) && self.stored_digest(name, stored).ok() == Some(sha)
         });
         // The index's digest is trusted only for the file it describes: for a plain
         // copy, the old file must have the recorded size.
         let grown = extends.filter(|(size, _)| {
-            old.as_ref().is_some_and(|old| {
-                new.is_some_and(|(_, s, _)| s == Stored::Gzip) || old.len() == *size
+            old.is_some_and(|old| {
+                new.is_some_and(|(_, s, _)| s == Stored::Gzip) || old.size == *size
             })
         });
         match grown {
             _ if same || old.is_none() => {}
-            Some(grown) => self.preserve_prefix(name, &path, grown)?,
-            None => self.preserve(name, &path, true)?,
+            Some(grown) => self.preserve_prefix(name, grown)?,
+            None => self.preserve(name, true)?,
         }
-        match fs::rename(temp, &path) {
+        let mut placed = temp.install(name);
+        if placed.as_ref().is_err_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            )
+        }) {
+            // A folder on the way is missing or is not a folder: then nothing stood at
+            // the name to keep. Make them folders (displacing what is there) and go
+            // again.
+            self.dest_dir(name, Reach::Parents)?;
+            placed = temp.install(name);
+        }
+        match placed {
             Ok(()) => Ok(()),
-            Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {
-                self.displace_tree(name, &path)?;
-                fs::rename(temp, &path).map_err(OpError::io("writing", &path))
+            Err(_) if self.is_dir(name) => {
+                self.displace_tree(name)?;
+                temp.install(name).map_err(OpError::io("writing", &path))
             }
             Err(e) => Err(OpError::io("writing", &path)(e)),
         }
     }
 
-    /// The SHA-256 of the content of the file at `path` in DST (un-gzipped if `stored`
+    /// The SHA-256 of the content of the file `name` in DST (un-gzipped if `stored`
     /// says so); never through a symlink, stopping on Ctrl-C.
-    fn stored_digest(&self, path: &Path, stored: Stored) -> io::Result<Digest> {
-        let reader = StopReader(self, platform::open_source(path)?);
+    fn stored_digest(&self, name: &Path, stored: Stored) -> io::Result<Digest> {
+        let reader = StopReader(self, self.store.open(name)?);
         match stored {
             Stored::Plain => hash::hash_reader(reader),
             Stored::Gzip => hash::hash_reader(MultiGzDecoder::new(reader)),
         }
     }
 
-    /// Removes the file or symlink at `path`, where a folder must now go. One of the
+    /// Removes the file or symlink `name`, where a folder must now go. One of the
     /// mirror's files is kept as a version first; either is reported as deleted
     /// ([`Executor::take_displaced`]). Inside the state folder it is only removed.
-    fn displace(&self, path: &Path) -> Result<(), OpError> {
-        let name = path.strip_prefix(&self.dst).unwrap_or(path).to_path_buf();
-        if name.starts_with(STATE_DIR) {
-            return remove_if_there(path, false).map_err(OpError::io("replacing", path));
+    fn displace(&self, name: &Path) -> Result<(), OpError> {
+        let path = self.shown(name);
+        if name.starts_with(layout::state()) {
+            return remove_if_there(self.store(), name).map_err(OpError::io("replacing", &path));
         }
         // Two workers may meet the same file on their way down: one removes it.
         let _one = self
             .displacing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let meta = match fs::symlink_metadata(path) {
-            Ok(m) if !m.is_dir() => m,
+        let meta = match self.store.stat(name) {
+            Ok(Some(m)) if m.kind != Kind::Dir => m,
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(OpError::io("replacing", path)(e)),
+            Err(e) => return Err(OpError::io("replacing", &path)(e)),
         };
-        if meta.is_file() && self.keeping() {
-            self.preserve(&name, path, false)?;
+        if meta.kind == Kind::File && self.keeping() {
+            self.preserve(name, false)?;
         } else {
-            remove_if_there(path, false).map_err(OpError::io("replacing", path))?;
+            remove_if_there(self.store(), name).map_err(OpError::io("replacing", &path))?;
         }
         self.note_displaced(Displaced {
-            name,
-            kind: Kind::of(meta.file_type()),
+            name: name.to_path_buf(),
+            kind: meta.kind,
             files: 1,
         });
         Ok(())
     }
 
-    /// Removes the folder stored as `name` (at `path`) where a file or link must now go:
-    /// its files are kept as versions first, and reported as deleted.
-    fn displace_tree(&self, name: &Path, path: &Path) -> Result<(), OpError> {
+    /// Removes the folder stored as `name` where a file or link must now go: its files
+    /// are kept as versions first, and reported as deleted.
+    fn displace_tree(&self, name: &Path) -> Result<(), OpError> {
         let _one = self
             .displacing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        if !self.is_dir(name) {
             return Ok(());
         }
-        let files = walkdir::WalkDir::new(path)
-            .follow_links(false)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| !e.file_type().is_dir())
-            .count() as u64;
-        self.preserve_tree(name, path)?;
-        remove_if_there(path, true).map_err(OpError::io("replacing", path))?;
+        let path = self.shown(name);
+        let below = self.below(name).map_err(OpError::io("replacing", &path))?;
+        let files = below.iter().filter(|(_, kind)| *kind != Kind::Dir).count() as u64;
+        if self.keeping() {
+            self.preserve_all(&below)?;
+        }
+        self.store
+            .remove_tree(name)
+            .map_err(OpError::io("replacing", &path))?;
         self.note_displaced(Displaced {
             name: name.to_path_buf(),
             kind: Kind::Dir,
@@ -694,21 +705,11 @@ impl Executor {
             .push(displaced);
     }
 
-    fn temp_name(&self) -> PathBuf {
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("{}-{n}.tmp", std::process::id()))
-    }
-
     /// A new private temp file in DST's temp folder.
-    pub(super) fn temp_file(&self, for_path: &Path) -> Result<(Temp, File), OpError> {
-        loop {
-            let path = self.temp_name();
-            match platform::create_private(&path) {
-                Ok(file) => return Ok((Temp { path, armed: true }, file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(OpError::io("writing", for_path)(e)),
-            }
-        }
+    pub(super) fn temp_file(&self, for_path: &Path) -> Result<Box<dyn TempFile>, OpError> {
+        self.store
+            .temp_file()
+            .map_err(OpError::io("writing", for_path))
     }
 
     fn read_error(&self, err: io::Error, path: &Path) -> OpError {
@@ -730,18 +731,18 @@ struct Streamed {
     prefix: Option<Digest>,
 }
 
-/// Removes a file (or, with `tree`, a folder and all in it); already gone is fine
-/// (another worker got there first).
-fn remove_if_there(path: &Path, tree: bool) -> io::Result<()> {
-    let result = if tree {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    match result {
+/// Removes the file or link `name`; already gone is fine (another worker got there
+/// first).
+fn remove_if_there(store: &dyn crate::store::Store, name: &Path) -> io::Result<()> {
+    match store.remove_file(name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// The OS's "no such file or directory", as a path that is not there reports it.
+fn not_found() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
 }
 
 /// A reader that fails once Ctrl-C was pressed, so hashing a big file stops promptly.
@@ -754,15 +755,6 @@ impl<R: Read> Read for StopReader<'_, R> {
         }
         self.1.read(buf)
     }
-}
-
-fn set_file_meta(file: &File, meta: &Meta) -> io::Result<()> {
-    platform::set_mode_file(file, meta.mode)?;
-    filetime::set_file_handle_times(file, Some(meta.mtime), Some(meta.mtime))
-}
-
-fn file_name(name: &Path) -> &std::ffi::OsStr {
-    name.file_name().unwrap_or(name.as_os_str())
 }
 
 /// True if the source still looks as it did when the copy started: same size and mtime

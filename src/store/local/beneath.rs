@@ -1,5 +1,7 @@
-//! Open folders as handles and reach names below them without ever following a symlink:
-//! the one primitive the local store (and every read of SRC) is built on. A name is
+//! Open folders as handles, reach names below them without ever following a symlink,
+//! and change what is there relative to those handles (create, rename, link, remove,
+//! chmod, utimes, symlink): the one primitive the local store (and every read of SRC)
+//! is built on. A name is
 //! reached from a folder handle, never by handing the kernel a whole path to resolve
 //! again, so a folder swapped for a symlink between a check and a use cannot redirect a
 //! write, a delete, a chmod or a read outside the tree (the class of rsync's
@@ -251,6 +253,201 @@ mod unix {
         }
     }
 
+    /// The write primitives: each one a single call relative to this folder's handle,
+    /// never following a symlink at the name it acts on.
+    impl Dir {
+        /// Creates a new private file `name` here for writing: exclusive (an existing
+        /// name, a planted symlink included, fails with `AlreadyExists`) and mode 0600.
+        pub fn create_private(&self, name: &OsStr) -> io::Result<File> {
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(self, name, flags, Mode::RUSR | Mode::WUSR)?;
+            Ok(File::from(fd))
+        }
+
+        /// Opens (creating it if missing) the file `name` here for reading and writing,
+        /// never through a symlink: the one-writer lock.
+        pub fn open_lock(&self, name: &OsStr) -> io::Result<File> {
+            let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mode = Mode::from_raw_mode(0o666);
+            Ok(File::from(rustix::fs::openat(self, name, flags, mode)?))
+        }
+
+        /// Creates the folder `name` here (mode 0777 less the umask, as `mkdir`).
+        pub fn mkdir(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::mkdirat(self, name, Mode::from_raw_mode(0o777))?)
+        }
+
+        /// Creates the symlink `name` here, pointing to `target` exactly.
+        pub fn symlink(&self, target: &Path, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::symlinkat(target, self, name)?)
+        }
+
+        /// Gives the file `name` here the second name `to_name` in `to`; a symlink at
+        /// `name` is linked itself, never followed.
+        pub fn link(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::linkat(
+                self,
+                name,
+                to,
+                to_name,
+                AtFlags::empty(),
+            )?)
+        }
+
+        /// Moves `name` here to `to_name` in `to`, replacing what `rename(2)` replaces.
+        pub fn rename(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::renameat(self, name, to, to_name)?)
+        }
+
+        /// Removes the non-folder `name` here.
+        pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::unlinkat(self, name, AtFlags::empty())?)
+        }
+
+        /// Removes the empty folder `name` here.
+        pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::unlinkat(self, name, AtFlags::REMOVEDIR)?)
+        }
+
+        /// Removes the folder `name` here with all it holds, each folder inside opened
+        /// from its parent's handle (`O_NOFOLLOW`): a symlink inside is removed, never
+        /// followed, and a folder swapped for one mid-walk cannot lead the removal
+        /// elsewhere. Names already gone are skipped.
+        pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            let inner = match rustix::fs::openat(self, name, dir_flags(), Mode::empty()) {
+                Ok(fd) => Dir { fd },
+                Err(e) if gone(&e.into()) => return Ok(()),
+                Err(e) => return Err(not_a_folder(e.into())),
+            };
+            for (child, kind) in inner.entries()? {
+                let kind = match kind {
+                    Some(kind) => kind,
+                    None => match inner.status(&child) {
+                        Ok(status) => status.kind,
+                        Err(e) if gone(&e) => continue,
+                        Err(e) => return Err(e),
+                    },
+                };
+                let result = if kind == Kind::Dir {
+                    inner.remove_tree(&child)
+                } else {
+                    inner.remove_file(&child)
+                };
+                match result {
+                    Err(e) if gone(&e) => {}
+                    other => other?,
+                }
+            }
+            match self.remove_dir(name) {
+                Err(e) if gone(&e) => Ok(()),
+                other => other,
+            }
+        }
+
+        /// Sets the mtime (and atime, to the same value) of the symlink `name` here,
+        /// not of what it points to.
+        pub fn set_link_mtime(&self, name: &OsStr, mtime: FileTime) -> io::Result<()> {
+            let at = timespec(mtime);
+            let times = rustix::fs::Timestamps {
+                last_access: at,
+                last_modification: at,
+            };
+            Ok(rustix::fs::utimensat(
+                self,
+                name,
+                &times,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        }
+
+        /// Sets this folder's own mode and mtime (its atime is left alone) through its
+        /// handle.
+        pub fn set_own_meta(&self, mode: u32, mtime: FileTime) -> io::Result<()> {
+            rustix::fs::fchmod(self, Mode::from_raw_mode(mode as rustix::fs::RawMode))?;
+            Ok(rustix::fs::futimens(self, &mtime_only(mtime))?)
+        }
+
+        /// Sets the mode and mtime of the folder `name` here, through a handle on it
+        /// (never through a symlink). A folder this user may not read (mode `0311`, say)
+        /// is opened with `O_PATH` instead, where the system has it.
+        pub fn set_dir_meta(&self, name: &OsStr, mode: u32, mtime: FileTime) -> io::Result<()> {
+            match rustix::fs::openat(self, name, dir_flags(), Mode::empty()) {
+                Ok(fd) => Dir { fd }.set_own_meta(mode, mtime),
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Err(rustix::io::Errno::ACCESS) => self.set_dir_meta_by_path_fd(name, mode, mtime),
+                Err(e) => Err(not_a_folder(e.into())),
+            }
+        }
+
+        /// [`Dir::set_dir_meta`] for a folder that cannot be opened for reading: an
+        /// `O_PATH` handle pins the folder, its mode is set through `/proc/self/fd` (what
+        /// the C library does for `fchmodat(AT_SYMLINK_NOFOLLOW)`) and its mtime on the
+        /// name without following it.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        fn set_dir_meta_by_path_fd(
+            &self,
+            name: &OsStr,
+            mode: u32,
+            mtime: FileTime,
+        ) -> io::Result<()> {
+            use std::os::fd::AsRawFd;
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(self, name, flags, Mode::empty())
+                .map_err(|e| not_a_folder(e.into()))?;
+            let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            rustix::fs::chmod(
+                proc.as_str(),
+                Mode::from_raw_mode(mode as rustix::fs::RawMode),
+            )?;
+            Ok(rustix::fs::utimensat(
+                self,
+                name,
+                &mtime_only(mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        }
+
+        /// Makes everything written to this folder's filesystem durable: one `syncfs`
+        /// on Linux, an `fsync` of the folder elsewhere.
+        pub fn sync_filesystem(&self) -> io::Result<()> {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            return Ok(rustix::fs::syncfs(self)?);
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            return Ok(rustix::fs::fsync(self)?);
+        }
+
+        /// The bytes an unprivileged writer may still use on this folder's filesystem.
+        // The casts are no-ops on Linux and needed elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        pub fn free_bytes(&self) -> io::Result<u64> {
+            let st = rustix::fs::fstatvfs(self)?;
+            Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        }
+    }
+
+    /// A `FileTime` as the kernel takes it.
+    // The casts are no-ops on 64-bit Linux and needed elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    fn timespec(t: FileTime) -> rustix::fs::Timespec {
+        rustix::fs::Timespec {
+            tv_sec: t.unix_seconds() as _,
+            tv_nsec: t.nanoseconds() as _,
+        }
+    }
+
+    /// Timestamps that set the mtime and leave the atime alone.
+    fn mtime_only(mtime: FileTime) -> rustix::fs::Timestamps {
+        rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: timespec(mtime),
+        }
+    }
+
     fn kind_of(ft: FileType) -> Kind {
         match ft {
             FileType::RegularFile => Kind::File,
@@ -395,6 +592,104 @@ mod fallback {
         }
     }
 
+    /// The write primitives, by path: the name's own kind is checked with `lstat`
+    /// where following it would matter (see the top of this file for the window that
+    /// remains).
+    impl Dir {
+        /// Creates a new private file `name` here for writing (exclusive).
+        pub fn create_private(&self, name: &OsStr) -> io::Result<File> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.path.join(name))
+        }
+
+        /// Opens (creating it if missing) the file `name` here: the one-writer lock.
+        pub fn open_lock(&self, name: &OsStr) -> io::Result<File> {
+            let path = self.path.join(name);
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        }
+
+        /// Creates the folder `name` here.
+        pub fn mkdir(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::create_dir(self.path.join(name))
+        }
+
+        /// Creates the symlink `name` here, pointing to `target` exactly.
+        pub fn symlink(&self, target: &Path, name: &OsStr) -> io::Result<()> {
+            crate::platform::symlink(target, &self.path.join(name))
+        }
+
+        /// Gives the file `name` here the second name `to_name` in `to`.
+        pub fn link(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            std::fs::hard_link(self.path.join(name), to.path.join(to_name))
+        }
+
+        /// Moves `name` here to `to_name` in `to`.
+        pub fn rename(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            std::fs::rename(self.path.join(name), to.path.join(to_name))
+        }
+
+        /// Removes the non-folder `name` here.
+        pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::remove_file(self.path.join(name))
+        }
+
+        /// Removes the empty folder `name` here.
+        pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+            std::fs::remove_dir(self.path.join(name))
+        }
+
+        /// Removes the folder `name` here with all it holds (links inside are removed,
+        /// not followed).
+        pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
+            let path = self.path.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => match std::fs::remove_dir_all(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+                Ok(_) => Err(io::ErrorKind::NotADirectory.into()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+
+        /// Sets the mtime of the symlink `name` here, not of what it points to.
+        pub fn set_link_mtime(&self, name: &OsStr, mtime: FileTime) -> io::Result<()> {
+            filetime::set_symlink_file_times(self.path.join(name), mtime, mtime)
+        }
+
+        /// Sets this folder's own mode and mtime.
+        pub fn set_own_meta(&self, mode: u32, mtime: FileTime) -> io::Result<()> {
+            crate::platform::set_mode_path(&self.path, mode)?;
+            filetime::set_file_mtime(&self.path, mtime)
+        }
+
+        /// Sets the mode and mtime of the folder `name` here.
+        pub fn set_dir_meta(&self, name: &OsStr, mode: u32, mtime: FileTime) -> io::Result<()> {
+            self.dir(Path::new(name))?.set_own_meta(mode, mtime)
+        }
+
+        /// Makes what was written to this folder's filesystem durable.
+        pub fn sync_filesystem(&self) -> io::Result<()> {
+            crate::platform::sync_filesystem(&self.path)
+        }
+
+        /// The bytes this writer may still use on this folder's filesystem.
+        pub fn free_bytes(&self) -> io::Result<u64> {
+            crate::platform::free_bytes(&self.path).ok_or_else(|| io::ErrorKind::Unsupported.into())
+        }
+    }
+
     fn status_of(meta: &std::fs::Metadata) -> Status {
         Status {
             kind: Kind::of(meta.file_type()),
@@ -454,6 +749,58 @@ mod tests {
                 (OsString::from("link"), Some(Kind::Symlink))
             ]
         );
+    }
+
+    #[test]
+    fn a_tree_is_removed_through_handles_and_a_link_inside_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("dst/t/a/b")).unwrap();
+        std::fs::create_dir(root.join("outside")).unwrap();
+        std::fs::write(root.join("outside/keep"), "x").unwrap();
+        std::fs::write(root.join("dst/t/a/b/f"), "f").unwrap();
+        symlink(root.join("outside"), root.join("dst/t/a/link")).unwrap();
+        let dst = Dir::open_root(&root.join("dst")).unwrap();
+        dst.remove_tree(OsStr::new("t")).unwrap();
+        assert!(!root.join("dst/t").exists());
+        assert!(root.join("outside/keep").exists());
+        // Already gone is not an error; a file where a folder is named is.
+        dst.remove_tree(OsStr::new("t")).unwrap();
+        std::fs::write(root.join("dst/file"), "f").unwrap();
+        assert!(dst.remove_tree(OsStr::new("file")).is_err());
+    }
+
+    #[test]
+    fn writes_never_follow_a_symlink_at_the_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join("dst")).unwrap();
+        std::fs::create_dir(root.join("outside")).unwrap();
+        symlink(root.join("outside"), root.join("dst/link")).unwrap();
+        let dst = Dir::open_root(&root.join("dst")).unwrap();
+        // An exclusive create over a planted link fails rather than writing through it.
+        let err = dst.create_private(OsStr::new("link")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        // A folder's metadata is never set through a link to one.
+        assert!(
+            dst.set_dir_meta(OsStr::new("link"), 0o700, FileTime::zero())
+                .is_err()
+        );
+        let outside = std::fs::metadata(root.join("outside")).unwrap();
+        assert_ne!(
+            FileTime::from_last_modification_time(&outside),
+            FileTime::zero()
+        );
+        // Removing the link removes the link.
+        dst.remove_file(OsStr::new("link")).unwrap();
+        assert!(root.join("outside").is_dir());
+        // A folder this user may not read still gets its mode and mtime.
+        dst.mkdir(OsStr::new("d")).unwrap();
+        let t = FileTime::from_unix_time(1_000_000_000, 7);
+        dst.set_dir_meta(OsStr::new("d"), 0o311, t).unwrap();
+        dst.set_dir_meta(OsStr::new("d"), 0o750, t).unwrap();
+        let d = dst.status(OsStr::new("d")).unwrap();
+        assert_eq!((d.mode, d.mtime), (0o750, t));
     }
 
     #[test]

@@ -4,19 +4,24 @@
 //! mirror swapped for a symlink cannot send a read or a write outside DST.
 
 pub mod beneath;
+mod write;
 
 use super::{Caps, Listed, ReadFile, Reader, Stat, layout};
 use beneath::Dir;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A folder on this machine as a store.
 #[derive(Debug)]
 pub struct Local {
     /// DST as the user named it (for messages).
     root: PathBuf,
-    /// DST's root folder, open.
-    dir: Dir,
+    /// DST's root folder, open (shared with the temp files it hands out, which install
+    /// themselves below it).
+    dir: Arc<Dir>,
+    /// What writing needs, once [`super::Store::prepare`] made the store ready.
+    writing: Option<write::Writing>,
 }
 
 impl Local {
@@ -24,7 +29,8 @@ impl Local {
     pub fn open(root: &Path) -> io::Result<Local> {
         Ok(Local {
             root: root.to_path_buf(),
-            dir: Dir::open_root(root)?,
+            dir: Arc::new(Dir::open_root(root)?),
+            writing: None,
         })
     }
 
