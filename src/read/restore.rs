@@ -21,8 +21,8 @@ use crate::model::{Kind, Meta};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
-use crate::read::history::{self, History, Kept, Live, in_scope};
-use crate::store::layout::VERSIONS_DIR;
+use crate::read::history::{self, History, Kept, Live, in_scope, version_name};
+use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
@@ -342,46 +342,40 @@ fn is_leaf(paths: &BTreeSet<&Path>, dir: &Path) -> bool {
         .is_some_and(|p| p.starts_with(dir))
 }
 
-/// A version's path relative to DST.
-fn version_name(path: &Path) -> PathBuf {
-    Path::new(crate::store::layout::STATE_DIR)
-        .join(VERSIONS_DIR)
-        .join(path)
-}
-
 /// The content of one stored file, un-gzipped as it is read: what `restore` writes into
 /// TARGET and `archive` into an archive.
 pub enum Content {
     /// Stored as is.
-    Plain(File),
+    Plain(Box<dyn ReadFile>),
     /// Stored gzipped (possibly as several members, as `gzip` may append them).
-    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+    Gzip(Box<MultiGzDecoder<BufReader<Box<dyn ReadFile>>>>),
 }
 
 impl Content {
-    /// Opens a file inside DST (never through a symlink at its name) for reading its
-    /// content; also returns its `fstat` (mode and mtime are the source's).
-    pub fn open(path: &Path, stored: Stored) -> io::Result<(Content, std::fs::Metadata)> {
-        // As `history::open_stored`, with one fstat for both the check and the caller.
-        let file = platform::open_source(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("it is not a regular file"));
-        }
-        let content = match stored {
+    /// Opens the stored file `name` of a mirror (a regular file, never through a
+    /// symlink) for reading its content; also returns its `fstat` (mode and mtime are
+    /// the source's).
+    pub fn open(store: &dyn Reader, name: &Path, stored: Stored) -> io::Result<(Content, Stat)> {
+        let file = store.open(name)?;
+        let stat = file.stat()?;
+        Ok((Content::of(file, stored), stat))
+    }
+
+    /// The content of an open file stored in the form `stored`.
+    pub fn of(file: Box<dyn ReadFile>, stored: Stored) -> Content {
+        match stored {
             Stored::Plain => Content::Plain(file),
             Stored::Gzip => Content::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
                 CHUNK, file,
             )))),
-        };
-        Ok((content, meta))
+        }
     }
 
     /// The open file, to check after reading that it did not change meanwhile.
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &dyn ReadFile {
         match self {
-            Content::Plain(file) => file,
-            Content::Gzip(decoder) => decoder.get_ref().get_ref(),
+            Content::Plain(file) => &**file,
+            Content::Gzip(decoder) => &**decoder.get_ref().get_ref(),
         }
     }
 }
@@ -476,7 +470,7 @@ struct Writer<'a> {
     /// Where files go.
     target: PathBuf,
     /// Reads DST.
-    history: &'a mut History,
+    history: &'a History,
     /// Ctrl-C.
     stop: &'a AtomicBool,
     /// Counter for temp names.
@@ -492,22 +486,13 @@ impl Writer<'_> {
     fn restore(&mut self, item: &Item) -> Result<bool, Failure> {
         match &item.origin {
             Origin::File { name, stored } => {
-                let dst = self.history.dst().to_path_buf();
-                let from = self
-                    .history
-                    .path_of(&dst, name)
-                    .map_err(|err| Failure::Read {
-                        rel: item.rel.clone(),
-                        path: dst.join(name),
-                        err,
-                    })?;
-                self.file(&item.rel, &from, *stored, None)?;
+                self.file(&item.rel, name, *stored, None)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
                     "Restored file: {} <- {}",
                     esc(&self.target.join(&item.rel)),
-                    esc(&from)
+                    esc(&self.history.store().display(name))
                 );
                 Ok(true)
             }
@@ -518,22 +503,13 @@ impl Writer<'_> {
                 sha,
                 meta,
             } => {
-                let dst = self.history.dst().to_path_buf();
-                let from = self
-                    .history
-                    .path_of(&dst, name)
-                    .map_err(|err| Failure::Read {
-                        rel: item.rel.clone(),
-                        path: dst.join(name),
-                        err,
-                    })?;
-                self.file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))?;
+                self.file(&item.rel, name, *stored, Some((*size, *sha, *meta)))?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
                     "Restored file: {} <- the first {size} bytes of {}",
                     esc(&self.target.join(&item.rel)),
-                    esc(&from)
+                    esc(&self.history.store().display(name))
                 );
                 Ok(true)
             }
@@ -555,25 +531,28 @@ impl Writer<'_> {
         }
     }
 
-    /// Copies (un-gzipping) `from` to TARGET/`rel` with its mode and mtime; with
-    /// `part`, only its first bytes, which must hash to the digest given, with the mode
-    /// and mtime given.
+    /// Copies (un-gzipping) the stored file `name` to TARGET/`rel` with its mode and
+    /// mtime; with `part`, only its first bytes, which must hash to the digest given,
+    /// with the mode and mtime given.
     fn file(
         &mut self,
         rel: &Path,
-        from: &Path,
+        name: &Path,
         stored: Stored,
         part: Option<(u64, crate::hash::Digest, Meta)>,
     ) -> Result<(), Failure> {
+        let store = self.history.store().clone();
+        let from = store.display(name);
+        let from = from.as_path();
         let read_err = |err| Failure::Read {
             rel: rel.to_path_buf(),
             path: from.to_path_buf(),
             err,
         };
-        let (content, before) = Content::open(from, stored).map_err(read_err)?;
+        let (content, before) = Content::open(&*store, name, stored).map_err(read_err)?;
         let meta = match part {
             Some((_, _, meta)) => meta,
-            None => Meta::of(&before),
+            None => before.meta(),
         };
         let dir = self.parent(rel)?;
         let final_path = self.target.join(rel);
@@ -853,7 +832,7 @@ fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), String> 
 pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
     let started = Instant::now();
     match prepare(args) {
-        Ok((mut history, plan)) => execute(args, &mut history, &plan, stop, started),
+        Ok((history, plan)) => execute(args, &history, &plan, stop, started),
         Err(message) => {
             eprintln!("error: {message}");
             crate::cli::run::EXIT_USAGE
@@ -874,7 +853,7 @@ fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
 pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History, Plan), String> {
     let at = at.map(Moment::parse).transpose()?;
     let scopes = scopes_of(paths)?;
-    let mut history = History::open(dst)?;
+    let history = History::open(dst)?;
     let kept = history.versions();
     if !history.has_index() && kept.is_empty() {
         return Err(format!(
@@ -902,7 +881,7 @@ pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History,
 /// `scratch/REL`, through the same writer as a restore; returns that path. For
 /// `archive`, whose writers read files, not parts of them.
 pub fn write_prefix(
-    history: &mut History,
+    history: &History,
     item: &Item,
     scratch: &Path,
     stop: &AtomicBool,
@@ -917,10 +896,6 @@ pub fn write_prefix(
     else {
         return Err(format!("{} is no prefix of a later copy", esc(&item.rel)));
     };
-    let dst = history.dst().to_path_buf();
-    let from = history
-        .path_of(&dst, name)
-        .map_err(|e| format!("reading {}: {}", esc(&dst.join(name)), io_message(&e)))?;
     let mut writer = Writer {
         target: scratch.to_path_buf(),
         history,
@@ -930,7 +905,7 @@ pub fn write_prefix(
         touched: BTreeSet::new(),
     };
     writer
-        .file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))
+        .file(&item.rel, name, *stored, Some((*size, *sha, *meta)))
         .map_err(|f| f.to_string())?;
     Ok(scratch.join(&item.rel))
 }
@@ -952,7 +927,7 @@ pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 fn execute(
     args: &RestoreArgs,
-    history: &mut History,
+    history: &History,
     plan: &Plan,
     stop: &AtomicBool,
     started: Instant,

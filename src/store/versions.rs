@@ -27,7 +27,8 @@
 //! (`exec::Executor`), which never copies: replaced files are hard-linked before the new
 //! copy is renamed over them, deleted ones are renamed.
 
-use crate::store::layout::VERSIONS_DIR;
+use crate::model::Kind;
+use crate::store::{Reader, Step};
 use chrono::{Duration as Span, NaiveDateTime};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -317,57 +318,68 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
     }
 }
 
-/// Every version under `DST/.datasafe/versions`, oldest first (by time, then sequence,
-/// then name). Symlinks and anything not named like a version are skipped.
-/// A shortened version's `stored` is the whole name from its sidecar (see the module's
-/// notes).
+/// [`list_in`] of the mirror in the folder `dst` on this machine (none if it cannot be
+/// opened), for callers that do not hold its store yet (the executor's pruning).
 pub fn list(dst: &Path) -> Vec<Version> {
-    let root = dst.join(crate::store::layout::STATE_DIR).join(VERSIONS_DIR);
+    match crate::store::local::Local::open(dst) {
+        Ok(store) => list_in(&store),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every version under the mirror's versions folder, read through its store, oldest
+/// first (by time, then sequence, then name). Symlinks that are not prefix markers,
+/// folders on the way that are symlinks, and anything not named like a version are
+/// skipped. A shortened version's `stored` is the whole name from its sidecar (see the
+/// module's notes).
+pub fn list_in(store: &dyn Reader) -> Vec<Version> {
+    let root = crate::store::layout::versions();
+    let mut found = Vec::new();
+    let _ = store.walk(&root, false, &mut |w| {
+        let Some(mut v) = w.name.strip_prefix(&root).ok().and_then(parse) else {
+            return Step::Go;
+        };
+        match w.kind {
+            Kind::Symlink => {
+                let prefix = store
+                    .read_link(&w.name)
+                    .ok()
+                    .and_then(|t| Prefix::from_target(&t));
+                let Some(prefix) = prefix else {
+                    return Step::Go;
+                };
+                v.prefix = Some(prefix);
+            }
+            Kind::File => {}
+            _ => return Step::Go,
+        }
+        found.push(v);
+        Step::Go
+    });
     let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
-    let mut found: Vec<Version> = walkdir::WalkDir::new(&root)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let mut v = parse(e.path().strip_prefix(&root).ok()?)?;
-            if e.file_type().is_symlink() {
-                v.prefix = Some(Prefix::from_target(&std::fs::read_link(e.path()).ok()?)?);
-            } else if !e.file_type().is_file() {
-                return None;
+    for v in &mut found {
+        if let Some(key) = shortened_key(&v.path) {
+            let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let sidecar = dir.join(sidecar_name(&key));
+            let whole = names
+                .entry(sidecar.clone())
+                .or_insert_with(|| read_sidecar(store, &root.join(&sidecar), &key));
+            if let Some(whole) = whole {
+                v.stored = dir.join(whole);
             }
-            Some(v)
-        })
-        .map(|mut v| {
-            if let Some(key) = shortened_key(&v.path) {
-                let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
-                let sidecar = dir.join(sidecar_name(&key));
-                let whole = names
-                    .entry(sidecar.clone())
-                    .or_insert_with(|| read_sidecar(&root.join(&sidecar), &key));
-                if let Some(whole) = whole {
-                    v.stored = dir.join(whole);
-                }
-            }
-            v
-        })
-        .collect();
+        }
+    }
     found.sort_by(|a, b| (a.at, a.seq, &a.path).cmp(&(b.at, b.seq, &b.path)));
     found
 }
 
-/// The whole stored name a sidecar holds, if it is a regular file (not followed if a
+/// The whole stored name a sidecar holds, if it is a regular file (never followed if a
 /// symlink) whose bytes hash to `key` and make one name.
-fn read_sidecar(path: &Path, key: &str) -> Option<OsString> {
+fn read_sidecar(store: &dyn Reader, name: &Path, key: &str) -> Option<OsString> {
     use std::io::Read;
-    let mut file = crate::platform::open_source(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let file = store.open(name).ok()?;
     let mut bytes = Vec::new();
-    file.by_ref()
-        .take(NAME_MAX as u64 + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
+    file.take(NAME_MAX as u64 + 1).read_to_end(&mut bytes).ok()?;
     if bytes.is_empty()
         || bytes.len() > NAME_MAX
         || bytes.contains(&b'/')
@@ -677,7 +689,7 @@ mod tests {
     #[test]
     fn a_shortened_version_lists_under_its_whole_name_through_its_sidecar() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join(".datasafe").join(VERSIONS_DIR);
+        let root = dir.path().join(".datasafe").join(crate::store::layout::VERSIONS_DIR);
         let stored = format!("d/{}.txt", "漢".repeat(80));
         let at = t(24, 1, 2, 3);
         let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, 0);

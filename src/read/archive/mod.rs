@@ -256,10 +256,9 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<u8
         }
     });
     let listed = if is_mirror {
-        let (mut history, plan) =
+        let (history, plan) =
             crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
-        let mut listing =
-            source::of_mirror(&mut history, &plan, &rules.excludes, &mut scratch, stop);
+        let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
     } else {
