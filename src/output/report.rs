@@ -353,7 +353,6 @@ impl Summary {
     }
 }
 
-
 /// A spinner with counts on stderr, only when stderr is a terminal.
 pub struct Progress {
     bar: Option<ProgressBar>,

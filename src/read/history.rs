@@ -17,8 +17,8 @@ use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
 use crate::store::local::Local;
-use crate::store::{self, Reader, layout};
 use crate::store::versions::{self, Version};
+use crate::store::{self, Reader, layout};
 use serde::Serialize;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -79,13 +79,8 @@ impl History {
     /// Opens the mirror at `dst` for reading. Errors are one line naming the path and
     /// saying what to do (the caller exits with 2).
     pub fn open(dst: &Path) -> Result<History, String> {
-        let cannot_read = |e: &io::Error| {
-            format!(
-                "mirror {} cannot be read: {}",
-                esc(dst),
-                io_message(e)
-            )
-        };
+        let cannot_read =
+            |e: &io::Error| format!("mirror {} cannot be read: {}", esc(dst), io_message(e));
         match std::fs::metadata(dst) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {

@@ -22,12 +22,14 @@ use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::read::history::{self, History, Kept, Live, in_scope, version_name};
+use crate::store::local::beneath::Dir;
 use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
 use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::ops::Bound;
@@ -451,24 +453,31 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A temp file in TARGET that is removed unless it was renamed into place.
-struct Temp {
-    path: PathBuf,
+/// A temp file (or link) in a folder of TARGET that is removed unless it was renamed
+/// into place.
+struct Temp<'d> {
+    /// The folder it is in.
+    dir: &'d Dir,
+    name: OsString,
     armed: bool,
 }
 
-impl Drop for Temp {
+impl Drop for Temp<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.dir.remove_file(&self.name);
         }
     }
 }
 
-/// Writes restored paths under TARGET.
+/// Writes restored paths under TARGET. Every name is reached from an open handle on
+/// TARGET, folder by folder and never through a symlink, so a restore reaches paths
+/// longer than `PATH_MAX` and a folder swapped for a link cannot send a write outside.
 struct Writer<'a> {
-    /// Where files go.
+    /// Where files go (as messages show it).
     target: PathBuf,
+    /// TARGET, open.
+    root: Dir,
     /// Reads DST.
     history: &'a History,
     /// Ctrl-C.
@@ -481,7 +490,27 @@ struct Writer<'a> {
     touched: BTreeSet<PathBuf>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// A writer into the folder `target` (which exists), reading from `history`.
+    fn new(target: &Path, history: &'a History, stop: &'a AtomicBool) -> Result<Self, String> {
+        let root = Dir::open_root(target).map_err(|e| {
+            format!(
+                "target {} cannot be opened: {}",
+                esc(target),
+                io_message(&e)
+            )
+        })?;
+        Ok(Writer {
+            target: target.to_path_buf(),
+            root,
+            history,
+            stop,
+            next_tmp: 0,
+            ready: HashSet::new(),
+            touched: BTreeSet::new(),
+        })
+    }
+
     /// Restores one item; returns true if a file or link was written.
     fn restore(&mut self, item: &Item) -> Result<bool, Failure> {
         match &item.origin {
@@ -585,7 +614,7 @@ impl Writer<'_> {
         filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
             .map_err(write_err)?;
         drop(file);
-        self.install(temp, &final_path).map_err(write_err)
+        self.install(temp, rel).map_err(write_err)
     }
 
     /// Streams `reader` into `file`, checking for Ctrl-C per chunk.
@@ -639,40 +668,53 @@ impl Writer<'_> {
             err,
         };
         let temp = loop {
-            let path = self.temp_name(&dir);
-            match platform::symlink(target, &path) {
-                Ok(()) => break Temp { path, armed: true },
+            let name = self.temp_name();
+            match dir.symlink(target, &name) {
+                Ok(()) => {
+                    break Temp {
+                        dir: &dir,
+                        name,
+                        armed: true,
+                    };
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(write_err(e)),
             }
         };
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
-        let _ = filetime::set_symlink_file_times(&temp.path, mtime, mtime);
-        self.install(temp, &final_path).map_err(write_err)
+        let _ = dir.set_link_mtime(&temp.name, mtime);
+        self.install(temp, rel).map_err(write_err)
     }
 
-    /// Renames a finished temp file or link to its final name. A folder standing there
-    /// is the user's: it is reported, never removed.
-    fn install(&self, mut temp: Temp, final_path: &Path) -> io::Result<()> {
-        if std::fs::symlink_metadata(final_path).is_ok_and(|m| m.is_dir()) {
+    /// Renames a finished temp file or link to its final name, `rel`'s last component
+    /// in the same folder. A folder standing there is the user's: it is reported, never
+    /// removed.
+    fn install(&self, mut temp: Temp<'_>, rel: &Path) -> io::Result<()> {
+        let Some(last) = rel.file_name() else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        if temp.dir.status(last).is_ok_and(|s| s.kind == Kind::Dir) {
             return Err(io::Error::other(
                 "a folder stands there; move it away or restore into another TARGET",
             ));
         }
-        std::fs::rename(&temp.path, final_path)?;
+        temp.dir.rename(&temp.name, temp.dir, last)?;
         temp.armed = false;
         Ok(())
     }
 
-    /// The folder in TARGET that holds `rel`, made ready.
-    fn parent(&mut self, rel: &Path) -> Result<PathBuf, Failure> {
+    /// The folder in TARGET that holds `rel`, made ready, open.
+    fn parent(&mut self, rel: &Path) -> Result<Dir, Failure> {
         let parent = rel.parent().unwrap_or(Path::new(""));
-        self.folder(parent).map_err(|(path, err)| Failure::Write {
+        let write_err = |(path, err)| Failure::Write {
             rel: rel.to_path_buf(),
             path,
             err,
-        })?;
-        Ok(self.target.join(parent))
+        };
+        self.folder(parent).map_err(write_err)?;
+        self.root
+            .dir(parent)
+            .map_err(|err| write_err((self.target.join(parent), err)))
     }
 
     /// Makes TARGET/`rel` and the folders above it exist as real folders (never passing
@@ -680,15 +722,24 @@ impl Writer<'_> {
     /// way is remembered, to get its recorded metadata at the end.
     fn folder(&mut self, rel: &Path) -> Result<(), (PathBuf, io::Error)> {
         let mut sub = PathBuf::new();
+        // The folder `sub` open, while the walk holds it.
+        let mut here: Option<Dir> = None;
         for part in rel.components() {
+            let above = here.take();
+            let name = part.as_os_str();
+            let parent_rel = sub.clone();
             sub.push(part);
             self.touched.insert(sub.clone());
             if self.ready.contains(&sub) {
                 continue;
             }
             let path = self.target.join(&sub);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
+            let parent = match above {
+                Some(dir) => dir,
+                None => self.root.dir(&parent_rel).map_err(|e| (path.clone(), e))?,
+            };
+            match parent.status(name) {
+                Ok(s) if s.kind == Kind::Dir => {}
                 Ok(_) => {
                     return Err((
                         path,
@@ -697,20 +748,20 @@ impl Writer<'_> {
                         ),
                     ));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) => return Err((path, e)),
-                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    parent.mkdir(name).map_err(|e| (path.clone(), e))?;
+                }
                 Err(e) => return Err((path, e)),
             }
+            here = Some(parent.dir(Path::new(name)).map_err(|e| (path, e))?);
             self.ready.insert(sub.clone());
         }
         Ok(())
     }
 
-    fn temp_name(&mut self, dir: &Path) -> PathBuf {
+    fn temp_name(&mut self) -> OsString {
         self.next_tmp += 1;
-        dir.join(format!(
+        OsString::from(format!(
             ".datasafe-restore-{}-{}.tmp",
             std::process::id(),
             self.next_tmp
@@ -718,11 +769,18 @@ impl Writer<'_> {
     }
 
     /// A new private temp file in `dir` (TARGET's folder for the file).
-    fn temp_file(&mut self, dir: &Path) -> io::Result<(Temp, File)> {
+    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<'d>, File)> {
         loop {
-            let path = self.temp_name(dir);
-            match platform::create_private(&path) {
-                Ok(file) => return Ok((Temp { path, armed: true }, file)),
+            let name = self.temp_name();
+            match dir.create_private(&name) {
+                Ok(file) => {
+                    let temp = Temp {
+                        dir,
+                        name,
+                        armed: true,
+                    };
+                    return Ok((temp, file));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -743,22 +801,15 @@ impl Writer<'_> {
             let path = self.target.join(rel);
             // Never through a symlink that stands in TARGET (a folder replaced by a link
             // since it was written): that would change a folder outside TARGET.
-            let mut prefix = self.target.clone();
-            let real = rel.components().all(|c| {
-                prefix.push(c);
-                std::fs::symlink_metadata(&prefix).is_ok_and(|m| m.is_dir())
-            });
-            if !real {
+            let Ok(dir) = self.root.dir(rel) else {
                 failed += 1;
                 log::error!(
                     "cannot set the mode and time of {}: it is not a folder (a symlink?); left alone",
                     esc(&path)
                 );
                 continue;
-            }
-            let set = platform::set_mode_path(&path, meta.mode)
-                .and_then(|()| filetime::set_file_mtime(&path, meta.mtime));
-            if let Err(e) = set {
+            };
+            if let Err(e) = dir.set_own_meta(meta.mode, meta.mtime) {
                 failed += 1;
                 log::error!(
                     "cannot set the mode and time of {}: {}",
@@ -896,14 +947,7 @@ pub fn write_prefix(
     else {
         return Err(format!("{} is no prefix of a later copy", esc(&item.rel)));
     };
-    let mut writer = Writer {
-        target: scratch.to_path_buf(),
-        history,
-        stop,
-        next_tmp: 0,
-        ready: HashSet::new(),
-        touched: BTreeSet::new(),
-    };
+    let mut writer = Writer::new(scratch, history, stop)?;
     writer
         .file(&item.rel, name, *stored, Some((*size, *sha, *meta)))
         .map_err(|f| f.to_string())?;
@@ -932,13 +976,12 @@ fn execute(
     stop: &AtomicBool,
     started: Instant,
 ) -> u8 {
-    let mut writer = Writer {
-        target: args.target.clone(),
-        history,
-        stop,
-        next_tmp: 0,
-        ready: HashSet::new(),
-        touched: BTreeSet::new(),
+    let mut writer = match Writer::new(&args.target, history, stop) {
+        Ok(writer) => writer,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return crate::cli::run::EXIT_USAGE;
+        }
     };
     let (mut restored, mut failed) = (0u64, 0u64);
     for item in &plan.items {

@@ -1832,7 +1832,12 @@ mod tests {
         let mut buf = vec![0u8; 64];
         let empty = dir.path().join("e.gz");
         std::fs::write(&empty, b"").unwrap();
-        let (v, _) = check_content(Box::new(std::fs::File::open(&empty).unwrap()), &record, &mut buf, &stop);
+        let (v, _) = check_content(
+            Box::new(std::fs::File::open(&empty).unwrap()),
+            &record,
+            &mut buf,
+            &stop,
+        );
         assert!(matches!(v, Verdict::Bad(Problem::Damaged(_))), "{v:?}");
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1840,7 +1845,12 @@ mod tests {
         let bytes = gz.finish().unwrap();
         let cut = dir.path().join("c.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 6]).unwrap();
-        let (v, _) = check_content(Box::new(std::fs::File::open(&cut).unwrap()), &record, &mut buf, &stop);
+        let (v, _) = check_content(
+            Box::new(std::fs::File::open(&cut).unwrap()),
+            &record,
+            &mut buf,
+            &stop,
+        );
         assert!(
             matches!(&v, Verdict::Bad(Problem::Damaged(why)) if why.starts_with("gzip data is corrupt")),
             "{v:?}"

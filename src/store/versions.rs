@@ -379,7 +379,9 @@ fn read_sidecar(store: &dyn Reader, name: &Path, key: &str) -> Option<OsString> 
     use std::io::Read;
     let file = store.open(name).ok()?;
     let mut bytes = Vec::new();
-    file.take(NAME_MAX as u64 + 1).read_to_end(&mut bytes).ok()?;
+    file.take(NAME_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
     if bytes.is_empty()
         || bytes.len() > NAME_MAX
         || bytes.contains(&b'/')
@@ -689,7 +691,10 @@ mod tests {
     #[test]
     fn a_shortened_version_lists_under_its_whole_name_through_its_sidecar() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join(".datasafe").join(crate::store::layout::VERSIONS_DIR);
+        let root = dir
+            .path()
+            .join(".datasafe")
+            .join(crate::store::layout::VERSIONS_DIR);
         let stored = format!("d/{}.txt", "漢".repeat(80));
         let at = t(24, 1, 2, 3);
         let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, 0);

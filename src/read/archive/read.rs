@@ -204,7 +204,10 @@ pub fn read_small(at: &FileAt, stored: Stored, stop: &AtomicBool) -> Result<Got,
             });
         }
         attempt += 1;
-        log::debug!("{} changed while being read; reading again", esc(&at.shown()));
+        log::debug!(
+            "{} changed while being read; reading again",
+            esc(&at.shown())
+        );
     }
 }
 

@@ -6,12 +6,12 @@
 //! decide how it is stored. Folders come before what they hold, every folder above an
 //! entry is an entry (with its recorded mode and mtime), and `.datasafe/` never is.
 
+use super::read::FileAt;
 use crate::config::filter::Excludes;
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
-use super::read::FileAt;
 use crate::read::history::History;
 use crate::read::restore::{Origin, Plan};
 use filetime::FileTime;

@@ -251,6 +251,201 @@ mod unix {
         }
     }
 
+    /// The write primitives: each one a single call relative to this folder's handle,
+    /// never following a symlink at the name it acts on.
+    impl Dir {
+        /// Creates a new private file `name` here for writing: exclusive (an existing
+        /// name, a planted symlink included, fails with `AlreadyExists`) and mode 0600.
+        pub fn create_private(&self, name: &OsStr) -> io::Result<File> {
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(self, name, flags, Mode::RUSR | Mode::WUSR)?;
+            Ok(File::from(fd))
+        }
+
+        /// Opens (creating it if missing) the file `name` here for reading and writing,
+        /// never through a symlink: the one-writer lock.
+        pub fn open_lock(&self, name: &OsStr) -> io::Result<File> {
+            let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mode = Mode::from_raw_mode(0o666);
+            Ok(File::from(rustix::fs::openat(self, name, flags, mode)?))
+        }
+
+        /// Creates the folder `name` here (mode 0777 less the umask, as `mkdir`).
+        pub fn mkdir(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::mkdirat(self, name, Mode::from_raw_mode(0o777))?)
+        }
+
+        /// Creates the symlink `name` here, pointing to `target` exactly.
+        pub fn symlink(&self, target: &Path, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::symlinkat(target, self, name)?)
+        }
+
+        /// Gives the file `name` here the second name `to_name` in `to`; a symlink at
+        /// `name` is linked itself, never followed.
+        pub fn link(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::linkat(
+                self,
+                name,
+                to,
+                to_name,
+                AtFlags::empty(),
+            )?)
+        }
+
+        /// Moves `name` here to `to_name` in `to`, replacing what `rename(2)` replaces.
+        pub fn rename(&self, name: &OsStr, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::renameat(self, name, to, to_name)?)
+        }
+
+        /// Removes the non-folder `name` here.
+        pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::unlinkat(self, name, AtFlags::empty())?)
+        }
+
+        /// Removes the empty folder `name` here.
+        pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+            Ok(rustix::fs::unlinkat(self, name, AtFlags::REMOVEDIR)?)
+        }
+
+        /// Removes the folder `name` here with all it holds, each folder inside opened
+        /// from its parent's handle (`O_NOFOLLOW`): a symlink inside is removed, never
+        /// followed, and a folder swapped for one mid-walk cannot lead the removal
+        /// elsewhere. Names already gone are skipped.
+        pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
+            let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+            let inner = match rustix::fs::openat(self, name, dir_flags(), Mode::empty()) {
+                Ok(fd) => Dir { fd },
+                Err(e) if gone(&e.into()) => return Ok(()),
+                Err(e) => return Err(not_a_folder(e.into())),
+            };
+            for (child, kind) in inner.entries()? {
+                let kind = match kind {
+                    Some(kind) => kind,
+                    None => match inner.status(&child) {
+                        Ok(status) => status.kind,
+                        Err(e) if gone(&e) => continue,
+                        Err(e) => return Err(e),
+                    },
+                };
+                let result = if kind == Kind::Dir {
+                    inner.remove_tree(&child)
+                } else {
+                    inner.remove_file(&child)
+                };
+                match result {
+                    Err(e) if gone(&e) => {}
+                    other => other?,
+                }
+            }
+            match self.remove_dir(name) {
+                Err(e) if gone(&e) => Ok(()),
+                other => other,
+            }
+        }
+
+        /// Sets the mtime (and atime, to the same value) of the symlink `name` here,
+        /// not of what it points to.
+        pub fn set_link_mtime(&self, name: &OsStr, mtime: FileTime) -> io::Result<()> {
+            let at = timespec(mtime);
+            let times = rustix::fs::Timestamps {
+                last_access: at,
+                last_modification: at,
+            };
+            Ok(rustix::fs::utimensat(
+                self,
+                name,
+                &times,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        }
+
+        /// Sets this folder's own mode and mtime (its atime is left alone) through its
+        /// handle.
+        pub fn set_own_meta(&self, mode: u32, mtime: FileTime) -> io::Result<()> {
+            rustix::fs::fchmod(self, Mode::from_raw_mode(mode as rustix::fs::RawMode))?;
+            Ok(rustix::fs::futimens(self, &mtime_only(mtime))?)
+        }
+
+        /// Sets the mode and mtime of the folder `name` here, through a handle on it
+        /// (never through a symlink). A folder this user may not read (mode `0311`, say)
+        /// is opened with `O_PATH` instead, where the system has it.
+        pub fn set_dir_meta(&self, name: &OsStr, mode: u32, mtime: FileTime) -> io::Result<()> {
+            match rustix::fs::openat(self, name, dir_flags(), Mode::empty()) {
+                Ok(fd) => Dir { fd }.set_own_meta(mode, mtime),
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                Err(rustix::io::Errno::ACCESS) => self.set_dir_meta_by_path_fd(name, mode, mtime),
+                Err(e) => Err(not_a_folder(e.into())),
+            }
+        }
+
+        /// [`Dir::set_dir_meta`] for a folder that cannot be opened for reading: an
+        /// `O_PATH` handle pins the folder, its mode is set through `/proc/self/fd` (what
+        /// the C library does for `fchmodat(AT_SYMLINK_NOFOLLOW)`) and its mtime on the
+        /// name without following it.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        fn set_dir_meta_by_path_fd(
+            &self,
+            name: &OsStr,
+            mode: u32,
+            mtime: FileTime,
+        ) -> io::Result<()> {
+            use std::os::fd::AsRawFd;
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(self, name, flags, Mode::empty())
+                .map_err(|e| not_a_folder(e.into()))?;
+            let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            rustix::fs::chmod(
+                proc.as_str(),
+                Mode::from_raw_mode(mode as rustix::fs::RawMode),
+            )?;
+            Ok(rustix::fs::utimensat(
+                self,
+                name,
+                &mtime_only(mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        }
+
+        /// Makes everything written to this folder's filesystem durable: one `syncfs`
+        /// on Linux, an `fsync` of the folder elsewhere.
+        pub fn sync_filesystem(&self) -> io::Result<()> {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            return Ok(rustix::fs::syncfs(self)?);
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            return Ok(rustix::fs::fsync(self)?);
+        }
+
+        /// The bytes an unprivileged writer may still use on this folder's filesystem.
+        // The casts are no-ops on Linux and needed elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        pub fn free_bytes(&self) -> io::Result<u64> {
+            let st = rustix::fs::fstatvfs(self)?;
+            Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        }
+    }
+
+    /// A `FileTime` as the kernel takes it.
+    // The casts are no-ops on 64-bit Linux and needed elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    fn timespec(t: FileTime) -> rustix::fs::Timespec {
+        rustix::fs::Timespec {
+            tv_sec: t.unix_seconds() as _,
+            tv_nsec: t.nanoseconds() as _,
+        }
+    }
+
+    /// Timestamps that set the mtime and leave the atime alone.
+    fn mtime_only(mtime: FileTime) -> rustix::fs::Timestamps {
+        rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: timespec(mtime),
+        }
+    }
+
     fn kind_of(ft: FileType) -> Kind {
         match ft {
             FileType::RegularFile => Kind::File,

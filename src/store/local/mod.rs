@@ -349,6 +349,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(under, [PathBuf::from("a/b")]);
-        assert!(store.walk(Path::new("to_a"), false, &mut |_| Step::Go).is_err());
+        assert!(
+            store
+                .walk(Path::new("to_a"), false, &mut |_| Step::Go)
+                .is_err()
+        );
     }
 }
