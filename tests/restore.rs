@@ -558,6 +558,44 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
 }
 
 #[test]
+fn versions_never_lists_through_a_symlink_planted_in_the_mirror() {
+    let env = planted_history(false);
+    // A version-named symlink to a file outside (no prefix marker), and a versions
+    // subfolder that is a link to a folder of version-named files outside.
+    let secret = env.dir.path().join("secret");
+    fs::write(&secret, "do not list").unwrap();
+    let name = datasafe::store::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
+    symlink(&secret, env.dst.join(".datasafe/versions").join(name)).unwrap();
+    let outside = env.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let inner = datasafe::store::versions::version_name(Path::new("x.txt"), local(BASE + 100), 0);
+    fs::write(outside.join(&inner), "outside").unwrap();
+    symlink(&outside, env.dst.join(".datasafe/versions/sub")).unwrap();
+    let out = env
+        .cmd([OsStr::new("versions"), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let listed: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.split("  ").nth(2).map(str::to_string))
+        .collect();
+    assert_eq!(listed, ["f.txt", "f.txt", "gone.txt"], "{}", stdout(&out));
+
+    // The versions folder itself swapped for a link: no version is read through it.
+    let versions = env.dst.join(".datasafe/versions");
+    fs::rename(&versions, env.dir.path().join("real-versions")).unwrap();
+    symlink(env.dir.path().join("real-versions"), &versions).unwrap();
+    let out = env
+        .cmd([OsStr::new("versions"), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "", "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a folder (a symlink?)"), "{}", stderr(&out));
+}
+
+#[test]
 fn versions_lists_each_version_with_time_size_path_and_file() {
     let env = planted_history(true);
     // A bigger version, so the size shows the original (un-gzipped) size.
