@@ -592,7 +592,11 @@ fn versions_never_lists_through_a_symlink_planted_in_the_mirror() {
         .unwrap();
     assert_code(&out, 0);
     assert_eq!(stdout(&out), "", "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a folder (a symlink?)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a folder (a symlink?)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -258,18 +258,27 @@ impl History {
             let listing = scan::list_store(store, Path::new(""), true);
             index::state_from_store(store, &listing)
         });
-        let mut names: Vec<_> = state.into_iter().collect();
+        let mut names: Vec<(PathBuf, _)> = state
+            .into_iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, record)| (PathBuf::from(name), record))
+            .collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
+        // What DST holds under each name, reached without passing a symlink (in name
+        // order, so the names of one folder are looked at from one handle on it).
+        let found = match trusted_listing {
+            true => Vec::new(),
+            false => store.stat_each(&names.iter().map(|(n, _)| n.as_path()).collect::<Vec<_>>()),
+        };
         let mut live = Vec::with_capacity(names.len());
-        for (name, record) in names {
-            let name = PathBuf::from(name);
-            if name.as_os_str().is_empty() {
-                continue;
-            }
+        for (i, (name, record)) in names.into_iter().enumerate() {
             let present = if trusted_listing {
                 Some(record.meta)
             } else {
-                self.present(&name, record.kind)
+                match found.get(i) {
+                    Some(Ok(Some(stat))) if stat.kind == record.kind => Some(stat.meta()),
+                    _ => None,
+                }
             };
             let Some(on_disk) = present else {
                 log::warn!(
@@ -299,13 +308,6 @@ impl History {
             });
         }
         Ok(live)
-    }
-
-    /// DST's `lstat` of `name` if it is there as `kind`, reached without passing a
-    /// symlink.
-    fn present(&self, name: &Path, kind: Kind) -> Option<Meta> {
-        let stat = self.store.stat(name).ok()??;
-        (stat.kind == kind).then(|| stat.meta())
     }
 }
 

@@ -478,6 +478,9 @@ struct Writer<'a> {
     target: PathBuf,
     /// TARGET, open.
     root: Dir,
+    /// The folder the last file went into, still open (items come sorted, so the next
+    /// one is most likely in it too).
+    last: Option<(PathBuf, Dir)>,
     /// Reads DST.
     history: &'a History,
     /// Ctrl-C.
@@ -503,6 +506,7 @@ impl<'a> Writer<'a> {
         Ok(Writer {
             target: target.to_path_buf(),
             root,
+            last: None,
             history,
             stop,
             next_tmp: 0,
@@ -583,7 +587,7 @@ impl<'a> Writer<'a> {
             Some((_, _, meta)) => meta,
             None => before.meta(),
         };
-        let dir = self.parent(rel)?;
+        let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
             rel: rel.to_path_buf(),
@@ -614,7 +618,9 @@ impl<'a> Writer<'a> {
         filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
             .map_err(write_err)?;
         drop(file);
-        self.install(temp, rel).map_err(write_err)
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
     }
 
     /// Streams `reader` into `file`, checking for Ctrl-C per chunk.
@@ -660,7 +666,7 @@ impl<'a> Writer<'a> {
 
     /// Creates a symlink at TARGET/`rel` (through a temp name and a rename).
     fn link(&mut self, rel: &Path, target: &Path, mtime: FileTime) -> Result<(), Failure> {
-        let dir = self.parent(rel)?;
+        let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
             rel: rel.to_path_buf(),
@@ -683,7 +689,9 @@ impl<'a> Writer<'a> {
         };
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
         let _ = dir.set_link_mtime(&temp.name, mtime);
-        self.install(temp, rel).map_err(write_err)
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
     }
 
     /// Renames a finished temp file or link to its final name, `rel`'s last component
@@ -703,8 +711,9 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// The folder in TARGET that holds `rel`, made ready, open.
-    fn parent(&mut self, rel: &Path) -> Result<Dir, Failure> {
+    /// The folder in TARGET that holds `rel` (its name, and open), made ready. Hand it
+    /// back in `last` when done: the next item is most likely in the same folder.
+    fn parent(&mut self, rel: &Path) -> Result<(PathBuf, Dir), Failure> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         let write_err = |(path, err)| Failure::Write {
             rel: rel.to_path_buf(),
@@ -712,9 +721,16 @@ impl<'a> Writer<'a> {
             err,
         };
         self.folder(parent).map_err(write_err)?;
-        self.root
+        if let Some((last, dir)) = self.last.take()
+            && last == parent
+        {
+            return Ok((last, dir));
+        }
+        let dir = self
+            .root
             .dir(parent)
-            .map_err(|err| write_err((self.target.join(parent), err)))
+            .map_err(|err| write_err((self.target.join(parent), err)))?;
+        Ok((parent.to_path_buf(), dir))
     }
 
     /// Makes TARGET/`rel` and the folders above it exist as real folders (never passing

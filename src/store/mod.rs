@@ -196,6 +196,12 @@ pub trait Reader: Send + Sync {
         Ok(())
     }
 
+    /// [`Reader::stat`] of each of `names`, in order. Given sorted, names in one folder
+    /// come together, and a store may reach that folder once for all of them.
+    fn stat_each(&self, names: &[&Path]) -> Vec<io::Result<Option<Stat>>> {
+        names.iter().map(|name| self.stat(name)).collect()
+    }
+
     /// True if inode numbers and permission bits read back as they were written (not
     /// so on FAT, exFAT, some FUSE and SMB mounts): whether a check may compare them.
     fn keeps_unix_meta(&self) -> bool {

@@ -214,6 +214,36 @@ impl Reader for Local {
         Ok(())
     }
 
+    fn stat_each(&self, names: &[&Path]) -> Vec<io::Result<Option<Stat>>> {
+        // The folder of the names before, kept open while the names stay in it.
+        let mut folder: Option<(&Path, Dir)> = None;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let (parent, last) = beneath::split(name);
+            let Some(last) = last else {
+                out.push(self.stat(name));
+                continue;
+            };
+            if folder.as_ref().is_none_or(|(p, _)| *p != parent) {
+                folder = match self.dir.dir(parent) {
+                    Ok(dir) => Some((parent, dir)),
+                    Err(e) => {
+                        out.push(if absent(&e) { Ok(None) } else { Err(e) });
+                        continue;
+                    }
+                };
+            }
+            let found = match folder.as_ref().map(|(_, dir)| dir.status(last)) {
+                Some(Ok(status)) => Ok(Some(status.into())),
+                Some(Err(e)) if absent(&e) => Ok(None),
+                Some(Err(e)) => Err(e),
+                None => Ok(None),
+            };
+            out.push(found);
+        }
+        out
+    }
+
     fn keeps_unix_meta(&self) -> bool {
         crate::platform::keeps_unix_metadata(&self.root)
     }
@@ -354,5 +384,56 @@ mod tests {
                 .walk(Path::new("to_a"), false, &mut |_| Step::Go)
                 .is_err()
         );
+
+        // The trait's own walk and look, built on `list`, `stat`, `open` and
+        // `read_link`, find the same.
+        let basic = Basic(store);
+        let mut by_list = Vec::new();
+        basic
+            .walk(Path::new(""), true, &mut |w| {
+                assert!(w.stat.is_some_and(|s| s.kind == w.kind), "{w:?}");
+                let prune = w.name == Path::new("skip");
+                by_list.push(w.name);
+                if prune { Step::Prune } else { Step::Go }
+            })
+            .unwrap();
+        by_list.sort();
+        assert_eq!(by_list, want);
+        assert!(matches!(
+            basic.look(Path::new("a/b/f")),
+            Ok(Some(Found::File(_)))
+        ));
+        assert!(matches!(basic.look(Path::new("to_a/b/f")), Ok(None)));
+        assert!(matches!(
+            basic.look(Path::new("to_a")),
+            Ok(Some(Found::Symlink(_)))
+        ));
+    }
+
+    /// A store with only the required calls, so the trait's defaults are what runs.
+    struct Basic(Local);
+
+    impl Reader for Basic {
+        fn caps(&self) -> Caps {
+            self.0.caps()
+        }
+        fn display(&self, name: &Path) -> PathBuf {
+            self.0.display(name)
+        }
+        fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+            self.0.stat(name)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+            self.0.list(dir)
+        }
+        fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
+            self.0.open(name)
+        }
+        fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+            self.0.read_link(name)
+        }
+        fn index_file(&self) -> PathBuf {
+            self.0.index_file()
+        }
     }
 }
