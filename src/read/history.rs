@@ -11,9 +11,9 @@
 
 use crate::index::{self, Index};
 
-use crate::engine::plan::strip_gz;
 use crate::engine::scan;
 use crate::model::Stored;
+use crate::model::strip_gz;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
 use crate::store::local::Local;
@@ -105,7 +105,7 @@ impl History {
     }
 
     /// Opens a mirror for reading through its store.
-    pub fn of_store(store: Arc<dyn Reader>) -> Result<History, String> {
+    fn of_store(store: Arc<dyn Reader>) -> Result<History, String> {
         let state = layout::state();
         let state_is_dir = match store.stat(state) {
             Ok(Some(s)) if s.kind == Kind::Dir => true,

@@ -769,7 +769,8 @@ fn looks_gzipped(store: &dyn Reader) -> bool {
         }
         if found.kind == Kind::File {
             files += 1;
-            gzipped &= found.name.extension().is_some_and(|e| e == "gz");
+            let name = found.name.file_name().unwrap_or_default();
+            gzipped &= name.as_encoded_bytes().ends_with(b".gz");
         }
         if files >= 200 || !gzipped {
             Step::Stop
