@@ -690,10 +690,10 @@ fn versions_of_a_mirror_without_any_says_so_and_a_missing_mirror_is_an_error() {
 }
 
 /// A mirror holding a path of over 6,000 bytes (50 folders of 120-byte names, past
-/// `PATH_MAX`), planted by hand (bash `cd`s down one folder at a time; dash cannot)
-/// and recorded
-/// in its index, so this needs nothing of `sync`: `verify`, `restore` and `archive` read
-/// it through the store, and `restore` writes it into TARGET folder by folder.
+/// `PATH_MAX`), planted by hand (bash `cd`s down one folder at a time; dash cannot) and
+/// recorded in its index, so this needs nothing of `sync`: `verify`, `restore` and
+/// `archive` read it through the store, and `restore` writes it into TARGET folder by
+/// folder.
 #[test]
 fn a_mirror_path_longer_than_path_max_verifies_restores_and_archives() {
     use datasafe::model::{Kind, Meta, Record, Stored};
