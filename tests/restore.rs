@@ -520,13 +520,14 @@ fn a_damaged_gzip_version_is_named_and_the_rest_is_restored() {
     assert_eq!(count(&out, "Files restored"), 1);
 }
 
-#[test]
-fn symlinks_planted_in_the_mirror_are_never_followed() {
-    let env = planted_history(false);
+/// A version-named symlink to a file outside the mirror (no prefix marker), and a
+/// versions subfolder that is a link to a folder of version-named files outside, all
+/// old enough to be restored at any moment asked: what neither `restore` nor `versions`
+/// may read through.
+fn plant_links_in_versions(env: &TestEnv) {
     let secret = env.dir.path().join("secret");
     fs::write(&secret, "do not copy").unwrap();
     set_mtime(&secret, BASE, 0);
-    // A version that is a symlink, and a versions subfolder that is one.
     let name = datasafe::store::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
     symlink(&secret, env.dst.join(".datasafe/versions").join(name)).unwrap();
     let outside = env.dir.path().join("outside");
@@ -535,6 +536,12 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
     fs::write(outside.join(&inner), "outside").unwrap();
     set_mtime(&outside.join(&inner), BASE, 0);
     symlink(&outside, env.dst.join(".datasafe/versions/sub")).unwrap();
+}
+
+#[test]
+fn symlinks_planted_in_the_mirror_are_never_followed() {
+    let env = planted_history(false);
+    plant_links_in_versions(&env);
     // A live folder replaced behind datasafe's back by a link to elsewhere.
     env.write("dir/in.txt", "inside");
     env.sync_ok(&["--keep-versions", "0"]);
@@ -560,17 +567,7 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
 #[test]
 fn versions_never_lists_through_a_symlink_planted_in_the_mirror() {
     let env = planted_history(false);
-    // A version-named symlink to a file outside (no prefix marker), and a versions
-    // subfolder that is a link to a folder of version-named files outside.
-    let secret = env.dir.path().join("secret");
-    fs::write(&secret, "do not list").unwrap();
-    let name = datasafe::store::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
-    symlink(&secret, env.dst.join(".datasafe/versions").join(name)).unwrap();
-    let outside = env.dir.path().join("outside");
-    fs::create_dir(&outside).unwrap();
-    let inner = datasafe::store::versions::version_name(Path::new("x.txt"), local(BASE + 100), 0);
-    fs::write(outside.join(&inner), "outside").unwrap();
-    symlink(&outside, env.dst.join(".datasafe/versions/sub")).unwrap();
+    plant_links_in_versions(&env);
     let out = env
         .cmd([OsStr::new("versions"), env.dst.as_os_str()])
         .output()
