@@ -11,11 +11,11 @@ use crate::engine::scan::DestItem;
 use crate::hash::Digest;
 use crate::model::{Kind, Meta, MirrorState, OnDisk, Record, Stored};
 use crate::platform;
+use crate::store::Reader;
 use crate::store::layout::INDEX_FILE;
+use crate::store::local::Local;
 use filetime::FileTime;
 use rusqlite::{Connection, OpenFlags, params};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -454,30 +454,43 @@ fn tree_bounds(name: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (key, lo, hi)
 }
 
-/// Builds a best-effort mirror state from a detailed DST listing, for a mirror without a
-/// usable index. Gzipped files are recognised by name and magic; their source size is
-/// read from the gzip trailer (ISIZE, modulo 4 GiB), so a size mismatch means a copy.
+/// [`state_from_store`] for the folder `dst_root` on this machine (an empty state if
+/// it cannot be opened). For callers that do not hold DST's store yet (`sync`).
 pub fn state_from_listing(dst_root: &Path, items: &[DestItem]) -> MirrorState {
+    match Local::open(dst_root) {
+        Ok(store) => state_from_store(&store, items),
+        Err(_) => MirrorState::new(),
+    }
+}
+
+/// Builds a best-effort mirror state from a detailed listing of `store`, for a mirror
+/// without a usable index. Gzipped files are recognised by name and magic; their source
+/// size is read from the gzip trailer (ISIZE, modulo 4 GiB), so a size mismatch means a
+/// copy. Files and links are read through the store, never through a symlink.
+pub fn state_from_store(store: &dyn Reader, items: &[DestItem]) -> MirrorState {
     let mut state = MirrorState::new();
     for item in items {
-        let Some(meta) = &item.meta else { continue };
+        let Some(stat) = &item.meta else { continue };
         let mut record = Record {
             kind: item.kind,
-            meta: Meta::of(meta),
+            meta: stat.meta(),
             sha256: None,
             stored: Stored::Plain,
             target: None,
-            disk: Some(OnDisk::of(meta)),
+            disk: Some(stat.on_disk()),
         };
         match item.kind {
             Kind::File if item.rel.extension() == Some("gz".as_ref()) => {
-                if let Some(isize) = gzip_isize(&dst_root.join(&item.rel)) {
+                let isize = store
+                    .open(&item.rel)
+                    .and_then(|mut file| crate::store::gzip_isize(&mut *file));
+                if let Ok(Some(isize)) = isize {
                     record.stored = Stored::Gzip;
-                    record.meta.size = u64::from(isize);
+                    record.meta.size = isize;
                 }
             }
             Kind::File | Kind::Dir => {}
-            Kind::Symlink => match std::fs::read_link(dst_root.join(&item.rel)) {
+            Kind::Symlink => match store.read_link(&item.rel) {
                 Ok(t) => record.target = Some(t),
                 Err(_) => continue,
             },
@@ -486,20 +499,6 @@ pub fn state_from_listing(dst_root: &Path, items: &[DestItem]) -> MirrorState {
         state.insert(item.rel.clone().into_os_string(), record);
     }
     state
-}
-
-/// The uncompressed size a gzip file declares in its trailer, if it starts like gzip.
-fn gzip_isize(path: &Path) -> Option<u32> {
-    let mut f = File::open(path).ok()?;
-    let mut magic = [0u8; 2];
-    f.read_exact(&mut magic).ok()?;
-    if magic != [0x1f, 0x8b] {
-        return None;
-    }
-    f.seek(SeekFrom::End(-4)).ok()?;
-    let mut tail = [0u8; 4];
-    f.read_exact(&mut tail).ok()?;
-    Some(u32::from_le_bytes(tail))
 }
 
 /// True if `size` is what a gzip trailer would say for a file of `source_size` bytes.

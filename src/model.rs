@@ -96,6 +96,30 @@ impl Stored {
             }
         }
     }
+
+    /// The source path a name stored in this form stands for (`a.txt.gz` stored
+    /// gzipped → `a.txt`): the inverse of [`Stored::name_for`]. A gzipped name without
+    /// the `.gz` (never written so) stands for itself.
+    pub fn source_of(self, name: &Path) -> PathBuf {
+        match self {
+            Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
+            Stored::Plain => name.to_path_buf(),
+        }
+    }
+}
+
+/// `a/b.gz` → `a/b`; `None` if the name does not end in `.gz` (or is only `.gz`).
+pub fn strip_gz(name: &Path) -> Option<PathBuf> {
+    let bytes = name.as_os_str().as_encoded_bytes();
+    let stem = bytes.strip_suffix(b".gz")?;
+    if stem.is_empty() || stem.ends_with(b"/") {
+        return None;
+    }
+    // SAFETY: `stem` is a prefix of valid encoded bytes that ends right before the ASCII
+    // ".gz", which is a valid split point for OsStr's encoding.
+    Some(PathBuf::from(unsafe {
+        std::ffi::OsStr::from_encoded_bytes_unchecked(stem)
+    }))
 }
 
 /// One name in the mirror and what it was mirrored from.

@@ -329,6 +329,38 @@ fn a_mirror_archive_at_a_moment_holds_exactly_what_restore_at_writes() {
 }
 
 #[test]
+fn symlinks_planted_in_a_mirror_are_never_followed_into_the_archive() {
+    let env = TestEnv::new();
+    env.write("dir/in.txt", "inside");
+    env.write("keep.txt", "keep");
+    env.write("stays.txt", "stays");
+    env.sync_ok(&[]);
+    // A folder of the mirror swapped for a link to a look-alike outside it, and a file
+    // swapped for a link to a secret: both recorded in the index as what they were.
+    let elsewhere = env.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("in.txt"), "elsewhere").unwrap();
+    fs::remove_dir_all(env.dst.join("dir")).unwrap();
+    symlink(&elsewhere, env.dst.join("dir")).unwrap();
+    let secret = env.dir.path().join("secret");
+    fs::write(&secret, "do not copy").unwrap();
+    fs::remove_file(env.dst.join("keep.txt")).unwrap();
+    symlink(&secret, env.dst.join("keep.txt")).unwrap();
+    let out = archive(&env, &["dst", "m.tar"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("in the index but not in the mirror"),
+        "{}",
+        stderr(&out)
+    );
+    let x = env.dir.path().join("x");
+    untar(&env.dir.path().join("m.tar"), &x, "-a");
+    let got = coarse(&x);
+    let names: Vec<&PathBuf> = got.keys().collect();
+    assert_eq!(names, [Path::new("stays.txt")], "{got:?}");
+}
+
+#[test]
 fn at_is_refused_for_a_plain_folder() {
     let env = TestEnv::new();
     sample_tree(&env);

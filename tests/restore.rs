@@ -520,13 +520,14 @@ fn a_damaged_gzip_version_is_named_and_the_rest_is_restored() {
     assert_eq!(count(&out, "Files restored"), 1);
 }
 
-#[test]
-fn symlinks_planted_in_the_mirror_are_never_followed() {
-    let env = planted_history(false);
+/// A version-named symlink to a file outside the mirror (no prefix marker), and a
+/// versions subfolder that is a link to a folder of version-named files outside, all
+/// old enough to be restored at any moment asked: what neither `restore` nor `versions`
+/// may read through.
+fn plant_links_in_versions(env: &TestEnv) {
     let secret = env.dir.path().join("secret");
     fs::write(&secret, "do not copy").unwrap();
     set_mtime(&secret, BASE, 0);
-    // A version that is a symlink, and a versions subfolder that is one.
     let name = datasafe::store::versions::version_name(Path::new("evil.txt"), local(BASE + 100), 0);
     symlink(&secret, env.dst.join(".datasafe/versions").join(name)).unwrap();
     let outside = env.dir.path().join("outside");
@@ -535,6 +536,12 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
     fs::write(outside.join(&inner), "outside").unwrap();
     set_mtime(&outside.join(&inner), BASE, 0);
     symlink(&outside, env.dst.join(".datasafe/versions/sub")).unwrap();
+}
+
+#[test]
+fn symlinks_planted_in_the_mirror_are_never_followed() {
+    let env = planted_history(false);
+    plant_links_in_versions(&env);
     // A live folder replaced behind datasafe's back by a link to elsewhere.
     env.write("dir/in.txt", "inside");
     env.sync_ok(&["--keep-versions", "0"]);
@@ -552,6 +559,38 @@ fn symlinks_planted_in_the_mirror_are_never_followed() {
     assert!(!got.contains_key(Path::new("dir/in.txt")), "{got:?}");
     assert!(
         stderr(&out).contains("in the index but not in the mirror"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn versions_never_lists_through_a_symlink_planted_in_the_mirror() {
+    let env = planted_history(false);
+    plant_links_in_versions(&env);
+    let out = env
+        .cmd([OsStr::new("versions"), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let listed: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.split("  ").nth(2).map(str::to_string))
+        .collect();
+    assert_eq!(listed, ["f.txt", "f.txt", "gone.txt"], "{}", stdout(&out));
+
+    // The versions folder itself swapped for a link: no version is read through it.
+    let versions = env.dst.join(".datasafe/versions");
+    fs::rename(&versions, env.dir.path().join("real-versions")).unwrap();
+    symlink(env.dir.path().join("real-versions"), &versions).unwrap();
+    let out = env
+        .cmd([OsStr::new("versions"), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a folder (a symlink?)"),
         "{}",
         stderr(&out)
     );
@@ -645,4 +684,94 @@ fn versions_of_a_mirror_without_any_says_so_and_a_missing_mirror_is_an_error() {
         .unwrap();
     assert_code(&out, 2);
     assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+}
+
+/// A mirror holding a path of over 6,000 bytes (50 folders of 120-byte names, past
+/// `PATH_MAX`), planted by hand (bash `cd`s down one folder at a time; dash cannot) and
+/// recorded in its index, so this needs nothing of `sync`: `verify`, `restore` and
+/// `archive` read it through the store, and `restore` writes it into TARGET folder by
+/// folder.
+#[test]
+fn a_mirror_path_longer_than_path_max_verifies_restores_and_archives() {
+    use datasafe::model::{Kind, Meta, Record, Stored};
+    let env = TestEnv::new();
+    env.write("top.txt", "top");
+    env.sync_ok(&[]);
+    let name = "n".repeat(120);
+    let content = "at the bottom";
+    // Every step is relative to the shell's current folder, which may be that deep.
+    let down = format!("mkdir {name} && cd {name} && ").repeat(50);
+    let made = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{down}printf '{content}' > leaf.txt"))
+        .current_dir(&env.dst)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (mut idx, _) = datasafe::index::Index::open(&env.dst.join(".datasafe")).unwrap();
+    let meta = |size, mode| Meta {
+        size,
+        mtime: filetime::FileTime::from_unix_time(BASE, 7),
+        mode,
+    };
+    let record = |kind, meta, sha256| Record {
+        kind,
+        meta,
+        sha256,
+        stored: Stored::Plain,
+        target: None,
+        disk: None,
+    };
+    let mut rel = PathBuf::new();
+    for _ in 0..50 {
+        rel.push(&name);
+        idx.put(&rel, &record(Kind::Dir, meta(0, 0o755), None))
+            .unwrap();
+    }
+    let leaf = rel.join("leaf.txt");
+    assert!(leaf.as_os_str().len() > 6000);
+    let digest = datasafe::hash::hash_reader(content.as_bytes()).unwrap();
+    let leaf_record = record(Kind::File, meta(content.len() as u64, 0o644), Some(digest));
+    idx.put(&leaf, &leaf_record).unwrap();
+    idx.commit().unwrap();
+    drop(idx);
+
+    let out = env
+        .cmd([OsStr::new("verify"), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(count(&out, "Files verified"), 2, "{}", stdout(&out));
+
+    restore_ok(&env, &[]);
+    let got = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{}cat leaf.txt",
+            format!("cd {name} && ").repeat(50)
+        ))
+        .current_dir(target(&env))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&got), content, "{}", stderr(&got));
+
+    let tar = env.dir.path().join("deep.tar");
+    let out = env
+        .cmd([OsStr::new("archive"), env.dst.as_os_str(), tar.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let listed = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = stdout(&listed);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.len() > 6000 && l.ends_with("/leaf.txt")),
+        "{}",
+        &names[..names.len().min(300)]
+    );
 }

@@ -12,7 +12,7 @@ use crate::index::isize_matches;
 use crate::model::{Entry, Kind};
 use crate::model::{MirrorState, Record, Stored};
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The choices that change what a mirror should look like.
@@ -362,19 +362,8 @@ impl Guard {
     }
 }
 
-/// `a/b.gz` → `a/b`; `None` if the name does not end in `.gz`.
-pub fn strip_gz(name: &Path) -> Option<PathBuf> {
-    let bytes = name.as_os_str().as_encoded_bytes();
-    let stem = bytes.strip_suffix(b".gz")?;
-    if stem.is_empty() || stem.ends_with(b"/") {
-        return None;
-    }
-    // SAFETY: `stem` is a prefix of valid encoded bytes that ends right before the ASCII
-    // ".gz", which is a valid split point for OsStr's encoding.
-    Some(PathBuf::from(unsafe {
-        OsStr::from_encoded_bytes_unchecked(stem)
-    }))
-}
+/// `a/b.gz` → `a/b` (defined beside `Stored`, whose names it undoes).
+pub use crate::model::strip_gz;
 
 #[cfg(test)]
 mod tests {

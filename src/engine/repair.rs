@@ -17,17 +17,17 @@
 //!
 //! Nothing here writes anything; DST is read without following a symlink inside it.
 
-use crate::engine::plan::strip_gz;
 use crate::engine::scan::DestItem;
 use crate::hash::{self, Digest};
 use crate::model::{Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
-use crate::platform::{self, Beneath};
+use crate::platform;
+use crate::store::local::Local;
+use crate::store::{Found, Reader, Stat};
 use crossbeam_channel::bounded;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -95,19 +95,14 @@ pub fn what(kind: Kind) -> &'static str {
     }
 }
 
-/// What the metadata of the name in DST says about its record, without reading content:
+/// What the name in DST (its [`Stat`]) says about its record, without reading content:
 /// `Err` if it is wrong; `Ok(Some(mode))` if only its permission bits differ (a
 /// metadata update fixes that); `Ok(None)` if it matches.
-/// `unix`: the filesystem keeps inode numbers and permission bits (see
-/// [`platform::keeps_unix_metadata`]); otherwise neither is compared.
-pub fn judge_stat(record: &Record, meta: &Metadata, unix: bool) -> Result<Option<u32>, Wrong> {
-    let found = if platform::is_special(meta) {
-        Kind::Special
-    } else {
-        Kind::of(meta.file_type())
-    };
-    let ino = unix.then(|| platform::inode(meta));
-    let judged = judge(record, found, &Meta::of(meta), ino);
+/// `unix`: the store keeps inode numbers and permission bits (see
+/// [`Reader::keeps_unix_meta`]); otherwise neither is compared.
+pub fn judge_stat(record: &Record, stat: &Stat, unix: bool) -> Result<Option<u32>, Wrong> {
+    let ino = unix.then_some(stat.ino);
+    let judged = judge(record, stat.kind, &stat.meta(), ino);
     // A filesystem without permission bits shows the same mode for every file.
     judged.map(|mode| mode.filter(|_| unix))
 }
@@ -157,12 +152,9 @@ fn judge(
     Ok((disk.mode != record.meta.mode).then_some(disk.mode))
 }
 
-/// Applies `check` to `state` (the records of a full pass) given DST's `listing`:
-/// records found wrong are taken out (with everything below a folder), so the planner
-/// writes them again; a file whose mode alone differs keeps its record with DST's mode
-/// (the planner then sets it). Each wrong name is logged with why. `src` is the source
-/// root, for files with no recorded digest. Returns the names whose digest was learned
-/// that way (DST holds what the source holds now), for the index.
+/// [`inspect_store`] with DST the folder `roots.1` on this machine, for callers that
+/// do not hold its store yet (`sync`). A DST that cannot be opened has nothing to
+/// inspect (its listing is empty too).
 pub fn inspect(
     check: &Check,
     state: &mut MirrorState,
@@ -173,6 +165,29 @@ pub fn inspect(
     dry_run: bool,
 ) -> Vec<OsString> {
     let (src, dst) = roots;
+    match Local::open(dst) {
+        Ok(store) => inspect_store(check, state, listing, src, &store, jobs, stop, dry_run),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Applies `check` to `state` (the records of a full pass) given DST's `listing`:
+/// records found wrong are taken out (with everything below a folder), so the planner
+/// writes them again; a file whose mode alone differs keeps its record with DST's mode
+/// (the planner then sets it). Each wrong name is logged with why. `src` is the source
+/// root, for files with no recorded digest. Returns the names whose digest was learned
+/// that way (DST holds what the source holds now), for the index.
+#[allow(clippy::too_many_arguments)]
+pub fn inspect_store(
+    check: &Check,
+    state: &mut MirrorState,
+    listing: &[DestItem],
+    src: &Path,
+    dst: &dyn Reader,
+    jobs: usize,
+    stop: &AtomicBool,
+    dry_run: bool,
+) -> Vec<OsString> {
     let mut wrong: Vec<(OsString, Wrong)> = Vec::new();
     let mut learned = Vec::new();
     match check {
@@ -188,7 +203,7 @@ pub fn inspect(
             let items: HashMap<&OsStr, &DestItem> =
                 listing.iter().map(|i| (i.rel.as_os_str(), i)).collect();
             let mut to_read = Vec::new();
-            let unix = platform::keeps_unix_metadata(dst);
+            let unix = dst.keeps_unix_meta();
             for (name, record) in state.iter_mut() {
                 // A name DST lacks is copied by phase 2; the root is DST itself.
                 let Some(meta) = items.get(name.as_os_str()).and_then(|i| i.meta.as_ref()) else {
@@ -233,7 +248,7 @@ pub fn inspect(
     for (name, why) in wrong {
         log::warn!(
             "{} in the destination is not what datasafe wrote ({why}); {doing}",
-            esc(&dst.join(&name))
+            esc(&dst.display(Path::new(&name)))
         );
         forget_tree(state, Path::new(&name));
     }
@@ -254,7 +269,7 @@ fn forget_tree(state: &mut MirrorState, name: &Path) {
 fn read_all(
     records: Vec<(OsString, Record)>,
     src: &Path,
-    dst: &Path,
+    dst: &dyn Reader,
     jobs: usize,
     stop: &AtomicBool,
 ) -> Vec<(OsString, Result<Option<Digest>, Wrong>)> {
@@ -290,30 +305,31 @@ fn read_one(
     name: &Path,
     record: &Record,
     src: &Path,
-    dst: &Path,
+    dst: &dyn Reader,
     buf: &mut [u8],
     stop: &AtomicBool,
 ) -> Result<Option<Digest>, Wrong> {
-    let found =
-        platform::look_beneath(dst, name).map_err(|e| Wrong::Unreadable(io_message(&e.error)))?;
+    // Nothing there (gone, or a folder on the way is no folder now): the scan's phase 2
+    // copies what DST lacks.
+    let found = dst
+        .look(name)
+        .map_err(|e| Wrong::Unreadable(io_message(&e)))?
+        .ok_or_else(|| Wrong::Unreadable("no such file or directory".to_string()))?;
     let file = match (found, record.kind) {
-        (Beneath::File(file), Kind::File) => file,
-        (Beneath::Symlink(target), Kind::Symlink) => {
+        (Found::File(file), Kind::File) => file,
+        (Found::Symlink(target), Kind::Symlink) => {
             return if record.target.as_deref() == Some(target.as_path()) {
                 Ok(None)
             } else {
                 Err(Wrong::Target)
             };
         }
-        (Beneath::Dir, Kind::Dir) => return Ok(None),
+        (Found::Dir, Kind::Dir) => return Ok(None),
         (found, want) => {
-            let found = match found {
-                Beneath::File(_) => Kind::File,
-                Beneath::Dir => Kind::Dir,
-                Beneath::Symlink(_) => Kind::Symlink,
-                Beneath::Special => Kind::Special,
-            };
-            return Err(Wrong::Kind { found, want });
+            return Err(Wrong::Kind {
+                found: found.kind(),
+                want,
+            });
         }
     };
     let digest = match record.stored {
@@ -331,10 +347,7 @@ fn read_one(
         Some(_) => Err(Wrong::Content),
         None => {
             // Nothing recorded (an index rebuilt from a listing): compare with the source.
-            let logical = match record.stored {
-                Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
-                Stored::Plain => name.to_path_buf(),
-            };
+            let logical = record.stored.source_of(name);
             let theirs = platform::open_source(&src.join(logical))
                 .and_then(|f| hash::hash_reader_until(f, buf, stop));
             match theirs {

@@ -7,6 +7,8 @@ use crate::config::filter::Excludes;
 use crate::model::{Entry, Kind, Meta};
 use crate::platform;
 use crate::store::layout::STATE_DIR;
+use crate::store::local::Local;
+use crate::store::{Reader, Stat, Step};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
@@ -143,36 +145,53 @@ pub struct DestItem {
     pub rel: PathBuf,
     /// What it is.
     pub kind: Kind,
-    /// `lstat` metadata, only when the listing was asked for detail.
-    pub meta: Option<Metadata>,
+    /// What the store says of it, only when the listing was asked for detail.
+    pub meta: Option<Stat>,
 }
 
-/// Lists what DST holds at and below `scope` (all of DST except its state folder for an
-/// empty scope), without following symlinks. With `detail`, also `lstat`s each entry
-/// (needed only when there is no index). Unreadable folders are skipped: their names
-/// stay unknown, so nothing in them is deleted.
+/// [`list_store`] of the folder `root` on this machine; nothing if it cannot be opened.
+/// For callers that do not hold DST's store yet (the engine's `sync`).
 pub fn list_dest(root: &Path, scope: &Path, detail: bool) -> Vec<DestItem> {
+    match Local::open(root) {
+        Ok(store) => list_store(&store, scope, detail),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Lists what a mirror holds at and below `scope` (all of it except its state folder
+/// for an empty scope), through its store, never through a symlink (a symlink at
+/// `scope` is listed, not entered; one on the way to it lists nothing). With `detail`,
+/// also each name's [`Stat`] (needed only when there is no index). Unreadable folders
+/// are skipped: their names stay unknown, so nothing in them is deleted.
+pub fn list_store(store: &dyn Reader, scope: &Path, detail: bool) -> Vec<DestItem> {
     let whole = scope.as_os_str().is_empty();
     let mut items = Vec::new();
-    let mut walker = WalkDir::new(root.join(scope))
-        .follow_links(false)
-        .follow_root_links(whole)
-        .min_depth(usize::from(whole))
-        .into_iter();
-    while let Some(next) = walker.next() {
-        let Ok(dent) = next else { continue };
-        let rel = relative(root, dent.path());
-        if whole && dent.depth() == 1 && dent.file_name() == OsStr::new(STATE_DIR) {
-            walker.skip_current_dir();
-            continue;
-        }
-        let meta = if detail { dent.metadata().ok() } else { None };
+    if !whole {
+        let Ok(Some(stat)) = store.stat(scope) else {
+            return items;
+        };
         items.push(DestItem {
-            rel,
-            kind: Kind::of(dent.file_type()),
-            meta,
+            rel: scope.to_path_buf(),
+            kind: stat.kind,
+            meta: detail.then_some(stat),
         });
+        if stat.kind != Kind::Dir {
+            return items;
+        }
     }
+    let state = Path::new(STATE_DIR);
+    // An unreadable DST lists as empty, as an unreadable folder below it does.
+    let _ = store.walk(scope, detail, &mut |found| {
+        if whole && found.name == state {
+            return Step::Prune;
+        }
+        items.push(DestItem {
+            rel: found.name,
+            kind: found.kind,
+            meta: found.stat,
+        });
+        Step::Go
+    });
     items
 }
 

@@ -3,7 +3,7 @@
 //! ("Backup completed at …, Duration: … seconds, Files backed up: N") plus JSON.
 
 use crate::engine::exec::{Done, Outcome};
-use crate::engine::plan::{Action, strip_gz};
+use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::model::Stored;
 use crate::output::logging::{self, DETAIL, SUMMARY};
@@ -140,7 +140,7 @@ impl Summary {
                 record,
                 bytes,
             } => {
-                let rel = logical(name, record.stored);
+                let rel = record.stored.source_of(name);
                 match done {
                     Done::Copied | Done::Gzipped => {
                         self.copied += 1;
@@ -339,14 +339,6 @@ impl Summary {
                 serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             logging::print_line(false, &line);
         }
-    }
-}
-
-/// The source path a stored name came from (`a.txt.gz` stored gzipped → `a.txt`).
-fn logical(name: &Path, stored: Stored) -> PathBuf {
-    match stored {
-        Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
-        Stored::Plain => name.to_path_buf(),
     }
 }
 

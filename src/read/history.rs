@@ -4,32 +4,30 @@
 //! it stands for and with the form (plain or gzip) it is stored in. Also the `versions`
 //! command, which lists them.
 //!
-//! Nothing here follows a symlink inside DST: every folder on the way to a name is
-//! checked with `lstat` ([`History::path_of`]), files are opened with `O_NOFOLLOW`, and
-//! the versions folder is walked without following links. Choosing which content to
+//! Every look at the mirror goes through its store ([`Reader`]), which never follows a
+//! symlink inside DST: a name behind a folder that is a symlink is simply not there,
+//! and files are opened only if they are regular files. Choosing which content to
 //! restore and writing it is `restore`'s job, not this file's.
 
 use crate::index::{self, Index};
 
-use crate::engine::plan::strip_gz;
-use crate::engine::scan::{self};
+use crate::engine::scan;
 use crate::model::Stored;
+use crate::model::strip_gz;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
-use crate::platform;
-use crate::store::layout::STATE_DIR;
-use crate::store::layout::VERSIONS_DIR;
+use crate::store::local::Local;
 use crate::store::versions::{self, Version};
+use crate::store::{self, Reader, layout};
 use serde::Serialize;
-use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// A mirror opened for reading what it holds now and what it kept.
 pub struct History {
-    /// The mirror's root, as given.
-    dst: PathBuf,
+    /// The mirror, read through its store.
+    store: Arc<dyn Reader>,
     /// The index, when there is a readable one.
     index: Option<Index>,
     /// Whether the mirror says it is gzipped (the index's `compress` fact); `None` when
@@ -37,8 +35,6 @@ pub struct History {
     compress: Option<bool>,
     /// `DST/.datasafe/versions` is a real folder.
     has_versions_dir: bool,
-    /// Folders under DST already checked to be real folders (not symlinks).
-    checked: HashSet<PathBuf>,
 }
 
 /// One version, under the source path it stands for.
@@ -73,10 +69,18 @@ pub struct Live {
     pub target: Option<PathBuf>,
 }
 
+/// The folder that holds a store's index (the `state_dir` the index functions take).
+pub fn index_dir(store: &dyn Reader) -> PathBuf {
+    let file = store.index_file();
+    file.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 impl History {
     /// Opens the mirror at `dst` for reading. Errors are one line naming the path and
     /// saying what to do (the caller exits with 2).
     pub fn open(dst: &Path) -> Result<History, String> {
+        let cannot_read =
+            |e: &io::Error| format!("mirror {} cannot be read: {}", esc(dst), io_message(e));
         match std::fs::metadata(dst) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -91,45 +95,44 @@ impl History {
                     esc(dst)
                 ));
             }
-            Err(e) => {
-                return Err(format!(
-                    "mirror {} cannot be read: {}",
-                    esc(dst),
-                    io_message(&e)
-                ));
-            }
+            Err(e) => return Err(cannot_read(&e)),
         }
-        // Canonical: a DST reached through a symlink is that folder (the index is opened
-        // with O_NOFOLLOW on every component).
+        // Canonical: a DST reached through a symlink is that folder, and names are shown
+        // under its real path.
         let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
-        let dst = canonical.as_path();
-        let state = dst.join(STATE_DIR);
-        let state_is_dir = match std::fs::symlink_metadata(&state) {
-            Ok(m) if m.is_dir() => true,
-            Ok(_) => {
+        let store = Local::open(&canonical).map_err(|e| cannot_read(&e))?;
+        History::of_store(Arc::new(store))
+    }
+
+    /// Opens a mirror for reading through its store.
+    fn of_store(store: Arc<dyn Reader>) -> Result<History, String> {
+        let state = layout::state();
+        let state_is_dir = match store.stat(state) {
+            Ok(Some(s)) if s.kind == Kind::Dir => true,
+            Ok(Some(_)) => {
                 return Err(format!(
                     "{} is not a folder (a symlink?); refusing to read the mirror's state through it",
-                    esc(&state)
+                    esc(&store.display(state))
                 ));
             }
-            Err(_) => false,
+            _ => false,
         };
-        let versions_dir = state.join(VERSIONS_DIR);
+        let versions_dir = layout::versions();
         let has_versions_dir = state_is_dir
-            && match std::fs::symlink_metadata(&versions_dir) {
-                Ok(m) if m.is_dir() => true,
-                Ok(_) => {
+            && match store.stat(&versions_dir) {
+                Ok(Some(s)) if s.kind == Kind::Dir => true,
+                Ok(Some(_)) => {
                     log::warn!(
                         "{} is not a folder (a symlink?); its versions are left alone",
-                        esc(&versions_dir)
+                        esc(&store.display(&versions_dir))
                     );
                     false
                 }
-                Err(_) => false,
+                _ => false,
             };
         let index = if state_is_dir {
             // Untouched: not even SQLite's `-wal`/`-shm` may appear in DST.
-            match Index::open_untouched(&state) {
+            match Index::open_untouched(&index_dir(&*store)) {
                 Ok(index) => index,
                 Err(e) => {
                     log::warn!("{e}; reading the mirror's own listing instead");
@@ -152,17 +155,16 @@ impl History {
             _ => None,
         };
         Ok(History {
-            dst: dst.to_path_buf(),
+            store,
             index,
             compress,
             has_versions_dir,
-            checked: HashSet::new(),
         })
     }
 
-    /// The mirror's root.
-    pub fn dst(&self) -> &Path {
-        &self.dst
+    /// The mirror's store.
+    pub fn store(&self) -> &Arc<dyn Reader> {
+        &self.store
     }
 
     /// True if the mirror has a readable index.
@@ -172,21 +174,20 @@ impl History {
 
     /// Every version, oldest first (by time, then sequence). A version that vanished
     /// since the listing is left out.
-    pub fn versions(&mut self) -> Vec<Kept> {
+    pub fn versions(&self) -> Vec<Kept> {
         if !self.has_versions_dir {
             return Vec::new();
         }
-        let root = self.versions_root();
         let mut kept = Vec::new();
-        for version in versions::list(&self.dst) {
-            let path = root.join(&version.path);
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        for version in versions::list_in(&*self.store) {
+            let name = version_name(&version.path);
+            let Ok(Some(stat)) = self.store.stat(&name) else {
                 continue;
             };
             if let Some(prefix) = version.prefix {
                 // A prefix marker: the old content's size, mode and mtime are recorded
                 // in it; its bytes are the start of the content after it.
-                if !meta.file_type().is_symlink() {
+                if stat.kind != Kind::Symlink {
                     continue;
                 }
                 let source = match (self.compress, strip_gz(&version.stored)) {
@@ -205,89 +206,91 @@ impl History {
                 });
                 continue;
             }
-            if !meta.is_file() {
+            if stat.kind != Kind::File {
                 continue;
             }
-            let stored = self.version_form(&version.stored, &path);
-            let source = match stored {
-                Stored::Gzip => strip_gz(&version.stored).unwrap_or(version.stored.clone()),
-                Stored::Plain => version.stored.clone(),
-            };
+            let stored = self.version_form(&version.stored, &name);
             kept.push(Kept {
-                source,
+                source: stored.source_of(&version.stored),
                 version,
                 stored,
-                meta: Meta::of(&meta),
+                meta: stat.meta(),
             });
         }
         kept
-    }
-
-    /// Where versions live: `DST/.datasafe/versions`.
-    pub fn versions_root(&self) -> PathBuf {
-        self.dst.join(STATE_DIR).join(VERSIONS_DIR)
     }
 
     /// A version is gzipped when the mirror says it is a gzipped mirror (and its content
     /// starts with the gzip magic); when the mirror does not say (no index, an index older than the fact, or a mirror that was
     /// gzipped once), when its name ends in `.gz` and its content starts with the gzip
     /// magic.
-    fn version_form(&self, stored: &Path, path: &Path) -> Stored {
+    fn version_form(&self, stored: &Path, name: &Path) -> Stored {
         let named_gz = strip_gz(stored).is_some();
         // Even in a gzipped mirror, a `.gz` name may hold plain bytes: a file that was
         // in DST before it became a mirror, kept as it was.
-        let gzip = match self.compress {
-            Some(compress) => compress && named_gz && starts_like_gzip(path),
-            None => named_gz && starts_like_gzip(path),
-        };
+        let gzip = self.compress.unwrap_or(true) && named_gz && self.starts_like_gzip(name);
         if gzip { Stored::Gzip } else { Stored::Plain }
+    }
+
+    /// True if the stored file `name` starts with gzip's magic.
+    fn starts_like_gzip(&self, name: &Path) -> bool {
+        self.store
+            .open(name)
+            .and_then(|mut file| store::starts_like_gzip(&mut *file))
+            .unwrap_or(false)
     }
 
     /// The live mirror: the index's records that DST still holds (a record whose file
     /// is gone from DST is reported and left out), or, without an index, what DST lists.
     /// The root folder itself is not an entry.
-    pub fn live(&mut self) -> Result<Vec<Live>, String> {
+    pub fn live(&self) -> Result<Vec<Live>, String> {
+        let store = &*self.store;
         let recorded = match &self.index {
             // Read again through `load_untouched`, which also copes with a writer that
             // started since the index was opened.
-            Some(_) => index::load_untouched(&self.dst.join(STATE_DIR)).map_err(|e| {
+            Some(_) => index::load_untouched(&index_dir(store)).map_err(|e| {
                 format!("{e}; move the index aside to restore from the mirror's own listing")
             })?,
             None => None,
         };
         let trusted_listing = recorded.is_none();
         let state = recorded.unwrap_or_else(|| {
-            let listing = scan::list_dest(&self.dst, Path::new(""), true);
-            index::state_from_listing(&self.dst, &listing)
+            let listing = scan::list_store(store, Path::new(""), true);
+            index::state_from_store(store, &listing)
         });
-        let mut names: Vec<_> = state.into_iter().collect();
+        let mut names: Vec<(PathBuf, _)> = state
+            .into_iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, record)| (PathBuf::from(name), record))
+            .collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
+        // What DST holds under each name, reached without passing a symlink (in name
+        // order, so the names of one folder are looked at from one handle on it).
+        let found = match trusted_listing {
+            true => Vec::new(),
+            false => store.stat_each(&names.iter().map(|(n, _)| n.as_path()).collect::<Vec<_>>()),
+        };
         let mut live = Vec::with_capacity(names.len());
-        for (name, record) in names {
-            let name = PathBuf::from(name);
-            if name.as_os_str().is_empty() {
-                continue;
-            }
+        for (i, (name, record)) in names.into_iter().enumerate() {
             let present = if trusted_listing {
                 Some(record.meta)
             } else {
-                self.present(&name, record.kind)
+                match found.get(i) {
+                    Some(Ok(Some(stat))) if stat.kind == record.kind => Some(stat.meta()),
+                    _ => None,
+                }
             };
             let Some(on_disk) = present else {
                 log::warn!(
                     "{} is in the index but not in the mirror; it is left out (run sync to bring the mirror up to date)",
-                    esc(&self.dst.join(&name))
+                    esc(&store.display(&name))
                 );
                 continue;
-            };
-            let source = match record.stored {
-                Stored::Gzip => strip_gz(&name).unwrap_or(name.clone()),
-                Stored::Plain => name.clone(),
             };
             let (meta, target) = match record.kind {
                 Kind::Dir => (record.meta, None),
                 Kind::Symlink => {
-                    let target = match std::fs::read_link(self.dst.join(&name)) {
+                    let target = match store.read_link(&name) {
                         Ok(target) => target,
                         Err(_) => continue,
                     };
@@ -296,7 +299,7 @@ impl History {
                 _ => (on_disk, None),
             };
             live.push(Live {
-                source,
+                source: record.stored.source_of(&name),
                 name,
                 kind: record.kind,
                 stored: record.stored,
@@ -306,64 +309,11 @@ impl History {
         }
         Ok(live)
     }
-
-    /// DST's `lstat` of `name` if it is there as `kind`, reached without passing a
-    /// symlink.
-    fn present(&mut self, name: &Path, kind: Kind) -> Option<Meta> {
-        let path = self.path_of(&self.dst.clone(), name).ok()?;
-        let meta = std::fs::symlink_metadata(path).ok()?;
-        (Kind::of(meta.file_type()) == kind).then(|| Meta::of(&meta))
-    }
-
-    /// `root/rel`, after checking that every folder on the way below `root` is a real
-    /// folder and not a symlink (checks are remembered). The last component is not
-    /// checked: open it with `O_NOFOLLOW`.
-    pub fn path_of(&mut self, root: &Path, rel: &Path) -> io::Result<PathBuf> {
-        let mut dir = root.to_path_buf();
-        for part in rel.parent().unwrap_or(Path::new("")).components() {
-            dir.push(part);
-            if self.checked.contains(&dir) {
-                continue;
-            }
-            if !std::fs::symlink_metadata(&dir)?.is_dir() {
-                return Err(io::Error::other(format!(
-                    "{} is not a folder (a symlink?)",
-                    esc(&dir)
-                )));
-            }
-            self.checked.insert(dir.clone());
-        }
-        Ok(root.join(rel))
-    }
 }
 
-/// Opens a file inside DST for reading without following a symlink at its name
-/// (`O_NOFOLLOW`), and checks it is a regular file.
-pub fn open_stored(path: &Path) -> io::Result<File> {
-    // `open_source` is the crate's O_NOFOLLOW read-only open; it serves DST as well.
-    let file = platform::open_source(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("it is not a regular file"));
-    }
-    Ok(file)
-}
-
-/// True if the file at `path` (not followed if a symlink) starts with gzip's magic.
-fn starts_like_gzip(path: &Path) -> bool {
-    let Ok(mut file) = open_stored(path) else {
-        return false;
-    };
-    let mut magic = [0u8; 2];
-    file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b]
-}
-
-/// The uncompressed size a gzip file declares in its trailer (ISIZE, modulo 4 GiB).
-fn gzip_isize(path: &Path) -> io::Result<u64> {
-    let mut file = open_stored(path)?;
-    file.seek(SeekFrom::End(-4))?;
-    let mut tail = [0u8; 4];
-    file.read_exact(&mut tail)?;
-    Ok(u64::from(u32::from_le_bytes(tail)))
+/// A version's name in the mirror, from its path inside the versions folder.
+pub fn version_name(path: &Path) -> PathBuf {
+    layout::versions().join(path)
 }
 
 /// A PATH argument as a source-relative path: `.` components and trailing slashes
@@ -520,7 +470,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
             .collect(),
         Err(message) => return usage_error(&message),
     };
-    let mut history = match History::open(dst) {
+    let history = match History::open(dst) {
         Ok(history) => history,
         Err(message) => return usage_error(&message),
     };
@@ -544,17 +494,21 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
     }
     // Stable: within a path, `versions` already has them oldest first.
     kept.sort_by(|a, b| a.source.cmp(&b.source));
-    let root = history.versions_root();
+    let store = history.store();
     let mut listed = Vec::with_capacity(kept.len());
     for k in &kept {
+        let name = version_name(&k.version.path);
         let size = match k.stored {
             Stored::Plain => k.meta.size,
-            Stored::Gzip => match gzip_isize(&root.join(&k.version.path)) {
-                Ok(size) => size,
+            Stored::Gzip => match store
+                .open(&name)
+                .and_then(|mut file| store::gzip_isize(&mut *file))
+            {
+                Ok(size) => size.unwrap_or(k.meta.size),
                 Err(e) => {
                     log::warn!(
                         "{}: cannot read its gzip trailer: {}",
-                        esc(&root.join(&k.version.path)),
+                        esc(&store.display(&name)),
                         io_message(&e)
                     );
                     k.meta.size
@@ -565,10 +519,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
             path: esc(&k.source).to_string(),
             time: k.version.at.format("%Y-%m-%d %H:%M:%S").to_string(),
             size,
-            file: esc(&Path::new(STATE_DIR)
-                .join(VERSIONS_DIR)
-                .join(&k.version.path))
-            .to_string(),
+            file: esc(&name).to_string(),
         });
     }
     if listed.is_empty() {

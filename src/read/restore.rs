@@ -21,13 +21,15 @@ use crate::model::{Kind, Meta};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
-use crate::read::history::{self, History, Kept, Live, in_scope};
-use crate::store::layout::VERSIONS_DIR;
+use crate::read::history::{self, History, Kept, Live, in_scope, version_name};
+use crate::store::local::beneath::Dir;
+use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
 use flate2::bufread::MultiGzDecoder;
 use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::ops::Bound;
@@ -346,46 +348,40 @@ fn is_leaf(paths: &BTreeSet<&Path>, dir: &Path) -> bool {
         .is_some_and(|p| p.starts_with(dir))
 }
 
-/// A version's path relative to DST.
-fn version_name(path: &Path) -> PathBuf {
-    Path::new(crate::store::layout::STATE_DIR)
-        .join(VERSIONS_DIR)
-        .join(path)
-}
-
 /// The content of one stored file, un-gzipped as it is read: what `restore` writes into
 /// TARGET and `archive` into an archive.
 pub enum Content {
     /// Stored as is.
-    Plain(File),
+    Plain(Box<dyn ReadFile>),
     /// Stored gzipped (possibly as several members, as `gzip` may append them).
-    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+    Gzip(Box<MultiGzDecoder<BufReader<Box<dyn ReadFile>>>>),
 }
 
 impl Content {
-    /// Opens a file inside DST (never through a symlink at its name) for reading its
-    /// content; also returns its `fstat` (mode and mtime are the source's).
-    pub fn open(path: &Path, stored: Stored) -> io::Result<(Content, std::fs::Metadata)> {
-        // As `history::open_stored`, with one fstat for both the check and the caller.
-        let file = platform::open_source(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("it is not a regular file"));
-        }
-        let content = match stored {
+    /// Opens the stored file `name` of a mirror (a regular file, never through a
+    /// symlink) for reading its content; also returns its `fstat` (mode and mtime are
+    /// the source's).
+    pub fn open(store: &dyn Reader, name: &Path, stored: Stored) -> io::Result<(Content, Stat)> {
+        let file = store.open(name)?;
+        let stat = file.stat()?;
+        Ok((Content::of(file, stored), stat))
+    }
+
+    /// The content of an open file stored in the form `stored`.
+    pub fn of(file: Box<dyn ReadFile>, stored: Stored) -> Content {
+        match stored {
             Stored::Plain => Content::Plain(file),
             Stored::Gzip => Content::Gzip(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
                 CHUNK, file,
             )))),
-        };
-        Ok((content, meta))
+        }
     }
 
     /// The open file, to check after reading that it did not change meanwhile.
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> &dyn ReadFile {
         match self {
-            Content::Plain(file) => file,
-            Content::Gzip(decoder) => decoder.get_ref().get_ref(),
+            Content::Plain(file) => &**file,
+            Content::Gzip(decoder) => &**decoder.get_ref().get_ref(),
         }
     }
 }
@@ -461,26 +457,36 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A temp file in TARGET that is removed unless it was renamed into place.
-struct Temp {
-    path: PathBuf,
+/// A temp file (or link) in a folder of TARGET that is removed unless it was renamed
+/// into place.
+struct Temp<'d> {
+    /// The folder it is in.
+    dir: &'d Dir,
+    name: OsString,
     armed: bool,
 }
 
-impl Drop for Temp {
+impl Drop for Temp<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.dir.remove_file(&self.name);
         }
     }
 }
 
-/// Writes restored paths under TARGET.
+/// Writes restored paths under TARGET. Every name is reached from an open handle on
+/// TARGET, folder by folder and never through a symlink, so a restore reaches paths
+/// longer than `PATH_MAX` and a folder swapped for a link cannot send a write outside.
 struct Writer<'a> {
-    /// Where files go.
+    /// Where files go (as messages show it).
     target: PathBuf,
+    /// TARGET, open.
+    root: Dir,
+    /// The folder the last file went into, still open (items come sorted, so the next
+    /// one is most likely in it too).
+    last: Option<(PathBuf, Dir)>,
     /// Reads DST.
-    history: &'a mut History,
+    history: &'a History,
     /// Ctrl-C.
     stop: &'a AtomicBool,
     /// Counter for temp names.
@@ -491,27 +497,39 @@ struct Writer<'a> {
     touched: BTreeSet<PathBuf>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// A writer into the folder `target` (which exists), reading from `history`.
+    fn new(target: &Path, history: &'a History, stop: &'a AtomicBool) -> Result<Self, String> {
+        let root = Dir::open_root(target).map_err(|e| {
+            format!(
+                "target {} cannot be opened: {}",
+                esc(target),
+                io_message(&e)
+            )
+        })?;
+        Ok(Writer {
+            target: target.to_path_buf(),
+            root,
+            last: None,
+            history,
+            stop,
+            next_tmp: 0,
+            ready: HashSet::new(),
+            touched: BTreeSet::new(),
+        })
+    }
+
     /// Restores one item; returns true if a file or link was written.
     fn restore(&mut self, item: &Item) -> Result<bool, Failure> {
         match &item.origin {
             Origin::File { name, stored } => {
-                let dst = self.history.dst().to_path_buf();
-                let from = self
-                    .history
-                    .path_of(&dst, name)
-                    .map_err(|err| Failure::Read {
-                        rel: item.rel.clone(),
-                        path: dst.join(name),
-                        err,
-                    })?;
-                self.file(&item.rel, &from, *stored, None)?;
+                self.file(&item.rel, name, *stored, None)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
                     "Restored file: {} <- {}",
                     esc(&self.target.join(&item.rel)),
-                    esc(&from)
+                    esc(&self.history.store().display(name))
                 );
                 Ok(true)
             }
@@ -522,22 +540,13 @@ impl Writer<'_> {
                 sha,
                 meta,
             } => {
-                let dst = self.history.dst().to_path_buf();
-                let from = self
-                    .history
-                    .path_of(&dst, name)
-                    .map_err(|err| Failure::Read {
-                        rel: item.rel.clone(),
-                        path: dst.join(name),
-                        err,
-                    })?;
-                self.file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))?;
+                self.file(&item.rel, name, *stored, Some((*size, *sha, *meta)))?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
                     "Restored file: {} <- the first {size} bytes of {}",
                     esc(&self.target.join(&item.rel)),
-                    esc(&from)
+                    esc(&self.history.store().display(name))
                 );
                 Ok(true)
             }
@@ -559,27 +568,30 @@ impl Writer<'_> {
         }
     }
 
-    /// Copies (un-gzipping) `from` to TARGET/`rel` with its mode and mtime; with
-    /// `part`, only its first bytes, which must hash to the digest given, with the mode
-    /// and mtime given.
+    /// Copies (un-gzipping) the stored file `name` to TARGET/`rel` with its mode and
+    /// mtime; with `part`, only its first bytes, which must hash to the digest given,
+    /// with the mode and mtime given.
     fn file(
         &mut self,
         rel: &Path,
-        from: &Path,
+        name: &Path,
         stored: Stored,
         part: Option<(u64, crate::hash::Digest, Meta)>,
     ) -> Result<(), Failure> {
+        let store = self.history.store().clone();
+        let from = store.display(name);
+        let from = from.as_path();
         let read_err = |err| Failure::Read {
             rel: rel.to_path_buf(),
             path: from.to_path_buf(),
             err,
         };
-        let (content, before) = Content::open(from, stored).map_err(read_err)?;
+        let (content, before) = Content::open(&*store, name, stored).map_err(read_err)?;
         let meta = match part {
             Some((_, _, meta)) => meta,
-            None => Meta::of(&before),
+            None => before.meta(),
         };
-        let dir = self.parent(rel)?;
+        let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
             rel: rel.to_path_buf(),
@@ -610,7 +622,9 @@ impl Writer<'_> {
         filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
             .map_err(write_err)?;
         drop(file);
-        self.install(temp, &final_path).map_err(write_err)
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
     }
 
     /// Streams `reader` into `file`, checking for Ctrl-C per chunk.
@@ -656,7 +670,7 @@ impl Writer<'_> {
 
     /// Creates a symlink at TARGET/`rel` (through a temp name and a rename).
     fn link(&mut self, rel: &Path, target: &Path, mtime: FileTime) -> Result<(), Failure> {
-        let dir = self.parent(rel)?;
+        let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
             rel: rel.to_path_buf(),
@@ -664,40 +678,63 @@ impl Writer<'_> {
             err,
         };
         let temp = loop {
-            let path = self.temp_name(&dir);
-            match platform::symlink(target, &path) {
-                Ok(()) => break Temp { path, armed: true },
+            let name = self.temp_name();
+            match dir.symlink(target, &name) {
+                Ok(()) => {
+                    break Temp {
+                        dir: &dir,
+                        name,
+                        armed: true,
+                    };
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(write_err(e)),
             }
         };
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
-        let _ = filetime::set_symlink_file_times(&temp.path, mtime, mtime);
-        self.install(temp, &final_path).map_err(write_err)
+        let _ = dir.set_link_mtime(&temp.name, mtime);
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
     }
 
-    /// Renames a finished temp file or link to its final name. A folder standing there
-    /// is the user's: it is reported, never removed.
-    fn install(&self, mut temp: Temp, final_path: &Path) -> io::Result<()> {
-        if std::fs::symlink_metadata(final_path).is_ok_and(|m| m.is_dir()) {
+    /// Renames a finished temp file or link to its final name, `rel`'s last component
+    /// in the same folder. A folder standing there is the user's: it is reported, never
+    /// removed.
+    fn install(&self, mut temp: Temp<'_>, rel: &Path) -> io::Result<()> {
+        let Some(last) = rel.file_name() else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        if temp.dir.status(last).is_ok_and(|s| s.kind == Kind::Dir) {
             return Err(io::Error::other(
                 "a folder stands there; move it away or restore into another TARGET",
             ));
         }
-        std::fs::rename(&temp.path, final_path)?;
+        temp.dir.rename(&temp.name, temp.dir, last)?;
         temp.armed = false;
         Ok(())
     }
 
-    /// The folder in TARGET that holds `rel`, made ready.
-    fn parent(&mut self, rel: &Path) -> Result<PathBuf, Failure> {
+    /// The folder in TARGET that holds `rel` (its name, and open), made ready. Hand it
+    /// back in `last` when done: the next item is most likely in the same folder.
+    fn parent(&mut self, rel: &Path) -> Result<(PathBuf, Dir), Failure> {
         let parent = rel.parent().unwrap_or(Path::new(""));
-        self.folder(parent).map_err(|(path, err)| Failure::Write {
+        let write_err = |(path, err)| Failure::Write {
             rel: rel.to_path_buf(),
             path,
             err,
-        })?;
-        Ok(self.target.join(parent))
+        };
+        self.folder(parent).map_err(write_err)?;
+        if let Some((last, dir)) = self.last.take()
+            && last == parent
+        {
+            return Ok((last, dir));
+        }
+        let dir = self
+            .root
+            .dir(parent)
+            .map_err(|err| write_err((self.target.join(parent), err)))?;
+        Ok((parent.to_path_buf(), dir))
     }
 
     /// Makes TARGET/`rel` and the folders above it exist as real folders (never passing
@@ -705,15 +742,24 @@ impl Writer<'_> {
     /// way is remembered, to get its recorded metadata at the end.
     fn folder(&mut self, rel: &Path) -> Result<(), (PathBuf, io::Error)> {
         let mut sub = PathBuf::new();
+        // The folder `sub` open, while the walk holds it.
+        let mut here: Option<Dir> = None;
         for part in rel.components() {
+            let above = here.take();
+            let name = part.as_os_str();
+            let parent_rel = sub.clone();
             sub.push(part);
             self.touched.insert(sub.clone());
             if self.ready.contains(&sub) {
                 continue;
             }
             let path = self.target.join(&sub);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
+            let parent = match above {
+                Some(dir) => dir,
+                None => self.root.dir(&parent_rel).map_err(|e| (path.clone(), e))?,
+            };
+            match parent.status(name) {
+                Ok(s) if s.kind == Kind::Dir => {}
                 Ok(_) => {
                     return Err((
                         path,
@@ -722,20 +768,20 @@ impl Writer<'_> {
                         ),
                     ));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) => return Err((path, e)),
-                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    parent.mkdir(name).map_err(|e| (path.clone(), e))?;
+                }
                 Err(e) => return Err((path, e)),
             }
+            here = Some(parent.dir(Path::new(name)).map_err(|e| (path, e))?);
             self.ready.insert(sub.clone());
         }
         Ok(())
     }
 
-    fn temp_name(&mut self, dir: &Path) -> PathBuf {
+    fn temp_name(&mut self) -> OsString {
         self.next_tmp += 1;
-        dir.join(format!(
+        OsString::from(format!(
             ".datasafe-restore-{}-{}.tmp",
             std::process::id(),
             self.next_tmp
@@ -743,11 +789,18 @@ impl Writer<'_> {
     }
 
     /// A new private temp file in `dir` (TARGET's folder for the file).
-    fn temp_file(&mut self, dir: &Path) -> io::Result<(Temp, File)> {
+    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<'d>, File)> {
         loop {
-            let path = self.temp_name(dir);
-            match platform::create_private(&path) {
-                Ok(file) => return Ok((Temp { path, armed: true }, file)),
+            let name = self.temp_name();
+            match dir.create_private(&name) {
+                Ok(file) => {
+                    let temp = Temp {
+                        dir,
+                        name,
+                        armed: true,
+                    };
+                    return Ok((temp, file));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -768,22 +821,15 @@ impl Writer<'_> {
             let path = self.target.join(rel);
             // Never through a symlink that stands in TARGET (a folder replaced by a link
             // since it was written): that would change a folder outside TARGET.
-            let mut prefix = self.target.clone();
-            let real = rel.components().all(|c| {
-                prefix.push(c);
-                std::fs::symlink_metadata(&prefix).is_ok_and(|m| m.is_dir())
-            });
-            if !real {
+            let Ok(dir) = self.root.dir(rel) else {
                 failed += 1;
                 log::error!(
                     "cannot set the mode and time of {}: it is not a folder (a symlink?); left alone",
                     esc(&path)
                 );
                 continue;
-            }
-            let set = platform::set_mode_path(&path, meta.mode)
-                .and_then(|()| filetime::set_file_mtime(&path, meta.mtime));
-            if let Err(e) = set {
+            };
+            if let Err(e) = dir.set_own_meta(meta.mode, meta.mtime) {
                 failed += 1;
                 log::error!(
                     "cannot set the mode and time of {}: {}",
@@ -857,7 +903,7 @@ fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), String> 
 pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
     let started = Instant::now();
     match prepare(args) {
-        Ok((mut history, plan)) => execute(args, &mut history, &plan, stop, started),
+        Ok((history, plan)) => execute(args, &history, &plan, stop, started),
         Err(message) => {
             eprintln!("error: {message}");
             crate::cli::run::EXIT_USAGE
@@ -881,7 +927,7 @@ pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History,
         .transpose()
         .map_err(|e| e.to_string())?;
     let scopes = scopes_of(paths)?;
-    let mut history = History::open(dst)?;
+    let history = History::open(dst)?;
     let kept = history.versions();
     if !history.has_index() && kept.is_empty() {
         return Err(format!(
@@ -909,7 +955,7 @@ pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History,
 /// `scratch/REL`, through the same writer as a restore; returns that path. For
 /// `archive`, whose writers read files, not parts of them.
 pub fn write_prefix(
-    history: &mut History,
+    history: &History,
     item: &Item,
     scratch: &Path,
     stop: &AtomicBool,
@@ -924,20 +970,9 @@ pub fn write_prefix(
     else {
         return Err(format!("{} is no prefix of a later copy", esc(&item.rel)));
     };
-    let dst = history.dst().to_path_buf();
-    let from = history
-        .path_of(&dst, name)
-        .map_err(|e| format!("reading {}: {}", esc(&dst.join(name)), io_message(&e)))?;
-    let mut writer = Writer {
-        target: scratch.to_path_buf(),
-        history,
-        stop,
-        next_tmp: 0,
-        ready: HashSet::new(),
-        touched: BTreeSet::new(),
-    };
+    let mut writer = Writer::new(scratch, history, stop)?;
     writer
-        .file(&item.rel, &from, *stored, Some((*size, *sha, *meta)))
+        .file(&item.rel, name, *stored, Some((*size, *sha, *meta)))
         .map_err(|f| f.to_string())?;
     Ok(scratch.join(&item.rel))
 }
@@ -959,18 +994,17 @@ pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 
 fn execute(
     args: &RestoreArgs,
-    history: &mut History,
+    history: &History,
     plan: &Plan,
     stop: &AtomicBool,
     started: Instant,
 ) -> u8 {
-    let mut writer = Writer {
-        target: args.target.clone(),
-        history,
-        stop,
-        next_tmp: 0,
-        ready: HashSet::new(),
-        touched: BTreeSet::new(),
+    let mut writer = match Writer::new(&args.target, history, stop) {
+        Ok(writer) => writer,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return crate::cli::run::EXIT_USAGE;
+        }
     };
     let (mut restored, mut failed) = (0u64, 0u64);
     for item in &plan.items {

@@ -3,9 +3,9 @@
 //! that symlinks point where they did and that folders exist; lists what DST holds that
 //! the index does not; and with `--source`, compares the mirror with the source as it is
 //! now. It repairs nothing (the next `sync` does) and never writes to DST: the index is
-//! read with [`index::load_untouched`], and every path is looked at with
-//! [`platform::look_beneath`], which reports a symlink planted in the mirror instead of
-//! reading through it.
+//! read with [`index::load_untouched`], and every name is looked at through the
+//! mirror's store ([`Reader::look`]), which reports a symlink planted in the mirror
+//! instead of reading through it.
 //!
 //! Shape: the index is loaded; DST is listed and (for `--source`) the source walked, in
 //! parallel; what needs no content ([`compare_source`], [`not_in_index`]) is pure. Then a
@@ -20,7 +20,6 @@ use crate::config::{
     self, Config, ConfigError, MirrorOverrides, Output, OutputOverrides, Overrides, Pair, Settings,
     Verbosity,
 };
-use crate::engine::plan::strip_gz;
 use crate::engine::repair::Check;
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::hash::{self, Digest};
@@ -30,14 +29,16 @@ use crate::model::{MirrorState, Record, Stored};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::output::report::{Progress, Summary};
-use crate::platform::{self, Beneath, BeneathError};
+use crate::platform;
+use crate::read::history::index_dir;
 use crate::store::layout::STATE_DIR;
+use crate::store::local::Local;
+use crate::store::{Found, ReadFile, Reader, Step};
 use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -262,7 +263,10 @@ struct MirrorFacts {
 impl MirrorFacts {
     /// Read from `dst`'s index without changing it; the defaults without one.
     fn of(dst: &Path) -> MirrorFacts {
-        let Some(index) = Index::open_untouched(&dst.join(STATE_DIR)).ok().flatten() else {
+        let Ok(store) = Local::open(dst) else {
+            return MirrorFacts::default();
+        };
+        let Some(index) = Index::open_untouched(&index_dir(&store)).ok().flatten() else {
             return MirrorFacts::default();
         };
         MirrorFacts {
@@ -752,19 +756,27 @@ fn repair_hint(plan: &Plan) -> String {
     }
 }
 
-/// True if the first files found in the mirror `dst` (up to 200, its state folder left
-/// out) are all gzipped (`NAME.gz`): a mirror kept with `--compress`, as far as a
-/// mirror without its index can tell.
-fn looks_gzipped(dst: &Path) -> bool {
-    let mut names = walkdir::WalkDir::new(dst)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| e.depth() != 1 || e.file_name() != STATE_DIR)
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .take(200)
-        .peekable();
-    names.peek().is_some() && names.all(|e| e.file_name().to_string_lossy().ends_with(".gz"))
+/// True if the first files found in the mirror (up to 200, its state folder left out)
+/// are all gzipped (`NAME.gz`): a mirror kept with `--compress`, as far as a mirror
+/// without its index can tell.
+fn looks_gzipped(store: &dyn Reader) -> bool {
+    let (mut files, mut gzipped) = (0, true);
+    let _ = store.walk(Path::new(""), false, &mut |found| {
+        if found.name == Path::new(STATE_DIR) {
+            return Step::Prune;
+        }
+        if found.kind == Kind::File {
+            files += 1;
+            let name = found.name.file_name().unwrap_or_default();
+            gzipped &= name.as_encoded_bytes().ends_with(b".gz");
+        }
+        if files >= 200 || !gzipped {
+            Step::Stop
+        } else {
+            Step::Go
+        }
+    });
+    files > 0 && gzipped
 }
 
 /// The process exit code: interruption first, then a mirror that could not be checked,
@@ -839,7 +851,15 @@ struct PairJson {
 fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<MirrorReport, String> {
     let dst = &target.dst;
     check_dst(dst)?;
-    let state_dir = dst.join(STATE_DIR);
+    let store = Local::open(dst).map_err(|e| {
+        format!(
+            "destination {} cannot be read: {}",
+            esc(dst),
+            io_message(&e)
+        )
+    })?;
+    let store: &dyn Reader = &store;
+    let state_dir = index_dir(store);
     let seen = Fingerprint::of(&state_dir);
     let state = match index::load_untouched(&state_dir) {
         Ok(Some(state)) => state,
@@ -849,14 +869,14 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
                 .as_ref()
                 .map_or_else(|| "SRC".to_string(), |s| shell_word(&s.root));
             // A plain sync would turn a gzipped mirror into a plain one.
-            let compress = if looks_gzipped(dst) {
+            let compress = if looks_gzipped(store) {
                 " --compress"
             } else {
                 ""
             };
             return Err(format!(
                 "no index at {}: run datasafe sync{compress} {src} {} first",
-                esc(&state_dir.join(crate::store::layout::INDEX_FILE)),
+                esc(&store.index_file()),
                 shell_word(dst)
             ));
         }
@@ -871,7 +891,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
 
     // DST's names and the source's entries, read side by side.
     let (unknown, walked) = std::thread::scope(|s| {
-        let listing = s.spawn(|| not_in_index(&list_mirror(dst, stop), &state));
+        let listing = s.spawn(|| not_in_index(&list_mirror(store, stop), &state));
         let walked = target.source.as_ref().map(|src| walk(src, stop));
         // A panic in the listing thread is a bug; pass it on rather than hide it.
         let unknown = listing
@@ -955,8 +975,8 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
     let files = jobs.iter().filter(|j| j.record.kind != Kind::Dir).count();
     let mut second = SecondLook::new(&state_dir, seen);
     let mut buf = Vec::new();
-    pump(dst, jobs, plan.jobs, stop, |checked| {
-        let checked = second.settle(checked, dst, &mut buf, stop);
+    pump(store, jobs, plan.jobs, stop, |checked| {
+        let checked = second.settle(checked, store, &mut buf, stop);
         tally(&mut report, checked);
         progress.show(|| progress_line(&report.counts, files));
     });
@@ -1063,8 +1083,8 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
 
 /// The source path a stored name stands for (`a.txt.gz` stored gzipped → `a.txt`).
 fn logical_name(name: &Path, record: &Record) -> PathBuf {
-    match (record.kind, record.stored) {
-        (Kind::File, Stored::Gzip) => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
+    match record.kind {
+        Kind::File => record.stored.source_of(name),
         _ => name.to_path_buf(),
     }
 }
@@ -1117,7 +1137,7 @@ struct Checked {
 
 /// Runs `jobs` through `workers` threads; `each` gets every result on this thread.
 fn pump(
-    dst: &Path,
+    store: &dyn Reader,
     jobs: Vec<Job>,
     workers: usize,
     stop: &AtomicBool,
@@ -1138,7 +1158,7 @@ fn pump(
             s.spawn(move || {
                 let mut buf = vec![0u8; hash::CHUNK];
                 for job in rx {
-                    if tx.send(check(dst, job, &mut buf, stop)).is_err() {
+                    if tx.send(check(store, job, &mut buf, stop)).is_err() {
                         break;
                     }
                 }
@@ -1152,16 +1172,19 @@ fn pump(
 }
 
 /// Checks one record against DST (and the source), reading through `buf`.
-fn check(dst: &Path, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked {
+fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked {
     if buf.is_empty() {
         buf.resize(hash::CHUNK, 0);
     }
     let mut bytes = 0;
     let mut digest = None;
     let record = &job.record;
-    let mirror = match (record.kind, platform::look_beneath(dst, &job.name)) {
+    let mirror = match (record.kind, store.look(&job.name)) {
+        // Gone, or a folder on the way is gone or no folder now (its own record says
+        // what stands there).
+        (_, Ok(None)) => Verdict::Bad(Problem::Missing),
         (_, Err(e)) => Verdict::Bad(problem_of(&e)),
-        (Kind::File, Ok(Beneath::File(file))) => {
+        (Kind::File, Ok(Some(Found::File(file)))) => {
             let (verdict, read) = check_content(file, record, buf, stop);
             if let Some((d, n)) = read {
                 digest = Some(d);
@@ -1169,8 +1192,8 @@ fn check(dst: &Path, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked 
             }
             verdict
         }
-        (Kind::Dir, Ok(Beneath::Dir)) => Verdict::Intact,
-        (Kind::Symlink, Ok(Beneath::Symlink(target))) => match record.target.as_deref() {
+        (Kind::Dir, Ok(Some(Found::Dir))) => Verdict::Intact,
+        (Kind::Symlink, Ok(Some(Found::Symlink(target)))) => match record.target.as_deref() {
             Some(want) if want == target => Verdict::Intact,
             want => Verdict::Bad(Problem::Damaged(format!(
                 "points to {}, the index recorded {}",
@@ -1178,7 +1201,7 @@ fn check(dst: &Path, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked 
                 esc(want.unwrap_or(Path::new("")))
             ))),
         },
-        (want, Ok(found)) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
+        (want, Ok(Some(found))) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
     };
     let source = match (&job.source, &mirror, digest) {
         (Some(path), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
@@ -1210,7 +1233,7 @@ fn check(dst: &Path, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked 
 /// Reads and hashes a mirror file; the verdict, and the digest and byte count when the
 /// whole content could be read.
 fn check_content(
-    file: File,
+    file: Box<dyn ReadFile>,
     record: &Record,
     buf: &mut [u8],
     stop: &AtomicBool,
@@ -1220,7 +1243,7 @@ fn check_content(
         Stored::Gzip => {
             // An empty file decodes to nothing without an error, which would pass for an
             // empty source file: a gzip stream is never empty.
-            if file.metadata().is_ok_and(|m| m.len() == 0) {
+            if file.stat().is_ok_and(|s| s.size == 0) {
                 let why = "empty, where a gzip stream was stored".to_string();
                 return (Verdict::Bad(Problem::Damaged(why)), None);
             }
@@ -1266,65 +1289,49 @@ fn content_verdict(record: &Record, digest: Digest, n: u64) -> Verdict {
     }
 }
 
-/// What a failed look at a recorded path means: a folder on the way that is gone, or is
-/// a file or a symlink now, leaves the path out of the mirror (the folder's own record
-/// says what stands there); anything else unreadable is damage.
-fn problem_of(e: &BeneathError) -> Problem {
-    let gone = e.error.kind() == io::ErrorKind::NotFound
-        || (e.on_the_way && e.error.kind() == io::ErrorKind::NotADirectory);
-    if gone {
+/// What a failed look at a recorded name means: one that went in between (a file
+/// removed as it was opened) is missing; anything else unreadable is damage.
+fn problem_of(e: &io::Error) -> Problem {
+    if e.kind() == io::ErrorKind::NotFound {
         Problem::Missing
     } else {
-        Problem::Damaged(format!("cannot be read: {}", io_message(&e.error)))
+        Problem::Damaged(format!("cannot be read: {}", io_message(e)))
     }
 }
 
 /// Why finding `found` where the index recorded a `want` is damage.
-fn stands_in_place(found: &Beneath, want: Kind) -> String {
+fn stands_in_place(found: &Found, want: Kind) -> String {
     let what = |k: Kind| match k {
         Kind::File => "a file",
         Kind::Dir => "a folder",
         Kind::Symlink => "a symlink",
         Kind::Special => "a special file",
     };
-    let (kind, note) = match found {
-        Beneath::File(_) => (Kind::File, ""),
-        Beneath::Dir => (Kind::Dir, ""),
-        Beneath::Symlink(_) => (Kind::Symlink, "; not followed"),
-        Beneath::Special => (Kind::Special, ""),
+    let kind = found.kind();
+    let note = if kind == Kind::Symlink {
+        "; not followed"
+    } else {
+        ""
     };
     format!("{} stands where {} should be{note}", what(kind), what(want))
 }
 
-/// Lists DST (not its state folder) without following symlinks: each name and whether
-/// it is a folder. A folder the index does not know is not entered (it is reported once).
-fn list_mirror(dst: &Path, stop: &AtomicBool) -> Vec<(PathBuf, bool)> {
+/// Lists DST (not its state folder) through its store, never through a symlink: each
+/// name and whether it is a folder. An unreadable folder is passed over: its records are
+/// looked at one by one anyway.
+fn list_mirror(store: &dyn Reader, stop: &AtomicBool) -> Vec<(PathBuf, bool)> {
     let mut names = Vec::new();
-    let mut walker = walkdir::WalkDir::new(dst)
-        .follow_links(false)
-        .follow_root_links(true)
-        .min_depth(1)
-        .into_iter();
-    while let Some(next) = walker.next() {
+    let state = Path::new(STATE_DIR);
+    let _ = store.walk(Path::new(""), false, &mut |found| {
         if stop.load(Ordering::Relaxed) {
-            break;
+            return Step::Stop;
         }
-        // An unreadable folder: its records are looked at one by one anyway.
-        let Ok(dent) = next else { continue };
-        let is_dir = dent.file_type().is_dir();
-        if dent.depth() == 1 && dent.file_name() == STATE_DIR {
-            if is_dir {
-                walker.skip_current_dir();
-            }
-            continue;
+        if found.name == state {
+            return Step::Prune;
         }
-        let rel = dent
-            .path()
-            .strip_prefix(dst)
-            .unwrap_or(dent.path())
-            .to_path_buf();
-        names.push((rel, is_dir));
-    }
+        names.push((found.name, found.kind == Kind::Dir));
+        Step::Go
+    });
     names
 }
 
@@ -1525,7 +1532,7 @@ impl<'a> SecondLook<'a> {
     fn settle(
         &mut self,
         checked: Checked,
-        dst: &Path,
+        store: &dyn Reader,
         buf: &mut Vec<u8>,
         stop: &AtomicBool,
     ) -> Checked {
@@ -1548,7 +1555,7 @@ impl<'a> SecondLook<'a> {
                     record,
                     ..checked.job
                 };
-                check(dst, job, buf, stop)
+                check(store, job, buf, stop)
             }
             _ => checked,
         }
@@ -1660,33 +1667,21 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_gone_on_the_way_means_missing_other_errors_mean_damaged() {
-        let err = |kind, on_the_way| BeneathError {
-            error: io::Error::from(kind),
-            on_the_way,
-        };
+    fn a_name_gone_meanwhile_is_missing_other_errors_are_damage() {
         assert_eq!(
-            problem_of(&err(io::ErrorKind::NotFound, false)),
-            Problem::Missing
-        );
-        assert_eq!(
-            problem_of(&err(io::ErrorKind::NotFound, true)),
-            Problem::Missing
-        );
-        assert_eq!(
-            problem_of(&err(io::ErrorKind::NotADirectory, true)),
+            problem_of(&io::Error::from(io::ErrorKind::NotFound)),
             Problem::Missing
         );
         assert!(matches!(
-            problem_of(&err(io::ErrorKind::PermissionDenied, false)),
+            problem_of(&io::Error::from(io::ErrorKind::PermissionDenied)),
             Problem::Damaged(why) if why.starts_with("cannot be read: ")
         ));
         assert_eq!(
-            stands_in_place(&Beneath::Symlink("x".into()), Kind::File),
+            stands_in_place(&Found::Symlink("x".into()), Kind::File),
             "a symlink stands where a file should be; not followed"
         );
         assert_eq!(
-            stands_in_place(&Beneath::Dir, Kind::Symlink),
+            stands_in_place(&Found::Dir, Kind::Symlink),
             "a folder stands where a symlink should be"
         );
     }
@@ -1836,7 +1831,12 @@ mod tests {
         let mut buf = vec![0u8; 64];
         let empty = dir.path().join("e.gz");
         std::fs::write(&empty, b"").unwrap();
-        let (v, _) = check_content(File::open(&empty).unwrap(), &record, &mut buf, &stop);
+        let (v, _) = check_content(
+            Box::new(std::fs::File::open(&empty).unwrap()),
+            &record,
+            &mut buf,
+            &stop,
+        );
         assert!(matches!(v, Verdict::Bad(Problem::Damaged(_))), "{v:?}");
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1844,7 +1844,12 @@ mod tests {
         let bytes = gz.finish().unwrap();
         let cut = dir.path().join("c.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 6]).unwrap();
-        let (v, _) = check_content(File::open(&cut).unwrap(), &record, &mut buf, &stop);
+        let (v, _) = check_content(
+            Box::new(std::fs::File::open(&cut).unwrap()),
+            &record,
+            &mut buf,
+            &stop,
+        );
         assert!(
             matches!(&v, Verdict::Bad(Problem::Damaged(why)) if why.starts_with("gzip data is corrupt")),
             "{v:?}"

@@ -106,15 +106,7 @@ pub trait ReadFile: io::Read + io::Seek + Send {
 
 impl ReadFile for std::fs::File {
     fn stat(&self) -> io::Result<Stat> {
-        let meta = self.metadata()?;
-        Ok(Stat {
-            kind: Kind::of(meta.file_type()),
-            size: meta.len(),
-            mtime: FileTime::from_last_modification_time(&meta),
-            mode: crate::platform::mode_of(&meta),
-            ino: crate::platform::inode(&meta),
-            links: links_of(&meta),
-        })
+        Ok(Stat::of(&self.metadata()?))
     }
 }
 
@@ -154,6 +146,170 @@ pub trait Reader: Send + Sync {
     /// The local file that holds this mirror's index. For a folder on this machine it is
     /// inside the mirror (`layout::index`); a remote store keeps it in a local cache.
     fn index_file(&self) -> PathBuf;
+
+    // -- The read side's looks and walks (history, restore, verify, versions, archive,
+    // -- the engine's listing). Defaults are built on the calls above; a store overrides
+    // -- them where it can do better (`Local` reaches a name's folder once, and walks
+    // -- child folders from their parent's handle).
+
+    /// What stands at `name`, looked at once and never followed: a regular file comes
+    /// open, a symlink with its target. `None` if there is nothing there (missing, or a
+    /// folder on the way is not a real folder).
+    fn look(&self, name: &Path) -> io::Result<Option<Found>> {
+        let Some(stat) = self.stat(name)? else {
+            return Ok(None);
+        };
+        let found = match stat.kind {
+            Kind::File => Found::File(self.open(name)?),
+            Kind::Dir => Found::Dir,
+            Kind::Symlink => Found::Symlink(self.read_link(name)?),
+            Kind::Special => Found::Special,
+        };
+        Ok(Some(found))
+    }
+
+    /// Walks the tree below the folder `top` (not `top` itself): every name, a folder
+    /// before what it holds, in no particular order within a folder, never through a
+    /// symlink. With `detail` each name comes with its [`Stat`]. `visit` says whether to
+    /// go on, to leave a folder unentered, or to stop. A folder below `top` that cannot
+    /// be listed is passed over (its names stay unknown); `Err` only if `top` itself
+    /// cannot be listed.
+    fn walk(
+        &self,
+        top: &Path,
+        detail: bool,
+        visit: &mut dyn FnMut(Walked) -> Step,
+    ) -> io::Result<()> {
+        let mut folders = vec![top.to_path_buf()];
+        let mut first = true;
+        while let Some(dir) = folders.pop() {
+            let listed = match self.list(&dir) {
+                Ok(listed) => listed,
+                Err(e) if first => return Err(e),
+                Err(_) => continue,
+            };
+            first = false;
+            for Listed { name, kind } in listed {
+                let stat = match detail {
+                    // Gone since the listing: left out, as a listing a moment later would.
+                    true => match self.stat(&name) {
+                        Ok(Some(stat)) => Some(stat),
+                        _ => continue,
+                    },
+                    false => None,
+                };
+                let is_dir = kind == Kind::Dir;
+                match visit(Walked {
+                    name: name.clone(),
+                    kind,
+                    stat,
+                }) {
+                    Step::Go if is_dir => folders.push(name),
+                    Step::Go | Step::Prune => {}
+                    Step::Stop => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Reader::stat`] of each of `names`, in order. Given sorted, names in one folder
+    /// come together, and a store may reach that folder once for all of them.
+    fn stat_each(&self, names: &[&Path]) -> Vec<io::Result<Option<Stat>>> {
+        names.iter().map(|name| self.stat(name)).collect()
+    }
+
+    /// True if inode numbers and permission bits read back as they were written (not
+    /// so on FAT, exFAT, some FUSE and SMB mounts): whether a check may compare them.
+    fn keeps_unix_meta(&self) -> bool {
+        self.caps().posix_meta
+    }
+}
+
+/// What stands at a name ([`Reader::look`]).
+pub enum Found {
+    /// A regular file, open for reading.
+    File(Box<dyn ReadFile>),
+    /// A folder.
+    Dir,
+    /// A symlink, with its target exactly as stored (never followed).
+    Symlink(PathBuf),
+    /// A FIFO, socket or device node (never opened: a FIFO would block).
+    Special,
+}
+
+impl Found {
+    /// What kind of thing it is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Found::File(_) => Kind::File,
+            Found::Dir => Kind::Dir,
+            Found::Symlink(_) => Kind::Symlink,
+            Found::Special => Kind::Special,
+        }
+    }
+}
+
+/// One name a [`Reader::walk`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walked {
+    /// The name, relative to the store's root.
+    pub name: PathBuf,
+    /// What it is.
+    pub kind: Kind,
+    /// Its [`Stat`], when the walk was asked for detail.
+    pub stat: Option<Stat>,
+}
+
+/// What a walk does after a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go on (into the name, if it is a folder).
+    Go,
+    /// Go on, but do not enter this folder.
+    Prune,
+    /// Stop the whole walk.
+    Stop,
+}
+
+impl Stat {
+    /// What `meta` (an `lstat` or `fstat`) says.
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            kind: Kind::of(meta.file_type()),
+            size: meta.len(),
+            mtime: FileTime::from_last_modification_time(meta),
+            mode: crate::platform::mode_of(meta),
+            ino: crate::platform::inode(meta),
+            links: links_of(meta),
+        }
+    }
+}
+
+/// The uncompressed size a gzip file declares in its trailer (ISIZE, the size modulo
+/// 4 GiB), or `None` if it does not start with gzip's magic. Reads 2 bytes at the start
+/// and 4 at the end, nothing in between. The file is left at an unspecified position.
+pub fn gzip_isize(file: &mut dyn ReadFile) -> io::Result<Option<u64>> {
+    use std::io::SeekFrom;
+    if !starts_like_gzip(file)? {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::End(-4))?;
+    let mut tail = [0u8; 4];
+    file.read_exact(&mut tail)?;
+    Ok(Some(u64::from(u32::from_le_bytes(tail))))
+}
+
+/// True if the file starts with gzip's magic (`1f 8b`); read from the start.
+pub fn starts_like_gzip(file: &mut dyn ReadFile) -> io::Result<bool> {
+    use std::io::SeekFrom;
+    file.seek(SeekFrom::Start(0))?;
+    let mut magic = [0u8; 2];
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == [0x1f, 0x8b]),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why a store cannot be written.

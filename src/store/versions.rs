@@ -28,7 +28,7 @@
 //! copy is renamed over them, deleted ones are renamed.
 
 use crate::model::Kind;
-use crate::store::Reader;
+use crate::store::{Reader, Step};
 use chrono::{Duration as Span, NaiveDateTime};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -317,48 +317,57 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
     }
 }
 
-/// Every version under `DST/.datasafe/versions`, oldest first (by time, then sequence,
-/// then name). Symlinks and anything not named like a version are skipped.
-/// A shortened version's `stored` is the whole name from its sidecar (see the module's
-/// notes).
+/// [`list_in`] of the mirror in the folder `dst` on this machine (none if it cannot be
+/// opened), for callers that do not hold its store yet (the executor's pruning).
 pub fn list(dst: &Path) -> Vec<Version> {
-    crate::store::local::Local::open(dst)
-        .map(|store| list_in(&store))
-        .unwrap_or_default()
+    match crate::store::local::Local::open(dst) {
+        Ok(store) => list_in(&store),
+        Err(_) => Vec::new(),
+    }
 }
 
-/// As [`list`], for the mirror in `store`: every name under the versions folder is
-/// reached through the store, never through a symlink.
+/// Every version under the mirror's versions folder, read through its store, oldest
+/// first (by time, then sequence, then name). Symlinks that are not prefix markers,
+/// folders on the way that are symlinks, and anything not named like a version are
+/// skipped. A shortened version's `stored` is the whole name from its sidecar (see the
+/// module's notes).
 pub fn list_in(store: &dyn Reader) -> Vec<Version> {
     let root = crate::store::layout::versions();
+    let mut found = Vec::new();
+    let _ = store.walk(&root, false, &mut |w| {
+        let Some(mut v) = w.name.strip_prefix(&root).ok().and_then(parse) else {
+            return Step::Go;
+        };
+        match w.kind {
+            Kind::Symlink => {
+                let prefix = store
+                    .read_link(&w.name)
+                    .ok()
+                    .and_then(|t| Prefix::from_target(&t));
+                let Some(prefix) = prefix else {
+                    return Step::Go;
+                };
+                v.prefix = Some(prefix);
+            }
+            Kind::File => {}
+            _ => return Step::Go,
+        }
+        found.push(v);
+        Step::Go
+    });
     let mut names: std::collections::HashMap<PathBuf, Option<OsString>> = Default::default();
-    let mut found: Vec<Version> = walk(store, &root)
-        .into_iter()
-        .filter_map(|(rel, kind)| {
-            let mut v = parse(&rel)?;
-            if kind == Kind::Symlink {
-                v.prefix = Some(Prefix::from_target(
-                    &store.read_link(&root.join(&rel)).ok()?,
-                )?);
-            } else if kind != Kind::File {
-                return None;
+    for v in &mut found {
+        if let Some(key) = shortened_key(&v.path) {
+            let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let sidecar = dir.join(sidecar_name(&key));
+            let whole = names
+                .entry(sidecar.clone())
+                .or_insert_with(|| read_sidecar(store, &root.join(&sidecar), &key));
+            if let Some(whole) = whole {
+                v.stored = dir.join(whole);
             }
-            Some(v)
-        })
-        .map(|mut v| {
-            if let Some(key) = shortened_key(&v.path) {
-                let dir = v.path.parent().unwrap_or(Path::new("")).to_path_buf();
-                let sidecar = dir.join(sidecar_name(&key));
-                let whole = names
-                    .entry(sidecar.clone())
-                    .or_insert_with(|| read_sidecar(store, &root.join(&sidecar), &key));
-                if let Some(whole) = whole {
-                    v.stored = dir.join(whole);
-                }
-            }
-            v
-        })
-        .collect();
+        }
+    }
     found.sort_by(|a, b| (a.at, a.seq, &a.path).cmp(&(b.at, b.seq, &b.path)));
     found
 }
@@ -367,26 +376,16 @@ pub fn list_in(store: &dyn Reader) -> Vec<Version> {
 /// folders before what they hold; a folder that cannot be listed is left out.
 pub fn walk(store: &dyn Reader, root: &Path) -> Vec<(PathBuf, Kind)> {
     let mut found = Vec::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let Ok(listed) = store.list(&root.join(&rel)) else {
-            continue;
-        };
-        for item in listed {
-            let Some(last) = item.name.file_name() else {
-                continue;
-            };
-            let inner = rel.join(last);
-            if item.kind == Kind::Dir {
-                todo.push(inner.clone());
-            }
-            found.push((inner, item.kind));
+    let _ = store.walk(root, false, &mut |w| {
+        if let Ok(rel) = w.name.strip_prefix(root) {
+            found.push((rel.to_path_buf(), w.kind));
         }
-    }
+        Step::Go
+    });
     found
 }
 
-/// The whole stored name a sidecar holds, if it is a regular file (not followed if a
+/// The whole stored name a sidecar holds, if it is a regular file (never followed if a
 /// symlink) whose bytes hash to `key` and make one name.
 fn read_sidecar(store: &dyn Reader, name: &Path, key: &str) -> Option<OsString> {
     use std::io::Read;
@@ -507,7 +506,6 @@ fn staggered_bucket(age: Span) -> Option<Bucket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::layout::VERSIONS_DIR;
     use chrono::NaiveDate;
     use std::time::Duration;
 
@@ -649,7 +647,10 @@ mod tests {
     #[test]
     fn a_shortened_version_lists_under_its_whole_name_through_its_sidecar() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join(".datasafe").join(VERSIONS_DIR);
+        let root = dir
+            .path()
+            .join(".datasafe")
+            .join(crate::store::layout::VERSIONS_DIR);
         let stored = format!("d/{}.txt", "漢".repeat(80));
         let at = t(24, 1, 2, 3);
         let (name, sidecar) = version_and_sidecar(Path::new(&stored), at, 0);

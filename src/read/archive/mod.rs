@@ -20,6 +20,7 @@ use crate::cli::{ArchiveArgs, ArchiveFormat};
 use crate::config::filter::Excludes;
 use crate::engine::scan::ScanRules;
 use crate::output::names::{esc, human_bytes, io_message};
+use crate::store::Reader;
 use crate::store::layout::STATE_DIR;
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -240,8 +241,12 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
         None => String::new(),
     };
     let excludes = Excludes::new(&args.exclude).map_err(fatal)?;
-    let is_mirror = std::fs::symlink_metadata(source.join(STATE_DIR).join("index.db"))
-        .is_ok_and(|m| m.is_file());
+    // A mirror is a folder whose store holds an index (looked at through the store:
+    // never through a symlink planted for `.datasafe`).
+    let is_mirror = crate::store::local::Local::open(source).is_ok_and(|store| {
+        let index = crate::store::layout::index();
+        matches!(store.stat(&index), Ok(Some(s)) if s.kind == crate::model::Kind::File)
+    });
     if args.at.is_some() && !is_mirror {
         return Err(usage(format!(
             "--at needs a datasafe mirror, and {} is a plain folder (it has no {STATE_DIR}/index.db); drop --at",
@@ -273,10 +278,9 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
         }
     });
     let listed = if is_mirror {
-        let (mut history, plan) =
+        let (history, plan) =
             crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
-        let mut listing =
-            source::of_mirror(&mut history, &plan, &rules.excludes, &mut scratch, stop);
+        let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
     } else {

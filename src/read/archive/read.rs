@@ -1,19 +1,71 @@
 //! Reading one file's content for an archive, the way `sync` copies: through an open
-//! handle (`O_NOFOLLOW`, un-gzipped by `restore::Content` for a mirror), checked
-//! afterwards to be unchanged, and read again if it changed meanwhile.
+//! handle (`O_NOFOLLOW` for a plain folder's file; a mirror's through its store, and
+//! un-gzipped by `restore::Content`), checked afterwards to be unchanged, and read again
+//! if it changed meanwhile.
 //!
 //! Small files are read whole into memory (so a retry costs nothing in the archive);
 //! larger ones are left to the writer to stream, which is what keeps memory flat.
 
-use crate::engine::exec::unchanged_since;
-use crate::model::Meta;
 use crate::model::Stored;
+use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
 use crate::read::restore::{Content, is_damaged};
-use std::fs::Metadata;
+use crate::store::{Reader, Stat};
+use std::borrow::Cow;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Where a file's content is read from.
+#[derive(Clone)]
+pub enum FileAt {
+    /// A file on this machine, by path: a plain folder's, or one written out to the
+    /// scratch folder.
+    Path(PathBuf),
+    /// A name in the mirror being archived, read through its store.
+    Stored(Arc<dyn Reader>, PathBuf),
+}
+
+impl FileAt {
+    /// The path as messages show it.
+    pub fn shown(&self) -> Cow<'_, Path> {
+        match self {
+            FileAt::Path(path) => Cow::Borrowed(path),
+            FileAt::Stored(store, name) => Cow::Owned(store.display(name)),
+        }
+    }
+
+    /// Opens the file and its content (un-gzipped if `stored` says so); also returns
+    /// its `fstat`.
+    fn open(&self, stored: Stored) -> io::Result<(Content, Stat)> {
+        match self {
+            FileAt::Stored(store, name) => Content::open(&**store, name, stored),
+            FileAt::Path(path) => {
+                let file = crate::platform::open_source(path)?;
+                let stat = Stat::of(&file.metadata()?);
+                if stat.kind != Kind::File {
+                    return Err(io::Error::other("it is not a regular file"));
+                }
+                Ok((Content::of(Box::new(file), stored), stat))
+            }
+        }
+    }
+
+    /// What stands at the file's name now (never followed).
+    fn stat(&self) -> Option<Stat> {
+        match self {
+            FileAt::Stored(store, name) => store.stat(name).ok().flatten(),
+            FileAt::Path(path) => std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m)),
+        }
+    }
+}
+
+impl std::fmt::Debug for FileAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
 
 /// Files up to this size are read whole into memory; larger ones are streamed.
 pub const SMALL: u64 = 1 << 20;
@@ -50,18 +102,18 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The failure for a read error on `path`, told apart by what caused it.
-    pub fn of(path: &Path, err: io::Error, stop: &AtomicBool) -> Failure {
+    /// The failure for a read error on the file `at`, told apart by what caused it.
+    pub fn of(at: &FileAt, err: io::Error, stop: &AtomicBool) -> Failure {
         if stop.load(Ordering::Relaxed) {
             Failure::Interrupted
         } else if is_damaged(&err) {
             Failure::Damaged {
-                path: path.to_path_buf(),
+                path: at.shown().into_owned(),
                 err,
             }
         } else {
             Failure::Read {
-                path: path.to_path_buf(),
+                path: at.shown().into_owned(),
                 err,
             }
         }
@@ -88,19 +140,21 @@ pub struct Opened<'a> {
     /// The content, un-gzipped, stopping with an error on Ctrl-C.
     pub reader: Stoppable<'a, Content>,
     /// The file's `fstat` when it was opened.
-    pub before: Metadata,
+    pub before: Stat,
 }
 
 impl Opened<'_> {
-    /// True if the file is still what it was when it was opened.
-    pub fn settled(&self, path: &Path) -> bool {
-        unchanged_since(&self.before, self.reader.inner.file(), path)
+    /// True if the file is still what it was when it was opened: the open file and
+    /// what stands at its name now both have the size, mtime, mode and inode it had.
+    pub fn settled(&self, at: &FileAt) -> bool {
+        let after = self.reader.inner.file().stat().ok();
+        after == Some(self.before) && at.stat() == Some(self.before)
     }
 }
 
 /// Opens a file to stream it.
-pub fn open<'a>(path: &Path, stored: Stored, stop: &'a AtomicBool) -> Result<Opened<'a>, Failure> {
-    let (content, before) = Content::open(path, stored).map_err(|e| Failure::of(path, e, stop))?;
+pub fn open<'a>(at: &FileAt, stored: Stored, stop: &'a AtomicBool) -> Result<Opened<'a>, Failure> {
+    let (content, before) = at.open(stored).map_err(|e| Failure::of(at, e, stop))?;
     Ok(Opened {
         reader: Stoppable {
             inner: content,
@@ -111,25 +165,25 @@ pub fn open<'a>(path: &Path, stored: Stored, stop: &'a AtomicBool) -> Result<Ope
 }
 
 /// Reads a file whole if it is small, retrying while it changes under the read.
-pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got, Failure> {
+pub fn read_small(at: &FileAt, stored: Stored, stop: &AtomicBool) -> Result<Got, Failure> {
     let mut attempt = 0;
     loop {
-        let opened = open(path, stored, stop)?;
-        if stored == Stored::Plain && opened.before.len() > SMALL {
+        let opened = open(at, stored, stop)?;
+        if stored == Stored::Plain && opened.before.size > SMALL {
             return Ok(Got::Large);
         }
-        let mut data = Vec::with_capacity(opened.before.len().min(SMALL) as usize);
+        let mut data = Vec::with_capacity(opened.before.size.min(SMALL) as usize);
         let mut reader = opened.reader;
         // A plain file is read to the size fstat gave: one that grew meanwhile has a new
         // size and mtime, so the check below reads it again. No read for EOF is needed.
         let limit = match stored {
-            Stored::Plain => opened.before.len(),
+            Stored::Plain => opened.before.size,
             Stored::Gzip => SMALL + 1,
         };
         (&mut reader)
             .take(limit)
             .read_to_end(&mut data)
-            .map_err(|e| Failure::of(path, e, stop))?;
+            .map_err(|e| Failure::of(at, e, stop))?;
         if data.len() as u64 > SMALL {
             return Ok(Got::Large);
         }
@@ -137,11 +191,11 @@ pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got,
             reader,
             before: opened.before,
         };
-        let settled = opened.settled(path);
+        let settled = opened.settled(at);
         if settled || attempt >= RETRIES {
             let meta = Meta {
                 size: data.len() as u64,
-                ..Meta::of(&opened.before)
+                ..opened.before.meta()
             };
             return Ok(Got::Small {
                 data,
@@ -150,7 +204,10 @@ pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got,
             });
         }
         attempt += 1;
-        log::debug!("{} changed while being read; reading again", esc(path));
+        log::debug!(
+            "{} changed while being read; reading again",
+            esc(&at.shown())
+        );
     }
 }
 
@@ -246,12 +303,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"content").unwrap();
+        let at = FileAt::Path(path.clone());
         let stop = AtomicBool::new(false);
         let Got::Small {
             data,
             meta,
             settled,
-        } = read_small(&path, Stored::Plain, &stop).unwrap()
+        } = read_small(&at, Stored::Plain, &stop).unwrap()
         else {
             panic!("a small file was not read whole");
         };
@@ -261,14 +319,14 @@ mod tests {
         );
         std::fs::write(&path, vec![0u8; SMALL as usize + 1]).unwrap();
         assert!(matches!(
-            read_small(&path, Stored::Plain, &stop).unwrap(),
+            read_small(&at, Stored::Plain, &stop).unwrap(),
             Got::Large
         ));
-        let missing = read_small(&dir.path().join("gone"), Stored::Plain, &stop);
+        let missing = read_small(&FileAt::Path(dir.path().join("gone")), Stored::Plain, &stop);
         assert!(matches!(missing, Err(Failure::Read { .. })));
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(
-            read_small(&path, Stored::Plain, &stop),
+            read_small(&at, Stored::Plain, &stop),
             Err(Failure::Interrupted) | Ok(Got::Large)
         ));
     }

@@ -6,6 +6,7 @@
 //! decide how it is stored. Folders come before what they hold, every folder above an
 //! entry is an entry (with its recorded mode and mtime), and `.datasafe/` never is.
 
+use super::read::FileAt;
 use crate::config::filter::Excludes;
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::model::Stored;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// One thing to archive.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Entry {
     /// Its path relative to SOURCE (its name in the archive, before `--prefix`).
     pub rel: PathBuf,
@@ -33,7 +34,7 @@ pub struct Entry {
 }
 
 /// What an [`Entry`] is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum EntryKind {
     /// A folder.
     Dir,
@@ -41,8 +42,8 @@ pub enum EntryKind {
     Link(PathBuf),
     /// A file whose content is read from `path` (un-gzipped if `stored` says so).
     File {
-        /// Where the content is on disk.
-        path: PathBuf,
+        /// Where the content is.
+        path: FileAt,
         /// Plain or gzipped (a mirror's files only).
         stored: Stored,
     },
@@ -105,7 +106,7 @@ pub fn walk(
                     Kind::Dir => Some(EntryKind::Dir),
                     Kind::Symlink => Some(EntryKind::Link(e.target.unwrap_or_default())),
                     Kind::File => Some(EntryKind::File {
-                        path: root.join(&e.rel),
+                        path: FileAt::Path(root.join(&e.rel)),
                         stored: Stored::Plain,
                     }),
                     Kind::Special => {
@@ -149,7 +150,7 @@ pub fn walk(
 /// A path whose content then was only the start of a later copy (a prefix marker: the
 /// file only grew since) is written out first into `scratch` (see [`Scratch`]).
 pub fn of_mirror(
-    history: &mut History,
+    history: &History,
     plan: &Plan,
     excludes: &Excludes,
     scratch: &mut Scratch,
@@ -157,7 +158,7 @@ pub fn of_mirror(
 ) -> Listing {
     let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut failed = 0;
-    let dst = history.dst().to_path_buf();
+    let store = history.store();
     let folder = |rel: &Path| match plan.folders.get(rel) {
         Some(meta) => dir(rel, meta),
         None => Entry {
@@ -173,25 +174,15 @@ pub fn of_mirror(
         }
         let entry =
             match &item.origin {
-                Origin::File { name, stored } => match history.path_of(&dst, name) {
-                    Ok(path) => Entry {
-                        rel: item.rel.clone(),
-                        kind: EntryKind::File {
-                            path,
-                            stored: *stored,
-                        },
-                        mode: 0o644,
-                        mtime: FileTime::zero(),
+                // Read through the mirror's store when it is archived, never by path.
+                Origin::File { name, stored } => Entry {
+                    rel: item.rel.clone(),
+                    kind: EntryKind::File {
+                        path: FileAt::Stored(store.clone(), name.clone()),
+                        stored: *stored,
                     },
-                    Err(e) => {
-                        failed += 1;
-                        log::error!(
-                            "cannot read {}: {}; it is left out of the archive",
-                            esc(&dst.join(name)),
-                            io_message(&e)
-                        );
-                        continue;
-                    }
+                    mode: 0o644,
+                    mtime: FileTime::zero(),
                 },
                 Origin::Link { target, mtime } => Entry {
                     rel: item.rel.clone(),
@@ -207,7 +198,7 @@ pub fn of_mirror(
                         Ok(path) => Entry {
                             rel: item.rel.clone(),
                             kind: EntryKind::File {
-                                path,
+                                path: FileAt::Path(path),
                                 stored: Stored::Plain,
                             },
                             mode: 0o644,

@@ -9,10 +9,9 @@
 //! taken back: it is archived as read (cut or zero-filled to the size promised) and
 //! reported.
 
-use super::read::{self, Exact, Failure, Got};
+use super::read::{self, Exact, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
-use crate::model::Meta;
 use crate::model::Stored;
 use crate::output::names::{esc, io_message};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -36,7 +35,7 @@ pub fn write<W: Write>(
     tar.follow_symlinks(false);
     let mut tally = Tally::default();
     let window = ctx.jobs * 4;
-    let (jobs_tx, jobs_rx) = bounded::<(PathBuf, Stored, Sender<Read>)>(window);
+    let (jobs_tx, jobs_rx) = bounded::<(FileAt, Stored, Sender<Read>)>(window);
     std::thread::scope(|scope| {
         for _ in 0..ctx.jobs {
             let jobs = jobs_rx.clone();
@@ -139,7 +138,7 @@ fn put<W: Write>(
                     pax_mtime(tar, meta.mtime).map_err(fatal)?;
                     tar.append_data(&mut header, &name, &data[..])
                         .map_err(fatal)?;
-                    ctx.done_file(entry, path, meta.size, settled, tally);
+                    ctx.done_file(entry, &path.shown(), meta.size, settled, tally);
                 }
                 Ok(Got::Large) => stream(tar, &name, entry, path, *stored, ctx, tally)?,
                 Err(Failure::Interrupted) => return Err(Stop::Interrupted),
@@ -156,7 +155,7 @@ fn stream<W: Write>(
     tar: &mut Builder<io::BufWriter<W>>,
     name: &Path,
     entry: &Entry,
-    path: &Path,
+    path: &FileAt,
     stored: Stored,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
@@ -185,11 +184,11 @@ fn stream<W: Write>(
         Ok(opened) => opened,
         Err(failure) => return failed(failure, tally),
     };
-    let meta = Meta::of(&opened.before);
+    let meta = opened.before.meta();
     let size = counted.unwrap_or(meta.size);
     let mut header = header(EntryType::Regular, meta.mode, meta.mtime, size);
     pax_mtime(tar, meta.mtime).map_err(fatal)?;
-    let before = opened.before.clone();
+    let before = opened.before;
     let mut exact = Exact {
         inner: opened.reader,
         left: size,
@@ -209,11 +208,11 @@ fn stream<W: Write>(
     if !settled {
         log::error!(
             "{} changed while being read; the archive holds it as read (run archive again for a clean copy)",
-            esc(path)
+            esc(&path.shown())
         );
         tally.failed += 1;
     }
-    ctx.done_file(entry, path, size, true, tally);
+    ctx.done_file(entry, &path.shown(), size, true, tally);
     Ok(())
 }
 

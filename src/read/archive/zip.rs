@@ -7,17 +7,15 @@
 //! two seconds) every tool reads, and as an extended timestamp (UTC, to the second)
 //! that `unzip` and 7-Zip prefer. Zip64 is used where sizes need it.
 
-use super::read::{self, Failure, Got};
+use super::read::{self, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
-use crate::model::Meta;
 use crate::model::Stored;
 use chrono::{Datelike, Local, TimeZone, Timelike};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
 use std::collections::VecDeque;
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
 use zip::write::{FullFileOptions, PreparedZipFile, SimpleFileOptions};
 use zip::{CompressionMethod, ZipWriter};
 
@@ -38,7 +36,7 @@ enum Prepared {
 
 /// One file for a worker.
 struct Job {
-    path: PathBuf,
+    path: FileAt,
     stored: Stored,
     name: String,
     done: Sender<Result<Prepared, Failure>>,
@@ -122,7 +120,7 @@ pub fn write<W: Write + Seek>(
 }
 
 /// Reads and compresses one file on a worker thread.
-fn prepare(path: &Path, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
+fn prepare(path: &FileAt, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
     match read::read_small(path, stored, ctx.stop)? {
         Got::Large => Ok(Prepared::Large),
         Got::Small {
@@ -133,7 +131,7 @@ fn prepare(path: &Path, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Pre
             let options = options(meta.mode, meta.mtime, ctx.level);
             let file =
                 PreparedZipFile::from_data(name, options, &data).map_err(|e| Failure::Read {
-                    path: path.to_path_buf(),
+                    path: path.shown().into_owned(),
                     err: std::io::Error::other(e.to_string()),
                 })?;
             Ok(Prepared::Ready {
@@ -183,7 +181,7 @@ fn put<W: Write + Seek>(
                     settled,
                 }) => {
                     zip.add_prepared_file(file).map_err(fatal)?;
-                    ctx.done_file(entry, path, size, settled, tally);
+                    ctx.done_file(entry, &path.shown(), size, settled, tally);
                 }
                 Ok(Prepared::Large) => stream(zip, &slot.name, entry, path, *stored, ctx, tally)?,
                 Err(Failure::Interrupted) => return Err(Stop::Interrupted),
@@ -205,7 +203,7 @@ fn stream<W: Write + Seek>(
     zip: &mut ZipWriter<W>,
     name: &str,
     entry: &Entry,
-    path: &Path,
+    path: &FileAt,
     stored: Stored,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
@@ -221,7 +219,7 @@ fn stream<W: Write + Seek>(
                 return Ok(());
             }
         };
-        let meta = Meta::of(&opened.before);
+        let meta = opened.before.meta();
         // Zip64 fields cost 20 bytes and cover a file that grows past 4 GiB meanwhile.
         let options = options(meta.mode, meta.mtime, ctx.level).large_file(true);
         zip.start_file(name, options).map_err(fatal)?;
@@ -255,10 +253,13 @@ fn stream<W: Write + Seek>(
         if !settled && rewindable && attempt < read::RETRIES {
             attempt += 1;
             zip.abort_file().map_err(fatal)?;
-            log::debug!("{} changed while being read; reading again", path.display());
+            log::debug!(
+                "{} changed while being read; reading again",
+                path.shown().display()
+            );
             continue;
         }
-        ctx.done_file(entry, path, size, settled, tally);
+        ctx.done_file(entry, &path.shown(), size, settled, tally);
         return Ok(());
     }
 }
