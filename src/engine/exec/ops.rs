@@ -7,6 +7,7 @@ use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{OnDisk, Record, Stored};
+use crate::engine::source::{self, Source};
 use crate::platform;
 use crate::store::layout::STATE_DIR;
 use flate2::read::MultiGzDecoder;
@@ -92,11 +93,15 @@ impl Executor {
     ) -> Result<Outcome, OpError> {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
+        // SRC's root, open for this copy: the file and its re-check are reached from it.
+        let source = Source::open(&self.src).map_err(OpError::io("reading", &src_path))?;
         let mut attempt = 0;
         loop {
             let reading = OpError::io("reading", &src_path);
-            let src =
-                platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
+            let src = source
+                .open_file(&entry.rel)
+                .map_err(source::no_longer_a_file)
+                .map_err(OpError::io("reading", &src_path))?;
             let before = src.metadata().map_err(reading)?;
             if !before.is_file() {
                 return Err(OpError::Io {
@@ -122,7 +127,7 @@ impl Executor {
             // The rename below keeps the inode: this is what DST will hold.
             let disk = file.metadata().ok().map(|m| OnDisk::of(&m));
             drop(file);
-            let settled = unchanged_since(&before, &src, &src_path);
+            let settled = source::unchanged(&before, &src, source.status(&entry.rel));
             if !settled && attempt < COPY_RETRIES {
                 attempt += 1;
                 log::debug!(
@@ -262,7 +267,10 @@ impl Executor {
             Ok(p) if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) => p,
             _ => return self.copy(entry, stored, None),
         };
-        let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
+        let src = Source::open(&self.src)
+            .and_then(|source| source.open_file(&entry.rel))
+            .map_err(source::no_longer_a_file)
+            .map_err(OpError::io("reading", &src_path))?;
         let src_sha =
             hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
         // What DST really holds, not what the index says it should: a copy damaged
@@ -464,14 +472,17 @@ impl Executor {
     /// loses nothing.
     fn same_as_source(&self, name: &Path, meta: &Metadata) -> bool {
         let stored = filetime::FileTime::from_last_modification_time(meta);
+        let Ok(source) = Source::open(&self.src) else {
+            return false;
+        };
         [
             Some(name.to_path_buf()),
             crate::engine::plan::strip_gz(name),
         ]
         .into_iter()
         .flatten()
-        .filter_map(|rel| fs::symlink_metadata(self.src.join(rel)).ok())
-        .any(|m| m.is_file() && filetime::FileTime::from_last_modification_time(&m) == stored)
+        .filter_map(|rel| source.status(&rel).ok())
+        .any(|s| s.kind == Kind::File && s.mtime == stored)
     }
 
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);

@@ -249,6 +249,17 @@ mod unix {
             }
             Ok(out)
         }
+
+        // Reading SRC (`engine::source`, `engine::scan`'s walk).
+
+        /// The folder `name` directly in this one, in one `openat` (`O_NOFOLLOW`): a
+        /// symlink or anything else that is not a real folder there is
+        /// `NotADirectory`. The step of a walk, which has the name from a listing.
+        pub fn child(&self, name: &OsStr) -> io::Result<Dir> {
+            let fd = rustix::fs::openat(self, name, dir_flags(), Mode::empty())
+                .map_err(|e| not_a_folder(e.into()))?;
+            Ok(Dir { fd })
+        }
     }
 
     fn kind_of(ft: FileType) -> Kind {
@@ -392,6 +403,13 @@ mod fallback {
                 out.push((entry.file_name(), kind));
             }
             Ok(out)
+        }
+
+        // Reading SRC (`engine::source`, `engine::scan`'s walk).
+
+        /// The folder `name` directly in this one.
+        pub fn child(&self, name: &OsStr) -> io::Result<Dir> {
+            self.dir(Path::new(name))
         }
     }
 
