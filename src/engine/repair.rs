@@ -335,7 +335,8 @@ fn read_one(
                 Stored::Gzip => strip_gz(name).unwrap_or_else(|| name.to_path_buf()),
                 Stored::Plain => name.to_path_buf(),
             };
-            let theirs = platform::open_source(&src.join(logical))
+            let theirs = crate::engine::source::Source::open(src)
+                .and_then(|source| source.open_file(&logical))
                 .and_then(|f| hash::hash_reader_until(f, buf, stop));
             match theirs {
                 Ok((d, _)) if d == digest => Ok(Some(digest)),

@@ -6,6 +6,7 @@
 //! larger ones are left to the writer to stream, which is what keeps memory flat.
 
 use crate::engine::exec::unchanged_since;
+use crate::engine::source::{self, Source as Folder};
 use crate::model::Meta;
 use crate::model::Stored;
 use crate::output::names::{esc, io_message};
@@ -92,15 +93,40 @@ pub struct Opened<'a> {
 }
 
 impl Opened<'_> {
-    /// True if the file is still what it was when it was opened.
-    pub fn settled(&self, path: &Path) -> bool {
-        unchanged_since(&self.before, self.reader.inner.file(), path)
+    /// True if the file is still what it was when it was opened (`from`, `path`: as
+    /// given to [`open`]).
+    pub fn settled(&self, from: Option<&Folder>, path: &Path) -> bool {
+        let file = self.reader.inner.file();
+        match in_folder(from, path) {
+            Some((folder, rel)) => source::unchanged(&self.before, file, folder.status(rel)),
+            None => unchanged_since(&self.before, file, path),
+        }
     }
 }
 
-/// Opens a file to stream it.
-pub fn open<'a>(path: &Path, stored: Stored, stop: &'a AtomicBool) -> Result<Opened<'a>, Failure> {
-    let (content, before) = Content::open(path, stored).map_err(|e| Failure::of(path, e, stop))?;
+/// `path` as a name in the plain folder `from` (`None`: a mirror's stored file, or a
+/// scratch file, found by the listing).
+fn in_folder<'p, 'f>(from: Option<&'f Folder>, path: &'p Path) -> Option<(&'f Folder, &'p Path)> {
+    let folder = from?;
+    Some((folder, folder.rel_of(path)?))
+}
+
+/// Opens a file to stream it: in a plain folder `from`, through the folder's handles
+/// (never through a symlink); else by its path.
+pub fn open<'a>(
+    from: Option<&Folder>,
+    path: &Path,
+    stored: Stored,
+    stop: &'a AtomicBool,
+) -> Result<Opened<'a>, Failure> {
+    let opened = match in_folder(from, path) {
+        Some((folder, rel)) => folder.open_file(rel).and_then(|file| {
+            let meta = file.metadata()?;
+            Ok((Content::Plain(file), meta))
+        }),
+        None => Content::open(path, stored),
+    };
+    let (content, before) = opened.map_err(|e| Failure::of(path, e, stop))?;
     Ok(Opened {
         reader: Stoppable {
             inner: content,
@@ -111,10 +137,15 @@ pub fn open<'a>(path: &Path, stored: Stored, stop: &'a AtomicBool) -> Result<Ope
 }
 
 /// Reads a file whole if it is small, retrying while it changes under the read.
-pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got, Failure> {
+pub fn read_small(
+    from: Option<&Folder>,
+    path: &Path,
+    stored: Stored,
+    stop: &AtomicBool,
+) -> Result<Got, Failure> {
     let mut attempt = 0;
     loop {
-        let opened = open(path, stored, stop)?;
+        let opened = open(from, path, stored, stop)?;
         if stored == Stored::Plain && opened.before.len() > SMALL {
             return Ok(Got::Large);
         }
@@ -137,7 +168,7 @@ pub fn read_small(path: &Path, stored: Stored, stop: &AtomicBool) -> Result<Got,
             reader,
             before: opened.before,
         };
-        let settled = opened.settled(path);
+        let settled = opened.settled(from, path);
         if settled || attempt >= RETRIES {
             let meta = Meta {
                 size: data.len() as u64,
@@ -251,7 +282,7 @@ mod tests {
             data,
             meta,
             settled,
-        } = read_small(&path, Stored::Plain, &stop).unwrap()
+        } = read_small(None, &path, Stored::Plain, &stop).unwrap()
         else {
             panic!("a small file was not read whole");
         };
@@ -261,14 +292,14 @@ mod tests {
         );
         std::fs::write(&path, vec![0u8; SMALL as usize + 1]).unwrap();
         assert!(matches!(
-            read_small(&path, Stored::Plain, &stop).unwrap(),
+            read_small(None, &path, Stored::Plain, &stop).unwrap(),
             Got::Large
         ));
-        let missing = read_small(&dir.path().join("gone"), Stored::Plain, &stop);
+        let missing = read_small(None, &dir.path().join("gone"), Stored::Plain, &stop);
         assert!(matches!(missing, Err(Failure::Read { .. })));
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(
-            read_small(&path, Stored::Plain, &stop),
+            read_small(None, &path, Stored::Plain, &stop),
             Err(Failure::Interrupted) | Ok(Got::Large)
         ));
     }

@@ -8,6 +8,7 @@
 
 use crate::config::filter::Excludes;
 use crate::engine::scan::{self, ScanRules, Scanned};
+use crate::engine::source::Source as Folder;
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
@@ -59,24 +60,24 @@ pub struct Listing {
 
 /// Lists a plain folder: every entry under `scopes` (all, if empty) that `rules` leave
 /// in, plus the folders above each scope, sorted.
-pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
+pub fn of_folder(folder: &Folder, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
     let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut failed = 0;
     for scope in scopes {
-        if std::fs::symlink_metadata(root.join(scope)).is_err() {
-            log::warn!("nothing in {} at or under {}", esc(root), esc(scope));
+        if folder.status(scope).is_err() {
+            log::warn!("nothing in {} at or under {}", esc(folder.root()), esc(scope));
             continue;
         }
         for above in scope.ancestors().skip(1) {
             if above.as_os_str().is_empty() || found.contains_key(above) {
                 continue;
             }
-            if let Ok(meta) = std::fs::symlink_metadata(root.join(above)) {
-                let meta = Meta::of(&meta);
+            if let Ok(status) = folder.status(above) {
+                let meta = crate::engine::source::meta(&status);
                 found.insert(above.to_path_buf(), dir(above, &meta));
             }
         }
-        failed += walk(root, scope, rules, |e| {
+        failed += walk(folder, scope, rules, |e| {
             found.insert(e.rel.clone(), e);
             true
         });
@@ -91,13 +92,14 @@ pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing 
 /// in walk order (sorted per folder, folders before what they hold) until it returns
 /// false. Returns how many paths could not be read (each is reported).
 pub fn walk(
-    root: &Path,
+    folder: &Folder,
     scope: &Path,
     rules: &ScanRules,
     mut take: impl FnMut(Entry) -> bool,
 ) -> u64 {
     let mut failed = 0;
-    scan::walk_source(root, scope, rules, |item| {
+    let root = folder.root();
+    scan::walk(folder, scope, rules, |item| {
         match item {
             Scanned::Entry(e) if e.rel.as_os_str().is_empty() => {}
             Scanned::Entry(e) => {

@@ -42,7 +42,7 @@ pub fn write<W: Write>(
             let jobs = jobs_rx.clone();
             scope.spawn(move || {
                 for (path, stored, done) in jobs {
-                    let _ = done.send(read::read_small(&path, stored, ctx.stop));
+                    let _ = done.send(read::read_small(ctx.folder.as_ref(), &path, stored, ctx.stop));
                 }
             });
         }
@@ -172,7 +172,7 @@ fn stream<W: Write>(
     let counted = match stored {
         Stored::Plain => None,
         Stored::Gzip => {
-            let counting = read::open(path, stored, ctx.stop).and_then(|mut o| {
+            let counting = read::open(ctx.folder.as_ref(), path, stored, ctx.stop).and_then(|mut o| {
                 io::copy(&mut o.reader, &mut io::sink()).map_err(|e| Failure::of(path, e, ctx.stop))
             });
             match counting {
@@ -181,7 +181,7 @@ fn stream<W: Write>(
             }
         }
     };
-    let opened = match read::open(path, stored, ctx.stop) {
+    let opened = match read::open(ctx.folder.as_ref(), path, stored, ctx.stop) {
         Ok(opened) => opened,
         Err(failure) => return failed(failure, tally),
     };
@@ -205,7 +205,7 @@ fn stream<W: Write>(
         reader: exact.inner,
         before,
     };
-    let settled = !exact.short && reopened.settled(path);
+    let settled = !exact.short && reopened.settled(ctx.folder.as_ref(), path);
     if !settled {
         log::error!(
             "{} changed while being read; the archive holds it as read (run archive again for a clean copy)",

@@ -123,7 +123,7 @@ pub fn write<W: Write + Seek>(
 
 /// Reads and compresses one file on a worker thread.
 fn prepare(path: &Path, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
-    match read::read_small(path, stored, ctx.stop)? {
+    match read::read_small(ctx.folder.as_ref(), path, stored, ctx.stop)? {
         Got::Large => Ok(Prepared::Large),
         Got::Small {
             data,
@@ -213,7 +213,7 @@ fn stream<W: Write + Seek>(
     let fatal = |e: zip::result::ZipError| ctx.write_error(&e.to_string());
     let mut attempt = 0;
     loop {
-        let mut opened = match read::open(path, stored, ctx.stop) {
+        let mut opened = match read::open(ctx.folder.as_ref(), path, stored, ctx.stop) {
             Ok(opened) => opened,
             Err(Failure::Interrupted) => return Err(Stop::Interrupted),
             Err(failure) => {
@@ -251,7 +251,7 @@ fn stream<W: Write + Seek>(
                 }
             };
         }
-        let settled = opened.settled(path);
+        let settled = opened.settled(ctx.folder.as_ref(), path);
         if !settled && rewindable && attempt < read::RETRIES {
             attempt += 1;
             zip.abort_file().map_err(fatal)?;
