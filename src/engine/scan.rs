@@ -368,6 +368,93 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 
+    /// Issue 12: what a folder swapped for a symlink during a walk leads to is never
+    /// walked, whether the swap comes after the walk looked at the folder or before a
+    /// narrower walk reaches through it.
+    #[cfg(unix)]
+    #[test]
+    fn regression_a_folder_swapped_for_a_symlink_is_never_walked_through() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("src"), tmp.path().join("outside"));
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/inside"), "in").unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("secret"), "out").unwrap();
+        std::fs::write(outside.join("sub/secret"), "out").unwrap();
+        let mut seen = Vec::new();
+        walk_source(&root, Path::new(""), &ScanRules::default(), |item| {
+            let rel = item.rel().to_path_buf();
+            if rel == Path::new("d") {
+                // Between the walk's look at `d` and its listing of what `d` holds.
+                std::fs::rename(root.join("d"), tmp.path().join("moved")).unwrap();
+                symlink(&outside, root.join("d")).unwrap();
+            }
+            seen.push(rel);
+            ControlFlow::Continue(())
+        });
+        assert!(
+            !seen.iter().any(|rel| rel.ends_with("secret")),
+            "walked outside SRC: {seen:?}"
+        );
+        // A narrower walk (a watcher's hint) below the link now in SRC's place.
+        let mut below = Vec::new();
+        walk_source(&root, Path::new("d/sub"), &ScanRules::default(), |item| {
+            below.push(match item {
+                Scanned::Entry(e) => Ok(e.rel),
+                Scanned::Error { rel, error } => Err((rel, error.kind())),
+            });
+            ControlFlow::Continue(())
+        });
+        assert_eq!(
+            below,
+            vec![Err((PathBuf::from("d/sub"), io::ErrorKind::NotADirectory))]
+        );
+    }
+
+    /// Trees deeper than [`OPEN_DIRS`] levels and longer than `PATH_MAX` are walked
+    /// whole, in order, with at most `OPEN_DIRS` folder handles open.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn walks_trees_deeper_than_its_handles_and_longer_than_path_max() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = "n".repeat(120);
+        let levels = OPEN_DIRS + 30;
+        let mut here = Dir::open_root(tmp.path()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&here, name.as_str(), rustix::fs::Mode::RWXU).unwrap();
+            rustix::fs::mkdirat(&here, "side", rustix::fs::Mode::RWXU).unwrap();
+            here = here.child(OsStr::new(&name)).unwrap();
+        }
+        // Descriptors open on this tree (a path too long to show is one of them).
+        let open_fds = || {
+            let fds = std::fs::read_dir("/proc/self/fd").unwrap().flatten();
+            fds.filter(|fd| std::fs::read_link(fd.path()).map_or(true, |p| p.starts_with(tmp.path())))
+                .count()
+        };
+        let before = open_fds();
+        let mut seen = Vec::new();
+        let mut most = 0;
+        walk_source(tmp.path(), Path::new(""), &ScanRules::default(), |item| {
+            most = most.max(open_fds());
+            seen.push(item.rel().to_path_buf());
+            ControlFlow::Continue(())
+        });
+        // Each level: the deep folder, then `side` (sorted: "n…" < "side").
+        assert_eq!(seen.len(), 1 + 2 * levels);
+        let deepest = seen.iter().map(|p| p.as_os_str().len()).max().unwrap();
+        assert!(deepest > 4096 * 2, "{deepest}");
+        let mut want = PathBuf::new();
+        for level in 0..levels {
+            want.push(&name);
+            assert_eq!(seen[1 + level], want);
+        }
+        assert!(seen.last().unwrap().ends_with("side"));
+        // The handles a walk holds, plus the root's and the one being listed or opened.
+        assert!(most <= before + OPEN_DIRS + 3, "{most} open, {before} before");
+        assert!(most > before + OPEN_DIRS / 2, "{most} open, {before} before");
+    }
+
     #[test]
     fn scoped_walks_and_listings_stay_inside_their_scope() {
         let dir = tempfile::tempdir().unwrap();
