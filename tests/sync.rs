@@ -510,10 +510,13 @@ fn regression_a_source_folder_swapped_for_a_symlink_never_mirrors_what_is_outsid
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                // Each state held a moment: long enough to be met by a walk or a copy.
                 std::fs::rename(&d, &hold).unwrap();
                 symlink(&outside, &d).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
                 std::fs::remove_file(&d).unwrap();
                 std::fs::rename(&hold, &d).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
                 swaps += 1;
             }
             swaps
