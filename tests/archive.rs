@@ -664,8 +664,16 @@ fn regression_a_folder_deeper_than_path_max_is_archived_whole() {
     archive_ok(&env, &["src", out.to_str().unwrap()]);
     let listed = names(&out);
     let leaf_name = rel.to_str().unwrap();
-    assert!(listed.iter().any(|n| n == leaf_name), "{} names", listed.len());
+    assert!(
+        listed.iter().any(|n| n == leaf_name),
+        "{} names",
+        listed.len()
+    );
     assert!(listed.iter().any(|n| n.ends_with("/link")));
-    let content = tool("tar", &["-xOf", out.to_str().unwrap(), leaf_name], Path::new("/"));
+    let content = tool(
+        "tar",
+        &["-xOf", out.to_str().unwrap(), leaf_name],
+        Path::new("/"),
+    );
     assert_eq!(stdout(&content), "deep content");
 }

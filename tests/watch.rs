@@ -814,8 +814,7 @@ fn regression_a_source_folder_swapped_for_a_symlink_never_mirrors_what_is_outsid
             .flatten()
             .filter(|e| e.file_type().is_file())
             .filter(|e| {
-                e.file_name() == "only-outside"
-                    || fs::read(e.path()).is_ok_and(|c| c == b"OUTSIDE")
+                e.file_name() == "only-outside" || fs::read(e.path()).is_ok_and(|c| c == b"OUTSIDE")
             })
             .map(|e| e.path().to_path_buf())
             .collect()
@@ -829,10 +828,18 @@ fn regression_a_source_folder_swapped_for_a_symlink_never_mirrors_what_is_outsid
         fs::remove_file(&d).unwrap();
         fs::rename(&hold, &d).unwrap();
         // An edit in the real folder: a hint for a file inside it.
-        fs::write(d.join(format!("f{}", round % 40)), format!("inside {round}")).unwrap();
+        fs::write(
+            d.join(format!("f{}", round % 40)),
+            format!("inside {round}"),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_micros(300));
     }
     w.wait_mirrored(&env.src, &env.dst, false);
     let found = leaked(&env.dst);
-    assert!(found.is_empty(), "read from outside SRC: {found:?}\n{}", w.context());
+    assert!(
+        found.is_empty(),
+        "read from outside SRC: {found:?}\n{}",
+        w.context()
+    );
 }

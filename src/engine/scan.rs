@@ -429,8 +429,10 @@ mod tests {
         // Descriptors open on this tree (a path too long to show is one of them).
         let open_fds = || {
             let fds = std::fs::read_dir("/proc/self/fd").unwrap().flatten();
-            fds.filter(|fd| std::fs::read_link(fd.path()).map_or(true, |p| p.starts_with(tmp.path())))
-                .count()
+            fds.filter(|fd| {
+                std::fs::read_link(fd.path()).map_or(true, |p| p.starts_with(tmp.path()))
+            })
+            .count()
         };
         let before = open_fds();
         let mut seen = Vec::new();
@@ -451,8 +453,14 @@ mod tests {
         }
         assert!(seen.last().unwrap().ends_with("side"));
         // The handles a walk holds, plus the root's and the one being listed or opened.
-        assert!(most <= before + OPEN_DIRS + 3, "{most} open, {before} before");
-        assert!(most > before + OPEN_DIRS / 2, "{most} open, {before} before");
+        assert!(
+            most <= before + OPEN_DIRS + 3,
+            "{most} open, {before} before"
+        );
+        assert!(
+            most > before + OPEN_DIRS / 2,
+            "{most} open, {before} before"
+        );
     }
 
     #[test]

@@ -73,6 +73,18 @@ impl Source {
         }
     }
 
+    /// The open folder holding the file or link `rel`, and `rel`'s last name: for
+    /// several looks at one name (open it, then check it is still the file read).
+    pub fn parent<'r>(&self, rel: &'r Path) -> io::Result<(Dir, &'r std::ffi::OsStr)> {
+        match self.parent_of(rel)? {
+            (parent, Some(name)) => Ok((parent, name)),
+            (_, None) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is not a regular file",
+            )),
+        }
+    }
+
     /// What `rel` is, without following it (the root is described as what it leads to).
     /// A folder on the way that is not a real folder fails with `NotADirectory`.
     pub fn status(&self, rel: &Path) -> io::Result<Status> {

@@ -4,10 +4,10 @@
 //! DST that is not a real folder.
 
 use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
+use crate::engine::source::{self, Source};
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{OnDisk, Record, Stored};
-use crate::engine::source::{self, Source};
 use crate::platform;
 use crate::store::layout::STATE_DIR;
 use flate2::read::MultiGzDecoder;
@@ -93,13 +93,16 @@ impl Executor {
     ) -> Result<Outcome, OpError> {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
-        // SRC's root, open for this copy: the file and its re-check are reached from it.
-        let source = Source::open(&self.src).map_err(OpError::io("reading", &src_path))?;
+        // The source folder holding the file, reached from SRC's root without passing a
+        // symlink: the file is opened, and checked afterwards, in that folder.
+        let (folder, file_name) = Source::open(&self.src)
+            .and_then(|source| source.parent(&entry.rel))
+            .map_err(OpError::io("reading", &src_path))?;
         let mut attempt = 0;
         loop {
             let reading = OpError::io("reading", &src_path);
-            let src = source
-                .open_file(&entry.rel)
+            let src = folder
+                .open_file(file_name)
                 .map_err(source::no_longer_a_file)
                 .map_err(OpError::io("reading", &src_path))?;
             let before = src.metadata().map_err(reading)?;
@@ -127,7 +130,7 @@ impl Executor {
             // The rename below keeps the inode: this is what DST will hold.
             let disk = file.metadata().ok().map(|m| OnDisk::of(&m));
             drop(file);
-            let settled = source::unchanged(&before, &src, source.status(&entry.rel));
+            let settled = source::unchanged(&before, &src, folder.status(file_name));
             if !settled && attempt < COPY_RETRIES {
                 attempt += 1;
                 log::debug!(

@@ -65,7 +65,11 @@ pub fn of_folder(folder: &Folder, scopes: &[PathBuf], rules: &ScanRules) -> List
     let mut failed = 0;
     for scope in scopes {
         if folder.status(scope).is_err() {
-            log::warn!("nothing in {} at or under {}", esc(folder.root()), esc(scope));
+            log::warn!(
+                "nothing in {} at or under {}",
+                esc(folder.root()),
+                esc(scope)
+            );
             continue;
         }
         for above in scope.ancestors().skip(1) {

@@ -42,7 +42,12 @@ pub fn write<W: Write>(
             let jobs = jobs_rx.clone();
             scope.spawn(move || {
                 for (path, stored, done) in jobs {
-                    let _ = done.send(read::read_small(ctx.folder.as_ref(), &path, stored, ctx.stop));
+                    let _ = done.send(read::read_small(
+                        ctx.folder.as_ref(),
+                        &path,
+                        stored,
+                        ctx.stop,
+                    ));
                 }
             });
         }
@@ -172,9 +177,11 @@ fn stream<W: Write>(
     let counted = match stored {
         Stored::Plain => None,
         Stored::Gzip => {
-            let counting = read::open(ctx.folder.as_ref(), path, stored, ctx.stop).and_then(|mut o| {
-                io::copy(&mut o.reader, &mut io::sink()).map_err(|e| Failure::of(path, e, ctx.stop))
-            });
+            let counting =
+                read::open(ctx.folder.as_ref(), path, stored, ctx.stop).and_then(|mut o| {
+                    io::copy(&mut o.reader, &mut io::sink())
+                        .map_err(|e| Failure::of(path, e, ctx.stop))
+                });
             match counting {
                 Ok(n) => Some(n),
                 Err(failure) => return failed(failure, tally),
