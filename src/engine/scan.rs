@@ -231,8 +231,8 @@ fn enter(
     rel: PathBuf,
     visit: &mut impl FnMut(Scanned) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let mut names: Vec<OsString> = match dir.entries() {
-        Ok(entries) => entries.into_iter().map(|(name, _)| name).collect(),
+    let mut names: Vec<OsString> = match dir.names() {
+        Ok(names) => names,
         Err(error) => return visit(Scanned::Error { rel, error }),
     };
     names.sort_unstable();
