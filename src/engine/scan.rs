@@ -1,7 +1,10 @@
 //! Read-only walks: the source tree into [`Entry`] values (relative path, kind, size,
 //! mtime to the nanosecond, mode, symlink target), and the destination tree into the
 //! list of names it holds. Symlinks are never followed, so a link loop cannot hang a
-//! walk. Nothing here writes anything or decides what to do with what it finds.
+//! walk. The source walk goes through directory handles only ([`Source`]: each folder
+//! opened from its parent's handle, each name looked at relative to its folder), so a
+//! folder swapped for a symlink mid-walk is never entered and no path length is too
+//! long. Nothing here writes anything or decides what to do with what it finds.
 
 use crate::config::filter::Excludes;
 use crate::engine::source::{self, Source};

@@ -275,7 +275,8 @@ impl Mirror {
                 skip.push(rel);
             }
         }
-        if std::fs::symlink_metadata(pair.src.join(STATE_DIR)).is_ok() {
+        let state_in_src = Source::open(&pair.src).and_then(|s| s.status(Path::new(STATE_DIR)));
+        if state_in_src.is_ok() {
             // Said once per run (and once per `watch` start): DST's state folder has that
             // name, so a source's own (SRC is itself a mirror) cannot be mirrored.
             let path = pair.src.join(STATE_DIR);
