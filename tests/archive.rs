@@ -665,3 +665,47 @@ fn a_file_growing_while_archived_is_read_again_and_the_archive_stays_valid() {
     writer.join().unwrap();
     let _ = codes;
 }
+
+/// Issue 12: a folder whose deepest path passes `PATH_MAX` (50 levels of 120-byte names,
+/// over 6,000 bytes) is archived whole: every folder and link is reached from the one
+/// above it, never through a whole path the kernel would refuse.
+#[test]
+fn regression_a_folder_deeper_than_path_max_is_archived_whole() {
+    use datasafe::store::local::beneath::Dir;
+    let env = TestEnv::new();
+    let name = "n".repeat(120);
+    let mut here = Dir::open_root(&env.src).unwrap();
+    let mut rel = PathBuf::new();
+    for _ in 0..50 {
+        rustix::fs::mkdirat(&here, name.as_str(), rustix::fs::Mode::RWXU).unwrap();
+        here = here.dir(Path::new(&name)).unwrap();
+        rel.push(&name);
+    }
+    let leaf = rustix::fs::openat(
+        &here,
+        "leaf.txt",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    rustix::io::write(&leaf, b"deep content").unwrap();
+    rustix::fs::symlinkat("leaf.txt", &here, "link").unwrap();
+    rel.push("leaf.txt");
+    assert!(rel.as_os_str().len() > 6000);
+    let out = env.dir.path().join("deep.tar");
+    archive_ok(&env, &["src", out.to_str().unwrap()]);
+    let listed = names(&out);
+    let leaf_name = rel.to_str().unwrap();
+    assert!(
+        listed.iter().any(|n| n == leaf_name),
+        "{} names",
+        listed.len()
+    );
+    assert!(listed.iter().any(|n| n.ends_with("/link")));
+    let content = tool(
+        "tar",
+        &["-xOf", out.to_str().unwrap(), leaf_name],
+        Path::new("/"),
+    );
+    assert_eq!(stdout(&content), "deep content");
+}

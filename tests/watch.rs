@@ -787,3 +787,59 @@ fn excluded_files_created_while_watching_are_not_mirrored() {
     assert!(!env.dst.join("keep.txt").exists());
     assert!(env.dst.join("a.txt").exists());
 }
+
+/// Issue 12: as `sync`'s test of the same name, for the watcher: events about a source
+/// folder swapped again and again for a symlink to a folder outside SRC (files of the
+/// same names, and one only there) and about the files in it never make datasafe read
+/// what the link leads to, in a hint's look, a folder's walk or a copy. Kept versions
+/// are checked too: what was copied once stays there even after the mirror is right.
+#[test]
+fn regression_a_source_folder_swapped_for_a_symlink_never_mirrors_what_is_outside() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    let outside = env.dir.path().join("outside");
+    let hold = env.dir.path().join("hold");
+    fs::create_dir(&outside).unwrap();
+    for i in 0..40 {
+        env.write(format!("d/f{i}"), "inside");
+        fs::write(outside.join(format!("f{i}")), "OUTSIDE").unwrap();
+    }
+    fs::write(outside.join("only-outside"), "OUTSIDE").unwrap();
+    // Batches acted on while the swaps go on, not only once they are over.
+    let w = Watcher::ready(&env, &["--debounce", "5ms", "--max-wait", "20ms"], "w");
+    let leaked = |dst: &Path| -> Vec<PathBuf> {
+        walkdir::WalkDir::new(dst)
+            .follow_links(false)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| {
+                e.file_name() == "only-outside" || fs::read(e.path()).is_ok_and(|c| c == b"OUTSIDE")
+            })
+            .map(|e| e.path().to_path_buf())
+            .collect()
+    };
+    let d = env.src.join("d");
+    for round in 0..1500 {
+        // Each state held a moment: long enough for the watcher to look at it.
+        fs::rename(&d, &hold).unwrap();
+        std::os::unix::fs::symlink(&outside, &d).unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+        fs::remove_file(&d).unwrap();
+        fs::rename(&hold, &d).unwrap();
+        // An edit in the real folder: a hint for a file inside it.
+        fs::write(
+            d.join(format!("f{}", round % 40)),
+            format!("inside {round}"),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    w.wait_mirrored(&env.src, &env.dst, false);
+    let found = leaked(&env.dst);
+    assert!(
+        found.is_empty(),
+        "read from outside SRC: {found:?}\n{}",
+        w.context()
+    );
+}

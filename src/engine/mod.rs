@@ -7,4 +7,5 @@ pub mod exec;
 pub mod plan;
 pub mod repair;
 pub mod scan;
+pub mod source;
 pub mod sync;

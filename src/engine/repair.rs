@@ -22,7 +22,6 @@ use crate::hash::{self, Digest};
 use crate::model::{Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
-use crate::platform;
 use crate::store::local::Local;
 use crate::store::{Found, Reader, Stat};
 use crossbeam_channel::bounded;
@@ -348,7 +347,8 @@ fn read_one(
         None => {
             // Nothing recorded (an index rebuilt from a listing): compare with the source.
             let logical = record.stored.source_of(name);
-            let theirs = platform::open_source(&src.join(logical))
+            let theirs = crate::engine::source::Source::open(src)
+                .and_then(|source| source.open_file(&logical))
                 .and_then(|f| hash::hash_reader_until(f, buf, stop));
             match theirs {
                 Ok((d, _)) if d == digest => Ok(Some(digest)),

@@ -1,20 +1,22 @@
 //! Read-only walks: the source tree into [`Entry`] values (relative path, kind, size,
 //! mtime to the nanosecond, mode, symlink target), and the destination tree into the
 //! list of names it holds. Symlinks are never followed, so a link loop cannot hang a
-//! walk. Nothing here writes anything or decides what to do with what it finds.
+//! walk. The source walk goes through directory handles only ([`Source`]: each folder
+//! opened from its parent's handle, each name looked at relative to its folder), so a
+//! folder swapped for a symlink mid-walk is never entered and no path length is too
+//! long. Nothing here writes anything or decides what to do with what it finds.
 
 use crate::config::filter::Excludes;
-use crate::model::{Entry, Kind, Meta};
-use crate::platform;
+use crate::engine::source::{self, Source};
+use crate::model::{Entry, Kind};
 use crate::store::layout::STATE_DIR;
 use crate::store::local::Local;
+use crate::store::local::beneath::{self, Dir};
 use crate::store::{Reader, Stat, Step};
-use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use walkdir::WalkDir;
 
 /// One item of a source walk: an entry, or a path that could not be read.
 #[derive(Debug)]
@@ -61,11 +63,53 @@ impl ScanRules {
     }
 }
 
+/// Most folder handles a walk keeps open: one per level of the folder it is in, up to
+/// this many. Deeper, the handles nearest the root are closed and opened again (from
+/// the root, never through a symlink) when the walk climbs back to them, so a tree of
+/// any depth needs at most this many descriptors (plus the root's and one to list a
+/// folder).
+pub const OPEN_DIRS: usize = 64;
+
+/// A folder being walked: its handle (`None` once closed for a deeper level) and the
+/// names in it still to visit, sorted.
+struct Frame {
+    rel: PathBuf,
+    dir: Option<Dir>,
+    names: std::vec::IntoIter<OsString>,
+}
+
 /// Walks `scope` (a path relative to `root`; empty for all of it), calling `visit` for
 /// `scope` itself and then every entry below it, in a stable (sorted per directory)
-/// order. Relative paths are relative to `root`. Stops early if `visit` breaks.
+/// order. Relative paths are relative to `root`. Stops early if `visit` breaks. SRC is
+/// opened once for the walk; see [`walk`].
 pub fn walk_source(
     root: &Path,
+    scope: &Path,
+    rules: &ScanRules,
+    mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
+) {
+    if !scope.as_os_str().is_empty() && rules.covers(scope) {
+        return;
+    }
+    match Source::open(root) {
+        Ok(src) => walk(&src, scope, rules, visit),
+        Err(error) => {
+            let _ = visit(Scanned::Error {
+                rel: scope.to_path_buf(),
+                error,
+            });
+        }
+    }
+}
+
+/// As [`walk_source`], in an open source. Every folder is opened from its parent's
+/// handle (`openat` with `O_NOFOLLOW`), every name is `lstat`ed and every link read
+/// relative to its folder's handle: a folder swapped for a symlink during the walk is
+/// never entered (opening it fails with `ENOTDIR`, reported like any unreadable
+/// folder), and paths longer than `PATH_MAX` are walked like any other. At most
+/// [`OPEN_DIRS`] folder handles are open at once.
+pub fn walk(
+    src: &Source,
     scope: &Path,
     rules: &ScanRules,
     mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
@@ -74,68 +118,144 @@ pub fn walk_source(
     if !whole && rules.covers(scope) {
         return;
     }
-    let mut walker = WalkDir::new(root.join(scope))
-        .follow_links(false)
-        // SRC itself may be a symlink to a folder; a folder inside it is an entry.
-        .follow_root_links(whole)
-        .sort_by(|a, b| a.file_name().cmp(b.file_name()))
-        .into_iter();
-    while let Some(next) = walker.next() {
-        let item = match next {
-            Ok(dent) => {
-                let rel = relative(root, dent.path());
-                if dent.depth() > 0 && rules.leaves_out(&rel) {
-                    if dent.file_type().is_dir() {
-                        walker.skip_current_dir();
+    let mut stack: Vec<Frame> = Vec::new();
+    // The scope itself: the root (which may be a symlink to a folder: described as the
+    // folder it leads to), or a name reached from the root without passing a symlink.
+    let (item, dir) = if whole {
+        let root = src.root_dir();
+        match root.own_status().and_then(|s| Ok((s, root.try_clone()?))) {
+            Ok((status, dir)) => (
+                Scanned::Entry(source::entry(PathBuf::new(), &status, None)),
+                Some(Ok(dir)),
+            ),
+            Err(error) => (error_at(scope, error), None),
+        }
+    } else {
+        look(src, scope)
+    };
+    if visit(item).is_break() {
+        return;
+    }
+    let flow = match dir {
+        Some(Ok(dir)) => enter(&mut stack, dir, scope.to_path_buf(), &mut visit),
+        Some(Err(error)) => visit(error_at(scope, error)),
+        None => return,
+    };
+    if flow.is_break() {
+        return;
+    }
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let rel = top.rel.join(&name);
+        if rules.leaves_out(&rel) {
+            continue;
+        }
+        let dir = match &mut top.dir {
+            Some(dir) => dir,
+            // Closed for a deeper level: opened again from the root.
+            none => match src.dir(&top.rel) {
+                Ok(dir) => none.insert(dir),
+                Err(error) => {
+                    let rel = top.rel.clone();
+                    stack.pop();
+                    if visit(error_at(&rel, error)).is_break() {
+                        return;
                     }
                     continue;
                 }
-                // The root may be a symlink to a directory: describe what it points to.
-                let meta = if dent.depth() == 0 && whole {
-                    std::fs::metadata(dent.path())
-                } else {
-                    dent.metadata().map_err(inner_io)
-                };
-                match meta {
-                    Ok(meta) => entry_from(dent.path(), rel, &meta),
-                    Err(error) => Scanned::Error { rel, error },
-                }
-            }
-            Err(err) => {
-                let rel = err.path().map(|p| relative(root, p)).unwrap_or_default();
-                Scanned::Error {
-                    rel,
-                    error: inner_io(err),
-                }
-            }
+            },
         };
+        let (item, child) = describe(dir, &name, rel);
+        let child = child.map(|dir| (dir, item.rel().to_path_buf()));
         if visit(item).is_break() {
+            return;
+        }
+        let flow = match child {
+            Some((Ok(dir), rel)) => enter(&mut stack, dir, rel, &mut visit),
+            Some((Err(error), rel)) => visit(Scanned::Error { rel, error }),
+            None => continue,
+        };
+        if flow.is_break() {
             return;
         }
     }
 }
 
-/// Describes one path as an [`Entry`] (reads the link target for symlinks).
-pub fn entry_from(path: &Path, rel: PathBuf, meta: &Metadata) -> Scanned {
-    let kind = if platform::is_special(meta) {
-        Kind::Special
-    } else {
-        Kind::of(meta.file_type())
-    };
-    let target = if kind == Kind::Symlink {
-        match std::fs::read_link(path) {
-            Ok(t) => Some(t),
-            Err(error) => return Scanned::Error { rel, error },
+impl Scanned {
+    /// The path (relative to the source root) this item is about.
+    pub fn rel(&self) -> &Path {
+        match self {
+            Scanned::Entry(entry) => &entry.rel,
+            Scanned::Error { rel, .. } => rel,
         }
-    } else {
-        None
+    }
+}
+
+/// The scope of a narrower walk, reached from the root: what it is, and its folder
+/// opened if it is one (never through a symlink on the way or at its name).
+fn look(src: &Source, scope: &Path) -> (Scanned, Option<io::Result<Dir>>) {
+    let (parent, name) = beneath::split(scope);
+    let Some(name) = name else {
+        return (error_at(scope, io::ErrorKind::InvalidInput.into()), None);
     };
-    Scanned::Entry(Entry {
+    match src.dir(parent) {
+        Ok(parent) => describe(&parent, name, scope.to_path_buf()),
+        Err(error) => (error_at(scope, error), None),
+    }
+}
+
+/// `name` in the open folder `dir` as an item of the walk (`lstat`, and `readlink` for
+/// a symlink, both relative to `dir`), and, for a folder, the folder opened.
+fn describe(dir: &Dir, name: &OsStr, rel: PathBuf) -> (Scanned, Option<io::Result<Dir>>) {
+    let status = match dir.status(name) {
+        Ok(status) => status,
+        Err(error) => return (Scanned::Error { rel, error }, None),
+    };
+    let target = match status.kind {
+        Kind::Symlink => match dir.read_link(name) {
+            Ok(target) => Some(target),
+            Err(error) => return (Scanned::Error { rel, error }, None),
+        },
+        _ => None,
+    };
+    let child = (status.kind == Kind::Dir).then(|| dir.child(name));
+    (Scanned::Entry(source::entry(rel, &status, target)), child)
+}
+
+/// Lists the open folder `dir` (at `rel`) and pushes it onto `stack`, closing the
+/// handle of the shallowest open folder if that would pass [`OPEN_DIRS`]. A folder
+/// that cannot be listed is reported and not entered.
+fn enter(
+    stack: &mut Vec<Frame>,
+    dir: Dir,
+    rel: PathBuf,
+    visit: &mut impl FnMut(Scanned) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut names: Vec<OsString> = match dir.names() {
+        Ok(names) => names,
+        Err(error) => return visit(Scanned::Error { rel, error }),
+    };
+    names.sort_unstable();
+    if stack.len() >= OPEN_DIRS {
+        let oldest = stack.len() - OPEN_DIRS;
+        stack[oldest].dir = None;
+    }
+    stack.push(Frame {
         rel,
-        kind,
-        meta: Meta::of(meta),
-        target,
-    })
+        dir: Some(dir),
+        names: names.into_iter(),
+    });
+    ControlFlow::Continue(())
+}
+
+fn error_at(rel: &Path, error: io::Error) -> Scanned {
+    Scanned::Error {
+        rel: rel.to_path_buf(),
+        error,
+    }
 }
 
 /// One name found in DST, with its metadata when it was asked for.
@@ -195,30 +315,6 @@ pub fn list_store(store: &dyn Reader, scope: &Path, detail: bool) -> Vec<DestIte
     items
 }
 
-/// The OS error inside a walkdir error (walkdir's own wrapping repeats the path).
-fn inner_io(err: walkdir::Error) -> io::Error {
-    let text = err.to_string();
-    err.into_io_error()
-        .unwrap_or_else(|| io::Error::other(text))
-}
-
-/// `path` relative to `root`. Walk paths are `root` + `/` + rest, so a byte comparison
-/// does (`Path::strip_prefix` compares component by component, a cost per entry).
-fn relative(root: &Path, path: &Path) -> PathBuf {
-    let (r, p) = (
-        root.as_os_str().as_encoded_bytes(),
-        path.as_os_str().as_encoded_bytes(),
-    );
-    match p.strip_prefix(r) {
-        Some([]) => PathBuf::new(),
-        Some([b'/', rest @ ..]) if !r.is_empty() && !rest.is_empty() => {
-            // SAFETY: `rest` follows an ASCII '/' in valid encoded bytes, a valid split.
-            PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(rest) })
-        }
-        _ => path.strip_prefix(root).unwrap_or(path).to_path_buf(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +369,105 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got.len(), 3);
+    }
+
+    /// Issue 12: what a folder swapped for a symlink during a walk leads to is never
+    /// walked, whether the swap comes after the walk looked at the folder or before a
+    /// narrower walk reaches through it.
+    #[cfg(unix)]
+    #[test]
+    fn regression_a_folder_swapped_for_a_symlink_is_never_walked_through() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("src"), tmp.path().join("outside"));
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/inside"), "in").unwrap();
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("secret"), "out").unwrap();
+        std::fs::write(outside.join("sub/secret"), "out").unwrap();
+        let mut seen = Vec::new();
+        walk_source(&root, Path::new(""), &ScanRules::default(), |item| {
+            let rel = item.rel().to_path_buf();
+            if rel == Path::new("d") {
+                // Between the walk's look at `d` and its listing of what `d` holds.
+                std::fs::rename(root.join("d"), tmp.path().join("moved")).unwrap();
+                symlink(&outside, root.join("d")).unwrap();
+            }
+            seen.push(rel);
+            ControlFlow::Continue(())
+        });
+        assert!(
+            !seen.iter().any(|rel| rel.ends_with("secret")),
+            "walked outside SRC: {seen:?}"
+        );
+        // A narrower walk (a watcher's hint) below the link now in SRC's place.
+        let mut below = Vec::new();
+        walk_source(&root, Path::new("d/sub"), &ScanRules::default(), |item| {
+            below.push(match item {
+                Scanned::Entry(e) => Ok(e.rel),
+                Scanned::Error { rel, error } => Err((rel, error.kind())),
+            });
+            ControlFlow::Continue(())
+        });
+        assert_eq!(
+            below,
+            vec![Err((PathBuf::from("d/sub"), io::ErrorKind::NotADirectory))]
+        );
+    }
+
+    /// Trees deeper than [`OPEN_DIRS`] levels and longer than `PATH_MAX` are walked
+    /// whole, in order, with at most `OPEN_DIRS` folder handles open.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn walks_trees_deeper_than_its_handles_and_longer_than_path_max() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = "n".repeat(120);
+        let levels = OPEN_DIRS + 30;
+        let mut here = Dir::open_root(tmp.path()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&here, name.as_str(), rustix::fs::Mode::RWXU).unwrap();
+            rustix::fs::mkdirat(&here, "side", rustix::fs::Mode::RWXU).unwrap();
+            here = here.child(OsStr::new(&name)).unwrap();
+        }
+        // Descriptors open on this tree (a path too long to show is one of them).
+        let open_fds = || {
+            let fds = std::fs::read_dir("/proc/self/fd").unwrap().flatten();
+            fds.filter(|fd| {
+                std::fs::read_link(fd.path()).map_or(true, |p| p.starts_with(tmp.path()))
+            })
+            .count()
+        };
+        let before = open_fds();
+        let mut seen = Vec::new();
+        let mut most = 0;
+        walk_source(tmp.path(), Path::new(""), &ScanRules::default(), |item| {
+            most = most.max(open_fds());
+            seen.push(item.rel().to_path_buf());
+            ControlFlow::Continue(())
+        });
+        // Each level: the deep folder, then `side` (sorted: "n…" < "side").
+        assert_eq!(seen.len(), 1 + 2 * levels);
+        let deepest = seen.iter().map(|p| p.as_os_str().len()).max().unwrap();
+        assert!(deepest > 4096 * 2, "{deepest}");
+        let mut want = PathBuf::new();
+        for level in 0..levels {
+            want.push(&name);
+            assert_eq!(seen[1 + level], want);
+        }
+        assert!(seen.last().unwrap().ends_with("side"));
+        // The handles a walk holds, plus the root's and the one being listed or opened;
+        // other tests of this binary open files meanwhile, so allow them a few (an
+        // unbounded walk would hold one per level, far more).
+        const OTHERS: usize = 16;
+        assert!(levels > OPEN_DIRS + 3 + OTHERS);
+        assert!(
+            most <= before + OPEN_DIRS + 3 + OTHERS,
+            "{most} open, {before} before"
+        );
+        assert!(
+            most > before + OPEN_DIRS / 2,
+            "{most} open, {before} before"
+        );
     }
 
     #[test]

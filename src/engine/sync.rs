@@ -23,6 +23,7 @@ use crate::engine::exec::{Done, Executor, Outcome, PrepareError, spawn_workers};
 use crate::engine::plan::{self, Action, Decision, Held, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
 use crate::engine::scan::{self, DestItem, ScanRules, Scanned};
+use crate::engine::source::{self, Source};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
@@ -275,7 +276,8 @@ impl Mirror {
                 skip.push(rel);
             }
         }
-        if std::fs::symlink_metadata(pair.src.join(STATE_DIR)).is_ok() {
+        let state_in_src = Source::open(&pair.src).and_then(|s| s.status(Path::new(STATE_DIR)));
+        if state_in_src.is_ok() {
             // Said once per run (and once per `watch` start): DST's state folder has that
             // name, so a source's own (SRC is itself a mirror) cannot be mirrored.
             let path = pair.src.join(STATE_DIR);
@@ -528,16 +530,19 @@ impl Mirror {
         if !self.source_present() {
             return Applied::SourceGone;
         }
+        // Every path below is looked at from SRC's root handle, never re-resolved.
+        let Ok(src) = Source::open(&self.cfg.pair.src) else {
+            return Applied::SourceGone;
+        };
         let (renames, changes) = coalesce(hints);
         let mut changes = changes;
         for (from, to) in renames {
-            if let Some(action) = self.plan_rename(&from, &to) {
+            if let Some(action) = self.plan_rename(&src, &from, &to) {
                 self.pump_all(vec![action]);
             }
             // Whatever the rename did, both paths are re-checked: that cleans up after
             // a failed rename and catches a change made together with it.
-            let to_is_dir =
-                std::fs::symlink_metadata(self.cfg.pair.src.join(&to)).is_ok_and(|m| m.is_dir());
+            let to_is_dir = src.status(&to).is_ok_and(|s| s.kind == Kind::Dir);
             changes.entry(from).or_insert(false);
             *changes.entry(to).or_insert(false) |= to_is_dir;
         }
@@ -545,7 +550,7 @@ impl Mirror {
         let mut actions = Vec::new();
         let mut walks = Vec::new();
         for (rel, walk) in changes {
-            self.plan_path(&rel, walk, &mut actions, &mut walks);
+            self.plan_path(&src, &rel, walk, &mut actions, &mut walks);
         }
         // Deletions that arrive as events are carried out even when they leave SRC
         // empty: the user deleted those files one by one, in a source the caller has
@@ -568,17 +573,19 @@ impl Mirror {
 
     /// True if SRC holds nothing that is mirrored (what it holds is all left out).
     pub fn source_is_empty(&self) -> bool {
-        let Ok(entries) = std::fs::read_dir(&self.cfg.pair.src) else {
+        let entries = Source::open(&self.cfg.pair.src).and_then(|s| s.root_dir().entries());
+        let Ok(entries) = entries else {
             return false;
         };
         !entries
-            .flatten()
-            .any(|e| !self.rules.covers(Path::new(&e.file_name())))
+            .iter()
+            .any(|(name, _)| !self.rules.covers(Path::new(name)))
     }
 
     /// Plans what one path needs, looking at it as it is now.
     fn plan_path(
         &mut self,
+        src: &Source,
         rel: &Path,
         walk: bool,
         actions: &mut Vec<Action>,
@@ -602,9 +609,11 @@ impl Mirror {
         if self.dest_is_dir(parent) {
             self.tally.touched.insert(parent.to_path_buf());
         }
-        let path = self.cfg.pair.src.join(rel);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
+        let path = src.path(rel);
+        // A folder on the way that is a symlink now (NotADirectory) means `rel` is gone
+        // from SRC: what the link leads to is never read.
+        let entry = match src.entry(rel) {
+            Ok(entry) => entry,
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
                     || e.kind() == io::ErrorKind::NotADirectory =>
@@ -615,14 +624,6 @@ impl Mirror {
             Err(e) => {
                 self.tally.summary.failed += 1;
                 log::error!("reading {}: {}", esc(&path), io_message(&e));
-                return;
-            }
-        };
-        let entry = match scan::entry_from(&path, rel.to_path_buf(), &meta) {
-            Scanned::Entry(entry) => entry,
-            Scanned::Error { error, .. } => {
-                self.tally.summary.failed += 1;
-                log::error!("reading {}: {}", esc(&path), io_message(&error));
                 return;
             }
         };
@@ -738,20 +739,18 @@ impl Mirror {
     /// A rename inside SRC becomes a rename inside DST when DST holds the old name as
     /// the index says and the source really moved (old name gone, new one there).
     /// Without `delete`, the old name stays: the new one is copied like any new path.
-    fn plan_rename(&mut self, from: &Path, to: &Path) -> Option<Action> {
+    fn plan_rename(&mut self, src: &Source, from: &Path, to: &Path) -> Option<Action> {
         if !self.cfg.plan.delete {
             return None;
         }
-        let src = &self.cfg.pair.src;
         let empty = |p: &Path| p.as_os_str().is_empty();
         if empty(from) || empty(to) || self.rules.covers(from) || self.rules.covers(to) {
             return None;
         }
-        if std::fs::symlink_metadata(src.join(from)).is_ok() {
+        if src.status(from).is_ok() {
             return None;
         }
-        let meta = std::fs::symlink_metadata(src.join(to)).ok()?;
-        let kind = Kind::of(meta.file_type());
+        let kind = src.status(to).ok()?.kind;
         let (from_name, to_name) = match kind {
             Kind::File => {
                 let plan = &self.cfg.plan;
@@ -1159,10 +1158,13 @@ impl Mirror {
         for rel in self.tally.touched.drain() {
             todo.entry((depth(&rel), rel)).or_insert(None);
         }
+        let src = (!todo.is_empty())
+            .then(|| Source::open(&self.cfg.pair.src).ok())
+            .flatten();
         for ((_, rel), meta) in todo {
             let meta = match meta {
                 Some(meta) => meta,
-                None => match source_dir_meta(&self.cfg.pair.src, &rel) {
+                None => match src.as_ref().and_then(|src| source_dir_meta(src, &rel)) {
                     Some(meta) => meta,
                     None => continue,
                 },
@@ -1422,14 +1424,9 @@ fn recently(mtime: filetime::FileTime) -> bool {
 }
 
 /// The mode and mtime of a source folder (the root is followed if it is a link).
-fn source_dir_meta(src: &Path, rel: &Path) -> Option<Meta> {
-    let path = src.join(rel);
-    let meta = if rel.as_os_str().is_empty() {
-        std::fs::metadata(&path)
-    } else {
-        std::fs::symlink_metadata(&path)
-    };
-    meta.ok().filter(|m| m.is_dir()).map(|m| Meta::of(&m))
+fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
+    let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
+    Some(source::meta(&status))
 }
 
 /// Walks the source and plans every entry; runs on the scanner thread. Entries seen

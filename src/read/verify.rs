@@ -22,6 +22,7 @@ use crate::config::{
 };
 use crate::engine::repair::Check;
 use crate::engine::scan::{self, ScanRules, Scanned};
+use crate::engine::source;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind};
@@ -29,7 +30,6 @@ use crate::model::{MirrorState, Record, Stored};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::output::report::{Progress, Summary};
-use crate::platform;
 use crate::read::history::index_dir;
 use crate::store::layout::STATE_DIR;
 use crate::store::local::Local;
@@ -952,7 +952,7 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
         compare = matched
             .files
             .into_iter()
-            .map(|(name, rel)| (name, src.root.join(rel)))
+            .filter_map(|(name, rel)| Some((name, (walked.tree.clone()?, rel))))
             .collect();
     }
 
@@ -1100,8 +1100,9 @@ struct Job {
     name: PathBuf,
     /// What the index says it is.
     record: Record,
-    /// The source file to compare its content with (`--source`).
-    source: Option<PathBuf>,
+    /// The source file to compare its content with (`--source`): the source, open, and
+    /// the file's path in it.
+    source: Option<(source::Source, PathBuf)>,
 }
 
 /// How a record compared with what the mirror holds.
@@ -1204,9 +1205,10 @@ fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> 
         (want, Ok(Some(found))) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
     };
     let source = match (&job.source, &mirror, digest) {
-        (Some(path), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
-            let theirs =
-                platform::open_source(path).and_then(|f| hash::hash_reader_until(f, buf, stop));
+        (Some((tree, rel)), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
+            let theirs = tree
+                .open_file(rel)
+                .and_then(|f| hash::hash_reader_until(f, buf, stop));
             match theirs {
                 Ok((d, n)) => {
                     bytes += n;
@@ -1354,18 +1356,28 @@ fn not_in_index(listing: &[(PathBuf, bool)], state: &MirrorState) -> Vec<Finding
     findings
 }
 
-/// A source walk: its entries, and what could not be read.
+/// A source walk: its entries, what could not be read, and the source it walked (open,
+/// to read the files it found through the same handle).
 struct Walked {
     entries: Vec<Entry>,
     unreadable: Vec<(PathBuf, String)>,
+    tree: Option<source::Source>,
 }
 
 fn walk(src: &Source, stop: &AtomicBool) -> Walked {
     let mut walked = Walked {
         entries: Vec::new(),
         unreadable: Vec::new(),
+        tree: None,
     };
-    scan::walk_source(&src.root, Path::new(""), &src.rules, |item| {
+    let tree = match source::Source::open(&src.root) {
+        Ok(tree) => tree,
+        Err(error) => {
+            walked.unreadable.push((PathBuf::new(), io_message(&error)));
+            return walked;
+        }
+    };
+    scan::walk(&tree, Path::new(""), &src.rules, |item| {
         if stop.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
         }
@@ -1375,6 +1387,7 @@ fn walk(src: &Source, stop: &AtomicBool) -> Walked {
         }
         ControlFlow::Continue(())
     });
+    walked.tree = Some(tree);
     walked
 }
 

@@ -5,6 +5,7 @@
 //! on the way real folders, displacing what stands there.
 
 use super::{COPY_RETRIES, Displaced, Done, Executor, OpError, Outcome};
+use crate::engine::source::{self, Source};
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{Record, Stored};
@@ -70,11 +71,18 @@ impl Executor {
     ) -> Result<Outcome, OpError> {
         let src_path = self.src.join(&entry.rel);
         let name = stored.name_for(&entry.rel);
+        // The source folder holding the file, reached from SRC's root without passing a
+        // symlink: the file is opened, and checked afterwards, in that folder.
+        let (folder, file_name) = Source::open(&self.src)
+            .and_then(|source| source.parent(&entry.rel))
+            .map_err(OpError::io("reading", &src_path))?;
         let mut attempt = 0;
         loop {
             let reading = OpError::io("reading", &src_path);
-            let src =
-                platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
+            let src = folder
+                .open_file(file_name)
+                .map_err(source::no_longer_a_file)
+                .map_err(OpError::io("reading", &src_path))?;
             let before = src.metadata().map_err(reading)?;
             if !before.is_file() {
                 return Err(OpError::Io {
@@ -99,7 +107,7 @@ impl Executor {
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
             // The install below keeps the inode: this is what DST will hold.
             let disk = temp.stat().ok().map(|s| s.on_disk());
-            let settled = unchanged_since(&before, &src, &src_path);
+            let settled = source::unchanged(&before, &src, folder.status(file_name));
             if !settled && attempt < COPY_RETRIES {
                 attempt += 1;
                 log::debug!(
@@ -242,7 +250,10 @@ impl Executor {
             return self.copy(entry, stored, None);
         }
         let dst_path = self.shown(&name);
-        let src = platform::open_source(&src_path).map_err(OpError::io("reading", &src_path))?;
+        let src = Source::open(&self.src)
+            .and_then(|source| source.open_file(&entry.rel))
+            .map_err(source::no_longer_a_file)
+            .map_err(OpError::io("reading", &src_path))?;
         let src_sha =
             hash::hash_reader(StopReader(self, src)).map_err(|e| self.read_error(e, &src_path))?;
         // What DST really holds, not what the index says it should: a copy damaged
@@ -417,14 +428,17 @@ impl Executor {
     /// loses nothing.
     fn same_as_source(&self, name: &Path, meta: &Stat) -> bool {
         let stored = meta.mtime;
+        let Ok(source) = Source::open(&self.src) else {
+            return false;
+        };
         [
             Some(name.to_path_buf()),
             crate::engine::plan::strip_gz(name),
         ]
         .into_iter()
         .flatten()
-        .filter_map(|rel| fs::symlink_metadata(self.src.join(rel)).ok())
-        .any(|m| m.is_file() && filetime::FileTime::from_last_modification_time(&m) == stored)
+        .filter_map(|rel| source.status(&rel).ok())
+        .any(|s| s.kind == Kind::File && s.mtime == stored)
     }
 
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);

@@ -19,6 +19,7 @@ mod zip;
 use crate::cli::{ArchiveArgs, ArchiveFormat};
 use crate::config::filter::Excludes;
 use crate::engine::scan::ScanRules;
+use crate::engine::source::Source as Folder;
 use crate::output::names::{esc, human_bytes, io_message};
 use crate::store::Reader;
 use crate::store::layout::STATE_DIR;
@@ -51,6 +52,9 @@ pub struct Ctx<'a> {
     progress: Option<ProgressBar>,
     /// The temp file being written, for error messages.
     writing: PathBuf,
+    /// A plain folder's root, open: its files are read through it (`None` for a
+    /// mirror, whose stored files the listing found).
+    folder: Option<std::sync::Arc<Folder>>,
 }
 
 /// What a writer archived.
@@ -277,6 +281,19 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
             std::env::temp_dir().join(format!("datasafe-archive-{}.parts", std::process::id()))
         }
     });
+    // A plain folder is read only through its root handle: every folder, link and file
+    // below it is reached from there without passing a symlink.
+    let folder = if is_mirror {
+        None
+    } else {
+        Some(Folder::open(source).map(std::sync::Arc::new).map_err(|e| {
+            usage(format!(
+                "source {} cannot be read: {}; check the path",
+                esc(source),
+                io_message(&e)
+            ))
+        })?)
+    };
     let listed = if is_mirror {
         let (history, plan) =
             crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
@@ -285,7 +302,10 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
         Some(listing)
     } else {
         let scopes = crate::read::restore::scopes_of(&args.paths).map_err(usage)?;
-        (!scopes.is_empty()).then(|| source::of_folder(source, &scopes, &rules))
+        folder
+            .as_ref()
+            .filter(|_| !scopes.is_empty())
+            .map(|folder| source::of_folder(folder, &scopes, &rules))
     };
     let (partial, sink, writing) = match &dest {
         Dest::File(path) => {
@@ -314,6 +334,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
         to_stderr,
         progress,
         writing,
+        folder,
     };
     // The prefix folder itself, as `git archive` writes it.
     let top = std::fs::metadata(source)
@@ -335,9 +356,12 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
         }
         None => std::thread::scope(|scope| {
             let (tx, rx) = crossbeam_channel::bounded::<Entry>(4096);
-            let rules = &rules;
-            let walker = scope
-                .spawn(move || source::walk(source, Path::new(""), rules, |e| tx.send(e).is_ok()));
+            let (rules, folder) = (&rules, ctx.folder.as_ref());
+            let walker = scope.spawn(move || {
+                folder.map_or(0, |folder| {
+                    source::walk(folder, Path::new(""), rules, |e| tx.send(e).is_ok())
+                })
+            });
             let mut entries = top.into_iter().chain(rx);
             let written = write(sink, format, &mut entries, &ctx);
             // A writer that stopped early drops the channel, which stops the walk.

@@ -6,6 +6,7 @@
 //! Small files are read whole into memory (so a retry costs nothing in the archive);
 //! larger ones are left to the writer to stream, which is what keeps memory flat.
 
+use crate::engine::source::Source as Folder;
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
@@ -25,6 +26,9 @@ pub enum FileAt {
     Path(PathBuf),
     /// A name in the mirror being archived, read through its store.
     Stored(Arc<dyn Reader>, PathBuf),
+    /// A name in the plain folder being archived, read through the folder's handles
+    /// (never through a symlink).
+    Source(Arc<Folder>, PathBuf),
 }
 
 impl FileAt {
@@ -33,6 +37,7 @@ impl FileAt {
         match self {
             FileAt::Path(path) => Cow::Borrowed(path),
             FileAt::Stored(store, name) => Cow::Owned(store.display(name)),
+            FileAt::Source(folder, rel) => Cow::Owned(folder.path(rel)),
         }
     }
 
@@ -41,6 +46,11 @@ impl FileAt {
     fn open(&self, stored: Stored) -> io::Result<(Content, Stat)> {
         match self {
             FileAt::Stored(store, name) => Content::open(&**store, name, stored),
+            FileAt::Source(folder, rel) => {
+                let file = folder.open_file(rel)?;
+                let stat = Stat::of(&file.metadata()?);
+                Ok((Content::of(Box::new(file), stored), stat))
+            }
             FileAt::Path(path) => {
                 let file = crate::platform::open_source(path)?;
                 let stat = Stat::of(&file.metadata()?);
@@ -56,6 +66,7 @@ impl FileAt {
     fn stat(&self) -> Option<Stat> {
         match self {
             FileAt::Stored(store, name) => store.stat(name).ok().flatten(),
+            FileAt::Source(folder, rel) => folder.status(rel).ok().map(Stat::from),
             FileAt::Path(path) => std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m)),
         }
     }

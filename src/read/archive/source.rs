@@ -9,6 +9,7 @@
 use super::read::FileAt;
 use crate::config::filter::Excludes;
 use crate::engine::scan::{self, ScanRules, Scanned};
+use crate::engine::source::Source as Folder;
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
@@ -18,6 +19,7 @@ use filetime::FileTime;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// One thing to archive.
@@ -60,24 +62,28 @@ pub struct Listing {
 
 /// Lists a plain folder: every entry under `scopes` (all, if empty) that `rules` leave
 /// in, plus the folders above each scope, sorted.
-pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
+pub fn of_folder(folder: &Arc<Folder>, scopes: &[PathBuf], rules: &ScanRules) -> Listing {
     let mut found: BTreeMap<PathBuf, Entry> = BTreeMap::new();
     let mut failed = 0;
     for scope in scopes {
-        if std::fs::symlink_metadata(root.join(scope)).is_err() {
-            log::warn!("nothing in {} at or under {}", esc(root), esc(scope));
+        if folder.status(scope).is_err() {
+            log::warn!(
+                "nothing in {} at or under {}",
+                esc(folder.root()),
+                esc(scope)
+            );
             continue;
         }
         for above in scope.ancestors().skip(1) {
             if above.as_os_str().is_empty() || found.contains_key(above) {
                 continue;
             }
-            if let Ok(meta) = std::fs::symlink_metadata(root.join(above)) {
-                let meta = Meta::of(&meta);
+            if let Ok(status) = folder.status(above) {
+                let meta = crate::engine::source::meta(&status);
                 found.insert(above.to_path_buf(), dir(above, &meta));
             }
         }
-        failed += walk(root, scope, rules, |e| {
+        failed += walk(folder, scope, rules, |e| {
             found.insert(e.rel.clone(), e);
             true
         });
@@ -92,13 +98,14 @@ pub fn of_folder(root: &Path, scopes: &[PathBuf], rules: &ScanRules) -> Listing 
 /// in walk order (sorted per folder, folders before what they hold) until it returns
 /// false. Returns how many paths could not be read (each is reported).
 pub fn walk(
-    root: &Path,
+    folder: &Arc<Folder>,
     scope: &Path,
     rules: &ScanRules,
     mut take: impl FnMut(Entry) -> bool,
 ) -> u64 {
     let mut failed = 0;
-    scan::walk_source(root, scope, rules, |item| {
+    let root = folder.root();
+    scan::walk(folder, scope, rules, |item| {
         match item {
             Scanned::Entry(e) if e.rel.as_os_str().is_empty() => {}
             Scanned::Entry(e) => {
@@ -106,7 +113,7 @@ pub fn walk(
                     Kind::Dir => Some(EntryKind::Dir),
                     Kind::Symlink => Some(EntryKind::Link(e.target.unwrap_or_default())),
                     Kind::File => Some(EntryKind::File {
-                        path: FileAt::Path(root.join(&e.rel)),
+                        path: FileAt::Source(folder.clone(), e.rel.clone()),
                         stored: Stored::Plain,
                     }),
                     Kind::Special => {

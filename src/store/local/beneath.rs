@@ -251,6 +251,35 @@ mod unix {
             }
             Ok(out)
         }
+
+        // Reading SRC (`engine::source`, `engine::scan`'s walk).
+
+        /// The folder `name` directly in this one, in one `openat` (`O_NOFOLLOW`): a
+        /// symlink or anything else that is not a real folder there is
+        /// `NotADirectory`. The step of a walk, which has the name from a listing.
+        pub fn child(&self, name: &OsStr) -> io::Result<Dir> {
+            let fd = rustix::fs::openat(self, name, dir_flags(), Mode::empty())
+                .map_err(|e| not_a_folder(e.into()))?;
+            Ok(Dir { fd })
+        }
+
+        /// The names in this folder (not `.` and `..`), read through this handle itself
+        /// (a `dup` of it, from the start): as `opendir` does, listing needs read
+        /// permission on the folder only, and costs no second lookup. The read position
+        /// is shared by every handle cloned from this one: not for two threads listing
+        /// one folder at once.
+        pub fn names(&self) -> io::Result<Vec<OsString>> {
+            let mut dir = rustix::fs::Dir::new(rustix::io::dup(self)?)?;
+            dir.rewind();
+            let mut out = Vec::new();
+            while let Some(entry) = dir.read() {
+                let name = entry?.file_name().to_bytes().to_vec();
+                if name != b"." && name != b".." {
+                    out.push(OsString::from_vec(name));
+                }
+            }
+            Ok(out)
+        }
     }
 
     /// The write primitives: each one a single call relative to this folder's handle,
@@ -589,6 +618,18 @@ mod fallback {
                 out.push((entry.file_name(), kind));
             }
             Ok(out)
+        }
+
+        // Reading SRC (`engine::source`, `engine::scan`'s walk).
+
+        /// The folder `name` directly in this one.
+        pub fn child(&self, name: &OsStr) -> io::Result<Dir> {
+            self.dir(Path::new(name))
+        }
+
+        /// The names in this folder.
+        pub fn names(&self) -> io::Result<Vec<OsString>> {
+            Ok(self.entries()?.into_iter().map(|(name, _)| name).collect())
         }
     }
 
