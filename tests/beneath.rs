@@ -37,6 +37,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
@@ -258,6 +259,9 @@ fn seen_diff(before: &BTreeMap<PathBuf, Seen>, after: &BTreeMap<PathBuf, Seen>) 
 /// and back until killed (or until its own deadline, should the test die first).
 struct Swapper {
     pid: libc::pid_t,
+    /// Completed swaps (there and back), counted by the child in a shared page: a race
+    /// that never swapped proves nothing.
+    swaps: *const AtomicU64,
 }
 
 impl Swapper {
@@ -274,17 +278,48 @@ impl Swapper {
             .collect();
         junk.shrink_to_fit();
         let limit_ns = limit.as_nanos() as i64;
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            page != libc::MAP_FAILED,
+            "mmap: {}",
+            io::Error::last_os_error()
+        );
+        // A fresh anonymous mapping is zeroed, and page-aligned for an AtomicU64.
+        let swaps = page as *const AtomicU64;
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
         if pid == 0 {
-            unsafe { swapper_child(&dir, &target, &swapped, &lnk, &junk, limit_ns) }
+            unsafe { swapper_child(&dir, &target, &swapped, &lnk, &junk, limit_ns, &*swaps) }
         }
-        Swapper { pid }
+        Swapper { pid, swaps }
     }
 
     /// True while the child runs (false if it could not drop to the user and exited).
-    fn alive(&self) -> bool {
-        self.pid > 0 && unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) } == 0
+    fn alive(&mut self) -> bool {
+        if self.pid <= 0 {
+            return false;
+        }
+        let mut status = 0;
+        if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == 0 {
+            return true;
+        }
+        eprintln!("the swapper exited: wait status {status}");
+        self.pid = 0;
+        false
+    }
+
+    /// How many times the folder was swapped for the link and back so far.
+    fn swaps(&self) -> u64 {
+        unsafe { (*self.swaps).load(Ordering::Relaxed) }
     }
 
     fn stop(&mut self) {
@@ -302,6 +337,7 @@ impl Swapper {
 impl Drop for Swapper {
     fn drop(&mut self) {
         self.stop();
+        unsafe { libc::munmap(self.swaps as *mut libc::c_void, 4096) };
     }
 }
 
@@ -324,6 +360,7 @@ unsafe fn swapper_child(
     lnk: &CString,
     junk: &[CString],
     limit_ns: i64,
+    swaps: &AtomicU64,
 ) -> ! {
     unsafe {
         // Other tests' pipes and lock files are open in this process too: holding them
@@ -381,8 +418,8 @@ unsafe fn swapper_child(
                     libc::RENAME_EXCHANGE,
                 )
             };
-            if swap(fd) == 0 {
-                swap(fd);
+            if swap(fd) == 0 && swap(fd) == 0 {
+                swaps.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -467,7 +504,7 @@ fn a_symlink_swapped_in_during_sync_never_leads_a_write_outside_dst() {
         }
         change_victim(&env, r);
         let mut swapper = Swapper::start(&user_dir, &canary, SYNC_LIMIT * 2);
-        let (status, out, err) = run_bounded(
+        let (status, _out, err) = run_bounded(
             &env,
             env.cmd([OsStr::new("sync"), env.src.as_os_str(), env.dst.as_os_str()]),
             &format!("sync{r}"),
@@ -475,21 +512,22 @@ fn a_symlink_swapped_in_during_sync_never_leads_a_write_outside_dst() {
         );
         let alive = swapper.alive();
         swapper.stop();
-        assert!(
-            alive,
-            "the swapper had stopped before the sync ended (it could not drop to uid {NOBODY}?)"
-        );
         eprintln!(
-            "round {r}: sync {status} after {:?}, {} lines on stderr",
+            "round {r}: sync {status} after {:?}, {} lines on stderr, {} swaps",
             start.elapsed(),
-            err.lines().count()
+            err.lines().count(),
+            swapper.swaps()
         );
-        let _ = out;
         assert_outside_unchanged(
             &outside,
             &before,
             &format!("round {r} of {RACE_ROUNDS} (sync)"),
         );
+        assert!(
+            alive,
+            "the swapper had stopped before the sync ended (it could not drop to uid {NOBODY}?)"
+        );
+        assert!(swapper.swaps() > 0, "the swapper never swapped the folder");
     }
 }
 
@@ -528,22 +566,24 @@ fn a_symlink_swapped_in_while_watching_never_leads_a_write_outside_dst() {
         if !reported {
             eprintln!("round {r}: the watcher did not report {marker} within {ROUND_WAIT:?}");
         }
-        assert!(
-            swapper.alive(),
-            "the swapper stopped (it could not drop to uid {NOBODY}?)"
-        );
         eprintln!(
-            "round {r}: watcher done with it after {:?}",
-            start.elapsed()
+            "round {r}: done after {:?}, {} swaps so far",
+            start.elapsed(),
+            swapper.swaps()
         );
         assert_outside_unchanged(
             &outside,
             &before,
             &format!("round {r} of {RACE_ROUNDS} (watch)"),
         );
+        assert!(
+            swapper.alive(),
+            "the swapper stopped (it could not drop to uid {NOBODY}?)"
+        );
     }
     swapper.stop();
     assert_outside_unchanged(&outside, &before, "after the watch race");
+    assert!(swapper.swaps() > 0, "the swapper never swapped the folder");
 }
 
 // ---------------------------------------------------------------------------------------
