@@ -4,6 +4,12 @@
 # (tests/watch_faults.rs); the other tests in those files run as usual. Tests that need
 # root (tmpfs, setpriv) skip with a reason otherwise. Arguments go to cargo test, e.g.
 #   scripts/long_tests.sh --release -- --nocapture
+# Both files are modules of the one integration binary (tests/main.rs): the filters pick
+# their tests by the module's name.
 set -eu
 cd "$(dirname "$0")/.."
-DATASAFE_LONG=1 exec cargo test --test sync_faults --test watch_faults "$@"
+case " $* " in
+*" -- "*) set -- "$@" sync_faults:: watch_faults:: ;;
+*) set -- "$@" -- sync_faults:: watch_faults:: ;;
+esac
+DATASAFE_LONG=1 exec cargo test --test integration "$@"

@@ -240,6 +240,18 @@ pub fn is_no_space(err: &io::Error) -> bool {
     )
 }
 
+/// True if the OS refused a path for its length (`ENAMETOOLONG`).
+pub fn is_name_too_long(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        err.raw_os_error() == Some(libc::ENAMETOOLONG)
+    }
+    #[cfg(not(unix))]
+    {
+        err.kind() == io::ErrorKind::InvalidFilename
+    }
+}
+
 /// The bytes an unprivileged writer may still use on the filesystem holding `path`, if
 /// `statvfs` tells.
 pub fn free_bytes(path: &Path) -> Option<u64> {

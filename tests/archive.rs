@@ -5,7 +5,7 @@
 //! folder, an existing OUT without `--force`); OUT inside SOURCE; unreadable files;
 //! `--prefix`, PATH and `--exclude`; `-v` and `--json`; Ctrl-C.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,7 +10,7 @@
 //! changes that are seen mirrored, not behind a sleep. Each watcher is held by a guard
 //! that SIGKILLs it on drop.
 
-mod common;
+use crate::common;
 
 use common::watcher::{shared, wait_until};
 use common::*;

@@ -6,7 +6,7 @@
 //! splices and (for the config) TOML tokens. The long, coverage-guided run is
 //! `scripts/fuzz.sh`.
 
-mod common;
+use crate::common;
 
 use common::faults::Rng;
 use datasafe::fuzzing;

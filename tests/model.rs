@@ -20,12 +20,12 @@
 //! Cases: `DATASAFE_PROPTEST_CASES=N` runs N cases of every property instead of the
 //! defaults (kept small so the file runs in well under a minute and a half).
 
-mod common;
+use crate::common;
 
 use common::watcher::*;
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::Config as ProptestConfig;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
@@ -492,6 +492,12 @@ fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         max_shrink_time: 600_000,
+        // Beside this file, as `tests/model.proptest-regressions`. The default looks for
+        // the folder holding `main.rs` (tests/ now has one: the integration binary's
+        // root) and would move the seeds to `proptest-regressions/model.txt`.
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         ..ProptestConfig::default()
     }
 }

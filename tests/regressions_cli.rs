@@ -9,7 +9,7 @@
 //! Tests that need another user (permission errors) or bash skip with a printed reason.
 //! Waits poll with a deadline; nothing sleeps a fixed time.
 
-mod common;
+use crate::common;
 
 use common::faults::{NOBODY, binary_for_nobody, chmod, chown_tree, env_for_nobody, temp_files};
 use common::watcher::{DEADLINE, Watcher, shared, wait_until};

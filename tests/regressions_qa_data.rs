@@ -1,7 +1,7 @@
 //! Regressions found by the QA pass over issue 10's data-loss and mirror-correctness
 //! items, each driving the real binary in a temp tree.
 
-mod common;
+use crate::common;
 
 use chrono::Timelike;
 use common::faults::{Tmpfs, noise};

@@ -13,7 +13,7 @@
 //! Advised commands are run as printed, through `sh -c`, with the binary first on PATH.
 //! Tests that need another user skip with a printed reason. Waits poll with a deadline.
 
-mod common;
+use crate::common;
 
 use common::faults::{NOBODY, binary_for_nobody, chmod, chown_tree, env_for_nobody};
 use common::watcher::{DEADLINE, Watcher, shared, wait_until};

@@ -5,7 +5,7 @@
 //! rescan notices a file changed in DST; an index of the previous schema is upgraded;
 //! a source's own `.datasafe` folder is never passed over in silence.
 
-mod common;
+use crate::common;
 
 use common::watcher::{self, DEADLINE, Watcher, wait_until};
 use common::{TestEnv, assert_code, assert_mirrored, stderr, stdout};

@@ -4,7 +4,7 @@
 //! too long for its version name still updates, lists and restores; growing files; a
 //! full disk and a size budget prune the oldest versions.
 
-mod common;
+use crate::common;
 
 use common::faults::{Tmpfs, noise};
 use common::watcher::*;

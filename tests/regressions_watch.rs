@@ -7,7 +7,7 @@
 //! Every child runs with `HOME` and the XDG folders inside the test's temp folder, so
 //! `status` and `release` see only this test's watcher. Waits poll with a deadline.
 
-mod common;
+use crate::common;
 
 use common::watcher::{DEADLINE, Watcher, holds_for, read_text, shared, stored_names, wait_until};
 use common::*;

@@ -4,7 +4,7 @@
 //! (non-empty or misplaced TARGET, bad --at), PATH filters, damaged versions, planted
 //! symlinks, and the versions listing.
 
-mod common;
+use crate::common;
 
 use chrono::{Local, NaiveDateTime, TimeZone};
 use common::*;

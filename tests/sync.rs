@@ -1,6 +1,6 @@
 //! `datasafe sync` driven through the binary: every behaviour the sync issue lists.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsStr;

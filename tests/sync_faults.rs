@@ -7,7 +7,7 @@
 //! that are not polls are the faults themselves (the delay before a SIGKILL, the pauses
 //! of a writer that keeps changing a file).
 
-mod common;
+use crate::common;
 
 use common::faults::*;
 use common::*;

@@ -2,7 +2,7 @@
 //! byte under a restored mtime, plain or gzipped), missing files, broken gzip, planted
 //! symlinks, `--source`, `--config`, a missing index, and a watcher holding the lock.
 
-mod common;
+use crate::common;
 
 use common::watcher;
 use common::*;

@@ -3,7 +3,7 @@
 //! recopied, pruned by retention, none with `--keep-versions 0`; the guard on an emptied
 //! source and on a mass delete, for sync and while watching.
 
-mod common;
+use crate::common;
 
 use common::watcher::*;
 use common::*;

@@ -10,7 +10,7 @@
 //! (the inotify limits are per user, so every other watcher would feel them) and restore
 //! the value on drop, panic or not.
 
-mod common;
+use crate::common;
 
 use common::faults::temp_files;
 use common::watcher::*;

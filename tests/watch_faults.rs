@@ -9,7 +9,7 @@
 //! delay before a SIGKILL, the rhythm of a writer). With `DATASAFE_LONG=1`
 //! (`scripts/long_tests.sh`) the SIGKILL test runs 10 rounds instead of 2.
 
-mod common;
+use crate::common;
 
 use common::faults::*;
 use common::watcher::*;

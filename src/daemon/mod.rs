@@ -73,6 +73,7 @@ pub fn run(
             settings.output.log_file.clone(),
             settings.output.error_log.clone(),
         ),
+        too_deep_said: Default::default(),
     };
     // Stamped before the start-up reconcile, so an edit made while it runs is seen.
     let mut config = settings.file.clone().map(|path| {
@@ -161,6 +162,8 @@ struct Daemon {
     /// The log files in use (`log_file`, `error_log_file`), reopened when a reload
     /// changes them.
     output_files: (Option<std::path::PathBuf>, Option<std::path::PathBuf>),
+    /// Folders already reported as too deep to watch (each is said once).
+    too_deep_said: std::collections::HashSet<std::path::PathBuf>,
 }
 
 impl Daemon {
@@ -212,12 +215,34 @@ impl Daemon {
                         logging::set_pair(None);
                     }
                 }
+                Signal::TooDeep(paths) => self.too_deep(paths),
                 Signal::Error(message) => log::warn!("watcher: {message}"),
             }
         }
         for (root, hint) in watch.overdue(self.timing.max_wait) {
             if let Some(pair) = self.pairs.iter_mut().find(|p| p.id == root) {
                 pair.pending.push(hint);
+            }
+        }
+    }
+
+    /// Folders too deep to watch: said once each, with what covers them instead.
+    fn too_deep(&mut self, paths: Vec<std::path::PathBuf>) {
+        let covered = match self.timing.rescan {
+            Some(every) => format!(
+                "changes below it are mirrored by the fallback rescan (--rescan, every {})",
+                crate::config::TimeSpan::from(every)
+            ),
+            None => "changes below it are not mirrored until you run datasafe sync \
+                     (or set --rescan)"
+                .to_string(),
+        };
+        for path in paths {
+            if self.too_deep_said.insert(path.clone()) {
+                log::warn!(
+                    "cannot watch {}: its path is longer than the system allows; {covered}",
+                    crate::output::names::esc(&path)
+                );
             }
         }
     }

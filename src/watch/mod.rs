@@ -71,6 +71,9 @@ pub enum Signal {
         /// The root's id.
         root: usize,
     },
+    /// Folders whose paths are longer than the OS lets a watch be added by (past
+    /// `PATH_MAX`): nothing below them sends events.
+    TooDeep(Vec<PathBuf>),
     /// Anything else the watcher reported.
     Error(String),
 }
@@ -126,6 +129,9 @@ impl Watch {
                 for error in errors {
                     let signal = match error.kind {
                         notify::ErrorKind::MaxFilesWatch => Signal::Limit,
+                        notify::ErrorKind::Io(ref e) if crate::platform::is_name_too_long(e) => {
+                            Signal::TooDeep(error.paths.clone())
+                        }
                         _ => Signal::Error(error.to_string()),
                     };
                     let _ = error_signals.send(signal);

@@ -1,7 +1,6 @@
 //! Helpers the fault tests share (`tests/sync_faults.rs`, `tests/watch_faults.rs`): a
 //! seeded PRNG, file maps, a tmpfs guard for a full disk, and a tree uid 65534 can work
 //! in (for permission errors, which root never sees).
-#![allow(dead_code)]
 
 use super::{TestEnv, is_root};
 use std::collections::BTreeMap;

@@ -1,6 +1,5 @@
 //! Shared helpers for the integration tests: a temp tree with `src/` and `dst/`, a way
 //! to run the real binary, and a tree comparison that prints what differs.
-#![allow(dead_code)]
 
 pub mod faults;
 pub mod watcher;

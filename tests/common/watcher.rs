@@ -1,7 +1,6 @@
 //! A running `datasafe watch` for the integration tests, and waits with a deadline.
 //! Every test that starts a watcher holds [`shared`] (the tests that lower a
 //! system-wide inotify limit hold [`exclusive`]), and each watcher is SIGKILLed on drop.
-#![allow(dead_code)]
 
 use super::{TestEnv, assert_mirrored, is_mirrored};
 use std::fs::{self, File, OpenOptions};
