@@ -27,12 +27,14 @@
 # followed by `sync -f DST` (the same syncfs) for a like-for-like durability comparison,
 # and the time datasafe spends inside syncfs is reported per case.
 #
-# usage: scripts/bench.sh [--quick] [--runs N] [--keep] [--no-watch]
+# usage: scripts/bench.sh [--quick] [--runs N] [--keep] [--no-watch] [--no-archive] [--base BIN]
 #   --quick   small sizes (1k files, 5k no-op files, 64 MiB big file), 3 runs: smoke test
 #   --runs N  timed runs per command (default 5, quick 3)
 #   --keep    keep the temp dir (printed at the end) for poking at afterwards
 #   --no-watch  skip f. (which needs lsyncd)
 #   --no-archive  skip g. (which needs zip and zstd)
+#   --base BIN  also time another datasafe binary (e.g. the last release) in a. to c.,
+#             beside this checkout's, for a before/after ratio of the same runs
 # Environment: BENCH_TMPDIR  where the temp dir goes (default: $TMPDIR or /tmp)
 #
 # Needs: cargo, python3, rsync, pigz, tar, cp, /usr/bin/time, sha256sum;
@@ -44,6 +46,7 @@ RUNS=""
 KEEP=0
 NO_WATCH=0
 NO_ARCHIVE=0
+BASE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -51,7 +54,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-watch) NO_WATCH=1 ;;
         --no-archive) NO_ARCHIVE=1 ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        --base) BASE="$2"; shift ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -191,6 +195,8 @@ for cmd, g in zip(cmds, got):
     results.append(res)
     print(f"  {res['median']:8.3f}s median ({res['min']:.3f} .. {res['max']:.3f}),"
           f" user {res['user']:.2f}s, sys {res['system']:.2f}s, redone {res['redone']}   {cmd}")
+for res in results[1:]:
+    print(f"  ratio {results[0]['median'] / res['median']:.2f}x: first command / {res['command']}")
 json.dump({"results": results}, open(out, "w"), indent=1)
 END
 # hf NAME PREPARE CMD...: times the CMDs as above into $WORK/NAME.json.
@@ -270,7 +276,8 @@ ds_env() {
 hf a_first_mirror "$fresh" \
     "$(ds_env a)'$BIN' sync -q '$WORK/t10k' '$D'" \
     "rsync -a '$WORK/t10k/' '$D/'" \
-    "rsync -a '$WORK/t10k/' '$D/' && sync -f '$WORK'"
+    "rsync -a '$WORK/t10k/' '$D/' && sync -f '$WORK'" \
+    ${BASE:+"'$BASE' sync -q '$WORK/t10k' '$D'"}
 sh -c "$fresh"
 
 # b. No-op resync of the 100k tree: each tool re-syncs its own up-to-date mirror.
@@ -278,10 +285,12 @@ echo
 echo "== b: mirroring the 100k tree once for each tool (untimed)"
 "$BIN" sync -q "$WORK/t100k" "$WORK/b_ds" >/dev/null
 rsync -a "$WORK/t100k/" "$WORK/b_rs/"
+if [ -n "$BASE" ]; then "$BASE" sync -q "$WORK/t100k" "$WORK/b_base" >/dev/null; fi
 sync
 hf b_noop_resync "sync" \
     "$(ds_env b)'$BIN' sync -q '$WORK/t100k' '$WORK/b_ds'" \
-    "rsync -a --delete '$WORK/t100k/' '$WORK/b_rs/'"
+    "rsync -a --delete '$WORK/t100k/' '$WORK/b_rs/'" \
+    ${BASE:+"'$BASE' sync -q '$WORK/t100k' '$WORK/b_base'"}
 # A no-op must copy nothing: check it once, and that both mirrors are complete.
 "$BIN" sync --json "$WORK/t100k" "$WORK/b_ds" | tail -1 > "$WORK/b_check.json"
 python3 - "$WORK/b_check.json" <<'EOF'
@@ -300,7 +309,8 @@ fi
 hf c_compress "$fresh" \
     "$(ds_env c)'$BIN' sync -q --compress '$WORK/t10k' '$D'" \
     "tar -cf - -C '$WORK/t10k' . | pigz -6 -p 2 > '$OUT.tar.gz'" \
-    "tar -cf - -C '$WORK/t10k' . | pigz -6 -p 2 > '$OUT.tar.gz' && sync -f '$WORK'"
+    "tar -cf - -C '$WORK/t10k' . | pigz -6 -p 2 > '$OUT.tar.gz' && sync -f '$WORK'" \
+    ${BASE:+"'$BASE' sync -q --compress '$WORK/t10k' '$D'"}
 "$BIN" sync -q --compress "$WORK/t10k" "$D" >/dev/null
 tar -cf - -C "$WORK/t10k" . | pigz -6 -p 2 > "$OUT.tar.gz"
 echo "sizes: source $(du -sb "$WORK/t10k" | cut -f1) B (apparent, incl. dirs);" \
