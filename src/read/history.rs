@@ -371,7 +371,7 @@ struct Usage {
 
 impl Usage {
     fn add(&mut self, k: &Kept) {
-        let time = k.version.at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let time = k.version.at.format(crate::output::TIME_FORMAT).to_string();
         self.count += 1;
         // A prefix marker takes no room: its bytes are in the content after it.
         if k.version.prefix.is_none() {
@@ -517,7 +517,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
         };
         listed.push(Listed {
             path: esc(&k.source).to_string(),
-            time: k.version.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            time: k.version.at.format(crate::output::TIME_FORMAT).to_string(),
             size,
             file: esc(&name).to_string(),
         });

@@ -19,6 +19,7 @@ use crate::hash::CHUNK;
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::logging::{self, DETAIL, SUMMARY};
+use crate::output::TIME_FORMAT;
 use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::read::history::{self, History, Kept, Live, in_scope, version_name};
@@ -37,8 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// How `--at` is written (local time, to the second).
-pub const AT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// How `--at` is written: [`TIME_FORMAT`], kept under this name for the engine, which
+/// names a version's time with it.
+pub const AT_FORMAT: &str = TIME_FORMAT;
 
 /// A moment to restore, to the second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +52,7 @@ pub struct Moment {
     pub limit: FileTime,
 }
 
-/// An `--at` that is not a local time as [`AT_FORMAT`] writes it; the message quotes
+/// An `--at` that is not a local time as [`TIME_FORMAT`] writes it; the message quotes
 /// the text as given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -62,7 +64,7 @@ pub struct MomentError(String);
 impl Moment {
     /// Reads `--at`: `YYYY-MM-DD HH:MM:SS`, local time.
     pub fn parse(text: &str) -> Result<Moment, MomentError> {
-        NaiveDateTime::parse_from_str(text.trim(), AT_FORMAT)
+        NaiveDateTime::parse_from_str(text.trim(), TIME_FORMAT)
             .map(Moment::at_local)
             .map_err(|_| MomentError(text.to_string()))
     }
@@ -1042,7 +1044,7 @@ fn execute(
         } else {
             "completed"
         },
-        Local::now().format(AT_FORMAT),
+        crate::output::now(),
         started.elapsed().as_secs_f64()
     );
     logging::print_line(false, &line);

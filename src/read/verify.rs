@@ -644,7 +644,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
     } else {
         "completed"
     };
-    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let now = crate::output::now();
     logging::clear_progress();
     for line in summary_lines(&total, plan.with_source, word, &now, duration_s) {
         logging::print_line(false, &line);

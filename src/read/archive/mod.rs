@@ -191,7 +191,7 @@ pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> anyhow::Result<Archived> {
         Err(Stop::Interrupted) => {
             let line = format!(
                 "Backup interrupted at {}, Duration: {:.2} seconds; no archive was written",
-                Local::now().format(crate::read::restore::AT_FORMAT),
+                crate::output::now(),
                 started.elapsed().as_secs_f64()
             );
             crate::output::logging::print_line(true, &line);
@@ -400,7 +400,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
     let duration = started.elapsed().as_secs_f64();
     ctx.say(&format!(
         "Backup completed at {}, Duration: {duration:.2} seconds, Files backed up: {}",
-        Local::now().format(crate::read::restore::AT_FORMAT),
+        crate::output::now(),
         tally.files
     ));
     ctx.say(&format!(
