@@ -15,7 +15,7 @@
 //! one thread: it is bound by the disks far more than by gunzip.
 
 use crate::config::NotAFolder;
-use crate::hash::CHUNK;
+use crate::hash::{self, CHUNK, Stoppable};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::TIME_FORMAT;
@@ -762,14 +762,16 @@ impl<'a> Writer<'a> {
         to: &Path,
     ) -> Result<(), Failure> {
         let mut buf = vec![0u8; CHUNK];
+        let mut reader = Stoppable {
+            inner: &mut reader,
+            stop: self.stop,
+        };
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(Failure::Interrupted);
-            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if hash::is_stopped(&e) => return Err(Failure::Interrupted),
                 Err(err) if is_damaged(&err) => {
                     return Err(Failure::Corrupt {
                         rel: rel.to_path_buf(),

@@ -1314,11 +1314,7 @@ fn check_content(
 
 /// Why a mirror file that failed to read counts as damaged.
 fn read_error(e: &io::Error, stored: Stored) -> String {
-    let corrupt = matches!(
-        e.kind(),
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-    );
-    if stored == Stored::Gzip && corrupt {
+    if stored == Stored::Gzip && crate::read::restore::is_damaged(e) {
         format!("gzip data is corrupt: {}", io_message(e))
     } else {
         format!("cannot be read: {}", io_message(e))
