@@ -24,7 +24,7 @@ use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::read::Outcome;
 use crate::read::history::{self, History, HistoryError, Kept, Live, in_scope, version_name};
-use crate::store::local::beneath::Dir;
+use crate::store::local::beneath::{Dir, Temp};
 use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
@@ -581,23 +581,6 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A temp file (or link) in a folder of TARGET that is removed unless it was renamed
-/// into place.
-struct Temp<'d> {
-    /// The folder it is in.
-    dir: &'d Dir,
-    name: OsString,
-    armed: bool,
-}
-
-impl Drop for Temp<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.dir.remove_file(&self.name);
-        }
-    }
-}
-
 /// Writes restored paths under TARGET. Every name is reached from an open handle on
 /// TARGET, folder by folder and never through a symlink, so a restore reaches paths
 /// longer than `PATH_MAX` and a folder swapped for a link cannot send a write outside.
@@ -804,22 +787,14 @@ impl<'a> Writer<'a> {
             path: final_path.clone(),
             err,
         };
-        let temp = loop {
-            let name = self.temp_name();
-            match dir.symlink(target, &name) {
-                Ok(()) => {
-                    break Temp {
-                        dir: &dir,
-                        name,
-                        armed: true,
-                    };
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(write_err(e)),
-            }
-        };
+        let (temp, ()) = Temp::make(
+            &dir,
+            || self.temp_name(),
+            |dir, name| dir.symlink(target, name),
+        )
+        .map_err(write_err)?;
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
-        let _ = dir.set_link_mtime(&temp.name, mtime);
+        let _ = dir.set_link_mtime(temp.name(), mtime);
         let installed = self.install(temp, rel).map_err(write_err);
         self.last = Some((parent, dir));
         installed
@@ -828,18 +803,16 @@ impl<'a> Writer<'a> {
     /// Renames a finished temp file or link to its final name, `rel`'s last component
     /// in the same folder. A folder standing there is the user's: it is reported, never
     /// removed.
-    fn install(&self, mut temp: Temp<'_>, rel: &Path) -> io::Result<()> {
+    fn install(&self, mut temp: Temp<&Dir>, rel: &Path) -> io::Result<()> {
         let Some(last) = rel.file_name() else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
-        if temp.dir.status(last).is_ok_and(|s| s.kind == Kind::Dir) {
+        if temp.dir().status(last).is_ok_and(|s| s.kind == Kind::Dir) {
             return Err(io::Error::other(
                 "a folder stands there; move it away or restore into another TARGET",
             ));
         }
-        temp.dir.rename(&temp.name, temp.dir, last)?;
-        temp.armed = false;
-        Ok(())
+        temp.rename_beside(last)
     }
 
     /// The folder in TARGET that holds `rel` (its name, and open), made ready. Hand it
@@ -916,22 +889,8 @@ impl<'a> Writer<'a> {
     }
 
     /// A new private temp file in `dir` (TARGET's folder for the file).
-    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<'d>, File)> {
-        loop {
-            let name = self.temp_name();
-            match dir.create_private(&name) {
-                Ok(file) => {
-                    let temp = Temp {
-                        dir,
-                        name,
-                        armed: true,
-                    };
-                    return Ok((temp, file));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<&'d Dir>, File)> {
+        Temp::make(dir, || self.temp_name(), Dir::create_private)
     }
 
     /// Gives every folder that got content its recorded mode and mtime, deepest first
