@@ -825,6 +825,30 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn a_temp_is_removed_unless_renamed_into_place_and_skips_taken_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("t1"), "taken").unwrap();
+        let dir = Dir::open_root(tmp.path()).unwrap();
+        let mut n = 0;
+        let mut names = || {
+            n += 1;
+            OsString::from(format!("t{n}"))
+        };
+        let (temp, file) = Temp::make(&dir, &mut names, Dir::create_private).unwrap();
+        assert_eq!(temp.name(), "t2");
+        drop(file);
+        drop(temp);
+        assert!(!tmp.path().join("t2").exists());
+        assert_eq!(std::fs::read(tmp.path().join("t1")).unwrap(), b"taken");
+        let (mut temp, file) = Temp::make(&dir, &mut names, Dir::create_private).unwrap();
+        drop(file);
+        temp.rename_beside(OsStr::new("final")).unwrap();
+        drop(temp);
+        assert!(tmp.path().join("final").is_file());
+        assert!(!tmp.path().join("t3").exists());
+    }
+
+    #[test]
     fn a_symlink_on_the_way_is_not_a_folder_whatever_the_path_length() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
