@@ -1,6 +1,7 @@
 //! SHA-256 content digests: the type the index stores and the log prints, and the one
 //! streaming function that hashes a reader. Hashing inside a copy happens in `exec`,
-//! which feeds the same hasher as it writes.
+//! which feeds the same hasher as it writes. Also [`Stoppable`], the one reader that
+//! gives up on Ctrl-C, which every long read of the read side goes through.
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -54,45 +55,70 @@ impl fmt::Debug for Digest {
 }
 
 /// Hashes everything `reader` yields, in [`CHUNK`]-sized reads (memory stays flat).
-pub fn hash_reader(mut reader: impl Read) -> io::Result<Digest> {
-    let mut hasher = Sha256::new();
+pub fn hash_reader(reader: impl Read) -> io::Result<Digest> {
+    /// Never set: this hash runs to the end.
+    static NEVER: AtomicBool = AtomicBool::new(false);
     let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest::from_hasher(hasher))
+    hash_reader_until(reader, &mut buf, &NEVER).map(|(digest, _)| digest)
 }
 
 /// Hashes everything `reader` yields through `buf`, returning the digest and the number
 /// of bytes read; gives up with [`io::ErrorKind::Interrupted`] as soon as `stop` is set,
 /// so Ctrl-C does not wait for a large file to finish.
 pub fn hash_reader_until(
-    mut reader: impl Read,
+    reader: impl Read,
     buf: &mut [u8],
     stop: &AtomicBool,
 ) -> io::Result<(Digest, u64)> {
+    let mut reader = Stoppable {
+        inner: reader,
+        stop,
+    };
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
-        }
         let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_stopped(&e) => {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
             Err(e) => return Err(e),
         };
         hasher.update(&buf[..n]);
         total += n as u64;
     }
     Ok((Digest::from_hasher(hasher), total))
+}
+
+/// A reader that fails once `stop` (Ctrl-C) is set, before each read, so a long file
+/// stops promptly; [`is_stopped`] tells its error from the reader's own.
+pub struct Stoppable<'a, R> {
+    /// The reader.
+    pub inner: R,
+    /// Ctrl-C.
+    pub stop: &'a AtomicBool,
+}
+
+/// The error a [`Stoppable`] gives once stopped. Not [`io::ErrorKind::Interrupted`]:
+/// `io::copy` and every read loop retry that.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Stopped;
+
+/// True if `e` is a [`Stoppable`]'s own "stopped" error.
+pub fn is_stopped(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other(Stopped));
+        }
+        self.inner.read(buf)
+    }
 }
 
 #[cfg(test)]
@@ -113,5 +139,17 @@ mod tests {
         assert_eq!((same, n), (d, 3));
         let stopped = hash_reader_until(&b"abc"[..], &mut buf, &AtomicBool::new(true));
         assert_eq!(stopped.unwrap_err().kind(), io::ErrorKind::Interrupted);
+        let stop = AtomicBool::new(true);
+        let mut reader = Stoppable {
+            inner: &b"abc"[..],
+            stop: &stop,
+        };
+        let e = reader.read(&mut buf).unwrap_err();
+        assert!(
+            is_stopped(&e) && e.kind() != io::ErrorKind::Interrupted,
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "interrupted");
+        assert!(!is_stopped(&io::Error::other("interrupted")));
     }
 }

@@ -33,18 +33,6 @@ impl Exit {
         }
     }
 
-    /// The exit a command that still returns a process code (`verify`, `restore`,
-    /// `versions`) asks for. Those codes are only ever 0, 1, 2 and 130; anything else
-    /// is taken as a fatal error.
-    pub const fn from_code(code: u8) -> Exit {
-        match code {
-            0 => Exit::Success,
-            1 => Exit::Problems,
-            130 => Exit::Interrupted,
-            _ => Exit::Usage,
-        }
-    }
-
     /// [`Exit::Success`] if `ok`, else [`Exit::Problems`].
     pub const fn problems_unless(ok: bool) -> Exit {
         if ok { Exit::Success } else { Exit::Problems }
@@ -70,8 +58,6 @@ mod tests {
             (Exit::Interrupted, 130),
         ] {
             assert_eq!(exit.code(), code);
-            assert_eq!(Exit::from_code(code), exit);
         }
-        assert_eq!(Exit::from_code(3), Exit::Usage);
     }
 }

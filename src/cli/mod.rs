@@ -86,8 +86,17 @@ pub enum AgentCommand {
         watch: WatchArgs,
         /// Which service manager to print for [default: this system's].
         #[arg(long, value_enum)]
-        platform: Option<crate::daemon::agent::Platform>,
+        platform: Option<PlatformArg>,
     },
+}
+
+/// `agent print --platform`: the service managers (`daemon::agent::Platform`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformArg {
+    /// A systemd user unit (Linux).
+    Systemd,
+    /// A launchd LaunchAgent (macOS).
+    Launchd,
 }
 
 const AGENT_EXAMPLES: &str = "\

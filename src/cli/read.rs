@@ -1,12 +1,13 @@
 //! The runners of the read side: `verify`, `restore`, `versions` and `archive`. Each
-//! sets up its output and Ctrl-C, runs the command and maps its result to an [`Exit`].
-//! `verify`, `restore` and `versions` still return a process code of their own, which
-//! is only mapped here ([`Exit::from_code`]); `archive` returns what it did.
+//! turns its clap arguments into the read side's own request, sets up its output and
+//! Ctrl-C, runs the command, prints the error that keeps it from running (one line) and
+//! maps what it returns (a [`read::Outcome`], or what `archive` did) to an [`Exit`].
 
 use crate::cli::exit::Exit;
 use crate::cli::run::{ended, install_stop_handler, plain_output, usage_error};
-use crate::cli::{ArchiveArgs, RestoreArgs, VerifyArgs, VersionsArgs};
+use crate::cli::{ArchiveArgs, ArchiveFormat, RestoreArgs, VerifyArgs, VersionsArgs};
 use crate::output::logging;
+use crate::read::{self, Outcome};
 
 /// What the first Ctrl-C says during `verify`, which has nothing to save.
 const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit now)";
@@ -17,10 +18,33 @@ const STOP_RESTORE: &str =
 const STOP_ARCHIVE: &str =
     "interrupted: removing the unfinished archive (Ctrl-C again to quit now)";
 
+/// The exit for how a read-side command went.
+fn exit_of(outcome: Outcome) -> Exit {
+    match outcome {
+        Outcome::Clean => Exit::Success,
+        Outcome::Problems => Exit::Problems,
+        Outcome::Unusable => Exit::Usage,
+        Outcome::Interrupted => Exit::Interrupted,
+    }
+}
+
 /// `datasafe verify`: 0 intact (or repaired), 1 damage or differences found, 2 usage
 /// error or a mirror that could not be checked.
 pub(super) fn verify(args: &VerifyArgs) -> Exit {
-    let plan = match crate::read::verify::Plan::from_args(args) {
+    let request = read::verify::Request {
+        dst: args.dst.clone(),
+        config: args.config.clone(),
+        source: args.source.clone(),
+        repair: args.repair,
+        force: args.force,
+        exclude: args.exclude.clone(),
+        jobs: args.jobs,
+        json: args.json,
+        log_file: args.log_file.clone(),
+        verbose: args.verbose,
+        quiet: args.quiet,
+    };
+    let plan = match read::verify::Plan::from_request(&request) {
         Ok(plan) => plan,
         Err(e) => return usage_error(&e),
     };
@@ -31,40 +55,68 @@ pub(super) fn verify(args: &VerifyArgs) -> Exit {
         Ok(stop) => stop,
         Err(e) => return usage_error(&e),
     };
-    ended(Exit::from_code(crate::read::verify::run(&plan, &stop)))
+    ended(exit_of(read::verify::run(&plan, &stop)))
 }
 
 /// `datasafe restore`: 0 all done, 1 some files failed, 2 bad input.
 pub(super) fn restore(args: &RestoreArgs) -> Exit {
+    let request = read::restore::Request {
+        dst: args.dst.clone(),
+        target: args.target.clone(),
+        at: args.at.clone(),
+        force: args.force,
+        paths: args.paths.clone(),
+    };
     let stop = match plain_output().and_then(|()| install_stop_handler(STOP_RESTORE)) {
         Ok(stop) => stop,
         Err(e) => return usage_error(&e),
     };
-    ended(Exit::from_code(crate::read::restore::run(args, &stop)))
+    let exit = match read::restore::run(&request, &stop) {
+        Ok(outcome) => exit_of(outcome),
+        Err(e) => usage_error(&e),
+    };
+    ended(exit)
 }
 
-/// `datasafe versions`.
+/// `datasafe versions`: 0, or 2 for a mirror that cannot be read.
 pub(super) fn versions(args: &VersionsArgs) -> Exit {
     if let Err(e) = plain_output() {
         return usage_error(&e);
     }
-    Exit::from_code(crate::read::history::list_command(
-        &args.dst,
-        args.path.as_deref(),
-        args.json,
-        args.summary,
-    ))
+    match read::history::list_command(&args.dst, args.path.as_deref(), args.json, args.summary) {
+        Ok(()) => Exit::Success,
+        Err(e) => usage_error(&e),
+    }
 }
 
 /// `datasafe archive`: 0 all archived, 1 some files could not be read, 2 bad input or
 /// an archive that could not be written, 130 interrupted (see [`Exit::Interrupted`]).
 pub(super) fn archive(args: &ArchiveArgs) -> Exit {
-    use crate::read::archive::Archived;
+    use crate::read::archive::{Archived, Format, Request};
+    let request = Request {
+        source: args.source.clone(),
+        out: args.out.clone(),
+        at: args.at.clone(),
+        format: args.format.map(|format| match format {
+            ArchiveFormat::Zip => Format::Zip,
+            ArchiveFormat::Tar => Format::Tar,
+            ArchiveFormat::TarGz => Format::TarGz,
+            ArchiveFormat::TarZst => Format::TarZst,
+        }),
+        level: args.level,
+        exclude: args.exclude.clone(),
+        prefix: args.prefix.clone(),
+        force: args.force,
+        quiet: args.quiet,
+        verbose: args.verbose,
+        json: args.json,
+        paths: args.paths.clone(),
+    };
     let stop = match plain_output().and_then(|()| install_stop_handler(STOP_ARCHIVE)) {
         Ok(stop) => stop,
         Err(e) => return usage_error(&e),
     };
-    let exit = match crate::read::archive::run(args, &stop) {
+    let exit = match crate::read::archive::run(&request, &stop) {
         Ok(Archived::Whole { failed }) => Exit::problems_unless(failed == 0),
         Ok(Archived::Interrupted) => Exit::Interrupted,
         Err(e) => usage_error(&e),

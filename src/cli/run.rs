@@ -20,15 +20,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// Exit code for usage, configuration and fatal errors, for the read side's commands
-/// that still return a process code (`verify`, `restore`, `versions`); the runners
-/// map it back with [`Exit::from_code`].
-pub const EXIT_USAGE: u8 = Exit::Usage.code();
-/// Exit code after Ctrl-C or SIGTERM, where a process cannot die by the signal (the
-/// commands' own counts; the process itself ends by the signal, see [`ended`]); for the
-/// same commands as [`EXIT_USAGE`].
-pub const EXIT_INTERRUPTED: u8 = Exit::Interrupted.code();
-
 /// The first stop signal this process received (0: none yet).
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 

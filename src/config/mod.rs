@@ -462,16 +462,37 @@ pub enum SourceError {
 
 /// Checks that SRC is a folder now.
 pub fn check_source(src: &Path) -> Result<(), SourceError> {
-    match std::fs::metadata(src) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(SourceError::NotADirectory(src.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(SourceError::Missing(src.to_path_buf()))
-        }
-        Err(source) => Err(SourceError::Unreadable {
+    check_dir(src).map_err(|e| match e {
+        NotAFolder::NotADirectory => SourceError::NotADirectory(src.to_path_buf()),
+        NotAFolder::Missing(_) => SourceError::Missing(src.to_path_buf()),
+        NotAFolder::Unreadable(source) => SourceError::Unreadable {
             path: src.to_path_buf(),
             source,
-        }),
+        },
+    })
+}
+
+/// Why a path that must be an existing folder (SRC, a DST to read, an archive's source)
+/// is not one. Each command words it for the role the path plays.
+#[derive(Debug)]
+pub enum NotAFolder {
+    /// It is a file (or another non-folder).
+    NotADirectory,
+    /// Nothing is there (what the OS said, for a message that quotes it).
+    Missing(io::Error),
+    /// It cannot be looked at.
+    Unreadable(io::Error),
+}
+
+/// Checks that `path` is an existing folder now (through a symlink, as the user named
+/// it). The one check behind [`check_source`], `verify`'s DST, `versions`' and
+/// `restore`'s mirror and `archive`'s source.
+pub fn check_dir(path: &Path) -> Result<(), NotAFolder> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(NotAFolder::NotADirectory),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NotAFolder::Missing(e)),
+        Err(e) => Err(NotAFolder::Unreadable(e)),
     }
 }
 

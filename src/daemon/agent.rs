@@ -5,7 +5,6 @@
 //! `install` and `uninstall` write it and talk to the service manager, and only work on
 //! the platform they are for.
 
-use crate::cli::{MirrorArgs, OutputArgs, PairArgs, TimingArgs, WatchArgs};
 use crate::config::ConfigError;
 use crate::output::names::esc;
 use std::ffi::OsString;
@@ -19,7 +18,7 @@ pub const UNIT_NAME: &str = "datasafe.service";
 pub const LAUNCHD_LABEL: &str = "io.datasafe.watch";
 
 /// The service managers datasafe can install itself into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Platform {
     /// A systemd user unit (Linux).
     Systemd,
@@ -129,37 +128,15 @@ pub struct AgentSpec {
 
 impl AgentSpec {
     /// This binary (resolved, so a `cargo install` or a checkout both work) running
-    /// `watch` as `watch` says: SRC DST and options, or a config file (the default one
-    /// when neither is given). Checked as `watch` would check it, so a typo fails now
-    /// rather than at the next login.
-    pub fn for_this_binary(watch: &WatchArgs) -> Result<AgentSpec, AgentError> {
+    /// `args`: `watch`, then SRC DST or `--config FILE` and options, every path in them
+    /// absolute (the `agent` runner renders them from the command line, checked as
+    /// `watch` would check them).
+    pub fn for_this_binary(args: Vec<OsString>) -> Result<AgentSpec, AgentError> {
         let exe = std::env::current_exe()
             .and_then(std::fs::canonicalize)
             .map_err(AgentError::OwnPath)?;
-        let absolute = |p: &Path| {
-            std::path::absolute(p).map_err(|source| AgentError::Absolute {
-                path: p.to_path_buf(),
-                source,
-            })
-        };
-        let mut watch = absolute_paths(watch, absolute)?;
-        if watch.pairs.src.is_none() {
-            let config = match watch.pairs.config.take() {
-                Some(c) => c,
-                None => crate::config::default_path().ok_or(AgentError::NoPairs)?,
-            };
-            if !config.exists() {
-                return Err(AgentError::NoConfigFile(config));
-            }
-            watch.pairs.config = Some(config);
-        }
-        watch.settings()?;
         let log_dir = home()?.join("Library/Logs/datasafe");
-        Ok(AgentSpec {
-            exe,
-            args: watch_argv(&watch),
-            log_dir,
-        })
+        Ok(AgentSpec { exe, args, log_dir })
     }
 
     /// The unit or plist text.
@@ -336,119 +313,6 @@ fn home() -> Result<PathBuf, AgentError> {
         .ok_or(AgentError::NoHome)
 }
 
-/// `watch` with every path in it made absolute by `absolute`.
-fn absolute_paths(
-    watch: &WatchArgs,
-    absolute: impl Fn(&Path) -> Result<PathBuf, AgentError>,
-) -> Result<WatchArgs, AgentError> {
-    let abs = |p: &Option<PathBuf>| p.as_deref().map(&absolute).transpose();
-    Ok(WatchArgs {
-        pairs: PairArgs {
-            src: abs(&watch.pairs.src)?,
-            dst: abs(&watch.pairs.dst)?,
-            config: abs(&watch.pairs.config)?,
-        },
-        mirror: MirrorArgs {
-            exclude: watch.mirror.exclude.clone(),
-            ..watch.mirror
-        },
-        timing: TimingArgs { ..watch.timing },
-        output: OutputArgs {
-            log_file: abs(&watch.output.log_file)?,
-            error_log: abs(&watch.output.error_log)?,
-            ..watch.output
-        },
-    })
-}
-
-/// The command line that gives `watch` back: `watch`, then SRC DST or `--config FILE`,
-/// then every option set.
-fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
-    // Destructured in full: a new option fails to compile here until it is passed on.
-    let WatchArgs {
-        pairs: PairArgs { src, dst, config },
-        mirror:
-            MirrorArgs {
-                compress,
-                checksum,
-                no_delete,
-                exclude,
-                keep_versions,
-                force,
-                max_delete,
-                versions_max_size,
-                jobs,
-            },
-        timing:
-            TimingArgs {
-                debounce,
-                rescan,
-                max_wait,
-            },
-        output:
-            OutputArgs {
-                dry_run,
-                json,
-                log_file,
-                error_log,
-                verbose,
-                quiet,
-            },
-    } = watch;
-    let mut argv: Vec<OsString> = vec!["watch".into()];
-    let mut flag = |on: bool, name: &str| {
-        if on {
-            argv.push(name.into());
-        }
-    };
-    flag(*compress, "--compress");
-    flag(*checksum, "--checksum");
-    flag(*no_delete, "--no-delete");
-    flag(*force, "--force");
-    flag(*dry_run, "--dry-run");
-    flag(*json, "--json");
-    flag(*quiet, "--quiet");
-    for _ in 0..*verbose {
-        argv.push("--verbose".into());
-    }
-    for pattern in exclude {
-        // One word with `=`: a pattern that starts with `-` must not read as a flag.
-        argv.push(format!("--exclude={pattern}").into());
-    }
-    let mut valued = |name: &str, value: Option<OsString>| {
-        if let Some(value) = value {
-            argv.push(name.into());
-            argv.push(value);
-        }
-    };
-    valued(
-        "--keep-versions",
-        keep_versions.map(|r| r.to_string().into()),
-    );
-    valued("--max-delete", max_delete.map(|n| n.to_string().into()));
-    valued(
-        "--versions-max-size",
-        versions_max_size.map(|n| n.to_string().into()),
-    );
-    valued("--jobs", jobs.map(|n| n.to_string().into()));
-    valued("--debounce", debounce.map(|d| d.to_string().into()));
-    valued("--rescan", rescan.map(|d| d.to_string().into()));
-    valued("--max-wait", max_wait.map(|d| d.to_string().into()));
-    valued("--log-file", log_file.clone().map(PathBuf::into_os_string));
-    valued(
-        "--error-log",
-        error_log.clone().map(PathBuf::into_os_string),
-    );
-    valued("--config", config.clone().map(PathBuf::into_os_string));
-    if let (Some(src), Some(dst)) = (src, dst) {
-        // After `--`, so a folder named like a flag stays a folder.
-        argv.push("--".into());
-        argv.push(src.clone().into_os_string());
-        argv.push(dst.clone().into_os_string());
-    }
-    argv
-}
-
 /// A path as one systemd command-line word (quoted if it holds spaces or quotes; `%`
 /// and `$` escaped, as systemd would expand them).
 fn systemd_quote(path: &Path) -> String {
@@ -487,18 +351,6 @@ mod tests {
         }
     }
 
-    /// `datasafe agent install ARGS...` as parsed.
-    fn parsed(args: &[&str]) -> WatchArgs {
-        use clap::Parser;
-        let cli =
-            crate::cli::Cli::try_parse_from(["datasafe", "agent", "install"].iter().chain(args))
-                .unwrap();
-        match cli.command {
-            crate::cli::Command::Agent(crate::cli::AgentCommand::Install { watch }) => watch,
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
     #[test]
     fn systemd_unit_runs_watch_with_the_config() {
         let unit = spec().render(Platform::Systemd);
@@ -508,56 +360,6 @@ mod tests {
         assert!(unit.contains("Restart=on-failure\n"));
         assert!(unit.contains("WantedBy=default.target\n"));
         assert!(unit.contains("Documentation=man:datasafe(1)\n"), "{unit}");
-    }
-
-    #[test]
-    fn watch_arguments_come_back_as_they_were_given() {
-        let given = [
-            "/s",
-            "/d",
-            "--compress",
-            "--checksum",
-            "--no-delete",
-            "--exclude",
-            "*.tmp",
-            "--exclude=-odd",
-            "--exclude",
-            "/docs",
-            "--keep-versions",
-            "7d",
-            "--force",
-            "--max-delete",
-            "50",
-            "-j",
-            "3",
-            "--debounce",
-            "1.5s",
-            "--rescan",
-            "0",
-            "--max-wait",
-            "2m",
-            "-vv",
-            "--log-file",
-            "/l/log",
-            "--error-log",
-            "/l/err",
-        ];
-        let watch = parsed(&given);
-        let argv = watch_argv(&watch);
-        assert_eq!(argv[0], "watch");
-        let words: Vec<String> = argv[1..]
-            .iter()
-            .map(|w| w.to_string_lossy().into_owned())
-            .collect();
-        let again = parsed(&words.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(format!("{again:?}"), format!("{watch:?}"), "{words:?}");
-        let span = crate::config::TimeSpan::from(std::time::Duration::from_millis(1500));
-        assert_eq!(span.to_string(), "1500ms");
-        assert_eq!(crate::config::Retention::Off.to_string(), "0");
-
-        let with_config = parsed(&["--config", "/c.toml", "--compress"]);
-        let words = watch_argv(&with_config);
-        assert_eq!(words, ["watch", "--compress", "--config", "/c.toml"]);
     }
 
     #[test]

@@ -905,7 +905,12 @@ impl Watched {
         let summary = summary.filter(|_| !dry_run);
         let (last_change, last_change_at) = summary
             .and_then(|s| s.last_change.clone())
-            .map(|(what, at)| (Some(what), Some(at.format("%Y-%m-%d %H:%M:%S").to_string())))
+            .map(|(what, at)| {
+                (
+                    Some(what),
+                    Some(at.format(crate::output::TIME_FORMAT).to_string()),
+                )
+            })
             .unwrap_or_default();
         let pair = &self.settings.config.pair;
         board.set(

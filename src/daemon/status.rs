@@ -166,7 +166,7 @@ impl Board {
 }
 
 fn now() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+    crate::output::now()
 }
 
 fn write_atomically(path: &Path, report: &Report) -> std::io::Result<()> {

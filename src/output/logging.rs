@@ -136,7 +136,8 @@ fn timestamped() -> fern::Dispatch {
     fern::Dispatch::new().format(|out, message, record| {
         out.finish(format_args!(
             "{} {:<5} {}{}",
-            chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f"),
+            // The milliseconds order lines written within one second.
+            chrono::Local::now().format(&format!("{}%.3f", crate::output::TIME_FORMAT)),
             record.level(),
             pair_prefix(),
             message

@@ -301,7 +301,7 @@ impl Summary {
     /// `word` says how the run ended ("completed", "interrupted", "stopped").
     pub fn finish(&mut self, started: Instant, json: bool, word: &str) {
         self.duration_s = started.elapsed().as_secs_f64();
-        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let now = crate::output::now();
         let first = format!(
             "Backup {word} at {now}, Duration: {:.2} seconds, Files backed up: {}",
             self.duration_s, self.copied

@@ -9,6 +9,7 @@
 //! and files are opened only if they are regular files. Choosing which content to
 //! restore and writing it is `restore`'s job, not this file's.
 
+use crate::config::{NotAFolder, check_dir};
 use crate::index::{self, Index};
 
 use crate::engine::scan;
@@ -69,6 +70,48 @@ pub struct Live {
     pub target: Option<PathBuf>,
 }
 
+/// Why a mirror cannot be read, or a command on it cannot start. Each message names the
+/// path and says what to do; the runner prints it as the one `error:` line (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// DST is a file (or another non-folder).
+    #[error("mirror {} is not a directory; give the DST folder of a sync or watch", esc(.0))]
+    NotADirectory(PathBuf),
+    /// Nothing is at DST.
+    #[error("mirror {} does not exist; check the path (or mount its drive)", esc(.0))]
+    Missing(PathBuf),
+    /// DST cannot be looked at or opened.
+    #[error("mirror {} cannot be read: {}", esc(.path), io_message(.source))]
+    Unreadable {
+        /// DST as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `DST/.datasafe` is there but no folder (a symlink planted in the mirror).
+    #[error(
+        "{} is not a folder (a symlink?); refusing to read the mirror's state through it",
+        esc(.0)
+    )]
+    StateNotAFolder(PathBuf),
+    /// The index is there but cannot be read.
+    #[error("{0}; move the index aside to restore from the mirror's own listing")]
+    Index(#[source] index::IndexError),
+    /// A PATH argument that is absolute or climbs out with `..`.
+    #[error("path {} must be relative to the mirror's root, like docs/report.txt", esc(.0))]
+    NotRelative(PathBuf),
+    /// `versions` of a folder that has neither an index nor versions.
+    #[error(
+        "{} is no mirror: it has no index and no versions; give the DST folder of a \
+         sync or watch",
+        esc(.0)
+    )]
+    NoMirror(PathBuf),
+    /// `versions --json` could not be written.
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// The folder that holds a store's index (the `state_dir` the index functions take).
 pub fn index_dir(store: &dyn Reader) -> PathBuf {
     let file = store.index_file();
@@ -76,44 +119,31 @@ pub fn index_dir(store: &dyn Reader) -> PathBuf {
 }
 
 impl History {
-    /// Opens the mirror at `dst` for reading. Errors are one line naming the path and
-    /// saying what to do (the caller exits with 2).
-    pub fn open(dst: &Path) -> Result<History, String> {
-        let cannot_read =
-            |e: &io::Error| format!("mirror {} cannot be read: {}", esc(dst), io_message(e));
-        match std::fs::metadata(dst) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "mirror {} is not a directory; give the DST folder of a sync or watch",
-                    esc(dst)
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "mirror {} does not exist; check the path (or mount its drive)",
-                    esc(dst)
-                ));
-            }
-            Err(e) => return Err(cannot_read(&e)),
-        }
+    /// Opens the mirror at `dst` for reading (the caller exits with 2 on an error).
+    pub fn open(dst: &Path) -> Result<History, HistoryError> {
+        let cannot_read = |source| HistoryError::Unreadable {
+            path: dst.to_path_buf(),
+            source,
+        };
+        check_dir(dst).map_err(|e| match e {
+            NotAFolder::NotADirectory => HistoryError::NotADirectory(dst.to_path_buf()),
+            NotAFolder::Missing(_) => HistoryError::Missing(dst.to_path_buf()),
+            NotAFolder::Unreadable(e) => cannot_read(e),
+        })?;
         // Canonical: a DST reached through a symlink is that folder, and names are shown
         // under its real path.
         let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
-        let store = Local::open(&canonical).map_err(|e| cannot_read(&e))?;
+        let store = Local::open(&canonical).map_err(cannot_read)?;
         History::of_store(Arc::new(store))
     }
 
     /// Opens a mirror for reading through its store.
-    fn of_store(store: Arc<dyn Reader>) -> Result<History, String> {
+    fn of_store(store: Arc<dyn Reader>) -> Result<History, HistoryError> {
         let state = layout::state();
         let state_is_dir = match store.stat(state) {
             Ok(Some(s)) if s.kind == Kind::Dir => true,
             Ok(Some(_)) => {
-                return Err(format!(
-                    "{} is not a folder (a symlink?); refusing to read the mirror's state through it",
-                    esc(&store.display(state))
-                ));
+                return Err(HistoryError::StateNotAFolder(store.display(state)));
             }
             _ => false,
         };
@@ -243,14 +273,12 @@ impl History {
     /// The live mirror: the index's records that DST still holds (a record whose file
     /// is gone from DST is reported and left out), or, without an index, what DST lists.
     /// The root folder itself is not an entry.
-    pub fn live(&self) -> Result<Vec<Live>, String> {
+    pub fn live(&self) -> Result<Vec<Live>, HistoryError> {
         let store = &*self.store;
         let recorded = match &self.index {
             // Read again through `load_untouched`, which also copes with a writer that
             // started since the index was opened.
-            Some(_) => index::load_untouched(&index_dir(store)).map_err(|e| {
-                format!("{e}; move the index aside to restore from the mirror's own listing")
-            })?,
+            Some(_) => index::load_untouched(&index_dir(store)).map_err(HistoryError::Index)?,
             None => None,
         };
         let trusted_listing = recorded.is_none();
@@ -318,17 +346,14 @@ pub fn version_name(path: &Path) -> PathBuf {
 
 /// A PATH argument as a source-relative path: `.` components and trailing slashes
 /// dropped; absolute paths and `..` refused. An empty result means the whole mirror.
-pub fn source_path(arg: &Path) -> Result<PathBuf, String> {
+pub fn source_path(arg: &Path) -> Result<PathBuf, HistoryError> {
     let mut out = PathBuf::new();
     for part in arg.components() {
         match part {
             Component::Normal(name) => out.push(name),
             Component::CurDir => {}
             _ => {
-                return Err(format!(
-                    "path {} must be relative to the mirror's root, like docs/report.txt",
-                    esc(arg)
-                ));
+                return Err(HistoryError::NotRelative(arg.to_path_buf()));
             }
         }
     }
@@ -371,7 +396,7 @@ struct Usage {
 
 impl Usage {
     fn add(&mut self, k: &Kept) {
-        let time = k.version.at.format("%Y-%m-%d %H:%M:%S").to_string();
+        let time = k.version.at.format(crate::output::TIME_FORMAT).to_string();
         self.count += 1;
         // A prefix marker takes no room: its bytes are in the content after it.
         if k.version.prefix.is_none() {
@@ -417,20 +442,15 @@ fn usage(kept: &[Kept]) -> UsageReport {
 
 /// Prints `versions --summary`: the total on one line, then one line per top-level
 /// folder.
-fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> u8 {
+fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> Result<(), HistoryError> {
     if json {
-        return match serde_json::to_string(report) {
-            Ok(text) => {
-                println!("{text}");
-                0
-            }
-            Err(e) => usage_error(&format!("cannot write JSON: {e}")),
-        };
+        println!("{}", serde_json::to_string(report)?);
+        return Ok(());
     }
     let t = &report.total;
     if t.count == 0 {
         println!("versions in {}: none", esc(dst));
-        return 0;
+        return Ok(());
     }
     println!(
         "versions in {}: {}, {} on disk, oldest {}, newest {}",
@@ -456,32 +476,29 @@ fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> u8 {
             f.newest
         );
     }
-    0
+    Ok(())
 }
 
 /// `datasafe versions DST [PATH] [--json] [--summary]`: every version (of one file, or
 /// under one folder), grouped by path and oldest first; with `summary`, what they use.
-/// Returns the exit code.
-pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) -> u8 {
-    let scopes: Vec<PathBuf> = match path.map(source_path).transpose() {
-        Ok(scope) => scope
-            .into_iter()
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect(),
-        Err(message) => return usage_error(&message),
-    };
-    let history = match History::open(dst) {
-        Ok(history) => history,
-        Err(message) => return usage_error(&message),
-    };
+/// An error is for the runner to print (exit 2).
+pub fn list_command(
+    dst: &Path,
+    path: Option<&Path>,
+    json: bool,
+    summary: bool,
+) -> Result<(), HistoryError> {
+    let scopes: Vec<PathBuf> = path
+        .map(source_path)
+        .transpose()?
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    let history = History::open(dst)?;
     let all = history.versions();
     if !history.has_index() && all.is_empty() {
         // "No versions" would read as a mirror that kept none: say it is no mirror.
-        return usage_error(&format!(
-            "{} is no mirror: it has no index and no versions; give the DST folder of a \
-             sync or watch",
-            esc(dst)
-        ));
+        return Err(HistoryError::NoMirror(dst.to_path_buf()));
     }
     // A prefix marker is no version: it holds no bytes, only where the old content
     // lies inside the newer copy (for `restore --at`), so it is not listed.
@@ -517,7 +534,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
         };
         listed.push(Listed {
             path: esc(&k.source).to_string(),
-            time: k.version.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            time: k.version.at.format(crate::output::TIME_FORMAT).to_string(),
             size,
             file: esc(&name).to_string(),
         });
@@ -530,10 +547,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
         eprintln!("{what}");
     }
     if json {
-        match serde_json::to_string(&listed) {
-            Ok(text) => println!("{text}"),
-            Err(e) => return usage_error(&format!("cannot write JSON: {e}")),
-        }
+        println!("{}", serde_json::to_string(&listed)?);
     } else {
         for l in &listed {
             println!(
@@ -545,12 +559,7 @@ pub fn list_command(dst: &Path, path: Option<&Path>, json: bool, summary: bool) 
             );
         }
     }
-    0
-}
-
-fn usage_error(message: &str) -> u8 {
-    eprintln!("error: {message}");
-    crate::cli::run::EXIT_USAGE
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,3 +6,19 @@ pub mod archive;
 pub mod history;
 pub mod restore;
 pub mod verify;
+
+/// How a read-side command that ran to its end (or to Ctrl-C) went; the runner in
+/// `cli` maps it to the process's exit. Errors that keep a command from running are
+/// each command's own error type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was done and nothing wrong was found (or what was found was repaired).
+    Clean,
+    /// The command ran, but found or met problems: damage, differences, files that
+    /// could not be restored (each said as it happened).
+    Problems,
+    /// A mirror could not be checked or repaired at all (said as it happened).
+    Unusable,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted,
+}

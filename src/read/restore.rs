@@ -14,15 +14,17 @@
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
 
-use crate::cli::RestoreArgs;
-use crate::hash::CHUNK;
+use crate::config::NotAFolder;
+use crate::hash::{self, CHUNK, Stoppable};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
+use crate::output::TIME_FORMAT;
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
-use crate::read::history::{self, History, Kept, Live, in_scope, version_name};
-use crate::store::local::beneath::Dir;
+use crate::read::Outcome;
+use crate::read::history::{self, History, HistoryError, Kept, Live, in_scope, version_name};
+use crate::store::local::beneath::{Dir, Temp};
 use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
 use filetime::FileTime;
@@ -37,8 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// How `--at` is written (local time, to the second).
-pub const AT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// How `--at` is written: [`TIME_FORMAT`], kept under this name for the engine, which
+/// names a version's time with it.
+pub const AT_FORMAT: &str = TIME_FORMAT;
 
 /// A moment to restore, to the second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct Moment {
     pub limit: FileTime,
 }
 
-/// An `--at` that is not a local time as [`AT_FORMAT`] writes it; the message quotes
+/// An `--at` that is not a local time as [`TIME_FORMAT`] writes it; the message quotes
 /// the text as given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -62,7 +65,7 @@ pub struct MomentError(String);
 impl Moment {
     /// Reads `--at`: `YYYY-MM-DD HH:MM:SS`, local time.
     pub fn parse(text: &str) -> Result<Moment, MomentError> {
-        NaiveDateTime::parse_from_str(text.trim(), AT_FORMAT)
+        NaiveDateTime::parse_from_str(text.trim(), TIME_FORMAT)
             .map(Moment::at_local)
             .map_err(|_| MomentError(text.to_string()))
     }
@@ -404,9 +407,130 @@ pub fn is_damaged(err: &io::Error) -> bool {
     )
 }
 
+/// What `datasafe restore` is asked to do: its command line, settled by the runner.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The mirror to restore from.
+    pub dst: PathBuf,
+    /// Where the files go (created if missing; must be empty unless `force`).
+    pub target: PathBuf,
+    /// `--at`, as given: the local time to restore.
+    pub at: Option<String>,
+    /// Restore into a TARGET that is not empty.
+    pub force: bool,
+    /// Only these paths (relative to the mirror's root).
+    pub paths: Vec<PathBuf>,
+}
+
+/// Why a restore (or `archive` of a mirror) cannot start: bad input, a mirror that
+/// cannot be read, a TARGET that cannot be used. Nothing was restored; the runner
+/// prints it as the one `error:` line (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// `--at` is no local time.
+    #[error(transparent)]
+    At(#[from] MomentError),
+    /// The mirror cannot be read, or a PATH is not relative.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// DST has neither an index nor versions.
+    #[error("{} has no index and no versions; give the DST folder of a sync or watch", esc(.0))]
+    NoMirror(PathBuf),
+    /// No PATH given matched anything in the mirror.
+    #[error(
+        "nothing in the mirror {} at or under {paths}; nothing was restored. Give paths \
+         relative to the mirror's root",
+        esc(.dst)
+    )]
+    Unmatched {
+        /// The mirror.
+        dst: PathBuf,
+        /// The PATHs that matched nothing, escaped and joined.
+        paths: String,
+    },
+    /// DST or TARGET cannot be resolved to compare them.
+    #[error("{} cannot be resolved: {}", esc(.path), io_message(.source))]
+    Resolve {
+        /// DST or TARGET as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// TARGET lies inside DST.
+    #[error(
+        "target {} is inside the mirror {}; restore into a folder outside it",
+        esc(.target),
+        esc(.dst)
+    )]
+    TargetInMirror {
+        /// TARGET as given.
+        target: PathBuf,
+        /// DST as given.
+        dst: PathBuf,
+    },
+    /// DST lies inside TARGET.
+    #[error(
+        "the mirror {} is inside target {}; restore into a folder outside it",
+        esc(.dst),
+        esc(.target)
+    )]
+    MirrorInTarget {
+        /// DST as given.
+        dst: PathBuf,
+        /// TARGET as given.
+        target: PathBuf,
+    },
+    /// TARGET is a file.
+    #[error(
+        "target {} exists and is not a directory; give a folder to restore into",
+        esc(.0)
+    )]
+    TargetNotADirectory(PathBuf),
+    /// TARGET holds something and `--force` was not given.
+    #[error(
+        "target {} is not empty; restore into an empty folder, or add --force to overwrite the files restored",
+        esc(.0)
+    )]
+    TargetNotEmpty(PathBuf),
+    /// TARGET cannot be looked at.
+    #[error("target {} cannot be read: {}", esc(.path), io_message(.source))]
+    TargetUnreadable {
+        /// TARGET as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// TARGET is missing and cannot be made.
+    #[error(
+        "target {} cannot be created: {}; check the path and its permissions",
+        esc(.path),
+        io_message(.source)
+    )]
+    TargetCreate {
+        /// TARGET as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// TARGET cannot be opened to write into.
+    #[error("target {} cannot be opened: {}", esc(.path), io_message(.source))]
+    TargetOpen {
+        /// TARGET as given.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// [`write_prefix`] was given an item that is no prefix marker (a bug).
+    #[error("{} is no prefix of a later copy", esc(.0))]
+    NotAPrefix(PathBuf),
+    /// The one path [`write_prefix`] writes failed.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
 /// Why one path was not restored.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub enum Failure {
     /// DST's copy could not be read.
     #[error("cannot restore {}: reading {}: {}", esc(.rel), esc(.path), io_message(.err))]
     Read {
@@ -457,23 +581,6 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A temp file (or link) in a folder of TARGET that is removed unless it was renamed
-/// into place.
-struct Temp<'d> {
-    /// The folder it is in.
-    dir: &'d Dir,
-    name: OsString,
-    armed: bool,
-}
-
-impl Drop for Temp<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = self.dir.remove_file(&self.name);
-        }
-    }
-}
-
 /// Writes restored paths under TARGET. Every name is reached from an open handle on
 /// TARGET, folder by folder and never through a symlink, so a restore reaches paths
 /// longer than `PATH_MAX` and a folder swapped for a link cannot send a write outside.
@@ -499,13 +606,14 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     /// A writer into the folder `target` (which exists), reading from `history`.
-    fn new(target: &Path, history: &'a History, stop: &'a AtomicBool) -> Result<Self, String> {
-        let root = Dir::open_root(target).map_err(|e| {
-            format!(
-                "target {} cannot be opened: {}",
-                esc(target),
-                io_message(&e)
-            )
+    fn new(
+        target: &Path,
+        history: &'a History,
+        stop: &'a AtomicBool,
+    ) -> Result<Self, RestoreError> {
+        let root = Dir::open_root(target).map_err(|source| RestoreError::TargetOpen {
+            path: target.to_path_buf(),
+            source,
         })?;
         Ok(Writer {
             target: target.to_path_buf(),
@@ -637,14 +745,16 @@ impl<'a> Writer<'a> {
         to: &Path,
     ) -> Result<(), Failure> {
         let mut buf = vec![0u8; CHUNK];
+        let mut reader = Stoppable {
+            inner: &mut reader,
+            stop: self.stop,
+        };
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Err(Failure::Interrupted);
-            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if hash::is_stopped(&e) => return Err(Failure::Interrupted),
                 Err(err) if is_damaged(&err) => {
                     return Err(Failure::Corrupt {
                         rel: rel.to_path_buf(),
@@ -677,22 +787,14 @@ impl<'a> Writer<'a> {
             path: final_path.clone(),
             err,
         };
-        let temp = loop {
-            let name = self.temp_name();
-            match dir.symlink(target, &name) {
-                Ok(()) => {
-                    break Temp {
-                        dir: &dir,
-                        name,
-                        armed: true,
-                    };
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(write_err(e)),
-            }
-        };
+        let (temp, ()) = Temp::make(
+            &dir,
+            || self.temp_name(),
+            |dir, name| dir.symlink(target, name),
+        )
+        .map_err(write_err)?;
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
-        let _ = dir.set_link_mtime(&temp.name, mtime);
+        let _ = dir.set_link_mtime(temp.name(), mtime);
         let installed = self.install(temp, rel).map_err(write_err);
         self.last = Some((parent, dir));
         installed
@@ -701,18 +803,16 @@ impl<'a> Writer<'a> {
     /// Renames a finished temp file or link to its final name, `rel`'s last component
     /// in the same folder. A folder standing there is the user's: it is reported, never
     /// removed.
-    fn install(&self, mut temp: Temp<'_>, rel: &Path) -> io::Result<()> {
+    fn install(&self, mut temp: Temp<&Dir>, rel: &Path) -> io::Result<()> {
         let Some(last) = rel.file_name() else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
-        if temp.dir.status(last).is_ok_and(|s| s.kind == Kind::Dir) {
+        if temp.dir().status(last).is_ok_and(|s| s.kind == Kind::Dir) {
             return Err(io::Error::other(
                 "a folder stands there; move it away or restore into another TARGET",
             ));
         }
-        temp.dir.rename(&temp.name, temp.dir, last)?;
-        temp.armed = false;
-        Ok(())
+        temp.rename_beside(last)
     }
 
     /// The folder in TARGET that holds `rel` (its name, and open), made ready. Hand it
@@ -789,22 +889,8 @@ impl<'a> Writer<'a> {
     }
 
     /// A new private temp file in `dir` (TARGET's folder for the file).
-    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<'d>, File)> {
-        loop {
-            let name = self.temp_name();
-            match dir.create_private(&name) {
-                Ok(file) => {
-                    let temp = Temp {
-                        dir,
-                        name,
-                        armed: true,
-                    };
-                    return Ok((temp, file));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+    fn temp_file<'d>(&mut self, dir: &'d Dir) -> io::Result<(Temp<&'d Dir>, File)> {
+        Temp::make(dir, || self.temp_name(), Dir::create_private)
     }
 
     /// Gives every folder that got content its recorded mode and mtime, deepest first
@@ -844,108 +930,91 @@ impl<'a> Writer<'a> {
 
 /// Checks TARGET against DST and makes it ready: never DST, inside it or around it;
 /// empty unless `force`; created if missing. Errors are usage errors (exit 2).
-fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), String> {
+fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), RestoreError> {
     let resolve = |path: &Path| {
-        crate::config::canonical_even_if_missing(path)
-            .map_err(|e| format!("{} cannot be resolved: {}", esc(path), io_message(&e)))
+        crate::config::canonical_even_if_missing(path).map_err(|source| RestoreError::Resolve {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
     if target_canon.starts_with(&dst_canon) {
-        return Err(format!(
-            "target {} is inside the mirror {}; restore into a folder outside it",
-            esc(target),
-            esc(dst)
-        ));
+        return Err(RestoreError::TargetInMirror {
+            target: target.to_path_buf(),
+            dst: dst.to_path_buf(),
+        });
     }
     if dst_canon.starts_with(&target_canon) {
-        return Err(format!(
-            "the mirror {} is inside target {}; restore into a folder outside it",
-            esc(dst),
-            esc(target)
-        ));
+        return Err(RestoreError::MirrorInTarget {
+            dst: dst.to_path_buf(),
+            target: target.to_path_buf(),
+        });
     }
-    match std::fs::metadata(target) {
-        Ok(m) if !m.is_dir() => Err(format!(
-            "target {} exists and is not a directory; give a folder to restore into",
-            esc(target)
-        )),
-        Ok(_) => {
-            let mut entries = std::fs::read_dir(target).map_err(|e| {
-                format!("target {} cannot be read: {}", esc(target), io_message(&e))
-            })?;
+    let unreadable = |source| RestoreError::TargetUnreadable {
+        path: target.to_path_buf(),
+        source,
+    };
+    match crate::config::check_dir(target) {
+        Err(NotAFolder::NotADirectory) => {
+            Err(RestoreError::TargetNotADirectory(target.to_path_buf()))
+        }
+        Ok(()) => {
+            let mut entries = std::fs::read_dir(target).map_err(unreadable)?;
             if entries.next().is_some() && !force {
-                return Err(format!(
-                    "target {} is not empty; restore into an empty folder, or add --force to overwrite the files restored",
-                    esc(target)
-                ));
+                return Err(RestoreError::TargetNotEmpty(target.to_path_buf()));
             }
             Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(target).map_err(|e| {
-                format!(
-                    "target {} cannot be created: {}; check the path and its permissions",
-                    esc(target),
-                    io_message(&e)
-                )
+        Err(NotAFolder::Missing(_)) => {
+            std::fs::create_dir_all(target).map_err(|source| RestoreError::TargetCreate {
+                path: target.to_path_buf(),
+                source,
             })
         }
-        Err(e) => Err(format!(
-            "target {} cannot be read: {}",
-            esc(target),
-            io_message(&e)
-        )),
+        Err(NotAFolder::Unreadable(e)) => Err(unreadable(e)),
     }
 }
 
-/// Runs `datasafe restore` (logging and the Ctrl-C handler are set up by the caller)
-/// and returns the exit code: 0, 1 if any path failed, 2 for bad input, 130 on Ctrl-C.
-pub fn run(args: &RestoreArgs, stop: &AtomicBool) -> u8 {
+/// Runs `datasafe restore` (logging and the Ctrl-C handler are set up by the caller):
+/// [`Outcome::Problems`] if any path failed. An error is bad input: nothing was
+/// restored, and the runner prints it.
+pub fn run(request: &Request, stop: &AtomicBool) -> Result<Outcome, RestoreError> {
     let started = Instant::now();
-    match prepare(args) {
-        Ok((history, plan)) => execute(args, &history, &plan, stop, started),
-        Err(message) => {
-            eprintln!("error: {message}");
-            crate::cli::run::EXIT_USAGE
-        }
-    }
+    let (history, plan) = prepare(request)?;
+    execute(request, &history, &plan, stop, started)
 }
 
 /// Everything that can fail as bad input, before TARGET is touched (except to create it).
-fn prepare(args: &RestoreArgs) -> Result<(History, Plan), String> {
-    let loaded = load(&args.dst, args.at.as_deref(), &args.paths)?;
-    prepare_target(&args.dst, &args.target, args.force)?;
+fn prepare(request: &Request) -> Result<(History, Plan), RestoreError> {
+    let loaded = load(&request.dst, request.at.as_deref(), &request.paths)?;
+    prepare_target(&request.dst, &request.target, request.force)?;
     Ok(loaded)
 }
 
 /// Opens the mirror at `dst` and plans what `restore --at` (`at`, if given) of `paths`
 /// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
 /// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
-pub fn load(dst: &Path, at: Option<&str>, paths: &[PathBuf]) -> Result<(History, Plan), String> {
-    let at = at
-        .map(Moment::parse)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+pub fn load(
+    dst: &Path,
+    at: Option<&str>,
+    paths: &[PathBuf],
+) -> Result<(History, Plan), RestoreError> {
+    let at = at.map(Moment::parse).transpose()?;
     let scopes = scopes_of(paths)?;
     let history = History::open(dst)?;
     let kept = history.versions();
     if !history.has_index() && kept.is_empty() {
-        return Err(format!(
-            "{} has no index and no versions; give the DST folder of a sync or watch",
-            esc(dst)
-        ));
+        return Err(RestoreError::NoMirror(dst.to_path_buf()));
     }
     let live = history.live()?;
     let plan = plan(&live, &kept, &scopes, at.as_ref());
     if !plan.unmatched.is_empty() {
         // A typo in PATH must not look like a restore that worked.
         let paths: Vec<String> = plan.unmatched.iter().map(|p| esc(p).to_string()).collect();
-        return Err(format!(
-            "nothing in the mirror {} at or under {}; nothing was restored. Give paths \
-             relative to the mirror's root",
-            esc(dst),
-            paths.join(", ")
-        ));
+        return Err(RestoreError::Unmatched {
+            dst: dst.to_path_buf(),
+            paths: paths.join(", "),
+        });
     }
     Ok((history, plan))
 }
@@ -959,7 +1028,7 @@ pub fn write_prefix(
     item: &Item,
     scratch: &Path,
     stop: &AtomicBool,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, RestoreError> {
     let Origin::Prefix {
         name,
         stored,
@@ -968,18 +1037,16 @@ pub fn write_prefix(
         meta,
     } = &item.origin
     else {
-        return Err(format!("{} is no prefix of a later copy", esc(&item.rel)));
+        return Err(RestoreError::NotAPrefix(item.rel.clone()));
     };
     let mut writer = Writer::new(scratch, history, stop)?;
-    writer
-        .file(&item.rel, name, *stored, Some((*size, *sha, *meta)))
-        .map_err(|f| f.to_string())?;
+    writer.file(&item.rel, name, *stored, Some((*size, *sha, *meta)))?;
     Ok(scratch.join(&item.rel))
 }
 
 /// PATH arguments as source-relative scopes; empty for the whole tree (no PATH, or one
 /// that names the root).
-pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, HistoryError> {
     let mut scopes = Vec::new();
     for path in paths {
         let scope = history::source_path(path)?;
@@ -992,20 +1059,15 @@ pub fn scopes_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(scopes)
 }
 
+/// Writes `plan` into TARGET and prints the summary line.
 fn execute(
-    args: &RestoreArgs,
+    request: &Request,
     history: &History,
     plan: &Plan,
     stop: &AtomicBool,
     started: Instant,
-) -> u8 {
-    let mut writer = match Writer::new(&args.target, history, stop) {
-        Ok(writer) => writer,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return crate::cli::run::EXIT_USAGE;
-        }
-    };
+) -> Result<Outcome, RestoreError> {
+    let mut writer = Writer::new(&request.target, history, stop)?;
     let (mut restored, mut failed) = (0u64, 0u64);
     for item in &plan.items {
         if stop.load(Ordering::Relaxed) {
@@ -1021,10 +1083,10 @@ fn execute(
         }
     }
     failed += writer.finish_folders(&plan.folders);
-    if let Err(e) = platform::sync_filesystem(&args.target) {
+    if let Err(e) = platform::sync_filesystem(&request.target) {
         log::warn!(
             "cannot flush {} to disk: {}",
-            esc(&args.target),
+            esc(&request.target),
             io_message(&e)
         );
     }
@@ -1042,18 +1104,18 @@ fn execute(
         } else {
             "completed"
         },
-        Local::now().format(AT_FORMAT),
+        crate::output::now(),
         started.elapsed().as_secs_f64()
     );
     logging::print_line(false, &line);
     log::info!(target: SUMMARY, "{line}");
-    if interrupted {
-        crate::cli::run::EXIT_INTERRUPTED
+    Ok(if interrupted {
+        Outcome::Interrupted
     } else if failed > 0 {
-        1
+        Outcome::Problems
     } else {
-        0
-    }
+        Outcome::Clean
+    })
 }
 
 #[cfg(test)]

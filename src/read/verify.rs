@@ -14,11 +14,10 @@
 //! [`Checked`]. A problem found while a writer (`watch`) changes the mirror gets a second
 //! look against the index as it is by then, so a file replaced mid-check is not reported.
 
-use crate::cli::VerifyArgs;
 use crate::config::filter::Excludes;
 use crate::config::{
-    self, Config, ConfigError, MirrorOverrides, Output, OutputOverrides, Overrides, Pair, Settings,
-    Verbosity,
+    self, Config, ConfigError, MirrorOverrides, NotAFolder, Output, OutputOverrides, Overrides,
+    Pair, Settings, Verbosity,
 };
 use crate::engine::repair::Check;
 use crate::engine::scan::{self, ScanRules, Scanned};
@@ -30,6 +29,7 @@ use crate::model::{MirrorState, Record, Stored};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
 use crate::output::report::{Progress, Summary};
+use crate::read::Outcome;
 use crate::read::history::index_dir;
 use crate::store::layout::STATE_DIR;
 use crate::store::local::Local;
@@ -48,6 +48,67 @@ use std::time::{Instant, SystemTime};
 
 /// Capacity of the channels between the producer, the workers and the collector.
 const QUEUE: usize = 256;
+
+/// What `datasafe verify` is asked to do: its command line, as the runner hands it over.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// The mirror to check (else the pairs of a config file).
+    pub dst: Option<PathBuf>,
+    /// The config file whose pairs to check.
+    pub config: Option<PathBuf>,
+    /// `--source`: `Some(Some(SRC))` with a DST, `Some(None)` for each pair's own.
+    pub source: Option<Option<PathBuf>>,
+    /// Write again what the check found wrong.
+    pub repair: bool,
+    /// With `repair`: let held deletions through.
+    pub force: bool,
+    /// What the comparison with the source leaves out (with a DST).
+    pub exclude: Vec<String>,
+    /// Hashing threads.
+    pub jobs: Option<u32>,
+    /// End stdout with one JSON object.
+    pub json: bool,
+    /// Append every line to this file.
+    pub log_file: Option<PathBuf>,
+    /// How many `-v`.
+    pub verbose: u8,
+    /// Only problems and the summary.
+    pub quiet: bool,
+}
+
+/// Why one mirror could not be checked (or repaired) at all. Said as one line where it
+/// happens (a run over several pairs goes on with the others).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// DST is a file (or another non-folder).
+    #[error("destination {} is not a directory; give the mirror's folder", esc(.0))]
+    NotADirectory(PathBuf),
+    /// Nothing is at DST.
+    #[error("destination {} does not exist; check the path (or mount its drive)", esc(.0))]
+    Missing(PathBuf),
+    /// DST cannot be looked at or opened.
+    #[error("destination {} cannot be read: {}", esc(.path), io_message(.source))]
+    Unreadable {
+        /// DST.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// DST has no index: nothing to check against.
+    #[error("no index at {}: run {command} first", esc(.index))]
+    NoIndex {
+        /// Where the index should be.
+        index: PathBuf,
+        /// The `datasafe sync` command that makes one.
+        command: String,
+    },
+    /// The index is there but cannot be read.
+    #[error("{0}; a mirror cannot be verified without its index (datasafe sync rebuilds it)")]
+    Index(#[source] index::IndexError),
+    /// `--repair` could not start: the source is gone, DST cannot be written.
+    #[error("{0}")]
+    Repair(Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// Everything a verify run needs, settled from the command line (and config file).
 #[derive(Clone, Debug)]
@@ -101,7 +162,7 @@ pub struct Source {
 impl Plan {
     /// Settles `datasafe verify DST [--source SRC]` or `datasafe verify [--config FILE]
     /// [--source]`. Every error is a usage error (exit 2).
-    pub fn from_args(args: &VerifyArgs) -> Result<Plan, ConfigError> {
+    pub fn from_request(args: &Request) -> Result<Plan, ConfigError> {
         let output_args = OutputOverrides {
             json: args.json,
             log_file: args.log_file.clone(),
@@ -187,7 +248,7 @@ impl Plan {
     }
 
     /// The pairs of a config file; with `--source`, each compared with its own source.
-    fn from_file(args: &VerifyArgs, output: &OutputOverrides) -> Result<Plan, ConfigError> {
+    fn from_file(args: &Request, output: &OutputOverrides) -> Result<Plan, ConfigError> {
         if let Some(Some(src)) = &args.source {
             return Err(ConfigError(format!(
                 "--source {} needs a DST; with a config file give --source alone and each \
@@ -294,7 +355,7 @@ fn repair_config(
     src: &Path,
     dst: &Path,
     canonical_dst: &Path,
-    args: &VerifyArgs,
+    args: &Request,
 ) -> Result<Config, ConfigError> {
     let facts = MirrorFacts::of(canonical_dst);
     let overrides = Overrides {
@@ -557,9 +618,9 @@ impl MirrorReport {
 }
 
 /// `datasafe verify`: checks every target, prints a line per problem (and per pair when
-/// there are several) and the summary. Returns the exit code: 0 intact, 1 problems
-/// found, 2 a mirror that could not be checked at all, 130 interrupted.
-pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
+/// there are several) and the summary. [`Outcome::Unusable`]: a mirror could not be
+/// checked at all (said here, in the run's log, as it happened).
+pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> Outcome {
     let started = Instant::now();
     let mut total = Counts::default();
     let mut pairs = Vec::new();
@@ -601,7 +662,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
             Err(message) => {
                 log::error!("{message}");
                 logging::clear_progress();
-                return crate::cli::run::EXIT_USAGE;
+                return Outcome::Unusable;
             }
         }
         logging::set_pair(None);
@@ -630,7 +691,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
             pairs.push(PairJson {
                 name: target.name.clone(),
                 dst: esc(&target.dst).to_string(),
-                error: result.as_ref().err().cloned(),
+                error: result.as_ref().err().map(ToString::to_string),
                 report: result.ok(),
             });
         } else {
@@ -644,7 +705,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
     } else {
         "completed"
     };
-    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let now = crate::output::now();
     logging::clear_progress();
     for line in summary_lines(&total, plan.with_source, word, &now, duration_s) {
         logging::print_line(false, &line);
@@ -677,7 +738,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
         // The mirror is what the source is now, unless a write failed, deletions were
         // held, or the source could not be read.
         let left = repairs.failed + repairs.held_deletions + total.unreadable_in_source;
-        return exit_code(
+        return outcome(
             &Counts {
                 damaged: left,
                 ..Counts::default()
@@ -687,7 +748,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
             unusable,
         );
     }
-    exit_code(&total, plan.with_source, interrupted, unusable)
+    outcome(&total, plan.with_source, interrupted, unusable)
 }
 
 /// Writes again, through the sync engine, what `report` found wrong in the mirror
@@ -698,10 +759,11 @@ fn repair(
     report: &MirrorReport,
     plan: &Plan,
     stop: &Arc<AtomicBool>,
-) -> Result<Summary, String> {
-    config::check_source(&cfg.pair.src).map_err(|e| e.to_string())?;
+) -> Result<Summary, VerifyError> {
+    config::check_source(&cfg.pair.src).map_err(|e| VerifyError::Repair(e.into()))?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
-    let mut mirror = crate::engine::sync::Mirror::open_to_write(cfg, stop, show_progress)?;
+    let mut mirror = crate::engine::sync::Mirror::open_to_write(cfg, stop, show_progress)
+        .map_err(|e| VerifyError::Repair(e.into()))?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
     mirror.commit();
     Ok(mirror.into_summary())
@@ -779,17 +841,17 @@ fn looks_gzipped(store: &dyn Reader) -> bool {
     files > 0 && gzipped
 }
 
-/// The process exit code: interruption first, then a mirror that could not be checked,
+/// How the run went: interruption first, then a mirror that could not be checked,
 /// then problems found.
-pub fn exit_code(total: &Counts, with_source: bool, interrupted: bool, unusable: bool) -> u8 {
+pub fn outcome(total: &Counts, with_source: bool, interrupted: bool, unusable: bool) -> Outcome {
     if interrupted {
-        crate::cli::run::EXIT_INTERRUPTED
+        Outcome::Interrupted
     } else if unusable {
-        crate::cli::run::EXIT_USAGE
+        Outcome::Unusable
     } else if total.failed(with_source) {
-        1
+        Outcome::Problems
     } else {
-        0
+        Outcome::Clean
     }
 }
 
@@ -848,15 +910,16 @@ struct PairJson {
 }
 
 /// Checks one mirror. `Err` is one line saying why it could not be checked at all.
-fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<MirrorReport, String> {
+fn verify_mirror(
+    target: &Target,
+    plan: &Plan,
+    stop: &AtomicBool,
+) -> Result<MirrorReport, VerifyError> {
     let dst = &target.dst;
     check_dst(dst)?;
-    let store = Local::open(dst).map_err(|e| {
-        format!(
-            "destination {} cannot be read: {}",
-            esc(dst),
-            io_message(&e)
-        )
+    let store = Local::open(dst).map_err(|source| VerifyError::Unreadable {
+        path: dst.clone(),
+        source,
     })?;
     let store: &dyn Reader = &store;
     let state_dir = index_dir(store);
@@ -874,17 +937,12 @@ fn verify_mirror(target: &Target, plan: &Plan, stop: &AtomicBool) -> Result<Mirr
             } else {
                 ""
             };
-            return Err(format!(
-                "no index at {}: run datasafe sync{compress} {src} {} first",
-                esc(&store.index_file()),
-                shell_word(dst)
-            ));
+            return Err(VerifyError::NoIndex {
+                index: store.index_file(),
+                command: format!("datasafe sync{compress} {src} {}", shell_word(dst)),
+            });
         }
-        Err(e) => {
-            return Err(format!(
-                "{e}; a mirror cannot be verified without its index (datasafe sync rebuilds it)"
-            ));
-        }
+        Err(e) => return Err(VerifyError::Index(e)),
     };
     let mut report = MirrorReport::default();
     let mut progress = Progress::start(plan.output.verbosity > Verbosity::Quiet);
@@ -1003,23 +1061,15 @@ fn progress_line(counts: &Counts, files: usize) -> String {
 }
 
 /// DST must be an existing folder.
-fn check_dst(dst: &Path) -> Result<(), String> {
-    match std::fs::metadata(dst) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "destination {} is not a directory; give the mirror's folder",
-            esc(dst)
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
-            "destination {} does not exist; check the path (or mount its drive)",
-            esc(dst)
-        )),
-        Err(e) => Err(format!(
-            "destination {} cannot be read: {}",
-            esc(dst),
-            io_message(&e)
-        )),
-    }
+fn check_dst(dst: &Path) -> Result<(), VerifyError> {
+    config::check_dir(dst).map_err(|e| match e {
+        NotAFolder::NotADirectory => VerifyError::NotADirectory(dst.to_path_buf()),
+        NotAFolder::Missing(_) => VerifyError::Missing(dst.to_path_buf()),
+        NotAFolder::Unreadable(source) => VerifyError::Unreadable {
+            path: dst.to_path_buf(),
+            source,
+        },
+    })
 }
 
 /// Counts one checked record and prints what is wrong with it.
@@ -1264,11 +1314,7 @@ fn check_content(
 
 /// Why a mirror file that failed to read counts as damaged.
 fn read_error(e: &io::Error, stored: Stored) -> String {
-    let corrupt = matches!(
-        e.kind(),
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-    );
-    if stored == Stored::Gzip && corrupt {
+    if stored == Stored::Gzip && crate::read::restore::is_damaged(e) {
         format!("gzip data is corrupt: {}", io_message(e))
     } else {
         format!("cannot be read: {}", io_message(e))
@@ -1799,19 +1845,19 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_and_summary_lines() {
+    fn outcomes_and_summary_lines() {
         let mut c = Counts {
             files_verified: 4,
             not_in_index: 1,
             bytes_checked: 2048,
             ..Counts::default()
         };
-        assert_eq!(exit_code(&c, false, false, false), 0);
-        assert_eq!(exit_code(&c, true, false, false), 1);
-        assert_eq!(exit_code(&c, false, false, true), 2);
-        assert_eq!(exit_code(&c, false, true, true), 130);
+        assert_eq!(outcome(&c, false, false, false), Outcome::Clean);
+        assert_eq!(outcome(&c, true, false, false), Outcome::Problems);
+        assert_eq!(outcome(&c, false, false, true), Outcome::Unusable);
+        assert_eq!(outcome(&c, false, true, true), Outcome::Interrupted);
         c.missing = 1;
-        assert_eq!(exit_code(&c, false, false, false), 1);
+        assert_eq!(outcome(&c, false, false, false), Outcome::Problems);
         let [first, second] = summary_lines(&c, false, "completed", "2026-01-02 03:04:05", 1.234);
         assert_eq!(
             first,

@@ -16,7 +16,7 @@ mod source;
 mod tar;
 mod zip;
 
-use crate::cli::{ArchiveArgs, ArchiveFormat};
+use crate::config::NotAFolder;
 use crate::config::filter::Excludes;
 use crate::engine::scan::ScanRules;
 use crate::engine::source::Source as Folder;
@@ -25,6 +25,7 @@ use crate::store::Reader;
 use crate::store::layout::STATE_DIR;
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use out::Format;
 use out::{Dest, Partial, Trickle};
 use serde::Serialize;
 use source::{Entry, EntryKind};
@@ -55,6 +56,35 @@ pub struct Ctx<'a> {
     /// A plain folder's root, open: its files are read through it (`None` for a
     /// mirror, whose stored files the listing found).
     folder: Option<std::sync::Arc<Folder>>,
+}
+
+/// What `datasafe archive` is asked to do: its command line, as the runner hands it over.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// A folder, or a datasafe mirror.
+    pub source: PathBuf,
+    /// The archive file, a folder to write a dated archive into, or `-` for stdout.
+    pub out: PathBuf,
+    /// Archive a mirror as it was at this local time (`--at`, as given).
+    pub at: Option<String>,
+    /// The format [default: from OUT's extension].
+    pub format: Option<Format>,
+    /// The compression level.
+    pub level: Option<i32>,
+    /// Paths to leave out.
+    pub exclude: Vec<String>,
+    /// Put every entry under this folder name.
+    pub prefix: Option<String>,
+    /// Replace an existing OUT.
+    pub force: bool,
+    /// Only warnings, errors and the summary.
+    pub quiet: bool,
+    /// One line per file archived.
+    pub verbose: bool,
+    /// End stdout with one JSON object.
+    pub json: bool,
+    /// Only these paths.
+    pub paths: Vec<PathBuf>,
 }
 
 /// What a writer archived.
@@ -184,14 +214,14 @@ struct Summary {
 /// Runs `datasafe archive` (logging and the Ctrl-C handler are set up by the caller)
 /// and says how it ended; an error is bad input or an archive that could not be
 /// written (nothing is left under OUT's name then), for the caller to print.
-pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> anyhow::Result<Archived> {
+pub fn run(args: &Request, stop: &AtomicBool) -> anyhow::Result<Archived> {
     let started = Instant::now();
     match archive(args, stop, started) {
         Ok(archived) => Ok(archived),
         Err(Stop::Interrupted) => {
             let line = format!(
                 "Backup interrupted at {}, Duration: {:.2} seconds; no archive was written",
-                Local::now().format(crate::read::restore::AT_FORMAT),
+                crate::output::now(),
                 started.elapsed().as_secs_f64()
             );
             crate::output::logging::print_line(true, &line);
@@ -202,18 +232,18 @@ pub fn run(args: &ArchiveArgs, stop: &AtomicBool) -> anyhow::Result<Archived> {
 }
 
 /// A whole run, up to its printed summary.
-fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Archived, Stop> {
+fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archived, Stop> {
     let usage = |message: String| Stop::Fatal(anyhow::Error::msg(message));
     let source = &args.source;
-    match std::fs::metadata(source) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
+    match crate::config::check_dir(source) {
+        Ok(()) => {}
+        Err(NotAFolder::NotADirectory) => {
             return Err(usage(format!(
                 "source {} is not a folder; give a folder or a datasafe mirror",
                 esc(source)
             )));
         }
-        Err(e) => {
+        Err(NotAFolder::Missing(e) | NotAFolder::Unreadable(e)) => {
             return Err(usage(format!(
                 "source {} cannot be read: {}; check the path",
                 esc(source),
@@ -296,12 +326,12 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
     };
     let listed = if is_mirror {
         let (history, plan) =
-            crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(usage)?;
+            crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(fatal)?;
         let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
     } else {
-        let scopes = crate::read::restore::scopes_of(&args.paths).map_err(usage)?;
+        let scopes = crate::read::restore::scopes_of(&args.paths).map_err(fatal)?;
         folder
             .as_ref()
             .filter(|_| !scopes.is_empty())
@@ -400,7 +430,7 @@ fn archive(args: &ArchiveArgs, stop: &AtomicBool, started: Instant) -> Result<Ar
     let duration = started.elapsed().as_secs_f64();
     ctx.say(&format!(
         "Backup completed at {}, Duration: {duration:.2} seconds, Files backed up: {}",
-        Local::now().format(crate::read::restore::AT_FORMAT),
+        crate::output::now(),
         tally.files
     ));
     ctx.say(&format!(
@@ -490,7 +520,7 @@ impl<W: Write> Write for Counting<W> {
 /// to stdout (0 for a file: its size is read afterwards).
 fn write(
     sink: Sink,
-    format: ArchiveFormat,
+    format: Format,
     entries: &mut dyn Iterator<Item = Entry>,
     ctx: &Ctx<'_>,
 ) -> Result<(Tally, u64), Stop> {
@@ -498,14 +528,14 @@ fn write(
     let count = Arc::new(AtomicU64::new(0));
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
     let tally = match (format, sink) {
-        (ArchiveFormat::Zip, Sink::File(file)) => {
+        (Format::Zip, Sink::File(file)) => {
             let zip = ::zip::ZipWriter::new(BufWriter::with_capacity(BUF, Trickle::new(file)));
             let (out, tally) = zip::write(zip, entries, ctx)?;
             let out = out.into_inner().map_err(|e| fatal(e.into_error()))?;
             out.file.sync_all().map_err(fatal)?;
             tally
         }
-        (ArchiveFormat::Zip, Sink::Stdout(stdout)) => {
+        (Format::Zip, Sink::Stdout(stdout)) => {
             let counting = Counting {
                 inner: BufWriter::with_capacity(BUF, stdout),
                 count: count.clone(),
@@ -540,20 +570,20 @@ fn write(
 /// A tar stream through the format's encoder.
 fn tar_into<W: Write + Send + 'static>(
     out: W,
-    format: ArchiveFormat,
+    format: Format,
     entries: &mut dyn Iterator<Item = Entry>,
     ctx: &Ctx<'_>,
 ) -> Result<(W, Tally), Stop> {
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
     match format {
-        ArchiveFormat::TarZst => {
+        Format::TarZst => {
             let mut encoder = zstd::Encoder::new(out, ctx.level).map_err(fatal)?;
             let threads = u32::try_from(ctx.jobs).unwrap_or(1);
             encoder.multithread(threads).map_err(fatal)?;
             let (encoder, tally) = tar::write(encoder, entries, ctx)?;
             Ok((encoder.finish().map_err(fatal)?, tally))
         }
-        ArchiveFormat::TarGz => {
+        Format::TarGz => {
             use gzp::ZWriter;
             let level = u32::try_from(ctx.level).unwrap_or(6);
             let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()

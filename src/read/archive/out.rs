@@ -6,7 +6,6 @@
 //! the one temp file, so an interrupted or failed run never leaves a partial archive
 //! under the final name.
 
-use crate::cli::ArchiveFormat;
 use crate::output::names::{esc, io_message};
 use chrono::{DateTime, Local};
 use std::ffi::OsStr;
@@ -14,27 +13,40 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-impl ArchiveFormat {
+/// The formats `archive` writes (the runner reads them from `--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Zip, deflated (zip64 where needed).
+    Zip,
+    /// Plain tar.
+    Tar,
+    /// Gzipped tar.
+    TarGz,
+    /// Zstandard-compressed tar.
+    TarZst,
+}
+
+impl Format {
     /// How the format is named on the command line and in the summary.
     pub fn name(self) -> &'static str {
         match self {
-            ArchiveFormat::Zip => "zip",
-            ArchiveFormat::Tar => "tar",
-            ArchiveFormat::TarGz => "tar.gz",
-            ArchiveFormat::TarZst => "tar.zst",
+            Format::Zip => "zip",
+            Format::Tar => "tar",
+            Format::TarGz => "tar.gz",
+            Format::TarZst => "tar.zst",
         }
     }
 
     /// The format a file name's extension stands for, if it is an archive's.
-    pub fn of_name(name: &OsStr) -> Option<ArchiveFormat> {
+    pub fn of_name(name: &OsStr) -> Option<Format> {
         let name = name.to_string_lossy().to_lowercase();
         let table = [
-            (".tar.gz", ArchiveFormat::TarGz),
-            (".tgz", ArchiveFormat::TarGz),
-            (".tar.zst", ArchiveFormat::TarZst),
-            (".tzst", ArchiveFormat::TarZst),
-            (".tar", ArchiveFormat::Tar),
-            (".zip", ArchiveFormat::Zip),
+            (".tar.gz", Format::TarGz),
+            (".tgz", Format::TarGz),
+            (".tar.zst", Format::TarZst),
+            (".tzst", Format::TarZst),
+            (".tar", Format::Tar),
+            (".zip", Format::Zip),
         ];
         table
             .into_iter()
@@ -45,9 +57,9 @@ impl ArchiveFormat {
     /// The levels the format takes, and its default.
     pub fn levels(self) -> Option<(std::ops::RangeInclusive<i32>, i32)> {
         match self {
-            ArchiveFormat::Zip | ArchiveFormat::TarGz => Some((0..=9, 6)),
-            ArchiveFormat::TarZst => Some((1..=22, 3)),
-            ArchiveFormat::Tar => None,
+            Format::Zip | Format::TarGz => Some((0..=9, 6)),
+            Format::TarZst => Some((1..=22, 3)),
+            Format::Tar => None,
         }
     }
 }
@@ -68,9 +80,9 @@ pub enum OutError {
         /// OUT.
         out: PathBuf,
         /// The format OUT's name stands for.
-        named: ArchiveFormat,
+        named: Format,
         /// `--format`.
-        given: ArchiveFormat,
+        given: Format,
     },
     /// OUT is a folder (only at creation: [`resolve`] writes into a folder).
     #[error("{} is a folder; give a file name for the archive", esc(.0))]
@@ -117,15 +129,15 @@ pub enum Dest {
 /// `name` is the source folder's name. Errors are usage errors.
 pub fn resolve(
     out: &Path,
-    format: Option<ArchiveFormat>,
+    format: Option<Format>,
     name: &OsStr,
     now: DateTime<Local>,
-) -> Result<(Dest, ArchiveFormat), OutError> {
+) -> Result<(Dest, Format), OutError> {
     if out.as_os_str() == "-" {
-        return Ok((Dest::Stdout, format.unwrap_or(ArchiveFormat::Tar)));
+        return Ok((Dest::Stdout, format.unwrap_or(Format::Tar)));
     }
     let is_dir = std::fs::metadata(out).is_ok_and(|m| m.is_dir());
-    let named = out.file_name().and_then(ArchiveFormat::of_name);
+    let named = out.file_name().and_then(Format::of_name);
     match named {
         Some(from_name) if !is_dir => match format {
             Some(f) if f != from_name => Err(OutError::FormatMismatch {
@@ -136,7 +148,7 @@ pub fn resolve(
             _ => Ok((Dest::File(out.to_path_buf()), from_name)),
         },
         _ => {
-            let format = format.unwrap_or(ArchiveFormat::Zip);
+            let format = format.unwrap_or(Format::Zip);
             let file = format!(
                 "{}_{}.{}",
                 name.to_string_lossy(),
@@ -265,7 +277,7 @@ mod tests {
         let now = Local.with_ymd_and_hms(2026, 11, 27, 17, 5, 9).unwrap();
         let name = OsStr::new("notes");
         let go = |out: &str, format| resolve(Path::new(out), format, name, now);
-        use ArchiveFormat::*;
+        use Format::*;
         let table = [
             ("x.zip", None, Dest::File("x.zip".into()), Zip),
             ("x.TAR.GZ", None, Dest::File("x.TAR.GZ".into()), TarGz),

@@ -7,6 +7,7 @@
 //! larger ones are left to the writer to stream, which is what keeps memory flat.
 
 use crate::engine::source::Source as Folder;
+use crate::hash::Stoppable;
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, io_message};
@@ -219,24 +220,6 @@ pub fn read_small(at: &FileAt, stored: Stored, stop: &AtomicBool) -> Result<Got,
             "{} changed while being read; reading again",
             esc(&at.shown())
         );
-    }
-}
-
-/// A reader that fails once Ctrl-C was pressed, so a long file stops promptly.
-pub struct Stoppable<'a, R> {
-    /// The reader.
-    pub inner: R,
-    /// Ctrl-C.
-    pub stop: &'a AtomicBool,
-}
-
-impl<R: Read> Read for Stoppable<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            // Not `ErrorKind::Interrupted`: `io::copy` would retry that forever.
-            return Err(io::Error::other("interrupted"));
-        }
-        self.inner.read(buf)
     }
 }
 

@@ -179,49 +179,49 @@ pub fn of_mirror(
         if excludes.covers(&item.rel) {
             continue;
         }
-        let entry =
-            match &item.origin {
-                // Read through the mirror's store when it is archived, never by path.
-                Origin::File { name, stored } => Entry {
-                    rel: item.rel.clone(),
-                    kind: EntryKind::File {
-                        path: FileAt::Stored(store.clone(), name.clone()),
-                        stored: *stored,
-                    },
-                    mode: 0o644,
-                    mtime: FileTime::zero(),
+        let entry = match &item.origin {
+            // Read through the mirror's store when it is archived, never by path.
+            Origin::File { name, stored } => Entry {
+                rel: item.rel.clone(),
+                kind: EntryKind::File {
+                    path: FileAt::Stored(store.clone(), name.clone()),
+                    stored: *stored,
                 },
-                Origin::Link { target, mtime } => Entry {
-                    rel: item.rel.clone(),
-                    kind: EntryKind::Link(target.clone()),
-                    mode: 0o777,
-                    mtime: *mtime,
-                },
-                Origin::Folder => folder(&item.rel),
-                Origin::Prefix { .. } => {
-                    match scratch.dir().map_err(|e| e.to_string()).and_then(|dir| {
-                        crate::read::restore::write_prefix(history, item, &dir, stop)
-                    }) {
-                        Ok(path) => Entry {
-                            rel: item.rel.clone(),
-                            kind: EntryKind::File {
-                                path: FileAt::Path(path),
-                                stored: Stored::Plain,
-                            },
-                            mode: 0o644,
-                            mtime: FileTime::zero(),
+                mode: 0o644,
+                mtime: FileTime::zero(),
+            },
+            Origin::Link { target, mtime } => Entry {
+                rel: item.rel.clone(),
+                kind: EntryKind::Link(target.clone()),
+                mode: 0o777,
+                mtime: *mtime,
+            },
+            Origin::Folder => folder(&item.rel),
+            Origin::Prefix { .. } => {
+                match scratch.dir().map_err(|e| e.to_string()).and_then(|dir| {
+                    crate::read::restore::write_prefix(history, item, &dir, stop)
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(path) => Entry {
+                        rel: item.rel.clone(),
+                        kind: EntryKind::File {
+                            path: FileAt::Path(path),
+                            stored: Stored::Plain,
                         },
-                        Err(message) => {
-                            failed += 1;
-                            log::error!(
-                                "cannot archive {}: {message}; it is left out of the archive",
-                                esc(&item.rel)
-                            );
-                            continue;
-                        }
+                        mode: 0o644,
+                        mtime: FileTime::zero(),
+                    },
+                    Err(message) => {
+                        failed += 1;
+                        log::error!(
+                            "cannot archive {}: {message}; it is left out of the archive",
+                            esc(&item.rel)
+                        );
+                        continue;
                     }
                 }
-            };
+            }
+        };
         for above in item.rel.ancestors().skip(1) {
             if above.as_os_str().is_empty() || found.contains_key(above) {
                 continue;

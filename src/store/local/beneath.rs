@@ -744,12 +744,109 @@ mod fallback {
     }
 }
 
+/// A new entry (a temp file or symlink) under a fresh name in a folder, removed again
+/// when dropped unless it was renamed into place: the one "remove unless installed"
+/// guard, for the local store's temp files in `DST/.datasafe/tmp` and `restore`'s in
+/// TARGET. `D` is how the folder is held (`Arc<Dir>`, `&Dir`).
+#[derive(Debug)]
+pub struct Temp<D: std::ops::Deref<Target = Dir>> {
+    /// The folder it is in.
+    dir: D,
+    /// Its name there.
+    name: std::ffi::OsString,
+    /// Removed on drop (until renamed into place).
+    armed: bool,
+}
+
+impl<D: std::ops::Deref<Target = Dir>> Temp<D> {
+    /// Makes an entry with `make` in `dir` under the first name `names` gives that is
+    /// not taken (`make` failing with `AlreadyExists` moves on to the next one).
+    pub fn make<T>(
+        dir: D,
+        mut names: impl FnMut() -> std::ffi::OsString,
+        make: impl Fn(&Dir, &OsStr) -> io::Result<T>,
+    ) -> io::Result<(Temp<D>, T)> {
+        loop {
+            let name = names();
+            match make(&dir, &name) {
+                Ok(made) => {
+                    let temp = Temp {
+                        dir,
+                        name,
+                        armed: true,
+                    };
+                    return Ok((temp, made));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The folder it is in.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Its name in [`Temp::dir`].
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// Renames it to `to_name` in `to` (replacing what stands there); from then on it
+    /// is no longer removed on drop.
+    pub fn rename_to(&mut self, to: &Dir, to_name: &OsStr) -> io::Result<()> {
+        self.dir.rename(&self.name, to, to_name)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    /// [`Temp::rename_to`] `to_name` in its own folder.
+    pub fn rename_beside(&mut self, to_name: &OsStr) -> io::Result<()> {
+        self.dir.rename(&self.name, &self.dir, to_name)?;
+        self.armed = false;
+        Ok(())
+    }
+}
+
+impl<D: std::ops::Deref<Target = Dir>> Drop for Temp<D> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::ffi::OsString;
     use std::os::unix::fs::symlink;
     use std::path::PathBuf;
+
+    #[test]
+    fn a_temp_is_removed_unless_renamed_into_place_and_skips_taken_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("t1"), "taken").unwrap();
+        let dir = Dir::open_root(tmp.path()).unwrap();
+        let mut n = 0;
+        let mut names = || {
+            n += 1;
+            OsString::from(format!("t{n}"))
+        };
+        let (temp, file) = Temp::make(&dir, &mut names, Dir::create_private).unwrap();
+        assert_eq!(temp.name(), "t2");
+        drop(file);
+        drop(temp);
+        assert!(!tmp.path().join("t2").exists());
+        assert_eq!(std::fs::read(tmp.path().join("t1")).unwrap(), b"taken");
+        let (mut temp, file) = Temp::make(&dir, &mut names, Dir::create_private).unwrap();
+        drop(file);
+        temp.rename_beside(OsStr::new("final")).unwrap();
+        drop(temp);
+        assert!(tmp.path().join("final").is_file());
+        assert!(!tmp.path().join("t3").exists());
+    }
 
     #[test]
     fn a_symlink_on_the_way_is_not_a_folder_whatever_the_path_length() {

@@ -11,7 +11,7 @@
 //! writer must be prepared again, not written through a stale handle).
 
 use super::Local;
-use super::beneath::{self, Dir};
+use super::beneath::{self, Dir, Temp};
 use crate::model::Kind;
 use crate::output::names::{esc, io_message};
 use crate::store::{PrepareError, Reader, Staged, Stat, Store, TempFile, layout};
@@ -171,47 +171,35 @@ impl Store for Local {
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
         let writing = self.writing()?;
-        loop {
-            let name = self.temp_name(writing);
-            match writing.tmp.create_private(&name) {
-                Ok(file) => {
-                    return Ok(Box::new(LocalTemp {
-                        root: self.dir.clone(),
-                        tmp: writing.tmp.clone(),
-                        name,
-                        file: Some(file),
-                        target: None,
-                        armed: true,
-                    }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let (temp, file) = Temp::make(
+            writing.tmp.clone(),
+            || self.temp_name(writing),
+            Dir::create_private,
+        )?;
+        Ok(Box::new(LocalTemp {
+            root: self.dir.clone(),
+            file: Some(file),
+            temp,
+            target: None,
+        }))
     }
 
     fn temp_symlink(&self, target: &Path, mtime: FileTime) -> io::Result<Box<dyn Staged>> {
         let writing = self.writing()?;
-        loop {
-            let name = self.temp_name(writing);
-            match writing.tmp.symlink(target, &name) {
-                Ok(()) => {
-                    // Symlink mtimes are not supported everywhere; a failure here is
-                    // not worth a failed link.
-                    let _ = writing.tmp.set_link_mtime(&name, mtime);
-                    return Ok(Box::new(LocalTemp {
-                        root: self.dir.clone(),
-                        tmp: writing.tmp.clone(),
-                        name,
-                        file: None,
-                        target: None,
-                        armed: true,
-                    }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let (temp, ()) = Temp::make(
+            writing.tmp.clone(),
+            || self.temp_name(writing),
+            |dir, name| dir.symlink(target, name),
+        )?;
+        // Symlink mtimes are not supported everywhere; a failure here is not worth a
+        // failed link.
+        let _ = temp.dir().set_link_mtime(temp.name(), mtime);
+        Ok(Box::new(LocalTemp {
+            root: self.dir.clone(),
+            file: None,
+            temp,
+            target: None,
+        }))
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
@@ -355,19 +343,16 @@ fn take_lock(state: &Dir, path: &Path, dst: &Path) -> Result<File, PrepareError>
 struct LocalTemp {
     /// DST's root, to reach the final name's folder from.
     root: Arc<Dir>,
-    /// The temp folder it lives in.
-    tmp: Arc<Dir>,
-    /// Its name there.
-    name: OsString,
-    /// The open file (`None` for a symlink).
+    /// The open file (`None` for a symlink). Declared before `temp`, so it is closed
+    /// before the temp file is removed (some systems refuse to remove an open file).
     file: Option<File>,
+    /// Its name in the temp folder, removed on drop unless installed.
+    temp: Temp<Arc<Dir>>,
     /// The folder [`Staged::look`] reached, and the name it looked at: the install
     /// under that name that follows goes through it (the same window as between any
     /// handle's lookup and its use), and forgets it.
     /// `None` for the root itself, which needs no second handle.
     target: Option<(std::path::PathBuf, Option<Dir>)>,
-    /// Removed on drop unless installed.
-    armed: bool,
 }
 
 impl LocalTemp {
@@ -385,7 +370,7 @@ impl Staged for LocalTemp {
     fn stat(&self) -> io::Result<Stat> {
         match &self.file {
             Some(file) => crate::store::ReadFile::stat(file),
-            None => Ok(self.tmp.status(&self.name)?.into()),
+            None => Ok(self.temp.dir().status(self.temp.name())?.into()),
         }
     }
 
@@ -426,10 +411,8 @@ impl Staged for LocalTemp {
             _ if parent.as_os_str().is_empty() => None,
             _ => Some(self.root.dir(parent)?),
         };
-        self.tmp
-            .rename(&self.name, dir.as_ref().unwrap_or(&self.root), last)?;
-        self.armed = false;
-        Ok(())
+        self.temp
+            .rename_to(dir.as_ref().unwrap_or(&self.root), last)
     }
 }
 
@@ -452,16 +435,6 @@ impl TempFile for LocalTemp {
         let file = self.file()?;
         crate::platform::set_mode_file(file, mode)?;
         filetime::set_file_handle_times(file, Some(mtime), Some(mtime))
-    }
-}
-
-impl Drop for LocalTemp {
-    fn drop(&mut self) {
-        // Closed first: some systems refuse to remove an open file.
-        drop(self.file.take());
-        if self.armed {
-            let _ = self.tmp.remove_file(&self.name);
-        }
     }
 }
 
