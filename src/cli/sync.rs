@@ -1,4 +1,4 @@
-//! The `sync` runner: one full reconcile of every enabled pair (`engine::sync::Mirror`),
+//! The `sync` runner: one full reconcile of every enabled pair (`engine::mirror::Mirror`),
 //! a line per pair when there are several, the summary of all, and the [`Exit`] the run
 //! earns. The engine returns summaries; only this runner knows exit codes.
 //!
@@ -10,8 +10,8 @@ use crate::cli::SyncArgs;
 use crate::cli::exit::Exit;
 use crate::cli::run::{ended, prepare, usage_error};
 use crate::config::{PairSettings, Settings, Verbosity, check_source};
+use crate::engine::mirror::Mirror;
 use crate::engine::repair::Check;
-use crate::engine::sync::Mirror;
 use crate::output::report::Summary;
 use std::path::Path;
 use std::sync::Arc;

@@ -6,16 +6,16 @@
 //! that cannot start (retried), and edits to the config file (reloaded: added pairs start,
 //! removed ones stop, changed ones restart; an invalid edit keeps what runs).
 //!
-//! It decides *when* to act; what to do is the engine's (`sync::Mirror`).
+//! It decides *when* to act; what to do is the engine's (`engine::mirror::Mirror`).
 
 pub mod agent;
 pub mod status;
 
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::daemon::status::{Board, PairStatus};
+use crate::engine::mirror::{Applied, Mirror};
 use crate::engine::plan::Held;
 use crate::engine::repair::Check;
-use crate::engine::sync::{Applied, Mirror};
 use crate::output::logging;
 use crate::output::names::{count_of, esc, human_bytes, shell_word};
 use crate::output::report::Summary;
