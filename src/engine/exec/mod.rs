@@ -12,11 +12,12 @@
 //! symlink inside DST; the engine checks that the source did not change while it was
 //! read.
 
+mod copy;
 mod keep;
 mod ops;
 
 /// Whether a file read through an open handle is still what it was (as `sync` checks).
-pub use ops::unchanged_since;
+pub use copy::unchanged_since;
 
 use crate::engine::plan::Action;
 use crate::model::Kind;
