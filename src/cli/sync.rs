@@ -97,9 +97,7 @@ fn sync_pair(
     check: &Check,
 ) -> anyhow::Result<Summary> {
     check_source(&pair.config.pair.src)?;
-    // `Mirror::open_to_write` still says why in a plain message.
-    let mut mirror =
-        Mirror::open_to_write(&pair.config, stop, show_progress).map_err(anyhow::Error::msg)?;
+    let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
     mirror.reconcile_checking(Path::new(""), check);
     mirror.commit();
     Ok(mirror.into_summary())

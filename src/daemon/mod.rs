@@ -488,10 +488,10 @@ impl Watched {
                     mirror.set_watched();
                     self.mirror = Some(mirror);
                 }
-                Err(message) => {
-                    log::error!("{message}; trying again every {}", human_duration(RETRY));
+                Err(e) => {
+                    log::error!("{e}; trying again every {}", human_duration(RETRY));
                     self.last_reconcile = Instant::now();
-                    self.state = State::Failed(message);
+                    self.state = State::Failed(e.to_string());
                     self.publish(board, 0);
                     return;
                 }

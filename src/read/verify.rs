@@ -701,7 +701,8 @@ fn repair(
 ) -> Result<Summary, String> {
     config::check_source(&cfg.pair.src).map_err(|e| e.to_string())?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
-    let mut mirror = crate::engine::mirror::Mirror::open_to_write(cfg, stop, show_progress)?;
+    let mut mirror = crate::engine::mirror::Mirror::open_to_write(cfg, stop, show_progress)
+        .map_err(|e| e.to_string())?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
     mirror.commit();
     Ok(mirror.into_summary())

@@ -148,7 +148,7 @@ impl Mirror {
         cfg: &Config,
         stop: &Arc<AtomicBool>,
         show_progress: bool,
-    ) -> Result<Mirror, String> {
+    ) -> Result<Mirror, PrepareError> {
         Mirror::open_with(cfg, stop, show_progress, false)
     }
 
@@ -158,7 +158,7 @@ impl Mirror {
         cfg: &Config,
         stop: &Arc<AtomicBool>,
         show_progress: bool,
-    ) -> Result<Mirror, String> {
+    ) -> Result<Mirror, PrepareError> {
         Mirror::open_with(cfg, stop, show_progress, true)
     }
 
@@ -167,7 +167,7 @@ impl Mirror {
         stop: &Arc<AtomicBool>,
         show_progress: bool,
         refuse_unwritable: bool,
-    ) -> Result<Mirror, String> {
+    ) -> Result<Mirror, PrepareError> {
         let pair = &cfg.pair;
         if let Some(rel) = &pair.dst_in_src {
             log::info!(
@@ -186,10 +186,8 @@ impl Mirror {
                     adopting = adopt;
                     (Box::new(exec) as Box<dyn Carrier>, index, trusted)
                 }
-                Err(PrepareError::Locked(message)) => return Err(message),
-                Err(PrepareError::Unwritable(message)) if refuse_unwritable => {
-                    return Err(message);
-                }
+                Err(e @ PrepareError::Locked(_)) => return Err(e),
+                Err(e @ PrepareError::Unwritable(_)) if refuse_unwritable => return Err(e),
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
@@ -263,7 +261,7 @@ impl Mirror {
     /// lock and opens the index (a new one: the next reconcile compares SRC with DST in
     /// detail), keeping the counts. On error the mirror writes nothing until a later
     /// call succeeds.
-    pub fn reopen(&mut self) -> Result<(), String> {
+    pub fn reopen(&mut self) -> Result<(), PrepareError> {
         // The old lock and index live on in unlinked files: let them go first.
         if let Some(exec) = self.mode.executor() {
             self.tally.summary.versions_kept += exec.versions_kept();
@@ -272,18 +270,13 @@ impl Mirror {
         self.mode = Box::new(Blocked);
         self.tally.index = IndexWriter(None);
         self.lost = true;
-        let err = match open_for_writing(&self.cfg, &self.stop) {
-            Ok((exec, index, trusted, adopting)) => {
-                self.mode = Box::new(exec);
-                self.tally.index = IndexWriter(index);
-                self.trusted = trusted;
-                self.lost = false;
-                self.adopting = adopting;
-                return Ok(());
-            }
-            Err(PrepareError::Locked(message) | PrepareError::Unwritable(message)) => message,
-        };
-        Err(err)
+        let (exec, index, trusted, adopting) = open_for_writing(&self.cfg, &self.stop)?;
+        self.mode = Box::new(exec);
+        self.tally.index = IndexWriter(index);
+        self.trusted = trusted;
+        self.lost = false;
+        self.adopting = adopting;
+        Ok(())
     }
 
     /// The pair this mirror serves.
