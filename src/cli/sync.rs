@@ -8,7 +8,7 @@
 
 use crate::cli::SyncArgs;
 use crate::cli::exit::Exit;
-use crate::cli::run::{ended, prepare, usage_error};
+use crate::cli::run::{enabled_pairs, ended, prepare, usage_error};
 use crate::config::{PairSettings, Settings, Verbosity, check_source};
 use crate::engine::mirror::Mirror;
 use crate::engine::repair::Check;
@@ -46,14 +46,7 @@ fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exi
         dry_run: output.dry_run,
         ..Summary::default()
     };
-    for pair in &settings.pairs {
-        if !pair.enabled {
-            log::info!("skipping pair {}: enabled = false", pair.name);
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    for pair in enabled_pairs(&settings.pairs, stop, |p| (&p.name, p.enabled)) {
         crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
         let show_progress = output.verbosity > Verbosity::Quiet;
         let result = sync_pair(pair, stop, show_progress, check);

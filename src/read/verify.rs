@@ -567,14 +567,8 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> u8 {
     let mut unusable = false;
     // What `--repair` did, all pairs together.
     let mut repairs = Summary::default();
-    for target in &plan.targets {
-        if !target.enabled {
-            log::info!("skipping pair {}: enabled = false", target.name);
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    let targets = crate::cli::run::enabled_pairs(&plan.targets, stop, |t| (&t.name, t.enabled));
+    for target in targets {
         logging::set_pair(plan.named.then(|| Arc::from(target.name.as_str())));
         let result = verify_mirror(target, plan, stop).map(|mut report| {
             report.paths.sort();
