@@ -32,23 +32,6 @@ pub(super) enum Adopting {
 /// (`0` until then; absent in mirrors made before it existed, which are mirrors).
 pub(super) const ADOPTED: &str = "adopted";
 
-/// A folder beside DST that does not exist yet, to restore into.
-pub(super) fn restore_target(dst: &Path) -> PathBuf {
-    // Beside DST, never inside it (a DST given with a trailing slash included).
-    let name = dst
-        .file_name()
-        .map_or_else(|| "mirror".into(), |n| n.to_string_lossy().into_owned());
-    let parent = dst.parent().unwrap_or(Path::new("/"));
-    let candidate = |n: u32| match n {
-        1 => parent.join(format!("{name}.before-datasafe")),
-        n => parent.join(format!("{name}.before-datasafe-{n}")),
-    };
-    (1..1000)
-        .map(candidate)
-        .find(|p| std::fs::symlink_metadata(p).is_err())
-        .unwrap_or_else(|| candidate(1))
-}
-
 impl Mirror {
     /// Before a full pass's follow-up: if DST is not a mirror yet, notes the moment
     /// (for the `restore` command the warning gives) and the versions kept so far; in a
@@ -233,6 +216,23 @@ impl Mirror {
     pub fn holding(&self) -> Option<(Held, u64)> {
         self.holding
     }
+}
+
+/// A folder beside DST that does not exist yet, to restore into.
+fn restore_target(dst: &Path) -> PathBuf {
+    // Beside DST, never inside it (a DST given with a trailing slash included).
+    let name = dst
+        .file_name()
+        .map_or_else(|| "mirror".into(), |n| n.to_string_lossy().into_owned());
+    let parent = dst.parent().unwrap_or(Path::new("/"));
+    let candidate = |n: u32| match n {
+        1 => parent.join(format!("{name}.before-datasafe")),
+        n => parent.join(format!("{name}.before-datasafe-{n}")),
+    };
+    (1..1000)
+        .map(candidate)
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| candidate(1))
 }
 
 #[cfg(test)]

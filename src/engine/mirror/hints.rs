@@ -15,38 +15,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Renames first (in order), then the changed paths (deduplicated, `walk` merged).
-pub(super) fn coalesce(hints: Vec<Hint>) -> (Vec<(PathBuf, PathBuf)>, BTreeMap<PathBuf, bool>) {
-    let mut renames = Vec::new();
-    let mut changes = BTreeMap::new();
-    for hint in hints {
-        match hint {
-            Hint::Renamed { from, to } => renames.push((from, to)),
-            Hint::Changed { rel, walk } => *changes.entry(rel).or_insert(false) |= walk,
-        }
-    }
-    (renames, changes)
-}
-
-/// Drops changes inside a folder that is walked anyway.
-pub(super) fn drop_covered(changes: BTreeMap<PathBuf, bool>) -> Vec<(PathBuf, bool)> {
-    let walked: HashSet<PathBuf> = changes
-        .iter()
-        .filter(|(_, walk)| **walk)
-        .map(|(p, _)| p.clone())
-        .collect();
-    changes
-        .into_iter()
-        .filter(|(p, _)| !p.ancestors().skip(1).any(|a| walked.contains(a)))
-        .collect()
-}
-
-/// True if `mtime` lies within the last few seconds (or in the future).
-pub(super) fn recently(mtime: filetime::FileTime) -> bool {
-    let now = filetime::FileTime::now();
-    now.unix_seconds() - mtime.unix_seconds() < 3
-}
-
 impl Mirror {
     /// Re-checks the paths `hints` name against the source as it is now and makes DST
     /// match: copies, deletes, renames, walks folders that appeared.
@@ -96,7 +64,7 @@ impl Mirror {
     }
 
     /// Plans what one path needs, looking at it as it is now.
-    pub(super) fn plan_path(
+    fn plan_path(
         &mut self,
         src: &Source,
         rel: &Path,
@@ -204,7 +172,7 @@ impl Mirror {
     /// full pass (`plan::plan_deletions` over what DST holds there, with nothing wanted),
     /// so excluded names and the folders holding them stay, and with `delete` off
     /// nothing goes.
-    pub(super) fn plan_gone(&mut self, rel: &Path, actions: &mut Vec<Action>) {
+    fn plan_gone(&mut self, rel: &Path, actions: &mut Vec<Action>) {
         let mut listing: Vec<(PathBuf, Kind)> = Vec::new();
         for (name, record) in self.stored_names(rel) {
             let items = match record.kind {
@@ -236,7 +204,7 @@ impl Mirror {
     }
 
     /// The names DST holds for source path `rel`, per the index (plain and `.gz`).
-    pub(super) fn stored_names(&mut self, rel: &Path) -> Vec<(PathBuf, Record)> {
+    fn stored_names(&mut self, rel: &Path) -> Vec<(PathBuf, Record)> {
         [Stored::Plain, Stored::Gzip]
             .into_iter()
             .filter_map(|form| {
@@ -252,7 +220,7 @@ impl Mirror {
     /// A rename inside SRC becomes a rename inside DST when DST holds the old name as
     /// the index says and the source really moved (old name gone, new one there).
     /// Without `delete`, the old name stays: the new one is copied like any new path.
-    pub(super) fn plan_rename(&mut self, src: &Source, from: &Path, to: &Path) -> Option<Action> {
+    fn plan_rename(&mut self, src: &Source, from: &Path, to: &Path) -> Option<Action> {
         if !self.cfg.plan.delete {
             return None;
         }
@@ -291,7 +259,7 @@ impl Mirror {
     /// it to a name no longer excluded (an anchored `/from/keep`), which the next pass
     /// would delete: then the folder is copied anew and the old one deleted by the rule
     /// that keeps excluded names, as `sync` does.
-    pub(super) fn rename_keeps_excluded(&self, from: &Path, to: &Path) -> bool {
+    fn rename_keeps_excluded(&self, from: &Path, to: &Path) -> bool {
         if self.cfg.excludes.is_empty() {
             return true;
         }
@@ -308,6 +276,38 @@ impl Mirror {
                     .is_ok_and(|rest| keep.keeps(&to.join(rest)))
             })
     }
+}
+
+/// Renames first (in order), then the changed paths (deduplicated, `walk` merged).
+fn coalesce(hints: Vec<Hint>) -> (Vec<(PathBuf, PathBuf)>, BTreeMap<PathBuf, bool>) {
+    let mut renames = Vec::new();
+    let mut changes = BTreeMap::new();
+    for hint in hints {
+        match hint {
+            Hint::Renamed { from, to } => renames.push((from, to)),
+            Hint::Changed { rel, walk } => *changes.entry(rel).or_insert(false) |= walk,
+        }
+    }
+    (renames, changes)
+}
+
+/// Drops changes inside a folder that is walked anyway.
+fn drop_covered(changes: BTreeMap<PathBuf, bool>) -> Vec<(PathBuf, bool)> {
+    let walked: HashSet<PathBuf> = changes
+        .iter()
+        .filter(|(_, walk)| **walk)
+        .map(|(p, _)| p.clone())
+        .collect();
+    changes
+        .into_iter()
+        .filter(|(p, _)| !p.ancestors().skip(1).any(|a| walked.contains(a)))
+        .collect()
+}
+
+/// True if `mtime` lies within the last few seconds (or in the future).
+fn recently(mtime: filetime::FileTime) -> bool {
+    let now = filetime::FileTime::now();
+    now.unix_seconds() - mtime.unix_seconds() < 3
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// How often the index is committed while work goes on.
-pub(super) const COMMIT_EVERY: Duration = Duration::from_secs(2);
+const COMMIT_EVERY: Duration = Duration::from_secs(2);
 
 /// The index for a mirror that writes: opened, and on any damage thrown away and started
 /// afresh. Returns the index and whether it can be trusted to describe DST.
@@ -32,7 +32,7 @@ pub(super) fn open_index(state_dir: &Path, store: &dyn Store) -> (Option<Index>,
 }
 
 /// Removes a damaged index (with SQLite's companion files) through the store.
-pub(super) fn discard_index(store: &dyn Store) {
+fn discard_index(store: &dyn Store) {
     for name in layout::index_files() {
         let _ = store.remove_file(&name);
     }

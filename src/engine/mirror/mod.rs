@@ -86,59 +86,6 @@ pub struct Mirror {
     watched: bool,
 }
 
-/// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
-/// the mirror is gzipped. Returns the executor, the index, whether it describes DST and
-/// how far DST is from being a mirror.
-fn open_for_writing(
-    cfg: &Config,
-    stop: &Arc<AtomicBool>,
-) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
-    let pair = &cfg.pair;
-    let store = Local::create(&pair.dst_canonical)?;
-    // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
-    // a mirror whose index was lost is not taken for someone else's folder).
-    let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
-    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
-        .with_retention(cfg.versions);
-    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
-    let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
-    if let Some(index) = index.as_mut() {
-        if fresh {
-            if let Err(e) = index.set_mirror_fact(ADOPTED, "0") {
-                log::warn!("{e}");
-            }
-        } else if index.mirror_fact(ADOPTED).as_deref() == Some("0") {
-            adopting = Adopting::Unfinished;
-        }
-        let compress = if cfg.plan.compress { "1" } else { "0" };
-        // How the mirror is kept, for the repair `verify` runs and advises.
-        let delete = if cfg.plan.delete { "1" } else { "0" };
-        let mut facts = vec![("compress", compress), ("delete", delete)];
-        if cfg.plan.compress {
-            facts.push(("compressed_ever", "1"));
-        }
-        for (key, value) in facts {
-            if let Err(e) = index.set_mirror_fact(key, value) {
-                log::warn!("{e}");
-            }
-        }
-    }
-    Ok((exec, index, trusted, adopting))
-}
-
-/// `word` as one shell word: as it is when it is plain, else in single quotes.
-fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+=,".contains(&b));
-    if plain {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
 impl Mirror {
     /// Opens the pair: prepares DST for writing (or not, for a dry run), takes its lock
     /// and opens its index. An unwritable DST is logged and the mirror then runs in a
@@ -351,6 +298,59 @@ impl Mirror {
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
+/// the mirror is gzipped. Returns the executor, the index, whether it describes DST and
+/// how far DST is from being a mirror.
+fn open_for_writing(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
+    let pair = &cfg.pair;
+    let store = Local::create(&pair.dst_canonical)?;
+    // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
+    // a mirror whose index was lost is not taken for someone else's folder).
+    let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
+    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
+        .with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
+    let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
+    if let Some(index) = index.as_mut() {
+        if fresh {
+            if let Err(e) = index.set_mirror_fact(ADOPTED, "0") {
+                log::warn!("{e}");
+            }
+        } else if index.mirror_fact(ADOPTED).as_deref() == Some("0") {
+            adopting = Adopting::Unfinished;
+        }
+        let compress = if cfg.plan.compress { "1" } else { "0" };
+        // How the mirror is kept, for the repair `verify` runs and advises.
+        let delete = if cfg.plan.delete { "1" } else { "0" };
+        let mut facts = vec![("compress", compress), ("delete", delete)];
+        if cfg.plan.compress {
+            facts.push(("compressed_ever", "1"));
+        }
+        for (key, value) in facts {
+            if let Err(e) = index.set_mirror_fact(key, value) {
+                log::warn!("{e}");
+            }
+        }
+    }
+    Ok((exec, index, trusted, adopting))
+}
+
+/// `word` as one shell word: as it is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+=,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Capacity of the channel between the scanner and the workers.
-pub(super) const QUEUE: usize = 256;
+const QUEUE: usize = 256;
 
 /// Where a mirror's actions go (see [`pump`]): the executor carries them out, a dry run
 /// records them as planned, a DST that cannot be written counts each as failed. The
@@ -112,13 +112,7 @@ pub(super) struct Tally {
 
 impl Tally {
     /// Counts, logs and indexes one outcome.
-    pub(super) fn absorb(
-        &mut self,
-        outcome: Outcome,
-        exec: &Executor,
-        pair: &Pair,
-        scanned: &AtomicU64,
-    ) {
+    fn absorb(&mut self, outcome: Outcome, exec: &Executor, pair: &Pair, scanned: &AtomicU64) {
         // What stood in the way of a new type went before this outcome's writes below
         // it: forget it first.
         for gone in exec.take_displaced() {
@@ -175,11 +169,11 @@ impl Tally {
     }
 
     /// True if the index holds a file under `name` (so writing it replaces content).
-    pub(super) fn replaces_file(&mut self, name: &Path) -> bool {
+    fn replaces_file(&mut self, name: &Path) -> bool {
         self.index.get(name).is_some_and(|r| r.kind == Kind::File)
     }
 
-    pub(super) fn touch_parent(&mut self, name: &Path) {
+    fn touch_parent(&mut self, name: &Path) {
         if let Some(parent) = name.parent() {
             self.touched.insert(parent.to_path_buf());
         }
@@ -240,7 +234,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
-    pub(super) fn tally() -> Tally {
+    fn tally() -> Tally {
         Tally {
             index: IndexWriter(None),
             summary: Summary::default(),
@@ -251,7 +245,7 @@ mod tests {
     }
 
     /// Hands `actions` to `carrier` as a pass would and returns the counts.
-    pub(super) fn carried(carrier: &dyn Carrier, src: &Path, actions: Vec<Action>) -> Summary {
+    fn carried(carrier: &dyn Carrier, src: &Path, actions: Vec<Action>) -> Summary {
         let pair = Pair {
             src: src.to_path_buf(),
             dst_in_src: None,
@@ -267,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_dry_run_counts_what_the_executor_does_and_writes_nothing() {
+    fn a_dry_run_counts_what_the_executor_does_and_writes_nothing() {
         use crate::store::memory::Memory;
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("a.txt"), "hello").unwrap();
@@ -319,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_blocked_destination_counts_every_action_as_failed() {
+    fn a_blocked_destination_counts_every_action_as_failed() {
         let src = tempfile::tempdir().unwrap();
         let actions = (0..3)
             .map(|i| Action::Delete {

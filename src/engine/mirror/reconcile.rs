@@ -40,240 +40,6 @@ pub(super) struct ScanReport {
     pub(super) complete: bool,
 }
 
-/// The thread that finds out what DST holds while the source is scanned: it loads the
-/// records (`load`, or from a detailed listing when that gives nothing), sends them to
-/// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
-/// for a `Stat` or `Content` check) and the records are checked against it before the
-/// scanner gets them.
-pub(super) struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
-
-/// A deeper look at DST than its names, for [`DestSide`].
-pub(super) struct Look {
-    pub(super) check: Check,
-    pub(super) src: PathBuf,
-    pub(super) jobs: usize,
-    pub(super) stop: Arc<AtomicBool>,
-    /// A dry run: what is wrong is said, but nothing is written again.
-    pub(super) dry_run: bool,
-}
-
-impl DestSide {
-    pub(super) fn spawn(
-        dst: &Path,
-        scope: &Path,
-        known: Sender<MirrorState>,
-        look: Option<Look>,
-        load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
-    ) -> DestSide {
-        let (dst, scope) = (dst.to_path_buf(), scope.to_path_buf());
-        DestSide(std::thread::spawn(move || {
-            if let Some(look) = look {
-                let detail = look.check.needs_detail();
-                let (mut items, loaded) = std::thread::scope(|s| {
-                    let names = s.spawn(|| scan::list_dest(&dst, &scope, detail));
-                    let loaded = load();
-                    (names.join().unwrap_or_default(), loaded)
-                });
-                let (mut state, rebuilding) = match loaded {
-                    Some(state) => (state, false),
-                    None => {
-                        if !detail {
-                            items = scan::list_dest(&dst, &scope, true);
-                        }
-                        (index::state_from_listing(&dst, &items), true)
-                    }
-                };
-                let roots = (look.src.as_path(), dst.as_path());
-                let learned = repair::inspect(
-                    &look.check,
-                    &mut state,
-                    &items,
-                    roots,
-                    look.jobs,
-                    &look.stop,
-                    look.dry_run,
-                );
-                let _ = known.send(state);
-                return (items, rebuilding, learned);
-            }
-            std::thread::scope(|s| {
-                let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
-                match load() {
-                    Some(state) => {
-                        let _ = known.send(state);
-                        (names.join().unwrap_or_default(), false, Vec::new())
-                    }
-                    None => {
-                        let items = scan::list_dest(&dst, &scope, true);
-                        let _ = known.send(index::state_from_listing(&dst, &items));
-                        (items, true, Vec::new())
-                    }
-                }
-            })
-        }))
-    }
-
-    /// DST's listing, whether the records came from it (the index is rebuilt), and the
-    /// names whose digest a content check learned.
-    pub(super) fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
-        self.0
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    }
-}
-
-/// The mode and mtime of a source folder (the root is followed if it is a link).
-pub(super) fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
-    let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
-    Some(source::meta(&status))
-}
-
-/// Walks the source and plans every entry; runs on the scanner thread. Entries seen
-/// before `known` arrives wait in a buffer, so walking overlaps loading. Returns what it
-/// found and `known` itself.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn scan_and_plan(
-    src: &Path,
-    scope: &Path,
-    rules: &ScanRules,
-    known_rx: crossbeam_channel::Receiver<MirrorState>,
-    opts: &PlanOptions,
-    actions: &Sender<Action>,
-    stop: &AtomicBool,
-    scanned: &AtomicU64,
-) -> (ScanReport, MirrorState) {
-    let mut report = ScanReport {
-        complete: true,
-        ..ScanReport::default()
-    };
-    let mut known: Option<MirrorState> = None;
-    let mut waiting: Vec<Entry> = Vec::new();
-    scan::walk_source(src, scope, rules, |item| {
-        if stop.load(Ordering::Relaxed) {
-            report.complete = false;
-            return ControlFlow::Break(());
-        }
-        let entry = match item {
-            Scanned::Entry(entry) => entry,
-            Scanned::Error { rel, error } => {
-                log::error!(
-                    "reading {}: {}; what the mirror holds for it is kept",
-                    esc(&src.join(&rel)),
-                    io_message(&error)
-                );
-                report.unreadable.push(rel);
-                return ControlFlow::Continue(());
-            }
-        };
-        scanned.fetch_add(1, Ordering::Relaxed);
-        if known.is_none() {
-            match known_rx.try_recv() {
-                Ok(state) => known = Some(state),
-                Err(_) => {
-                    waiting.push(entry);
-                    return ControlFlow::Continue(());
-                }
-            }
-        }
-        let known = known
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("set just above"));
-        for entry in waiting.drain(..).chain(std::iter::once(entry)) {
-            plan_one(src, entry, known, opts, actions, &mut report)?;
-        }
-        ControlFlow::Continue(())
-    });
-    // The walk may end before the records arrive (a small tree, a big index).
-    let known = known.unwrap_or_else(|| known_rx.recv().unwrap_or_default());
-    for entry in waiting {
-        if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
-            break;
-        }
-    }
-    (report, known)
-}
-
-/// Plans one scanned entry into `report` (or an action on `actions`).
-pub(super) fn plan_one(
-    src: &Path,
-    entry: Entry,
-    known: &MirrorState,
-    opts: &PlanOptions,
-    actions: &Sender<Action>,
-    report: &mut ScanReport,
-) -> ControlFlow<()> {
-    if entry.rel.as_os_str().is_empty() {
-        // The root: it is DST itself, so only its mode and mtime are mirrored.
-        let differs = plan::dir_meta_differs(&entry, known.get(OsStr::new("")));
-        report.dirs.push((entry, differs));
-        return ControlFlow::Continue(());
-    }
-    let Some(name) = plan::target_name(&entry, opts) else {
-        log::warn!(
-            "skipping {}: not a regular file, folder or symlink",
-            esc(&src.join(&entry.rel))
-        );
-        report.skipped += 1;
-        return ControlFlow::Continue(());
-    };
-    let known_rec = known.get(name.as_os_str());
-    if entry.kind == Kind::Dir {
-        report
-            .dirs
-            .push((entry.clone(), plan::dir_meta_differs(&entry, known_rec)));
-    }
-    match plan::plan_entry(&entry, known_rec, opts) {
-        Decision::Unchanged => report.unchanged.push(entry),
-        Decision::Act(action) => {
-            say_if_uncompressed(&action, opts, src);
-            if actions.send(action).is_err() {
-                report.complete = false;
-                return ControlFlow::Break(());
-            }
-        }
-        Decision::Skip(why) => {
-            log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
-            report.skipped += 1;
-        }
-    }
-    report.targets.insert(name.into_os_string());
-    ControlFlow::Continue(())
-}
-
-/// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
-/// would not fit the limit on a name): once per copy, never silently.
-pub(super) fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Path) {
-    if let Action::Copy {
-        entry,
-        stored: Stored::Plain,
-        ..
-    } = action
-        && opts.compress
-    {
-        log::warn!(
-            "{} is stored uncompressed: with .gz added, its name would pass the 255-byte \
-             limit on a file name (shorten the name to have it gzipped)",
-            esc(&src.join(&entry.rel))
-        );
-    }
-}
-
-/// The index record for a source entry stored as `opts` says.
-pub(super) fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
-    Record {
-        kind: entry.kind,
-        meta: entry.meta,
-        sha256: None,
-        stored: if entry.kind == Kind::File {
-            opts.stored_for(&entry.rel)
-        } else {
-            Stored::Plain
-        },
-        target: entry.target.clone(),
-        disk: None,
-    }
-}
-
 impl Mirror {
     /// Makes DST equal SRC at and below `scope` (all of it for an empty scope). Returns
     /// false if the scan was cut short (Ctrl-C).
@@ -399,7 +165,7 @@ impl Mirror {
     }
 
     /// Phase 2: copies of what DST lacks, then (after a complete scan) deletions.
-    pub(super) fn follow_up(
+    fn follow_up(
         &mut self,
         report: &ScanReport,
         listing: &[DestItem],
@@ -595,5 +361,239 @@ impl Mirror {
                 }
             }
         }
+    }
+}
+
+/// The thread that finds out what DST holds while the source is scanned: it loads the
+/// records (`load`, or from a detailed listing when that gives nothing), sends them to
+/// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
+/// for a `Stat` or `Content` check) and the records are checked against it before the
+/// scanner gets them.
+struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
+
+/// A deeper look at DST than its names, for [`DestSide`].
+struct Look {
+    check: Check,
+    src: PathBuf,
+    jobs: usize,
+    stop: Arc<AtomicBool>,
+    /// A dry run: what is wrong is said, but nothing is written again.
+    dry_run: bool,
+}
+
+impl DestSide {
+    fn spawn(
+        dst: &Path,
+        scope: &Path,
+        known: Sender<MirrorState>,
+        look: Option<Look>,
+        load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
+    ) -> DestSide {
+        let (dst, scope) = (dst.to_path_buf(), scope.to_path_buf());
+        DestSide(std::thread::spawn(move || {
+            if let Some(look) = look {
+                let detail = look.check.needs_detail();
+                let (mut items, loaded) = std::thread::scope(|s| {
+                    let names = s.spawn(|| scan::list_dest(&dst, &scope, detail));
+                    let loaded = load();
+                    (names.join().unwrap_or_default(), loaded)
+                });
+                let (mut state, rebuilding) = match loaded {
+                    Some(state) => (state, false),
+                    None => {
+                        if !detail {
+                            items = scan::list_dest(&dst, &scope, true);
+                        }
+                        (index::state_from_listing(&dst, &items), true)
+                    }
+                };
+                let roots = (look.src.as_path(), dst.as_path());
+                let learned = repair::inspect(
+                    &look.check,
+                    &mut state,
+                    &items,
+                    roots,
+                    look.jobs,
+                    &look.stop,
+                    look.dry_run,
+                );
+                let _ = known.send(state);
+                return (items, rebuilding, learned);
+            }
+            std::thread::scope(|s| {
+                let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
+                match load() {
+                    Some(state) => {
+                        let _ = known.send(state);
+                        (names.join().unwrap_or_default(), false, Vec::new())
+                    }
+                    None => {
+                        let items = scan::list_dest(&dst, &scope, true);
+                        let _ = known.send(index::state_from_listing(&dst, &items));
+                        (items, true, Vec::new())
+                    }
+                }
+            })
+        }))
+    }
+
+    /// DST's listing, whether the records came from it (the index is rebuilt), and the
+    /// names whose digest a content check learned.
+    fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
+        self.0
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// The mode and mtime of a source folder (the root is followed if it is a link).
+fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
+    let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
+    Some(source::meta(&status))
+}
+
+/// Walks the source and plans every entry; runs on the scanner thread. Entries seen
+/// before `known` arrives wait in a buffer, so walking overlaps loading. Returns what it
+/// found and `known` itself.
+#[allow(clippy::too_many_arguments)]
+fn scan_and_plan(
+    src: &Path,
+    scope: &Path,
+    rules: &ScanRules,
+    known_rx: crossbeam_channel::Receiver<MirrorState>,
+    opts: &PlanOptions,
+    actions: &Sender<Action>,
+    stop: &AtomicBool,
+    scanned: &AtomicU64,
+) -> (ScanReport, MirrorState) {
+    let mut report = ScanReport {
+        complete: true,
+        ..ScanReport::default()
+    };
+    let mut known: Option<MirrorState> = None;
+    let mut waiting: Vec<Entry> = Vec::new();
+    scan::walk_source(src, scope, rules, |item| {
+        if stop.load(Ordering::Relaxed) {
+            report.complete = false;
+            return ControlFlow::Break(());
+        }
+        let entry = match item {
+            Scanned::Entry(entry) => entry,
+            Scanned::Error { rel, error } => {
+                log::error!(
+                    "reading {}: {}; what the mirror holds for it is kept",
+                    esc(&src.join(&rel)),
+                    io_message(&error)
+                );
+                report.unreadable.push(rel);
+                return ControlFlow::Continue(());
+            }
+        };
+        scanned.fetch_add(1, Ordering::Relaxed);
+        if known.is_none() {
+            match known_rx.try_recv() {
+                Ok(state) => known = Some(state),
+                Err(_) => {
+                    waiting.push(entry);
+                    return ControlFlow::Continue(());
+                }
+            }
+        }
+        let known = known
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("set just above"));
+        for entry in waiting.drain(..).chain(std::iter::once(entry)) {
+            plan_one(src, entry, known, opts, actions, &mut report)?;
+        }
+        ControlFlow::Continue(())
+    });
+    // The walk may end before the records arrive (a small tree, a big index).
+    let known = known.unwrap_or_else(|| known_rx.recv().unwrap_or_default());
+    for entry in waiting {
+        if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
+            break;
+        }
+    }
+    (report, known)
+}
+
+/// Plans one scanned entry into `report` (or an action on `actions`).
+fn plan_one(
+    src: &Path,
+    entry: Entry,
+    known: &MirrorState,
+    opts: &PlanOptions,
+    actions: &Sender<Action>,
+    report: &mut ScanReport,
+) -> ControlFlow<()> {
+    if entry.rel.as_os_str().is_empty() {
+        // The root: it is DST itself, so only its mode and mtime are mirrored.
+        let differs = plan::dir_meta_differs(&entry, known.get(OsStr::new("")));
+        report.dirs.push((entry, differs));
+        return ControlFlow::Continue(());
+    }
+    let Some(name) = plan::target_name(&entry, opts) else {
+        log::warn!(
+            "skipping {}: not a regular file, folder or symlink",
+            esc(&src.join(&entry.rel))
+        );
+        report.skipped += 1;
+        return ControlFlow::Continue(());
+    };
+    let known_rec = known.get(name.as_os_str());
+    if entry.kind == Kind::Dir {
+        report
+            .dirs
+            .push((entry.clone(), plan::dir_meta_differs(&entry, known_rec)));
+    }
+    match plan::plan_entry(&entry, known_rec, opts) {
+        Decision::Unchanged => report.unchanged.push(entry),
+        Decision::Act(action) => {
+            say_if_uncompressed(&action, opts, src);
+            if actions.send(action).is_err() {
+                report.complete = false;
+                return ControlFlow::Break(());
+            }
+        }
+        Decision::Skip(why) => {
+            log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
+            report.skipped += 1;
+        }
+    }
+    report.targets.insert(name.into_os_string());
+    ControlFlow::Continue(())
+}
+
+/// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
+/// would not fit the limit on a name): once per copy, never silently.
+pub(super) fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Path) {
+    if let Action::Copy {
+        entry,
+        stored: Stored::Plain,
+        ..
+    } = action
+        && opts.compress
+    {
+        log::warn!(
+            "{} is stored uncompressed: with .gz added, its name would pass the 255-byte \
+             limit on a file name (shorten the name to have it gzipped)",
+            esc(&src.join(&entry.rel))
+        );
+    }
+}
+
+/// The index record for a source entry stored as `opts` says.
+fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
+    Record {
+        kind: entry.kind,
+        meta: entry.meta,
+        sha256: None,
+        stored: if entry.kind == Kind::File {
+            opts.stored_for(&entry.rel)
+        } else {
+            Stored::Plain
+        },
+        target: entry.target.clone(),
+        disk: None,
     }
 }
