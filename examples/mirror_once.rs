@@ -5,8 +5,8 @@
 
 use datasafe::config::filter::Excludes;
 use datasafe::config::{Config, Output, Pair, Verbosity};
+use datasafe::engine::mirror::Mirror;
 use datasafe::engine::plan::{Guard, PlanOptions};
-use datasafe::engine::sync::Mirror;
 use datasafe::store::versions::Retention;
 use std::error::Error;
 use std::path::{Path, PathBuf};

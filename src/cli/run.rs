@@ -20,6 +20,26 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// The per-pair loop of `sync` and `verify`: the pairs in order, each disabled one said
+/// (`skipping pair NAME: enabled = false`) and passed over, none after Ctrl-C. `about`
+/// gives a pair's name and whether it is enabled.
+pub(crate) fn enabled_pairs<'a, T>(
+    pairs: &'a [T],
+    stop: &'a AtomicBool,
+    about: fn(&T) -> (&str, bool),
+) -> impl Iterator<Item = &'a T> + 'a {
+    // Lazy: a pair is checked for `enabled` before Ctrl-C is looked at, as the loops did.
+    pairs
+        .iter()
+        .filter(move |pair| {
+            let (name, enabled) = about(pair);
+            if !enabled {
+                log::info!("skipping pair {name}: enabled = false");
+            }
+            enabled
+        })
+        .take_while(|_| !stop.load(Ordering::Relaxed))
+}
 /// The first stop signal this process received (0: none yet).
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 

@@ -1,4 +1,4 @@
-//! The `sync` runner: one full reconcile of every enabled pair (`engine::sync::Mirror`),
+//! The `sync` runner: one full reconcile of every enabled pair (`engine::mirror::Mirror`),
 //! a line per pair when there are several, the summary of all, and the [`Exit`] the run
 //! earns. The engine returns summaries; only this runner knows exit codes.
 //!
@@ -8,10 +8,10 @@
 
 use crate::cli::SyncArgs;
 use crate::cli::exit::Exit;
-use crate::cli::run::{ended, prepare, usage_error};
+use crate::cli::run::{enabled_pairs, ended, prepare, usage_error};
 use crate::config::{PairSettings, Settings, Verbosity, check_source};
+use crate::engine::mirror::Mirror;
 use crate::engine::repair::Check;
-use crate::engine::sync::Mirror;
 use crate::output::report::Summary;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,14 +46,7 @@ fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exi
         dry_run: output.dry_run,
         ..Summary::default()
     };
-    for pair in &settings.pairs {
-        if !pair.enabled {
-            log::info!("skipping pair {}: enabled = false", pair.name);
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    for pair in enabled_pairs(&settings.pairs, stop, |p| (&p.name, p.enabled)) {
         crate::output::logging::set_pair(named.then(|| Arc::from(pair.name.as_str())));
         let show_progress = output.verbosity > Verbosity::Quiet;
         let result = sync_pair(pair, stop, show_progress, check);
@@ -97,9 +90,7 @@ fn sync_pair(
     check: &Check,
 ) -> anyhow::Result<Summary> {
     check_source(&pair.config.pair.src)?;
-    // `Mirror::open_to_write` still says why in a plain message.
-    let mut mirror =
-        Mirror::open_to_write(&pair.config, stop, show_progress).map_err(anyhow::Error::msg)?;
+    let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
     mirror.reconcile_checking(Path::new(""), check);
     mirror.commit();
     Ok(mirror.into_summary())

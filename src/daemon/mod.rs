@@ -6,16 +6,16 @@
 //! that cannot start (retried), and edits to the config file (reloaded: added pairs start,
 //! removed ones stop, changed ones restart; an invalid edit keeps what runs).
 //!
-//! It decides *when* to act; what to do is the engine's (`sync::Mirror`).
+//! It decides *when* to act; what to do is the engine's (`engine::mirror::Mirror`).
 
 pub mod agent;
 pub mod status;
 
 use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
 use crate::daemon::status::{Board, PairStatus};
+use crate::engine::mirror::{Applied, Mirror};
 use crate::engine::plan::Held;
 use crate::engine::repair::Check;
-use crate::engine::sync::{Applied, Mirror};
 use crate::output::logging;
 use crate::output::names::{count_of, esc, human_bytes, shell_word};
 use crate::output::report::Summary;
@@ -488,10 +488,10 @@ impl Watched {
                     mirror.set_watched();
                     self.mirror = Some(mirror);
                 }
-                Err(message) => {
-                    log::error!("{message}; trying again every {}", human_duration(RETRY));
+                Err(e) => {
+                    log::error!("{e}; trying again every {}", human_duration(RETRY));
                     self.last_reconcile = Instant::now();
-                    self.state = State::Failed(message);
+                    self.state = State::Failed(e.to_string());
                     self.publish(board, 0);
                     return;
                 }

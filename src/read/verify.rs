@@ -628,14 +628,8 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> Outcome {
     let mut unusable = false;
     // What `--repair` did, all pairs together.
     let mut repairs = Summary::default();
-    for target in &plan.targets {
-        if !target.enabled {
-            log::info!("skipping pair {}: enabled = false", target.name);
-            continue;
-        }
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    let targets = crate::cli::run::enabled_pairs(&plan.targets, stop, |t| (&t.name, t.enabled));
+    for target in targets {
         logging::set_pair(plan.named.then(|| Arc::from(target.name.as_str())));
         let result = verify_mirror(target, plan, stop).map(|mut report| {
             report.paths.sort();
@@ -762,7 +756,7 @@ fn repair(
 ) -> Result<Summary, VerifyError> {
     config::check_source(&cfg.pair.src).map_err(|e| VerifyError::Repair(e.into()))?;
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
-    let mut mirror = crate::engine::sync::Mirror::open_to_write(cfg, stop, show_progress)
+    let mut mirror = crate::engine::mirror::Mirror::open_to_write(cfg, stop, show_progress)
         .map_err(|e| VerifyError::Repair(e.into()))?;
     mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
     mirror.commit();

@@ -5,7 +5,7 @@
 //!
 //! The debouncer's callback only translates events and sends them on an unbounded
 //! channel: it never blocks and never touches a file. A hint is only a hint — the engine
-//! looks at each path as it is when it acts (see `sync::Mirror::apply`).
+//! looks at each path as it is when it acts (see `engine::mirror::Mirror::apply`).
 //!
 //! Timing: the debouncer only looks at its queues once per tick, so on its own it emits a
 //! path anywhere between the debounce and the debounce plus a tick after the path went

@@ -12,11 +12,12 @@
 //! symlink inside DST; the engine checks that the source did not change while it was
 //! read.
 
+mod copy;
 mod keep;
 mod ops;
 
 /// Whether a file read through an open handle is still what it was (as `sync` checks).
-pub use ops::unchanged_since;
+pub use copy::unchanged_since;
 
 use crate::engine::plan::Action;
 use crate::model::Kind;
@@ -152,6 +153,16 @@ impl OpError {
         let path = path.to_path_buf();
         move |err| OpError::Io { doing, path, err }
     }
+}
+
+/// A folder's mode and mtime could not be set ([`Executor::finish_dir`]).
+#[derive(Debug, thiserror::Error)]
+#[error("setting mode and time on {}: {}", esc(path), io_message(err))]
+pub struct DirMetaError {
+    /// The folder, as it is shown to the user.
+    pub path: PathBuf,
+    /// What the OS said (in the message already, so not a `source`).
+    pub err: io::Error,
 }
 
 /// Why DST cannot be written (the store's error, named where the engine has always
@@ -360,13 +371,10 @@ impl Executor {
     }
 
     /// Sets a folder's mode and mtime, after everything inside it was written.
-    pub fn finish_dir(&self, rel: &Path, meta: &crate::model::Meta) -> Result<(), String> {
-        self.set_dir_meta(rel, meta).map_err(|e| {
-            format!(
-                "setting mode and time on {}: {}",
-                esc(&self.shown(rel)),
-                io_message(&e)
-            )
+    pub fn finish_dir(&self, rel: &Path, meta: &crate::model::Meta) -> Result<(), DirMetaError> {
+        self.set_dir_meta(rel, meta).map_err(|err| DirMetaError {
+            path: self.shown(rel),
+            err,
         })
     }
 
@@ -646,8 +654,11 @@ mod tests {
         let stat = mem.stat(Path::new("d")).unwrap().unwrap();
         assert_eq!((stat.mode, stat.mtime), (0o750, meta.mtime));
         let err = exec.finish_dir(Path::new("f"), &meta).unwrap_err();
-        assert!(err.contains("it is not a folder"), "{err}");
+        assert!(err.to_string().contains("it is not a folder"), "{err}");
         let err = exec.finish_dir(Path::new("missing"), &meta).unwrap_err();
-        assert!(err.contains("no such file or directory"), "{err}");
+        assert!(
+            err.to_string().contains("no such file or directory"),
+            "{err}"
+        );
     }
 }

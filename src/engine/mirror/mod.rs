@@ -1,0 +1,368 @@
+//! The mirror engine every command drives: scan → plan → exec → index. A [`Mirror`] is
+//! one pair (SRC, DST) with its executor and index; it can reconcile all of it or one
+//! folder ([`Mirror::reconcile`]), or re-check single paths ([`Mirror::apply`], for
+//! `watch`). `sync` is one full reconcile of each pair (its runner is `cli::sync`).
+//!
+//! A reconcile has three phases:
+//! 1. A scanner thread walks SRC (or the folder in scope), plans each entry against what
+//!    the mirror holds and feeds a bounded channel; `jobs` workers carry the actions out
+//!    while the scan goes on; this thread owns the index and records each outcome. In
+//!    parallel, DST's names are listed (with an index, names only: a no-op run stats only
+//!    the source).
+//! 2. Once the scan is complete, what DST lacks (a file deleted from the mirror behind
+//!    the index's back) is copied and what the source lacks is deleted. An interrupted or
+//!    partial scan deletes nothing.
+//! 3. Folders get their mode and mtime last, deepest first, since writing into a folder
+//!    changes its mtime.
+//!
+//! The index is committed every few seconds and at the end, each time after one
+//! filesystem sync, so it never claims a file the disk might not have.
+//!
+//! This file owns [`Mirror`]: opening a pair (and reopening a lost DST), the state it
+//! holds and what callers read of it. The rest, by concern: `reconcile` (the passes,
+//! phases 1–3), `hints` (`apply`, for `watch`), `guard` (the deletion guard, adopting a
+//! folder that was not a mirror), `pump` (the carriers and the outcome tally),
+//! `index_writer` (the index as the engine thread holds it).
+
+mod guard;
+mod hints;
+mod index_writer;
+mod pump;
+mod reconcile;
+
+use guard::{ADOPTED, Adopting};
+use index_writer::{IndexWriter, open_index, read_index};
+use pump::{Blocked, Carrier, DryRun, Tally};
+
+use crate::config::{Config, Pair};
+use crate::engine::exec::{Executor, PrepareError};
+use crate::engine::plan::Held;
+use crate::engine::scan::ScanRules;
+use crate::engine::source::Source;
+use crate::index::Index;
+use crate::model::Kind;
+use crate::output::names::esc;
+use crate::output::report::{Progress, Summary};
+use crate::store::Reader;
+use crate::store::layout::{self, STATE_DIR};
+use crate::store::local::Local;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// What happened to a batch of hints.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The hints were carried out.
+    Done,
+    /// SRC's root is gone (unmounted, removed): nothing was done, nothing deleted.
+    SourceGone,
+}
+
+/// One pair, open for mirroring.
+pub struct Mirror {
+    cfg: Config,
+    stop: Arc<AtomicBool>,
+    mode: Box<dyn Carrier>,
+    rules: ScanRules,
+    /// True once the index describes DST; until then a reconcile lists DST in detail.
+    trusted: bool,
+    /// Entries the scanner has seen, for the progress line.
+    scanned: Arc<AtomicU64>,
+    tally: Tally,
+    /// Why the last full pass held its deletions back.
+    held: Option<Held>,
+    /// What the last full pass held back and why (`None` once a pass holds nothing).
+    holding: Option<(Held, u64)>,
+    /// DST was lost and opening it again failed (see [`Mirror::dest_lost`]).
+    lost: bool,
+    /// DST has not yet had a complete pass as a mirror: what it held before (see
+    /// [`Adopting`]) is kept whatever the retention says.
+    adopting: Adopting,
+    /// A watcher runs this mirror: held deletions are let through with `datasafe
+    /// release`, not by running again with `--force`.
+    watched: bool,
+}
+
+impl Mirror {
+    /// Opens the pair: prepares DST for writing (or not, for a dry run), takes its lock
+    /// and opens its index. An unwritable DST is logged and the mirror then runs in a
+    /// mode that writes nothing (`watch` tries again later); another datasafe holding the
+    /// lock is an error.
+    pub fn open(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+    ) -> Result<Mirror, PrepareError> {
+        Mirror::open_with(cfg, stop, show_progress, false)
+    }
+
+    /// As [`Mirror::open`], but an unwritable DST is an error too (for `sync`: a run
+    /// that can write nothing should say so once, not fail every file).
+    pub fn open_to_write(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+    ) -> Result<Mirror, PrepareError> {
+        Mirror::open_with(cfg, stop, show_progress, true)
+    }
+
+    fn open_with(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+        refuse_unwritable: bool,
+    ) -> Result<Mirror, PrepareError> {
+        let pair = &cfg.pair;
+        if let Some(rel) = &pair.dst_in_src {
+            log::info!(
+                "destination is inside the source; leaving {} out of the scan",
+                esc(rel)
+            );
+        }
+        let state_dir = pair.dst_canonical.join(STATE_DIR);
+        let mut adopting = Adopting::No;
+        let (mode, index, trusted) = if cfg.output.dry_run {
+            let (index, trusted) = read_index(&state_dir);
+            (Box::new(DryRun) as Box<dyn Carrier>, index, trusted)
+        } else {
+            match open_for_writing(cfg, stop) {
+                Ok((exec, index, trusted, adopt)) => {
+                    adopting = adopt;
+                    (Box::new(exec) as Box<dyn Carrier>, index, trusted)
+                }
+                Err(e @ PrepareError::Locked(_)) => return Err(e),
+                Err(e @ PrepareError::Unwritable(_)) if refuse_unwritable => return Err(e),
+                Err(PrepareError::Unwritable(message)) => {
+                    log::error!("{message}");
+                    let (index, trusted) = read_index(&state_dir);
+                    (Box::new(Blocked) as Box<dyn Carrier>, index, trusted)
+                }
+            }
+        };
+        let mut skip: Vec<PathBuf> = pair.dst_in_src.iter().cloned().collect();
+        // Our own log files inside SRC would otherwise be copied after every line.
+        for log_file in [&cfg.output.log_file, &cfg.output.error_log]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(rel) = std::path::absolute(log_file)
+                .ok()
+                .and_then(|p| p.strip_prefix(&pair.src).ok().map(Path::to_path_buf))
+            {
+                skip.push(rel);
+            }
+        }
+        let state_in_src = Source::open(&pair.src).and_then(|s| s.status(Path::new(STATE_DIR)));
+        if state_in_src.is_ok() {
+            // Said once per run (and once per `watch` start): DST's state folder has that
+            // name, so a source's own (SRC is itself a mirror) cannot be mirrored.
+            let path = pair.src.join(STATE_DIR);
+            log::warn!(
+                "{} is left out: a source's top-level {STATE_DIR} folder is never mirrored, as \
+                 the mirror keeps its own state under that name; to keep a copy of it, mirror \
+                 it on its own (datasafe sync {} ANOTHER_FOLDER)",
+                esc(&path),
+                shell_word(&esc(&path).to_string())
+            );
+        }
+        Ok(Mirror {
+            rules: ScanRules {
+                excludes: cfg.excludes.clone(),
+                skip,
+            },
+            cfg: cfg.clone(),
+            stop: stop.clone(),
+            mode,
+            trusted,
+            scanned: Arc::new(AtomicU64::new(0)),
+            tally: Tally {
+                index: IndexWriter(index),
+                summary: Summary {
+                    dry_run: cfg.output.dry_run,
+                    ..Summary::default()
+                },
+                touched: HashSet::new(),
+                progress: Progress::start(show_progress),
+                started: Instant::now(),
+            },
+            held: None,
+            holding: None,
+            lost: false,
+            adopting,
+            watched: false,
+        })
+    }
+
+    /// True if DST (or its state folder) was removed since the mirror was opened, or
+    /// opening it again failed: nothing can be written until [`Mirror::reopen`]
+    /// succeeds. The lock, the index and the temp folder went with it, so every write
+    /// would fail on its own.
+    pub fn dest_lost(&self) -> bool {
+        self.lost || self.mode.executor().is_some_and(|exec| !exec.prepared())
+    }
+
+    /// Opens DST again after it was lost: creates it and its state folder, takes the
+    /// lock and opens the index (a new one: the next reconcile compares SRC with DST in
+    /// detail), keeping the counts. On error the mirror writes nothing until a later
+    /// call succeeds.
+    pub fn reopen(&mut self) -> Result<(), PrepareError> {
+        // The old lock and index live on in unlinked files: let them go first.
+        if let Some(exec) = self.mode.executor() {
+            self.tally.summary.versions_kept += exec.versions_kept();
+            self.tally.summary.versions_pruned += exec.pruned_for_room();
+        }
+        self.mode = Box::new(Blocked);
+        self.tally.index = IndexWriter(None);
+        self.lost = true;
+        let (exec, index, trusted, adopting) = open_for_writing(&self.cfg, &self.stop)?;
+        self.mode = Box::new(exec);
+        self.tally.index = IndexWriter(index);
+        self.trusted = trusted;
+        self.lost = false;
+        self.adopting = adopting;
+        Ok(())
+    }
+
+    /// The pair this mirror serves.
+    pub fn pair(&self) -> &Pair {
+        &self.cfg.pair
+    }
+
+    /// The counts so far.
+    pub fn summary(&self) -> &Summary {
+        &self.tally.summary
+    }
+
+    /// The counts so far (with the time since the mirror was opened), to finish and
+    /// print.
+    pub fn into_summary(self) -> Summary {
+        let mut summary = self.tally.summary;
+        if let Some(exec) = self.mode.executor() {
+            summary.versions_kept += exec.versions_kept();
+            summary.versions_pruned += exec.pruned_for_room();
+        }
+        summary.duration_s = self.tally.started.elapsed().as_secs_f64();
+        summary
+    }
+
+    /// True if SRC's root is there (a vanished root pauses the pair, never empties DST).
+    pub fn source_present(&self) -> bool {
+        self.cfg.pair.src.is_dir()
+    }
+
+    /// True if `name` in DST is a real folder, reached without passing a symlink
+    /// (through the executor's store; without one, DST is opened to look).
+    fn dest_is_dir(&self, name: &Path) -> bool {
+        let found = match self.mode.executor() {
+            Some(exec) => exec.store().stat(name),
+            None => Local::open(&self.cfg.pair.dst_canonical).and_then(|dst| dst.stat(name)),
+        };
+        matches!(found, Ok(Some(s)) if s.kind == Kind::Dir)
+    }
+
+    /// Makes DST's writes durable and commits the index.
+    pub fn commit(&mut self) {
+        self.tally.index.commit(self.mode.executor());
+    }
+
+    /// Commits if changes have waited long enough.
+    pub fn commit_if_due(&mut self) {
+        if self.tally.index.due() {
+            self.commit();
+        }
+    }
+
+    /// True if SRC holds nothing that is mirrored (what it holds is all left out).
+    pub fn source_is_empty(&self) -> bool {
+        let entries = Source::open(&self.cfg.pair.src).and_then(|s| s.root_dir().entries());
+        let Ok(entries) = entries else {
+            return false;
+        };
+        !entries
+            .iter()
+            .any(|(name, _)| !self.rules.covers(Path::new(name)))
+    }
+
+    /// Marks the mirror as run by a watcher, for the advice the deletion guard gives.
+    pub fn set_watched(&mut self) {
+        self.watched = true;
+    }
+
+    /// True if actions are only printed (`--dry-run`).
+    pub fn dry_run(&self) -> bool {
+        self.cfg.output.dry_run
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Prepares DST for writing (see [`Executor::new`]) and opens its index, noting whether
+/// the mirror is gzipped. Returns the executor, the index, whether it describes DST and
+/// how far DST is from being a mirror.
+fn open_for_writing(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
+    let pair = &cfg.pair;
+    let store = Local::create(&pair.dst_canonical)?;
+    // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
+    // a mirror whose index was lost is not taken for someone else's folder).
+    let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
+    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
+        .with_retention(cfg.versions);
+    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
+    let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
+    if let Some(index) = index.as_mut() {
+        if fresh {
+            if let Err(e) = index.set_mirror_fact(ADOPTED, "0") {
+                log::warn!("{e}");
+            }
+        } else if index.mirror_fact(ADOPTED).as_deref() == Some("0") {
+            adopting = Adopting::Unfinished;
+        }
+        let compress = if cfg.plan.compress { "1" } else { "0" };
+        // How the mirror is kept, for the repair `verify` runs and advises.
+        let delete = if cfg.plan.delete { "1" } else { "0" };
+        let mut facts = vec![("compress", compress), ("delete", delete)];
+        if cfg.plan.compress {
+            facts.push(("compressed_ever", "1"));
+        }
+        for (key, value) in facts {
+            if let Err(e) = index.set_mirror_fact(key, value) {
+                log::warn!("{e}");
+            }
+        }
+    }
+    Ok((exec, index, trusted, adopting))
+}
+
+/// `word` as one shell word: as it is when it is plain, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:@%+=,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/tmp/a-b_c.txt"), "/tmp/a-b_c.txt");
+        assert_eq!(shell_word("my notes"), "'my notes'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
