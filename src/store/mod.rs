@@ -425,4 +425,12 @@ pub trait Store: Reader {
 
     /// The bytes this writer may still use in the store, if it can tell.
     fn free_bytes(&self) -> Option<u64>;
+
+    /// Called after each commit of the index ([`Reader::index_file`]): a store whose
+    /// index lives outside the mirror (a remote one keeps it in a local cache) publishes
+    /// a consistent copy into the mirror here, so the mirror describes itself. A folder
+    /// on this machine holds its index inside the mirror already: nothing to do.
+    fn index_committed(&self) -> io::Result<()> {
+        Ok(())
+    }
 }

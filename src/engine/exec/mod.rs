@@ -370,6 +370,11 @@ impl Executor {
         self.store.barrier()
     }
 
+    /// Tells the store the index was committed ([`Store::index_committed`]).
+    pub fn index_committed(&self) -> io::Result<()> {
+        self.store.index_committed()
+    }
+
     /// Sets a folder's mode and mtime, after everything inside it was written.
     pub fn finish_dir(&self, rel: &Path, meta: &crate::model::Meta) -> Result<(), DirMetaError> {
         self.set_dir_meta(rel, meta).map_err(|err| DirMetaError {

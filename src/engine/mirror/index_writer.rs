@@ -102,7 +102,7 @@ impl IndexWriter {
             .is_some_and(|i| i.pending_for() >= COMMIT_EVERY)
     }
 
-    /// Makes DST's writes durable, then commits the index.
+    /// Makes DST's writes durable, then commits the index and tells the store.
     pub(super) fn commit(&mut self, exec: Option<&Executor>) {
         if self.0.as_ref().is_none_or(|i| i.pending_for().is_zero()) {
             return;
@@ -114,7 +114,12 @@ impl IndexWriter {
         }
         if let Some(index) = self.0.as_mut() {
             let result = index.commit();
-            self.check(result);
+            if self.check(result).is_some()
+                && let Some(exec) = exec
+                && let Err(e) = exec.index_committed()
+            {
+                log::warn!("saving the index into the mirror: {}", io_message(&e));
+            }
         }
     }
 
