@@ -358,6 +358,12 @@ impl Mirror {
                 Err(message) => {
                     self.tally.summary.failed += 1;
                     log::error!("{message}");
+                    // DST itself went away (removed, unmounted): every other folder
+                    // would fail the same way. One line says so; the watcher makes DST
+                    // again and a reconcile sets them all.
+                    if !exec.prepared() {
+                        break;
+                    }
                 }
             }
         }
