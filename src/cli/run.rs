@@ -109,6 +109,16 @@ pub(super) fn prepare(settings: &Settings) -> Result<Arc<AtomicBool>, Exit> {
     install_stop_handler(STOP_MIRROR).map_err(|e| usage_error(&e))
 }
 
+/// The start of `sync` and `watch`: settings settled from the arguments (a bad one is a
+/// usage error), then [`prepare`]d.
+pub(super) fn start(
+    settled: Result<Settings, crate::config::ConfigError>,
+) -> Result<(Settings, Arc<AtomicBool>), Exit> {
+    let settings = settled.map_err(|e| usage_error(&e))?;
+    let stop = prepare(&settings)?;
+    Ok((settings, stop))
+}
+
 /// Logging for the commands that read a mirror: operation lines on stdout, warnings
 /// and errors on stderr, no log files.
 pub(super) fn plain_output() -> Result<(), StartError> {

@@ -8,7 +8,7 @@
 
 use crate::cli::SyncArgs;
 use crate::cli::exit::Exit;
-use crate::cli::run::{enabled_pairs, ended, prepare, usage_error};
+use crate::cli::run::{enabled_pairs, ended, start};
 use crate::config::{PairSettings, Settings, Verbosity, check_source};
 use crate::engine::mirror::Mirror;
 use crate::engine::repair::Check;
@@ -20,12 +20,8 @@ use std::time::Instant;
 
 /// `datasafe sync`: settles the arguments, runs every pair, says how the process ends.
 pub(super) fn run(args: &SyncArgs) -> Exit {
-    let settings = match args.settings() {
-        Ok(settings) => settings,
-        Err(e) => return usage_error(&e),
-    };
-    let stop = match prepare(&settings) {
-        Ok(stop) => stop,
+    let (settings, stop) = match start(args.settings()) {
+        Ok(started) => started,
         Err(exit) => return exit,
     };
     // `--repair` distrusts the index about DST's content, not only its names.

@@ -5,16 +5,12 @@
 
 use crate::cli::WatchArgs;
 use crate::cli::exit::Exit;
-use crate::cli::run::{ended, prepare, usage_error};
+use crate::cli::run::{ended, start};
 
 /// `datasafe watch`.
 pub(super) fn run(args: &WatchArgs) -> Exit {
-    let settings = match args.settings() {
-        Ok(settings) => settings,
-        Err(e) => return usage_error(&e),
-    };
-    let stop = match prepare(&settings) {
-        Ok(stop) => stop,
+    let (settings, stop) = match start(args.settings()) {
+        Ok(started) => started,
         Err(exit) => return exit,
     };
     let reload = || args.settings();
