@@ -28,6 +28,19 @@ struct Node {
     target: PathBuf,
 }
 
+impl Node {
+    /// An empty folder, as a new store's root and `prepare`'s state folders are.
+    fn folder() -> Node {
+        Node {
+            kind: Kind::Dir,
+            data: Vec::new(),
+            mode: 0o755,
+            mtime: FileTime::zero(),
+            target: PathBuf::new(),
+        }
+    }
+}
+
 /// Names and inodes, behind the store's lock.
 #[derive(Debug, Default)]
 struct State {
@@ -212,16 +225,7 @@ impl Memory {
             ..State::default()
         };
         state.names.insert(PathBuf::new(), 1);
-        state.inodes.insert(
-            1,
-            Node {
-                kind: Kind::Dir,
-                data: Vec::new(),
-                mode: 0o755,
-                mtime: FileTime::zero(),
-                target: PathBuf::new(),
-            },
-        );
+        state.inodes.insert(1, Node::folder());
         Memory {
             state: Arc::new(Mutex::new(state)),
             caps: Caps {
@@ -422,16 +426,7 @@ impl Store for Memory {
                 }
                 None => {
                     state
-                        .create(
-                            &folder,
-                            Node {
-                                kind: Kind::Dir,
-                                data: Vec::new(),
-                                mode: 0o755,
-                                mtime: FileTime::zero(),
-                                target: PathBuf::new(),
-                            },
-                        )
+                        .create(&folder, Node::folder())
                         .map_err(|e| PrepareError::Unwritable(e.to_string()))?;
                 }
             }
@@ -469,18 +464,7 @@ impl Store for Memory {
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
-        self.state()
-            .create(
-                name,
-                Node {
-                    kind: Kind::Dir,
-                    data: Vec::new(),
-                    mode: 0o755,
-                    mtime: FileTime::zero(),
-                    target: PathBuf::new(),
-                },
-            )
-            .map(drop)
+        self.state().create(name, Node::folder()).map(drop)
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
