@@ -369,6 +369,11 @@ rows += [(f"b. no-op resync {nb} files", b[0], "rsync -a --delete", b[1], 0.5)]
 c = med("c_compress")
 rows += [(f"c. --compress {na} files", c[0], "tar | pigz -6 -p 2", c[1], 1.0),
          ("", c[0], "tar | pigz +sync", c[2], None)]
+# --base: the same runs of another datasafe build (the last column of a. to c.).
+if len(a) > 3:
+    rows += [("a. vs --base build", a[0], "datasafe (base)", a[3], 1.05),
+             ("b. vs --base build", b[0], "datasafe (base)", b[2], 1.05),
+             ("c. vs --base build", c[0], "datasafe (base)", c[3], 1.05)]
 d = med("d_big_gzip")
 rows += [(f"d. --compress {big_mib} MiB file", d[0], "pigz -6 -p 2", d[1], None),
          ("", d[0], "pigz -6 -p 2 +sync", d[2], None)]
