@@ -9,18 +9,17 @@
 //! It decides *when* to act; what to do is the engine's (`engine::mirror::Mirror`).
 
 pub mod agent;
+mod pair;
+mod pause;
 pub mod status;
 
-use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
-use crate::daemon::status::{Board, PairStatus};
-use crate::engine::mirror::{Applied, Mirror};
-use crate::engine::plan::Held;
-use crate::engine::repair::Check;
+use crate::config::{ConfigError, PairSettings, Settings, Timing};
+use crate::daemon::pair::{State, Watched, human_duration};
+use crate::daemon::status::{Board, StatusLine};
 use crate::output::logging;
-use crate::output::names::{count_of, esc, human_bytes, shell_word};
+use crate::output::names::{count_of, esc};
 use crate::output::report::Summary;
-use crate::platform::{RootId, root_id};
-use crate::watch::{Hint, Signal, StartError, Watch, WatchError};
+use crate::watch::{Signal, StartError, Watch};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::Path;
 use std::sync::Arc;

@@ -4,21 +4,22 @@
 //! vanished. The event loop (`daemon::run`) calls [`Watched::tick`] once per turn; why and
 //! how a pair pauses is in `pause.rs`, what it shows on the status board in `status.rs`.
 
-use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
-use crate::daemon::status::{Board, PairStatus};
+use super::ROOT_CHECK;
+use super::pause::Pause;
+use crate::config::{PairSettings, Timing, check_source};
+use crate::daemon::status::Board;
 use crate::engine::mirror::{Applied, Mirror};
 use crate::engine::plan::Held;
 use crate::engine::repair::Check;
 use crate::output::logging;
-use crate::output::names::{count_of, esc, human_bytes, shell_word};
+use crate::output::names::esc;
 use crate::output::report::Summary;
 use crate::platform::{RootId, root_id};
-use crate::watch::{Hint, Signal, StartError, Watch, WatchError};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::watch::{Hint, Watch, WatchError};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 /// The shortest gap between two reconciles caused by lost events.
 const OVERFLOW_GAP: Duration = Duration::from_secs(2);
@@ -29,7 +30,7 @@ const LIMITED_RESCAN: Duration = Duration::from_secs(60);
 
 /// Whether a pair is being mirrored.
 #[derive(Debug, PartialEq, Eq)]
-enum State {
+pub(super) enum State {
     /// Events are mirrored as they come.
     Watching,
     /// The source root is gone, or empty while the mirror holds files; nothing is done
@@ -40,33 +41,38 @@ enum State {
 }
 
 /// One watched pair and its timers.
-struct Watched {
-    id: usize,
-    settings: PairSettings,
-    label: Option<Arc<str>>,
-    mirror: Option<Mirror>,
-    timing: Timing,
-    state: State,
+pub(super) struct Watched {
+    pub(super) id: usize,
+    pub(super) settings: PairSettings,
+    pub(super) label: Option<Arc<str>>,
+    pub(super) mirror: Option<Mirror>,
+    pub(super) timing: Timing,
+    pub(super) state: State,
     /// Hints waiting to be applied.
-    pending: Vec<Hint>,
+    pub(super) pending: Vec<Hint>,
     /// Events were lost: a reconcile is due (rate-limited).
-    rescan_wanted: bool,
-    last_reconcile: Instant,
-    last_check: Instant,
+    pub(super) rescan_wanted: bool,
+    pub(super) last_reconcile: Instant,
+    pub(super) last_check: Instant,
     /// The OS could not watch every folder: the fallback rescan runs more often.
-    limited: bool,
+    pub(super) limited: bool,
     /// The root is being watched.
-    installed: bool,
+    pub(super) installed: bool,
     /// When DST was last opened again after it vanished.
-    last_reopen: Option<Instant>,
+    pub(super) last_reopen: Option<Instant>,
     /// The source root's identity when the pair started: the folder being mirrored.
-    identity: Option<RootId>,
+    pub(super) identity: Option<RootId>,
     /// The identity last reported while paused for another one (said once each).
-    seen: Option<RootId>,
+    pub(super) seen: Option<RootId>,
 }
 
 impl Watched {
-    fn new(id: usize, settings: PairSettings, timing: Timing, label: Option<Arc<str>>) -> Watched {
+    pub(super) fn new(
+        id: usize,
+        settings: PairSettings,
+        timing: Timing,
+        label: Option<Arc<str>>,
+    ) -> Watched {
         Watched {
             id,
             settings,
@@ -86,13 +92,13 @@ impl Watched {
         }
     }
 
-    fn src(&self) -> &Path {
+    pub(super) fn src(&self) -> &Path {
         &self.settings.config.pair.src
     }
 
     /// Opens the mirror, installs the watch, then reconciles: nothing that changes
     /// between the two is missed, because its events queue up meanwhile.
-    fn start(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
+    pub(super) fn start(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
         if self.mirror.is_none() {
             match Mirror::open(&self.settings.config, stop, false) {
                 Ok(mut mirror) => {
@@ -128,7 +134,7 @@ impl Watched {
         self.reconcile(board);
     }
 
-    fn install(&mut self, watch: &mut Watch) {
+    pub(super) fn install(&mut self, watch: &mut Watch) {
         if self.installed {
             watch.remove_root(self.id);
         }
@@ -148,7 +154,7 @@ impl Watched {
         }
     }
 
-    fn lost_events(&mut self) {
+    pub(super) fn lost_events(&mut self) {
         if self.state == State::Watching && !self.rescan_wanted {
             log::warn!(
                 "change events were lost (the kernel's queue overflowed); rescanning {}",
@@ -158,7 +164,7 @@ impl Watched {
         }
     }
 
-    fn limit_reached(&mut self) {
+    pub(super) fn limit_reached(&mut self) {
         if self.limited {
             return;
         }
@@ -171,7 +177,7 @@ impl Watched {
     }
 
     /// How often the fallback reconcile runs, if at all.
-    fn fallback_period(&self) -> Option<Duration> {
+    pub(super) fn fallback_period(&self) -> Option<Duration> {
         match (self.timing.rescan, self.limited) {
             (Some(every), true) => Some(every.min(LIMITED_RESCAN)),
             (None, true) => Some(LIMITED_RESCAN),
@@ -180,7 +186,7 @@ impl Watched {
     }
 
     /// One turn of the loop for this pair.
-    fn tick(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
+    pub(super) fn tick(&mut self, watch: &mut Watch, stop: &Arc<AtomicBool>, board: &Board) {
         let checking = self.last_check.elapsed() >= ROOT_CHECK;
         if checking {
             self.last_check = Instant::now();
@@ -291,11 +297,11 @@ impl Watched {
         self.publish(board, self.pending.len());
     }
 
-    fn reconcile(&mut self, board: &Board) {
+    pub(super) fn reconcile(&mut self, board: &Board) {
         self.reconcile_checking(board, &Check::Names);
     }
 
-    fn reconcile_checking(&mut self, board: &Board, check: &Check) {
+    pub(super) fn reconcile_checking(&mut self, board: &Board, check: &Check) {
         if let Err(message) = check_source(self.src()) {
             self.pause(&message.to_string());
             return;
@@ -326,7 +332,7 @@ impl Watched {
     /// most once per [`RETRY`], so a destination that cannot be recreated costs one
     /// message per retry, not a failed write per event; hints meanwhile are dropped, as
     /// the reconcile after the reopen covers them.
-    fn reopen(&mut self, board: &Board) {
+    pub(super) fn reopen(&mut self, board: &Board) {
         self.pending.clear();
         if self.last_reopen.is_some_and(|t| t.elapsed() < RETRY) {
             return;
@@ -350,12 +356,11 @@ impl Watched {
             ),
         }
     }
-
 }
 
 impl Watched {
     /// Stops the pair (a reload removed or changed it); returns its counts.
-    fn stop(self, watch: &mut Watch, board: &Board) -> (String, Summary) {
+    pub(super) fn stop(self, watch: &mut Watch, board: &Board) -> (String, Summary) {
         logging::set_pair(self.label.clone());
         if self.installed {
             watch.remove_root(self.id);
@@ -374,7 +379,6 @@ impl Watched {
     }
 }
 
-
 /// The one message for a full watch limit: which sysctl, what to raise it to, and what
 /// happens meanwhile.
 fn limit_message(src: &Path, current: Option<u64>, period: &str) -> String {
@@ -391,7 +395,7 @@ fn limit_message(src: &Path, current: Option<u64>, period: &str) -> String {
 }
 
 /// `90s` → `1m30s`, `10m`, `500ms`.
-fn human_duration(d: Duration) -> String {
+pub(super) fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     match secs {
         0 => format!("{}ms", d.as_millis()),
@@ -427,5 +431,4 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(600)), "10m");
         assert_eq!(human_duration(Duration::from_secs(7200)), "2h");
     }
-
 }

@@ -4,25 +4,17 @@
 //! resumes the pair when the source is back. Also `datasafe release`: a full pass without
 //! the deletion guard.
 
-use crate::config::{ConfigError, PairSettings, Settings, Timing, check_source};
-use crate::daemon::status::{Board, PairStatus};
-use crate::engine::mirror::{Applied, Mirror};
-use crate::engine::plan::Held;
-use crate::engine::repair::Check;
-use crate::output::logging;
-use crate::output::names::{count_of, esc, human_bytes, shell_word};
-use crate::output::report::Summary;
-use crate::platform::{RootId, root_id};
-use crate::watch::{Hint, Signal, StartError, Watch, WatchError};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use super::pair::{State, Watched};
+use crate::config::check_source;
+use crate::daemon::status::Board;
+use crate::engine::mirror::Mirror;
+use crate::output::names::{count_of, esc, shell_word};
+use crate::platform::root_id;
+use std::time::Instant;
 
 /// Why a pair is paused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pause {
+pub(super) enum Pause {
     /// The source root is missing or unreadable.
     Gone,
     /// The source root is empty while its mirror holds files (the deletion guard).
@@ -35,7 +27,7 @@ enum Pause {
 impl Watched {
     /// True if the source root is still the folder the pair started with (or its
     /// identity cannot be read, which the existence check covers).
-    fn same_root(&self) -> bool {
+    pub(super) fn same_root(&self) -> bool {
         match (self.identity, root_id(self.src())) {
             (Some(was), Ok(now)) => was == now,
             _ => true,
@@ -45,7 +37,7 @@ impl Watched {
     /// The OS said a filesystem under the source was unmounted: pause if that was the
     /// source's own (its root is another folder now); else (a filesystem mounted
     /// inside the source) rescan, which watches it again.
-    fn unmounted(&mut self) {
+    pub(super) fn unmounted(&mut self) {
         if self.state != State::Watching {
             return;
         }
@@ -57,7 +49,7 @@ impl Watched {
     }
 
     /// The source root turned into another folder: pause, delete nothing.
-    fn moved(&mut self, why: Option<&str>) {
+    pub(super) fn moved(&mut self, why: Option<&str>) {
         self.state = State::Paused(Pause::Moved);
         self.pending.clear();
         self.seen = root_id(self.src()).ok();
@@ -77,7 +69,7 @@ impl Watched {
     }
 
     /// While paused for another root: says once per new folder how to go on.
-    fn another_root(&mut self) {
+    pub(super) fn another_root(&mut self) {
         let now = root_id(self.src()).ok();
         if now.is_none() || now == self.seen {
             return;
@@ -97,7 +89,7 @@ impl Watched {
 
     /// Runs a full pass without the deletion guard if this pair holds deletions back;
     /// returns whether it did.
-    fn release(&mut self, board: &Board) -> bool {
+    pub(super) fn release(&mut self, board: &Board) -> bool {
         let empty = self.state == State::Paused(Pause::Empty);
         let holding = self.mirror.as_ref().and_then(Mirror::holding);
         if !(empty || self.state == State::Watching && holding.is_some()) {
@@ -133,7 +125,7 @@ impl Watched {
         true
     }
 
-    fn pause(&mut self, why: &str) {
+    pub(super) fn pause(&mut self, why: &str) {
         if self.state == State::Paused(Pause::Gone) {
             return;
         }
@@ -145,5 +137,4 @@ impl Watched {
             esc(&self.settings.config.pair.dst_canonical)
         );
     }
-
 }

@@ -8,14 +8,20 @@
 //! Also what a pair puts on the board (`Watched::publish`) and the periodic status line
 //! the watcher logs ([`StatusLine`]).
 
-use crate::output::names::{esc, shell_word};
+use super::Daemon;
+use super::pair::{State, Watched};
+use super::pause::Pause;
+use crate::engine::mirror::Mirror;
+use crate::engine::plan::Held;
+use crate::output::logging;
+use crate::output::names::{count_of, esc, human_bytes, shell_word};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Status files are `status-PID.json` in the state folder.
 const STATUS_PREFIX: &str = "status-";
@@ -402,12 +408,9 @@ fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> NoWatcher {
     NoWatcher { what, sync }
 }
 
-/// How often the status line may be printed (only when something happened).
-const STATUS_EVERY: Duration = Duration::from_secs(10);
-
 impl Watched {
-
-    fn publish(&self, board: &Board, queue: usize) {
+    /// Puts this pair's state and counts on the board for `datasafe status`.
+    pub(super) fn publish(&self, board: &Board, queue: usize) {
         let holding = self.mirror.as_ref().and_then(Mirror::holding);
         let held = holding.map_or(0, |(_, n)| n);
         let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
@@ -469,7 +472,6 @@ impl Watched {
     }
 }
 
-
 /// Why the guard holds deletions, for `status`.
 fn held_reason(why: Held) -> &'static str {
     match why {
@@ -478,15 +480,18 @@ fn held_reason(why: Held) -> &'static str {
     }
 }
 
+/// How often the status line may be printed (only when something happened).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
 /// The periodic one-line status per pair, printed only when something happened.
 #[derive(Default)]
-struct StatusLine {
+pub(super) struct StatusLine {
     last: Option<Instant>,
     shown: Vec<(usize, u64, u64, u64, u64)>,
 }
 
 impl StatusLine {
-    fn maybe_print(&mut self, daemon: &Daemon, queued: usize) {
+    pub(super) fn maybe_print(&mut self, daemon: &Daemon, queued: usize) {
         if self.last.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
             return;
         }
