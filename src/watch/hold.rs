@@ -3,25 +3,27 @@
 //! path is acted on only once it has been quiet for the whole debounce. It also re-checks
 //! paths renamed away whose rename the debouncer lost.
 
+use super::tap::Tap;
+use super::{Signal, translate};
 use crossbeam_channel::{RecvTimeoutError, Sender};
+use notify::EventKind;
 use notify::event::{ModifyKind, RenameMode};
-use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
-use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use notify_debouncer_full::DebouncedEvent;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 /// Debounced events waiting until they are exactly the debounce old, oldest first.
-struct Hold {
-    debounce: Duration,
-    held: VecDeque<DebouncedEvent>,
+pub(super) struct Hold {
+    pub(super) debounce: Duration,
+    pub(super) held: VecDeque<DebouncedEvent>,
 }
 
 impl Hold {
     /// Takes batches from the debouncer until it stops, releasing each event at its
     /// deadline as signals. Blocks on the channel while nothing is held.
-    fn run(
+    pub(super) fn run(
         mut self,
         batches: &crossbeam_channel::Receiver<Vec<DebouncedEvent>>,
         tap: &Tap,
@@ -94,6 +96,9 @@ impl Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::tests::ev;
+    use notify::Event;
+    use notify::event::{CreateKind, DataChange, RemoveKind};
 
     #[test]
     fn hold_releases_each_event_exactly_the_debounce_after_its_path_went_quiet() {

@@ -21,14 +21,20 @@
 //! never goes quiet, such as a growing log, would never be emitted, so
 //! [`Watch::overdue`] names paths that waited longer than the max-wait).
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+mod hold;
+mod tap;
+
+use hold::Hold;
+use tap::{TAP, Tap, TapWatcher};
+
+use crossbeam_channel::Sender;
 use notify::event::{ModifyKind, RenameMode};
-use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
+use notify::{EventKind, EventKindMask, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Something to re-check in one mirror, relative to its source root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,9 +290,11 @@ fn locate(roots: &[(usize, PathBuf)], path: &Path) -> Option<(usize, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::Event;
     use notify::event::{CreateKind, DataChange, Flag, RemoveKind};
+    use std::time::Instant;
 
-    fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
+    pub(super) fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
         let mut event = Event::new(kind);
         for p in paths {
             event = event.add_path(PathBuf::from(p));

@@ -3,13 +3,12 @@
 //! (for the hold), first written (for the max-wait, [`Watch::overdue`]), and renamed away
 //! (for renames the debouncer loses).
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
 use notify::event::{ModifyKind, RenameMode};
-use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
-use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
-use std::collections::{HashMap, VecDeque};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use notify_debouncer_full::DebouncedEvent;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What the raw events said, per path: when each was last touched (for [`Hold`]) and when
@@ -17,14 +16,14 @@ use std::time::{Duration, Instant};
 /// [`Tap::CAP`] paths, entries older than the horizon are dropped, and past that a burst
 /// is left to the debouncer and the fallback rescan.
 #[derive(Default)]
-struct Tap {
+pub(super) struct Tap {
     state: Mutex<TapState>,
 }
 
 #[derive(Default)]
-struct TapState {
+pub(super) struct TapState {
     first_write: HashMap<PathBuf, Instant>,
-    last_touch: HashMap<PathBuf, Instant>,
+    pub(super) last_touch: HashMap<PathBuf, Instant>,
     /// How long a touch matters to [`Hold`]: a little over the debounce.
     horizon: Duration,
     /// When `last_touch` was last pruned.
@@ -38,20 +37,20 @@ struct TapState {
 
 /// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
 /// which gives it no way to receive state of ours).
-static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
+pub(super) static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
 
 impl Tap {
     const CAP: usize = 65536;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_horizon(&self, debounce: Duration) {
+    pub(super) fn set_horizon(&self, debounce: Duration) {
         self.lock().horizon = debounce * 2 + Duration::from_secs(1);
     }
 
-    fn note(&self, event: &Event, now: Instant) {
+    pub(super) fn note(&self, event: &Event, now: Instant) {
         let mut state = self.lock();
         let state = &mut *state;
         // Full: drop what is past the horizon, at most once per horizon (in a flood the
@@ -91,7 +90,7 @@ impl Tap {
 
     /// When `event`'s paths were last touched, if after `event` itself. Renames and
     /// rescans are never held back: nothing later repeats them.
-    fn touched_since(&self, event: &DebouncedEvent) -> Option<Instant> {
+    pub(super) fn touched_since(&self, event: &DebouncedEvent) -> Option<Instant> {
         if event.need_rescan()
             || matches!(
                 event.kind,
@@ -111,7 +110,7 @@ impl Tap {
 
     /// Paths renamed away at least `debounce` before `now` whose rename was not
     /// released (see [`TapState::renamed_from`]), as removal events to re-check them.
-    fn lost_renames(&self, now: Instant, debounce: Duration) -> Vec<DebouncedEvent> {
+    pub(super) fn lost_renames(&self, now: Instant, debounce: Duration) -> Vec<DebouncedEvent> {
         let mut state = self.lock();
         if state.renamed_from.is_empty() {
             return Vec::new();
@@ -133,12 +132,12 @@ impl Tap {
     }
 
     /// A debounced rename from `from` is being acted on: no need to re-check it alone.
-    fn renamed(&self, from: &Path) {
+    pub(super) fn renamed(&self, from: &Path) {
         self.lock().renamed_from.remove(from);
     }
 
     /// Drops what is known about `paths` (they are being acted on).
-    fn forget(&self, paths: &[PathBuf]) {
+    pub(super) fn forget(&self, paths: &[PathBuf]) {
         let mut state = self.lock();
         for path in paths {
             state.last_touch.remove(path);
@@ -146,7 +145,7 @@ impl Tap {
         }
     }
 
-    fn overdue(&self, max_wait: Duration) -> Vec<PathBuf> {
+    pub(super) fn overdue(&self, max_wait: Duration) -> Vec<PathBuf> {
         let mut state = self.lock();
         let now = Instant::now();
         let mut due = Vec::new();
@@ -199,6 +198,7 @@ impl Watcher for TapWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::DataChange;
 
     #[test]
     fn tap_reports_paths_written_past_max_wait_once_per_period() {
