@@ -4,15 +4,24 @@
 //! the event loop updates. `status` reads every such file whose pid is alive (removing
 //! those a killed watcher left), so two watchers never hide each other. `release` finds
 //! the watcher of a mirror through the same files and signals it.
+//!
+//! Also what a pair puts on the board (`Watched::publish`) and the periodic status line
+//! the watcher logs ([`StatusLine`]).
 
-use crate::output::names::{esc, shell_word};
+use super::Daemon;
+use super::pair::{State, Watched};
+use super::pause::Pause;
+use crate::engine::mirror::Mirror;
+use crate::engine::plan::Held;
+use crate::output::logging;
+use crate::output::names::{count_of, esc, human_bytes, shell_word};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Status files are `status-PID.json` in the state folder.
 const STATUS_PREFIX: &str = "status-";
@@ -397,4 +406,132 @@ fn no_watcher(dst: Option<&Path>, config: Option<&Path>) -> NoWatcher {
         ),
     };
     NoWatcher { what, sync }
+}
+
+impl Watched {
+    /// Puts this pair's state and counts on the board for `datasafe status`.
+    pub(super) fn publish(&self, board: &Board, queue: usize) {
+        let holding = self.mirror.as_ref().and_then(Mirror::holding);
+        let held = holding.map_or(0, |(_, n)| n);
+        let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
+        let state = match &self.state {
+            State::Watching if dry_run => {
+                "watching (dry run: changes are printed, nothing is written)".to_string()
+            }
+            State::Watching => match holding {
+                None => "watching".to_string(),
+                Some((why, n)) => format!(
+                    "watching; {} held back ({}); run `datasafe release` to let them through",
+                    count_of(n, "deletion"),
+                    held_reason(why)
+                ),
+            },
+            State::Paused(Pause::Gone) => "paused: the source is missing".to_string(),
+            State::Paused(Pause::Empty) => format!(
+                "paused: the source is empty; {} held back, nothing deleted (run `datasafe \
+                 release` to mirror that)",
+                count_of(held, "deletion")
+            ),
+            State::Paused(Pause::Moved) => "paused: the source was unmounted or replaced by \
+                 another folder; nothing deleted (mirroring resumes when the same filesystem \
+                 is back; restart datasafe watch to mirror a new one)"
+                .to_string(),
+            State::Failed(why) => format!("error: {why}"),
+        };
+        let summary = self.mirror.as_ref().map(Mirror::summary);
+        // A dry run mirrors nothing: it must not say it did.
+        let summary = summary.filter(|_| !dry_run);
+        let (last_change, last_change_at) = summary
+            .and_then(|s| s.last_change.clone())
+            .map(|(what, at)| {
+                (
+                    Some(what),
+                    Some(at.format(crate::output::TIME_FORMAT).to_string()),
+                )
+            })
+            .unwrap_or_default();
+        let pair = &self.settings.config.pair;
+        board.set(
+            self.id,
+            PairStatus {
+                name: self.settings.name.clone(),
+                source: pair.src.display().to_string(),
+                dest: pair.dst_canonical.display().to_string(),
+                state,
+                last_change,
+                last_change_at,
+                queue,
+                files_mirrored: summary.map_or(0, |s| s.copied),
+                bytes_mirrored: summary.map_or(0, |s| s.bytes_copied),
+                deleted: summary.map_or(0, |s| s.deleted),
+                failed: summary.map_or(0, |s| s.failed),
+                last_error: summary.and_then(|s| s.last_error.clone()),
+                held_deletions: held,
+            },
+        );
+    }
+}
+
+/// Why the guard holds deletions, for `status`.
+fn held_reason(why: Held) -> &'static str {
+    match why {
+        Held::EmptySource => "the source is empty",
+        Held::MassDelete => "more than the deletion guard allows in one pass",
+    }
+}
+
+/// How often the status line may be printed (only when something happened).
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The periodic one-line status per pair, printed only when something happened.
+#[derive(Default)]
+pub(super) struct StatusLine {
+    last: Option<Instant>,
+    shown: Vec<(usize, u64, u64, u64, u64)>,
+}
+
+impl StatusLine {
+    pub(super) fn maybe_print(&mut self, daemon: &Daemon, queued: usize) {
+        if self.last.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let mut shown = Vec::new();
+        for pair in &daemon.pairs {
+            let Some(s) = pair.mirror.as_ref().map(Mirror::summary) else {
+                continue;
+            };
+            let key = (pair.id, s.copied, s.deleted, s.renamed, s.failed);
+            shown.push(key);
+            let nothing_yet = key.1 + key.2 + key.3 + key.4 == 0;
+            if nothing_yet || self.shown.contains(&key) {
+                continue;
+            }
+            logging::set_pair(pair.label.clone());
+            if pair.mirror.as_ref().is_some_and(Mirror::dry_run) {
+                log::info!(
+                    "status (dry run, nothing written): {} would be copied ({}), {} \
+                     would be deleted, {} renamed since start; {} queued",
+                    count_of(s.copied, "file"),
+                    human_bytes(s.bytes_copied),
+                    s.deleted,
+                    s.renamed,
+                    queued + pair.pending.len()
+                );
+                logging::set_pair(None);
+                continue;
+            }
+            log::info!(
+                "status: {} mirrored ({}), {} deleted, {} renamed, {} failed since start; {} queued",
+                count_of(s.copied, "file"),
+                human_bytes(s.bytes_copied),
+                s.deleted,
+                s.renamed,
+                s.failed,
+                queued + pair.pending.len()
+            );
+            logging::set_pair(None);
+        }
+        self.shown = shown;
+    }
 }

@@ -21,14 +21,20 @@
 //! never goes quiet, such as a growing log, would never be emitted, so
 //! [`Watch::overdue`] names paths that waited longer than the max-wait).
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+mod hold;
+mod tap;
+
+use hold::Hold;
+use tap::{TAP, Tap, TapWatcher};
+
+use crossbeam_channel::Sender;
 use notify::event::{ModifyKind, RenameMode};
-use notify::{Event, EventKind, EventKindMask, RecursiveMode, Watcher};
+use notify::{EventKind, EventKindMask, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, NoCache};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Something to re-check in one mirror, relative to its source root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,275 +287,14 @@ fn locate(roots: &[(usize, PathBuf)], path: &Path) -> Option<(usize, PathBuf)> {
     })
 }
 
-/// Debounced events waiting until they are exactly the debounce old, oldest first.
-struct Hold {
-    debounce: Duration,
-    held: VecDeque<DebouncedEvent>,
-}
-
-impl Hold {
-    /// Takes batches from the debouncer until it stops, releasing each event at its
-    /// deadline as signals. Blocks on the channel while nothing is held.
-    fn run(
-        mut self,
-        batches: &crossbeam_channel::Receiver<Vec<DebouncedEvent>>,
-        tap: &Tap,
-        roots: &RwLock<Vec<(usize, PathBuf)>>,
-        signals: &Sender<Signal>,
-    ) {
-        loop {
-            let next = match self.held.front() {
-                None => batches.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(first) => batches.recv_deadline(first.time + self.debounce),
-            };
-            match next {
-                Ok(batch) => batch.into_iter().for_each(|e| self.hold(e)),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            let ready = self.release(Instant::now(), tap);
-            if ready.is_empty() {
-                continue;
-            }
-            let roots = roots.read().unwrap_or_else(|e| e.into_inner());
-            for signal in translate(&ready, &roots) {
-                let _ = signals.send(signal);
-            }
-        }
-    }
-
-    /// Holds `event` in deadline order (behind any held event of the same time).
-    fn hold(&mut self, event: DebouncedEvent) {
-        let at = self.held.partition_point(|e| e.time <= event.time);
-        self.held.insert(at, event);
-    }
-
-    /// The held events that are the debounce old at `now`, in order. An event whose path
-    /// was touched again while it was held (a write after a create, say, which the
-    /// debouncer folds into the create) is held again until the debounce after that
-    /// touch, so nothing is acted on before its path has been quiet for the debounce.
-    fn release(&mut self, now: Instant, tap: &Tap) -> Vec<DebouncedEvent> {
-        let mut ready = Vec::new();
-        while let Some(first) = self.held.front() {
-            if first.time + self.debounce > now {
-                break;
-            }
-            let Some(mut event) = self.held.pop_front() else {
-                break;
-            };
-            match tap.touched_since(&event) {
-                Some(at) if at + self.debounce > now => {
-                    event.time = at;
-                    self.hold(event);
-                }
-                _ => {
-                    if matches!(
-                        event.kind,
-                        EventKind::Modify(ModifyKind::Name(RenameMode::Both))
-                    ) && let Some(from) = event.paths.first()
-                    {
-                        tap.renamed(from);
-                    }
-                    tap.forget(&event.paths);
-                    ready.push(event);
-                }
-            }
-        }
-        ready.extend(tap.lost_renames(now, self.debounce));
-        ready
-    }
-}
-
-/// What the raw events said, per path: when each was last touched (for [`Hold`]) and when
-/// each was first written since it was last emitted (for the max-wait). Bounded: past
-/// [`Tap::CAP`] paths, entries older than the horizon are dropped, and past that a burst
-/// is left to the debouncer and the fallback rescan.
-#[derive(Default)]
-struct Tap {
-    state: Mutex<TapState>,
-}
-
-#[derive(Default)]
-struct TapState {
-    first_write: HashMap<PathBuf, Instant>,
-    last_touch: HashMap<PathBuf, Instant>,
-    /// How long a touch matters to [`Hold`]: a little over the debounce.
-    horizon: Duration,
-    /// When `last_touch` was last pruned.
-    last_prune: Option<Instant>,
-    /// Paths renamed away, and when: each is re-checked once the debounce has passed,
-    /// unless a debounced rename from it is released first. The debouncer drops a
-    /// queued rename when its new name (or a folder around it) is removed within the
-    /// debounce (`mv a x; rm x`), and then nothing would ever name the old path.
-    renamed_from: HashMap<PathBuf, Instant>,
-}
-
-/// The tap shared by every [`TapWatcher`] (the OS watcher is built inside the debouncer,
-/// which gives it no way to receive state of ours).
-static TAP: OnceLock<Arc<Tap>> = OnceLock::new();
-
-impl Tap {
-    const CAP: usize = 65536;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_horizon(&self, debounce: Duration) {
-        self.lock().horizon = debounce * 2 + Duration::from_secs(1);
-    }
-
-    fn note(&self, event: &Event, now: Instant) {
-        let mut state = self.lock();
-        let state = &mut *state;
-        // Full: drop what is past the horizon, at most once per horizon (in a flood the
-        // map stays full, and a scan per event would stall the OS watcher's thread).
-        if state.last_touch.len() >= Self::CAP
-            && state
-                .last_prune
-                .is_none_or(|at| now.duration_since(at) >= state.horizon)
-        {
-            let horizon = state.horizon;
-            state
-                .last_touch
-                .retain(|_, at| now.duration_since(*at) < horizon);
-            state.last_prune = Some(now);
-        }
-        let written = matches!(
-            event.kind,
-            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
-        );
-        if let (
-            EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both)),
-            Some(from),
-        ) = (event.kind, event.paths.first())
-            && state.renamed_from.len() < Self::CAP
-        {
-            state.renamed_from.insert(from.clone(), now);
-        }
-        for path in &event.paths {
-            if state.last_touch.len() < Self::CAP {
-                state.last_touch.insert(path.clone(), now);
-            }
-            if written && state.first_write.len() < Self::CAP {
-                state.first_write.entry(path.clone()).or_insert(now);
-            }
-        }
-    }
-
-    /// When `event`'s paths were last touched, if after `event` itself. Renames and
-    /// rescans are never held back: nothing later repeats them.
-    fn touched_since(&self, event: &DebouncedEvent) -> Option<Instant> {
-        if event.need_rescan()
-            || matches!(
-                event.kind,
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both))
-            )
-        {
-            return None;
-        }
-        let state = self.lock();
-        event
-            .paths
-            .iter()
-            .filter_map(|p| state.last_touch.get(p).copied())
-            .max()
-            .filter(|&at| at > event.time)
-    }
-
-    /// Paths renamed away at least `debounce` before `now` whose rename was not
-    /// released (see [`TapState::renamed_from`]), as removal events to re-check them.
-    fn lost_renames(&self, now: Instant, debounce: Duration) -> Vec<DebouncedEvent> {
-        let mut state = self.lock();
-        if state.renamed_from.is_empty() {
-            return Vec::new();
-        }
-        let due: Vec<(PathBuf, Instant)> = state
-            .renamed_from
-            .iter()
-            .filter(|(_, at)| **at + debounce <= now)
-            .map(|(p, at)| (p.clone(), *at))
-            .collect();
-        due.into_iter()
-            .map(|(path, at)| {
-                state.renamed_from.remove(&path);
-                let event =
-                    Event::new(EventKind::Remove(notify::event::RemoveKind::Any)).add_path(path);
-                DebouncedEvent::new(event, at)
-            })
-            .collect()
-    }
-
-    /// A debounced rename from `from` is being acted on: no need to re-check it alone.
-    fn renamed(&self, from: &Path) {
-        self.lock().renamed_from.remove(from);
-    }
-
-    /// Drops what is known about `paths` (they are being acted on).
-    fn forget(&self, paths: &[PathBuf]) {
-        let mut state = self.lock();
-        for path in paths {
-            state.last_touch.remove(path);
-            state.first_write.remove(path);
-        }
-    }
-
-    fn overdue(&self, max_wait: Duration) -> Vec<PathBuf> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for (path, since) in state.first_write.iter_mut() {
-            if now.duration_since(*since) >= max_wait {
-                due.push(path.clone());
-                *since = now;
-            }
-        }
-        due
-    }
-}
-
-/// The platform's watcher, with every raw event noted in the [`Tap`] before the
-/// debouncer sees it.
-pub struct TapWatcher(notify::RecommendedWatcher);
-
-impl Watcher for TapWatcher {
-    fn new<F: notify::EventHandler>(
-        mut handler: F,
-        config: notify::Config,
-    ) -> notify::Result<Self> {
-        let tap = TAP.get_or_init(Arc::default).clone();
-        let tapped = move |event: notify::Result<Event>| {
-            if let Ok(e) = &event {
-                tap.note(e, Instant::now());
-            }
-            handler.handle_event(event);
-        };
-        notify::RecommendedWatcher::new(tapped, config).map(TapWatcher)
-    }
-
-    fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
-        self.0.watch(path, recursive_mode)
-    }
-
-    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
-        self.0.unwatch(path)
-    }
-
-    fn configure(&mut self, option: notify::Config) -> notify::Result<bool> {
-        self.0.configure(option)
-    }
-
-    fn kind() -> notify::WatcherKind {
-        notify::RecommendedWatcher::kind()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::Event;
     use notify::event::{CreateKind, DataChange, Flag, RemoveKind};
+    use std::time::Instant;
 
-    fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
+    pub(super) fn ev(kind: EventKind, paths: &[&str]) -> DebouncedEvent {
         let mut event = Event::new(kind);
         for p in paths {
             event = event.add_path(PathBuf::from(p));
@@ -670,111 +415,5 @@ mod tests {
         );
         let signals = translate(&[event], &[(0, PathBuf::from("/a"))]);
         assert!(matches!(signals.as_slice(), [Signal::Rescan]));
-    }
-
-    #[test]
-    fn tap_reports_paths_written_past_max_wait_once_per_period() {
-        let tap = Tap::default();
-        let write = Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any)))
-            .add_path("/a/log".into());
-        tap.note(&write, Instant::now());
-        assert!(tap.overdue(Duration::from_secs(3600)).is_empty());
-        assert_eq!(tap.overdue(Duration::ZERO), [PathBuf::from("/a/log")]);
-        tap.forget(&write.paths);
-        assert!(tap.overdue(Duration::ZERO).is_empty());
-    }
-
-    #[test]
-    fn hold_releases_each_event_exactly_the_debounce_after_its_path_went_quiet() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let tap = Tap::default();
-        let mut hold = Hold {
-            debounce: ms(50),
-            held: VecDeque::new(),
-        };
-        let at = |event: DebouncedEvent, time: Instant| DebouncedEvent { time, ..event };
-        let created = ev(EventKind::Create(CreateKind::File), &["/a/new"]);
-        let written = ev(
-            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            &["/a/new"],
-        );
-        let renamed = ev(
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            &["/a/x", "/a/y"],
-        );
-        let quiet = ev(EventKind::Remove(RemoveKind::File), &["/a/old"]);
-        // The create, and a write 10 ms later that the debouncer folded into it.
-        tap.note(&created, t0);
-        tap.note(&written, t0 + ms(10));
-        tap.note(&renamed, t0 + ms(5));
-        tap.note(&renamed, t0 + ms(20));
-        tap.note(&quiet, t0 + ms(30));
-        hold.hold(at(quiet, t0 + ms(30)));
-        hold.hold(at(created, t0));
-        hold.hold(at(renamed, t0 + ms(5)));
-        let paths = |events: Vec<DebouncedEvent>| -> Vec<Vec<PathBuf>> {
-            events.into_iter().map(|e| e.event.paths).collect()
-        };
-        assert!(hold.release(t0 + ms(49), &tap).is_empty());
-        // Due, but touched at 10 ms: held until 60 ms.
-        assert!(hold.release(t0 + ms(50), &tap).is_empty());
-        // A rename is released on time even though its paths were touched since.
-        assert_eq!(
-            paths(hold.release(t0 + ms(55), &tap)),
-            [vec![PathBuf::from("/a/x"), PathBuf::from("/a/y")]]
-        );
-        assert!(hold.release(t0 + ms(59), &tap).is_empty());
-        assert_eq!(
-            paths(hold.release(t0 + ms(60), &tap)),
-            [vec![PathBuf::from("/a/new")]]
-        );
-        assert_eq!(
-            paths(hold.release(t0 + ms(80), &tap)),
-            [vec![PathBuf::from("/a/old")]]
-        );
-        assert!(hold.held.is_empty());
-        assert!(
-            tap.lock().last_touch.is_empty(),
-            "released paths are forgotten"
-        );
-    }
-
-    #[test]
-    fn a_rename_the_debouncer_lost_is_re_checked_at_its_old_name() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let tap = Tap::default();
-        let mut hold = Hold {
-            debounce: ms(50),
-            held: VecDeque::new(),
-        };
-        // `mv a x; rm x`: the debouncer emits only the removal of x.
-        let from = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::From)))
-            .add_path("/r/a".into());
-        tap.note(&from, t0);
-        let removed = ev(EventKind::Remove(RemoveKind::File), &["/r/x"]);
-        tap.note(&removed, t0 + ms(10));
-        hold.hold(DebouncedEvent {
-            time: t0 + ms(10),
-            ..removed
-        });
-        let got: Vec<Vec<PathBuf>> = hold
-            .release(t0 + ms(60), &tap)
-            .into_iter()
-            .map(|e| e.event.paths)
-            .collect();
-        assert_eq!(
-            got,
-            [vec![PathBuf::from("/r/x")], vec![PathBuf::from("/r/a")]]
-        );
-        // A rename the debouncer did deliver is not re-checked on its own.
-        let both = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
-            .add_path("/r/b".into())
-            .add_path("/r/c".into());
-        tap.note(&both, t0 + ms(100));
-        hold.hold(DebouncedEvent::new(both, t0 + ms(100)));
-        assert_eq!(hold.release(t0 + ms(150), &tap).len(), 1);
-        assert!(tap.lost_renames(t0 + ms(500), ms(50)).is_empty());
     }
 }
