@@ -4,7 +4,7 @@
 
 use super::ops::Reach;
 use super::{COPY_RETRIES, Done, Executor, OpError, Outcome};
-use crate::engine::source::{self, Source};
+use crate::engine::source;
 use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{Record, Stored};
@@ -85,7 +85,8 @@ impl Executor {
         let name = stored.name_for(&entry.rel);
         // The source folder holding the file, reached from SRC's root without passing a
         // symlink: the file is opened, and checked afterwards, in that folder.
-        let (folder, file_name) = Source::open(&self.src)
+        let (folder, file_name) = self
+            .source()
             .and_then(|source| source.parent(&entry.rel))
             .map_err(OpError::io("reading", &src_path))?;
         let mut attempt = 0;
@@ -262,7 +263,8 @@ impl Executor {
             return self.copy(entry, stored, None);
         }
         let dst_path = self.shown(&name);
-        let src = Source::open(&self.src)
+        let src = self
+            .source()
             .and_then(|source| source.open_file(&entry.rel))
             .map_err(source::no_longer_a_file)
             .map_err(OpError::io("reading", &src_path))?;

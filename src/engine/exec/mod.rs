@@ -23,6 +23,7 @@ use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::model::Record;
 use crate::output::names::{esc, io_message};
+use crate::engine::source::Source;
 use crate::store::local::Local;
 use crate::store::versions::Retention;
 use crate::store::{Caps, Store};
@@ -219,6 +220,10 @@ pub struct Executor {
     displacing: std::sync::Mutex<()>,
     /// What was removed to make way for another type, not yet reported.
     displaced: std::sync::Mutex<Vec<Displaced>>,
+    /// SRC's root, held open while a batch of actions runs ([`Executor::hold_source`]),
+    /// so each copy reaches its folder from it instead of opening SRC again by path.
+    /// Dropped between batches: a watcher must not keep SRC's filesystem busy.
+    source: std::sync::Mutex<Option<Arc<Source>>>,
 }
 
 impl Executor {
@@ -249,12 +254,36 @@ impl Executor {
             making_room: std::sync::Mutex::new(()),
             displacing: std::sync::Mutex::new(()),
             displaced: std::sync::Mutex::new(Vec::new()),
+            source: std::sync::Mutex::new(None),
         })
     }
 
     /// The destination this executor writes.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// While `on`, SRC's root stays open for the copies and compares of this batch
+    /// (opened now; a root that cannot be opened is opened, and fails, per action).
+    pub fn hold_source(&self, on: bool) {
+        let held = on.then(|| Source::open(&self.src).ok().map(Arc::new)).flatten();
+        *self
+            .source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = held;
+    }
+
+    /// SRC's root: the one held for this batch, or opened now.
+    pub(super) fn source(&self) -> io::Result<Arc<Source>> {
+        let held = self
+            .source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match held {
+            Some(source) => Ok(source),
+            None => Source::open(&self.src).map(Arc::new),
+        }
     }
 
     /// Sets how replaced and deleted files are kept (versions are on by default).

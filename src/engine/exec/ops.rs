@@ -4,7 +4,6 @@
 //! anything in DST that is not a real folder); [`Executor::dest_dir`] makes the folders
 //! on the way real folders, displacing what stands there.
 use super::{Displaced, Done, Executor, OpError, Outcome};
-use crate::engine::source::Source;
 use crate::hash::Digest;
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{Record, Stored};
@@ -157,7 +156,7 @@ impl Executor {
     /// loses nothing.
     fn same_as_source(&self, name: &Path, meta: &Stat) -> bool {
         let stored = meta.mtime;
-        let Ok(source) = Source::open(&self.src) else {
+        let Ok(source) = self.source() else {
             return false;
         };
         [

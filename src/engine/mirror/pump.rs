@@ -52,11 +52,13 @@ impl Carrier for Executor {
         (jobs, pair, scanned): (usize, &Pair, &AtomicU64),
     ) {
         let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
+        self.hold_source(true);
         spawn_workers(scope, self, jobs, &actions, &out_tx);
         drop((out_tx, actions));
         for outcome in out_rx {
             tally.absorb(outcome, self, pair, scanned);
         }
+        self.hold_source(false);
     }
 
     fn executor(&self) -> Option<&Executor> {

@@ -208,9 +208,8 @@ mod unix {
                     "it is not a regular file",
                 ));
             }
-            // Reads of a regular file never block; clear O_NONBLOCK anyway so nothing
-            // downstream sees EAGAIN.
-            rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
+            // O_NONBLOCK stays: local filesystems ignore it for regular files, and clearing
+            // it would cost a syscall per file.
             Ok(file)
         }
 
