@@ -20,10 +20,10 @@ mod ops;
 pub use copy::unchanged_since;
 
 use crate::engine::plan::Action;
+use crate::engine::source::Source;
 use crate::model::Kind;
 use crate::model::Record;
 use crate::output::names::{esc, io_message};
-use crate::engine::source::Source;
 use crate::store::local::Local;
 use crate::store::versions::Retention;
 use crate::store::{Caps, Store};
@@ -266,7 +266,9 @@ impl Executor {
     /// While `on`, SRC's root stays open for the copies and compares of this batch
     /// (opened now; a root that cannot be opened is opened, and fails, per action).
     pub fn hold_source(&self, on: bool) {
-        let held = on.then(|| Source::open(&self.src).ok().map(Arc::new)).flatten();
+        let held = on
+            .then(|| Source::open(&self.src).ok().map(Arc::new))
+            .flatten();
         *self
             .source
             .lock()
