@@ -4,7 +4,7 @@
 //! index; the sync engine's index thread is its only caller that does.
 //!
 //! The index is an accelerator, never the truth about data: if it is missing or damaged
-//! the engine lists DST instead ([`state_from_listing`]) and the index is rebuilt from
+//! the engine lists DST instead ([`state_from_store`]) and the index is rebuilt from
 //! what the run finds. Keys are the names as stored in DST (`a/b.txt.gz`), as bytes.
 
 use crate::engine::scan::DestItem;
@@ -13,7 +13,6 @@ use crate::model::{Kind, Meta, MirrorState, OnDisk, Record, Stored};
 use crate::platform;
 use crate::store::Reader;
 use crate::store::layout::INDEX_FILE;
-use crate::store::local::Local;
 use filetime::FileTime;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::{Path, PathBuf};
@@ -452,15 +451,6 @@ fn tree_bounds(name: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut hi = key.clone();
     hi.push(b'/' + 1);
     (key, lo, hi)
-}
-
-/// [`state_from_store`] for the folder `dst_root` on this machine (an empty state if
-/// it cannot be opened). For callers that do not hold DST's store yet (`sync`).
-pub fn state_from_listing(dst_root: &Path, items: &[DestItem]) -> MirrorState {
-    match Local::open(dst_root) {
-        Ok(store) => state_from_store(&store, items),
-        Err(_) => MirrorState::new(),
-    }
 }
 
 /// Builds a best-effort mirror state from a detailed listing of `store`, for a mirror

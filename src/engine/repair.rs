@@ -4,7 +4,7 @@
 //! stands there as another type (a folder where a file was), is all it can notice
 //! ([`Check::Names`], handled in `sync`'s phase 2). Deeper checks run before the scan
 //! plans anything and take the records they find wrong out of what the planner sees
-//! ([`inspect`]), so the ordinary engine writes those names again (keeping a version of
+//! ([`inspect_store`]), so the ordinary engine writes those names again (keeping a version of
 //! what it replaces, as for any write):
 //!
 //! - [`Check::Stat`] (the watcher's fallback rescan): each name is `lstat`ed and a file
@@ -22,7 +22,6 @@ use crate::hash::{self, Digest};
 use crate::model::{Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
-use crate::store::local::Local;
 use crate::store::{Found, Reader, Stat};
 use crossbeam_channel::bounded;
 use std::collections::HashMap;
@@ -149,25 +148,6 @@ fn judge(
         return Err(Wrong::Stat("modification time"));
     }
     Ok((disk.mode != record.meta.mode).then_some(disk.mode))
-}
-
-/// [`inspect_store`] with DST the folder `roots.1` on this machine, for callers that
-/// do not hold its store yet (`sync`). A DST that cannot be opened has nothing to
-/// inspect (its listing is empty too).
-pub fn inspect(
-    check: &Check,
-    state: &mut MirrorState,
-    listing: &[DestItem],
-    roots: (&Path, &Path),
-    jobs: usize,
-    stop: &AtomicBool,
-    dry_run: bool,
-) -> Vec<OsString> {
-    let (src, dst) = roots;
-    match Local::open(dst) {
-        Ok(store) => inspect_store(check, state, listing, src, &store, jobs, stop, dry_run),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// Applies `check` to `state` (the records of a full pass) given DST's `listing`:

@@ -10,7 +10,6 @@ use crate::config::filter::Excludes;
 use crate::engine::source::{self, Source};
 use crate::model::{Entry, Kind};
 use crate::store::layout::STATE_DIR;
-use crate::store::local::Local;
 use crate::store::local::beneath::{self, Dir};
 use crate::store::{Reader, Stat, Step};
 use std::ffi::{OsStr, OsString};
@@ -274,15 +273,6 @@ pub struct DestItem {
     pub meta: Option<Stat>,
 }
 
-/// [`list_store`] of the folder `root` on this machine; nothing if it cannot be opened.
-/// For callers that do not hold DST's store yet (the engine's `sync`).
-pub fn list_dest(root: &Path, scope: &Path, detail: bool) -> Vec<DestItem> {
-    match Local::open(root) {
-        Ok(store) => list_store(&store, scope, detail),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Lists what a mirror holds at and below `scope` (all of it except its state folder
 /// for an empty scope), through its store, never through a symlink (a symlink at
 /// `scope` is listed, not entered; one on the way to it lists nothing). With `detail`,
@@ -323,6 +313,7 @@ pub fn list_store(store: &dyn Reader, scope: &Path, detail: bool) -> Vec<DestIte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::local::Local;
 
     thread_local! {
         /// The most folder handles a walk on this thread held at once.
@@ -476,10 +467,11 @@ mod tests {
         });
         let want: Vec<PathBuf> = ["a", "a/b", "a/b/x"].iter().map(PathBuf::from).collect();
         assert_eq!(seen, want);
-        let mut listed: Vec<PathBuf> = list_dest(root, Path::new("a"), false)
-            .into_iter()
-            .map(|i| i.rel)
-            .collect();
+        let mut listed: Vec<PathBuf> =
+            list_store(&Local::open(root).unwrap(), Path::new("a"), false)
+                .into_iter()
+                .map(|i| i.rel)
+                .collect();
         listed.sort();
         assert_eq!(listed, want);
         let rules = ScanRules {

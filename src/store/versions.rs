@@ -1,6 +1,6 @@
 //! Old copies of replaced and deleted files, kept in `DST/.datasafe/versions`: how a
 //! version is named, what a name says, how to list them, and which ones retention
-//! prunes. Pure except [`list`], which only reads.
+//! prunes. Pure except [`list_in`], which only reads (through the store).
 //!
 //! A version keeps the relative folder and the stored name of the file it was, with the
 //! local time it was replaced or deleted inserted before the extension:
@@ -314,15 +314,6 @@ fn stamp_at(file: &[u8], start: usize) -> Option<(NaiveDateTime, u32, usize)> {
     match file.get(end) {
         None | Some(b'.') => Some((at, seq, end)),
         _ => None,
-    }
-}
-
-/// [`list_in`] of the mirror in the folder `dst` on this machine (none if it cannot be
-/// opened), for callers that do not hold its store yet (the executor's pruning).
-pub fn list(dst: &Path) -> Vec<Version> {
-    match crate::store::local::Local::open(dst) {
-        Ok(store) => list_in(&store),
-        Err(_) => Vec::new(),
     }
 }
 
@@ -643,7 +634,7 @@ mod tests {
         // A name that only looks shortened, with no sidecar: listed as it is.
         let lookalike = format!("d/x~{}_20261124_010203.txt", "0".repeat(16));
         std::fs::write(root.join(&lookalike), "x").unwrap();
-        let listed = list(dir.path());
+        let listed = list_in(&crate::store::local::Local::open(dir.path()).unwrap());
         let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
         // Without the sidecar: the cut name.
         assert_ne!(stored_of(&name), Path::new(&stored));
@@ -652,7 +643,7 @@ mod tests {
             stored.strip_prefix("d/").unwrap(),
         )
         .unwrap();
-        let listed = list(dir.path());
+        let listed = list_in(&crate::store::local::Local::open(dir.path()).unwrap());
         let stored_of = |p: &Path| listed.iter().find(|v| v.path == p).unwrap().stored.clone();
         assert_eq!(stored_of(&name), Path::new(&stored));
         assert_eq!(

@@ -26,7 +26,7 @@ use crate::model::Record;
 use crate::output::names::{esc, io_message};
 use crate::store::local::Local;
 use crate::store::versions::Retention;
-use crate::store::{Caps, Store};
+use crate::store::{Caps, Reader, Store};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -200,7 +200,7 @@ fn least_needed(action: &Action) -> u64 {
 pub struct Executor {
     src: PathBuf,
     /// DST, prepared for writing (it holds the one-writer lock while it lives).
-    store: Box<dyn Store>,
+    store: Arc<dyn Store>,
     /// What the store can do, asked once.
     caps: Caps,
     level: flate2::Compression,
@@ -244,7 +244,7 @@ impl Executor {
         Ok(Executor {
             src: src.to_path_buf(),
             caps: store.caps(),
-            store,
+            store: Arc::from(store),
             level: flate2::Compression::new(6),
             stop,
             keep: Retention::Staggered,
@@ -261,6 +261,12 @@ impl Executor {
     /// The destination this executor writes.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The destination, shared, for what the engine reads of it (its listing on
+    /// another thread).
+    pub fn reader(&self) -> Arc<dyn Reader> {
+        self.store.clone()
     }
 
     /// While `on`, SRC's root stays open for the copies and compares of this batch

@@ -176,7 +176,7 @@ impl Mirror {
         let mut listing: Vec<(PathBuf, Kind)> = Vec::new();
         for (name, record) in self.stored_names(rel) {
             let items = match record.kind {
-                Kind::Dir => scan::list_dest(&self.cfg.pair.dst_canonical, &name, false),
+                Kind::Dir => self.list_dest(&name),
                 _ => Vec::new(),
             };
             if items.is_empty() {
@@ -259,6 +259,13 @@ impl Mirror {
     /// it to a name no longer excluded (an anchored `/from/keep`), which the next pass
     /// would delete: then the folder is copied anew and the old one deleted by the rule
     /// that keeps excluded names, as `sync` does.
+    /// DST's names at and below `scope`, through the carrier's store.
+    fn list_dest(&self, scope: &Path) -> Vec<scan::DestItem> {
+        self.mode
+            .reader()
+            .map_or_else(Vec::new, |dst| scan::list_store(&*dst, scope, false))
+    }
+
     fn rename_keeps_excluded(&self, from: &Path, to: &Path) -> bool {
         if self.cfg.excludes.is_empty() {
             return true;
@@ -267,7 +274,7 @@ impl Mirror {
             excludes: Some(&self.cfg.excludes),
             unreadable: &[],
         };
-        scan::list_dest(&self.cfg.pair.dst_canonical, from, false)
+        self.list_dest(from)
             .iter()
             .filter(|i| keep.keeps(&i.rel))
             .all(|i| {

@@ -126,7 +126,11 @@ impl Mirror {
         let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let (index, trusted) = read_index(&state_dir);
-            (Box::new(DryRun) as Box<dyn Carrier>, index, trusted)
+            (
+                Box::new(DryRun(read_only(&pair.dst_canonical))) as Box<dyn Carrier>,
+                index,
+                trusted,
+            )
         } else {
             match open_for_writing(cfg, stop) {
                 Ok((exec, index, trusted, adopt)) => {
@@ -138,7 +142,11 @@ impl Mirror {
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
                     let (index, trusted) = read_index(&state_dir);
-                    (Box::new(Blocked) as Box<dyn Carrier>, index, trusted)
+                    (
+                        Box::new(Blocked(read_only(&pair.dst_canonical))) as Box<dyn Carrier>,
+                        index,
+                        trusted,
+                    )
                 }
             }
         };
@@ -214,7 +222,7 @@ impl Mirror {
             self.tally.summary.versions_kept += exec.versions_kept();
             self.tally.summary.versions_pruned += exec.pruned_for_room();
         }
-        self.mode = Box::new(Blocked);
+        self.mode = Box::new(Blocked(None));
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let (exec, index, trusted, adopting) = open_for_writing(&self.cfg, &self.stop)?;
@@ -352,6 +360,14 @@ fn shell_word(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
+}
+
+/// DST opened read-only, for the listing of a run that writes nothing (a dry run, a
+/// blocked DST); `None` if it cannot be opened (there is nothing to list).
+fn read_only(dst: &Path) -> Option<Arc<dyn crate::store::Reader>> {
+    crate::store::local::Local::open(dst)
+        .ok()
+        .map(|local| Arc::new(local) as Arc<dyn crate::store::Reader>)
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ use crate::engine::exec::{Done, Executor, Outcome, spawn_workers};
 use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::output::report::{Progress, Summary};
+use crate::store::Reader;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -41,6 +43,11 @@ pub(super) trait Carrier: Send + Sync {
     fn executor(&self) -> Option<&Executor> {
         None
     }
+
+    /// DST as the engine reads it (its listing, the look a repair takes): the
+    /// executor's store, or for a dry run and a blocked DST the folder opened read-only
+    /// (`None` when it cannot be opened: nothing is there to list).
+    fn reader(&self) -> Option<Arc<dyn Reader>>;
 }
 
 impl Carrier for Executor {
@@ -64,10 +71,14 @@ impl Carrier for Executor {
     fn executor(&self) -> Option<&Executor> {
         Some(self)
     }
+
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        Some(Executor::reader(self))
+    }
 }
 
 /// `--dry-run`: each action is recorded as planned (and printed), nothing is written.
-pub(super) struct DryRun;
+pub(super) struct DryRun(pub(super) Option<Arc<dyn Reader>>);
 
 impl Carrier for DryRun {
     fn carry<'scope, 'env>(
@@ -83,10 +94,14 @@ impl Carrier for DryRun {
             tally.summary.record_planned(&action, replaces);
         }
     }
+
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        self.0.clone()
+    }
 }
 
 /// DST cannot be written: each action counts as failed (one error said why).
-pub(super) struct Blocked;
+pub(super) struct Blocked(pub(super) Option<Arc<dyn Reader>>);
 
 impl Carrier for Blocked {
     fn carry<'scope, 'env>(
@@ -99,6 +114,10 @@ impl Carrier for Blocked {
         for _ in actions {
             tally.summary.failed += 1;
         }
+    }
+
+    fn reader(&self) -> Option<Arc<dyn Reader>> {
+        self.0.clone()
     }
 }
 
@@ -288,7 +307,7 @@ mod tests {
             ]
         };
         let untouched = Memory::new();
-        let dry = carried(&DryRun, src.path(), actions());
+        let dry = carried(&DryRun(None), src.path(), actions());
         assert!(untouched.names().is_empty());
         assert_eq!((dry.copied, dry.bytes_copied, dry.failed), (1, 5, 0));
 
@@ -324,7 +343,7 @@ mod tests {
                 superseded: false,
             })
             .collect();
-        let summary = carried(&Blocked, src.path(), actions);
+        let summary = carried(&Blocked(None), src.path(), actions);
         assert_eq!((summary.failed, summary.deleted), (3, 0));
     }
 }

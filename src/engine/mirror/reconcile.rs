@@ -14,6 +14,7 @@ use crate::index::{self, Index};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
+use crate::store::Reader;
 use crate::store::layout::STATE_DIR;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,7 +72,7 @@ impl Mirror {
             // A second, read-only connection loads in parallel; it sees committed rows.
             self.commit();
             let state_dir = dst.join(STATE_DIR);
-            DestSide::spawn(dst, scope, known_tx, look, move || {
+            DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
                 Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
                     .unwrap_or_else(|e| {
@@ -82,9 +83,11 @@ impl Mirror {
         } else if self.trusted
             && let Some(known) = self.tally.index.load_under(scope)
         {
-            DestSide::spawn(dst, scope, known_tx, look, move || Some(known))
+            DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
+                Some(known)
+            })
         } else {
-            DestSide::spawn(dst, scope, known_tx, look, || None)
+            DestSide::spawn(self.mode.reader(), scope, known_tx, look, || None)
         };
 
         let (report, known) = {
@@ -389,18 +392,23 @@ struct Look {
 
 impl DestSide {
     fn spawn(
-        dst: &Path,
+        dst: Option<Arc<dyn Reader>>,
         scope: &Path,
         known: Sender<MirrorState>,
         look: Option<Look>,
         load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
     ) -> DestSide {
-        let (dst, scope) = (dst.to_path_buf(), scope.to_path_buf());
+        let scope = scope.to_path_buf();
+        // Nothing to list where DST cannot be opened (a dry run into a new folder).
+        let list = move |detail: bool| match &dst {
+            Some(dst) => (scan::list_store(&**dst, &scope, detail), Some(dst.clone())),
+            None => (Vec::new(), None),
+        };
         DestSide(std::thread::spawn(move || {
             if let Some(look) = look {
                 let detail = look.check.needs_detail();
-                let (mut items, loaded) = std::thread::scope(|s| {
-                    let names = s.spawn(|| scan::list_dest(&dst, &scope, detail));
+                let ((mut items, dst), loaded) = std::thread::scope(|s| {
+                    let names = s.spawn(|| list(detail));
                     let loaded = load();
                     (names.join().unwrap_or_default(), loaded)
                 });
@@ -408,34 +416,37 @@ impl DestSide {
                     Some(state) => (state, false),
                     None => {
                         if !detail {
-                            items = scan::list_dest(&dst, &scope, true);
+                            items = list(true).0;
                         }
-                        (index::state_from_listing(&dst, &items), true)
+                        (state_of(dst.as_deref(), &items), true)
                     }
                 };
-                let roots = (look.src.as_path(), dst.as_path());
-                let learned = repair::inspect(
-                    &look.check,
-                    &mut state,
-                    &items,
-                    roots,
-                    look.jobs,
-                    &look.stop,
-                    look.dry_run,
-                );
+                let learned = match &dst {
+                    Some(dst) => repair::inspect_store(
+                        &look.check,
+                        &mut state,
+                        &items,
+                        &look.src,
+                        &**dst,
+                        look.jobs,
+                        &look.stop,
+                        look.dry_run,
+                    ),
+                    None => Vec::new(),
+                };
                 let _ = known.send(state);
                 return (items, rebuilding, learned);
             }
             std::thread::scope(|s| {
-                let names = s.spawn(|| scan::list_dest(&dst, &scope, false));
+                let names = s.spawn(|| list(false).0);
                 match load() {
                     Some(state) => {
                         let _ = known.send(state);
                         (names.join().unwrap_or_default(), false, Vec::new())
                     }
                     None => {
-                        let items = scan::list_dest(&dst, &scope, true);
-                        let _ = known.send(index::state_from_listing(&dst, &items));
+                        let (items, dst) = list(true);
+                        let _ = known.send(state_of(dst.as_deref(), &items));
                         (items, true, Vec::new())
                     }
                 }
@@ -602,4 +613,9 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         target: entry.target.clone(),
         disk: None,
     }
+}
+
+/// What DST holds, rebuilt from a detailed listing of it (nothing without a store).
+fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
+    dst.map_or_else(MirrorState::new, |dst| index::state_from_store(dst, items))
 }
