@@ -4,7 +4,7 @@
 //! cargo run --example mirror_once -- SRC DST
 
 use datasafe::config::filter::Excludes;
-use datasafe::config::{Config, Output, Pair, Verbosity};
+use datasafe::config::{Config, Dest, Output, Pair, Verbosity};
 use datasafe::engine::mirror::Mirror;
 use datasafe::engine::plan::{Guard, PlanOptions};
 use datasafe::store::versions::Retention;
@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("usage: mirror_once SRC DST".into());
     };
     let config = Config {
-        pair: Pair::resolve(src, dst)?,
+        pair: Pair::resolve(src, &Dest::parse(dst.as_os_str())?)?,
         plan: PlanOptions {
             compress: false,
             checksum: false,

@@ -87,11 +87,21 @@ fn absolute_paths(
     Ok(WatchArgs {
         pairs: PairArgs {
             src: abs(&watch.pairs.src)?,
-            dst: abs(&watch.pairs.dst)?,
+            // A remote DST (host:path, sftp://…) is not a path on this machine.
+            dst: match &watch.pairs.dst {
+                Some(dst)
+                    if crate::config::Dest::parse(dst.as_os_str())
+                        .is_ok_and(|d| d.remote().is_some()) =>
+                {
+                    Some(dst.clone())
+                }
+                dst => abs(dst)?,
+            },
             config: abs(&watch.pairs.config)?,
         },
         mirror: MirrorArgs {
             exclude: watch.mirror.exclude.clone(),
+            ssh_command: watch.mirror.ssh_command.clone(),
             ..watch.mirror
         },
         timing: TimingArgs { ..watch.timing },
@@ -120,6 +130,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
                 max_delete,
                 versions_max_size,
                 jobs,
+                ssh_command,
             },
         timing:
             TimingArgs {
@@ -173,6 +184,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
         versions_max_size.map(|n| n.to_string().into()),
     );
     valued("--jobs", jobs.map(|n| n.to_string().into()));
+    valued("--ssh-command", ssh_command.as_ref().map(Into::into));
     valued("--debounce", debounce.map(|d| d.to_string().into()));
     valued("--rescan", rescan.map(|d| d.to_string().into()));
     valued("--max-wait", max_wait.map(|d| d.to_string().into()));

@@ -437,6 +437,11 @@ pub struct MirrorArgs {
     /// Worker threads for copying, gzipping and hashing [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
+    /// The ssh program and its options for a remote DST (host:path, sftp://…), like
+    /// rsync's -e: for example "ssh -p 2222 -i ~/.ssh/backup" [default:
+    /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
+    #[arg(long, value_name = "CMD")]
+    pub ssh_command: Option<String>,
 }
 
 /// Options for what a run prints and logs.

@@ -21,6 +21,7 @@ impl From<&MirrorArgs> for MirrorOverrides {
             force,
             max_delete,
             jobs,
+            ssh_command,
         } = m;
         MirrorOverrides {
             compress: *compress,
@@ -32,6 +33,7 @@ impl From<&MirrorArgs> for MirrorOverrides {
             force: *force,
             max_delete: *max_delete,
             jobs: *jobs,
+            ssh_command: ssh_command.clone(),
         }
     }
 }

@@ -4,8 +4,8 @@
 //! the pair does not exclude). Top-level mirror options are defaults for every pair.
 
 use super::{
-    Config, ConfigError, Overrides, Pair, PairSettings, Settings, Timing, display_name, excludes,
-    guard, jobs, output, plan_options, retention, timing, versions_max_size,
+    Config, ConfigError, Dest, Overrides, Pair, PairSettings, Settings, Timing, display_name,
+    excludes, guard, jobs_for, output, plan_options, retention, timing, versions_max_size,
 };
 use crate::config::value::{Retention, Size, TimeSpan};
 use crate::output::names::{esc, io_message};
@@ -22,6 +22,7 @@ struct FileConfig {
     rescan: Option<TimeSpan>,
     max_wait: Option<TimeSpan>,
     jobs: Option<u32>,
+    ssh_command: Option<String>,
     #[serde(flatten)]
     defaults: PairDefaults,
     #[serde(default)]
@@ -57,6 +58,7 @@ struct MirrorEntry {
     versions_max_size: Option<Size>,
     max_delete: Option<u64>,
     force: Option<bool>,
+    ssh_command: Option<String>,
 }
 
 /// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
@@ -161,14 +163,26 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings
         log_path(&file.error_log_file, "error.log")?,
     );
     let output = output(&cli.output, Some(logs));
-    let jobs = jobs(cli.mirror.jobs, file.jobs);
 
     let mut pairs = Vec::new();
     for (n, entry) in file.mirror.iter().enumerate() {
         let at = |message: String| here(format!("[[mirror]] #{}: {message}", n + 1));
         let source = base_dir.join(expand(&entry.source).map_err(|e| at(e.to_string()))?);
-        let dest = base_dir.join(expand(&entry.dest).map_err(|e| at(e.to_string()))?);
+        let dest = Dest::parse(
+            expand(&entry.dest)
+                .map_err(|e| at(e.to_string()))?
+                .as_os_str(),
+        )
+        .map_err(|e| at(e.to_string()))?;
+        let dest = match dest {
+            Dest::Local(path) => Dest::Local(base_dir.join(path)),
+            remote => remote.with_ssh_command(
+                cli.mirror.ssh_command.as_deref(),
+                entry.ssh_command.as_deref().or(file.ssh_command.as_deref()),
+            ),
+        };
         let pair = Pair::locate(&source, &dest).map_err(|e| at(e.0))?;
+        let jobs = jobs_for(&pair.dst, cli.mirror.jobs, file.jobs);
         let defaults = PairDefaults {
             compress: entry.compress.or(file.defaults.compress),
             checksum: entry.checksum.or(file.defaults.checksum),
@@ -267,25 +281,29 @@ fn check_pairs(pairs: &[PairSettings]) -> Result<(), Overlap> {
         {
             return Err(Overlap::DestInSource {
                 name: a.name.clone(),
-                dst: pa.dst_canonical.clone(),
+                dst: pa.dst.display(),
                 rel: rel.clone(),
             });
         }
         for b in &enabled[i + 1..] {
             let pb = &b.config.pair;
-            if pa.dst_canonical == pb.dst_canonical {
+            if pa.dst == pb.dst {
                 return Err(Overlap::SameDest {
                     a: a.name.clone(),
                     b: b.name.clone(),
-                    dst: pa.dst_canonical.clone(),
+                    dst: pa.dst.display(),
                 });
             }
             for (x, y) in [(a, b), (b, a)] {
                 let (px, py) = (&x.config.pair, &y.config.pair);
-                if px.dst_canonical.starts_with(&py.src) || py.src.starts_with(&px.dst_canonical) {
+                // A remote DST cannot overlap a source on this machine.
+                let Some(dst) = px.dst_local() else {
+                    continue;
+                };
+                if dst.starts_with(&py.src) || py.src.starts_with(dst) {
                     return Err(Overlap::Crossed {
                         name: x.name.clone(),
-                        dst: px.dst_canonical.clone(),
+                        dst: dst.to_path_buf(),
                         other: y.name.clone(),
                         src: py.src.clone(),
                     });

@@ -9,10 +9,12 @@
 //! its clap types), so config knows nothing of clap; the value types both clap and serde
 //! parse (durations, retention, sizes) live in [`value`].
 
+pub mod dest;
 pub(crate) mod file;
 pub mod filter;
 pub mod value;
 
+pub use dest::{Dest, Remote};
 pub use file::{default_path, state_dir};
 pub use value::{Retention, Size, TimeSpan};
 
@@ -58,9 +60,16 @@ pub struct Pair {
     pub src: PathBuf,
     /// DST relative to SRC when DST lies inside SRC: left out of the scan.
     pub dst_in_src: Option<PathBuf>,
-    /// The mirror root, resolved (symlinks and `..`) even before it exists: where DST is
-    /// written, and what pairs are compared by.
-    pub dst_canonical: PathBuf,
+    /// The mirror: a local folder resolved (symlinks and `..`) even before it exists, or
+    /// a remote one by its URL. Where DST is written, and what pairs are compared by.
+    pub dst: Dest,
+}
+
+impl Pair {
+    /// The local mirror folder, if DST is on this machine.
+    pub fn dst_local(&self) -> Option<&Path> {
+        self.dst.local()
+    }
 }
 
 /// Everything one pair needs, settled.
@@ -167,7 +176,10 @@ impl Settings {
         match (src, dst, config) {
             (Some(src), Some(dst), _) => {
                 let output = output(&cli.output, None);
-                let pair = Pair::resolve(src, dst)?;
+                let dst = Dest::parse(dst.as_os_str())
+                    .map_err(|e| ConfigError(e.to_string()))?
+                    .with_ssh_command(cli.mirror.ssh_command.as_deref(), None);
+                let pair = Pair::resolve(src, &dst)?;
                 let config = Config {
                     pair,
                     plan: plan_options(&cli.mirror, &file::PairDefaults::default()),
@@ -178,7 +190,7 @@ impl Settings {
                     ),
                     guard: guard(&cli.mirror, &file::PairDefaults::default()),
                     excludes: excludes(&cli.mirror.exclude, &[])?,
-                    jobs: jobs(cli.mirror.jobs, None),
+                    jobs: jobs_for(&dst, cli.mirror.jobs, None),
                     output: output.clone(),
                 };
                 let name = display_name(&config.pair.src);
@@ -248,6 +260,8 @@ pub struct MirrorOverrides {
     pub max_delete: Option<u64>,
     /// `--jobs`.
     pub jobs: Option<u32>,
+    /// `--ssh-command`: how a remote DST is reached, over the file's `ssh_command`.
+    pub ssh_command: Option<String>,
 }
 
 /// The output options given on the command line.
@@ -363,6 +377,19 @@ fn jobs(cli: Option<u32>, file: Option<u32>) -> usize {
     }
 }
 
+/// Workers for a pair: as [`jobs`], but a remote DST gets more by default, since each
+/// worker spends most of its time waiting for the server's answers (the requests of all
+/// workers share one pipelined connection).
+fn jobs_for(dst: &Dest, cli: Option<u32>, file: Option<u32>) -> usize {
+    match (dst, cli.or(file)) {
+        (Dest::Sftp(_), None) => REMOTE_JOBS,
+        _ => jobs(cli, file),
+    }
+}
+
+/// Default workers for a remote DST.
+const REMOTE_JOBS: usize = 16;
+
 /// Output settings: flags, then the file's log paths.
 fn output(o: &OutputOverrides, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>) -> Output {
     let (file_log, file_errors) = file_logs.unwrap_or_default();
@@ -382,14 +409,14 @@ fn output(o: &OutputOverrides, file_logs: Option<(Option<PathBuf>, Option<PathBu
 
 impl Pair {
     /// Checks SRC (it must be a folder now) and DST, and works out how they relate.
-    pub fn resolve(src: &Path, dst: &Path) -> Result<Pair, ConfigError> {
+    pub fn resolve(src: &Path, dst: &Dest) -> Result<Pair, ConfigError> {
         check_source(src).map_err(|e| ConfigError(e.to_string()))?;
         Pair::locate(src, dst)
     }
 
     /// Works out how SRC and DST relate without requiring SRC to exist yet (a pair in a
     /// config file whose drive is not mounted is an error of that pair at run time).
-    pub fn locate(src: &Path, dst: &Path) -> Result<Pair, ConfigError> {
+    pub fn locate(src: &Path, dst: &Dest) -> Result<Pair, ConfigError> {
         let src_canon = canonical_even_if_missing(src).map_err(|e| {
             ConfigError(format!(
                 "source {} cannot be resolved: {}",
@@ -397,6 +424,17 @@ impl Pair {
                 io_message(&e)
             ))
         })?;
+        let dst = match dst {
+            Dest::Local(dst) => dst,
+            // Another machine: nothing to resolve here, and never inside SRC.
+            Dest::Sftp(_) => {
+                return Ok(Pair {
+                    src: src_canon,
+                    dst_in_src: None,
+                    dst: dst.clone(),
+                });
+            }
+        };
         if let Ok(m) = std::fs::metadata(dst)
             && !m.is_dir()
         {
@@ -436,7 +474,7 @@ impl Pair {
             // Canonical, so a DST reached through a symlink (macOS's /var/folders, a
             // link to a backup drive) works like the folder itself; symlinks *inside*
             // DST are still never followed.
-            dst_canonical: dst_canon,
+            dst: Dest::Local(dst_canon),
         })
     }
 }
@@ -525,20 +563,24 @@ pub fn canonical_even_if_missing(path: &Path) -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    fn local(p: impl AsRef<Path>) -> Dest {
+        Dest::Local(p.as_ref().to_path_buf())
+    }
+
     #[test]
     fn same_directory_in_any_spelling_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
         for dst in [src.clone(), src.join("."), src.join("../src")] {
-            let err = Pair::resolve(&src, &dst).unwrap_err();
+            let err = Pair::resolve(&src, &local(&dst)).unwrap_err();
             assert!(err.0.contains("same directory"), "{}", err.0);
         }
         #[cfg(unix)]
         {
             let link = dir.path().join("link");
             std::os::unix::fs::symlink(&src, &link).unwrap();
-            assert!(Pair::resolve(&src, &link).is_err());
+            assert!(Pair::resolve(&src, &local(&link)).is_err());
         }
     }
 
@@ -547,9 +589,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        let pair = Pair::resolve(&src, &src.join("backup/mirror")).unwrap();
+        let pair = Pair::resolve(&src, &local(src.join("backup/mirror"))).unwrap();
         assert_eq!(pair.dst_in_src, Some(PathBuf::from("backup/mirror")));
-        let err = Pair::resolve(&src, dir.path()).unwrap_err();
+        let err = Pair::resolve(&src, &local(dir.path())).unwrap_err();
         assert!(err.0.contains("inside destination"), "{}", err.0);
     }
 
@@ -557,7 +599,7 @@ mod tests {
     fn missing_or_non_directory_source_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let err = Pair::resolve(&missing, &dir.path().join("d")).unwrap_err();
+        let err = Pair::resolve(&missing, &local(dir.path().join("d"))).unwrap_err();
         assert!(
             err.0.contains("does not exist") && err.0.contains("nope"),
             "{}",
@@ -565,7 +607,7 @@ mod tests {
         );
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        let err = Pair::resolve(&file, &dir.path().join("d")).unwrap_err();
+        let err = Pair::resolve(&file, &local(dir.path().join("d"))).unwrap_err();
         assert!(err.0.contains("not a directory"), "{}", err.0);
     }
 

@@ -386,7 +386,7 @@ fn same_pair(a: &PairSettings, b: &PairSettings) -> bool {
     let y = &b.config;
     a.name == b.name
         && pair.src == y.pair.src
-        && pair.dst_canonical == y.pair.dst_canonical
+        && pair.dst == y.pair.dst
         && *plan == y.plan
         && *excludes == y.excludes
         && *jobs == y.jobs
@@ -404,7 +404,7 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
         let base = crate::config::Config {
-            pair: crate::config::Pair::resolve(&src, &dir.path().join("dst")).unwrap(),
+            pair: crate::config::Pair::resolve(&src, &crate::config::Dest::Local(dir.path().join("dst"))).unwrap(),
             plan: crate::engine::plan::PlanOptions::default(),
             versions: crate::store::versions::Retention::Staggered,
             versions_max_size: None,

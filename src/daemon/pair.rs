@@ -341,7 +341,7 @@ impl Watched {
         let Some(mirror) = self.mirror.as_mut() else {
             return;
         };
-        let dst = &self.settings.config.pair.dst_canonical;
+        let dst = &self.settings.config.pair.dst.display();
         log::warn!(
             "the destination {} (or its .datasafe folder) is gone; creating it again and \
              mirroring {} into it",

@@ -53,7 +53,7 @@ impl Watched {
         self.state = State::Paused(Pause::Moved);
         self.pending.clear();
         self.seen = root_id(self.src()).ok();
-        let dst = &self.settings.config.pair.dst_canonical;
+        let dst = &self.settings.config.pair.dst.display();
         log::error!(
             "source {} is no longer the folder being mirrored ({}); this pair is paused and \
              nothing is deleted: the mirror in {} is kept as it is. Mirroring resumes when the \
@@ -81,9 +81,9 @@ impl Watched {
              restart `datasafe watch` to mirror it (or stop the watcher and run `datasafe \
              sync {} {}` with the options you watch it with)",
             esc(self.src()),
-            esc(&self.settings.config.pair.dst_canonical),
+            esc(&self.settings.config.pair.dst.display()),
             shell_word(self.src()),
-            shell_word(&self.settings.config.pair.dst_canonical)
+            shell_word(&self.settings.config.pair.dst.display())
         );
     }
 
@@ -99,7 +99,7 @@ impl Watched {
             log::error!(
                 "not releasing the deletions held back in {}: the source {} is missing or \
                  not the folder being mirrored",
-                esc(&self.settings.config.pair.dst_canonical),
+                esc(&self.settings.config.pair.dst.display()),
                 esc(self.src())
             );
             return true;
@@ -113,7 +113,7 @@ impl Watched {
                 || "the deletions".to_string(),
                 |(_, n)| count_of(n, "deletion")
             ),
-            esc(&self.settings.config.pair.dst_canonical)
+            esc(&self.settings.config.pair.dst.display())
         );
         board.set_state(self.id, "reconciling");
         self.rescan_wanted = false;
@@ -134,7 +134,7 @@ impl Watched {
         log::error!(
             "{why}; the mirror in {} is kept as it is, and mirroring resumes when the \
              source is back",
-            esc(&self.settings.config.pair.dst_canonical)
+            esc(&self.settings.config.pair.dst.display())
         );
     }
 }

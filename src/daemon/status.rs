@@ -456,7 +456,7 @@ impl Watched {
             PairStatus {
                 name: self.settings.name.clone(),
                 source: pair.src.display().to_string(),
-                dest: pair.dst_canonical.display().to_string(),
+                dest: pair.dst.display().display().to_string(),
                 state,
                 last_change,
                 last_change_at,

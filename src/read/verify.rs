@@ -187,7 +187,7 @@ impl Plan {
                 ));
             }
             Some(Some(src)) => {
-                let pair = Pair::resolve(src, dst)?;
+                let pair = Pair::resolve(src, &crate::config::Dest::Local(dst.clone()))?;
                 Some(Source {
                     root: pair.src,
                     rules: ScanRules {
@@ -282,7 +282,7 @@ impl Plan {
             .map(|p| Target {
                 name: p.name.clone(),
                 enabled: p.enabled,
-                dst: p.config.pair.dst_canonical.clone(),
+                dst: p.config.pair.dst.display(),
                 source: with_source.then(|| Source {
                     root: p.config.pair.src.clone(),
                     rules: ScanRules {

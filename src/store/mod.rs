@@ -15,8 +15,11 @@
 pub mod layout;
 pub mod local;
 pub mod memory;
+#[cfg(unix)]
+pub mod sftp;
 pub mod versions;
 
+use crate::config::Dest;
 use crate::model::{Kind, Meta, OnDisk};
 use filetime::FileTime;
 use std::io;
@@ -37,6 +40,39 @@ pub struct Caps {
     pub server_side_copy: bool,
     /// Writes can be made durable before the index records them.
     pub fsync: bool,
+    /// Listing the whole mirror costs little (a local disk): a pass with an index that
+    /// describes DST still lists its names, to notice what changed behind datasafe's
+    /// back. Where it is dear (a remote store), a pass trusts the index and lists
+    /// nothing; `verify` and `--repair` look.
+    pub cheap_listing: bool,
+}
+
+/// Opens DST for reading: a local folder (which must exist) or a remote one.
+pub fn open_reader(dst: &Dest) -> io::Result<Box<dyn Reader>> {
+    match dst {
+        Dest::Local(path) => Ok(Box::new(local::Local::open(path)?)),
+        #[cfg(unix)]
+        Dest::Sftp(remote) => Ok(Box::new(sftp::Sftp::open(remote)?)),
+        #[cfg(not(unix))]
+        Dest::Sftp(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SFTP destinations need a Unix system (they run the system's ssh)",
+        )),
+    }
+}
+
+/// Opens DST for writing, creating its folder if missing; not yet prepared
+/// ([`Store::prepare`]).
+pub fn create(dst: &Dest) -> Result<Box<dyn Store>, PrepareError> {
+    match dst {
+        Dest::Local(path) => Ok(Box::new(local::Local::create(path)?)),
+        #[cfg(unix)]
+        Dest::Sftp(remote) => Ok(Box::new(sftp::Sftp::create(remote)?)),
+        #[cfg(not(unix))]
+        Dest::Sftp(_) => Err(PrepareError::Unwritable(
+            "SFTP destinations need a Unix system (they run the system's ssh)".to_string(),
+        )),
+    }
 }
 
 /// What a name in a store is.

@@ -99,7 +99,7 @@ impl Mirror {
             removed
         };
         if kept > 0 {
-            let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst_canonical);
+            let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst.display());
             // Only the removed names, when they are all there is and few: else the
             // whole mirror as it was then (which holds them).
             let names = names.unwrap_or_default();
@@ -171,7 +171,7 @@ impl Mirror {
             .cfg
             .guard
             .holds(report.targets.len() as u64, deleting, mirror_files)?;
-        let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst_canonical);
+        let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst.display());
         // A running watcher keeps its options: `datasafe release` is what lets them through.
         let how = if self.watched {
             format!("run datasafe release {}", shell_word(&esc(dst).to_string()))

@@ -39,7 +39,11 @@ fn discard_index(store: &dyn Store) {
 }
 
 /// The index for a mirror that does not write (`--dry-run`, unwritable DST).
-pub(super) fn read_index(state_dir: &Path) -> (Option<Index>, bool) {
+pub(super) fn read_index(state_dir: Option<&Path>) -> (Option<Index>, bool) {
+    // DST cannot be reached: there is no index to read.
+    let Some(state_dir) = state_dir else {
+        return (None, false);
+    };
     match Index::open_untouched(state_dir) {
         Ok(index) => {
             let trusted = index.is_some();

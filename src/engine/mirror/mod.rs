@@ -34,7 +34,7 @@ use guard::{ADOPTED, Adopting};
 use index_writer::{IndexWriter, open_index, read_index};
 use pump::{Blocked, Carrier, DryRun, Tally};
 
-use crate::config::{Config, Pair};
+use crate::config::{Config, Dest, Pair};
 use crate::engine::exec::{Executor, PrepareError};
 use crate::engine::plan::Held;
 use crate::engine::scan::ScanRules;
@@ -45,7 +45,6 @@ use crate::output::names::esc;
 use crate::output::report::{Progress, Summary};
 use crate::store::Reader;
 use crate::store::layout::{self, STATE_DIR};
-use crate::store::local::Local;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,15 +121,11 @@ impl Mirror {
                 esc(rel)
             );
         }
-        let state_dir = pair.dst_canonical.join(STATE_DIR);
         let mut adopting = Adopting::No;
         let (mode, index, trusted) = if cfg.output.dry_run {
-            let (index, trusted) = read_index(&state_dir);
-            (
-                Box::new(DryRun(read_only(&pair.dst_canonical))) as Box<dyn Carrier>,
-                index,
-                trusted,
-            )
+            let reader = read_only(&pair.dst);
+            let (index, trusted) = read_index(index_dir_of(reader.as_deref()).as_deref());
+            (Box::new(DryRun(reader)) as Box<dyn Carrier>, index, trusted)
         } else {
             match open_for_writing(cfg, stop) {
                 Ok((exec, index, trusted, adopt)) => {
@@ -141,9 +136,10 @@ impl Mirror {
                 Err(e @ PrepareError::Unwritable(_)) if refuse_unwritable => return Err(e),
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
-                    let (index, trusted) = read_index(&state_dir);
+                    let reader = read_only(&pair.dst);
+                    let (index, trusted) = read_index(index_dir_of(reader.as_deref()).as_deref());
                     (
-                        Box::new(Blocked(read_only(&pair.dst_canonical))) as Box<dyn Carrier>,
+                        Box::new(Blocked(reader)) as Box<dyn Carrier>,
                         index,
                         trusted,
                     )
@@ -266,9 +262,15 @@ impl Mirror {
     fn dest_is_dir(&self, name: &Path) -> bool {
         let found = match self.mode.executor() {
             Some(exec) => exec.store().stat(name),
-            None => Local::open(&self.cfg.pair.dst_canonical).and_then(|dst| dst.stat(name)),
+            None => crate::store::open_reader(&self.cfg.pair.dst).and_then(|dst| dst.stat(name)),
         };
         matches!(found, Ok(Some(s)) if s.kind == Kind::Dir)
+    }
+
+    /// The folder of the index of DST, if DST can be reached: inside DST for a local
+    /// folder, a local cache for a remote one.
+    fn index_dir(&self) -> Option<PathBuf> {
+        index_dir_of(self.mode.reader().as_deref())
     }
 
     /// Makes DST's writes durable and commits the index.
@@ -317,13 +319,13 @@ fn open_for_writing(
     stop: &Arc<AtomicBool>,
 ) -> Result<(Executor, Option<Index>, bool, Adopting), PrepareError> {
     let pair = &cfg.pair;
-    let store = Local::create(&pair.dst_canonical)?;
+    let store = crate::store::create(&pair.dst)?;
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
     let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
-    let exec = Executor::with_store(&pair.src, Box::new(store), stop.clone())?
-        .with_retention(cfg.versions);
-    let (mut index, trusted) = open_index(&pair.dst_canonical.join(STATE_DIR), exec.store());
+    let exec = Executor::with_store(&pair.src, store, stop.clone())?.with_retention(cfg.versions);
+    let index_dir = index_dir_of(Some(exec.store() as &dyn Reader)).unwrap_or_default();
+    let (mut index, trusted) = open_index(&index_dir, exec.store());
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
     if let Some(index) = index.as_mut() {
         if fresh {
@@ -364,10 +366,14 @@ fn shell_word(word: &str) -> String {
 
 /// DST opened read-only, for the listing of a run that writes nothing (a dry run, a
 /// blocked DST); `None` if it cannot be opened (there is nothing to list).
-fn read_only(dst: &Path) -> Option<Arc<dyn crate::store::Reader>> {
-    crate::store::local::Local::open(dst)
-        .ok()
-        .map(|local| Arc::new(local) as Arc<dyn crate::store::Reader>)
+fn read_only(dst: &Dest) -> Option<Arc<dyn Reader>> {
+    crate::store::open_reader(dst).ok().map(Arc::from)
+}
+
+/// The folder that holds the index of the store `reader` (`None` without one).
+fn index_dir_of(reader: Option<&dyn Reader>) -> Option<PathBuf> {
+    let file = reader?.index_file();
+    file.parent().map(Path::to_path_buf)
 }
 
 #[cfg(test)]

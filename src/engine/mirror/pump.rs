@@ -159,7 +159,7 @@ impl Tally {
             self.summary.updated += 1;
         }
         self.summary
-            .record(&outcome, &pair.src, &pair.dst_canonical);
+            .record(&outcome, &pair.src, &pair.dst.display());
         match &outcome {
             Outcome::Stored { name, record, .. }
             | Outcome::Same { name, record }
@@ -270,7 +270,7 @@ mod tests {
         let pair = Pair {
             src: src.to_path_buf(),
             dst_in_src: None,
-            dst_canonical: PathBuf::from("memory:"),
+            dst: crate::config::Dest::Local(PathBuf::from("memory:")),
         };
         let mut tally = tally();
         pump(carrier, &mut tally, 2, &pair, &AtomicU64::new(0), |tx| {

@@ -15,7 +15,6 @@ use crate::model::{Entry, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::Reader;
-use crate::store::layout::STATE_DIR;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -66,12 +65,12 @@ impl Mirror {
         // in detail (which rebuilds the index). Either way the scan starts at once and
         // plans as soon as it is there; DST's names are listed meanwhile (names only
         // with an index: a no-op run stats only the source).
-        let dst = self.cfg.pair.dst_canonical.clone();
-        let dst = dst.as_path();
-        let dest = if self.trusted && full {
+        let dest = if self.trusted
+            && full
+            && let Some(state_dir) = self.index_dir()
+        {
             // A second, read-only connection loads in parallel; it sees committed rows.
             self.commit();
-            let state_dir = dst.join(STATE_DIR);
             DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
                 Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
@@ -217,7 +216,7 @@ impl Mirror {
                     None => log::debug!("{} is missing from the destination", esc(&name)),
                     Some(found) if *found != entry.kind => log::warn!(
                         "{} in the destination is {} where the index says {}; writing it again",
-                        esc(&self.cfg.pair.dst_canonical.join(&name)),
+                        esc(&self.cfg.pair.dst.join(&name)),
                         repair::what(*found),
                         repair::what(entry.kind)
                     ),
@@ -399,6 +398,7 @@ impl DestSide {
         load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
     ) -> DestSide {
         let scope = scope.to_path_buf();
+        let cheap = dst.as_ref().is_none_or(|d| d.caps().cheap_listing);
         // Nothing to list where DST cannot be opened (a dry run into a new folder).
         let list = move |detail: bool| match &dst {
             Some(dst) => (scan::list_store(&**dst, &scope, detail), Some(dst.clone())),
@@ -436,6 +436,18 @@ impl DestSide {
                 };
                 let _ = known.send(state);
                 return (items, rebuilding, learned);
+            }
+            if !cheap {
+                // A remote DST: with records that describe it, nothing is listed (what
+                // it holds is what they say); without, it is listed once, in detail.
+                if let Some(state) = load() {
+                    let items = items_of(&state);
+                    let _ = known.send(state);
+                    return (items, false, Vec::new());
+                }
+                let (items, dst) = list(true);
+                let _ = known.send(state_of(dst.as_deref(), &items));
+                return (items, true, Vec::new());
             }
             std::thread::scope(|s| {
                 let names = s.spawn(|| list(false).0);
@@ -616,6 +628,20 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 }
 
 /// What DST holds, rebuilt from a detailed listing of it (nothing without a store).
+/// DST's names as the records say (for a store whose listing is dear): what the index
+/// describes, without the root's own record.
+fn items_of(state: &MirrorState) -> Vec<DestItem> {
+    state
+        .iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, record)| DestItem {
+            rel: PathBuf::from(name),
+            kind: record.kind,
+            meta: None,
+        })
+        .collect()
+}
+
 fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
     dst.map_or_else(MirrorState::new, |dst| index::state_from_store(dst, items))
 }

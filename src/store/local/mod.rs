@@ -70,6 +70,7 @@ impl Reader for Local {
             symlinks: true,
             server_side_copy: false,
             fsync: true,
+            cheap_listing: true,
         }
     }
 

@@ -1,0 +1,558 @@
+//! One SSH connection per remote mirror: the user's own `ssh` run as `ssh -s -- HOST
+//! sftp` (so `~/.ssh/config`, keys, the agent, `ProxyJump` and `known_hosts` work as with
+//! `rsync -e ssh`), with one pipelined SFTP session over it shared by every worker.
+//!
+//! [`Conn`] owns the session and brings it back: a request that finds the connection
+//! gone (ssh exited, the server restarted, the network went silent and ssh's keep-alives
+//! gave up) marks it down; the next request connects again, waiting between tries with
+//! a growing backoff, for at most [`Conn::patience`] in all before it fails with the last
+//! reason. Requests that only read are sent again on the new connection; a write whose
+//! handle died with the old one fails, and the engine writes that file again.
+//!
+//! Never a hang: ssh is told to send keep-alives and give up on a silent server, every
+//! request has a deadline, and without a terminal on stdin ssh never prompts
+//! (`BatchMode`): a password it would need is one error line naming the host.
+//!
+//! The async client runs on one small runtime owned by this module; the store's calls
+//! come from plain threads and block on it.
+
+use crate::config::Remote;
+use openssh_sftp_client::error::SftpErrorKind;
+use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions};
+use std::future::Future;
+use std::io::{self, IsTerminal};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Runtime;
+
+/// How long one request may wait for its answer before the connection counts as dead.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// ssh's keep-alive: a server silent for `INTERVAL × COUNT` seconds ends the connection.
+const ALIVE_INTERVAL: u32 = 5;
+const ALIVE_COUNT: u32 = 3;
+/// How long ssh may take to connect.
+const CONNECT_TIMEOUT: u32 = 15;
+/// The first wait between connection attempts; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The runtime every SFTP session of this process runs on.
+pub(super) fn runtime() -> io::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("sftp")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("cannot start the SFTP runtime: {e}")))
+}
+
+/// Runs `future` to completion from a plain thread.
+pub(super) fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
+    Ok(runtime()?.block_on(future))
+}
+
+/// What the server offers beyond SFTP version 3.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `posix-rename@openssh.com`: a rename that replaces its target in one step.
+    pub posix_rename: bool,
+    /// `hardlink@openssh.com`.
+    pub hardlink: bool,
+    /// `fsync@openssh.com`.
+    pub fsync: bool,
+    /// `statvfs@openssh.com`: free space.
+    pub statvfs: bool,
+}
+
+/// A live session and what it offers.
+pub(super) struct Session {
+    /// The SFTP client; its requests are pipelined over the one ssh process.
+    pub sftp: Sftp,
+    /// Which connection this is (1 for the first): a failure marks only its own
+    /// connection down, not a newer one another worker already made.
+    pub number: u64,
+    /// ssh itself, killed when the session goes.
+    child: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(mut child) = self.child.lock()
+            && let Some(child) = child.as_mut()
+        {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// The state of the connection.
+enum Link {
+    /// Connected.
+    Up(Arc<Session>),
+    /// Not connected: the next try is due at `next` (the wait doubling each time), and
+    /// `error` says why the last one failed.
+    Down {
+        next: Instant,
+        wait: Duration,
+        error: String,
+        /// True once a connection was made: the next one is a reconnection.
+        was_up: bool,
+    },
+}
+
+/// The connection of one remote mirror.
+pub struct Conn {
+    remote: Remote,
+    link: Mutex<Link>,
+    /// Connections made so far.
+    made: AtomicU64,
+    /// What the first session offered (the same server is assumed afterwards).
+    extensions: OnceLock<Extensions>,
+    /// How long a request keeps trying to reach the server before it fails.
+    patience: Duration,
+    /// The last thing ssh wrote on stderr (its reason when a connection fails).
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Why a connection could not be made or was lost: one line naming the host, with ssh's
+/// own words.
+pub fn unreachable(remote: &Remote, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        format!("cannot reach {}: {why}", remote.destination()),
+    )
+}
+
+impl Conn {
+    /// Connects to `remote` (once; failing at once if that fails, with ssh's reason).
+    pub fn open(remote: &Remote, patience: Duration) -> io::Result<Arc<Conn>> {
+        let conn = Arc::new(Conn {
+            remote: remote.clone(),
+            link: Mutex::new(Link::Down {
+                next: Instant::now(),
+                wait: FIRST_BACKOFF,
+                error: String::new(),
+                was_up: false,
+            }),
+            made: AtomicU64::new(0),
+            extensions: OnceLock::new(),
+            patience,
+            stderr: Arc::new(Mutex::new(String::new())),
+        });
+        conn.session_now()?;
+        Ok(conn)
+    }
+
+    /// The remote folder this connection serves.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// What the server offers.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions.get().copied().unwrap_or_default()
+    }
+
+    /// True if the connection is up, or down but still within its tries (so a request
+    /// now would wait for it rather than fail at once).
+    pub fn is_up(&self) -> bool {
+        matches!(*lock(&self.link), Link::Up(_))
+    }
+
+    /// Connections made so far (more than 1: it was lost and made again).
+    pub fn connections(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// The session, connecting if it is down and a try is due; else the last reason.
+    fn session_now(&self) -> io::Result<Arc<Session>> {
+        let mut link = lock(&self.link);
+        match &*link {
+            Link::Up(session) => return Ok(session.clone()),
+            Link::Down { next, error, .. } if Instant::now() < *next => {
+                return Err(unreachable(&self.remote, error));
+            }
+            Link::Down { .. } => {}
+        }
+        let (wait, was_up) = match &*link {
+            Link::Down { wait, was_up, .. } => (*wait, *was_up),
+            Link::Up(_) => (FIRST_BACKOFF, true),
+        };
+        if was_up {
+            log::info!("connecting to {} again", self.remote.destination());
+        }
+        match block_on(self.connect())? {
+            Ok(session) => {
+                let session = Arc::new(session);
+                *link = Link::Up(session.clone());
+                if was_up {
+                    log::info!("connected to {} again", self.remote.destination());
+                }
+                Ok(session)
+            }
+            Err(error) => {
+                *link = Link::Down {
+                    next: Instant::now() + wait,
+                    wait: (wait * 2).min(MAX_BACKOFF),
+                    error: error.clone(),
+                    was_up,
+                };
+                Err(unreachable(&self.remote, &error))
+            }
+        }
+    }
+
+    /// The session, waiting (with backoff) up to [`Conn::patience`] for a connection.
+    pub(super) fn session(&self) -> io::Result<Arc<Session>> {
+        let deadline = Instant::now() + self.patience;
+        loop {
+            match self.session_now() {
+                Ok(session) => return Ok(session),
+                Err(e) => {
+                    let next = match &*lock(&self.link) {
+                        Link::Down { next, .. } => *next,
+                        Link::Up(_) => Instant::now(),
+                    };
+                    if next > deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// Marks session `number` as lost (if it is still the current one).
+    pub(super) fn lost(&self, number: u64, why: &str) {
+        let mut link = lock(&self.link);
+        if let Link::Up(session) = &*link
+            && session.number == number
+        {
+            let said = lock(&self.stderr).clone();
+            let error = if said.is_empty() {
+                why.to_string()
+            } else {
+                format!("{why} ({said})")
+            };
+            log::warn!(
+                "lost the connection to {}: {error}",
+                self.remote.destination()
+            );
+            *link = Link::Down {
+                next: Instant::now(),
+                wait: FIRST_BACKOFF,
+                error,
+                was_up: true,
+            };
+        }
+    }
+
+    /// Runs one request on the session: `retry` says whether it may be sent again on a
+    /// new connection if the old one was lost on the way (true for what only reads).
+    pub(super) fn run<T, F, Fut>(&self, retry: bool, what: F) -> io::Result<T>
+    where
+        F: Fn(Arc<Session>) -> Fut,
+        Fut: Future<Output = Result<T, SftpError>>,
+    {
+        loop {
+            let session = self.session()?;
+            let number = session.number;
+            let result =
+                block_on(async { tokio::time::timeout(REQUEST_DEADLINE, what(session)).await })?;
+            match result {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => match status_error(&e) {
+                    Some(e) => return Err(e),
+                    None => {
+                        self.lost(number, &e.to_string());
+                        if !retry {
+                            return Err(self.lost_error(&e.to_string()));
+                        }
+                    }
+                },
+                Err(_) => {
+                    self.lost(number, "the server did not answer in time");
+                    if !retry {
+                        return Err(self.lost_error("the server did not answer in time"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The error of a request that died with its connection.
+    pub(super) fn lost_error(&self, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "the connection to {} was lost ({why})",
+                self.remote.destination()
+            ),
+        )
+    }
+
+    /// Maps a failed request: a status from the server as an `io::Error` of the right
+    /// kind, or the connection marked lost.
+    pub(super) fn check<T>(&self, number: u64, result: Result<T, SftpError>) -> io::Result<T> {
+        result.map_err(|e| match status_error(&e) {
+            Some(e) => e,
+            None => {
+                self.lost(number, &e.to_string());
+                self.lost_error(&e.to_string())
+            }
+        })
+    }
+
+    /// Starts ssh and the SFTP session over it; `Err` is the reason in one line.
+    async fn connect(&self) -> Result<Session, String> {
+        let mut command = self.ssh_command()?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {:?}: {e}", self.program()))?;
+        let (Some(stdin), Some(stdout), Some(mut stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err("ssh started without its pipes".to_string());
+        };
+        *lock(&self.stderr) = String::new();
+        let said = self.stderr.clone();
+        // ssh's messages: kept (the last line says why a connection failed or ended)
+        // and logged at debug level.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut line = Vec::new();
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                line.extend_from_slice(&buf[..n]);
+                while let Some(end) = line.iter().position(|&b| b == b'\n') {
+                    let text = String::from_utf8_lossy(&line[..end]).trim().to_string();
+                    line.drain(..=end);
+                    if !text.is_empty() {
+                        log::debug!("ssh: {text}");
+                        *lock(&said) = text;
+                    }
+                }
+            }
+        });
+        let options = SftpOptions::new();
+        let started = tokio::time::timeout(
+            Duration::from_secs(u64::from(CONNECT_TIMEOUT) + 15),
+            Sftp::new(stdin, stdout, options),
+        )
+        .await;
+        let sftp = match started {
+            Ok(Ok(sftp)) => sftp,
+            failed => {
+                let _ = child.start_kill();
+                // ssh's own reason is on its stderr: give it a moment to arrive.
+                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let said = lock(&self.stderr).clone();
+                return Err(match (said.is_empty(), failed) {
+                    (false, _) => said,
+                    (true, Ok(Err(e))) => format!("the SFTP session did not start: {e}"),
+                    (true, _) => "the server did not answer in time".to_string(),
+                });
+            }
+        };
+        let extensions = Extensions {
+            posix_rename: sftp.support_posix_rename(),
+            hardlink: sftp.support_hardlink(),
+            fsync: sftp.support_fsync(),
+            statvfs: sftp.support_statvfs(),
+        };
+        let _ = self.extensions.set(extensions);
+        let number = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Session {
+            sftp,
+            number,
+            child: Mutex::new(Some(child)),
+        })
+    }
+
+    /// The ssh program: the first word of the ssh command.
+    fn program(&self) -> String {
+        self.words()
+            .ok()
+            .and_then(|w| w.into_iter().next())
+            .unwrap_or_else(|| "ssh".to_string())
+    }
+
+    fn words(&self) -> Result<Vec<String>, String> {
+        match &self.remote.ssh_command {
+            Some(command) => {
+                let words = split_words(command)
+                    .ok_or_else(|| format!("the ssh command {command:?} has an unclosed quote"))?;
+                if words.is_empty() {
+                    return Err("the ssh command is empty".to_string());
+                }
+                Ok(words)
+            }
+            None => Ok(vec!["ssh".to_string()]),
+        }
+    }
+
+    /// `ssh [the user's options] [ours] -s -- [user@]host sftp`: the user's options come
+    /// first, and ssh keeps the first value it gets for each.
+    fn ssh_command(&self) -> Result<tokio::process::Command, String> {
+        let words = self.words()?;
+        let mut command = tokio::process::Command::new(&words[0]);
+        command.args(&words[1..]);
+        command.args([
+            "-o".to_string(),
+            format!("ServerAliveInterval={ALIVE_INTERVAL}"),
+            "-o".to_string(),
+            format!("ServerAliveCountMax={ALIVE_COUNT}"),
+            "-o".to_string(),
+            format!("ConnectTimeout={CONNECT_TIMEOUT}"),
+            // One connection, no X11 or agent forwarding, no pty.
+            "-x".to_string(),
+            "-a".to_string(),
+            "-T".to_string(),
+        ]);
+        if !io::stdin().is_terminal() {
+            // No one to type a password or accept a host key: fail with ssh's reason.
+            command.args(["-o", "BatchMode=yes"]);
+        }
+        if let Some(port) = self.remote.port {
+            command.args(["-p", &port.to_string()]);
+        }
+        command
+            .args(["-s", "--", &self.remote.destination(), "sftp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Ok(command)
+    }
+}
+
+/// A server's answer as an `io::Error` of the kind the engine branches on, or `None` if
+/// the error is the connection's (the session is gone).
+fn status_error(e: &SftpError) -> Option<io::Error> {
+    let (kind, message) = match e {
+        SftpError::SftpError(kind, message) => (kind, message),
+        SftpError::UnsupportedExtension(name) => {
+            return Some(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the server does not offer {name}"),
+            ));
+        }
+        // A pipe to ssh that broke, or closed: the connection is gone.
+        SftpError::IOError(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::NotConnected
+            ) =>
+        {
+            return None;
+        }
+        // A request this side refused (not the connection's fault).
+        SftpError::IOError(io) => return Some(io::Error::new(io.kind(), io.to_string())),
+        _ => return None,
+    };
+    let message = message.to_string();
+    let kind = match kind {
+        SftpErrorKind::NoSuchFile => io::ErrorKind::NotFound,
+        SftpErrorKind::PermDenied => io::ErrorKind::PermissionDenied,
+        SftpErrorKind::OpUnsupported => io::ErrorKind::Unsupported,
+        SftpErrorKind::BadMessage => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    };
+    // The server's words ("No such file", "Permission denied"), as the OS would say them.
+    let text = match kind {
+        io::ErrorKind::NotFound => "No such file or directory".to_string(),
+        io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
+        _ if message.is_empty() => format!("the server refused ({kind:?})"),
+        _ => format!("the server said: {message}"),
+    };
+    Some(io::Error::new(kind, text))
+}
+
+/// Splits a command line into words as a shell would for plain words and quotes (no
+/// variables, no globbing); `None` if a quote is left open.
+fn split_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => word.push(c),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => word.push(chars.next()?),
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next()?);
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Some(words)
+}
+
+/// A mutex's guard, even if a panicking thread poisoned it (the state stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_commands_split_like_a_shell() {
+        assert_eq!(
+            split_words("ssh -F '/tmp/my dir/cfg' -o \"A=b c\" x\\ y").unwrap(),
+            vec!["ssh", "-F", "/tmp/my dir/cfg", "-o", "A=b c", "x y"]
+        );
+        assert_eq!(split_words("  ssh  ").unwrap(), vec!["ssh"]);
+        assert_eq!(split_words("ssh ''").unwrap(), vec!["ssh", ""]);
+        assert!(split_words("ssh 'open").is_none());
+    }
+}

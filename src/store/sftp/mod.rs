@@ -1,0 +1,559 @@
+//! A mirror in a folder on another machine, over SFTP ([`Sftp`]): the second
+//! implementation of the destination seam, beside [`super::local::Local`].
+//!
+//! - The connection (`conn`) is the user's own `ssh -s sftp`, one per mirror, its
+//!   requests pipelined for all workers, brought back with backoff when it is lost.
+//! - Files are written as on a local disk: to a temp name in `DST/.datasafe/tmp/`
+//!   created exclusively, mode and mtime set on the open handle, `fsync@openssh.com`
+//!   where offered, then `posix-rename@openssh.com` to the final name (`files`). A
+//!   killed run leaves only temp files, which the next [`Store::prepare`] sweeps.
+//! - The one-writer lock is `DST/.datasafe/lock`, created exclusively, holding pid, host
+//!   and time, its mtime renewed while it is held (`lock`).
+//! - The index is a local file (`$XDG_STATE_HOME/datasafe/remote/…`, keyed by the URL),
+//!   authoritative; a consistent copy is published to `DST/.datasafe/index.db` after
+//!   commits, so the mirror describes itself to another machine (`cache`).
+//!
+//! What SFTP cannot do: a path is resolved by the server, which follows a symlink on the
+//! way (only the last component is never followed: `lstat`); mtimes are whole seconds
+//! (SFTP version 3).
+
+mod cache;
+pub mod conn;
+mod files;
+mod lock;
+
+use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
+use crate::config::Remote;
+use crate::model::Kind;
+use crate::output::names::{esc, io_message};
+use conn::{Conn, Session};
+use filetime::FileTime;
+use openssh_sftp_client::UnixTimeStamp;
+use openssh_sftp_client::metadata::{MetaData, MetaDataBuilder, Permissions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How long a request keeps trying to reach a server that went away before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A folder on another machine as a store.
+pub struct Sftp {
+    conn: Arc<Conn>,
+    /// The local folder holding this mirror's index (and what was last published).
+    cache: cache::Cache,
+    /// What writing needs, once [`Store::prepare`] made the store ready.
+    writing: Option<Writing>,
+}
+
+/// What a prepared store holds.
+struct Writing {
+    /// The lock file, renewed while held, removed when dropped.
+    _lock: lock::Held,
+    /// Temp names made so far.
+    next_tmp: Arc<AtomicU64>,
+    /// When the index was last published, and whether a commit since is unpublished.
+    published: Mutex<cache::Publishing>,
+}
+
+impl Sftp {
+    /// Connects to `remote` as a store that reads (no lock, nothing written there).
+    pub fn open(remote: &Remote) -> io::Result<Sftp> {
+        let store = Sftp {
+            conn: Conn::open(remote, PATIENCE)?,
+            cache: cache::Cache::of(remote)?,
+            writing: None,
+        };
+        store.cache.refresh(&store)?;
+        Ok(store)
+    }
+
+    /// Connects to `remote` and creates its folder (and the folders it is in) if
+    /// missing, as a store not yet prepared for writing.
+    pub fn create(remote: &Remote) -> Result<Sftp, PrepareError> {
+        let store = Sftp::open(remote).map_err(|e| PrepareError::Unwritable(e.to_string()))?;
+        store.make_root().map_err(|e| {
+            PrepareError::Unwritable(format!(
+                "cannot create destination {}: {}; check the path and that the remote user \
+                 may write there, and run again",
+                remote.url(),
+                io_message(&e)
+            ))
+        })?;
+        Ok(store)
+    }
+
+    /// The remote folder.
+    pub fn remote(&self) -> &Remote {
+        self.conn.remote()
+    }
+
+    /// The connection (for `status` and the watcher: is it up, how often was it made).
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// The path the server is asked for.
+    fn path(&self, name: &Path) -> String {
+        self.remote().remote_path(name)
+    }
+
+    /// `mkdir -p` of the root, one folder at a time from the top.
+    fn make_root(&self) -> io::Result<()> {
+        let root = self.remote().path.clone();
+        if matches!(self.stat_path(&self.path(Path::new("")))?, Some(s) if s.kind == Kind::Dir) {
+            return Ok(());
+        }
+        let mut prefix = String::new();
+        for (i, part) in root.split('/').enumerate() {
+            if i > 0 || root.starts_with('/') {
+                prefix.push('/');
+            }
+            if part.is_empty() {
+                continue;
+            }
+            prefix.push_str(part);
+            let path = prefix.clone();
+            match self.conn.run(false, move |s| {
+                let path = path.clone();
+                async move { s.sftp.fs().create_dir(path).await }
+            }) {
+                Ok(()) => {}
+                // Already there (SFTP v3 says only "failure"): fine if it is a folder.
+                Err(e) => match self.stat_path(&prefix)? {
+                    Some(s) if s.kind == Kind::Dir => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// `lstat` of a server path; `None` if nothing is there.
+    fn stat_path(&self, path: &str) -> io::Result<Option<Stat>> {
+        let path = path.to_string();
+        let found = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().symlink_metadata(path).await }
+        });
+        match found {
+            Ok(meta) => Ok(Some(stat_of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a request on one path that changes the store (never sent twice).
+    fn change<F, Fut>(&self, what: F) -> io::Result<()>
+    where
+        F: Fn(Arc<Session>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), openssh_sftp_client::Error>>,
+    {
+        self.conn.run(false, what)
+    }
+
+    /// A temp name in the temp folder, unique to this process.
+    fn temp_name(&self) -> PathBuf {
+        let n = self
+            .writing
+            .as_ref()
+            .map_or(0, |w| w.next_tmp.fetch_add(1, Ordering::Relaxed));
+        layout::tmp().join(format!("{}-{n}.tmp", std::process::id()))
+    }
+
+    fn writing(&self) -> io::Result<&Writing> {
+        self.writing
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the store is not prepared"))
+    }
+}
+
+/// What a server's attributes say, as a [`Stat`] (mtimes in whole seconds).
+fn stat_of(meta: &MetaData) -> Stat {
+    let kind = match meta.file_type() {
+        Some(t) if t.is_dir() => Kind::Dir,
+        Some(t) if t.is_file() => Kind::File,
+        Some(t) if t.is_symlink() => Kind::Symlink,
+        _ => Kind::Special,
+    };
+    let mtime = meta.modified().map_or(FileTime::zero(), |t| {
+        FileTime::from_system_time(t.as_system_time())
+    });
+    Stat {
+        kind,
+        size: meta.len().unwrap_or(0),
+        mtime,
+        mode: meta.permissions().map_or(0, |p| p.as_raw().bits() & 0o7777),
+        // SFTP version 3 has no inode numbers and no link counts.
+        ino: 0,
+        links: 1,
+    }
+}
+
+/// Attributes that set mode and mtime (atime too, to the same value).
+fn meta_of(mode: u32, mtime: FileTime) -> MetaData {
+    let time = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(mtime.unix_seconds()).unwrap_or(0));
+    let stamp = UnixTimeStamp::new(time)
+        .unwrap_or_else(|_| UnixTimeStamp::new(SystemTime::UNIX_EPOCH).expect("epoch fits"));
+    let perm = Permissions::from((mode & 0o7777) as u16);
+    let mut builder = MetaDataBuilder::new();
+    builder.permissions(perm).time(stamp, stamp);
+    builder.create()
+}
+
+impl Reader for Sftp {
+    fn caps(&self) -> Caps {
+        let ext = self.conn.extensions();
+        Caps {
+            hard_links: ext.hardlink,
+            atomic_rename: ext.posix_rename,
+            posix_meta: true,
+            symlinks: true,
+            server_side_copy: false,
+            fsync: ext.fsync,
+            cheap_listing: false,
+        }
+    }
+
+    fn display(&self, name: &Path) -> PathBuf {
+        PathBuf::from(self.remote().url_of(name))
+    }
+
+    fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        self.stat_path(&self.path(name))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        let path = self.path(dir);
+        let entries = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move {
+                let dir = s.sftp.fs().open_dir(path).await?;
+                files::read_all(dir.read_dir()).await
+            }
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, meta) in entries {
+            if name == Path::new(".") || name == Path::new("..") {
+                continue;
+            }
+            out.push(Listed {
+                name: dir.join(name),
+                kind: stat_of(&meta).kind,
+            });
+        }
+        Ok(out)
+    }
+
+    fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
+        match self.stat(name)? {
+            Some(s) if s.kind == Kind::File => {}
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                ));
+            }
+            None => return Err(io::ErrorKind::NotFound.into()),
+        }
+        let path = self.path(name);
+        let file = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move {
+                let file = s.sftp.open(path).await?;
+                Ok((file, s.number))
+            }
+        })?;
+        Ok(Box::new(files::RemoteRead::new(self.conn.clone(), file)))
+    }
+
+    fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+        let path = self.path(name);
+        self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().read_link(path).await }
+        })
+    }
+
+    fn index_file(&self) -> PathBuf {
+        self.cache.index_file()
+    }
+}
+
+impl Store for Sftp {
+    fn prepare(&mut self) -> Result<(), PrepareError> {
+        let url = self.display(layout::state());
+        let unwritable = |e: io::Error| {
+            PrepareError::Unwritable(format!(
+                "cannot write {}: {}; check that the remote user may write there",
+                esc(&url),
+                io_message(&e)
+            ))
+        };
+        for dir in [layout::state().to_path_buf(), layout::tmp()] {
+            match self.stat(&dir).map_err(unwritable)? {
+                Some(s) if s.kind == Kind::Dir => {}
+                Some(_) => {
+                    return Err(PrepareError::Unwritable(format!(
+                        "{} is not a folder; move it away and run again",
+                        esc(&self.display(&dir))
+                    )));
+                }
+                None => match self.mkdir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(unwritable(e)),
+                },
+            }
+        }
+        let held = lock::take(self.conn.clone(), &self.path(&layout::lock()))?;
+        // Only the lock holder may clean temp files: another writer may be using them.
+        if let Ok(leftovers) = self.list(&layout::tmp()) {
+            for left in leftovers {
+                log::debug!(
+                    "removing leftover temp file {}",
+                    esc(&self.display(&left.name))
+                );
+                let _ = self.remove_file(&left.name);
+            }
+        }
+        self.writing = Some(Writing {
+            _lock: held,
+            next_tmp: Arc::new(AtomicU64::new(0)),
+            published: Mutex::new(cache::Publishing::default()),
+        });
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.writing.is_some() && self.conn.is_up()
+    }
+
+    fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
+        self.writing()?;
+        let name = self.temp_name();
+        let path = self.path(&name);
+        let file = self.conn.run(false, move |s| {
+            let path = path.clone();
+            async move {
+                let file = s
+                    .sftp
+                    .options()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .await?;
+                Ok((file, s.number))
+            }
+        })?;
+        Ok(Box::new(files::RemoteTemp::new(
+            self.conn.clone(),
+            self.remote().clone(),
+            name,
+            Some(file),
+        )))
+    }
+
+    fn temp_symlink(&self, target: &Path, _mtime: FileTime) -> io::Result<Box<dyn Staged>> {
+        self.writing()?;
+        let name = self.temp_name();
+        self.symlink(target, &name)?;
+        // SFTP version 3 cannot set a symlink's own time: it keeps the time it was made.
+        Ok(Box::new(files::RemoteTemp::new(
+            self.conn.clone(),
+            self.remote().clone(),
+            name,
+            None,
+        )))
+    }
+
+    fn mkdir(&self, name: &Path) -> io::Result<()> {
+        let path = self.path(name);
+        let made = self.change(|s| {
+            let path = path.clone();
+            async move { s.sftp.fs().create_dir(path).await }
+        });
+        match made {
+            // SFTP version 3 has no "already exists": a failure with something there is
+            // that.
+            Err(e) if e.kind() == io::ErrorKind::Other && self.stat(name)?.is_some() => {
+                Err(io::Error::new(io::ErrorKind::AlreadyExists, e.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
+        let (target, path) = (target.to_path_buf(), self.path(name));
+        let made = self.change(|s| {
+            let (target, path) = (target.clone(), path.clone());
+            async move { s.sftp.fs().symlink(target, path).await }
+        });
+        match made {
+            Err(e) if e.kind() == io::ErrorKind::Other && self.stat(name)?.is_some() => {
+                Err(io::Error::new(io::ErrorKind::AlreadyExists, e.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if !self.conn.extensions().hardlink {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the server does not offer hardlink@openssh.com",
+            ));
+        }
+        let (from_path, to_path) = (self.path(from), self.path(to));
+        let made = self.change(|s| {
+            let (from, to) = (from_path.clone(), to_path.clone());
+            async move { s.sftp.fs().hard_link(from, to).await }
+        });
+        match made {
+            Err(e) if e.kind() == io::ErrorKind::Other && self.stat(to)?.is_some() => {
+                Err(io::Error::new(io::ErrorKind::AlreadyExists, e.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from_path, to_path) = (self.path(from), self.path(to));
+        if !self.conn.extensions().posix_rename {
+            // Plain SFTP rename refuses an existing target: clear it first (a moment
+            // with no file under `to`; `caps().atomic_rename` says so).
+            match self.stat(to)? {
+                Some(s) if s.kind == Kind::Dir => {
+                    let _ = self.remove_dir(to);
+                }
+                Some(_) => {
+                    let _ = self.remove_file(to);
+                }
+                None => {}
+            }
+        }
+        self.change(|s| {
+            let (from, to) = (from_path.clone(), to_path.clone());
+            async move { s.sftp.fs().rename(from, to).await }
+        })
+    }
+
+    fn remove_file(&self, name: &Path) -> io::Result<()> {
+        let path = self.path(name);
+        self.change(|s| {
+            let path = path.clone();
+            async move { s.sftp.fs().remove_file(path).await }
+        })
+    }
+
+    fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        let path = self.path(name);
+        self.change(|s| {
+            let path = path.clone();
+            async move { s.sftp.fs().remove_dir(path).await }
+        })
+    }
+
+    fn remove_tree(&self, name: &Path) -> io::Result<()> {
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let mut folders = Vec::new();
+        let mut files = Vec::new();
+        let walked = self.walk(name, false, &mut |w| {
+            if w.kind == Kind::Dir {
+                folders.push(w.name);
+            } else {
+                files.push(w.name);
+            }
+            super::Step::Go
+        });
+        match walked {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other?,
+        }
+        for file in files {
+            match self.remove_file(&file) {
+                Err(e) if !gone(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        // A folder before what it holds in the walk: deepest last, so removed first.
+        folders.sort_by_key(|f| std::cmp::Reverse(f.components().count()));
+        for folder in folders.iter().map(PathBuf::as_path).chain([name]) {
+            match self.remove_dir(folder) {
+                Err(e) if !gone(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_meta(
+        &self,
+        name: &Path,
+        kind: Kind,
+        mode: u32,
+        mtime: FileTime,
+    ) -> io::Result<Option<Stat>> {
+        // setstat follows a symlink: look first, and set only a `kind` found there.
+        match self.stat(name)? {
+            Some(s) if s.kind == kind => {}
+            _ => return Ok(None),
+        }
+        let path = self.path(name);
+        let set = self.change(|s| {
+            let path = path.clone();
+            async move { s.sftp.fs().set_metadata(path, meta_of(mode, mtime)).await }
+        });
+        match set {
+            Ok(()) => self.stat(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn barrier(&self) -> io::Result<()> {
+        // Each file was made durable (fsync@openssh.com) before its rename, where the
+        // server offers it; nothing more can be asked of an SFTP server.
+        Ok(())
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        if !self.conn.extensions().statvfs {
+            return None;
+        }
+        let path = self.path(Path::new(""));
+        let stat = self
+            .conn
+            .run(true, move |s| {
+                let path = path.clone();
+                async move { s.sftp.fs().statvfs(path).await }
+            })
+            .ok()?;
+        Some(stat.bavail.saturating_mul(stat.frsize))
+    }
+
+    fn index_committed(&self) -> io::Result<()> {
+        let writing = self.writing()?;
+        self.cache.publish(self, &writing.published, false)
+    }
+}
+
+impl Drop for Sftp {
+    fn drop(&mut self) {
+        // The last commits, if the last publication was held back to spare the link.
+        if let Some(writing) = &self.writing
+            && self.conn.is_up()
+            && let Err(e) = self.cache.publish(self, &writing.published, true)
+        {
+            log::warn!(
+                "cannot publish the index to {}: {}",
+                esc(&self.display(&layout::index())),
+                io_message(&e)
+            );
+        }
+    }
+}
