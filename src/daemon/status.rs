@@ -414,7 +414,18 @@ impl Watched {
         let holding = self.mirror.as_ref().and_then(Mirror::holding);
         let held = holding.map_or(0, |(_, n)| n);
         let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
+        let reconnecting = self.mirror.as_ref().is_some_and(Mirror::dest_lost)
+            && self.settings.config.pair.dst.remote().is_some();
         let state = match &self.state {
+            State::Watching if reconnecting => format!(
+                "reconnecting to {} (changes are collected and mirrored once it is back)",
+                self.settings
+                    .config
+                    .pair
+                    .dst
+                    .remote()
+                    .map_or_else(String::new, |r| r.destination())
+            ),
             State::Watching if dry_run => {
                 "watching (dry run: changes are printed, nothing is written)".to_string()
             }
