@@ -312,7 +312,8 @@ pub fn show(json: bool) -> Result<(), StatusError> {
 pub fn release(dst: Option<&Path>, config: Option<&Path>) -> Result<(), NoWatcher> {
     let same = |given: &Path, shown: &str| {
         // A remote DST is named by its URL, however it was written.
-        if let Ok(crate::config::Dest::Sftp(remote)) = crate::config::Dest::parse(given.as_os_str()) {
+        if let Ok(crate::config::Dest::Sftp(remote)) = crate::config::Dest::parse(given.as_os_str())
+        {
             return remote.url() == shown;
         }
         let given =

@@ -250,6 +250,7 @@ impl Mirror {
     pub fn resume(&mut self, check: &Check) {
         let unchanged = self.tally.summary.unchanged;
         self.tally.summary.failed = 0;
+        self.tally.summary.unreachable = 0;
         self.reconcile_checking(Path::new(""), check);
         self.commit();
         self.tally.summary.unchanged = unchanged;
