@@ -303,6 +303,13 @@ impl Mirror {
     pub fn commit_if_due(&mut self) {
         if self.tally.index.due() {
             self.commit();
+        } else if let Some(exec) = self.mode.executor()
+            && let Err(e) = exec.store().index_idle()
+        {
+            log::warn!(
+                "saving the index into the mirror: {}",
+                crate::output::names::io_message(&e)
+            );
         }
     }
 
