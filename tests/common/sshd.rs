@@ -116,6 +116,9 @@ impl Sshd {
         if user != me {
             assert!(is_root(), "logging in as {user} needs root (the tests run as {me})");
         }
+        if is_root() {
+            refuse_locked(&user);
+        }
         let sshd = Sshd {
             port: 0,
             user,
@@ -528,6 +531,22 @@ fn current_user() -> String {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     name
+}
+
+/// Panics, saying what to do, if sshd running as root would refuse `user` as locked:
+/// without PAM it turns away an account whose password in /etc/shadow starts with `!`
+/// (as `useradd` leaves it, and some systems leave root), keys or not. A non-root sshd
+/// cannot read /etc/shadow and does not check.
+fn refuse_locked(user: &str) {
+    let shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let locked = shadow.lines().any(|line| {
+        let mut fields = line.split(':');
+        fields.next() == Some(user) && fields.next().is_some_and(|pw| pw.starts_with('!'))
+    });
+    assert!(
+        !locked,
+        "sshd would refuse {user}: its password is locked ('!' in /etc/shadow); give it `usermod -p '*' {user}` (no password, not locked) or run the tests as another user"
+    );
 }
 
 fn keygen(path: &Path) {
