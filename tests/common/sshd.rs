@@ -4,8 +4,9 @@
 //! Each [`Sshd`] is Debian's real `/usr/sbin/sshd` (package `openssh-server`; `.ci/run`
 //! installs it) with its own temp folder: a fresh ed25519 host key and user key,
 //! `authorized_keys`, an `sshd_config` (`internal-sftp`, public keys only) and an
-//! `ssh_config` for the client, so `ssh -F DIR/ssh_config` reaches it as the alias
-//! `dstest` or as `USER@127.0.0.1:PORT`. The login account is the current user (root in
+//! `ssh_config` for the client (the host key pinned in its own `known_hosts`, strict
+//! checking, batch mode), so `ssh -F DIR/ssh_config` reaches it as the alias `dstest`
+//! or as `USER@127.0.0.1:PORT`. The login account is the current user (root in
 //! CI); the remote folder is on this machine, so a test compares trees directly. Tests
 //! hand the client command to datasafe through `DATASAFE_SSH_COMMAND`
 //! ([`Sshd::set_env`]), so every subcommand picks it up. Many tests run on parallel
@@ -31,7 +32,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The server binary (Debian's `openssh-server`).
 pub const SSHD: &str = "/usr/sbin/sshd";
@@ -114,7 +115,10 @@ impl Sshd {
         let me = current_user();
         let user = options.user.map_or_else(|| me.clone(), str::to_owned);
         if user != me {
-            assert!(is_root(), "logging in as {user} needs root (the tests run as {me})");
+            assert!(
+                is_root(),
+                "logging in as {user} needs root (the tests run as {me})"
+            );
         }
         if is_root() {
             refuse_locked(&user);
@@ -132,12 +136,19 @@ impl Sshd {
         keygen(&sshd.path("user_key"));
         fs::copy(sshd.path("user_key.pub"), sshd.path("authorized_keys")).unwrap();
         let host_key = fs::read_to_string(sshd.path("host_key.pub")).unwrap();
-        fs::write(sshd.path("known_hosts"), format!("{HOST_KEY_ALIAS} {host_key}")).unwrap();
+        fs::write(
+            sshd.path("known_hosts"),
+            format!("{HOST_KEY_ALIAS} {host_key}"),
+        )
+        .unwrap();
         if sshd.user != me {
             // sshd reads authorized_keys as the login user.
             fs::set_permissions(sshd.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            fs::set_permissions(sshd.path("authorized_keys"), fs::Permissions::from_mode(0o644))
-                .unwrap();
+            fs::set_permissions(
+                sshd.path("authorized_keys"),
+                fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
         }
         sshd.start_on_a_free_port(&options)
     }
@@ -267,17 +278,25 @@ impl Sshd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sftp: {e}"));
         let mut stdin = child.stdin.take().unwrap();
-        // A short batch fits the pipe; sftp may also fail before it reads it all.
-        let _ = stdin.write_all(batch.as_bytes());
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        let batch = batch.to_owned();
+        // Written from a thread, so a long batch and a long answer cannot block each
+        // other; sftp may also fail before it reads it all.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(batch.as_bytes());
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        out
     }
 
     /// `sftp -F CONFIG -b - ARGS...`, not yet run (stdin, stdout and stderr to set);
     /// `args` ends with the host, options (`-o ServerAliveInterval=1`) go before it.
     pub fn sftp_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("sftp");
-        cmd.arg("-F").arg(self.ssh_config()).args(["-b", "-"]).args(args);
+        cmd.arg("-F")
+            .arg(self.ssh_config())
+            .args(["-b", "-"])
+            .args(args);
         cmd
     }
 
@@ -285,23 +304,14 @@ impl Sshd {
     /// sshd (each closes its connection; clients see it end), then waits for them.
     /// Nothing happens if it is not running.
     pub fn stop(&self) {
-        let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGTERM) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
-        }
+        self.end(libc::SIGTERM);
     }
 
     /// Kills the server at once: SIGKILL to the listener and to every connection's sshd
-    /// (a crash or a power cut, as the client sees it). Returns when they are gone.
+    /// (a crash: the kernel closes their connections, and half-done work stays as it
+    /// was). Returns when they are gone. A network gone silent is [`Proxy::blackhole`].
     pub fn kill_all(&self) {
-        let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGKILL) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
-        }
+        self.end(libc::SIGKILL);
     }
 
     /// Starts the server again (stopping it gracefully first if it runs) on the same
@@ -327,6 +337,16 @@ impl Sshd {
                 ),
                 Err(StartFailure::Other(why)) => panic!("{why}"),
             }
+        }
+    }
+
+    /// Ends the listener and its tree with `sig`, if it runs.
+    fn end(&self, sig: i32) {
+        let child = self.state().child.take();
+        if let Some(child) = child
+            && let Err(stuck) = end_tree(child, sig)
+        {
+            panic!("{stuck}\n--- sshd log\n{}", self.log());
         }
     }
 
@@ -379,7 +399,10 @@ Subsystem sftp {sftp}
     /// or the new file, never half of one).
     fn write_client_config(&self, proxy_port: Option<u16>) {
         let dir = self.dir.path().display();
-        let mut text = format!("Host {ALIAS}\n    HostName 127.0.0.1\n    Port {}\n", self.port);
+        let mut text = format!(
+            "Host {ALIAS}\n    HostName 127.0.0.1\n    Port {}\n",
+            self.port
+        );
         if let Some(port) = proxy_port {
             text.push_str(&format!(
                 "Host {PROXY_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
@@ -436,8 +459,11 @@ Subsystem sftp {sftp}
                     "sshd exited ({status}) before it took a login\n--- sshd log\n{log}"
                 )));
             }
-            let addr = ([127, 0, 0, 1], self.port).into();
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            // sshd writes its pid file once it listens (a leftover of a killed run
+            // holds another pid); probing the port instead would leave a line of noise
+            // per probe in the log.
+            let pid_file = fs::read_to_string(self.path("sshd.pid")).unwrap_or_default();
+            if pid_file.trim() == child.id().to_string() {
                 match self.try_login(deadline) {
                     Ok(()) => {
                         // The check's own session ends on the server a moment after
@@ -484,7 +510,10 @@ Subsystem sftp {sftp}
         if status.success() {
             Ok(())
         } else {
-            Err(format!("{status}: {}", fs::read_to_string(&err).unwrap_or_default().trim()))
+            Err(format!(
+                "{status}: {}",
+                fs::read_to_string(&err).unwrap_or_default().trim()
+            ))
         }
     }
 }
@@ -513,7 +542,10 @@ pub fn require_installed(sshd: &Path) {
 }
 
 fn url(user: &str, port: u16, remote: &Path) -> String {
-    format!("sftp://{user}@127.0.0.1:{port}{}", absolute(remote).display())
+    format!(
+        "sftp://{user}@127.0.0.1:{port}{}",
+        absolute(remote).display()
+    )
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -602,7 +634,11 @@ fn parents() -> BTreeMap<u32, u32> {
         return map;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Some((state, ppid)) = stat_of(pid) else {
