@@ -205,6 +205,9 @@ impl Remote {
             return Err(bad("empty user name"));
         }
         let path = decode(path).ok_or(bad("bad %-escape"))?;
+        if path.contains('\0') {
+            return Err(bad("a NUL byte in the path"));
+        }
         // `/~/x` and `/~` are relative to the login folder, as in most sftp clients.
         let path = match path.strip_prefix("/~") {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
@@ -363,13 +366,32 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     Some((decode(host)?, port))
 }
 
-/// A path without trailing slashes (`/` stays `/`).
+/// A path in its plain form: no `.` components, no empty ones, `..` taken back against
+/// the component before it (lexically: the server may have symlinks, but a mirror's
+/// path is named as the user wrote it, like rsync's), no trailing slash (`/` stays
+/// `/`; a relative path that comes back to the login folder is empty).
 fn trim_path(path: &str) -> String {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() && path.starts_with('/') {
-        "/".to_string()
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                // `/..` is `/`; a relative path may climb above the login folder.
+                _ if absolute => {}
+                _ => parts.push(".."),
+            },
+            part => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
     } else {
-        trimmed.to_string()
+        joined
     }
 }
 
@@ -448,6 +470,9 @@ mod tests {
         assert_eq!(remote("nas:notes").url(), "sftp://nas/~/notes");
         assert_eq!(remote("me@[fe80::1]:x").host, "fe80::1");
         assert_eq!(remote("nas:a:b").path, "a:b");
+        assert_eq!(remote("nas:/srv/./x/../y//z/").path, "/srv/y/z");
+        assert_eq!(remote("nas:../up").path, "../up");
+        assert_eq!(remote("sftp://nas/srv/x/..").path, "/srv");
     }
 
     #[test]
@@ -480,6 +505,12 @@ mod tests {
             ("sftp://nas", "the login folder itself"),
             ("sftp://nas/~/", "the login folder itself"),
             ("nas:/", "root folder itself"),
+            ("nas:.", "the login folder itself"),
+            ("nas:./", "the login folder itself"),
+            ("nas:x/..", "the login folder itself"),
+            ("nas:/tmp/..", "root folder itself"),
+            ("sftp://nas/a/../..", "root folder itself"),
+            ("sftp://nas/nul%00x", "a NUL byte"),
             (
                 "sftp://me@nas//",
                 "root folder itself; give a folder inside it (for example me@nas:/srv",

@@ -63,7 +63,7 @@ impl Sftp {
             cache: cache::Cache::of(remote)?,
             writing: None,
         };
-        store.cache.refresh(&store)?;
+        store.cache.refresh(&store, cache::Role::Reader)?;
         Ok(store)
     }
 
@@ -307,6 +307,11 @@ impl Store for Sftp {
             }
         }
         let held = lock::take(self.conn.clone(), &self.path(&layout::lock()))?;
+        // Under the lock: the index this writer starts from (see `cache`).
+        self.cache
+            .refresh(self, cache::Role::Writer)
+            .and_then(|_| self.cache.writing())
+            .map_err(unwritable)?;
         // Only the lock holder may clean temp files: another writer may be using them.
         if let Ok(leftovers) = self.list(&layout::tmp()) {
             for left in leftovers {
@@ -556,17 +561,24 @@ impl Store for Sftp {
 impl Drop for Sftp {
     fn drop(&mut self) {
         // The last commits, if the last publication was held back to spare the link.
-        if let Some(writing) = &self.writing
-            && self.conn.is_up()
-            && let Err(e) = self
+        let Some(writing) = &self.writing else {
+            return;
+        };
+        let published = match self.conn.is_up() {
+            true => self
                 .cache
-                .publish(self, &writing.published, cache::Publish::Now)
-        {
-            log::warn!(
-                "cannot publish the index to {}: {}",
+                .publish(self, &writing.published, cache::Publish::Now),
+            false => Err(self.conn.lost_error("")),
+        };
+        match published {
+            // The next writer may trust the index as it is.
+            Ok(()) => self.cache.closed(),
+            Err(e) => log::warn!(
+                "cannot publish the index to {}: {} (the next run compares with a listing \
+                 of the mirror)",
                 esc(&self.display(&layout::index())),
                 io_message(&e)
-            );
+            ),
         }
     }
 }
