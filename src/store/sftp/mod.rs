@@ -43,6 +43,9 @@ pub struct Sftp {
     cache: cache::Cache,
     /// What writing needs, once [`Store::prepare`] made the store ready.
     writing: Option<Writing>,
+    /// The temp folder was found gone (DST removed on the server while this store
+    /// wrote it): not ready until it is prepared again.
+    gone: std::sync::atomic::AtomicBool,
 }
 
 /// What a prepared store holds.
@@ -62,6 +65,7 @@ impl Sftp {
             conn: Conn::open(remote)?,
             cache: cache::Cache::of(remote)?,
             writing: None,
+            gone: std::sync::atomic::AtomicBool::new(false),
         };
         store.cache.refresh(&store, cache::Role::Reader)?;
         Ok(store)
@@ -71,13 +75,16 @@ impl Sftp {
     /// missing, as a store not yet prepared for writing.
     pub fn create(remote: &Remote) -> Result<Sftp, PrepareError> {
         let store = Sftp::open(remote).map_err(|e| PrepareError::Unwritable(e.to_string()))?;
-        store.make_root().map_err(|e| {
-            PrepareError::Unwritable(format!(
+        store.make_root().map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                PrepareError::Unwritable(format!("destination {}: {e}", remote.url()))
+            }
+            _ => PrepareError::Unwritable(format!(
                 "cannot create destination {}: {}; check the path and that the remote user \
                  may write there, and run again",
                 remote.url(),
                 io_message(&e)
-            ))
+            )),
         })?;
         Ok(store)
     }
@@ -99,33 +106,65 @@ impl Sftp {
 
     /// `mkdir -p` of the root, one folder at a time from the top.
     fn make_root(&self) -> io::Result<()> {
+        // The root and the folders it is in may be symlinks (as a local DST may be, and
+        // as rsync follows them): they are followed. Inside the mirror nothing is.
         let root = self.remote().path.clone();
-        if matches!(self.stat_path(&self.path(Path::new("")))?, Some(s) if s.kind == Kind::Dir) {
-            return Ok(());
+        if let Some(found) = self.stat_followed(&self.path(Path::new("")))? {
+            return match found.kind {
+                Kind::Dir => Ok(()),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "it exists and is not a folder; choose a folder",
+                )),
+            };
         }
         let mut prefix = String::new();
-        for (i, part) in root.split('/').enumerate() {
-            if i > 0 || root.starts_with('/') {
-                prefix.push('/');
-            }
+        for part in root.split('/') {
             if part.is_empty() {
                 continue;
             }
+            if !prefix.is_empty() || root.starts_with('/') {
+                prefix.push('/');
+            }
             prefix.push_str(part);
+            match self.stat_followed(&prefix)? {
+                Some(s) if s.kind == Kind::Dir => continue,
+                Some(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{prefix} on the server is not a folder; choose a folder"),
+                    ));
+                }
+                None => {}
+            }
             let path = prefix.clone();
-            match self.conn.run(false, move |s| {
+            let made = self.conn.run(false, move |s| {
                 let path = path.clone();
                 async move { s.sftp.fs().create_dir(path).await }
-            }) {
-                Ok(()) => {}
-                // Already there (SFTP v3 says only "failure"): fine if it is a folder.
-                Err(e) => match self.stat_path(&prefix)? {
+            });
+            if let Err(e) = made {
+                // Made meanwhile (SFTP v3 says only "failure"): fine if it is a folder.
+                match self.stat_followed(&prefix)? {
                     Some(s) if s.kind == Kind::Dir => {}
                     _ => return Err(e),
-                },
+                }
             }
         }
         Ok(())
+    }
+
+    /// `stat` of a server path, following a symlink; `None` if nothing is there.
+    fn stat_followed(&self, path: &str) -> io::Result<Option<Stat>> {
+        let path = path.to_string();
+        let found = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().metadata(path).await }
+        });
+        match found {
+            Ok(meta) => Ok(Some(stat_of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `lstat` of a server path; `None` if nothing is there.
@@ -220,6 +259,10 @@ impl Reader for Sftp {
     }
 
     fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        if name.as_os_str().is_empty() {
+            // DST itself may be a symlink to its folder (followed, as for a local DST).
+            return self.stat_followed(&self.path(name));
+        }
         self.stat_path(&self.path(name))
     }
 
@@ -331,7 +374,7 @@ impl Store for Sftp {
     }
 
     fn ready(&self) -> bool {
-        self.writing.is_some() && self.conn.is_up()
+        self.writing.is_some() && self.conn.is_up() && !self.gone.load(Ordering::Relaxed)
     }
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
@@ -351,7 +394,18 @@ impl Store for Sftp {
                     .await?;
                 Ok((file, s.number))
             }
-        })?;
+        });
+        let file = match file {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // No temp folder: DST was removed on the server. Said once by the
+                // watcher, which makes it again.
+                if matches!(self.stat(&layout::tmp()), Ok(None)) {
+                    self.gone.store(true, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
