@@ -167,6 +167,26 @@ impl Sftp {
         }
     }
 
+    /// The names directly inside `dir`, each with what READDIR said of it.
+    fn list_detailed(&self, dir: &Path) -> io::Result<Vec<(PathBuf, Stat)>> {
+        let path = self.path(dir);
+        let entries = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move {
+                let dir = s.sftp.fs().open_dir(path).await?;
+                files::read_all(dir.read_dir()).await
+            }
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, meta) in entries {
+            if name == Path::new(".") || name == Path::new("..") {
+                continue;
+            }
+            out.push((dir.join(name), stat_of(&meta)));
+        }
+        Ok(out)
+    }
+
     /// `lstat` of a server path; `None` if nothing is there.
     fn stat_path(&self, path: &str) -> io::Result<Option<Stat>> {
         let path = path.to_string();
@@ -267,25 +287,47 @@ impl Reader for Sftp {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
-        let path = self.path(dir);
-        let entries = self.conn.run(true, move |s| {
-            let path = path.clone();
-            async move {
-                let dir = s.sftp.fs().open_dir(path).await?;
-                files::read_all(dir.read_dir()).await
+        Ok(self
+            .list_detailed(dir)?
+            .into_iter()
+            .map(|(name, stat)| Listed {
+                name,
+                kind: stat.kind,
+            })
+            .collect())
+    }
+
+    fn walk(
+        &self,
+        top: &Path,
+        detail: bool,
+        visit: &mut dyn FnMut(super::Walked) -> super::Step,
+    ) -> io::Result<()> {
+        // One READDIR answers with each name's attributes: no request per name.
+        let mut folders = vec![top.to_path_buf()];
+        let mut first = true;
+        while let Some(dir) = folders.pop() {
+            let listed = match self.list_detailed(&dir) {
+                Ok(listed) => listed,
+                Err(e) if first => return Err(e),
+                Err(_) => continue,
+            };
+            first = false;
+            for (name, stat) in listed {
+                let is_dir = stat.kind == Kind::Dir;
+                let walked = super::Walked {
+                    name: name.clone(),
+                    kind: stat.kind,
+                    stat: detail.then_some(stat),
+                };
+                match visit(walked) {
+                    super::Step::Go if is_dir => folders.push(name),
+                    super::Step::Go | super::Step::Prune => {}
+                    super::Step::Stop => return Ok(()),
+                }
             }
-        })?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (name, meta) in entries {
-            if name == Path::new(".") || name == Path::new("..") {
-                continue;
-            }
-            out.push(Listed {
-                name: dir.join(name),
-                kind: stat_of(&meta).kind,
-            });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
