@@ -135,7 +135,7 @@ impl Summary {
                 self.last_error = Some(error.clone());
                 self.last_error_name = Some(name.clone());
             }
-            Outcome::Interrupted { .. } | Outcome::Unsettled { .. } => {}
+            Outcome::Interrupted { .. } | Outcome::Vanished { .. } | Outcome::Unsettled { .. } => {}
         }
         match outcome {
             Outcome::Stored {
@@ -248,6 +248,12 @@ impl Summary {
                 }
             }
             Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
+            Outcome::Vanished { name } => {
+                log::debug!(
+                    "{} was gone from the source before it was copied",
+                    esc(name)
+                );
+            }
         }
     }
 
