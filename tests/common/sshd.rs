@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// The server binary (Debian's `openssh-server`).
 pub const SSHD: &str = "/usr/sbin/sshd";
+/// OpenSSH's external SFTP server (for [`SshdOptions::sftp_log_level`]).
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 /// The `ssh_config` alias for the server (`dstest:/abs/path`).
 pub const ALIAS: &str = "dstest";
 /// The `ssh_config` alias for a [`Proxy`] in front of it ([`Sshd::scp_form_via`]).
@@ -60,6 +62,12 @@ pub struct SshdOptions {
     /// Extra `sshd_config` lines (`"ClientAliveInterval 1"`), written before the
     /// harness's own: sshd keeps the first value it reads, so these override.
     pub extra_config: Vec<String>,
+    /// Log each SFTP request at this level (`"VERBOSE"`: one line per request with
+    /// its path) to [`Sshd::sftp_log`]. The subsystem is then the external
+    /// `sftp-server -e -l LEVEL` with its stderr sent to a file (internal-sftp logs only
+    /// to syslog). `None`: internal-sftp, errors only. Not an `extra_config`: a
+    /// `Subsystem` line cannot be given twice.
+    pub sftp_log_level: Option<&'static str>,
 }
 
 /// A running sshd on 127.0.0.1 with its keys and configs in a temp folder. Every
@@ -243,6 +251,11 @@ impl Sshd {
         String::from_utf8_lossy(&fs::read(self.path("sshd.log")).unwrap_or_default()).into_owned()
     }
 
+    /// What the SFTP server logged so far (with [`SshdOptions::sftp_log_level`]).
+    pub fn sftp_log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.path("sftp.log")).unwrap_or_default()).into_owned()
+    }
+
     /// True while the listening sshd runs.
     pub fn is_running(&self) -> bool {
         let mut state = self.state();
@@ -356,10 +369,17 @@ impl Sshd {
             text.push('\n');
         }
         let dir = self.dir.path().display();
-        let mut sftp = String::from("internal-sftp");
+        let mut sftp = match options.sftp_log_level {
+            // sshd runs an external subsystem through the login shell, so `2>>` works.
+            Some(level) => format!("{SFTP_SERVER} -e -l {level}"),
+            None => String::from("internal-sftp"),
+        };
         if !options.deny.is_empty() {
             sftp.push_str(" -P ");
             sftp.push_str(&options.deny.join(","));
+        }
+        if options.sftp_log_level.is_some() {
+            sftp.push_str(&format!(" 2>>{dir}/sftp.log"));
         }
         text.push_str(&format!(
             "Port {port}
