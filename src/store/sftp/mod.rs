@@ -211,6 +211,7 @@ impl Reader for Sftp {
             symlinks: true,
             server_side_copy: false,
             fsync: ext.fsync,
+            nanosecond_mtimes: false,
             cheap_listing: false,
         }
     }
