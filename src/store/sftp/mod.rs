@@ -14,12 +14,14 @@
 //!   commits, so the mirror describes itself to another machine (`cache`).
 //!
 //! What SFTP cannot do: a path is resolved by the server, which follows a symlink on the
-//! way (only the last component is never followed: `lstat`); mtimes are whole seconds
+//! way (only the last component is never followed: `lstat`), so every folder on the way
+//! to a name is checked to be a real folder first (`folders`); mtimes are whole seconds
 //! (SFTP version 3).
 
 mod cache;
 pub mod conn;
 mod files;
+mod folders;
 mod lock;
 
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
@@ -43,6 +45,8 @@ pub struct Sftp {
     cache: cache::Cache,
     /// What writing needs, once [`Store::prepare`] made the store ready.
     writing: Option<Writing>,
+    /// Folders of the mirror known to be real folders (no symlink on the way).
+    folders: Arc<folders::Folders>,
 }
 
 /// What a prepared store holds.
@@ -62,6 +66,7 @@ impl Sftp {
             conn: Conn::open(remote)?,
             cache: cache::Cache::of(remote)?,
             writing: None,
+            folders: Arc::default(),
         };
         store.cache.refresh(&store)?;
         Ok(store)
@@ -95,6 +100,16 @@ impl Sftp {
     /// The path the server is asked for.
     fn path(&self, name: &Path) -> String {
         self.remote().remote_path(name)
+    }
+
+    /// True if every folder on the way to `name` is a real folder ([`folders`]).
+    fn beneath(&self, name: &Path) -> io::Result<bool> {
+        self.folders.beneath(&self.conn, self.remote(), name)
+    }
+
+    /// Fails (not found) unless every folder on the way to `name` is a real folder.
+    fn require(&self, name: &Path) -> io::Result<()> {
+        self.folders.require(&self.conn, self.remote(), name)
     }
 
     /// `mkdir -p` of the root, one folder at a time from the top.
@@ -221,10 +236,16 @@ impl Reader for Sftp {
     }
 
     fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        // Through a symlink on the way, the name is not in the mirror (as for a local
+        // store, which never follows one).
+        if !self.beneath(name)? {
+            return Ok(None);
+        }
         self.stat_path(&self.path(name))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        self.require(dir)?;
         let path = self.path(dir);
         let entries = self.conn.run(true, move |s| {
             let path = path.clone();
@@ -269,6 +290,7 @@ impl Reader for Sftp {
     }
 
     fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+        self.require(name)?;
         let path = self.path(name);
         self.conn.run(true, move |s| {
             let path = path.clone();
@@ -351,6 +373,7 @@ impl Store for Sftp {
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             Some(file),
         )))
@@ -364,17 +387,22 @@ impl Store for Sftp {
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             None,
         )))
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         let made = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().create_dir(path).await }
         });
+        if made.is_ok() {
+            self.folders.made(name);
+        }
         match made {
             // SFTP version 3 has no "already exists": a failure with something there is
             // that.
@@ -386,6 +414,7 @@ impl Store for Sftp {
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let (target, path) = (target.to_path_buf(), self.path(name));
         let made = self.change(|s| {
             let (target, path) = (target.clone(), path.clone());
@@ -406,6 +435,8 @@ impl Store for Sftp {
                 "the server does not offer hardlink@openssh.com",
             ));
         }
+        self.require(from)?;
+        self.require(to)?;
         let (from_path, to_path) = (self.path(from), self.path(to));
         let made = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
@@ -420,6 +451,11 @@ impl Store for Sftp {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.require(from)?;
+        self.require(to)?;
+        // Whatever was a folder at either name may be something else after.
+        self.folders.forget(from);
+        self.folders.forget(to);
         let (from_path, to_path) = (self.path(from), self.path(to));
         if !self.conn.extensions().posix_rename {
             // Plain SFTP rename refuses an existing target: clear it first (a moment
@@ -441,6 +477,7 @@ impl Store for Sftp {
     }
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         self.change(|s| {
             let path = path.clone();
@@ -449,6 +486,8 @@ impl Store for Sftp {
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
+        self.folders.forget(name);
         let path = self.path(name);
         self.change(|s| {
             let path = path.clone();
@@ -458,6 +497,9 @@ impl Store for Sftp {
 
     fn remove_tree(&self, name: &Path) -> io::Result<()> {
         let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        if !self.beneath(name)? {
+            return Ok(());
+        }
         let mut folders = Vec::new();
         let mut files = Vec::new();
         let walked = self.walk(name, false, &mut |w| {
