@@ -1,9 +1,11 @@
-//! Keeps every path the store sends inside the mirror. The SFTP server resolves each
+//! Keeps every path the store sends inside the mirror, and whole. The SFTP server resolves each
 //! path it is given, following a symlink in any component but the last, where a local
 //! store walks with `O_NOFOLLOW` handles; so a folder of DST replaced by a symlink
 //! (`b` → `../f`, or → `/etc`) would make `remove b/a` remove `f/a` or `/etc/a`.
 //! [`Folders::beneath`] makes sure every folder on the way to a name is a real folder
-//! (an `lstat` of each, top down) before the name is used.
+//! (an `lstat` of each, top down) before the name is used. A name that is not UTF-8 is
+//! refused with an error naming why: the SFTP client sends paths as UTF-8 only, and a
+//! lossy conversion would write the file under another name.
 //!
 //! Folders found real are remembered, so a pass asks about each one once; the store
 //! forgets a folder (and all below it) when it removes or renames it. The lock makes
@@ -29,6 +31,13 @@ impl Folders {
     /// True if every folder on the way to `name` (below DST's root, `name` itself left
     /// out) is a real folder; false if one is missing or anything else (a symlink).
     pub(super) fn beneath(&self, conn: &Conn, remote: &Remote, name: &Path) -> io::Result<bool> {
+        if name.to_str().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the name is not valid UTF-8, and SFTP paths are sent as UTF-8 here; \
+                 rename it (or mirror it to a local folder)",
+            ));
+        }
         let mut on_the_way: Vec<&Path> = name
             .ancestors()
             .skip(1)
