@@ -309,10 +309,10 @@ impl Sshd {
     /// Nothing happens if it is not running.
     pub fn stop(&self) {
         let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGTERM) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
+        if let Some(child) = state.child.take()
+            && let Err(stuck) = end_tree(child, libc::SIGTERM)
+        {
+            panic!("{stuck}\n--- sshd log\n{}", self.log());
         }
     }
 
@@ -320,10 +320,10 @@ impl Sshd {
     /// (a crash or a power cut, as the client sees it). Returns when they are gone.
     pub fn kill_all(&self) {
         let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGKILL) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
+        if let Some(child) = state.child.take()
+            && let Err(stuck) = end_tree(child, libc::SIGKILL)
+        {
+            panic!("{stuck}\n--- sshd log\n{}", self.log());
         }
     }
 
