@@ -221,8 +221,8 @@ fn a_burst_of_files_in_new_nested_folders_is_mirrored_on(dst: Dst) {
 // 3. folder rename keeps the inode
 // ---------------------------------------------------------------------------------------
 
-fn folder_rename_keeps_the_big_file(compress: bool, dst: Dst) {
-    let env = TestEnv::on(dst);
+fn folder_rename_keeps_the_big_file(compress: bool) {
+    let env = TestEnv::new();
     let (extra, gz): (&[&str], &str) = if compress {
         (&["--compress"], ".gz")
     } else {
@@ -258,7 +258,7 @@ fn folder_rename_keeps_the_big_file(compress: bool, dst: Dst) {
     if compress {
         assert_gz_mirror_of_big_tree(&env);
     } else {
-        env.assert_mirrored(false);
+        assert_mirrored(&env.src, &env.dst, false);
     }
     assert_eq!(inode(&new), ino);
 }
@@ -312,32 +312,17 @@ fn assert_gz_mirror_of_big_tree(env: &TestEnv) {
         fs::metadata(&src_big).unwrap(),
         fs::metadata(&dst_big).unwrap(),
     );
-    // SFTP sets whole seconds.
-    let nsec = |m: &fs::Metadata| {
-        if env.kind() == Dst::Sftp {
-            0
-        } else {
-            m.mtime_nsec()
-        }
-    };
     assert_eq!(
-        (s.mode(), s.mtime(), nsec(&s)),
-        (d.mode(), d.mtime(), nsec(&d))
+        (s.mode(), s.mtime(), s.mtime_nsec()),
+        (d.mode(), d.mtime(), d.mtime_nsec())
     );
 }
 
 #[test]
 fn a_renamed_folder_is_renamed_in_dst_not_copied() {
     let _lock = shared();
-    folder_rename_keeps_the_big_file(false, Dst::Local);
-    folder_rename_keeps_the_big_file(true, Dst::Local);
-}
-
-#[test]
-fn a_renamed_folder_is_renamed_in_dst_not_copied_sftp() {
-    let _lock = shared();
-    folder_rename_keeps_the_big_file(false, Dst::Sftp);
-    folder_rename_keeps_the_big_file(true, Dst::Sftp);
+    folder_rename_keeps_the_big_file(false);
+    folder_rename_keeps_the_big_file(true);
 }
 
 // ---------------------------------------------------------------------------------------
