@@ -470,10 +470,14 @@ impl Store for Sftp {
                 None => {}
             }
         }
-        self.change(|s| {
+        let renamed = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
             async move { s.sftp.fs().rename(from, to).await }
-        })
+        });
+        // Again after: another worker may have found a name real while it moved.
+        self.folders.forget(from);
+        self.folders.forget(to);
+        renamed
     }
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
@@ -489,10 +493,13 @@ impl Store for Sftp {
         self.require(name)?;
         self.folders.forget(name);
         let path = self.path(name);
-        self.change(|s| {
+        let removed = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().remove_dir(path).await }
-        })
+        });
+        // Again after: another worker may have found it real meanwhile.
+        self.folders.forget(name);
+        removed
     }
 
     fn remove_tree(&self, name: &Path) -> io::Result<()> {
