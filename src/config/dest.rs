@@ -265,7 +265,7 @@ impl Remote {
     pub fn url(&self) -> String {
         let mut url = String::from("sftp://");
         if let Some(user) = &self.user {
-            url.push_str(&encode(user, false));
+            url.push_str(&encode(user.as_bytes(), false));
             url.push('@');
         }
         if self.host.contains(':') {
@@ -279,12 +279,12 @@ impl Remote {
             url.push_str(&format!(":{port}"));
         }
         if self.path.starts_with('/') {
-            url.push_str(&encode(&self.path, true));
+            url.push_str(&encode(self.path.as_bytes(), true));
         } else {
             url.push_str("/~");
             if !self.path.is_empty() {
                 url.push('/');
-                url.push_str(&encode(&self.path, true));
+                url.push_str(&encode(self.path.as_bytes(), true));
             }
         }
         url
@@ -296,10 +296,11 @@ impl Remote {
         if name.as_os_str().is_empty() {
             url
         } else {
-            // Shown as the user would type it: only what a URL cannot hold is escaped.
-            let name = name.to_string_lossy();
+            // Shown as the user would type it: only what a URL cannot hold is escaped
+            // (a byte that is not UTF-8 too, never replaced).
+            let name = name.as_os_str().as_encoded_bytes();
             let sep = if url.ends_with('/') { "" } else { "/" };
-            format!("{url}{sep}{}", encode(&name, true))
+            format!("{url}{sep}{}", encode(name, true))
         }
     }
 
@@ -414,9 +415,9 @@ fn decode(text: &str) -> Option<String> {
 }
 
 /// `text` with what a URL cannot hold as is escaped (`/` kept in a path).
-fn encode(text: &str, path: bool) -> String {
+fn encode(text: &[u8], path: bool) -> String {
     let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
+    for &b in text {
         let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
         if plain || (path && (b == b'/' || b == b':')) {
             out.push(b as char);
@@ -529,5 +530,11 @@ mod tests {
             remote("h:/srv").url_of(Path::new("a b/c")),
             "sftp://h/srv/a%20b/c"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let name = Path::new(OsStr::from_bytes(b"x\xff\xfe"));
+            assert_eq!(remote("h:/srv").url_of(name), "sftp://h/srv/x%FF%FE");
+        }
     }
 }

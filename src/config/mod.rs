@@ -338,6 +338,7 @@ fn plan_options(m: &MirrorOverrides, file: &file::PairDefaults) -> PlanOptions {
         compress: m.compress || file.compress.unwrap_or(false),
         checksum: m.checksum || file.checksum.unwrap_or(false),
         delete: !m.no_delete && file.delete.unwrap_or(true),
+        whole_second_mtimes: false,
     }
 }
 

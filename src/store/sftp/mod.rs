@@ -14,12 +14,14 @@
 //!   commits, so the mirror describes itself to another machine (`cache`).
 //!
 //! What SFTP cannot do: a path is resolved by the server, which follows a symlink on the
-//! way (only the last component is never followed: `lstat`); mtimes are whole seconds
+//! way (only the last component is never followed: `lstat`), so every folder on the way
+//! to a name is checked to be a real folder first (`folders`); mtimes are whole seconds
 //! (SFTP version 3).
 
 mod cache;
 pub mod conn;
 mod files;
+mod folders;
 mod lock;
 
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
@@ -46,6 +48,8 @@ pub struct Sftp {
     /// The temp folder was found gone (DST removed on the server while this store
     /// wrote it): not ready until it is prepared again.
     gone: std::sync::atomic::AtomicBool,
+    /// Folders of the mirror known to be real folders (no symlink on the way).
+    folders: Arc<folders::Folders>,
 }
 
 /// What a prepared store holds.
@@ -66,6 +70,7 @@ impl Sftp {
             cache: cache::Cache::of(remote)?,
             writing: None,
             gone: std::sync::atomic::AtomicBool::new(false),
+            folders: Arc::default(),
         };
         store.cache.refresh(&store, cache::Role::Reader)?;
         Ok(store)
@@ -102,6 +107,16 @@ impl Sftp {
     /// The path the server is asked for.
     fn path(&self, name: &Path) -> String {
         self.remote().remote_path(name)
+    }
+
+    /// True if every folder on the way to `name` is a real folder ([`folders`]).
+    fn beneath(&self, name: &Path) -> io::Result<bool> {
+        self.folders.beneath(&self.conn, self.remote(), name)
+    }
+
+    /// Fails (not found) unless every folder on the way to `name` is a real folder.
+    fn require(&self, name: &Path) -> io::Result<()> {
+        self.folders.require(&self.conn, self.remote(), name)
     }
 
     /// `mkdir -p` of the root, one folder at a time from the top.
@@ -169,6 +184,9 @@ impl Sftp {
 
     /// The names directly inside `dir`, each with what READDIR said of it.
     fn list_detailed(&self, dir: &Path) -> io::Result<Vec<(PathBuf, Stat)>> {
+        // `dir` itself as well as the folders on the way: OPENDIR would follow a symlink
+        // there (a name inside it has them all on its way).
+        self.require(&dir.join("_"))?;
         let path = self.path(dir);
         let entries = self.conn.run(true, move |s| {
             let path = path.clone();
@@ -270,6 +288,7 @@ impl Reader for Sftp {
             symlinks: true,
             server_side_copy: false,
             fsync: ext.fsync,
+            nanosecond_mtimes: false,
             cheap_listing: false,
         }
     }
@@ -282,6 +301,11 @@ impl Reader for Sftp {
         if name.as_os_str().is_empty() {
             // DST itself may be a symlink to its folder (followed, as for a local DST).
             return self.stat_followed(&self.path(name));
+        }
+        // Through a symlink on the way, the name is not in the mirror (as for a local
+        // store, which never follows one).
+        if !self.beneath(name)? {
+            return Ok(None);
         }
         self.stat_path(&self.path(name))
     }
@@ -315,6 +339,10 @@ impl Reader for Sftp {
             first = false;
             for (name, stat) in listed {
                 let is_dir = stat.kind == Kind::Dir;
+                if is_dir {
+                    // Seen as a folder by its own lstat: no symlink on the way to below.
+                    self.folders.made(&name);
+                }
                 let walked = super::Walked {
                     name: name.clone(),
                     kind: stat.kind,
@@ -353,6 +381,7 @@ impl Reader for Sftp {
     }
 
     fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+        self.require(name)?;
         let path = self.path(name);
         self.conn.run(true, move |s| {
             let path = path.clone();
@@ -451,6 +480,7 @@ impl Store for Sftp {
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             Some(file),
         )))
@@ -464,17 +494,22 @@ impl Store for Sftp {
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             None,
         )))
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         let made = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().create_dir(path).await }
         });
+        if made.is_ok() {
+            self.folders.made(name);
+        }
         match made {
             // SFTP version 3 has no "already exists": a failure with something there is
             // that.
@@ -486,6 +521,7 @@ impl Store for Sftp {
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let (target, path) = (target.to_path_buf(), self.path(name));
         let made = self.change(|s| {
             let (target, path) = (target.clone(), path.clone());
@@ -506,6 +542,8 @@ impl Store for Sftp {
                 "the server does not offer hardlink@openssh.com",
             ));
         }
+        self.require(from)?;
+        self.require(to)?;
         let (from_path, to_path) = (self.path(from), self.path(to));
         let made = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
@@ -520,6 +558,11 @@ impl Store for Sftp {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.require(from)?;
+        self.require(to)?;
+        // Whatever was a folder at either name may be something else after.
+        self.folders.forget(from);
+        self.folders.forget(to);
         let (from_path, to_path) = (self.path(from), self.path(to));
         if !self.conn.extensions().posix_rename {
             // Plain SFTP rename refuses an existing target: clear it first (a moment
@@ -534,13 +577,18 @@ impl Store for Sftp {
                 None => {}
             }
         }
-        self.change(|s| {
+        let renamed = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
             async move { s.sftp.fs().rename(from, to).await }
-        })
+        });
+        // Again after: another worker may have found a name real while it moved.
+        self.folders.forget(from);
+        self.folders.forget(to);
+        renamed
     }
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         self.change(|s| {
             let path = path.clone();
@@ -549,15 +597,23 @@ impl Store for Sftp {
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
+        self.folders.forget(name);
         let path = self.path(name);
-        self.change(|s| {
+        let removed = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().remove_dir(path).await }
-        })
+        });
+        // Again after: another worker may have found it real meanwhile.
+        self.folders.forget(name);
+        removed
     }
 
     fn remove_tree(&self, name: &Path) -> io::Result<()> {
         let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        if !self.beneath(name)? {
+            return Ok(());
+        }
         let mut folders = Vec::new();
         let mut files = Vec::new();
         let walked = self.walk(name, false, &mut |w| {
