@@ -240,3 +240,74 @@ fn regression_a_folder_replaced_by_a_symlink_is_never_followed_on_the_server() {
         "{outside:?} changed"
     );
 }
+
+/// `sync` with this tree's DST and ssh command, but the state folder `state` (another
+/// machine, as far as the remote mirror's index goes).
+fn sync_from(env: &TestEnv, state: &Path, src: &Path) -> std::process::Output {
+    let mut cmd = env.cmd([
+        std::ffi::OsStr::new("sync"),
+        src.as_os_str(),
+        env.dst_arg().as_os_str(),
+    ]);
+    cmd.env("XDG_STATE_HOME", state);
+    cmd.output().unwrap()
+}
+
+/// QA: two machines syncing one remote mirror within the same second, with index copies
+/// of the same size: the first machine's next sync must see that the mirror changed
+/// (each copy has its own id in `.datasafe/index.id`), not trust its own index.
+#[test]
+fn regression_a_copy_published_by_another_machine_in_the_same_second_is_noticed() {
+    let env = TestEnv::on(Dst::Sftp);
+    let (a, b) = (env.dir.path().join("sa"), env.dir.path().join("sb"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("a"), "A").unwrap();
+    fs::write(b.join("b"), "B").unwrap();
+    let (state_a, state_b) = (
+        env.dir.path().join("state-a"),
+        env.dir.path().join("state-b"),
+    );
+    for _ in 0..3 {
+        assert_code(&sync_from(&env, &state_a, &a), 0);
+        assert_code(&sync_from(&env, &state_b, &b), 0);
+        let out = sync_from(&env, &state_a, &a);
+        assert_code(&out, 0);
+        assert!(env.dst.join("a").exists(), "{}", stdout(&out));
+        assert!(!env.dst.join("b").exists(), "{}", stdout(&out));
+    }
+}
+
+/// QA: a watcher killed with -9 leaves commits its mirror's copy of the index does not
+/// hold (it is published at most every 30 s). A sync from a fresh state folder (another
+/// machine) must not trust that copy: a file made and then deleted in the source meanwhile
+/// is deleted from the mirror, not left there forever.
+#[test]
+fn regression_an_index_copy_of_a_killed_writer_is_not_trusted_without_a_listing() {
+    let env = TestEnv::on(Dst::Sftp);
+    env.write("base", "b");
+    env.sync_ok(&[]);
+    let watcher = Watcher::ready(&env, &["--debounce", "50ms"], "w");
+    for i in 1..=3 {
+        env.write(format!("n{i}"), format!("{i}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(1..=3).all(|i| env.dst.join(format!("n{i}")).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never mirrored n1..n3"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL: no last publication, no clean close.
+    unsafe { libc::kill(watcher.pid(), libc::SIGKILL) };
+    drop(watcher);
+    fs::remove_file(env.src.join("n1")).unwrap();
+    let fresh = env.dir.path().join("fresh-state");
+    let out = sync_from(&env, &fresh, &env.src);
+    assert_code(&out, 0);
+    assert!(!env.dst.join("n1").exists(), "{}", stdout(&out));
+    env.assert_mirrored(false);
+    // Nothing was copied again: the listing matched what was there.
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+}

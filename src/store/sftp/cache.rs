@@ -104,15 +104,21 @@ impl Cache {
             .collect()
     }
 
-    /// The id of the copy this machine last published or fetched (see [`ID_FILE`]).
-    fn note(&self) -> Option<String> {
+    /// The id of the copy this machine last published or fetched (see [`ID_FILE`]), and
+    /// whether the local index can be trusted as far as that copy goes: this machine's
+    /// own, or a copy whose writer closed cleanly (`false`: a copy fetched while its
+    /// writer was at work, which may be behind the mirror).
+    fn note(&self) -> Option<(String, bool)> {
         let text = std::fs::read_to_string(self.dir.join(NOTE)).ok()?;
-        Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        let mut words = text.split_whitespace();
+        let id = words.next()?.to_string();
+        Some((id, words.next() != Some("unfinished")))
     }
 
-    fn set_note(&self, id: &str) -> io::Result<()> {
+    fn set_note(&self, id: &str, trusted: bool) -> io::Result<()> {
         let tmp = self.dir.join(format!("{NOTE}.tmp"));
-        std::fs::write(&tmp, format!("{id}\n"))?;
+        let how = if trusted { "trusted" } else { "unfinished" };
+        std::fs::write(&tmp, format!("{id} {how}\n"))?;
         std::fs::rename(&tmp, self.dir.join(NOTE))
     }
 
@@ -142,9 +148,11 @@ impl Cache {
         // A writer of this machine that did not close cleanly: its last writes may not be
         // in the index (nor its copy in the mirror).
         let died = role == Role::Writer && self.dir.join(WRITING).exists();
-        let current = local && remote_id.is_some() && remote_id == self.note();
+        let note = self.note();
+        let current =
+            local && remote_id.is_some() && remote_id == note.as_ref().map(|n| n.0.clone());
         let trusted = match (remote, current) {
-            (_, true) => !died,
+            (_, true) => !died && note.is_some_and(|n| n.1),
             (false, _) => {
                 if local && role == Role::Writer {
                     log::info!(
@@ -156,11 +164,11 @@ impl Cache {
                 false
             }
             (true, false) => {
-                let clean = self.download(store)?;
+                let clean = self.download(store)? && remote_id.is_some();
                 if let Some(id) = &remote_id {
-                    self.set_note(id)?;
+                    self.set_note(id, clean)?;
                 }
-                clean && remote_id.is_some()
+                clean
             }
         };
         if !trusted && role == Role::Writer && self.index_file().exists() {
@@ -254,7 +262,7 @@ impl Cache {
         temp.set_meta(0o600, filetime::FileTime::now())?;
         temp.install(&id_file())?;
         drop(temp);
-        self.set_note(&id)?;
+        self.set_note(&id, true)?;
         state.pending = false;
         state.unfinished = when != Publish::Now;
         state.last = Some(Instant::now());
