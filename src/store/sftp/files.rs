@@ -159,7 +159,8 @@ impl io::Write for RemoteTemp {
         let conn = self.conn.clone();
         let (file, number) = self.open()?;
         let written = block_on(async { file.write_all(buf).await })?;
-        conn.check(number, written)?;
+        conn.check(number, written)
+            .map_err(|e| conn.explain_write(e, buf.len()))?;
         Ok(buf.len())
     }
 
@@ -196,7 +197,9 @@ impl Staged for RemoteTemp {
                 }
                 file.close().await
             })?;
-            self.conn.check(number, closed)?;
+            self.conn
+                .check(number, closed)
+                .map_err(|e| self.conn.explain_write(e, 0))?;
         }
         let (from, to) = (
             self.remote.remote_path(&self.name),
