@@ -61,9 +61,24 @@ pub struct Summary {
     /// The last error (for `status`).
     #[serde(skip)]
     pub last_error: Option<String>,
+    /// Failures while DST's connection was down: the first is logged, the rest counted
+    /// here (with the last one's words) and said in one line ([`Summary::tell_unreachable`]).
+    #[serde(skip)]
+    pub unreachable: Unreachable,
     /// The name in DST the last error was about: mirroring it later clears the error.
     #[serde(skip)]
     pub last_error_name: Option<PathBuf>,
+}
+
+/// Failures of a pass that found DST's connection down (see [`Summary::unreachable`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unreachable {
+    /// The first was logged.
+    pub said: bool,
+    /// How many more there were.
+    pub more: u64,
+    /// The last one's line.
+    pub last: Option<String>,
 }
 
 /// One pair's counts in a run of several.
@@ -221,14 +236,44 @@ impl Summary {
                 }
             }
             Outcome::Failed {
-                error, no_space, ..
+                error,
+                no_space,
+                unreachable,
+                ..
             } => {
                 self.failed += 1;
                 self.no_space |= no_space;
-                log::error!("{error}");
+                if *unreachable && self.unreachable.said {
+                    // The same cause for every file while the connection is down.
+                    self.unreachable.more += 1;
+                    self.unreachable.last = Some(error.clone());
+                    log::debug!("{error}");
+                } else {
+                    self.unreachable.said |= unreachable;
+                    log::error!("{error}");
+                }
             }
             Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
         }
+    }
+
+    /// Says in one line how many more failures the lost connection caused (after the
+    /// first, which was logged), and starts counting afresh.
+    pub fn tell_unreachable(&mut self) {
+        let told = std::mem::take(&mut self.unreachable);
+        if let Some(last) = told.last {
+            log::error!(
+                "{} could not be written either while the destination was unreachable; \
+                 the last: {last}",
+                count_of(told.more, "more file")
+            );
+        }
+    }
+
+    /// Forgets the failures of a lost connection without a word: a pass after it came
+    /// back writes them again.
+    pub fn connection_back(&mut self) {
+        self.unreachable = Unreachable::default();
     }
 
     /// Counts and logs files removed from DST: `name` (a folder with `files` in it).
@@ -431,6 +476,7 @@ mod tests {
                 name: "log.txt".into(),
                 error: "reading /s/log.txt: boom".into(),
                 no_space: false,
+                unreachable: false,
             },
             src,
             dst,

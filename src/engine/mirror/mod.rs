@@ -223,6 +223,7 @@ impl Mirror {
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let (exec, index, trusted, adopting) = open_for_writing(&self.cfg, &self.stop)?;
+        self.tally.summary.connection_back();
         self.mode = Box::new(exec);
         self.tally.index = IndexWriter(index);
         self.trusted = trusted;
@@ -250,6 +251,7 @@ impl Mirror {
     pub fn resume(&mut self, check: &Check) {
         let unchanged = self.tally.summary.unchanged;
         self.tally.summary.failed = 0;
+        self.tally.summary.connection_back();
         self.reconcile_checking(Path::new(""), check);
         self.commit();
         self.tally.summary.unchanged = unchanged;
@@ -264,6 +266,7 @@ impl Mirror {
     /// print.
     pub fn into_summary(self) -> Summary {
         let mut summary = self.tally.summary;
+        summary.tell_unreachable();
         if let Some(exec) = self.mode.executor() {
             summary.versions_kept += exec.versions_kept();
             summary.versions_pruned += exec.pruned_for_room();
