@@ -499,4 +499,33 @@ mod tests {
         summary.record(&stored("log.txt"), src, dst);
         assert_eq!(summary.last_error, None);
     }
+
+    #[test]
+    fn failures_of_a_lost_connection_are_one_line_and_a_count() {
+        let (src, dst) = (Path::new("/s"), Path::new("/d"));
+        let failed = |name: &str, unreachable: bool| Outcome::Failed {
+            name: name.into(),
+            error: format!("writing {name}: cannot reach nas"),
+            no_space: false,
+            unreachable,
+        };
+        let mut summary = Summary::default();
+        for name in ["a", "b", "c"] {
+            summary.record(&failed(name, true), src, dst);
+        }
+        summary.record(&failed("d", false), src, dst);
+        assert_eq!(summary.failed, 4);
+        assert!(summary.unreachable.said);
+        assert_eq!(summary.unreachable.more, 2);
+        assert_eq!(
+            summary.unreachable.last.as_deref(),
+            Some("writing c: cannot reach nas")
+        );
+        summary.tell_unreachable();
+        assert_eq!(summary.unreachable, Unreachable::default());
+        summary.record(&failed("e", true), src, dst);
+        summary.connection_back();
+        assert_eq!(summary.unreachable, Unreachable::default());
+        assert_eq!(summary.failed, 5);
+    }
 }
