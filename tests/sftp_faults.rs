@@ -350,6 +350,30 @@ fn sshd_killed_mid_upload_and_restarted_the_sync_resumes_and_converges() {
     assert_converged(&rig.env.src, &rig.env.dst, "the resumed sync");
 }
 
+/// A sync waits up to a minute for a lost server: one back after 40 s (later than the
+/// backoff's last doubling before the minute) is still waited for.
+#[test]
+fn sshd_down_for_40_seconds_mid_sync_is_waited_for_within_the_patience() {
+    let rig = Rig::new();
+    big_files(&rig.env, "big", 40, 512 * 1024, 1024 * 1024, 11);
+    let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
+    wait_landed(&mut run, &rig.env.dst, 5, &rig);
+    rig.sshd.kill_all();
+    let killed = Instant::now();
+    // The fault: the server stays down 40 s.
+    std::thread::sleep(Duration::from_secs(40));
+    assert!(
+        run.running(),
+        "the sync gave up {:?} after the kill, before its minute of patience{}",
+        killed.elapsed(),
+        run.context()
+    );
+    rig.sshd.restart();
+    let status = run.wait(Duration::from_secs(240));
+    run.done(status).expect(0, &rig);
+    assert_converged(&rig.env.src, &rig.env.dst, "the resumed sync");
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. sshd killed mid-upload and left down: the sync ends, bounded, with a clear error
 // ---------------------------------------------------------------------------------------
