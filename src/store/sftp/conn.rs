@@ -252,17 +252,24 @@ impl Conn {
                     return Ok(session);
                 }
                 Err(e) => {
-                    let (next, deadline) = match &*lock(&self.link) {
-                        Link::Down { next, since, .. } => (
-                            *next,
-                            *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed)),
-                        ),
-                        Link::Up(_) => (Instant::now(), Instant::now()),
+                    let mut link = lock(&self.link);
+                    let now = Instant::now();
+                    let Link::Down { next, since, .. } = &mut *link else {
+                        continue;
                     };
-                    if next > deadline {
+                    let deadline =
+                        *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed));
+                    if now >= deadline {
                         return Err(e);
                     }
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    // The backoff's next step may fall after the deadline: one last try
+                    // is made at the deadline, so the whole patience is waited.
+                    if *next > deadline {
+                        *next = deadline;
+                    }
+                    let wait = next.saturating_duration_since(now);
+                    drop(link);
+                    std::thread::sleep(wait);
                 }
             }
         }
