@@ -745,6 +745,11 @@ fn assert_login_refused(rig: &Rig, words: &str) {
         errors[0].contains(&host) && errors[0].contains(words),
         "the line does not name {host} and say {words:?}{done}"
     );
+    assert_eq!(
+        errors[0].matches(&host).count(),
+        1,
+        "the host is named twice{done}"
+    );
     // Without a terminal ssh is told never to ask.
     let args = fs::read_to_string(&args).unwrap();
     assert!(args.contains("BatchMode=yes"), "ssh ran as: {args}");
@@ -786,10 +791,12 @@ fn a_moment() -> String {
 
 #[test]
 fn a_server_without_hardlink_and_posix_rename_keeps_versions_by_copy() {
-    let rig = Rig::with(SshdOptions {
+    let mut rig = Rig::with(SshdOptions {
         deny: vec!["hardlink", "posix-rename"],
         ..SshdOptions::default()
     });
+    // The scp form this time (`dstest:/abs/path`, the host from the ssh config).
+    rig.url = rig.sshd.scp_form(&rig.env.dst);
     rig.env.write("doc.txt", "version one");
     rig.env.write("deleted.txt", "deleted later");
     rig.env.write("dir/kept.txt", "kept");

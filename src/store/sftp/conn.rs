@@ -144,9 +144,15 @@ pub struct Conn {
 /// Why a connection could not be made or was lost: one line naming the host, with ssh's
 /// own words.
 pub fn unreachable(remote: &Remote, why: &str) -> io::Error {
+    let host = remote.destination();
+    // ssh names the host itself in some of its words ("user@host: Permission denied").
+    let why = why
+        .strip_prefix(host.as_str())
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(why);
     io::Error::new(
         io::ErrorKind::ConnectionRefused,
-        format!("cannot reach {}: {why}", remote.destination()),
+        format!("cannot reach {host}: {why}"),
     )
 }
 
