@@ -333,20 +333,31 @@ impl Store for Sftp {
         self.writing()?;
         let name = self.temp_name();
         let path = self.path(&name);
-        let file = self.conn.run(false, move |s| {
-            let path = path.clone();
-            async move {
-                let file = s
-                    .sftp
-                    .options()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-                    .await?;
-                Ok((file, s.number))
-            }
-        })?;
+        let asked = path.clone();
+        let file = self
+            .conn
+            .run(false, move |s| {
+                let path = path.clone();
+                async move {
+                    let file = s
+                        .sftp
+                        .options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
+                        .await?;
+                    Ok((file, s.number))
+                }
+            })
+            .map_err(|e| {
+                // The server may have made the file before the connection went, its
+                // answer lost: removed once the connection is back.
+                if e.kind() == io::ErrorKind::ConnectionAborted {
+                    self.conn.orphan(asked);
+                }
+                e
+            })?;
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
