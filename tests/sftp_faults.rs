@@ -497,6 +497,39 @@ fn a_silent_network_mid_sync_is_noticed_by_keepalives_and_the_sync_resumes() {
     assert_converged(&rig.env.src, &rig.env.dst, "the sync after");
 }
 
+/// A network that stays silent (new connections too, which the proxy accepts and then
+/// holds): the sync ends, never hangs, after the keep-alives, its patience and one
+/// connection attempt's timeout.
+#[test]
+fn a_network_silent_for_good_ends_the_sync_in_bounded_time() {
+    let mut rig = Rig::new();
+    let proxy = Proxy::start(rig.sshd.port());
+    rig.url = rig.sshd.url_via(&proxy, &rig.env.dst);
+    big_files(&rig.env, "big", 40, 512 * 1024, 1024 * 1024, 12);
+    let source = files(&rig.env.src);
+    let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
+    wait_landed(&mut run, &rig.env.dst, 5, &rig);
+    proxy.blackhole(true);
+    let silent = Instant::now();
+    // 15–20 s of keep-alives, 60 s of patience, up to 30 s for the last try to start.
+    let status = run.wait(run.started.elapsed() + Duration::from_secs(130));
+    let done = run.done(status);
+    let after = silent.elapsed();
+    eprintln!("ended {after:?} into the silence{done}");
+    done.expect(1, &rig);
+    let errors = done.lines_with("error");
+    assert!(errors.len() <= 4, "{} error lines{done}", errors.len());
+    assert!(
+        done.stderr.contains("cannot reach") || done.stderr.contains("lost"),
+        "no line about the connection{done}"
+    );
+    proxy.blackhole(false);
+    assert_not_torn(&rig.env.dst, &[&source], "the sync into silence");
+    rig.sync(&[], "after", Duration::from_secs(120))
+        .expect(0, &rig);
+    assert_converged(&rig.env.src, &rig.env.dst, "the sync after the silence");
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. watch: the server goes away while files change, and comes back
 // ---------------------------------------------------------------------------------------
