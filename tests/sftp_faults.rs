@@ -769,7 +769,7 @@ fn assert_login_refused(rig: &Rig, words: &str) {
     let status = run.wait(Duration::from_secs(30));
     let done = run.done(status);
     eprintln!("{done}");
-    done.expect(2, &rig);
+    done.expect(2, rig);
     assert!(done.took < Duration::from_secs(15), "took {:?}", done.took);
     let errors = done.lines_with("error");
     assert_eq!(errors.len(), 1, "not one error line{done}");

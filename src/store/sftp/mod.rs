@@ -350,13 +350,12 @@ impl Store for Sftp {
                     Ok((file, s.number))
                 }
             })
-            .map_err(|e| {
+            .inspect_err(|e| {
                 // The server may have made the file before the connection went, its
                 // answer lost: removed once the connection is back.
                 if e.kind() == io::ErrorKind::ConnectionAborted {
-                    self.conn.orphan(asked);
+                    self.conn.orphan(asked.clone());
                 }
-                e
             })?;
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
