@@ -114,10 +114,7 @@ impl Sshd {
         let me = current_user();
         let user = options.user.map_or_else(|| me.clone(), str::to_owned);
         if user != me {
-            assert!(
-                is_root(),
-                "logging in as {user} needs root (the tests run as {me})"
-            );
+            assert!(is_root(), "logging in as {user} needs root (the tests run as {me})");
         }
         let sshd = Sshd {
             port: 0,
@@ -132,19 +129,12 @@ impl Sshd {
         keygen(&sshd.path("user_key"));
         fs::copy(sshd.path("user_key.pub"), sshd.path("authorized_keys")).unwrap();
         let host_key = fs::read_to_string(sshd.path("host_key.pub")).unwrap();
-        fs::write(
-            sshd.path("known_hosts"),
-            format!("{HOST_KEY_ALIAS} {host_key}"),
-        )
-        .unwrap();
+        fs::write(sshd.path("known_hosts"), format!("{HOST_KEY_ALIAS} {host_key}")).unwrap();
         if sshd.user != me {
             // sshd reads authorized_keys as the login user.
             fs::set_permissions(sshd.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            fs::set_permissions(
-                sshd.path("authorized_keys"),
-                fs::Permissions::from_mode(0o644),
-            )
-            .unwrap();
+            fs::set_permissions(sshd.path("authorized_keys"), fs::Permissions::from_mode(0o644))
+                .unwrap();
         }
         sshd.start_on_a_free_port(&options)
     }
@@ -284,10 +274,7 @@ impl Sshd {
     /// `args` ends with the host, options (`-o ServerAliveInterval=1`) go before it.
     pub fn sftp_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("sftp");
-        cmd.arg("-F")
-            .arg(self.ssh_config())
-            .args(["-b", "-"])
-            .args(args);
+        cmd.arg("-F").arg(self.ssh_config()).args(["-b", "-"]).args(args);
         cmd
     }
 
@@ -389,10 +376,7 @@ Subsystem sftp {sftp}
     /// or the new file, never half of one).
     fn write_client_config(&self, proxy_port: Option<u16>) {
         let dir = self.dir.path().display();
-        let mut text = format!(
-            "Host {ALIAS}\n    HostName 127.0.0.1\n    Port {}\n",
-            self.port
-        );
+        let mut text = format!("Host {ALIAS}\n    HostName 127.0.0.1\n    Port {}\n", self.port);
         if let Some(port) = proxy_port {
             text.push_str(&format!(
                 "Host {PROXY_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
@@ -497,10 +481,7 @@ Subsystem sftp {sftp}
         if status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "{status}: {}",
-                fs::read_to_string(&err).unwrap_or_default().trim()
-            ))
+            Err(format!("{status}: {}", fs::read_to_string(&err).unwrap_or_default().trim()))
         }
     }
 }
@@ -529,10 +510,7 @@ pub fn require_installed(sshd: &Path) {
 }
 
 fn url(user: &str, port: u16, remote: &Path) -> String {
-    format!(
-        "sftp://{user}@127.0.0.1:{port}{}",
-        absolute(remote).display()
-    )
+    format!("sftp://{user}@127.0.0.1:{port}{}", absolute(remote).display())
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -604,11 +582,7 @@ fn parents() -> BTreeMap<u32, u32> {
         return map;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Some((state, ppid)) = stat_of(pid) else {
