@@ -355,7 +355,7 @@ fn sshd_killed_mid_upload_and_restarted_the_sync_resumes_and_converges() {
 #[test]
 fn sshd_down_for_40_seconds_mid_sync_is_waited_for_within_the_patience() {
     let rig = Rig::new();
-    big_files(&rig.env, "big", 40, 512 * 1024, 1024 * 1024, 11);
+    big_files(&rig.env, "big", 40, 256 * 1024, 512 * 1024, 11);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
     wait_landed(&mut run, &rig.env.dst, 5, &rig);
     rig.sshd.kill_all();
@@ -381,7 +381,7 @@ fn sshd_down_for_40_seconds_mid_sync_is_waited_for_within_the_patience() {
 #[test]
 fn sshd_killed_mid_upload_and_left_down_the_sync_ends_in_bounded_time() {
     let rig = Rig::new();
-    big_files(&rig.env, "big", 60, 512 * 1024, 1024 * 1024, 2);
+    big_files(&rig.env, "big", 40, 256 * 1024, 768 * 1024, 2);
     let source = files(&rig.env.src);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
     wait_landed(&mut run, &rig.env.dst, 5, &rig);
@@ -431,7 +431,7 @@ fn a_proxy_cutting_the_connection_mid_sync_the_sync_resumes() {
     let mut rig = Rig::new();
     let proxy = Proxy::start(rig.sshd.port());
     rig.url = rig.sshd.url_via(&proxy, &rig.env.dst);
-    big_files(&rig.env, "big", 80, 512 * 1024, 1024 * 1024, 3);
+    big_files(&rig.env, "big", 50, 256 * 1024, 768 * 1024, 3);
     let source = files(&rig.env.src);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
     wait_landed(&mut run, &rig.env.dst, 10, &rig);
@@ -459,7 +459,7 @@ fn a_silent_network_mid_sync_is_noticed_by_keepalives_and_the_sync_resumes() {
     let mut rig = Rig::new();
     let proxy = Proxy::start(rig.sshd.port());
     rig.url = rig.sshd.url_via(&proxy, &rig.env.dst);
-    big_files(&rig.env, "big", 80, 512 * 1024, 1024 * 1024, 4);
+    big_files(&rig.env, "big", 50, 256 * 1024, 768 * 1024, 4);
     let source = files(&rig.env.src);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
     wait_landed(&mut run, &rig.env.dst, 10, &rig);
@@ -505,7 +505,7 @@ fn a_network_silent_for_good_ends_the_sync_in_bounded_time() {
     let mut rig = Rig::new();
     let proxy = Proxy::start(rig.sshd.port());
     rig.url = rig.sshd.url_via(&proxy, &rig.env.dst);
-    big_files(&rig.env, "big", 40, 512 * 1024, 1024 * 1024, 12);
+    big_files(&rig.env, "big", 40, 256 * 1024, 512 * 1024, 12);
     let source = files(&rig.env.src);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
     wait_landed(&mut run, &rig.env.dst, 5, &rig);
@@ -929,7 +929,7 @@ fn a_server_without_hardlink_and_posix_rename_keeps_versions_by_copy() {
 #[test]
 fn datasafe_killed_mid_sync_leaves_only_temp_files_and_its_lock_is_taken_over() {
     let rig = Rig::new();
-    big_files(&rig.env, "big", 60, 512 * 1024, 1024 * 1024, 9);
+    big_files(&rig.env, "big", 40, 256 * 1024, 768 * 1024, 9);
     let source = files(&rig.env.src);
     let mut run = rig.spawn(rig.sync_cmd(&[]), "killed");
     wait_landed(&mut run, &rig.env.dst, 5, &rig);
