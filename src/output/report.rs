@@ -270,8 +270,8 @@ impl Summary {
         }
     }
 
-    /// Forgets the failures of a lost connection without a word: a pass after it came
-    /// back writes them again.
+    /// Forgets the failures of a lost connection without a word: the full pass about to
+    /// run (after a reconnection, a resume) writes them again.
     pub fn connection_back(&mut self) {
         self.unreachable = Unreachable::default();
     }

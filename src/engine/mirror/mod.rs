@@ -223,7 +223,6 @@ impl Mirror {
         self.tally.index = IndexWriter(None);
         self.lost = true;
         let (exec, index, trusted, adopting) = open_for_writing(&self.cfg, &self.stop)?;
-        self.tally.summary.connection_back();
         self.mode = Box::new(exec);
         self.tally.index = IndexWriter(index);
         self.trusted = trusted;
@@ -251,7 +250,6 @@ impl Mirror {
     pub fn resume(&mut self, check: &Check) {
         let unchanged = self.tally.summary.unchanged;
         self.tally.summary.failed = 0;
-        self.tally.summary.connection_back();
         self.reconcile_checking(Path::new(""), check);
         self.commit();
         self.tally.summary.unchanged = unchanged;
