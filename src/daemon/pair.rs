@@ -297,7 +297,14 @@ impl Watched {
                     }
                     // The timer's pass also `lstat`s DST: a file edited or replaced in
                     // the mirror behind datasafe's back sends no event about the source.
-                    let check = if timer_due { Check::Stat } else { Check::Names };
+                    // Not for a remote DST: listing it in detail is what its index
+                    // spares (verify and --repair look).
+                    let local = self.settings.config.pair.dst.local().is_some();
+                    let check = if timer_due && local {
+                        Check::Stat
+                    } else {
+                        Check::Names
+                    };
                     self.reconcile_checking(board, &check);
                 }
             }

@@ -311,6 +311,11 @@ pub fn show(json: bool) -> Result<(), StatusError> {
 /// is said at once and the others are still asked.
 pub fn release(dst: Option<&Path>, config: Option<&Path>) -> Result<(), NoWatcher> {
     let same = |given: &Path, shown: &str| {
+        // A remote DST is named by its URL, however it was written.
+        if let Ok(crate::config::Dest::Sftp(remote)) = crate::config::Dest::parse(given.as_os_str())
+        {
+            return remote.url() == shown;
+        }
         let given =
             crate::config::canonical_even_if_missing(given).unwrap_or_else(|_| given.to_path_buf());
         let shown = Path::new(shown);

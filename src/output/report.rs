@@ -52,6 +52,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// At least one failure was a full disk.
     pub no_space: bool,
+    /// Files that failed because DST could not be reached (only the first is said).
+    #[serde(skip)]
+    pub unreachable: u64,
     /// Per-pair counts, when several pairs ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<PairCounts>,
@@ -61,24 +64,9 @@ pub struct Summary {
     /// The last error (for `status`).
     #[serde(skip)]
     pub last_error: Option<String>,
-    /// Failures while DST's connection was down: the first is logged, the rest counted
-    /// here (with the last one's words) and said in one line ([`Summary::tell_unreachable`]).
-    #[serde(skip)]
-    pub unreachable: Unreachable,
     /// The name in DST the last error was about: mirroring it later clears the error.
     #[serde(skip)]
     pub last_error_name: Option<PathBuf>,
-}
-
-/// Failures of a pass that found DST's connection down (see [`Summary::unreachable`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Unreachable {
-    /// The first was logged.
-    pub said: bool,
-    /// How many more there were.
-    pub more: u64,
-    /// The last one's line.
-    pub last: Option<String>,
 }
 
 /// One pair's counts in a run of several.
@@ -109,6 +97,7 @@ impl Summary {
         self.versions_pruned += pair.versions_pruned;
         self.unsettled += pair.unsettled;
         self.no_space |= pair.no_space;
+        self.unreachable += pair.unreachable;
         if named {
             let line = format!(
                 "pair {name}: Files backed up: {}, Updated: {}, Renamed: {}, Deleted: {}, Unchanged: {}, Failed: {}, Bytes copied: {}",
@@ -243,37 +232,21 @@ impl Summary {
             } => {
                 self.failed += 1;
                 self.no_space |= no_space;
-                if *unreachable && self.unreachable.said {
-                    // The same cause for every file while the connection is down.
-                    self.unreachable.more += 1;
-                    self.unreachable.last = Some(error.clone());
-                    log::debug!("{error}");
+                if *unreachable {
+                    // A lost connection fails every file after it: one line, not one
+                    // per file (the summary counts them).
+                    self.unreachable += 1;
+                    if self.unreachable == 1 {
+                        log::error!("{error}");
+                    } else {
+                        log::debug!("{error}");
+                    }
                 } else {
-                    self.unreachable.said |= unreachable;
                     log::error!("{error}");
                 }
             }
             Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
         }
-    }
-
-    /// Says in one line how many more failures the lost connection caused (after the
-    /// first, which was logged), and starts counting afresh.
-    pub fn tell_unreachable(&mut self) {
-        let told = std::mem::take(&mut self.unreachable);
-        if let Some(last) = told.last {
-            log::error!(
-                "{} could not be written either while the destination was unreachable; \
-                 the last: {last}",
-                count_of(told.more, "more file")
-            );
-        }
-    }
-
-    /// Forgets the failures of a lost connection without a word: the full pass about to
-    /// run (after a reconnection, a resume) writes them again.
-    pub fn connection_back(&mut self) {
-        self.unreachable = Unreachable::default();
     }
 
     /// Counts and logs files removed from DST: `name` (a folder with `files` in it).
@@ -368,6 +341,13 @@ impl Summary {
         }
         if self.no_space {
             log::error!("the destination ran out of space; free some and run again");
+        }
+        if self.unreachable > 1 {
+            log::error!(
+                "{} files were not written: the destination could not be reached (see above); \
+                 run again once it can be",
+                self.unreachable
+            );
         }
         if self.held_deletions > 0 {
             log::warn!(
@@ -498,34 +478,5 @@ mod tests {
         assert!(summary.last_error.is_some());
         summary.record(&stored("log.txt"), src, dst);
         assert_eq!(summary.last_error, None);
-    }
-
-    #[test]
-    fn failures_of_a_lost_connection_are_one_line_and_a_count() {
-        let (src, dst) = (Path::new("/s"), Path::new("/d"));
-        let failed = |name: &str, unreachable: bool| Outcome::Failed {
-            name: name.into(),
-            error: format!("writing {name}: cannot reach nas"),
-            no_space: false,
-            unreachable,
-        };
-        let mut summary = Summary::default();
-        for name in ["a", "b", "c"] {
-            summary.record(&failed(name, true), src, dst);
-        }
-        summary.record(&failed("d", false), src, dst);
-        assert_eq!(summary.failed, 4);
-        assert!(summary.unreachable.said);
-        assert_eq!(summary.unreachable.more, 2);
-        assert_eq!(
-            summary.unreachable.last.as_deref(),
-            Some("writing c: cannot reach nas")
-        );
-        summary.tell_unreachable();
-        assert_eq!(summary.unreachable, Unreachable::default());
-        summary.record(&failed("e", true), src, dst);
-        summary.connection_back();
-        assert_eq!(summary.unreachable, Unreachable::default());
-        assert_eq!(summary.failed, 5);
     }
 }

@@ -476,4 +476,11 @@ pub trait Store: Reader {
     fn index_committed(&self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Called now and then while nothing is committed (a watcher idles): a store that
+    /// holds back publishing its index copy to spare the link publishes what is
+    /// pending once it is due.
+    fn index_idle(&self) -> io::Result<()> {
+        Ok(())
+    }
 }

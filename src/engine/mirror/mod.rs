@@ -250,6 +250,7 @@ impl Mirror {
     pub fn resume(&mut self, check: &Check) {
         let unchanged = self.tally.summary.unchanged;
         self.tally.summary.failed = 0;
+        self.tally.summary.unreachable = 0;
         self.reconcile_checking(Path::new(""), check);
         self.commit();
         self.tally.summary.unchanged = unchanged;
@@ -264,7 +265,6 @@ impl Mirror {
     /// print.
     pub fn into_summary(self) -> Summary {
         let mut summary = self.tally.summary;
-        summary.tell_unreachable();
         if let Some(exec) = self.mode.executor() {
             summary.versions_kept += exec.versions_kept();
             summary.versions_pruned += exec.pruned_for_room();
@@ -303,6 +303,13 @@ impl Mirror {
     pub fn commit_if_due(&mut self) {
         if self.tally.index.due() {
             self.commit();
+        } else if let Some(exec) = self.mode.executor()
+            && let Err(e) = exec.store().index_idle()
+        {
+            log::warn!(
+                "saving the index into the mirror: {}",
+                crate::output::names::io_message(&e)
+            );
         }
     }
 

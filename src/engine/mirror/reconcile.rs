@@ -55,7 +55,7 @@ impl Mirror {
         if full {
             // What failed while DST's connection was down is written again by this pass
             // (after a reconnection, or a resume).
-            self.tally.summary.connection_back();
+            self.tally.summary.unreachable = 0;
         }
         let adopt = full.then(|| self.start_adopting()).flatten();
         let (known_tx, known_rx) = bounded::<MirrorState>(1);

@@ -549,7 +549,17 @@ impl Store for Sftp {
 
     fn index_committed(&self) -> io::Result<()> {
         let writing = self.writing()?;
-        self.cache.publish(self, &writing.published, false)
+        self.cache
+            .publish(self, &writing.published, cache::Publish::Committed)
+    }
+
+    fn index_idle(&self) -> io::Result<()> {
+        let writing = self.writing()?;
+        if !self.conn.is_up() {
+            return Ok(());
+        }
+        self.cache
+            .publish(self, &writing.published, cache::Publish::IfDue)
     }
 }
 
@@ -558,7 +568,9 @@ impl Drop for Sftp {
         // The last commits, if the last publication was held back to spare the link.
         if let Some(writing) = &self.writing
             && self.conn.is_up()
-            && let Err(e) = self.cache.publish(self, &writing.published, true)
+            && let Err(e) = self
+                .cache
+                .publish(self, &writing.published, cache::Publish::Now)
         {
             log::warn!(
                 "cannot publish the index to {}: {}",
