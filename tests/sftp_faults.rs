@@ -610,6 +610,28 @@ fn watch_reconnects_after_sshd_comes_back_and_mirrors_what_changed_meanwhile() {
         "status still says reconnecting:\n{said}{}",
         w.context()
     );
+
+    // A second outage is said as the first was (not swallowed as more of the first).
+    let connection_errors = |w: &Watcher| {
+        w.stderr()
+            .lines()
+            .filter(|l| {
+                l.starts_with("error:") && (l.contains("cannot reach") || l.contains("was lost"))
+            })
+            .count()
+    };
+    let first = connection_errors(&w);
+    assert!(first >= 1, "the first outage was not said{}", w.context());
+    rig.sshd.kill_all();
+    fs::write(src.join("edit.txt"), "edited in the second outage").unwrap();
+    let said_again = wait_until(Duration::from_secs(30), || connection_errors(&w) > first);
+    assert!(
+        said_again,
+        "the second outage's failure was not said{}",
+        w.context()
+    );
+    rig.sshd.restart();
+    wait_converged(&w, &rig, Duration::from_secs(90));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -980,4 +1002,92 @@ fn a_lock_held_by_a_live_watcher_is_refused_naming_its_pid_and_host() {
         1,
         "not one error line{done}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The index when its copy in the mirror is missing
+// ---------------------------------------------------------------------------------------
+
+/// The files a sync wrote again, and the versions DST keeps.
+fn rewritten(done: &Done, dst: &Path) -> (u64, usize) {
+    let copied = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("copied "))
+        .count() as u64;
+    let versions = walkdir::WalkDir::new(dst.join(".datasafe/versions"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count();
+    (copied, versions)
+}
+
+/// A connection lost during the first upload of the index leaves the mirror without its
+/// copy and this machine's index never published: the next run keeps that index (it is
+/// this machine's own, and current) instead of rebuilding it from a listing — which,
+/// over SFTP's whole-second mtimes, wrote every file again and kept a version of each.
+/// (Seen in the watch test: the server killed right after the first pass.)
+#[test]
+fn an_index_never_published_is_kept_not_rebuilt_from_a_listing() {
+    let rig = Rig::new();
+    for i in 0..5 {
+        rig.env.write(format!("keep/k{i}.txt"), format!("kept {i}"));
+    }
+    rig.sync(&[], "first", Duration::from_secs(60))
+        .expect(0, &rig);
+    // As a first publication cut by the connection leaves it: no copy in the mirror, and
+    // no note of one beside the local index.
+    fs::remove_file(rig.env.dst.join(".datasafe/index.db")).unwrap();
+    let cache = rig.env.dir.path().join("xdg-state/datasafe/remote");
+    let notes: Vec<PathBuf> = walkdir::WalkDir::new(&cache)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "published")
+        .map(|e| e.into_path())
+        .collect();
+    assert_eq!(
+        notes.len(),
+        1,
+        "no note of the publication under {}",
+        cache.display()
+    );
+    fs::remove_file(&notes[0]).unwrap();
+    let done = rig.sync(&[], "second", Duration::from_secs(60));
+    done.expect(0, &rig);
+    assert_eq!(
+        rewritten(&done, &rig.env.dst),
+        (0, 0),
+        "unchanged files written again (and versions kept){done}"
+    );
+    assert_converged(&rig.env.src, &rig.env.dst, "the second sync");
+    assert!(
+        rig.env.dst.join(".datasafe/index.db").exists(),
+        "the index was not published"
+    );
+}
+
+/// Without any index (a new machine, and no copy in the mirror) the index is rebuilt
+/// from a listing; unchanged files must not be written again.
+#[test]
+#[ignore = "rebuilding from an SFTP listing writes every file again: the listing's mtimes \
+            are whole seconds (SFTP v3) and the planner compares them to the source's to the \
+            nanosecond (engine::plan), so each file looks changed and a version of it is kept"]
+fn a_lost_index_rebuilt_from_a_listing_writes_nothing_again() {
+    let rig = Rig::new();
+    for i in 0..5 {
+        rig.env.write(format!("keep/k{i}.txt"), format!("kept {i}"));
+    }
+    rig.sync(&[], "first", Duration::from_secs(60))
+        .expect(0, &rig);
+    fs::remove_file(rig.env.dst.join(".datasafe/index.db")).unwrap();
+    fs::remove_dir_all(rig.env.dir.path().join("xdg-state")).unwrap();
+    let done = rig.sync(&[], "second", Duration::from_secs(60));
+    done.expect(0, &rig);
+    assert_eq!(
+        rewritten(&done, &rig.env.dst),
+        (0, 0),
+        "unchanged files written again (and versions kept){done}"
+    );
+    assert_converged(&rig.env.src, &rig.env.dst, "the second sync");
 }
