@@ -10,7 +10,8 @@
 //! may be ahead: commits since the last upload). A remote copy that differs was written
 //! by another machine: it replaces the local one. No remote copy while a local one
 //! exists means the mirror was made anew: the local index is set aside, and the engine
-//! rebuilds it from a listing.
+//! rebuilds it from a listing — unless the local one was never published (no note) and
+//! the mirror's state folder is there: its first upload was lost with the connection.
 
 use super::Sftp;
 use crate::config::Remote;
@@ -102,6 +103,11 @@ impl Cache {
         let remote = store.stat(&layout::index())?;
         let local = self.index_file().exists();
         match remote {
+            // Never published (the first upload was cut with the connection) into a
+            // mirror that is still there: this machine's own index, and current.
+            None if local && self.note().is_none() && store.stat(layout::state())?.is_some() => {
+                Ok(())
+            }
             None if local => {
                 log::info!(
                     "{} holds no index; rebuilding it from what the mirror holds",
