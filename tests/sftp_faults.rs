@@ -632,6 +632,23 @@ fn watch_reconnects_after_sshd_comes_back_and_mirrors_what_changed_meanwhile() {
     );
     rig.sshd.restart();
     wait_converged(&w, &rig, Duration::from_secs(90));
+    // Files untouched through both outages were never written again.
+    let versions = rig.env.dst.join(".datasafe/versions");
+    let rewritten: Vec<PathBuf> = walkdir::WalkDir::new(&versions)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.strip_prefix(&versions)
+                .is_ok_and(|r| r.starts_with("keep"))
+        })
+        .collect();
+    assert!(
+        rewritten.is_empty(),
+        "untouched files written again: {rewritten:?}{}",
+        w.context()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
