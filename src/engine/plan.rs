@@ -201,10 +201,10 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
             known: known.clone(),
         });
     }
-    if known.meta.mtime != entry.meta.mtime {
+    if known.meta.mtime != entry.meta.mtime && !same_second_as_listed(known, entry) {
         return copy;
     }
-    if known.meta.mode != entry.meta.mode || known.meta.size != entry.meta.size {
+    if known.meta != entry.meta {
         // Same content, new mode (or a record rebuilt from a gzip trailer): fix metadata.
         return Decision::Act(Action::SetMeta {
             entry: entry.clone(),
@@ -213,6 +213,17 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
         });
     }
     Decision::Unchanged
+}
+
+/// True if `known` was rebuilt from a listing of a store that keeps whole seconds (SFTP
+/// version 3: no digest, DST's own size, no fraction of a second) and names the same
+/// second as the source: the same time, so only the metadata is recorded again (else
+/// every file of a mirror whose index was lost would be written again).
+fn same_second_as_listed(known: &Record, entry: &Entry) -> bool {
+    known.sha256.is_none()
+        && known.disk.is_some()
+        && known.meta.mtime.nanoseconds() == 0
+        && known.meta.mtime.unix_seconds() == entry.meta.mtime.unix_seconds()
 }
 
 /// True if a directory's recorded mode or mtime differ from the source's.
@@ -687,5 +698,31 @@ mod tests {
                 "{guard:?} entries={entries} deleting={deleting} mirror={mirror}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_listed_in_whole_seconds_is_the_same_time_in_that_second() {
+        use crate::model::OnDisk;
+        let src = file("a", meta(5, 1_700_000_000, 123_456_789, 0o644));
+        let listed = |secs, nanos| Record {
+            disk: Some(OnDisk { size: 5, ino: 0 }),
+            ..rec(Kind::File, meta(5, secs, nanos, 0o644), Stored::Plain)
+        };
+        let plan = |r: Record| short(&plan_entry(&src, Some(&r), &opts(false, false)));
+        // Rebuilt from an SFTP listing: the same second records the source's time.
+        assert_eq!(plan(listed(1_700_000_000, 0)), "setmeta");
+        // Another second, a fraction that is kept, or a record a copy wrote: copied.
+        assert_eq!(plan(listed(1_700_000_001, 0)), "copy");
+        assert_eq!(plan(listed(1_700_000_000, 5)), "copy");
+        let copied = Record {
+            sha256: Some(Digest([1; 32])),
+            ..listed(1_700_000_000, 0)
+        };
+        assert_eq!(plan(copied), "copy");
+        let unlisted = Record {
+            disk: None,
+            ..listed(1_700_000_000, 0)
+        };
+        assert_eq!(plan(unlisted), "copy");
     }
 }
