@@ -4,7 +4,8 @@
 //!
 //! A file is unchanged only if size, mtime (to the nanosecond) and permission bits all
 //! match what was mirrored; with `checksum` an equal-size file is compared by content
-//! instead (the worker hashes it, because hashing is I/O).
+//! instead (the worker hashes it, because hashing is I/O). A record rebuilt from a
+//! listing that keeps whole seconds (SFTP) matches in the source's second.
 
 use crate::config::filter::Excludes;
 use crate::hash::Digest;
