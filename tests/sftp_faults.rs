@@ -258,6 +258,7 @@ fn assert_converged(src: &Path, dst: &Path, what: &str) {
         }
         panic!("{what}: dst does not mirror src:\n{diff}");
     }
+    assert_eq!(folders(src), folders(dst), "{what}: folders differ");
     let left = temp_files(dst);
     assert!(left.is_empty(), "{what}: temp files left: {left:?}");
 }
@@ -534,11 +535,24 @@ fn a_network_silent_for_good_ends_the_sync_in_bounded_time() {
 // 4. watch: the server goes away while files change, and comes back
 // ---------------------------------------------------------------------------------------
 
-/// Polls until DST holds SRC's files by content and no temp file (fails after `limit`).
+/// The folders under `root` (DST's `.datasafe` left out), sorted.
+fn folders(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".datasafe")
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+/// Polls until DST holds SRC's files by content, its folders, and no temp file (fails
+/// after `limit`). Folders too: a folder's files go before the folder itself.
 fn wait_converged(w: &Watcher, rig: &Rig, limit: Duration) {
     let (src, dst) = (&rig.env.src, &rig.env.dst);
     let ok = wait_until(limit, || {
-        files(src) == files(dst) && temp_files(dst).is_empty()
+        files(src) == files(dst) && folders(src) == folders(dst) && temp_files(dst).is_empty()
     });
     if !ok {
         eprintln!("watcher output:{}{}", w.context(), rig.context());
