@@ -25,6 +25,7 @@ mod regressions_versions;
 mod regressions_watch;
 mod restore;
 mod sftp_behaviour;
+mod sftp_faults;
 mod sshd_harness;
 mod sync;
 mod sync_faults;

@@ -4,7 +4,8 @@
 //!
 //! A file is unchanged only if size, mtime (to the nanosecond) and permission bits all
 //! match what was mirrored; with `checksum` an equal-size file is compared by content
-//! instead (the worker hashes it, because hashing is I/O).
+//! instead (the worker hashes it, because hashing is I/O). A record rebuilt from a
+//! listing that keeps whole seconds (SFTP) matches in the source's second.
 
 use crate::config::filter::Excludes;
 use crate::hash::Digest;
@@ -210,7 +211,7 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
     if known.meta.mtime != entry.meta.mtime && !rebuilt_in_the_same_second(known, entry, opts) {
         return copy;
     }
-    if known.meta.mode != entry.meta.mode || known.meta.size != entry.meta.size {
+    if known.meta != entry.meta {
         // Same content, new mode (or a record rebuilt from a gzip trailer): fix metadata.
         return Decision::Act(Action::SetMeta {
             entry: entry.clone(),
@@ -448,7 +449,8 @@ mod tests {
         let src = file("a", meta(5, 1000, 123, 0o644));
         let rebuilt = rec(Kind::File, meta(5, 1000, 0, 0o644), Stored::Plain);
         let decide = |r: &Record, o: &PlanOptions| short(&plan_entry(&src, Some(r), o));
-        assert_eq!(decide(&rebuilt, &coarse), "unchanged");
+        // The same time as DST can tell: its exact time is recorded, nothing copied.
+        assert_eq!(decide(&rebuilt, &coarse), "setmeta");
         // Not on a store that keeps nanoseconds, and not another second.
         assert_eq!(decide(&rebuilt, &opts(false, false)), "copy");
         let other_second = rec(Kind::File, meta(5, 999, 0, 0o644), Stored::Plain);
@@ -747,5 +749,37 @@ mod tests {
                 "{guard:?} entries={entries} deleting={deleting} mirror={mirror}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_listed_in_whole_seconds_is_the_same_time_in_that_second() {
+        use crate::model::OnDisk;
+        let src = file("a", meta(5, 1_700_000_000, 123_456_789, 0o644));
+        let listed = |secs, nanos| Record {
+            disk: Some(OnDisk { size: 5, ino: 0 }),
+            ..rec(Kind::File, meta(5, secs, nanos, 0o644), Stored::Plain)
+        };
+        let coarse = PlanOptions {
+            whole_second_mtimes: true,
+            ..opts(false, false)
+        };
+        let plan = |r: Record| short(&plan_entry(&src, Some(&r), &coarse));
+        // Rebuilt from an SFTP listing: the same second records the source's time.
+        assert_eq!(plan(listed(1_700_000_000, 0)), "setmeta");
+        // Another second, a fraction that is kept, or a record a copy wrote: copied.
+        assert_eq!(plan(listed(1_700_000_001, 0)), "copy");
+        assert_eq!(plan(listed(1_700_000_000, 5)), "copy");
+        let copied = Record {
+            sha256: Some(Digest([1; 32])),
+            ..listed(1_700_000_000, 0)
+        };
+        assert_eq!(plan(copied), "copy");
+        // Not on a store that keeps nanoseconds.
+        let fine = short(&plan_entry(
+            &src,
+            Some(&listed(1_700_000_000, 0)),
+            &opts(false, false),
+        ));
+        assert_eq!(fine, "copy");
     }
 }

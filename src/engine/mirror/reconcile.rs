@@ -52,6 +52,11 @@ impl Mirror {
     /// wrongly is written again.
     pub fn reconcile_checking(&mut self, scope: &Path, check: &Check) -> bool {
         let full = scope.as_os_str().is_empty();
+        if full {
+            // What failed while DST's connection was down is written again by this pass
+            // (after a reconnection, or a resume).
+            self.tally.summary.unreachable = 0;
+        }
         let adopt = full.then(|| self.start_adopting()).flatten();
         let (known_tx, known_rx) = bounded::<MirrorState>(1);
         let look = (full && *check != Check::Names).then(|| Look {

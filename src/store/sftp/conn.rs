@@ -144,9 +144,15 @@ pub struct Conn {
 /// Why a connection could not be made or was lost: one line naming the host, with ssh's
 /// own words.
 pub fn unreachable(remote: &Remote, why: &str) -> io::Error {
+    let host = remote.destination();
+    // ssh names the host itself in some of its words ("user@host: Permission denied").
+    let why = why
+        .strip_prefix(host.as_str())
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(why);
     io::Error::new(
         io::ErrorKind::ConnectionRefused,
-        format!("cannot reach {}: {why}", remote.destination()),
+        format!("cannot reach {host}: {why}"),
     )
 }
 
@@ -252,17 +258,24 @@ impl Conn {
                     return Ok(session);
                 }
                 Err(e) => {
-                    let (next, deadline) = match &*lock(&self.link) {
-                        Link::Down { next, since, .. } => (
-                            *next,
-                            *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed)),
-                        ),
-                        Link::Up(_) => (Instant::now(), Instant::now()),
+                    let mut link = lock(&self.link);
+                    let now = Instant::now();
+                    let Link::Down { next, since, .. } = &mut *link else {
+                        continue;
                     };
-                    if next > deadline {
+                    let deadline =
+                        *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed));
+                    if now >= deadline {
                         return Err(e);
                     }
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    // The backoff's next step may fall after the deadline: one last try
+                    // is made at the deadline, so the whole patience is waited.
+                    if *next > deadline {
+                        *next = deadline;
+                    }
+                    let wait = next.saturating_duration_since(now);
+                    drop(link);
+                    std::thread::sleep(wait);
                 }
             }
         }
@@ -337,6 +350,48 @@ impl Conn {
                 self.remote.destination()
             ),
         )
+    }
+
+    /// A failed write as the user should read it. OpenSSH's server answers a write the
+    /// disk refused (`ENOSPC`, `EDQUOT`) with a bare "Failure": where the server offers
+    /// `statvfs@openssh.com`, the free space of the remote folder's disk says whether it
+    /// is full, and then the error is a [`io::ErrorKind::StorageFull`] (the engine makes
+    /// room by pruning versions and says the destination ran out of space). `need` is
+    /// what the failed request wrote; other writers' temp files removed meanwhile may
+    /// have freed a few MiB, so "full" allows for that. Other errors pass unchanged.
+    pub(super) fn explain_write(&self, err: io::Error, need: usize) -> io::Error {
+        const MARGIN: u64 = 4 << 20;
+        if err.kind() != io::ErrorKind::Other {
+            return err;
+        }
+        if !self.extensions().statvfs {
+            return io::Error::other(format!("{err}; is the remote disk full?"));
+        }
+        let path = self.remote.remote_path(std::path::Path::new(""));
+        let free = self.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().statvfs(path).await }
+        });
+        match free {
+            Ok(stat) => {
+                let free = stat.bavail.saturating_mul(stat.frsize);
+                if free < MARGIN.saturating_add(need as u64) {
+                    io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        format!(
+                            "no space left on the remote disk ({} free; {err})",
+                            crate::output::names::human_bytes(free)
+                        ),
+                    )
+                } else {
+                    io::Error::other(format!(
+                        "{err} ({} free on the remote disk)",
+                        crate::output::names::human_bytes(free)
+                    ))
+                }
+            }
+            Err(_) => err,
+        }
     }
 
     /// Notes a temp file to remove once the connection is back.
@@ -523,7 +578,8 @@ fn status_error(e: &SftpError) -> Option<io::Error> {
         SftpError::IOError(io) => return Some(io::Error::new(io.kind(), io.to_string())),
         _ => return None,
     };
-    let message = message.to_string();
+    // The server's own words ("Failure"), without the library's decoration.
+    let message = message.get().0.to_string();
     let kind = match kind {
         SftpErrorKind::NoSuchFile => io::ErrorKind::NotFound,
         SftpErrorKind::PermDenied => io::ErrorKind::PermissionDenied,
@@ -536,7 +592,7 @@ fn status_error(e: &SftpError) -> Option<io::Error> {
         io::ErrorKind::NotFound => "No such file or directory".to_string(),
         io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
         _ if message.is_empty() => format!("the server refused ({kind:?})"),
-        _ => format!("the server said: {message}"),
+        _ => format!("the server said \"{message}\""),
     };
     Some(io::Error::new(kind, text))
 }

@@ -167,7 +167,8 @@ impl io::Write for RemoteTemp {
         let conn = self.conn.clone();
         let (file, number) = self.open()?;
         let written = block_on(async { file.write_all(buf).await })?;
-        conn.check(number, written)?;
+        conn.check(number, written)
+            .map_err(|e| conn.explain_write(e, buf.len()))?;
         Ok(buf.len())
     }
 
@@ -204,7 +205,9 @@ impl Staged for RemoteTemp {
                 }
                 file.close().await
             })?;
-            self.conn.check(number, closed)?;
+            self.conn
+                .check(number, closed)
+                .map_err(|e| self.conn.explain_write(e, 0))?;
         }
         self.folders.require(&self.conn, &self.remote, name)?;
         let (from, to) = (

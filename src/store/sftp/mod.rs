@@ -452,6 +452,7 @@ impl Store for Sftp {
         self.writing()?;
         let name = self.temp_name();
         let path = self.path(&name);
+        let asked = path.clone();
         let file = self.conn.run(false, move |s| {
             let path = path.clone();
             async move {
@@ -473,6 +474,12 @@ impl Store for Sftp {
                 if matches!(self.stat(&layout::tmp()), Ok(None)) {
                     self.gone.store(true, Ordering::Relaxed);
                 }
+                return Err(e);
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                // The server may have made the file before the connection went, its
+                // answer lost: removed once the connection is back.
+                self.conn.orphan(asked);
                 return Err(e);
             }
             other => other?,
