@@ -1055,12 +1055,12 @@ fn rewritten(done: &Done, dst: &Path) -> (u64, usize) {
 }
 
 /// A connection lost during the first upload of the index leaves the mirror without its
-/// copy and this machine's index never published: the next run keeps that index (it is
-/// this machine's own, and current) instead of rebuilding it from a listing — which,
-/// over SFTP's whole-second mtimes, wrote every file again and kept a version of each.
-/// (Seen in the watch test: the server killed right after the first pass.)
+/// copy and this machine's index never published: the next run compares with a listing
+/// of the mirror (the index cannot be known to be current) and writes nothing again —
+/// before, over SFTP's whole-second mtimes, it wrote every file again and kept a version
+/// of each. (Seen in the watch test: the server killed right after the first pass.)
 #[test]
-fn an_index_never_published_is_kept_not_rebuilt_from_a_listing() {
+fn an_index_never_published_writes_nothing_again() {
     let rig = Rig::new();
     for i in 0..5 {
         rig.env.write(format!("keep/k{i}.txt"), format!("kept {i}"));

@@ -140,10 +140,11 @@ impl Cache {
     /// away: a writer on this machine may be making it.
     pub(super) fn refresh(&self, store: &Sftp, role: Role) -> io::Result<bool> {
         let local = self.index_file().exists();
-        let remote_id = self.remote_id(store)?;
-        let remote = match &remote_id {
-            Some(_) => true,
-            None => store.stat(&layout::index())?.is_some(),
+        // An id without its copy (the copy removed by hand) is no copy.
+        let remote = store.stat(&layout::index())?.is_some();
+        let remote_id = match remote {
+            true => self.remote_id(store)?,
+            false => None,
         };
         // A writer of this machine that did not close cleanly: its last writes may not be
         // in the index (nor its copy in the mirror).
