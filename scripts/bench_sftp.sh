@@ -175,7 +175,7 @@ echo "kernel:   $(uname -r)"
 echo "datasafe: $BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'not a git checkout'))"
 echo "disk:     $(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}') ($WORK)"
 echo "tmpfs:    $FAST"
-echo "tools:    $(ssh -V 2>&1), $($SSHD -V 2>&1 | head -1 || true)rsync $(rsync --version | head -1 | awk '{print $3}')$(command -v lsyncd >/dev/null && echo ", lsyncd $(lsyncd --version 2>&1 | awk '{print $2}')")"
+echo "tools:    $(ssh -V 2>&1 | cut -d, -f1) (client and sshd), rsync $(rsync --version | head -1 | awk '{print $3}')$(command -v lsyncd >/dev/null && echo ", lsyncd $(lsyncd --version 2>&1 | awk '{print $2}')" || true)"
 echo "sshd:     127.0.0.1:$PORT, Subsystem sftp internal-sftp"
 
 echo "== trees (scripts/mktree.py)"
