@@ -2,6 +2,11 @@
 //! any offset, as restore, verify and archive read) and [`RemoteTemp`] (a file or symlink
 //! being written under a temp name, installed by one rename), and the listing of a
 //! folder.
+//!
+//! Round trips are what a remote file costs (workers overlap them, one file cannot): a
+//! small file takes six — open, write, fsetstat with the fstat behind it, the engine's
+//! look at the final name, fsync, rename (the close goes out just before the rename and
+//! is not waited for).
 
 use super::conn::{Conn, block_on};
 use super::{Staged, Stat, TempFile, meta_of, stat_of};
