@@ -26,8 +26,8 @@
 # bench.sh on ext4 and freed inodes), datasafe's local index cache is removed (a first
 # mirror has none) and `sync` flushes the disk. Unlike bench.sh, a run is not thrown
 # away when other processes use the CPU: the server side (sshd, sftp-server, the remote
-# rsync) is such a process here. Instead the script waits (at most 30 s) for the machine
-# to be idle before each run, prints the load average of every case, and reports the
+# rsync) is such a process here. Instead the script waits (at most --idle-wait s) for the
+# machine to be idle before each run, prints the load average of every case, and reports the
 # server side's CPU (what the sshd listener reaped) beside the client's.
 #
 # usage: scripts/bench_sftp.sh [--quick] [--runs N] [--n N] [--idle S] [--keep] [--no-watch]
@@ -40,6 +40,7 @@
 #   --no-watch  skip 3. and 4. (which need lsyncd)
 #   --base BIN  also time another datasafe binary in 1. and 2., beside this checkout's,
 #               for a before/after ratio of the same runs
+#   --idle-wait S  how long each timed run waits for the machine to go idle (default 10)
 # Environment: BENCH_TMPDIR  where the temp dir goes (default: $TMPDIR or /tmp; this is
 #              "the disk"); BENCH_TMPFS  a tmpfs folder for the tmpfs runs of 1. and the
 #              remote of 2. (default /dev/shm); CARGO_TARGET_DIR is honoured.
@@ -47,7 +48,7 @@
 # for 3. and 4.: lsyncd (2.2.x).
 set -euo pipefail
 
-QUICK=0; RUNS=""; N=""; IDLE=20; KEEP=0; NO_WATCH=0; BASE=""
+QUICK=0; RUNS=""; N=""; IDLE=20; KEEP=0; NO_WATCH=0; BASE=""; IDLE_WAIT=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -57,7 +58,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-watch) NO_WATCH=1 ;;
         --base) BASE="$2"; shift ;;
-        -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+        --idle-wait) IDLE_WAIT="$2"; shift ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -208,7 +210,7 @@ def busy():
     f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
     return (sum(f[:8]) - f[3] - f[4]) / HZ
 
-def wait_idle(limit=30.0):
+def wait_idle(limit=float(os.environ["IDLE_WAIT"])):
     start = time.monotonic()
     while time.monotonic() - start < limit:
         b0, t0 = busy(), time.monotonic()
@@ -258,10 +260,11 @@ for res in results[1:]:
     print(f"  ratio {results[0]['median'] / res['median']:.2f}x: first command / {res['command']}")
 not_idle = sum(r["not_idle"] for r in results)
 print(f"  load average before {' '.join(load0)}, after {' '.join(load1)}"
-      + (f"; {not_idle} runs started on a machine that did not go idle in 30 s" if not_idle else ""))
+      + (f"; {not_idle} runs started on a machine that did not go idle in"
+         f" {os.environ['IDLE_WAIT']} s" if not_idle else ""))
 json.dump({"results": results, "load": [load0, load1]}, open(out, "w"), indent=1)
 END
-export SSHD_PIDFILE="$WORK/sshd.pid"
+export SSHD_PIDFILE="$WORK/sshd.pid" IDLE_WAIT
 hf() {
     local name=$1 prepare=$2
     shift 2
