@@ -119,7 +119,9 @@ cleanup() {
         fi
     fi
     # Only the sshd this script started (its own pid file).
-    if [ -s "$WORK/sshd.pid" ]; then
+    if [ -n "${THROWAWAY:-}" ]; then
+        "$THROWAWAY" stop "$SSHDIR" 2>/dev/null || true
+    elif [ -s "$WORK/sshd.pid" ]; then
         kill "$(cat "$WORK/sshd.pid")" 2>/dev/null || true
     fi
     if [ "$KEEP" = 1 ]; then
@@ -133,9 +135,20 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A throwaway OpenSSH server on 127.0.0.1 (the recipe of /work/shared/REMOTE.md): host
-# key, user key, authorized_keys, internal-sftp; the client reaches it as host "bench"
-# through its own ssh_config, used by every tool alike (ssh -F).
+# A throwaway OpenSSH server on 127.0.0.1: host key, user key, authorized_keys,
+# internal-sftp; the client reaches it as host $HOST through its own ssh_config, used by
+# every tool alike (ssh -F). scripts/sshd-throwaway.sh (the test harness's recipe) where
+# it exists, else the same few lines here.
+THROWAWAY=""
+if [ -x "$ROOT/scripts/sshd-throwaway.sh" ]; then
+    THROWAWAY="$ROOT/scripts/sshd-throwaway.sh"
+    SSHDIR="$WORK/sshd"
+    eval "$("$THROWAWAY" start "$SSHDIR")"
+    HOST=dstest
+    PORT=$(awk '$1 == "Port" {print $2; exit}' "$SSHDIR/ssh_config")
+else
+SSHDIR="$WORK"
+HOST=bench
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/user_key"
@@ -167,8 +180,9 @@ EOF
 mkdir -p /run/sshd 2>/dev/null || true
 "$SSHD" -f "$WORK/sshd_config" -E "$WORK/sshd.log"
 for _ in $(seq 50); do [ -s "$WORK/sshd.pid" ] && break; sleep 0.1; done
-SSH="ssh -F $WORK/ssh_config"
-$SSH bench true || { echo "bench_sftp.sh: cannot log in to the throwaway sshd (see $WORK/sshd.log)" >&2; exit 1; }
+fi
+SSH="ssh -F $SSHDIR/ssh_config"
+$SSH "$HOST" true || { echo "bench_sftp.sh: cannot log in to the throwaway sshd (see $SSHDIR/sshd.log)" >&2; exit 1; }
 export DATASAFE_SSH_COMMAND="$SSH" XDG_STATE_HOME="$WORK/state" XDG_CONFIG_HOME="$WORK/config"
 
 echo "== machine"
@@ -178,7 +192,7 @@ echo "datasafe: $BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || 
 echo "disk:     $(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}') ($WORK)"
 echo "tmpfs:    $FAST"
 echo "tools:    $(ssh -V 2>&1 | cut -d, -f1) (client and sshd), rsync $(rsync --version | head -1 | awk '{print $3}')$(command -v lsyncd >/dev/null && echo ", lsyncd $(lsyncd --version 2>&1 | awk '{print $2}')" || true)"
-echo "sshd:     127.0.0.1:$PORT, Subsystem sftp internal-sftp"
+echo "sshd:     127.0.0.1:$PORT, Subsystem sftp internal-sftp (${THROWAWAY:-inline recipe})"
 
 echo "== trees (scripts/mktree.py)"
 python3 "$MKTREE" "$WORK/t10k" --files "$A_FILES" --size-kib 8 --seed 1
@@ -264,7 +278,7 @@ print(f"  load average before {' '.join(load0)}, after {' '.join(load1)}"
          f" {os.environ['IDLE_WAIT']} s" if not_idle else ""))
 json.dump({"results": results, "load": [load0, load1]}, open(out, "w"), indent=1)
 END
-export SSHD_PIDFILE="$WORK/sshd.pid" IDLE_WAIT
+export SSHD_PIDFILE="$SSHDIR/sshd.pid" IDLE_WAIT
 hf() {
     local name=$1 prepare=$2
     shift 2
@@ -289,11 +303,11 @@ sync
 END
     chmod +x "$WORK/fresh-$label.sh"
     hf "1_first_mirror_$label" "'$WORK/fresh-$label.sh'" \
-        "'$BIN' sync -q '$WORK/t10k' 'sftp://bench$remote/ds'" \
-        "rsync -a -e '$SSH' '$WORK/t10k/' 'bench:$remote/rs/'" \
-        "rsync -a --fsync -e '$SSH' '$WORK/t10k/' 'bench:$remote/rs/'" \
-        ${BASE:+"'$BASE' sync -q '$WORK/t10k' 'sftp://bench$remote/base'"}
-    "$BIN" sync -q "$WORK/t10k" "sftp://bench$remote/ds" >/dev/null
+        "'$BIN' sync -q '$WORK/t10k' 'sftp://$HOST$remote/ds'" \
+        "rsync -a -e '$SSH' '$WORK/t10k/' '$HOST:$remote/rs/'" \
+        "rsync -a --fsync -e '$SSH' '$WORK/t10k/' '$HOST:$remote/rs/'" \
+        ${BASE:+"'$BASE' sync -q '$WORK/t10k' 'sftp://$HOST$remote/base'"}
+    "$BIN" sync -q "$WORK/t10k" "sftp://$HOST$remote/ds" >/dev/null
     if diff -rq --exclude=.datasafe "$WORK/t10k" "$remote/ds" >/dev/null; then
         echo "  mirror check: datasafe's mirror equals the source"
     else
@@ -312,18 +326,18 @@ echo "== 2: mirroring the ${B_FILES} tree once for each tool (untimed)"
 B="$FAST/b"
 mkdir -p "$B"
 t0=$(date +%s.%N)
-"$BIN" sync -q "$WORK/t100k" "sftp://bench$B/ds" >/dev/null
+"$BIN" sync -q "$WORK/t100k" "sftp://$HOST$B/ds" >/dev/null
 echo "  datasafe first mirror: $(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f} s')" "$t0")"
 t0=$(date +%s.%N)
-rsync -a -e "$SSH" "$WORK/t100k/" "bench:$B/rs/"
+rsync -a -e "$SSH" "$WORK/t100k/" "$HOST:$B/rs/"
 echo "  rsync first mirror: $(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f} s')" "$t0")"
-if [ -n "$BASE" ]; then "$BASE" sync -q "$WORK/t100k" "sftp://bench$B/base" >/dev/null; fi
+if [ -n "$BASE" ]; then "$BASE" sync -q "$WORK/t100k" "sftp://$HOST$B/base" >/dev/null; fi
 sync
 hf 2_noop_resync "true" \
-    "'$BIN' sync -q '$WORK/t100k' 'sftp://bench$B/ds'" \
-    "rsync -a --delete -e '$SSH' '$WORK/t100k/' 'bench:$B/rs/'" \
-    ${BASE:+"'$BASE' sync -q '$WORK/t100k' 'sftp://bench$B/base'"}
-"$BIN" sync --json "$WORK/t100k" "sftp://bench$B/ds" | tail -1 > "$RES/2_check.json"
+    "'$BIN' sync -q '$WORK/t100k' 'sftp://$HOST$B/ds'" \
+    "rsync -a --delete -e '$SSH' '$WORK/t100k/' '$HOST:$B/rs/'" \
+    ${BASE:+"'$BASE' sync -q '$WORK/t100k' 'sftp://$HOST$B/base'"}
+"$BIN" sync --json "$WORK/t100k" "sftp://$HOST$B/ds" | tail -1 > "$RES/2_check.json"
 python3 - "$RES/2_check.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -344,12 +358,12 @@ run() {
     local dst="$WORK/remote/$case-$tool" cmd
     rm -rf "$dst" "$WORK/state/datasafe"
     case $tool in
-        datasafe) cmd=("$BIN" watch "$src" "sftp://bench$dst" --debounce 50ms -q) ;;
+        datasafe) cmd=("$BIN" watch "$src" "sftp://$HOST$dst" --debounce 50ms -q) ;;
         lsyncd) cat > "$WORK/lsyncd-$case.lua" <<EOF
 settings { nodaemon = true, inotifyMode = "CloseWrite or Modify" }
 sync { default.rsyncssh, source = "$src/", host = "$(id -un)@127.0.0.1", targetdir = "$dst/",
        delay = 0, rsync = { archive = true },
-       ssh = { identityFile = "$WORK/user_key", port = $PORT,
+       ssh = { identityFile = "$SSHDIR/user_key", port = $PORT,
                options = { IdentitiesOnly = "yes", UserKnownHostsFile = "/dev/null",
                            StrictHostKeyChecking = "no", LogLevel = "ERROR" } } }
 EOF
