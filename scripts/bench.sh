@@ -13,6 +13,9 @@
 #   g. one-file archives                        datasafe archive vs zip -r -q, tar -I 'zstd -T0'
 #      (scripts/bench_archive.sh: the 10k tree as zip, tar.zst, tar.gz; peak RSS on a
 #      big file)
+#   h. an SFTP destination (issue 13)         sync/watch to sftp:// vs rsync -e ssh, lsyncd rsyncssh
+#      (scripts/bench_sftp.sh: first mirror on tmpfs and disk, no-op resync, live latency,
+#      RSS; over a throwaway sshd on 127.0.0.1 that it starts itself)
 #
 # Every timing is the median of N runs, after one warm-up run of every command (so the
 # source is in the page cache for every tool alike). The tools take turns, run by run,
@@ -27,18 +30,21 @@
 # followed by `sync -f DST` (the same syncfs) for a like-for-like durability comparison,
 # and the time datasafe spends inside syncfs is reported per case.
 #
-# usage: scripts/bench.sh [--quick] [--runs N] [--keep] [--no-watch] [--no-archive] [--base BIN]
+# usage: scripts/bench.sh [--quick] [--runs N] [--keep] [--no-watch] [--no-archive] [--no-sftp]
+#                         [--base BIN]
 #   --quick   small sizes (1k files, 5k no-op files, 64 MiB big file), 3 runs: smoke test
 #   --runs N  timed runs per command (default 5, quick 3)
 #   --keep    keep the temp dir (printed at the end) for poking at afterwards
 #   --no-watch  skip f. (which needs lsyncd)
 #   --no-archive  skip g. (which needs zip and zstd)
-#   --base BIN  also time another datasafe binary (e.g. the last release) in a. to c.,
+#   --no-sftp   skip h. (which needs openssh-server, and lsyncd for its live part)
+#   --base BIN  also time another datasafe binary (e.g. the last release) in a. to c. and h.,
 #             beside this checkout's, for a before/after ratio of the same runs
 # Environment: BENCH_TMPDIR  where the temp dir goes (default: $TMPDIR or /tmp)
 #
 # Needs: cargo, python3, rsync, pigz, tar, cp, /usr/bin/time, sha256sum;
-# optional: cc (to time datasafe's syncfs calls), openssl; for f.: lsyncd; for g.: zip, zstd.
+# optional: cc (to time datasafe's syncfs calls), openssl; for f.: lsyncd; for g.: zip, zstd;
+# for h.: ssh, sshd (openssh-server), lsyncd.
 set -euo pipefail
 
 QUICK=0
@@ -46,6 +52,7 @@ RUNS=""
 KEEP=0
 NO_WATCH=0
 NO_ARCHIVE=0
+NO_SFTP=0
 BASE=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,8 +61,9 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-watch) NO_WATCH=1 ;;
         --no-archive) NO_ARCHIVE=1 ;;
+        --no-sftp) NO_SFTP=1 ;;
         --base) BASE="$2"; shift ;;
-        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -462,4 +470,13 @@ if [ "$NO_ARCHIVE" = 0 ]; then
     else
         "$ROOT/scripts/bench_archive.sh"
     fi
+fi
+
+if [ "$NO_SFTP" = 0 ]; then
+    echo
+    echo "== h. SFTP destination: sync/watch to sftp:// vs rsync -e ssh, lsyncd rsyncssh (scripts/bench_sftp.sh)"
+    sftp_args=()
+    [ "$QUICK" = 1 ] && sftp_args+=(--quick)
+    [ -n "$BASE" ] && sftp_args+=(--base "$BASE")
+    "$ROOT/scripts/bench_sftp.sh" "${sftp_args[@]}"
 fi

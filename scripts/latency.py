@@ -3,6 +3,7 @@
 
 usage: latency.py --src DIR --dst DIR [--n 50] [--gz] [--idle 20] [--timeout 60]
                   [--probe-timeout S] [--resize] [--same-size N] [--flood N] [--rss] [--log FILE] [--json FILE]
+                  [--resident NAME]
                   -- COMMAND...
 
 Starts COMMAND (which must mirror --src into --dst), waits until a probe file
@@ -40,6 +41,10 @@ kept as they were, so anything parsing them still works):
                  then includes the recovery: a rescan or restart).
   --log FILE     COMMAND's output (default: latency-cmd.log next to --src).
   --pidfile FILE COMMAND's pid (its own session and process group) for clean-up.
+  --resident NAME  a process of COMMAND's group named NAME (e.g. ssh: the lasting
+                 connection of a mirror to another machine) belongs to the steady
+                 state: start-up does not wait for it to exit, and --rss also reports
+                 the VmRSS of those processes (repeatable).
 
 Latency probes start, and the idle window starts, only after start-up has finished:
 once the command's process group has no process but the command itself (lsyncd runs
@@ -142,6 +147,19 @@ def group_cpu(pgid):
             pass
     return total
 
+RESIDENT = set()  # --resident: names of lasting helper processes in the command's group
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+def residents(pid):
+    """Pids of the command's group other than itself whose name is in --resident."""
+    return [p for p in group(pid) if p != pid and comm(p) in RESIDENT]
+
 def settle(pid, limit):
     """Waits until start-up is over: no process of the command's group other than the
     command itself (lsyncd's start-up rsync is a child, whose CPU the parent sees only
@@ -152,7 +170,8 @@ def settle(pid, limit):
     while time.monotonic() - t0 < limit:
         time.sleep(1.0)
         now = group_cpu(pid) + cpu_precise(pid)[0]
-        if now - last < 0.01 and group(pid) == [pid]:
+        others = [p for p in group(pid) if p != pid and comm(p) not in RESIDENT]
+        if now - last < 0.01 and not others:
             return time.monotonic() - t0
         last = now
     return None
@@ -264,10 +283,12 @@ def main():
     ap.add_argument("--flood-stop", action="store_true",
                     help="SIGSTOP the command while the flood is written (forces a queue overflow)")
     ap.add_argument("--json")
+    ap.add_argument("--resident", action="append", default=[])
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     a.probe_timeout = a.probe_timeout or a.timeout
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    RESIDENT.update(a.resident)
     os.makedirs(a.src, exist_ok=True)
     if a.flood:
         os.makedirs(os.path.join(a.src, "flood"), exist_ok=True)
@@ -293,6 +314,8 @@ def main():
         res["settled_s"] = None if waited is None else time.monotonic() - t_start
         if a.rss:
             res["mem_after_startup_kb"] = memory(proc.pid)
+            if a.resident:
+                res["resident_after_startup_kb"] = sum(memory(p).get("VmRSS", 0) for p in residents(proc.pid))
         res["latency"] = {"create": [], "modify": [], "delete": []}
         if a.resize:
             res["latency"]["resize"] = []
@@ -346,6 +369,10 @@ def main():
             print(f"idle cpu over {a.idle:.0f} s (schedstat, own threads): {p1 - p0:.4f} s, {w1 - w0} context switches")
         if a.rss:
             res["mem_after_idle_kb"] = memory(proc.pid)
+            if a.resident:
+                res["resident_after_idle_kb"] = sum(memory(p).get("VmRSS", 0) for p in residents(proc.pid))
+                print(f"resident helpers ({', '.join(sorted(RESIDENT))}) after idle: VmRSS "
+                      f"{res['resident_after_idle_kb'] / 1024:.1f} MiB")
             m0, m1 = res["mem_after_startup_kb"], res["mem_after_idle_kb"]
             print(f"memory after start-up: VmRSS {m0.get('VmRSS', 0) / 1024:.1f} MiB, VmHWM {m0.get('VmHWM', 0) / 1024:.1f} MiB; "
                   f"after idle: VmRSS {m1.get('VmRSS', 0) / 1024:.1f} MiB, VmHWM {m1.get('VmHWM', 0) / 1024:.1f} MiB")

@@ -375,6 +375,11 @@ fn open_for_writing(
             facts.push(("compressed_ever", "1"));
         }
         for (key, value) in facts {
+            // Written only when they change: a no-op pass commits nothing (and a remote
+            // store then publishes nothing).
+            if index.mirror_fact(key).as_deref() == Some(value) {
+                continue;
+            }
             if let Err(e) = index.set_mirror_fact(key, value) {
                 log::warn!("{e}");
             }

@@ -444,7 +444,10 @@ impl Conn {
                 }
             }
         });
-        let options = SftpOptions::new();
+        // Every request goes out at once: the library's default holds requests up to
+        // 0.5 ms (a tokio timer tick, so about 1 ms) to batch them, and a file takes
+        // several requests one after the other, each waiting for the last one's answer.
+        let options = SftpOptions::new().flush_interval(Duration::ZERO);
         let started = tokio::time::timeout(
             Duration::from_secs(u64::from(CONNECT_TIMEOUT) + 15),
             Sftp::new(stdin, stdout, options),

@@ -2,6 +2,11 @@
 //! any offset, as restore, verify and archive read) and [`RemoteTemp`] (a file or symlink
 //! being written under a temp name, installed by one rename), and the listing of a
 //! folder.
+//!
+//! Round trips are what a remote file costs (workers overlap them, one file cannot): a
+//! small file takes six — open, write, fsetstat with the fstat behind it, the engine's
+//! look at the final name, fsync, rename (the close goes out just before the rename and
+//! is not waited for).
 
 use super::conn::{Conn, block_on};
 use super::folders::Folders;
@@ -113,6 +118,9 @@ pub(super) struct RemoteTemp {
     name: PathBuf,
     /// The open file and its connection (`None` for a symlink, or once closed).
     file: Option<(File, u64)>,
+    /// What the server said of the open file right after its mode and time were set
+    /// (asked in the same round trip); dropped by any later write.
+    stat: Option<Stat>,
     /// True once it is under its final name.
     installed: bool,
 }
@@ -131,6 +139,7 @@ impl RemoteTemp {
             folders,
             name,
             file,
+            stat: None,
             installed: false,
         }
     }
@@ -165,6 +174,7 @@ impl RemoteTemp {
 impl io::Write for RemoteTemp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let conn = self.conn.clone();
+        self.stat = None;
         let (file, number) = self.open()?;
         let written = block_on(async { file.write_all(buf).await })?;
         conn.check(number, written)
@@ -179,6 +189,9 @@ impl io::Write for RemoteTemp {
 
 impl Staged for RemoteTemp {
     fn stat(&self) -> io::Result<Stat> {
+        if let (Some(_), Some(stat)) = (&self.file, self.stat) {
+            return Ok(stat);
+        }
         match &self.file {
             Some((file, number)) => {
                 let mut file = file.clone();
@@ -198,16 +211,22 @@ impl Staged for RemoteTemp {
     fn install(&mut self, name: &Path) -> io::Result<()> {
         if let Some((mut file, number)) = self.file.take() {
             // Durable before it gets its final name, where the server can do that.
-            let fsync = self.conn.extensions().fsync;
-            let closed = block_on(async move {
-                if fsync {
-                    file.sync_all().await?;
-                }
-                file.close().await
-            })?;
-            self.conn
-                .check(number, closed)
-                .map_err(|e| self.conn.explain_write(e, 0))?;
+            if self.conn.extensions().fsync {
+                let synced = block_on(async { file.sync_all().await })?;
+                self.conn
+                    .check(number, synced)
+                    .map_err(|e| self.conn.explain_write(e, 0))?;
+                // The data is on the server's disk: the close is not waited for. Dropping
+                // the handle queues it at once, so the server closes the file before it
+                // sees the rename below (one session answers its requests in order).
+                drop(file);
+            } else {
+                // Without fsync, the close is the last word on the written bytes.
+                let closed = block_on(async move { file.close().await })?;
+                self.conn
+                    .check(number, closed)
+                    .map_err(|e| self.conn.explain_write(e, 0))?;
+            }
         }
         self.folders.require(&self.conn, &self.remote, name)?;
         let (from, to) = (
@@ -238,9 +257,26 @@ impl Staged for RemoteTemp {
 impl TempFile for RemoteTemp {
     fn set_meta(&mut self, mode: u32, mtime: FileTime) -> io::Result<()> {
         let conn = self.conn.clone();
+        self.stat = None;
         let (file, number) = self.open()?;
-        let set = block_on(async { file.set_metadata(meta_of(mode, mtime)).await })?;
-        conn.check(number, set)
+        // The fstat that `Staged::stat` will want goes out right behind the fsetstat, in
+        // the same round trip: the server answers a session's requests in order, so it
+        // sees the new mode and time.
+        let mut asker = file.clone();
+        let (set, got) = block_on(async {
+            // `biased`: polled in this order, so the requests are queued in this order.
+            tokio::join!(
+                biased;
+                file.set_metadata(meta_of(mode, mtime)),
+                asker.metadata()
+            )
+        })?;
+        drop(asker);
+        conn.check(number, set)?;
+        if let Ok(meta) = got {
+            self.stat = Some(stat_of(&meta));
+        }
+        Ok(())
     }
 }
 
