@@ -2,6 +2,7 @@
 //! to run the real binary, and a tree comparison that prints what differs.
 
 pub mod faults;
+pub mod sshd;
 pub mod watcher;
 
 use std::collections::BTreeMap;
