@@ -122,8 +122,10 @@ fn next_second(then: chrono::DateTime<chrono::Local>) {
     }
 }
 
-/// Syncs the sample tree to `dst`, then an edit of `a.txt` a second later (so a version
-/// of "alpha" is kept). Returns the `--at` text of a moment between the two.
+/// Syncs the sample tree to `dst`, then edits a second later: `a.txt` rewritten (a
+/// version of "alpha" is kept) and `docs/b.txt` appended to (a prefix marker is kept:
+/// the old content is the start of the new). Returns the `--at` text of a moment
+/// between the two.
 fn mirror_with_history(m: &Machine, dst: &str, extra: &[&str]) -> String {
     let sync = |m: &Machine| {
         let mut args: Vec<OsString> = vec!["sync".into(), m.env.src.clone().into(), dst.into()];
@@ -136,7 +138,8 @@ fn mirror_with_history(m: &Machine, dst: &str, extra: &[&str]) -> String {
     next_second(then);
     let at = then.format("%Y-%m-%d %H:%M:%S").to_string();
     next_second(chrono::Local::now());
-    m.env.write("a.txt", "alpha, edited");
+    m.env.write("a.txt", "ALPHA, edited");
+    m.env.write("docs/b.txt", "bravo, and more");
     sync(m);
     at
 }
@@ -189,8 +192,10 @@ fn reads_back(m: &Machine, dst: &str, at: &str, tag: &str) {
         dst.as_ref(),
         earlier.as_os_str(),
         "a.txt".as_ref(),
+        "docs".as_ref(),
     ]);
     assert_eq!(fs::read(earlier.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read(earlier.join("docs/b.txt")).unwrap(), b"bravo");
 
     let archive = dir.join(format!("out-{tag}.tar.zst"));
     let out = m.ok(&[OsStr::new("archive"), dst.as_ref(), archive.as_os_str()]);
@@ -266,6 +271,18 @@ fn host_path_form_and_the_ssh_command_flag_reach_a_remote_mirror() {
     reads_back(&here, &dst, &at, "here");
     let there = machine(&env, &sshd, "there", Via::Flag);
     reads_back(&there, &dst, &at, "there");
+
+    // The advice to repair reaches the mirror the way this run did.
+    corrupt(&remote.join("docs/deep/c.bin"));
+    let src: &OsStr = env.src.as_os_str();
+    let out = there.run(&[OsStr::new("verify"), "--source".as_ref(), src, dst.as_ref()]);
+    assert_code(&out, 1);
+    let flag = format!("--ssh-command '{}'", sshd.ssh_command());
+    assert!(
+        stderr(&out).contains(&format!("sync --repair {flag} ")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

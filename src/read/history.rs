@@ -9,7 +9,7 @@
 //! and files are opened only if they are regular files. Choosing which content to
 //! restore and writing it is `restore`'s job, not this file's.
 
-use crate::config::{NotAFolder, check_dir};
+use crate::config::{Dest, NotAFolder, check_dir};
 use crate::index::{self, Index};
 
 use crate::engine::scan;
@@ -110,6 +110,9 @@ pub enum HistoryError {
     /// `versions --json` could not be written.
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A remote DST's host cannot be reached: ssh's reason, naming the host.
+    #[error("{}", io_message(.0))]
+    Unreachable(io::Error),
 }
 
 /// The folder that holds a store's index (the `state_dir` the index functions take).
@@ -120,16 +123,23 @@ pub fn index_dir(store: &dyn Reader) -> PathBuf {
 
 impl History {
     /// Opens the mirror at `dst` for reading (the caller exits with 2 on an error).
-    pub fn open(dst: &Path) -> Result<History, HistoryError> {
+    pub fn open(dst: &Dest) -> Result<History, HistoryError> {
+        let dst = match dst {
+            Dest::Local(path) => path,
+            Dest::Sftp(_) => {
+                let shown = dst.display();
+                let store = crate::read::open_remote(dst).map_err(|e| match e {
+                    crate::read::Unopened::Unreachable(e) => HistoryError::Unreachable(e),
+                    crate::read::Unopened::NotAFolder(e) => not_a_folder(shown, e),
+                })?;
+                return History::of_store(Arc::from(store));
+            }
+        };
         let cannot_read = |source| HistoryError::Unreadable {
             path: dst.to_path_buf(),
             source,
         };
-        check_dir(dst).map_err(|e| match e {
-            NotAFolder::NotADirectory => HistoryError::NotADirectory(dst.to_path_buf()),
-            NotAFolder::Missing(_) => HistoryError::Missing(dst.to_path_buf()),
-            NotAFolder::Unreadable(e) => cannot_read(e),
-        })?;
+        check_dir(dst).map_err(|e| not_a_folder(dst.to_path_buf(), e))?;
         // Canonical: a DST reached through a symlink is that folder, and names are shown
         // under its real path.
         let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
@@ -339,6 +349,15 @@ impl History {
     }
 }
 
+/// Why the mirror `dst` (as shown) is no folder to read.
+fn not_a_folder(dst: PathBuf, e: NotAFolder) -> HistoryError {
+    match e {
+        NotAFolder::NotADirectory => HistoryError::NotADirectory(dst),
+        NotAFolder::Missing(_) => HistoryError::Missing(dst),
+        NotAFolder::Unreadable(source) => HistoryError::Unreadable { path: dst, source },
+    }
+}
+
 /// A version's name in the mirror, from its path inside the versions folder.
 pub fn version_name(path: &Path) -> PathBuf {
     layout::versions().join(path)
@@ -442,19 +461,18 @@ fn usage(kept: &[Kept]) -> UsageReport {
 
 /// Prints `versions --summary`: the total on one line, then one line per top-level
 /// folder.
-fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> Result<(), HistoryError> {
+fn print_usage(dst: &Dest, report: &UsageReport, json: bool) -> Result<(), HistoryError> {
     if json {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
     let t = &report.total;
     if t.count == 0 {
-        println!("versions in {}: none", esc(dst));
+        println!("versions in {dst}: none");
         return Ok(());
     }
     println!(
-        "versions in {}: {}, {} on disk, oldest {}, newest {}",
-        esc(dst),
+        "versions in {dst}: {}, {} on disk, oldest {}, newest {}",
         t.count,
         human_bytes(t.bytes),
         t.oldest,
@@ -483,7 +501,7 @@ fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> Result<(), Histo
 /// under one folder), grouped by path and oldest first; with `summary`, what they use.
 /// An error is for the runner to print (exit 2).
 pub fn list_command(
-    dst: &Path,
+    dst: &Dest,
     path: Option<&Path>,
     json: bool,
     summary: bool,
@@ -498,7 +516,7 @@ pub fn list_command(
     let all = history.versions();
     if !history.has_index() && all.is_empty() {
         // "No versions" would read as a mirror that kept none: say it is no mirror.
-        return Err(HistoryError::NoMirror(dst.to_path_buf()));
+        return Err(HistoryError::NoMirror(dst.display()));
     }
     // A prefix marker is no version: it holds no bytes, only where the old content
     // lies inside the newer copy (for `restore --at`), so it is not listed.
@@ -541,8 +559,8 @@ pub fn list_command(
     }
     if listed.is_empty() {
         let what = match path {
-            Some(p) if !scopes.is_empty() => format!("no versions of {} in {}", esc(p), esc(dst)),
-            _ => format!("no versions in {}", esc(dst)),
+            Some(p) if !scopes.is_empty() => format!("no versions of {} in {dst}", esc(p)),
+            _ => format!("no versions in {dst}"),
         };
         eprintln!("{what}");
     }

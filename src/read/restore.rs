@@ -14,7 +14,7 @@
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
 
-use crate::config::NotAFolder;
+use crate::config::{Dest, NotAFolder};
 use crate::hash::{self, CHUNK, Stoppable};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
@@ -410,8 +410,8 @@ pub fn is_damaged(err: &io::Error) -> bool {
 /// What `datasafe restore` is asked to do: its command line, settled by the runner.
 #[derive(Clone, Debug)]
 pub struct Request {
-    /// The mirror to restore from.
-    pub dst: PathBuf,
+    /// The mirror to restore from (a folder here, or on another machine).
+    pub dst: Dest,
     /// Where the files go (created if missing; must be empty unless `force`).
     pub target: PathBuf,
     /// `--at`, as given: the local time to restore.
@@ -928,27 +928,30 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Checks TARGET against DST and makes it ready: never DST, inside it or around it;
-/// empty unless `force`; created if missing. Errors are usage errors (exit 2).
-fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), RestoreError> {
+/// Checks TARGET against DST and makes it ready: never DST, inside it or around it (a
+/// DST on another machine is neither); empty unless `force`; created if missing. Errors
+/// are usage errors (exit 2).
+fn prepare_target(dst: &Dest, target: &Path, force: bool) -> Result<(), RestoreError> {
     let resolve = |path: &Path| {
         crate::config::canonical_even_if_missing(path).map_err(|source| RestoreError::Resolve {
             path: path.to_path_buf(),
             source,
         })
     };
-    let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
-    if target_canon.starts_with(&dst_canon) {
-        return Err(RestoreError::TargetInMirror {
-            target: target.to_path_buf(),
-            dst: dst.to_path_buf(),
-        });
-    }
-    if dst_canon.starts_with(&target_canon) {
-        return Err(RestoreError::MirrorInTarget {
-            dst: dst.to_path_buf(),
-            target: target.to_path_buf(),
-        });
+    if let Dest::Local(dst) = dst {
+        let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
+        if target_canon.starts_with(&dst_canon) {
+            return Err(RestoreError::TargetInMirror {
+                target: target.to_path_buf(),
+                dst: dst.to_path_buf(),
+            });
+        }
+        if dst_canon.starts_with(&target_canon) {
+            return Err(RestoreError::MirrorInTarget {
+                dst: dst.to_path_buf(),
+                target: target.to_path_buf(),
+            });
+        }
     }
     let unreadable = |source| RestoreError::TargetUnreadable {
         path: target.to_path_buf(),
@@ -995,7 +998,7 @@ fn prepare(request: &Request) -> Result<(History, Plan), RestoreError> {
 /// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
 /// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
 pub fn load(
-    dst: &Path,
+    dst: &Dest,
     at: Option<&str>,
     paths: &[PathBuf],
 ) -> Result<(History, Plan), RestoreError> {
@@ -1004,7 +1007,7 @@ pub fn load(
     let history = History::open(dst)?;
     let kept = history.versions();
     if !history.has_index() && kept.is_empty() {
-        return Err(RestoreError::NoMirror(dst.to_path_buf()));
+        return Err(RestoreError::NoMirror(dst.display()));
     }
     let live = history.live()?;
     let plan = plan(&live, &kept, &scopes, at.as_ref());
@@ -1012,7 +1015,7 @@ pub fn load(
         // A typo in PATH must not look like a restore that worked.
         let paths: Vec<String> = plan.unmatched.iter().map(|p| esc(p).to_string()).collect();
         return Err(RestoreError::Unmatched {
-            dst: dst.to_path_buf(),
+            dst: dst.display(),
             paths: paths.join(", "),
         });
     }
