@@ -472,3 +472,17 @@ fn an_unknown_host_key_and_a_refused_user_key_each_fail_the_login() {
     assert!(!out.status.success(), "a login worked with the user key refused");
     assert!(stderr(&out).contains("Permission denied (publickey)"), "{}", stderr(&out));
 }
+
+#[test]
+fn drop_kills_the_server_and_its_sessions_and_removes_its_folder() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start();
+    let (port, dir) = (sshd.port(), sshd.dir().to_path_buf());
+    let mut session = Session::open(&sshd, &[ALIAS], env.dir.path().join("sftp.err"));
+    session.run(ASK, ANSWER);
+    drop(sshd);
+    let status = session.poke_until_exit(DEADLINE);
+    assert!(!status.success(), "the session outlived its server");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+}

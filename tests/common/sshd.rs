@@ -566,12 +566,13 @@ fn pick_port() -> u16 {
     let mut rng = super::faults::Rng(
         nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed),
     );
-    loop {
+    for _ in 0..1_000 {
         let port = rng.range(u64::from(from), u64::from(to)) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port on 127.0.0.1 in {from}..{to} after 1000 tries")
 }
 
 /// Every process's parent, from `/proc/*/stat` (zombies left out: they are gone for
