@@ -76,10 +76,17 @@ fn sample_tree(env: &TestEnv) {
     env.write("a.txt", "alpha");
     env.write("docs/b.txt", "bravo");
     env.write("docs/deep/c.bin", noise(3, 300_000));
-    fs::set_permissions(env.src.join("docs/b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        env.src.join("docs/b.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("docs/b.txt", env.src.join("link")).unwrap();
     fs::create_dir(env.src.join("empty")).unwrap();
-    for (i, rel) in ["a.txt", "docs/b.txt", "docs/deep/c.bin"].iter().enumerate() {
+    for (i, rel) in ["a.txt", "docs/b.txt", "docs/deep/c.bin"]
+        .iter()
+        .enumerate()
+    {
         set_mtime(&env.src.join(rel), 1_700_000_000 + i as i64 * 1000, 0);
     }
 }
@@ -104,7 +111,9 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
             let content = fs::read(entry.path()).unwrap();
             format!(
                 "file {:x} {} bytes mode {:o} mtime {}",
-                content.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b))),
+                content
+                    .iter()
+                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b))),
                 content.len(),
                 meta.mode() & 0o7777,
                 meta.mtime()
@@ -199,7 +208,11 @@ fn reads_back(m: &Machine, dst: &str, at: &str, tag: &str) {
 
     let archive = dir.join(format!("out-{tag}.tar.zst"));
     let out = m.ok(&[OsStr::new("archive"), dst.as_ref(), archive.as_os_str()]);
-    assert!(stdout(&out).contains("Backup completed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Backup completed"),
+        "{}",
+        stdout(&out)
+    );
     let unpacked = dir.join(format!("unpacked-{tag}"));
     untar_zst(&archive, &unpacked);
     let files = |t: BTreeMap<PathBuf, String>| {
@@ -207,7 +220,11 @@ fn reads_back(m: &Machine, dst: &str, at: &str, tag: &str) {
             .filter(|(_, what)| what.starts_with("file") || what.starts_with("link"))
             .collect::<BTreeMap<_, _>>()
     };
-    assert_eq!(files(tree(&unpacked)), files(tree(&env.src)), "archive of {dst}");
+    assert_eq!(
+        files(tree(&unpacked)),
+        files(tree(&env.src)),
+        "archive of {dst}"
+    );
 }
 
 /// Flips the first byte of a file on the server's disk, keeping its size.
@@ -237,7 +254,11 @@ fn remote_mirror_reads_back(compress: bool) {
     reads_back(&there, &dst, &at, "there");
 
     // Damage on the server's disk: each machine's verify names it and exits 1.
-    let stored = if compress { "docs/b.txt.gz" } else { "docs/b.txt" };
+    let stored = if compress {
+        "docs/b.txt.gz"
+    } else {
+        "docs/b.txt"
+    };
     corrupt(&remote.join(stored));
     for m in [&here, &there] {
         let out = m.run(&["verify", &dst]);
@@ -351,18 +372,36 @@ fn verify_config_checks_a_pair_with_a_remote_dest_through_the_files_ssh_command(
     assert!(remote.join("docs/b.txt.gz").is_file());
     let out = bare(&["verify".as_ref(), "--config".as_ref(), cfg]);
     assert_code(&out, 0);
-    assert!(stdout(&out).contains("pair far: Files verified: 4"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("pair far: Files verified: 4"),
+        "{}",
+        stdout(&out)
+    );
     assert_code(
-        &bare(&["verify".as_ref(), "--config".as_ref(), cfg, "--source".as_ref()]),
+        &bare(&[
+            "verify".as_ref(),
+            "--config".as_ref(),
+            cfg,
+            "--source".as_ref(),
+        ]),
         0,
     );
 
     corrupt(&remote.join("docs/b.txt.gz"));
     let out = bare(&["verify".as_ref(), "--config".as_ref(), cfg]);
     assert_code(&out, 1);
-    assert!(stdout(&out).contains("damaged: docs/b.txt.gz"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("damaged: docs/b.txt.gz"),
+        "{}",
+        stdout(&out)
+    );
     assert_code(
-        &bare(&["verify".as_ref(), "--config".as_ref(), cfg, "--repair".as_ref()]),
+        &bare(&[
+            "verify".as_ref(),
+            "--config".as_ref(),
+            cfg,
+            "--repair".as_ref(),
+        ]),
         0,
     );
     assert_code(&bare(&["verify".as_ref(), "--config".as_ref(), cfg]), 0);
@@ -423,7 +462,10 @@ fn an_unreachable_host_is_one_line_and_exit_2_at_once() {
         );
         assert_eq!(stdout(&out), "", "{args:?}");
         assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
-        assert!(!target.exists() && !out_file.exists(), "{args:?} wrote nothing");
+        assert!(
+            !target.exists() && !out_file.exists(),
+            "{args:?} wrote nothing"
+        );
     }
 }
 

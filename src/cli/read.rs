@@ -40,7 +40,11 @@ fn mirror(arg: &Path, ssh_command: Option<&str>) -> Result<Dest, DestError> {
 /// `datasafe verify`: 0 intact (or repaired), 1 damage or differences found, 2 usage
 /// error or a mirror that could not be checked.
 pub(super) fn verify(args: &VerifyArgs) -> Exit {
-    let dst = match args.dst.as_deref().map(|dst| mirror(dst, args.ssh_command.as_deref())) {
+    let dst = match args
+        .dst
+        .as_deref()
+        .map(|dst| mirror(dst, args.ssh_command.as_deref()))
+    {
         Some(Err(e)) => return usage_error(&e),
         Some(Ok(dst)) => Some(dst),
         None => None,

@@ -11,8 +11,8 @@ pub mod restore;
 pub mod verify;
 
 use crate::config::{Dest, NotAFolder};
-use crate::store::{self, Reader};
 use crate::model::Kind;
+use crate::store::{self, Reader};
 use std::io;
 use std::path::Path;
 

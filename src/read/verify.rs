@@ -190,9 +190,7 @@ impl Plan {
         // What the mirror's index says of how it is kept; for --source (and --repair)
         // only. A remote DST that cannot be reached is said here, once.
         let facts = match &args.source {
-            Some(Some(_)) => {
-                MirrorFacts::read(dst).map_err(|e| ConfigError(io_message(&e)))?
-            }
+            Some(Some(_)) => MirrorFacts::read(dst).map_err(|e| ConfigError(io_message(&e)))?,
             _ => MirrorFacts::default(),
         };
         let source = match &args.source {
@@ -293,12 +291,8 @@ impl Plan {
                 }
             },
         };
-        let settings = Settings::from_file_for_reading(
-            &path,
-            args.jobs,
-            args.ssh_command.as_deref(),
-            output,
-        )?;
+        let settings =
+            Settings::from_file_for_reading(&path, args.jobs, args.ssh_command.as_deref(), output)?;
         // A repair writes from each pair's source, so it compares with it too.
         let with_source = args.source.is_some() || args.repair;
         let targets = settings
@@ -843,7 +837,11 @@ fn repair_hint(plan: &Plan, facts: MirrorFacts) -> String {
         .map(|p| format!(" --exclude {}", quote_word(p)))
         .collect();
     // A remote DST reached through --ssh-command is reached so again.
-    if let Some(ssh) = plan.ssh_command.as_deref().filter(|_| target.dst.remote().is_some()) {
+    if let Some(ssh) = plan
+        .ssh_command
+        .as_deref()
+        .filter(|_| target.dst.remote().is_some())
+    {
         excludes.push_str(&format!(" --ssh-command {}", quote_word(ssh)));
     }
     let flags = format!("{}{excludes}", facts.flags());

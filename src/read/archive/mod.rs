@@ -342,10 +342,16 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     // path below).
     let mut mirror_root = None;
     let listed = if is_mirror {
-        let (history, plan) = crate::read::restore::load(&args.source, args.at.as_deref(), &args.paths)
-            .map_err(fatal)?;
+        let (history, plan) =
+            crate::read::restore::load(&args.source, args.at.as_deref(), &args.paths)
+                .map_err(fatal)?;
         if !local {
-            mirror_root = history.store().stat(Path::new("")).ok().flatten().map(|s| s.meta());
+            mirror_root = history
+                .store()
+                .stat(Path::new(""))
+                .ok()
+                .flatten()
+                .map(|s| s.meta());
         }
         let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
@@ -393,16 +399,12 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
             .map(|m| crate::model::Meta::of(&m)),
         false => mirror_root,
     };
-    let top = root
-        .filter(|_| !prefix.is_empty())
-        .map(|meta| {
-            Entry {
-                rel: PathBuf::new(),
-                kind: EntryKind::Dir,
-                mode: meta.mode,
-                mtime: meta.mtime,
-            }
-        });
+    let top = root.filter(|_| !prefix.is_empty()).map(|meta| Entry {
+        rel: PathBuf::new(),
+        kind: EntryKind::Dir,
+        mode: meta.mode,
+        mtime: meta.mtime,
+    });
     let (written, walk_failed) = match listed {
         Some(listing) => {
             let mut entries = top.into_iter().chain(listing.entries);
