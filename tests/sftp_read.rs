@@ -490,3 +490,100 @@ fn a_missing_remote_mirror_is_named_by_its_url() {
         );
     }
 }
+
+/// Starts `datasafe ARGS` as `m`, lets it work a moment after it connected, kills the
+/// server (the connection dies and no new one can be made), and waits for it to end,
+/// at most `limit`. Returns its output and how long it ran after the kill; `None` if
+/// it was still running at `limit` (it is killed then).
+fn kill_server_midway(m: &Machine, args: &[&OsStr], limit: Duration) -> Option<(Output, Duration)> {
+    use std::process::Stdio;
+    let mut cmd = m.env.cmd(args);
+    cmd.env("XDG_STATE_HOME", &m.state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    m.sshd.set_env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    assert!(
+        crate::common::watcher::wait_until(Duration::from_secs(20), || m.sshd.sessions() > 0),
+        "{args:?} never connected"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{args:?} ended before the kill: grow the tree"
+    );
+    m.sshd.kill_all();
+    let killed = Instant::now();
+    while killed.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            let took = killed.elapsed();
+            return Some((child.wait_with_output().unwrap(), took));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("--- stdout\n{}\n--- stderr\n{}", stdout(&out), stderr(&out));
+    None
+}
+
+/// A server that goes away mid-`verify` is a mirror that could not be checked (one
+/// line, exit 2), never damage, and the check stops once a request gave up waiting for
+/// it, instead of waiting that long again for every file left. `restore` stops the same
+/// way (exit 2 if nothing was restored yet, else 1: what it restored stays).
+#[test]
+fn a_server_lost_midway_stops_verify_and_restore_instead_of_failing_every_file() {
+    let env = TestEnv::new();
+    let sshd = Sshd::start();
+    let remote = env.dir.path().join("remote");
+    let dst = sshd.url(&remote);
+    let m = machine(&env, &sshd, "here", Via::Env);
+    for i in 0..3000 {
+        env.write(format!("d{}/f{i}.txt", i % 30), format!("file {i}\n"));
+    }
+    m.ok(&[OsStr::new("sync"), env.src.as_os_str(), dst.as_ref()]);
+    // A request waits up to a minute for the server to come back before it fails.
+    let limit = Duration::from_secs(100);
+
+    let d: &OsStr = dst.as_ref();
+    let args = [OsStr::new("verify"), "--jobs".as_ref(), "1".as_ref(), d];
+    let (out, took) = kill_server_midway(&m, &args, limit)
+        .expect("verify kept going (a minute per file) after the server was gone");
+    assert_code(&out, 2);
+    let said = stdout(&out);
+    assert!(
+        !said.contains("damaged:") && !said.contains("missing:"),
+        "a lost connection is no damage:\n{said}"
+    );
+    // ssh's loss is a warning of the connection's own; the check's end is one line.
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one line:\n{err}");
+    assert!(errors[0].starts_with("error: cannot reach "), "{err}");
+    assert!(
+        took < Duration::from_secs(90),
+        "verify took {took:?} after the kill"
+    );
+
+    sshd.restart();
+    let target = env.dir.path().join("target");
+    let args = [OsStr::new("restore"), d, target.as_os_str()];
+    let (out, took) = kill_server_midway(&m, &args, limit)
+        .expect("restore kept going (a minute per file) after the server was gone");
+    // Lost while the mirror was read (nothing restored: exit 2), or while files were
+    // written (what was restored stays: exit 1).
+    let err = stderr(&out);
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "exit {:?}\n{err}",
+        out.status
+    );
+    assert!(
+        err.lines().filter(|l| l.contains("cannot reach")).count() == 1,
+        "the lost server is said once:\n{err}"
+    );
+    assert!(
+        took < Duration::from_secs(90),
+        "restore took {took:?} after the kill"
+    );
+}

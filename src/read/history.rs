@@ -17,6 +17,7 @@ use crate::model::Stored;
 use crate::model::strip_gz;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
+use crate::read::Breaker;
 use crate::store::local::Local;
 use crate::store::versions::{self, Version};
 use crate::store::{self, Reader, layout};
@@ -36,6 +37,8 @@ pub struct History {
     compress: Option<bool>,
     /// `DST/.datasafe/versions` is a real folder.
     has_versions_dir: bool,
+    /// A remote mirror's breaker: says when its host was given up on.
+    breaker: Option<Arc<Breaker>>,
 }
 
 /// One version, under the source path it stands for.
@@ -128,11 +131,11 @@ impl History {
             Dest::Local(path) => path,
             Dest::Sftp(_) => {
                 let shown = dst.display();
-                let store = crate::read::open_remote(dst).map_err(|e| match e {
+                let breaker = crate::read::open_remote(dst).map_err(|e| match e {
                     crate::read::Unopened::Unreachable(e) => HistoryError::Unreachable(e),
                     crate::read::Unopened::NotAFolder(e) => not_a_folder(shown, e),
                 })?;
-                return History::of_store(Arc::from(store));
+                return History::of_store(breaker.clone(), Some(breaker));
             }
         };
         let cannot_read = |source| HistoryError::Unreadable {
@@ -144,11 +147,14 @@ impl History {
         // under its real path.
         let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
         let store = Local::open(&canonical).map_err(cannot_read)?;
-        History::of_store(Arc::new(store))
+        History::of_store(Arc::new(store), None)
     }
 
-    /// Opens a mirror for reading through its store.
-    fn of_store(store: Arc<dyn Reader>) -> Result<History, HistoryError> {
+    /// Opens a mirror for reading through its store (behind `breaker` if remote).
+    fn of_store(
+        store: Arc<dyn Reader>,
+        breaker: Option<Arc<Breaker>>,
+    ) -> Result<History, HistoryError> {
         let state = layout::state();
         let state_is_dir = match store.stat(state) {
             Ok(Some(s)) if s.kind == Kind::Dir => true,
@@ -194,12 +200,29 @@ impl History {
             (Some("0"), _) => Some(false),
             _ => None,
         };
-        Ok(History {
+        let history = History {
             store,
             index,
             compress,
             has_versions_dir,
-        })
+            breaker,
+        };
+        history.reachable()?;
+        Ok(history)
+    }
+
+    /// `Err` if the mirror's host was given up on since it was opened: what was read
+    /// meanwhile is not the mirror (requests failed), and every further one fails.
+    pub fn reachable(&self) -> Result<(), HistoryError> {
+        match self.breaker.as_ref().and_then(|b| b.tripped()) {
+            Some(e) => Err(HistoryError::Unreachable(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A remote mirror's breaker (`None` for a folder on this machine).
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.as_ref()
     }
 
     /// The mirror's store.
@@ -308,6 +331,8 @@ impl History {
             true => Vec::new(),
             false => store.stat_each(&names.iter().map(|(n, _)| n.as_path()).collect::<Vec<_>>()),
         };
+        // Not a file per record "not in the mirror" when its host is gone.
+        self.reachable()?;
         let mut live = Vec::with_capacity(names.len());
         for (i, (name, record)) in names.into_iter().enumerate() {
             let present = if trusted_listing {
@@ -345,6 +370,7 @@ impl History {
                 target,
             });
         }
+        self.reachable()?;
         Ok(live)
     }
 }
@@ -514,6 +540,7 @@ pub fn list_command(
         .collect();
     let history = History::open(dst)?;
     let all = history.versions();
+    history.reachable()?;
     if !history.has_index() && all.is_empty() {
         // "No versions" would read as a mirror that kept none: say it is no mirror.
         return Err(HistoryError::NoMirror(dst.display()));

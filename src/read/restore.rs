@@ -562,6 +562,22 @@ pub enum Failure {
     Interrupted,
 }
 
+impl Failure {
+    /// True if DST's copy could not be read because the mirror's host is gone
+    /// (`read::is_connection_lost`): every later read would wait for it as long again.
+    fn is_lost(&self) -> bool {
+        matches!(self, Failure::Read { err, .. } if crate::read::is_connection_lost(err))
+    }
+
+    /// True if the connection died under a read that could not be sent again (an open
+    /// file's), so a new try may find a new connection; not if the store already
+    /// waited for the host and gave up.
+    fn may_reconnect(&self) -> bool {
+        self.is_lost()
+            && matches!(self, Failure::Read { err, .. } if !crate::read::is_unreachable(err))
+    }
+}
+
 /// A reader that hashes and counts what passes through it.
 struct Hashing<R> {
     inner: R,
@@ -1006,6 +1022,7 @@ pub fn load(
     let scopes = scopes_of(paths)?;
     let history = History::open(dst)?;
     let kept = history.versions();
+    history.reachable()?;
     if !history.has_index() && kept.is_empty() {
         return Err(RestoreError::NoMirror(dst.display()));
     }
@@ -1076,9 +1093,25 @@ fn execute(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        match writer.restore(item) {
+        let mut result = writer.restore(item);
+        if result.as_ref().is_err_and(Failure::may_reconnect) {
+            // The connection died under this file: once more, which waits (within the
+            // store's patience) for a new one.
+            result = writer.restore(item);
+        }
+        match result {
             Ok(counted) => restored += u64::from(counted),
             Err(Failure::Interrupted) => break,
+            Err(e) if e.is_lost() => {
+                failed += 1;
+                log::error!("{e}");
+                log::error!(
+                    "the restore stopped there: the rest of {} cannot be read until its \
+                     host is back; then run it again (with --force: TARGET is no longer empty)",
+                    esc(&request.dst.display())
+                );
+                break;
+            }
             Err(e) => {
                 failed += 1;
                 log::error!("{e}");

@@ -622,6 +622,9 @@ pub struct MirrorReport {
     /// How the mirror is kept, as its index says: for the command that repairs it.
     #[serde(skip)]
     facts: MirrorFacts,
+    /// Why the check stopped before the end: the mirror's host was lost (its reason).
+    #[serde(skip)]
+    lost: Option<String>,
 }
 
 impl MirrorReport {
@@ -960,17 +963,18 @@ fn verify_mirror(
     plan: &Plan,
     stop: &AtomicBool,
 ) -> Result<MirrorReport, VerifyError> {
-    let store: Box<dyn Reader> = match &target.dst {
+    // A remote mirror's breaker says when its host was given up on.
+    let (store, breaker): (Arc<dyn Reader>, _) = match &target.dst {
         Dest::Local(dst) => {
             check_dst(dst)?;
             let store = Local::open(dst).map_err(|source| VerifyError::Unreadable {
                 path: dst.clone(),
                 source,
             })?;
-            Box::new(store)
+            (Arc::new(store), None)
         }
         Dest::Sftp(remote) => {
-            let store = crate::read::open_remote(&target.dst).map_err(|e| match e {
+            let breaker = crate::read::open_remote(&target.dst).map_err(|e| match e {
                 crate::read::Unopened::Unreachable(e) => VerifyError::Unreachable(e),
                 crate::read::Unopened::NotAFolder(e) => not_a_folder(target.dst.display(), e),
             })?;
@@ -979,7 +983,7 @@ fn verify_mirror(
                 "verify downloads every file from {} to hash it",
                 remote.destination()
             );
-            store
+            (breaker.clone(), Some(breaker))
         }
     };
     let store: &dyn Reader = &*store;
@@ -1105,6 +1109,16 @@ fn verify_mirror(
         tally(&mut report, checked);
         progress.show(|| progress_line(&report.counts, files));
     });
+    if let Some(e) = breaker.as_ref().and_then(|b| b.tripped()) {
+        report.lost.get_or_insert_with(|| io_message(&e));
+    }
+    if let Some(why) = report.lost.take() {
+        // What was found so far is said; the rest could not be checked.
+        return Err(VerifyError::Unreachable(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            why,
+        )));
+    }
     if stop.load(Ordering::Relaxed) {
         return Ok(report);
     }
@@ -1153,6 +1167,10 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
     let counted = job.record.kind != Kind::Dir;
     match mirror {
         Verdict::Stopped => return,
+        Verdict::Lost { why, .. } => {
+            report.lost.get_or_insert(why);
+            return;
+        }
         Verdict::Bad(problem) => {
             if counted && problem != Problem::Missing {
                 report.counts.files_verified += 1;
@@ -1233,8 +1251,13 @@ enum Verdict {
     Unchecked,
     /// Damaged or missing.
     Bad(Problem),
-    /// Ctrl-C came first.
+    /// Ctrl-C came first, or the mirror's host was lost meanwhile.
     Stopped,
+    /// The mirror's host was lost: no verdict on this record, and none on the rest.
+    /// `again`: the connection died under a read that cannot be sent again (an open
+    /// file's); a new look may find a new connection. Otherwise the store already
+    /// waited for the host and gave up.
+    Lost { why: String, again: bool },
 }
 
 /// How the mirror's content compared with the source's.
@@ -1256,6 +1279,8 @@ struct Checked {
 }
 
 /// Runs `jobs` through `workers` threads; `each` gets every result on this thread.
+/// Once a check finds the mirror's host lost ([`Verdict::Lost`]), no further job is
+/// started: each would wait as long for the host again.
 fn pump(
     store: &dyn Reader,
     jobs: Vec<Job>,
@@ -1265,10 +1290,12 @@ fn pump(
 ) {
     let (job_tx, job_rx) = bounded::<Job>(QUEUE);
     let (done_tx, done_rx) = bounded::<Checked>(QUEUE);
+    let lost = &AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(move || {
             for job in jobs {
-                if stop.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
+                let halted = stop.load(Ordering::Relaxed) || lost.load(Ordering::Relaxed);
+                if halted || job_tx.send(job).is_err() {
                     break;
                 }
             }
@@ -1278,7 +1305,29 @@ fn pump(
             s.spawn(move || {
                 let mut buf = vec![0u8; hash::CHUNK];
                 for job in rx {
-                    if tx.send(check(store, job, &mut buf, stop)).is_err() {
+                    let checked = match lost.load(Ordering::Relaxed) {
+                        true => Checked {
+                            job,
+                            mirror: Verdict::Stopped,
+                            source: None,
+                            bytes: 0,
+                        },
+                        false => {
+                            let checked = check(store, job, &mut buf, stop);
+                            match checked.mirror {
+                                // The connection died under this file: checked once more,
+                                // which waits (within the store's patience) for a new one.
+                                Verdict::Lost { again: true, .. } => {
+                                    check(store, checked.job, &mut buf, stop)
+                                }
+                                _ => checked,
+                            }
+                        }
+                    };
+                    if matches!(checked.mirror, Verdict::Lost { .. }) {
+                        lost.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send(checked).is_err() {
                         break;
                     }
                 }
@@ -1303,6 +1352,7 @@ fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> 
         // Gone, or a folder on the way is gone or no folder now (its own record says
         // what stands there).
         (_, Ok(None)) => Verdict::Bad(Problem::Missing),
+        (_, Err(e)) if crate::read::is_connection_lost(&e) => lost(&e),
         (_, Err(e)) => Verdict::Bad(problem_of(&e)),
         (Kind::File, Ok(Some(Found::File(file)))) => {
             let (verdict, read) = check_content(file, record, buf, stop);
@@ -1373,11 +1423,20 @@ fn check_content(
     };
     match result {
         Err(_) if stop.load(Ordering::Relaxed) => (Verdict::Stopped, None),
+        Err(e) if crate::read::is_connection_lost(&e) => (lost(&e), None),
         Err(e) => (
             Verdict::Bad(Problem::Damaged(read_error(&e, record.stored))),
             None,
         ),
         Ok((digest, n)) => (content_verdict(record, digest, n), Some((digest, n))),
+    }
+}
+
+/// The verdict for a read that found the mirror's host gone.
+fn lost(e: &io::Error) -> Verdict {
+    Verdict::Lost {
+        why: io_message(e),
+        again: !crate::read::is_unreachable(e),
     }
 }
 

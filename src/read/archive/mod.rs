@@ -339,8 +339,9 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
         })?)
     };
     // The mirror's root folder, for the `--prefix` entry (a local one is looked at by
-    // path below).
+    // path below); a remote mirror's breaker, which says when its host was given up on.
     let mut mirror_root = None;
+    let mut breaker = None;
     let listed = if is_mirror {
         let (history, plan) =
             crate::read::restore::load(&args.source, args.at.as_deref(), &args.paths)
@@ -352,6 +353,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
                 .ok()
                 .flatten()
                 .map(|s| s.meta());
+            breaker = history.breaker().cloned();
         }
         let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
@@ -407,7 +409,9 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     });
     let (written, walk_failed) = match listed {
         Some(listing) => {
-            let mut entries = top.into_iter().chain(listing.entries);
+            // Once the host is given up on, no entry more: each would fail alike.
+            let reachable = |_: &Entry| breaker.as_ref().is_none_or(|b| b.tripped().is_none());
+            let mut entries = top.into_iter().chain(listing.entries).take_while(reachable);
             (write(sink, format, &mut entries, &ctx), listing.failed)
         }
         None => std::thread::scope(|scope| {
@@ -427,6 +431,11 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     };
     crate::output::logging::clear_progress();
     let (tally, counted) = written?;
+    if let Some(e) = breaker.as_ref().and_then(|b| b.tripped()) {
+        // Not a whole archive: nothing under OUT's name (the temp file goes with
+        // `partial`).
+        return Err(fatal(e));
+    }
     let bytes_out = match (&dest, partial) {
         (Dest::File(path), Some(partial)) => {
             let size = std::fs::metadata(&ctx.writing).map_or(counted, |m| m.len());
