@@ -834,19 +834,13 @@ fn repair_hint(plan: &Plan, facts: MirrorFacts) -> String {
     };
     // The advice must not undo how the mirror is kept: gzipped, without deletions, or
     // leaving out what the check left out.
-    let mut excludes: String = plan
+    // Both commands keep what the check left out, and reach the mirror as this run did.
+    let excludes: String = plan
         .excludes
         .iter()
         .map(|p| format!(" --exclude {}", quote_word(p)))
+        .chain(ssh_flag(plan, &target.dst))
         .collect();
-    // A remote DST reached through --ssh-command is reached so again.
-    if let Some(ssh) = plan
-        .ssh_command
-        .as_deref()
-        .filter(|_| target.dst.remote().is_some())
-    {
-        excludes.push_str(&format!(" --ssh-command {}", quote_word(ssh)));
-    }
     let flags = format!("{}{excludes}", facts.flags());
     let dst = target.dst.display();
     match &target.source {
@@ -864,6 +858,16 @@ fn repair_hint(plan: &Plan, facts: MirrorFacts) -> String {
             shell_word(&dst)
         ),
     }
+}
+
+/// ` --ssh-command CMD` for a command that reaches the remote `dst` as this run did
+/// (nothing when the flag was not given: the environment or config says it again).
+fn ssh_flag(plan: &Plan, dst: &Dest) -> Option<String> {
+    let ssh = plan
+        .ssh_command
+        .as_deref()
+        .filter(|_| dst.remote().is_some())?;
+    Some(format!(" --ssh-command {}", quote_word(ssh)))
 }
 
 /// True if the first files found in the mirror (up to 200, its state folder left out)
@@ -1005,7 +1009,8 @@ fn verify_mirror(
             return Err(VerifyError::NoIndex {
                 index: store.display(&layout::index()),
                 command: format!(
-                    "datasafe sync{compress} {src} {}",
+                    "datasafe sync{compress}{} {src} {}",
+                    ssh_flag(plan, &target.dst).unwrap_or_default(),
                     shell_word(&target.dst.display())
                 ),
             });
