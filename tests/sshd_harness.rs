@@ -85,7 +85,11 @@ impl Session {
 
     /// Sends `command` and fails the test unless a line with `needle` comes back.
     fn run(&mut self, command: &str, needle: &str) {
-        assert!(self.send(command), "sftp stopped reading commands{}", self.context());
+        assert!(
+            self.send(command),
+            "sftp stopped reading commands{}",
+            self.context()
+        );
         assert!(
             self.saw(needle, DEADLINE),
             "no {needle:?} after {command:?}{}",
@@ -148,8 +152,16 @@ fn put_lands_in_the_remote_folder_by_alias_and_by_url() {
     let remote = remote_dir(&env);
     let started = Instant::now();
     let sshd = Sshd::start();
-    eprintln!("sshd ready in {:?} ({})", started.elapsed(), sshd.dir().display());
-    assert_eq!(sshd.sessions(), 0, "the start's own login session was still open");
+    eprintln!(
+        "sshd ready in {:?} ({})",
+        started.elapsed(),
+        sshd.dir().display()
+    );
+    assert_eq!(
+        sshd.sessions(),
+        0,
+        "the start's own login session was still open"
+    );
     let local = env.write("a.txt", "hello over sftp");
 
     let out = sshd.sftp(ALIAS, &put(&local, &remote.join("a.txt")));
@@ -159,7 +171,10 @@ fn put_lands_in_the_remote_folder_by_alias_and_by_url() {
     let url = sshd.url(&remote);
     let host = format!("sftp://{}@127.0.0.1:{}", sshd.user(), sshd.port());
     assert_eq!(url, format!("{host}{}", remote.display()));
-    assert_eq!(sshd.scp_form(&remote), format!("{ALIAS}:{}", remote.display()));
+    assert_eq!(
+        sshd.scp_form(&remote),
+        format!("{ALIAS}:{}", remote.display())
+    );
     // The URL's user, host and port reach the same server through the `127.0.0.1`
     // block of the client config. (The path stays out: OpenSSH's sftp reads a URL's
     // path relative to the home folder, datasafe reads it as absolute.)
@@ -169,7 +184,10 @@ fn put_lands_in_the_remote_folder_by_alias_and_by_url() {
 
     // The ssh command as datasafe gets it, split on spaces as rsync's -e is.
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &format!("exec ${SSH_COMMAND_VAR} {ALIAS} echo from-the-server")]);
+    cmd.args([
+        "-c",
+        &format!("exec ${SSH_COMMAND_VAR} {ALIAS} echo from-the-server"),
+    ]);
     let out = sshd.set_env(&mut cmd).output().unwrap();
     assert_ok(&out, &sshd);
     assert_eq!(stdout(&out).trim(), "from-the-server");
@@ -220,7 +238,10 @@ fn ln_and_rename_over_a_file_fail_when_hardlink_and_posix_rename_are_denied() {
     // Without posix-rename, sftp falls back to the plain SFTP rename, which does not
     // replace an existing name.
     let out = sshd.sftp(ALIAS, &format!("rename {r}/a.txt {r}/c.txt\n"));
-    assert!(!out.status.success(), "rename replaced c.txt with posix-rename denied");
+    assert!(
+        !out.status.success(),
+        "rename replaced c.txt with posix-rename denied"
+    );
     assert!(remote.join("a.txt").exists());
 }
 
@@ -237,7 +258,10 @@ fn kill_all_ends_a_live_session_and_restart_takes_logins_again() {
     sshd.kill_all();
     assert!(!sshd.is_running());
     let status = session.poke_until_exit(DEADLINE);
-    assert!(!status.success(), "sftp exited 0 after the server was killed");
+    assert!(
+        !status.success(),
+        "sftp exited 0 after the server was killed"
+    );
     let out = sshd.sftp(ALIAS, "pwd\n");
     assert!(!out.status.success(), "a login worked with sshd killed");
 
@@ -245,8 +269,14 @@ fn kill_all_ends_a_live_session_and_restart_takes_logins_again() {
     assert_eq!(sshd.port(), port);
     assert!(sshd.is_running());
     let local = env.write("a.txt", "after the restart");
-    assert_ok(&sshd.sftp(ALIAS, &put(&local, &remote.join("a.txt"))), &sshd);
-    assert_eq!(fs::read(remote.join("a.txt")).unwrap(), b"after the restart");
+    assert_ok(
+        &sshd.sftp(ALIAS, &put(&local, &remote.join("a.txt"))),
+        &sshd,
+    );
+    assert_eq!(
+        fs::read(remote.join("a.txt")).unwrap(),
+        b"after the restart"
+    );
 }
 
 #[test]
@@ -295,10 +325,16 @@ fn proxy_cut_ends_a_live_session_and_later_ones_pass() {
 
     // New connections pass again, by the alias and by the URL's host and port.
     let local = env.write("a.txt", "through the proxy");
-    assert_ok(&sshd.sftp(PROXY_ALIAS, &put(&local, &remote.join("a.txt"))), &sshd);
+    assert_ok(
+        &sshd.sftp(PROXY_ALIAS, &put(&local, &remote.join("a.txt"))),
+        &sshd,
+    );
     let url = sshd.url_via(&proxy, &remote);
     let host = url.strip_suffix(&*remote.to_string_lossy()).unwrap();
-    assert_eq!(host, format!("sftp://{}@127.0.0.1:{}", sshd.user(), proxy.port()));
+    assert_eq!(
+        host,
+        format!("sftp://{}@127.0.0.1:{}", sshd.user(), proxy.port())
+    );
     assert_ok(&sshd.sftp(host, &put(&local, &remote.join("b.txt"))), &sshd);
     assert_eq!(proxy.accepted(), 3);
     assert!(remote.join("a.txt").exists() && remote.join("b.txt").exists());
@@ -363,8 +399,15 @@ fn proxy_blackhole_holds_bytes_until_lifted_and_keepalives_give_up() {
         let _ = ssh.kill();
     }
     let mut err = String::new();
-    ssh.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
-    assert!(gave_up, "ssh still waits on a silent network after {DEADLINE:?}");
+    ssh.stderr
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        gave_up,
+        "ssh still waits on a silent network after {DEADLINE:?}"
+    );
     assert!(!status.unwrap().success());
     assert!(err.contains("Timeout"), "ssh's stderr: {err}");
     eprintln!("ssh gave up after {:?}: {}", started.elapsed(), err.trim());
@@ -394,7 +437,12 @@ fn two_servers_run_side_by_side() {
     assert_ne!(a.port(), b.port());
     for (sshd, remote) in &servers {
         assert_eq!(fs::read(remote.join("a.txt")).unwrap(), b"two servers");
-        assert_eq!(sshd.log().matches("Accepted publickey").count(), 2, "{}", sshd.log());
+        assert_eq!(
+            sshd.log().matches("Accepted publickey").count(),
+            2,
+            "{}",
+            sshd.log()
+        );
     }
     // Killing one leaves the other serving.
     a.kill_all();
@@ -413,7 +461,10 @@ fn a_full_tmpfs_as_the_remote_folder_refuses_a_put() {
     let sshd = Sshd::start();
     let small = env.write("small", vec![1u8; 16 * 1024]);
     let big = env.write("big", vec![2u8; 1024 * 1024]);
-    assert_ok(&sshd.sftp(ALIAS, &put(&small, &remote.join("small"))), &sshd);
+    assert_ok(
+        &sshd.sftp(ALIAS, &put(&small, &remote.join("small"))),
+        &sshd,
+    );
     let out = sshd.sftp(ALIAS, &put(&big, &remote.join("big")));
     assert!(!out.status.success(), "a 1 MiB put fit a 256 KiB tmpfs");
     eprintln!("sftp on a full disk: {}", stderr(&out).trim());
@@ -428,7 +479,10 @@ fn a_second_account_gets_permission_errors_in_roots_folders() {
     let env = TestEnv::new();
     chmod(env.dir.path(), 0o755);
     if !reachable_by_others(env.dir.path()) {
-        eprintln!("skipping: nobody cannot reach {} (set TMPDIR)", env.dir.path().display());
+        eprintln!(
+            "skipping: nobody cannot reach {} (set TMPDIR)",
+            env.dir.path().display()
+        );
         return;
     }
     let locked = remote_dir(&env);
@@ -445,7 +499,11 @@ fn a_second_account_gets_permission_errors_in_roots_folders() {
     assert_ok(&sshd.sftp(ALIAS, &put(&local, &open.join("a.txt"))), &sshd);
     let out = sshd.sftp(ALIAS, &put(&local, &locked.join("a.txt")));
     assert!(!out.status.success(), "nobody wrote into root's folder");
-    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -459,18 +517,36 @@ fn an_unknown_host_key_and_a_refused_user_key_each_fail_the_login() {
     let sshd = Sshd::start();
     let quiet = sshd.sftp(ALIAS, "pwd\n");
     assert_ok(&quiet, &sshd);
-    assert_eq!(stderr(&quiet), "", "a good login printed something on stderr");
+    assert_eq!(
+        stderr(&quiet),
+        "",
+        "a good login printed something on stderr"
+    );
 
     sshd.forget_host_key();
     let out = sshd.sftp(ALIAS, "pwd\n");
-    assert!(!out.status.success(), "a login worked with the host key unknown");
-    assert!(stderr(&out).contains("Host key verification failed"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "a login worked with the host key unknown"
+    );
+    assert!(
+        stderr(&out).contains("Host key verification failed"),
+        "{}",
+        stderr(&out)
+    );
 
     let sshd = Sshd::start();
     sshd.refuse_user_key();
     let out = sshd.sftp(ALIAS, "pwd\n");
-    assert!(!out.status.success(), "a login worked with the user key refused");
-    assert!(stderr(&out).contains("Permission denied (publickey)"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "a login worked with the user key refused"
+    );
+    assert!(
+        stderr(&out).contains("Permission denied (publickey)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! Each [`Sshd`] is Debian's real `/usr/sbin/sshd` (package `openssh-server`; `.ci/run`
 //! installs it) with its own temp folder: a fresh ed25519 host key and user key,
 //! `authorized_keys`, an `sshd_config` (`internal-sftp`, public keys only) and an
-//! `ssh_config` for the client, so `ssh -F DIR/ssh_config` reaches it as the alias
-//! `dstest` or as `USER@127.0.0.1:PORT`. The login account is the current user (root in
+//! `ssh_config` for the client (the host key pinned in its own `known_hosts`, strict
+//! checking, batch mode), so `ssh -F DIR/ssh_config` reaches it as the alias `dstest`
+//! or as `USER@127.0.0.1:PORT`. The login account is the current user (root in
 //! CI); the remote folder is on this machine, so a test compares trees directly. Tests
 //! hand the client command to datasafe through `DATASAFE_SSH_COMMAND`
 //! ([`Sshd::set_env`]), so every subcommand picks it up. Many tests run on parallel
@@ -16,22 +17,29 @@
 //! `let remote = env.dir.path().join("remote"); let _disk = Tmpfs::mount(&remote,
 //! "1m"); let dst = sshd.url(&remote);` — the server writes there as the login user.
 //!
+//! Here the server's life (start, stop, kill, restart) and its files; the configs'
+//! text is `config`, the process tree under the listener `tree`, the proxy `proxy`.
 //! Deliberately not here: anything datasafe-specific (URLs are strings the tests pass
 //! on), and a fallback when sshd is missing: the tests fail loudly, they never skip.
 
+mod config;
+mod proxy;
+mod tree;
+
+pub use proxy::Proxy;
+
 use super::is_root;
 use super::watcher::{DEADLINE, POLL, wait_until};
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+use tree::{children_of, end_tree, parents};
 
 /// The server binary (Debian's `openssh-server`).
 pub const SSHD: &str = "/usr/sbin/sshd";
@@ -114,7 +122,13 @@ impl Sshd {
         let me = current_user();
         let user = options.user.map_or_else(|| me.clone(), str::to_owned);
         if user != me {
-            assert!(is_root(), "logging in as {user} needs root (the tests run as {me})");
+            assert!(
+                is_root(),
+                "logging in as {user} needs root (the tests run as {me})"
+            );
+        }
+        if is_root() {
+            refuse_locked(&user);
         }
         let sshd = Sshd {
             port: 0,
@@ -129,12 +143,19 @@ impl Sshd {
         keygen(&sshd.path("user_key"));
         fs::copy(sshd.path("user_key.pub"), sshd.path("authorized_keys")).unwrap();
         let host_key = fs::read_to_string(sshd.path("host_key.pub")).unwrap();
-        fs::write(sshd.path("known_hosts"), format!("{HOST_KEY_ALIAS} {host_key}")).unwrap();
+        fs::write(
+            sshd.path("known_hosts"),
+            format!("{HOST_KEY_ALIAS} {host_key}"),
+        )
+        .unwrap();
         if sshd.user != me {
             // sshd reads authorized_keys as the login user.
             fs::set_permissions(sshd.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-            fs::set_permissions(sshd.path("authorized_keys"), fs::Permissions::from_mode(0o644))
-                .unwrap();
+            fs::set_permissions(
+                sshd.path("authorized_keys"),
+                fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
         }
         sshd.start_on_a_free_port(&options)
     }
@@ -143,7 +164,8 @@ impl Sshd {
         let mut last = String::new();
         for _ in 0..20 {
             self.port = pick_port();
-            fs::write(self.path("sshd_config"), self.sshd_config(options)).unwrap();
+            let text = config::server(self.dir.path(), self.port, options);
+            fs::write(self.path("sshd_config"), text).unwrap();
             self.write_client_config(None);
             match self.spawn_and_wait() {
                 Ok(child) => {
@@ -264,17 +286,25 @@ impl Sshd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sftp: {e}"));
         let mut stdin = child.stdin.take().unwrap();
-        // A short batch fits the pipe; sftp may also fail before it reads it all.
-        let _ = stdin.write_all(batch.as_bytes());
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        let batch = batch.to_owned();
+        // Written from a thread, so a long batch and a long answer cannot block each
+        // other; sftp may also fail before it reads it all.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(batch.as_bytes());
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        out
     }
 
     /// `sftp -F CONFIG -b - ARGS...`, not yet run (stdin, stdout and stderr to set);
     /// `args` ends with the host, options (`-o ServerAliveInterval=1`) go before it.
     pub fn sftp_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("sftp");
-        cmd.arg("-F").arg(self.ssh_config()).args(["-b", "-"]).args(args);
+        cmd.arg("-F")
+            .arg(self.ssh_config())
+            .args(["-b", "-"])
+            .args(args);
         cmd
     }
 
@@ -282,23 +312,14 @@ impl Sshd {
     /// sshd (each closes its connection; clients see it end), then waits for them.
     /// Nothing happens if it is not running.
     pub fn stop(&self) {
-        let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGTERM) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
-        }
+        self.end(libc::SIGTERM);
     }
 
     /// Kills the server at once: SIGKILL to the listener and to every connection's sshd
-    /// (a crash or a power cut, as the client sees it). Returns when they are gone.
+    /// (a crash: the kernel closes their connections, and half-done work stays as it
+    /// was). Returns when they are gone. A network gone silent is [`Proxy::blackhole`].
     pub fn kill_all(&self) {
-        let mut state = self.state();
-        if let Some(child) = state.child.take() {
-            if let Err(stuck) = end_tree(child, libc::SIGKILL) {
-                panic!("{stuck}\n--- sshd log\n{}", self.log());
-            }
-        }
+        self.end(libc::SIGKILL);
     }
 
     /// Starts the server again (stopping it gracefully first if it runs) on the same
@@ -327,6 +348,16 @@ impl Sshd {
         }
     }
 
+    /// Ends the listener and its tree with `sig`, if it runs.
+    fn end(&self, sig: i32) {
+        let child = self.state().child.take();
+        if let Some(child) = child
+            && let Err(stuck) = end_tree(child, sig)
+        {
+            panic!("{stuck}\n--- sshd log\n{}", self.log());
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock left nothing half-done in it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -336,71 +367,10 @@ impl Sshd {
         self.dir.path().join(name)
     }
 
-    fn sshd_config(&self, options: &SshdOptions) -> String {
-        let mut text = String::new();
-        for line in &options.extra_config {
-            text.push_str(line);
-            text.push('\n');
-        }
-        let dir = self.dir.path().display();
-        let mut sftp = String::from("internal-sftp");
-        if !options.deny.is_empty() {
-            sftp.push_str(" -P ");
-            sftp.push_str(&options.deny.join(","));
-        }
-        text.push_str(&format!(
-            "Port {port}
-ListenAddress 127.0.0.1
-AddressFamily inet
-HostKey {dir}/host_key
-AuthorizedKeysFile {dir}/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-UseDNS no
-StrictModes no
-PidFile {dir}/sshd.pid
-LogLevel VERBOSE
-# Tests open many connections at once; the default (10:30:100) drops some early.
-MaxStartups 100:30:200
-Subsystem sftp {sftp}
-",
-            port = self.port,
-        ));
-        text
-    }
-
     /// Writes the client config (atomically: an ssh starting meanwhile reads the old
     /// or the new file, never half of one).
     fn write_client_config(&self, proxy_port: Option<u16>) {
-        let dir = self.dir.path().display();
-        let mut text = format!("Host {ALIAS}\n    HostName 127.0.0.1\n    Port {}\n", self.port);
-        if let Some(port) = proxy_port {
-            text.push_str(&format!(
-                "Host {PROXY_ALIAS}\n    HostName 127.0.0.1\n    Port {port}\n"
-            ));
-        }
-        text.push_str(&format!(
-            "Host {ALIAS} {PROXY_ALIAS} 127.0.0.1 localhost
-    User {user}
-    IdentityFile {dir}/user_key
-    IdentitiesOnly yes
-    IdentityAgent none
-    HostKeyAlias {HOST_KEY_ALIAS}
-    UserKnownHostsFile {dir}/known_hosts
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    UpdateHostKeys no
-    CheckHostIP no
-    BatchMode yes
-    ConnectTimeout 10
-    ServerAliveInterval 5
-    ServerAliveCountMax 3
-",
-            user = self.user,
-        ));
+        let text = config::client(self.dir.path(), self.port, proxy_port, &self.user);
         let tmp = self.path("ssh_config.new");
         fs::write(&tmp, text).unwrap();
         fs::rename(&tmp, self.ssh_config()).unwrap();
@@ -433,8 +403,11 @@ Subsystem sftp {sftp}
                     "sshd exited ({status}) before it took a login\n--- sshd log\n{log}"
                 )));
             }
-            let addr = ([127, 0, 0, 1], self.port).into();
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            // sshd writes its pid file once it listens (a leftover of a killed run
+            // holds another pid); probing the port instead would leave a line of noise
+            // per probe in the log.
+            let pid_file = fs::read_to_string(self.path("sshd.pid")).unwrap_or_default();
+            if pid_file.trim() == child.id().to_string() {
                 match self.try_login(deadline) {
                     Ok(()) => {
                         // The check's own session ends on the server a moment after
@@ -481,7 +454,10 @@ Subsystem sftp {sftp}
         if status.success() {
             Ok(())
         } else {
-            Err(format!("{status}: {}", fs::read_to_string(&err).unwrap_or_default().trim()))
+            Err(format!(
+                "{status}: {}",
+                fs::read_to_string(&err).unwrap_or_default().trim()
+            ))
         }
     }
 }
@@ -510,7 +486,10 @@ pub fn require_installed(sshd: &Path) {
 }
 
 fn url(user: &str, port: u16, remote: &Path) -> String {
-    format!("sftp://{user}@127.0.0.1:{port}{}", absolute(remote).display())
+    format!(
+        "sftp://{user}@127.0.0.1:{port}{}",
+        absolute(remote).display()
+    )
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -528,6 +507,22 @@ fn current_user() -> String {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     name
+}
+
+/// Panics, saying what to do, if sshd running as root would refuse `user` as locked:
+/// without PAM it turns away an account whose password in /etc/shadow starts with `!`
+/// (as `useradd` leaves it, and some systems leave root), keys or not. A non-root sshd
+/// cannot read /etc/shadow and does not check.
+fn refuse_locked(user: &str) {
+    let shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let locked = shadow.lines().any(|line| {
+        let mut fields = line.split(':');
+        fields.next() == Some(user) && fields.next().is_some_and(|pw| pw.starts_with('!'))
+    });
+    assert!(
+        !locked,
+        "sshd would refuse {user}: its password is locked ('!' in /etc/shadow); give it `usermod -p '*' {user}` (no password, not locked) or run the tests as another user"
+    );
 }
 
 fn keygen(path: &Path) {
@@ -573,324 +568,4 @@ fn pick_port() -> u16 {
         }
     }
     panic!("no free port on 127.0.0.1 in {from}..{to} after 1000 tries")
-}
-
-/// Every process's parent, from `/proc/*/stat` (zombies left out: they are gone for
-/// our purposes and cannot be signalled anyway).
-fn parents() -> BTreeMap<u32, u32> {
-    let mut map = BTreeMap::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Some((state, ppid)) = stat_of(pid) else {
-            continue;
-        };
-        if state != 'Z' {
-            map.insert(pid, ppid);
-        }
-    }
-    map
-}
-
-/// The state letter and parent of `pid`, if it exists.
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; the rest follows
-    // its last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-fn children_of(pid: u32, parents: &BTreeMap<u32, u32>) -> Vec<u32> {
-    parents
-        .iter()
-        .filter(|&(_, &ppid)| ppid == pid)
-        .map(|(&p, _)| p)
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    stat_of(pid).is_some_and(|(state, _)| state != 'Z')
-}
-
-fn signal(pid: u32, sig: i32) {
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
-}
-
-/// Ends the listener `child` and every process below it with `sig` (SIGTERM or
-/// SIGKILL) and waits until all are gone; after [`DEADLINE`] the rest get SIGKILL and
-/// the error says who was stuck. Only `child` and its descendants are signalled.
-fn end_tree(mut child: Child, sig: i32) -> Result<(), String> {
-    let root = child.id();
-    // Freeze the tree first, so no process forks (the listener accepting a connection)
-    // or dies (its children moving to init, out of our sight) while it is collected:
-    // stop the listener, then whatever is found below, until a pass finds nothing new.
-    signal(root, libc::SIGSTOP);
-    let mut tree = BTreeSet::new();
-    loop {
-        let parents = parents();
-        let mut todo = vec![root];
-        let mut new = Vec::new();
-        while let Some(pid) = todo.pop() {
-            for kid in children_of(pid, &parents) {
-                if tree.insert(kid) {
-                    new.push(kid);
-                }
-                todo.push(kid);
-            }
-        }
-        if new.is_empty() {
-            break;
-        }
-        for &pid in &new {
-            signal(pid, libc::SIGSTOP);
-        }
-    }
-    for &pid in tree.iter().chain([&root]) {
-        signal(pid, sig);
-        // A stopped process acts on SIGTERM only once continued (SIGKILL needs no help).
-        signal(pid, libc::SIGCONT);
-    }
-    let mut status: Option<ExitStatus> = None;
-    let done = wait_until(DEADLINE, || {
-        if status.is_none() {
-            status = child.try_wait().unwrap();
-        }
-        status.is_some() && tree.iter().all(|&p| !alive(p))
-    });
-    if done {
-        return Ok(());
-    }
-    let stuck: Vec<u32> = tree.iter().copied().filter(|&p| alive(p)).collect();
-    for &pid in &stuck {
-        signal(pid, libc::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Err(format!(
-        "sshd {root} (signal {sig}) had not ended within {DEADLINE:?}: listener exited: {}, still running: {stuck:?}",
-        status.is_some()
-    ))
-}
-
-/// A TCP proxy on 127.0.0.1 in front of a server's port, for network faults: it can
-/// drop every connection at once ([`Proxy::cut`]) or go silent ([`Proxy::blackhole`]).
-/// Each connection is two threads pumping bytes; everything ends on drop.
-pub struct Proxy {
-    port: u16,
-    shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
-}
-
-struct Shared {
-    target: u16,
-    state: Mutex<Links>,
-    /// Wakes pumps held by a blackhole (it was lifted, or their link was cut).
-    wake: Condvar,
-    accepted: AtomicUsize,
-}
-
-struct Links {
-    blackhole: bool,
-    stopping: bool,
-    /// Bumped by every cut: a link made before it is over.
-    epoch: u64,
-    next_id: u64,
-    /// Live links by id, with both sockets (to shut them down).
-    live: BTreeMap<u64, Link>,
-}
-
-struct Link {
-    client: TcpStream,
-    server: TcpStream,
-    /// Pumps still running (2, then 1, then the link is removed).
-    pumps: u8,
-}
-
-impl Proxy {
-    /// A proxy listening on a port of its own, forwarding each connection to
-    /// `127.0.0.1:target_port` (a connection it cannot forward is closed at once).
-    pub fn start(target_port: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared {
-            target: target_port,
-            state: Mutex::new(Links {
-                blackhole: false,
-                stopping: false,
-                epoch: 0,
-                next_id: 0,
-                live: BTreeMap::new(),
-            }),
-            wake: Condvar::new(),
-            accepted: AtomicUsize::new(0),
-        });
-        let accept = {
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || accept_loop(&listener, &shared))
-        };
-        Proxy {
-            port,
-            shared,
-            accept: Some(accept),
-        }
-    }
-
-    /// The port clients connect to.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Closes every live connection at once, both ways (each side sees the connection
-    /// end). New connections are forwarded as before.
-    pub fn cut(&self) {
-        let mut links = self.shared.links();
-        links.epoch += 1;
-        for link in links.live.values() {
-            let _ = link.client.shutdown(Shutdown::Both);
-            let _ = link.server.shutdown(Shutdown::Both);
-        }
-        self.shared.wake.notify_all();
-    }
-
-    /// `true`: connections stay open but no byte passes either way (a network gone
-    /// silent: only keep-alives and timeouts notice); new connections are accepted and
-    /// stay silent too. `false`: what was held back flows again, nothing lost.
-    pub fn blackhole(&self, on: bool) {
-        self.shared.links().blackhole = on;
-        self.shared.wake.notify_all();
-    }
-
-    /// Connections open now.
-    pub fn connections(&self) -> usize {
-        self.shared.links().live.len()
-    }
-
-    /// Connections accepted since the start.
-    pub fn accepted(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.shared.links().stopping = true;
-        self.cut();
-        // Wake the accept loop with a connection of our own; it sees `stopping`.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
-}
-
-impl Shared {
-    fn links(&self) -> MutexGuard<'_, Links> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits while the proxy is a blackhole; false once the link `epoch` was cut.
-    fn may_pass(&self, epoch: u64) -> bool {
-        let mut links = self.links();
-        loop {
-            if links.epoch != epoch || links.stopping {
-                return false;
-            }
-            if !links.blackhole {
-                return true;
-            }
-            links = self.wake.wait(links).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn pump_done(&self, id: u64) {
-        let mut links = self.links();
-        if let Some(link) = links.live.get_mut(&id) {
-            link.pumps -= 1;
-            if link.pumps == 0 {
-                links.live.remove(&id);
-            }
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    for client in listener.incoming() {
-        if shared.links().stopping {
-            return;
-        }
-        let Ok(client) = client else { continue };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
-        // Refused (the server is down): dropping the client closes it, as a dead
-        // server behind a live address would look.
-        let Ok(server) = TcpStream::connect(("127.0.0.1", shared.target)) else {
-            continue;
-        };
-        let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
-        let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
-            client.try_clone(),
-            server.try_clone(),
-            client.try_clone(),
-            server.try_clone(),
-        ) else {
-            continue;
-        };
-        let (id, epoch) = {
-            let mut links = shared.links();
-            let id = links.next_id;
-            links.next_id += 1;
-            let epoch = links.epoch;
-            links.live.insert(
-                id,
-                Link {
-                    client,
-                    server,
-                    pumps: 2,
-                },
-            );
-            (id, epoch)
-        };
-        for (from, to) in [(c2, s2), (s3, c3)] {
-            let shared = Arc::clone(shared);
-            std::thread::spawn(move || {
-                pump(from, to, &shared, epoch);
-                shared.pump_done(id);
-            });
-        }
-    }
-}
-
-/// Copies `from` to `to` until either ends or the link is cut; a clean end is passed
-/// on as a half-close, an error ends both ways.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, epoch: u64) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if !shared.may_pass(epoch) {
-            break;
-        }
-        let n = match from.read(&mut buf) {
-            Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        // Bytes read while the proxy turned silent wait here until it speaks again.
-        if !shared.may_pass(epoch) || to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
 }
