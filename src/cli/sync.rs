@@ -77,6 +77,9 @@ fn sync_pairs(settings: &Settings, stop: &Arc<AtomicBool>, check: &Check) -> Exi
     exit_of(&total)
 }
 
+/// The most passes a sync makes when its connection to DST is lost and made again.
+const RESUME_PASSES: u32 = 3;
+
 /// One full reconcile of one pair; an error is one that keeps the pair from being
 /// mirrored at all (SRC is not a folder now, DST cannot be opened for writing).
 fn sync_pair(
@@ -87,8 +90,23 @@ fn sync_pair(
 ) -> anyhow::Result<Summary> {
     check_source(&pair.config.pair.src)?;
     let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
+    let mut connections = mirror.connections();
     mirror.reconcile_checking(Path::new(""), check);
     mirror.commit();
+    // A remote DST reached again during the pass: what was in flight when the
+    // connection went failed; another pass (which finds only that to do) resumes.
+    for _ in 1..RESUME_PASSES {
+        let reconnected = mirror.connections() != connections && !mirror.dest_lost();
+        if !reconnected
+            || mirror.summary().failed == 0
+            || stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            break;
+        }
+        log::info!("connected to the destination again; resuming the pass");
+        connections = mirror.connections();
+        mirror.resume(check);
+    }
     Ok(mirror.into_summary())
 }
 

@@ -9,6 +9,10 @@ use crate::cli::run::{ended, start};
 
 /// `datasafe watch`.
 pub(super) fn run(args: &WatchArgs) -> Exit {
+    // A lost connection to a remote DST stalls no request for long: the watcher's
+    // loop says "reconnecting", keeps collecting changes and tries again itself.
+    #[cfg(unix)]
+    crate::store::sftp::conn::set_patience(std::time::Duration::from_secs(3));
     let (settings, stop) = match start(args.settings()) {
         Ok(started) => started,
         Err(exit) => return exit,

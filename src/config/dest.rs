@@ -73,6 +73,13 @@ pub enum DestError {
          name, write ./{0})"
     )]
     Scheme(String, String),
+    /// The remote root or login folder itself: mirroring into it would displace
+    /// everything there.
+    #[error(
+        "destination {0:?} is the {1} itself; give a folder inside it (for example \
+         {2}) — a mirror holds only what its source holds"
+    )]
+    WholeFolder(String, &'static str, String),
     /// An `sftp://` URL that does not parse.
     #[error(
         "destination {0:?} is not a valid sftp URL ({1}); write sftp://[user@]host[:port]/path"
@@ -95,14 +102,28 @@ impl Dest {
                 .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         {
             return match scheme.to_ascii_lowercase().as_str() {
-                "sftp" | "ssh" => Remote::from_url(text).map(Dest::Sftp),
+                "sftp" | "ssh" => Dest::Sftp(Remote::from_url(text)?).checked(text),
                 _ => Err(DestError::Scheme(text.to_string(), scheme.to_string())),
             };
         }
         match Remote::from_scp(text)? {
-            Some(remote) => Ok(Dest::Sftp(remote)),
+            Some(remote) => Dest::Sftp(remote).checked(text),
             None => Ok(Dest::Local(PathBuf::from(arg))),
         }
+    }
+
+    /// Refuses a remote DST that is the server's root or the login folder itself.
+    fn checked(self, text: &str) -> Result<Dest, DestError> {
+        if let Dest::Sftp(remote) = &self {
+            let (what, example) = match remote.path.as_str() {
+                "/" => ("remote machine's root folder", "/srv/backup/notes"),
+                "" => ("login folder", "backup/notes"),
+                _ => return Ok(self),
+            };
+            let example = format!("{}:{example}", remote.destination());
+            return Err(DestError::WholeFolder(text.to_string(), what, example));
+        }
+        Ok(self)
     }
 
     /// The local folder, if DST is one.
@@ -408,8 +429,6 @@ mod tests {
         assert_eq!(r.url(), "sftp://backup@nas:2222/srv/backup/notes");
         let r = remote("sftp://nas/~/notes");
         assert_eq!((r.user, r.port, r.path.as_str()), (None, None, "notes"));
-        assert_eq!(remote("sftp://nas").path, "");
-        assert_eq!(remote("sftp://nas/").path, "/");
         assert_eq!(remote("sftp://[::1]:22/x").host, "::1");
         assert_eq!(remote("sftp://[::1]:22/x").url(), "sftp://[::1]:22/x");
         assert_eq!(remote("sftp://h/my%20notes").path, "/my notes");
@@ -425,10 +444,8 @@ mod tests {
             (Some("backup"), "nas", "/srv/notes")
         );
         assert_eq!(remote("nas:notes").path, "notes");
-        assert_eq!(remote("nas:").path, "");
         assert_eq!(remote("nas:~/notes").path, "notes");
         assert_eq!(remote("nas:notes").url(), "sftp://nas/~/notes");
-        assert_eq!(remote("nas:").url(), "sftp://nas/~");
         assert_eq!(remote("me@[fe80::1]:x").host, "fe80::1");
         assert_eq!(remote("nas:a:b").path, "a:b");
     }
@@ -458,6 +475,15 @@ mod tests {
             ("sftp://h:port/x", "bad host or port"),
             ("sftp://h:0/x", "bad host or port"),
             ("sftp://h/%zz", "bad %-escape"),
+            ("nas:", "the login folder itself"),
+            ("nas:~", "the login folder itself"),
+            ("sftp://nas", "the login folder itself"),
+            ("sftp://nas/~/", "the login folder itself"),
+            ("nas:/", "root folder itself"),
+            (
+                "sftp://me@nas//",
+                "root folder itself; give a folder inside it (for example me@nas:/srv",
+            ),
         ] {
             let err = Dest::parse(OsStr::new(arg)).unwrap_err().to_string();
             assert!(err.contains(says), "{arg}: {err}");
@@ -466,9 +492,6 @@ mod tests {
 
     #[test]
     fn remote_paths_join_names() {
-        assert_eq!(remote("h:").remote_path(Path::new("")), ".");
-        assert_eq!(remote("h:").remote_path(Path::new("a/b")), "a/b");
-        assert_eq!(remote("h:/").remote_path(Path::new("a")), "/a");
         assert_eq!(remote("h:/srv").remote_path(Path::new("a")), "/srv/a");
         assert_eq!(remote("h:/srv").remote_path(Path::new("")), "/srv");
         assert_eq!(

@@ -404,7 +404,11 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::create_dir(&src).unwrap();
         let base = crate::config::Config {
-            pair: crate::config::Pair::resolve(&src, &crate::config::Dest::Local(dir.path().join("dst"))).unwrap(),
+            pair: crate::config::Pair::resolve(
+                &src,
+                &crate::config::Dest::Local(dir.path().join("dst")),
+            )
+            .unwrap(),
             plan: crate::engine::plan::PlanOptions::default(),
             versions: crate::store::versions::Retention::Staggered,
             versions_max_size: None,

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 const OVERFLOW_GAP: Duration = Duration::from_secs(2);
 /// How often a pair that failed to start is tried again.
 const RETRY: Duration = Duration::from_secs(10);
+/// The first wait before a remote DST whose connection was lost is tried again (it
+/// doubles with each failed try, up to a minute).
+const FIRST_RECONNECT: Duration = Duration::from_secs(1);
 /// The fallback rescan of a root the OS could not fully watch.
 const LIMITED_RESCAN: Duration = Duration::from_secs(60);
 
@@ -60,6 +63,8 @@ pub(super) struct Watched {
     pub(super) installed: bool,
     /// When DST was last opened again after it vanished.
     pub(super) last_reopen: Option<Instant>,
+    /// How long to wait before the next try to reach a remote DST again.
+    pub(super) reopen_wait: Duration,
     /// The source root's identity when the pair started: the folder being mirrored.
     pub(super) identity: Option<RootId>,
     /// The identity last reported while paused for another one (said once each).
@@ -87,6 +92,7 @@ impl Watched {
             limited: false,
             installed: false,
             last_reopen: None,
+            reopen_wait: FIRST_RECONNECT,
             identity: None,
             seen: None,
         }
@@ -262,11 +268,16 @@ impl Watched {
                     && let Some(mirror) = self.mirror.as_mut()
                 {
                     let hints = std::mem::take(&mut self.pending);
+                    let connections = mirror.connections();
                     let applied = mirror.apply(hints);
                     // Commit at once (not on the 2 s timer), so that `verify` and
                     // `restore` see in the index what they see in DST.
                     mirror.commit();
+                    // A remote DST that was reached again meanwhile: what was in flight
+                    // when the connection went failed, and a pass writes it again.
+                    let reconnected = mirror.connections() != connections && !mirror.dest_lost();
                     match applied {
+                        Applied::Done if reconnected => self.reconcile(board),
                         Applied::Done => {}
                         Applied::SourceGone => self.pause("the source folder is gone"),
                     }
@@ -286,7 +297,14 @@ impl Watched {
                     }
                     // The timer's pass also `lstat`s DST: a file edited or replaced in
                     // the mirror behind datasafe's back sends no event about the source.
-                    let check = if timer_due { Check::Stat } else { Check::Names };
+                    // Not for a remote DST: listing it in detail is what its index
+                    // spares (verify and --repair look).
+                    let local = self.settings.config.pair.dst.local().is_some();
+                    let check = if timer_due && local {
+                        Check::Stat
+                    } else {
+                        Check::Names
+                    };
                     self.reconcile_checking(board, &check);
                 }
             }
@@ -333,8 +351,15 @@ impl Watched {
     /// message per retry, not a failed write per event; hints meanwhile are dropped, as
     /// the reconcile after the reopen covers them.
     pub(super) fn reopen(&mut self, board: &Board) {
+        // Whatever changes meanwhile, the full pass after DST is back mirrors it.
         self.pending.clear();
-        if self.last_reopen.is_some_and(|t| t.elapsed() < RETRY) {
+        let remote = self.settings.config.pair.dst.remote().cloned();
+        // A remote DST is tried again sooner at first, then less and less often.
+        let wait = match &remote {
+            Some(_) => self.reopen_wait,
+            None => RETRY,
+        };
+        if self.last_reopen.is_some_and(|t| t.elapsed() < wait) {
             return;
         }
         self.last_reopen = Some(Instant::now());
@@ -342,14 +367,39 @@ impl Watched {
             return;
         };
         let dst = &self.settings.config.pair.dst.display();
-        log::warn!(
-            "the destination {} (or its .datasafe folder) is gone; creating it again and \
-             mirroring {} into it",
-            esc(dst),
-            esc(&self.settings.config.pair.src)
-        );
+        match &remote {
+            Some(remote) if self.reopen_wait == FIRST_RECONNECT => log::warn!(
+                "lost the connection to {}; reconnecting (changes to {} are collected and \
+                 mirrored once it is back)",
+                remote.destination(),
+                esc(&self.settings.config.pair.src)
+            ),
+            Some(_) => {}
+            None => log::warn!(
+                "the destination {} (or its .datasafe folder) is gone; creating it again and \
+                 mirroring {} into it",
+                esc(dst),
+                esc(&self.settings.config.pair.src)
+            ),
+        }
         match mirror.reopen() {
-            Ok(()) => self.reconcile(board),
+            Ok(()) => {
+                if let Some(remote) = &remote {
+                    log::info!(
+                        "connected to {} again; mirroring what changed",
+                        remote.destination()
+                    );
+                }
+                self.reopen_wait = FIRST_RECONNECT;
+                self.reconcile(board);
+            }
+            Err(message) if remote.is_some() => {
+                log::error!(
+                    "{message}; trying again in {}",
+                    human_duration(self.reopen_wait)
+                );
+                self.reopen_wait = (self.reopen_wait * 2).min(RETRY * 6);
+            }
             Err(message) => log::error!(
                 "{message}; trying again every {} while the pair waits",
                 human_duration(RETRY)

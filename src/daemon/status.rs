@@ -311,6 +311,11 @@ pub fn show(json: bool) -> Result<(), StatusError> {
 /// is said at once and the others are still asked.
 pub fn release(dst: Option<&Path>, config: Option<&Path>) -> Result<(), NoWatcher> {
     let same = |given: &Path, shown: &str| {
+        // A remote DST is named by its URL, however it was written.
+        if let Ok(crate::config::Dest::Sftp(remote)) = crate::config::Dest::parse(given.as_os_str())
+        {
+            return remote.url() == shown;
+        }
         let given =
             crate::config::canonical_even_if_missing(given).unwrap_or_else(|_| given.to_path_buf());
         let shown = Path::new(shown);
@@ -414,7 +419,18 @@ impl Watched {
         let holding = self.mirror.as_ref().and_then(Mirror::holding);
         let held = holding.map_or(0, |(_, n)| n);
         let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
+        let reconnecting = self.mirror.as_ref().is_some_and(Mirror::dest_lost)
+            && self.settings.config.pair.dst.remote().is_some();
         let state = match &self.state {
+            State::Watching if reconnecting => format!(
+                "reconnecting to {} (changes are collected and mirrored once it is back)",
+                self.settings
+                    .config
+                    .pair
+                    .dst
+                    .remote()
+                    .map_or_else(String::new, |r| r.destination())
+            ),
             State::Watching if dry_run => {
                 "watching (dry run: changes are printed, nothing is written)".to_string()
             }

@@ -52,6 +52,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// At least one failure was a full disk.
     pub no_space: bool,
+    /// Files that failed because DST could not be reached (only the first is said).
+    #[serde(skip)]
+    pub unreachable: u64,
     /// Per-pair counts, when several pairs ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<PairCounts>,
@@ -94,6 +97,7 @@ impl Summary {
         self.versions_pruned += pair.versions_pruned;
         self.unsettled += pair.unsettled;
         self.no_space |= pair.no_space;
+        self.unreachable += pair.unreachable;
         if named {
             let line = format!(
                 "pair {name}: Files backed up: {}, Updated: {}, Renamed: {}, Deleted: {}, Unchanged: {}, Failed: {}, Bytes copied: {}",
@@ -221,11 +225,25 @@ impl Summary {
                 }
             }
             Outcome::Failed {
-                error, no_space, ..
+                error,
+                no_space,
+                unreachable,
+                ..
             } => {
                 self.failed += 1;
                 self.no_space |= no_space;
-                log::error!("{error}");
+                if *unreachable {
+                    // A lost connection fails every file after it: one line, not one
+                    // per file (the summary counts them).
+                    self.unreachable += 1;
+                    if self.unreachable == 1 {
+                        log::error!("{error}");
+                    } else {
+                        log::debug!("{error}");
+                    }
+                } else {
+                    log::error!("{error}");
+                }
             }
             Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
         }
@@ -323,6 +341,13 @@ impl Summary {
         }
         if self.no_space {
             log::error!("the destination ran out of space; free some and run again");
+        }
+        if self.unreachable > 1 {
+            log::error!(
+                "{} files were not written: the destination could not be reached (see above); \
+                 run again once it can be",
+                self.unreachable
+            );
         }
         if self.held_deletions > 0 {
             log::warn!(
@@ -431,6 +456,7 @@ mod tests {
                 name: "log.txt".into(),
                 error: "reading /s/log.txt: boom".into(),
                 no_space: false,
+                unreachable: false,
             },
             src,
             dst,

@@ -462,11 +462,25 @@ pub trait Store: Reader {
     /// The bytes this writer may still use in the store, if it can tell.
     fn free_bytes(&self) -> Option<u64>;
 
+    /// How many times the store connected to where DST is: 1 for one that needs no
+    /// connection. More after a lost connection was made again, when the writes in
+    /// flight then failed: a pass after it writes them again.
+    fn connections(&self) -> u64 {
+        1
+    }
+
     /// Called after each commit of the index ([`Reader::index_file`]): a store whose
     /// index lives outside the mirror (a remote one keeps it in a local cache) publishes
     /// a consistent copy into the mirror here, so the mirror describes itself. A folder
     /// on this machine holds its index inside the mirror already: nothing to do.
     fn index_committed(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Called now and then while nothing is committed (a watcher idles): a store that
+    /// holds back publishing its index copy to spare the link publishes what is
+    /// pending once it is due.
+    fn index_idle(&self) -> io::Result<()> {
         Ok(())
     }
 }

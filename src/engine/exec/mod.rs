@@ -86,6 +86,9 @@ pub enum Outcome {
         error: String,
         /// True if the disk is full (the summary says so once more).
         no_space: bool,
+        /// True if DST could not be reached (a remote store's connection is gone): said
+        /// once, not for every file, and counted in the summary.
+        unreachable: bool,
     },
     /// Stopped by Ctrl-C before it finished; nothing changed.
     Interrupted {
@@ -372,6 +375,12 @@ impl Executor {
             Err(OpError::Io { doing, path, err }) => Outcome::Failed {
                 error: format!("{doing} {}: {}", esc(&path), io_message(&err)),
                 no_space: crate::platform::is_no_space(&err),
+                unreachable: matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::NotConnected
+                ),
                 name,
             },
         }

@@ -37,6 +37,7 @@ use pump::{Blocked, Carrier, DryRun, Tally};
 use crate::config::{Config, Dest, Pair};
 use crate::engine::exec::{Executor, PrepareError};
 use crate::engine::plan::Held;
+use crate::engine::repair::Check;
 use crate::engine::scan::ScanRules;
 use crate::engine::source::Source;
 use crate::index::Index;
@@ -235,6 +236,26 @@ impl Mirror {
         &self.cfg.pair
     }
 
+    /// How many times the store connected to DST (see `Store::connections`; 0 when
+    /// nothing is written).
+    pub fn connections(&self) -> u64 {
+        self.mode
+            .executor()
+            .map_or(0, |exec| exec.store().connections())
+    }
+
+    /// A full pass again after a connection to DST was lost and made again during the
+    /// last one: it writes what failed in flight. Its failures replace the last pass's,
+    /// and what it finds unchanged was counted already.
+    pub fn resume(&mut self, check: &Check) {
+        let unchanged = self.tally.summary.unchanged;
+        self.tally.summary.failed = 0;
+        self.tally.summary.unreachable = 0;
+        self.reconcile_checking(Path::new(""), check);
+        self.commit();
+        self.tally.summary.unchanged = unchanged;
+    }
+
     /// The counts so far.
     pub fn summary(&self) -> &Summary {
         &self.tally.summary
@@ -282,6 +303,13 @@ impl Mirror {
     pub fn commit_if_due(&mut self) {
         if self.tally.index.due() {
             self.commit();
+        } else if let Some(exec) = self.mode.executor()
+            && let Err(e) = exec.store().index_idle()
+        {
+            log::warn!(
+                "saving the index into the mirror: {}",
+                crate::output::names::io_message(&e)
+            );
         }
     }
 

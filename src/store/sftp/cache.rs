@@ -37,6 +37,17 @@ pub(super) struct Publishing {
     pending: bool,
 }
 
+/// Why the index is being published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Publish {
+    /// A commit: published if the last upload is old enough, else held back.
+    Committed,
+    /// Nothing new: what was held back is published once it is due.
+    IfDue,
+    /// The store closes: whatever is held back is published now.
+    Now,
+}
+
 /// The note of what was published: the remote copy's size and mtime.
 const NOTE: &str = "published";
 
@@ -134,18 +145,19 @@ impl Cache {
     }
 
     /// Publishes a snapshot of the local index to the mirror, unless the last upload
-    /// was less than [`PUBLISH_GAP`] ago (`force`: now, if anything is unpublished).
+    /// was less than [`PUBLISH_GAP`] ago (see [`Publish`]).
     pub(super) fn publish(
         &self,
         store: &Sftp,
         state: &Mutex<Publishing>,
-        force: bool,
+        when: Publish,
     ) -> io::Result<()> {
         let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        if !force {
+        if when == Publish::Committed {
             state.pending = true;
         }
-        if !state.pending || (!force && state.last.is_some_and(|t| t.elapsed() < PUBLISH_GAP)) {
+        let held_back = state.last.is_some_and(|t| t.elapsed() < PUBLISH_GAP);
+        if !state.pending || (when != Publish::Now && held_back) {
             return Ok(());
         }
         let snapshot = self.dir.join(format!("{}.snapshot", layout::INDEX_FILE));

@@ -39,6 +39,20 @@ const CONNECT_TIMEOUT: u32 = 15;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a request waits for a lost connection to come back, in milliseconds (see
+/// [`set_patience`]).
+static PATIENCE_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets how long requests wait for a lost connection to come back before they fail:
+/// long for `sync` (it rides out a restart of the server and resumes), short for
+/// `watch`, whose loop says "reconnecting" and tries again itself, never stalled.
+pub fn set_patience(patience: Duration) {
+    PATIENCE_MS.store(
+        u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
 /// The runtime every SFTP session of this process runs on.
 pub(super) fn runtime() -> io::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
@@ -106,6 +120,9 @@ enum Link {
         error: String,
         /// True once a connection was made: the next one is a reconnection.
         was_up: bool,
+        /// When it was lost: requests wait for it to come back until `patience` after
+        /// this, then fail at once (only one try per backoff step is made).
+        since: Instant,
     },
 }
 
@@ -117,10 +134,11 @@ pub struct Conn {
     made: AtomicU64,
     /// What the first session offered (the same server is assumed afterwards).
     extensions: OnceLock<Extensions>,
-    /// How long a request keeps trying to reach the server before it fails.
-    patience: Duration,
     /// The last thing ssh wrote on stderr (its reason when a connection fails).
     stderr: Arc<Mutex<String>>,
+    /// Temp files that could not be removed because the connection was down: removed
+    /// as soon as it is back.
+    orphans: Mutex<Vec<String>>,
 }
 
 /// Why a connection could not be made or was lost: one line naming the host, with ssh's
@@ -134,7 +152,7 @@ pub fn unreachable(remote: &Remote, why: &str) -> io::Error {
 
 impl Conn {
     /// Connects to `remote` (once; failing at once if that fails, with ssh's reason).
-    pub fn open(remote: &Remote, patience: Duration) -> io::Result<Arc<Conn>> {
+    pub fn open(remote: &Remote) -> io::Result<Arc<Conn>> {
         let conn = Arc::new(Conn {
             remote: remote.clone(),
             link: Mutex::new(Link::Down {
@@ -142,11 +160,12 @@ impl Conn {
                 wait: FIRST_BACKOFF,
                 error: String::new(),
                 was_up: false,
+                since: Instant::now(),
             }),
             made: AtomicU64::new(0),
             extensions: OnceLock::new(),
-            patience,
             stderr: Arc::new(Mutex::new(String::new())),
+            orphans: Mutex::new(Vec::new()),
         });
         conn.session_now()?;
         Ok(conn)
@@ -183,11 +202,16 @@ impl Conn {
             }
             Link::Down { .. } => {}
         }
-        let (wait, was_up) = match &*link {
-            Link::Down { wait, was_up, .. } => (*wait, *was_up),
-            Link::Up(_) => (FIRST_BACKOFF, true),
+        let (wait, was_up, since) = match &*link {
+            Link::Down {
+                wait,
+                was_up,
+                since,
+                ..
+            } => (*wait, *was_up, *since),
+            Link::Up(_) => (FIRST_BACKOFF, true, Instant::now()),
         };
-        if was_up {
+        if was_up && wait == FIRST_BACKOFF {
             log::info!("connecting to {} again", self.remote.destination());
         }
         match block_on(self.connect())? {
@@ -205,22 +229,35 @@ impl Conn {
                     wait: (wait * 2).min(MAX_BACKOFF),
                     error: error.clone(),
                     was_up,
+                    since,
                 };
                 Err(unreachable(&self.remote, &error))
             }
         }
     }
 
-    /// The session, waiting (with backoff) up to [`Conn::patience`] for a connection.
+    /// The session, waiting (with backoff) for a lost connection to come back until
+    /// the patience ([`set_patience`]) after it was lost; after that, failing at once.
     pub(super) fn session(&self) -> io::Result<Arc<Session>> {
-        let deadline = Instant::now() + self.patience;
         loop {
             match self.session_now() {
-                Ok(session) => return Ok(session),
+                Ok(session) => {
+                    let orphans = std::mem::take(&mut *lock(&self.orphans));
+                    for path in orphans {
+                        let _ = self.run(false, move |s| {
+                            let path = path.clone();
+                            async move { s.sftp.fs().remove_file(path).await }
+                        });
+                    }
+                    return Ok(session);
+                }
                 Err(e) => {
-                    let next = match &*lock(&self.link) {
-                        Link::Down { next, .. } => *next,
-                        Link::Up(_) => Instant::now(),
+                    let (next, deadline) = match &*lock(&self.link) {
+                        Link::Down { next, since, .. } => (
+                            *next,
+                            *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed)),
+                        ),
+                        Link::Up(_) => (Instant::now(), Instant::now()),
                     };
                     if next > deadline {
                         return Err(e);
@@ -252,6 +289,7 @@ impl Conn {
                 wait: FIRST_BACKOFF,
                 error,
                 was_up: true,
+                since: Instant::now(),
             };
         }
     }
@@ -289,15 +327,21 @@ impl Conn {
         }
     }
 
-    /// The error of a request that died with its connection.
-    pub(super) fn lost_error(&self, why: &str) -> io::Error {
+    /// The error of a request that died with its connection (the warning that marked
+    /// it lost said why).
+    pub(super) fn lost_error(&self, _why: &str) -> io::Error {
         io::Error::new(
             io::ErrorKind::ConnectionAborted,
             format!(
-                "the connection to {} was lost ({why})",
+                "the connection to {} was lost; written again once it is back",
                 self.remote.destination()
             ),
         )
+    }
+
+    /// Notes a temp file to remove once the connection is back.
+    pub(super) fn orphan(&self, path: String) {
+        lock(&self.orphans).push(path);
     }
 
     /// Maps a failed request: a status from the server as an `io::Error` of the right
@@ -427,6 +471,19 @@ impl Conn {
         }
         if let Some(port) = self.remote.port {
             command.args(["-p", &port.to_string()]);
+        }
+        // Ctrl-C and SIGTERM reach the whole process group: ssh must outlive them, so
+        // the files in flight are finished and the index published before datasafe
+        // closes the connection itself. ssh keeps a signal ignored that it was started
+        // with ignored, and still prompts on the terminal.
+        // SAFETY: only `signal`, which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                Ok(())
+            });
         }
         command
             .args(["-s", "--", &self.remote.destination(), "sftp"])

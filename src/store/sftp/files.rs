@@ -235,11 +235,16 @@ impl TempFile for RemoteTemp {
 impl Drop for RemoteTemp {
     fn drop(&mut self) {
         drop(self.file.take());
-        if self.installed || !self.conn.is_up() {
-            // Nothing to remove, or no way to now: the next run's prepare sweeps it.
+        if self.installed {
             return;
         }
         let path = self.remote.remote_path(&self.name);
+        if !self.conn.is_up() {
+            // No way to now: removed once the connection is back (or by the next run's
+            // prepare, if it never is).
+            self.conn.orphan(path);
+            return;
+        }
         let _ = self.conn.run(false, move |s| {
             let path = path.clone();
             async move { s.sftp.fs().remove_file(path).await }

@@ -36,9 +36,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// How long a request keeps trying to reach a server that went away before it fails.
-const PATIENCE: Duration = Duration::from_secs(60);
-
 /// A folder on another machine as a store.
 pub struct Sftp {
     conn: Arc<Conn>,
@@ -62,7 +59,7 @@ impl Sftp {
     /// Connects to `remote` as a store that reads (no lock, nothing written there).
     pub fn open(remote: &Remote) -> io::Result<Sftp> {
         let store = Sftp {
-            conn: Conn::open(remote, PATIENCE)?,
+            conn: Conn::open(remote)?,
             cache: cache::Cache::of(remote)?,
             writing: None,
         };
@@ -536,9 +533,23 @@ impl Store for Sftp {
         Some(stat.bavail.saturating_mul(stat.frsize))
     }
 
+    fn connections(&self) -> u64 {
+        self.conn.connections()
+    }
+
     fn index_committed(&self) -> io::Result<()> {
         let writing = self.writing()?;
-        self.cache.publish(self, &writing.published, false)
+        self.cache
+            .publish(self, &writing.published, cache::Publish::Committed)
+    }
+
+    fn index_idle(&self) -> io::Result<()> {
+        let writing = self.writing()?;
+        if !self.conn.is_up() {
+            return Ok(());
+        }
+        self.cache
+            .publish(self, &writing.published, cache::Publish::IfDue)
     }
 }
 
@@ -547,7 +558,9 @@ impl Drop for Sftp {
         // The last commits, if the last publication was held back to spare the link.
         if let Some(writing) = &self.writing
             && self.conn.is_up()
-            && let Err(e) = self.cache.publish(self, &writing.published, true)
+            && let Err(e) = self
+                .cache
+                .publish(self, &writing.published, cache::Publish::Now)
         {
             log::warn!(
                 "cannot publish the index to {}: {}",
