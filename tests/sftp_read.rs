@@ -530,9 +530,10 @@ fn kill_server_midway(m: &Machine, args: &[&OsStr], limit: Duration) -> Option<(
 /// A server that goes away mid-`verify` is a mirror that could not be checked (one
 /// line, exit 2), never damage, and the check stops once a request gave up waiting for
 /// it, instead of waiting that long again for every file left. `restore` stops the same
-/// way (exit 2 if nothing was restored yet, else 1: what it restored stays).
+/// way (exit 2 if nothing was restored yet, else 1: what it restored stays), and
+/// `archive` leaves no archive.
 #[test]
-fn a_server_lost_midway_stops_verify_and_restore_instead_of_failing_every_file() {
+fn a_server_lost_midway_stops_verify_restore_and_archive_instead_of_failing_every_file() {
     let env = TestEnv::new();
     let sshd = Sshd::start();
     let remote = env.dir.path().join("remote");
@@ -586,4 +587,30 @@ fn a_server_lost_midway_stops_verify_and_restore_instead_of_failing_every_file()
         took < Duration::from_secs(90),
         "restore took {took:?} after the kill"
     );
+
+    // An archive cut short is no archive: nothing under OUT's name, no temp file left.
+    sshd.restart();
+    let out_file = env.dir.path().join("out.zip");
+    let args = [OsStr::new("archive"), d, out_file.as_os_str()];
+    let (out, took) = kill_server_midway(&m, &args, limit)
+        .expect("archive kept going (a minute per file) after the server was gone");
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error: cannot reach ")),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(90),
+        "archive took {took:?} after the kill"
+    );
+    let left: Vec<_> = fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("out.zip"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
