@@ -491,11 +491,17 @@ fn a_missing_remote_mirror_is_named_by_its_url() {
     }
 }
 
-/// Starts `datasafe ARGS` as `m`, lets it work a moment after it connected, kills the
-/// server (the connection dies and no new one can be made), and waits for it to end,
-/// at most `limit`. Returns its output and how long it ran after the kill; `None` if
-/// it was still running at `limit` (it is killed then).
-fn kill_server_midway(m: &Machine, args: &[&OsStr], limit: Duration) -> Option<(Output, Duration)> {
+/// Starts `datasafe ARGS` as `m`, waits until it connected and `ready` says it got
+/// where the test wants it, kills the server (the connection dies and no new one can
+/// be made), and waits for it to end, at most `limit`. Returns its output and how long
+/// it ran after the kill; `None` if it was still running at `limit` (it is killed then).
+fn kill_server_midway(
+    m: &Machine,
+    args: &[&OsStr],
+    ready: impl Fn() -> bool,
+    limit: Duration,
+) -> Option<(Output, Duration)> {
+    use crate::common::watcher::wait_until;
     use std::process::Stdio;
     let mut cmd = m.env.cmd(args);
     cmd.env("XDG_STATE_HOME", &m.state)
@@ -503,11 +509,10 @@ fn kill_server_midway(m: &Machine, args: &[&OsStr], limit: Duration) -> Option<(
         .stderr(Stdio::piped());
     m.sshd.set_env(&mut cmd);
     let mut child = cmd.spawn().unwrap();
-    assert!(
-        crate::common::watcher::wait_until(Duration::from_secs(20), || m.sshd.sessions() > 0),
-        "{args:?} never connected"
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let there = wait_until(Duration::from_secs(60), || {
+        (m.sshd.sessions() > 0 && ready()) || child.try_wait().unwrap().is_some()
+    });
+    assert!(there, "{args:?} never got there");
     assert!(
         child.try_wait().unwrap().is_none(),
         "{args:?} ended before the kill: grow the tree"
@@ -527,11 +532,21 @@ fn kill_server_midway(m: &Machine, args: &[&OsStr], limit: Duration) -> Option<(
     None
 }
 
+/// The names in `dir` that contain `part`.
+fn names_with(dir: &Path, part: &str) -> Vec<OsString> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(part))
+        .collect()
+}
+
 /// A server that goes away mid-`verify` is a mirror that could not be checked (one
 /// line, exit 2), never damage, and the check stops once a request gave up waiting for
-/// it, instead of waiting that long again for every file left. `restore` stops the same
-/// way (exit 2 if nothing was restored yet, else 1: what it restored stays), and
-/// `archive` leaves no archive.
+/// it, instead of waiting that long again for every file left. `restore` cut off while
+/// it writes stops the same way (exit 1: what it restored stays), and `archive` cut off
+/// while it writes leaves no archive (exit 2).
 #[test]
 fn a_server_lost_midway_stops_verify_restore_and_archive_instead_of_failing_every_file() {
     let env = TestEnv::new();
@@ -545,11 +560,18 @@ fn a_server_lost_midway_stops_verify_restore_and_archive_instead_of_failing_ever
     m.ok(&[OsStr::new("sync"), env.src.as_os_str(), dst.as_ref()]);
     // A request waits up to a minute for the server to come back before it fails.
     let limit = Duration::from_secs(100);
-
     let d: &OsStr = dst.as_ref();
+
+    // Killed a moment after it connected: listing the mirror, or hashing.
+    let started = Instant::now();
     let args = [OsStr::new("verify"), "--jobs".as_ref(), "1".as_ref(), d];
-    let (out, took) = kill_server_midway(&m, &args, limit)
-        .expect("verify kept going (a minute per file) after the server was gone");
+    let (out, took) = kill_server_midway(
+        &m,
+        &args,
+        || started.elapsed() > Duration::from_millis(300),
+        limit,
+    )
+    .expect("verify kept going (a minute per file) after the server was gone");
     assert_code(&out, 2);
     let said = stdout(&out);
     assert!(
@@ -566,33 +588,32 @@ fn a_server_lost_midway_stops_verify_restore_and_archive_instead_of_failing_ever
         "verify took {took:?} after the kill"
     );
 
+    // Killed once files are being written into TARGET.
     sshd.restart();
     let target = env.dir.path().join("target");
     let args = [OsStr::new("restore"), d, target.as_os_str()];
-    let (out, took) = kill_server_midway(&m, &args, limit)
+    let restoring = || fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some());
+    let (out, took) = kill_server_midway(&m, &args, restoring, limit)
         .expect("restore kept going (a minute per file) after the server was gone");
-    // Lost while the mirror was read (nothing restored: exit 2), or while files were
-    // written (what was restored stays: exit 1).
+    assert_code(&out, 1);
     let err = stderr(&out);
-    assert!(
-        matches!(out.status.code(), Some(1 | 2)),
-        "exit {:?}\n{err}",
-        out.status
-    );
-    assert!(
-        err.lines().filter(|l| l.contains("cannot reach")).count() == 1,
+    assert_eq!(
+        err.lines().filter(|l| l.contains("cannot reach")).count(),
+        1,
         "the lost server is said once:\n{err}"
     );
+    assert!(err.contains("the restore stopped there"), "{err}");
     assert!(
         took < Duration::from_secs(90),
         "restore took {took:?} after the kill"
     );
 
-    // An archive cut short is no archive: nothing under OUT's name, no temp file left.
+    // Killed once the archive is being written (its temp file beside OUT).
     sshd.restart();
     let out_file = env.dir.path().join("out.zip");
     let args = [OsStr::new("archive"), d, out_file.as_os_str()];
-    let (out, took) = kill_server_midway(&m, &args, limit)
+    let writing = || !names_with(env.dir.path(), "out.zip").is_empty();
+    let (out, took) = kill_server_midway(&m, &args, writing, limit)
         .expect("archive kept going (a minute per file) after the server was gone");
     assert_code(&out, 2);
     let err = stderr(&out);
@@ -606,11 +627,6 @@ fn a_server_lost_midway_stops_verify_restore_and_archive_instead_of_failing_ever
         took < Duration::from_secs(90),
         "archive took {took:?} after the kill"
     );
-    let left: Vec<_> = fs::read_dir(env.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_string_lossy().contains("out.zip"))
-        .collect();
+    let left = names_with(env.dir.path(), "out.zip");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
