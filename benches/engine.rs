@@ -176,6 +176,7 @@ fn bench_plan(c: &mut Criterion) {
         compress: false,
         checksum: false,
         delete: true,
+        whole_second_mtimes: false,
     };
     let mut g = c.benchmark_group("plan");
     g.throughput(Throughput::Elements(entries.len() as u64));

@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             compress: false,
             checksum: false,
             delete: true,
+            whole_second_mtimes: false,
         },
         versions: Retention::Staggered,
         versions_max_size: None,

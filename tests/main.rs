@@ -24,6 +24,7 @@ mod regressions_repair;
 mod regressions_versions;
 mod regressions_watch;
 mod restore;
+mod sftp_behaviour;
 mod sftp_read;
 mod sshd_harness;
 mod sync;

@@ -17,21 +17,28 @@
 //! second and changes only the nanoseconds, so same-size rewrites "within the same
 //! second" are still exercised.
 //!
+//! Every property runs against a local DST and, with fewer cases, against the same
+//! folder as an `sftp://` DST through a real sshd on 127.0.0.1 (one server per property,
+//! shared by its cases); there mtimes compare to the second and symlink mtimes not at
+//! all (`common::dst`: what SFTP version 3 can set).
+//!
 //! Cases: `DATASAFE_PROPTEST_CASES=N` runs N cases of every property instead of the
 //! defaults (kept small so the file runs in well under a minute and a half).
 
 use crate::common;
 
+use common::sshd::Sshd;
 use common::watcher::*;
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, TestRunner};
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
@@ -383,42 +390,59 @@ const QUIET: Duration = Duration::from_secs(5);
 /// waits until DST mirrors SRC and the watcher is still watching; panics with the
 /// difference otherwise.
 fn check_watch(case: &WatchCase, gz: bool) {
-    let env = TestEnv::new();
+    check_watch_on(case, gz, TestEnv::new());
+}
+
+/// [`check_watch`] on `env`, whose DST may be local or remote.
+fn check_watch_on(case: &WatchCase, gz: bool, env: TestEnv) {
     let mut applier = Applier::new(&env.src);
     applier.apply_all(&case.before);
     let extra: &[&str] = if gz { &["--compress"] } else { &[] };
     let mut w = if case.racing {
         // The probe keeps the source from ever being empty, as `Watcher::ready` does.
         env.write("probe.txt", "probe");
-        Watcher::start(&env, &env.src, &env.dst, extra, "w")
+        Watcher::start(&env, &env.src, env.dst_arg(), extra, "w")
     } else {
         Watcher::ready(&env, extra, "w")
     };
     applier.apply_all(&case.live);
 
-    let want = snapshot(&env.src, false);
-    let start = Instant::now();
+    let want = env.kind().coarse(snapshot(&env.src, false));
+    let mut start = Instant::now();
     let mut last_change = start;
     let mut last = None;
+    // Until the watcher says "watching" (a racing case starts here before it did) its
+    // start-up may be silent for a while, an ssh login on a loaded machine included:
+    // only [`START_DEADLINE`] bounds it; [`QUIET`] and [`DEADLINE`] count from then.
+    let mut watching = false;
     loop {
-        let seen = try_snapshot(&env.dst, gz);
-        if seen.as_ref() == Some(&want) && w.stdout().contains("watching") {
+        let seen = env.try_tree(&env.dst, gz);
+        let said = w.stdout().contains("watching");
+        if seen.as_ref() == Some(&want) && said {
             assert!(w.running(), "the watcher exited{}", w.context());
             return;
         }
         let now = Instant::now();
+        if said && !watching {
+            watching = true;
+            start = now;
+        }
         let progress = (seen, w.stdout().len(), w.stderr().len());
         if last.as_ref() != Some(&progress) {
             last = Some(progress);
             last_change = now;
         }
-        if now - last_change >= QUIET || now - start >= DEADLINE {
+        let gave_up = match watching {
+            true => now - last_change >= QUIET || now - start >= DEADLINE,
+            false => now - start >= START_DEADLINE,
+        };
+        if gave_up {
             eprintln!(
                 "applied: {:?}\nwatcher output:{}",
                 applier.applied,
                 w.context()
             );
-            assert_mirrored(&env.src, &env.dst, gz);
+            env.assert_mirrored(gz);
             panic!("DST differed from SRC until the watcher went quiet");
         }
         std::thread::sleep(POLL);
@@ -454,7 +478,11 @@ fn sync_case() -> impl Strategy<Value = SyncCase> {
 
 /// Applies each round's operations and syncs, asserting DST mirrors SRC after each run.
 fn check_sync(case: &SyncCase) {
-    let env = TestEnv::new();
+    check_sync_on(case, TestEnv::new());
+}
+
+/// [`check_sync`] on `env`, whose DST may be local or remote.
+fn check_sync_on(case: &SyncCase, env: TestEnv) {
     // A file that is never touched, so no round empties the source (the deletion guard
     // would rightly hold that back).
     env.write("probe.txt", "probe");
@@ -469,7 +497,7 @@ fn check_sync(case: &SyncCase) {
             flags.push("--checksum");
         }
         let out = env.sync(&flags);
-        if out.status.code() != Some(0) || !is_mirrored(&env.src, &env.dst, case.compress) {
+        if out.status.code() != Some(0) || !env.is_mirrored(case.compress) {
             eprintln!(
                 "after round {i}, applied: {:?}\n--- stdout\n{}\n--- stderr\n{}",
                 applier.applied,
@@ -477,7 +505,7 @@ fn check_sync(case: &SyncCase) {
                 stderr(&out)
             );
             assert_code(&out, 0);
-            assert_mirrored(&env.src, &env.dst, case.compress);
+            env.assert_mirrored(case.compress);
         }
     }
 }
@@ -498,7 +526,23 @@ fn config(cases: u32) -> ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
+        // What `proptest!` sets: where the seeds are kept.
+        source_file: Some(file!()),
         ..ProptestConfig::default()
+    }
+}
+
+/// Runs `check` on `cases` cases of `strategy` (shrinking a failure as `proptest!`
+/// does), every case on a fresh tree whose DST is on one sshd started for them all.
+fn run_on_sftp<S: Strategy>(cases: u32, strategy: S, check: impl Fn(&S::Value, TestEnv)) {
+    let sshd = Arc::new(Sshd::start());
+    let mut runner = TestRunner::new(config(cases));
+    let result = runner.run(&strategy, |case| {
+        check(&case, TestEnv::on_sshd(sshd.clone()));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}\n--- sshd log\n{}", sshd.log());
     }
 }
 
@@ -525,6 +569,34 @@ proptest! {
     fn sync_mirrors_random_operations(case in sync_case()) {
         check_sync(&case);
     }
+}
+
+/// Case counts of the sftp properties (`DATASAFE_PROPTEST_CASES` overrides them too):
+/// fewer than the local ones, each case costing ssh logins and round trips.
+const SFTP_WATCH_CASES: u32 = 5;
+const SFTP_SYNC_CASES: u32 = 6;
+
+#[test]
+fn watch_mirrors_random_operations_sftp() {
+    let _lock = shared();
+    run_on_sftp(SFTP_WATCH_CASES, watch_case(), |case, env| {
+        check_watch_on(case, false, env)
+    });
+}
+
+#[test]
+fn watch_mirrors_random_operations_gzipped_sftp() {
+    let _lock = shared();
+    run_on_sftp(SFTP_WATCH_CASES, watch_case(), |case, env| {
+        check_watch_on(case, true, env)
+    });
+}
+
+#[test]
+fn sync_mirrors_random_operations_sftp() {
+    run_on_sftp(SFTP_SYNC_CASES, sync_case(), |case, env| {
+        check_sync_on(case, env)
+    });
 }
 
 // ---------------------------------------------------------------------------------------

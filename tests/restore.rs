@@ -7,6 +7,7 @@
 use crate::common;
 
 use chrono::{Local, NaiveDateTime, TimeZone};
+use common::dst::Dst;
 use common::*;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -64,7 +65,10 @@ fn target(env: &TestEnv) -> PathBuf {
     env.dir.path().join("restored")
 }
 
-/// Runs `datasafe restore DST TARGET ARGS...`.
+/// Runs `datasafe restore DST TARGET ARGS...`. DST is the mirror's folder on this
+/// machine even when an `_sftp` variant wrote it over SFTP: those check that what the
+/// SFTP store wrote (versions, the published index) is a whole mirror; reading it
+/// through `sftp://` is for the read side's own tests.
 fn restore(env: &TestEnv, args: &[&str]) -> Output {
     let mut all: Vec<OsString> = vec!["restore".into(), env.dst.clone().into(), target(env).into()];
     all.extend(args.iter().map(OsString::from));
@@ -254,15 +258,47 @@ fn sample_tree(env: &TestEnv) {
 
 #[test]
 fn a_gzipped_mirror_restores_to_the_source_byte_for_byte() {
-    let env = TestEnv::new();
+    a_gzipped_mirror_restores_to_the_source_byte_for_byte_on(Dst::Local);
+}
+
+/// Restore takes file and link mtimes from the stored names, and an SFTP-written mirror
+/// holds whole seconds and links with the time they were made: the `_sftp` variants
+/// compare at that precision (`Dst::coarse`), this one to the nanosecond as a local
+/// mirror gives it.
+#[test]
+fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp() {
+    a_gzipped_mirror_restores_to_the_source_byte_for_byte_on(Dst::Sftp);
+}
+
+#[test]
+#[ignore = "restore of an sftp-written mirror gives whole-second file mtimes and \
+            link mtimes of the moment the link was made on the server: it takes them from the \
+            stored names (src/read/restore.rs, history), where SFTP v3 cannot set more, not \
+            from the index, which records the source's to the nanosecond"]
+fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp_to_the_nanosecond() {
+    a_restored_gzipped_mirror(Dst::Sftp, Dst::Local);
+}
+
+fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_on(dst: Dst) {
+    a_restored_gzipped_mirror(dst, dst);
+}
+
+/// Syncs with `--compress` to a DST of kind `dst` and restores, comparing the restored
+/// tree with the source as far as a mirror of kind `precision` can keep it.
+fn a_restored_gzipped_mirror(dst: Dst, precision: Dst) {
+    let env = TestEnv::on(dst);
     sample_tree(&env);
     env.sync_ok(&["--compress"]);
     let dst_before = tree_listing(&env.dst);
     let out = restore_ok(&env, &[]);
     let t = target(&env);
-    assert_mirrored(&env.src, &t, false);
+    assert_same_trees(
+        &precision.coarse(snapshot(&env.src, false)),
+        &precision.coarse(snapshot(&t, false)),
+    );
     assert_eq!(tree_listing(&env.dst), dst_before, "restore wrote into DST");
-    // Folders get their recorded mtime too (after their content was written).
+    // Folders get their recorded mtime too (after their content was written), to the
+    // nanosecond from any mirror: the index records it.
     assert_eq!(file_mtime(&t.join("docs/deep")), (1_400_000_000, 42));
     // Files and links count, folders do not.
     assert_eq!(count(&out, "Files restored"), 7, "{}", stdout(&out));
@@ -290,10 +326,19 @@ fn a_gzipped_mirror_restores_to_the_source_byte_for_byte() {
 
 #[test]
 fn a_restore_before_real_edits_gives_back_the_tree_as_it_was() {
-    let env = TestEnv::new();
+    a_restore_before_real_edits_gives_back_the_tree_as_it_was_on(Dst::Local);
+}
+
+#[test]
+fn a_restore_before_real_edits_gives_back_the_tree_as_it_was_sftp() {
+    a_restore_before_real_edits_gives_back_the_tree_as_it_was_on(Dst::Sftp);
+}
+
+fn a_restore_before_real_edits_gives_back_the_tree_as_it_was_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     sample_tree(&env);
     env.sync_ok(&["--compress"]);
-    let before = snapshot(&env.src, false);
+    let before = env.kind().coarse(snapshot(&env.src, false));
 
     // Edit, delete and add, then let sync keep the old copies as versions.
     next_second();
@@ -307,7 +352,7 @@ fn a_restore_before_real_edits_gives_back_the_tree_as_it_was() {
     // Every version was stamped at or after `edited_at`, and the edits are newer than
     // anything in `before`: restoring at the second before the edits gives `before`.
     restore_ok(&env, &["--at", &at(edited_at - 1)]);
-    let after = snapshot(&target(&env), false);
+    let after = env.kind().coarse(snapshot(&target(&env), false));
     if before != after {
         panic!("restored tree differs:\nbefore {before:#?}\nrestored {after:#?}");
     }
@@ -315,7 +360,16 @@ fn a_restore_before_real_edits_gives_back_the_tree_as_it_was() {
 
 #[test]
 fn versions_made_by_real_syncs_restore_the_middle_content() {
-    let env = TestEnv::new();
+    versions_made_by_real_syncs_restore_the_middle_content_on(Dst::Local);
+}
+
+#[test]
+fn versions_made_by_real_syncs_restore_the_middle_content_sftp() {
+    versions_made_by_real_syncs_restore_the_middle_content_on(Dst::Sftp);
+}
+
+fn versions_made_by_real_syncs_restore_the_middle_content_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("keep.txt", "so the source is never empty");
     env.write("f.txt", "v1");
     env.write("d.txt", "doomed");

@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use common::dst::Dst;
 use common::watcher::*;
 use common::*;
 use std::fs;
@@ -55,7 +56,16 @@ fn gunzip(path: &Path) -> Vec<u8> {
 
 #[test]
 fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name() {
-    let env = TestEnv::new();
+    modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(Dst::Local);
+}
+
+#[test]
+fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_sftp() {
+    modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(Dst::Sftp);
+}
+
+fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("docs/report.txt", "first");
     env.write("notes", "keep me");
     env.sync_ok(&[]);
@@ -65,7 +75,7 @@ fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name() {
     fs::remove_file(env.src.join("notes")).unwrap();
     env.sync_ok(&[]);
 
-    assert_mirrored(&env.src, &env.dst, false);
+    env.assert_mirrored(false);
     let kept = versions(&env.dst);
     assert_eq!(kept.len(), 2, "{kept:?}");
     let report = kept
@@ -100,7 +110,16 @@ fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name() {
 
 #[test]
 fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files() {
-    let env = TestEnv::new();
+    a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(Dst::Local);
+}
+
+#[test]
+fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_sftp() {
+    a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(Dst::Sftp);
+}
+
+fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("dir/a.txt", "alpha");
     env.write("dir/sub/b.md", "beta");
     env.write("c.tar", "tarball");
@@ -109,7 +128,7 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files(
     env.write("c.tar", "a new tarball");
     fs::remove_dir_all(env.src.join("dir")).unwrap();
     env.sync_ok(&["--compress"]);
-    assert_mirrored(&env.src, &env.dst, true);
+    env.assert_mirrored(true);
 
     let kept = versions(&env.dst);
     assert_eq!(kept.len(), 3, "{kept:?}");
@@ -130,7 +149,16 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files(
 
 #[test]
 fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none() {
-    let env = TestEnv::new();
+    keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(Dst::Local);
+}
+
+#[test]
+fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_sftp() {
+    keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(Dst::Sftp);
+}
+
+fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("a.txt", "one");
     env.sync_ok(&["--keep-versions", "0"]);
     env.write("a.txt", "two");
@@ -153,7 +181,16 @@ fn plant_version(dst: &Path, age: chrono::Duration, seq: &str) -> PathBuf {
 
 #[test]
 fn retention_prunes_versions_by_the_time_in_their_names() {
-    let env = TestEnv::new();
+    retention_prunes_versions_by_the_time_in_their_names_on(Dst::Local);
+}
+
+#[test]
+fn retention_prunes_versions_by_the_time_in_their_names_sftp() {
+    retention_prunes_versions_by_the_time_in_their_names_on(Dst::Sftp);
+}
+
+fn retention_prunes_versions_by_the_time_in_their_names_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("docs/report.txt", "now");
     env.sync_ok(&[]);
     let h = chrono::Duration::hours;
@@ -193,7 +230,16 @@ fn retention_prunes_versions_by_the_time_in_their_names() {
 
 #[test]
 fn an_emptied_source_deletes_nothing_without_force() {
-    let env = TestEnv::new();
+    an_emptied_source_deletes_nothing_without_force_on(Dst::Local);
+}
+
+#[test]
+fn an_emptied_source_deletes_nothing_without_force_sftp() {
+    an_emptied_source_deletes_nothing_without_force_on(Dst::Sftp);
+}
+
+fn an_emptied_source_deletes_nothing_without_force_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("a.txt", "a");
     env.write("sub/b.txt", "b");
     env.sync_ok(&[]);
@@ -219,7 +265,16 @@ fn an_emptied_source_deletes_nothing_without_force() {
 
 #[test]
 fn a_mass_delete_is_held_while_the_rest_is_mirrored() {
-    let env = TestEnv::new();
+    a_mass_delete_is_held_while_the_rest_is_mirrored_on(Dst::Local);
+}
+
+#[test]
+fn a_mass_delete_is_held_while_the_rest_is_mirrored_sftp() {
+    a_mass_delete_is_held_while_the_rest_is_mirrored_on(Dst::Sftp);
+}
+
+fn a_mass_delete_is_held_while_the_rest_is_mirrored_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     for i in 0..150 {
         env.write(format!("f/{i:03}.txt"), format!("{i}"));
     }
@@ -244,7 +299,7 @@ fn a_mass_delete_is_held_while_the_rest_is_mirrored() {
     assert_eq!(fs::read(env.dst.join("keep.txt")).unwrap(), b"k2");
 
     // Below the threshold (100 files) nothing is held.
-    let few = TestEnv::new();
+    let few = TestEnv::on(dst);
     for i in 0..150 {
         few.write(format!("{i:03}"), "x");
     }
@@ -258,12 +313,21 @@ fn a_mass_delete_is_held_while_the_rest_is_mirrored() {
     let out = env.sync(&["--max-delete", "119"]);
     assert_code(&out, 1);
     env.sync_ok(&["--max-delete", "120"]);
-    assert_mirrored(&env.src, &env.dst, false);
+    env.assert_mirrored(false);
 }
 
 #[test]
 fn max_delete_and_force_from_the_config_file() {
-    let env = TestEnv::new();
+    max_delete_and_force_from_the_config_file_on(Dst::Local);
+}
+
+#[test]
+fn max_delete_and_force_from_the_config_file_sftp() {
+    max_delete_and_force_from_the_config_file_on(Dst::Sftp);
+}
+
+fn max_delete_and_force_from_the_config_file_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     for i in 0..10 {
         env.write(format!("{i}.txt"), "x");
     }
@@ -272,17 +336,24 @@ fn max_delete_and_force_from_the_config_file() {
         fs::remove_file(env.src.join(format!("{i}.txt"))).unwrap();
     }
     let config = env.dir.path().join("c.toml");
+    // An sftp:// dest with the config's own ssh_command (the variable, which would
+    // win over it, is taken away below).
+    let ssh = match &env.sshd {
+        Some(sshd) => format!("ssh_command = {:?}\n", sshd.ssh_command()),
+        None => String::new(),
+    };
     let write_config = |extra: &str| {
         let text = format!(
-            "[[mirror]]\nsource = {:?}\ndest = {:?}\nmax_delete = 3\n{extra}",
+            "[[mirror]]\nsource = {:?}\ndest = {:?}\nmax_delete = 3\n{ssh}{extra}",
             env.src.display().to_string(),
-            env.dst.display().to_string()
+            env.dst_arg().to_string_lossy()
         );
         fs::write(&config, text).unwrap();
     };
     write_config("");
     let run = || {
         env.cmd(["sync", "--config", config.to_str().unwrap()])
+            .env_remove(common::sshd::SSH_COMMAND_VAR)
             .output()
             .unwrap()
     };
@@ -291,19 +362,28 @@ fn max_delete_and_force_from_the_config_file() {
     assert!(stderr(&out).contains("max_delete = 3"), "{}", stderr(&out));
     write_config("force = true\n");
     assert_code(&run(), 0);
-    assert_mirrored(&env.src, &env.dst, false);
+    env.assert_mirrored(false);
 }
 
 #[test]
 fn watch_keeps_versions_of_the_deletions_that_empty_the_source() {
+    watch_keeps_versions_of_the_deletions_that_empty_the_source_on(Dst::Local);
+}
+
+#[test]
+fn watch_keeps_versions_of_the_deletions_that_empty_the_source_sftp() {
+    watch_keeps_versions_of_the_deletions_that_empty_the_source_on(Dst::Sftp);
+}
+
+fn watch_keeps_versions_of_the_deletions_that_empty_the_source_on(dst: Dst) {
     let _lock = shared();
-    let env = TestEnv::new();
+    let env = TestEnv::on(dst);
     env.write("a.txt", "one");
     env.write("b.txt", "bee");
     let w = Watcher::ready(&env, &[], "w");
 
     env.write("a.txt", "two");
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert!(
         wait_until(DEADLINE, || versions(&env.dst)
             .iter()
@@ -337,7 +417,16 @@ fn watch_keeps_versions_of_the_deletions_that_empty_the_source() {
 
 #[test]
 fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content() {
-    let env = TestEnv::new();
+    regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(Dst::Local);
+}
+
+#[test]
+fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_sftp() {
+    regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(Dst::Sftp);
+}
+
+fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     env.write("a.txt", "one");
     env.sync_ok(&[]);
     env.write("a.txt", "two");

@@ -12,6 +12,7 @@
 
 use crate::common;
 
+use common::dst::Dst;
 use common::faults::temp_files;
 use common::watcher::*;
 use common::*;
@@ -120,26 +121,35 @@ fn is_big(path: &Path, noise: &[u8], seed: u64, mib: usize) -> bool {
 
 #[test]
 fn creates_edits_deletes_and_modes_are_mirrored() {
+    creates_edits_deletes_and_modes_are_mirrored_on(Dst::Local);
+}
+
+#[test]
+fn creates_edits_deletes_and_modes_are_mirrored_sftp() {
+    creates_edits_deletes_and_modes_are_mirrored_on(Dst::Sftp);
+}
+
+fn creates_edits_deletes_and_modes_are_mirrored_on(dst: Dst) {
     let _lock = shared();
-    let env = TestEnv::new();
+    let env = TestEnv::on(dst);
     env.write("old.txt", "there before");
     env.write("dir/gone.txt", "will be deleted");
     env.write("tree/a/b.txt", "a folder that will be removed");
     let w = Watcher::ready(&env, &[], "w");
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
 
     // Create.
     env.write("new.txt", "created while watching");
     env.write("dir/sub/deep.txt", "in a new folder");
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
 
     // Same-size rewrite within one second, told apart only by the nanoseconds.
     let f = env.write("same.txt", "version-1");
     set_mtime(&f, 1_700_000_000, 100_000_000);
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     fs::write(&f, "version-2").unwrap();
     set_mtime(&f, 1_700_000_000, 200_000_000);
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert_eq!(fs::read(env.dst.join("same.txt")).unwrap(), b"version-2");
 
     // Quick same-size rewrites: only the last version counts.
@@ -148,19 +158,19 @@ fn creates_edits_deletes_and_modes_are_mirrored() {
     fs::write(&q, "CCCC").unwrap();
     // And an edit of a file mirrored at start-up.
     fs::write(env.src.join("old.txt"), "edited while watching").unwrap();
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert_eq!(fs::read(env.dst.join("quick.txt")).unwrap(), b"CCCC");
 
     // Delete a file and a whole folder.
     fs::remove_file(env.src.join("dir/gone.txt")).unwrap();
     fs::remove_dir_all(env.src.join("tree")).unwrap();
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert!(!env.dst.join("dir/gone.txt").exists() && !env.dst.join("tree").exists());
 
     // chmod of a file and of a folder.
     fs::set_permissions(env.src.join("new.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(env.src.join("dir/sub"), fs::Permissions::from_mode(0o700)).unwrap();
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     let mode = |p: &str| fs::metadata(env.dst.join(p)).unwrap().mode() & 0o7777;
     assert_eq!(mode("new.txt"), 0o600);
     assert_eq!(mode("dir/sub"), 0o700);
@@ -172,8 +182,17 @@ fn creates_edits_deletes_and_modes_are_mirrored() {
 
 #[test]
 fn a_burst_of_files_in_new_nested_folders_is_mirrored() {
+    a_burst_of_files_in_new_nested_folders_is_mirrored_on(Dst::Local);
+}
+
+#[test]
+fn a_burst_of_files_in_new_nested_folders_is_mirrored_sftp() {
+    a_burst_of_files_in_new_nested_folders_is_mirrored_on(Dst::Sftp);
+}
+
+fn a_burst_of_files_in_new_nested_folders_is_mirrored_on(dst: Dst) {
     let _lock = shared();
-    let env = TestEnv::new();
+    let env = TestEnv::on(dst);
     let w = Watcher::ready(&env, &[], "w");
     for t in 0..10 {
         let levels = [
@@ -188,7 +207,7 @@ fn a_burst_of_files_in_new_nested_folders_is_mirrored() {
             fs::write(env.src.join(rel), format!("tree {t} file {i}")).unwrap();
         }
     }
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     let files = walkdir::WalkDir::new(&env.dst)
         .into_iter()
         .filter_entry(|e| e.file_name() != ".datasafe")
@@ -312,8 +331,17 @@ fn a_renamed_folder_is_renamed_in_dst_not_copied() {
 
 #[test]
 fn folders_moved_out_are_removed_and_moved_in_are_mirrored() {
+    folders_moved_out_are_removed_and_moved_in_are_mirrored_on(Dst::Local);
+}
+
+#[test]
+fn folders_moved_out_are_removed_and_moved_in_are_mirrored_sftp() {
+    folders_moved_out_are_removed_and_moved_in_are_mirrored_on(Dst::Sftp);
+}
+
+fn folders_moved_out_are_removed_and_moved_in_are_mirrored_on(dst: Dst) {
     let _lock = shared();
-    let env = TestEnv::new();
+    let env = TestEnv::on(dst);
     env.write("outgoing/x.txt", "x");
     env.write("outgoing/deep/y.txt", "y");
     env.write("stays.txt", "stays");
@@ -323,7 +351,7 @@ fn folders_moved_out_are_removed_and_moved_in_are_mirrored() {
     // Out.
     let outside = env.dir.path().join("outside");
     fs::rename(env.src.join("outgoing"), &outside).unwrap();
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert!(!env.dst.join("outgoing").exists());
     // Writing into the moved-out folder changes nothing in DST.
     fs::write(outside.join("later.txt"), "outside").unwrap();
@@ -337,11 +365,11 @@ fn folders_moved_out_are_removed_and_moved_in_are_mirrored() {
         fs::write(dir.join(format!("f{i}.txt")), format!("incoming {i}")).unwrap();
     }
     fs::rename(&incoming, env.src.join("incoming")).unwrap();
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
 
     // The moved-in folders are watched from now on.
     env.write("incoming/a/b/c/later.txt", "written after the move");
-    w.wait_mirrored(&env.src, &env.dst, false);
+    w.wait_env_mirrored(&env, false);
     assert!(!env.dst.join("outgoing").exists());
 }
 

@@ -101,7 +101,12 @@ fn absolute_paths(
         },
         mirror: MirrorArgs {
             exclude: watch.mirror.exclude.clone(),
-            ssh_command: watch.mirror.ssh_command.clone(),
+            // The environment's ssh command is not the agent's: carried as a flag.
+            ssh_command: watch.mirror.ssh_command.clone().or_else(|| {
+                std::env::var(crate::config::dest::SSH_COMMAND_ENV)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+            }),
             ..watch.mirror
         },
         timing: TimingArgs { ..watch.timing },

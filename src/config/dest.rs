@@ -205,6 +205,9 @@ impl Remote {
             return Err(bad("empty user name"));
         }
         let path = decode(path).ok_or(bad("bad %-escape"))?;
+        if path.contains('\0') {
+            return Err(bad("a NUL byte in the path"));
+        }
         // `/~/x` and `/~` are relative to the login folder, as in most sftp clients.
         let path = match path.strip_prefix("/~") {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
@@ -262,7 +265,7 @@ impl Remote {
     pub fn url(&self) -> String {
         let mut url = String::from("sftp://");
         if let Some(user) = &self.user {
-            url.push_str(&encode(user, false));
+            url.push_str(&encode(user.as_bytes(), false));
             url.push('@');
         }
         if self.host.contains(':') {
@@ -276,12 +279,12 @@ impl Remote {
             url.push_str(&format!(":{port}"));
         }
         if self.path.starts_with('/') {
-            url.push_str(&encode(&self.path, true));
+            url.push_str(&encode(self.path.as_bytes(), true));
         } else {
             url.push_str("/~");
             if !self.path.is_empty() {
                 url.push('/');
-                url.push_str(&encode(&self.path, true));
+                url.push_str(&encode(self.path.as_bytes(), true));
             }
         }
         url
@@ -293,10 +296,11 @@ impl Remote {
         if name.as_os_str().is_empty() {
             url
         } else {
-            // Shown as the user would type it: only what a URL cannot hold is escaped.
-            let name = name.to_string_lossy();
+            // Shown as the user would type it: only what a URL cannot hold is escaped
+            // (a byte that is not UTF-8 too, never replaced).
+            let name = name.as_os_str().as_encoded_bytes();
             let sep = if url.ends_with('/') { "" } else { "/" };
-            format!("{url}{sep}{}", encode(&name, true))
+            format!("{url}{sep}{}", encode(name, true))
         }
     }
 
@@ -363,13 +367,32 @@ fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     Some((decode(host)?, port))
 }
 
-/// A path without trailing slashes (`/` stays `/`).
+/// A path in its plain form: no `.` components, no empty ones, `..` taken back against
+/// the component before it (lexically: the server may have symlinks, but a mirror's
+/// path is named as the user wrote it, like rsync's), no trailing slash (`/` stays
+/// `/`; a relative path that comes back to the login folder is empty).
 fn trim_path(path: &str) -> String {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() && path.starts_with('/') {
-        "/".to_string()
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                // `/..` is `/`; a relative path may climb above the login folder.
+                _ if absolute => {}
+                _ => parts.push(".."),
+            },
+            part => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute {
+        format!("/{joined}")
     } else {
-        trimmed.to_string()
+        joined
     }
 }
 
@@ -392,9 +415,9 @@ fn decode(text: &str) -> Option<String> {
 }
 
 /// `text` with what a URL cannot hold as is escaped (`/` kept in a path).
-fn encode(text: &str, path: bool) -> String {
+fn encode(text: &[u8], path: bool) -> String {
     let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
+    for &b in text {
         let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
         if plain || (path && (b == b'/' || b == b':')) {
             out.push(b as char);
@@ -448,6 +471,9 @@ mod tests {
         assert_eq!(remote("nas:notes").url(), "sftp://nas/~/notes");
         assert_eq!(remote("me@[fe80::1]:x").host, "fe80::1");
         assert_eq!(remote("nas:a:b").path, "a:b");
+        assert_eq!(remote("nas:/srv/./x/../y//z/").path, "/srv/y/z");
+        assert_eq!(remote("nas:../up").path, "../up");
+        assert_eq!(remote("sftp://nas/srv/x/..").path, "/srv");
     }
 
     #[test]
@@ -480,6 +506,12 @@ mod tests {
             ("sftp://nas", "the login folder itself"),
             ("sftp://nas/~/", "the login folder itself"),
             ("nas:/", "root folder itself"),
+            ("nas:.", "the login folder itself"),
+            ("nas:./", "the login folder itself"),
+            ("nas:x/..", "the login folder itself"),
+            ("nas:/tmp/..", "root folder itself"),
+            ("sftp://nas/a/../..", "root folder itself"),
+            ("sftp://nas/nul%00x", "a NUL byte"),
             (
                 "sftp://me@nas//",
                 "root folder itself; give a folder inside it (for example me@nas:/srv",
@@ -498,5 +530,11 @@ mod tests {
             remote("h:/srv").url_of(Path::new("a b/c")),
             "sftp://h/srv/a%20b/c"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let name = Path::new(OsStr::from_bytes(b"x\xff\xfe"));
+            assert_eq!(remote("h:/srv").url_of(name), "sftp://h/srv/x%FF%FE");
+        }
     }
 }

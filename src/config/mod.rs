@@ -340,6 +340,7 @@ fn plan_options(m: &MirrorOverrides, file: &file::PairDefaults) -> PlanOptions {
         compress: m.compress || file.compress.unwrap_or(false),
         checksum: m.checksum || file.checksum.unwrap_or(false),
         delete: !m.no_delete && file.delete.unwrap_or(true),
+        whole_second_mtimes: false,
     }
 }
 
@@ -412,7 +413,14 @@ fn output(o: &OutputOverrides, file_logs: Option<(Option<PathBuf>, Option<PathBu
 impl Pair {
     /// Checks SRC (it must be a folder now) and DST, and works out how they relate.
     pub fn resolve(src: &Path, dst: &Dest) -> Result<Pair, ConfigError> {
-        check_source(src).map_err(|e| ConfigError(e.to_string()))?;
+        check_source(src).map_err(|e| match Dest::parse(src.as_os_str()) {
+            Ok(Dest::Sftp(_)) => ConfigError(format!(
+                "source {} is on another machine; datasafe mirrors a folder on this machine \
+                 (run it on that machine, or mount the folder here)",
+                esc(src)
+            )),
+            _ => ConfigError(e.to_string()),
+        })?;
         Pair::locate(src, dst)
     }
 

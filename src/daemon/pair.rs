@@ -369,8 +369,9 @@ impl Watched {
         let dst = &self.settings.config.pair.dst.display();
         match &remote {
             Some(remote) if self.reopen_wait == FIRST_RECONNECT => log::warn!(
-                "lost the connection to {}; reconnecting (changes to {} are collected and \
-                 mirrored once it is back)",
+                "cannot write {} (the connection to {} was lost, or the folder is gone); \
+                 reconnecting (changes to {} are collected and mirrored once it is back)",
+                esc(dst),
                 remote.destination(),
                 esc(&self.settings.config.pair.src)
             ),

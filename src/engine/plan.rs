@@ -24,6 +24,12 @@ pub struct PlanOptions {
     pub checksum: bool,
     /// Delete what is no longer in the source.
     pub delete: bool,
+    /// DST keeps mtimes in whole seconds and no symlink mtimes (SFTP version 3;
+    /// `Caps::nanosecond_mtimes` false): a record read back from DST itself (rebuilt
+    /// from a listing: no digest, nanoseconds 0) matches a source mtime in the same
+    /// second, and a symlink matches by its target alone. Not a user's choice: the
+    /// engine sets it from the store.
+    pub whole_second_mtimes: bool,
 }
 
 impl PlanOptions {
@@ -164,7 +170,7 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
             Some(r)
                 if r.kind == Kind::Symlink
                     && r.target == entry.target
-                    && r.meta.mtime == entry.meta.mtime =>
+                    && (r.meta.mtime == entry.meta.mtime || opts.whole_second_mtimes) =>
             {
                 Decision::Unchanged
             }
@@ -201,7 +207,7 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
             known: known.clone(),
         });
     }
-    if known.meta.mtime != entry.meta.mtime {
+    if known.meta.mtime != entry.meta.mtime && !rebuilt_in_the_same_second(known, entry, opts) {
         return copy;
     }
     if known.meta.mode != entry.meta.mode || known.meta.size != entry.meta.size {
@@ -213,6 +219,16 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
         });
     }
     Decision::Unchanged
+}
+
+/// True if `known` was read back from a DST that keeps whole seconds (no digest, no
+/// nanoseconds) and `entry`'s mtime is in the same second: as unchanged as DST can
+/// tell (see [`PlanOptions::whole_second_mtimes`]).
+fn rebuilt_in_the_same_second(known: &Record, entry: &Entry, opts: &PlanOptions) -> bool {
+    opts.whole_second_mtimes
+        && known.sha256.is_none()
+        && known.meta.mtime.nanoseconds() == 0
+        && known.meta.mtime.unix_seconds() == entry.meta.mtime.unix_seconds()
 }
 
 /// True if a directory's recorded mode or mtime differ from the source's.
@@ -404,6 +420,7 @@ mod tests {
             compress,
             checksum,
             delete: true,
+            whole_second_mtimes: false,
         }
     }
 
@@ -420,6 +437,49 @@ mod tests {
             Decision::Act(Action::Delete { .. }) => "delete",
             Decision::Act(Action::Rename { .. }) => "rename",
         }
+    }
+
+    #[test]
+    fn a_record_rebuilt_from_a_whole_second_dst_matches_within_its_second() {
+        let coarse = PlanOptions {
+            whole_second_mtimes: true,
+            ..opts(false, false)
+        };
+        let src = file("a", meta(5, 1000, 123, 0o644));
+        let rebuilt = rec(Kind::File, meta(5, 1000, 0, 0o644), Stored::Plain);
+        let decide = |r: &Record, o: &PlanOptions| short(&plan_entry(&src, Some(r), o));
+        assert_eq!(decide(&rebuilt, &coarse), "unchanged");
+        // Not on a store that keeps nanoseconds, and not another second.
+        assert_eq!(decide(&rebuilt, &opts(false, false)), "copy");
+        let other_second = rec(Kind::File, meta(5, 999, 0, 0o644), Stored::Plain);
+        assert_eq!(decide(&other_second, &coarse), "copy");
+        // A record datasafe wrote itself (with a digest) still compares to the ns.
+        let written = Record {
+            sha256: Some(Digest([1; 32])),
+            ..rebuilt.clone()
+        };
+        assert_eq!(decide(&written, &coarse), "copy");
+        // A symlink by its target alone.
+        let link = Entry {
+            rel: "l".into(),
+            kind: Kind::Symlink,
+            meta: meta(0, 1000, 123, 0o777),
+            target: Some("t".into()),
+        };
+        let made_later = Record {
+            kind: Kind::Symlink,
+            target: Some("t".into()),
+            ..rec(Kind::Symlink, meta(0, 2000, 0, 0o777), Stored::Plain)
+        };
+        assert_eq!(
+            short(&plan_entry(&link, Some(&made_later), &coarse)),
+            "unchanged"
+        );
+        let link_opts = opts(false, false);
+        assert_eq!(
+            short(&plan_entry(&link, Some(&made_later), &link_opts)),
+            "symlink"
+        );
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl Summary {
                 self.last_error = Some(error.clone());
                 self.last_error_name = Some(name.clone());
             }
-            Outcome::Interrupted { .. } | Outcome::Unsettled { .. } => {}
+            Outcome::Interrupted { .. } | Outcome::Vanished { .. } | Outcome::Unsettled { .. } => {}
         }
         match outcome {
             Outcome::Stored {
@@ -235,9 +235,11 @@ impl Summary {
                 if *unreachable {
                     // A lost connection fails every file after it: one line, not one
                     // per file (the summary counts them).
+                    // A warning: a pass after the connection is back writes it again
+                    // (the summary says so as an error if the run ends without one).
                     self.unreachable += 1;
                     if self.unreachable == 1 {
-                        log::error!("{error}");
+                        log::warn!("{error}");
                     } else {
                         log::debug!("{error}");
                     }
@@ -246,6 +248,12 @@ impl Summary {
                 }
             }
             Outcome::Interrupted { name } => log::debug!("stopped before finishing {}", esc(name)),
+            Outcome::Vanished { name } => {
+                log::debug!(
+                    "{} was gone from the source before it was copied",
+                    esc(name)
+                );
+            }
         }
     }
 
@@ -342,11 +350,11 @@ impl Summary {
         if self.no_space {
             log::error!("the destination ran out of space; free some and run again");
         }
-        if self.unreachable > 1 {
+        if self.unreachable > 0 {
             log::error!(
-                "{} files were not written: the destination could not be reached (see above); \
-                 run again once it can be",
-                self.unreachable
+                "{} not written: the destination could not be reached (see above); run \
+                 again once it can be",
+                crate::output::names::count_of(self.unreachable, "file")
             );
         }
         if self.held_deletions > 0 {

@@ -235,6 +235,7 @@ impl Memory {
                 symlinks: true,
                 server_side_copy: false,
                 fsync: true,
+                nanosecond_mtimes: true,
                 cheap_listing: true,
             },
             holds_lock: false,

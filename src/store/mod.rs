@@ -40,11 +40,26 @@ pub struct Caps {
     pub server_side_copy: bool,
     /// Writes can be made durable before the index records them.
     pub fsync: bool,
+    /// Mtimes are kept to the nanosecond (false: whole seconds, as SFTP version 3 sets
+    /// them); see [`Caps::mtime_kept`].
+    pub nanosecond_mtimes: bool,
     /// Listing the whole mirror costs little (a local disk): a pass with an index that
     /// describes DST still lists its names, to notice what changed behind datasafe's
     /// back. Where it is dear (a remote store), a pass trusts the index and lists
     /// nothing; `verify` and `--repair` look.
     pub cheap_listing: bool,
+}
+
+impl Caps {
+    /// True if `stored`, an mtime read back from the store, is what setting `source`
+    /// leaves there: equal, or (where the store keeps whole seconds) `source` truncated
+    /// to its second.
+    pub fn mtime_kept(&self, stored: FileTime, source: FileTime) -> bool {
+        stored == source
+            || (!self.nanosecond_mtimes
+                && stored.nanoseconds() == 0
+                && stored.unix_seconds() == source.unix_seconds())
+    }
 }
 
 /// Opens DST for reading: a local folder (which must exist) or a remote one.

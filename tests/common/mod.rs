@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: a temp tree with `src/` and `dst/`, a way
 //! to run the real binary, and a tree comparison that prints what differs.
 
+pub mod dst;
 pub mod faults;
 pub mod sshd;
 pub mod watcher;
@@ -11,6 +12,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use filetime::FileTime;
 
@@ -19,6 +21,8 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub src: PathBuf,
     pub dst: PathBuf,
+    /// The server when DST is given as `sftp://` for `dst/` ([`dst::Dst::Sftp`]).
+    pub sshd: Option<Arc<sshd::Sshd>>,
 }
 
 impl TestEnv {
@@ -27,7 +31,12 @@ impl TestEnv {
         let src = dir.path().join("src");
         let dst = dir.path().join("dst");
         std::fs::create_dir(&src).unwrap();
-        TestEnv { dir, src, dst }
+        TestEnv {
+            dir,
+            src,
+            dst,
+            sshd: None,
+        }
     }
 
     /// Writes `content` to `src/rel`, creating folders.
@@ -38,7 +47,8 @@ impl TestEnv {
         path
     }
 
-    /// The binary with `args`, not yet run.
+    /// The binary with `args`, not yet run (with what a remote DST needs in its
+    /// environment, [`TestEnv::set_dst_env`]).
     pub fn cmd<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -46,13 +56,14 @@ impl TestEnv {
     {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_datasafe"));
         cmd.args(args).current_dir(self.dir.path());
+        self.set_dst_env(&mut cmd);
         cmd
     }
 
-    /// Runs `datasafe sync src dst EXTRA...` and returns its output.
+    /// Runs `datasafe sync src DST EXTRA...` and returns its output.
     pub fn sync(&self, extra: &[&str]) -> Output {
-        let mut args: Vec<&OsStr> =
-            vec!["sync".as_ref(), self.src.as_os_str(), self.dst.as_os_str()];
+        let dst = self.dst_arg();
+        let mut args: Vec<&OsStr> = vec!["sync".as_ref(), self.src.as_os_str(), &dst];
         args.extend(extra.iter().map(|s| OsStr::new(*s)));
         self.cmd(args).output().unwrap()
     }
@@ -135,13 +146,16 @@ pub fn snapshot(root: &Path, gz: bool) -> BTreeMap<PathBuf, Node> {
 
 /// Asserts DST mirrors SRC (content, modes, mtimes, links), listing every difference.
 pub fn assert_mirrored(src: &Path, dst: &Path, gz: bool) {
-    let a = snapshot(src, false);
-    let b = snapshot(dst, gz);
+    assert_same_trees(&snapshot(src, false), &snapshot(dst, gz));
+}
+
+/// Asserts the trees `a` (SRC) and `b` (DST) are equal, listing every difference.
+pub fn assert_same_trees(a: &BTreeMap<PathBuf, Node>, b: &BTreeMap<PathBuf, Node>) {
     if a == b {
         return;
     }
     let mut diff = String::new();
-    for (k, v) in &a {
+    for (k, v) in a {
         match b.get(k) {
             None => diff.push_str(&format!("missing in dst: {}\n", k.display())),
             Some(w) if w != v => diff.push_str(&format!(

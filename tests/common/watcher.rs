@@ -89,12 +89,17 @@ pub struct Watcher {
 
 impl Watcher {
     /// Starts `datasafe watch SRC DST --debounce 50ms EXTRA...` (without the default
-    /// debounce if `extra` names one).
-    pub fn start(env: &TestEnv, src: &Path, dst: &Path, extra: &[&str], tag: &str) -> Watcher {
+    /// debounce if `extra` names one). DST is a path or a URL.
+    pub fn start(
+        env: &TestEnv,
+        src: &Path,
+        dst: impl AsRef<std::ffi::OsStr>,
+        extra: &[&str],
+        tag: &str,
+    ) -> Watcher {
         let out = env.dir.path().join(format!("{tag}.stdout"));
         let err = env.dir.path().join(format!("{tag}.stderr"));
-        let mut args: Vec<&std::ffi::OsStr> =
-            vec!["watch".as_ref(), src.as_os_str(), dst.as_os_str()];
+        let mut args: Vec<&std::ffi::OsStr> = vec!["watch".as_ref(), src.as_os_str(), dst.as_ref()];
         if !extra.contains(&"--debounce") {
             args.extend(["--debounce", DEBOUNCE].map(std::ffi::OsStr::new));
         }
@@ -116,7 +121,7 @@ impl Watcher {
             env.write("probe.txt", "probe");
         }
         let names = stored_names(&env.src, extra.contains(&"--compress"));
-        let w = Watcher::start(env, &env.src, &env.dst, extra, tag);
+        let w = Watcher::start(env, &env.src, env.dst_arg(), extra, tag);
         w.wait_ready(&env.dst, &names);
         w
     }
@@ -183,6 +188,16 @@ impl Watcher {
         if !wait_until(DEADLINE, || is_mirrored(src, dst, gz)) {
             eprintln!("watcher output:{}", self.context());
             assert_mirrored(src, dst, gz);
+            panic!("the trees differed until the deadline{}", self.context());
+        }
+    }
+
+    /// Waits until the env's DST mirrors its SRC as far as its kind of DST can
+    /// ([`TestEnv::is_mirrored`]); on timeout, fails listing every difference.
+    pub fn wait_env_mirrored(&self, env: &TestEnv, gz: bool) {
+        if !wait_until(DEADLINE, || env.is_mirrored(gz)) {
+            eprintln!("watcher output:{}", self.context());
+            env.assert_mirrored(gz);
             panic!("the trees differed until the deadline{}", self.context());
         }
     }

@@ -85,17 +85,22 @@ impl Executor {
         let name = stored.name_for(&entry.rel);
         // The source folder holding the file, reached from SRC's root without passing a
         // symlink: the file is opened, and checked afterwards, in that folder.
-        let (folder, file_name) = self
-            .source()
-            .and_then(|source| source.parent(&entry.rel))
-            .map_err(OpError::io("reading", &src_path))?;
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let (folder, file_name) = match self.source().and_then(|s| s.parent(&entry.rel)) {
+            Ok(found) => found,
+            Err(e) if gone(&e) => return Ok(Outcome::Vanished { name }),
+            Err(e) => return Err(OpError::io("reading", &src_path)(e)),
+        };
         let mut attempt = 0;
         loop {
             let reading = OpError::io("reading", &src_path);
-            let src = folder
-                .open_file(file_name)
-                .map_err(source::no_longer_a_file)
-                .map_err(OpError::io("reading", &src_path))?;
+            let src = match folder.open_file(file_name) {
+                Ok(src) => src,
+                Err(e) if gone(&e) && attempt == 0 => return Ok(Outcome::Vanished { name }),
+                Err(e) => {
+                    Err(source::no_longer_a_file(e)).map_err(OpError::io("reading", &src_path))?
+                }
+            };
             let before = src.metadata().map_err(reading)?;
             if !before.is_file() {
                 return Err(OpError::Io {

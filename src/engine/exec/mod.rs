@@ -90,6 +90,13 @@ pub enum Outcome {
         /// once, not for every file, and counted in the summary.
         unreachable: bool,
     },
+    /// The source was gone when its copy began (deleted after it was planned, as a
+    /// burst of creates and deletes does to a watcher): nothing changed; its removal is
+    /// mirrored like any other.
+    Vanished {
+        /// The name in DST.
+        name: PathBuf,
+    },
     /// Stopped by Ctrl-C before it finished; nothing changed.
     Interrupted {
         /// The name in DST.

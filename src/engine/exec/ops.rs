@@ -153,20 +153,36 @@ impl Executor {
 
     /// True if the stored file `name` (with metadata `meta`) still has the source's
     /// mtime, to the nanosecond, under either form of its name: then a conversion
-    /// loses nothing.
+    /// loses nothing. Where the store keeps whole seconds, the second must match and so
+    /// must the size of the content (a gzipped name's by its trailer): an edit within
+    /// the same second that changed the size is told apart, one that kept it is not.
     fn same_as_source(&self, name: &Path, meta: &Stat) -> bool {
         let stored = meta.mtime;
+        let caps = self.store.caps();
         let Ok(source) = self.source() else {
             return false;
         };
-        [
-            Some(name.to_path_buf()),
-            crate::engine::plan::strip_gz(name),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|rel| source.status(&rel).ok())
-        .any(|s| s.kind == Kind::File && s.mtime == stored)
+        let gz = crate::engine::plan::strip_gz(name);
+        let content_size = || match &gz {
+            None => Some(meta.size),
+            Some(_) => self
+                .store
+                .open(name)
+                .and_then(|mut f| crate::store::gzip_isize(&mut *f))
+                .ok()
+                .flatten(),
+        };
+        [Some(name.to_path_buf()), gz.clone()]
+            .into_iter()
+            .flatten()
+            .filter_map(|rel| source.status(&rel).ok())
+            .any(|s| {
+                s.kind == Kind::File
+                    && (s.mtime == stored
+                        || (caps.mtime_kept(stored, s.mtime)
+                            && content_size()
+                                .is_some_and(|n| crate::index::isize_matches(n, s.size))))
+            })
     }
 
     /// Moves `from` to `to` inside DST (a folder with all it holds, keeping inodes);

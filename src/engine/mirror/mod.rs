@@ -123,6 +123,7 @@ impl Mirror {
             );
         }
         let mut adopting = Adopting::No;
+        let mut blocked = false;
         let (mode, index, trusted) = if cfg.output.dry_run {
             let reader = read_only(&pair.dst);
             let (index, trusted) = read_index(index_dir_of(reader.as_deref()).as_deref());
@@ -137,6 +138,7 @@ impl Mirror {
                 Err(e @ PrepareError::Unwritable(_)) if refuse_unwritable => return Err(e),
                 Err(PrepareError::Unwritable(message)) => {
                     log::error!("{message}");
+                    blocked = true;
                     let reader = read_only(&pair.dst);
                     let (index, trusted) = read_index(index_dir_of(reader.as_deref()).as_deref());
                     (
@@ -195,7 +197,9 @@ impl Mirror {
             },
             held: None,
             holding: None,
-            lost: false,
+            // A remote DST not reached at the start is tried again as a lost one (the
+            // watcher says "reconnecting" and retries with backoff).
+            lost: blocked && pair.dst.remote().is_some(),
             adopting,
             watched: false,
         })

@@ -180,7 +180,10 @@ impl Tally {
                 self.touch_parent(from);
                 self.touch_parent(to);
             }
-            Outcome::Failed { .. } | Outcome::Interrupted { .. } | Outcome::Unsettled { .. } => {}
+            Outcome::Failed { .. }
+            | Outcome::Interrupted { .. }
+            | Outcome::Vanished { .. }
+            | Outcome::Unsettled { .. } => {}
         }
         self.progress
             .update(scanned.load(Ordering::Relaxed), &self.summary, self.started);

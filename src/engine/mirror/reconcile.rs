@@ -89,8 +89,13 @@ impl Mirror {
             DestSide::spawn(self.mode.reader(), scope, known_tx, look, || None)
         };
 
+        let mut opts = self.cfg.plan;
+        opts.whole_second_mtimes = self
+            .mode
+            .reader()
+            .is_some_and(|dst| !dst.caps().nanosecond_mtimes);
         let (report, known) = {
-            let (rules, stop, opts) = (&self.rules, &self.stop, &self.cfg.plan);
+            let (rules, stop, opts) = (&self.rules, &self.stop, &opts);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
             pump(

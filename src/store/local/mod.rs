@@ -70,6 +70,7 @@ impl Reader for Local {
             symlinks: true,
             server_side_copy: false,
             fsync: true,
+            nanosecond_mtimes: true,
             cheap_listing: true,
         }
     }

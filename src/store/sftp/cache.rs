@@ -4,13 +4,15 @@
 //! published to `DST/.datasafe/index.db` (a snapshot by `VACUUM INTO`, uploaded under a
 //! temp name and renamed into place), so the mirror describes itself.
 //!
-//! Which one is current: after each upload the size and mtime of the remote copy are
-//! noted beside the local index (`published`). When a store opens, a remote copy that
-//! still matches that note means the local index is this machine's own and current (it
-//! may be ahead: commits since the last upload). A remote copy that differs was written
-//! by another machine: it replaces the local one. No remote copy while a local one
-//! exists means the mirror was made anew: the local index is set aside, and the engine
-//! rebuilds it from a listing.
+//! Which one is current: each copy published gets a new random id, written beside it
+//! (`DST/.datasafe/index.id`) and noted locally (`published`). A writer, once it holds
+//! the lock, keeps the local index if the mirror's id is the one noted (this machine's
+//! own copy; the local index may be ahead of it) and no writer of this machine died
+//! (`writing`, removed at a clean close); takes the mirror's copy if its id differs
+//! (another machine wrote the mirror since), trusting it only if that writer closed
+//! cleanly (`published_clean` in the copy); and otherwise sets the local index aside,
+//! so the engine compares with a listing of the mirror once and rebuilds it. A reader
+//! (`verify`, `restore`…) only ever fetches a newer copy, never throws one away.
 
 use super::Sftp;
 use crate::config::Remote;
@@ -35,6 +37,8 @@ pub(super) struct Cache {
 pub(super) struct Publishing {
     last: Option<Instant>,
     pending: bool,
+    /// The last copy this writer published was not its closing one.
+    unfinished: bool,
 }
 
 /// Why the index is being published.
@@ -48,8 +52,24 @@ pub(super) enum Publish {
     Now,
 }
 
-/// The note of what was published: the remote copy's size and mtime.
+/// The note of the index copy this machine last published or fetched: its id.
 const NOTE: &str = "published";
+/// Beside the mirror's index copy, its id: a new random one with each copy, so a copy
+/// from another machine is told apart by reading a few bytes.
+const ID_FILE: &str = "index.id";
+/// Present while a writer of this machine runs; left behind by one that died.
+const WRITING: &str = "writing";
+/// The fact in an index copy that says its writer closed cleanly after publishing it.
+const CLEAN: &str = "published_clean";
+
+/// Who refreshes the local index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A command that only reads the mirror.
+    Reader,
+    /// The one writer, holding the lock.
+    Writer,
+}
 
 impl Cache {
     /// The cache folder of `remote` (created if missing).
@@ -84,39 +104,94 @@ impl Cache {
             .collect()
     }
 
-    fn note(&self) -> Option<(u64, i64)> {
+    /// The id of the copy this machine last published or fetched (see [`ID_FILE`]), and
+    /// whether the local index can be trusted as far as that copy goes: this machine's
+    /// own, or a copy whose writer closed cleanly (`false`: a copy fetched while its
+    /// writer was at work, which may be behind the mirror).
+    fn note(&self) -> Option<(String, bool)> {
         let text = std::fs::read_to_string(self.dir.join(NOTE)).ok()?;
-        let (size, mtime) = text.trim().split_once(' ')?;
-        Some((size.parse().ok()?, mtime.parse().ok()?))
+        let mut words = text.split_whitespace();
+        let id = words.next()?.to_string();
+        Some((id, words.next() != Some("unfinished")))
     }
 
-    fn set_note(&self, size: u64, mtime: i64) -> io::Result<()> {
+    fn set_note(&self, id: &str, trusted: bool) -> io::Result<()> {
         let tmp = self.dir.join(format!("{NOTE}.tmp"));
-        std::fs::write(&tmp, format!("{size} {mtime}\n"))?;
+        let how = if trusted { "trusted" } else { "unfinished" };
+        std::fs::write(&tmp, format!("{id} {how}\n"))?;
         std::fs::rename(&tmp, self.dir.join(NOTE))
     }
 
-    /// Makes the local index the current one (see the module's comment): keeps it,
-    /// replaces it with the mirror's copy, or sets it aside.
-    pub(super) fn refresh(&self, store: &Sftp) -> io::Result<()> {
-        let remote = store.stat(&layout::index())?;
+    /// The id of the mirror's index copy (`None`: no copy, or one without an id).
+    fn remote_id(&self, store: &Sftp) -> io::Result<Option<String>> {
+        let mut file = match store.open(&id_file()) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut text = String::new();
+        file.by_ref().take(256).read_to_string(&mut text)?;
+        Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+    }
+
+    /// Makes the local index the current one (see the module's comment) and says
+    /// whether it describes the mirror as it is: keeps it, replaces it with the mirror's
+    /// copy, or (a writer only) sets it aside. A reader never throws the local index
+    /// away: a writer on this machine may be making it.
+    pub(super) fn refresh(&self, store: &Sftp, role: Role) -> io::Result<bool> {
         let local = self.index_file().exists();
-        match remote {
-            None if local => {
-                log::info!(
-                    "{} holds no index; rebuilding it from what the mirror holds",
-                    store.display(layout::state()).display()
-                );
-                self.discard();
-                Ok(())
+        let remote_id = self.remote_id(store)?;
+        let remote = match &remote_id {
+            Some(_) => true,
+            None => store.stat(&layout::index())?.is_some(),
+        };
+        // A writer of this machine that did not close cleanly: its last writes may not be
+        // in the index (nor its copy in the mirror).
+        let died = role == Role::Writer && self.dir.join(WRITING).exists();
+        let note = self.note();
+        let current =
+            local && remote_id.is_some() && remote_id == note.as_ref().map(|n| n.0.clone());
+        let trusted = match (remote, current) {
+            (_, true) => !died && note.is_some_and(|n| n.1),
+            (false, _) => {
+                if local && role == Role::Writer {
+                    log::info!(
+                        "{} holds no index; rebuilding it from what the mirror holds",
+                        store.display(layout::state()).display()
+                    );
+                    self.discard();
+                }
+                false
             }
-            None => Ok(()),
-            Some(r) if local && self.note() == Some((r.size, r.mtime.unix_seconds())) => Ok(()),
-            Some(r) => {
-                self.download(store)?;
-                self.set_note(r.size, r.mtime.unix_seconds())
+            (true, false) => {
+                let clean = self.download(store)? && remote_id.is_some();
+                if let Some(id) = &remote_id {
+                    self.set_note(id, clean)?;
+                }
+                clean
             }
+        };
+        if !trusted && role == Role::Writer && self.index_file().exists() {
+            // Rebuilt from a listing of the mirror: records the mirror may contradict
+            // are not kept.
+            log::info!(
+                "the index of {} may be behind the mirror (a run that did not finish); \
+                 comparing with a listing of it this time",
+                store.display(Path::new("")).display()
+            );
+            self.discard();
         }
+        Ok(trusted)
+    }
+
+    /// Notes that a writer runs (removed by [`Cache::closed`]).
+    pub(super) fn writing(&self) -> io::Result<()> {
+        std::fs::write(self.dir.join(WRITING), format!("{}\n", std::process::id()))
+    }
+
+    /// The writer closed with its index published: the next one may trust it.
+    pub(super) fn closed(&self) {
+        let _ = std::fs::remove_file(self.dir.join(WRITING));
     }
 
     fn discard(&self) {
@@ -126,8 +201,9 @@ impl Cache {
         let _ = std::fs::remove_file(self.dir.join(NOTE));
     }
 
-    /// Copies the mirror's index here, in place of the local one.
-    fn download(&self, store: &Sftp) -> io::Result<()> {
+    /// Copies the mirror's index here, in place of the local one; true if its writer
+    /// closed cleanly when it published it.
+    fn download(&self, store: &Sftp) -> io::Result<bool> {
         let mut from = store.open(&layout::index())?;
         let tmp = self.dir.join(format!("{}.download", layout::INDEX_FILE));
         let mut to = std::fs::File::create(&tmp)?;
@@ -140,8 +216,11 @@ impl Cache {
             to.write_all(&buf[..n])?;
         }
         to.sync_all()?;
+        drop(to);
+        let clean = read_fact(&tmp, CLEAN).as_deref() == Some("1");
         self.discard();
-        std::fs::rename(&tmp, self.index_file())
+        std::fs::rename(&tmp, self.index_file())?;
+        Ok(clean)
     }
 
     /// Publishes a snapshot of the local index to the mirror, unless the last upload
@@ -157,12 +236,17 @@ impl Cache {
             state.pending = true;
         }
         let held_back = state.last.is_some_and(|t| t.elapsed() < PUBLISH_GAP);
-        if !state.pending || (when != Publish::Now && held_back) {
+        // Closing: published if anything is new, or if the copy there says the writer
+        // was still at work.
+        let wanted = state.pending || (when == Publish::Now && state.unfinished);
+        if !wanted || (when != Publish::Now && held_back) {
             return Ok(());
         }
         let snapshot = self.dir.join(format!("{}.snapshot", layout::INDEX_FILE));
         let _ = std::fs::remove_file(&snapshot);
-        snapshot_into(&self.index_file(), &snapshot)?;
+        // The last copy of a writer that closes says so: a copy published while the
+        // writer was still at work may be behind the mirror.
+        snapshot_into(&self.index_file(), &snapshot, when == Publish::Now)?;
         let mut temp = store.temp_file()?;
         let mut from = std::fs::File::open(&snapshot)?;
         io::copy(&mut from, &mut temp)?;
@@ -170,10 +254,17 @@ impl Cache {
         temp.install(&layout::index())?;
         drop(temp);
         let _ = std::fs::remove_file(&snapshot);
-        if let Some(r) = store.stat(&layout::index())? {
-            self.set_note(r.size, r.mtime.unix_seconds())?;
-        }
+        // A new id for each copy: another machine's copy never looks like this one,
+        // whatever its size and time.
+        let id = new_id();
+        let mut temp = store.temp_file()?;
+        temp.write_all(format!("{id}\n").as_bytes())?;
+        temp.set_meta(0o600, filetime::FileTime::now())?;
+        temp.install(&id_file())?;
+        drop(temp);
+        self.set_note(&id, true)?;
         state.pending = false;
+        state.unfinished = when != Publish::Now;
         state.last = Some(Instant::now());
         Ok(())
     }
@@ -181,7 +272,7 @@ impl Cache {
 
 /// A consistent copy of the SQLite database `index` at `to` (a reader's snapshot: the
 /// writer goes on meanwhile).
-fn snapshot_into(index: &Path, to: &Path) -> io::Result<()> {
+fn snapshot_into(index: &Path, to: &Path, clean: bool) -> io::Result<()> {
     let conn = rusqlite::Connection::open_with_flags(
         index,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -191,7 +282,48 @@ fn snapshot_into(index: &Path, to: &Path) -> io::Result<()> {
         .map_err(io::Error::other)?;
     conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])
         .map_err(io::Error::other)?;
+    drop(conn);
+    let copy = rusqlite::Connection::open(to).map_err(io::Error::other)?;
+    copy.execute(
+        "INSERT OR REPLACE INTO mirror (key, value) VALUES (?1, ?2)",
+        [CLEAN, if clean { "1" } else { "0" }],
+    )
+    .map_err(io::Error::other)?;
     Ok(())
+}
+
+/// A fact of the index copy at `path`, read without changing it.
+fn read_fact(path: &Path, key: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.query_row("SELECT value FROM mirror WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .ok()
+}
+
+/// A random id: 16 hex digits from the clock, the pid and a counter, hashed.
+fn new_id() -> String {
+    use sha2::Digest;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?} {} {} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed),
+        super::lock::hostname()
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The mirror's file that names its index copy ([`ID_FILE`]), relative to DST.
+fn id_file() -> PathBuf {
+    layout::state().join(ID_FILE)
 }
 
 /// A folder name for a URL: its readable part, then 16 hex digits of its SHA-256 (so

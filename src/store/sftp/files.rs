@@ -4,6 +4,7 @@
 //! folder.
 
 use super::conn::{Conn, block_on};
+use super::folders::Folders;
 use super::{Staged, Stat, TempFile, meta_of, stat_of};
 use crate::config::Remote;
 use crate::model::Kind;
@@ -106,6 +107,8 @@ impl ReadFile for RemoteRead {
 pub(super) struct RemoteTemp {
     conn: Arc<Conn>,
     remote: Remote,
+    /// The store's real folders: the final name is reached through them only.
+    folders: Arc<Folders>,
     /// Its name, relative to DST.
     name: PathBuf,
     /// The open file and its connection (`None` for a symlink, or once closed).
@@ -118,12 +121,14 @@ impl RemoteTemp {
     pub(super) fn new(
         conn: Arc<Conn>,
         remote: Remote,
+        folders: Arc<Folders>,
         name: PathBuf,
         file: Option<(File, u64)>,
     ) -> RemoteTemp {
         RemoteTemp {
             conn,
             remote,
+            folders,
             name,
             file,
             installed: false,
@@ -141,6 +146,9 @@ impl RemoteTemp {
     }
 
     fn lstat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        if !self.folders.beneath(&self.conn, &self.remote, name)? {
+            return Ok(None);
+        }
         let path = self.remote.remote_path(name);
         let found = self.conn.run(true, move |s| {
             let path = path.clone();
@@ -198,6 +206,7 @@ impl Staged for RemoteTemp {
             })?;
             self.conn.check(number, closed)?;
         }
+        self.folders.require(&self.conn, &self.remote, name)?;
         let (from, to) = (
             self.remote.remote_path(&self.name),
             self.remote.remote_path(name),

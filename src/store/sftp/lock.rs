@@ -18,6 +18,9 @@ use std::time::{Duration, SystemTime};
 const RENEW: Duration = Duration::from_secs(60);
 /// A lock untouched this long is stale.
 const STALE: Duration = Duration::from_secs(10 * 60);
+/// A lock that does not say who holds it is stale once it is this old (before, it may
+/// be one being written).
+const UNWRITTEN: Duration = Duration::from_secs(30);
 
 /// A lock this process holds: renewed by a thread, removed when dropped.
 pub(super) struct Held {
@@ -102,8 +105,9 @@ pub(super) fn take(conn: Arc<Conn>, path: &str) -> Result<Held, PrepareError> {
         };
         let holder = Holder::parse(&held_by);
         let stale = match &holder {
-            // Not written by a remote-lock holder (or torn): nothing holds it.
-            None => true,
+            // Not written by a remote-lock holder: stale, unless it is young (another
+            // process's exclusive create leaves it empty for a moment).
+            None => age > UNWRITTEN,
             Some(h) if h.host == host && h.pid == pid => true,
             Some(h) if h.host == host => !alive(h.pid),
             Some(_) => age > STALE,
@@ -120,7 +124,13 @@ pub(super) fn take(conn: Arc<Conn>, path: &str) -> Result<Held, PrepareError> {
                 STALE.as_secs() / 60
             )));
         }
-        if holder
+        if holder.is_none() {
+            log::warn!(
+                "taking over the lock of {url}, which does not say who holds it (last \
+                 touched {} s ago)",
+                age.as_secs()
+            );
+        } else if holder
             .as_ref()
             .is_some_and(|h| h.host != host || h.pid != pid)
         {

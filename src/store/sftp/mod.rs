@@ -14,12 +14,14 @@
 //!   commits, so the mirror describes itself to another machine (`cache`).
 //!
 //! What SFTP cannot do: a path is resolved by the server, which follows a symlink on the
-//! way (only the last component is never followed: `lstat`); mtimes are whole seconds
+//! way (only the last component is never followed: `lstat`), so every folder on the way
+//! to a name is checked to be a real folder first (`folders`); mtimes are whole seconds
 //! (SFTP version 3).
 
 mod cache;
 pub mod conn;
 mod files;
+mod folders;
 mod lock;
 
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
@@ -43,6 +45,11 @@ pub struct Sftp {
     cache: cache::Cache,
     /// What writing needs, once [`Store::prepare`] made the store ready.
     writing: Option<Writing>,
+    /// The temp folder was found gone (DST removed on the server while this store
+    /// wrote it): not ready until it is prepared again.
+    gone: std::sync::atomic::AtomicBool,
+    /// Folders of the mirror known to be real folders (no symlink on the way).
+    folders: Arc<folders::Folders>,
 }
 
 /// What a prepared store holds.
@@ -62,8 +69,10 @@ impl Sftp {
             conn: Conn::open(remote)?,
             cache: cache::Cache::of(remote)?,
             writing: None,
+            gone: std::sync::atomic::AtomicBool::new(false),
+            folders: Arc::default(),
         };
-        store.cache.refresh(&store)?;
+        store.cache.refresh(&store, cache::Role::Reader)?;
         Ok(store)
     }
 
@@ -71,13 +80,16 @@ impl Sftp {
     /// missing, as a store not yet prepared for writing.
     pub fn create(remote: &Remote) -> Result<Sftp, PrepareError> {
         let store = Sftp::open(remote).map_err(|e| PrepareError::Unwritable(e.to_string()))?;
-        store.make_root().map_err(|e| {
-            PrepareError::Unwritable(format!(
+        store.make_root().map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                PrepareError::Unwritable(format!("destination {}: {e}", remote.url()))
+            }
+            _ => PrepareError::Unwritable(format!(
                 "cannot create destination {}: {}; check the path and that the remote user \
                  may write there, and run again",
                 remote.url(),
                 io_message(&e)
-            ))
+            )),
         })?;
         Ok(store)
     }
@@ -97,35 +109,100 @@ impl Sftp {
         self.remote().remote_path(name)
     }
 
+    /// True if every folder on the way to `name` is a real folder ([`folders`]).
+    fn beneath(&self, name: &Path) -> io::Result<bool> {
+        self.folders.beneath(&self.conn, self.remote(), name)
+    }
+
+    /// Fails (not found) unless every folder on the way to `name` is a real folder.
+    fn require(&self, name: &Path) -> io::Result<()> {
+        self.folders.require(&self.conn, self.remote(), name)
+    }
+
     /// `mkdir -p` of the root, one folder at a time from the top.
     fn make_root(&self) -> io::Result<()> {
+        // The root and the folders it is in may be symlinks (as a local DST may be, and
+        // as rsync follows them): they are followed. Inside the mirror nothing is.
         let root = self.remote().path.clone();
-        if matches!(self.stat_path(&self.path(Path::new("")))?, Some(s) if s.kind == Kind::Dir) {
-            return Ok(());
+        if let Some(found) = self.stat_followed(&self.path(Path::new("")))? {
+            return match found.kind {
+                Kind::Dir => Ok(()),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "it exists and is not a folder; choose a folder",
+                )),
+            };
         }
         let mut prefix = String::new();
-        for (i, part) in root.split('/').enumerate() {
-            if i > 0 || root.starts_with('/') {
-                prefix.push('/');
-            }
+        for part in root.split('/') {
             if part.is_empty() {
                 continue;
             }
+            if !prefix.is_empty() || root.starts_with('/') {
+                prefix.push('/');
+            }
             prefix.push_str(part);
+            match self.stat_followed(&prefix)? {
+                Some(s) if s.kind == Kind::Dir => continue,
+                Some(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{prefix} on the server is not a folder; choose a folder"),
+                    ));
+                }
+                None => {}
+            }
             let path = prefix.clone();
-            match self.conn.run(false, move |s| {
+            let made = self.conn.run(false, move |s| {
                 let path = path.clone();
                 async move { s.sftp.fs().create_dir(path).await }
-            }) {
-                Ok(()) => {}
-                // Already there (SFTP v3 says only "failure"): fine if it is a folder.
-                Err(e) => match self.stat_path(&prefix)? {
+            });
+            if let Err(e) = made {
+                // Made meanwhile (SFTP v3 says only "failure"): fine if it is a folder.
+                match self.stat_followed(&prefix)? {
                     Some(s) if s.kind == Kind::Dir => {}
                     _ => return Err(e),
-                },
+                }
             }
         }
         Ok(())
+    }
+
+    /// `stat` of a server path, following a symlink; `None` if nothing is there.
+    fn stat_followed(&self, path: &str) -> io::Result<Option<Stat>> {
+        let path = path.to_string();
+        let found = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().metadata(path).await }
+        });
+        match found {
+            Ok(meta) => Ok(Some(stat_of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names directly inside `dir`, each with what READDIR said of it.
+    fn list_detailed(&self, dir: &Path) -> io::Result<Vec<(PathBuf, Stat)>> {
+        // `dir` itself as well as the folders on the way: OPENDIR would follow a symlink
+        // there (a name inside it has them all on its way).
+        self.require(&dir.join("_"))?;
+        let path = self.path(dir);
+        let entries = self.conn.run(true, move |s| {
+            let path = path.clone();
+            async move {
+                let dir = s.sftp.fs().open_dir(path).await?;
+                files::read_all(dir.read_dir()).await
+            }
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, meta) in entries {
+            if name == Path::new(".") || name == Path::new("..") {
+                continue;
+            }
+            out.push((dir.join(name), stat_of(&meta)));
+        }
+        Ok(out)
     }
 
     /// `lstat` of a server path; `None` if nothing is there.
@@ -211,6 +288,7 @@ impl Reader for Sftp {
             symlinks: true,
             server_side_copy: false,
             fsync: ext.fsync,
+            nanosecond_mtimes: false,
             cheap_listing: false,
         }
     }
@@ -220,29 +298,64 @@ impl Reader for Sftp {
     }
 
     fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        if name.as_os_str().is_empty() {
+            // DST itself may be a symlink to its folder (followed, as for a local DST).
+            return self.stat_followed(&self.path(name));
+        }
+        // Through a symlink on the way, the name is not in the mirror (as for a local
+        // store, which never follows one).
+        if !self.beneath(name)? {
+            return Ok(None);
+        }
         self.stat_path(&self.path(name))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
-        let path = self.path(dir);
-        let entries = self.conn.run(true, move |s| {
-            let path = path.clone();
-            async move {
-                let dir = s.sftp.fs().open_dir(path).await?;
-                files::read_all(dir.read_dir()).await
+        Ok(self
+            .list_detailed(dir)?
+            .into_iter()
+            .map(|(name, stat)| Listed {
+                name,
+                kind: stat.kind,
+            })
+            .collect())
+    }
+
+    fn walk(
+        &self,
+        top: &Path,
+        detail: bool,
+        visit: &mut dyn FnMut(super::Walked) -> super::Step,
+    ) -> io::Result<()> {
+        // One READDIR answers with each name's attributes: no request per name.
+        let mut folders = vec![top.to_path_buf()];
+        let mut first = true;
+        while let Some(dir) = folders.pop() {
+            let listed = match self.list_detailed(&dir) {
+                Ok(listed) => listed,
+                Err(e) if first => return Err(e),
+                Err(_) => continue,
+            };
+            first = false;
+            for (name, stat) in listed {
+                let is_dir = stat.kind == Kind::Dir;
+                if is_dir {
+                    // Seen as a folder by its own lstat: no symlink on the way to below.
+                    self.folders.made(&name);
+                }
+                let walked = super::Walked {
+                    name: name.clone(),
+                    kind: stat.kind,
+                    stat: detail.then_some(stat),
+                };
+                match visit(walked) {
+                    super::Step::Go if is_dir => folders.push(name),
+                    super::Step::Go | super::Step::Prune => {}
+                    super::Step::Stop => return Ok(()),
+                }
             }
-        })?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (name, meta) in entries {
-            if name == Path::new(".") || name == Path::new("..") {
-                continue;
-            }
-            out.push(Listed {
-                name: dir.join(name),
-                kind: stat_of(&meta).kind,
-            });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
@@ -268,6 +381,7 @@ impl Reader for Sftp {
     }
 
     fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+        self.require(name)?;
         let path = self.path(name);
         self.conn.run(true, move |s| {
             let path = path.clone();
@@ -307,6 +421,11 @@ impl Store for Sftp {
             }
         }
         let held = lock::take(self.conn.clone(), &self.path(&layout::lock()))?;
+        // Under the lock: the index this writer starts from (see `cache`).
+        self.cache
+            .refresh(self, cache::Role::Writer)
+            .and_then(|_| self.cache.writing())
+            .map_err(unwritable)?;
         // Only the lock holder may clean temp files: another writer may be using them.
         if let Ok(leftovers) = self.list(&layout::tmp()) {
             for left in leftovers {
@@ -326,7 +445,7 @@ impl Store for Sftp {
     }
 
     fn ready(&self) -> bool {
-        self.writing.is_some() && self.conn.is_up()
+        self.writing.is_some() && self.conn.is_up() && !self.gone.load(Ordering::Relaxed)
     }
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
@@ -346,10 +465,22 @@ impl Store for Sftp {
                     .await?;
                 Ok((file, s.number))
             }
-        })?;
+        });
+        let file = match file {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // No temp folder: DST was removed on the server. Said once by the
+                // watcher, which makes it again.
+                if matches!(self.stat(&layout::tmp()), Ok(None)) {
+                    self.gone.store(true, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             Some(file),
         )))
@@ -363,17 +494,22 @@ impl Store for Sftp {
         Ok(Box::new(files::RemoteTemp::new(
             self.conn.clone(),
             self.remote().clone(),
+            self.folders.clone(),
             name,
             None,
         )))
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         let made = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().create_dir(path).await }
         });
+        if made.is_ok() {
+            self.folders.made(name);
+        }
         match made {
             // SFTP version 3 has no "already exists": a failure with something there is
             // that.
@@ -385,6 +521,7 @@ impl Store for Sftp {
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let (target, path) = (target.to_path_buf(), self.path(name));
         let made = self.change(|s| {
             let (target, path) = (target.clone(), path.clone());
@@ -405,6 +542,8 @@ impl Store for Sftp {
                 "the server does not offer hardlink@openssh.com",
             ));
         }
+        self.require(from)?;
+        self.require(to)?;
         let (from_path, to_path) = (self.path(from), self.path(to));
         let made = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
@@ -419,6 +558,11 @@ impl Store for Sftp {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.require(from)?;
+        self.require(to)?;
+        // Whatever was a folder at either name may be something else after.
+        self.folders.forget(from);
+        self.folders.forget(to);
         let (from_path, to_path) = (self.path(from), self.path(to));
         if !self.conn.extensions().posix_rename {
             // Plain SFTP rename refuses an existing target: clear it first (a moment
@@ -433,13 +577,18 @@ impl Store for Sftp {
                 None => {}
             }
         }
-        self.change(|s| {
+        let renamed = self.change(|s| {
             let (from, to) = (from_path.clone(), to_path.clone());
             async move { s.sftp.fs().rename(from, to).await }
-        })
+        });
+        // Again after: another worker may have found a name real while it moved.
+        self.folders.forget(from);
+        self.folders.forget(to);
+        renamed
     }
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
         let path = self.path(name);
         self.change(|s| {
             let path = path.clone();
@@ -448,15 +597,23 @@ impl Store for Sftp {
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        self.require(name)?;
+        self.folders.forget(name);
         let path = self.path(name);
-        self.change(|s| {
+        let removed = self.change(|s| {
             let path = path.clone();
             async move { s.sftp.fs().remove_dir(path).await }
-        })
+        });
+        // Again after: another worker may have found it real meanwhile.
+        self.folders.forget(name);
+        removed
     }
 
     fn remove_tree(&self, name: &Path) -> io::Result<()> {
         let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        if !self.beneath(name)? {
+            return Ok(());
+        }
         let mut folders = Vec::new();
         let mut files = Vec::new();
         let walked = self.walk(name, false, &mut |w| {
@@ -556,17 +713,24 @@ impl Store for Sftp {
 impl Drop for Sftp {
     fn drop(&mut self) {
         // The last commits, if the last publication was held back to spare the link.
-        if let Some(writing) = &self.writing
-            && self.conn.is_up()
-            && let Err(e) = self
+        let Some(writing) = &self.writing else {
+            return;
+        };
+        let published = match self.conn.is_up() {
+            true => self
                 .cache
-                .publish(self, &writing.published, cache::Publish::Now)
-        {
-            log::warn!(
-                "cannot publish the index to {}: {}",
+                .publish(self, &writing.published, cache::Publish::Now),
+            false => Err(self.conn.lost_error("")),
+        };
+        match published {
+            // The next writer may trust the index as it is.
+            Ok(()) => self.cache.closed(),
+            Err(e) => log::warn!(
+                "cannot publish the index to {}: {} (the next run compares with a listing \
+                 of the mirror)",
                 esc(&self.display(&layout::index())),
                 io_message(&e)
-            );
+            ),
         }
     }
 }

@@ -13,10 +13,17 @@ pub(super) fn server(dir: &Path, port: u16, options: &SshdOptions) -> String {
         text.push('\n');
     }
     let dir = dir.display();
-    let mut sftp = String::from("internal-sftp");
+    let mut sftp = match options.sftp_log_level {
+        // sshd runs an external subsystem through the login shell, so `2>>` works.
+        Some(level) => format!("{} -e -l {level}", super::SFTP_SERVER),
+        None => String::from("internal-sftp"),
+    };
     if !options.deny.is_empty() {
         sftp.push_str(" -P ");
         sftp.push_str(&options.deny.join(","));
+    }
+    if options.sftp_log_level.is_some() {
+        sftp.push_str(&format!(" 2>>{dir}/sftp.log"));
     }
     text.push_str(&format!(
         "Port {port}

@@ -68,7 +68,16 @@ pub struct SshdOptions {
     /// Extra `sshd_config` lines (`"ClientAliveInterval 1"`), written before the
     /// harness's own: sshd keeps the first value it reads, so these override.
     pub extra_config: Vec<String>,
+    /// Log each SFTP request at this level (`"VERBOSE"`: one line per request with
+    /// its path) to [`Sshd::sftp_log`]. The subsystem is then the external
+    /// `sftp-server -e -l LEVEL` with its stderr sent to a file (internal-sftp logs only
+    /// to syslog). `None`: internal-sftp, errors only. Not an `extra_config`: a
+    /// `Subsystem` line cannot be given twice.
+    pub sftp_log_level: Option<&'static str>,
 }
+
+/// OpenSSH's external SFTP server (for [`SshdOptions::sftp_log_level`]).
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 
 /// A running sshd on 127.0.0.1 with its keys and configs in a temp folder. Every
 /// process it started (the listener and each connection's sshd) is SIGKILLed and the
@@ -253,6 +262,11 @@ impl Sshd {
     /// What sshd logged so far (connections, logins, errors), for failure messages.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(self.path("sshd.log")).unwrap_or_default()).into_owned()
+    }
+
+    /// What the SFTP server logged so far (with [`SshdOptions::sftp_log_level`]).
+    pub fn sftp_log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.path("sftp.log")).unwrap_or_default()).into_owned()
     }
 
     /// True while the listening sshd runs.

@@ -1,0 +1,313 @@
+//! What only an `sftp://` DST has, through the binary and a real sshd on 127.0.0.1: a
+//! second pass that lists nothing remote (counted in the SFTP server's own request log),
+//! the local index lost and rebuilt from the mirror's published copy, the scp form
+//! `host:path`, `watch` keeping renames as renames, and paths the server resolves
+//! through a symlink. The behaviours a local DST shares are the `_sftp` variants in
+//! `sync`, `watch`, `versions` and `model` (see `common::dst`).
+
+use crate::common;
+
+use common::dst::Dst;
+use common::sshd::{Sshd, SshdOptions};
+use common::watcher::*;
+use common::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A server whose SFTP subsystem logs each request with its path (`-l VERBOSE`).
+fn logging_sshd() -> Arc<Sshd> {
+    Arc::new(Sshd::start_with(SshdOptions {
+        sftp_log_level: Some("VERBOSE"),
+        ..Default::default()
+    }))
+}
+
+/// The SFTP log's lines after `from` (a length of [`Sshd::sftp_log`] taken earlier) that
+/// record an SFTP request of `kind` (`"opendir"`, `"lstat name"`, `"open"`…).
+fn requests(sshd: &Sshd, from: usize, kind: &str) -> Vec<String> {
+    let log = sshd.sftp_log();
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains(&format!("{kind} \"")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn tree(env: &TestEnv) {
+    for d in 0..5 {
+        for f in 0..20 {
+            env.write(format!("d{d}/sub/f{f}.txt"), format!("{d} {f}"));
+        }
+    }
+    symlink("d0/sub/f0.txt", env.src.join("link")).unwrap();
+    fs::create_dir_all(env.src.join("empty")).unwrap();
+}
+
+/// The issue: "with a local index that matches the remote's generation, a pass lists
+/// nothing remote". The server logs every `opendir`; the second pass sends none, and
+/// no `lstat` or `open` of a mirrored file either.
+#[test]
+fn a_second_sync_lists_nothing_remote_and_changes_nothing() {
+    let env = TestEnv::on_sshd(logging_sshd());
+    let sshd = env.sshd.clone().unwrap();
+    tree(&env);
+    env.sync_ok(&[]);
+    env.assert_mirrored(false);
+    // The log holds requests at all (else the counts below prove nothing).
+    assert!(
+        !requests(&sshd, 0, "open").is_empty(),
+        "{}",
+        sshd.sftp_log()
+    );
+    assert!(
+        !requests(&sshd, 0, "lstat name").is_empty(),
+        "{}",
+        sshd.sftp_log()
+    );
+    let first = sshd.sftp_log().len();
+    let started = Instant::now();
+    let out = env.sync_ok(&[]);
+    let took = started.elapsed();
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    assert_eq!(count(&out, "Deleted"), 0);
+    assert_eq!(count(&out, "Updated"), 0);
+    assert_eq!(count(&out, "Unchanged"), 101, "{}", stdout(&out));
+    let listed = requests(&sshd, first, "opendir");
+    // Two small folders are listed on purpose: the temp folder (the lock holder sweeps
+    // what a killed run left) and the versions folder (retention prunes by the times in
+    // the names). The mirror itself is not.
+    let listed: Vec<&String> = listed
+        .iter()
+        .filter(|l| !l.contains("/.datasafe/tmp\"") && !l.contains("/.datasafe/versions"))
+        .collect();
+    assert!(listed.is_empty(), "the second pass listed: {listed:#?}");
+    let looked: Vec<String> = ["lstat name", "stat name", "open"]
+        .iter()
+        .flat_map(|k| requests(&sshd, first, k))
+        .filter(|l| l.contains("/dst/d"))
+        .collect();
+    assert!(
+        looked.is_empty(),
+        "the second pass looked at files: {looked:#?}"
+    );
+    // Loose: one login and a handful of requests, on a loaded CI machine.
+    assert!(took < Duration::from_secs(10), "a no-op pass took {took:?}");
+}
+
+/// Stricter than the test above: with versions kept, a no-op pass still lists the
+/// versions folder, all of it, on every pass (`Executor::prune_versions` →
+/// `store::versions::list_in`, to prune by the times in the names): a remote listing
+/// that grows with the number of versions kept.
+#[test]
+#[ignore = "retention lists DST/.datasafe/versions in full on every pass \
+            (engine/exec/keep.rs prune_versions -> store::versions::list_in): over SFTP a \
+            remote listing per pass that grows with the versions kept"]
+fn a_second_sync_with_versions_kept_lists_nothing_remote() {
+    let env = TestEnv::on_sshd(logging_sshd());
+    let sshd = env.sshd.clone().unwrap();
+    tree(&env);
+    env.sync_ok(&[]);
+    for d in 0..5 {
+        env.write(format!("d{d}/sub/f0.txt"), "changed: the old one is kept");
+    }
+    env.sync_ok(&[]);
+    let first = sshd.sftp_log().len();
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    let listed: Vec<String> = requests(&sshd, first, "opendir")
+        .into_iter()
+        .filter(|l| !l.contains("/.datasafe/tmp\""))
+        .collect();
+    assert!(listed.is_empty(), "the second pass listed: {listed:#?}");
+}
+
+/// The local index (under `XDG_STATE_HOME`) lost: the next pass takes the mirror's own
+/// copy, `DST/.datasafe/index.db`, and copies nothing; a change after is mirrored.
+#[test]
+fn an_index_lost_locally_is_taken_from_the_mirror_and_nothing_is_copied() {
+    let env = TestEnv::on(Dst::Sftp);
+    tree(&env);
+    env.sync_ok(&["--compress"]);
+    assert!(
+        env.dst.join(".datasafe/index.db").is_file(),
+        "no published index"
+    );
+    fs::remove_dir_all(env.state_home()).unwrap();
+    let out = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    assert_eq!(count(&out, "Updated"), 0, "{}", stdout(&out));
+    assert_eq!(count(&out, "Deleted"), 0, "{}", stdout(&out));
+    env.assert_mirrored(true);
+    env.write("d1/sub/f1.txt", "changed");
+    let out = env.sync_ok(&["--compress"]);
+    assert_eq!(count(&out, "Files backed up"), 1, "{}", stdout(&out));
+    env.assert_mirrored(true);
+}
+
+/// `dstest:/abs/path` (an alias from the ssh config) names the same mirror as the URL.
+#[test]
+fn the_scp_form_mirrors_like_the_url() {
+    let env = TestEnv::on(Dst::Sftp);
+    let sshd = env.sshd.clone().unwrap();
+    tree(&env);
+    let scp = sshd.scp_form(&env.dst);
+    let run = |args: &[&str]| {
+        let mut all = vec!["sync", env.src.to_str().unwrap(), &scp];
+        all.extend(args);
+        env.cmd(all).output().unwrap()
+    };
+    let out = run(&[]);
+    assert_code(&out, 0);
+    env.assert_mirrored(false);
+    let again = run(&[]);
+    assert_code(&again, 0);
+    assert_eq!(count(&again, "Files backed up"), 0, "{}", stdout(&again));
+}
+
+/// `watch` to an sftp DST: a file and a folder renamed in SRC are renamed in DST (the
+/// log says so, and the inodes are kept: nothing was copied again).
+#[test]
+fn watch_renames_stay_renames() {
+    let _lock = shared();
+    let env = TestEnv::on(Dst::Sftp);
+    env.write("a.txt", "a file to rename");
+    env.write("dir/inner.txt", "in a folder to rename");
+    let w = Watcher::ready(&env, &[], "w");
+    w.wait_env_mirrored(&env, false);
+    let ino = |p: &str| fs::symlink_metadata(env.dst.join(p)).unwrap().ino();
+    let (file, inner) = (ino("a.txt"), ino("dir/inner.txt"));
+
+    fs::rename(env.src.join("a.txt"), env.src.join("b.txt")).unwrap();
+    fs::rename(env.src.join("dir"), env.src.join("dir2")).unwrap();
+    w.wait_env_mirrored(&env, false);
+    let said = wait_until(DEADLINE, || {
+        let out = w.stdout();
+        out.lines().any(|l| l == "renamed a.txt -> b.txt")
+            && out.lines().any(|l| l == "renamed dir -> dir2")
+    });
+    assert!(said, "no rename lines{}", w.context());
+    assert_eq!(ino("b.txt"), file, "a.txt was copied again{}", w.context());
+    assert_eq!(
+        ino("dir2/inner.txt"),
+        inner,
+        "dir was copied again{}",
+        w.context()
+    );
+    assert!(!w.stdout().contains("copied b.txt"), "{}", w.context());
+}
+
+/// A source folder replaced by a symlink to a folder (here outside the mirror) holding
+/// a file of the same name as one the old folder held: the old file's record is deleted
+/// by a path the SFTP server resolves through the new symlink, and must not reach what
+/// the link points at. Found by `model::sync_mirrors_random_operations_sftp` (the link
+/// pointed at another folder of the mirror, whose file went into the versions folder
+/// and stayed missing: the index still listed it).
+#[test]
+fn regression_a_folder_replaced_by_a_symlink_is_never_followed_on_the_server() {
+    let env = TestEnv::on(Dst::Sftp);
+    let outside = env.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("a"), "not the mirror's").unwrap();
+    env.write("b/a", "inside");
+    env.write("b/c/d", "deeper");
+    env.write("f/a", "a folder of the mirror");
+    env.sync_ok(&[]);
+    for target in [Path::new("../f"), outside.as_path()] {
+        fs::remove_dir_all(env.src.join("b")).unwrap();
+        symlink(target, env.src.join("b")).unwrap();
+        env.sync_ok(&[]);
+        assert_eq!(
+            fs::read(outside.join("a")).unwrap(),
+            b"not the mirror's",
+            "a file outside the mirror was touched"
+        );
+        env.assert_mirrored(false);
+        // Back to a folder for the next round.
+        fs::remove_file(env.src.join("b")).unwrap();
+        env.write("b/a", "inside");
+        env.write("b/c/d", "deeper");
+        env.sync_ok(&[]);
+        env.assert_mirrored(false);
+    }
+    assert!(outside.join("a").exists());
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        1,
+        "{outside:?} changed"
+    );
+}
+
+/// `sync` with this tree's DST and ssh command, but the state folder `state` (another
+/// machine, as far as the remote mirror's index goes).
+fn sync_from(env: &TestEnv, state: &Path, src: &Path) -> std::process::Output {
+    let mut cmd = env.cmd([
+        std::ffi::OsStr::new("sync"),
+        src.as_os_str(),
+        env.dst_arg().as_os_str(),
+    ]);
+    cmd.env("XDG_STATE_HOME", state);
+    cmd.output().unwrap()
+}
+
+/// QA: two machines syncing one remote mirror within the same second, with index copies
+/// of the same size: the first machine's next sync must see that the mirror changed
+/// (each copy has its own id in `.datasafe/index.id`), not trust its own index.
+#[test]
+fn regression_a_copy_published_by_another_machine_in_the_same_second_is_noticed() {
+    let env = TestEnv::on(Dst::Sftp);
+    let (a, b) = (env.dir.path().join("sa"), env.dir.path().join("sb"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("a"), "A").unwrap();
+    fs::write(b.join("b"), "B").unwrap();
+    let (state_a, state_b) = (
+        env.dir.path().join("state-a"),
+        env.dir.path().join("state-b"),
+    );
+    for _ in 0..3 {
+        assert_code(&sync_from(&env, &state_a, &a), 0);
+        assert_code(&sync_from(&env, &state_b, &b), 0);
+        let out = sync_from(&env, &state_a, &a);
+        assert_code(&out, 0);
+        assert!(env.dst.join("a").exists(), "{}", stdout(&out));
+        assert!(!env.dst.join("b").exists(), "{}", stdout(&out));
+    }
+}
+
+/// QA: a watcher killed with -9 leaves commits its mirror's copy of the index does not
+/// hold (it is published at most every 30 s). A sync from a fresh state folder (another
+/// machine) must not trust that copy: a file made and then deleted in the source meanwhile
+/// is deleted from the mirror, not left there forever.
+#[test]
+fn regression_an_index_copy_of_a_killed_writer_is_not_trusted_without_a_listing() {
+    let env = TestEnv::on(Dst::Sftp);
+    env.write("base", "b");
+    env.sync_ok(&[]);
+    let watcher = Watcher::ready(&env, &["--debounce", "50ms"], "w");
+    for i in 1..=3 {
+        env.write(format!("n{i}"), format!("{i}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(1..=3).all(|i| env.dst.join(format!("n{i}")).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never mirrored n1..n3"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL: no last publication, no clean close.
+    unsafe { libc::kill(watcher.pid(), libc::SIGKILL) };
+    drop(watcher);
+    fs::remove_file(env.src.join("n1")).unwrap();
+    let fresh = env.dir.path().join("fresh-state");
+    let out = sync_from(&env, &fresh, &env.src);
+    assert_code(&out, 0);
+    assert!(!env.dst.join("n1").exists(), "{}", stdout(&out));
+    env.assert_mirrored(false);
+    // Nothing was copied again: the listing matched what was there.
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+}
