@@ -14,7 +14,7 @@
 
 use crate::config::{Dest, NotAFolder};
 use crate::model::Kind;
-use crate::store::{self, Caps, Listed, ReadFile, Reader, Stat};
+use crate::store::{self, Caps, Listed, ReadFile, Reader, Stat, Step, Walked};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -48,10 +48,15 @@ pub fn is_connection_lost(e: &io::Error) -> bool {
 }
 
 /// Connects to the remote mirror `dst` for reading and checks that its root is a
-/// folder.
+/// folder. A connection that died while it was opened (refreshing the cached index
+/// reads a file) is made once more; a host gone is [`Unopened::Unreachable`].
 pub fn open_remote(dst: &Dest) -> Result<Arc<Breaker>, Unopened> {
-    let reader = store::open_reader(dst).map_err(|e| {
-        if is_unreachable(&e) {
+    let opened = match store::open_reader(dst) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => store::open_reader(dst),
+        opened => opened,
+    };
+    let reader = opened.map_err(|e| {
+        if is_connection_lost(&e) {
             Unopened::Unreachable(e)
         } else {
             Unopened::NotAFolder(NotAFolder::Unreadable(e))
@@ -63,14 +68,16 @@ pub fn open_remote(dst: &Dest) -> Result<Arc<Breaker>, Unopened> {
         Ok(None) => Err(Unopened::NotAFolder(NotAFolder::Missing(
             io::ErrorKind::NotFound.into(),
         ))),
-        Err(e) if is_unreachable(&e) => Err(Unopened::Unreachable(e)),
+        Err(e) if is_connection_lost(&e) => Err(Unopened::Unreachable(e)),
         Err(e) => Err(Unopened::NotAFolder(NotAFolder::Unreadable(e))),
     }
 }
 
 /// A remote store that stops asking once its host was given up on (see the module's
-/// comment). The read side's walks and looks use the trait's defaults here, built on
-/// the calls below, so each of their requests passes the breaker.
+/// comment). Looks and `stat_each` use the trait's defaults here, built on the calls
+/// below, so each of their requests passes the breaker; a walk is the store's own (one
+/// READDIR per folder answers with every name's attributes), passed whole: a folder
+/// below its top that cannot be listed is passed over, as any walk does.
 pub struct Breaker {
     inner: Box<dyn Reader>,
     /// The reason the host was given up on, once it was.
@@ -141,6 +148,15 @@ impl Reader for Breaker {
 
     fn index_file(&self) -> PathBuf {
         self.inner.index_file()
+    }
+
+    fn walk(
+        &self,
+        top: &Path,
+        detail: bool,
+        visit: &mut dyn FnMut(Walked) -> Step,
+    ) -> io::Result<()> {
+        self.guard(|| self.inner.walk(top, detail, visit))
     }
 
     fn keeps_unix_meta(&self) -> bool {
