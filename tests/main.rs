@@ -26,6 +26,7 @@ mod regressions_watch;
 mod restore;
 mod sftp_behaviour;
 mod sftp_faults;
+mod sftp_read;
 mod sshd_harness;
 mod sync;
 mod sync_faults;

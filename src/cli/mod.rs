@@ -143,6 +143,7 @@ Examples:
   datasafe verify --source ~/notes /mnt/backup/notes
   datasafe verify --config ~/.config/datasafe/config.toml --source
   datasafe verify --source ~/notes --repair /mnt/backup/notes
+  datasafe verify backup@nas:/srv/backup/notes     (downloads every file to hash it)
 
 Exit codes: 0 the mirror is intact (with --repair: or was repaired), 1 damaged or missing
 files (with --source: also any difference from the source), 2 usage error or no index.
@@ -152,7 +153,7 @@ Ctrl-C or SIGTERM stops the check, then ends the process by that signal (a shell
 /// `datasafe verify DST [options]` or `datasafe verify --config FILE [options]`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The mirror to check.
+    /// The mirror to check: a folder, host:path or sftp://[user@]host[:port]/path.
     #[arg(value_name = "DST")]
     pub dst: Option<PathBuf>,
     /// Check every enabled pair's DST in this TOML file instead [default:
@@ -191,12 +192,18 @@ pub struct VerifyArgs {
     /// Only problems, warnings, errors and the summary; no progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// The ssh program and its options for a remote DST (host:path, sftp://…), like
+    /// rsync's -e: for example "ssh -p 2222 -i ~/.ssh/backup" [default:
+    /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
+    #[arg(long, value_name = "CMD")]
+    pub ssh_command: Option<String>,
 }
 
 const RESTORE_EXAMPLES: &str = "\
 Examples:
   datasafe restore /mnt/backup/notes ~/notes-restored
   datasafe restore --at '2026-11-24 15:30:00' /mnt/backup/notes /tmp/notes docs/report.txt
+  datasafe restore sftp://backup@nas/srv/backup/notes ~/notes-restored
 
 Without --at the live mirror is restored as it is; with it, each file as it was at that
 local time (from the versions kept in DST/.datasafe/versions).
@@ -207,7 +214,8 @@ shows 130 or 143).";
 /// `datasafe restore DST TARGET [--at TIME] [--force] [PATH...]`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The mirror to restore from (a sync or watch DST).
+    /// The mirror to restore from (a sync or watch DST: a folder, host:path or
+    /// sftp://…).
     #[arg(value_name = "DST")]
     pub dst: PathBuf,
     /// Where the files go (created if missing; must be empty unless --force).
@@ -223,12 +231,17 @@ pub struct RestoreArgs {
     /// Only these paths (relative to the mirror's root; a folder means all under it).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The ssh program and its options for a remote DST (host:path, sftp://…), like
+    /// rsync's -e: for example "ssh -p 2222 -i ~/.ssh/backup" [default:
+    /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
+    #[arg(long, value_name = "CMD")]
+    pub ssh_command: Option<String>,
 }
 
 /// `datasafe versions DST [PATH] [--json]`.
 #[derive(Debug, Args)]
 pub struct VersionsArgs {
-    /// The mirror (a sync or watch DST).
+    /// The mirror (a sync or watch DST: a folder, host:path or sftp://…).
     #[arg(value_name = "DST")]
     pub dst: PathBuf,
     /// Only the versions of this file, or of everything under this folder (relative to
@@ -242,6 +255,11 @@ pub struct VersionsArgs {
     /// oldest and newest, per top-level folder and in all.
     #[arg(long)]
     pub summary: bool,
+    /// The ssh program and its options for a remote DST (host:path, sftp://…), like
+    /// rsync's -e: for example "ssh -p 2222 -i ~/.ssh/backup" [default:
+    /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
+    #[arg(long, value_name = "CMD")]
+    pub ssh_command: Option<String>,
 }
 
 const ARCHIVE_EXAMPLES: &str = "\
@@ -258,7 +276,8 @@ Exit codes: 0 all archived, 1 some files could not be read, 2 bad input, 130 int
 /// `datasafe archive SOURCE OUT [options] [PATH...]`.
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// A folder, or a datasafe mirror (a sync or watch DST).
+    /// A folder, or a datasafe mirror (a sync or watch DST: a folder, host:path or
+    /// sftp://…).
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// The archive file, a folder to write a dated archive into, or - for stdout.
@@ -295,6 +314,11 @@ pub struct ArchiveArgs {
     /// Only these paths (relative to SOURCE; a folder means all under it).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The ssh program and its options for a remote DST (host:path, sftp://…), like
+    /// rsync's -e: for example "ssh -p 2222 -i ~/.ssh/backup" [default:
+    /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
+    #[arg(long, value_name = "CMD")]
+    pub ssh_command: Option<String>,
 }
 
 /// The formats `archive` writes.

@@ -6,8 +6,11 @@
 use crate::cli::exit::Exit;
 use crate::cli::run::{ended, install_stop_handler, plain_output, usage_error};
 use crate::cli::{ArchiveArgs, ArchiveFormat, RestoreArgs, VerifyArgs, VersionsArgs};
+use crate::config::Dest;
+use crate::config::dest::DestError;
 use crate::output::logging;
 use crate::read::{self, Outcome};
+use std::path::Path;
 
 /// What the first Ctrl-C says during `verify`, which has nothing to save.
 const STOP_VERIFY: &str = "interrupted: stopping the check (Ctrl-C again to quit now)";
@@ -28,11 +31,26 @@ fn exit_of(outcome: Outcome) -> Exit {
     }
 }
 
+/// A mirror as given on the command line: a local folder, or one on another machine
+/// reached with `ssh_command` (`--ssh-command`, else `$DATASAFE_SSH_COMMAND`).
+fn mirror(arg: &Path, ssh_command: Option<&str>) -> Result<Dest, DestError> {
+    Ok(Dest::parse(arg.as_os_str())?.with_ssh_command(ssh_command, None))
+}
+
 /// `datasafe verify`: 0 intact (or repaired), 1 damage or differences found, 2 usage
 /// error or a mirror that could not be checked.
 pub(super) fn verify(args: &VerifyArgs) -> Exit {
+    let dst = match args
+        .dst
+        .as_deref()
+        .map(|dst| mirror(dst, args.ssh_command.as_deref()))
+    {
+        Some(Err(e)) => return usage_error(&e),
+        Some(Ok(dst)) => Some(dst),
+        None => None,
+    };
     let request = read::verify::Request {
-        dst: args.dst.clone(),
+        dst,
         config: args.config.clone(),
         source: args.source.clone(),
         repair: args.repair,
@@ -43,6 +61,7 @@ pub(super) fn verify(args: &VerifyArgs) -> Exit {
         log_file: args.log_file.clone(),
         verbose: args.verbose,
         quiet: args.quiet,
+        ssh_command: args.ssh_command.clone(),
     };
     let plan = match read::verify::Plan::from_request(&request) {
         Ok(plan) => plan,
@@ -60,8 +79,12 @@ pub(super) fn verify(args: &VerifyArgs) -> Exit {
 
 /// `datasafe restore`: 0 all done, 1 some files failed, 2 bad input.
 pub(super) fn restore(args: &RestoreArgs) -> Exit {
+    let dst = match mirror(&args.dst, args.ssh_command.as_deref()) {
+        Ok(dst) => dst,
+        Err(e) => return usage_error(&e),
+    };
     let request = read::restore::Request {
-        dst: args.dst.clone(),
+        dst,
         target: args.target.clone(),
         at: args.at.clone(),
         force: args.force,
@@ -83,7 +106,11 @@ pub(super) fn versions(args: &VersionsArgs) -> Exit {
     if let Err(e) = plain_output() {
         return usage_error(&e);
     }
-    match read::history::list_command(&args.dst, args.path.as_deref(), args.json, args.summary) {
+    let dst = match mirror(&args.dst, args.ssh_command.as_deref()) {
+        Ok(dst) => dst,
+        Err(e) => return usage_error(&e),
+    };
+    match read::history::list_command(&dst, args.path.as_deref(), args.json, args.summary) {
         Ok(()) => Exit::Success,
         Err(e) => usage_error(&e),
     }
@@ -93,8 +120,12 @@ pub(super) fn versions(args: &VersionsArgs) -> Exit {
 /// an archive that could not be written, 130 interrupted (see [`Exit::Interrupted`]).
 pub(super) fn archive(args: &ArchiveArgs) -> Exit {
     use crate::read::archive::{Archived, Format, Request};
+    let source = match mirror(&args.source, args.ssh_command.as_deref()) {
+        Ok(source) => source,
+        Err(e) => return usage_error(&e),
+    };
     let request = Request {
-        source: args.source.clone(),
+        source,
         out: args.out.clone(),
         at: args.at.clone(),
         format: args.format.map(|format| match format {

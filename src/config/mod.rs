@@ -147,16 +147,18 @@ pub struct Settings {
 
 impl Settings {
     /// Settles the pairs of the config file at `path` for a command that only reads
-    /// mirrors (`verify`): the file's pairs, jobs and log files, with `jobs` and `output`
-    /// from the command line on top.
+    /// mirrors (`verify`): the file's pairs, jobs and log files, with `jobs`,
+    /// `ssh_command` and `output` from the command line on top.
     pub fn from_file_for_reading(
         path: &Path,
         jobs: Option<u32>,
+        ssh_command: Option<&str>,
         output: &OutputOverrides,
     ) -> Result<Settings, ConfigError> {
         let overrides = Overrides {
             mirror: MirrorOverrides {
                 jobs,
+                ssh_command: ssh_command.map(str::to_string),
                 ..MirrorOverrides::default()
             },
             output: output.clone(),
@@ -380,8 +382,8 @@ fn jobs(cli: Option<u32>, file: Option<u32>) -> usize {
 
 /// Workers for a pair: as [`jobs`], but a remote DST gets more by default, since each
 /// worker spends most of its time waiting for the server's answers (the requests of all
-/// workers share one pipelined connection).
-fn jobs_for(dst: &Dest, cli: Option<u32>, file: Option<u32>) -> usize {
+/// workers share one pipelined connection). `verify DST` uses it too.
+pub fn jobs_for(dst: &Dest, cli: Option<u32>, file: Option<u32>) -> usize {
     match (dst, cli.or(file)) {
         (Dest::Sftp(_), None) => REMOTE_JOBS,
         _ => jobs(cli, file),

@@ -9,7 +9,7 @@
 //! and files are opened only if they are regular files. Choosing which content to
 //! restore and writing it is `restore`'s job, not this file's.
 
-use crate::config::{NotAFolder, check_dir};
+use crate::config::{Dest, NotAFolder, check_dir};
 use crate::index::{self, Index};
 
 use crate::engine::scan;
@@ -17,6 +17,7 @@ use crate::model::Stored;
 use crate::model::strip_gz;
 use crate::model::{Kind, Meta};
 use crate::output::names::{esc, human_bytes, io_message};
+use crate::read::Breaker;
 use crate::store::local::Local;
 use crate::store::versions::{self, Version};
 use crate::store::{self, Reader, layout};
@@ -36,6 +37,8 @@ pub struct History {
     compress: Option<bool>,
     /// `DST/.datasafe/versions` is a real folder.
     has_versions_dir: bool,
+    /// A remote mirror's breaker: says when its host was given up on.
+    breaker: Option<Arc<Breaker>>,
 }
 
 /// One version, under the source path it stands for.
@@ -110,6 +113,9 @@ pub enum HistoryError {
     /// `versions --json` could not be written.
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A remote DST's host cannot be reached: ssh's reason, naming the host.
+    #[error("{}", io_message(.0))]
+    Unreachable(io::Error),
 }
 
 /// The folder that holds a store's index (the `state_dir` the index functions take).
@@ -120,25 +126,35 @@ pub fn index_dir(store: &dyn Reader) -> PathBuf {
 
 impl History {
     /// Opens the mirror at `dst` for reading (the caller exits with 2 on an error).
-    pub fn open(dst: &Path) -> Result<History, HistoryError> {
+    pub fn open(dst: &Dest) -> Result<History, HistoryError> {
+        let dst = match dst {
+            Dest::Local(path) => path,
+            Dest::Sftp(_) => {
+                let shown = dst.display();
+                let breaker = crate::read::open_remote(dst).map_err(|e| match e {
+                    crate::read::Unopened::Unreachable(e) => HistoryError::Unreachable(e),
+                    crate::read::Unopened::NotAFolder(e) => not_a_folder(shown, e),
+                })?;
+                return History::of_store(breaker.clone(), Some(breaker));
+            }
+        };
         let cannot_read = |source| HistoryError::Unreadable {
             path: dst.to_path_buf(),
             source,
         };
-        check_dir(dst).map_err(|e| match e {
-            NotAFolder::NotADirectory => HistoryError::NotADirectory(dst.to_path_buf()),
-            NotAFolder::Missing(_) => HistoryError::Missing(dst.to_path_buf()),
-            NotAFolder::Unreadable(e) => cannot_read(e),
-        })?;
+        check_dir(dst).map_err(|e| not_a_folder(dst.to_path_buf(), e))?;
         // Canonical: a DST reached through a symlink is that folder, and names are shown
         // under its real path.
         let canonical = std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf());
         let store = Local::open(&canonical).map_err(cannot_read)?;
-        History::of_store(Arc::new(store))
+        History::of_store(Arc::new(store), None)
     }
 
-    /// Opens a mirror for reading through its store.
-    fn of_store(store: Arc<dyn Reader>) -> Result<History, HistoryError> {
+    /// Opens a mirror for reading through its store (behind `breaker` if remote).
+    fn of_store(
+        store: Arc<dyn Reader>,
+        breaker: Option<Arc<Breaker>>,
+    ) -> Result<History, HistoryError> {
         let state = layout::state();
         let state_is_dir = match store.stat(state) {
             Ok(Some(s)) if s.kind == Kind::Dir => true,
@@ -184,12 +200,29 @@ impl History {
             (Some("0"), _) => Some(false),
             _ => None,
         };
-        Ok(History {
+        let history = History {
             store,
             index,
             compress,
             has_versions_dir,
-        })
+            breaker,
+        };
+        history.reachable()?;
+        Ok(history)
+    }
+
+    /// `Err` if the mirror's host was given up on since it was opened: what was read
+    /// meanwhile is not the mirror (requests failed), and every further one fails.
+    pub fn reachable(&self) -> Result<(), HistoryError> {
+        match self.breaker.as_ref().and_then(|b| b.tripped()) {
+            Some(e) => Err(HistoryError::Unreachable(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A remote mirror's breaker (`None` for a folder on this machine).
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.as_ref()
     }
 
     /// The mirror's store.
@@ -298,6 +331,8 @@ impl History {
             true => Vec::new(),
             false => store.stat_each(&names.iter().map(|(n, _)| n.as_path()).collect::<Vec<_>>()),
         };
+        // Not a file per record "not in the mirror" when its host is gone.
+        self.reachable()?;
         let mut live = Vec::with_capacity(names.len());
         for (i, (name, record)) in names.into_iter().enumerate() {
             let present = if trusted_listing {
@@ -335,7 +370,17 @@ impl History {
                 target,
             });
         }
+        self.reachable()?;
         Ok(live)
+    }
+}
+
+/// Why the mirror `dst` (as shown) is no folder to read.
+fn not_a_folder(dst: PathBuf, e: NotAFolder) -> HistoryError {
+    match e {
+        NotAFolder::NotADirectory => HistoryError::NotADirectory(dst),
+        NotAFolder::Missing(_) => HistoryError::Missing(dst),
+        NotAFolder::Unreadable(source) => HistoryError::Unreadable { path: dst, source },
     }
 }
 
@@ -442,19 +487,18 @@ fn usage(kept: &[Kept]) -> UsageReport {
 
 /// Prints `versions --summary`: the total on one line, then one line per top-level
 /// folder.
-fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> Result<(), HistoryError> {
+fn print_usage(dst: &Dest, report: &UsageReport, json: bool) -> Result<(), HistoryError> {
     if json {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
     let t = &report.total;
     if t.count == 0 {
-        println!("versions in {}: none", esc(dst));
+        println!("versions in {dst}: none");
         return Ok(());
     }
     println!(
-        "versions in {}: {}, {} on disk, oldest {}, newest {}",
-        esc(dst),
+        "versions in {dst}: {}, {} on disk, oldest {}, newest {}",
         t.count,
         human_bytes(t.bytes),
         t.oldest,
@@ -483,7 +527,7 @@ fn print_usage(dst: &Path, report: &UsageReport, json: bool) -> Result<(), Histo
 /// under one folder), grouped by path and oldest first; with `summary`, what they use.
 /// An error is for the runner to print (exit 2).
 pub fn list_command(
-    dst: &Path,
+    dst: &Dest,
     path: Option<&Path>,
     json: bool,
     summary: bool,
@@ -496,9 +540,10 @@ pub fn list_command(
         .collect();
     let history = History::open(dst)?;
     let all = history.versions();
+    history.reachable()?;
     if !history.has_index() && all.is_empty() {
         // "No versions" would read as a mirror that kept none: say it is no mirror.
-        return Err(HistoryError::NoMirror(dst.to_path_buf()));
+        return Err(HistoryError::NoMirror(dst.display()));
     }
     // A prefix marker is no version: it holds no bytes, only where the old content
     // lies inside the newer copy (for `restore --at`), so it is not listed.
@@ -541,8 +586,8 @@ pub fn list_command(
     }
     if listed.is_empty() {
         let what = match path {
-            Some(p) if !scopes.is_empty() => format!("no versions of {} in {}", esc(p), esc(dst)),
-            _ => format!("no versions in {}", esc(dst)),
+            Some(p) if !scopes.is_empty() => format!("no versions of {} in {dst}", esc(p)),
+            _ => format!("no versions in {dst}"),
         };
         eprintln!("{what}");
     }

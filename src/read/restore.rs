@@ -14,7 +14,7 @@
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
 
-use crate::config::NotAFolder;
+use crate::config::{Dest, NotAFolder};
 use crate::hash::{self, CHUNK, Stoppable};
 use crate::model::Stored;
 use crate::model::{Kind, Meta};
@@ -410,8 +410,8 @@ pub fn is_damaged(err: &io::Error) -> bool {
 /// What `datasafe restore` is asked to do: its command line, settled by the runner.
 #[derive(Clone, Debug)]
 pub struct Request {
-    /// The mirror to restore from.
-    pub dst: PathBuf,
+    /// The mirror to restore from (a folder here, or on another machine).
+    pub dst: Dest,
     /// Where the files go (created if missing; must be empty unless `force`).
     pub target: PathBuf,
     /// `--at`, as given: the local time to restore.
@@ -560,6 +560,22 @@ pub enum Failure {
     /// Ctrl-C arrived mid-file; the temp file is gone.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl Failure {
+    /// True if DST's copy could not be read because the mirror's host is gone
+    /// (`read::is_connection_lost`): every later read would wait for it as long again.
+    fn is_lost(&self) -> bool {
+        matches!(self, Failure::Read { err, .. } if crate::read::is_connection_lost(err))
+    }
+
+    /// True if the connection died under a read that could not be sent again (an open
+    /// file's), so a new try may find a new connection; not if the store already
+    /// waited for the host and gave up.
+    fn may_reconnect(&self) -> bool {
+        self.is_lost()
+            && matches!(self, Failure::Read { err, .. } if !crate::read::is_unreachable(err))
+    }
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -928,27 +944,30 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Checks TARGET against DST and makes it ready: never DST, inside it or around it;
-/// empty unless `force`; created if missing. Errors are usage errors (exit 2).
-fn prepare_target(dst: &Path, target: &Path, force: bool) -> Result<(), RestoreError> {
+/// Checks TARGET against DST and makes it ready: never DST, inside it or around it (a
+/// DST on another machine is neither); empty unless `force`; created if missing. Errors
+/// are usage errors (exit 2).
+fn prepare_target(dst: &Dest, target: &Path, force: bool) -> Result<(), RestoreError> {
     let resolve = |path: &Path| {
         crate::config::canonical_even_if_missing(path).map_err(|source| RestoreError::Resolve {
             path: path.to_path_buf(),
             source,
         })
     };
-    let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
-    if target_canon.starts_with(&dst_canon) {
-        return Err(RestoreError::TargetInMirror {
-            target: target.to_path_buf(),
-            dst: dst.to_path_buf(),
-        });
-    }
-    if dst_canon.starts_with(&target_canon) {
-        return Err(RestoreError::MirrorInTarget {
-            dst: dst.to_path_buf(),
-            target: target.to_path_buf(),
-        });
+    if let Dest::Local(dst) = dst {
+        let (dst_canon, target_canon) = (resolve(dst)?, resolve(target)?);
+        if target_canon.starts_with(&dst_canon) {
+            return Err(RestoreError::TargetInMirror {
+                target: target.to_path_buf(),
+                dst: dst.to_path_buf(),
+            });
+        }
+        if dst_canon.starts_with(&target_canon) {
+            return Err(RestoreError::MirrorInTarget {
+                dst: dst.to_path_buf(),
+                target: target.to_path_buf(),
+            });
+        }
     }
     let unreadable = |source| RestoreError::TargetUnreadable {
         path: target.to_path_buf(),
@@ -995,7 +1014,7 @@ fn prepare(request: &Request) -> Result<(History, Plan), RestoreError> {
 /// (all, if none) writes: `restore` and `archive` both start here, so an archive of a
 /// mirror holds exactly what a restore would write. Errors are usage errors (exit 2).
 pub fn load(
-    dst: &Path,
+    dst: &Dest,
     at: Option<&str>,
     paths: &[PathBuf],
 ) -> Result<(History, Plan), RestoreError> {
@@ -1003,8 +1022,9 @@ pub fn load(
     let scopes = scopes_of(paths)?;
     let history = History::open(dst)?;
     let kept = history.versions();
+    history.reachable()?;
     if !history.has_index() && kept.is_empty() {
-        return Err(RestoreError::NoMirror(dst.to_path_buf()));
+        return Err(RestoreError::NoMirror(dst.display()));
     }
     let live = history.live()?;
     let plan = plan(&live, &kept, &scopes, at.as_ref());
@@ -1012,7 +1032,7 @@ pub fn load(
         // A typo in PATH must not look like a restore that worked.
         let paths: Vec<String> = plan.unmatched.iter().map(|p| esc(p).to_string()).collect();
         return Err(RestoreError::Unmatched {
-            dst: dst.to_path_buf(),
+            dst: dst.display(),
             paths: paths.join(", "),
         });
     }
@@ -1073,9 +1093,25 @@ fn execute(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        match writer.restore(item) {
+        let mut result = writer.restore(item);
+        if result.as_ref().is_err_and(Failure::may_reconnect) {
+            // The connection died under this file: once more, which waits (within the
+            // store's patience) for a new one.
+            result = writer.restore(item);
+        }
+        match result {
             Ok(counted) => restored += u64::from(counted),
             Err(Failure::Interrupted) => break,
+            Err(e) if e.is_lost() => {
+                failed += 1;
+                log::error!("{e}");
+                log::error!(
+                    "the restore stopped there: the rest of {} cannot be read until its \
+                     host is back; then run it again (with --force: TARGET is no longer empty)",
+                    esc(&request.dst.display())
+                );
+                break;
+            }
             Err(e) => {
                 failed += 1;
                 log::error!("{e}");

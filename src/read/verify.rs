@@ -16,8 +16,8 @@
 
 use crate::config::filter::Excludes;
 use crate::config::{
-    self, Config, ConfigError, MirrorOverrides, NotAFolder, Output, OutputOverrides, Overrides,
-    Pair, Settings, Verbosity,
+    self, Config, ConfigError, Dest, MirrorOverrides, NotAFolder, Output, OutputOverrides,
+    Overrides, Pair, Settings, Verbosity,
 };
 use crate::engine::repair::Check;
 use crate::engine::scan::{self, ScanRules, Scanned};
@@ -31,7 +31,7 @@ use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, s
 use crate::output::report::{Progress, Summary};
 use crate::read::Outcome;
 use crate::read::history::index_dir;
-use crate::store::layout::STATE_DIR;
+use crate::store::layout::{self, STATE_DIR};
 use crate::store::local::Local;
 use crate::store::{Found, ReadFile, Reader, Step};
 use crossbeam_channel::bounded;
@@ -52,8 +52,9 @@ const QUEUE: usize = 256;
 /// What `datasafe verify` is asked to do: its command line, as the runner hands it over.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
-    /// The mirror to check (else the pairs of a config file).
-    pub dst: Option<PathBuf>,
+    /// The mirror to check, here or on another machine (else the pairs of a config
+    /// file).
+    pub dst: Option<Dest>,
     /// The config file whose pairs to check.
     pub config: Option<PathBuf>,
     /// `--source`: `Some(Some(SRC))` with a DST, `Some(None)` for each pair's own.
@@ -74,6 +75,9 @@ pub struct Request {
     pub verbose: u8,
     /// Only problems and the summary.
     pub quiet: bool,
+    /// `--ssh-command`: how a remote DST is reached (over `$DATASAFE_SSH_COMMAND` and a
+    /// config's `ssh_command`; a DST given here carries it already).
+    pub ssh_command: Option<String>,
 }
 
 /// Why one mirror could not be checked (or repaired) at all. Said as one line where it
@@ -108,6 +112,9 @@ pub enum VerifyError {
     /// `--repair` could not start: the source is gone, DST cannot be written.
     #[error("{0}")]
     Repair(Box<dyn std::error::Error + Send + Sync>),
+    /// A remote DST's host cannot be reached: ssh's reason, naming the host.
+    #[error("{}", io_message(.0))]
+    Unreachable(io::Error),
 }
 
 /// Everything a verify run needs, settled from the command line (and config file).
@@ -130,6 +137,8 @@ pub struct Plan {
     pub config_file: Option<PathBuf>,
     /// The `--exclude` patterns given with DST, for the command that repairs it.
     pub excludes: Vec<String>,
+    /// The `--ssh-command` given, for the command that repairs it.
+    pub ssh_command: Option<String>,
 }
 
 /// One mirror to check.
@@ -139,8 +148,8 @@ pub struct Target {
     pub name: String,
     /// False: skipped, and said so.
     pub enabled: bool,
-    /// The mirror's root.
-    pub dst: PathBuf,
+    /// The mirror's root: a folder here (canonical), or on another machine.
+    pub dst: Dest,
     /// The source to compare it with (`--source`).
     pub source: Option<Source>,
     /// The pair's settings, for `--repair` (the engine writes with them).
@@ -178,6 +187,12 @@ impl Plan {
                 "--repair writes again from the source: give it with --source SRC".to_string(),
             ));
         }
+        // What the mirror's index says of how it is kept; for --source (and --repair)
+        // only. A remote DST that cannot be reached is said here, once.
+        let facts = match &args.source {
+            Some(Some(_)) => MirrorFacts::read(dst).map_err(|e| ConfigError(io_message(&e)))?,
+            _ => MirrorFacts::default(),
+        };
         let source = match &args.source {
             None => None,
             Some(None) => {
@@ -187,7 +202,7 @@ impl Plan {
                 ));
             }
             Some(Some(src)) => {
-                let pair = Pair::resolve(src, &crate::config::Dest::Local(dst.clone()))?;
+                let pair = Pair::resolve(src, dst)?;
                 Some(Source {
                     root: pair.src,
                     rules: ScanRules {
@@ -195,7 +210,7 @@ impl Plan {
                             .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
                     },
-                    keeps_deleted: MirrorFacts::of(dst).no_delete,
+                    keeps_deleted: facts.no_delete,
                 })
             }
         };
@@ -207,27 +222,29 @@ impl Plan {
             ));
         }
         // Canonical: a DST reached through a symlink is that folder (the index is opened
-        // with O_NOFOLLOW on every component).
-        let given = dst;
-        let dst = std::fs::canonicalize(dst)
-            .or_else(|_| std::path::absolute(dst))
-            .unwrap_or_else(|_| dst.clone());
+        // with O_NOFOLLOW on every component). A remote one is its URL.
+        let given = dst.display();
+        let dst = match dst {
+            Dest::Local(dst) => Dest::Local(
+                std::fs::canonicalize(dst)
+                    .or_else(|_| std::path::absolute(dst))
+                    .unwrap_or_else(|_| dst.clone()),
+            ),
+            remote => remote.clone(),
+        };
         let config = match (&args.source, args.repair) {
-            (Some(Some(src)), true) => Some(repair_config(src, given, &dst, args)?),
+            (Some(Some(src)), true) => Some(repair_config(src, &given, facts, args)?),
             _ => None,
         };
         Ok(Plan {
+            jobs: config::jobs_for(&dst, args.jobs, None),
             targets: vec![Target {
-                name: esc(&dst).to_string(),
+                name: dst.to_string(),
                 enabled: true,
                 dst,
                 source,
                 config,
             }],
-            jobs: match args.jobs {
-                Some(n) => n.max(1) as usize,
-                None => std::thread::available_parallelism().map_or(2, usize::from),
-            },
             output: Output {
                 dry_run: false,
                 json: args.json,
@@ -244,6 +261,7 @@ impl Plan {
             repair: args.repair,
             config_file: None,
             excludes: args.exclude.clone(),
+            ssh_command: args.ssh_command.clone(),
         })
     }
 
@@ -273,7 +291,8 @@ impl Plan {
                 }
             },
         };
-        let settings = Settings::from_file_for_reading(&path, args.jobs, output)?;
+        let settings =
+            Settings::from_file_for_reading(&path, args.jobs, args.ssh_command.as_deref(), output)?;
         // A repair writes from each pair's source, so it compares with it too.
         let with_source = args.source.is_some() || args.repair;
         let targets = settings
@@ -282,7 +301,7 @@ impl Plan {
             .map(|p| Target {
                 name: p.name.clone(),
                 enabled: p.enabled,
-                dst: p.config.pair.dst.display(),
+                dst: p.config.pair.dst.clone(),
                 source: with_source.then(|| Source {
                     root: p.config.pair.src.clone(),
                     rules: ScanRules {
@@ -308,12 +327,13 @@ impl Plan {
             repair: args.repair,
             config_file: Some(path),
             excludes: Vec::new(),
+            ssh_command: args.ssh_command.clone(),
         })
     }
 }
 
 /// What a mirror's index says about how it is mirrored (the last writer's options).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct MirrorFacts {
     /// Files are stored gzipped (`--compress`).
     compress: bool,
@@ -322,12 +342,28 @@ struct MirrorFacts {
 }
 
 impl MirrorFacts {
-    /// Read from `dst`'s index without changing it; the defaults without one.
-    fn of(dst: &Path) -> MirrorFacts {
-        let Ok(store) = Local::open(dst) else {
-            return MirrorFacts::default();
+    /// Read from `dst`'s index without changing it; the defaults without one, or when
+    /// it cannot be read. `Err` only for a remote DST whose host cannot be reached
+    /// (connecting refreshes its cached index).
+    fn read(dst: &Dest) -> io::Result<MirrorFacts> {
+        let store: Box<dyn Reader> = match dst {
+            Dest::Local(dst) => match Local::open(dst) {
+                Ok(store) => Box::new(store),
+                Err(_) => return Ok(MirrorFacts::default()),
+            },
+            remote => match crate::store::open_reader(remote) {
+                Ok(store) => store,
+                Err(e) if crate::read::is_unreachable(&e) => return Err(e),
+                Err(_) => return Ok(MirrorFacts::default()),
+            },
         };
-        let Some(index) = Index::open_untouched(&index_dir(&store)).ok().flatten() else {
+        Ok(MirrorFacts::of(&*store))
+    }
+
+    /// Read from the index of the mirror `store` reads, without changing it; the
+    /// defaults without one.
+    fn of(store: &dyn Reader) -> MirrorFacts {
+        let Some(index) = Index::open_untouched(&index_dir(store)).ok().flatten() else {
             return MirrorFacts::default();
         };
         MirrorFacts {
@@ -350,14 +386,14 @@ impl MirrorFacts {
 }
 
 /// The settings `sync SRC DST` would use for a mirror repaired from the command line:
-/// the defaults, gzipped if the mirror is (its index says so), `--jobs` as given.
+/// the defaults, gzipped if the mirror is (`facts`: its index says so), `--jobs` and
+/// `--ssh-command` as given.
 fn repair_config(
     src: &Path,
     dst: &Path,
-    canonical_dst: &Path,
+    facts: MirrorFacts,
     args: &Request,
 ) -> Result<Config, ConfigError> {
-    let facts = MirrorFacts::of(canonical_dst);
     let overrides = Overrides {
         mirror: MirrorOverrides {
             compress: facts.compress,
@@ -365,6 +401,7 @@ fn repair_config(
             exclude: args.exclude.clone(),
             force: args.force,
             jobs: args.jobs,
+            ssh_command: args.ssh_command.clone(),
             ..MirrorOverrides::default()
         },
         output: OutputOverrides {
@@ -582,6 +619,12 @@ pub struct MirrorReport {
     /// Source paths a mirror never holds (a top-level `.datasafe`), said once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
+    /// How the mirror is kept, as its index says: for the command that repairs it.
+    #[serde(skip)]
+    facts: MirrorFacts,
+    /// Why the check stopped before the end: the mirror's host was lost (its reason).
+    #[serde(skip)]
+    lost: Option<String>,
 }
 
 impl MirrorReport {
@@ -684,7 +727,7 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> Outcome {
         if plan.named {
             pairs.push(PairJson {
                 name: target.name.clone(),
-                dst: esc(&target.dst).to_string(),
+                dst: target.dst.to_string(),
                 error: result.as_ref().err().map(ToString::to_string),
                 report: result.ok(),
             });
@@ -711,7 +754,8 @@ pub fn run(plan: &Plan, stop: &Arc<AtomicBool>) -> Outcome {
         logging::print_line(false, &line);
         log::info!(target: SUMMARY, "{line}");
     } else if !interrupted && total.failed(plan.with_source) && total.repairable() > 0 {
-        log::warn!("{}", repair_hint(plan));
+        let facts = single.as_ref().map(|r| r.facts).unwrap_or_default();
+        log::warn!("{}", repair_hint(plan, facts));
     }
     if plan.output.json {
         let json = RunJson {
@@ -776,8 +820,9 @@ fn repair_line(s: &Summary) -> String {
     )
 }
 
-/// The command that repairs what a run without `--repair` found.
-fn repair_hint(plan: &Plan) -> String {
+/// The command that repairs what a run without `--repair` found (`facts`: how the one
+/// mirror checked is kept).
+fn repair_hint(plan: &Plan, facts: MirrorFacts) -> String {
     if let Some(file) = &plan.config_file {
         return format!(
             "to write again what is wrong, run: datasafe verify --config {} --repair",
@@ -789,27 +834,40 @@ fn repair_hint(plan: &Plan) -> String {
     };
     // The advice must not undo how the mirror is kept: gzipped, without deletions, or
     // leaving out what the check left out.
+    // Both commands keep what the check left out, and reach the mirror as this run did.
     let excludes: String = plan
         .excludes
         .iter()
         .map(|p| format!(" --exclude {}", quote_word(p)))
+        .chain(ssh_flag(plan, &target.dst))
         .collect();
-    let flags = format!("{}{excludes}", MirrorFacts::of(&target.dst).flags());
+    let flags = format!("{}{excludes}", facts.flags());
+    let dst = target.dst.display();
     match &target.source {
         Some(src) => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} {} {} (with the \
              options you mirror it with), or datasafe verify --source {} --repair{excludes} {}",
             shell_word(&src.root),
-            shell_word(&target.dst),
+            shell_word(&dst),
             shell_word(&src.root),
-            shell_word(&target.dst)
+            shell_word(&dst)
         ),
         None => format!(
             "to write again what is wrong, run: datasafe sync --repair{flags} SRC {} (SRC: \
              the folder it mirrors, with the options you mirror it with)",
-            shell_word(&target.dst)
+            shell_word(&dst)
         ),
     }
+}
+
+/// ` --ssh-command CMD` for a command that reaches the remote `dst` as this run did
+/// (nothing when the flag was not given: the environment or config says it again).
+fn ssh_flag(plan: &Plan, dst: &Dest) -> Option<String> {
+    let ssh = plan
+        .ssh_command
+        .as_deref()
+        .filter(|_| dst.remote().is_some())?;
+    Some(format!(" --ssh-command {}", quote_word(ssh)))
 }
 
 /// True if the first files found in the mirror (up to 200, its state folder left out)
@@ -909,13 +967,30 @@ fn verify_mirror(
     plan: &Plan,
     stop: &AtomicBool,
 ) -> Result<MirrorReport, VerifyError> {
-    let dst = &target.dst;
-    check_dst(dst)?;
-    let store = Local::open(dst).map_err(|source| VerifyError::Unreadable {
-        path: dst.clone(),
-        source,
-    })?;
-    let store: &dyn Reader = &store;
+    // A remote mirror's breaker says when its host was given up on.
+    let (store, breaker): (Arc<dyn Reader>, _) = match &target.dst {
+        Dest::Local(dst) => {
+            check_dst(dst)?;
+            let store = Local::open(dst).map_err(|source| VerifyError::Unreadable {
+                path: dst.clone(),
+                source,
+            })?;
+            (Arc::new(store), None)
+        }
+        Dest::Sftp(remote) => {
+            let breaker = crate::read::open_remote(&target.dst).map_err(|e| match e {
+                crate::read::Unopened::Unreachable(e) => VerifyError::Unreachable(e),
+                crate::read::Unopened::NotAFolder(e) => not_a_folder(target.dst.display(), e),
+            })?;
+            // SFTP cannot hash a file on the server: every byte comes over the link.
+            log::info!(
+                "verify downloads every file from {} to hash it",
+                remote.destination()
+            );
+            (breaker.clone(), Some(breaker))
+        }
+    };
+    let store: &dyn Reader = &*store;
     let state_dir = index_dir(store);
     let seen = Fingerprint::of(&state_dir);
     let state = match index::load_untouched(&state_dir) {
@@ -932,13 +1007,20 @@ fn verify_mirror(
                 ""
             };
             return Err(VerifyError::NoIndex {
-                index: store.index_file(),
-                command: format!("datasafe sync{compress} {src} {}", shell_word(dst)),
+                index: store.display(&layout::index()),
+                command: format!(
+                    "datasafe sync{compress}{} {src} {}",
+                    ssh_flag(plan, &target.dst).unwrap_or_default(),
+                    shell_word(&target.dst.display())
+                ),
             });
         }
         Err(e) => return Err(VerifyError::Index(e)),
     };
-    let mut report = MirrorReport::default();
+    let mut report = MirrorReport {
+        facts: MirrorFacts::of(store),
+        ..MirrorReport::default()
+    };
     let mut progress = Progress::start(plan.output.verbosity > Verbosity::Quiet);
 
     // DST's names and the source's entries, read side by side.
@@ -1032,6 +1114,16 @@ fn verify_mirror(
         tally(&mut report, checked);
         progress.show(|| progress_line(&report.counts, files));
     });
+    if let Some(e) = breaker.as_ref().and_then(|b| b.tripped()) {
+        report.lost.get_or_insert_with(|| io_message(&e));
+    }
+    if let Some(why) = report.lost.take() {
+        // What was found so far is said; the rest could not be checked.
+        return Err(VerifyError::Unreachable(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            why,
+        )));
+    }
     if stop.load(Ordering::Relaxed) {
         return Ok(report);
     }
@@ -1056,14 +1148,16 @@ fn progress_line(counts: &Counts, files: usize) -> String {
 
 /// DST must be an existing folder.
 fn check_dst(dst: &Path) -> Result<(), VerifyError> {
-    config::check_dir(dst).map_err(|e| match e {
-        NotAFolder::NotADirectory => VerifyError::NotADirectory(dst.to_path_buf()),
-        NotAFolder::Missing(_) => VerifyError::Missing(dst.to_path_buf()),
-        NotAFolder::Unreadable(source) => VerifyError::Unreadable {
-            path: dst.to_path_buf(),
-            source,
-        },
-    })
+    config::check_dir(dst).map_err(|e| not_a_folder(dst.to_path_buf(), e))
+}
+
+/// Why DST (as shown) is no folder to check.
+fn not_a_folder(dst: PathBuf, e: NotAFolder) -> VerifyError {
+    match e {
+        NotAFolder::NotADirectory => VerifyError::NotADirectory(dst),
+        NotAFolder::Missing(_) => VerifyError::Missing(dst),
+        NotAFolder::Unreadable(source) => VerifyError::Unreadable { path: dst, source },
+    }
 }
 
 /// Counts one checked record and prints what is wrong with it.
@@ -1078,6 +1172,10 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
     let counted = job.record.kind != Kind::Dir;
     match mirror {
         Verdict::Stopped => return,
+        Verdict::Lost { why, .. } => {
+            report.lost.get_or_insert(why);
+            return;
+        }
         Verdict::Bad(problem) => {
             if counted && problem != Problem::Missing {
                 report.counts.files_verified += 1;
@@ -1158,8 +1256,13 @@ enum Verdict {
     Unchecked,
     /// Damaged or missing.
     Bad(Problem),
-    /// Ctrl-C came first.
+    /// Ctrl-C came first, or the mirror's host was lost meanwhile.
     Stopped,
+    /// The mirror's host was lost: no verdict on this record, and none on the rest.
+    /// `again`: the connection died under a read that cannot be sent again (an open
+    /// file's); a new look may find a new connection. Otherwise the store already
+    /// waited for the host and gave up.
+    Lost { why: String, again: bool },
 }
 
 /// How the mirror's content compared with the source's.
@@ -1181,6 +1284,8 @@ struct Checked {
 }
 
 /// Runs `jobs` through `workers` threads; `each` gets every result on this thread.
+/// Once a check finds the mirror's host lost ([`Verdict::Lost`]), no further job is
+/// started: each would wait as long for the host again.
 fn pump(
     store: &dyn Reader,
     jobs: Vec<Job>,
@@ -1190,10 +1295,12 @@ fn pump(
 ) {
     let (job_tx, job_rx) = bounded::<Job>(QUEUE);
     let (done_tx, done_rx) = bounded::<Checked>(QUEUE);
+    let lost = &AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(move || {
             for job in jobs {
-                if stop.load(Ordering::Relaxed) || job_tx.send(job).is_err() {
+                let halted = stop.load(Ordering::Relaxed) || lost.load(Ordering::Relaxed);
+                if halted || job_tx.send(job).is_err() {
                     break;
                 }
             }
@@ -1203,7 +1310,29 @@ fn pump(
             s.spawn(move || {
                 let mut buf = vec![0u8; hash::CHUNK];
                 for job in rx {
-                    if tx.send(check(store, job, &mut buf, stop)).is_err() {
+                    let checked = match lost.load(Ordering::Relaxed) {
+                        true => Checked {
+                            job,
+                            mirror: Verdict::Stopped,
+                            source: None,
+                            bytes: 0,
+                        },
+                        false => {
+                            let checked = check(store, job, &mut buf, stop);
+                            match checked.mirror {
+                                // The connection died under this file: checked once more,
+                                // which waits (within the store's patience) for a new one.
+                                Verdict::Lost { again: true, .. } => {
+                                    check(store, checked.job, &mut buf, stop)
+                                }
+                                _ => checked,
+                            }
+                        }
+                    };
+                    if matches!(checked.mirror, Verdict::Lost { .. }) {
+                        lost.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send(checked).is_err() {
                         break;
                     }
                 }
@@ -1228,6 +1357,7 @@ fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> 
         // Gone, or a folder on the way is gone or no folder now (its own record says
         // what stands there).
         (_, Ok(None)) => Verdict::Bad(Problem::Missing),
+        (_, Err(e)) if crate::read::is_connection_lost(&e) => lost(&e),
         (_, Err(e)) => Verdict::Bad(problem_of(&e)),
         (Kind::File, Ok(Some(Found::File(file)))) => {
             let (verdict, read) = check_content(file, record, buf, stop);
@@ -1298,11 +1428,20 @@ fn check_content(
     };
     match result {
         Err(_) if stop.load(Ordering::Relaxed) => (Verdict::Stopped, None),
+        Err(e) if crate::read::is_connection_lost(&e) => (lost(&e), None),
         Err(e) => (
             Verdict::Bad(Problem::Damaged(read_error(&e, record.stored))),
             None,
         ),
         Ok((digest, n)) => (content_verdict(record, digest, n), Some((digest, n))),
+    }
+}
+
+/// The verdict for a read that found the mirror's host gone.
+fn lost(e: &io::Error) -> Verdict {
+    Verdict::Lost {
+        why: io_message(e),
+        again: !crate::read::is_unreachable(e),
     }
 }
 

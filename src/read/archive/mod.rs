@@ -61,8 +61,8 @@ pub struct Ctx<'a> {
 /// What `datasafe archive` is asked to do: its command line, as the runner hands it over.
 #[derive(Clone, Debug)]
 pub struct Request {
-    /// A folder, or a datasafe mirror.
-    pub source: PathBuf,
+    /// A folder, or a datasafe mirror (here, or on another machine).
+    pub source: crate::config::Dest,
     /// The archive file, a folder to write a dated archive into, or `-` for stdout.
     pub out: PathBuf,
     /// Archive a mirror as it was at this local time (`--at`, as given).
@@ -234,8 +234,18 @@ pub fn run(args: &Request, stop: &AtomicBool) -> anyhow::Result<Archived> {
 /// A whole run, up to its printed summary.
 fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archived, Stop> {
     let usage = |message: String| Stop::Fatal(anyhow::Error::msg(message));
-    let source = &args.source;
-    match crate::config::check_dir(source) {
+    // A folder on this machine is checked and read by path; one on another machine can
+    // only be a mirror, read through its store (`restore::load` connects and checks it).
+    let (source, local) = match &args.source {
+        crate::config::Dest::Local(path) => (path.clone(), true),
+        remote => (remote.display(), false),
+    };
+    let source = &source;
+    let checked = match local {
+        true => crate::config::check_dir(source),
+        false => Ok(()),
+    };
+    match checked {
         Ok(()) => {}
         Err(NotAFolder::NotADirectory) => {
             return Err(usage(format!(
@@ -251,7 +261,10 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
             )));
         }
     }
-    let canonical = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+    let canonical = match local {
+        true => std::fs::canonicalize(source).unwrap_or_else(|_| source.clone()),
+        false => PathBuf::from(args.source.remote().map_or("", |r| r.path.as_str())),
+    };
     let name = canonical
         .file_name()
         .map_or_else(|| "archive".into(), |n| n.to_os_string());
@@ -277,10 +290,11 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     let excludes = Excludes::new(&args.exclude).map_err(fatal)?;
     // A mirror is a folder whose store holds an index (looked at through the store:
     // never through a symlink planted for `.datasafe`).
-    let is_mirror = crate::store::local::Local::open(source).is_ok_and(|store| {
-        let index = crate::store::layout::index();
-        matches!(store.stat(&index), Ok(Some(s)) if s.kind == crate::model::Kind::File)
-    });
+    let is_mirror = !local
+        || crate::store::local::Local::open(source).is_ok_and(|store| {
+            let index = crate::store::layout::index();
+            matches!(store.stat(&index), Ok(Some(s)) if s.kind == crate::model::Kind::File)
+        });
     if args.at.is_some() && !is_mirror {
         return Err(usage(format!(
             "--at needs a datasafe mirror, and {} is a plain folder (it has no {STATE_DIR}/index.db); drop --at",
@@ -289,8 +303,8 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     }
     // OUT (and its temp file) are never archived into themselves.
     let skip = match &dest {
-        Dest::File(path) => leave_out_self(&canonical, path),
-        Dest::Stdout => Vec::new(),
+        Dest::File(path) if local => leave_out_self(&canonical, path),
+        Dest::File(_) | Dest::Stdout => Vec::new(),
     };
     // Everything that can be refused is checked before OUT is touched. A whole plain
     // folder is walked while it is archived; a mirror's plan, or PATH..., is listed first.
@@ -324,9 +338,23 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
             ))
         })?)
     };
+    // The mirror's root folder, for the `--prefix` entry (a local one is looked at by
+    // path below); a remote mirror's breaker, which says when its host was given up on.
+    let mut mirror_root = None;
+    let mut breaker = None;
     let listed = if is_mirror {
         let (history, plan) =
-            crate::read::restore::load(source, args.at.as_deref(), &args.paths).map_err(fatal)?;
+            crate::read::restore::load(&args.source, args.at.as_deref(), &args.paths)
+                .map_err(fatal)?;
+        if !local {
+            mirror_root = history
+                .store()
+                .stat(Path::new(""))
+                .ok()
+                .flatten()
+                .map(|s| s.meta());
+            breaker = history.breaker().cloned();
+        }
         let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
@@ -367,21 +395,23 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
         folder,
     };
     // The prefix folder itself, as `git archive` writes it.
-    let top = std::fs::metadata(source)
-        .ok()
-        .filter(|_| !prefix.is_empty())
-        .map(|m| {
-            let meta = crate::model::Meta::of(&m);
-            Entry {
-                rel: PathBuf::new(),
-                kind: EntryKind::Dir,
-                mode: meta.mode,
-                mtime: meta.mtime,
-            }
-        });
+    let root = match local {
+        true => std::fs::metadata(source)
+            .ok()
+            .map(|m| crate::model::Meta::of(&m)),
+        false => mirror_root,
+    };
+    let top = root.filter(|_| !prefix.is_empty()).map(|meta| Entry {
+        rel: PathBuf::new(),
+        kind: EntryKind::Dir,
+        mode: meta.mode,
+        mtime: meta.mtime,
+    });
     let (written, walk_failed) = match listed {
         Some(listing) => {
-            let mut entries = top.into_iter().chain(listing.entries);
+            // Once the host is given up on, no entry more: each would fail alike.
+            let reachable = |_: &Entry| breaker.as_ref().is_none_or(|b| b.tripped().is_none());
+            let mut entries = top.into_iter().chain(listing.entries).take_while(reachable);
             (write(sink, format, &mut entries, &ctx), listing.failed)
         }
         None => std::thread::scope(|scope| {
@@ -401,6 +431,11 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     };
     crate::output::logging::clear_progress();
     let (tally, counted) = written?;
+    if let Some(e) = breaker.as_ref().and_then(|b| b.tripped()) {
+        // Not a whole archive: nothing under OUT's name (the temp file goes with
+        // `partial`).
+        return Err(fatal(e));
+    }
     let bytes_out = match (&dest, partial) {
         (Dest::File(path), Some(partial)) => {
             let size = std::fs::metadata(&ctx.writing).map_or(counted, |m| m.len());
