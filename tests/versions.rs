@@ -204,6 +204,11 @@ fn retention_prunes_versions_by_the_time_in_their_names_on(dst: Dst) {
     let ancient = plant_version(&env.dst, d(40), "");
     let unrelated = env.dst.join(".datasafe/versions/docs/not-a-version.txt");
     fs::write(&unrelated, "x").unwrap();
+    if matches!(dst, Dst::Sftp) {
+        // A remote DST prunes when a pass keeps a version (else at most once an hour,
+        // so a no-op pass lists nothing remote): this pass keeps one.
+        env.write("docs/report.txt", "changed");
+    }
 
     let out = env.sync_ok(&["-v"]);
     let exists = |p: &PathBuf| p.exists();

@@ -84,6 +84,8 @@ pub struct Mirror {
     /// A watcher runs this mirror: held deletions are let through with `datasafe
     /// release`, not by running again with `--force`.
     watched: bool,
+    /// Versions the executor had kept when versions were last pruned.
+    kept_at_prune: u64,
 }
 
 impl Mirror {
@@ -202,6 +204,7 @@ impl Mirror {
             lost: blocked && pair.dst.remote().is_some(),
             adopting,
             watched: false,
+            kept_at_prune: 0,
         })
     }
 

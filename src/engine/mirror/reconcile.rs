@@ -23,6 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// The index's note of when versions were last pruned (Unix seconds) and by what rules
+/// (retention and size budget), for a DST whose listing is dear.
+const PRUNED_AT: &str = "versions_pruned_at";
+/// How often versions of such a DST are pruned when nothing new was kept.
+const PRUNE_GAP_S: i64 = 3600;
+
 /// What the scanner found besides the actions it sent.
 #[derive(Default)]
 pub(super) struct ScanReport {
@@ -168,9 +174,35 @@ impl Mirror {
         {
             // The index now describes all of DST.
             self.trusted = true;
-            self.tally.summary.versions_pruned += exec.prune_versions(self.cfg.versions);
-            if let Some(max) = self.cfg.versions_max_size {
-                self.tally.summary.versions_pruned += exec.prune_to_budget(max);
+            // Pruning lists the versions folder. Where a listing is dear (a remote DST)
+            // it is done when this run kept versions, else at most once an hour (the
+            // finest step of any retention): a no-op pass lists nothing remote.
+            let now = chrono::Utc::now().timestamp();
+            let cheap = exec.store().caps().cheap_listing;
+            // The last prune: when, and by what rules (new rules prune at once).
+            let rules = format!("{} {:?}", self.cfg.versions, self.cfg.versions_max_size);
+            let last = self
+                .tally
+                .index
+                .0
+                .as_ref()
+                .and_then(|i| i.mirror_fact(PRUNED_AT))
+                .and_then(|fact| {
+                    let (t, by) = fact.split_once(' ')?;
+                    Some((t.parse::<i64>().ok()?, by == rules))
+                });
+            let due = cheap
+                || exec.versions_kept() > self.kept_at_prune
+                || last.is_none_or(|(t, same)| !same || now - t >= PRUNE_GAP_S || t > now);
+            if due {
+                self.kept_at_prune = exec.versions_kept();
+                self.tally.summary.versions_pruned += exec.prune_versions(self.cfg.versions);
+                if let Some(max) = self.cfg.versions_max_size {
+                    self.tally.summary.versions_pruned += exec.prune_to_budget(max);
+                }
+                if !cheap && let Some(index) = self.tally.index.0.as_mut() {
+                    let _ = index.set_mirror_fact(PRUNED_AT, &format!("{now} {rules}"));
+                }
             }
         }
         report.complete
