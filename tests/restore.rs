@@ -271,10 +271,9 @@ fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp() {
 }
 
 #[test]
-#[ignore = "restore of an sftp-written mirror gives whole-second file mtimes and \
-            link mtimes of the moment the link was made on the server: it takes them from the \
-            stored names (src/read/restore.rs, history), where SFTP v3 cannot set more, not \
-            from the index, which records the source's to the nanosecond"]
+#[ignore = "restore sets a restored file's mtime from the stored file's fstat \
+            (read/restore.rs Content::open), which over SFTP v3 is whole seconds; the \
+            index's exact time reaches history::Live but not that path yet"]
 fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp_to_the_nanosecond() {
     a_restored_gzipped_mirror(Dst::Sftp, Dst::Local);
 }

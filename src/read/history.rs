@@ -350,6 +350,19 @@ impl History {
                 );
                 continue;
             };
+            // A store that keeps whole seconds (SFTP v3) and no link times: the index
+            // recorded the source's times exactly, and gives them back where DST agrees
+            // as far as it can tell.
+            let coarse = !trusted_listing && !store.caps().nanosecond_mtimes;
+            let exact = |on_disk: Meta| match coarse
+                && on_disk.mtime.unix_seconds() == record.meta.mtime.unix_seconds()
+            {
+                true => Meta {
+                    mtime: record.meta.mtime,
+                    ..on_disk
+                },
+                false => on_disk,
+            };
             let (meta, target) = match record.kind {
                 Kind::Dir => (record.meta, None),
                 Kind::Symlink => {
@@ -357,9 +370,16 @@ impl History {
                         Ok(target) => target,
                         Err(_) => continue,
                     };
-                    (on_disk, Some(target))
+                    let meta = match coarse {
+                        true => Meta {
+                            mtime: record.meta.mtime,
+                            ..on_disk
+                        },
+                        false => on_disk,
+                    };
+                    (meta, Some(target))
                 }
-                _ => (on_disk, None),
+                _ => (exact(on_disk), None),
             };
             live.push(Live {
                 source: record.stored.source_of(&name),
