@@ -70,7 +70,7 @@ fn target(env: &TestEnv) -> PathBuf {
 /// SFTP store wrote (versions, the published index) is a whole mirror; reading it
 /// through `sftp://` is for the read side's own tests.
 fn restore(env: &TestEnv, args: &[&str]) -> Output {
-    let mut all: Vec<OsString> = vec!["restore".into(), env.dst.clone().into(), target(env).into()];
+    let mut all: Vec<OsString> = vec!["restore".into(), env.dst_arg(), target(env).into()];
     all.extend(args.iter().map(OsString::from));
     env.cmd(all).output().unwrap()
 }
@@ -261,19 +261,16 @@ fn a_gzipped_mirror_restores_to_the_source_byte_for_byte() {
     a_gzipped_mirror_restores_to_the_source_byte_for_byte_on(Dst::Local);
 }
 
-/// Restore takes file and link mtimes from the stored names, and an SFTP-written mirror
-/// holds whole seconds and links with the time they were made: the `_sftp` variants
-/// compare at that precision (`Dst::coarse`), this one to the nanosecond as a local
-/// mirror gives it.
+/// An SFTP-written mirror holds whole seconds and links with the time they were made;
+/// restore gives back the index's exact times where the stored names agree to the
+/// second: the `_sftp` variant compares at the mirror's precision (`Dst::coarse`), the
+/// `_to_the_nanosecond` one to the nanosecond, as a local mirror gives it.
 #[test]
 fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp() {
     a_gzipped_mirror_restores_to_the_source_byte_for_byte_on(Dst::Sftp);
 }
 
 #[test]
-#[ignore = "restore sets a restored file's mtime from the stored file's fstat \
-            (read/restore.rs Content::open), which over SFTP v3 is whole seconds; the \
-            index's exact time reaches history::Live but not that path yet"]
 fn a_gzipped_mirror_restores_to_the_source_byte_for_byte_sftp_to_the_nanosecond() {
     a_restored_gzipped_mirror(Dst::Sftp, Dst::Local);
 }

@@ -156,6 +156,10 @@ pub enum Origin {
         name: PathBuf,
         /// Plain or gzipped.
         stored: Stored,
+        /// The mtime the live mirror gives it (`history::Live`: the index's exact time
+        /// where the store keeps only whole seconds); used where the stored file agrees
+        /// with it to the second.
+        mtime: Option<FileTime>,
     },
     /// A live symlink.
     Link {
@@ -260,11 +264,13 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
                 None => Some(Origin::File {
                     name: version_name(&path.versions[i].version.path),
                     stored: path.versions[i].stored,
+                    mtime: None,
                 }),
             },
             Choice::Live => live_file.map(|l| Origin::File {
                 name: l.name.clone(),
                 stored: l.stored,
+                mtime: Some(l.meta.mtime),
             }),
             Choice::Nothing => match path.live {
                 Some(l) if l.kind == Kind::Symlink => Some(Origin::Link {
@@ -646,8 +652,12 @@ impl<'a> Writer<'a> {
     /// Restores one item; returns true if a file or link was written.
     fn restore(&mut self, item: &Item) -> Result<bool, Failure> {
         match &item.origin {
-            Origin::File { name, stored } => {
-                self.file(&item.rel, name, *stored, None)?;
+            Origin::File {
+                name,
+                stored,
+                mtime,
+            } => {
+                self.file(&item.rel, name, *stored, None, *mtime)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
@@ -664,7 +674,7 @@ impl<'a> Writer<'a> {
                 sha,
                 meta,
             } => {
-                self.file(&item.rel, name, *stored, Some((*size, *sha, *meta)))?;
+                self.file(&item.rel, name, *stored, Some((*size, *sha, *meta)), None)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
@@ -701,6 +711,7 @@ impl<'a> Writer<'a> {
         name: &Path,
         stored: Stored,
         part: Option<(u64, crate::hash::Digest, Meta)>,
+        exact: Option<FileTime>,
     ) -> Result<(), Failure> {
         let store = self.history.store().clone();
         let from = store.display(name);
@@ -713,7 +724,15 @@ impl<'a> Writer<'a> {
         let (content, before) = Content::open(&*store, name, stored).map_err(read_err)?;
         let meta = match part {
             Some((_, _, meta)) => meta,
-            None => before.meta(),
+            None => {
+                let mut meta = before.meta();
+                if let Some(exact) = exact
+                    && exact.unix_seconds() == meta.mtime.unix_seconds()
+                {
+                    meta.mtime = exact;
+                }
+                meta
+            }
         };
         let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
@@ -1060,7 +1079,7 @@ pub fn write_prefix(
         return Err(RestoreError::NotAPrefix(item.rel.clone()));
     };
     let mut writer = Writer::new(scratch, history, stop)?;
-    writer.file(&item.rel, name, *stored, Some((*size, *sha, *meta)))?;
+    writer.file(&item.rel, name, *stored, Some((*size, *sha, *meta)), None)?;
     Ok(scratch.join(&item.rel))
 }
 

@@ -181,7 +181,7 @@ pub fn of_mirror(
         }
         let entry = match &item.origin {
             // Read through the mirror's store when it is archived, never by path.
-            Origin::File { name, stored } => Entry {
+            Origin::File { name, stored, .. } => Entry {
                 rel: item.rel.clone(),
                 kind: EntryKind::File {
                     path: FileAt::Stored(store.clone(), name.clone()),
