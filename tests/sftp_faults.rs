@@ -1126,3 +1126,52 @@ fn a_lost_index_rebuilt_from_a_listing_writes_nothing_again() {
         "the third sync did something{done}"
     );
 }
+
+/// QA: a watcher started while the host cannot be reached said so once and then never
+/// tried again. It must say "reconnecting" in `status`, try again, and mirror everything
+/// once the server is there.
+#[test]
+fn watch_started_while_the_host_is_down_retries_and_mirrors_once_it_is_back() {
+    let _guard = common::watcher::shared();
+    let rig = Rig::new();
+    for i in 0..3 {
+        rig.env
+            .write(format!("before/b{i}.txt"), format!("before {i}"));
+    }
+    rig.sshd.stop();
+    let w = rig.watch("watch");
+    let mut said = String::new();
+    let reconnecting = wait_until(Duration::from_secs(30), || {
+        let out = rig.cmd(["status"]).output().unwrap();
+        said = format!("{}{}", stdout(&out), stderr(&out));
+        said.contains("reconnecting")
+    });
+    assert!(
+        reconnecting,
+        "status never said \"reconnecting\"; it said:\n{said}{}",
+        w.context()
+    );
+    rig.env
+        .write("during.txt", "written while the server was down");
+    rig.sshd.restart();
+    wait_converged(&w, &rig, Duration::from_secs(90));
+}
+
+/// QA: the mirror's folder removed on the server while `watch` runs was never made
+/// again (every write failed with "no such file"). It is made again and filled.
+#[test]
+fn watch_makes_the_remote_folder_again_after_it_was_removed_on_the_server() {
+    let _guard = common::watcher::shared();
+    let rig = Rig::new();
+    for i in 0..3 {
+        rig.env.write(format!("keep/k{i}.txt"), format!("kept {i}"));
+    }
+    let w = rig.watch("watch");
+    let names: Vec<PathBuf> = files(&rig.env.src).into_keys().collect();
+    w.wait_ready(&rig.env.dst, &names);
+    wait_converged(&w, &rig, DEADLINE);
+    fs::remove_dir_all(&rig.env.dst).unwrap();
+    rig.env
+        .write("after.txt", "written after the mirror was removed");
+    wait_converged(&w, &rig, Duration::from_secs(60));
+}
