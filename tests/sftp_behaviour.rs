@@ -307,3 +307,91 @@ fn regression_an_index_copy_of_a_killed_writer_is_not_trusted_without_a_listing(
     // Nothing was copied again: the listing matched what was there.
     assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
 }
+
+/// QA: a DST that is a symlink to a folder on the server was refused ("Failure"); it is
+/// followed, as for a local DST and by rsync (inside the mirror nothing is followed).
+#[test]
+fn a_dst_that_is_a_symlink_to_a_folder_on_the_server_is_followed() {
+    let env = TestEnv::on(Dst::Sftp);
+    env.write("a.txt", "a");
+    let real = env.dir.path().join("real");
+    fs::create_dir_all(&real).unwrap();
+    let link = env.dir.path().join("link");
+    symlink(&real, &link).unwrap();
+    let url = env.sshd.as_ref().unwrap().url(&link);
+    let out = env
+        .cmd(["sync".as_ref(), env.src.as_os_str(), url.as_ref()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(fs::read_to_string(real.join("a.txt")).unwrap(), "a");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // A DST that is a file says so in one line.
+    let file = env.dir.path().join("a-file");
+    fs::write(&file, "x").unwrap();
+    let url = env.sshd.as_ref().unwrap().url(&file);
+    let out = env
+        .cmd(["sync".as_ref(), env.src.as_os_str(), url.as_ref()])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("is not a folder"), "{}", stderr(&out));
+}
+
+/// QA: a lock file that does not say who holds it was taken over at once — but another
+/// process's exclusive create leaves it empty for a moment. Young, it is respected; old
+/// (30 s), it is taken over with a warning.
+#[test]
+fn a_young_lock_without_a_holder_is_respected_and_an_old_one_taken_over() {
+    let env = TestEnv::on(Dst::Sftp);
+    env.write("a.txt", "a");
+    env.sync_ok(&[]);
+    let lock = env.dst.join(".datasafe/lock");
+    fs::write(&lock, "").unwrap();
+    let out = env.sync(&[]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("another datasafe process"),
+        "{}",
+        stderr(&out)
+    );
+    let old = chrono::Utc::now().timestamp() - 120;
+    set_mtime(&lock, old, 0);
+    let out = env.sync(&[]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("does not say who holds it"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// QA: `agent print` with `DATASAFE_SSH_COMMAND` set wrote a unit running plain `ssh`:
+/// the environment's ssh command is carried into the unit as `--ssh-command`.
+#[test]
+fn the_agent_carries_the_environments_ssh_command_into_the_unit() {
+    let env = TestEnv::on(Dst::Sftp);
+    let out = env
+        .cmd([
+            "agent".as_ref(),
+            "print".as_ref(),
+            "--platform".as_ref(),
+            "systemd".as_ref(),
+            env.src.as_os_str(),
+            env.dst_arg().as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let unit = stdout(&out);
+    let ssh = env.sshd.as_ref().unwrap().ssh_command();
+    assert!(unit.contains("--ssh-command"), "{unit}");
+    assert!(unit.contains(&ssh), "{unit}");
+    // A remote DST is not made a path on this machine.
+    assert!(unit.contains("sftp://"), "{unit}");
+}
