@@ -250,10 +250,7 @@ impl Conn {
                 Ok(session) => {
                     let orphans = std::mem::take(&mut *lock(&self.orphans));
                     for path in orphans {
-                        let _ = self.run(false, move |s| {
-                            let path = path.clone();
-                            async move { s.sftp.fs().remove_file(path).await }
-                        });
+                        let _ = self.remove_file(&path);
                     }
                     return Ok(session);
                 }
@@ -392,6 +389,30 @@ impl Conn {
             }
             Err(_) => err,
         }
+    }
+
+    /// `lstat` of a server path (the last component never followed); `None` if
+    /// nothing is there. Sent again on a new connection if the old one was lost.
+    pub(super) fn lstat(&self, path: &str) -> io::Result<Option<super::Stat>> {
+        let path = path.to_string();
+        let found = self.run(true, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().symlink_metadata(path).await }
+        });
+        match found {
+            Ok(meta) => Ok(Some(super::stat_of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the file (or symlink) at a server path; never sent twice.
+    pub(super) fn remove_file(&self, path: &str) -> io::Result<()> {
+        let path = path.to_string();
+        self.run(false, move |s| {
+            let path = path.clone();
+            async move { s.sftp.fs().remove_file(path).await }
+        })
     }
 
     /// Notes a temp file to remove once the connection is back.

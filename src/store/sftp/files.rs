@@ -158,16 +158,7 @@ impl RemoteTemp {
         if !self.folders.beneath(&self.conn, &self.remote, name)? {
             return Ok(None);
         }
-        let path = self.remote.remote_path(name);
-        let found = self.conn.run(true, move |s| {
-            let path = path.clone();
-            async move { s.sftp.fs().symlink_metadata(path).await }
-        });
-        match found {
-            Ok(meta) => Ok(Some(stat_of(&meta))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.conn.lstat(&self.remote.remote_path(name))
     }
 }
 
@@ -238,11 +229,7 @@ impl Staged for RemoteTemp {
         {
             // Plain SFTP rename refuses an existing target (never a folder here).
             if there.kind != Kind::Dir {
-                let path = to.clone();
-                let _ = self.conn.run(false, move |s| {
-                    let path = path.clone();
-                    async move { s.sftp.fs().remove_file(path).await }
-                });
+                let _ = self.conn.remove_file(&to);
             }
         }
         self.conn.run(false, move |s| {
@@ -293,9 +280,6 @@ impl Drop for RemoteTemp {
             self.conn.orphan(path);
             return;
         }
-        let _ = self.conn.run(false, move |s| {
-            let path = path.clone();
-            async move { s.sftp.fs().remove_file(path).await }
-        });
+        let _ = self.conn.remove_file(&path);
     }
 }

@@ -13,7 +13,6 @@
 //! while `watch` runs is seen once the store forgets it (a restart, or its removal).
 
 use super::conn::Conn;
-use super::stat_of;
 use crate::config::Remote;
 use crate::model::Kind;
 use std::collections::BTreeSet;
@@ -50,18 +49,11 @@ impl Folders {
             }
             // lstat: the last component is never followed, and those before it are
             // folders already found real.
-            let path = remote.remote_path(folder);
-            let found = conn.run(true, move |s| {
-                let path = path.clone();
-                async move { s.sftp.fs().symlink_metadata(path).await }
-            });
-            match found {
-                Ok(meta) if stat_of(&meta).kind == Kind::Dir => {
+            match conn.lstat(&remote.remote_path(folder))? {
+                Some(found) if found.kind == Kind::Dir => {
                     self.lock().insert(folder.to_path_buf());
                 }
-                Ok(_) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(e),
+                _ => return Ok(false),
             }
         }
         Ok(true)

@@ -140,11 +140,7 @@ pub(super) fn take(conn: Arc<Conn>, path: &str) -> Result<Held, PrepareError> {
                 age.as_secs()
             );
         }
-        let p = path.to_string();
-        let _ = conn.run(false, move |s| {
-            let p = p.clone();
-            async move { s.sftp.fs().remove_file(p).await }
-        });
+        let _ = conn.remove_file(path);
     }
     Err(PrepareError::Locked(format!(
         "the lock of {url} changed hands while it was being taken; run again"
@@ -260,11 +256,7 @@ impl Drop for Held {
             && let Ok(Some((content, _))) = read(&self.conn, &self.path)
             && content == self.content
         {
-            let p = self.path.clone();
-            let _ = self.conn.run(false, move |s| {
-                let p = p.clone();
-                async move { s.sftp.fs().remove_file(p).await }
-            });
+            let _ = self.conn.remove_file(&self.path);
         }
     }
 }

@@ -207,16 +207,7 @@ impl Sftp {
 
     /// `lstat` of a server path; `None` if nothing is there.
     fn stat_path(&self, path: &str) -> io::Result<Option<Stat>> {
-        let path = path.to_string();
-        let found = self.conn.run(true, move |s| {
-            let path = path.clone();
-            async move { s.sftp.fs().symlink_metadata(path).await }
-        });
-        match found {
-            Ok(meta) => Ok(Some(stat_of(&meta))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.conn.lstat(path)
     }
 
     /// Runs a request on one path that changes the store (never sent twice).
@@ -596,11 +587,7 @@ impl Store for Sftp {
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
         self.require(name)?;
-        let path = self.path(name);
-        self.change(|s| {
-            let path = path.clone();
-            async move { s.sftp.fs().remove_file(path).await }
-        })
+        self.conn.remove_file(&self.path(name))
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
