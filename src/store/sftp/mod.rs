@@ -65,21 +65,28 @@ struct Writing {
 impl Sftp {
     /// Connects to `remote` as a store that reads (no lock, nothing written there).
     pub fn open(remote: &Remote) -> io::Result<Sftp> {
-        let store = Sftp {
+        let store = Sftp::connect(remote)?;
+        store.cache.refresh(&store, cache::Role::Reader)?;
+        Ok(store)
+    }
+
+    /// Connects to `remote`; its local index is not looked at yet (a reader refreshes
+    /// it at once, a writer once it holds the lock, in [`Store::prepare`]).
+    fn connect(remote: &Remote) -> io::Result<Sftp> {
+        Ok(Sftp {
             conn: Conn::open(remote)?,
             cache: cache::Cache::of(remote)?,
             writing: None,
             gone: std::sync::atomic::AtomicBool::new(false),
             folders: Arc::default(),
-        };
-        store.cache.refresh(&store, cache::Role::Reader)?;
-        Ok(store)
+        })
     }
 
     /// Connects to `remote` and creates its folder (and the folders it is in) if
     /// missing, as a store not yet prepared for writing.
     pub fn create(remote: &Remote) -> Result<Sftp, PrepareError> {
-        let store = Sftp::open(remote).map_err(|e| PrepareError::Unwritable(e.to_string()))?;
+        // Not `open`: the index is refreshed once, under the lock (`prepare`).
+        let store = Sftp::connect(remote).map_err(|e| PrepareError::Unwritable(e.to_string()))?;
         store.make_root().map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
                 PrepareError::Unwritable(format!("destination {}: {e}", remote.url()))
