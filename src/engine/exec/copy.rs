@@ -10,6 +10,7 @@ use crate::model::{Entry, Kind, Meta};
 use crate::model::{Record, Stored};
 use crate::platform;
 use crate::store::{Staged, TempFile};
+use filetime::FileTime;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
@@ -208,7 +209,8 @@ impl Executor {
         prefix_at: Option<u64>,
     ) -> Result<Streamed, OpError> {
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
+        // No bigger than the file: zeroing a whole chunk per small file shows.
+        let mut buf = vec![0u8; usize::try_from(limit).map_or(CHUNK, |n| n.min(CHUNK))];
         let mut total = 0u64;
         let mut prefix = None;
         if prefix_at == Some(0) {
@@ -340,9 +342,15 @@ impl Executor {
         // The same source state written again (a run killed before its index was
         // saved) keeps no version; size and mtime say so cheaply, the content makes sure
         // (a copy edited behind datasafe's back with its mtime put back is kept).
+        // A store that keeps whole seconds (SFTP) holds the time cut to its second.
+        let whole_seconds = !self.store.caps().nanosecond_mtimes;
+        let same_time = |a: FileTime, b: FileTime| {
+            a == b || (whole_seconds && a.unix_seconds() == b.unix_seconds())
+        };
         let same = new.is_some_and(|(meta, stored, sha)| {
             old.is_some_and(|old| {
-                old.mtime == meta.mtime && (stored == Stored::Gzip || old.size == meta.size)
+                same_time(old.mtime, meta.mtime)
+                    && (stored == Stored::Gzip || old.size == meta.size)
             }) && self.stored_digest(name, stored).ok() == Some(sha)
         });
         // The index's digest is trusted only for the file it describes: for a plain

@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 
 /// How long one request may wait for its answer before the connection counts as dead.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+pub(super) const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// ssh's keep-alive: a server silent for `INTERVAL × COUNT` seconds ends the connection.
 const ALIVE_INTERVAL: u32 = 5;
 const ALIVE_COUNT: u32 = 3;
@@ -53,23 +53,32 @@ pub fn set_patience(patience: Duration) {
     );
 }
 
-/// The runtime every SFTP session of this process runs on.
-pub(super) fn runtime() -> io::Result<&'static Runtime> {
-    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+/// The runtime every SFTP session of this process runs on: one thread ("sftp") drives
+/// the connections' I/O (each session's read and flush tasks, ssh's pipes, timers); a
+/// caller's future runs on the caller's own thread ([`block_on`]) and only waits there.
+/// One thread and no work-stealing scheduler: a round trip wakes that thread and the
+/// waiting caller, nothing else (a multi-thread runtime also woke its idle workers, and
+/// the wake-ups, not the bytes, were most of a small file's cost).
+pub(super) fn runtime() -> io::Result<&'static Handle> {
+    static RUNTIME: OnceLock<Result<Handle, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("sftp")
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("sftp".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
         })
         .as_ref()
         .map_err(|e| io::Error::other(format!("cannot start the SFTP runtime: {e}")))
 }
 
-/// Runs `future` to completion from a plain thread.
+/// Runs `future` to completion from a plain thread (never from inside the runtime).
 pub(super) fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
     Ok(runtime()?.block_on(future))
 }
@@ -194,6 +203,11 @@ impl Conn {
     }
 
     /// Connections made so far (more than 1: it was lost and made again).
+    pub(super) fn is_current(&self, number: u64) -> bool {
+        matches!(&*lock(&self.link), Link::Up(session) if session.number == number)
+    }
+
+    /// How many connections were made so far.
     pub fn connections(&self) -> u64 {
         self.made.load(Ordering::Relaxed)
     }
@@ -672,7 +686,7 @@ fn split_words(line: &str) -> Option<Vec<String>> {
 }
 
 /// A mutex's guard, even if a panicking thread poisoned it (the state stays usable).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -4,9 +4,11 @@
 //! - The connection (`conn`) is the user's own `ssh -s sftp`, one per mirror, its
 //!   requests pipelined for all workers, brought back with backoff when it is lost.
 //! - Files are written as on a local disk: to a temp name in `DST/.datasafe/tmp/`
-//!   created exclusively, mode and mtime set on the open handle, `fsync@openssh.com`
-//!   where offered, then `posix-rename@openssh.com` to the final name (`files`). A
-//!   killed run leaves only temp files, which the next [`Store::prepare`] sweeps.
+//!   created exclusively (a few ahead of need: `ahead`), mode and mtime set on the
+//!   open handle, `fsync@openssh.com` where offered, then `posix-rename@openssh.com` to
+//!   the final name, a file's requests sent together where the protocol allows
+//!   (`files`). A killed run leaves only temp files, which the next [`Store::prepare`]
+//!   sweeps.
 //! - The one-writer lock is `DST/.datasafe/lock`, created exclusively, holding pid, host
 //!   and time, its mtime renewed while it is held (`lock`).
 //! - The index is a local file (`$XDG_STATE_HOME/datasafe/remote/…`, keyed by the URL),
@@ -18,6 +20,7 @@
 //! to a name is checked to be a real folder first (`folders`); mtimes are whole seconds
 //! (SFTP version 3).
 
+mod ahead;
 mod cache;
 pub mod conn;
 mod files;
@@ -54,6 +57,9 @@ pub struct Sftp {
 
 /// What a prepared store holds.
 struct Writing {
+    /// Temp files opened ahead of need (closed and removed while the lock is still
+    /// held: fields drop in order).
+    ahead: ahead::Ahead,
     /// The lock file, renewed while held, removed when dropped.
     _lock: lock::Held,
     /// Temp names made so far.
@@ -264,10 +270,20 @@ fn stat_of(meta: &MetaData) -> Stat {
     }
 }
 
+/// The mtime in whole seconds as [`meta_of`] sends it: SFTP version 3 carries an
+/// unsigned 32-bit count of seconds, so a time before 1970 or after 2106 is sent as
+/// the epoch.
+fn sent_seconds(mtime: FileTime) -> i64 {
+    match u32::try_from(mtime.unix_seconds()) {
+        Ok(seconds) => i64::from(seconds),
+        Err(_) => 0,
+    }
+}
+
 /// Attributes that set mode and mtime (atime too, to the same value).
 fn meta_of(mode: u32, mtime: FileTime) -> MetaData {
     let time = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(mtime.unix_seconds()).unwrap_or(0));
+        + Duration::from_secs(u64::try_from(sent_seconds(mtime)).unwrap_or(0));
     let stamp = UnixTimeStamp::new(time)
         .unwrap_or_else(|_| UnixTimeStamp::new(SystemTime::UNIX_EPOCH).expect("epoch fits"));
     let perm = Permissions::from((mode & 0o7777) as u16);
@@ -435,6 +451,7 @@ impl Store for Sftp {
             }
         }
         self.writing = Some(Writing {
+            ahead: ahead::Ahead::new(self.conn.clone()),
             _lock: held,
             next_tmp: Arc::new(AtomicU64::new(0)),
             published: Mutex::new(cache::Publishing::default()),
@@ -447,48 +464,46 @@ impl Store for Sftp {
     }
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
-        self.writing()?;
-        let name = self.temp_name();
-        let path = self.path(&name);
-        let asked = path.clone();
-        let file = self.conn.run(false, move |s| {
-            let path = path.clone();
-            async move {
-                let file = s
-                    .sftp
-                    .options()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-                    .await?;
-                Ok((file, s.number))
-            }
-        });
-        let file = match file {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // No temp folder: DST was removed on the server. Said once by the
-                // watcher, which makes it again.
-                if matches!(self.stat(&layout::tmp()), Ok(None)) {
-                    self.gone.store(true, Ordering::Relaxed);
+        let writing = self.writing()?;
+        let name = || self.temp_name();
+        // A create sent on a connection lost since is passed over (its file removed once
+        // the connection is back); there are at most so many of them.
+        let mut passed = 0;
+        loop {
+            let opening = writing.ahead.next(&name)?;
+            let (name, number) = (opening.name.clone(), opening.number);
+            match opening.wait(&self.conn) {
+                Ok(file) if self.conn.is_current(number) => {
+                    return Ok(Box::new(files::RemoteTemp::new(
+                        self.conn.clone(),
+                        self.remote().clone(),
+                        self.folders.clone(),
+                        name,
+                        Some((file, number)),
+                    )));
                 }
-                return Err(e);
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // No temp folder: DST was removed on the server. Said once by the
+                    // watcher, which makes it again.
+                    if matches!(self.stat(&layout::tmp()), Ok(None)) {
+                        self.gone.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+                Err(e) if e.kind() != io::ErrorKind::ConnectionAborted => return Err(e),
                 // The server may have made the file before the connection went, its
                 // answer lost: removed once the connection is back.
-                self.conn.orphan(asked);
-                return Err(e);
+                failed => {
+                    self.conn.orphan(self.path(&name));
+                    passed += 1;
+                    if let Err(e) = failed
+                        && (passed > 2 * ahead::AHEAD || self.conn.is_current(number))
+                    {
+                        return Err(e);
+                    }
+                }
             }
-            other => other?,
-        };
-        Ok(Box::new(files::RemoteTemp::new(
-            self.conn.clone(),
-            self.remote().clone(),
-            self.folders.clone(),
-            name,
-            Some(file),
-        )))
+        }
     }
 
     fn temp_symlink(&self, target: &Path, _mtime: FileTime) -> io::Result<Box<dyn Staged>> {
@@ -706,8 +721,12 @@ impl Store for Sftp {
         if !self.conn.is_up() {
             return Ok(());
         }
-        self.cache
-            .publish(self, &writing.published, cache::Publish::IfDue)
+        let published = self
+            .cache
+            .publish(self, &writing.published, cache::Publish::IfDue);
+        // Nothing is being written: no temp file waits open in the mirror.
+        writing.ahead.clear();
+        published
     }
 }
 
