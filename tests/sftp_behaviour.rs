@@ -395,3 +395,34 @@ fn the_agent_carries_the_environments_ssh_command_into_the_unit() {
     // A remote DST is not made a path on this machine.
     assert!(unit.contains("sftp://"), "{unit}");
 }
+
+/// A file that is already in the mirror but not in the index (a pass whose answer to an
+/// install was lost with the connection, then resumed) is written again without a
+/// version of itself: the server keeps whole seconds, so the time it reports is the
+/// source's cut to its second, and the content is the same.
+#[test]
+fn regression_a_file_already_in_the_mirror_unrecorded_is_not_kept_as_a_version_of_itself() {
+    let env = TestEnv::on(Dst::Sftp);
+    tree(&env);
+    env.sync_ok(&[]);
+    // The source's time has a fraction of a second; the copy that is already in DST
+    // (written behind the index's back) has the same content and time.
+    env.write("late.txt", "late content");
+    let mtime = filetime::FileTime::from_unix_time(1_700_000_000, 500_000_000);
+    filetime::set_file_mtime(env.src.join("late.txt"), mtime).unwrap();
+    fs::copy(env.src.join("late.txt"), env.dst.join("late.txt")).unwrap();
+    filetime::set_file_mtime(env.dst.join("late.txt"), mtime).unwrap();
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 1, "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains("Kept version"),
+        "a version of identical content was kept:\n{}",
+        stdout(&out)
+    );
+    let versions = env.dst.join(".datasafe/versions");
+    let kept: Vec<_> = fs::read_dir(&versions)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "versions kept: {kept:?}");
+    env.assert_mirrored(false);
+}

@@ -79,7 +79,9 @@ impl Ahead {
     pub fn next(&self, name: &dyn Fn() -> PathBuf) -> io::Result<Opening> {
         let mut queue = lock(&self.queue);
         let now = Instant::now();
-        let quick = queue.last.is_some_and(|last| now.duration_since(last) < QUICK);
+        let quick = queue
+            .last
+            .is_some_and(|last| now.duration_since(last) < QUICK);
         queue.last = Some(now);
         let want = if quick { AHEAD + 1 } else { 1 };
         while queue.openings.len() < want {
