@@ -423,6 +423,46 @@ fn sshd_killed_mid_upload_and_left_down_the_sync_ends_in_bounded_time() {
     assert_converged(&rig.env.src, &rig.env.dst, "the sync after the restart");
 }
 
+/// Ctrl-C while the server is gone: the sync stops waiting for it at once (what is in
+/// flight cannot finish without it; the index is saved locally) and dies by SIGINT, not
+/// after its minute of patience.
+#[test]
+fn ctrl_c_while_the_server_is_down_ends_the_sync_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let rig = Rig::new();
+    big_files(&rig.env, "big", 40, 256 * 1024, 768 * 1024, 5);
+    let source = files(&rig.env.src);
+    let mut run = rig.spawn(rig.sync_cmd(&[]), "sync");
+    wait_landed(&mut run, &rig.env.dst, 5, &rig);
+    rig.sshd.kill_all();
+    // Waiting for the server now (a request in flight finds it gone at once).
+    assert!(
+        wait_until(Duration::from_secs(30), || run
+            .stderr()
+            .contains("lost the connection")),
+        "the loss was not noticed{}",
+        run.context()
+    );
+    let asked = Instant::now();
+    unsafe {
+        libc::kill(run.child.id() as i32, libc::SIGINT);
+    }
+    let status = run.wait(run.started.elapsed() + Duration::from_secs(50));
+    let done = run.done(status);
+    let after = asked.elapsed();
+    eprintln!("ended {after:?} after Ctrl-C{done}");
+    assert!(
+        after <= Duration::from_secs(10),
+        "took {after:?} after Ctrl-C (the patience is 60 s){done}"
+    );
+    assert_eq!(done.status.signal(), Some(libc::SIGINT), "{done}");
+    assert_not_torn(&rig.env.dst, &[&source], "the interrupted sync");
+    rig.sshd.restart();
+    rig.sync(&[], "again", Duration::from_secs(120))
+        .expect(0, &rig);
+    assert_converged(&rig.env.src, &rig.env.dst, "the sync after the restart");
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. The network cut or gone silent between client and server
 // ---------------------------------------------------------------------------------------

@@ -172,5 +172,6 @@ pub(super) fn install_stop_handler(message: &'static str) -> Result<Arc<AtomicBo
         logging::print_line(true, message);
     })
     .map_err(StartError::StopHandler)?;
+    crate::store::sftp::conn::give_up_on(stop.clone());
     Ok(stop)
 }

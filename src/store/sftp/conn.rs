@@ -53,6 +53,19 @@ pub fn set_patience(patience: Duration) {
     );
 }
 
+/// Set once the user asked the process to stop (see [`give_up_on`]).
+static STOP: OnceLock<Arc<std::sync::atomic::AtomicBool>> = OnceLock::new();
+
+/// Makes requests stop waiting for a lost connection once `stop` is set (Ctrl-C): what
+/// is in flight cannot finish without the server, and the index is saved locally.
+pub fn give_up_on(stop: Arc<std::sync::atomic::AtomicBool>) {
+    let _ = STOP.set(stop);
+}
+
+fn stopping() -> bool {
+    STOP.get().is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
 /// The runtime every SFTP session of this process runs on: one thread ("sftp") drives
 /// the connections' I/O (each session's read and flush tasks, ssh's pipes, timers); a
 /// caller's future runs on the caller's own thread ([`block_on`]) and only waits there.
@@ -276,7 +289,7 @@ impl Conn {
                     };
                     let deadline =
                         *since + Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed));
-                    if now >= deadline {
+                    if now >= deadline || stopping() {
                         return Err(e);
                     }
                     // The backoff's next step may fall after the deadline: one last try
@@ -284,9 +297,13 @@ impl Conn {
                     if *next > deadline {
                         *next = deadline;
                     }
-                    let wait = next.saturating_duration_since(now);
+                    let until = *next;
                     drop(link);
-                    std::thread::sleep(wait);
+                    // In short steps: Ctrl-C ends the wait.
+                    while Instant::now() < until && !stopping() {
+                        let left = until.saturating_duration_since(Instant::now());
+                        std::thread::sleep(left.min(Duration::from_millis(100)));
+                    }
                 }
             }
         }
