@@ -600,6 +600,76 @@ fn wait_converged(w: &Watcher, rig: &Rig, limit: Duration) {
     }
 }
 
+/// Several pairs in one watcher: while one pair's server is silent (a try to reach it
+/// takes ssh's whole connect timeout, 15 s), the process's other pair mirrors its
+/// changes as usual, and the silent pair catches up once its server answers again.
+#[test]
+fn a_silent_server_of_one_pair_does_not_hold_up_the_other_pairs() {
+    let _guard = common::watcher::shared();
+    let mut rig = Rig::new();
+    let proxy = Proxy::start(rig.sshd.port());
+    rig.url = rig.sshd.url_via(&proxy, &rig.env.dst);
+    let (src2, dst2) = (
+        rig.env.dir.path().join("src2"),
+        rig.env.dir.path().join("dst2"),
+    );
+    fs::create_dir_all(&src2).unwrap();
+    fs::write(src2.join("local.txt"), "the local pair").unwrap();
+    rig.env.write("remote.txt", "the remote pair");
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let config = rig.env.dir.path().join("pairs.toml");
+    fs::write(
+        &config,
+        format!(
+            "debounce = \"50ms\"\n\n[[mirror]]\nsource = {}\ndest = {}\n\n\
+             [[mirror]]\nsource = {}\ndest = {}\n",
+            q(rig.env.src.to_str().unwrap()),
+            q(&rig.url),
+            q(src2.to_str().unwrap()),
+            q(dst2.to_str().unwrap()),
+        ),
+    )
+    .unwrap();
+    let cmd = rig.cmd(["watch".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let (child, out, err) = rig.start(cmd, "watch");
+    let w = Watcher { child, out, err };
+    w.wait_ready(&dst2, &[PathBuf::from("local.txt")]);
+    w.wait_ready(&rig.env.dst, &[PathBuf::from("remote.txt")]);
+
+    // The remote pair's server goes silent: its connection is cut and new ones hang.
+    proxy.blackhole(true);
+    proxy.cut();
+    rig.env
+        .write("remote.txt", "changed while the server is silent");
+    let lost = wait_until(Duration::from_secs(30), || {
+        w.stderr().contains("lost the connection") || w.stdout().contains("lost the connection")
+    });
+    assert!(lost, "the cut was not noticed{}", w.context());
+    // The other pair goes on: one change after another, each mirrored within seconds,
+    // for longer than the silent server's connect timeout.
+    let since = Instant::now();
+    let mut i = 0;
+    while since.elapsed() < Duration::from_secs(20) {
+        let name = format!("meanwhile-{i}.txt");
+        fs::write(src2.join(&name), format!("change {i}")).unwrap();
+        let mirrored = wait_until(Duration::from_secs(8), || dst2.join(&name).exists());
+        assert!(
+            mirrored,
+            "{name} was not mirrored by the local pair within 8 s, {:?} into the other \
+             pair's silence{}",
+            since.elapsed(),
+            w.context()
+        );
+        i += 1;
+    }
+    proxy.blackhole(false);
+    let back = wait_until(Duration::from_secs(120), || {
+        fs::read_to_string(rig.env.dst.join("remote.txt")).unwrap_or_default()
+            == "changed while the server is silent"
+    });
+    assert!(back, "the remote pair did not catch up{}", w.context());
+}
+
 #[test]
 fn watch_reconnects_after_sshd_comes_back_and_mirrors_what_changed_meanwhile() {
     let _guard = common::watcher::shared();

@@ -12,7 +12,7 @@ use crate::engine::mirror::{Applied, Mirror};
 use crate::engine::plan::Held;
 use crate::engine::repair::Check;
 use crate::output::logging;
-use crate::output::names::esc;
+use crate::output::names::{esc, io_message};
 use crate::output::report::Summary;
 use crate::platform::{RootId, root_id};
 use crate::watch::{Hint, Watch, WatchError};
@@ -65,6 +65,10 @@ pub(super) struct Watched {
     pub(super) last_reopen: Option<Instant>,
     /// How long to wait before the next try to reach a remote DST again.
     pub(super) reopen_wait: Duration,
+    /// A try to reach a remote DST under way, on a thread of its own: ssh may take its
+    /// whole connect timeout to give up on a silent host, and the other pairs of the
+    /// process go on meanwhile.
+    pub(super) probe: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     /// The source root's identity when the pair started: the folder being mirrored.
     pub(super) identity: Option<RootId>,
     /// The identity last reported while paused for another one (said once each).
@@ -93,6 +97,7 @@ impl Watched {
             installed: false,
             last_reopen: None,
             reopen_wait: FIRST_RECONNECT,
+            probe: None,
             identity: None,
             seen: None,
         }
@@ -359,7 +364,20 @@ impl Watched {
             Some(_) => self.reopen_wait,
             None => RETRY,
         };
-        if self.last_reopen.is_some_and(|t| t.elapsed() < wait) {
+        // A remote DST is reopened only once a try on the side reached it.
+        let probed = match self.probe.take() {
+            Some(probe) if !probe.is_finished() => {
+                self.probe = Some(probe);
+                return;
+            }
+            Some(probe) => Some(
+                probe
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the try to connect failed"))),
+            ),
+            None => None,
+        };
+        if probed.is_none() && self.last_reopen.is_some_and(|t| t.elapsed() < wait) {
             return;
         }
         self.last_reopen = Some(Instant::now());
@@ -368,7 +386,7 @@ impl Watched {
         };
         let dst = &self.settings.config.pair.dst.display();
         match &remote {
-            Some(remote) if self.reopen_wait == FIRST_RECONNECT => log::warn!(
+            Some(remote) if self.reopen_wait == FIRST_RECONNECT && probed.is_none() => log::warn!(
                 "cannot write {} (the connection to {} was lost, or the folder is gone); \
                  reconnecting (changes to {} are collected and mirrored once it is back)",
                 esc(dst),
@@ -382,6 +400,30 @@ impl Watched {
                 esc(dst),
                 esc(&self.settings.config.pair.src)
             ),
+        }
+        if remote.is_some() {
+            match probed {
+                None => {
+                    let dst = self.settings.config.pair.dst.clone();
+                    self.probe = std::thread::Builder::new()
+                        .name("reconnect".into())
+                        .spawn(move || crate::store::reachable(&dst))
+                        .ok();
+                    if self.probe.is_some() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    log::error!(
+                        "{}; trying again in {}",
+                        io_message(&e),
+                        human_duration(self.reopen_wait)
+                    );
+                    self.reopen_wait = (self.reopen_wait * 2).min(RETRY * 6);
+                    return;
+                }
+                Some(Ok(())) => {}
+            }
         }
         match mirror.reopen() {
             Ok(()) => {

@@ -90,6 +90,22 @@ pub fn create(dst: &Dest) -> Result<Box<dyn Store>, PrepareError> {
     }
 }
 
+/// Whether a remote DST can be reached now: one connection made and closed (`Ok` at
+/// once for a local folder). May take as long as ssh's connect timeout: callers that
+/// must not stall run it on a thread of its own.
+pub fn reachable(dst: &Dest) -> io::Result<()> {
+    match dst {
+        Dest::Local(_) => Ok(()),
+        #[cfg(unix)]
+        Dest::Sftp(remote) => sftp::conn::Conn::open(remote).map(drop),
+        #[cfg(not(unix))]
+        Dest::Sftp(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SFTP destinations need a Unix system (they run the system's ssh)",
+        )),
+    }
+}
+
 /// What a name in a store is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {

@@ -35,6 +35,13 @@ const ALIVE_INTERVAL: u32 = 5;
 const ALIVE_COUNT: u32 = 3;
 /// How long ssh may take to connect.
 const CONNECT_TIMEOUT: u32 = 15;
+
+/// How long the first connection of a store may take: ssh's own timeout, the SFTP
+/// start-up after it, and a margin.
+const FULL_CONNECT: Duration = Duration::from_secs(CONNECT_TIMEOUT as u64 + 20);
+
+/// The least time a try to connect again is given.
+const MIN_CONNECT: Duration = Duration::from_secs(2);
 /// The first wait between connection attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -148,6 +155,18 @@ enum Link {
     },
 }
 
+impl Link {
+    /// How long requests still wait for the connection to come back (see
+    /// [`set_patience`]); all of it while connected.
+    fn patience_left(&self) -> Duration {
+        let patience = Duration::from_millis(PATIENCE_MS.load(Ordering::Relaxed));
+        match self {
+            Link::Up(_) => patience,
+            Link::Down { since, .. } => patience.saturating_sub(since.elapsed()),
+        }
+    }
+}
+
 /// The connection of one remote mirror.
 pub struct Conn {
     remote: Remote,
@@ -195,7 +214,7 @@ impl Conn {
             stderr: Arc::new(Mutex::new(String::new())),
             orphans: Mutex::new(Vec::new()),
         });
-        conn.session_now()?;
+        conn.session_now(FULL_CONNECT)?;
         Ok(conn)
     }
 
@@ -225,8 +244,9 @@ impl Conn {
         self.made.load(Ordering::Relaxed)
     }
 
-    /// The session, connecting if it is down and a try is due; else the last reason.
-    fn session_now(&self) -> io::Result<Arc<Session>> {
+    /// The session, connecting if it is down and a try is due (given up after `limit`,
+    /// ssh killed); else the last reason.
+    fn session_now(&self, limit: Duration) -> io::Result<Arc<Session>> {
         let mut link = lock(&self.link);
         match &*link {
             Link::Up(session) => return Ok(session.clone()),
@@ -247,7 +267,12 @@ impl Conn {
         if was_up && wait == FIRST_BACKOFF {
             log::info!("connecting to {} again", self.remote.destination());
         }
-        match block_on(self.connect())? {
+        let made = block_on(async {
+            tokio::time::timeout(limit, self.connect())
+                .await
+                .unwrap_or_else(|_| Err("the server did not answer in time".to_string()))
+        })?;
+        match made {
             Ok(session) => {
                 let session = Arc::new(session);
                 *link = Link::Up(session.clone());
@@ -273,7 +298,11 @@ impl Conn {
     /// the patience ([`set_patience`]) after it was lost; after that, failing at once.
     pub(super) fn session(&self) -> io::Result<Arc<Session>> {
         loop {
-            match self.session_now() {
+            // A try made while waiting takes no longer than the wait has left (a
+            // watcher's few seconds: it must not stall the other pairs of its
+            // process), but at least a couple of seconds, so a slow link can answer.
+            let left = lock(&self.link).patience_left();
+            match self.session_now(left.max(MIN_CONNECT)) {
                 Ok(session) => {
                     let orphans = std::mem::take(&mut *lock(&self.orphans));
                     for path in orphans {
