@@ -50,6 +50,9 @@ impl Opening {
 /// creates go ahead.
 const QUICK: Duration = Duration::from_millis(100);
 
+/// How long without a temp file asked for makes the creates under way pointless.
+const IDLE: Duration = Duration::from_secs(2);
+
 /// The creates under way, oldest first.
 pub(super) struct Ahead {
     conn: Arc<Conn>,
@@ -102,6 +105,17 @@ impl Ahead {
             .openings
             .pop_front()
             .ok_or_else(|| io::Error::other("no temp file under way"))
+    }
+
+    /// [`Ahead::clear`] once no temp file was asked for in a while (a burst of changes
+    /// is over; between its batches the creates stay).
+    pub fn clear_if_idle(&self) {
+        let idle = lock(&self.queue)
+            .last
+            .is_none_or(|last| last.elapsed() >= IDLE);
+        if idle {
+            self.clear();
+        }
     }
 
     /// Closes and removes the temp files opened ahead and not used (the connection

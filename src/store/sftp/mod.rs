@@ -724,8 +724,8 @@ impl Store for Sftp {
         let published = self
             .cache
             .publish(self, &writing.published, cache::Publish::IfDue);
-        // Nothing is being written: no temp file waits open in the mirror.
-        writing.ahead.clear();
+        // Nothing is being written: no temp file waits open in the mirror for long.
+        writing.ahead.clear_if_idle();
         published
     }
 }
