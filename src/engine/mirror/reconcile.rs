@@ -5,6 +5,7 @@
 
 use super::Mirror;
 use super::guard::Adopting;
+use super::prefetch::Walk;
 use super::pump::pump;
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
@@ -12,7 +13,7 @@ use crate::engine::scan::{self, DestItem, ScanRules, Scanned};
 use crate::engine::source::{self, Source};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind, Meta};
-use crate::model::{MirrorState, Record, Stored};
+use crate::model::{MirrorState, NameHasher, NameSet, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::Reader;
 use crossbeam_channel::{Sender, bounded};
@@ -33,7 +34,7 @@ const PRUNE_GAP_S: i64 = 3600;
 #[derive(Default)]
 pub(super) struct ScanReport {
     /// Every name the source maps to in DST.
-    pub(super) targets: HashSet<OsString>,
+    pub(super) targets: NameSet,
     /// Entries the planner found current (checked against DST's names afterwards).
     pub(super) unchanged: Vec<Entry>,
     /// Every source folder walked, and whether its recorded mode/mtime differ.
@@ -82,7 +83,12 @@ impl Mirror {
         {
             // A second, read-only connection loads in parallel; it sees committed rows.
             self.commit();
+            // Read before DST was reached, if the index has not changed since.
+            let preloaded = self.prefetch.index.take();
             DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
+                if let Some(state) = preloaded.and_then(|p| p.take(&state_dir)) {
+                    return Some(state);
+                }
                 Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
                     .unwrap_or_else(|e| {
@@ -105,7 +111,9 @@ impl Mirror {
             .mode
             .reader()
             .is_some_and(|dst| !dst.caps().nanosecond_mtimes);
-        let (report, known) = {
+        // SRC walked while DST was reached, for the first full pass.
+        let walked = self.prefetch.walk.take().filter(|_| full);
+        let (mut report, known) = {
             let (rules, stop, opts) = (&self.rules, &self.stop, &opts);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
@@ -117,7 +125,7 @@ impl Mirror {
                 scanned,
                 move |actions| {
                     scan_and_plan(
-                        &pair.src, scope, rules, known_rx, opts, actions, stop, scanned,
+                        &pair.src, scope, rules, walked, known_rx, opts, actions, stop, scanned,
                     )
                 },
             )
@@ -135,21 +143,27 @@ impl Mirror {
             self.follow_up(&report, &listing, &known, rebuilding, full);
         // Digests a content check learned for files that stay as they are: recorded, so
         // `verify` can check them from now on.
-        let unchanged: HashSet<PathBuf> = report
-            .unchanged
-            .iter()
-            .filter_map(|e| plan::target_name(e, &self.cfg.plan))
-            .collect();
-        for name in learned
-            .into_iter()
-            .filter(|_| self.mode.executor().is_some())
-        {
-            let path = PathBuf::from(&name);
-            if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
-                self.tally.index.put(&path, record);
+        if !learned.is_empty() && self.mode.executor().is_some() {
+            let unchanged: HashSet<PathBuf> = report
+                .unchanged
+                .iter()
+                .filter_map(|e| plan::target_name(e, &self.cfg.plan))
+                .collect();
+            for name in learned {
+                let path = PathBuf::from(&name);
+                if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
+                    self.tally.index.put(&path, record);
+                }
             }
         }
-        drop((known, listing));
+        // A map and a listing of every name take a while to free: not on this thread.
+        let unchanged = std::mem::take(&mut report.unchanged);
+        drop_elsewhere((
+            known,
+            listing,
+            unchanged,
+            std::mem::take(&mut report.targets),
+        ));
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
         }
@@ -230,7 +244,7 @@ impl Mirror {
             // readdir gives each name's type for free: what stands in DST as another type
             // than the index says (a folder flipped to a file behind datasafe's back) is
             // written again like a missing name, without a `stat`.
-            let present: HashMap<&OsStr, Kind> = listing
+            let present: HashMap<&OsStr, Kind, NameHasher> = listing
                 .iter()
                 .map(|i| (i.rel.as_os_str(), i.kind))
                 .collect();
@@ -517,6 +531,14 @@ impl DestSide {
     }
 }
 
+/// Frees `big` on another thread, so that the pass goes on meanwhile (a no-op pass of
+/// 100k files otherwise spends tens of milliseconds freeing its maps and listings).
+fn drop_elsewhere<T: Send + 'static>(big: T) {
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(big));
+}
+
 /// The mode and mtime of a source folder (the root is followed if it is a link).
 fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
     let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
@@ -531,6 +553,7 @@ fn scan_and_plan(
     src: &Path,
     scope: &Path,
     rules: &ScanRules,
+    walked: Option<Walk>,
     known_rx: crossbeam_channel::Receiver<MirrorState>,
     opts: &PlanOptions,
     actions: &Sender<Action>,
@@ -543,7 +566,7 @@ fn scan_and_plan(
     };
     let mut known: Option<MirrorState> = None;
     let mut waiting: Vec<Entry> = Vec::new();
-    scan::walk_source(src, scope, rules, |item| {
+    let visit = |item| {
         if stop.load(Ordering::Relaxed) {
             report.complete = false;
             return ControlFlow::Break(());
@@ -563,7 +586,11 @@ fn scan_and_plan(
         scanned.fetch_add(1, Ordering::Relaxed);
         if known.is_none() {
             match known_rx.try_recv() {
-                Ok(state) => known = Some(state),
+                Ok(state) => {
+                    // About one target per record (grown once, not rehashed many times).
+                    report.targets.reserve(state.len());
+                    known = Some(state);
+                }
                 Err(_) => {
                     waiting.push(entry);
                     return ControlFlow::Continue(());
@@ -577,9 +604,22 @@ fn scan_and_plan(
             plan_one(src, entry, known, opts, actions, &mut report)?;
         }
         ControlFlow::Continue(())
-    });
+    };
+    match walked {
+        Some(walked) => {
+            if !walked.feed(visit) {
+                // Stopped before the walk was over: it saw only part of SRC.
+                report.complete = false;
+            }
+        }
+        None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
+    }
     // The walk may end before the records arrive (a small tree, a big index).
-    let known = known.unwrap_or_else(|| known_rx.recv().unwrap_or_default());
+    let known = known.unwrap_or_else(|| {
+        let known = known_rx.recv().unwrap_or_default();
+        report.targets.reserve(known.len());
+        known
+    });
     for entry in waiting {
         if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
             break;
@@ -685,5 +725,7 @@ fn items_of(state: &MirrorState) -> Vec<DestItem> {
 }
 
 fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
-    dst.map_or_else(MirrorState::new, |dst| index::state_from_store(dst, items))
+    dst.map_or_else(MirrorState::default, |dst| {
+        index::state_from_store(dst, items)
+    })
 }

@@ -197,7 +197,8 @@ impl Reader for Local {
                 continue;
             };
             // A folder that cannot be opened or listed is passed over, as documented.
-            let Ok(child) = parent.dir(Path::new(&name)) else {
+            // One name from a listing: one `openat` with `O_NOFOLLOW`.
+            let Ok(child) = parent.child(&name) else {
                 continue;
             };
             let Ok(entries) = child.entries() else {

@@ -1,0 +1,146 @@
+//! What `sync` to a remote DST starts before DST is reached ([`Prefetch`]): the walk of
+//! SRC and the read of the local index, while `ssh` connects, the lock is taken and the
+//! index's generation is checked (together a few hundred milliseconds, most of a no-op
+//! pass if they came first). Both are read-only and both are checked before use:
+//!
+//! - the walk's items wait in a bounded channel until the first full pass plans them
+//!   (it is SRC as it was a moment earlier, which is what any walk gives); a walk cut
+//!   short (Ctrl-C) says so, so the pass deletes nothing;
+//! - the records read are used only if the index's files (`index.db` and its WAL) are
+//!   exactly as they were before the read began, after the lock is held and the index
+//!   refreshed: any write in between (another writer, a refresh that replaced or set the
+//!   index aside, a commit) makes the pass read it again.
+//!
+//! Only `sync` prefetches: a watcher must install its watches before it walks, and a
+//! local DST is reached in a millisecond.
+
+use crate::engine::scan::{self, ScanRules, Scanned};
+use crate::index::Index;
+use crate::model::MirrorState;
+use crate::store::layout::INDEX_FILE;
+use crossbeam_channel::{Receiver, bounded};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::UNIX_EPOCH;
+
+/// Most walked items held while DST is reached (about 100 bytes each, plus the path).
+const WAITING: usize = 1 << 16;
+
+/// The walk and the index read a sync started early; each is taken by the first full
+/// pass.
+#[derive(Default)]
+pub(super) struct Prefetch {
+    pub(super) walk: Option<Walk>,
+    pub(super) index: Option<Preload>,
+}
+
+/// SRC, walked on other threads.
+pub(super) struct Walk {
+    items: Receiver<Scanned>,
+    walker: JoinHandle<bool>,
+}
+
+/// The index's records, read on another thread.
+pub(super) struct Preload {
+    dir: PathBuf,
+    before: Mark,
+    loading: JoinHandle<Option<MirrorState>>,
+}
+
+impl Prefetch {
+    /// Starts walking `src` with `rules` and reading the index in `index_dir` (if
+    /// there is one).
+    pub(super) fn start(
+        src: &Path,
+        rules: &ScanRules,
+        stop: &Arc<AtomicBool>,
+        index_dir: Option<PathBuf>,
+    ) -> Prefetch {
+        let (tx, items) = bounded(WAITING);
+        let (src, rules, stop) = (src.to_path_buf(), rules.clone(), stop.clone());
+        let walker = std::thread::spawn(move || {
+            let mut complete = true;
+            scan::walk_source_parallel(&src, Path::new(""), &rules, scan::walk_workers(), |item| {
+                if stop.load(Ordering::Relaxed) || tx.send(item).is_err() {
+                    complete = false;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+            complete
+        });
+        let index = index_dir.filter(|d| d.join(INDEX_FILE).exists());
+        let index = index.map(|dir| {
+            let before = mark(&dir);
+            let at = dir.clone();
+            let loading = std::thread::spawn(move || {
+                // Any failure is met again, and reported, by the pass's own read.
+                Index::open_untouched(&at)
+                    .ok()
+                    .flatten()
+                    .and_then(|index| index.load().ok())
+            });
+            Preload {
+                dir,
+                before,
+                loading,
+            }
+        });
+        Prefetch {
+            walk: Some(Walk { items, walker }),
+            index,
+        }
+    }
+}
+
+impl Walk {
+    /// Hands every walked item to `visit`, in walk order; false if the walk did not
+    /// finish (stopped, or `visit` broke off).
+    pub(super) fn feed(self, mut visit: impl FnMut(Scanned) -> ControlFlow<()>) -> bool {
+        for item in self.items.iter() {
+            if visit(item).is_break() {
+                return false;
+            }
+        }
+        drop(self.items);
+        self.walker.join().unwrap_or(false)
+    }
+}
+
+impl Preload {
+    /// The records read, if they are the index of `dir` as it is now.
+    pub(super) fn take(self, dir: &Path) -> Option<MirrorState> {
+        if self.dir != dir || mark(dir) != self.before {
+            return None;
+        }
+        let state = self.loading.join().ok().flatten()?;
+        // Written while it was read: the read may be of an older state.
+        (mark(dir) == self.before).then_some(state)
+    }
+}
+
+/// What identifies the contents of an index: device, inode, size and mtime of the
+/// database and of its write-ahead log (an empty log, which opening the index makes,
+/// is no log: it holds nothing).
+type Mark = [Option<(u64, u64, u64, u128)>; 2];
+
+fn mark(dir: &Path) -> Mark {
+    let file = INDEX_FILE;
+    [file.to_string(), format!("{file}-wal")].map(|name| {
+        let m = std::fs::symlink_metadata(dir.join(name))
+            .ok()
+            .filter(|m| m.len() > 0)?;
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        Some((dev, ino, m.len(), mtime.as_nanos()))
+    })
+}
