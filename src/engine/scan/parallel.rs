@@ -48,8 +48,16 @@ struct Job {
     /// Set by whoever lists it (a worker, or the consumer when it gets there first).
     taken: AtomicBool,
     /// The listing, once a worker made it.
-    listing: Mutex<Option<Listing>>,
+    slot: Mutex<Slot>,
     ready: Condvar,
+}
+
+/// Where a worker leaves a listing for the consumer.
+#[derive(Default)]
+struct Slot {
+    listing: Option<Listing>,
+    /// The consumer waits for it (else nobody is woken: a wake is a system call).
+    waiting: bool,
 }
 
 /// What a folder holds, in walk order, or why it could not be listed.
@@ -87,6 +95,8 @@ struct Queue {
     jobs: BinaryHeap<Reverse<Queued>>,
     /// Folders taken by workers and not yet read by the consumer.
     ahead: usize,
+    /// Workers waiting for a job or for room (else nobody is woken).
+    idle: usize,
     /// The consumer is finished (or stopped): workers end.
     done: bool,
 }
@@ -152,7 +162,9 @@ pub fn walk(
             s.spawn(|| work(&shared));
         }
         let depth = scope.components().count();
-        let first = list(&shared, Ok(dir), scope, &[], depth);
+        // The scope's handle may be a clone of the root's, read before: listed from
+        // the start.
+        let first = list(&shared, Ok(dir), scope, &[], depth, false);
         consume(&shared, first, scope, &mut visit);
         lock(&shared.queue).done = true;
         shared.wake.notify_all();
@@ -201,14 +213,20 @@ fn take(shared: &Shared<'_>, job: &Job) -> Listing {
     if !job.taken.swap(true, Ordering::AcqRel) {
         return run(shared, job);
     }
-    let mut slot = lock(&job.listing);
+    let mut slot = lock(&job.slot);
     loop {
-        if let Some(listing) = slot.take() {
+        if let Some(listing) = slot.listing.take() {
             drop(slot);
-            lock(&shared.queue).ahead -= 1;
-            shared.wake.notify_all();
+            let mut queue = lock(&shared.queue);
+            queue.ahead -= 1;
+            let wake = queue.idle > 0;
+            drop(queue);
+            if wake {
+                shared.wake.notify_one();
+            }
             return listing;
         }
+        slot.waiting = true;
         slot = job.ready.wait(slot).unwrap_or_else(PoisonError::into_inner);
     }
 }
@@ -233,15 +251,21 @@ fn work(shared: &Shared<'_>) {
                     queue.ahead += 1;
                     break job;
                 }
+                queue.idle += 1;
                 queue = shared
                     .wake
                     .wait(queue)
                     .unwrap_or_else(PoisonError::into_inner);
+                queue.idle -= 1;
             }
         };
         let listing = run(shared, &job);
-        *lock(&job.listing) = Some(listing);
-        job.ready.notify_all();
+        let mut slot = lock(&job.slot);
+        slot.listing = Some(listing);
+        if slot.waiting {
+            drop(slot);
+            job.ready.notify_one();
+        }
     }
 }
 
@@ -253,20 +277,29 @@ fn run(shared: &Shared<'_>, job: &Job) -> Listing {
         None => shared.src.dir(&job.rel),
     };
     let depth = job.rel.components().count();
-    list(shared, dir, &job.rel, &job.key, depth)
+    list(shared, dir, &job.rel, &job.key, depth, true)
 }
 
 /// Lists the open folder `dir` (at `rel`, `depth` levels below the root): every name in
-/// order, described, and for each folder a job queued for the workers.
+/// order, described, and for each folder a job queued for the workers. A `fresh`
+/// handle (just opened, for this listing only) is read through itself.
 fn list(
     shared: &Shared<'_>,
     dir: io::Result<Dir>,
     rel: &Path,
     key: &[u32],
     depth: usize,
+    fresh: bool,
 ) -> Listing {
     let dir = dir?;
-    let mut names = dir.names()?;
+    let mut names: Vec<OsString> = if fresh {
+        dir.entries_once()?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    } else {
+        dir.names()?
+    };
     names.sort_unstable();
     // Handles for the folders below, while they are few levels down.
     let dir: Result<Arc<Dir>, Dir> = if depth < OPEN_DIRS {
@@ -295,7 +328,7 @@ fn list(
                     rel: entry.rel.clone(),
                     parent: dir.as_ref().ok().map(|d| (d.clone(), name)),
                     taken: AtomicBool::new(false),
-                    listing: Mutex::new(None),
+                    slot: Mutex::default(),
                     ready: Condvar::new(),
                 });
                 jobs.push(job.clone());
@@ -310,8 +343,11 @@ fn list(
         queue
             .jobs
             .extend(jobs.into_iter().map(|j| Reverse(Queued(j))));
+        let wake = queue.idle > 0;
         drop(queue);
-        shared.wake.notify_all();
+        if wake {
+            shared.wake.notify_all();
+        }
     }
     Ok(children)
 }

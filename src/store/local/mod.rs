@@ -201,7 +201,8 @@ impl Reader for Local {
             let Ok(child) = parent.child(&name) else {
                 continue;
             };
-            let Ok(entries) = child.entries() else {
+            // Just opened, listed once: read through its own handle.
+            let Ok(entries) = child.entries_once() else {
                 continue;
             };
             let rel = frame.rel.join(&name);
