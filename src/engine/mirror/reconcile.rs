@@ -232,67 +232,99 @@ impl Mirror {
         full: bool,
     ) -> (Vec<Action>, Vec<Action>, bool) {
         let opts = self.cfg.plan;
-        let mut actions = Vec::new();
-        if rebuilding {
-            // `known` came from DST itself, so everything unchanged is there: record it.
-            for entry in &report.unchanged {
-                if let Some(name) = plan::target_name(entry, &opts) {
-                    self.tally.index.put(&name, &record_of(entry, &opts));
-                }
-            }
-        } else {
-            // readdir gives each name's type for free: what stands in DST as another type
-            // than the index says (a folder flipped to a file behind datasafe's back) is
-            // written again like a missing name, without a `stat`.
-            let present: HashMap<&OsStr, Kind, NameHasher> = listing
-                .iter()
-                .map(|i| (i.rel.as_os_str(), i.kind))
-                .collect();
-            // A record of a name that is neither in DST nor wanted from SRC is stale: a
-            // run killed after deleting the file but before committing, or a file
-            // removed from the mirror by hand. Nothing would delete it again, so forget
-            // it here (verify would call it missing). Only a run that writes touches the
-            // index (a dry run opened it read-only), and the root's record ("") is never
-            // in DST's listing of names: it stays.
-            if full && report.complete && self.mode.executor().is_some() {
-                for name in known.keys() {
-                    if !name.is_empty()
-                        && !present.contains_key(name.as_os_str())
-                        && !report.targets.contains(name)
-                    {
-                        self.tally.index.remove_tree(Path::new(name));
+        let keep = Keep {
+            excludes: Some(&self.cfg.excludes),
+            unreadable: &report.unreadable,
+        };
+        let (mut actions, deletions) = std::thread::scope(|s| {
+            // The deletions (a look at every name in DST) are planned on another thread
+            // meanwhile; they are not used after an incomplete scan.
+            let deletions = report.complete.then(|| {
+                s.spawn(|| {
+                    let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
+                    plan::plan_deletions(names, &report.targets, known, &keep, &opts)
+                })
+            });
+            let mut actions = Vec::new();
+            if rebuilding {
+                // `known` came from DST itself, so everything unchanged is there: record it.
+                for entry in &report.unchanged {
+                    if let Some(name) = plan::target_name(entry, &opts) {
+                        self.tally.index.put(&name, &record_of(entry, &opts));
                     }
                 }
-            }
-            for entry in &report.unchanged {
-                let Some(name) = plan::target_name(entry, &opts) else {
-                    continue;
-                };
-                match present.get(name.as_os_str()) {
-                    None => log::debug!("{} is missing from the destination", esc(&name)),
-                    Some(found) if *found != entry.kind => log::warn!(
-                        "{} in the destination is {} where the index says {}; writing it again",
-                        esc(&self.cfg.pair.dst.join(&name)),
-                        repair::what(*found),
-                        repair::what(entry.kind)
-                    ),
-                    Some(_) => continue,
+            } else {
+                // readdir gives each name's type for free: what stands in DST as another type
+                // than the index says (a folder flipped to a file behind datasafe's back) is
+                // written again like a missing name, without a `stat`.
+                let present: HashMap<&OsStr, Kind, NameHasher> = listing
+                    .iter()
+                    .map(|i| (i.rel.as_os_str(), i.kind))
+                    .collect();
+                // A record of a name that is neither in DST nor wanted from SRC is stale: a
+                // run killed after deleting the file but before committing, or a file
+                // removed from the mirror by hand. Nothing would delete it again, so forget
+                // it here (verify would call it missing). Only a run that writes touches the
+                // index (a dry run opened it read-only), and the root's record ("") is never
+                // in DST's listing of names: it stays.
+                if full && report.complete && self.mode.executor().is_some() {
+                    for name in known.keys() {
+                        if !name.is_empty()
+                            && !present.contains_key(name.as_os_str())
+                            && !report.targets.contains(name)
+                        {
+                            self.tally.index.remove_tree(Path::new(name));
+                        }
+                    }
                 }
-                actions.push(match entry.kind {
-                    Kind::Dir => Action::Mkdir {
-                        entry: entry.clone(),
-                    },
-                    Kind::Symlink => Action::Symlink {
-                        entry: entry.clone(),
-                    },
-                    _ => Action::Copy {
-                        entry: entry.clone(),
-                        stored: opts.stored_for(&entry.rel),
-                        was: None,
-                    },
-                });
+                for entry in &report.unchanged {
+                    // Looked up without making the name where it is the entry's own.
+                    let found = match (entry.kind, opts.stored_for(&entry.rel)) {
+                        (Kind::Special, _) => continue,
+                        (Kind::Dir | Kind::Symlink, _) | (Kind::File, Stored::Plain) => {
+                            present.get(entry.rel.as_os_str())
+                        }
+                        (Kind::File, stored) => {
+                            present.get(stored.name_for(&entry.rel).as_os_str())
+                        }
+                    };
+                    if found.is_some_and(|found| *found == entry.kind) {
+                        continue;
+                    }
+                    let Some(name) = plan::target_name(entry, &opts) else {
+                        continue;
+                    };
+                    match found {
+                        None => log::debug!("{} is missing from the destination", esc(&name)),
+                        Some(found) => log::warn!(
+                            "{} in the destination is {} where the index says {}; writing it again",
+                            esc(&self.cfg.pair.dst.join(&name)),
+                            repair::what(*found),
+                            repair::what(entry.kind)
+                        ),
+                    }
+                    actions.push(match entry.kind {
+                        Kind::Dir => Action::Mkdir {
+                            entry: entry.clone(),
+                        },
+                        Kind::Symlink => Action::Symlink {
+                            entry: entry.clone(),
+                        },
+                        _ => Action::Copy {
+                            entry: entry.clone(),
+                            stored: opts.stored_for(&entry.rel),
+                            was: None,
+                        },
+                    });
+                }
             }
-        }
+            let deletions = deletions.map(|planning| {
+                planning
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (actions, deletions)
+        });
         let unchanged = report
             .unchanged
             .iter()
@@ -303,16 +335,10 @@ impl Mirror {
             .filter(|a| !matches!(a, Action::Mkdir { .. }))
             .count();
         self.tally.summary.unchanged += (unchanged - recopied) as u64;
-        if !report.complete {
+        let Some(mut deletions) = deletions else {
             log::warn!("the scan did not finish; nothing is deleted this time");
             return (actions, Vec::new(), false);
-        }
-        let keep = Keep {
-            excludes: Some(&self.cfg.excludes),
-            unreadable: &report.unreadable,
         };
-        let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
-        let mut deletions = plan::plan_deletions(names, &report.targets, known, &keep, &opts);
         if full {
             // What is held is what this pass holds, not a sum over passes.
             self.holding = None;
