@@ -144,3 +144,83 @@ fn mark(dir: &Path) -> Mark {
         Some((dev, ino, m.len(), mtime.as_nanos()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Meta, Record, Stored};
+    use filetime::FileTime;
+
+    fn rec(size: u64) -> Record {
+        Record {
+            kind: Kind::File,
+            meta: Meta {
+                size,
+                mtime: FileTime::from_unix_time(1_700_000_000, 0),
+                mode: 0o644,
+            },
+            sha256: None,
+            stored: Stored::Plain,
+            target: None,
+            disk: None,
+        }
+    }
+
+    /// The records read early are used only while the index is as it was when the read
+    /// began: opening it again (as a pass does, under the lock) keeps them; a commit, or
+    /// the file replaced (a refresh from the mirror's copy), throws them away.
+    #[test]
+    fn early_records_are_used_only_if_the_index_did_not_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, state) = (tmp.path().join("src"), tmp.path().join("state"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        {
+            let (mut index, _) = Index::open(&state).unwrap();
+            index.put(Path::new("a"), &rec(1)).unwrap();
+            index.commit().unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = || Prefetch::start(&src, &ScanRules::default(), &stop, Some(state.clone()));
+
+        // Opened again, nothing written: the early read stands.
+        let prefetch = start();
+        let (reopened, _) = Index::open(&state).unwrap();
+        let state_read = prefetch.index.unwrap().take(&state).unwrap();
+        assert!(state_read.contains_key(std::ffi::OsStr::new("a")));
+        let mut walked = Vec::new();
+        assert!(prefetch.walk.unwrap().feed(|item| {
+            walked.push(item.rel().to_path_buf());
+            ControlFlow::Continue(())
+        }));
+        assert_eq!(walked, [PathBuf::new(), PathBuf::from("d")]);
+
+        // A commit meanwhile: read again.
+        let prefetch = start();
+        let mut index = reopened;
+        index.put(Path::new("b"), &rec(2)).unwrap();
+        index.commit().unwrap();
+        assert!(prefetch.index.unwrap().take(&state).is_none());
+        drop(index);
+
+        // The file replaced by another of the same size.
+        let prefetch = start();
+        let copy = tmp.path().join("copy.db");
+        std::fs::copy(state.join(INDEX_FILE), &copy).unwrap();
+        std::fs::rename(&copy, state.join(INDEX_FILE)).unwrap();
+        assert!(prefetch.index.unwrap().take(&state).is_none());
+    }
+
+    /// A walk stopped (Ctrl-C) before it was over says so: the pass then deletes nothing.
+    #[test]
+    fn a_stopped_walk_is_not_complete() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            std::fs::create_dir_all(tmp.path().join(format!("d{i}"))).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(true));
+        let prefetch = Prefetch::start(tmp.path(), &ScanRules::default(), &stop, None);
+        assert!(prefetch.index.is_none());
+        assert!(!prefetch.walk.unwrap().feed(|_| ControlFlow::Continue(())));
+    }
+}
