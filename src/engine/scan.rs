@@ -105,12 +105,12 @@ pub fn walk_source(
 }
 
 /// How many threads list folders for a parallel walk besides the one that consumes it:
-/// one fewer than the cores (at least one), at most 7. More buys nothing: a walk is
-/// bound by the kernel's `lstat` and `getdents`, and the consumer plans as it goes.
+/// as many as there are cores, at least 2 and at most 8. Measured on 2 cores (no-op
+/// sync of 100k files on tmpfs): 0 workers 488 ms, 1 446 ms, 2 376 ms, 3 390 ms: while
+/// one worker waits in the kernel (`lstat`, `getdents`) the other lists, and the
+/// consumer (which plans) waits less often for a listing.
 pub fn walk_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .clamp(1, 7)
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
 /// As [`walk_source`], with `workers` threads listing folders ahead of `visit` (see

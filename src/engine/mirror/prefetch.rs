@@ -3,7 +3,7 @@
 //! index's generation is checked (together a few hundred milliseconds, most of a no-op
 //! pass if they came first). Both are read-only and both are checked before use:
 //!
-//! - the walk's items wait in a bounded channel until the first full pass plans them
+//! - the walk's items wait in a channel (at most `WAITING` of them) until the first full pass plans them
 //!   (it is SRC as it was a moment earlier, which is what any walk gives); a walk cut
 //!   short (Ctrl-C) says so, so the pass deletes nothing;
 //! - the records read are used only if the index's files (`index.db` and its WAL) are
@@ -18,16 +18,18 @@ use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::index::Index;
 use crate::model::MirrorState;
 use crate::store::layout::INDEX_FILE;
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, unbounded};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
-/// Most walked items held while DST is reached (about 100 bytes each, plus the path).
-const WAITING: usize = 1 << 16;
+/// Most walked items held while DST is reached (about 100 bytes each, plus the path):
+/// all of a 100k-file tree, so that the walk is over when the connection is made.
+/// Past it the walk waits for the pass.
+const WAITING: usize = 1 << 17;
 
 /// The walk and the index read a sync started early; each is taken by the first full
 /// pass.
@@ -40,7 +42,15 @@ pub(super) struct Prefetch {
 /// SRC, walked on other threads.
 pub(super) struct Walk {
     items: Receiver<Scanned>,
-    walker: JoinHandle<bool>,
+    walker: Option<JoinHandle<bool>>,
+    /// Set when the items are no longer wanted: the walker stops.
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for Walk {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The index's records, read on another thread.
@@ -59,12 +69,22 @@ impl Prefetch {
         stop: &Arc<AtomicBool>,
         index_dir: Option<PathBuf>,
     ) -> Prefetch {
-        let (tx, items) = bounded(WAITING);
+        // Unbounded, so that memory is taken only as items come (a bounded channel
+        // makes all its slots at once), with the bound kept by the walker.
+        let (tx, items) = unbounded();
+        let gone = Arc::new(AtomicBool::new(false));
         let (src, rules, stop) = (src.to_path_buf(), rules.clone(), stop.clone());
+        let left = gone.clone();
         let walker = std::thread::spawn(move || {
             let mut complete = true;
             scan::walk_source_parallel(&src, Path::new(""), &rules, scan::walk_workers(), |item| {
-                if stop.load(Ordering::Relaxed) || tx.send(item).is_err() {
+                while tx.len() >= WAITING && !left.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if stop.load(Ordering::Relaxed)
+                    || left.load(Ordering::Relaxed)
+                    || tx.send(item).is_err()
+                {
                     complete = false;
                     return ControlFlow::Break(());
                 }
@@ -90,7 +110,11 @@ impl Prefetch {
             }
         });
         Prefetch {
-            walk: Some(Walk { items, walker }),
+            walk: Some(Walk {
+                items,
+                walker: Some(walker),
+                gone,
+            }),
             index,
         }
     }
@@ -99,14 +123,16 @@ impl Prefetch {
 impl Walk {
     /// Hands every walked item to `visit`, in walk order; false if the walk did not
     /// finish (stopped, or `visit` broke off).
-    pub(super) fn feed(self, mut visit: impl FnMut(Scanned) -> ControlFlow<()>) -> bool {
+    pub(super) fn feed(mut self, mut visit: impl FnMut(Scanned) -> ControlFlow<()>) -> bool {
         for item in self.items.iter() {
             if visit(item).is_break() {
                 return false;
             }
         }
-        drop(self.items);
-        self.walker.join().unwrap_or(false)
+        // Every item is in: the walker has ended.
+        self.walker
+            .take()
+            .is_some_and(|walker| walker.join().unwrap_or(false))
     }
 }
 

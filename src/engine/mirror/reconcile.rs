@@ -65,7 +65,7 @@ impl Mirror {
             self.tally.summary.unreachable = 0;
         }
         let adopt = full.then(|| self.start_adopting()).flatten();
-        let (known_tx, known_rx) = bounded::<MirrorState>(1);
+        let (known_tx, known_rx) = bounded::<Arc<MirrorState>>(1);
         let look = (full && *check != Check::Names).then(|| Look {
             check: check.clone(),
             src: self.cfg.pair.src.clone(),
@@ -139,8 +139,17 @@ impl Mirror {
             }
             return false;
         }
-        let (follow_up, foreign, held) =
-            self.follow_up(&report, &listing, &known, rebuilding, full);
+        // DST's names: as listed or, where a listing is dear, as the records say.
+        let names: Vec<(&Path, Kind)> = match &listing {
+            Some(items) => items.iter().map(|i| (i.rel.as_path(), i.kind)).collect(),
+            None => known
+                .iter()
+                .filter(|(name, _)| !name.is_empty())
+                .map(|(name, record)| (Path::new(name), record.kind))
+                .collect(),
+        };
+        let (follow_up, foreign, held) = self.follow_up(&report, &names, &known, rebuilding, full);
+        drop(names);
         // Digests a content check learned for files that stay as they are: recorded, so
         // `verify` can check them from now on.
         if !learned.is_empty() && self.mode.executor().is_some() {
@@ -226,7 +235,7 @@ impl Mirror {
     fn follow_up(
         &mut self,
         report: &ScanReport,
-        listing: &[DestItem],
+        listing: &[(&Path, Kind)],
         known: &MirrorState,
         rebuilding: bool,
         full: bool,
@@ -241,7 +250,7 @@ impl Mirror {
             // meanwhile; they are not used after an incomplete scan.
             let deletions = report.complete.then(|| {
                 s.spawn(|| {
-                    let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
+                    let names = listing.iter().copied();
                     plan::plan_deletions(names, &report.targets, known, &keep, &opts)
                 })
             });
@@ -259,7 +268,7 @@ impl Mirror {
                 // written again like a missing name, without a `stat`.
                 let present: HashMap<&OsStr, Kind, NameHasher> = listing
                     .iter()
-                    .map(|i| (i.rel.as_os_str(), i.kind))
+                    .map(|(name, kind)| (name.as_os_str(), *kind))
                     .collect();
                 // A record of a name that is neither in DST nor wanted from SRC is stale: a
                 // run killed after deleting the file but before committing, or a file
@@ -459,7 +468,7 @@ impl Mirror {
 /// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
 /// for a `Stat` or `Content` check) and the records are checked against it before the
 /// scanner gets them.
-struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
+struct DestSide(std::thread::JoinHandle<(Option<Vec<DestItem>>, bool, Vec<OsString>)>);
 
 /// A deeper look at DST than its names, for [`DestSide`].
 struct Look {
@@ -475,7 +484,7 @@ impl DestSide {
     fn spawn(
         dst: Option<Arc<dyn Reader>>,
         scope: &Path,
-        known: Sender<MirrorState>,
+        known: Sender<Arc<MirrorState>>,
         look: Option<Look>,
         load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
     ) -> DestSide {
@@ -516,41 +525,41 @@ impl DestSide {
                     ),
                     None => Vec::new(),
                 };
-                let _ = known.send(state);
-                return (items, rebuilding, learned);
+                let _ = known.send(Arc::new(state));
+                return (Some(items), rebuilding, learned);
             }
             if !cheap {
                 // A remote DST: with records that describe it, nothing is listed (what
                 // it holds is what they say); without, it is listed once, in detail.
                 if let Some(state) = load() {
-                    let items = items_of(&state);
-                    let _ = known.send(state);
-                    return (items, false, Vec::new());
+                    let _ = known.send(Arc::new(state));
+                    return (None, false, Vec::new());
                 }
                 let (items, dst) = list(true);
-                let _ = known.send(state_of(dst.as_deref(), &items));
-                return (items, true, Vec::new());
+                let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
+                return (Some(items), true, Vec::new());
             }
             std::thread::scope(|s| {
                 let names = s.spawn(|| list(false).0);
                 match load() {
                     Some(state) => {
-                        let _ = known.send(state);
-                        (names.join().unwrap_or_default(), false, Vec::new())
+                        let _ = known.send(Arc::new(state));
+                        (Some(names.join().unwrap_or_default()), false, Vec::new())
                     }
                     None => {
                         let (items, dst) = list(true);
-                        let _ = known.send(state_of(dst.as_deref(), &items));
-                        (items, true, Vec::new())
+                        let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
+                        (Some(items), true, Vec::new())
                     }
                 }
             })
         }))
     }
 
-    /// DST's listing, whether the records came from it (the index is rebuilt), and the
-    /// names whose digest a content check learned.
-    fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
+    /// DST's listing (`None` where a listing is dear and the records say what DST
+    /// holds), whether the records came from it (the index is rebuilt), and the names
+    /// whose digest a content check learned.
+    fn join(self) -> (Option<Vec<DestItem>>, bool, Vec<OsString>) {
         self.0
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -580,17 +589,17 @@ fn scan_and_plan(
     scope: &Path,
     rules: &ScanRules,
     walked: Option<Walk>,
-    known_rx: crossbeam_channel::Receiver<MirrorState>,
+    known_rx: crossbeam_channel::Receiver<Arc<MirrorState>>,
     opts: &PlanOptions,
     actions: &Sender<Action>,
     stop: &AtomicBool,
     scanned: &AtomicU64,
-) -> (ScanReport, MirrorState) {
+) -> (ScanReport, Arc<MirrorState>) {
     let mut report = ScanReport {
         complete: true,
         ..ScanReport::default()
     };
-    let mut known: Option<MirrorState> = None;
+    let mut known: Option<Arc<MirrorState>> = None;
     let mut waiting: Vec<Entry> = Vec::new();
     let visit = |item| {
         if stop.load(Ordering::Relaxed) {
@@ -736,20 +745,6 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 }
 
 /// What DST holds, rebuilt from a detailed listing of it (nothing without a store).
-/// DST's names as the records say (for a store whose listing is dear): what the index
-/// describes, without the root's own record.
-fn items_of(state: &MirrorState) -> Vec<DestItem> {
-    state
-        .iter()
-        .filter(|(name, _)| !name.is_empty())
-        .map(|(name, record)| DestItem {
-            rel: PathBuf::from(name),
-            kind: record.kind,
-            meta: None,
-        })
-        .collect()
-}
-
 fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
     dst.map_or_else(MirrorState::default, |dst| {
         index::state_from_store(dst, items)
