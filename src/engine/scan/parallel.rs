@@ -411,7 +411,7 @@ mod tests {
         std::os::unix::fs::symlink("d0", root.join("to_d0")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("fifo"),
+            root.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
             0,
