@@ -125,7 +125,7 @@ fn bench_scan(c: &mut Criterion) {
 fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
     let mut rng = Rng(42);
     let mut entries = Vec::with_capacity(n);
-    let mut state = MirrorState::with_capacity(n);
+    let mut state = MirrorState::with_capacity_and_hasher(n, Default::default());
     for i in 0..n {
         let (rel, kind) = if i % 11 == 0 {
             (

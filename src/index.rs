@@ -129,11 +129,17 @@ impl Index {
              CREATE TABLE IF NOT EXISTS mirror (
                  key TEXT PRIMARY KEY,
                  value TEXT NOT NULL
-             );
-             PRAGMA user_version = 2;
-             BEGIN;",
+             );",
         )
         .map_err(wrap)?;
+        // Set only when it differs: setting it writes the header page, and an index a
+        // no-op pass opened must stay as it was (a read of it made meanwhile, by
+        // `prefetch`, is then known to be current).
+        if version != SCHEMA_VERSION {
+            conn.execute_batch("PRAGMA user_version = 2;")
+                .map_err(wrap)?;
+        }
+        conn.execute_batch("BEGIN;").map_err(wrap)?;
         let index = Index {
             conn,
             path,
@@ -221,10 +227,22 @@ impl Index {
             "SELECT {} FROM files WHERE ?1 = x'' OR name = ?1 OR (name >= ?2 AND name < ?3)",
             self.columns()
         );
+        // The whole index: the map made its size at once (growing it rehashes every
+        // record several times over).
+        let rows: i64 = if scope.as_os_str().is_empty() {
+            self.conn
+                .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+                .map_err(|e| self.err(e))?
+        } else {
+            0
+        };
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt.query(params![key, lo, hi]).map_err(|e| self.err(e))?;
-        let mut state = MirrorState::new();
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+        let mut rows_read = stmt.query(params![key, lo, hi]).map_err(|e| self.err(e))?;
+        let mut state = MirrorState::with_capacity_and_hasher(
+            usize::try_from(rows).unwrap_or(0),
+            Default::default(),
+        );
+        while let Some(row) = rows_read.next().map_err(|e| self.err(e))? {
             // A row this version cannot read is dropped: the run re-checks that path.
             if let Some((name, record)) = decode(row).map_err(|e| self.err(e))? {
                 state.insert(name.into_os_string(), record);
@@ -458,7 +476,7 @@ fn tree_bounds(name: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// size is read from the gzip trailer (ISIZE, modulo 4 GiB), so a size mismatch means a
 /// copy. Files and links are read through the store, never through a symlink.
 pub fn state_from_store(store: &dyn Reader, items: &[DestItem]) -> MirrorState {
-    let mut state = MirrorState::new();
+    let mut state = MirrorState::default();
     for item in items {
         let Some(stat) = &item.meta else { continue };
         let mut record = Record {

@@ -162,5 +162,13 @@ impl OnDisk {
 
 /// Everything a mirror holds, keyed by the name stored in DST. Keys are `OsString`, not
 /// `PathBuf`: hashing and comparing raw bytes is several times cheaper than `Path`'s
-/// component-wise `Hash`/`Eq`, and a no-op run does a lookup per source entry.
-pub type MirrorState = HashMap<OsString, Record>;
+/// component-wise `Hash`/`Eq`, and a no-op run does a lookup per source entry. Hashed
+/// with foldhash (seeded per process) rather than SipHash: a no-op pass hashes every
+/// name several times, and SipHash was the largest single cost of planning.
+pub type MirrorState = HashMap<OsString, Record, NameHasher>;
+
+/// The hasher of [`MirrorState`] and of the engine's other sets of names.
+pub type NameHasher = foldhash::fast::RandomState;
+
+/// A set of names stored in DST (see [`MirrorState`]).
+pub type NameSet = std::collections::HashSet<OsString, NameHasher>;

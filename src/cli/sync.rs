@@ -89,7 +89,7 @@ fn sync_pair(
     check: &Check,
 ) -> anyhow::Result<Summary> {
     check_source(&pair.config.pair.src)?;
-    let mut mirror = Mirror::open_to_write(&pair.config, stop, show_progress)?;
+    let mut mirror = Mirror::open_to_sync(&pair.config, stop, show_progress)?;
     let mut connections = mirror.connections();
     mirror.reconcile_checking(Path::new(""), check);
     mirror.commit();

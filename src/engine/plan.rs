@@ -14,6 +14,7 @@ use crate::model::{Entry, Kind};
 use crate::model::{MirrorState, Record, Stored};
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 /// The choices that change what a mirror should look like.
@@ -270,7 +271,7 @@ impl Keep<'_> {
 /// off converts a mirror; it never leaves `NAME` and `NAME.gz` side by side).
 pub fn plan_deletions<'n>(
     listing: impl IntoIterator<Item = (&'n Path, Kind)>,
-    targets: &HashSet<OsString>,
+    targets: &HashSet<OsString, impl BuildHasher>,
     known: &MirrorState,
     keep: &Keep<'_>,
     opts: &PlanOptions,
@@ -318,7 +319,7 @@ pub fn plan_deletions<'n>(
 fn other_form_of_target(
     name: &Path,
     kind: Kind,
-    targets: &HashSet<OsString>,
+    targets: &HashSet<OsString, impl BuildHasher>,
     known: &MirrorState,
     compress: bool,
 ) -> bool {
@@ -658,7 +659,7 @@ mod tests {
         let got = plan_deletions(
             listing.clone(),
             &targets,
-            &MirrorState::new(),
+            &MirrorState::default(),
             &keep,
             &opts(false, false),
         );
@@ -672,7 +673,14 @@ mod tests {
             ..opts(false, false)
         };
         assert!(
-            plan_deletions(listing, &targets, &MirrorState::new(), &keep, &no_delete).is_empty()
+            plan_deletions(
+                listing,
+                &targets,
+                &MirrorState::default(),
+                &keep,
+                &no_delete
+            )
+            .is_empty()
         );
     }
 
@@ -684,7 +692,7 @@ mod tests {
             (Path::new("b.gz"), Kind::File),
             (Path::new("c.gz"), Kind::File),
         ];
-        let mut known = MirrorState::new();
+        let mut known = MirrorState::default();
         known.insert("b.gz".into(), rec(Kind::File, m, Stored::Gzip));
         known.insert("c.gz".into(), rec(Kind::File, m, Stored::Plain));
         known.insert("a".into(), rec(Kind::File, m, Stored::Plain));
@@ -698,7 +706,7 @@ mod tests {
         let got = plan_deletions(listing, &targets, &known, &Keep::default(), &on);
         assert_eq!(names(&got), ["a"]);
         // A plain `a` the index does not know was never datasafe's: no conversion.
-        let unknown = MirrorState::new();
+        let unknown = MirrorState::default();
         let got = plan_deletions(listing, &targets, &unknown, &Keep::default(), &on);
         assert!(got.is_empty(), "{got:?}");
         let off = PlanOptions {

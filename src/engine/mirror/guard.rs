@@ -6,7 +6,6 @@ use super::reconcile::ScanReport;
 use super::{Mirror, shell_word};
 use crate::engine::exec::Executor;
 use crate::engine::plan::{Action, Held};
-use crate::engine::scan::DestItem;
 use crate::model::Kind;
 use crate::output::names::{count_of, esc};
 use chrono::Timelike;
@@ -145,7 +144,7 @@ impl Mirror {
     pub(super) fn guard_holds(
         &mut self,
         report: &ScanReport,
-        listing: &[DestItem],
+        listing: &[(&Path, Kind)],
         deletions: &[Action],
     ) -> Option<Held> {
         let gone: HashSet<&Path> = deletions
@@ -162,10 +161,10 @@ impl Mirror {
         if gone.is_empty() {
             return None;
         }
-        let files = listing.iter().filter(|i| i.kind != Kind::Dir);
+        let files = listing.iter().filter(|(_, kind)| *kind != Kind::Dir);
         let mirror_files = files.clone().count() as u64;
         let deleting = files
-            .filter(|i| i.rel.ancestors().any(|a| gone.contains(a)))
+            .filter(|(name, _)| name.ancestors().any(|a| gone.contains(a)))
             .count() as u64;
         let held = self
             .cfg

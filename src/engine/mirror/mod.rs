@@ -27,11 +27,13 @@
 mod guard;
 mod hints;
 mod index_writer;
+mod prefetch;
 mod pump;
 mod reconcile;
 
 use guard::{ADOPTED, Adopting};
 use index_writer::{IndexWriter, open_index, read_index};
+use prefetch::Prefetch;
 use pump::{Blocked, Carrier, DryRun, Tally};
 
 use crate::config::{Config, Dest, Pair};
@@ -86,6 +88,9 @@ pub struct Mirror {
     watched: bool,
     /// Versions the executor had kept when versions were last pruned.
     kept_at_prune: u64,
+    /// The walk of SRC and the read of the index `sync` started before DST was
+    /// reached, for the first full pass.
+    prefetch: Prefetch,
 }
 
 impl Mirror {
@@ -98,7 +103,7 @@ impl Mirror {
         stop: &Arc<AtomicBool>,
         show_progress: bool,
     ) -> Result<Mirror, PrepareError> {
-        Mirror::open_with(cfg, stop, show_progress, false)
+        Mirror::open_with(cfg, stop, show_progress, false, false)
     }
 
     /// As [`Mirror::open`], but an unwritable DST is an error too (for `sync`: a run
@@ -108,7 +113,17 @@ impl Mirror {
         stop: &Arc<AtomicBool>,
         show_progress: bool,
     ) -> Result<Mirror, PrepareError> {
-        Mirror::open_with(cfg, stop, show_progress, true)
+        Mirror::open_with(cfg, stop, show_progress, true, false)
+    }
+
+    /// As [`Mirror::open_to_write`], for one `sync` pass: to a remote DST, SRC is walked
+    /// and the index read while the connection is made (see `prefetch`).
+    pub fn open_to_sync(
+        cfg: &Config,
+        stop: &Arc<AtomicBool>,
+        show_progress: bool,
+    ) -> Result<Mirror, PrepareError> {
+        Mirror::open_with(cfg, stop, show_progress, true, true)
     }
 
     fn open_with(
@@ -116,8 +131,16 @@ impl Mirror {
         stop: &Arc<AtomicBool>,
         show_progress: bool,
         refuse_unwritable: bool,
+        prefetching: bool,
     ) -> Result<Mirror, PrepareError> {
         let pair = &cfg.pair;
+        let rules = scan_rules(cfg);
+        let prefetch = match pair.dst.remote() {
+            Some(remote) if prefetching && !cfg.output.dry_run => {
+                Prefetch::start(&pair.src, &rules, stop, remote_index_dir(remote))
+            }
+            _ => Prefetch::default(),
+        };
         if let Some(rel) = &pair.dst_in_src {
             log::info!(
                 "destination is inside the source; leaving {} out of the scan",
@@ -151,19 +174,6 @@ impl Mirror {
                 }
             }
         };
-        let mut skip: Vec<PathBuf> = pair.dst_in_src.iter().cloned().collect();
-        // Our own log files inside SRC would otherwise be copied after every line.
-        for log_file in [&cfg.output.log_file, &cfg.output.error_log]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(rel) = std::path::absolute(log_file)
-                .ok()
-                .and_then(|p| p.strip_prefix(&pair.src).ok().map(Path::to_path_buf))
-            {
-                skip.push(rel);
-            }
-        }
         let state_in_src = Source::open(&pair.src).and_then(|s| s.status(Path::new(STATE_DIR)));
         if state_in_src.is_ok() {
             // Said once per run (and once per `watch` start): DST's state folder has that
@@ -178,10 +188,7 @@ impl Mirror {
             );
         }
         Ok(Mirror {
-            rules: ScanRules {
-                excludes: cfg.excludes.clone(),
-                skip,
-            },
+            rules,
             cfg: cfg.clone(),
             stop: stop.clone(),
             mode,
@@ -205,6 +212,7 @@ impl Mirror {
             adopting,
             watched: false,
             kept_at_prune: 0,
+            prefetch,
         })
     }
 
@@ -343,6 +351,41 @@ impl Mirror {
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// The folder of a remote DST's local index, found without connecting.
+#[cfg(unix)]
+fn remote_index_dir(remote: &crate::config::Remote) -> Option<PathBuf> {
+    let file = crate::store::sftp::Sftp::local_index_file(remote)?;
+    file.parent().map(Path::to_path_buf)
+}
+
+#[cfg(not(unix))]
+fn remote_index_dir(_: &crate::config::Remote) -> Option<PathBuf> {
+    None
+}
+
+/// What the walks of `cfg`'s pair leave out: the user's excludes, DST when it lies
+/// inside SRC, and our own log files inside SRC (which would otherwise be copied after
+/// every line).
+fn scan_rules(cfg: &Config) -> ScanRules {
+    let pair = &cfg.pair;
+    let mut skip: Vec<PathBuf> = pair.dst_in_src.iter().cloned().collect();
+    for log_file in [&cfg.output.log_file, &cfg.output.error_log]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(rel) = std::path::absolute(log_file)
+            .ok()
+            .and_then(|p| p.strip_prefix(&pair.src).ok().map(Path::to_path_buf))
+        {
+            skip.push(rel);
+        }
+    }
+    ScanRules {
+        excludes: cfg.excludes.clone(),
+        skip,
     }
 }
 

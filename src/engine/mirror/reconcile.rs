@@ -5,6 +5,7 @@
 
 use super::Mirror;
 use super::guard::Adopting;
+use super::prefetch::Walk;
 use super::pump::pump;
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
@@ -12,7 +13,7 @@ use crate::engine::scan::{self, DestItem, ScanRules, Scanned};
 use crate::engine::source::{self, Source};
 use crate::index::{self, Index};
 use crate::model::{Entry, Kind, Meta};
-use crate::model::{MirrorState, Record, Stored};
+use crate::model::{MirrorState, NameHasher, NameSet, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::Reader;
 use crossbeam_channel::{Sender, bounded};
@@ -33,7 +34,7 @@ const PRUNE_GAP_S: i64 = 3600;
 #[derive(Default)]
 pub(super) struct ScanReport {
     /// Every name the source maps to in DST.
-    pub(super) targets: HashSet<OsString>,
+    pub(super) targets: NameSet,
     /// Entries the planner found current (checked against DST's names afterwards).
     pub(super) unchanged: Vec<Entry>,
     /// Every source folder walked, and whether its recorded mode/mtime differ.
@@ -64,7 +65,7 @@ impl Mirror {
             self.tally.summary.unreachable = 0;
         }
         let adopt = full.then(|| self.start_adopting()).flatten();
-        let (known_tx, known_rx) = bounded::<MirrorState>(1);
+        let (known_tx, known_rx) = bounded::<Arc<MirrorState>>(1);
         let look = (full && *check != Check::Names).then(|| Look {
             check: check.clone(),
             src: self.cfg.pair.src.clone(),
@@ -82,7 +83,12 @@ impl Mirror {
         {
             // A second, read-only connection loads in parallel; it sees committed rows.
             self.commit();
+            // Read before DST was reached, if the index has not changed since.
+            let preloaded = self.prefetch.index.take();
             DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
+                if let Some(state) = preloaded.and_then(|p| p.take(&state_dir)) {
+                    return Some(state);
+                }
                 Index::open_untouched(&state_dir)
                     .and_then(|index| index.map(|i| i.load()).transpose())
                     .unwrap_or_else(|e| {
@@ -105,7 +111,9 @@ impl Mirror {
             .mode
             .reader()
             .is_some_and(|dst| !dst.caps().nanosecond_mtimes);
-        let (report, known) = {
+        // SRC walked while DST was reached, for the first full pass.
+        let walked = self.prefetch.walk.take().filter(|_| full);
+        let (mut report, known) = {
             let (rules, stop, opts) = (&self.rules, &self.stop, &opts);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
             let scanned = &self.scanned;
@@ -117,7 +125,7 @@ impl Mirror {
                 scanned,
                 move |actions| {
                     scan_and_plan(
-                        &pair.src, scope, rules, known_rx, opts, actions, stop, scanned,
+                        &pair.src, scope, rules, walked, known_rx, opts, actions, stop, scanned,
                     )
                 },
             )
@@ -131,25 +139,40 @@ impl Mirror {
             }
             return false;
         }
-        let (follow_up, foreign, held) =
-            self.follow_up(&report, &listing, &known, rebuilding, full);
+        // DST's names: as listed or, where a listing is dear, as the records say.
+        let names: Vec<(&Path, Kind)> = match &listing {
+            Some(items) => items.iter().map(|i| (i.rel.as_path(), i.kind)).collect(),
+            None => known
+                .iter()
+                .filter(|(name, _)| !name.is_empty())
+                .map(|(name, record)| (Path::new(name), record.kind))
+                .collect(),
+        };
+        let (follow_up, foreign, held) = self.follow_up(&report, &names, &known, rebuilding, full);
+        drop(names);
         // Digests a content check learned for files that stay as they are: recorded, so
         // `verify` can check them from now on.
-        let unchanged: HashSet<PathBuf> = report
-            .unchanged
-            .iter()
-            .filter_map(|e| plan::target_name(e, &self.cfg.plan))
-            .collect();
-        for name in learned
-            .into_iter()
-            .filter(|_| self.mode.executor().is_some())
-        {
-            let path = PathBuf::from(&name);
-            if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
-                self.tally.index.put(&path, record);
+        if !learned.is_empty() && self.mode.executor().is_some() {
+            let unchanged: HashSet<PathBuf> = report
+                .unchanged
+                .iter()
+                .filter_map(|e| plan::target_name(e, &self.cfg.plan))
+                .collect();
+            for name in learned {
+                let path = PathBuf::from(&name);
+                if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
+                    self.tally.index.put(&path, record);
+                }
             }
         }
-        drop((known, listing));
+        // A map and a listing of every name take a while to free: not on this thread.
+        let unchanged = std::mem::take(&mut report.unchanged);
+        drop_elsewhere((
+            known,
+            listing,
+            unchanged,
+            std::mem::take(&mut report.targets),
+        ));
         if !follow_up.is_empty() {
             self.pump_all(follow_up);
         }
@@ -212,73 +235,105 @@ impl Mirror {
     fn follow_up(
         &mut self,
         report: &ScanReport,
-        listing: &[DestItem],
+        listing: &[(&Path, Kind)],
         known: &MirrorState,
         rebuilding: bool,
         full: bool,
     ) -> (Vec<Action>, Vec<Action>, bool) {
         let opts = self.cfg.plan;
-        let mut actions = Vec::new();
-        if rebuilding {
-            // `known` came from DST itself, so everything unchanged is there: record it.
-            for entry in &report.unchanged {
-                if let Some(name) = plan::target_name(entry, &opts) {
-                    self.tally.index.put(&name, &record_of(entry, &opts));
-                }
-            }
-        } else {
-            // readdir gives each name's type for free: what stands in DST as another type
-            // than the index says (a folder flipped to a file behind datasafe's back) is
-            // written again like a missing name, without a `stat`.
-            let present: HashMap<&OsStr, Kind> = listing
-                .iter()
-                .map(|i| (i.rel.as_os_str(), i.kind))
-                .collect();
-            // A record of a name that is neither in DST nor wanted from SRC is stale: a
-            // run killed after deleting the file but before committing, or a file
-            // removed from the mirror by hand. Nothing would delete it again, so forget
-            // it here (verify would call it missing). Only a run that writes touches the
-            // index (a dry run opened it read-only), and the root's record ("") is never
-            // in DST's listing of names: it stays.
-            if full && report.complete && self.mode.executor().is_some() {
-                for name in known.keys() {
-                    if !name.is_empty()
-                        && !present.contains_key(name.as_os_str())
-                        && !report.targets.contains(name)
-                    {
-                        self.tally.index.remove_tree(Path::new(name));
+        let keep = Keep {
+            excludes: Some(&self.cfg.excludes),
+            unreadable: &report.unreadable,
+        };
+        let (mut actions, deletions) = std::thread::scope(|s| {
+            // The deletions (a look at every name in DST) are planned on another thread
+            // meanwhile; they are not used after an incomplete scan.
+            let deletions = report.complete.then(|| {
+                s.spawn(|| {
+                    let names = listing.iter().copied();
+                    plan::plan_deletions(names, &report.targets, known, &keep, &opts)
+                })
+            });
+            let mut actions = Vec::new();
+            if rebuilding {
+                // `known` came from DST itself, so everything unchanged is there: record it.
+                for entry in &report.unchanged {
+                    if let Some(name) = plan::target_name(entry, &opts) {
+                        self.tally.index.put(&name, &record_of(entry, &opts));
                     }
                 }
-            }
-            for entry in &report.unchanged {
-                let Some(name) = plan::target_name(entry, &opts) else {
-                    continue;
-                };
-                match present.get(name.as_os_str()) {
-                    None => log::debug!("{} is missing from the destination", esc(&name)),
-                    Some(found) if *found != entry.kind => log::warn!(
-                        "{} in the destination is {} where the index says {}; writing it again",
-                        esc(&self.cfg.pair.dst.join(&name)),
-                        repair::what(*found),
-                        repair::what(entry.kind)
-                    ),
-                    Some(_) => continue,
+            } else {
+                // readdir gives each name's type for free: what stands in DST as another type
+                // than the index says (a folder flipped to a file behind datasafe's back) is
+                // written again like a missing name, without a `stat`.
+                let present: HashMap<&OsStr, Kind, NameHasher> = listing
+                    .iter()
+                    .map(|(name, kind)| (name.as_os_str(), *kind))
+                    .collect();
+                // A record of a name that is neither in DST nor wanted from SRC is stale: a
+                // run killed after deleting the file but before committing, or a file
+                // removed from the mirror by hand. Nothing would delete it again, so forget
+                // it here (verify would call it missing). Only a run that writes touches the
+                // index (a dry run opened it read-only), and the root's record ("") is never
+                // in DST's listing of names: it stays.
+                if full && report.complete && self.mode.executor().is_some() {
+                    for name in known.keys() {
+                        if !name.is_empty()
+                            && !present.contains_key(name.as_os_str())
+                            && !report.targets.contains(name)
+                        {
+                            self.tally.index.remove_tree(Path::new(name));
+                        }
+                    }
                 }
-                actions.push(match entry.kind {
-                    Kind::Dir => Action::Mkdir {
-                        entry: entry.clone(),
-                    },
-                    Kind::Symlink => Action::Symlink {
-                        entry: entry.clone(),
-                    },
-                    _ => Action::Copy {
-                        entry: entry.clone(),
-                        stored: opts.stored_for(&entry.rel),
-                        was: None,
-                    },
-                });
+                for entry in &report.unchanged {
+                    // Looked up without making the name where it is the entry's own.
+                    let found = match (entry.kind, opts.stored_for(&entry.rel)) {
+                        (Kind::Special, _) => continue,
+                        (Kind::Dir | Kind::Symlink, _) | (Kind::File, Stored::Plain) => {
+                            present.get(entry.rel.as_os_str())
+                        }
+                        (Kind::File, stored) => {
+                            present.get(stored.name_for(&entry.rel).as_os_str())
+                        }
+                    };
+                    if found.is_some_and(|found| *found == entry.kind) {
+                        continue;
+                    }
+                    let Some(name) = plan::target_name(entry, &opts) else {
+                        continue;
+                    };
+                    match found {
+                        None => log::debug!("{} is missing from the destination", esc(&name)),
+                        Some(found) => log::warn!(
+                            "{} in the destination is {} where the index says {}; writing it again",
+                            esc(&self.cfg.pair.dst.join(&name)),
+                            repair::what(*found),
+                            repair::what(entry.kind)
+                        ),
+                    }
+                    actions.push(match entry.kind {
+                        Kind::Dir => Action::Mkdir {
+                            entry: entry.clone(),
+                        },
+                        Kind::Symlink => Action::Symlink {
+                            entry: entry.clone(),
+                        },
+                        _ => Action::Copy {
+                            entry: entry.clone(),
+                            stored: opts.stored_for(&entry.rel),
+                            was: None,
+                        },
+                    });
+                }
             }
-        }
+            let deletions = deletions.map(|planning| {
+                planning
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (actions, deletions)
+        });
         let unchanged = report
             .unchanged
             .iter()
@@ -289,16 +344,10 @@ impl Mirror {
             .filter(|a| !matches!(a, Action::Mkdir { .. }))
             .count();
         self.tally.summary.unchanged += (unchanged - recopied) as u64;
-        if !report.complete {
+        let Some(mut deletions) = deletions else {
             log::warn!("the scan did not finish; nothing is deleted this time");
             return (actions, Vec::new(), false);
-        }
-        let keep = Keep {
-            excludes: Some(&self.cfg.excludes),
-            unreadable: &report.unreadable,
         };
-        let names = listing.iter().map(|i| (i.rel.as_path(), i.kind));
-        let mut deletions = plan::plan_deletions(names, &report.targets, known, &keep, &opts);
         if full {
             // What is held is what this pass holds, not a sum over passes.
             self.holding = None;
@@ -419,7 +468,7 @@ impl Mirror {
 /// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
 /// for a `Stat` or `Content` check) and the records are checked against it before the
 /// scanner gets them.
-struct DestSide(std::thread::JoinHandle<(Vec<DestItem>, bool, Vec<OsString>)>);
+struct DestSide(std::thread::JoinHandle<(Option<Vec<DestItem>>, bool, Vec<OsString>)>);
 
 /// A deeper look at DST than its names, for [`DestSide`].
 struct Look {
@@ -435,7 +484,7 @@ impl DestSide {
     fn spawn(
         dst: Option<Arc<dyn Reader>>,
         scope: &Path,
-        known: Sender<MirrorState>,
+        known: Sender<Arc<MirrorState>>,
         look: Option<Look>,
         load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
     ) -> DestSide {
@@ -476,45 +525,53 @@ impl DestSide {
                     ),
                     None => Vec::new(),
                 };
-                let _ = known.send(state);
-                return (items, rebuilding, learned);
+                let _ = known.send(Arc::new(state));
+                return (Some(items), rebuilding, learned);
             }
             if !cheap {
                 // A remote DST: with records that describe it, nothing is listed (what
                 // it holds is what they say); without, it is listed once, in detail.
                 if let Some(state) = load() {
-                    let items = items_of(&state);
-                    let _ = known.send(state);
-                    return (items, false, Vec::new());
+                    let _ = known.send(Arc::new(state));
+                    return (None, false, Vec::new());
                 }
                 let (items, dst) = list(true);
-                let _ = known.send(state_of(dst.as_deref(), &items));
-                return (items, true, Vec::new());
+                let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
+                return (Some(items), true, Vec::new());
             }
             std::thread::scope(|s| {
                 let names = s.spawn(|| list(false).0);
                 match load() {
                     Some(state) => {
-                        let _ = known.send(state);
-                        (names.join().unwrap_or_default(), false, Vec::new())
+                        let _ = known.send(Arc::new(state));
+                        (Some(names.join().unwrap_or_default()), false, Vec::new())
                     }
                     None => {
                         let (items, dst) = list(true);
-                        let _ = known.send(state_of(dst.as_deref(), &items));
-                        (items, true, Vec::new())
+                        let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
+                        (Some(items), true, Vec::new())
                     }
                 }
             })
         }))
     }
 
-    /// DST's listing, whether the records came from it (the index is rebuilt), and the
-    /// names whose digest a content check learned.
-    fn join(self) -> (Vec<DestItem>, bool, Vec<OsString>) {
+    /// DST's listing (`None` where a listing is dear and the records say what DST
+    /// holds), whether the records came from it (the index is rebuilt), and the names
+    /// whose digest a content check learned.
+    fn join(self) -> (Option<Vec<DestItem>>, bool, Vec<OsString>) {
         self.0
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
+}
+
+/// Frees `big` on another thread, so that the pass goes on meanwhile (a no-op pass of
+/// 100k files otherwise spends tens of milliseconds freeing its maps and listings).
+fn drop_elsewhere<T: Send + 'static>(big: T) {
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(big));
 }
 
 /// The mode and mtime of a source folder (the root is followed if it is a link).
@@ -531,19 +588,20 @@ fn scan_and_plan(
     src: &Path,
     scope: &Path,
     rules: &ScanRules,
-    known_rx: crossbeam_channel::Receiver<MirrorState>,
+    walked: Option<Walk>,
+    known_rx: crossbeam_channel::Receiver<Arc<MirrorState>>,
     opts: &PlanOptions,
     actions: &Sender<Action>,
     stop: &AtomicBool,
     scanned: &AtomicU64,
-) -> (ScanReport, MirrorState) {
+) -> (ScanReport, Arc<MirrorState>) {
     let mut report = ScanReport {
         complete: true,
         ..ScanReport::default()
     };
-    let mut known: Option<MirrorState> = None;
+    let mut known: Option<Arc<MirrorState>> = None;
     let mut waiting: Vec<Entry> = Vec::new();
-    scan::walk_source(src, scope, rules, |item| {
+    let visit = |item| {
         if stop.load(Ordering::Relaxed) {
             report.complete = false;
             return ControlFlow::Break(());
@@ -563,7 +621,11 @@ fn scan_and_plan(
         scanned.fetch_add(1, Ordering::Relaxed);
         if known.is_none() {
             match known_rx.try_recv() {
-                Ok(state) => known = Some(state),
+                Ok(state) => {
+                    // About one target per record (grown once, not rehashed many times).
+                    report.targets.reserve(state.len());
+                    known = Some(state);
+                }
                 Err(_) => {
                     waiting.push(entry);
                     return ControlFlow::Continue(());
@@ -577,9 +639,22 @@ fn scan_and_plan(
             plan_one(src, entry, known, opts, actions, &mut report)?;
         }
         ControlFlow::Continue(())
-    });
+    };
+    match walked {
+        Some(walked) => {
+            if !walked.feed(visit) {
+                // Stopped before the walk was over: it saw only part of SRC.
+                report.complete = false;
+            }
+        }
+        None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
+    }
     // The walk may end before the records arrive (a small tree, a big index).
-    let known = known.unwrap_or_else(|| known_rx.recv().unwrap_or_default());
+    let known = known.unwrap_or_else(|| {
+        let known = known_rx.recv().unwrap_or_default();
+        report.targets.reserve(known.len());
+        known
+    });
     for entry in waiting {
         if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
             break;
@@ -670,20 +745,8 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
 }
 
 /// What DST holds, rebuilt from a detailed listing of it (nothing without a store).
-/// DST's names as the records say (for a store whose listing is dear): what the index
-/// describes, without the root's own record.
-fn items_of(state: &MirrorState) -> Vec<DestItem> {
-    state
-        .iter()
-        .filter(|(name, _)| !name.is_empty())
-        .map(|(name, record)| DestItem {
-            rel: PathBuf::from(name),
-            kind: record.kind,
-            meta: None,
-        })
-        .collect()
-}
-
 fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
-    dst.map_or_else(MirrorState::new, |dst| index::state_from_store(dst, items))
+    dst.map_or_else(MirrorState::default, |dst| {
+        index::state_from_store(dst, items)
+    })
 }

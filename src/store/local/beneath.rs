@@ -279,6 +279,37 @@ mod unix {
             }
             Ok(out)
         }
+
+        /// As [`Dir::entries`], read through this very handle from where its read
+        /// position stands: for a handle just opened (at the start) and listed once, as
+        /// a walk's child folder is. It spares the second open (or the `dup` and
+        /// `lseek`) and the `close` of the other listings, two or three system calls a
+        /// folder.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        pub fn entries_once(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+            let mut buf = Vec::with_capacity(32 * 1024);
+            let mut dir = rustix::fs::RawDir::new(self, buf.spare_capacity_mut());
+            let mut out = Vec::new();
+            while let Some(entry) = dir.next() {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let kind = match entry.file_type() {
+                    FileType::Unknown => None,
+                    other => Some(kind_of(other)),
+                };
+                out.push((OsStr::from_bytes(name).to_owned(), kind));
+            }
+            Ok(out)
+        }
+
+        /// As [`Dir::entries`] (elsewhere than Linux).
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        pub fn entries_once(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+            self.entries()
+        }
     }
 
     /// The write primitives: each one a single call relative to this folder's handle,
@@ -629,6 +660,11 @@ mod fallback {
         /// The names in this folder.
         pub fn names(&self) -> io::Result<Vec<OsString>> {
             Ok(self.entries()?.into_iter().map(|(name, _)| name).collect())
+        }
+
+        /// As [`Dir::entries`] (a folder by path has no read position to spare).
+        pub fn entries_once(&self) -> io::Result<Vec<(OsString, Option<Kind>)>> {
+            self.entries()
         }
     }
 

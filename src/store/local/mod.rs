@@ -197,10 +197,12 @@ impl Reader for Local {
                 continue;
             };
             // A folder that cannot be opened or listed is passed over, as documented.
-            let Ok(child) = parent.dir(Path::new(&name)) else {
+            // One name from a listing: one `openat` with `O_NOFOLLOW`.
+            let Ok(child) = parent.child(&name) else {
                 continue;
             };
-            let Ok(entries) = child.entries() else {
+            // Just opened, listed once: read through its own handle.
+            let Ok(entries) = child.entries_once() else {
                 continue;
             };
             let rel = frame.rel.join(&name);

@@ -94,6 +94,17 @@ impl Cache {
         Ok(Cache { dir })
     }
 
+    /// The local index file of `remote`, found without connecting or creating
+    /// anything (`None` without a state folder).
+    pub(super) fn index_file_of(remote: &Remote) -> Option<PathBuf> {
+        let base = crate::config::state_dir()?;
+        Some(
+            base.join("remote")
+                .join(key_of(&remote.url()))
+                .join(layout::INDEX_FILE),
+        )
+    }
+
     /// The local index file.
     pub(super) fn index_file(&self) -> PathBuf {
         self.dir.join(layout::INDEX_FILE)
