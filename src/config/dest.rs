@@ -1,6 +1,9 @@
-//! Where a mirror lives: [`Dest`] is a folder on this machine or one on another machine
-//! reached over SSH ([`Remote`]), told apart the way rsync and scp tell them apart.
+//! Where a mirror lives: [`Dest`] is a folder on this machine, one on another machine
+//! reached over SSH ([`Remote`]), or a prefix in an S3-compatible bucket ([`Bucket`]),
+//! told apart the way rsync, scp and the S3 tools tell them apart.
 //!
+//! - `s3://bucket[/prefix]` (percent-escapes allowed; the endpoint, region and profile
+//!   come from the environment, the config and `--s3-endpoint`, as for every S3 tool),
 //! - `sftp://[user@]host[:port]/path` (percent-escapes allowed; `/~/path` is relative to
 //!   the login folder),
 //! - `[user@]host:path` (a colon before any slash; `path` without a leading `/` is
@@ -28,6 +31,45 @@ pub enum Dest {
     Local(PathBuf),
     /// A folder on another machine, over SFTP.
     Sftp(Remote),
+    /// A prefix in an S3-compatible bucket.
+    S3(Bucket),
+}
+
+/// A prefix in a bucket of S3-compatible object storage: each file one object at
+/// `prefix/NAME`.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    /// The bucket's name.
+    pub bucket: String,
+    /// The key prefix the mirror lives under, without a leading or trailing slash
+    /// (empty: the whole bucket).
+    pub prefix: String,
+    /// The endpoint URL (`--s3-endpoint`, config `endpoint`; else `AWS_ENDPOINT_URL`
+    /// or the profile's `endpoint_url`, else AWS itself).
+    pub endpoint: Option<String>,
+    /// The region (config `region`; else `AWS_REGION` or the profile's).
+    pub region: Option<String>,
+    /// The credentials profile (config `profile`; else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+}
+
+impl PartialEq for Bucket {
+    fn eq(&self, other: &Bucket) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Bucket {}
+
+/// How an `s3://` destination is reached, from the config file and the command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `--s3-endpoint`, else the config's `endpoint`.
+    pub endpoint: Option<String>,
+    /// The config's `region`.
+    pub region: Option<String>,
+    /// The config's `profile`.
+    pub profile: Option<String>,
 }
 
 /// A folder on another machine, reached through the user's own OpenSSH client.
@@ -80,6 +122,9 @@ pub enum DestError {
          {2}) — a mirror holds only what its source holds"
     )]
     WholeFolder(String, &'static str, String),
+    /// An `s3://` URL that does not parse.
+    #[error("destination {0:?} is not a valid S3 location ({1}); write s3://bucket/prefix")]
+    BadBucket(String, &'static str),
     /// An `sftp://` URL that does not parse.
     #[error(
         "destination {0:?} is not a valid sftp URL ({1}); write sftp://[user@]host[:port]/path"
@@ -103,6 +148,7 @@ impl Dest {
         {
             return match scheme.to_ascii_lowercase().as_str() {
                 "sftp" | "ssh" => Dest::Sftp(Remote::from_url(text)?).checked(text),
+                "s3" => Ok(Dest::S3(Bucket::from_url(text)?)),
                 _ => Err(DestError::Scheme(text.to_string(), scheme.to_string())),
             };
         }
@@ -130,15 +176,38 @@ impl Dest {
     pub fn local(&self) -> Option<&Path> {
         match self {
             Dest::Local(path) => Some(path),
-            Dest::Sftp(_) => None,
+            Dest::Sftp(_) | Dest::S3(_) => None,
         }
     }
 
-    /// The remote folder, if DST is one.
+    /// The folder on another machine, if DST is one.
     pub fn remote(&self) -> Option<&Remote> {
         match self {
-            Dest::Local(_) => None,
             Dest::Sftp(remote) => Some(remote),
+            Dest::Local(_) | Dest::S3(_) => None,
+        }
+    }
+
+    /// The bucket prefix, if DST is one.
+    pub fn bucket(&self) -> Option<&Bucket> {
+        match self {
+            Dest::S3(bucket) => Some(bucket),
+            Dest::Local(_) | Dest::Sftp(_) => None,
+        }
+    }
+
+    /// True if DST is not on this machine (reached over a network: its index is kept
+    /// in a local cache, a pass lists nothing there).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Dest::Local(_))
+    }
+
+    /// The name a remote DST is known by, for messages: the host, or the bucket.
+    pub fn host(&self) -> Option<String> {
+        match self {
+            Dest::Local(_) => None,
+            Dest::Sftp(remote) => Some(remote.host.clone()),
+            Dest::S3(bucket) => Some(bucket.host()),
         }
     }
 
@@ -147,6 +216,7 @@ impl Dest {
         match self {
             Dest::Local(path) => path.clone(),
             Dest::Sftp(remote) => PathBuf::from(remote.url()),
+            Dest::S3(bucket) => PathBuf::from(bucket.url()),
         }
     }
 
@@ -155,7 +225,19 @@ impl Dest {
         match self {
             Dest::Local(path) => path.join(name),
             Dest::Sftp(remote) => PathBuf::from(remote.url_of(name)),
+            Dest::S3(bucket) => PathBuf::from(bucket.url_of(name)),
         }
+    }
+
+    /// Sets how an `s3://` DST is reached (nothing for another kind): `settings`
+    /// fill in what the URL does not say.
+    pub fn with_s3(mut self, settings: &S3Settings) -> Dest {
+        if let Dest::S3(bucket) = &mut self {
+            bucket.endpoint = settings.endpoint.clone().filter(|e| !e.is_empty());
+            bucket.region = settings.region.clone().filter(|r| !r.is_empty());
+            bucket.profile = settings.profile.clone().filter(|p| !p.is_empty());
+        }
+        self
     }
 
     /// Sets the ssh command of a remote DST (nothing for a local one): `flag`
@@ -180,6 +262,88 @@ impl fmt::Display for Dest {
         match self {
             Dest::Local(path) => write!(f, "{}", esc(path)),
             Dest::Sftp(remote) => f.write_str(&remote.url()),
+            Dest::S3(bucket) => f.write_str(&bucket.url()),
+        }
+    }
+}
+
+impl Bucket {
+    /// `s3://bucket[/prefix]`.
+    fn from_url(text: &str) -> Result<Bucket, DestError> {
+        let bad = |why| DestError::BadBucket(text.to_string(), why);
+        let (_, rest) = text.split_once("://").ok_or(bad("no scheme"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        // What S3 allows in a bucket's name (lower case, digits, dots, hyphens; 3 to 63
+        // characters); servers that allow more (underscores, capitals) are served too.
+        let fine = |b: u8| b.is_ascii_alphanumeric() || b"-._".contains(&b);
+        if !bucket.bytes().all(fine) || bucket.len() > 63 {
+            return Err(bad("a bucket name is letters, digits, dots and hyphens"));
+        }
+        let prefix = decode(prefix).ok_or(bad("bad %-escape"))?;
+        if prefix.contains('\0') {
+            return Err(bad("a NUL byte in the prefix"));
+        }
+        let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(bad("no . or .. in a prefix: keys are taken as written"));
+        }
+        Ok(Bucket {
+            bucket: bucket.to_string(),
+            prefix: parts.join("/"),
+            endpoint: None,
+            region: None,
+            profile: None,
+        })
+    }
+
+    /// The URL that names this place: `s3://bucket[/prefix]`.
+    pub fn url(&self) -> String {
+        let mut url = format!("s3://{}", self.bucket);
+        if !self.prefix.is_empty() {
+            url.push('/');
+            url.push_str(&encode(self.prefix.as_bytes(), true));
+        }
+        url
+    }
+
+    /// What tells two mirrors apart: the endpoint too (the same bucket name on two
+    /// servers is two places).
+    pub fn key(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{} at {}", self.url(), endpoint.trim_end_matches('/')),
+            None => self.url(),
+        }
+    }
+
+    /// The bucket and where it is, for messages.
+    pub fn host(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("bucket {} at {endpoint}", self.bucket),
+            None => format!("bucket {}", self.bucket),
+        }
+    }
+
+    /// The URL of `name` inside this place, for messages.
+    pub fn url_of(&self, name: &Path) -> String {
+        let url = self.url();
+        if name.as_os_str().is_empty() {
+            return url;
+        }
+        let name = name.as_os_str().as_encoded_bytes();
+        format!("{url}/{}", encode(name, true))
+    }
+
+    /// The object key of `name` inside the mirror (`name` empty: the prefix itself,
+    /// with its slash).
+    pub fn key_of(&self, name: &Path) -> String {
+        let name = name.to_string_lossy();
+        match (self.prefix.is_empty(), name.is_empty()) {
+            (true, _) => name.into_owned(),
+            (false, true) => format!("{}/", self.prefix),
+            (false, false) => format!("{}/{name}", self.prefix),
         }
     }
 }
@@ -496,7 +660,11 @@ mod tests {
     fn bad_destinations_say_what_to_write() {
         for (arg, says) in [
             ("nas::module", "rsync's daemon syntax"),
-            ("s3://bucket/x", "s3:// is not a destination"),
+            ("gs://bucket/x", "gs:// is not a destination"),
+            ("s3://", "no bucket"),
+            ("s3:///x", "no bucket"),
+            ("s3://My Bucket/x", "letters, digits"),
+            ("s3://b/a/../c", "no . or .."),
             ("sftp://", "no host"),
             ("sftp://h:port/x", "bad host or port"),
             ("sftp://h:0/x", "bad host or port"),
@@ -520,6 +688,40 @@ mod tests {
             let err = Dest::parse(OsStr::new(arg)).unwrap_err().to_string();
             assert!(err.contains(says), "{arg}: {err}");
         }
+    }
+
+    fn bucket(arg: &str) -> Bucket {
+        match Dest::parse(OsStr::new(arg)).unwrap() {
+            Dest::S3(b) => b,
+            other => panic!("{arg} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_a_prefix() {
+        let b = bucket("s3://backups/home/notes/");
+        assert_eq!(
+            (b.bucket.as_str(), b.prefix.as_str()),
+            ("backups", "home/notes")
+        );
+        assert_eq!(b.url(), "s3://backups/home/notes");
+        assert_eq!(b.key_of(Path::new("a b/c")), "home/notes/a b/c");
+        assert_eq!(b.url_of(Path::new("a b")), "s3://backups/home/notes/a%20b");
+        assert_eq!(bucket("s3://backups").prefix, "");
+        assert_eq!(bucket("s3://backups").key_of(Path::new("x")), "x");
+        assert_eq!(bucket("S3://b-1//x//y").prefix, "x/y");
+        assert_eq!(bucket("s3://b/my%20notes").prefix, "my notes");
+        // The same bucket on two servers is two places.
+        let here = Dest::parse(OsStr::new("s3://b/x")).unwrap();
+        let there = here.clone().with_s3(&S3Settings {
+            endpoint: Some("http://127.0.0.1:8333".into()),
+            ..S3Settings::default()
+        });
+        assert_ne!(here, there);
+        assert_eq!(
+            there.bucket().unwrap().key(),
+            "s3://b/x at http://127.0.0.1:8333"
+        );
     }
 
     #[test]

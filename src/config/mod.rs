@@ -14,7 +14,7 @@ pub(crate) mod file;
 pub mod filter;
 pub mod value;
 
-pub use dest::{Dest, Remote};
+pub use dest::{Bucket, Dest, Remote, S3Settings};
 pub use file::{default_path, state_dir};
 pub use value::{Retention, Size, TimeSpan};
 
@@ -385,7 +385,7 @@ fn jobs(cli: Option<u32>, file: Option<u32>) -> usize {
 /// workers share one pipelined connection). `verify DST` uses it too.
 pub fn jobs_for(dst: &Dest, cli: Option<u32>, file: Option<u32>) -> usize {
     match (dst, cli.or(file)) {
-        (Dest::Sftp(_), None) => REMOTE_JOBS,
+        (Dest::Sftp(_) | Dest::S3(_), None) => REMOTE_JOBS,
         _ => jobs(cli, file),
     }
 }
@@ -437,7 +437,7 @@ impl Pair {
         let dst = match dst {
             Dest::Local(dst) => dst,
             // Another machine: nothing to resolve here, and never inside SRC.
-            Dest::Sftp(_) => {
+            Dest::Sftp(_) | Dest::S3(_) => {
                 return Ok(Pair {
                     src: src_canon,
                     dst_in_src: None,

@@ -129,7 +129,7 @@ impl History {
     pub fn open(dst: &Dest) -> Result<History, HistoryError> {
         let dst = match dst {
             Dest::Local(path) => path,
-            Dest::Sftp(_) => {
+            Dest::Sftp(_) | Dest::S3(_) => {
                 let shown = dst.display();
                 let breaker = crate::read::open_remote(dst).map_err(|e| match e {
                     crate::read::Unopened::Unreachable(e) => HistoryError::Unreachable(e),

@@ -989,6 +989,17 @@ fn verify_mirror(
             );
             (breaker.clone(), Some(breaker))
         }
+        Dest::S3(bucket) => {
+            let breaker = crate::read::open_remote(&target.dst).map_err(|e| match e {
+                crate::read::Unopened::Unreachable(e) => VerifyError::Unreachable(e),
+                crate::read::Unopened::NotAFolder(e) => not_a_folder(target.dst.display(), e),
+            })?;
+            log::info!(
+                "verify downloads every file from {} to hash it",
+                bucket.host()
+            );
+            (breaker.clone(), Some(breaker))
+        }
     };
     let store: &dyn Reader = &*store;
     let state_dir = index_dir(store);

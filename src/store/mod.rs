@@ -15,6 +15,8 @@
 pub mod layout;
 pub mod local;
 pub mod memory;
+pub mod remote;
+pub mod s3;
 #[cfg(unix)]
 pub mod sftp;
 pub mod versions;
@@ -68,6 +70,7 @@ pub fn open_reader(dst: &Dest) -> io::Result<Box<dyn Reader>> {
         Dest::Local(path) => Ok(Box::new(local::Local::open(path)?)),
         #[cfg(unix)]
         Dest::Sftp(remote) => Ok(Box::new(sftp::Sftp::open(remote)?)),
+        Dest::S3(bucket) => Ok(Box::new(s3::S3::open(bucket)?)),
         #[cfg(not(unix))]
         Dest::Sftp(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -83,6 +86,7 @@ pub fn create(dst: &Dest) -> Result<Box<dyn Store>, PrepareError> {
         Dest::Local(path) => Ok(Box::new(local::Local::create(path)?)),
         #[cfg(unix)]
         Dest::Sftp(remote) => Ok(Box::new(sftp::Sftp::create(remote)?)),
+        Dest::S3(bucket) => Ok(Box::new(s3::S3::create(bucket)?)),
         #[cfg(not(unix))]
         Dest::Sftp(_) => Err(PrepareError::Unwritable(
             "SFTP destinations need a Unix system (they run the system's ssh)".to_string(),
@@ -98,6 +102,7 @@ pub fn reachable(dst: &Dest) -> io::Result<()> {
         Dest::Local(_) => Ok(()),
         #[cfg(unix)]
         Dest::Sftp(remote) => sftp::conn::Conn::open(remote).map(drop),
+        Dest::S3(bucket) => s3::S3::reachable(bucket),
         #[cfg(not(unix))]
         Dest::Sftp(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,

@@ -21,12 +21,12 @@
 //! (SFTP version 3).
 
 mod ahead;
-mod cache;
 pub mod conn;
 mod files;
 mod folders;
 mod lock;
 
+use super::remote::cache;
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
 use crate::config::Remote;
 use crate::model::Kind;
@@ -81,7 +81,7 @@ impl Sftp {
     fn connect(remote: &Remote) -> io::Result<Sftp> {
         Ok(Sftp {
             conn: Conn::open(remote)?,
-            cache: cache::Cache::of(remote)?,
+            cache: cache::Cache::of(&remote.url())?,
             writing: None,
             gone: std::sync::atomic::AtomicBool::new(false),
             folders: Arc::default(),
@@ -111,7 +111,7 @@ impl Sftp {
     /// connected to it names), without connecting: for reading it while the connection
     /// is made. `None` without a state folder.
     pub fn local_index_file(remote: &Remote) -> Option<PathBuf> {
-        cache::Cache::index_file_of(remote)
+        cache::Cache::index_file_of(&remote.url())
     }
 
     /// The remote folder.

@@ -1,8 +1,10 @@
-//! The local side of a remote mirror's index. The authoritative index of a remote
-//! mirror is a local file, `$XDG_STATE_HOME/datasafe/remote/KEY/index.db` (KEY made
-//! from the URL), so a pass reads and writes it at local speed; a consistent copy is
-//! published to `DST/.datasafe/index.db` (a snapshot by `VACUUM INTO`, uploaded under a
-//! temp name and renamed into place), so the mirror describes itself.
+//! The local side of a remote mirror's index, for every remote store (SFTP, S3). The
+//! authoritative index of a remote mirror is a local file,
+//! `$XDG_STATE_HOME/datasafe/remote/KEY/index.db` (KEY made from the URL), so a pass
+//! reads and writes it at local speed; a consistent copy is published to
+//! `DST/.datasafe/index.db` (a snapshot by `VACUUM INTO`, written through the store's
+//! own temp file and install, so a reader never sees a torn one), so the mirror
+//! describes itself.
 //!
 //! Which one is current: each copy published gets a new random id, written beside it
 //! (`DST/.datasafe/index.id`) and noted locally (`published`). A writer, once it holds
@@ -14,10 +16,8 @@
 //! so the engine compares with a listing of the mirror once and rebuilds it. A reader
 //! (`verify`, `restore`…) only ever fetches a newer copy, never throws one away.
 
-use super::Sftp;
-use crate::config::Remote;
 use crate::output::names::io_message;
-use crate::store::{Reader, Store, layout};
+use crate::store::{Store, layout};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 const PUBLISH_GAP: Duration = Duration::from_secs(30);
 
 /// The local folder of one remote mirror.
-pub(super) struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
 }
 
 /// When the index was last published, and whether commits since are not.
 #[derive(Default)]
-pub(super) struct Publishing {
+pub(crate) struct Publishing {
     last: Option<Instant>,
     pending: bool,
     /// The last copy this writer published was not its closing one.
@@ -43,7 +43,7 @@ pub(super) struct Publishing {
 
 /// Why the index is being published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Publish {
+pub(crate) enum Publish {
     /// A commit: published if the last upload is old enough, else held back.
     Committed,
     /// Nothing new: what was held back is published once it is due.
@@ -67,7 +67,7 @@ const CLEAN: &str = "published_clean";
 
 /// Who refreshes the local index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Role {
+pub(crate) enum Role {
     /// A command that only reads the mirror.
     Reader,
     /// The one writer, holding the lock.
@@ -76,7 +76,7 @@ pub(super) enum Role {
 
 impl Cache {
     /// The cache folder of `remote` (created if missing).
-    pub(super) fn of(remote: &Remote) -> io::Result<Cache> {
+    pub(crate) fn of(key: &str) -> io::Result<Cache> {
         let base = crate::config::state_dir().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -84,7 +84,7 @@ impl Cache {
                  mirror keeps its index there",
             )
         })?;
-        let dir = base.join("remote").join(key_of(&remote.url()));
+        let dir = base.join("remote").join(key_of(key));
         std::fs::create_dir_all(&dir).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -94,19 +94,19 @@ impl Cache {
         Ok(Cache { dir })
     }
 
-    /// The local index file of `remote`, found without connecting or creating
-    /// anything (`None` without a state folder).
-    pub(super) fn index_file_of(remote: &Remote) -> Option<PathBuf> {
+    /// The local index file of the mirror known by `key`, found without connecting or
+    /// creating anything (`None` without a state folder).
+    pub(crate) fn index_file_of(key: &str) -> Option<PathBuf> {
         let base = crate::config::state_dir()?;
         Some(
             base.join("remote")
-                .join(key_of(&remote.url()))
+                .join(key_of(key))
                 .join(layout::INDEX_FILE),
         )
     }
 
     /// The local index file.
-    pub(super) fn index_file(&self) -> PathBuf {
+    pub(crate) fn index_file(&self) -> PathBuf {
         self.dir.join(layout::INDEX_FILE)
     }
 
@@ -137,7 +137,7 @@ impl Cache {
     }
 
     /// The id of the mirror's index copy (`None`: no copy, or one without an id).
-    fn remote_id(&self, store: &Sftp) -> io::Result<Option<String>> {
+    fn remote_id(&self, store: &dyn Store) -> io::Result<Option<String>> {
         let mut file = match store.open(&id_file()) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -152,7 +152,7 @@ impl Cache {
     /// whether it describes the mirror as it is: keeps it, replaces it with the mirror's
     /// copy, or (a writer only) sets it aside. A reader never throws the local index
     /// away: a writer on this machine may be making it.
-    pub(super) fn refresh(&self, store: &Sftp, role: Role) -> io::Result<bool> {
+    pub(crate) fn refresh(&self, store: &dyn Store, role: Role) -> io::Result<bool> {
         let local = self.index_file().exists();
         // An id without its copy (the copy removed by hand) is no copy.
         let remote = store.stat(&layout::index())?.is_some();
@@ -200,12 +200,12 @@ impl Cache {
     }
 
     /// Notes that a writer runs (removed by [`Cache::closed`]).
-    pub(super) fn writing(&self) -> io::Result<()> {
+    pub(crate) fn writing(&self) -> io::Result<()> {
         std::fs::write(self.dir.join(WRITING), format!("{}\n", std::process::id()))
     }
 
     /// The writer closed with its index published: the next one may trust it.
-    pub(super) fn closed(&self) {
+    pub(crate) fn closed(&self) {
         let _ = std::fs::remove_file(self.dir.join(WRITING));
     }
 
@@ -218,7 +218,7 @@ impl Cache {
 
     /// Copies the mirror's index here, in place of the local one; true if its writer
     /// closed cleanly when it published it.
-    fn download(&self, store: &Sftp) -> io::Result<bool> {
+    fn download(&self, store: &dyn Store) -> io::Result<bool> {
         let mut from = store.open(&layout::index())?;
         let tmp = self.dir.join(format!("{}.download", layout::INDEX_FILE));
         let mut to = std::fs::File::create(&tmp)?;
@@ -240,9 +240,9 @@ impl Cache {
 
     /// Publishes a snapshot of the local index to the mirror, unless the last upload
     /// was less than [`PUBLISH_GAP`] ago (see [`Publish`]).
-    pub(super) fn publish(
+    pub(crate) fn publish(
         &self,
-        store: &Sftp,
+        store: &dyn Store,
         state: &Mutex<Publishing>,
         when: Publish,
     ) -> io::Result<()> {
@@ -339,7 +339,7 @@ fn new_id() -> String {
         std::time::SystemTime::now(),
         std::process::id(),
         COUNT.fetch_add(1, Ordering::Relaxed),
-        super::lock::hostname()
+        super::hostname()
     );
     let digest = sha2::Sha256::digest(seed.as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -356,6 +356,7 @@ fn key_of(url: &str) -> String {
     use sha2::Digest;
     let readable: String = url
         .trim_start_matches("sftp://")
+        .trim_start_matches("s3://")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {

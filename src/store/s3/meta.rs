@@ -1,0 +1,131 @@
+//! How a name's kind, mode and mtime ride on an object: user metadata
+//! (`x-amz-meta-mtime`, `-mode`, `-kind`), so a bucket can be restored without the
+//! index and other tools read the times too. `mtime` is seconds since the epoch with up
+//! to nine decimals, as rclone writes it (`1700000000.123456789`); `mode` is octal
+//! permission bits; `kind` is `symlink` for a symlink (its target is the object's
+//! body). A folder is a marker object, its key ending in `/`.
+
+use crate::model::Kind;
+use crate::store::Stat;
+use filetime::FileTime;
+use std::collections::HashMap;
+
+/// The metadata key of the mtime.
+pub const MTIME: &str = "mtime";
+/// The metadata key of the permission bits.
+pub const MODE: &str = "mode";
+/// The metadata key of the kind (absent: a file, or a folder for a marker).
+pub const KIND: &str = "kind";
+/// The kind of a symlink.
+pub const SYMLINK: &str = "symlink";
+
+/// The metadata of a name of `kind` with `mode` and `mtime`.
+pub fn of(kind: Kind, mode: u32, mtime: FileTime) -> HashMap<String, String> {
+    let mut meta = HashMap::new();
+    meta.insert(MTIME.to_string(), format_mtime(mtime));
+    meta.insert(MODE.to_string(), format!("{:o}", mode & 0o7777));
+    if kind == Kind::Symlink {
+        meta.insert(KIND.to_string(), SYMLINK.to_string());
+    }
+    meta
+}
+
+/// `secs.nanos`, the nanoseconds without trailing zeros.
+pub fn format_mtime(mtime: FileTime) -> String {
+    let (secs, nanos) = (mtime.unix_seconds(), mtime.nanoseconds());
+    if nanos == 0 {
+        return secs.to_string();
+    }
+    let frac = format!("{nanos:09}");
+    format!("{secs}.{}", frac.trim_end_matches('0'))
+}
+
+/// The mtime written by [`format_mtime`] (or by rclone: a float of seconds).
+pub fn parse_mtime(text: &str) -> Option<FileTime> {
+    let text = text.trim();
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    Some(FileTime::from_unix_time(secs, nanos))
+}
+
+/// What an object is, from its size, its metadata and (for want of an mtime there) the
+/// time the server stored it.
+pub fn stat_of(
+    folder: bool,
+    size: u64,
+    meta: Option<&HashMap<String, String>>,
+    stored: Option<FileTime>,
+) -> Stat {
+    let get = |key: &str| meta.and_then(|m| m.get(key));
+    let kind = if folder {
+        Kind::Dir
+    } else if get(KIND).is_some_and(|k| k == SYMLINK) {
+        Kind::Symlink
+    } else {
+        Kind::File
+    };
+    let default_mode = match kind {
+        Kind::Dir => 0o755,
+        Kind::Symlink => 0o777,
+        _ => 0o644,
+    };
+    let mode = get(MODE)
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(default_mode);
+    let mtime = get(MTIME)
+        .and_then(|m| parse_mtime(m))
+        .or(stored)
+        .unwrap_or_else(|| FileTime::from_unix_time(0, 0));
+    Stat {
+        kind,
+        size: if folder { 0 } else { size },
+        mtime,
+        mode,
+        ino: 0,
+        links: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtimes_round_trip_to_the_nanosecond() {
+        for (secs, nanos) in [(1_700_000_000, 0), (1_700_000_000, 123_456_789), (5, 1)] {
+            let t = FileTime::from_unix_time(secs, nanos);
+            assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
+        }
+        assert_eq!(
+            format_mtime(FileTime::from_unix_time(7, 500_000_000)),
+            "7.5"
+        );
+        assert_eq!(
+            parse_mtime("7.5"),
+            Some(FileTime::from_unix_time(7, 500_000_000))
+        );
+        assert_eq!(parse_mtime("x"), None);
+        assert_eq!(parse_mtime("1.1234567891"), None);
+    }
+
+    #[test]
+    fn kinds_and_modes_come_from_the_metadata() {
+        let meta = of(Kind::Symlink, 0o777, FileTime::from_unix_time(9, 0));
+        let stat = stat_of(false, 3, Some(&meta), None);
+        assert_eq!((stat.kind, stat.mode, stat.size), (Kind::Symlink, 0o777, 3));
+        let stat = stat_of(false, 3, None, Some(FileTime::from_unix_time(4, 0)));
+        assert_eq!(
+            (stat.kind, stat.mode, stat.mtime.unix_seconds()),
+            (Kind::File, 0o644, 4)
+        );
+        assert_eq!(stat_of(true, 0, None, None).kind, Kind::Dir);
+    }
+}

@@ -1,0 +1,684 @@
+//! A mirror in a bucket of S3-compatible object storage ([`S3`]): the third
+//! implementation of the destination seam, beside [`super::local::Local`] and the SFTP
+//! store.
+//!
+//! - Each stored name is one object at `PREFIX/NAME` (`NAME.gz` with `--compress`); its
+//!   kind, mode and mtime ride in user metadata (`meta`); a folder is a marker object
+//!   `PREFIX/NAME/`. The connection and its errors are `client`.
+//! - A file is held until its final name is known and then sent in one step, a single
+//!   `PutObject` or a multipart upload completed only when every part is in (`files`):
+//!   S3 replaces an object atomically, so nothing half-written is ever visible.
+//!   Uploads a killed run left unfinished are aborted by the next writer.
+//! - A version is a server-side copy into `PREFIX/.datasafe/versions/…` (the store's
+//!   "hard link": the bytes do not pass through here); a rename is a copy and a delete.
+//! - One writer per prefix: a lease object created only if absent (`lease`).
+//! - The index is local and authoritative; a snapshot is published to
+//!   `PREFIX/.datasafe/index.db` with one `PutObject` after commits (shared with the
+//!   SFTP store: [`super::remote::cache`]); a pass with a current index sends no
+//!   request per object.
+
+pub mod client;
+mod files;
+mod lease;
+mod meta;
+
+use super::remote::cache;
+use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
+use crate::config::Bucket;
+use crate::model::Kind;
+use crate::output::names::{esc, io_message};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
+use client::Client;
+use filetime::FileTime;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A bucket prefix as a store.
+pub struct S3 {
+    client: Arc<Client>,
+    cache: cache::Cache,
+    writing: Option<Writing>,
+}
+
+/// What a prepared store holds.
+struct Writing {
+    lease: lease::Held,
+    next_spool: AtomicU64,
+    published: Mutex<cache::Publishing>,
+}
+
+impl S3 {
+    /// A store that reads `bucket` (no lease, nothing written).
+    pub fn open(bucket: &Bucket) -> io::Result<S3> {
+        let store = S3::connect(bucket)?;
+        store.cache.refresh(&store, cache::Role::Reader)?;
+        Ok(store)
+    }
+
+    /// A store that will write `bucket`, once prepared; the bucket must exist.
+    pub fn create(bucket: &Bucket) -> Result<S3, PrepareError> {
+        S3::connect(bucket).map_err(|e| PrepareError::Unwritable(e.to_string()))
+    }
+
+    /// A client for `bucket`, the bucket checked to be there (one request).
+    fn connect(bucket: &Bucket) -> io::Result<S3> {
+        let client = Arc::new(Client::new(bucket)?);
+        client
+            .run(client.s3.head_bucket().bucket(&bucket.bucket).send())
+            .map_err(|e| {
+                let e = client.error(e);
+                match e.kind() {
+                    // HEAD answers a missing bucket with a bare 404.
+                    io::ErrorKind::NotFound => io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "{} does not exist: create it first, or check its name and the \
+                             endpoint",
+                            client.place()
+                        ),
+                    ),
+                    _ => e,
+                }
+            })?;
+        Ok(S3 {
+            cache: cache::Cache::of(&bucket.key())?,
+            client,
+            writing: None,
+        })
+    }
+
+    /// Whether `bucket` can be reached now (one request).
+    pub fn reachable(bucket: &Bucket) -> io::Result<()> {
+        S3::connect(bucket).map(drop)
+    }
+
+    /// The local index file of `bucket`, without connecting.
+    pub fn local_index_file(bucket: &Bucket) -> Option<PathBuf> {
+        cache::Cache::index_file_of(&bucket.key())
+    }
+
+    fn key(&self, name: &Path) -> String {
+        self.client.bucket.key_of(name)
+    }
+
+    /// Keys of everything under the folder `name` (the marker too), in pages.
+    fn keys_under(&self, name: &Path) -> io::Result<Vec<String>> {
+        let prefix = folder_key(&self.key(name));
+        let client = &self.client;
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let answer = client
+                .run(
+                    client
+                        .s3
+                        .list_objects_v2()
+                        .bucket(&client.bucket.bucket)
+                        .prefix(&prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| client.error(e))?;
+            keys.extend(
+                answer
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match answer.next_continuation_token() {
+                Some(next) if answer.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Deletes `keys`, a thousand a request.
+    fn delete_keys(&self, keys: &[String]) -> io::Result<()> {
+        let client = &self.client;
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(io::Error::other)
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(io::Error::other)?;
+            let answer = client
+                .run(
+                    client
+                        .s3
+                        .delete_objects()
+                        .bucket(&client.bucket.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(|e| client.error(e))?;
+            if let Some(failed) = answer.errors().first() {
+                return Err(io::Error::other(format!(
+                    "cannot delete {} in {}: {}",
+                    failed.key().unwrap_or("?"),
+                    client.place(),
+                    failed.message().unwrap_or("refused")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A server-side copy of `from` to `to`, with new metadata if given.
+    fn copy_key(
+        &self,
+        from: &str,
+        to: &str,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> io::Result<()> {
+        let client = &self.client;
+        let source = format!("{}/{}", client.bucket.bucket, encode_key(from));
+        let mut request = client
+            .s3
+            .copy_object()
+            .bucket(&client.bucket.bucket)
+            .key(to)
+            .copy_source(source);
+        if let Some(metadata) = metadata {
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(metadata));
+        }
+        client
+            .run(request.send())
+            .map(drop)
+            .map_err(|e| client.error(e))
+    }
+
+    /// Aborts the multipart uploads a killed writer left under the prefix (the lease is
+    /// held: no other writer has one under way).
+    fn abort_leftover_uploads(&self) -> io::Result<()> {
+        let client = &self.client;
+        let prefix = &client.bucket.prefix;
+        let answer = client
+            .run(
+                client
+                    .s3
+                    .list_multipart_uploads()
+                    .bucket(&client.bucket.bucket)
+                    .set_prefix((!prefix.is_empty()).then(|| format!("{prefix}/")))
+                    .send(),
+            )
+            .map_err(|e| client.error(e))?;
+        for upload in answer.uploads() {
+            let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            log::info!("aborting an unfinished upload of {key} left by an earlier run");
+            let _ = client.run(
+                client
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(&client.bucket.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send(),
+            );
+        }
+        Ok(())
+    }
+
+    fn writing(&self) -> io::Result<&Writing> {
+        self.writing
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the store was not prepared for writing"))
+    }
+
+    fn put_marker(
+        &self,
+        name: &Path,
+        mode: u32,
+        mtime: FileTime,
+        only_new: bool,
+    ) -> io::Result<()> {
+        let client = &self.client;
+        let key = folder_key(&self.key(name));
+        if key.is_empty() {
+            return Ok(()); // the bucket's root: nothing to mark
+        }
+        let mut request = client
+            .s3
+            .put_object()
+            .bucket(&client.bucket.bucket)
+            .key(key)
+            .set_metadata(Some(meta::of(Kind::Dir, mode, mtime)))
+            .body(ByteStream::from_static(b""));
+        if only_new {
+            request = request.if_none_match("*");
+        }
+        client
+            .run(request.send())
+            .map(drop)
+            .map_err(|e| client.error(e))
+    }
+}
+
+/// `key` as a folder's marker key (ending in `/`; empty stays empty).
+fn folder_key(key: &str) -> String {
+    if key.is_empty() || key.ends_with('/') {
+        key.to_string()
+    } else {
+        format!("{key}/")
+    }
+}
+
+/// A key as the `x-amz-copy-source` header takes it: percent-encoded, `/` kept.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for &b in key.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What stands at `name`: the object, else the folder marker, looked at together.
+pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
+    let key = client.bucket.key_of(name);
+    let bucket = &client.bucket.bucket;
+    let object = async {
+        if key.is_empty() || key.ends_with('/') {
+            return None;
+        }
+        Some(
+            client
+                .s3
+                .head_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await,
+        )
+    };
+    let marker_key = folder_key(&key);
+    let marker = async {
+        if marker_key.is_empty() {
+            return None;
+        }
+        Some(
+            client
+                .s3
+                .head_object()
+                .bucket(bucket)
+                .key(&marker_key)
+                .send()
+                .await,
+        )
+    };
+    let (object, marker) = client.run(async { tokio::join!(object, marker) });
+    if key.is_empty() {
+        // The root of the bucket is always there.
+        return Ok(Some(meta::stat_of(true, 0, None, None)));
+    }
+    for (answer, folder) in [(object, false), (marker, true)] {
+        match answer {
+            None => {}
+            Some(Ok(found)) => {
+                let stored = found
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .map(FileTime::from_system_time);
+                let size = found.content_length().unwrap_or(0).max(0) as u64;
+                return Ok(Some(meta::stat_of(folder, size, found.metadata(), stored)));
+            }
+            Some(Err(e)) => {
+                let e = client.error(e);
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl Reader for S3 {
+    fn caps(&self) -> Caps {
+        Caps {
+            // A second name is a server-side copy: no bytes pass through here.
+            hard_links: true,
+            atomic_rename: false,
+            posix_meta: true,
+            symlinks: true,
+            server_side_copy: true,
+            fsync: true,
+            nanosecond_mtimes: true,
+            cheap_listing: false,
+        }
+    }
+
+    fn display(&self, name: &Path) -> PathBuf {
+        PathBuf::from(self.client.bucket.url_of(name))
+    }
+
+    fn stat(&self, name: &Path) -> io::Result<Option<Stat>> {
+        head(&self.client, name)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        let client = &self.client;
+        let prefix = folder_key(&self.key(dir));
+        let mut listed = Vec::new();
+        let mut token = None;
+        loop {
+            let answer = client
+                .run(
+                    client
+                        .s3
+                        .list_objects_v2()
+                        .bucket(&client.bucket.bucket)
+                        .prefix(&prefix)
+                        .delimiter("/")
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| client.error(e))?;
+            for object in answer.contents() {
+                let Some(key) = object.key() else { continue };
+                let rest = &key[prefix.len().min(key.len())..];
+                if rest.is_empty() {
+                    continue; // the folder's own marker
+                }
+                listed.push(Listed {
+                    name: dir.join(rest),
+                    kind: Kind::File,
+                });
+            }
+            for common in answer.common_prefixes() {
+                let Some(p) = common.prefix() else { continue };
+                let rest = p[prefix.len().min(p.len())..].trim_end_matches('/');
+                if rest.is_empty() {
+                    continue;
+                }
+                listed.push(Listed {
+                    name: dir.join(rest),
+                    kind: Kind::Dir,
+                });
+            }
+            match answer.next_continuation_token() {
+                Some(next) if answer.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        if listed.is_empty() && !dir.as_os_str().is_empty() && self.stat(dir)?.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not there", self.display(dir).display()),
+            ));
+        }
+        Ok(listed)
+    }
+
+    fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
+        match self.stat(name)? {
+            Some(stat) if stat.kind == Kind::File => Ok(Box::new(files::Object::new(
+                self.client.clone(),
+                self.key(name),
+                stat,
+            ))),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file", self.display(name).display()),
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not there", self.display(name).display()),
+            )),
+        }
+    }
+
+    fn read_link(&self, name: &Path) -> io::Result<PathBuf> {
+        let stat = self
+            .stat(name)?
+            .filter(|s| s.kind == Kind::Symlink)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a symlink", self.display(name).display()),
+                )
+            })?;
+        let mut object = files::Object::new(self.client.clone(), self.key(name), stat);
+        let mut target = Vec::new();
+        io::Read::read_to_end(&mut object, &mut target)?;
+        crate::platform::path_from_bytes(target).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds a target this system cannot name",
+                    self.display(name).display()
+                ),
+            )
+        })
+    }
+
+    fn index_file(&self) -> PathBuf {
+        self.cache.index_file()
+    }
+}
+
+impl Store for S3 {
+    fn prepare(&mut self) -> Result<(), PrepareError> {
+        let url = self.display(layout::state());
+        let unwritable = |e: io::Error| {
+            PrepareError::Unwritable(format!("cannot write {}: {}", esc(&url), io_message(&e)))
+        };
+        let held = lease::take(self.client.clone(), self.key(&layout::lock()))?;
+        self.cache
+            .refresh(self, cache::Role::Writer)
+            .and_then(|_| self.cache.writing())
+            .map_err(unwritable)?;
+        if let Err(e) = self.abort_leftover_uploads() {
+            log::warn!(
+                "cannot look for unfinished uploads in {}: {e}",
+                self.client.place()
+            );
+        }
+        let _ = std::fs::remove_dir_all(self.spool_dir());
+        self.writing = Some(Writing {
+            lease: held,
+            next_spool: AtomicU64::new(0),
+            published: Mutex::new(cache::Publishing::default()),
+        });
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.writing
+            .as_ref()
+            .is_some_and(|w| !w.lease.lost.load(Ordering::Relaxed))
+    }
+
+    fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
+        let n = self.writing()?.next_spool.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(files::Upload::new(
+            self.client.clone(),
+            self.spool_dir(),
+            format!("{}-{n}", std::process::id()),
+        )))
+    }
+
+    fn temp_symlink(&self, target: &Path, mtime: FileTime) -> io::Result<Box<dyn Staged>> {
+        Ok(Box::new(files::Upload::symlink(
+            self.client.clone(),
+            target,
+            mtime,
+        )))
+    }
+
+    fn mkdir(&self, name: &Path) -> io::Result<()> {
+        if let Some(found) = self.stat(name)? {
+            let _ = found;
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", self.display(name).display()),
+            ));
+        }
+        self.put_marker(name, 0o755, FileTime::now(), true)
+    }
+
+    fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
+        if self.stat(name)?.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", self.display(name).display()),
+            ));
+        }
+        let mut link = files::Upload::symlink(self.client.clone(), target, FileTime::now());
+        link.install(name)
+    }
+
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if self.stat(to)?.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", self.display(to).display()),
+            ));
+        }
+        self.copy_key(&self.key(from), &self.key(to), None)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let Some(what) = self.stat(from)? else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not there", self.display(from).display()),
+            ));
+        };
+        if what.kind != Kind::Dir {
+            // A copy, then the old name goes: a crash between leaves both, and the next
+            // pass deletes the one the source no longer has.
+            self.copy_key(&self.key(from), &self.key(to), None)?;
+            return self.delete_keys(&[self.key(from)]);
+        }
+        if let Some(there) = self.stat(to)?
+            && there.kind != Kind::Dir
+        {
+            self.delete_keys(&[self.key(to)])?;
+        }
+        let (old, new) = (folder_key(&self.key(from)), folder_key(&self.key(to)));
+        let keys = self.keys_under(from)?;
+        for key in &keys {
+            let moved = format!("{new}{}", &key[old.len()..]);
+            self.copy_key(key, &moved, None)?;
+        }
+        self.delete_keys(&keys)
+    }
+
+    fn remove_file(&self, name: &Path) -> io::Result<()> {
+        self.delete_keys(&[self.key(name)])
+    }
+
+    fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        let keys = self.keys_under(name)?;
+        let marker = folder_key(&self.key(name));
+        if keys.iter().any(|k| *k != marker) {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                format!("{} is not empty", self.display(name).display()),
+            ));
+        }
+        self.delete_keys(&[marker])
+    }
+
+    fn remove_tree(&self, name: &Path) -> io::Result<()> {
+        let keys = self.keys_under(name)?;
+        self.delete_keys(&keys)
+    }
+
+    fn set_meta(
+        &self,
+        name: &Path,
+        kind: Kind,
+        mode: u32,
+        mtime: FileTime,
+    ) -> io::Result<Option<Stat>> {
+        let Some(found) = self.stat(name)? else {
+            return Ok(None);
+        };
+        if found.kind != kind {
+            return Ok(None);
+        }
+        match kind {
+            Kind::Dir => self.put_marker(name, mode, mtime, false)?,
+            Kind::File => {
+                let key = self.key(name);
+                self.copy_key(&key, &key, Some(meta::of(Kind::File, mode, mtime)))?;
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(Stat {
+            mode,
+            mtime,
+            ..found
+        }))
+    }
+
+    fn barrier(&self) -> io::Result<()> {
+        // An object is durable once its PUT answered.
+        Ok(())
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    fn index_committed(&self) -> io::Result<()> {
+        let writing = self.writing()?;
+        self.cache
+            .publish(self, &writing.published, cache::Publish::Committed)
+    }
+
+    fn index_idle(&self) -> io::Result<()> {
+        let writing = self.writing()?;
+        self.cache
+            .publish(self, &writing.published, cache::Publish::IfDue)
+    }
+}
+
+impl S3 {
+    /// Where files too big for memory wait for their upload: the mirror's local cache
+    /// folder.
+    fn spool_dir(&self) -> PathBuf {
+        self.cache.index_file().with_file_name("spool")
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let Some(writing) = &self.writing else {
+            return;
+        };
+        match self
+            .cache
+            .publish(self, &writing.published, cache::Publish::Now)
+        {
+            Ok(()) => self.cache.closed(),
+            Err(e) => log::warn!(
+                "cannot publish the index to {}: {} (the next run compares with a listing \
+                 of the mirror)",
+                esc(&self.display(&layout::index())),
+                io_message(&e)
+            ),
+        }
+        let _ = std::fs::remove_dir_all(self.spool_dir());
+    }
+}
