@@ -100,13 +100,20 @@ fn absolute_paths(
             config: abs(&watch.pairs.config)?,
         },
         mirror: MirrorArgs {
-            exclude: watch.mirror.exclude.clone(),
             // The environment's ssh command is not the agent's: carried as a flag.
+            // Likewise the environment's S3 endpoint (credentials are read from
+            // ~/.aws by the agent itself: never written into a unit file).
+            s3_endpoint: watch.mirror.s3_endpoint.clone().or_else(|| {
+                std::env::var("AWS_ENDPOINT_URL")
+                    .ok()
+                    .filter(|e| !e.is_empty())
+            }),
             ssh_command: watch.mirror.ssh_command.clone().or_else(|| {
                 std::env::var(crate::config::dest::SSH_COMMAND_ENV)
                     .ok()
                     .filter(|c| !c.is_empty())
             }),
+            exclude: watch.mirror.exclude.clone(),
             ..watch.mirror
         },
         timing: TimingArgs { ..watch.timing },
@@ -136,6 +143,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
                 versions_max_size,
                 jobs,
                 ssh_command,
+                s3_endpoint,
             },
         timing:
             TimingArgs {
@@ -190,6 +198,7 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
     );
     valued("--jobs", jobs.map(|n| n.to_string().into()));
     valued("--ssh-command", ssh_command.as_ref().map(Into::into));
+    valued("--s3-endpoint", s3_endpoint.as_ref().map(Into::into));
     valued("--debounce", debounce.map(|d| d.to_string().into()));
     valued("--rescan", rescan.map(|d| d.to_string().into()));
     valued("--max-wait", max_wait.map(|d| d.to_string().into()));

@@ -197,6 +197,12 @@ pub struct VerifyArgs {
     /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
     #[arg(long, value_name = "CMD")]
     pub ssh_command: Option<String>,
+    /// The endpoint URL of an s3:// DST's service (a self-hosted one: MinIO, Ceph,
+    /// SeaweedFS, Backblaze B2…), for example http://127.0.0.1:8333 [default: the
+    /// config's endpoint, then $AWS_ENDPOINT_URL, then the profile's endpoint_url,
+    /// then AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 const RESTORE_EXAMPLES: &str = "\
@@ -236,6 +242,12 @@ pub struct RestoreArgs {
     /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
     #[arg(long, value_name = "CMD")]
     pub ssh_command: Option<String>,
+    /// The endpoint URL of an s3:// DST's service (a self-hosted one: MinIO, Ceph,
+    /// SeaweedFS, Backblaze B2…), for example http://127.0.0.1:8333 [default: the
+    /// config's endpoint, then $AWS_ENDPOINT_URL, then the profile's endpoint_url,
+    /// then AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 /// `datasafe versions DST [PATH] [--json]`.
@@ -260,6 +272,12 @@ pub struct VersionsArgs {
     /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
     #[arg(long, value_name = "CMD")]
     pub ssh_command: Option<String>,
+    /// The endpoint URL of an s3:// DST's service (a self-hosted one: MinIO, Ceph,
+    /// SeaweedFS, Backblaze B2…), for example http://127.0.0.1:8333 [default: the
+    /// config's endpoint, then $AWS_ENDPOINT_URL, then the profile's endpoint_url,
+    /// then AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 const ARCHIVE_EXAMPLES: &str = "\
@@ -319,6 +337,12 @@ pub struct ArchiveArgs {
     /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
     #[arg(long, value_name = "CMD")]
     pub ssh_command: Option<String>,
+    /// The endpoint URL of an s3:// DST's service (a self-hosted one: MinIO, Ceph,
+    /// SeaweedFS, Backblaze B2…), for example http://127.0.0.1:8333 [default: the
+    /// config's endpoint, then $AWS_ENDPOINT_URL, then the profile's endpoint_url,
+    /// then AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 /// The formats `archive` writes.
@@ -466,6 +490,12 @@ pub struct MirrorArgs {
     /// $DATASAFE_SSH_COMMAND, then the config's ssh_command, then ssh].
     #[arg(long, value_name = "CMD")]
     pub ssh_command: Option<String>,
+    /// The endpoint URL of an s3:// DST's service (a self-hosted one: MinIO, Ceph,
+    /// SeaweedFS, Backblaze B2…), for example http://127.0.0.1:8333 [default: the
+    /// config's endpoint, then $AWS_ENDPOINT_URL, then the profile's endpoint_url,
+    /// then AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 /// Options for what a run prints and logs.

@@ -22,6 +22,7 @@ impl From<&MirrorArgs> for MirrorOverrides {
             max_delete,
             jobs,
             ssh_command,
+            s3_endpoint,
         } = m;
         MirrorOverrides {
             compress: *compress,
@@ -34,6 +35,7 @@ impl From<&MirrorArgs> for MirrorOverrides {
             max_delete: *max_delete,
             jobs: *jobs,
             ssh_command: ssh_command.clone(),
+            s3_endpoint: s3_endpoint.clone(),
         }
     }
 }

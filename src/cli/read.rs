@@ -6,8 +6,8 @@
 use crate::cli::exit::Exit;
 use crate::cli::run::{ended, install_stop_handler, plain_output, usage_error};
 use crate::cli::{ArchiveArgs, ArchiveFormat, RestoreArgs, VerifyArgs, VersionsArgs};
-use crate::config::Dest;
 use crate::config::dest::DestError;
+use crate::config::{Dest, S3Settings};
 use crate::output::logging;
 use crate::read::{self, Outcome};
 use std::path::Path;
@@ -31,20 +31,32 @@ fn exit_of(outcome: Outcome) -> Exit {
     }
 }
 
-/// A mirror as given on the command line: a local folder, or one on another machine
-/// reached with `ssh_command` (`--ssh-command`, else `$DATASAFE_SSH_COMMAND`).
-fn mirror(arg: &Path, ssh_command: Option<&str>) -> Result<Dest, DestError> {
-    Ok(Dest::parse(arg.as_os_str())?.with_ssh_command(ssh_command, None))
+/// A mirror as given on the command line: a local folder, one on another machine
+/// reached with `ssh_command` (`--ssh-command`, else `$DATASAFE_SSH_COMMAND`), or a
+/// bucket prefix at `s3_endpoint` (`--s3-endpoint`).
+fn mirror(
+    arg: &Path,
+    ssh_command: Option<&str>,
+    s3_endpoint: Option<&str>,
+) -> Result<Dest, DestError> {
+    Ok(Dest::parse(arg.as_os_str())?
+        .with_ssh_command(ssh_command, None)
+        .with_s3(&S3Settings {
+            endpoint: s3_endpoint.map(str::to_string),
+            ..S3Settings::default()
+        }))
 }
 
 /// `datasafe verify`: 0 intact (or repaired), 1 damage or differences found, 2 usage
 /// error or a mirror that could not be checked.
 pub(super) fn verify(args: &VerifyArgs) -> Exit {
-    let dst = match args
-        .dst
-        .as_deref()
-        .map(|dst| mirror(dst, args.ssh_command.as_deref()))
-    {
+    let dst = match args.dst.as_deref().map(|dst| {
+        mirror(
+            dst,
+            args.ssh_command.as_deref(),
+            args.s3_endpoint.as_deref(),
+        )
+    }) {
         Some(Err(e)) => return usage_error(&e),
         Some(Ok(dst)) => Some(dst),
         None => None,
@@ -79,7 +91,11 @@ pub(super) fn verify(args: &VerifyArgs) -> Exit {
 
 /// `datasafe restore`: 0 all done, 1 some files failed, 2 bad input.
 pub(super) fn restore(args: &RestoreArgs) -> Exit {
-    let dst = match mirror(&args.dst, args.ssh_command.as_deref()) {
+    let dst = match mirror(
+        &args.dst,
+        args.ssh_command.as_deref(),
+        args.s3_endpoint.as_deref(),
+    ) {
         Ok(dst) => dst,
         Err(e) => return usage_error(&e),
     };
@@ -106,7 +122,11 @@ pub(super) fn versions(args: &VersionsArgs) -> Exit {
     if let Err(e) = plain_output() {
         return usage_error(&e);
     }
-    let dst = match mirror(&args.dst, args.ssh_command.as_deref()) {
+    let dst = match mirror(
+        &args.dst,
+        args.ssh_command.as_deref(),
+        args.s3_endpoint.as_deref(),
+    ) {
         Ok(dst) => dst,
         Err(e) => return usage_error(&e),
     };
@@ -120,7 +140,11 @@ pub(super) fn versions(args: &VersionsArgs) -> Exit {
 /// an archive that could not be written, 130 interrupted (see [`Exit::Interrupted`]).
 pub(super) fn archive(args: &ArchiveArgs) -> Exit {
     use crate::read::archive::{Archived, Format, Request};
-    let source = match mirror(&args.source, args.ssh_command.as_deref()) {
+    let source = match mirror(
+        &args.source,
+        args.ssh_command.as_deref(),
+        args.s3_endpoint.as_deref(),
+    ) {
         Ok(source) => source,
         Err(e) => return usage_error(&e),
     };

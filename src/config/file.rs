@@ -23,6 +23,10 @@ struct FileConfig {
     max_wait: Option<TimeSpan>,
     jobs: Option<u32>,
     ssh_command: Option<String>,
+    /// Defaults for the `s3://` pairs (each may say its own).
+    endpoint: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
     #[serde(flatten)]
     defaults: PairDefaults,
     #[serde(default)]
@@ -59,6 +63,9 @@ struct MirrorEntry {
     max_delete: Option<u64>,
     force: Option<bool>,
     ssh_command: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    profile: Option<String>,
 }
 
 /// `$XDG_CONFIG_HOME/datasafe/config.toml` (or `~/.config/datasafe/config.toml`).
@@ -176,10 +183,21 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings
         .map_err(|e| at(e.to_string()))?;
         let dest = match dest {
             Dest::Local(path) => Dest::Local(base_dir.join(path)),
-            remote => remote.with_ssh_command(
-                cli.mirror.ssh_command.as_deref(),
-                entry.ssh_command.as_deref().or(file.ssh_command.as_deref()),
-            ),
+            remote => remote
+                .with_ssh_command(
+                    cli.mirror.ssh_command.as_deref(),
+                    entry.ssh_command.as_deref().or(file.ssh_command.as_deref()),
+                )
+                .with_s3(&super::S3Settings {
+                    endpoint: cli
+                        .mirror
+                        .s3_endpoint
+                        .clone()
+                        .or_else(|| entry.endpoint.clone())
+                        .or_else(|| file.endpoint.clone()),
+                    region: entry.region.clone().or_else(|| file.region.clone()),
+                    profile: entry.profile.clone().or_else(|| file.profile.clone()),
+                }),
         };
         let pair = Pair::locate(&source, &dest).map_err(|e| at(e.0))?;
         let jobs = jobs_for(&pair.dst, cli.mirror.jobs, file.jobs);

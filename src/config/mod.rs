@@ -180,7 +180,11 @@ impl Settings {
                 let output = output(&cli.output, None);
                 let dst = Dest::parse(dst.as_os_str())
                     .map_err(|e| ConfigError(e.to_string()))?
-                    .with_ssh_command(cli.mirror.ssh_command.as_deref(), None);
+                    .with_ssh_command(cli.mirror.ssh_command.as_deref(), None)
+                    .with_s3(&S3Settings {
+                        endpoint: cli.mirror.s3_endpoint.clone(),
+                        ..S3Settings::default()
+                    });
                 let pair = Pair::resolve(src, &dst)?;
                 let config = Config {
                     pair,
@@ -264,6 +268,8 @@ pub struct MirrorOverrides {
     pub jobs: Option<u32>,
     /// `--ssh-command`: how a remote DST is reached, over the file's `ssh_command`.
     pub ssh_command: Option<String>,
+    /// `--s3-endpoint`: where an `s3://` DST's service is, over the file's `endpoint`.
+    pub s3_endpoint: Option<String>,
 }
 
 /// The output options given on the command line.

@@ -80,6 +80,26 @@ impl Client {
         }
         let shared = block_on(loader.load());
         let endpoint = shared.endpoint_url().map(str::to_string);
+        let place = match &endpoint {
+            Some(endpoint) => format!("bucket {} at {endpoint}", bucket.bucket),
+            None => format!("bucket {}", bucket.bucket),
+        };
+        // Credentials are looked for once, here, so that their absence is said as such
+        // (not as a request that could not be sent).
+        use aws_credential_types::provider::ProvideCredentials;
+        let found = shared
+            .credentials_provider()
+            .map(|provider| block_on(async move { provider.provide_credentials().await }));
+        if !matches!(found, Some(Ok(_))) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "no S3 credentials for {place}: set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, or name a profile of ~/.aws/credentials (AWS_PROFILE \
+                     or the config's profile)"
+                ),
+            ));
+        }
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             // A self-hosted server is rarely set up for bucket names in host names.
             .force_path_style(endpoint.is_some())

@@ -80,6 +80,18 @@ impl S3 {
                             client.place()
                         ),
                     ),
+                    // HEAD's answer has no body: a 403 may be refused credentials or
+                    // missing permissions. A listing says which.
+                    io::ErrorKind::PermissionDenied => client
+                        .run(
+                            client
+                                .s3
+                                .list_objects_v2()
+                                .bucket(&bucket.bucket)
+                                .max_keys(1)
+                                .send(),
+                        )
+                        .map_or_else(|e| client.error(e), |_| e),
                     _ => e,
                 }
             })?;
@@ -102,6 +114,12 @@ impl S3 {
 
     fn key(&self, name: &Path) -> String {
         self.client.bucket.key_of(name)
+    }
+
+    /// The name inside the mirror of the object `key` (a marker's without its slash).
+    fn name_of(&self, key: &str) -> PathBuf {
+        let root = folder_key(&self.key(Path::new("")));
+        PathBuf::from(key.strip_prefix(&root).unwrap_or(key).trim_end_matches('/'))
     }
 
     /// Keys of everything under the folder `name` (the marker too), in pages.
@@ -578,7 +596,15 @@ impl Store for S3 {
         let keys = self.keys_under(from)?;
         for key in &keys {
             let moved = format!("{new}{}", &key[old.len()..]);
-            self.copy_key(key, &moved, None)?;
+            if key.ends_with('/') {
+                // A folder marker: made anew (some servers, SeaweedFS among them, keep a
+                // marker as a folder and will not copy it).
+                let stat = self.stat(&self.name_of(key))?;
+                let (mode, mtime) = stat.map_or((0o755, FileTime::now()), |s| (s.mode, s.mtime));
+                self.put_marker(&self.name_of(&moved), mode, mtime, false)?;
+            } else {
+                self.copy_key(key, &moved, None)?;
+            }
         }
         self.delete_keys(&keys)
     }
