@@ -263,7 +263,13 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     }
     let canonical = match local {
         true => std::fs::canonicalize(source).unwrap_or_else(|_| source.clone()),
-        false => PathBuf::from(args.source.remote().map_or("", |r| r.path.as_str())),
+        false => match (args.source.remote(), args.source.bucket()) {
+            (Some(remote), _) => PathBuf::from(&remote.path),
+            // A bucket's prefix names it as a folder would (the bucket, for a whole one).
+            (_, Some(b)) if b.prefix.is_empty() => PathBuf::from(&b.bucket),
+            (_, Some(b)) => PathBuf::from(&b.prefix),
+            _ => PathBuf::new(),
+        },
     };
     let name = canonical
         .file_name()
