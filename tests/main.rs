@@ -24,6 +24,7 @@ mod regressions_repair;
 mod regressions_versions;
 mod regressions_watch;
 mod restore;
+mod seaweed_harness;
 mod sftp_behaviour;
 mod sftp_faults;
 mod sftp_read;

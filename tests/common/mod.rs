@@ -3,6 +3,7 @@
 
 pub mod dst;
 pub mod faults;
+pub mod seaweed;
 pub mod sshd;
 pub mod watcher;
 

@@ -24,7 +24,7 @@
 
 mod config;
 mod proxy;
-mod tree;
+pub(crate) mod tree;
 
 pub use proxy::Proxy;
 

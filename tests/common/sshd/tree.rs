@@ -1,7 +1,8 @@
 //! The process tree under a listening sshd: each connection's sshd is its child, and
 //! the session process below that. Found through `/proc/*/stat` (parent pids), and
 //! ended as a whole with the tree frozen first. Only the listener the harness started
-//! and what descends from it are ever signalled.
+//! and what descends from it are ever signalled. `common::seaweed` ends its `weed`
+//! processes (and anything they might start) with the same [`end_tree`].
 
 use crate::common::watcher::{DEADLINE, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,7 +66,7 @@ fn signal(pid: u32, sig: i32) {
 /// Ends the listener `child` and every process below it with `sig` (SIGTERM or
 /// SIGKILL) and waits until all are gone; after [`DEADLINE`] the rest get SIGKILL and
 /// the error says who was stuck. Only `child` and its descendants are signalled.
-pub(super) fn end_tree(mut child: Child, sig: i32) -> Result<(), String> {
+pub(crate) fn end_tree(mut child: Child, sig: i32) -> Result<(), String> {
     let root = child.id();
     // Freeze the tree first, so no process forks (the listener accepting a connection)
     // or dies (its children moving to init, out of our sight) while it is collected:
@@ -113,7 +114,7 @@ pub(super) fn end_tree(mut child: Child, sig: i32) -> Result<(), String> {
     let _ = child.kill();
     let _ = child.wait();
     Err(format!(
-        "sshd {root} (signal {sig}) had not ended within {DEADLINE:?}: listener exited: {}, still running: {stuck:?}",
+        "process {root} (signal {sig}) had not ended within {DEADLINE:?}: listener exited: {}, still running: {stuck:?}",
         status.is_some()
     ))
 }
