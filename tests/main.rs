@@ -24,6 +24,7 @@ mod regressions_repair;
 mod regressions_versions;
 mod regressions_watch;
 mod restore;
+mod s3_behaviour;
 mod seaweed_harness;
 mod sftp_behaviour;
 mod sftp_faults;
