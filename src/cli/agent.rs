@@ -87,11 +87,10 @@ fn absolute_paths(
     Ok(WatchArgs {
         pairs: PairArgs {
             src: abs(&watch.pairs.src)?,
-            // A remote DST (host:path, sftp://…) is not a path on this machine.
+            // A remote DST (host:path, sftp://…, s3://…) is not a path on this machine.
             dst: match &watch.pairs.dst {
                 Some(dst)
-                    if crate::config::Dest::parse(dst.as_os_str())
-                        .is_ok_and(|d| d.remote().is_some()) =>
+                    if crate::config::Dest::parse(dst.as_os_str()).is_ok_and(|d| d.is_remote()) =>
                 {
                     Some(dst.clone())
                 }

@@ -358,7 +358,8 @@ impl Watched {
     pub(super) fn reopen(&mut self, board: &Board) {
         // Whatever changes meanwhile, the full pass after DST is back mirrors it.
         self.pending.clear();
-        let remote = self.settings.config.pair.dst.remote().cloned();
+        // The name of a remote DST (host or bucket), for messages.
+        let remote = self.settings.config.pair.dst.host();
         // A remote DST is tried again sooner at first, then less and less often.
         let wait = match &remote {
             Some(_) => self.reopen_wait,
@@ -390,7 +391,7 @@ impl Watched {
                 "cannot write {} (the connection to {} was lost, or the folder is gone); \
                  reconnecting (changes to {} are collected and mirrored once it is back)",
                 esc(dst),
-                remote.destination(),
+                remote,
                 esc(&self.settings.config.pair.src)
             ),
             Some(_) => {}
@@ -428,10 +429,7 @@ impl Watched {
         match mirror.reopen() {
             Ok(()) => {
                 if let Some(remote) = &remote {
-                    log::info!(
-                        "connected to {} again; mirroring what changed",
-                        remote.destination()
-                    );
+                    log::info!("connected to {remote} again; mirroring what changed");
                 }
                 self.reopen_wait = FIRST_RECONNECT;
                 self.reconcile(board);

@@ -420,16 +420,11 @@ impl Watched {
         let held = holding.map_or(0, |(_, n)| n);
         let dry_run = self.mirror.as_ref().is_some_and(Mirror::dry_run);
         let reconnecting = self.mirror.as_ref().is_some_and(Mirror::dest_lost)
-            && self.settings.config.pair.dst.remote().is_some();
+            && self.settings.config.pair.dst.is_remote();
         let state = match &self.state {
             State::Watching if reconnecting => format!(
                 "reconnecting to {} (changes are collected and mirrored once it is back)",
-                self.settings
-                    .config
-                    .pair
-                    .dst
-                    .remote()
-                    .map_or_else(String::new, |r| r.destination())
+                self.settings.config.pair.dst.host().unwrap_or_default()
             ),
             State::Watching if dry_run => {
                 "watching (dry run: changes are printed, nothing is written)".to_string()

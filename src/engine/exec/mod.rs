@@ -387,6 +387,7 @@ impl Executor {
                     io::ErrorKind::ConnectionRefused
                         | io::ErrorKind::ConnectionAborted
                         | io::ErrorKind::NotConnected
+                        | io::ErrorKind::TimedOut
                 ),
                 name,
             },

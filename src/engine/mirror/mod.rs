@@ -135,9 +135,9 @@ impl Mirror {
     ) -> Result<Mirror, PrepareError> {
         let pair = &cfg.pair;
         let rules = scan_rules(cfg);
-        let prefetch = match pair.dst.remote() {
-            Some(remote) if prefetching && !cfg.output.dry_run => {
-                Prefetch::start(&pair.src, &rules, stop, remote_index_dir(remote))
+        let prefetch = match pair.dst.is_remote() {
+            true if prefetching && !cfg.output.dry_run => {
+                Prefetch::start(&pair.src, &rules, stop, remote_index_dir(&pair.dst))
             }
             _ => Prefetch::default(),
         };
@@ -208,7 +208,7 @@ impl Mirror {
             holding: None,
             // A remote DST not reached at the start is tried again as a lost one (the
             // watcher says "reconnecting" and retries with backoff).
-            lost: blocked && pair.dst.remote().is_some(),
+            lost: blocked && pair.dst.is_remote(),
             adopting,
             watched: false,
             kept_at_prune: 0,
@@ -356,14 +356,22 @@ impl Mirror {
 
 /// The folder of a remote DST's local index, found without connecting.
 #[cfg(unix)]
-fn remote_index_dir(remote: &crate::config::Remote) -> Option<PathBuf> {
-    let file = crate::store::sftp::Sftp::local_index_file(remote)?;
+fn remote_index_dir(dst: &crate::config::Dest) -> Option<PathBuf> {
+    let file = match dst {
+        crate::config::Dest::Sftp(remote) => crate::store::sftp::Sftp::local_index_file(remote)?,
+        crate::config::Dest::S3(bucket) => crate::store::s3::S3::local_index_file(bucket)?,
+        crate::config::Dest::Local(_) => return None,
+    };
     file.parent().map(Path::to_path_buf)
 }
 
 #[cfg(not(unix))]
-fn remote_index_dir(_: &crate::config::Remote) -> Option<PathBuf> {
-    None
+fn remote_index_dir(dst: &crate::config::Dest) -> Option<PathBuf> {
+    let file = match dst {
+        crate::config::Dest::S3(bucket) => crate::store::s3::S3::local_index_file(bucket)?,
+        _ => return None,
+    };
+    file.parent().map(Path::to_path_buf)
 }
 
 /// What the walks of `cfg`'s pair leave out: the user's excludes, DST when it lies

@@ -23,6 +23,7 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use std::future::Future;
 use std::io;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How many times one request is tried (the SDK's backoff in between).
@@ -52,6 +53,10 @@ pub struct Client {
     pub(super) bucket: Bucket,
     /// Where requests go, for messages (`None`: AWS itself).
     endpoint: Option<String>,
+    /// The service could not be reached even after the retries: later requests fail at
+    /// once (one wait, not one per file), and the store is no longer ready (a watcher
+    /// reconnects with a new one).
+    down: AtomicBool,
 }
 
 impl Client {
@@ -117,12 +122,45 @@ impl Client {
             s3: aws_sdk_s3::Client::from_conf(config.build()),
             bucket: bucket.clone(),
             endpoint,
+            down: AtomicBool::new(false),
         })
     }
 
     /// Runs a request to completion from a blocking thread.
     pub fn run<F: Future>(&self, request: F) -> F::Output {
         block_on(request)
+    }
+
+    /// Sends a request (`send()` of a request builder) unless the service was found
+    /// unreachable; a failure as [`Client::error`] says it.
+    pub fn call<T, E>(
+        &self,
+        request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> io::Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.check_up()?;
+        self.run(request).map_err(|e| self.error(e))
+    }
+
+    /// `Err` (the connection kind, one line) once the service was found unreachable.
+    pub fn check_up(&self) -> io::Result<()> {
+        match self.down.load(Ordering::Relaxed) {
+            false => Ok(()),
+            true => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "cannot reach {}; written again once it is back",
+                    self.place()
+                ),
+            )),
+        }
+    }
+
+    /// True once the service was found unreachable (see [`Client::check_up`]).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// Where requests go, for messages.
@@ -145,6 +183,12 @@ impl Client {
             SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
             _ => None,
         };
+        if matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        ) {
+            self.down.store(true, Ordering::Relaxed);
+        }
         match &err {
             SdkError::DispatchFailure(e) => {
                 let why = e

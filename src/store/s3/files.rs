@@ -90,18 +90,16 @@ impl Upload {
         match &mut self.held {
             Held::Memory(bytes) => {
                 let body = ByteStream::from(bytes.clone());
-                client
-                    .run(
-                        client
-                            .s3
-                            .put_object()
-                            .bucket(&client.bucket.bucket)
-                            .key(key)
-                            .set_metadata(Some(metadata))
-                            .body(body)
-                            .send(),
-                    )
-                    .map_err(|e| client.error(e))?;
+                client.call(
+                    client
+                        .s3
+                        .put_object()
+                        .bucket(&client.bucket.bucket)
+                        .key(key)
+                        .set_metadata(Some(metadata))
+                        .body(body)
+                        .send(),
+                )?;
                 Ok(())
             }
             Held::Spool(file, path) => {
@@ -122,17 +120,15 @@ fn multipart(
     metadata: std::collections::HashMap<String, String>,
 ) -> io::Result<()> {
     let bucket = &client.bucket.bucket;
-    let created = client
-        .run(
-            client
-                .s3
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .set_metadata(Some(metadata))
-                .send(),
-        )
-        .map_err(|e| client.error(e))?;
+    let created = client.call(
+        client
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .set_metadata(Some(metadata))
+            .send(),
+    )?;
     let upload_id = created
         .upload_id()
         .ok_or_else(|| {
@@ -158,20 +154,18 @@ fn multipart(
                         .build(),
                 )
                 .map_err(io::Error::other)?;
-            let answer = client
-                .run(
-                    client
-                        .s3
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .content_length(length as i64)
-                        .body(body)
-                        .send(),
-                )
-                .map_err(|e| client.error(e))?;
+            let answer = client.call(
+                client
+                    .s3
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .content_length(length as i64)
+                    .body(body)
+                    .send(),
+            )?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -188,7 +182,7 @@ fn multipart(
     })();
     let completed = sent.and_then(|parts| {
         client
-            .run(
+            .call(
                 client
                     .s3
                     .complete_multipart_upload()
@@ -203,7 +197,6 @@ fn multipart(
                     .send(),
             )
             .map(drop)
-            .map_err(|e| client.error(e))
     });
     if completed.is_err() {
         // Nothing new becomes visible; the parts are freed (if this fails too, the
@@ -316,17 +309,15 @@ impl Object {
     fn fetch(&mut self) -> io::Result<()> {
         let end = (self.pos + READ_CHUNK).min(self.stat.size) - 1;
         let client = &self.client;
-        let answer = client
-            .run(
-                client
-                    .s3
-                    .get_object()
-                    .bucket(&client.bucket.bucket)
-                    .key(&self.key)
-                    .range(format!("bytes={}-{end}", self.pos))
-                    .send(),
-            )
-            .map_err(|e| client.error(e))?;
+        let answer = client.call(
+            client
+                .s3
+                .get_object()
+                .bucket(&client.bucket.bucket)
+                .key(&self.key)
+                .range(format!("bytes={}-{end}", self.pos))
+                .send(),
+        )?;
         let bytes = client
             .run(answer.body.collect())
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;

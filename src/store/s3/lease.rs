@@ -99,7 +99,7 @@ fn put(client: &Client, key: &str, content: &str, when: Condition) -> io::Result
         Condition::Matches(Some(etag)) => request.if_match(etag),
         Condition::Matches(None) => request,
     };
-    let answer = client.run(request.send()).map_err(|e| client.error(e))?;
+    let answer = client.call(request.send())?;
     Ok(answer.e_tag().map(str::to_string))
 }
 

@@ -129,17 +129,15 @@ impl S3 {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
-            let answer = client
-                .run(
-                    client
-                        .s3
-                        .list_objects_v2()
-                        .bucket(&client.bucket.bucket)
-                        .prefix(&prefix)
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| client.error(e))?;
+            let answer = client.call(
+                client
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&client.bucket.bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token.take())
+                    .send(),
+            )?;
             keys.extend(
                 answer
                     .contents()
@@ -171,16 +169,14 @@ impl S3 {
                 .quiet(true)
                 .build()
                 .map_err(io::Error::other)?;
-            let answer = client
-                .run(
-                    client
-                        .s3
-                        .delete_objects()
-                        .bucket(&client.bucket.bucket)
-                        .delete(delete)
-                        .send(),
-                )
-                .map_err(|e| client.error(e))?;
+            let answer = client.call(
+                client
+                    .s3
+                    .delete_objects()
+                    .bucket(&client.bucket.bucket)
+                    .delete(delete)
+                    .send(),
+            )?;
             if let Some(failed) = answer.errors().first() {
                 return Err(io::Error::other(format!(
                     "cannot delete {} in {}: {}",
@@ -213,10 +209,7 @@ impl S3 {
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(Some(metadata));
         }
-        client
-            .run(request.send())
-            .map(drop)
-            .map_err(|e| client.error(e))
+        client.call(request.send()).map(drop)
     }
 
     /// Aborts the multipart uploads a killed writer left under the prefix (the lease is
@@ -224,16 +217,14 @@ impl S3 {
     fn abort_leftover_uploads(&self) -> io::Result<()> {
         let client = &self.client;
         let prefix = &client.bucket.prefix;
-        let answer = client
-            .run(
-                client
-                    .s3
-                    .list_multipart_uploads()
-                    .bucket(&client.bucket.bucket)
-                    .set_prefix((!prefix.is_empty()).then(|| format!("{prefix}/")))
-                    .send(),
-            )
-            .map_err(|e| client.error(e))?;
+        let answer = client.call(
+            client
+                .s3
+                .list_multipart_uploads()
+                .bucket(&client.bucket.bucket)
+                .set_prefix((!prefix.is_empty()).then(|| format!("{prefix}/")))
+                .send(),
+        )?;
         for upload in answer.uploads() {
             let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
                 continue;
@@ -280,10 +271,7 @@ impl S3 {
         if only_new {
             request = request.if_none_match("*");
         }
-        client
-            .run(request.send())
-            .map(drop)
-            .map_err(|e| client.error(e))
+        client.call(request.send()).map(drop)
     }
 }
 
@@ -342,6 +330,7 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
                 .await,
         )
     };
+    client.check_up()?;
     let (object, marker) = client.run(async { tokio::join!(object, marker) });
     if key.is_empty() {
         // The root of the bucket is always there.
@@ -398,18 +387,16 @@ impl Reader for S3 {
         let mut listed = Vec::new();
         let mut token = None;
         loop {
-            let answer = client
-                .run(
-                    client
-                        .s3
-                        .list_objects_v2()
-                        .bucket(&client.bucket.bucket)
-                        .prefix(&prefix)
-                        .delimiter("/")
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| client.error(e))?;
+            let answer = client.call(
+                client
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&client.bucket.bucket)
+                    .prefix(&prefix)
+                    .delimiter("/")
+                    .set_continuation_token(token.take())
+                    .send(),
+            )?;
             for object in answer.contents() {
                 let Some(key) = object.key() else { continue };
                 let rest = &key[prefix.len().min(key.len())..];
@@ -523,6 +510,7 @@ impl Store for S3 {
         self.writing
             .as_ref()
             .is_some_and(|w| !w.lease.lost.load(Ordering::Relaxed))
+            && !self.client.is_down()
     }
 
     fn temp_file(&self) -> io::Result<Box<dyn TempFile>> {
