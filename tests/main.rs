@@ -25,6 +25,7 @@ mod regressions_versions;
 mod regressions_watch;
 mod restore;
 mod s3_behaviour;
+mod s3_faults;
 mod seaweed_harness;
 mod sftp_behaviour;
 mod sftp_faults;

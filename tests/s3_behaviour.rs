@@ -426,6 +426,7 @@ impl Drop for Watching {
 
 #[test]
 fn watch_mirrors_creates_edits_renames_and_deletes_into_the_bucket() {
+    let _guard = crate::common::watcher::shared();
     let env = TestEnv::new();
     env.write("d/x.txt", "x");
     env.write("f.txt", "f");
