@@ -2,8 +2,8 @@
 # A throwaway SeaweedFS S3 server on 127.0.0.1 for benchmarks and manual trials of the
 # S3 destination: the recipe of tests/common/seaweed/ (`weed mini` with every port it
 # opens chosen free, each HTTP port P with its gRPC port at P+10000; WebDAV, Iceberg,
-# Lance, the admin UI and telemetry off; an admin identity from AWS_ACCESS_KEY_ID /
-# AWS_SECRET_ACCESS_KEY, so signatures are checked).
+# Lance, the admin UI and telemetry off; no bucket made by a first upload; an admin
+# identity from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, so signatures are checked).
 #
 #   scripts/seaweed-throwaway.sh start DIR [--bucket NAME]
 #       Starts the server with its data in DIR/data (created; kept across restarts,
@@ -116,7 +116,7 @@ start() {
         read -r -a p <<<"$ports"
         args=(-logtostderr mini "-dir=$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1
             -admin.ui=false -webdav=false -master.telemetry=false
-            -s3.port.iceberg=0 -s3.port.lance=0 "-bucket=$bucket"
+            -s3.port.iceberg=0 -s3.port.lance=0 -s3.autoCreateBucket=false "-bucket=$bucket"
             "-filer.localSocket=$dir/filer.sock" "-s3.localSocket=$dir/s3.sock")
         for i in "${!COMPONENTS[@]}"; do
             args+=("-${COMPONENTS[$i]}.port=${p[$i]}" "-${COMPONENTS[$i]}.port.grpc=$((p[i] + GRPC_OFFSET))")
