@@ -158,6 +158,19 @@ fn the_shared_server_is_one_and_buckets_are_apart() {
 }
 
 #[test]
+fn a_put_into_a_missing_bucket_is_no_such_bucket_and_makes_none() {
+    // weed creates the bucket on a first upload unless told not to; AWS never does.
+    let weed = Seaweed::shared();
+    let bucket = format!("ds-{}-never-made", std::process::id());
+    let (status, body) = weed.curl(&["-T", "/dev/null"], &format!("/{bucket}/key"));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("<Code>NoSuchBucket</Code>"), "{body}");
+    let (status, _) = weed.curl(&["-I"], &format!("/{bucket}"));
+    assert_eq!(status, 404, "the PUT made the bucket");
+}
+
+#[test]
 fn env_reaches_a_child_without_the_proxy_ca_bundle() {
     let weed = Seaweed::shared();
     let mut cmd = Command::new("sh");
@@ -187,8 +200,14 @@ fn restart_keeps_data_and_kill_makes_the_endpoint_refuse() {
     let before = weed.list(&bucket, "");
     assert!(weed.data_dir().starts_with(weed.dir()));
 
+    let stopping = std::time::Instant::now();
+    weed.stop();
+    let stopped_in = stopping.elapsed();
     weed.restart();
-    eprintln!("weed mini: restarted in {:?}", weed.started_in());
+    eprintln!(
+        "weed mini: stopped (SIGTERM) in {stopped_in:?}, started again in {:?}",
+        weed.started_in()
+    );
     assert_eq!(weed.list(&bucket, ""), before);
     assert_eq!(weed.get(&bucket, "kept"), b"before restart");
 

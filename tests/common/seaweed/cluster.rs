@@ -145,6 +145,7 @@ impl Cluster {
             ))
             .arg("-port.iceberg=0")
             .arg("-port.lance=0")
+            .arg("-autoCreateBucket=false")
             .arg(format!("-localSocket={}", s3_dir.join("s3.sock").display()));
         Cluster {
             s3,

@@ -15,20 +15,32 @@
 //! and free ports: every HTTP port `P` has its gRPC port at `P + 10000`, both free
 //! (`net`). `mini` opens five pairs (master, volume, filer, S3, admin; WebDAV,
 //! Iceberg, Lance and the admin UI are off; telemetry is off, as nothing may leave the
-//! machine). It is ready when a signed ListBuckets answers 200 — polled with a
-//! deadline, never a fixed sleep. Tests must not change this process's environment:
+//! machine). Buckets are not made by a first upload (`autoCreateBucket=false`; weed
+//! does it for admin identities by default), so a missing bucket is `NoSuchBucket` as
+//! on AWS. A server is ready when a signed ListBuckets answers 200, every port accepts
+//! and the master knows the volumes on disk — polled with a deadline, never a fixed
+//! sleep. Tests must not change this process's environment:
 //! [`S3Endpoint::set_env`] puts the `AWS_*` variables on a child's `Command` and takes
 //! this machine's CA variables off it (`AWS_CA_BUNDLE` points at a proxy's bundle).
 //! Every `weed` dies with the test process, however it ends (`proc`).
 //!
-//! Measured here (2 shared cores, debug test build, `weed` 4.48): `weed mini` is ready
-//! 0.9–1.2 s after the spawn, using about 1.0 s of CPU to get there, and holds 120–130
-//! MB resident when idle; a [`Cluster`] is ready in about 2.5–3.5 s, its five processes
-//! about 100 MB each (~520 MB). The tests run two at a time on two cores, so a mini per
-//! test costs about a second of CPU each: affordable for the harness's and the fault
-//! tests (which kill or restart their server), too much for dozens of behaviour tests.
-//! Those share one server, [`Seaweed::shared`], each in a bucket of its own
+//! Measured here (2 shared cores at load ~2.3, debug test build, `weed` 4.48): `weed
+//! mini` is ready 0.85–1.35 s after the spawn, having used 0.26–0.42 s of CPU, and holds
+//! 113–125 MB resident; a graceful stop (SIGTERM) takes ~2.2 s (its volume server waits
+//! out `preStopSeconds`), a SIGKILL is immediate (the drop uses it). A [`Cluster`] is
+//! ready in 2.7–3.4 s (the master's leader election is ~1.6 s of it) and holds ~535 MB
+//! in its five processes. So a mini per test costs about a second of the test's wall
+//! time and 120 MB while it runs: right for the fault tests, which kill or restart their
+//! server, and for a handful of others. The many behaviour tests and the model test (a
+//! proptest: a server per case is out of the question) share one server instead,
+//! [`Seaweed::shared`], each test (or case) in a bucket of its own
 //! ([`S3Endpoint::new_bucket`]); the shared server must never be stopped or restarted.
+//!
+//! What SeaweedFS 4.48 does that a test must know: right after a (re)start the gateway
+//! answers before the volume server has re-registered its volumes, and a read of an
+//! existing object fails with 500 until it has (the readiness check waits for it); with
+//! one of the cluster's two volume servers down, reads work but a PUT hangs 30 s and
+//! fails with 500 until it is back; metadata names come back lowercased.
 //!
 //! Deliberately not here: anything datasafe-specific (URLs like `s3://bucket/prefix`
 //! are strings the tests write), and fault injection beyond ending processes.
@@ -318,6 +330,7 @@ fn mini_proc(weed: &Path, dir: &Path, data: &Path, ports: &Ports, options: &Mini
         .arg("-master.telemetry=false")
         .arg("-s3.port.iceberg=0")
         .arg("-s3.port.lance=0")
+        .arg("-s3.autoCreateBucket=false")
         .arg(format!(
             "-filer.localSocket={}",
             dir.join("filer.sock").display()

@@ -151,11 +151,14 @@ impl Proc {
     /// end, up to the harness's deadline; then SIGKILL) and forgets it. Nothing happens
     /// if it is not running.
     pub fn end(&self, sig: i32) -> Result<(), String> {
-        let child = self.child().take();
-        match child {
-            Some(child) => end_tree(child, sig).map_err(|e| format!("{}: {e}", self.name)),
-            None => Ok(()),
+        let Some(mut child) = self.child().take() else {
+            return Ok(());
+        };
+        if child.try_wait().unwrap().is_some() {
+            // It exited by itself and is reaped: its pid may be someone else's by now.
+            return Ok(());
         }
+        end_tree(child, sig).map_err(|e| format!("{}: {e}", self.name))
     }
 
     /// What the process logged so far, over all its starts.
