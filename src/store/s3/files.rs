@@ -259,7 +259,7 @@ impl Staged for Upload {
     }
 
     fn install(&mut self, name: &Path) -> io::Result<()> {
-        let key = self.client.bucket.key_of(name);
+        let key = super::key_of(&self.client, name)?;
         self.send(&key)?;
         self.installed = true;
         Ok(())

@@ -112,19 +112,19 @@ impl S3 {
         cache::Cache::index_file_of(&bucket.key())
     }
 
-    fn key(&self, name: &Path) -> String {
-        self.client.bucket.key_of(name)
+    fn key(&self, name: &Path) -> io::Result<String> {
+        key_of(&self.client, name)
     }
 
     /// The name inside the mirror of the object `key` (a marker's without its slash).
     fn name_of(&self, key: &str) -> PathBuf {
-        let root = folder_key(&self.key(Path::new("")));
+        let root = folder_key(&self.client.bucket.key_of(Path::new("")));
         PathBuf::from(key.strip_prefix(&root).unwrap_or(key).trim_end_matches('/'))
     }
 
     /// Keys of everything under the folder `name` (the marker too), in pages.
     fn keys_under(&self, name: &Path) -> io::Result<Vec<String>> {
-        let prefix = folder_key(&self.key(name));
+        let prefix = folder_key(&self.key(name)?);
         let client = &self.client;
         let mut keys = Vec::new();
         let mut token = None;
@@ -257,7 +257,7 @@ impl S3 {
         only_new: bool,
     ) -> io::Result<()> {
         let client = &self.client;
-        let key = folder_key(&self.key(name));
+        let key = folder_key(&self.key(name)?);
         if key.is_empty() {
             return Ok(()); // the bucket's root: nothing to mark
         }
@@ -273,6 +273,22 @@ impl S3 {
         }
         client.call(request.send()).map(drop)
     }
+}
+
+/// The object key of `name`: S3 keys are UTF-8, so a name that is not is refused with
+/// one line (never mangled into another name).
+pub(crate) fn key_of(client: &Client, name: &Path) -> io::Result<String> {
+    if name.to_str().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not valid UTF-8 and S3 keys must be: rename it to mirror it to {}",
+                esc(name),
+                client.place()
+            ),
+        ));
+    }
+    Ok(client.bucket.key_of(name))
 }
 
 /// `key` as a folder's marker key (ending in `/`; empty stays empty).
@@ -299,7 +315,7 @@ fn encode_key(key: &str) -> String {
 
 /// What stands at `name`: the object, else the folder marker, looked at together.
 pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
-    let key = client.bucket.key_of(name);
+    let key = key_of(client, name)?;
     let bucket = &client.bucket.bucket;
     let object = async {
         if key.is_empty() || key.ends_with('/') {
@@ -383,7 +399,7 @@ impl Reader for S3 {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<Listed>> {
         let client = &self.client;
-        let prefix = folder_key(&self.key(dir));
+        let prefix = folder_key(&self.key(dir)?);
         let mut listed = Vec::new();
         let mut token = None;
         loop {
@@ -437,7 +453,7 @@ impl Reader for S3 {
         match self.stat(name)? {
             Some(stat) if stat.kind == Kind::File => Ok(Box::new(files::Object::new(
                 self.client.clone(),
-                self.key(name),
+                self.key(name)?,
                 stat,
             ))),
             Some(_) => Err(io::Error::new(
@@ -461,7 +477,7 @@ impl Reader for S3 {
                     format!("{} is not a symlink", self.display(name).display()),
                 )
             })?;
-        let mut object = files::Object::new(self.client.clone(), self.key(name), stat);
+        let mut object = files::Object::new(self.client.clone(), self.key(name)?, stat);
         let mut target = Vec::new();
         io::Read::read_to_end(&mut object, &mut target)?;
         crate::platform::path_from_bytes(target).ok_or_else(|| {
@@ -486,7 +502,10 @@ impl Store for S3 {
         let unwritable = |e: io::Error| {
             PrepareError::Unwritable(format!("cannot write {}: {}", esc(&url), io_message(&e)))
         };
-        let held = lease::take(self.client.clone(), self.key(&layout::lock()))?;
+        let held = lease::take(
+            self.client.clone(),
+            self.client.bucket.key_of(&layout::lock()),
+        )?;
         self.cache
             .refresh(self, cache::Role::Writer)
             .and_then(|_| self.cache.writing())
@@ -559,7 +578,7 @@ impl Store for S3 {
                 format!("{} exists", self.display(to).display()),
             ));
         }
-        self.copy_key(&self.key(from), &self.key(to), None)
+        self.copy_key(&self.key(from)?, &self.key(to)?, None)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -572,15 +591,15 @@ impl Store for S3 {
         if what.kind != Kind::Dir {
             // A copy, then the old name goes: a crash between leaves both, and the next
             // pass deletes the one the source no longer has.
-            self.copy_key(&self.key(from), &self.key(to), None)?;
-            return self.delete_keys(&[self.key(from)]);
+            self.copy_key(&self.key(from)?, &self.key(to)?, None)?;
+            return self.delete_keys(&[self.key(from)?]);
         }
         if let Some(there) = self.stat(to)?
             && there.kind != Kind::Dir
         {
-            self.delete_keys(&[self.key(to)])?;
+            self.delete_keys(&[self.key(to)?])?;
         }
-        let (old, new) = (folder_key(&self.key(from)), folder_key(&self.key(to)));
+        let (old, new) = (folder_key(&self.key(from)?), folder_key(&self.key(to)?));
         let keys = self.keys_under(from)?;
         for key in &keys {
             let moved = format!("{new}{}", &key[old.len()..]);
@@ -598,12 +617,12 @@ impl Store for S3 {
     }
 
     fn remove_file(&self, name: &Path) -> io::Result<()> {
-        self.delete_keys(&[self.key(name)])
+        self.delete_keys(&[self.key(name)?])
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
         let keys = self.keys_under(name)?;
-        let marker = folder_key(&self.key(name));
+        let marker = folder_key(&self.key(name)?);
         if keys.iter().any(|k| *k != marker) {
             return Err(io::Error::new(
                 io::ErrorKind::DirectoryNotEmpty,
@@ -634,7 +653,7 @@ impl Store for S3 {
         match kind {
             Kind::Dir => self.put_marker(name, mode, mtime, false)?,
             Kind::File => {
-                let key = self.key(name);
+                let key = self.key(name)?;
                 self.copy_key(&key, &key, Some(meta::of(Kind::File, mode, mtime)))?;
             }
             _ => return Ok(None),
