@@ -550,8 +550,7 @@ impl Store for S3 {
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
-        if let Some(found) = self.stat(name)? {
-            let _ = found;
+        if self.stat(name)?.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists", self.display(name).display()),
@@ -700,6 +699,14 @@ impl Drop for S3 {
         let Some(writing) = &self.writing else {
             return;
         };
+        if writing.lease.lost.load(Ordering::Relaxed) {
+            // Another writer holds the prefix now: its index is the one to publish.
+            log::warn!(
+                "the lock of {} was taken by another writer; this run's index is not published",
+                self.client.bucket.url()
+            );
+            return;
+        }
         match self
             .cache
             .publish(self, &writing.published, cache::Publish::Now)
