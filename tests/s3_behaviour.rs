@@ -81,7 +81,7 @@ impl<'a> Place<'a> {
             .list_keys(&self.bucket, &root, 1000)
             .into_iter()
             .map(|o| o.key[root.len()..].to_string())
-            .filter(|k| !k.starts_with(".datasafe/"))
+            .filter(|k| !k.is_empty() && !k.starts_with(".datasafe/"))
             .collect()
     }
 
@@ -495,4 +495,55 @@ fn a_second_sync_with_nothing_changed_copies_nothing() {
         place.server.get(&place.bucket, "n/a.txt"),
         b"behind its back"
     );
+}
+
+#[test]
+fn a_repair_of_an_intact_mirror_rewrites_nothing_and_tells_links_from_files() {
+    let env = TestEnv::new();
+    sample(&env);
+    let place = Place::new(&env, "repair");
+    let url = place.url("r");
+    place.ok(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    // A listing shows no metadata: the symlink must not pass for a file.
+    let out = place.ok(&[
+        "sync".as_ref(),
+        "--repair".as_ref(),
+        env.src.as_os_str(),
+        url.as_ref(),
+    ]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!said.contains("writing it again"), "{said}");
+    assert!(stdout(&out).contains("Files backed up: 0"), "{said}");
+    // A file removed behind datasafe's back is written again.
+    place.server.delete(&place.bucket, "r/a.txt");
+    place.ok(&[
+        "sync".as_ref(),
+        "--repair".as_ref(),
+        env.src.as_os_str(),
+        url.as_ref(),
+    ]);
+    assert_eq!(place.server.get(&place.bucket, "r/a.txt"), b"alpha");
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_refused_with_one_line_and_the_rest_is_mirrored() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = TestEnv::new();
+    env.write("fine.txt", "fine");
+    fs::write(env.src.join(OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
+    let place = Place::new(&env, "utf8");
+    let url = place.url("u");
+    let out = place.run(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("not valid UTF-8") && err.contains("rename it"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("UTF-8")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(place.keys("u"), ["fine.txt"]);
 }

@@ -36,6 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The longest object a listing takes for a possible symlink (a target is at most
+/// `PATH_MAX`).
+const SYMLINK_MAX: i64 = 4096;
+
 /// A bucket prefix as a store.
 pub struct S3 {
     client: Arc<Client>,
@@ -243,6 +247,53 @@ impl S3 {
         Ok(())
     }
 
+    /// Which of `objects` (their place in a listing, their key) are symlinks: their
+    /// metadata says so, read with HEADs sent together (a listing shows no metadata).
+    fn symlinks_among(&self, objects: &[(usize, String)]) -> io::Result<Vec<usize>> {
+        let client = &self.client;
+        client.check_up()?;
+        let mut found = Vec::new();
+        for batch in objects.chunks(64) {
+            let answers = client.run(async {
+                let mut heads = tokio::task::JoinSet::new();
+                for (at, key) in batch {
+                    let (s3, bucket, key, at) = (
+                        client.s3.clone(),
+                        client.bucket.bucket.clone(),
+                        key.clone(),
+                        *at,
+                    );
+                    heads.spawn(async move {
+                        (at, s3.head_object().bucket(bucket).key(key).send().await)
+                    });
+                }
+                heads.join_all().await
+            });
+            for (at, answer) in answers {
+                match answer {
+                    Ok(head) => {
+                        if head
+                            .metadata()
+                            .and_then(|m| m.get(meta::KIND))
+                            .map(String::as_str)
+                            == Some(meta::SYMLINK)
+                        {
+                            found.push(at);
+                        }
+                    }
+                    Err(e) => {
+                        let e = client.error(e);
+                        // Gone since the listing: left as listed.
+                        if e.kind() != io::ErrorKind::NotFound {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn writing(&self) -> io::Result<&Writing> {
         self.writing
             .as_ref()
@@ -401,6 +452,8 @@ impl Reader for S3 {
         let client = &self.client;
         let prefix = folder_key(&self.key(dir)?);
         let mut listed = Vec::new();
+        // Objects small enough to be a symlink: a listing cannot tell one from a file.
+        let mut small = Vec::new();
         let mut token = None;
         loop {
             let answer = client.call(
@@ -418,6 +471,9 @@ impl Reader for S3 {
                 let rest = &key[prefix.len().min(key.len())..];
                 if rest.is_empty() {
                     continue; // the folder's own marker
+                }
+                if object.size().unwrap_or(0) <= SYMLINK_MAX {
+                    small.push((listed.len(), key.to_string()));
                 }
                 listed.push(Listed {
                     name: dir.join(rest),
@@ -445,6 +501,9 @@ impl Reader for S3 {
                 io::ErrorKind::NotFound,
                 format!("{} is not there", self.display(dir).display()),
             ));
+        }
+        for at in self.symlinks_among(&small)? {
+            listed[at].kind = Kind::Symlink;
         }
         Ok(listed)
     }

@@ -246,6 +246,20 @@ pub trait S3Endpoint {
         }
     }
 
+    /// Deletes `bucket/key` (a signed DELETE with curl); panics unless it answers 204.
+    fn delete(&self, bucket: &str, key: &str) {
+        let (status, body) = self.curl(
+            &["-X", "DELETE"],
+            &format!("/{bucket}/{}", encode(key, true)),
+        );
+        assert_eq!(
+            status,
+            204,
+            "DELETE {bucket}/{key}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// The bytes of `bucket/key`; panics if it cannot be read.
     fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.try_get(bucket, key)
