@@ -20,7 +20,9 @@
 //! Every property runs against a local DST and, with fewer cases, against the same
 //! folder as an `sftp://` DST through a real sshd on 127.0.0.1 (one server per property,
 //! shared by its cases); there mtimes compare to the second and symlink mtimes not at
-//! all (`common::dst`: what SFTP version 3 can set).
+//! all (`common::dst`: what SFTP version 3 can set). The sync and watch properties also
+//! run against an `s3://` DST on a real SeaweedFS (a bucket per case), the mirror seen
+//! through `datasafe restore` into a new folder.
 //!
 //! Cases: `DATASAFE_PROPTEST_CASES=N` runs N cases of every property instead of the
 //! defaults (kept small so the file runs in well under a minute and a half).
@@ -595,6 +597,38 @@ fn watch_mirrors_random_operations_gzipped_sftp() {
 #[test]
 fn sync_mirrors_random_operations_sftp() {
     run_on_sftp(SFTP_SYNC_CASES, sync_case(), |case, env| {
+        check_sync_on(case, env)
+    });
+}
+
+/// Case counts of the S3 properties: each check restores the bucket into a new folder.
+const S3_WATCH_CASES: u32 = 4;
+const S3_SYNC_CASES: u32 = 5;
+
+/// Runs `check` on `cases` cases of `strategy`, every case on a fresh tree whose DST is
+/// a new bucket of the shared SeaweedFS.
+fn run_on_s3<S: Strategy>(cases: u32, strategy: S, check: impl Fn(&S::Value, TestEnv)) {
+    let mut runner = TestRunner::new(config(cases));
+    let result = runner.run(&strategy, |case| {
+        check(&case, TestEnv::on_s3());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn watch_mirrors_random_operations_s3() {
+    let _lock = shared();
+    run_on_s3(S3_WATCH_CASES, watch_case(), |case, env| {
+        check_watch_on(case, false, env)
+    });
+}
+
+#[test]
+fn sync_mirrors_random_operations_s3() {
+    run_on_s3(S3_SYNC_CASES, sync_case(), |case, env| {
         check_sync_on(case, env)
     });
 }

@@ -547,3 +547,32 @@ fn a_name_that_is_not_utf8_is_refused_with_one_line_and_the_rest_is_mirrored() {
     );
     assert_eq!(place.keys("u"), ["fine.txt"]);
 }
+
+#[test]
+fn toggling_compress_converts_the_objects_without_counting_deletions() {
+    let env = TestEnv::new();
+    env.write("docs/a.txt", "alpha");
+    env.write("already.gz", "not really gzip");
+    let place = Place::new(&env, "toggle");
+    let url = place.url("t");
+    let src = env.src.as_os_str();
+    place.ok(&["sync".as_ref(), src, url.as_ref()]);
+    let out = place.ok(&["sync".as_ref(), "--compress".as_ref(), src, url.as_ref()]);
+    assert!(
+        stdout(&out).contains("gzipped docs/a.txt"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("Deleted: 0"), "{}", stdout(&out));
+    let mut keys = place.keys("t");
+    keys.retain(|k| !k.ends_with('/'));
+    keys.sort();
+    assert_eq!(keys, ["already.gz.gz", "docs/a.txt.gz"]);
+    place.ok(&["sync".as_ref(), src, url.as_ref()]);
+    let mut keys = place.keys("t");
+    keys.retain(|k| !k.ends_with('/'));
+    keys.sort();
+    assert_eq!(keys, ["already.gz", "docs/a.txt"]);
+    let back = place.restore("t", "back");
+    assert_same_trees(&snapshot(&env.src, false), &snapshot(&back, false));
+}

@@ -41,6 +41,11 @@ fn first_run_mirrors_everything_and_second_run_is_a_no_op_sftp() {
     first_run_mirrors_everything_and_second_run_is_a_no_op_on(Dst::Sftp);
 }
 
+#[test]
+fn first_run_mirrors_everything_and_second_run_is_a_no_op_s3() {
+    first_run_mirrors_everything_and_second_run_is_a_no_op_on(Dst::S3);
+}
+
 fn first_run_mirrors_everything_and_second_run_is_a_no_op_on(dst: Dst) {
     let env = TestEnv::on(dst);
     sample_tree(&env);

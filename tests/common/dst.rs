@@ -13,12 +13,14 @@
 //! process: statics are never dropped, so its sshd would keep running). A test that kills
 //! or restarts its server starts one of its own with `Sshd::start`.
 
+use super::seaweed::{S3Endpoint, Seaweed};
 use super::sshd::Sshd;
 use super::{Node, TestEnv, try_snapshot};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Where a test's mirror is written.
@@ -28,6 +30,9 @@ pub enum Dst {
     Local,
     /// `TestEnv::dst` as `sftp://USER@127.0.0.1:PORT/abs/path`, through a shared sshd.
     Sftp,
+    /// `s3://BUCKET/dst` on the shared SeaweedFS: the mirror is not a folder here, so
+    /// a test sees it through `datasafe restore` into a new folder ([`TestEnv::try_tree`]).
+    S3,
 }
 
 impl Dst {
@@ -35,7 +40,7 @@ impl Dst {
     /// to the second and symlink mtimes left out (set to zero). Applied to both sides of
     /// a comparison.
     pub fn coarse(self, tree: BTreeMap<PathBuf, Node>) -> BTreeMap<PathBuf, Node> {
-        if self == Dst::Local {
+        if self != Dst::Sftp {
             return tree;
         }
         tree.into_iter()
@@ -81,7 +86,15 @@ impl TestEnv {
         match dst {
             Dst::Local => TestEnv::new(),
             Dst::Sftp => TestEnv::on_sshd(shared_sshd()),
+            Dst::S3 => TestEnv::on_s3(),
         }
+    }
+
+    /// A test tree whose DST is `s3://BUCKET/dst`, a new bucket on the shared SeaweedFS.
+    pub fn on_s3() -> TestEnv {
+        let mut env = TestEnv::new();
+        env.bucket = Some(Seaweed::shared().new_bucket("env"));
+        env
     }
 
     /// A test tree whose DST is `dst/` over SFTP through `sshd`.
@@ -93,9 +106,10 @@ impl TestEnv {
 
     /// The kind of DST this tree's commands are given.
     pub fn kind(&self) -> Dst {
-        match self.sshd {
-            Some(_) => Dst::Sftp,
-            None => Dst::Local,
+        match (&self.sshd, &self.bucket) {
+            (Some(_), _) => Dst::Sftp,
+            (None, Some(_)) => Dst::S3,
+            (None, None) => Dst::Local,
         }
     }
 
@@ -106,6 +120,11 @@ impl TestEnv {
 
     /// `path` (a folder on this machine) as this tree's kind of DST names it.
     pub fn dst_arg_of(&self, path: &Path) -> OsString {
+        if let Some(bucket) = &self.bucket {
+            // The folder's place in the test's folder is the prefix.
+            let rel = path.strip_prefix(self.dir.path()).unwrap_or(path);
+            return format!("s3://{bucket}/{}", rel.display()).into();
+        }
         match &self.sshd {
             Some(sshd) => sshd.url(path).into(),
             None => path.as_os_str().to_owned(),
@@ -125,13 +144,42 @@ impl TestEnv {
             sshd.set_env(cmd);
             cmd.env("XDG_STATE_HOME", self.state_home());
         }
+        if self.bucket.is_some() {
+            Seaweed::shared().set_env(cmd);
+            cmd.env("XDG_STATE_HOME", self.state_home());
+        }
         cmd
     }
 
     /// The tree under `root` as this kind of DST can mirror it ([`Dst::coarse`]); `None`
     /// if it changed under the walk.
     pub fn try_tree(&self, root: &Path, gz: bool) -> Option<BTreeMap<PathBuf, Node>> {
+        if self.bucket.is_some() && !root.starts_with(&self.src) {
+            return self.restored(root);
+        }
         try_snapshot(root, gz).map(|t| self.kind().coarse(t))
+    }
+
+    /// The bucket mirror named by the folder `root` as `datasafe restore` gives it back
+    /// into a new folder (gzipped files come back plain); `None` if it cannot.
+    fn restored(&self, root: &Path) -> Option<BTreeMap<PathBuf, Node>> {
+        static RESTORES: AtomicU64 = AtomicU64::new(0);
+        let n = RESTORES.fetch_add(1, Ordering::Relaxed);
+        let to = self.dir.path().join(format!("restored-{n}"));
+        let out = self
+            .cmd([
+                OsString::from("restore"),
+                self.dst_arg_of(root),
+                to.clone().into(),
+            ])
+            .output()
+            .ok()?;
+        let tree = match out.status.success() {
+            true => try_snapshot(&to, false),
+            false => None,
+        };
+        let _ = std::fs::remove_dir_all(&to);
+        tree
     }
 
     /// True if DST mirrors SRC right now, as far as this kind of DST can.
@@ -148,7 +196,12 @@ impl TestEnv {
     /// Asserts DST mirrors SRC, as far as this kind of DST can, listing every difference.
     pub fn assert_mirrored(&self, gz: bool) {
         let a = self.kind().coarse(super::snapshot(&self.src, false));
-        let b = self.kind().coarse(super::snapshot(&self.dst, gz));
+        let b = match self.bucket.is_some() {
+            true => self
+                .restored(&self.dst)
+                .expect("the bucket mirror restores"),
+            false => self.kind().coarse(super::snapshot(&self.dst, gz)),
+        };
         super::assert_same_trees(&a, &b);
     }
 }

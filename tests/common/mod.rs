@@ -24,6 +24,9 @@ pub struct TestEnv {
     pub dst: PathBuf,
     /// The server when DST is given as `sftp://` for `dst/` ([`dst::Dst::Sftp`]).
     pub sshd: Option<Arc<sshd::Sshd>>,
+    /// The bucket when DST is given as `s3://BUCKET/dst` on the shared SeaweedFS
+    /// ([`dst::Dst::S3`]).
+    pub bucket: Option<String>,
 }
 
 impl TestEnv {
@@ -37,6 +40,7 @@ impl TestEnv {
             src,
             dst,
             sshd: None,
+            bucket: None,
         }
     }
 

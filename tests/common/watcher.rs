@@ -122,7 +122,22 @@ impl Watcher {
         }
         let names = stored_names(&env.src, extra.contains(&"--compress"));
         let w = Watcher::start(env, &env.src, env.dst_arg(), extra, tag);
-        w.wait_ready(&env.dst, &names);
+        match &env.bucket {
+            // A bucket mirror: its objects, as a plain listing shows them.
+            Some(bucket) => {
+                use super::seaweed::{S3Endpoint, Seaweed};
+                let ok = wait_until(START_DEADLINE, || {
+                    let keys: Vec<PathBuf> = Seaweed::shared()
+                        .list_keys(bucket, "dst/", 1000)
+                        .into_iter()
+                        .map(|o| PathBuf::from(&o.key[4..]))
+                        .collect();
+                    w.stdout().contains("watching") && names.iter().all(|n| keys.contains(n))
+                });
+                assert!(ok, "the watcher did not become ready{}", w.context());
+            }
+            None => w.wait_ready(&env.dst, &names),
+        }
         w
     }
 
