@@ -306,6 +306,21 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// This machine's name (who holds a remote mirror's lock).
+pub fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; the name is NUL-terminated within it.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            return String::from_utf8_lossy(&buf[..end]).into_owned();
+        }
+    }
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".to_string())
+}
+
 /// True if a process with this pid exists (used to tell a live watcher's status file
 /// from one a killed watcher left behind).
 pub fn process_alive(pid: u32) -> bool {
