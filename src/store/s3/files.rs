@@ -306,6 +306,64 @@ impl Object {
         }
     }
 
+    /// Opens `key` with one request: its first chunk, its size and its metadata come
+    /// with one `GetObject`. `None` if there is no such object.
+    pub fn open(client: Arc<Client>, key: String) -> io::Result<Option<Object>> {
+        let ranged = client.call(
+            client
+                .s3
+                .get_object()
+                .bucket(&client.bucket.bucket)
+                .key(&key)
+                .range(format!("bytes=0-{}", READ_CHUNK - 1))
+                .send(),
+        );
+        let answer = match ranged {
+            Ok(answer) => answer,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // An empty object has no byte 0: a range of it is refused (416).
+            Err(_) => match client.call(
+                client
+                    .s3
+                    .get_object()
+                    .bucket(&client.bucket.bucket)
+                    .key(&key)
+                    .send(),
+            ) {
+                Ok(answer) => answer,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        let total = answer
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .or_else(|| answer.content_length().map(|n| n.max(0) as u64))
+            .unwrap_or(0);
+        let stored = answer
+            .last_modified()
+            .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+            .map(FileTime::from_system_time);
+        let stat = meta::stat_of(false, total, answer.metadata(), stored);
+        let bytes = client
+            .run(answer.body.collect())
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+        Ok(Some(Object {
+            client,
+            key,
+            stat,
+            pos: 0,
+            chunk: bytes.into_bytes().to_vec(),
+            chunk_at: 0,
+        }))
+    }
+
+    /// What the object is (a symlink's body is its target).
+    pub fn kind(&self) -> Kind {
+        self.stat.kind
+    }
+
     fn fetch(&mut self) -> io::Result<()> {
         let end = (self.pos + READ_CHUNK).min(self.stat.size) - 1;
         let client = &self.client;

@@ -364,8 +364,79 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-/// What stands at `name`: the object, else the folder marker, looked at together.
+/// What stands at `name`. One listing of the keys that start with its key says whether
+/// it is there, as an object or a folder (a marker, or objects under it); only a name
+/// that is there costs a HEAD for its metadata. So a new file's look before its upload is
+/// one request.
 pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
+    let key = key_of(client, name)?;
+    if key.is_empty() || key.ends_with('/') {
+        return head_pair(client, name);
+    }
+    let marker_key = folder_key(&key);
+    let listed = client.call(
+        client
+            .s3
+            .list_objects_v2()
+            .bucket(&client.bucket.bucket)
+            .prefix(&key)
+            .delimiter("/")
+            .send(),
+    )?;
+    let object = listed
+        .contents()
+        .iter()
+        .any(|o| o.key() == Some(key.as_str()));
+    let folder = listed
+        .common_prefixes()
+        .iter()
+        .any(|p| p.prefix() == Some(marker_key.as_str()));
+    match (object, folder) {
+        // Not in this page of a long listing: look the slow way.
+        (false, false) if listed.is_truncated() == Some(true) => head_pair(client, name),
+        (false, false) => Ok(None),
+        (true, _) => head_one(client, &key, false),
+        (false, true) => Ok(Some(
+            head_one(client, &marker_key, true)?
+                .unwrap_or_else(|| meta::stat_of(true, 0, None, None)),
+        )),
+    }
+}
+
+/// The stat of the object `key` (a folder's marker if `folder`), `None` if it is not
+/// there.
+fn head_one(client: &Client, key: &str, folder: bool) -> io::Result<Option<Stat>> {
+    let answer = client.run(
+        client
+            .s3
+            .head_object()
+            .bucket(&client.bucket.bucket)
+            .key(key)
+            .send(),
+    );
+    match answer {
+        Ok(found) => Ok(Some(stat_of_head(&found, folder))),
+        Err(e) => match client.error(e) {
+            e if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
+fn stat_of_head(
+    found: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    folder: bool,
+) -> Stat {
+    let stored = found
+        .last_modified()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+        .map(FileTime::from_system_time);
+    let size = found.content_length().unwrap_or(0).max(0) as u64;
+    meta::stat_of(folder, size, found.metadata(), stored)
+}
+
+/// What stands at `name`: the object, else the folder marker, HEADed together.
+fn head_pair(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     let key = key_of(client, name)?;
     let bucket = &client.bucket.bucket;
     let object = async {
@@ -406,14 +477,7 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     for (answer, folder) in [(object, false), (marker, true)] {
         match answer {
             None => {}
-            Some(Ok(found)) => {
-                let stored = found
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
-                    .map(FileTime::from_system_time);
-                let size = found.content_length().unwrap_or(0).max(0) as u64;
-                return Ok(Some(meta::stat_of(folder, size, found.metadata(), stored)));
-            }
+            Some(Ok(found)) => return Ok(Some(stat_of_head(&found, folder))),
             Some(Err(e)) => {
                 let e = client.error(e);
                 if e.kind() != io::ErrorKind::NotFound {
@@ -509,20 +573,29 @@ impl Reader for S3 {
     }
 
     fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
-        match self.stat(name)? {
-            Some(stat) if stat.kind == Kind::File => Ok(Box::new(files::Object::new(
-                self.client.clone(),
-                self.key(name)?,
-                stat,
-            ))),
+        // One GET: the object's first chunk, size and metadata together.
+        let key = self.key(name)?;
+        let opened = match key.is_empty() || key.ends_with('/') {
+            true => None,
+            false => files::Object::open(self.client.clone(), key)?,
+        };
+        match opened {
+            Some(object) if object.kind() == Kind::File => Ok(Box::new(object)),
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a file", self.display(name).display()),
             )),
-            None => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not there", self.display(name).display()),
-            )),
+            // Not an object: a folder, or nothing.
+            None => match self.stat(name)? {
+                Some(_) => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a file", self.display(name).display()),
+                )),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is not there", self.display(name).display()),
+                )),
+            },
         }
     }
 
