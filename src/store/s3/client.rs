@@ -20,10 +20,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// How many times one request is tried (the SDK's backoff in between).
@@ -57,6 +58,9 @@ pub struct Client {
     /// once (one wait, not one per file), and the store is no longer ready (a watcher
     /// reconnects with a new one).
     down: AtomicBool,
+    /// Folders this run made or found (marker key → what it is): a folder looked at
+    /// again costs no request. Forgotten when removed or moved.
+    folders: Mutex<HashMap<String, crate::store::Stat>>,
 }
 
 impl Client {
@@ -123,6 +127,7 @@ impl Client {
             bucket: bucket.clone(),
             endpoint,
             down: AtomicBool::new(false),
+            folders: Mutex::default(),
         })
     }
 
@@ -161,6 +166,31 @@ impl Client {
     /// True once the service was found unreachable (see [`Client::check_up`]).
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
+    }
+
+    /// The folder whose marker key is `key`, if this run made or found it.
+    pub fn known_folder(&self, key: &str) -> Option<crate::store::Stat> {
+        self.folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    /// Notes the folder whose marker key is `key`.
+    pub fn note_folder(&self, key: &str, stat: crate::store::Stat) {
+        self.folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), stat);
+    }
+
+    /// Forgets the folders at and under the marker key `key` (removed or moved).
+    pub fn forget_folders(&self, key: &str) {
+        self.folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.starts_with(key));
     }
 
     /// Where requests go, for messages.

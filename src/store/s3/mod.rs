@@ -316,13 +316,18 @@ impl S3 {
             .s3
             .put_object()
             .bucket(&client.bucket.bucket)
-            .key(key)
+            .key(&key)
             .set_metadata(Some(meta::of(Kind::Dir, mode, mtime)))
             .body(ByteStream::from_static(b""));
         if only_new {
             request = request.if_none_match("*");
         }
-        client.call(request.send()).map(drop)
+        client.call(request.send())?;
+        client.note_folder(
+            &key,
+            meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None),
+        );
+        Ok(())
     }
 }
 
@@ -374,6 +379,9 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
         return head_pair(client, name);
     }
     let marker_key = folder_key(&key);
+    if let Some(known) = client.known_folder(&marker_key) {
+        return Ok(Some(known));
+    }
     let listed = client.call(
         client
             .s3
@@ -396,10 +404,12 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
         (false, false) if listed.is_truncated() == Some(true) => head_pair(client, name),
         (false, false) => Ok(None),
         (true, _) => head_one(client, &key, false),
-        (false, true) => Ok(Some(
-            head_one(client, &marker_key, true)?
-                .unwrap_or_else(|| meta::stat_of(true, 0, None, None)),
-        )),
+        (false, true) => {
+            let stat = head_one(client, &marker_key, true)?
+                .unwrap_or_else(|| meta::stat_of(true, 0, None, None));
+            client.note_folder(&marker_key, stat);
+            Ok(Some(stat))
+        }
     }
 }
 
@@ -713,6 +723,7 @@ impl Store for S3 {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.client.forget_folders(&folder_key(&self.key(from)?));
         let Some(what) = self.stat(from)? else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -752,6 +763,7 @@ impl Store for S3 {
     }
 
     fn remove_dir(&self, name: &Path) -> io::Result<()> {
+        self.client.forget_folders(&folder_key(&self.key(name)?));
         let keys = self.keys_under(name)?;
         let marker = folder_key(&self.key(name)?);
         if keys.iter().any(|k| *k != marker) {
@@ -764,6 +776,7 @@ impl Store for S3 {
     }
 
     fn remove_tree(&self, name: &Path) -> io::Result<()> {
+        self.client.forget_folders(&folder_key(&self.key(name)?));
         let keys = self.keys_under(name)?;
         self.delete_keys(&keys)
     }
