@@ -20,7 +20,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +61,11 @@ pub struct Client {
     /// Folders this run made or found (marker key → what it is): a folder looked at
     /// again costs no request. Forgotten when removed or moved.
     folders: Mutex<HashMap<String, crate::store::Stat>>,
+    /// Set while the mirror is known to hold nothing but what this run wrote (a first
+    /// mirror into an empty prefix): the hashes of the keys written so far. A look at a
+    /// key not among them is answered "nothing there" without a request; a hash that
+    /// matches (written, or a collision) is looked at for real.
+    fresh: Mutex<Option<HashSet<u64>>>,
 }
 
 impl Client {
@@ -128,6 +133,7 @@ impl Client {
             endpoint,
             down: AtomicBool::new(false),
             folders: Mutex::default(),
+            fresh: Mutex::default(),
         })
     }
 
@@ -191,6 +197,44 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| !k.starts_with(key));
+    }
+
+    /// Notes that the mirror holds nothing but what this run writes from now on.
+    pub fn set_fresh(&self) {
+        *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
+    }
+
+    /// Ends what [`Client::set_fresh`] began (the first pass is over).
+    pub fn end_fresh(&self) {
+        *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// True if `key` is known to hold nothing: the mirror is fresh and this run never
+    /// wrote it.
+    pub fn surely_absent(&self, key: &str) -> bool {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|written| !written.contains(&key_hash(key)))
+    }
+
+    /// Notes that this run wrote `key`.
+    pub fn note_written(&self, key: &str) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(written) = fresh.as_mut() else {
+            return;
+        };
+        written.insert(key_hash(key));
+        drop(fresh);
+        // The folders on its way are there now (as a listing would show them), made
+        // by nothing else in a fresh mirror: a look at one must not say "nothing".
+        let mut folders = self.folders.lock().unwrap_or_else(|p| p.into_inner());
+        for (at, _) in key.match_indices('/') {
+            folders
+                .entry(key[..=at].to_string())
+                .or_insert_with(crate::store::s3::implied_folder);
+        }
     }
 
     /// Where requests go, for messages.
@@ -306,6 +350,11 @@ impl Client {
         };
         io::Error::new(kind, line)
     }
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
 }
 
 /// `text`, or `or` if it is empty, or a generic phrase.

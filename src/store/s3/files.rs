@@ -260,6 +260,8 @@ impl Staged for Upload {
 
     fn install(&mut self, name: &Path) -> io::Result<()> {
         let key = super::key_of(&self.client, name)?;
+        // Noted before it is sent: a look after a failed send is then a real one.
+        self.client.note_written(&key);
         self.send(&key)?;
         self.installed = true;
         Ok(())

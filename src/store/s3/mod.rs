@@ -213,7 +213,9 @@ impl S3 {
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(Some(metadata));
         }
-        client.call(request.send()).map(drop)
+        client.call(request.send())?;
+        client.note_written(to);
+        Ok(())
     }
 
     /// Aborts the multipart uploads a killed writer left under the prefix (the lease is
@@ -294,6 +296,32 @@ impl S3 {
         Ok(found)
     }
 
+    /// True if the prefix holds nothing but datasafe's own state (one listing of its
+    /// top level): a first mirror into it need not look before each upload.
+    fn holds_nothing_yet(&self) -> io::Result<bool> {
+        let client = &self.client;
+        let root = folder_key(&client.bucket.key_of(Path::new("")));
+        let state = format!("{root}{}/", layout::STATE_DIR);
+        let listed = client.call(
+            client
+                .s3
+                .list_objects_v2()
+                .bucket(&client.bucket.bucket)
+                .prefix(&root)
+                .delimiter("/")
+                .send(),
+        )?;
+        let files = listed
+            .contents()
+            .iter()
+            .any(|o| o.key() != Some(root.as_str()));
+        let folders = listed
+            .common_prefixes()
+            .iter()
+            .any(|p| p.prefix() != Some(state.as_str()));
+        Ok(listed.is_truncated() != Some(true) && !files && !folders)
+    }
+
     fn writing(&self) -> io::Result<&Writing> {
         self.writing
             .as_ref()
@@ -322,7 +350,14 @@ impl S3 {
         if only_new {
             request = request.if_none_match("*");
         }
-        client.call(request.send())?;
+        if let Err(e) = client.call(request.send()) {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                // A folder is there (its marker, or one the server made for the
+                // objects under it): looked at again, it must say so.
+                client.note_folder(&key, implied_folder());
+            }
+            return Err(e);
+        }
         client.note_folder(
             &key,
             meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None),
@@ -345,6 +380,11 @@ pub(crate) fn key_of(client: &Client, name: &Path) -> io::Result<String> {
         ));
     }
     Ok(client.bucket.key_of(name))
+}
+
+/// What a folder the store knows only to be there is (no metadata read).
+pub(crate) fn implied_folder() -> Stat {
+    meta::stat_of(true, 0, None, None)
 }
 
 /// `key` as a folder's marker key (ending in `/`; empty stays empty).
@@ -381,6 +421,9 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     let marker_key = folder_key(&key);
     if let Some(known) = client.known_folder(&marker_key) {
         return Ok(Some(known));
+    }
+    if client.surely_absent(&key) {
+        return Ok(None);
     }
     let listed = client.call(
         client
@@ -652,6 +695,9 @@ impl Store for S3 {
             .refresh(self, cache::Role::Writer)
             .and_then(|_| self.cache.writing())
             .map_err(unwritable)?;
+        if self.holds_nothing_yet().unwrap_or(false) {
+            self.client.set_fresh();
+        }
         if let Err(e) = self.abort_leftover_uploads() {
             log::warn!(
                 "cannot look for unfinished uploads in {}: {e}",
@@ -825,6 +871,8 @@ impl Store for S3 {
     }
 
     fn index_idle(&self) -> io::Result<()> {
+        // A watcher idles: its first pass is over; from now on every look is real.
+        self.client.end_fresh();
         let writing = self.writing()?;
         self.cache
             .publish(self, &writing.published, cache::Publish::IfDue)
