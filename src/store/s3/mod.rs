@@ -691,11 +691,13 @@ impl Store for S3 {
             self.client.clone(),
             self.client.bucket.key_of(&layout::lock()),
         )?;
-        self.cache
+        let trusted = self
+            .cache
             .refresh(self, cache::Role::Writer)
-            .and_then(|_| self.cache.writing())
+            .and_then(|trusted| self.cache.writing().map(|()| trusted))
             .map_err(unwritable)?;
-        if self.holds_nothing_yet().unwrap_or(false) {
+        // An index that describes the mirror is no first mirror: no listing for it.
+        if !trusted && self.holds_nothing_yet().unwrap_or(false) {
             self.client.set_fresh();
         }
         if let Err(e) = self.abort_leftover_uploads() {
