@@ -422,7 +422,8 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     if let Some(known) = client.known_folder(&marker_key) {
         return Ok(Some(known));
     }
-    if client.surely_absent(&key) {
+    // Never for datasafe's own state: a prefix that held only it may keep old versions.
+    if !name.starts_with(layout::STATE_DIR) && client.surely_absent(&key) {
         return Ok(None);
     }
     let listed = client.call(
