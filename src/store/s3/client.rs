@@ -191,8 +191,12 @@ impl Client {
             .insert(key.to_string(), stat);
     }
 
-    /// Forgets the folders at and under the marker key `key` (removed or moved).
+    /// Forgets the folders at and under the marker key `key` (removed or moved), and ends
+    /// a first mirror's shortcut ([`Client::set_fresh`]).
     pub fn forget_folders(&self, key: &str) {
+        // What a removed or moved folder held is no longer known from the keys written:
+        // every look is a real one from now on.
+        self.end_fresh();
         self.folders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
