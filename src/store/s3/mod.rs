@@ -302,15 +302,7 @@ impl S3 {
         let client = &self.client;
         let root = folder_key(&client.bucket.key_of(Path::new("")));
         let state = format!("{root}{}/", layout::STATE_DIR);
-        let listed = client.call(
-            client
-                .s3
-                .list_objects_v2()
-                .bucket(&client.bucket.bucket)
-                .prefix(&root)
-                .delimiter("/")
-                .send(),
-        )?;
+        let listed = list_page(client, &root, None)?;
         let files = listed
             .contents()
             .iter()
@@ -382,6 +374,25 @@ pub(crate) fn key_of(client: &Client, name: &Path) -> io::Result<String> {
     Ok(client.bucket.key_of(name))
 }
 
+/// One page of the keys that start with `prefix`, grouped at the next `/` (what is
+/// deeper comes as a common prefix: a folder).
+fn list_page(
+    client: &Client,
+    prefix: &str,
+    token: Option<String>,
+) -> io::Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
+    client.call(
+        client
+            .s3
+            .list_objects_v2()
+            .bucket(&client.bucket.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .set_continuation_token(token)
+            .send(),
+    )
+}
+
 /// What a folder the store knows only to be there is (no metadata read).
 pub(crate) fn implied_folder() -> Stat {
     meta::stat_of(true, 0, None, None)
@@ -426,15 +437,7 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     if !name.starts_with(layout::STATE_DIR) && client.surely_absent(&key) {
         return Ok(None);
     }
-    let listed = client.call(
-        client
-            .s3
-            .list_objects_v2()
-            .bucket(&client.bucket.bucket)
-            .prefix(&key)
-            .delimiter("/")
-            .send(),
-    )?;
+    let listed = list_page(client, &key, None)?;
     let object = listed
         .contents()
         .iter()
@@ -574,16 +577,7 @@ impl Reader for S3 {
         let mut small = Vec::new();
         let mut token = None;
         loop {
-            let answer = client.call(
-                client
-                    .s3
-                    .list_objects_v2()
-                    .bucket(&client.bucket.bucket)
-                    .prefix(&prefix)
-                    .delimiter("/")
-                    .set_continuation_token(token.take())
-                    .send(),
-            )?;
+            let answer = list_page(client, &prefix, token.take())?;
             for object in answer.contents() {
                 let Some(key) = object.key() else { continue };
                 let rest = &key[prefix.len().min(key.len())..];
