@@ -155,18 +155,7 @@ pub fn walk(
     let mut stack: Vec<Frame> = Vec::new();
     // The scope itself: the root (which may be a symlink to a folder: described as the
     // folder it leads to), or a name reached from the root without passing a symlink.
-    let (item, dir) = if whole {
-        let root = src.root_dir();
-        match root.own_status().and_then(|s| Ok((s, root.try_clone()?))) {
-            Ok((status, dir)) => (
-                Scanned::Entry(source::entry(PathBuf::new(), &status, None)),
-                Some(Ok(dir)),
-            ),
-            Err(error) => (error_at(scope, error), None),
-        }
-    } else {
-        look(src, scope)
-    };
+    let (item, dir) = scope_start(src, scope, whole);
     if visit(item).is_break() {
         return;
     }
@@ -230,6 +219,23 @@ impl Scanned {
 
 /// The scope of a narrower walk, reached from the root: what it is, and its folder
 /// opened if it is one (never through a symlink on the way or at its name).
+/// The scope itself, and its folder open to walk: the root (which may be a symlink to a
+/// folder: described as the folder it leads to) when `whole`, else a name reached from
+/// the root without passing a symlink ([`look`]).
+fn scope_start(src: &Source, scope: &Path, whole: bool) -> (Scanned, Option<io::Result<Dir>>) {
+    if !whole {
+        return look(src, scope);
+    }
+    let root = src.root_dir();
+    match root.own_status().and_then(|s| Ok((s, root.try_clone()?))) {
+        Ok((status, dir)) => (
+            Scanned::Entry(source::entry(PathBuf::new(), &status, None)),
+            Some(Ok(dir)),
+        ),
+        Err(error) => (error_at(scope, error), None),
+    }
+}
+
 fn look(src: &Source, scope: &Path) -> (Scanned, Option<io::Result<Dir>>) {
     let (parent, name) = beneath::split(scope);
     let Some(name) = name else {

@@ -18,8 +18,8 @@
 //! (`std::fs::read_dir`), which follows a symlink swapped in for a folder mid-walk and
 //! fails past `PATH_MAX`, the two things this walk exists to prevent (issue 12).
 
-use super::{OPEN_DIRS, ScanRules, Scanned, describe_name, error_at, look};
-use crate::engine::source::{self, Source};
+use super::{OPEN_DIRS, ScanRules, Scanned, describe_name, error_at, scope_start};
+use crate::engine::source::Source;
 use crate::model::Kind;
 use crate::store::local::beneath::Dir;
 use std::cmp::{Ordering as CmpOrdering, Reverse};
@@ -128,18 +128,7 @@ pub fn walk(
         return;
     }
     // The scope itself, as the one-thread walk finds it.
-    let (item, dir) = if whole {
-        let root = src.root_dir();
-        match root.own_status().and_then(|s| Ok((s, root.try_clone()?))) {
-            Ok((status, dir)) => (
-                Scanned::Entry(source::entry(PathBuf::new(), &status, None)),
-                Some(Ok(dir)),
-            ),
-            Err(error) => (error_at(scope, error), None),
-        }
-    } else {
-        look(src, scope)
-    };
+    let (item, dir) = scope_start(src, scope, whole);
     if visit(item).is_break() {
         return;
     }

@@ -460,20 +460,38 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     }
 }
 
+/// A HEAD of `key` (`None` for the empty key: nothing to ask).
+async fn head_at(
+    client: &Client,
+    key: &str,
+) -> Option<
+    Result<
+        aws_sdk_s3::operation::head_object::HeadObjectOutput,
+        aws_sdk_s3::error::SdkError<
+            aws_sdk_s3::operation::head_object::HeadObjectError,
+            aws_sdk_s3::config::http::HttpResponse,
+        >,
+    >,
+> {
+    if key.is_empty() {
+        return None;
+    }
+    let request = client
+        .s3
+        .head_object()
+        .bucket(&client.bucket.bucket)
+        .key(key);
+    Some(request.send().await)
+}
+
 /// The stat of the object `key` (a folder's marker if `folder`), `None` if it is not
 /// there.
 fn head_one(client: &Client, key: &str, folder: bool) -> io::Result<Option<Stat>> {
-    let answer = client.run(
-        client
-            .s3
-            .head_object()
-            .bucket(&client.bucket.bucket)
-            .key(key)
-            .send(),
-    );
-    match answer {
-        Ok(found) => Ok(Some(stat_of_head(&found, folder))),
-        Err(e) => match client.error(e) {
+    client.check_up()?;
+    match client.run(head_at(client, key)) {
+        None => Ok(None),
+        Some(Ok(found)) => Ok(Some(stat_of_head(&found, folder))),
+        Some(Err(e)) => match client.error(e) {
             e if e.kind() == io::ErrorKind::NotFound => Ok(None),
             e => Err(e),
         },
@@ -495,38 +513,11 @@ fn stat_of_head(
 /// What stands at `name`: the object, else the folder marker, HEADed together.
 fn head_pair(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     let key = key_of(client, name)?;
-    let bucket = &client.bucket.bucket;
-    let object = async {
-        if key.is_empty() || key.ends_with('/') {
-            return None;
-        }
-        Some(
-            client
-                .s3
-                .head_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await,
-        )
-    };
+    let object_key = if key.ends_with('/') { "" } else { key.as_str() };
     let marker_key = folder_key(&key);
-    let marker = async {
-        if marker_key.is_empty() {
-            return None;
-        }
-        Some(
-            client
-                .s3
-                .head_object()
-                .bucket(bucket)
-                .key(&marker_key)
-                .send()
-                .await,
-        )
-    };
     client.check_up()?;
-    let (object, marker) = client.run(async { tokio::join!(object, marker) });
+    let (object, marker) = client
+        .run(async { tokio::join!(head_at(client, object_key), head_at(client, &marker_key)) });
     if key.is_empty() {
         // The root of the bucket is always there.
         return Ok(Some(meta::stat_of(true, 0, None, None)));
