@@ -7,6 +7,11 @@
 //! atomically, so no temp key is needed: a killed run leaves at most an unfinished
 //! multipart upload, which the next writer aborts.
 //!
+//! Its ETag is known before it is sent: the MD5 of its bytes (of each part's MD5s for a
+//! multipart upload), computed as it is written ([`Digests`]). Each request carries its
+//! `Content-MD5` (the server refuses bytes that arrived changed), and the index keeps the
+//! ETag's stamp ([`meta::stamp`]), against which `verify` checks a listing.
+//!
 //! A stored file is read back ([`Object`]) in ranged `GetObject`s of [`READ_CHUNK`].
 
 use super::client::Client;
@@ -16,6 +21,7 @@ use crate::store::{ReadFile, Staged, Stat, TempFile};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use filetime::FileTime;
+use md5::{Digest as _, Md5};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +42,75 @@ enum Held {
     Spool(std::fs::File, PathBuf),
 }
 
+/// The MD5s an object's ETag is made of, computed as its bytes are written: one per
+/// [`PART`] (a multipart upload's parts); for a file sent with one `PutObject` (never
+/// more than one part) the first is the whole file's.
+#[derive(Clone, Default)]
+struct Digests {
+    part: Md5,
+    /// Bytes in the part being hashed.
+    in_part: u64,
+    done: Vec<[u8; 16]>,
+}
+
+impl Digests {
+    fn update(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            let n = buf.len().min((PART - self.in_part) as usize);
+            self.part.update(&buf[..n]);
+            self.in_part += n as u64;
+            buf = &buf[n..];
+            if self.in_part == PART {
+                self.done.push(self.part.finalize_reset().into());
+                self.in_part = 0;
+            }
+        }
+    }
+
+    /// Each part's MD5, as [`multipart`] cuts the file (an empty file is one part).
+    fn parts(&self) -> Vec<[u8; 16]> {
+        let mut parts = self.done.clone();
+        if self.in_part > 0 || parts.is_empty() {
+            parts.push(self.part.clone().finalize().into());
+        }
+        parts
+    }
+
+    /// The ETag S3 gives the object: the MD5 of its bytes when sent `whole` (one
+    /// `PutObject`), else `MD5(part MD5s)-N`.
+    fn etag(&self, whole: bool) -> String {
+        let parts = self.parts();
+        if whole {
+            return hex(&parts[0]);
+        }
+        let mut all = Md5::new();
+        for part in &parts {
+            all.update(part);
+        }
+        format!("{}-{}", hex(&all.finalize()), parts.len())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `Content-MD5` header's value.
+fn content_md5(digest: &[u8; 16]) -> String {
+    aws_smithy_types::base64::encode(digest)
+}
+
+/// The server's ETag for what was sent, compared with the one computed here: they differ
+/// only where a server's ETag is not an MD5 (encrypted with a KMS key, say). Nothing is
+/// wrong then, but `verify` has to download such an object to check it.
+fn compare_etag(key: &str, sent: &str, answer: Option<&str>) {
+    if let Some(theirs) = answer
+        && meta::stamp(theirs) != meta::stamp(sent)
+    {
+        log::debug!("{key}: the server's ETag {theirs} is not the MD5 of what was sent ({sent})");
+    }
+}
+
 /// A file being written, sent to its final key by [`Staged::install`].
 pub struct Upload {
     client: Arc<Client>,
@@ -47,6 +122,8 @@ pub struct Upload {
     mode: u32,
     mtime: FileTime,
     kind: Kind,
+    /// The MD5s of what was written.
+    digests: Digests,
     /// Sent: the spool's path is not removed twice.
     installed: bool,
 }
@@ -63,6 +140,7 @@ impl Upload {
             mode: 0o600,
             mtime: FileTime::now(),
             kind: Kind::File,
+            digests: Digests::default(),
             installed: false,
         }
     }
@@ -70,6 +148,8 @@ impl Upload {
     /// A symlink to `target` to be placed (its target is the object's body).
     pub fn symlink(client: Arc<Client>, target: &Path, mtime: FileTime) -> Upload {
         let body = crate::platform::path_to_bytes(target);
+        let mut digests = Digests::default();
+        digests.update(&body);
         Upload {
             client,
             spool_dir: PathBuf::new(),
@@ -79,6 +159,7 @@ impl Upload {
             mode: 0o777,
             mtime,
             kind: Kind::Symlink,
+            digests,
             installed: false,
         }
     }
@@ -90,35 +171,57 @@ impl Upload {
         match &mut self.held {
             Held::Memory(bytes) => {
                 let body = ByteStream::from(bytes.clone());
-                client.call(
+                let sent = client.call(
                     client
                         .s3
                         .put_object()
                         .bucket(&client.bucket.bucket)
                         .key(key)
                         .set_metadata(Some(metadata))
+                        .content_md5(content_md5(&self.digests.parts()[0]))
                         .body(body)
                         .send(),
                 )?;
+                compare_etag(key, &self.digests.etag(true), sent.e_tag());
                 Ok(())
             }
             Held::Spool(file, path) => {
                 file.flush()?;
-                multipart(client, key, path, self.size, metadata)
+                let parts = Some(&self.digests).filter(|_| part_size(self.size) == PART);
+                let etag = multipart(client, key, (path, self.size), metadata, parts)?;
+                if let Some(digests) = parts {
+                    compare_etag(key, &digests.etag(false), etag.as_deref());
+                }
+                Ok(())
             }
+        }
+    }
+
+    /// The ETag the object will have, if it is known here.
+    fn etag(&self) -> Option<String> {
+        match self.held {
+            Held::Memory(_) => Some(self.digests.etag(true)),
+            Held::Spool(..) => (part_size(self.size) == PART).then(|| self.digests.etag(false)),
         }
     }
 }
 
+/// How big each part of a multipart upload of `size` bytes is.
+fn part_size(size: u64) -> u64 {
+    PART.max(size.div_ceil(MAX_PARTS))
+}
+
 /// Sends the file at `path` (`size` bytes) to `key` as a multipart upload, completed
-/// only once every part is in, aborted on any error.
+/// only once every part is in, aborted on any error; each part with its `Content-MD5`
+/// when `digests` are known. The server's ETag of the object.
 fn multipart(
     client: &Client,
     key: &str,
-    path: &Path,
-    size: u64,
+    (path, size): (&Path, u64),
     metadata: std::collections::HashMap<String, String>,
-) -> io::Result<()> {
+    digests: Option<&Digests>,
+) -> io::Result<Option<String>> {
+    let md5s = digests.map(Digests::parts);
     let bucket = &client.bucket.bucket;
     let created = client.call(
         client
@@ -138,7 +241,7 @@ fn multipart(
             ))
         })?
         .to_string();
-    let part_size = PART.max(size.div_ceil(MAX_PARTS));
+    let part_size = part_size(size);
     let sent = (|| -> io::Result<Vec<CompletedPart>> {
         let mut parts = Vec::new();
         let mut offset = 0u64;
@@ -163,6 +266,11 @@ fn multipart(
                     .upload_id(&upload_id)
                     .part_number(number)
                     .content_length(length as i64)
+                    .set_content_md5(
+                        md5s.as_ref()
+                            .and_then(|m| m.get(number as usize - 1))
+                            .map(content_md5),
+                    )
                     .body(body)
                     .send(),
             )?;
@@ -196,7 +304,7 @@ fn multipart(
                     )
                     .send(),
             )
-            .map(drop)
+            .map(|done| done.e_tag().map(str::to_string))
     });
     if completed.is_err() {
         // Nothing new becomes visible; the parts are freed (if this fails too, the
@@ -233,6 +341,7 @@ impl Write for Upload {
             Held::Memory(bytes) => bytes.extend_from_slice(buf),
             Held::Spool(file, _) => file.write_all(buf)?,
         }
+        self.digests.update(buf);
         self.size += buf.len() as u64;
         Ok(buf.len())
     }
@@ -249,7 +358,7 @@ impl Staged for Upload {
             size: self.size,
             mtime: self.mtime,
             mode: self.mode,
-            ino: 0,
+            ino: self.etag().map_or(0, |etag| meta::stamp(&etag)),
             links: 1,
         })
     }
@@ -347,7 +456,7 @@ impl Object {
             .last_modified()
             .and_then(|t| std::time::SystemTime::try_from(*t).ok())
             .map(FileTime::from_system_time);
-        let stat = meta::stat_of(false, total, answer.metadata(), stored);
+        let stat = meta::stat_of(false, total, answer.metadata(), stored, answer.e_tag());
         let bytes = client
             .run(answer.body.collect())
             .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
@@ -426,5 +535,41 @@ impl Seek for Object {
 impl ReadFile for Object {
     fn stat(&self) -> io::Result<Stat> {
         Ok(self.stat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_the_md5_of_the_bytes_or_of_the_parts_md5s() {
+        let mut empty = Digests::default();
+        empty.update(b"");
+        assert_eq!(empty.etag(true), "d41d8cd98f00b204e9800998ecf8427e");
+        let mut small = Digests::default();
+        small.update(b"The quick brown fox ");
+        small.update(b"jumps over the lazy dog");
+        assert_eq!(small.etag(true), "9e107d9d372bb6826bd81d3542a419d6");
+
+        // Two parts: the first exactly PART bytes, the second one byte, fed in odd
+        // pieces across the boundary.
+        let bytes = vec![7u8; PART as usize + 1];
+        let mut two = Digests::default();
+        for piece in bytes.chunks(3 * 1024 * 1024 + 5) {
+            two.update(piece);
+        }
+        let first: [u8; 16] = Md5::digest(&bytes[..PART as usize]).into();
+        let second: [u8; 16] = Md5::digest(&bytes[PART as usize..]).into();
+        assert_eq!(two.parts(), vec![first, second]);
+        let mut all = Md5::new();
+        all.update(first);
+        all.update(second);
+        assert_eq!(two.etag(false), format!("{}-2", hex(&all.finalize())));
+
+        // Exactly one part's worth is one part, not a part and an empty one.
+        let mut one = Digests::default();
+        one.update(&bytes[..PART as usize]);
+        assert_eq!(one.parts(), vec![first]);
     }
 }

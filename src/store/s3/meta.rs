@@ -63,6 +63,7 @@ pub fn stat_of(
     size: u64,
     meta: Option<&HashMap<String, String>>,
     stored: Option<FileTime>,
+    etag: Option<&str>,
 ) -> Stat {
     let get = |key: &str| meta.and_then(|m| m.get(key));
     let kind = if folder {
@@ -89,9 +90,21 @@ pub fn stat_of(
         size: if folder { 0 } else { size },
         mtime,
         mode,
-        ino: 0,
+        ino: if folder { 0 } else { etag.map_or(0, stamp) },
         links: 1,
     }
+}
+
+/// An object's stamp as the index keeps it ([`crate::model::OnDisk::ino`], where a local
+/// store keeps the inode): 64 bits of the MD5 of its ETag as S3 gives it (quotes trimmed,
+/// case folded), never 0 (0: not known). Two stamps differ when the objects' ETags do.
+pub fn stamp(etag: &str) -> u64 {
+    use md5::Digest as _;
+    let etag = etag.trim().trim_matches('"').to_ascii_lowercase();
+    let digest = md5::Md5::digest(etag.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first).max(1)
 }
 
 #[cfg(test)]
@@ -119,13 +132,24 @@ mod tests {
     #[test]
     fn kinds_and_modes_come_from_the_metadata() {
         let meta = of(Kind::Symlink, 0o777, FileTime::from_unix_time(9, 0));
-        let stat = stat_of(false, 3, Some(&meta), None);
+        let stat = stat_of(false, 3, Some(&meta), None, None);
         assert_eq!((stat.kind, stat.mode, stat.size), (Kind::Symlink, 0o777, 3));
-        let stat = stat_of(false, 3, None, Some(FileTime::from_unix_time(4, 0)));
+        let stat = stat_of(false, 3, None, Some(FileTime::from_unix_time(4, 0)), None);
         assert_eq!(
             (stat.kind, stat.mode, stat.mtime.unix_seconds()),
             (Kind::File, 0o644, 4)
         );
-        assert_eq!(stat_of(true, 0, None, None).kind, Kind::Dir);
+        assert_eq!(stat_of(true, 0, None, None, None).kind, Kind::Dir);
+    }
+
+    #[test]
+    fn stamps_ignore_quotes_and_case_and_are_never_zero() {
+        let a = stamp("\"9E107D9D372BB6826BD81D3542A419D6\"");
+        assert_eq!(a, stamp("9e107d9d372bb6826bd81d3542a419d6"));
+        assert_ne!(a, stamp("9e107d9d372bb6826bd81d3542a419d6-2"));
+        assert_ne!(a, 0);
+        let stat = stat_of(false, 1, None, None, Some("\"abc\""));
+        assert_eq!(stat.ino, stamp("abc"));
+        assert_eq!(stat_of(true, 0, None, None, Some("abc")).ino, 0);
     }
 }

@@ -199,7 +199,7 @@ impl S3 {
         from: &str,
         to: &str,
         metadata: Option<std::collections::HashMap<String, String>>,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<String>> {
         let client = &self.client;
         let source = format!("{}/{}", client.bucket.bucket, encode_key(from));
         let mut request = client
@@ -213,9 +213,12 @@ impl S3 {
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(Some(metadata));
         }
-        client.call(request.send())?;
+        let copied = client.call(request.send())?;
         client.note_written(to);
-        Ok(())
+        Ok(copied
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string))
     }
 
     /// Aborts the multipart uploads a killed writer left under the prefix (the lease is
@@ -352,7 +355,7 @@ impl S3 {
         }
         client.note_folder(
             &key,
-            meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None),
+            meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None, None),
         );
         Ok(())
     }
@@ -395,7 +398,7 @@ fn list_page(
 
 /// What a folder the store knows only to be there is (no metadata read).
 pub(crate) fn implied_folder() -> Stat {
-    meta::stat_of(true, 0, None, None)
+    meta::stat_of(true, 0, None, None, None)
 }
 
 /// `key` as a folder's marker key (ending in `/`; empty stays empty).
@@ -453,7 +456,7 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
         (true, _) => head_one(client, &key, false),
         (false, true) => {
             let stat = head_one(client, &marker_key, true)?
-                .unwrap_or_else(|| meta::stat_of(true, 0, None, None));
+                .unwrap_or_else(|| meta::stat_of(true, 0, None, None, None));
             client.note_folder(&marker_key, stat);
             Ok(Some(stat))
         }
@@ -507,7 +510,7 @@ fn stat_of_head(
         .and_then(|t| std::time::SystemTime::try_from(*t).ok())
         .map(FileTime::from_system_time);
     let size = found.content_length().unwrap_or(0).max(0) as u64;
-    meta::stat_of(folder, size, found.metadata(), stored)
+    meta::stat_of(folder, size, found.metadata(), stored, found.e_tag())
 }
 
 /// What stands at `name`: the object, else the folder marker, HEADed together.
@@ -520,7 +523,7 @@ fn head_pair(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
         .run(async { tokio::join!(head_at(client, object_key), head_at(client, &marker_key)) });
     if key.is_empty() {
         // The root of the bucket is always there.
-        return Ok(Some(meta::stat_of(true, 0, None, None)));
+        return Ok(Some(meta::stat_of(true, 0, None, None, None)));
     }
     for (answer, folder) in [(object, false), (marker, true)] {
         match answer {
@@ -754,6 +757,7 @@ impl Store for S3 {
             ));
         }
         self.copy_key(&self.key(from)?, &self.key(to)?, None)
+            .map(drop)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -828,17 +832,21 @@ impl Store for S3 {
         if found.kind != kind {
             return Ok(None);
         }
+        let mut ino = found.ino;
         match kind {
             Kind::Dir => self.put_marker(name, mode, mtime, false)?,
             Kind::File => {
                 let key = self.key(name)?;
-                self.copy_key(&key, &key, Some(meta::of(Kind::File, mode, mtime)))?;
+                let copy = self.copy_key(&key, &key, Some(meta::of(Kind::File, mode, mtime)))?;
+                // A copy of a multipart upload may be given an ETag of another form.
+                ino = copy.map_or(0, |etag| meta::stamp(&etag));
             }
             _ => return Ok(None),
         }
         Ok(Some(Stat {
             mode,
             mtime,
+            ino,
             ..found
         }))
     }
