@@ -144,6 +144,8 @@ Examples:
   datasafe verify --config ~/.config/datasafe/config.toml --source
   datasafe verify --source ~/notes --repair /mnt/backup/notes
   datasafe verify backup@nas:/srv/backup/notes     (downloads every file to hash it)
+  datasafe verify s3://bucket/notes                (a listing: ETags and sizes)
+  datasafe verify --deep s3://bucket/notes         (downloads every object to hash it)
 
 Exit codes: 0 the mirror is intact (with --repair: or was repaired), 1 damaged or missing
 files (with --source: also any difference from the source), 2 usage error or no index.
@@ -180,6 +182,11 @@ pub struct VerifyArgs {
     /// Hashing threads [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
+    /// Download and hash every file of an s3:// mirror, where the default trusts a
+    /// listing whose ETag and size match the index (a mismatch is downloaded either
+    /// way). Local and SFTP mirrors are always read in full.
+    #[arg(long)]
+    pub deep: bool,
     /// End stdout with one JSON object of the counts and the paths found.
     #[arg(long)]
     pub json: bool,

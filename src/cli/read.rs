@@ -69,6 +69,7 @@ pub(super) fn verify(args: &VerifyArgs) -> Exit {
         force: args.force,
         exclude: args.exclude.clone(),
         jobs: args.jobs,
+        deep: args.deep,
         json: args.json,
         log_file: args.log_file.clone(),
         verbose: args.verbose,

@@ -14,7 +14,7 @@
 
 use crate::config::{Dest, NotAFolder};
 use crate::model::Kind;
-use crate::store::{self, Caps, Listed, ReadFile, Reader, Stat, Step, Walked};
+use crate::store::{self, Caps, Inventoried, Listed, ReadFile, Reader, Stat, Step, Walked};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -161,6 +161,14 @@ impl Reader for Breaker {
 
     fn keeps_unix_meta(&self) -> bool {
         self.inner.keeps_unix_meta()
+    }
+
+    fn inventory(&self) -> Option<io::Result<Vec<Inventoried>>> {
+        if let Some(e) = self.tripped() {
+            return Some(Err(e));
+        }
+        let listed = self.inner.inventory()?;
+        Some(self.guard(|| listed))
     }
 }
 

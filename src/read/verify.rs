@@ -13,6 +13,11 @@
 //! `--jobs` workers, and this thread, the only one that counts and prints, receives each
 //! [`Checked`]. A problem found while a writer (`watch`) changes the mirror gets a second
 //! look against the index as it is by then, so a file replaced mid-check is not reported.
+//!
+//! An object store lists every object with its ETag ([`Reader::inventory`]): there,
+//! unless `--deep`, that one listing replaces the walk of DST, and a record whose stamp
+//! and size it matches is intact without a download ([`by_listing`]); the rest are read
+//! as above.
 
 use crate::config::filter::Excludes;
 use crate::config::{
@@ -33,7 +38,7 @@ use crate::read::Outcome;
 use crate::read::history::index_dir;
 use crate::store::layout::{self, STATE_DIR};
 use crate::store::local::Local;
-use crate::store::{Found, ReadFile, Reader, Step};
+use crate::store::{Found, Inventoried, ReadFile, Reader, Step};
 use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -67,6 +72,9 @@ pub struct Request {
     pub exclude: Vec<String>,
     /// Hashing threads.
     pub jobs: Option<u32>,
+    /// `--deep`: read and hash every file even where a listing could vouch for it (an
+    /// object store's ETags).
+    pub deep: bool,
     /// End stdout with one JSON object.
     pub json: bool,
     /// Append every line to this file.
@@ -124,6 +132,8 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Hashing threads.
     pub jobs: usize,
+    /// Read every file (`--deep`), even where a listing vouches for it.
+    pub deep: bool,
     /// Where output goes and how much of it.
     pub output: Output,
     /// Compare each mirror with its source (`--source`).
@@ -238,6 +248,7 @@ impl Plan {
         };
         Ok(Plan {
             jobs: config::jobs_for(&dst, args.jobs, None),
+            deep: args.deep,
             targets: vec![Target {
                 name: dst.to_string(),
                 enabled: true,
@@ -321,6 +332,7 @@ impl Plan {
         Ok(Plan {
             targets,
             jobs,
+            deep: args.deep,
             output: settings.output,
             with_source,
             named: true,
@@ -982,11 +994,20 @@ fn verify_mirror(
                 crate::read::Unopened::Unreachable(e) => VerifyError::Unreachable(e),
                 crate::read::Unopened::NotAFolder(e) => not_a_folder(target.dst.display(), e),
             })?;
-            // Neither SFTP nor S3 can hash a file on the server: every byte comes over.
-            log::info!(
-                "verify downloads every file from {} to hash it",
-                target.dst.host().unwrap_or_default()
-            );
+            // Neither SFTP nor S3 can hash a file on the server: every byte comes over,
+            // unless a listing vouches for what the index recorded.
+            match (&target.dst, plan.deep) {
+                (Dest::S3(bucket), false) => log::info!(
+                    "verify checks the listing of {} against the index (ETag and size); a \
+                     file that does not match is downloaded and hashed (--deep downloads \
+                     every file)",
+                    bucket.url()
+                ),
+                _ => log::info!(
+                    "verify downloads every file from {} to hash it",
+                    target.dst.host().unwrap_or_default()
+                ),
+            }
             (breaker.clone(), Some(breaker))
         }
     };
@@ -1023,16 +1044,35 @@ fn verify_mirror(
     };
     let mut progress = Progress::start(plan.output.verbosity > Verbosity::Quiet);
 
-    // DST's names and the source's entries, read side by side.
-    let (unknown, walked) = std::thread::scope(|s| {
-        let listing = s.spawn(|| not_in_index(&list_mirror(store, stop), &state));
+    // DST's names and the source's entries, read side by side. Where the store lists
+    // every object with its stamp (S3's ETags), that one listing vouches for the records
+    // it matches, and only the others are read (unless --deep).
+    let (listed, walked) = std::thread::scope(|s| {
+        let listing = s.spawn(|| match store.inventory().filter(|_| !plan.deep) {
+            Some(listed) => listed.map(|listed| {
+                let names: Vec<(PathBuf, bool)> = listed
+                    .iter()
+                    .map(|i| (i.name.clone(), i.kind == Kind::Dir))
+                    .collect();
+                let by_name = listed.into_iter().map(|i| (i.name.clone(), i)).collect();
+                (not_in_index(&names, &state), Some(by_name))
+            }),
+            None => Ok((not_in_index(&list_mirror(store, stop), &state), None)),
+        });
         let walked = target.source.as_ref().map(|src| walk(src, stop));
         // A panic in the listing thread is a bug; pass it on rather than hide it.
-        let unknown = listing
+        let listed = listing
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (unknown, walked)
+        (listed, walked)
     });
+    let (unknown, listing): (_, Option<Listing>) = listed.map_err(|e| match e {
+        e if crate::read::is_connection_lost(&e) => VerifyError::Unreachable(e),
+        source => VerifyError::Unreadable {
+            path: target.dst.display(),
+            source,
+        },
+    })?;
     if stop.load(Ordering::Relaxed) {
         return Ok(report);
     }
@@ -1109,7 +1149,7 @@ fn verify_mirror(
     let files = jobs.iter().filter(|j| j.record.kind != Kind::Dir).count();
     let mut second = SecondLook::new(&state_dir, seen);
     let mut buf = Vec::new();
-    pump(store, jobs, plan.jobs, stop, |checked| {
+    pump(store, listing.as_ref(), jobs, plan.jobs, stop, |checked| {
         let checked = second.settle(checked, store, &mut buf, stop);
         tally(&mut report, checked);
         progress.show(|| progress_line(&report.counts, files));
@@ -1288,6 +1328,7 @@ struct Checked {
 /// started: each would wait as long for the host again.
 fn pump(
     store: &dyn Reader,
+    listing: Option<&Listing>,
     jobs: Vec<Job>,
     workers: usize,
     stop: &AtomicBool,
@@ -1318,12 +1359,12 @@ fn pump(
                             bytes: 0,
                         },
                         false => {
-                            let checked = check(store, job, &mut buf, stop);
+                            let checked = check(store, listing, job, &mut buf, stop);
                             match checked.mirror {
                                 // The connection died under this file: checked once more,
                                 // which waits (within the store's patience) for a new one.
                                 Verdict::Lost { again: true, .. } => {
-                                    check(store, checked.job, &mut buf, stop)
+                                    check(store, None, checked.job, &mut buf, stop)
                                 }
                                 _ => checked,
                             }
@@ -1345,38 +1386,58 @@ fn pump(
     });
 }
 
-/// Checks one record against DST (and the source), reading through `buf`.
-fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> Checked {
+/// What a store's one listing said of each name ([`Reader::inventory`]).
+type Listing = HashMap<PathBuf, Inventoried>;
+
+/// What the listing says of `record` without reading anything: `None` where only a read
+/// can tell (no stamp recorded, or one that differs: damage, or a server whose ETags
+/// are not MD5s).
+fn by_listing(record: &Record, listed: Option<&Inventoried>) -> Option<Verdict> {
+    let Some(listed) = listed else {
+        return Some(Verdict::Bad(Problem::Missing));
+    };
+    match (record.kind, listed.kind) {
+        (Kind::Dir, Kind::Dir) => Some(Verdict::Intact),
+        (Kind::File | Kind::Symlink, Kind::File) => {
+            let disk = record.disk?;
+            let vouched = disk.ino != 0 && disk.ino == listed.stamp && disk.size == listed.size;
+            // A file without a recorded hash is read: that is what says "unchecked".
+            let hashed = record.kind == Kind::Symlink || record.sha256.is_some();
+            (vouched && hashed).then_some(Verdict::Intact)
+        }
+        _ => None,
+    }
+}
+
+/// Checks one record against DST (and the source), reading through `buf`; a record the
+/// `listing` vouches for is not read (its recorded hash is its content's).
+fn check(
+    store: &dyn Reader,
+    listing: Option<&Listing>,
+    job: Job,
+    buf: &mut Vec<u8>,
+    stop: &AtomicBool,
+) -> Checked {
     if buf.is_empty() {
         buf.resize(hash::CHUNK, 0);
     }
     let mut bytes = 0;
     let mut digest = None;
     let record = &job.record;
-    let mirror = match (record.kind, store.look(&job.name)) {
-        // Gone, or a folder on the way is gone or no folder now (its own record says
-        // what stands there).
-        (_, Ok(None)) => Verdict::Bad(Problem::Missing),
-        (_, Err(e)) if crate::read::is_connection_lost(&e) => lost(&e),
-        (_, Err(e)) => Verdict::Bad(problem_of(&e)),
-        (Kind::File, Ok(Some(Found::File(file)))) => {
-            let (verdict, read) = check_content(file, record, buf, stop);
+    let listed = listing.and_then(|l| by_listing(record, l.get(&job.name)));
+    if listed == Some(Verdict::Intact) {
+        digest = record.sha256;
+    }
+    let mirror = match listed {
+        Some(verdict) => verdict,
+        None => {
+            let (verdict, read) = look_and_read(store, record, &job.name, buf, stop);
             if let Some((d, n)) = read {
                 digest = Some(d);
                 bytes += n;
             }
             verdict
         }
-        (Kind::Dir, Ok(Some(Found::Dir))) => Verdict::Intact,
-        (Kind::Symlink, Ok(Some(Found::Symlink(target)))) => match record.target.as_deref() {
-            Some(want) if want == target => Verdict::Intact,
-            want => Verdict::Bad(Problem::Damaged(format!(
-                "points to {}, the index recorded {}",
-                esc(&target),
-                esc(want.unwrap_or(Path::new("")))
-            ))),
-        },
-        (want, Ok(Some(found))) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
     };
     let source = match (&job.source, &mirror, digest) {
         (Some((tree, rel)), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
@@ -1404,6 +1465,36 @@ fn check(store: &dyn Reader, job: Job, buf: &mut Vec<u8>, stop: &AtomicBool) -> 
         source,
         bytes,
     }
+}
+
+/// Looks at `name` in the mirror and checks it against `record`, reading a file's
+/// content; the verdict, and the digest and byte count when a whole file was read.
+fn look_and_read(
+    store: &dyn Reader,
+    record: &Record,
+    name: &Path,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> (Verdict, Option<(Digest, u64)>) {
+    let verdict = match (record.kind, store.look(name)) {
+        // Gone, or a folder on the way is gone or no folder now (its own record says
+        // what stands there).
+        (_, Ok(None)) => Verdict::Bad(Problem::Missing),
+        (_, Err(e)) if crate::read::is_connection_lost(&e) => lost(&e),
+        (_, Err(e)) => Verdict::Bad(problem_of(&e)),
+        (Kind::File, Ok(Some(Found::File(file)))) => return check_content(file, record, buf, stop),
+        (Kind::Dir, Ok(Some(Found::Dir))) => Verdict::Intact,
+        (Kind::Symlink, Ok(Some(Found::Symlink(target)))) => match record.target.as_deref() {
+            Some(want) if want == target => Verdict::Intact,
+            want => Verdict::Bad(Problem::Damaged(format!(
+                "points to {}, the index recorded {}",
+                esc(&target),
+                esc(want.unwrap_or(Path::new("")))
+            ))),
+        },
+        (want, Ok(Some(found))) => Verdict::Bad(Problem::Damaged(stands_in_place(&found, want))),
+    };
+    (verdict, None)
 }
 
 /// Reads and hashes a mirror file; the verdict, and the digest and byte count when the
@@ -1747,7 +1838,7 @@ impl<'a> SecondLook<'a> {
                     record,
                     ..checked.job
                 };
-                check(store, job, buf, stop)
+                check(store, None, job, buf, stop)
             }
             _ => checked,
         }
@@ -1835,6 +1926,51 @@ mod tests {
         for (finding, want) in table {
             assert_eq!(finding.to_string(), want);
         }
+    }
+
+    #[test]
+    fn a_listing_vouches_only_for_a_recorded_stamp_and_size() {
+        let listed = |kind, size, stamp| Inventoried {
+            name: PathBuf::from("n"),
+            kind,
+            size,
+            stamp,
+        };
+        let stamped = |kind, sha| Record {
+            disk: Some(crate::model::OnDisk { size: 3, ino: 42 }),
+            ..rec(kind, Stored::Plain, sha)
+        };
+        let sha = Some(hash::hash_reader(&b"abc"[..]).unwrap());
+        let file = stamped(Kind::File, sha);
+        assert_eq!(
+            by_listing(&file, None),
+            Some(Verdict::Bad(Problem::Missing))
+        );
+        let same = listed(Kind::File, 3, 42);
+        assert_eq!(by_listing(&file, Some(&same)), Some(Verdict::Intact));
+        let link = stamped(Kind::Symlink, None);
+        assert_eq!(by_listing(&link, Some(&same)), Some(Verdict::Intact));
+        // Read instead: another stamp or size, no stamp recorded, no hash recorded, a
+        // folder where a file was.
+        assert_eq!(by_listing(&file, Some(&listed(Kind::File, 3, 43))), None);
+        assert_eq!(by_listing(&file, Some(&listed(Kind::File, 4, 42))), None);
+        assert_eq!(
+            by_listing(&rec(Kind::File, Stored::Plain, sha), Some(&same)),
+            None
+        );
+        assert_eq!(by_listing(&stamped(Kind::File, None), Some(&same)), None);
+        assert_eq!(by_listing(&file, Some(&listed(Kind::Dir, 0, 0))), None);
+        let zero = Record {
+            disk: Some(crate::model::OnDisk { size: 3, ino: 0 }),
+            ..file.clone()
+        };
+        assert_eq!(by_listing(&zero, Some(&listed(Kind::File, 3, 0))), None);
+        let dir = rec(Kind::Dir, Stored::Plain, None);
+        assert_eq!(
+            by_listing(&dir, Some(&listed(Kind::Dir, 0, 0))),
+            Some(Verdict::Intact)
+        );
+        assert_eq!(by_listing(&dir, Some(&same)), None);
     }
 
     #[test]

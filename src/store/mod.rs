@@ -170,6 +170,21 @@ pub struct Listed {
     pub kind: Kind,
 }
 
+/// One name of a store's [`Reader::inventory`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventoried {
+    /// The name, relative to the store's root.
+    pub name: PathBuf,
+    /// [`Kind::Dir`] for a folder (a marker, or a prefix of the names below it),
+    /// [`Kind::File`] for every object (a listing does not tell a symlink's object from
+    /// a file's).
+    pub kind: Kind,
+    /// Bytes stored.
+    pub size: u64,
+    /// The object's stamp ([`Stat::ino`] as the store gives it; 0 for a folder).
+    pub stamp: u64,
+}
+
 /// A stored file open for reading.
 pub trait ReadFile: io::Read + io::Seek + Send {
     /// What the open file is now.
@@ -295,6 +310,14 @@ pub trait Reader: Send + Sync {
     /// so on FAT, exFAT, some FUSE and SMB mounts): whether a check may compare them.
     fn keeps_unix_meta(&self) -> bool {
         self.caps().posix_meta
+    }
+
+    /// Every name below the root but the state folder, with each object's size and
+    /// stamp, from one listing — where the store gives that without a request per name
+    /// (an object store's flat listing, with ETags). `None` where knowing a name's
+    /// content means reading it.
+    fn inventory(&self) -> Option<io::Result<Vec<Inventoried>>> {
+        None
     }
 }
 

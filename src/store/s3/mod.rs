@@ -23,7 +23,10 @@ mod lease;
 mod meta;
 
 use super::remote::cache;
-use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
+use super::{
+    Caps, Inventoried, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile,
+    layout,
+};
 use crate::config::Bucket;
 use crate::model::Kind;
 use crate::output::names::{esc, io_message};
@@ -128,9 +131,19 @@ impl S3 {
 
     /// Keys of everything under the folder `name` (the marker too), in pages.
     fn keys_under(&self, name: &Path) -> io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        self.each_object_under(name, |o| keys.extend(o.key().map(str::to_string)))?;
+        Ok(keys)
+    }
+
+    /// Every object under the folder `name` (the marker too), page by page.
+    fn each_object_under(
+        &self,
+        name: &Path,
+        mut each: impl FnMut(&aws_sdk_s3::types::Object),
+    ) -> io::Result<()> {
         let prefix = folder_key(&self.key(name)?);
         let client = &self.client;
-        let mut keys = Vec::new();
         let mut token = None;
         loop {
             let answer = client.call(
@@ -142,15 +155,10 @@ impl S3 {
                     .set_continuation_token(token.take())
                     .send(),
             )?;
-            keys.extend(
-                answer
-                    .contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
+            answer.contents().iter().for_each(&mut each);
             match answer.next_continuation_token() {
                 Some(next) if answer.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => return Ok(keys),
+                _ => return Ok(()),
             }
         }
     }
@@ -614,6 +622,10 @@ impl Reader for S3 {
         Ok(listed)
     }
 
+    fn inventory(&self) -> Option<io::Result<Vec<Inventoried>>> {
+        Some(self.inventory_listed())
+    }
+
     fn open(&self, name: &Path) -> io::Result<Box<dyn ReadFile>> {
         // One GET: the object's first chunk, size and metadata together.
         let key = self.key(name)?;
@@ -876,6 +888,45 @@ impl Store for S3 {
 }
 
 impl S3 {
+    /// [`Reader::inventory`]: one flat listing of the prefix (a thousand keys a
+    /// request); a folder is a marker or a prefix of the keys below it.
+    fn inventory_listed(&self) -> io::Result<Vec<Inventoried>> {
+        let state = Path::new(layout::STATE_DIR);
+        let mut found = Vec::new();
+        let mut folders = std::collections::HashSet::new();
+        self.each_object_under(Path::new(""), |object| {
+            let Some(key) = object.key() else { return };
+            let name = self.name_of(key);
+            if name.as_os_str().is_empty() || name.starts_with(state) {
+                return;
+            }
+            let mut up = name.parent();
+            while let Some(folder) = up.filter(|f| !f.as_os_str().is_empty()) {
+                if !folders.insert(folder.to_path_buf()) {
+                    break;
+                }
+                up = folder.parent();
+            }
+            if key.ends_with('/') {
+                folders.insert(name);
+                return;
+            }
+            found.push(Inventoried {
+                name,
+                kind: Kind::File,
+                size: object.size().unwrap_or(0).max(0) as u64,
+                stamp: object.e_tag().map_or(0, meta::stamp),
+            });
+        })?;
+        found.extend(folders.into_iter().map(|name| Inventoried {
+            name,
+            kind: Kind::Dir,
+            size: 0,
+            stamp: 0,
+        }));
+        Ok(found)
+    }
+
     /// Where files too big for memory wait for their upload: the mirror's local cache
     /// folder.
     fn spool_dir(&self) -> PathBuf {
