@@ -129,6 +129,10 @@ impl Index {
              CREATE TABLE IF NOT EXISTS mirror (
                  key TEXT PRIMARY KEY,
                  value TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS renames (
+                 from_name BLOB PRIMARY KEY,
+                 to_name BLOB NOT NULL
              );",
         )
         .map_err(wrap)?;
@@ -264,8 +268,56 @@ impl Index {
         }
     }
 
-    /// Records that `from` and everything below it now live under `to` (a rename).
+    /// Records that `from` is about to move to `to` in DST by steps that are not one
+    /// atomic rename (an object store copies, then deletes): a run that dies between
+    /// them leaves this intent, and the next run finishes the move ([`Index::renames`]).
+    /// Cleared by [`Index::move_tree`] of the same `from`, or [`Index::drop_rename`].
+    pub fn intend_rename(&mut self, from: &Path, to: &Path) -> Result<(), IndexError> {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        let (from, to) = (platform::path_to_bytes(from), platform::path_to_bytes(to));
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO renames (from_name, to_name) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.execute(params![from, to]))
+            .map(drop)
+            .map_err(|source| self.err(source))
+    }
+
+    /// Forgets the intent to move `from` (the move failed: what it left is compared
+    /// afresh like anything else).
+    pub fn drop_rename(&mut self, from: &Path) -> Result<(), IndexError> {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        let from = platform::path_to_bytes(from);
+        self.conn
+            .prepare_cached("DELETE FROM renames WHERE from_name = ?1")
+            .and_then(|mut stmt| stmt.execute(params![from]))
+            .map(drop)
+            .map_err(|source| self.err(source))
+    }
+
+    /// The moves an earlier run began and did not see through ([`Index::intend_rename`]):
+    /// `(from, to)`, in name order.
+    pub fn renames(&self) -> Result<Vec<(PathBuf, PathBuf)>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT from_name, to_name FROM renames ORDER BY from_name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let from = platform::path_from_bytes(r.get(0)?);
+                let to = platform::path_from_bytes(r.get(1)?);
+                Ok(from.zip(to))
+            })
+            .map_err(|e| self.err(e))?;
+        // A pair this platform cannot name is left for the next pass to compare afresh.
+        rows.filter_map(Result::transpose)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `from` and everything below it now live under `to` (a rename), and
+    /// clears the intent to move it.
     pub fn move_tree(&mut self, from: &Path, to: &Path) -> Result<(), IndexError> {
+        self.drop_rename(from)?;
         let moved = self.load_under(from)?;
         self.remove_tree(from)?;
         self.remove_tree(to)?;
@@ -371,6 +423,11 @@ impl Index {
                 path: self.path.clone(),
                 source,
             })
+    }
+
+    /// True if a change waits for [`Index::commit`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty_since.is_some()
     }
 
     /// How long the oldest uncommitted change has waited.
@@ -532,6 +589,28 @@ mod tests {
             target: None,
             disk: Some(OnDisk { size: 9, ino: 42 }),
         }
+    }
+
+    #[test]
+    fn a_move_intent_is_kept_until_the_move_is_recorded_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut idx, _) = Index::open(dir.path()).unwrap();
+        idx.put(Path::new("a/x"), &rec(Kind::File, 5)).unwrap();
+        idx.intend_rename(Path::new("a"), Path::new("b")).unwrap();
+        idx.intend_rename(Path::new("c"), Path::new("d")).unwrap();
+        idx.commit().unwrap();
+        drop(idx);
+        // A reader (the cache of a writer that died) sees both.
+        let read = Index::open_untouched(dir.path()).unwrap().unwrap();
+        let pair = |a: &str, b: &str| (PathBuf::from(a), PathBuf::from(b));
+        assert_eq!(read.renames().unwrap(), [pair("a", "b"), pair("c", "d")]);
+        drop(read);
+        let (mut idx, _) = Index::open(dir.path()).unwrap();
+        idx.move_tree(Path::new("a"), Path::new("b")).unwrap();
+        idx.drop_rename(Path::new("c")).unwrap();
+        idx.commit().unwrap();
+        assert!(idx.renames().unwrap().is_empty());
+        assert!(idx.get(Path::new("b/x")).unwrap().is_some());
     }
 
     #[test]

@@ -618,3 +618,55 @@ fn toggling_compress_converts_the_objects_without_counting_deletions() {
     let back = place.restore("t", "back");
     assert_same_trees(&snapshot(&env.src, false), &snapshot(&back, false));
 }
+
+/// A folder renamed under a watcher is moved in a bucket by copying each object, then
+/// deleting the old ones; the index records the intent before the first copy. A watcher
+/// SIGKILLed between the copies and the deletion leaves both names in the bucket: the
+/// next run finishes the move — no old name counted as a deletion or kept as a version,
+/// and the deletion guard (which a whole folder's worth of deletions trips) not in the
+/// way — and the bucket restores to the source. (That run compares with a listing, as
+/// after any run that did not finish, so it uploads the moved files once more.)
+#[test]
+fn a_folder_move_killed_halfway_is_finished_by_the_next_run() {
+    let _guard = crate::common::watcher::shared();
+    let env = TestEnv::new();
+    for i in 0..1500 {
+        env.write(format!("old/f{i:04}.txt"), format!("file {i}"));
+    }
+    let place = Place::new(&env, "halfway");
+    let url = place.url("h");
+    place.ok(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    let out_file = env.dir.path().join("watch.out");
+    let child = place
+        .cmd(&[
+            "watch".as_ref(),
+            "--debounce=50ms".as_ref(),
+            env.src.as_os_str(),
+            url.as_ref(),
+        ])
+        .stdout(fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watching = Watching(child);
+    assert!(wait_until(DEADLINE, || fs::read_to_string(&out_file)
+        .is_ok_and(|t| t.contains("watching"))));
+
+    fs::rename(env.src.join("old"), env.src.join("new")).unwrap();
+    let under = |prefix: &str| place.server.list_keys(&place.bucket, prefix, 1000).len();
+    let copying = wait_until(DEADLINE, || under("h/new/") > 0);
+    // SAFETY: signalling a child of this process.
+    unsafe { libc::kill(watching.0.id() as i32, libc::SIGKILL) };
+    let _ = watching.0.wait();
+    assert!(copying, "the move never started");
+    assert!(under("h/old/") > 0, "the kill came after the move was done");
+
+    let out = place.ok(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("finished moving"), "{text}");
+    assert!(text.contains("Deleted: 0"), "{text}");
+    assert_eq!(under("h/old/"), 0);
+    assert_eq!(under("h/.datasafe/versions/"), 0);
+    let back = place.restore("h", "back");
+    assert_same_trees(&snapshot(&env.src, false), &snapshot(&back, false));
+}

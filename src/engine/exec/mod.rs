@@ -234,6 +234,24 @@ pub struct Executor {
     /// so each copy reaches its folder from it instead of opening SRC again by path.
     /// Dropped between batches: a watcher must not keep SRC's filesystem busy.
     source: std::sync::Mutex<Option<Arc<Source>>>,
+    /// Where a move made in steps is announced before it starts, while a batch runs
+    /// ([`Executor::announce_to`]); `None`: not recorded.
+    intents: std::sync::Mutex<Option<crossbeam_channel::Sender<Intent>>>,
+}
+
+/// A move DST makes in steps (copy, then delete: `Caps::atomic_rename` false), as the
+/// workers announce it to the engine thread, which keeps the index.
+#[derive(Debug)]
+pub enum Intent {
+    /// `from` is about to move to `to`: recorded in the index and committed, then
+    /// `recorded` is answered, before the first step.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        recorded: crossbeam_channel::Sender<()>,
+    },
+    /// The move of `from` failed: its intent goes (what it left is compared afresh).
+    Failed { from: PathBuf },
 }
 
 impl Executor {
@@ -265,7 +283,55 @@ impl Executor {
             displacing: std::sync::Mutex::new(()),
             displaced: std::sync::Mutex::new(Vec::new()),
             source: std::sync::Mutex::new(None),
+            intents: std::sync::Mutex::new(None),
         })
+    }
+
+    /// While a batch runs, moves made in steps are announced on `to` (and each waits
+    /// until the index holds its intent); `None` ends that.
+    pub fn announce_to(&self, to: Option<crossbeam_channel::Sender<Intent>>) {
+        *self
+            .intents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = to;
+    }
+
+    /// Where moves are announced: `None` where DST renames in one step, or no one
+    /// listens.
+    fn announcer(&self) -> Option<crossbeam_channel::Sender<Intent>> {
+        if self.caps.atomic_rename {
+            return None;
+        }
+        self.intents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Announces that `from` is about to move to `to`, and waits until the index holds
+    /// that intent (if the engine thread is gone, the move goes ahead unrecorded).
+    pub(super) fn intend_rename(&self, from: &Path, to: &Path) {
+        let Some(announcer) = self.announcer() else {
+            return;
+        };
+        let (recorded, answer) = crossbeam_channel::bounded(1);
+        let intent = Intent::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            recorded,
+        };
+        if announcer.send(intent).is_ok() {
+            let _ = answer.recv();
+        }
+    }
+
+    /// Announces that the move of `from` failed.
+    pub(super) fn rename_failed(&self, from: &Path) {
+        if let Some(announcer) = self.announcer() {
+            let _ = announcer.send(Intent::Failed {
+                from: from.to_path_buf(),
+            });
+        }
     }
 
     /// The destination this executor writes.

@@ -216,9 +216,13 @@ impl Executor {
             Some(Kind::File) => self.preserve(to, true)?,
             _ => {}
         }
-        self.store
-            .rename(from, to)
-            .map_err(OpError::io("renaming", &from_path))?;
+        // Where the store moves in steps, the index holds the intent first: a run that
+        // dies between the copy and the delete is finished by the next one.
+        self.intend_rename(from, to);
+        if let Err(e) = self.store.rename(from, to) {
+            self.rename_failed(from);
+            return Err(OpError::io("renaming", &from_path)(e));
+        }
         Ok(Outcome::Renamed {
             from: from.to_path_buf(),
             to: to.to_path_buf(),

@@ -93,6 +93,20 @@ impl IndexWriter {
         }
     }
 
+    pub(super) fn intend_rename(&mut self, from: &Path, to: &Path) {
+        if let Some(index) = self.0.as_mut() {
+            let result = index.intend_rename(from, to);
+            self.check(result);
+        }
+    }
+
+    pub(super) fn drop_rename(&mut self, from: &Path) {
+        if let Some(index) = self.0.as_mut() {
+            let result = index.drop_rename(from);
+            self.check(result);
+        }
+    }
+
     pub(super) fn move_tree(&mut self, from: &Path, to: &Path) {
         if let Some(index) = self.0.as_mut() {
             let result = index.move_tree(from, to);
@@ -108,7 +122,7 @@ impl IndexWriter {
 
     /// Makes DST's writes durable, then commits the index and tells the store.
     pub(super) fn commit(&mut self, exec: Option<&Executor>) {
-        if self.0.as_ref().is_none_or(|i| i.pending_for().is_zero()) {
+        if self.0.as_ref().is_none_or(|i| !i.is_dirty()) {
             return;
         }
         if let Some(exec) = exec

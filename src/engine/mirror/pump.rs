@@ -7,7 +7,7 @@
 use super::Mirror;
 use super::index_writer::IndexWriter;
 use crate::config::Pair;
-use crate::engine::exec::{Done, Executor, Outcome, spawn_workers};
+use crate::engine::exec::{Done, Executor, Intent, Outcome, spawn_workers};
 use crate::engine::plan::Action;
 use crate::model::Kind;
 use crate::output::report::{Progress, Summary};
@@ -59,12 +59,26 @@ impl Carrier for Executor {
         (jobs, pair, scanned): (usize, &Pair, &AtomicU64),
     ) {
         let (out_tx, out_rx) = bounded::<Outcome>(QUEUE);
+        // Moves made in steps are announced here first (see `Intent`).
+        let (intent_tx, intent_rx) = crossbeam_channel::unbounded::<Intent>();
         self.hold_source(true);
+        self.announce_to(Some(intent_tx));
         spawn_workers(scope, self, jobs, &actions, &out_tx);
         drop((out_tx, actions));
-        for outcome in out_rx {
-            tally.absorb(outcome, self, pair, scanned);
+        loop {
+            crossbeam_channel::select! {
+                recv(out_rx) -> outcome => match outcome {
+                    Ok(outcome) => tally.absorb(outcome, self, pair, scanned),
+                    Err(_) => break,
+                },
+                recv(intent_rx) -> intent => {
+                    if let Ok(intent) = intent {
+                        tally.intend(intent, self);
+                    }
+                }
+            }
         }
+        self.announce_to(None);
         self.hold_source(false);
     }
 
@@ -189,6 +203,19 @@ impl Tally {
             .update(scanned.load(Ordering::Relaxed), &self.summary, self.started);
         if self.index.due() {
             self.index.commit(Some(exec));
+        }
+    }
+
+    /// Records a worker's announced move in the index: a rename's intent is committed
+    /// (after DST's barrier, as every commit) before the worker is let go on.
+    fn intend(&mut self, intent: Intent, exec: &Executor) {
+        match intent {
+            Intent::Rename { from, to, recorded } => {
+                self.index.intend_rename(&from, &to);
+                self.index.commit(Some(exec));
+                let _ = recorded.send(());
+            }
+            Intent::Failed { from } => self.index.drop_rename(&from),
         }
     }
 

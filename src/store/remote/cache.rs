@@ -187,6 +187,9 @@ impl Cache {
             }
         };
         if !trusted && role == Role::Writer && self.index_file().exists() {
+            if died {
+                self.finish_moves(store);
+            }
             // Rebuilt from a listing of the mirror: records the mirror may contradict
             // are not kept.
             log::info!(
@@ -197,6 +200,46 @@ impl Cache {
             self.discard();
         }
         Ok(trusted)
+    }
+
+    /// Finishes the moves a writer of this machine began in steps (a copy, then the
+    /// old name's deletion) and died in the middle of: their intents are in its index
+    /// ([`crate::index::Index::intend_rename`]), which is about to be set aside. What is
+    /// left at the old name goes on to the new one; otherwise the next pass would take
+    /// the old names for deletions (versions kept, the deletion guard tripped by a big
+    /// folder's move). A move that cannot be finished is said, and left to that pass.
+    fn finish_moves(&self, store: &dyn Store) {
+        let index = crate::index::Index::open_untouched(&self.dir);
+        let moves = match index.as_ref().map(|i| i.as_ref().map(|i| i.renames())) {
+            Ok(Some(Ok(moves))) => moves,
+            // No index, or one from before intents were kept: nothing to finish.
+            _ => return,
+        };
+        drop(index);
+        let shown = |name: &Path| store.display(name);
+        for (from, to) in moves {
+            let finished = match store.stat(&from) {
+                Ok(Some(_)) => store.rename(&from, &to).map(|()| true),
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match finished {
+                Ok(true) => log::info!(
+                    "finished moving {} to {}, which a run that did not finish left halfway",
+                    crate::output::names::esc(&shown(&from)),
+                    crate::output::names::esc(&shown(&to))
+                ),
+                // The old name's deletion was done: nothing is left to move.
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "cannot finish moving {} to {}, which a run that did not finish left \
+                     halfway: {}; this pass compares both with the source",
+                    crate::output::names::esc(&shown(&from)),
+                    crate::output::names::esc(&shown(&to)),
+                    io_message(&e)
+                ),
+            }
+        }
     }
 
     /// Notes that a writer runs (removed by [`Cache::closed`]).
