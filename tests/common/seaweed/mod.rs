@@ -40,7 +40,9 @@
 //! answers before the volume server has re-registered its volumes, and a read of an
 //! existing object fails with 500 until it has (the readiness check waits for it); with
 //! one of the cluster's two volume servers down, reads work but a PUT hangs 30 s and
-//! fails with 500 until it is back; metadata names come back lowercased.
+//! fails with 500 until it is back; metadata names come back lowercased; a PUT of a
+//! key ending in `/` (a folder marker) makes a folder of the filer and keeps none of
+//! the request's user metadata (a HEAD of it shows no `x-amz-meta-*`).
 //!
 //! Deliberately not here: anything datasafe-specific (URLs like `s3://bucket/prefix`
 //! are strings the tests write), and fault injection beyond ending processes.
