@@ -329,12 +329,12 @@ fn a_volume_server_killed_in_the_middle_of_a_sync_loses_nothing_and_the_mirror_c
 ///
 /// What SeaweedFS 4.48 does meanwhile, with replication `001`: reads and listings go
 /// on, but a write needs both copies, and the master neither places a volume on the one
-/// server left ("no matching data node") nor falls back to one copy; so every PUT is
-/// held (the filer retries its volume assignment) and fails with 500 after 30 s, for
-/// as long as the server is dead. Nothing re-replicates by itself either. So a mirror
-/// cannot converge without the server, and the test restarts it (on the same data) once
-/// the gateway has failed a held write (its log says so): by then datasafe has had a
-/// 500. The watcher must ride that out: the requests held or failed are tried again
+/// server left ("no matching data node") nor falls back to one copy; so every write
+/// (a PUT, and a server-side copy: a version, a rename) is held while the filer retries
+/// its volume assignment, and fails with 500 after 30 s, for as long as the server is
+/// dead. Nothing re-replicates by itself either. So a mirror cannot converge without
+/// the server, and the test restarts it (on the same data) once the filer has given up
+/// on a held write (its log says so): by then datasafe has had a 500. The watcher must ride that out: the requests held or failed are tried again
 /// (the SDK's retries; nothing is reported failed or dropped), and in the end the
 /// bucket restores to the source, every old content replaced or deleted meanwhile is
 /// kept as a version, and no unfinished multipart upload is left. Then one SIGINT stops
@@ -401,13 +401,14 @@ fn a_volume_server_killed_in_the_middle_of_a_watch_loses_nothing_and_the_mirror_
     let big: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
     env.write("later/big.bin", &big);
 
-    // The outage lasts until the gateway has given up on a held write (its log says
-    // so, about 30 s after the write came in; datasafe got a 500 and must try again),
-    // and until then nothing written after the kill has landed.
+    // The outage lasts until SeaweedFS has given up on a held write (the filer's log
+    // says so, about 30 s after the write came in, be it a PUT or a copy; the gateway
+    // answered datasafe with 500, and it must try again), and until then nothing
+    // written after the kill has landed.
     let all = stored_names(&env.src, false);
-    let s3_log = cluster.dir().join("s3.log");
+    let filer_log = cluster.dir().join("filer.log");
     let gave_up = wait_until(Duration::from_secs(60), || {
-        read_text(&s3_log).contains("putToFiler: chunked upload failed")
+        read_text(&filer_log).contains("retry assign: giving up")
     });
     let edit_held = rig
         .server
@@ -417,8 +418,9 @@ fn a_volume_server_killed_in_the_middle_of_a_watch_loses_nothing_and_the_mirror_
         == Some(b"before the outage".as_slice());
     assert!(
         gave_up && edit_held && !has_all(&all),
-        "writes were not held with a volume server dead (gave up {gave_up}, edit held {edit_held}){}",
-        w.context()
+        "writes were not held with a volume server dead (gave up {gave_up}, edit held {edit_held}){}\n{}",
+        w.context(),
+        cluster.logs()
     );
     cluster.restart_volume(1);
     let restarted = Instant::now();
