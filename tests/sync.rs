@@ -3,11 +3,12 @@
 use crate::common;
 
 use common::dst::Dst;
+use common::seaweed::{S3Endpoint, Seaweed};
 use common::*;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn sample_tree(env: &TestEnv) {
     env.write("docs/a.txt", "alpha");
@@ -77,6 +78,11 @@ fn regression_same_size_edit_within_the_same_second_is_copied_sftp() {
     regression_same_size_edit_within_the_same_second_is_copied_on(Dst::Sftp);
 }
 
+#[test]
+fn regression_same_size_edit_within_the_same_second_is_copied_s3() {
+    regression_same_size_edit_within_the_same_second_is_copied_on(Dst::S3);
+}
+
 fn regression_same_size_edit_within_the_same_second_is_copied_on(dst: Dst) {
     let env = TestEnv::on(dst);
     let f = env.write("note.txt", "version-1");
@@ -87,10 +93,12 @@ fn regression_same_size_edit_within_the_same_second_is_copied_on(dst: Dst) {
     set_mtime(&f, 1_700_000_000, 200);
     let out = env.sync_ok(&[]);
     assert_eq!(count(&out, "Files backed up"), 1);
-    assert_eq!(
-        std::fs::read(env.dst.join("note.txt")).unwrap(),
-        b"version-2"
-    );
+    assert_eq!(env.dst_read("note.txt").unwrap(), b"version-2");
+    if let Some(bucket) = &env.bucket {
+        // The mtime to the nanosecond, as rclone writes it.
+        let head = Seaweed::shared().head(bucket, &env.key("note.txt"));
+        assert_eq!(head.metadata["mtime"], "1700000000.0000002", "{head:?}");
+    }
     env.assert_mirrored(false);
 }
 
@@ -102,6 +110,11 @@ fn checksum_catches_an_edit_that_kept_size_and_mtime() {
 #[test]
 fn checksum_catches_an_edit_that_kept_size_and_mtime_sftp() {
     checksum_catches_an_edit_that_kept_size_and_mtime_on(Dst::Sftp);
+}
+
+#[test]
+fn checksum_catches_an_edit_that_kept_size_and_mtime_s3() {
+    checksum_catches_an_edit_that_kept_size_and_mtime_on(Dst::S3);
 }
 
 fn checksum_catches_an_edit_that_kept_size_and_mtime_on(dst: Dst) {
@@ -119,7 +132,7 @@ fn checksum_catches_an_edit_that_kept_size_and_mtime_on(dst: Dst) {
     );
     let out = env.sync_ok(&["--checksum"]);
     assert_eq!(count(&out, "Files backed up"), 1, "{}", stdout(&out));
-    assert_eq!(std::fs::read(env.dst.join("data.bin")).unwrap(), b"bbbb");
+    assert_eq!(env.dst_read("data.bin").unwrap(), b"bbbb");
     let again = env.sync_ok(&["--checksum"]);
     assert_eq!(count(&again, "Files backed up"), 0);
     assert_eq!(count(&again, "Unchanged"), 1);
@@ -135,20 +148,24 @@ fn deletions_are_mirrored_including_files_there_before_the_first_run_sftp() {
     deletions_are_mirrored_including_files_there_before_the_first_run_on(Dst::Sftp);
 }
 
+#[test]
+fn deletions_are_mirrored_including_files_there_before_the_first_run_s3() {
+    deletions_are_mirrored_including_files_there_before_the_first_run_on(Dst::S3);
+}
+
 fn deletions_are_mirrored_including_files_there_before_the_first_run_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("keep.txt", "k");
     env.write("old/gone.txt", "g");
-    std::fs::create_dir_all(env.dst.join("stray/dir")).unwrap();
-    std::fs::write(env.dst.join("stray/dir/x"), "x").unwrap();
-    std::fs::write(env.dst.join("stray.txt"), "x").unwrap();
+    env.dst_put("stray/dir/x", "x");
+    env.dst_put("stray.txt", "x");
     env.sync_ok(&[]);
     env.assert_mirrored(false);
 
     std::fs::remove_dir_all(env.src.join("old")).unwrap();
     let kept = env.sync_ok(&["--no-delete"]);
     assert_eq!(count(&kept, "Deleted"), 0);
-    assert!(env.dst.join("old/gone.txt").exists());
+    assert!(env.dst_has("old/gone.txt"));
 
     let out = env.sync_ok(&[]);
     assert_eq!(count(&out, "Deleted"), 1, "{}", stdout(&out));
@@ -159,9 +176,10 @@ fn deletions_are_mirrored_including_files_there_before_the_first_run_on(dst: Dst
     );
     env.assert_mirrored(false);
     assert!(
-        env.dst.join(".datasafe/index.db").exists(),
+        env.dst_has(".datasafe/index.db"),
         "state folder is never deleted"
     );
+    assert!(!env.dst_has("old") && !env.dst_has("stray"));
 }
 
 #[test]
@@ -174,12 +192,17 @@ fn file_deleted_from_the_mirror_behind_the_index_is_copied_again_sftp() {
     file_deleted_from_the_mirror_behind_the_index_is_copied_again_on(Dst::Sftp);
 }
 
+#[test]
+fn file_deleted_from_the_mirror_behind_the_index_is_copied_again_s3() {
+    file_deleted_from_the_mirror_behind_the_index_is_copied_again_on(Dst::S3);
+}
+
 fn file_deleted_from_the_mirror_behind_the_index_is_copied_again_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a/b.txt", "b");
     env.sync_ok(&[]);
-    std::fs::remove_file(env.dst.join("a/b.txt")).unwrap();
-    let out = if env.kind() == Dst::Sftp {
+    env.dst_remove("a/b.txt");
+    let out = if env.kind().is_remote() {
         // A remote pass trusts the index and lists nothing (the issue's "no remote
         // listing"): what went behind datasafe's back is found by --repair (or verify).
         let trusting = env.sync_ok(&[]);
@@ -189,6 +212,7 @@ fn file_deleted_from_the_mirror_behind_the_index_is_copied_again_on(dst: Dst) {
         env.sync_ok(&[])
     };
     assert_eq!(count(&out, "Files backed up"), 1);
+    assert_eq!(env.dst_read("a/b.txt").unwrap(), b"b");
     env.assert_mirrored(false);
 }
 
@@ -200,6 +224,11 @@ fn compress_stores_gz_and_toggling_converts_cleanly() {
 #[test]
 fn compress_stores_gz_and_toggling_converts_cleanly_sftp() {
     compress_stores_gz_and_toggling_converts_cleanly_on(Dst::Sftp);
+}
+
+#[test]
+fn compress_stores_gz_and_toggling_converts_cleanly_s3() {
+    compress_stores_gz_and_toggling_converts_cleanly_on(Dst::S3);
 }
 
 fn compress_stores_gz_and_toggling_converts_cleanly_on(dst: Dst) {
@@ -214,15 +243,32 @@ fn compress_stores_gz_and_toggling_converts_cleanly_on(dst: Dst) {
         stdout(&out)
     );
     assert_eq!(count(&out, "Deleted"), 0, "a conversion is not a deletion");
-    assert!(env.dst.join("already.gz.gz").exists());
-    assert!(!env.dst.join("docs/a.txt").exists(), "NAME beside NAME.gz");
+    assert!(env.dst_has("already.gz.gz"));
+    assert!(!env.dst_has("docs/a.txt"), "NAME beside NAME.gz");
+    let gz = env.dst_read("docs/a.txt.gz").unwrap();
+    assert_eq!(&gz[..2], [0x1f, 0x8b], "a gzip stream");
     env.assert_mirrored(true);
+    if env.kind() == Dst::S3 {
+        // As a plain listing shows it: every file as NAME.gz, the symlinks as they were.
+        let keys = env.dst_files("");
+        assert_eq!(
+            keys.iter().map(|k| k.to_str().unwrap()).collect::<Vec<_>>(),
+            [
+                "already.gz.gz",
+                "dangling",
+                "docs/a.txt.gz",
+                "docs/deep/er/b.md.gz",
+                "link",
+                "top.bin.gz"
+            ]
+        );
+    }
     let again = env.sync_ok(&["--compress"]);
     assert_eq!(count(&again, "Files backed up"), 0);
 
     env.sync_ok(&[]);
-    assert!(!env.dst.join("docs/a.txt.gz").exists());
-    assert!(!env.dst.join("already.gz.gz").exists());
+    assert!(!env.dst_has("docs/a.txt.gz"));
+    assert!(!env.dst_has("already.gz.gz"));
     env.assert_mirrored(false);
 }
 
@@ -236,13 +282,18 @@ fn compress_with_no_delete_still_converts_sftp() {
     compress_with_no_delete_still_converts_on(Dst::Sftp);
 }
 
+#[test]
+fn compress_with_no_delete_still_converts_s3() {
+    compress_with_no_delete_still_converts_on(Dst::S3);
+}
+
 fn compress_with_no_delete_still_converts_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a.txt", "a");
     env.sync_ok(&[]);
     env.sync_ok(&["--compress", "--no-delete"]);
-    assert!(env.dst.join("a.txt.gz").exists());
-    assert!(!env.dst.join("a.txt").exists());
+    assert!(env.dst_has("a.txt.gz"));
+    assert!(!env.dst_has("a.txt"));
 }
 
 #[test]
@@ -314,6 +365,11 @@ fn odd_names_survive_byte_for_byte_sftp() {
     odd_names_survive_byte_for_byte_on(Dst::Sftp);
 }
 
+#[test]
+fn odd_names_survive_byte_for_byte_s3() {
+    odd_names_survive_byte_for_byte_on(Dst::S3);
+}
+
 fn odd_names_survive_byte_for_byte_on(dst: Dst) {
     let env = TestEnv::on(dst);
     let names: Vec<&[u8]> = vec![
@@ -333,14 +389,19 @@ fn odd_names_survive_byte_for_byte_on(dst: Dst) {
     // 255 bytes of two-byte characters (and one more byte).
     env.write(format!("u/{}x", "é".repeat(127)), "long3");
     let mut copied = names.len() + 3;
-    let out = if env.kind() == Dst::Sftp {
-        // SFTP paths are sent as UTF-8 here: the one name that is not fails with a line
-        // naming it (escaped, never replaced) and saying why; the rest is mirrored.
+    let out = if env.kind().is_remote() {
+        // SFTP paths are sent as UTF-8 here, and S3 keys are UTF-8: the one name that
+        // is not fails with a line naming it (escaped, never replaced) and saying why;
+        // the rest is mirrored.
         let out = env.sync(&[]);
         assert_code(&out, 1);
         let err = stderr(&out);
+        let named = match env.kind() {
+            Dst::S3 => "non-utf8-\\xff\\xfe is not valid UTF-8",
+            _ => "/non-utf8-%FF%FE: ",
+        };
         assert!(
-            err.contains("/non-utf8-%FF%FE: ") && err.contains("not valid UTF-8"),
+            err.contains(named) && err.contains("not valid UTF-8"),
             "{err}"
         );
         assert_eq!(count(&out, "Failed"), 1);
@@ -353,6 +414,23 @@ fn odd_names_survive_byte_for_byte_on(dst: Dst) {
         out
     };
     env.assert_mirrored(false);
+    if env.kind() == Dst::S3 {
+        // Each name is its key, byte for byte, as a plain listing shows it.
+        let mut want: Vec<PathBuf> = names[1..]
+            .iter()
+            .map(|n| PathBuf::from(OsStr::from_bytes(n)))
+            .collect();
+        want.extend(
+            [
+                long,
+                format!("d/{}", "y".repeat(250)),
+                format!("u/{}x", "é".repeat(127)),
+            ]
+            .map(PathBuf::from),
+        );
+        want.sort();
+        assert_eq!(env.dst_files(""), want);
+    }
     let text = stdout(&out);
     assert!(text.contains("copied new\\nline"), "{text}");
     // Every operation is one line, whatever the names hold.
@@ -372,6 +450,11 @@ fn symlink_loops_do_not_hang_and_are_mirrored_as_links_sftp() {
     symlink_loops_do_not_hang_and_are_mirrored_as_links_on(Dst::Sftp);
 }
 
+#[test]
+fn symlink_loops_do_not_hang_and_are_mirrored_as_links_s3() {
+    symlink_loops_do_not_hang_and_are_mirrored_as_links_on(Dst::S3);
+}
+
 fn symlink_loops_do_not_hang_and_are_mirrored_as_links_on(dst: Dst) {
     let env = TestEnv::on(dst);
     std::fs::create_dir_all(env.src.join("a/b")).unwrap();
@@ -380,10 +463,8 @@ fn symlink_loops_do_not_hang_and_are_mirrored_as_links_on(dst: Dst) {
     symlink(&env.src, env.src.join("a/root")).unwrap();
     env.sync_ok(&[]);
     env.assert_mirrored(false);
-    assert_eq!(
-        std::fs::read_link(env.dst.join("self")).unwrap(),
-        Path::new("self")
-    );
+    assert_eq!(env.dst_link("self").unwrap(), Path::new("self"));
+    assert_eq!(env.dst_link("a/b/up").unwrap(), Path::new(".."));
 }
 
 #[test]
@@ -416,6 +497,11 @@ fn excludes_match_names_anywhere_and_paths_from_the_root_sftp() {
     excludes_match_names_anywhere_and_paths_from_the_root_on(Dst::Sftp);
 }
 
+#[test]
+fn excludes_match_names_anywhere_and_paths_from_the_root_s3() {
+    excludes_match_names_anywhere_and_paths_from_the_root_on(Dst::S3);
+}
+
 fn excludes_match_names_anywhere_and_paths_from_the_root_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write(".stfolder/x", "x");
@@ -424,8 +510,7 @@ fn excludes_match_names_anywhere_and_paths_from_the_root_on(dst: Dst) {
     env.write("a/keep.txt", "k");
     env.write("docs/x.md", "m");
     env.write("other/docs/x.md", "m");
-    std::fs::create_dir_all(env.dst.join("protected")).unwrap();
-    std::fs::write(env.dst.join("protected/z.tmp"), "z").unwrap();
+    env.dst_put("protected/z.tmp", "z");
     env.sync_ok(&[
         "--exclude",
         ".stfolder",
@@ -434,13 +519,13 @@ fn excludes_match_names_anywhere_and_paths_from_the_root_on(dst: Dst) {
         "--exclude",
         "docs/*.md",
     ]);
-    assert!(env.dst.join("a/keep.txt").exists());
-    assert!(env.dst.join("other/docs/x.md").exists());
+    assert!(env.dst_has("a/keep.txt"));
+    assert!(env.dst_has("other/docs/x.md"));
     for gone in [".stfolder", "a/.stfolder", "a/b.tmp", "docs/x.md"] {
-        assert!(!env.dst.join(gone).exists(), "{gone} should be excluded");
+        assert!(!env.dst_has(gone), "{gone} should be excluded");
     }
     assert!(
-        env.dst.join("protected/z.tmp").exists(),
+        env.dst_has("protected/z.tmp"),
         "excluded names in DST are not deleted"
     );
 }
@@ -455,6 +540,11 @@ fn dry_run_lists_actions_and_changes_nothing_sftp() {
     dry_run_lists_actions_and_changes_nothing_on(Dst::Sftp);
 }
 
+#[test]
+fn dry_run_lists_actions_and_changes_nothing_s3() {
+    dry_run_lists_actions_and_changes_nothing_on(Dst::S3);
+}
+
 fn dry_run_lists_actions_and_changes_nothing_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a.txt", "a");
@@ -465,19 +555,25 @@ fn dry_run_lists_actions_and_changes_nothing_on(dst: Dst) {
         text.contains("copy a.txt") && text.contains("copy d/b.txt") && text.contains("mkdir d"),
         "{text}"
     );
-    assert!(!env.dst.exists(), "dry run created DST");
+    // Not even DST's state folder (in a bucket: not one key under the prefix).
+    assert!(!env.dst_has(""), "dry run created DST");
 
     env.sync_ok(&[]);
     std::fs::remove_file(env.src.join("a.txt")).unwrap();
     env.write("c.txt", "c");
-    let before = snapshot(&env.dst, false);
+    // A bucket has no folder times to change: its state is compared too.
+    let look = || match env.kind() {
+        Dst::S3 => env.dst_listing(),
+        _ => vec![format!("{:?}", snapshot(&env.dst, false))],
+    };
+    let before = look();
     let out = env.sync_ok(&["--dry-run", "--compress"]);
     let text = stdout(&out);
     assert!(
         text.contains("delete a.txt") && text.contains("gzip c.txt"),
         "{text}"
     );
-    assert_eq!(before, snapshot(&env.dst, false));
+    assert_eq!(before, look());
 }
 
 #[test]
@@ -546,6 +642,11 @@ fn mode_change_alone_updates_metadata_without_copying_sftp() {
     mode_change_alone_updates_metadata_without_copying_on(Dst::Sftp);
 }
 
+#[test]
+fn mode_change_alone_updates_metadata_without_copying_s3() {
+    mode_change_alone_updates_metadata_without_copying_on(Dst::S3);
+}
+
 fn mode_change_alone_updates_metadata_without_copying_on(dst: Dst) {
     let env = TestEnv::on(dst);
     let f = env.write("script.sh", "#!/bin/sh\n");
@@ -554,6 +655,7 @@ fn mode_change_alone_updates_metadata_without_copying_on(dst: Dst) {
     let out = env.sync_ok(&[]);
     assert_eq!(count(&out, "Files backed up"), 0);
     assert_eq!(count(&out, "Updated"), 1);
+    assert_eq!(env.dst_mode("script.sh"), 0o755);
     env.assert_mirrored(false);
 }
 
@@ -565,6 +667,11 @@ fn kinds_can_swap_between_runs() {
 #[test]
 fn kinds_can_swap_between_runs_sftp() {
     kinds_can_swap_between_runs_on(Dst::Sftp);
+}
+
+#[test]
+fn kinds_can_swap_between_runs_s3() {
+    kinds_can_swap_between_runs_on(Dst::S3);
 }
 
 fn kinds_can_swap_between_runs_on(dst: Dst) {
@@ -581,6 +688,7 @@ fn kinds_can_swap_between_runs_on(dst: Dst) {
     env.write("z", "now a file too");
     env.sync_ok(&[]);
     env.assert_mirrored(false);
+    assert!(!env.dst_has("x/inner.txt") && env.dst_link("z").is_none());
 }
 
 #[test]
@@ -593,11 +701,16 @@ fn lost_or_corrupt_index_is_rebuilt_without_recopying_sftp() {
     lost_or_corrupt_index_is_rebuilt_without_recopying_on(Dst::Sftp);
 }
 
+#[test]
+fn lost_or_corrupt_index_is_rebuilt_without_recopying_s3() {
+    lost_or_corrupt_index_is_rebuilt_without_recopying_on(Dst::S3);
+}
+
 fn lost_or_corrupt_index_is_rebuilt_without_recopying_on(dst: Dst) {
     let env = TestEnv::on(dst);
     sample_tree(&env);
     env.sync_ok(&["--compress"]);
-    std::fs::remove_file(env.dst.join(".datasafe/index.db")).unwrap();
+    env.dst_remove(".datasafe/index.db");
     let out = env.sync_ok(&["--compress"]);
     assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
     env.assert_mirrored(true);
@@ -605,7 +718,7 @@ fn lost_or_corrupt_index_is_rebuilt_without_recopying_on(dst: Dst) {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(env.dst.join(format!(".datasafe/index.db{suffix}")));
     }
-    std::fs::write(env.dst.join(".datasafe/index.db"), vec![0x5a; 10_000]).unwrap();
+    env.dst_put(".datasafe/index.db", vec![0x5a; 10_000]);
     env.write("new.txt", "n");
     let out = env.sync_ok(&["--compress"]);
     if matches!(dst, Dst::Local) {
@@ -618,7 +731,7 @@ fn lost_or_corrupt_index_is_rebuilt_without_recopying_on(dst: Dst) {
         // A remote mirror's index is local; the copy in the mirror is only published
         // (its id, index.id, still names this machine's copy): the damaged copy is
         // replaced by the next publication, nothing is rebuilt.
-        let copy = std::fs::read(env.dst.join(".datasafe/index.db")).unwrap();
+        let copy = env.dst_read(".datasafe/index.db").unwrap();
         assert!(copy.starts_with(b"SQLite format 3\0"), "{}", stderr(&out));
     }
     assert_eq!(count(&out, "Files backed up"), 1);
@@ -637,14 +750,22 @@ fn leftover_temp_files_are_removed_sftp() {
     leftover_temp_files_are_removed_on(Dst::Sftp);
 }
 
+#[test]
+fn leftover_temp_files_are_removed_s3() {
+    leftover_temp_files_are_removed_on(Dst::S3);
+}
+
+/// What a killed run left half-written (a temp file; in a bucket, an unfinished
+/// multipart upload) is cleaned up by the next run, and never becomes visible.
 fn leftover_temp_files_are_removed_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a", "a");
     env.sync_ok(&[]);
-    let tmp = env.dst.join(".datasafe/tmp");
-    std::fs::write(tmp.join("123-4.tmp"), "torn").unwrap();
+    env.plant_torn_write();
+    assert_eq!(env.torn_writes(), 1);
     env.sync_ok(&[]);
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(env.torn_writes(), 0);
+    assert_eq!(env.dst_files(""), [PathBuf::from("a")]);
 }
 
 #[test]
@@ -655,6 +776,11 @@ fn jobs_and_verbosity_flags_work() {
 #[test]
 fn jobs_and_verbosity_flags_work_sftp() {
     jobs_and_verbosity_flags_work_on(Dst::Sftp);
+}
+
+#[test]
+fn jobs_and_verbosity_flags_work_s3() {
+    jobs_and_verbosity_flags_work_on(Dst::S3);
 }
 
 fn jobs_and_verbosity_flags_work_on(dst: Dst) {

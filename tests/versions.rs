@@ -12,17 +12,20 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Every version file under DST, relative to the versions folder, sorted.
-fn versions(dst: &Path) -> Vec<PathBuf> {
-    let root = dst.join(".datasafe/versions");
-    let mut found: Vec<PathBuf> = walkdir::WalkDir::new(&root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(&root).unwrap().to_path_buf())
-        .collect();
-    found.sort();
-    found
+/// Where versions are kept, relative to DST.
+const VERSIONS: &str = ".datasafe/versions";
+
+/// Every version in the mirror, relative to the versions folder, sorted (in a bucket:
+/// the keys under `dst/.datasafe/versions/`, from a plain listing).
+fn versions(env: &TestEnv) -> Vec<PathBuf> {
+    env.dst_files(VERSIONS)
+}
+
+/// The content of the version `rel` (relative to the versions folder).
+fn read_version(env: &TestEnv, rel: &Path) -> Vec<u8> {
+    let path = Path::new(VERSIONS).join(rel);
+    env.dst_read(&path)
+        .unwrap_or_else(|| panic!("no version {}", path.display()))
 }
 
 /// True if `name` is `<stem>_YYYYMMDD_HHMMSS<rest>` (optionally `-N` after the seconds).
@@ -45,10 +48,10 @@ fn is_version_of(name: &Path, stem: &str, rest: &str) -> bool {
         })
 }
 
-fn gunzip(path: &Path) -> Vec<u8> {
+fn gunzip(gz: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(fs::File::open(path).unwrap())
+    flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut out)
         .unwrap();
     out
@@ -64,19 +67,29 @@ fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_sftp() {
     modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(Dst::Sftp);
 }
 
+#[test]
+fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_s3() {
+    modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(Dst::S3);
+}
+
 fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("docs/report.txt", "first");
     env.write("notes", "keep me");
     env.sync_ok(&[]);
-    let old_inode = fs::metadata(env.dst.join("docs/report.txt")).unwrap().ino();
+    // A bucket has no inodes: there a version is a copy made on the server.
+    let inode = |rel: &Path| match dst {
+        Dst::S3 => None,
+        _ => Some(fs::metadata(env.dst.join(rel)).unwrap().ino()),
+    };
+    let old_inode = inode(Path::new("docs/report.txt"));
 
     env.write("docs/report.txt", "second!");
     fs::remove_file(env.src.join("notes")).unwrap();
     env.sync_ok(&[]);
 
     env.assert_mirrored(false);
-    let kept = versions(&env.dst);
+    let kept = versions(&env);
     assert_eq!(kept.len(), 2, "{kept:?}");
     let report = kept
         .iter()
@@ -86,10 +99,9 @@ fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(dst: Dst) {
         is_version_of(Path::new(report.file_name().unwrap()), "report", ".txt"),
         "{report:?}"
     );
-    let report = env.dst.join(".datasafe/versions").join(report);
-    assert_eq!(fs::read(&report).unwrap(), b"first");
+    assert_eq!(read_version(&env, report), b"first");
     assert_eq!(
-        fs::metadata(&report).unwrap().ino(),
+        inode(&Path::new(VERSIONS).join(report)),
         old_inode,
         "the old copy was recopied, not moved"
     );
@@ -98,14 +110,11 @@ fn modify_and_delete_keep_the_old_copy_under_a_timestamped_name_on(dst: Dst) {
         .find(|p| p.parent() == Some(Path::new("")))
         .unwrap();
     assert!(is_version_of(notes, "notes", ""), "{notes:?}");
-    assert_eq!(
-        fs::read(env.dst.join(".datasafe/versions").join(notes)).unwrap(),
-        b"keep me"
-    );
+    assert_eq!(read_version(&env, notes), b"keep me");
 
     // An unchanged run keeps nothing more.
     env.sync_ok(&[]);
-    assert_eq!(versions(&env.dst).len(), 2);
+    assert_eq!(versions(&env).len(), 2);
 }
 
 #[test]
@@ -116,6 +125,11 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files(
 #[test]
 fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_sftp() {
     a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(Dst::Sftp);
+}
+
+#[test]
+fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_s3() {
+    a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(Dst::S3);
 }
 
 fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_on(dst: Dst) {
@@ -130,9 +144,9 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_
     env.sync_ok(&["--compress"]);
     env.assert_mirrored(true);
 
-    let kept = versions(&env.dst);
+    let kept = versions(&env);
     assert_eq!(kept.len(), 3, "{kept:?}");
-    let find = |dir: &str, stem: &str, rest: &str| -> PathBuf {
+    let find = |dir: &str, stem: &str, rest: &str| -> Vec<u8> {
         let hit = kept
             .iter()
             .find(|p| {
@@ -140,7 +154,7 @@ fn a_gzipped_mirror_keeps_gzipped_versions_and_a_deleted_folder_keeps_its_files_
                     && is_version_of(Path::new(p.file_name().unwrap()), stem, rest)
             })
             .unwrap_or_else(|| panic!("no {dir}/{stem}_…{rest} in {kept:?}"));
-        env.dst.join(".datasafe/versions").join(hit)
+        read_version(&env, hit)
     };
     assert_eq!(gunzip(&find("", "c", ".tar.gz")), b"tarball");
     assert_eq!(gunzip(&find("dir", "a", ".txt.gz")), b"alpha");
@@ -157,26 +171,32 @@ fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_sftp() {
     keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(Dst::Sftp);
 }
 
+#[test]
+fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_s3() {
+    keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(Dst::S3);
+}
+
 fn keep_versions_0_keeps_none_and_turning_compression_on_keeps_none_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a.txt", "one");
     env.sync_ok(&["--keep-versions", "0"]);
     env.write("a.txt", "two");
     env.sync_ok(&["--keep-versions", "0"]);
-    assert!(versions(&env.dst).is_empty());
+    assert!(versions(&env).is_empty());
     // A conversion is not a change of content.
     env.sync_ok(&["--compress"]);
-    assert!(versions(&env.dst).is_empty(), "{:?}", versions(&env.dst));
+    assert!(versions(&env).is_empty(), "{:?}", versions(&env));
+    assert!(env.dst_has("a.txt.gz") && !env.dst_has("a.txt"));
 }
 
-/// `report_<local time of now - age>.txt` planted in DST's versions folder.
-fn plant_version(dst: &Path, age: chrono::Duration, seq: &str) -> PathBuf {
+/// `report_<local time of now - age>.txt` planted in DST's versions folder; its path
+/// relative to DST.
+fn plant_version(env: &TestEnv, age: chrono::Duration, seq: &str) -> PathBuf {
     let at = chrono::Local::now().naive_local() - age;
     let name = format!("report_{}{seq}.txt", at.format("%Y%m%d_%H%M%S"));
-    let path = dst.join(".datasafe/versions/docs").join(name);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, "old").unwrap();
-    path
+    let rel = Path::new(VERSIONS).join("docs").join(name);
+    env.dst_put(&rel, "old");
+    rel
 }
 
 #[test]
@@ -189,29 +209,34 @@ fn retention_prunes_versions_by_the_time_in_their_names_sftp() {
     retention_prunes_versions_by_the_time_in_their_names_on(Dst::Sftp);
 }
 
+#[test]
+fn retention_prunes_versions_by_the_time_in_their_names_s3() {
+    retention_prunes_versions_by_the_time_in_their_names_on(Dst::S3);
+}
+
 fn retention_prunes_versions_by_the_time_in_their_names_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("docs/report.txt", "now");
     env.sync_ok(&[]);
     let h = chrono::Duration::hours;
     let d = chrono::Duration::days;
-    let recent = plant_version(&env.dst, chrono::Duration::minutes(10), "");
-    let recent2 = plant_version(&env.dst, chrono::Duration::minutes(20), "");
-    let hour_a = plant_version(&env.dst, h(3) + chrono::Duration::minutes(10), "");
-    let hour_b = plant_version(&env.dst, h(3) + chrono::Duration::minutes(40), "");
-    let day_a = plant_version(&env.dst, d(5) + h(1), "");
-    let day_b = plant_version(&env.dst, d(5) + h(5), "");
-    let ancient = plant_version(&env.dst, d(40), "");
-    let unrelated = env.dst.join(".datasafe/versions/docs/not-a-version.txt");
-    fs::write(&unrelated, "x").unwrap();
-    if matches!(dst, Dst::Sftp) {
+    let recent = plant_version(&env, chrono::Duration::minutes(10), "");
+    let recent2 = plant_version(&env, chrono::Duration::minutes(20), "");
+    let hour_a = plant_version(&env, h(3) + chrono::Duration::minutes(10), "");
+    let hour_b = plant_version(&env, h(3) + chrono::Duration::minutes(40), "");
+    let day_a = plant_version(&env, d(5) + h(1), "");
+    let day_b = plant_version(&env, d(5) + h(5), "");
+    let ancient = plant_version(&env, d(40), "");
+    let unrelated = Path::new(VERSIONS).join("docs/not-a-version.txt");
+    env.dst_put(&unrelated, "x");
+    if dst.is_remote() {
         // A remote DST prunes when a pass keeps a version (else at most once an hour,
         // so a no-op pass lists nothing remote): this pass keeps one.
         env.write("docs/report.txt", "changed");
     }
 
     let out = env.sync_ok(&["-v"]);
-    let exists = |p: &PathBuf| p.exists();
+    let exists = |p: &PathBuf| env.dst_has(p);
     // Staggered: all of the last hour; one per hour; one per day; nothing past 30 days.
     assert!(exists(&recent) && exists(&recent2), "{}", stderr(&out));
     assert!(exists(&hour_a) && !exists(&hour_b), "{}", stderr(&out));
@@ -243,6 +268,11 @@ fn an_emptied_source_deletes_nothing_without_force_sftp() {
     an_emptied_source_deletes_nothing_without_force_on(Dst::Sftp);
 }
 
+#[test]
+fn an_emptied_source_deletes_nothing_without_force_s3() {
+    an_emptied_source_deletes_nothing_without_force_on(Dst::S3);
+}
+
 fn an_emptied_source_deletes_nothing_without_force_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a.txt", "a");
@@ -256,16 +286,12 @@ fn an_emptied_source_deletes_nothing_without_force_on(dst: Dst) {
     let err = stderr(&out);
     assert!(err.contains("is empty") && err.contains("--force"), "{err}");
     assert!(err.contains(&env.src.display().to_string()), "{err}");
-    assert!(env.dst.join("a.txt").exists() && env.dst.join("sub/b.txt").exists());
+    assert!(env.dst_has("a.txt") && env.dst_has("sub/b.txt"));
 
     let out = env.sync_ok(&["--force"]);
     assert_eq!(count(&out, "Deleted"), 2);
-    assert!(!env.dst.join("a.txt").exists());
-    assert_eq!(
-        versions(&env.dst).len(),
-        2,
-        "forced deletions stay recoverable"
-    );
+    assert!(!env.dst_has("a.txt") && !env.dst_has("sub"));
+    assert_eq!(versions(&env).len(), 2, "forced deletions stay recoverable");
 }
 
 #[test]
@@ -276,6 +302,11 @@ fn a_mass_delete_is_held_while_the_rest_is_mirrored() {
 #[test]
 fn a_mass_delete_is_held_while_the_rest_is_mirrored_sftp() {
     a_mass_delete_is_held_while_the_rest_is_mirrored_on(Dst::Sftp);
+}
+
+#[test]
+fn a_mass_delete_is_held_while_the_rest_is_mirrored_s3() {
+    a_mass_delete_is_held_while_the_rest_is_mirrored_on(Dst::S3);
 }
 
 fn a_mass_delete_is_held_while_the_rest_is_mirrored_on(dst: Dst) {
@@ -296,12 +327,9 @@ fn a_mass_delete_is_held_while_the_rest_is_mirrored_on(dst: Dst) {
     let err = stderr(&out);
     assert!(err.contains("held back 120 deletions"), "{err}");
     assert!(err.contains("--force"), "{err}");
-    assert!(
-        env.dst.join("f/000.txt").exists(),
-        "a held deletion went through"
-    );
-    assert_eq!(fs::read(env.dst.join("new.txt")).unwrap(), b"new");
-    assert_eq!(fs::read(env.dst.join("keep.txt")).unwrap(), b"k2");
+    assert!(env.dst_has("f/000.txt"), "a held deletion went through");
+    assert_eq!(env.dst_read("new.txt").unwrap(), b"new");
+    assert_eq!(env.dst_read("keep.txt").unwrap(), b"k2");
 
     // Below the threshold (100 files) nothing is held.
     let few = TestEnv::on(dst);
@@ -329,6 +357,11 @@ fn max_delete_and_force_from_the_config_file() {
 #[test]
 fn max_delete_and_force_from_the_config_file_sftp() {
     max_delete_and_force_from_the_config_file_on(Dst::Sftp);
+}
+
+#[test]
+fn max_delete_and_force_from_the_config_file_s3() {
+    max_delete_and_force_from_the_config_file_on(Dst::S3);
 }
 
 fn max_delete_and_force_from_the_config_file_on(dst: Dst) {
@@ -380,6 +413,11 @@ fn watch_keeps_versions_of_the_deletions_that_empty_the_source_sftp() {
     watch_keeps_versions_of_the_deletions_that_empty_the_source_on(Dst::Sftp);
 }
 
+#[test]
+fn watch_keeps_versions_of_the_deletions_that_empty_the_source_s3() {
+    watch_keeps_versions_of_the_deletions_that_empty_the_source_on(Dst::S3);
+}
+
 fn watch_keeps_versions_of_the_deletions_that_empty_the_source_on(dst: Dst) {
     let _lock = shared();
     let env = TestEnv::on(dst);
@@ -390,7 +428,7 @@ fn watch_keeps_versions_of_the_deletions_that_empty_the_source_on(dst: Dst) {
     env.write("a.txt", "two");
     w.wait_env_mirrored(&env, false);
     assert!(
-        wait_until(DEADLINE, || versions(&env.dst)
+        wait_until(DEADLINE, || versions(&env)
             .iter()
             .any(|p| is_version_of(p, "a", ".txt"))),
         "no version of a.txt{}",
@@ -403,10 +441,8 @@ fn watch_keeps_versions_of_the_deletions_that_empty_the_source_on(dst: Dst) {
         fs::remove_file(env.src.join(name)).unwrap();
     }
     assert!(
-        wait_until(DEADLINE, || !env.dst.join("b.txt").exists()
-            && versions(&env.dst)
-                .iter()
-                .any(|p| is_version_of(p, "b", ".txt"))),
+        wait_until(DEADLINE, || !env.dst_has("b.txt")
+            && versions(&env).iter().any(|p| is_version_of(p, "b", ".txt"))),
         "the emptied source was not mirrored with versions kept{}",
         w.context()
     );
@@ -414,7 +450,7 @@ fn watch_keeps_versions_of_the_deletions_that_empty_the_source_on(dst: Dst) {
     // And the pair goes on watching.
     env.write("c.txt", "sea");
     assert!(
-        wait_until(DEADLINE, || env.dst.join("c.txt").exists()),
+        wait_until(DEADLINE, || env.dst_has("c.txt")),
         "did not go on watching{}",
         w.context()
     );
@@ -430,6 +466,11 @@ fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_sft
     regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(Dst::Sftp);
 }
 
+#[test]
+fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_s3() {
+    regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(Dst::S3);
+}
+
 fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(dst: Dst) {
     let env = TestEnv::on(dst);
     env.write("a.txt", "one");
@@ -438,9 +479,9 @@ fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(
     env.sync_ok(&[]);
     env.write("a.txt", "three");
     env.sync_ok(&["--compress"]);
-    let kept: Vec<Vec<u8>> = versions(&env.dst)
+    let kept: Vec<Vec<u8>> = versions(&env)
         .iter()
-        .map(|p| fs::read(env.dst.join(".datasafe/versions").join(p)).unwrap())
+        .map(|p| read_version(&env, p))
         .collect();
     assert!(
         kept.contains(&b"two".to_vec()),
@@ -448,7 +489,7 @@ fn regression_a_compression_toggle_with_a_changed_file_keeps_the_old_content_on(
     );
     // A conversion alone keeps nothing more.
     env.sync_ok(&[]);
-    assert_eq!(versions(&env.dst).len(), kept.len());
+    assert_eq!(versions(&env).len(), kept.len());
 }
 
 #[test]

@@ -1,9 +1,18 @@
-//! The kind of DST a behaviour test runs against ([`Dst`]): a local folder, or the same
-//! folder reached over SFTP through a real sshd on 127.0.0.1. Either way the mirror is a
-//! folder on this machine (`TestEnv::dst`), so a test inspects it directly; only what
-//! datasafe is given differs ([`TestEnv::dst_arg`]: the path, or `sftp://…` for it) and
-//! what its commands get in their environment (the ssh command, and an
-//! `XDG_STATE_HOME` of the test's own, where a remote mirror's index lives).
+//! The kind of DST a behaviour test runs against ([`Dst`]): a local folder, the same
+//! folder reached over SFTP through a real sshd on 127.0.0.1, or a prefix `dst` in a
+//! bucket of the shared SeaweedFS. For the first two the mirror is a folder on this
+//! machine (`TestEnv::dst`); only what datasafe is given differs ([`TestEnv::dst_arg`]:
+//! the path, `sftp://…` for it, or `s3://BUCKET/dst`) and what its commands get in their
+//! environment (the ssh command or the `AWS_*` variables, and an `XDG_STATE_HOME` of the
+//! test's own, where a remote mirror's index lives).
+//!
+//! A test looks at the mirror in two ways that hold for every kind. The whole tree, as
+//! datasafe gives it back ([`TestEnv::try_tree`]: a bucket through `datasafe restore`),
+//! and single names through the `dst_*` methods ([`TestEnv::dst_read`],
+//! [`TestEnv::dst_has`], …): on disk for a folder, and for a bucket through the plain S3
+//! client of `seaweed` (a GET, a HEAD, a ListObjectsV2 of `dst/REL`), never through
+//! datasafe, so the keys and their metadata are checked as another S3 tool sees them.
+//! The same methods put and remove names behind datasafe's back.
 //!
 //! What an SFTP mirror cannot carry, the comparison leaves out for it ([`Dst::coarse`]):
 //! SFTP version 3 sets mtimes in whole seconds, and cannot set a symlink's own mtime.
@@ -36,6 +45,13 @@ pub enum Dst {
 }
 
 impl Dst {
+    /// True for a DST reached over the network (SFTP, S3): its index is local and
+    /// authoritative, so a pass that trusts it lists nothing there, and what changed
+    /// behind datasafe's back is found by `--repair` (or `verify`).
+    pub fn is_remote(self) -> bool {
+        self != Dst::Local
+    }
+
     /// `tree` as far as this kind of DST can mirror it: for SFTP, file mtimes truncated
     /// to the second and symlink mtimes left out (set to zero). Applied to both sides of
     /// a comparison.
@@ -203,5 +219,190 @@ impl TestEnv {
             false => self.kind().coarse(super::snapshot(&self.dst, gz)),
         };
         super::assert_same_trees(&a, &b);
+    }
+}
+
+/// Single names of the mirror, read and changed as another tool would: files on disk for
+/// a folder (local or SFTP), the plain S3 client for a bucket. `rel` is relative to DST
+/// (`docs/a.txt`, `.datasafe/index.db`); in a bucket it is the key `dst/REL`.
+impl TestEnv {
+    /// The key of `rel` in this tree's bucket (`dst/REL`).
+    pub fn key(&self, rel: impl AsRef<Path>) -> String {
+        let rel = rel.as_ref().display().to_string();
+        match rel.is_empty() {
+            true => "dst/".to_owned(),
+            false => format!("dst/{rel}"),
+        }
+    }
+
+    /// The bytes of the file `rel` in the mirror (a bucket: a plain GET of its key);
+    /// `None` if there is none.
+    pub fn dst_read(&self, rel: impl AsRef<Path>) -> Option<Vec<u8>> {
+        match &self.bucket {
+            Some(bucket) => Seaweed::shared().try_get(bucket, &self.key(rel)).ok(),
+            None => std::fs::read(self.dst.join(rel)).ok(),
+        }
+    }
+
+    /// True if the mirror holds `rel` as a file, folder or link (a bucket: its key, or
+    /// any key below `rel/`, a folder's marker included).
+    pub fn dst_has(&self, rel: impl AsRef<Path>) -> bool {
+        let Some(bucket) = &self.bucket else {
+            return self.dst.join(rel).exists();
+        };
+        let key = self.key(rel);
+        let folder = match key.ends_with('/') {
+            true => key.clone(),
+            false => format!("{key}/"),
+        };
+        Seaweed::shared()
+            .list_keys(bucket, &key, 1000)
+            .iter()
+            .any(|o| o.key == key || o.key.starts_with(&folder))
+    }
+
+    /// Puts `data` at `rel` in the mirror behind datasafe's back (its folders made on
+    /// disk; a plain PUT without metadata in a bucket).
+    pub fn dst_put(&self, rel: impl AsRef<Path>, data: impl AsRef<[u8]>) {
+        match &self.bucket {
+            Some(bucket) => Seaweed::shared().put(bucket, &self.key(rel), data.as_ref()),
+            None => {
+                let path = self.dst.join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, data).unwrap();
+            }
+        }
+    }
+
+    /// Removes the file `rel` from the mirror behind datasafe's back; panics if it is
+    /// not there.
+    pub fn dst_remove(&self, rel: impl AsRef<Path>) {
+        match &self.bucket {
+            Some(bucket) => {
+                let key = self.key(&rel);
+                assert!(self.dst_read(&rel).is_some(), "no object {key} to remove");
+                Seaweed::shared().delete(bucket, &key);
+            }
+            None => std::fs::remove_file(self.dst.join(rel)).unwrap(),
+        }
+    }
+
+    /// Every file and symlink under the mirror's folder `rel` (`""`: the whole mirror,
+    /// its `.datasafe` left out), relative to that folder, sorted. In a bucket: every
+    /// key below it but folder markers (a plain listing).
+    pub fn dst_files(&self, rel: impl AsRef<Path>) -> Vec<PathBuf> {
+        let rel = rel.as_ref();
+        let top = rel.as_os_str().is_empty();
+        let mut found: Vec<PathBuf> = match &self.bucket {
+            Some(bucket) => {
+                let root = match top {
+                    true => self.key(rel),
+                    false => format!("{}/", self.key(rel)),
+                };
+                Seaweed::shared()
+                    .list_keys(bucket, &root, 1000)
+                    .into_iter()
+                    .map(|o| o.key[root.len()..].to_owned())
+                    .filter(|k| !k.is_empty() && !k.ends_with('/'))
+                    .filter(|k| !(top && k.starts_with(".datasafe/")))
+                    .map(PathBuf::from)
+                    .collect()
+            }
+            None => {
+                let root = self.dst.join(rel);
+                walkdir::WalkDir::new(&root)
+                    .into_iter()
+                    .filter_entry(|e| !(top && e.depth() == 1 && e.file_name() == ".datasafe"))
+                    .filter_map(Result::ok)
+                    .filter(|e| !e.file_type().is_dir())
+                    .map(|e| e.path().strip_prefix(&root).unwrap().to_path_buf())
+                    .collect()
+            }
+        };
+        found.sort();
+        found
+    }
+
+    /// The permission bits of `rel` in the mirror (a bucket: `x-amz-meta-mode` of its
+    /// object, from a plain HEAD). Not for a folder in a bucket: SeaweedFS 4.48 keeps
+    /// no user metadata on a marker `KEY/` (it is a folder of its filer), so there a
+    /// folder's mode is seen only through restore, from datasafe's index.
+    pub fn dst_mode(&self, rel: impl AsRef<Path>) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(bucket) = &self.bucket else {
+            let meta = std::fs::symlink_metadata(self.dst.join(rel)).unwrap();
+            return meta.permissions().mode() & 0o7777;
+        };
+        let key = self.key(&rel);
+        let head = Seaweed::shared().head(bucket, &key);
+        let mode = head.metadata.get("mode");
+        u32::from_str_radix(mode.map_or("", String::as_str), 8)
+            .unwrap_or_else(|_| panic!("no octal x-amz-meta-mode on {key}: {head:?}"))
+    }
+
+    /// The target of the symlink `rel` in the mirror (a bucket: the body of an object
+    /// marked `x-amz-meta-kind: symlink`); `None` if it is no symlink.
+    pub fn dst_link(&self, rel: impl AsRef<Path>) -> Option<PathBuf> {
+        let Some(bucket) = &self.bucket else {
+            return std::fs::read_link(self.dst.join(rel)).ok();
+        };
+        let key = self.key(&rel);
+        let s3 = Seaweed::shared();
+        let body = s3.try_get(bucket, &key).ok()?;
+        let link = s3.head(bucket, &key).metadata.get("kind").cloned();
+        (link.as_deref() == Some("symlink"))
+            .then(|| PathBuf::from(String::from_utf8(body).unwrap()))
+    }
+
+    /// Everything the mirror holds, `.datasafe` included, one line each with what a
+    /// change would alter (on disk: size and mtime, folders too; in a bucket: size,
+    /// ETag and LastModified from a plain listing), to show that a command left it
+    /// untouched.
+    pub fn dst_listing(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        match &self.bucket {
+            Some(bucket) => Seaweed::shared()
+                .list_keys(bucket, "dst/", 1000)
+                .into_iter()
+                .map(|o| format!("{} {} {:?} {:?}", o.key, o.size, o.etag, o.mtime))
+                .collect(),
+            None => walkdir::WalkDir::new(&self.dst)
+                .sort_by_file_name()
+                .into_iter()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let m = e.path().symlink_metadata().unwrap();
+                    let size = if m.is_dir() { 0 } else { m.len() };
+                    let path = e.path().display();
+                    format!("{path} {size} {}.{:09}", m.mtime(), m.mtime_nsec())
+                })
+                .collect(),
+        }
+    }
+
+    /// Leaves in the mirror what a run killed in the middle of a write leaves: a temp
+    /// file in `DST/.datasafe/tmp`, or in a bucket an unfinished multipart upload (one
+    /// part sent) of `dst/torn.bin`.
+    pub fn plant_torn_write(&self) {
+        match &self.bucket {
+            Some(bucket) => {
+                let s3 = Seaweed::shared();
+                let key = self.key("torn.bin");
+                let id = s3.create_multipart_upload(bucket, &key);
+                s3.upload_part(bucket, &key, &id, 1, &vec![1u8; 5 * 1024 * 1024]);
+            }
+            None => std::fs::write(self.dst.join(".datasafe/tmp/123-4.tmp"), "torn").unwrap(),
+        }
+    }
+
+    /// What is left of torn writes: the entries of `DST/.datasafe/tmp`, or the
+    /// bucket's unfinished multipart uploads.
+    pub fn torn_writes(&self) -> usize {
+        match &self.bucket {
+            Some(bucket) => Seaweed::shared().list_multipart_uploads(bucket).len(),
+            None => std::fs::read_dir(self.dst.join(".datasafe/tmp"))
+                .unwrap()
+                .count(),
+        }
     }
 }

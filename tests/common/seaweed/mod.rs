@@ -24,6 +24,10 @@
 //! this machine's CA variables off it (`AWS_CA_BUNDLE` points at a proxy's bundle).
 //! Every `weed` dies with the test process, however it ends (`proc`).
 //!
+//! The volume server may hold 500 volumes (`-volume.max`), not the default of free
+//! disk space divided by the volume size: each bucket takes a volume, and the shared
+//! server serves a bucket to every S3 test (and model case) of the process.
+//!
 //! Measured here (2 shared cores at load ~2.3, debug test build, `weed` 4.48): `weed
 //! mini` is ready 0.85–1.35 s after the spawn, having used 0.26–0.42 s of CPU, and holds
 //! 113–125 MB resident; a graceful stop (SIGTERM) takes ~2.2 s (its volume server waits
@@ -40,7 +44,9 @@
 //! answers before the volume server has re-registered its volumes, and a read of an
 //! existing object fails with 500 until it has (the readiness check waits for it); with
 //! one of the cluster's two volume servers down, reads work but a PUT hangs 30 s and
-//! fails with 500 until it is back; metadata names come back lowercased.
+//! fails with 500 until it is back; metadata names come back lowercased; a PUT of a
+//! key ending in `/` (a folder marker) makes a folder of the filer and keeps none of
+//! the request's user metadata (a HEAD of it shows no `x-amz-meta-*`).
 //!
 //! Deliberately not here: anything datasafe-specific (URLs like `s3://bucket/prefix`
 //! are strings the tests write), and fault injection beyond ending processes.
@@ -331,6 +337,12 @@ fn mini_proc(weed: &Path, dir: &Path, data: &Path, ports: &Ports, options: &Mini
         .arg("-s3.port.iceberg=0")
         .arg("-s3.port.lance=0")
         .arg("-s3.autoCreateBucket=false")
+        // Every bucket is a collection with a volume of its own, and by default the
+        // volume server allows free disk space / volume size of them (46 on a disk
+        // with 46 GiB free): the shared server ran out at the 51st bucket of a test
+        // process and answered every write to a new one with 500. Volumes are sparse
+        // files, so a fixed, generous count costs nothing until used.
+        .arg("-volume.max=500")
         .arg(format!(
             "-filer.localSocket={}",
             dir.join("filer.sock").display()
