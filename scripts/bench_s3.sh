@@ -44,7 +44,8 @@
 #   --cases LIST    only these cases, comma-separated (default 1,2,3,4); case 1 also counts
 #                   the requests of one first mirror of a 1k tree through the proxy of 3.
 #   --baseline BIN  case 1 also times another datasafe binary (an older build, for the
-#                   effect of a change under the same load), its requests counted too
+#                   effect of a change under the same load), its requests counted too;
+#                   may be given more than once
 #   --ds-args ARGS  extra arguments for every datasafe sync of case 1 (e.g. "--jobs 8")
 # Environment: BENCH_TMPDIR  where the temp dir goes (default $TMPDIR or /tmp: "the disk");
 #              BENCH_TMPFS  tmpfs folder for the trees and weed's data (default /dev/shm);
@@ -53,7 +54,7 @@
 set -euo pipefail
 
 QUICK=0; RUNS=""; KEEP=0; WEED_ON_DISK=0; COUNT_RCLONE=0; IDLE_WAIT=10; CASES=1,2,3,4
-BASELINE=""; DS_ARGS=""
+BASELINES=(); DS_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
         --count-rclone) COUNT_RCLONE=1 ;;
         --idle-wait) IDLE_WAIT="$2"; shift ;;
         --cases) CASES="$2"; shift ;;
-        --baseline) BASELINE=$(realpath "$2"); shift ;;
+        --baseline) BASELINES+=("$(realpath "$2")"); shift ;;
         --ds-args) DS_ARGS="$2"; shift ;;
         -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -72,10 +73,9 @@ while [ $# -gt 0 ]; do
 done
 # case N: whether case N is to run.
 case_on() { case ",$CASES," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
-    echo "bench_s3.sh: --baseline $BASELINE is not an executable" >&2
-    exit 2
-fi
+for b in "${BASELINES[@]}"; do
+    [ -x "$b" ] || { echo "bench_s3.sh: --baseline $b is not an executable" >&2; exit 2; }
+done
 if [ "$QUICK" = 1 ]; then
     A_FILES=1000; B_FILES=5000; BIG_MIB=64; RUNS=${RUNS:-3}
 else
@@ -379,9 +379,9 @@ stop_proxy() {
 # then the requests of one first mirror of the 1k tree, counted through the proxy.
 if case_on 1; then
     DS1=("XDG_STATE_HOME='$WORK/state/'\$RUN '$BIN' sync -q '$FAST/t10k' s3://$BUCKET/ds-\$RUN --s3-endpoint '$EP' $DS_ARGS")
-    if [ -n "$BASELINE" ]; then
-        DS1+=("XDG_STATE_HOME='$WORK/state/'\$RUN '$BASELINE' sync -q '$FAST/t10k' s3://$BUCKET/base-\$RUN --s3-endpoint '$EP' $DS_ARGS")
-    fi
+    for b in "${BASELINES[@]}"; do
+        DS1+=("XDG_STATE_HOME='$WORK/state/'\$RUN '$b' sync -q '$FAST/t10k' s3://$BUCKET/base-\$RUN --s3-endpoint '$EP' $DS_ARGS")
+    done
     hf 1_first_mirror "rm -rf '$WORK/state/'*" "${DS1[@]}" \
         "$RCLONE sync '$FAST/t10k' \"$(remote)/rc-\$RUN\"" \
         "$RCLONE sync --transfers 16 '$FAST/t10k' \"$(remote)/rc-\$RUN\""
@@ -394,11 +394,11 @@ if case_on 1; then
     from=$(wc -l < "$PLOG")
     XDG_STATE_HOME="$WORK/state/count" "$BIN" sync -q "$FAST/t1k" "s3://$BUCKET/count-ds" --s3-endpoint "$PEP" $DS_ARGS >/dev/null
     count_requests "$PLOG" "$from" "datasafe first mirror 1k"
-    if [ -n "$BASELINE" ]; then
+    for i in "${!BASELINES[@]}"; do
         from=$(wc -l < "$PLOG")
-        XDG_STATE_HOME="$WORK/state/count-base" "$BASELINE" sync -q "$FAST/t1k" "s3://$BUCKET/count-base" --s3-endpoint "$PEP" $DS_ARGS >/dev/null
-        count_requests "$PLOG" "$from" "baseline first mirror 1k"
-    fi
+        XDG_STATE_HOME="$WORK/state/count-base$i" "${BASELINES[$i]}" sync -q "$FAST/t1k" "s3://$BUCKET/count-base$i" --s3-endpoint "$PEP" $DS_ARGS >/dev/null
+        count_requests "$PLOG" "$from" "baseline $((i + 1)) first mirror 1k"
+    done
     from=$(wc -l < "$PLOG")
     $RCLONE sync "$FAST/t1k" ":s3,provider=Other,env_auth=true,endpoint='$PEP':$BUCKET/count-rc"
     count_requests "$PLOG" "$from" "rclone first mirror 1k"
@@ -501,7 +501,7 @@ have = lambda name: os.path.exists(os.path.join(res, name + ".json"))
 counts = dict(line.rstrip("\n").split("\t") for line in open(totals))
 if have("1_first_mirror"):
     r = load("1_first_mirror")
-    base = r[1] if len(r) == 4 else None
+    bases = r[1:-2]
     rc4, rc16 = r[-2], r[-1]
     ds = r[0]["median"]
     for other, label in ((rc4, "rclone (4 transfers)"), (rc16, "rclone --transfers 16")):
@@ -510,13 +510,12 @@ if have("1_first_mirror"):
             f"{ratio:.2f}x", "<= 1.0x", verdict(ratio <= 1.0))
     row("   CPU tool / weed", f"{r[0]['cpu']:.1f} / {r[0]['weed_cpu']:.1f} s",
         f"rclone {rc4['cpu']:.1f} / {rc4['weed_cpu']:.1f} s; --transfers 16 {rc16['cpu']:.1f} / {rc16['weed_cpu']:.1f} s")
-    if base:
-        row("   baseline", f"{base['median']:.2f} s", f"rclone (4 transfers) {rc4['median']:.2f} s",
+    for i, base in enumerate(bases, 1):
+        row(f"   baseline {i}", f"{base['median']:.2f} s", f"rclone (4 transfers) {rc4['median']:.2f} s",
             f"{base['median'] / rc4['median']:.2f}x", "", f"CPU {base['cpu']:.1f} / {base['weed_cpu']:.1f} s")
     n = int(counts["datasafe first mirror 1k"])
-    b = counts.get("baseline first mirror 1k")
-    row("   requests, first mirror 1k", str(n),
-        f"rclone {counts['rclone first mirror 1k']}" + (f"; baseline {b}" if b else ""))
+    b = "".join(f"; baseline {i} {counts[f'baseline {i} first mirror 1k']}" for i in range(1, len(bases) + 1))
+    row("   requests, first mirror 1k", str(n), f"rclone {counts['rclone first mirror 1k']}{b}")
 if have("2_noop_resync"):
     r = load("2_noop_resync")
     ratio = r[0]["median"] / r[1]["median"]
