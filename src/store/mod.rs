@@ -479,6 +479,16 @@ pub trait Store: Reader {
     /// something is there.
     fn mkdir(&self, name: &Path) -> io::Result<()>;
 
+    /// As [`Store::mkdir`], for a folder whose mode and mtime are to be `mode` and
+    /// `mtime` once its content is in. A store whose folders keep their metadata while
+    /// names are added under them (S3's markers) sets them now, so that setting them
+    /// after the content ([`Store::set_meta`]) finds nothing to do; the others make the
+    /// folder as `mkdir` does.
+    fn mkdir_as(&self, name: &Path, mode: u32, mtime: FileTime) -> io::Result<()> {
+        let _ = (mode, mtime);
+        self.mkdir(name)
+    }
+
     /// Creates the symlink `name` to `target`, exclusively (`AlreadyExists` if the name
     /// is taken): how prefix markers are placed.
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()>;

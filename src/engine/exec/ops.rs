@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 pub(super) enum Reach {
     /// Create (or replace with) folders up to the name's parent.
     Parents,
-    /// As `Parents`, and the name itself as a folder.
-    Itself,
+    /// As `Parents`, and the name itself as a folder, made with the source folder's
+    /// metadata where the store can set it at once ([`crate::store::Store::mkdir_as`]).
+    Itself(Meta),
 }
 
 impl Executor {
@@ -59,7 +60,7 @@ impl Executor {
     /// are set after its content, by [`Executor::finish_dir`].
     pub(super) fn mkdir(&self, entry: &Entry) -> Result<Outcome, OpError> {
         if !entry.rel.as_os_str().is_empty() {
-            self.dest_dir(&entry.rel, Reach::Itself)?;
+            self.dest_dir(&entry.rel, Reach::Itself(entry.meta))?;
         }
         Ok(Outcome::Stored {
             done: Done::Mkdir,
@@ -253,7 +254,7 @@ impl Executor {
     pub(super) fn dest_dir(&self, name: &Path, reach: Reach) -> Result<(), OpError> {
         let target = match reach {
             Reach::Parents => name.parent().unwrap_or(Path::new("")),
-            Reach::Itself => name,
+            Reach::Itself(_) => name,
         };
         if target.as_os_str().is_empty() {
             return Ok(());
@@ -275,7 +276,18 @@ impl Executor {
                 Ok(None) => {}
                 Err(e) => return Err(OpError::io("reading", &self.shown(&dir))(e)),
             }
-            match self.store.mkdir(&dir) {
+            // A folder on a name's way is made as the source has it too: it is the same
+            // folder its own mkdir would make (a worker with a file inside it got there
+            // first), so a store that sets the metadata at once sets it once.
+            let meta = match reach {
+                Reach::Itself(meta) if dir == target => Some((meta.mode, meta.mtime)),
+                _ => self.source_folder(&dir),
+            };
+            let made = match meta {
+                Some((mode, mtime)) => self.store.mkdir_as(&dir, mode, mtime),
+                None => self.store.mkdir(&dir),
+            };
+            match made {
                 Ok(()) => {}
                 // Another worker made it first.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.is_dir(&dir) => {}
@@ -283,6 +295,16 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// The mode and mtime of the folder `rel` in the source, if it is one there (never
+    /// for datasafe's own state folder).
+    fn source_folder(&self, rel: &Path) -> Option<(u32, filetime::FileTime)> {
+        if rel.starts_with(layout::state()) {
+            return None;
+        }
+        let status = self.source().ok()?.status(rel).ok()?;
+        (status.kind == Kind::Dir).then_some((status.mode, status.mtime))
     }
 
     /// True if `name` in DST is a real folder (reached without a symlink).

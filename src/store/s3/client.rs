@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How many times one request is tried (the SDK's backoff in between).
@@ -58,14 +58,33 @@ pub struct Client {
     /// once (one wait, not one per file), and the store is no longer ready (a watcher
     /// reconnects with a new one).
     down: AtomicBool,
-    /// Folders this run made or found (marker key → what it is): a folder looked at
-    /// again costs no request. Forgotten when removed or moved.
-    folders: Mutex<HashMap<String, crate::store::Stat>>,
+    /// Folders this run made or found (marker key → what it is, and whether its marker
+    /// is known to carry that stat's mode and mtime): a folder looked at again costs no
+    /// request. Forgotten when removed or moved.
+    folders: Mutex<HashMap<String, (crate::store::Stat, bool)>>,
     /// Set while the mirror is known to hold nothing but what this run wrote (a first
     /// mirror into an empty prefix): the hashes of the keys written so far. A look at a
     /// key not among them is answered "nothing there" without a request; a hash that
     /// matches (written, or a collision) is looked at for real.
     fresh: Mutex<Option<HashSet<u64>>>,
+    /// Marker keys a worker is putting now ([`Client::making`]), and the signal that
+    /// one is done.
+    making: Mutex<HashSet<String>>,
+    made: Condvar,
+}
+
+/// A marker key one worker is making: dropped, others may look at it again.
+pub struct Making<'a> {
+    client: &'a Client,
+    key: String,
+}
+
+impl Drop for Making<'_> {
+    fn drop(&mut self) {
+        let mut making = self.client.making.lock().unwrap_or_else(|p| p.into_inner());
+        making.remove(&self.key);
+        self.client.made.notify_all();
+    }
 }
 
 impl Client {
@@ -134,6 +153,8 @@ impl Client {
             down: AtomicBool::new(false),
             folders: Mutex::default(),
             fresh: Mutex::default(),
+            making: Mutex::default(),
+            made: Condvar::new(),
         })
     }
 
@@ -180,15 +201,36 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .copied()
+            .map(|(stat, _)| *stat)
     }
 
-    /// Notes the folder whose marker key is `key`.
-    pub fn note_folder(&self, key: &str, stat: crate::store::Stat) {
+    /// True if the marker `key` is known to carry `mode` and `mtime` (this run wrote or
+    /// read them there): setting them again would change nothing.
+    pub fn marked_as(&self, key: &str, mode: u32, mtime: filetime::FileTime) -> bool {
         self.folders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), stat);
+            .get(key)
+            .is_some_and(|(stat, marked)| *marked && stat.mode == mode && stat.mtime == mtime)
+    }
+
+    /// Notes the folder whose marker key is `key`: `marked` if `stat` was read from its
+    /// marker or written into it, not just implied by keys under it.
+    pub fn note_folder(&self, key: &str, stat: crate::store::Stat, marked: bool) {
+        self.folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), (stat, marked));
+    }
+
+    /// Notes that a folder is at the marker key `key`, unless more is known of it (a
+    /// marker put meanwhile by another worker, with the metadata it carries).
+    pub fn note_implied_folder(&self, key: &str) {
+        self.folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_insert_with(|| (crate::store::s3::implied_folder(), false));
     }
 
     /// Forgets the folders at and under the marker key `key` (removed or moved), and ends
@@ -201,6 +243,19 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| !k.starts_with(key));
+    }
+
+    /// Claims the marker key `key` for this worker, after waiting while another has it.
+    pub fn making(&self, key: &str) -> Making<'_> {
+        let mut making = self.making.lock().unwrap_or_else(|p| p.into_inner());
+        while making.contains(key) {
+            making = self.made.wait(making).unwrap_or_else(|p| p.into_inner());
+        }
+        making.insert(key.to_string());
+        Making {
+            client: self,
+            key: key.to_string(),
+        }
     }
 
     /// Notes that the mirror holds nothing but what this run writes from now on.
@@ -237,7 +292,7 @@ impl Client {
         for (at, _) in key.match_indices('/') {
             folders
                 .entry(key[..=at].to_string())
-                .or_insert_with(crate::store::s3::implied_folder);
+                .or_insert_with(|| (crate::store::s3::implied_folder(), false));
         }
     }
 

@@ -180,6 +180,10 @@ impl Upload {
                         .set_metadata(Some(metadata))
                         .content_md5(content_md5(&self.digests.parts()[0]))
                         .body(body)
+                        // Content-MD5 (signed with the headers) guards the bytes: no
+                        // SHA-256 of the body here for the signature, nor at the server.
+                        .customize()
+                        .disable_payload_signing()
                         .send(),
                 )?;
                 compare_etag(key, &self.digests.etag(true), sent.e_tag());
@@ -257,23 +261,27 @@ fn multipart(
                         .build(),
                 )
                 .map_err(io::Error::other)?;
-            let answer = client.call(
-                client
-                    .s3
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .content_length(length as i64)
-                    .set_content_md5(
-                        md5s.as_ref()
-                            .and_then(|m| m.get(number as usize - 1))
-                            .map(content_md5),
-                    )
-                    .body(body)
-                    .send(),
-            )?;
+            let md5 = md5s
+                .as_ref()
+                .and_then(|m| m.get(number as usize - 1))
+                .map(content_md5);
+            let request = client
+                .s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .content_length(length as i64)
+                .set_content_md5(md5.clone())
+                .body(body)
+                .customize();
+            // With a Content-MD5 (signed with the headers) guarding the bytes, the
+            // part's body is not hashed again for the signature (nor at the server).
+            let answer = client.call(match md5 {
+                Some(_) => request.disable_payload_signing().send(),
+                None => request.send(),
+            })?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)

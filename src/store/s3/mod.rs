@@ -357,13 +357,14 @@ impl S3 {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 // A folder is there (its marker, or one the server made for the
                 // objects under it): looked at again, it must say so.
-                client.note_folder(&key, implied_folder());
+                client.note_implied_folder(&key);
             }
             return Err(e);
         }
         client.note_folder(
             &key,
             meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None, None),
+            true,
         );
         Ok(())
     }
@@ -463,9 +464,9 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
         (false, false) => Ok(None),
         (true, _) => head_one(client, &key, false),
         (false, true) => {
-            let stat = head_one(client, &marker_key, true)?
-                .unwrap_or_else(|| meta::stat_of(true, 0, None, None, None));
-            client.note_folder(&marker_key, stat);
+            let marker = head_one(client, &marker_key, true)?;
+            let stat = marker.unwrap_or_else(implied_folder);
+            client.note_folder(&marker_key, stat, marker.is_some());
             Ok(Some(stat))
         }
     }
@@ -741,13 +742,29 @@ impl Store for S3 {
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
+        self.mkdir_as(name, 0o755, FileTime::now())
+    }
+
+    fn mkdir_as(&self, name: &Path, mode: u32, mtime: FileTime) -> io::Result<()> {
+        // Workers making folders on their ways often meet at the same one: one makes
+        // it, the others wait and find it made (a create-only PUT would not always stop
+        // them: SeaweedFS takes a marker it already has as a folder and answers 200).
+        let key = folder_key(&self.key(name)?);
+        let _alone = self.client.making(&key);
         if self.stat(name)?.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists", self.display(name).display()),
             ));
         }
-        self.put_marker(name, 0o755, FileTime::now(), true)
+        // In a first mirror only this run's keys are there: a folder already implied by
+        // a file another worker just wrote into it is this same folder, and its marker
+        // is put all the same (create-only, SeaweedFS would refuse it, and the folder
+        // would need a second PUT for its metadata).
+        let only_new = name.starts_with(layout::STATE_DIR) || !self.client.surely_absent(&key);
+        // A marker's metadata does not change as keys are written under it: the folder
+        // is made as it is to end, and `set_meta` after its content sends nothing.
+        self.put_marker(name, mode, mtime, only_new)
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
@@ -846,6 +863,11 @@ impl Store for S3 {
         }
         let mut ino = found.ino;
         match kind {
+            // Made with these by `mkdir_as` (or found so): nothing to send.
+            Kind::Dir
+                if self
+                    .client
+                    .marked_as(&folder_key(&self.key(name)?), mode, mtime) => {}
             Kind::Dir => self.put_marker(name, mode, mtime, false)?,
             Kind::File => {
                 let key = self.key(name)?;
