@@ -143,18 +143,9 @@ impl S3 {
         mut each: impl FnMut(&aws_sdk_s3::types::Object),
     ) -> io::Result<()> {
         let prefix = folder_key(&self.key(name)?);
-        let client = &self.client;
         let mut token = None;
         loop {
-            let answer = client.call(
-                client
-                    .s3
-                    .list_objects_v2()
-                    .bucket(&client.bucket.bucket)
-                    .prefix(&prefix)
-                    .set_continuation_token(token.take())
-                    .send(),
-            )?;
+            let answer = list_page(&self.client, &prefix, None, token.take())?;
             answer.contents().iter().for_each(&mut each);
             match answer.next_continuation_token() {
                 Some(next) if answer.is_truncated() == Some(true) => token = Some(next.to_string()),
@@ -313,7 +304,7 @@ impl S3 {
         let client = &self.client;
         let root = folder_key(&client.bucket.key_of(Path::new("")));
         let state = format!("{root}{}/", layout::STATE_DIR);
-        let listed = list_page(client, &root, None)?;
+        let listed = list_page(client, &root, Some("/"), None)?;
         let files = listed
             .contents()
             .iter()
@@ -386,11 +377,12 @@ pub(crate) fn key_of(client: &Client, name: &Path) -> io::Result<String> {
     Ok(client.bucket.key_of(name))
 }
 
-/// One page of the keys that start with `prefix`, grouped at the next `/` (what is
-/// deeper comes as a common prefix: a folder).
+/// One page of the keys that start with `prefix`; grouped at `delimiter` (`"/"`: what
+/// is deeper comes as a common prefix, a folder), or every key below it.
 fn list_page(
     client: &Client,
     prefix: &str,
+    delimiter: Option<&str>,
     token: Option<String>,
 ) -> io::Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output> {
     client.call(
@@ -399,7 +391,7 @@ fn list_page(
             .list_objects_v2()
             .bucket(&client.bucket.bucket)
             .prefix(prefix)
-            .delimiter("/")
+            .set_delimiter(delimiter.map(str::to_string))
             .set_continuation_token(token)
             .send(),
     )
@@ -449,7 +441,7 @@ pub(crate) fn head(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     if !name.starts_with(layout::STATE_DIR) && client.surely_absent(&key) {
         return Ok(None);
     }
-    let listed = list_page(client, &key, None)?;
+    let listed = list_page(client, &key, Some("/"), None)?;
     let object = listed
         .contents()
         .iter()
@@ -580,7 +572,7 @@ impl Reader for S3 {
         let mut small = Vec::new();
         let mut token = None;
         loop {
-            let answer = list_page(client, &prefix, token.take())?;
+            let answer = list_page(client, &prefix, Some("/"), token.take())?;
             for object in answer.contents() {
                 let Some(key) = object.key() else { continue };
                 let rest = &key[prefix.len().min(key.len())..];
@@ -757,10 +749,10 @@ impl Store for S3 {
                 format!("{} exists", self.display(name).display()),
             ));
         }
-        // In a first mirror only this run's keys are there: a folder already implied by
-        // a file another worker just wrote into it is this same folder, and its marker
-        // is put all the same (create-only, SeaweedFS would refuse it, and the folder
-        // would need a second PUT for its metadata).
+        // In a first mirror only this run's keys are there: a folder a file another
+        // worker writes into it meanwhile implies is this same folder, and its marker is
+        // put all the same (create-only, SeaweedFS would refuse it, and the folder would
+        // need a second PUT for its metadata).
         let only_new = name.starts_with(layout::STATE_DIR) || !self.client.surely_absent(&key);
         // A marker's metadata does not change as keys are written under it: the folder
         // is made as it is to end, and `set_meta` after its content sends nothing.
