@@ -45,6 +45,15 @@ pub enum IndexError {
     },
 }
 
+/// What [`Index::children`] read of one folder.
+#[derive(Debug, Default)]
+pub struct Children {
+    /// The records of the names directly inside it, in name order.
+    pub records: Vec<(PathBuf, Record)>,
+    /// Child folders with records below them but no record of their own.
+    pub below: Vec<PathBuf>,
+}
+
 /// An open index with a transaction in progress; changes become visible to other readers
 /// (and survive a crash) at [`Index::commit`].
 pub struct Index {
@@ -253,6 +262,81 @@ impl Index {
             }
         }
         Ok(state)
+    }
+
+    /// The records of the names directly inside the folder `dir` (the root's for an
+    /// empty `dir`; the root's own record is not among them), in name order, and the
+    /// child folders that have records below them but none of their own. Memory is one
+    /// folder's worth: the rows below a child folder are skipped with a new range read
+    /// of the B-tree past them (`name >= "dir/child0"`), one per child folder with
+    /// names below it, so reading every folder this way reads each row about once.
+    pub fn children(&self, dir: &Path) -> Result<Children, IndexError> {
+        let mut prefix = platform::path_to_bytes(dir);
+        let hi = (!prefix.is_empty()).then(|| {
+            let mut hi = prefix.clone();
+            hi.push(b'/' + 1);
+            hi
+        });
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        let sql = match hi {
+            Some(_) => format!(
+                "SELECT {} FROM files WHERE name >= ?1 AND name < ?2 ORDER BY name",
+                self.columns()
+            ),
+            None => format!(
+                "SELECT {} FROM files WHERE name >= ?1 ORDER BY name",
+                self.columns()
+            ),
+        };
+        let mut out = Children::default();
+        let mut lo = prefix.clone();
+        loop {
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+            let mut rows = match &hi {
+                Some(hi) => stmt.query(params![lo, hi]),
+                None => stmt.query(params![lo]),
+            }
+            .map_err(|e| self.err(e))?;
+            let mut skip_to = None;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let name = row
+                    .get_ref(0)
+                    .and_then(|v| Ok(v.as_blob()?))
+                    .map_err(|e| self.err(e))?;
+                let Some(rest) = name.strip_prefix(prefix.as_slice()) else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    continue;
+                }
+                if let Some(slash) = rest.iter().position(|b| *b == b'/') {
+                    // A name below the child folder `rest[..slash]`: skip its subtree.
+                    let child = [prefix.as_slice(), &rest[..slash]].concat();
+                    // Its own record, if any, came before (a prefix sorts first),
+                    // though not always last (`a/y-` sorts between `a/y` and `a/y/z`).
+                    let recorded = out
+                        .records
+                        .binary_search_by(|(n, _)| {
+                            n.as_os_str().as_encoded_bytes().cmp(child.as_slice())
+                        })
+                        .is_ok();
+                    if !recorded && let Some(child) = platform::path_from_bytes(child.clone()) {
+                        out.below.push(child);
+                    }
+                    skip_to = Some([child.as_slice(), b"0"].concat());
+                    break;
+                }
+                if let Some(found) = decode(row).map_err(|e| self.err(e))? {
+                    out.records.push(found);
+                }
+            }
+            match skip_to {
+                Some(next) => lo = next,
+                None => return Ok(out),
+            }
+        }
     }
 
     /// The record for one stored name.
@@ -611,6 +695,59 @@ mod tests {
         idx.commit().unwrap();
         assert!(idx.renames().unwrap().is_empty());
         assert!(idx.get(Path::new("b/x")).unwrap().is_some());
+    }
+
+    /// A folder's children are its direct names only, in name order, whatever sorts
+    /// between them and their subtrees (`a-b` and `a.txt` sort between `a` and `a/x`);
+    /// a folder known only by the names below it is reported as such.
+    #[test]
+    fn children_are_one_folder_deep_and_skip_subtrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut idx, _) = Index::open(dir.path()).unwrap();
+        let names = [
+            ("", Kind::Dir),
+            ("a", Kind::Dir),
+            ("a-b", Kind::File),
+            ("a.txt", Kind::File),
+            ("a/x", Kind::File),
+            ("a/y", Kind::Dir),
+            ("a/y/z", Kind::File),
+            ("a/y-", Kind::File),
+            ("ghost/deep/f", Kind::File),
+            ("z", Kind::File),
+        ];
+        for (name, kind) in names {
+            idx.put(Path::new(name), &rec(kind, 1)).unwrap();
+        }
+        idx.commit().unwrap();
+        let names_of = |dir: &str| {
+            let read = idx.children(Path::new(dir)).unwrap();
+            let names: Vec<String> = read
+                .records
+                .iter()
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect();
+            let below: Vec<String> = read
+                .below
+                .iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            (names, below)
+        };
+        assert_eq!(
+            names_of(""),
+            (
+                vec!["a".into(), "a-b".into(), "a.txt".into(), "z".into()],
+                vec!["ghost".to_string()]
+            )
+        );
+        assert_eq!(
+            names_of("a"),
+            (vec!["a/x".into(), "a/y".into(), "a/y-".into()], vec![])
+        );
+        assert_eq!(names_of("a/y"), (vec!["a/y/z".to_string()], vec![]));
+        assert_eq!(names_of("ghost"), (vec![], vec!["ghost/deep".to_string()]));
+        assert_eq!(names_of("nothing"), (vec![], vec![]));
     }
 
     #[test]

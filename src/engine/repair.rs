@@ -252,6 +252,11 @@ fn read_all(
     jobs: usize,
     stop: &AtomicBool,
 ) -> Vec<(OsString, Result<Option<Digest>, Wrong>)> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    // A pass reads a folder at a time: no more threads than it holds files.
+    let jobs = jobs.clamp(1, records.len());
     let (job_tx, job_rx) = bounded::<(OsString, Record)>(256);
     let (done_tx, done_rx) = bounded(256);
     std::thread::scope(|s| {
@@ -262,7 +267,7 @@ fn read_all(
                 }
             }
         });
-        for _ in 0..jobs.max(1) {
+        for _ in 0..jobs {
             let (rx, tx) = (job_rx.clone(), done_tx.clone());
             s.spawn(move || {
                 let mut buf = vec![0u8; hash::CHUNK];

@@ -9,7 +9,6 @@ use crate::engine::plan::{Action, Held};
 use crate::model::Kind;
 use crate::output::names::{count_of, esc};
 use chrono::Timelike;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// How far DST is from being a datasafe mirror. What a folder held before it became a
@@ -139,37 +138,15 @@ impl Mirror {
         }
     }
 
-    /// Whether the deletion guard holds back `deletions` (planned by a full pass that
-    /// found `report` in the source and `listing` in DST); says why if so.
-    pub(super) fn guard_holds(
-        &mut self,
-        report: &ScanReport,
-        listing: &[(&Path, Kind)],
-        deletions: &[Action],
-    ) -> Option<Held> {
-        let gone: HashSet<&Path> = deletions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Delete {
-                    name,
-                    superseded: false,
-                    ..
-                } => Some(name.as_path()),
-                _ => None,
-            })
-            .collect();
-        if gone.is_empty() {
-            return None;
-        }
-        let files = listing.iter().filter(|(_, kind)| *kind != Kind::Dir);
-        let mirror_files = files.clone().count() as u64;
-        let deleting = files
-            .filter(|(name, _)| name.ancestors().any(|a| gone.contains(a)))
-            .count() as u64;
+    /// Whether the deletion guard holds back the deletions of a full pass that found
+    /// `report` (source entries, files in DST, files the deletions remove); says why if
+    /// so.
+    pub(super) fn guard_holds(&mut self, report: &ScanReport) -> Option<Held> {
+        let (deleting, mirror_files) = (report.deleting, report.mirror_files);
         let held = self
             .cfg
             .guard
-            .holds(report.targets.len() as u64, deleting, mirror_files)?;
+            .holds(report.sources, deleting, mirror_files)?;
         let (src, dst) = (&self.cfg.pair.src, &self.cfg.pair.dst.display());
         // A running watcher keeps its options: `datasafe release` is what lets them through.
         let how = if self.watched {

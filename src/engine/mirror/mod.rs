@@ -26,6 +26,7 @@
 
 mod guard;
 mod hints;
+mod holdings;
 mod index_writer;
 mod prefetch;
 mod pump;
@@ -136,9 +137,7 @@ impl Mirror {
         let pair = &cfg.pair;
         let rules = scan_rules(cfg);
         let prefetch = match pair.dst.is_remote() {
-            true if prefetching && !cfg.output.dry_run => {
-                Prefetch::start(&pair.src, &rules, stop, remote_index_dir(&pair.dst))
-            }
+            true if prefetching && !cfg.output.dry_run => Prefetch::start(&pair.src, &rules, stop),
             _ => Prefetch::default(),
         };
         if let Some(rel) = &pair.dst_in_src {
@@ -352,26 +351,6 @@ impl Mirror {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
-}
-
-/// The folder of a remote DST's local index, found without connecting.
-#[cfg(unix)]
-fn remote_index_dir(dst: &crate::config::Dest) -> Option<PathBuf> {
-    let file = match dst {
-        crate::config::Dest::Sftp(remote) => crate::store::sftp::Sftp::local_index_file(remote)?,
-        crate::config::Dest::S3(bucket) => crate::store::s3::S3::local_index_file(bucket)?,
-        crate::config::Dest::Local(_) => return None,
-    };
-    file.parent().map(Path::to_path_buf)
-}
-
-#[cfg(not(unix))]
-fn remote_index_dir(dst: &crate::config::Dest) -> Option<PathBuf> {
-    let file = match dst {
-        crate::config::Dest::S3(bucket) => crate::store::s3::S3::local_index_file(bucket)?,
-        _ => return None,
-    };
-    file.parent().map(Path::to_path_buf)
 }
 
 /// What the walks of `cfg`'s pair leave out: the user's excludes, DST when it lies

@@ -1,27 +1,31 @@
-//! Full and scoped passes ([`Mirror::reconcile`] and its variants): phase 1 scans SRC
-//! and plans while [`DestSide`] finds out what DST holds; phase 2 (`follow_up`) copies
-//! what DST lacks and deletes what the source lacks; phase 3 (`finish_dirs`) sets the
-//! folders' mode and mtime, deepest first.
+//! Full and scoped passes ([`Mirror::reconcile`] and its variants): phase 1 walks SRC
+//! and plans each entry against what DST holds in its folder (a [`Feed`] of
+//! [`Holding`]s, read on another thread in walk order), copying what DST lacks at once
+//! and planning the deletions of each folder when the walk leaves it; phase 2 carries
+//! the deletions out after a complete walk (the deletion guard first); phase 3
+//! (`finish_dirs`) sets the folders' mode and mtime, deepest first. What a pass holds is
+//! the folders on the walk's path, not a map of every name.
 
 use super::Mirror;
 use super::guard::Adopting;
+use super::holdings::{Feed, Holding, Look, Records};
 use super::prefetch::Walk;
 use super::pump::pump;
+use crate::config::Dest;
+use crate::config::filter::Excludes;
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
-use crate::engine::scan::{self, DestItem, ScanRules, Scanned};
+use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source::{self, Source};
-use crate::index::{self, Index};
+use crate::index::Index;
 use crate::model::{Entry, Kind, Meta};
-use crate::model::{MirrorState, NameHasher, NameSet, Record, Stored};
+use crate::model::{NameHasher, NameSet, Record, Stored};
 use crate::output::names::{esc, io_message};
-use crate::store::Reader;
-use crossbeam_channel::{Sender, bounded};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use crossbeam_channel::Sender;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The index's note of when versions were last pruned (Unix seconds) and by what rules
@@ -33,12 +37,25 @@ const PRUNE_GAP_S: i64 = 3600;
 /// What the scanner found besides the actions it sent.
 #[derive(Default)]
 pub(super) struct ScanReport {
-    /// Every name the source maps to in DST.
-    pub(super) targets: NameSet,
-    /// Entries the planner found current (checked against DST's names afterwards).
-    pub(super) unchanged: Vec<Entry>,
-    /// Every source folder walked, and whether its recorded mode/mtime differ.
-    pub(super) dirs: Vec<(Entry, bool)>,
+    /// How many source entries map to a name in DST.
+    pub(super) sources: u64,
+    /// How many files DST holds (as listed, or as the records say).
+    pub(super) mirror_files: u64,
+    /// How many of them the deletions below remove (those inside deleted folders too),
+    /// not counting old stored forms of current files.
+    pub(super) deleting: u64,
+    /// The deletions planned, each with whether the index records the name; carried
+    /// out only after a complete walk.
+    pub(super) deletions: Vec<(Action, bool)>,
+    /// Recorded names neither in DST nor in the source: forgotten after a complete walk.
+    pub(super) stale: Vec<PathBuf>,
+    /// Records to write: what was found unchanged while the index is rebuilt from DST,
+    /// and digests a content check learned for files that stay as they are.
+    pub(super) puts: Vec<(PathBuf, Record)>,
+    /// Files (and symlinks) found current and present in DST.
+    pub(super) unchanged: u64,
+    /// Source folders whose recorded mode or mtime differ, with the source's.
+    pub(super) dirs: Vec<(PathBuf, Meta)>,
     /// Source paths that could not be read: DST keeps what it has for them.
     pub(super) unreadable: Vec<PathBuf>,
     /// FIFOs, sockets, devices.
@@ -65,7 +82,6 @@ impl Mirror {
             self.tally.summary.unreachable = 0;
         }
         let adopt = full.then(|| self.start_adopting()).flatten();
-        let (known_tx, known_rx) = bounded::<Arc<MirrorState>>(1);
         let look = (full && *check != Check::Names).then(|| Look {
             check: check.clone(),
             src: self.cfg.pair.src.clone(),
@@ -73,38 +89,32 @@ impl Mirror {
             stop: self.stop.clone(),
             dry_run: self.dry_run(),
         });
-        // What DST holds comes from the index or, without a usable one, from listing DST
-        // in detail (which rebuilds the index). Either way the scan starts at once and
-        // plans as soon as it is there; DST's names are listed meanwhile (names only
-        // with an index: a no-op run stats only the source).
-        let dest = if self.trusted
+        // What DST holds comes from the index, read folder by folder as the walk needs
+        // it, or, without a usable one, from DST itself (which rebuilds the index).
+        let records = if self.trusted
             && full
             && let Some(state_dir) = self.index_dir()
         {
-            // A second, read-only connection loads in parallel; it sees committed rows.
+            // A second, read-only connection reads it; it sees committed rows.
             self.commit();
-            // Read before DST was reached, if the index has not changed since.
-            let preloaded = self.prefetch.index.take();
-            DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
-                if let Some(state) = preloaded.and_then(|p| p.take(&state_dir)) {
-                    return Some(state);
+            match Index::open_untouched(&state_dir) {
+                Ok(Some(index)) => Records::Index(index),
+                Ok(None) => Records::Rebuild,
+                Err(e) => {
+                    log::warn!("{e}; comparing with the destination instead");
+                    Records::Rebuild
                 }
-                Index::open_untouched(&state_dir)
-                    .and_then(|index| index.map(|i| i.load()).transpose())
-                    .unwrap_or_else(|e| {
-                        log::warn!("{e}; comparing with the destination instead");
-                        None
-                    })
-            })
+            }
         } else if self.trusted
+            && !full
             && let Some(known) = self.tally.index.load_under(scope)
         {
-            DestSide::spawn(self.mode.reader(), scope, known_tx, look, move || {
-                Some(known)
-            })
+            Records::Loaded(known)
         } else {
-            DestSide::spawn(self.mode.reader(), scope, known_tx, look, || None)
+            Records::Rebuild
         };
+        let rebuilding = matches!(records, Records::Rebuild);
+        let feed = Feed::spawn(self.mode.reader(), scope, records, look);
 
         let mut opts = self.cfg.plan;
         opts.whole_second_mtimes = self
@@ -113,10 +123,10 @@ impl Mirror {
             .is_some_and(|dst| !dst.caps().nanosecond_mtimes);
         // SRC walked while DST was reached, for the first full pass.
         let walked = self.prefetch.walk.take().filter(|_| full);
-        let (mut report, known) = {
+        let mut report = {
             let (rules, stop, opts) = (&self.rules, &self.stop, &opts);
             let (jobs, pair) = (self.cfg.jobs, &self.cfg.pair);
-            let scanned = &self.scanned;
+            let (scanned, excludes) = (&self.scanned, &self.cfg.excludes);
             pump(
                 self.mode.as_ref(),
                 &mut self.tally,
@@ -124,57 +134,23 @@ impl Mirror {
                 pair,
                 scanned,
                 move |actions| {
-                    scan_and_plan(
-                        &pair.src, scope, rules, walked, known_rx, opts, actions, stop, scanned,
-                    )
+                    let merge = Merge::new(pair, opts, excludes, feed, actions);
+                    merge.run(scope, rules, walked, stop, scanned)
                 },
             )
         };
-        let (listing, rebuilding, learned) = dest.join();
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
+        self.tally.summary.unchanged += report.unchanged;
         if self.stopped() {
             if let Some(exec) = self.mode.executor() {
                 exec.keep_every_deletion(false);
             }
             return false;
         }
-        // DST's names: as listed or, where a listing is dear, as the records say.
-        let names: Vec<(&Path, Kind)> = match &listing {
-            Some(items) => items.iter().map(|i| (i.rel.as_path(), i.kind)).collect(),
-            None => known
-                .iter()
-                .filter(|(name, _)| !name.is_empty())
-                .map(|(name, record)| (Path::new(name), record.kind))
-                .collect(),
-        };
-        let (follow_up, foreign, held) = self.follow_up(&report, &names, &known, rebuilding, full);
-        drop(names);
-        // Digests a content check learned for files that stay as they are: recorded, so
-        // `verify` can check them from now on.
-        if !learned.is_empty() && self.mode.executor().is_some() {
-            let unchanged: HashSet<PathBuf> = report
-                .unchanged
-                .iter()
-                .filter_map(|e| plan::target_name(e, &self.cfg.plan))
-                .collect();
-            for name in learned {
-                let path = PathBuf::from(&name);
-                if let Some(record) = known.get(&name).filter(|_| unchanged.contains(&path)) {
-                    self.tally.index.put(&path, record);
-                }
-            }
-        }
-        // A map and a listing of every name take a while to free: not on this thread.
-        let unchanged = std::mem::take(&mut report.unchanged);
-        drop_elsewhere((
-            known,
-            listing,
-            unchanged,
-            std::mem::take(&mut report.targets),
-        ));
-        if !follow_up.is_empty() {
-            self.pump_all(follow_up);
+        let (deletions, foreign, held) = self.settle(&mut report, full, rebuilding);
+        if !deletions.is_empty() {
+            self.pump_all(deletions);
         }
         if let Some(adopt) = adopt {
             self.finish_adopting(adopt, foreign, report.complete && !held);
@@ -184,11 +160,8 @@ impl Mirror {
             // mode (000, say) would lock datasafe out of its own mirror.
             let unreadable: HashSet<&Path> =
                 report.unreadable.iter().map(PathBuf::as_path).collect();
-            let dirs = report
-                .dirs
-                .into_iter()
-                .filter(|(e, _)| !unreadable.contains(e.rel.as_path()))
-                .collect();
+            let mut dirs = std::mem::take(&mut report.dirs);
+            dirs.retain(|(rel, _)| !unreadable.contains(rel.as_path()));
             self.finish_dirs(dirs);
         }
         if report.complete
@@ -231,132 +204,47 @@ impl Mirror {
         report.complete
     }
 
-    /// Phase 2: copies of what DST lacks, then (after a complete scan) deletions.
-    fn follow_up(
+    /// Phase 2, once the walk is over: the index learns what the walk found (records
+    /// rebuilt from DST, digests learned, stale records forgotten) and the deletions go
+    /// through the deletion guard. Returns the deletions to carry out, what DST held
+    /// before it became a mirror (kept apart, see `guard`), and whether the guard held
+    /// deletions back.
+    fn settle(
         &mut self,
-        report: &ScanReport,
-        listing: &[(&Path, Kind)],
-        known: &MirrorState,
-        rebuilding: bool,
+        report: &mut ScanReport,
         full: bool,
+        rebuilding: bool,
     ) -> (Vec<Action>, Vec<Action>, bool) {
-        let opts = self.cfg.plan;
-        let keep = Keep {
-            excludes: Some(&self.cfg.excludes),
-            unreadable: &report.unreadable,
-        };
-        let (mut actions, deletions) = std::thread::scope(|s| {
-            // The deletions (a look at every name in DST) are planned on another thread
-            // meanwhile; they are not used after an incomplete scan.
-            let deletions = report.complete.then(|| {
-                s.spawn(|| {
-                    let names = listing.iter().copied();
-                    plan::plan_deletions(names, &report.targets, known, &keep, &opts)
-                })
-            });
-            let mut actions = Vec::new();
-            if rebuilding {
-                // `known` came from DST itself, so everything unchanged is there: record it.
-                for entry in &report.unchanged {
-                    if let Some(name) = plan::target_name(entry, &opts) {
-                        self.tally.index.put(&name, &record_of(entry, &opts));
-                    }
-                }
-            } else {
-                // readdir gives each name's type for free: what stands in DST as another type
-                // than the index says (a folder flipped to a file behind datasafe's back) is
-                // written again like a missing name, without a `stat`.
-                let present: HashMap<&OsStr, Kind, NameHasher> = listing
-                    .iter()
-                    .map(|(name, kind)| (name.as_os_str(), *kind))
-                    .collect();
-                // A record of a name that is neither in DST nor wanted from SRC is stale: a
-                // run killed after deleting the file but before committing, or a file
-                // removed from the mirror by hand. Nothing would delete it again, so forget
-                // it here (verify would call it missing). Only a run that writes touches the
-                // index (a dry run opened it read-only), and the root's record ("") is never
-                // in DST's listing of names: it stays.
-                if full && report.complete && self.mode.executor().is_some() {
-                    for name in known.keys() {
-                        if !name.is_empty()
-                            && !present.contains_key(name.as_os_str())
-                            && !report.targets.contains(name)
-                        {
-                            self.tally.index.remove_tree(Path::new(name));
-                        }
-                    }
-                }
-                for entry in &report.unchanged {
-                    // Looked up without making the name where it is the entry's own.
-                    let found = match (entry.kind, opts.stored_for(&entry.rel)) {
-                        (Kind::Special, _) => continue,
-                        (Kind::Dir | Kind::Symlink, _) | (Kind::File, Stored::Plain) => {
-                            present.get(entry.rel.as_os_str())
-                        }
-                        (Kind::File, stored) => {
-                            present.get(stored.name_for(&entry.rel).as_os_str())
-                        }
-                    };
-                    if found.is_some_and(|found| *found == entry.kind) {
-                        continue;
-                    }
-                    let Some(name) = plan::target_name(entry, &opts) else {
-                        continue;
-                    };
-                    match found {
-                        None => log::debug!("{} is missing from the destination", esc(&name)),
-                        Some(found) => log::warn!(
-                            "{} in the destination is {} where the index says {}; writing it again",
-                            esc(&self.cfg.pair.dst.join(&name)),
-                            repair::what(*found),
-                            repair::what(entry.kind)
-                        ),
-                    }
-                    actions.push(match entry.kind {
-                        Kind::Dir => Action::Mkdir {
-                            entry: entry.clone(),
-                        },
-                        Kind::Symlink => Action::Symlink {
-                            entry: entry.clone(),
-                        },
-                        _ => Action::Copy {
-                            entry: entry.clone(),
-                            stored: opts.stored_for(&entry.rel),
-                            was: None,
-                        },
-                    });
-                }
+        // Only a run that writes touches the index (a dry run opened it read-only).
+        let writing = self.mode.executor().is_some();
+        if writing {
+            for (name, record) in report.puts.drain(..) {
+                self.tally.index.put(&name, &record);
             }
-            let deletions = deletions.map(|planning| {
-                planning
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            });
-            (actions, deletions)
-        });
-        let unchanged = report
-            .unchanged
-            .iter()
-            .filter(|e| e.kind != Kind::Dir)
-            .count();
-        let recopied = actions
-            .iter()
-            .filter(|a| !matches!(a, Action::Mkdir { .. }))
-            .count();
-        self.tally.summary.unchanged += (unchanged - recopied) as u64;
-        let Some(mut deletions) = deletions else {
+        }
+        if !report.complete {
             log::warn!("the scan did not finish; nothing is deleted this time");
-            return (actions, Vec::new(), false);
-        };
+            return (Vec::new(), Vec::new(), false);
+        }
+        // A record of a name that is neither in DST nor wanted from SRC is stale: a run
+        // killed after deleting the file but before committing, or a file removed from
+        // the mirror by hand. Nothing would delete it again, so it is forgotten (verify
+        // would call it missing).
+        if full && !rebuilding && writing {
+            for name in report.stale.drain(..) {
+                self.tally.index.remove_tree(&name);
+            }
+        }
         if full {
             // What is held is what this pass holds, not a sum over passes.
             self.holding = None;
             self.tally.summary.held_deletions = 0;
         }
+        let mut deletions = std::mem::take(&mut report.deletions);
         let mut held_back = false;
-        if full && let Some(held) = self.guard_holds(report, listing, &deletions) {
+        if full && let Some(held) = self.guard_holds(report) {
             held_back = true;
-            deletions.retain(|a| {
+            deletions.retain(|(a, _)| {
                 matches!(
                     a,
                     Action::Delete {
@@ -368,24 +256,24 @@ impl Mirror {
             self.held = Some(held);
         }
         // What DST held before it became a mirror goes apart: it is always kept.
-        let foreign_name = |name: &Path| match self.adopting {
+        let foreign_name = |recorded: bool| match self.adopting {
             Adopting::No => false,
             Adopting::Fresh => true,
-            Adopting::Unfinished => !rebuilding && !known.contains_key(name.as_os_str()),
+            Adopting::Unfinished => !rebuilding && !recorded,
         };
         // In a fresh DST nothing is an old form of datasafe's own (`a.txt` beside the
         // `a.txt.gz` a first `--compress` pass writes was someone else's): it is kept too.
         let fresh = self.adopting == Adopting::Fresh;
-        let (foreign, deletions): (Vec<Action>, Vec<Action>) =
-            deletions.into_iter().partition(|a| match a {
-                Action::Delete {
-                    name, superseded, ..
-                } => full && foreign_name(name) && (fresh || !superseded),
+        let (foreign, deletions): (Vec<_>, Vec<_>) =
+            deletions.into_iter().partition(|(a, recorded)| match a {
+                Action::Delete { superseded, .. } => {
+                    full && foreign_name(*recorded) && (fresh || !superseded)
+                }
                 _ => false,
             });
         let foreign = foreign
             .into_iter()
-            .map(|a| match a {
+            .map(|(a, _)| match a {
                 Action::Delete { name, kind, .. } => Action::Delete {
                     name,
                     kind,
@@ -394,8 +282,8 @@ impl Mirror {
                 other => other,
             })
             .collect();
-        actions.extend(deletions);
-        (actions, foreign, held_back)
+        let deletions = deletions.into_iter().map(|(a, _)| a).collect();
+        (deletions, foreign, held_back)
     }
 
     /// A full pass with the deletion guard off (`datasafe release`, SIGUSR1): lets
@@ -409,26 +297,31 @@ impl Mirror {
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
-    /// folder written into; deepest first.
-    pub(super) fn finish_dirs(&mut self, walked: Vec<(Entry, bool)>) {
+    /// folder written into (its mode and mtime read from the source again); deepest
+    /// first.
+    pub(super) fn finish_dirs(&mut self, walked: Vec<(PathBuf, Meta)>) {
         let Some(exec) = self.mode.executor() else {
             self.tally.touched.clear();
             return;
         };
-        let mut todo: BTreeMap<(std::cmp::Reverse<usize>, PathBuf), Option<Meta>> = BTreeMap::new();
+        // One list, deepest first (a first mirror has every folder in it: a sorted
+        // list costs a third of a map's memory).
+        let mut todo: Vec<(PathBuf, Option<Meta>)> = walked
+            .into_iter()
+            .map(|(rel, meta)| (rel, Some(meta)))
+            .collect();
+        todo.extend(self.tally.touched.drain().map(|rel| (rel, None)));
         let depth = |p: &Path| std::cmp::Reverse(p.components().count());
-        for (entry, differs) in walked {
-            if differs || self.tally.touched.contains(&entry.rel) {
-                todo.insert((depth(&entry.rel), entry.rel), Some(entry.meta));
-            }
-        }
-        for rel in self.tally.touched.drain() {
-            todo.entry((depth(&rel), rel)).or_insert(None);
-        }
+        // A folder both walked and written into comes first with its walked meta.
+        todo.sort_unstable_by(|a, b| {
+            (depth(&a.0), &a.0, a.1.is_none()).cmp(&(depth(&b.0), &b.0, b.1.is_none()))
+        });
+        todo.dedup_by(|later, first| later.0 == first.0);
+        self.tally.touched.shrink_to_fit();
         let src = (!todo.is_empty())
             .then(|| Source::open(&self.cfg.pair.src).ok())
             .flatten();
-        for ((_, rel), meta) in todo {
+        for (rel, meta) in todo {
             let meta = match meta {
                 Some(meta) => meta,
                 None => match src.as_ref().and_then(|src| source_dir_meta(src, &rel)) {
@@ -463,251 +356,378 @@ impl Mirror {
     }
 }
 
-/// The thread that finds out what DST holds while the source is scanned: it loads the
-/// records (`load`, or from a detailed listing when that gives nothing), sends them to
-/// the scanner, and lists DST's names. With a [`Look`], DST is listed first (in detail
-/// for a `Stat` or `Content` check) and the records are checked against it before the
-/// scanner gets them.
-struct DestSide(std::thread::JoinHandle<(Option<Vec<DestItem>>, bool, Vec<OsString>)>);
-
-/// A deeper look at DST than its names, for [`DestSide`].
-struct Look {
-    check: Check,
-    src: PathBuf,
-    jobs: usize,
-    stop: Arc<AtomicBool>,
-    /// A dry run: what is wrong is said, but nothing is written again.
-    dry_run: bool,
+/// A folder the walk is in: what DST holds there and what the source has there so far.
+struct Frame {
+    held: Holding,
+    /// The names the source's entries here map to in DST.
+    targets: NameSet,
+    /// The source folder could not be listed: DST keeps everything in it.
+    unreadable: bool,
+    /// Files DST holds below each child folder the walk did not enter (the source has
+    /// no such folder, or it is left out): what deleting that folder removes.
+    below: HashMap<OsString, u64, NameHasher>,
+    /// With excludes, DST's names below those folders (an excluded one keeps its
+    /// folders, so their other contents are deleted one by one).
+    orphans: Vec<(PathBuf, Kind)>,
 }
 
-impl DestSide {
-    fn spawn(
-        dst: Option<Arc<dyn Reader>>,
+/// The scanner's side of a pass: walks SRC, plans each entry against what DST holds in
+/// its folder, and plans a folder's deletions when the walk leaves it.
+struct Merge<'a> {
+    src: &'a Path,
+    /// DST, for what is said about it.
+    dst: &'a Dest,
+    opts: &'a PlanOptions,
+    excludes: &'a Excludes,
+    feed: Feed,
+    /// The folders on the walk's path, the deepest last.
+    frames: Vec<Frame>,
+    actions: &'a Sender<Action>,
+    report: ScanReport,
+}
+
+impl<'a> Merge<'a> {
+    fn new(
+        pair: &'a crate::config::Pair,
+        opts: &'a PlanOptions,
+        excludes: &'a Excludes,
+        feed: Feed,
+        actions: &'a Sender<Action>,
+    ) -> Merge<'a> {
+        Merge {
+            src: &pair.src,
+            dst: &pair.dst,
+            opts,
+            excludes,
+            feed,
+            frames: Vec::new(),
+            actions,
+            report: ScanReport {
+                complete: true,
+                ..ScanReport::default()
+            },
+        }
+    }
+
+    /// Walks `scope` (or hands over what a walk started early found) and plans it all.
+    fn run(
+        mut self,
         scope: &Path,
-        known: Sender<Arc<MirrorState>>,
-        look: Option<Look>,
-        load: impl FnOnce() -> Option<MirrorState> + Send + 'static,
-    ) -> DestSide {
-        let scope = scope.to_path_buf();
-        let cheap = dst.as_ref().is_none_or(|d| d.caps().cheap_listing);
-        // Nothing to list where DST cannot be opened (a dry run into a new folder).
-        let list = move |detail: bool| match &dst {
-            Some(dst) => (scan::list_store(&**dst, &scope, detail), Some(dst.clone())),
-            None => (Vec::new(), None),
+        rules: &ScanRules,
+        walked: Option<Walk>,
+        stop: &AtomicBool,
+        scanned: &AtomicU64,
+    ) -> ScanReport {
+        let src = self.src;
+        let visit = |item: Scanned| {
+            if stop.load(Ordering::Relaxed) {
+                self.report.complete = false;
+                return ControlFlow::Break(());
+            }
+            self.item(item, scanned)
         };
-        DestSide(std::thread::spawn(move || {
-            if let Some(look) = look {
-                let detail = look.check.needs_detail();
-                let ((mut items, dst), loaded) = std::thread::scope(|s| {
-                    let names = s.spawn(|| list(detail));
-                    let loaded = load();
-                    (names.join().unwrap_or_default(), loaded)
-                });
-                let (mut state, rebuilding) = match loaded {
-                    Some(state) => (state, false),
-                    None => {
-                        if !detail {
-                            items = list(true).0;
-                        }
-                        (state_of(dst.as_deref(), &items), true)
-                    }
-                };
-                let learned = match &dst {
-                    Some(dst) => repair::inspect_store(
-                        &look.check,
-                        &mut state,
-                        &items,
-                        &look.src,
-                        &**dst,
-                        look.jobs,
-                        &look.stop,
-                        look.dry_run,
-                    ),
-                    None => Vec::new(),
-                };
-                let _ = known.send(Arc::new(state));
-                return (Some(items), rebuilding, learned);
-            }
-            if !cheap {
-                // A remote DST: with records that describe it, nothing is listed (what
-                // it holds is what they say); without, it is listed once, in detail.
-                if let Some(state) = load() {
-                    let _ = known.send(Arc::new(state));
-                    return (None, false, Vec::new());
+        match walked {
+            Some(walked) => {
+                if !walked.feed(visit) {
+                    // Stopped before the walk was over: it saw only part of SRC.
+                    self.report.complete = false;
                 }
-                let (items, dst) = list(true);
-                let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
-                return (Some(items), true, Vec::new());
             }
-            std::thread::scope(|s| {
-                let names = s.spawn(|| list(false).0);
-                match load() {
-                    Some(state) => {
-                        let _ = known.send(Arc::new(state));
-                        (Some(names.join().unwrap_or_default()), false, Vec::new())
-                    }
-                    None => {
-                        let (items, dst) = list(true);
-                        let _ = known.send(Arc::new(state_of(dst.as_deref(), &items)));
-                        (Some(items), true, Vec::new())
-                    }
-                }
-            })
-        }))
+            None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
+        }
+        if self.report.complete {
+            while !self.frames.is_empty() {
+                self.close();
+            }
+            let Merge {
+                feed,
+                frames,
+                report,
+                ..
+            } = &mut self;
+            feed.drain_below(Path::new(""), |held| orphan(frames, report, false, held));
+        }
+        self.report
     }
 
-    /// DST's listing (`None` where a listing is dear and the records say what DST
-    /// holds), whether the records came from it (the index is rebuilt), and the names
-    /// whose digest a content check learned.
-    fn join(self) -> (Option<Vec<DestItem>>, bool, Vec<OsString>) {
-        self.0
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    fn item(&mut self, item: Scanned, scanned: &AtomicU64) -> ControlFlow<()> {
+        let entry = match item {
+            Scanned::Entry(entry) => entry,
+            Scanned::Error { rel, error } => {
+                log::error!(
+                    "reading {}: {}; what the mirror holds for it is kept",
+                    esc(&self.src.join(&rel)),
+                    io_message(&error)
+                );
+                // A folder entered but not listed: nothing in it is deleted.
+                if let Some(top) = self.frames.last_mut()
+                    && top.held.rel == rel
+                {
+                    top.unreadable = true;
+                }
+                self.report.unreadable.push(rel);
+                return ControlFlow::Continue(());
+            }
+        };
+        scanned.fetch_add(1, Ordering::Relaxed);
+        if entry.rel.as_os_str().is_empty() {
+            // The root: it is DST itself, so only its mode and mtime are mirrored.
+            self.enter(Path::new(""));
+            let frame = self
+                .frames
+                .last()
+                .unwrap_or_else(|| unreachable!("entered"));
+            if plan::dir_meta_differs(&entry, frame.held.records.get(&OsString::new())) {
+                self.report.dirs.push((entry.rel, entry.meta));
+            }
+            return ControlFlow::Continue(());
+        }
+        // Leave the folders this entry is not in (walk order: depth first).
+        let parent = entry.rel.parent().unwrap_or(Path::new(""));
+        while self.frames.last().is_some_and(|f| f.held.rel != parent) {
+            self.close();
+        }
+        if self.frames.is_empty() {
+            // A narrower pass: the folder above its scope holds only the scope.
+            self.enter(parent);
+        }
+        let folder = (entry.kind == Kind::Dir).then(|| entry.rel.clone());
+        self.plan(entry)?;
+        if let Some(folder) = folder {
+            self.enter(&folder);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Plans one entry against what DST holds in its folder (the deepest frame).
+    fn plan(&mut self, entry: Entry) -> ControlFlow<()> {
+        let (opts, src) = (self.opts, self.src);
+        let Some(name) = plan::target_name(&entry, opts) else {
+            log::warn!(
+                "skipping {}: not a regular file, folder or symlink",
+                esc(&src.join(&entry.rel))
+            );
+            self.report.skipped += 1;
+            return ControlFlow::Continue(());
+        };
+        let name = name.into_os_string();
+        let rebuilding = self.feed.rebuilding;
+        let Some(frame) = self.frames.last_mut() else {
+            unreachable!("entered above")
+        };
+        let report = &mut self.report;
+        report.sources += 1;
+        let known = frame.held.records.get(&name);
+        if entry.kind == Kind::Dir && plan::dir_meta_differs(&entry, known) {
+            report.dirs.push((entry.rel.clone(), entry.meta));
+        }
+        let action = match plan::plan_entry(&entry, known, opts) {
+            Decision::Unchanged if rebuilding => {
+                // What DST holds is what the records were made of: record it.
+                report.unchanged += u64::from(entry.kind != Kind::Dir);
+                report
+                    .puts
+                    .push((PathBuf::from(&name), record_of(&entry, opts)));
+                None
+            }
+            Decision::Unchanged => {
+                let found = frame.held.kind_of(&name);
+                if found == Some(entry.kind) {
+                    report.unchanged += u64::from(entry.kind != Kind::Dir);
+                    if frame.held.learned.contains(&name)
+                        && let Some(record) = known
+                    {
+                        report.puts.push((PathBuf::from(&name), record.clone()));
+                    }
+                    None
+                } else {
+                    // readdir gives each name's type for free: what stands in DST as
+                    // another type than the index says (a folder flipped to a file
+                    // behind datasafe's back) is written again like a missing name.
+                    match found {
+                        None => {
+                            log::debug!("{} is missing from the destination", esc(Path::new(&name)))
+                        }
+                        Some(found) => log::warn!(
+                            "{} in the destination is {} where the index says {}; writing it again",
+                            esc(&self.dst.join(Path::new(&name))),
+                            repair::what(found),
+                            repair::what(entry.kind)
+                        ),
+                    }
+                    Some(rewrite(&entry, opts))
+                }
+            }
+            Decision::Act(action) => {
+                say_if_uncompressed(&action, opts, src);
+                Some(action)
+            }
+            Decision::Skip(why) => {
+                log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
+                report.skipped += 1;
+                None
+            }
+        };
+        frame.targets.insert(name);
+        if let Some(action) = action
+            && self.actions.send(action).is_err()
+        {
+            self.report.complete = false;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The walk goes into the folder `rel`: what DST holds there becomes the deepest
+    /// frame (the folders before it, which the source lacks, are counted on the way).
+    fn enter(&mut self, rel: &Path) {
+        let gather = !self.excludes.is_empty();
+        let Merge {
+            feed,
+            frames,
+            report,
+            ..
+        } = self;
+        let held = feed.take(rel, |held| orphan(frames, report, gather, held));
+        self.frames.push(Frame {
+            held,
+            targets: NameSet::default(),
+            unreadable: false,
+            below: HashMap::default(),
+            orphans: Vec::new(),
+        });
+    }
+
+    /// The walk leaves the deepest folder: what DST holds there that the source does not
+    /// have is deleted (after the walk), and records of names in neither are stale.
+    fn close(&mut self) {
+        let gather = !self.excludes.is_empty();
+        let Merge {
+            feed,
+            frames,
+            report,
+            opts,
+            excludes,
+            ..
+        } = self;
+        let Some(rel) = frames.last().map(|f| f.held.rel.clone()) else {
+            return;
+        };
+        feed.drain_below(&rel, |held| orphan(frames, report, gather, held));
+        let Some(frame) = frames.pop() else { return };
+        report.mirror_files += frame.held.files();
+        if frame.unreadable {
+            return;
+        }
+        let mut listing = frame.held.names();
+        listing.extend(frame.orphans.iter().map(|(n, k)| (n.as_path(), *k)));
+        let keep = Keep {
+            excludes: Some(excludes),
+            unreadable: &report.unreadable,
+        };
+        let deletions = plan::plan_deletions(
+            listing.iter().copied(),
+            &frame.targets,
+            &frame.held.records,
+            &keep,
+            opts,
+        );
+        // The files each deletion removes, for the guard.
+        let gone: HashSet<&Path> = deletions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete {
+                    name,
+                    superseded: false,
+                    ..
+                } => Some(name.as_path()),
+                _ => None,
+            })
+            .collect();
+        report.deleting += listing
+            .iter()
+            .filter(|(name, kind)| *kind != Kind::Dir && name.ancestors().any(|a| gone.contains(a)))
+            .count() as u64;
+        if !gather {
+            report.deleting += gone
+                .iter()
+                .filter_map(|name| frame.below.get(name.as_os_str()))
+                .sum::<u64>();
+        }
+        drop(gone);
+        for action in deletions {
+            let recorded = frame
+                .held
+                .records
+                .contains_key(action.dest_name().as_os_str());
+            report.deletions.push((action, recorded));
+        }
+        if let (Some(present), true) = (&frame.held.present, frame.held.listed) {
+            let stale = frame
+                .held
+                .records
+                .keys()
+                .chain(frame.held.below.iter())
+                .filter(|n| {
+                    !n.is_empty() && !present.contains_key(*n) && !frame.targets.contains(*n)
+                });
+            report.stale.extend(stale.map(PathBuf::from));
+        }
     }
 }
 
-/// Frees `big` on another thread, so that the pass goes on meanwhile (a no-op pass of
-/// 100k files otherwise spends tens of milliseconds freeing its maps and listings).
-fn drop_elsewhere<T: Send + 'static>(big: T) {
-    let _ = std::thread::Builder::new()
-        .name("free".into())
-        .spawn(move || drop(big));
+/// A folder DST holds (or the records hold) that the walk did not enter: counted for the
+/// guard, and, with excludes (`gather`), its names kept for the deletions of the
+/// nearest folder the walk is in.
+fn orphan(frames: &mut [Frame], report: &mut ScanReport, gather: bool, held: Holding) {
+    let files = held.files();
+    report.mirror_files += files;
+    let Some(frame) = frames
+        .iter_mut()
+        .rev()
+        .find(|f| held.rel.starts_with(&f.held.rel))
+    else {
+        return;
+    };
+    let Some(Component::Normal(first)) = held
+        .rel
+        .strip_prefix(&frame.held.rel)
+        .ok()
+        .and_then(|rest| rest.components().next())
+    else {
+        return;
+    };
+    let child = frame.held.rel.join(first).into_os_string();
+    *frame.below.entry(child).or_default() += files;
+    if gather {
+        frame
+            .orphans
+            .extend(held.names().into_iter().map(|(n, k)| (n.to_path_buf(), k)));
+    }
+}
+
+/// The action that writes an unchanged entry again where DST lacks it or holds another
+/// type there.
+fn rewrite(entry: &Entry, opts: &PlanOptions) -> Action {
+    match entry.kind {
+        Kind::Dir => Action::Mkdir {
+            entry: entry.clone(),
+        },
+        Kind::Symlink => Action::Symlink {
+            entry: entry.clone(),
+        },
+        _ => Action::Copy {
+            entry: entry.clone(),
+            stored: opts.stored_for(&entry.rel),
+            was: None,
+        },
+    }
 }
 
 /// The mode and mtime of a source folder (the root is followed if it is a link).
 fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
     let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
     Some(source::meta(&status))
-}
-
-/// Walks the source and plans every entry; runs on the scanner thread. Entries seen
-/// before `known` arrives wait in a buffer, so walking overlaps loading. Returns what it
-/// found and `known` itself.
-#[allow(clippy::too_many_arguments)]
-fn scan_and_plan(
-    src: &Path,
-    scope: &Path,
-    rules: &ScanRules,
-    walked: Option<Walk>,
-    known_rx: crossbeam_channel::Receiver<Arc<MirrorState>>,
-    opts: &PlanOptions,
-    actions: &Sender<Action>,
-    stop: &AtomicBool,
-    scanned: &AtomicU64,
-) -> (ScanReport, Arc<MirrorState>) {
-    let mut report = ScanReport {
-        complete: true,
-        ..ScanReport::default()
-    };
-    let mut known: Option<Arc<MirrorState>> = None;
-    let mut waiting: Vec<Entry> = Vec::new();
-    let visit = |item| {
-        if stop.load(Ordering::Relaxed) {
-            report.complete = false;
-            return ControlFlow::Break(());
-        }
-        let entry = match item {
-            Scanned::Entry(entry) => entry,
-            Scanned::Error { rel, error } => {
-                log::error!(
-                    "reading {}: {}; what the mirror holds for it is kept",
-                    esc(&src.join(&rel)),
-                    io_message(&error)
-                );
-                report.unreadable.push(rel);
-                return ControlFlow::Continue(());
-            }
-        };
-        scanned.fetch_add(1, Ordering::Relaxed);
-        if known.is_none() {
-            match known_rx.try_recv() {
-                Ok(state) => {
-                    // About one target per record (grown once, not rehashed many times).
-                    report.targets.reserve(state.len());
-                    known = Some(state);
-                }
-                Err(_) => {
-                    waiting.push(entry);
-                    return ControlFlow::Continue(());
-                }
-            }
-        }
-        let known = known
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("set just above"));
-        for entry in waiting.drain(..).chain(std::iter::once(entry)) {
-            plan_one(src, entry, known, opts, actions, &mut report)?;
-        }
-        ControlFlow::Continue(())
-    };
-    match walked {
-        Some(walked) => {
-            if !walked.feed(visit) {
-                // Stopped before the walk was over: it saw only part of SRC.
-                report.complete = false;
-            }
-        }
-        None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
-    }
-    // The walk may end before the records arrive (a small tree, a big index).
-    let known = known.unwrap_or_else(|| {
-        let known = known_rx.recv().unwrap_or_default();
-        report.targets.reserve(known.len());
-        known
-    });
-    for entry in waiting {
-        if !report.complete || plan_one(src, entry, &known, opts, actions, &mut report).is_break() {
-            break;
-        }
-    }
-    (report, known)
-}
-
-/// Plans one scanned entry into `report` (or an action on `actions`).
-fn plan_one(
-    src: &Path,
-    entry: Entry,
-    known: &MirrorState,
-    opts: &PlanOptions,
-    actions: &Sender<Action>,
-    report: &mut ScanReport,
-) -> ControlFlow<()> {
-    if entry.rel.as_os_str().is_empty() {
-        // The root: it is DST itself, so only its mode and mtime are mirrored.
-        let differs = plan::dir_meta_differs(&entry, known.get(OsStr::new("")));
-        report.dirs.push((entry, differs));
-        return ControlFlow::Continue(());
-    }
-    let Some(name) = plan::target_name(&entry, opts) else {
-        log::warn!(
-            "skipping {}: not a regular file, folder or symlink",
-            esc(&src.join(&entry.rel))
-        );
-        report.skipped += 1;
-        return ControlFlow::Continue(());
-    };
-    let known_rec = known.get(name.as_os_str());
-    if entry.kind == Kind::Dir {
-        report
-            .dirs
-            .push((entry.clone(), plan::dir_meta_differs(&entry, known_rec)));
-    }
-    match plan::plan_entry(&entry, known_rec, opts) {
-        Decision::Unchanged => report.unchanged.push(entry),
-        Decision::Act(action) => {
-            say_if_uncompressed(&action, opts, src);
-            if actions.send(action).is_err() {
-                report.complete = false;
-                return ControlFlow::Break(());
-            }
-        }
-        Decision::Skip(why) => {
-            log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
-            report.skipped += 1;
-        }
-    }
-    report.targets.insert(name.into_os_string());
-    ControlFlow::Continue(())
 }
 
 /// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
@@ -742,11 +762,4 @@ fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
         target: entry.target.clone(),
         disk: None,
     }
-}
-
-/// What DST holds, rebuilt from a detailed listing of it (nothing without a store).
-fn state_of(dst: Option<&dyn Reader>, items: &[DestItem]) -> MirrorState {
-    dst.map_or_else(MirrorState::default, |dst| {
-        index::state_from_store(dst, items)
-    })
 }
