@@ -141,8 +141,17 @@ impl Watched {
         } else {
             log::info!("watching {} (Ctrl-C to stop)", esc(self.src()));
         }
+        let began = Instant::now();
         self.install(watch);
         self.reconcile(board);
+        if self.state == State::Watching && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // The start-up pass is over (on a big tree it takes a while).
+            log::info!(
+                "{} is mirrored (watches and start-up pass took {:.1} s); watching for changes",
+                esc(self.src()),
+                began.elapsed().as_secs_f64()
+            );
+        }
     }
 
     pub(super) fn install(&mut self, watch: &mut Watch) {

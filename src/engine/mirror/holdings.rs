@@ -318,18 +318,19 @@ impl Reading<'_> {
                 Vec::new(),
             ),
         };
-        let learned = match (&self.look, &items) {
-            (Some(look), Some(items)) => repair::inspect_store(
+        let learned = match &self.look {
+            // (`Found` needs no listing: a remote DST is not listed for it.)
+            Some(look) => repair::inspect_store(
                 &look.check,
                 &mut records,
-                items,
+                items.as_deref().unwrap_or_default(),
                 &look.src,
                 self.dst,
                 look.jobs,
                 &look.stop,
                 look.dry_run,
             ),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         Holding {
             rel: dir.to_path_buf(),
