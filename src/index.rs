@@ -203,7 +203,11 @@ impl Index {
             path: path.clone(),
             source,
         };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        // A connection is used by one thread at a time (rusqlite's `Connection` is not
+        // `Sync`): no mutex around every call (a pass reads the index a folder at a time).
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = if has_wal(state_dir) {
             Connection::open_with_flags(&path, flags)
         } else {
