@@ -94,17 +94,6 @@ impl Cache {
         Ok(Cache { dir })
     }
 
-    /// The local index file of the mirror known by `key`, found without connecting or
-    /// creating anything (`None` without a state folder).
-    pub(crate) fn index_file_of(key: &str) -> Option<PathBuf> {
-        let base = crate::config::state_dir()?;
-        Some(
-            base.join("remote")
-                .join(key_of(key))
-                .join(layout::INDEX_FILE),
-        )
-    }
-
     /// The local index file.
     pub(crate) fn index_file(&self) -> PathBuf {
         self.dir.join(layout::INDEX_FILE)

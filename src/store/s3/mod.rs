@@ -114,11 +114,6 @@ impl S3 {
         S3::connect(bucket).map(drop)
     }
 
-    /// The local index file of `bucket`, without connecting.
-    pub fn local_index_file(bucket: &Bucket) -> Option<PathBuf> {
-        cache::Cache::index_file_of(&bucket.key())
-    }
-
     fn key(&self, name: &Path) -> io::Result<String> {
         key_of(&self.client, name)
     }

@@ -107,13 +107,6 @@ impl Sftp {
         Ok(store)
     }
 
-    /// The local index file of `remote` (what [`Reader::index_file`] of a store
-    /// connected to it names), without connecting: for reading it while the connection
-    /// is made. `None` without a state folder.
-    pub fn local_index_file(remote: &Remote) -> Option<PathBuf> {
-        cache::Cache::index_file_of(&remote.url())
-    }
-
     /// The remote folder.
     pub fn remote(&self) -> &Remote {
         self.conn.remote()
