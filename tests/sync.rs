@@ -854,3 +854,82 @@ fn regression_a_source_folder_swapped_for_a_symlink_never_mirrors_what_is_outsid
     assert!(swaps > 0);
     assert!(leaked.is_empty(), "read from outside SRC: {leaked:?}");
 }
+
+/// A pass reads what DST holds one folder at a time, in walk order: names that sort
+/// between a folder and its contents (`a-b`, `a.txt` between `a` and `a/x`), a DST-only
+/// folder among them, one holding an excluded file (which keeps its folders; the rest
+/// of it goes), a folder turned into a file, and a folder emptied in SRC all come out
+/// as rsync --delete would leave them, with versions of what was deleted, and a second
+/// pass has nothing to do.
+#[test]
+fn deletions_are_planned_folder_by_folder_whatever_sorts_between_them() {
+    let env = TestEnv::new();
+    for name in [
+        "a/x",
+        "a/y/z",
+        "a-b",
+        "a.txt",
+        "b/c/d",
+        "b-",
+        "old/one",
+        "old/two/three",
+        "keep/log.tmp",
+        "keep/gone",
+        "e/f",
+        "t/u",
+    ] {
+        env.write(name, name);
+    }
+    env.sync_ok(&["--exclude", "*.tmp"]);
+    // An excluded file in DST (put there by hand: it is never copied) is never deleted.
+    std::fs::write(env.dst.join("keep/log.tmp"), "keep/log.tmp").unwrap();
+    // SRC changes: folders and files on both sides of `a/`'s subtree go, `old` goes
+    // whole, `keep` goes but for its excluded file, `e` is emptied, `t` becomes a file.
+    for gone in ["a/y", "old", "keep", "t"] {
+        std::fs::remove_dir_all(env.src.join(gone)).unwrap();
+    }
+    for gone in ["a-b", "b-", "e/f"] {
+        std::fs::remove_file(env.src.join(gone)).unwrap();
+    }
+    env.write("t", "now a file");
+    env.write("a/new", "new");
+    env.write("a-c/new", "new");
+    let out = env.sync_ok(&["--exclude", "*.tmp"]);
+    assert_eq!(count(&out, "Failed"), 0, "{}", stdout(&out));
+    // What stays in DST is SRC plus the excluded file and the folder that holds it.
+    assert_eq!(
+        std::fs::read(env.dst.join("keep/log.tmp")).unwrap(),
+        b"keep/log.tmp"
+    );
+    assert!(!env.dst.join("keep/gone").exists());
+    std::fs::remove_dir_all(env.dst.join("keep")).unwrap();
+    assert_mirrored(&env.src, &env.dst, false);
+    // Every deleted file was kept as a version.
+    let versions = env
+        .cmd(["versions", env.dst.to_str().unwrap()])
+        .output()
+        .unwrap();
+    for name in [
+        "a/y/z",
+        "a-b",
+        "b-",
+        "old/one",
+        "old/two/three",
+        "keep/gone",
+        "e/f",
+        "t/u",
+    ] {
+        assert!(
+            stdout(&versions).contains(name),
+            "no version of {name}:\n{}",
+            stdout(&versions)
+        );
+    }
+    // The pass after it has nothing to do (the excluded file stays, unmentioned).
+    std::fs::create_dir_all(env.dst.join("keep")).unwrap();
+    let again = env.sync_ok(&["--exclude", "*.tmp"]);
+    for label in ["Updated", "Deleted", "Failed"] {
+        assert_eq!(count(&again, label), 0, "{label}: {}", stdout(&again));
+    }
+    assert_eq!(count(&again, "Files backed up"), 0, "{}", stdout(&again));
+}
