@@ -5,7 +5,7 @@
 
 use super::{
     Config, ConfigError, Dest, Overrides, Pair, PairSettings, Settings, Timing, display_name,
-    excludes, guard, jobs_for, output, plan_options, retention, timing, versions_max_size,
+    excludes, guard, mirror_jobs, output, plan_options, retention, timing, versions_max_size,
 };
 use crate::config::value::{Retention, Size, TimeSpan};
 use crate::output::names::{esc, io_message};
@@ -200,7 +200,6 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings
                 }),
         };
         let pair = Pair::locate(&source, &dest).map_err(|e| at(e.0))?;
-        let jobs = jobs_for(&pair.dst, cli.mirror.jobs, file.jobs);
         let defaults = PairDefaults {
             compress: entry.compress.or(file.defaults.compress),
             checksum: entry.checksum.or(file.defaults.checksum),
@@ -214,6 +213,8 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings
         let mut file_excludes = file.defaults.exclude.clone().unwrap_or_default();
         file_excludes.extend(entry.exclude.iter().flatten().cloned());
         let excludes = excludes(&cli.mirror.exclude, &file_excludes).map_err(|e| at(e.0))?;
+        let plan = plan_options(&cli.mirror, &defaults);
+        let jobs = mirror_jobs(&pair.dst, plan.compress, cli.mirror.jobs, file.jobs);
         let name = entry
             .name
             .clone()
@@ -223,7 +224,7 @@ pub(crate) fn parse(text: &str, path: &Path, cli: &Overrides) -> Result<Settings
             enabled: entry.enabled.unwrap_or(true),
             config: Config {
                 pair,
-                plan: plan_options(&cli.mirror, &defaults),
+                plan,
                 versions: retention(&cli.mirror, &defaults),
                 versions_max_size: versions_max_size(&cli.mirror, &defaults),
                 guard: guard(&cli.mirror, &defaults),

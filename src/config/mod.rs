@@ -186,9 +186,10 @@ impl Settings {
                         ..S3Settings::default()
                     });
                 let pair = Pair::resolve(src, &dst)?;
+                let plan = plan_options(&cli.mirror, &file::PairDefaults::default());
                 let config = Config {
                     pair,
-                    plan: plan_options(&cli.mirror, &file::PairDefaults::default()),
+                    plan,
                     versions: retention(&cli.mirror, &file::PairDefaults::default()),
                     versions_max_size: versions_max_size(
                         &cli.mirror,
@@ -196,7 +197,7 @@ impl Settings {
                     ),
                     guard: guard(&cli.mirror, &file::PairDefaults::default()),
                     excludes: excludes(&cli.mirror.exclude, &[])?,
-                    jobs: jobs_for(&dst, cli.mirror.jobs, None),
+                    jobs: mirror_jobs(&dst, plan.compress, cli.mirror.jobs, None),
                     output: output.clone(),
                 };
                 let name = display_name(&config.pair.src);
@@ -399,6 +400,23 @@ pub fn jobs_for(dst: &Dest, cli: Option<u32>, file: Option<u32>) -> usize {
 /// Default workers for a remote DST.
 const REMOTE_JOBS: usize = 16;
 
+/// Workers for a pair's `sync` and `watch`: as [`jobs_for`], but gzipping into a local
+/// DST gets [`COMPRESS_JOBS_PER_CORE`] workers a core by default. Each file is read,
+/// deflated, then created, written and renamed into DST; with one worker a core, a
+/// core sits idle (or spins on a folder's lock) whenever its worker is in the
+/// filesystem, while deflating would keep it busy. More workers than cores let the
+/// deflating of some overlap the I/O of the others (issue 15). A plain copy is mostly
+/// the filesystem's work and gains nothing from it; a remote DST has its own default.
+pub fn mirror_jobs(dst: &Dest, compress: bool, cli: Option<u32>, file: Option<u32>) -> usize {
+    match (dst, cli.or(file)) {
+        (Dest::Local(_), None) if compress => jobs(None, None) * COMPRESS_JOBS_PER_CORE,
+        _ => jobs_for(dst, cli, file),
+    }
+}
+
+/// Default workers a core for `--compress` into a local DST (see [`mirror_jobs`]).
+const COMPRESS_JOBS_PER_CORE: usize = 2;
+
 /// Output settings: flags, then the file's log paths.
 fn output(o: &OutputOverrides, file_logs: Option<(Option<PathBuf>, Option<PathBuf>)>) -> Output {
     let (file_log, file_errors) = file_logs.unwrap_or_default();
@@ -581,6 +599,23 @@ mod tests {
 
     fn local(p: impl AsRef<Path>) -> Dest {
         Dest::Local(p.as_ref().to_path_buf())
+    }
+
+    #[test]
+    fn gzipping_into_a_local_dst_gets_more_workers_than_cores_unless_told() {
+        let cores = jobs(None, None);
+        let here = local("/m");
+        assert_eq!(mirror_jobs(&here, false, None, None), cores);
+        assert_eq!(
+            mirror_jobs(&here, true, None, None),
+            cores * COMPRESS_JOBS_PER_CORE
+        );
+        // A flag or the file wins, whatever the pair does.
+        assert_eq!(mirror_jobs(&here, true, Some(3), None), 3);
+        assert_eq!(mirror_jobs(&here, true, None, Some(1)), 1);
+        // A remote DST keeps its own default, gzipped or not.
+        let remote = Dest::parse(std::ffi::OsStr::new("sftp://host/m")).unwrap();
+        assert_eq!(mirror_jobs(&remote, true, None, None), REMOTE_JOBS);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! it goes, copying again while the source changes), compare by content, and installing
 //! a finished temp file under its name (keeping the old copy as a version first).
 
+use super::gzip::GzipWriter;
 use super::ops::Reach;
 use super::{COPY_RETRIES, Done, Executor, OpError, Outcome};
 use crate::engine::source;
@@ -12,7 +13,6 @@ use crate::platform;
 use crate::store::{Staged, TempFile};
 use filetime::FileTime;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
@@ -21,7 +21,7 @@ use std::path::Path;
 /// Where copied bytes go: the temp file itself or a gzip encoder in front of it.
 enum Sink<'f> {
     Plain(&'f mut dyn TempFile),
-    Gzip(Box<GzEncoder<&'f mut dyn TempFile>>),
+    Gzip(Box<GzipWriter<&'f mut dyn TempFile>>),
 }
 
 impl Sink<'_> {
@@ -218,7 +218,7 @@ impl Executor {
         }
         let mut sink = match stored {
             Stored::Plain => Sink::Plain(file),
-            Stored::Gzip => Sink::Gzip(Box::new(GzEncoder::new(file, self.level))),
+            Stored::Gzip => Sink::Gzip(Box::new(GzipWriter::new(file, self.level, limit))),
         };
         loop {
             if self.stopped() {

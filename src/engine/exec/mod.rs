@@ -13,6 +13,7 @@
 //! read.
 
 mod copy;
+mod gzip;
 mod keep;
 mod ops;
 
