@@ -21,9 +21,13 @@ and is redone (up to --redo times) if other processes used more than a tenth of 
 meanwhile. Peak RSS is `/usr/bin/time -f %M` of each timed run (the largest single process
 of the tool; rsync runs as two or three processes), the maximum over the runs.
 
-Sizes of 1,000,000 files and more get one timed run (--big-runs), and their first mirror
-no warm-up: the tree was just written, so it is in the page cache anyway, and another copy
-of a million files would cost minutes and gigabytes. The output says so.
+Sizes of 1,000,000 files and more (--big-from) get one timed run (--big-runs), their first
+mirror no warm-up (the tree was just written, so it is in the page cache anyway, and
+another copy of a million files would cost minutes and gigabytes), no "rsync +sync" row,
+and the tools run one after the other, on tmpfs each tool's mirror deleted before the next
+starts, so that at most the source and one copy are in memory at once. A size is skipped, with a message, if the place has
+not room for its copies (on tmpfs the machine's free memory counts too). The output says
+all of this where it happens.
 
 Results go to a TSV (merged by place, files, case and tool with what the file already
 holds, so sizes can be run separately) and a plot made from that TSV with gnuplot.
@@ -385,14 +389,19 @@ def report(tsv):
                                       ("first_mirror", "rsync +sync", "first mirror (rsync +sync)"),
                                       ("noop_resync", "rsync", "no-op resync")):
                 ds, rs = get.get((p, n, case, "datasafe")), get.get((p, n, case, other))
-                if not ds or not rs:
+                if not ds or (not rs and other != "rsync"):
                     continue
-                dw, rw, dm, rm = (num(ds["wall_s"]), num(rs["wall_s"]),
-                                  num(ds["rss_mib"]), num(rs["rss_mib"]))
-                print(f"| {p} | {label(n)} | {name} | {dw:.2f} s | {rw:.2f} s | {dw / rw:.2f}× |"
-                      f" {dm:.0f} MiB | {rm:.0f} MiB | {dm / rm:.1f}× | {ds['runs']} |")
+                dw, dm = num(ds["wall_s"]), num(ds["rss_mib"])
+                if rs:
+                    rw, rm = num(rs["wall_s"]), num(rs["rss_mib"])
+                    print(f"| {p} | {label(n)} | {name} | {dw:.2f} s | {rw:.2f} s | {dw / rw:.2f}× |"
+                          f" {dm:.0f} MiB | {rm:.0f} MiB | {dm / rm:.1f}× | {ds['runs']} |")
+                else:
+                    print(f"| {p} | {label(n)} | {name} | {dw:.2f} s | – | – | {dm:.0f} MiB | – | – |"
+                          f" {ds['runs']} |")
+                    rw = rm = None
                 base = get.get((p, n, case, "base"))
-                if base and other == "rsync":
+                if base and other == "rsync" and rs:
                     bw, bm = num(base["wall_s"]), num(base["rss_mib"])
                     print(f"| {p} | {label(n)} | {name}, --base build | {bw:.2f} s | {rw:.2f} s |"
                           f" {bw / rw:.2f}× | {bm:.0f} MiB | {rm:.0f} MiB | {bm / rm:.1f}× | {base['runs']} |")
@@ -454,7 +463,7 @@ def plot(tsv, png):
     bins = sorted({r["binary"] for r in rows})
     date = max(r["date"] for r in rows)[:16]
     lines = [
-        "set terminal pngcairo size 1200,900 font ',10'",
+        "set terminal pngcairo size 1200,900 font ',10' noenhanced",
         f"set output '{png}'",
         "set logscale xy",
         "set grid xtics ytics mxtics mytics lc rgb '#dddddd'",
@@ -511,6 +520,8 @@ def main():
     ap.add_argument("--where", default="tmpfs,disk")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--big-runs", type=int, default=1)
+    ap.add_argument("--big-from", type=int, default=BIG)
+    ap.add_argument("--tools", default="datasafe,rsync,base")
     ap.add_argument("--size-kib", type=float, default=1.0)
     ap.add_argument("--redo", type=int, default=5)
     ap.add_argument("--idle-wait", type=float, default=120.0)
@@ -554,6 +565,12 @@ def main():
             for n in sizes:
                 new_rows += one_size(a, place, tmpfs, root, n, env, mktree, binary, now)
                 write_tsv(a.tsv, new_rows)
+                d = os.path.join(root, f"n{n}")
+                if os.path.exists(d) and not a.keep:
+                    t = time.monotonic()
+                    subprocess.run(["rm", "-rf", d])
+                    print(f"  (deleted the {label(n)} trees in {time.monotonic() - t:.0f} s)",
+                          flush=True)
         finally:
             if a.keep:
                 print(f"kept {root}")
@@ -579,15 +596,108 @@ def describe(path):
     return f"{os.path.basename(top)}@{r.stdout.strip()}{'+src changes' if dirty.strip() else ''}"
 
 
+def copy_bytes(n, size_kib):
+    """Roughly what one copy of an n-file tree takes: a 4 KiB block or page per non-empty
+    small file, plus the folders (4.0 KiB a file measured at 100k files of ~1 KiB; 4.3
+    leaves room for datasafe's index), plus ~1 KiB of inode and dentry per file (memory
+    on tmpfs, the inode table on disk)."""
+    import math
+    nonempty = math.exp(-1 / (size_kib * 1024))  # sizes are exponential; int() rounds down
+    return int(n * (1024 + nonempty * (4.3 * 1024 + size_kib * 1024)))
+
+
+def room(path, tmpfs):
+    """Bytes that can still be written at `path`: free space, and on tmpfs also the
+    memory the machine has left (tmpfs pages cannot be evicted; there is no swap), less
+    a margin for everything else running."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if tmpfs:
+        avail = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo")
+                     if l.startswith("MemAvailable:"))
+        return min(free, avail - (4 << 30))
+    return free - (5 << 30)
+
+
 def one_size(a, place, tmpfs, root, n, env, mktree, binary, now):
+    """Measures one tree size at one place; returns the TSV rows."""
     q = shlex.quote
-    big = n >= BIG
+    big = n >= a.big_from
     runs = a.big_runs if big else a.runs
     d = os.path.join(root, f"n{n}")
     src = os.path.join(d, "src")
     trash = os.path.join(d, "trash")
-    os.makedirs(trash)
+
+    def out(name):
+        return os.path.join(d, name)
+
+    def aside(path):
+        # tmpfs: delete (no ext4 inode bookkeeping there, and it is memory); disk: move
+        # into the trash, deleted once this size is done (see scripts/bench.sh on ext4's
+        # recently deleted inodes: the next size's tree is written in between).
+        if tmpfs:
+            return f"rm -rf {q(path)}; sync"
+        return f"if [ -e {q(path)} ]; then mv {q(path)} {q(trash)}/$(date +%s%N); fi; sync"
+
+    js = os.path.join(a.results, f"noop-{place}-{n}.json")
+    # Every tool: its first-mirror command and output, its no-op command, its watcher.
+    tools = [{"tool": "datasafe", "out": out("m_ds"), "watch": a.bin,
+              "first": f"{q(a.bin)} sync -q {q(src)} {q(out('m_ds'))}",
+              "noop": f"{q(a.bin)} sync -q --json {q(src)} {q(out('m_ds'))} > {q(js)}.$BENCH_RUN"},
+             {"tool": "rsync", "out": out("m_rs"), "watch": None,
+              "first": f"rsync -a {q(src)}/ {q(out('m_rs'))}/",
+              "noop": f"rsync -a --delete {q(src)}/ {q(out('m_rs'))}/"}]
+    if not tmpfs and not big:
+        # sync -f on tmpfs does nothing: the row is for disks. Not from --big-from on:
+        # another copy of a million files and its deletion take ~10 minutes on this disk.
+        tools.append({"tool": "rsync +sync", "out": out("m_rss"), "watch": None,
+                      "first": f"rsync -a {q(src)}/ {q(out('m_rss'))}/ && sync -f {q(d)}",
+                      "noop": None})
+    if a.base:
+        tools.append({"tool": "base", "out": out("m_base"), "watch": a.base,
+                      "first": f"{q(a.base)} sync -q {q(src)} {q(out('m_base'))}",
+                      "noop": f"{q(a.base)} sync -q {q(src)} {q(out('m_base'))}"})
+    tools = [t for t in tools if t["tool"].split()[0] in a.tools.split(",")]
+    # Below --big-from every tool runs in the same rounds (interleaved, as bench.sh). From
+    # it on, one tool after the other (with one timed run there is nothing to interleave)
+    # and on tmpfs each mirror is deleted before the next tool starts, so that at most the
+    # source and one copy exist at once there: a million files take ~4.3 GB a copy, in
+    # memory. On disk they stay until the size is done: deleting a million files takes
+    # minutes there, and its writeback would land on the next tool's runs.
     print(f"\n== {place}, {label(n)} files", flush=True)
+    have = room(os.path.dirname(d), tmpfs)
+    drop = tmpfs  # delete each group's mirrors before the next group starts
+    if big:
+        groups = [[t for t in tools if t["tool"] == "datasafe"],
+                  [t for t in tools if t["tool"].startswith("rsync")],
+                  [t for t in tools if t["tool"] == "base"]]
+        groups = [g for g in groups if g]
+        copies = 1 + max(len(g) for g in groups)
+        if not tmpfs and copy_bytes(n, a.size_kib) * (1 + len(tools)) <= have:
+            copies = 1 + len(tools)
+        elif not tmpfs:
+            drop = True
+            print("  (not room for every mirror at once: each tool's mirror is deleted before"
+                  " the next tool runs)")
+    else:
+        groups = [tools]
+        copies = 1 + len(tools) * (1 if tmpfs else 1 + runs)
+    need = copy_bytes(n, a.size_kib) * copies
+    # Inodes too: mktree makes n/10 folders, nested (1.15 n all told); /dev/shm's limit
+    # is a fraction of its size, and other work may hold many of them.
+    st = os.statvfs(os.path.dirname(d))
+    inodes = int(n * 1.2) * copies
+    if st.f_files and inodes > st.f_favail:
+        print(f"  SKIPPED: needs ~{inodes / 1e6:.1f}M inodes ({copies} copies of the tree) but"
+              f" {place} has {st.f_favail / 1e6:.1f}M free (df -i)", flush=True)
+        return []
+    if need > have:
+        print(f"  SKIPPED: needs ~{need / 2**30:.1f} GiB ({copies} copies of the tree) but"
+              f" {place} has ~{max(have, 0) / 2**30:.1f} GiB to spare"
+              f"{' (free memory counts: tmpfs lives in RAM, and there is no swap)' if tmpfs else ''}",
+              flush=True)
+        return []
+    os.makedirs(trash)
     t = time.monotonic()
     subprocess.run([sys.executable, mktree, src, "--files", str(n), "--size-kib",
                     str(a.size_kib), "--seed", "1"], check=True)
@@ -601,49 +711,44 @@ def one_size(a, place, tmpfs, root, n, env, mktree, binary, now):
         r.update(kw)
         rows.append(r)
 
-    def out(name):
-        return os.path.join(d, name)
+    for group in groups:
+        names = ", ".join(t["tool"] for t in group)
+        how = "interleaved" if len(group) > 1 else "one tool at a time"
+        # First mirror.
+        warm = not big
+        print(f"  first mirror: {names} ({runs} timed runs each, {how}"
+              f"{', after one warm-up' if warm else ', no warm-up: the tree was just written'})",
+              flush=True)
+        cmds = [Cmd(t["tool"], t["first"], aside(t["out"])) for t in group]
+        for r in time_cmds(a, cmds, runs, warm, a.results, env):
+            row("first_mirror", r.pop("tool"), **r)
+        for t in group:
+            if t["noop"] is None:
+                subprocess.run(["rm", "-rf", t["out"]])  # not needed any more
+        # No-op resync, each tool on its own mirror.
+        cmds = [Cmd(t["tool"], t["noop"], "sync") for t in group if t["noop"]]
+        print(f"  no-op resync: {', '.join(c.tool for c in cmds)} ({runs} timed runs each,"
+              f" {how}, after one warm-up)", flush=True)
+        for r in time_cmds(a, cmds, runs, True, a.results, env):
+            row("noop_resync", r.pop("tool"), **r)
+        if any(t["tool"] == "datasafe" for t in group):
+            check_noop(js, a.results, rows)
+        # watch on datasafe's up-to-date mirror.
+        for t in group:
+            if t["watch"] and not a.no_watch:
+                watch_rows(a, t, place, n, src, env, row)
+        if drop:
+            for t in group:
+                subprocess.run(["rm", "-rf", t["out"]])
+    return rows
 
-    def aside(path):
-        # tmpfs: delete (no ext4 inode bookkeeping there, and it is memory); disk: move
-        # into the trash, deleted once this size is done (see scripts/bench.sh on ext4's
-        # recently deleted inodes: the next size's tree is written in between).
-        if tmpfs:
-            return f"rm -rf {q(path)}; sync"
-        return f"if [ -e {q(path)} ]; then mv {q(path)} {q(trash)}/$(date +%s%N); fi; sync"
 
-    # First mirror.
-    cmds = [Cmd("datasafe", f"{q(a.bin)} sync -q {q(src)} {q(out('m_ds'))}", aside(out("m_ds"))),
-            Cmd("rsync", f"rsync -a {q(src)}/ {q(out('m_rs'))}/", aside(out("m_rs")))]
-    if not tmpfs:
-        cmds.append(Cmd("rsync +sync", f"rsync -a {q(src)}/ {q(out('m_rss'))}/ && sync -f {q(d)}",
-                        aside(out("m_rss"))))
-    if a.base:
-        cmds.append(Cmd("base", f"{q(a.base)} sync -q {q(src)} {q(out('m_base'))}",
-                        aside(out("m_base"))))
-    warm = not big
-    print(f"  first mirror ({runs} timed runs each, interleaved"
-          f"{', after one warm-up' if warm else ', no warm-up: the tree was just written'})",
-          flush=True)
-    for r in time_cmds(a, cmds, runs, warm, a.results, env):
-        row("first_mirror", r.pop("tool"), **r)
-    if not tmpfs:
-        subprocess.run(f"rm -rf {q(out('m_rss'))}", shell=True)  # not needed any more
-
-    # No-op resync, each tool on its own mirror.
-    js = os.path.join(a.results, f"noop-{place}-{n}.json")
-    cmds = [Cmd("datasafe", f"{q(a.bin)} sync -q --json {q(src)} {q(out('m_ds'))} > {q(js)}.$BENCH_RUN",
-                "sync"),
-            Cmd("rsync", f"rsync -a --delete {q(src)}/ {q(out('m_rs'))}/", "sync")]
-    if a.base:
-        cmds.append(Cmd("base", f"{q(a.base)} sync -q {q(src)} {q(out('m_base'))}", "sync"))
-    print(f"  no-op resync ({runs} timed runs each, interleaved, after one warm-up)", flush=True)
-    for r in time_cmds(a, cmds, runs, True, a.results, env):
-        row("noop_resync", r.pop("tool"), **r)
+def check_noop(js, results, rows):
+    """Every datasafe no-op run's JSON must say nothing was copied, deleted or failed."""
     bad = []
-    for name in sorted(os.listdir(a.results)):
+    for name in sorted(os.listdir(results)):
         if name.startswith(os.path.basename(js) + "."):
-            path = os.path.join(a.results, name)
+            path = os.path.join(results, name)
             lines = [l for l in open(path) if l.strip()]
             s = json.loads(lines[-1]) if lines else {}
             if not s or any(s.get(k) for k in ("copied", "updated", "deleted", "failed")):
@@ -655,48 +760,42 @@ def one_size(a, place, tmpfs, root, n, env, mktree, binary, now):
         for r in rows:
             if r["case"] == "noop_resync" and r["tool"] == "datasafe":
                 r["note"] = "NOT A NO-OP"
-    subprocess.run(f"rm -rf {q(out('m_rs'))}", shell=True)
 
-    # watch on datasafe's up-to-date mirror.
-    if not a.no_watch:
-        tools = [("datasafe", a.bin)] + ([("base", a.base)] if a.base else [])
-        for tool, binpath in tools:
-            dst = out("m_ds") if tool == "datasafe" else out("m_base")
-            print(f"  watch ({tool}): start-up, {a.watch_idle:.0f} s idle, one rescan"
-                  f" (--rescan {a.rescan:g}s)", flush=True)
-            if not wait_idle(a.idle_wait):
-                print(f"    (the machine was not idle within {a.idle_wait:.0f} s; measuring anyway)")
-            sub = argparse.Namespace(**vars(a))
-            sub.bin = binpath
-            log_path = os.path.join(a.results, f"watch-{tool}-{place}-{n}.log")
-            try:
-                w = watch_probe(sub, src, dst, n, env, env["XDG_STATE_HOME"], log_path)
-            except RuntimeError as e:
-                print(f"    FAILED: {e} (log: {log_path})")
-                continue
-            passes = w["passes"]
-            note = (f"{passes:.2f}" if passes is not None else "?") + (
-                f" (CPU shared over {w['rescans']} rescans)" if w["rescans"] > 1 else "") + (
-                "; watch limit reached" if w["limit"] else "")
-            print(f"    \"watching\" printed {w['line_s']:.2f} s; start-up done {w['startup_s']:.2f} s"
-                  f" (status file {w['status_s']:.2f} s), CPU {w['startup_cpu']:.2f} s;"
-                  f" VmHWM {w['startup_hwm']:.1f} MiB; after {a.watch_idle:.0f} s idle VmRSS"
-                  f" {w['idle_rss']:.1f} MiB (CPU {w['idle_cpu']:.2f} s)")
-            print(f"    rescan: {w['rescan_cpu']:.2f} s CPU over {w['rescan_wall']:.2f} s;"
-                  f" VmHWM after {w['rescan_hwm']:.1f} MiB; full passes seen in the summary:"
-                  f" {note}", flush=True)
-            row("watch_line", tool, wall_s=w["line_s"])
-            row("watch_startup", tool, wall_s=w["startup_s"], cpu_s=w["startup_cpu"],
-                rss_mib=w["startup_hwm"], note=f"status file at {w['status_s']:.2f} s")
-            row("watch_idle", tool, cpu_s=w["idle_cpu"], rss_mib=w["idle_rss"],
-                note=f"after {a.watch_idle:g} s idle")
-            row("rescan", tool, wall_s=w["rescan_wall"], cpu_s=w["rescan_cpu"],
-                rss_mib=w["rescan_hwm"], note=note)
-    t = time.monotonic()
-    subprocess.run(["rm", "-rf", d])
-    print(f"  (deleted the {label(n)} trees in {time.monotonic() - t:.0f} s)", flush=True)
-    return rows
 
+def watch_rows(a, t, place, n, src, env, row):
+    """Runs `watch_probe` for one datasafe binary and adds its rows."""
+    tool = t["tool"]
+    print(f"  watch ({tool}): start-up, {a.watch_idle:.0f} s idle, one rescan"
+          f" (--rescan {a.rescan:g}s)", flush=True)
+    if not wait_idle(a.idle_wait):
+        print(f"    (the machine was not idle within {a.idle_wait:.0f} s; measuring anyway)")
+    sub = argparse.Namespace(**vars(a))
+    sub.bin = t["watch"]
+    log_path = os.path.join(a.results, f"watch-{tool}-{place}-{n}.log")
+    try:
+        w = watch_probe(sub, src, t["out"], n, env, env["XDG_STATE_HOME"], log_path)
+    except RuntimeError as e:
+        print(f"    FAILED: {e} (log: {log_path})")
+        return
+    passes = w["passes"]
+    note = (f"{passes:.2f}" if passes is not None else "?") + (
+        f" (CPU shared over {w['rescans']} rescans)" if w["rescans"] > 1 else "") + (
+        "; watch limit reached" if w["limit"] else "")
+    line = f"{w['line_s']:.2f} s" if w["line_s"] is not None else "never"
+    print(f"    \"watching\" printed {line}; start-up done {w['startup_s']:.2f} s"
+          f" (status file {w['status_s']:.2f} s), CPU {w['startup_cpu']:.2f} s;"
+          f" VmHWM {w['startup_hwm']:.1f} MiB; after {a.watch_idle:.0f} s idle VmRSS"
+          f" {w['idle_rss']:.1f} MiB (CPU {w['idle_cpu']:.2f} s)")
+    print(f"    rescan: {w['rescan_cpu']:.2f} s CPU over {w['rescan_wall']:.2f} s;"
+          f" VmHWM after {w['rescan_hwm']:.1f} MiB; full passes seen in the summary:"
+          f" {note}", flush=True)
+    row("watch_line", tool, wall_s=w["line_s"])
+    row("watch_startup", tool, wall_s=w["startup_s"], cpu_s=w["startup_cpu"],
+        rss_mib=w["startup_hwm"], note=f"status file at {w['status_s']:.2f} s")
+    row("watch_idle", tool, cpu_s=w["idle_cpu"], rss_mib=w["idle_rss"],
+        note=f"after {a.watch_idle:g} s idle")
+    row("rescan", tool, wall_s=w["rescan_wall"], cpu_s=w["rescan_cpu"],
+        rss_mib=w["rescan_hwm"], note=note)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,8 @@
 # Times are medians of N interleaved runs after a warm-up, as in scripts/bench.sh (whose
 # header explains the idle wait and the redone runs); peak RSS is /usr/bin/time's %M.
 # 1M files get one timed run (--big-runs), and their first mirror no warm-up; the output
-# says so. The results are merged into a TSV (default docs/scale.tsv) and drawn from it
+# says so. A size is skipped, with a message, if the place has not room for its copies
+# (on tmpfs the machine's free memory counts too: tmpfs pages cannot be evicted). The results are merged into a TSV (default docs/scale.tsv) and drawn from it
 # into a PNG (default docs/scale.png) with gnuplot; the tables are printed in markdown, as
 # BENCHMARKS.md shows them.
 #
@@ -27,6 +28,12 @@
 #   --where     places (default tmpfs,disk)
 #   --runs N    timed runs per command below 1M files (default 3)
 #   --big-runs N  timed runs per command from 1M files on (default 1)
+#   --big-from N  where "big" starts (default 1000000): one timed run, no first-mirror
+#               warm-up, no "+sync" row, one tool after the other (on tmpfs each tool's
+#               mirror deleted before the next), so at most the source and one or two
+#               copies exist at once
+#   --size-kib K  mean file size (default 1; mktree.py's --size-kib)
+#   --tools LIST  which of datasafe,rsync,base to run (default all that apply)
 #   --bin PATH  time this datasafe binary instead of building this checkout (for example
 #               another worktree's target/release/datasafe)
 #   --base BIN  also time another datasafe binary beside it (rows "base")
@@ -44,9 +51,13 @@
 #
 # Needs: cargo (unless --bin), python3, rsync, /usr/bin/time (Debian package `time`);
 # for the plot gnuplot (Debian package gnuplot-nox; without it the plot is skipped).
-# Space: 1M files take ~4.5 GB per copy (one 4 KiB block or page per small file); at most
-# the source and three copies exist at once per place: ~13 GB of RAM in /dev/shm, ~18 GB
-# in /var/tmp. Time, full run on 2 cores: about 35 minutes, most of it the 1M trees.
+# Space: 1M files of ~1 KiB take ~4.3 GB per copy (one 4 KiB block or page per small file)
+# and ~1.1M inodes (mind `df -i`: /dev/shm's inode limit, an image's mkfs -i); at most the
+# source and two copies exist at once: ~9 GB of RAM in /dev/shm (plus a 4 GiB margin),
+# ~13 GB in /var/tmp (plus 5 GiB). Time: 10k and 100k on both places ~45 minutes on a busy
+# 2-core machine (most of it deleting the disk's moved-aside copies); 1M adds ~5 minutes
+# to make each tree (tmpfs 2, disk 5), one run of each command, and on disk deleting the
+# copies (tens of minutes on this machine's ext4 with discard).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,10 +72,10 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --tsv) TSV="$2"; shift ;;
         --png) PNG="$2"; shift ;;
-        --sizes|--where|--runs|--big-runs|--base|--rescan|--watch-idle|--idle-wait|--redo)
+        --sizes|--where|--runs|--big-runs|--big-from|--base|--tools|--size-kib|--rescan|--watch-idle|--idle-wait|--redo)
             ARGS+=("$1" "$2"); shift ;;
         --no-watch|--keep|--report-only) ARGS+=("$1") ;;
-        -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,60p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
