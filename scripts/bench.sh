@@ -19,7 +19,7 @@
 #   i. scale (issue 15)                         sync vs rsync -a / rsync -a --delete, watch
 #      (scripts/bench_scale.sh: 10k, 100k, 1M files on tmpfs and on disk; first mirror and
 #      no-op resync, time and peak RSS as ratios; watch start-up, RSS, one fallback
-#      rescan's CPU; writes docs/scale.tsv and the plot docs/scale.png; ~35 minutes)
+#      rescan's CPU; writes docs/scale.tsv and the plot docs/scale.png; an hour or more)
 #
 # Every timing is the median of N runs, after one warm-up run of every command (so the
 # source is in the page cache for every tool alike). The tools take turns, run by run,

@@ -54,10 +54,10 @@
 # Space: 1M files of ~1 KiB take ~4.3 GB per copy (one 4 KiB block or page per small file)
 # and ~1.1M inodes (mind `df -i`: /dev/shm's inode limit, an image's mkfs -i); at most the
 # source and two copies exist at once: ~9 GB of RAM in /dev/shm (plus a 4 GiB margin),
-# ~13 GB in /var/tmp (plus 5 GiB). Time: 10k and 100k on both places ~45 minutes on a busy
-# 2-core machine (most of it deleting the disk's moved-aside copies); 1M adds ~5 minutes
-# to make each tree (tmpfs 2, disk 5), one run of each command, and on disk deleting the
-# copies (tens of minutes on this machine's ext4 with discard).
+# ~13 GB in /var/tmp (plus 5 GiB). Time: 10k and 100k on both places ~60 minutes on a busy
+# 2-core machine (a third of it deleting the disk's moved-aside copies); 1M adds per place
+# its tree (tmpfs 2 minutes, disk 5), one run of each command (~8 minutes for the engine
+# of 93e9276), and on disk deleting the copies (tens of minutes on this ext4 with discard).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
