@@ -20,6 +20,10 @@
 #   h. an SFTP destination (issue 13)         sync/watch to sftp:// vs rsync -e ssh, lsyncd rsyncssh
 #      (scripts/bench_sftp.sh: first mirror on tmpfs and disk, no-op resync, live latency,
 #      RSS; over a throwaway sshd on 127.0.0.1 that it starts itself)
+#   i. scale (issue 15)                         sync vs rsync -a / rsync -a --delete, watch
+#      (scripts/bench_scale.sh: 10k, 100k, 1M files on tmpfs and on disk; first mirror and
+#      no-op resync, time and peak RSS as ratios; watch start-up, RSS, one fallback
+#      rescan's CPU; writes docs/scale.tsv and the plot docs/scale.png; an hour or more)
 #
 # Every timing is the median of N runs, after one warm-up run of every command (so the
 # source is in the page cache for every tool alike). The tools take turns, run by run,
@@ -35,14 +39,15 @@
 # and the time datasafe spends inside syncfs is reported per case.
 #
 # usage: scripts/bench.sh [--quick] [--runs N] [--keep] [--no-watch] [--no-archive] [--no-sftp]
-#                         [--base BIN] [--cases LIST] [--idle-wait S] [--redo N]
+#                         [--no-scale] [--base BIN] [--cases LIST] [--idle-wait S] [--redo N]
 #   --quick   small sizes (1k files, 5k no-op files, 64 MiB big file), 3 runs: smoke test
 #   --runs N  timed runs per command (default 5, quick 3)
 #   --keep    keep the temp dir (printed at the end) for poking at afterwards
 #   --no-watch  skip f. (which needs lsyncd)
 #   --no-archive  skip g. (which needs zip and zstd)
 #   --no-sftp   skip h. (which needs openssh-server, and lsyncd for its live part)
-#   --base BIN  also time another datasafe binary (e.g. the last release) in a. to c. and h.,
+#   --no-scale  skip i. (the longest part: a million files, twice)
+#   --base BIN  also time another datasafe binary (e.g. the last release) in a. to c., h. and i.,
 #             beside this checkout's, for a before/after ratio of the same runs
 #   --cases LIST  only these of a. to e., comma-separated letters (default a,b,c,d,e); f. to h.
 #             follow their own flags above
@@ -55,7 +60,8 @@
 #
 # Needs: cargo, python3, rsync, pigz, tar, cp, /usr/bin/time, sha256sum;
 # optional: cc (to time datasafe's syncfs calls), openssl; for f.: lsyncd; for g.: zip, zstd;
-# for h.: ssh, sshd (openssh-server), lsyncd.
+# for h.: ssh, sshd (openssh-server), lsyncd; for i.: ~18 GB free in /var/tmp and ~13 GB
+# of RAM for /dev/shm, gnuplot (optional, for the plot).
 set -euo pipefail
 
 QUICK=0
@@ -64,6 +70,7 @@ KEEP=0
 NO_WATCH=0
 NO_ARCHIVE=0
 NO_SFTP=0
+NO_SCALE=0
 BASE=""
 CASES="a,b,c,d,e"
 IDLE_WAIT=120
@@ -76,11 +83,12 @@ while [ $# -gt 0 ]; do
         --no-watch) NO_WATCH=1 ;;
         --no-archive) NO_ARCHIVE=1 ;;
         --no-sftp) NO_SFTP=1 ;;
+        --no-scale) NO_SCALE=1 ;;
         --base) BASE="$2"; shift ;;
         --cases) CASES="$2"; shift ;;
         --idle-wait) IDLE_WAIT="$2"; shift ;;
         --redo) REDO="$2"; shift ;;
-        -h|--help) sed -n '2,58p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,64p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -571,4 +579,13 @@ if [ "$NO_SFTP" = 0 ]; then
     [ "$QUICK" = 1 ] && sftp_args+=(--quick)
     [ -n "$BASE" ] && sftp_args+=(--base "$BASE")
     "$ROOT/scripts/bench_sftp.sh" "${sftp_args[@]}"
+fi
+
+if [ "$NO_SCALE" = 0 ]; then
+    echo
+    echo "== i. scale: 10k, 100k, 1M files, sync vs rsync, watch (scripts/bench_scale.sh)"
+    scale_args=(--bin "$BIN")
+    [ "$QUICK" = 1 ] && scale_args+=(--quick)
+    [ -n "$BASE" ] && scale_args+=(--base "$BASE")
+    "$ROOT/scripts/bench_scale.sh" "${scale_args[@]}"
 fi
