@@ -489,7 +489,8 @@ pub struct MirrorArgs {
     /// than half of the mirror and more than 100].
     #[arg(long, value_name = "N")]
     pub max_delete: Option<u64>,
-    /// Worker threads for copying, gzipping and hashing [default: number of cores].
+    /// Worker threads for copying, gzipping and hashing [default: number of cores; twice
+    /// that with --compress into a local folder; 16 for a remote DST].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub jobs: Option<u32>,
     /// The ssh program and its options for a remote DST (host:path, sftp://…), like
