@@ -146,11 +146,20 @@ impl Watched {
         self.reconcile(board);
         if self.state == State::Watching && !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // The start-up pass is over (on a big tree it takes a while).
-            log::info!(
-                "{} is mirrored (watches and start-up pass took {:.1} s); watching for changes",
-                esc(self.src()),
-                began.elapsed().as_secs_f64()
-            );
+            let took = began.elapsed().as_secs_f64();
+            if self.mirror.as_ref().is_some_and(Mirror::dry_run) {
+                log::info!(
+                    "{}: start-up pass done in {took:.1} s (dry run: nothing written); \
+                     watching for changes",
+                    esc(self.src())
+                );
+            } else {
+                log::info!(
+                    "{} is mirrored (watches and start-up pass took {took:.1} s); watching \
+                     for changes",
+                    esc(self.src())
+                );
+            }
         }
     }
 
