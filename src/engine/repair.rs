@@ -2,9 +2,9 @@
 //! that backs it. The engine normally trusts the index: a no-op pass only lists DST's
 //! names (readdir, no `stat`), so a name the index records that DST lacks, or that
 //! stands there as another type (a folder where a file was), is all it can notice
-//! ([`Check::Names`], handled in `sync`'s phase 2). Deeper checks run before the scan
-//! plans anything and take the records they find wrong out of what the planner sees
-//! ([`inspect_store`]), so the ordinary engine writes those names again (keeping a version of
+//! ([`Check::Names`], handled as each entry is planned). Deeper checks run on each
+//! folder's records before the scan plans in it and take the records they find wrong
+//! out of what the planner sees ([`inspect_store`]), so the ordinary engine writes those names again (keeping a version of
 //! what it replaces, as for any write):
 //!
 //! - [`Check::Stat`] (the watcher's fallback rescan): each name is `lstat`ed and a file
@@ -184,7 +184,7 @@ pub fn inspect_store(
             let mut to_read = Vec::new();
             let unix = dst.keeps_unix_meta();
             for (name, record) in state.iter_mut() {
-                // A name DST lacks is copied by phase 2; the root is DST itself.
+                // A name DST lacks is copied when it is planned; the root is DST itself.
                 let Some(meta) = items.get(name.as_os_str()).and_then(|i| i.meta.as_ref()) else {
                     continue;
                 };
@@ -293,8 +293,8 @@ fn read_one(
     buf: &mut [u8],
     stop: &AtomicBool,
 ) -> Result<Option<Digest>, Wrong> {
-    // Nothing there (gone, or a folder on the way is no folder now): the scan's phase 2
-    // copies what DST lacks.
+    // Nothing there (gone, or a folder on the way is no folder now): the scan copies
+    // what DST lacks.
     let found = dst
         .look(name)
         .map_err(|e| Wrong::Unreadable(io_message(&e)))?

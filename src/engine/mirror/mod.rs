@@ -4,14 +4,16 @@
 //! `watch`). `sync` is one full reconcile of each pair (its runner is `cli::sync`).
 //!
 //! A reconcile has three phases:
-//! 1. A scanner thread walks SRC (or the folder in scope), plans each entry against what
-//!    the mirror holds and feeds a bounded channel; `jobs` workers carry the actions out
-//!    while the scan goes on; this thread owns the index and records each outcome. In
-//!    parallel, DST's names are listed (with an index, names only: a no-op run stats only
-//!    the source).
-//! 2. Once the scan is complete, what DST lacks (a file deleted from the mirror behind
-//!    the index's back) is copied and what the source lacks is deleted. An interrupted or
-//!    partial scan deletes nothing.
+//! 1. A scanner thread walks SRC (or the folder in scope) and plans each entry against
+//!    what DST holds in its folder (`holdings`: the folder's records and, where listing
+//!    is cheap, DST's names there — readdir only, a no-op run stats only the source —
+//!    read folder by folder on another thread, in walk order), feeding a bounded
+//!    channel; what DST lacks (a file deleted from the mirror behind the index's back)
+//!    is copied at once; `jobs` workers carry the actions out while the scan goes on;
+//!    this thread owns the index and records each outcome. When the walk leaves a
+//!    folder, what DST holds there that the source lacks is planned for deletion.
+//! 2. Once the scan is complete, the deletions are carried out (after the deletion
+//!    guard). An interrupted or partial scan deletes nothing.
 //! 3. Folders get their mode and mtime last, deepest first, since writing into a folder
 //!    changes its mtime.
 //!
