@@ -107,6 +107,29 @@ pub(super) struct Look {
     pub(super) dry_run: bool,
 }
 
+impl Look {
+    /// Applies the check to `records` given DST's `items` (see
+    /// `repair::inspect_store`): the wrong records are taken out; returns the names
+    /// whose digest was learned.
+    fn inspect(
+        &self,
+        records: &mut MirrorState,
+        items: &[DestItem],
+        dst: &dyn Reader,
+    ) -> Vec<OsString> {
+        repair::inspect_store(
+            &self.check,
+            records,
+            items,
+            &self.src,
+            dst,
+            self.jobs,
+            &self.stop,
+            self.dry_run,
+        )
+    }
+}
+
 /// Where a pass's records come from (see the module's notes).
 pub(super) enum Records {
     /// The index, which describes DST.
@@ -320,16 +343,9 @@ impl Reading<'_> {
         };
         let learned = match &self.look {
             // (`Found` needs no listing: a remote DST is not listed for it.)
-            Some(look) => repair::inspect_store(
-                &look.check,
-                &mut records,
-                items.as_deref().unwrap_or_default(),
-                &look.src,
-                self.dst,
-                look.jobs,
-                &look.stop,
-                look.dry_run,
-            ),
+            Some(look) => {
+                look.inspect(&mut records, items.as_deref().unwrap_or_default(), self.dst)
+            }
             None => Vec::new(),
         };
         Holding {
@@ -440,18 +456,10 @@ impl Reading<'_> {
             Records::Index(_) | Records::Rebuild => index::state_from_store(self.dst, &items),
         };
         let learned: HashSet<OsString, NameHasher> = match &self.look {
-            Some(look) => repair::inspect_store(
-                &look.check,
-                &mut state,
-                &items,
-                &look.src,
-                self.dst,
-                look.jobs,
-                &look.stop,
-                look.dry_run,
-            )
-            .into_iter()
-            .collect(),
+            Some(look) => look
+                .inspect(&mut state, &items, self.dst)
+                .into_iter()
+                .collect(),
             None => HashSet::default(),
         };
         let mut folders: BTreeMap<PathBuf, Holding> = BTreeMap::new();
