@@ -13,6 +13,9 @@
 //! at most [`AHEAD`] folders ahead of the consumer, which bounds the memory held by
 //! listed-but-unread folders and the folder handles open at once (each folder still to
 //! be listed holds its parent's handle; folders deeper than `OPEN_DIRS` hold none).
+//! A listing queues jobs for at most [`LEAD`] of its folders at a time, and the consumer
+//! queues the next ones as it reaches them, so a folder of 40,000 folders costs a job
+//! for a few dozen of them, not for all.
 //!
 //! Why not `jwalk` or the `ignore` crate's parallel walker: both read folders by path
 //! (`std::fs::read_dir`), which follows a symlink swapped in for a folder mid-walk and
@@ -34,6 +37,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 /// Most folders the workers list ahead of the consumer.
 pub const AHEAD: usize = 64;
 
+/// Most folders of one listing with a job queued and not yet reached by the consumer.
+const LEAD: usize = AHEAD;
+
 /// A folder to list, found in a listing of its parent.
 struct Job {
     /// Its place in the walk's order: the positions of it and of every folder above it
@@ -41,10 +47,10 @@ struct Job {
     key: Vec<u32>,
     /// Path relative to the source root.
     rel: PathBuf,
-    /// Its parent, open, and its name there; `None` for a folder deeper than
-    /// [`OPEN_DIRS`] levels, opened from the root instead (so deep trees hold no more
-    /// handles than the one-thread walk).
-    parent: Option<(Arc<Dir>, OsString)>,
+    /// Its parent, open (its name there is the last part of `rel`); `None` for a
+    /// folder deeper than [`OPEN_DIRS`] levels, opened from the root instead (so deep
+    /// trees hold no more handles than the one-thread walk).
+    parent: Option<Arc<Dir>>,
     /// Set by whoever lists it (a worker, or the consumer when it gets there first).
     taken: AtomicBool,
     /// The listing, once a worker made it.
@@ -61,12 +67,79 @@ struct Slot {
 }
 
 /// What a folder holds, in walk order, or why it could not be listed.
-type Listing = io::Result<Vec<Child>>;
+type Listing = io::Result<Listed>;
 
-/// One name of a listing, and for a folder what to list below it.
+/// A folder's names in walk order, and what it takes to queue jobs for its folders.
+struct Listed {
+    children: Vec<Child>,
+    /// The folder, open, for the jobs of its folders (`None` past `OPEN_DIRS`).
+    dir: Option<Arc<Dir>>,
+    /// The folder's own place in the walk's order.
+    key: Vec<u32>,
+    /// Children before this one have had their folders' jobs made.
+    queued: usize,
+}
+
+/// One name of a listing, and for a folder what to list below it (`None` for a folder
+/// whose job is not made yet: see [`LEAD`]).
 struct Child {
-    item: Scanned,
+    /// Taken by the consumer when it visits it.
+    item: Option<Scanned>,
     below: Option<Arc<Job>>,
+}
+
+impl Listed {
+    /// Makes jobs for the folders from `self.queued` on until `lead` of them wait
+    /// between `from` and the end, and returns the new ones.
+    fn make_jobs(&mut self, from: usize, lead: usize) -> Vec<Arc<Job>> {
+        let mut waiting = self.children[from..self.queued.max(from)]
+            .iter()
+            .filter(|c| c.below.is_some())
+            .count();
+        let mut made = Vec::new();
+        while waiting < lead && self.queued < self.children.len() {
+            let at = self.queued;
+            self.queued += 1;
+            let child = &mut self.children[at];
+            let Some(Scanned::Entry(entry)) = &child.item else {
+                continue;
+            };
+            if entry.kind != Kind::Dir || child.below.is_some() {
+                continue;
+            }
+            let mut key = Vec::with_capacity(self.key.len() + 1);
+            key.extend_from_slice(&self.key);
+            key.push(at as u32);
+            let job = Arc::new(Job {
+                key,
+                rel: entry.rel.clone(),
+                parent: self.dir.clone(),
+                taken: AtomicBool::new(false),
+                slot: Mutex::default(),
+                ready: Condvar::new(),
+            });
+            child.below = Some(job.clone());
+            made.push(job);
+            waiting += 1;
+        }
+        made
+    }
+}
+
+/// Puts `jobs` in the workers' queue.
+fn enqueue(shared: &Shared<'_>, jobs: Vec<Arc<Job>>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let mut queue = lock(&shared.queue);
+    queue
+        .jobs
+        .extend(jobs.into_iter().map(|j| Reverse(Queued(j))));
+    let wake = queue.idle > 0;
+    drop(queue);
+    if wake {
+        shared.wake.notify_all();
+    }
 }
 
 /// A job in the queue, ordered by its place in the walk.
@@ -167,26 +240,37 @@ fn consume(
     scope: &Path,
     visit: &mut impl FnMut(Scanned) -> ControlFlow<()>,
 ) {
-    let mut stack = match first {
-        Ok(children) => vec![children.into_iter()],
+    // Each level: its listing and the next child to visit.
+    let mut stack: Vec<(Listed, usize)> = match first {
+        Ok(listed) => vec![(listed, 0)],
         Err(error) => {
             let _ = visit(error_at(scope, error));
             return;
         }
     };
-    while let Some(top) = stack.last_mut() {
-        let Some(child) = top.next() else {
+    while let Some((listed, next)) = stack.last_mut() {
+        let at = *next;
+        if at == listed.children.len() {
             stack.pop();
             continue;
-        };
-        if visit(child.item).is_break() {
+        }
+        *next += 1;
+        // Jobs for the folders coming next in this listing, before this child's own
+        // walk (the workers list them meanwhile).
+        let jobs = listed.make_jobs(at, LEAD);
+        enqueue(shared, jobs);
+        let child = &mut listed.children[at];
+        let below = child.below.take();
+        if let Some(item) = child.item.take()
+            && visit(item).is_break()
+        {
             return;
         }
-        let Some(job) = child.below else {
+        let Some(job) = below else {
             continue;
         };
         match take(shared, &job) {
-            Ok(children) => stack.push(children.into_iter()),
+            Ok(listed) => stack.push((listed, 0)),
             Err(error) => {
                 if visit(error_at(&job.rel, error)).is_break() {
                     return;
@@ -260,10 +344,10 @@ fn work(shared: &Shared<'_>) {
 
 /// Opens and lists the folder of `job`.
 fn run(shared: &Shared<'_>, job: &Job) -> Listing {
-    let dir = match &job.parent {
-        Some((parent, name)) => parent.child(name),
+    let dir = match (&job.parent, job.rel.file_name()) {
+        (Some(parent), Some(name)) => parent.child(name),
         // Deep: from the root, never through a symlink.
-        None => shared.src.dir(&job.rel),
+        _ => shared.src.dir(&job.rel),
     };
     let depth = job.rel.components().count();
     list(shared, dir, &job.rel, &job.key, depth, true)
@@ -297,7 +381,6 @@ fn list(
         Err(dir)
     };
     let mut children = Vec::with_capacity(names.len());
-    let mut jobs = Vec::new();
     for name in names {
         let child_rel = rel.join(&name);
         if shared.rules.leaves_out(&child_rel) {
@@ -307,38 +390,20 @@ fn list(
             Ok(shared_dir) => describe_name(shared_dir, &name, child_rel),
             Err(own) => describe_name(own, &name, child_rel),
         };
-        let below = match &item {
-            Scanned::Entry(entry) if entry.kind == Kind::Dir => {
-                let mut child_key = Vec::with_capacity(key.len() + 1);
-                child_key.extend_from_slice(key);
-                child_key.push(children.len() as u32);
-                let job = Arc::new(Job {
-                    key: child_key,
-                    rel: entry.rel.clone(),
-                    parent: dir.as_ref().ok().map(|d| (d.clone(), name)),
-                    taken: AtomicBool::new(false),
-                    slot: Mutex::default(),
-                    ready: Condvar::new(),
-                });
-                jobs.push(job.clone());
-                Some(job)
-            }
-            _ => None,
-        };
-        children.push(Child { item, below });
+        children.push(Child {
+            item: Some(item),
+            below: None,
+        });
     }
-    if !jobs.is_empty() {
-        let mut queue = lock(&shared.queue);
-        queue
-            .jobs
-            .extend(jobs.into_iter().map(|j| Reverse(Queued(j))));
-        let wake = queue.idle > 0;
-        drop(queue);
-        if wake {
-            shared.wake.notify_all();
-        }
-    }
-    Ok(children)
+    let mut listed = Listed {
+        children,
+        dir: dir.ok(),
+        key: key.to_vec(),
+        queued: 0,
+    };
+    let jobs = listed.make_jobs(0, LEAD);
+    enqueue(shared, jobs);
+    Ok(listed)
 }
 
 #[cfg(test)]
