@@ -13,7 +13,7 @@ use crate::index::isize_matches;
 use crate::model::{Entry, Kind};
 use crate::model::{MirrorState, Record, Stored};
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
@@ -265,6 +265,18 @@ impl Keep<'_> {
     }
 }
 
+/// Records looked up by name: the whole index's map, or one folder's records.
+pub trait Recorded {
+    /// The record of `name`, if any.
+    fn record(&self, name: &OsStr) -> Option<&Record>;
+}
+
+impl Recorded for MirrorState {
+    fn record(&self, name: &OsStr) -> Option<&Record> {
+        self.get(name)
+    }
+}
+
 /// The deletions that make DST hold only `targets`: every listed name not a target and
 /// not kept, minus those inside a directory that is itself deleted. With `delete` off,
 /// only the other stored form of a current file is removed (turning `--compress` on or
@@ -272,7 +284,7 @@ impl Keep<'_> {
 pub fn plan_deletions<'n>(
     listing: impl IntoIterator<Item = (&'n Path, Kind)>,
     targets: &HashSet<OsString, impl BuildHasher>,
-    known: &MirrorState,
+    known: &impl Recorded,
     keep: &Keep<'_>,
     opts: &PlanOptions,
 ) -> Vec<Action> {
@@ -320,13 +332,13 @@ fn other_form_of_target(
     name: &Path,
     kind: Kind,
     targets: &HashSet<OsString, impl BuildHasher>,
-    known: &MirrorState,
+    known: &impl Recorded,
     compress: bool,
 ) -> bool {
     if kind != Kind::File {
         return false;
     }
-    let stored = known.get(name.as_os_str()).map(|r| r.stored);
+    let stored = known.record(name.as_os_str()).map(|r| r.stored);
     match stored {
         Some(Stored::Gzip) => {
             !compress && strip_gz(name).is_some_and(|p| targets.contains(p.as_os_str()))

@@ -16,15 +16,16 @@
 //!   one flat listing for S3) and the records made from that listing are sent folder by
 //!   folder.
 
+use crate::engine::plan::Recorded;
 use crate::engine::repair::{self, Check};
 use crate::engine::scan::{self, DestItem};
 use crate::index::{self, Index};
-use crate::model::{Kind, MirrorState, NameHasher};
+use crate::model::{Kind, MirrorState, NameHasher, Record};
 use crate::store::layout::STATE_DIR;
 use crate::store::{Listed, Reader};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub(super) struct Holding {
     /// holds is unknown, so no record in it is called stale.
     pub(super) listed: bool,
     /// The records of the names in it (for the root, also the root's own under "").
-    pub(super) records: MirrorState,
+    pub(super) records: FolderRecords,
     /// Child folders with records below them but none of their own.
     pub(super) below: Vec<OsString>,
     /// Names whose digest a content check learned (DST holds what SRC holds now).
@@ -94,6 +95,64 @@ impl Holding {
                 .filter(|(n, r)| !n.is_empty() && r.kind != Kind::Dir)
                 .count() as u64,
         }
+    }
+}
+
+/// One folder's records, sorted by name: a folder of 40,000 names costs its records
+/// and no hash table beside them.
+#[derive(Debug, Default)]
+pub(super) struct FolderRecords(Vec<(OsString, Record)>);
+
+impl FolderRecords {
+    /// The records in `pairs`, in any order.
+    fn sorted(pairs: Vec<(OsString, Record)>) -> FolderRecords {
+        let mut records = FolderRecords(pairs);
+        records.sort();
+        records
+    }
+
+    /// Adds a record, out of order: [`Self::sort`] must follow.
+    fn push(&mut self, name: OsString, record: Record) {
+        self.0.push((name, record));
+    }
+
+    fn sort(&mut self) {
+        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// The record of `name`.
+    pub(super) fn get(&self, name: &OsStr) -> Option<&Record> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_os_str().cmp(name))
+            .ok()
+            .map(|at| &self.0[at].1)
+    }
+
+    /// Whether `name` has a record.
+    pub(super) fn contains_key(&self, name: &OsStr) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Each name with its record, in name order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&OsString, &Record)> {
+        self.0.iter().map(|(n, r)| (n, r))
+    }
+
+    /// Each name, in order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &OsString> {
+        self.0.iter().map(|(n, _)| n)
+    }
+}
+
+impl From<MirrorState> for FolderRecords {
+    fn from(state: MirrorState) -> FolderRecords {
+        FolderRecords::sorted(state.into_iter().collect())
+    }
+}
+
+impl Recorded for FolderRecords {
+    fn record(&self, name: &OsStr) -> Option<&Record> {
+        self.get(name)
     }
 }
 
@@ -316,38 +375,47 @@ impl Reading<'_> {
             },
             false => (None, true),
         };
-        let (mut records, below) = match &self.records {
+        let (mut records, below): (Vec<(OsString, Record)>, Vec<OsString>) = match &self.records {
             Records::Index(index) => {
                 let read = index.children(dir).unwrap_or_else(|e| {
                     log::warn!("{e}");
                     index::Children::default()
                 });
-                let mut records: MirrorState = read
-                    .records
-                    .into_iter()
-                    .map(|(n, r)| (n.into_os_string(), r))
-                    .collect();
+                let mut records: Vec<(OsString, Record)> =
+                    Vec::with_capacity(read.records.len() + 1);
                 if dir.as_os_str().is_empty()
                     && let Ok(Some(root)) = index.get(dir)
                 {
-                    records.insert(OsString::new(), root);
+                    records.push((OsString::new(), root));
                 }
+                records.extend(
+                    read.records
+                        .into_iter()
+                        .map(|(n, r)| (n.into_os_string(), r)),
+                );
                 let below = read.below.into_iter().map(PathBuf::into_os_string);
                 (records, below.collect())
             }
             // (Loaded records are sent all at once, never folder by folder.)
             Records::Rebuild | Records::Loaded(_) => (
-                index::state_from_store(self.dst, items.as_deref().unwrap_or_default()),
+                index::state_from_store(self.dst, items.as_deref().unwrap_or_default())
+                    .into_iter()
+                    .collect(),
                 Vec::new(),
             ),
         };
         let learned = match &self.look {
             // (`Found` needs no listing: a remote DST is not listed for it.)
             Some(look) => {
-                look.inspect(&mut records, items.as_deref().unwrap_or_default(), self.dst)
+                let mut state: MirrorState = records.into_iter().collect();
+                let learned =
+                    look.inspect(&mut state, items.as_deref().unwrap_or_default(), self.dst);
+                records = state.into_iter().collect();
+                learned
             }
             None => Vec::new(),
         };
+        let records = FolderRecords::sorted(records);
         Holding {
             rel: dir.to_path_buf(),
             present: items.map(|items| {
@@ -389,6 +457,7 @@ impl Reading<'_> {
             .first()
             .map(|i| i.kind)
             .or_else(|| records.values().next().map(|r| r.kind));
+        let records = FolderRecords::from(records);
         let holding = Holding {
             rel: above,
             present: self.listing.then(|| {
@@ -484,9 +553,10 @@ impl Reading<'_> {
                     .or_insert_with(|| Holding::empty(Path::new(""), listing)),
                 false => folder_of(&mut folders, Path::new(&name), listing),
             };
-            holding.records.insert(name, record);
+            holding.records.push(name, record);
         }
-        for (_, holding) in folders {
+        for (_, mut holding) in folders {
+            holding.records.sort();
             if tx.send(holding).is_err() {
                 return;
             }
