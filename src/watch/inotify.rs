@@ -892,6 +892,7 @@ mod tests {
         watcher: InotifyWatcher,
         rx: mpsc::Receiver<notify::Result<Event>>,
         seen: Vec<Event>,
+        markers: usize,
     }
 
     impl Env {
@@ -918,6 +919,7 @@ mod tests {
                 watcher,
                 rx,
                 seen: Vec::new(),
+                markers: 0,
             }
         }
 
@@ -946,9 +948,10 @@ mod tests {
         }
 
         /// Writes a marker file in the root and waits for it: everything queued before
-        /// it has been handled.
+        /// it has been handled, walks of new folders included.
         fn settle(&mut self) {
-            let marker = self.at("marker");
+            self.markers += 1;
+            let marker = self.at(&format!("marker-{}", self.markers));
             fs::write(&marker, b"m").unwrap();
             self.expect(EventKind::Create(CreateKind::File), &[marker]);
         }
@@ -1010,6 +1013,7 @@ mod tests {
         for rel in ["a", "a/b", "a/b/c"] {
             env.expect(EventKind::Create(CreateKind::Folder), &[env.at(rel)]);
         }
+        env.settle();
         let file = deep.join("f");
         fs::write(&file, b"x").unwrap();
         env.expect(EventKind::Create(CreateKind::File), &[file]);
@@ -1034,6 +1038,7 @@ mod tests {
         fs::create_dir(env.at("d1/sub")).unwrap();
         let file = env.at("d1/sub/g");
         env.expect(EventKind::Create(CreateKind::Folder), &[env.at("d1/sub")]);
+        env.settle();
         fs::write(&file, b"x").unwrap();
         env.expect(EventKind::Create(CreateKind::File), &[file]);
     }
@@ -1047,6 +1052,8 @@ mod tests {
         let arrived = env.at("arrived");
         fs::rename(&outside, &arrived).unwrap();
         env.expect(name(RenameMode::To), std::slice::from_ref(&arrived));
+        // The event goes out before the walk that follows it: wait for the walk.
+        env.settle();
         let file = arrived.join("inner/f");
         fs::write(&file, b"x").unwrap();
         env.expect(EventKind::Create(CreateKind::File), &[file]);
@@ -1194,5 +1201,52 @@ mod tests {
         for (i, &id) in ids.iter().enumerate().skip(150) {
             assert_eq!(tree.path(id), Some(dir.path().join(format!("{i:0>100}"))));
         }
+    }
+
+    /// Measures watching a big tree, ours or notify's, one per process:
+    /// `DATASAFE_MEASURE_TREE=DIR DATASAFE_MEASURE_WATCHER=notify|compact cargo test --lib
+    /// measure_watching -- --ignored --nocapture` (under heaptrack for the heap).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn measure_watching_a_big_tree() {
+        let Some(tree) = std::env::var_os("DATASAFE_MEASURE_TREE") else {
+            return;
+        };
+        let which = std::env::var("DATASAFE_MEASURE_WATCHER").unwrap_or("compact".into());
+        let status = |field: &str| -> u64 {
+            fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                .unwrap()
+        };
+        let config = Config::default()
+            .with_follow_symlinks(false)
+            .with_event_kinds(EventKindMask::CORE);
+        let before = status("VmRSS:");
+        let start = Instant::now();
+        let mut compact = None;
+        let mut notify = None;
+        if which == "notify" {
+            let mut w = notify::INotifyWatcher::new(|_| {}, config).unwrap();
+            w.watch(Path::new(&tree), RecursiveMode::Recursive).unwrap();
+            notify = Some(w);
+        } else {
+            let mut w = InotifyWatcher::new(|_| {}, config).unwrap();
+            w.watch(Path::new(&tree), RecursiveMode::Recursive).unwrap();
+            compact = Some(w);
+        }
+        let took = start.elapsed();
+        let after = status("VmRSS:");
+        let folders = compact.as_ref().map(|w| w.lock().tree.nodes.len());
+        let heap = compact.as_ref().map(|w| w.lock().tree.heap_bytes());
+        eprintln!(
+            "{which}: {took:.2?} to watch; RSS {before} -> {after} KiB (+{} KiB), peak {} KiB; \
+             folders {folders:?}, tree heap {heap:?} B",
+            after - before,
+            status("VmHWM:")
+        );
+        drop((compact, notify));
     }
 }
