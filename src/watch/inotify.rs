@@ -454,7 +454,6 @@ impl State {
                 let id = wd.get_watch_descriptor_id();
                 match self.tree.get(id) {
                     None => {
-                        self.replace_child(parent, name, NONE);
                         self.tree.insert(wd, parent, name);
                     }
                     Some(node) if node.parent == NONE => return,
@@ -476,7 +475,8 @@ impl State {
     }
 
     /// Drops a child of `parent` named `name` other than `keep`: a folder replaced by a
-    /// rename over it, or a stale one whose `IN_IGNORED` was lost in an overflow.
+    /// rename over it, or a stale one whose `IN_IGNORED` was lost in an overflow. (A new
+    /// folder is linked first among its siblings, so a stale namesake never shadows it.)
     fn replace_child(&mut self, parent: i32, name: &[u8], keep: i32) {
         if let Some(old) = self.tree.child(parent, name).filter(|&old| old != keep) {
             self.drop_tree(old, true);
