@@ -1,11 +1,13 @@
 //! The Linux OS watcher under the debouncer: [`InotifyWatcher`], a `notify::Watcher` on
-//! the `inotify` crate that keeps each watched folder in about 60 bytes instead of the
-//! ~360 of notify's own backend (two maps of full `PathBuf`s, 36-40 MB at 100k folders).
+//! the `inotify` crate that keeps each watched folder in under 60 bytes of heap instead
+//! of the ~360 of notify's own backend (two maps of full `PathBuf`s, 36-40 MB at 100k
+//! folders).
 //!
-//! A folder is a [`Node`] keyed by its watch descriptor: its parent's descriptor and its
-//! own name (in one arena of names, [`Tree::names`]), linked into its parent's list of
-//! children; only roots keep a full path, and an event's path is rebuilt by walking up
-//! (folders are shallow). A folder renamed within the tree keeps its watch: the node is
+//! A folder is a 40-byte [`Node`] in a slab of fixed chunks ([`Tree`]), found by its
+//! watch descriptor through a small index: its watch, its parent, its own name (in one
+//! arena of names, [`Tree::names`]), linked into its parent's list of children. Only
+//! roots keep a full path; an event's path is rebuilt by walking up (folders are
+//! shallow). A folder renamed within the tree keeps its watch: the node is
 //! re-linked under its new parent and name, so later events carry the new path.
 //!
 //! It reproduces what our code and notify-debouncer-full rely on from notify's inotify
@@ -36,10 +38,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-
-/// No node: a root's parent, the end of a list of children. The kernel numbers watch
-/// descriptors from 1.
-const NONE: i32 = 0;
 
 /// More steps up than this from a node means a broken tree, never a real path.
 const MAX_DEPTH: usize = 4096;
@@ -174,7 +172,8 @@ struct State {
     rename_from: Option<(u32, PathBuf)>,
     /// Folders renamed away in this batch (cookie, node): re-linked by the matching
     /// `IN_MOVED_TO`, or moved out of the tree and dropped once the queue is drained.
-    moving: Vec<(u32, i32)>,
+    /// The descriptor number guards against the slot being freed and reused meanwhile.
+    moving: Vec<(u32, Slot, i32)>,
     /// The watch limit was hit in this batch: no more walks until the next one (as
     /// notify stops adding the batch's folders).
     walks_stopped: bool,
@@ -216,23 +215,22 @@ impl State {
             ),
             Err(e) => return Err(watch_error(e, path)),
         };
-        let id = wd.get_watch_descriptor_id();
-        match self.tree.get(id) {
-            // Already watched below another root: it becomes a root of its own.
-            Some(node) if node.parent != NONE => self.tree.unlink(id),
-            Some(_) => {}
-            None => {
-                self.tree.insert(wd, NONE, b"");
+        let node = match self.tree.find(wd.get_watch_descriptor_id()) {
+            Some(node) => {
+                // Already watched below another root: it becomes a root of its own.
+                self.tree.unlink(node);
+                node
             }
-        }
+            None => self.tree.insert(wd, NONE, b""),
+        };
         self.tree.roots.push(Root {
-            wd: id,
+            node,
             path: path.to_path_buf(),
             is_dir,
             recursive,
         });
         if is_dir && recursive {
-            self.walk(id, false)?;
+            self.walk(node, false)?;
         }
         self.tree.names.shrink_to_fit();
         Ok(())
@@ -242,10 +240,10 @@ impl State {
         let Some(at) = self.tree.roots.iter().rposition(|r| r.path == path) else {
             return Err(Error::watch_not_found().add_path(path.to_path_buf()));
         };
-        let id = self.tree.roots.remove(at).wd;
+        let node = self.tree.roots.remove(at).node;
         // Another root reaching the same folder (a link, a bind mount) still needs it.
-        if !self.tree.roots.iter().any(|r| r.wd == id) {
-            self.drop_tree(id, true);
+        if !self.tree.roots.iter().any(|r| r.node == node) {
+            self.drop_tree(node, true);
         }
         Ok(())
     }
@@ -275,8 +273,10 @@ impl State {
         }
         // Renamed away and not back in: moved out of the tree. Its watches go, as notify
         // removes them, or it would report under paths that are no longer there.
-        for (_, id) in std::mem::take(&mut self.moving) {
-            self.drop_tree(id, true);
+        for (_, node, id) in std::mem::take(&mut self.moving) {
+            if self.tree.id(node) == Some(id) {
+                self.drop_tree(node, true);
+            }
         }
     }
 
@@ -289,14 +289,16 @@ impl State {
             self.handler.handle_event(Ok(rescan));
             return;
         }
-        let id = event.wd.get_watch_descriptor_id();
+        let found = self.tree.find(event.wd.get_watch_descriptor_id());
         if mask.contains(EventMask::IGNORED) {
             // The kernel dropped this watch (its folder was deleted or unmounted, or we
             // removed it): the node goes, and the watches below it.
-            self.drop_tree(id, false);
+            if let Some(node) = found {
+                self.drop_tree(node, false);
+            }
             return;
         }
-        let Some(folder) = self.tree.path(id) else {
+        let Some((id, folder)) = found.and_then(|id| Some((id, self.tree.path(id)?))) else {
             log::debug!("inotify event for an unknown watch: {event:?}");
             return;
         };
@@ -351,7 +353,7 @@ impl State {
             out.push(Event::new(EventKind::Remove(kind)).add_path(path.clone()));
         }
         if mask.contains(EventMask::DELETE_SELF) {
-            let kind = match self.tree.roots.iter().rfind(|r| r.wd == id) {
+            let kind = match self.tree.roots.iter().rfind(|r| r.node == id) {
                 Some(root) if root.is_dir => RemoveKind::Folder,
                 Some(_) => RemoveKind::File,
                 None => RemoveKind::Other,
@@ -403,20 +405,26 @@ impl State {
         // own `IN_IGNORED` follows.)
         let name = event.name.map(OsStrExt::as_bytes);
         if mask.contains(EventMask::MOVED_FROM) {
-            if let Some(child) = name.filter(|_| is_dir).and_then(|n| self.tree.child(id, n)) {
-                self.moving.push((cookie, child));
+            if let Some(child) = name.filter(|_| is_dir).and_then(|n| self.tree.child(id, n))
+                && let Some(child_id) = self.tree.id(child)
+            {
+                self.moving.push((cookie, child, child_id));
             }
         } else if mask.contains(EventMask::MOVED_TO) && is_dir {
             let Some(name) = name else { return };
-            let moved = self.moving.iter().position(|(c, _)| *c == cookie);
-            match moved.map(|at| self.moving.swap_remove(at).1) {
+            let moved = self.moving.iter().position(|(c, _, _)| *c == cookie);
+            match moved.map(|at| self.moving.swap_remove(at)) {
                 // Renamed within the tree: the same watches, a new parent and name.
-                Some(child) if self.tree.contains(child) && !self.tree.is_within(id, child) => {
+                Some((_, child, child_id))
+                    if self.tree.id(child) == Some(child_id) && !self.tree.is_within(id, child) =>
+                {
                     self.replace_child(id, name, child);
                     self.tree.move_to(child, id, name);
                 }
-                Some(child) => {
-                    self.drop_tree(child, true);
+                Some((_, child, child_id)) => {
+                    if self.tree.id(child) == Some(child_id) {
+                        self.drop_tree(child, true);
+                    }
                     self.watch_new_folder(id, name, &path, false);
                 }
                 None => self.watch_new_folder(id, name, &path, false),
@@ -434,12 +442,12 @@ impl State {
     /// Watches a folder that appeared (created or moved in) under `parent`, and walks it.
     /// A walk started by a creation reports the subfolders it finds as created, as notify
     /// does; files written before the walk get no event (WATCHING.md: lost events).
-    fn watch_new_folder(&mut self, parent: i32, name: &[u8], path: &Path, created: bool) {
+    fn watch_new_folder(&mut self, parent: Slot, name: &[u8], path: &Path, created: bool) {
         let recursive = self
             .tree
             .roots
             .iter()
-            .rfind(|r| r.wd == parent)
+            .rfind(|r| r.node == parent)
             .is_none_or(|r| r.recursive);
         if self.walks_stopped || !recursive {
             return;
@@ -451,19 +459,17 @@ impl State {
             .add(path, mask | WatchMask::DONT_FOLLOW)
         {
             Ok(wd) => {
-                let id = wd.get_watch_descriptor_id();
-                match self.tree.get(id) {
-                    None => {
-                        self.tree.insert(wd, parent, name);
+                let node = match self.tree.find(wd.get_watch_descriptor_id()) {
+                    None => self.tree.insert(wd, parent, name),
+                    Some(node) if self.tree.get(node).is_some_and(|n| n.parent == NONE) => return,
+                    Some(node) if self.tree.is_within(parent, node) => return,
+                    Some(node) => {
+                        self.replace_child(parent, name, node);
+                        self.tree.move_to(node, parent, name);
+                        node
                     }
-                    Some(node) if node.parent == NONE => return,
-                    Some(_) if self.tree.is_within(parent, id) => return,
-                    Some(_) => {
-                        self.replace_child(parent, name, id);
-                        self.tree.move_to(id, parent, name);
-                    }
-                }
-                self.walk(id, created)
+                };
+                self.walk(node, created)
             }
             Err(e) => self.walk_failure(watch_error(e, path)),
         };
@@ -477,7 +483,7 @@ impl State {
     /// Drops a child of `parent` named `name` other than `keep`: a folder replaced by a
     /// rename over it, or a stale one whose `IN_IGNORED` was lost in an overflow. (A new
     /// folder is linked first among its siblings, so a stale namesake never shadows it.)
-    fn replace_child(&mut self, parent: i32, name: &[u8], keep: i32) {
+    fn replace_child(&mut self, parent: Slot, name: &[u8], keep: Slot) {
         if let Some(old) = self.tree.child(parent, name).filter(|&old| old != keep) {
             self.drop_tree(old, true);
         }
@@ -486,7 +492,7 @@ impl State {
     /// Watches every folder below node `top` (already watched), depth first, each one
     /// before its contents are read so nothing created meanwhile is missed. Errors that
     /// hide part of the tree go to the handler; the watch limit ends the walk with `Err`.
-    fn walk(&mut self, top: i32, report_created: bool) -> notify::Result<()> {
+    fn walk(&mut self, top: Slot, report_created: bool) -> notify::Result<()> {
         let mask = self.child_mask | WatchMask::MASK_ADD | WatchMask::ONLYDIR;
         let mut watches = self.inotify.watches();
         let mut pending = vec![top];
@@ -525,24 +531,29 @@ impl State {
                         continue;
                     }
                 };
-                let id = wd.get_watch_descriptor_id();
                 let name = entry.file_name();
-                match self.tree.get(id) {
+                let node = match self.tree.find(wd.get_watch_descriptor_id()) {
                     None => {
-                        self.tree.insert(wd, dir, name.as_bytes());
+                        let node = self.tree.insert(wd, dir, name.as_bytes());
                         if report_created {
                             self.emit(
                                 Event::new(EventKind::Create(CreateKind::Folder)).add_path(child),
                             );
                         }
+                        node
                     }
                     // Another root: it watches its own tree.
-                    Some(node) if node.parent == NONE => continue,
+                    Some(node) if self.tree.get(node).is_some_and(|n| n.parent == NONE) => {
+                        continue;
+                    }
                     // A bind mount of a folder above: descending would never end.
-                    Some(_) if self.tree.is_within(dir, id) => continue,
-                    Some(_) => self.tree.move_to(id, dir, name.as_bytes()),
-                }
-                pending.push(id);
+                    Some(node) if self.tree.is_within(dir, node) => continue,
+                    Some(node) => {
+                        self.tree.move_to(node, dir, name.as_bytes());
+                        node
+                    }
+                };
+                pending.push(node);
             }
         }
         Ok(())
@@ -565,9 +576,9 @@ impl State {
 
     /// Forgets node `id` and everything below it, removing their watches from the
     /// kernel (its own too with `remove_self`: not when the kernel already dropped it).
-    fn drop_tree(&mut self, id: i32, remove_self: bool) {
+    fn drop_tree(&mut self, node: Slot, remove_self: bool) {
         let mut watches = self.inotify.watches();
-        for (at, wd) in self.tree.remove_subtree(id).into_iter().enumerate() {
+        for (at, wd) in self.tree.remove_subtree(node).into_iter().enumerate() {
             if at == 0 && !remove_self {
                 continue;
             }
@@ -624,37 +635,46 @@ fn watch_error(e: io::Error, path: &Path) -> Error {
     error.add_path(path.to_path_buf())
 }
 
-/// One watched folder. Roots have no parent and an empty name: their path is in
-/// [`Tree::roots`].
+/// A node's place in [`Tree`]'s slab.
+type Slot = u32;
+
+/// No node: a root's parent, the end of a list of children.
+const NONE: Slot = Slot::MAX;
+
+/// Nodes per slab chunk. Chunks are allocated whole and never move, so the slab grows
+/// without the transient copy (and the up-to-half-empty tail) of a doubling `Vec`.
+const CHUNK: usize = 4096;
+
+/// One watched folder, or a free slot (`wd` is `None`). Roots have no parent and an
+/// empty name: their path is in [`Tree::roots`]. 40 bytes.
 struct Node {
-    wd: WatchDescriptor,
-    parent: i32,
-    first_child: i32,
-    next: i32,
-    prev: i32,
+    wd: Option<WatchDescriptor>,
+    parent: Slot,
+    first_child: Slot,
+    next: Slot,
+    prev: Slot,
     /// Where the name starts in [`Tree::names`].
     name_at: u32,
     name_len: u16,
 }
 
-impl Node {
-    fn id(&self) -> i32 {
-        self.wd.get_watch_descriptor_id()
-    }
-}
-
 /// A watched root, as given to `watch`.
 struct Root {
-    wd: i32,
+    node: Slot,
     path: PathBuf,
     is_dir: bool,
     recursive: bool,
 }
 
-/// Every watched folder, by watch descriptor.
+/// Every watched folder: a slab of [`Node`]s linked into trees, and an index from watch
+/// descriptor to slot.
 #[derive(Default)]
 struct Tree {
-    nodes: HashTable<Node>,
+    chunks: Vec<Vec<Node>>,
+    /// Slots freed, for reuse.
+    free: Vec<Slot>,
+    /// Watch descriptor → slot: 5 bytes a bucket.
+    by_wd: HashTable<Slot>,
     /// Every node's name, end to end; compacted when half of it is garbage.
     names: Vec<u8>,
     /// Bytes of `names` no node uses any more.
@@ -670,17 +690,46 @@ fn hash(id: i32) -> u64 {
     u64::from(id as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The watch descriptor number in `slot` (0, which the kernel never gives, if free).
+fn id_at(chunks: &[Vec<Node>], slot: Slot) -> i32 {
+    let slot = slot as usize;
+    chunks
+        .get(slot / CHUNK)
+        .and_then(|c| c.get(slot % CHUNK))
+        .and_then(|n| n.wd.as_ref())
+        .map_or(0, WatchDescriptor::get_watch_descriptor_id)
+}
+
 impl Tree {
-    fn get(&self, id: i32) -> Option<&Node> {
-        self.nodes.find(hash(id), |n| n.id() == id)
+    /// The live node in `slot`.
+    fn get(&self, slot: Slot) -> Option<&Node> {
+        let slot = slot as usize;
+        let node = self.chunks.get(slot / CHUNK)?.get(slot % CHUNK)?;
+        node.wd.is_some().then_some(node)
     }
 
-    fn get_mut(&mut self, id: i32) -> Option<&mut Node> {
-        self.nodes.find_mut(hash(id), |n| n.id() == id)
+    fn get_mut(&mut self, slot: Slot) -> Option<&mut Node> {
+        let slot = slot as usize;
+        let node = self.chunks.get_mut(slot / CHUNK)?.get_mut(slot % CHUNK)?;
+        node.wd.is_some().then_some(node)
     }
 
-    fn contains(&self, id: i32) -> bool {
-        self.get(id).is_some()
+    /// The slot of the folder watched as `id`.
+    fn find(&self, id: i32) -> Option<Slot> {
+        let chunks = &self.chunks;
+        self.by_wd
+            .find(hash(id), |&s| id_at(chunks, s) == id)
+            .copied()
+    }
+
+    /// The watch descriptor number of the node in `slot`, if live.
+    fn id(&self, slot: Slot) -> Option<i32> {
+        Some(id_at(&self.chunks, slot)).filter(|&id| id != 0)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_wd.len()
     }
 
     fn name(&self, node: &Node) -> &[u8] {
@@ -689,18 +738,18 @@ impl Tree {
 
     fn store_name(&mut self, name: &[u8]) -> (u32, u16) {
         // A name is at most NAME_MAX (255) bytes, and `names` holds at most twice the
-        // live names: 4 GiB would take over 16 million watches at ~1 KiB of kernel memory
-        // each, far past any `max_user_watches`.
+        // live names: 4 GiB would take over 8 million watches of 255-byte names, at
+        // ~1 KiB of kernel memory each, far past any `max_user_watches`.
         let at = self.names.len() as u32;
         self.names.extend_from_slice(name);
         (at, name.len() as u16)
     }
 
-    fn insert(&mut self, wd: WatchDescriptor, parent: i32, name: &[u8]) -> i32 {
+    fn insert(&mut self, wd: WatchDescriptor, parent: Slot, name: &[u8]) -> Slot {
         let id = wd.get_watch_descriptor_id();
         let (name_at, name_len) = self.store_name(name);
         let node = Node {
-            wd,
+            wd: Some(wd),
             parent: NONE,
             first_child: NONE,
             next: NONE,
@@ -708,34 +757,53 @@ impl Tree {
             name_at,
             name_len,
         };
-        self.nodes.insert_unique(hash(id), node, |n| hash(n.id()));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let slot_at = slot as usize;
+                self.chunks[slot_at / CHUNK][slot_at % CHUNK] = node;
+                slot
+            }
+            None => {
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let last = self.chunks.len() - 1;
+                let chunk = &mut self.chunks[last];
+                chunk.push(node);
+                // Fits: a slot per watch, and watches are counted in `i32`.
+                (last * CHUNK + chunk.len() - 1) as Slot
+            }
+        };
+        let chunks = &self.chunks;
+        self.by_wd
+            .insert_unique(hash(id), slot, |&s| hash(id_at(chunks, s)));
         if parent != NONE {
-            self.link(id, parent);
+            self.link(slot, parent);
         }
-        id
+        slot
     }
 
-    /// Makes `id` (unlinked) the first child of `parent`.
-    fn link(&mut self, id: i32, parent: i32) {
+    /// Makes `slot` (unlinked) the first child of `parent`.
+    fn link(&mut self, slot: Slot, parent: Slot) {
         let Some(head) = self.get(parent).map(|p| p.first_child) else {
             return;
         };
         if let Some(next) = self.get_mut(head) {
-            next.prev = id;
+            next.prev = slot;
         }
-        if let Some(node) = self.get_mut(id) {
+        if let Some(node) = self.get_mut(slot) {
             node.parent = parent;
             node.next = head;
             node.prev = NONE;
         }
         if let Some(p) = self.get_mut(parent) {
-            p.first_child = id;
+            p.first_child = slot;
         }
     }
 
-    /// Takes `id` out of its parent's children; it keeps its own.
-    fn unlink(&mut self, id: i32) {
-        let Some(node) = self.get_mut(id) else {
+    /// Takes `slot` out of its parent's children; it keeps its own.
+    fn unlink(&mut self, slot: Slot) {
+        let Some(node) = self.get_mut(slot) else {
             return;
         };
         let (parent, prev, next) = (node.parent, node.prev, node.next);
@@ -752,7 +820,7 @@ impl Tree {
 
     /// The child of `parent` named `name`. Linear in the folder's subfolders: only a
     /// folder renamed away needs it.
-    fn child(&self, parent: i32, name: &[u8]) -> Option<i32> {
+    fn child(&self, parent: Slot, name: &[u8]) -> Option<Slot> {
         let mut at = self.get(parent)?.first_child;
         while let Some(node) = self.get(at) {
             if self.name(node) == name {
@@ -763,45 +831,45 @@ impl Tree {
         None
     }
 
-    /// Re-links `id` as `name` under `parent`.
-    fn move_to(&mut self, id: i32, parent: i32, name: &[u8]) {
-        let Some(node) = self.get(id) else { return };
+    /// Re-links `slot` as `name` under `parent`.
+    fn move_to(&mut self, slot: Slot, parent: Slot, name: &[u8]) {
+        let Some(node) = self.get(slot) else { return };
         if node.parent == parent && self.name(node) == name {
             return;
         }
         let old_len = usize::from(node.name_len);
-        self.unlink(id);
+        self.unlink(slot);
         let (name_at, name_len) = self.store_name(name);
-        if let Some(node) = self.get_mut(id) {
+        if let Some(node) = self.get_mut(slot) {
             (node.name_at, node.name_len) = (name_at, name_len);
         }
         self.garbage += old_len;
-        self.link(id, parent);
+        self.link(slot, parent);
         self.compact_if_sparse();
     }
 
-    /// Whether `id` is `ancestor` or below it.
-    fn is_within(&self, mut id: i32, ancestor: i32) -> bool {
+    /// Whether `slot` is `ancestor` or below it.
+    fn is_within(&self, mut slot: Slot, ancestor: Slot) -> bool {
         for _ in 0..MAX_DEPTH {
-            if id == ancestor {
+            if slot == ancestor {
                 return true;
             }
-            match self.get(id) {
-                Some(node) if node.parent != NONE => id = node.parent,
+            match self.get(slot) {
+                Some(node) if node.parent != NONE => slot = node.parent,
                 _ => return false,
             }
         }
         false
     }
 
-    /// The path of folder `id`: its root's path and the names on the way down.
-    fn path(&self, id: i32) -> Option<PathBuf> {
+    /// The path of folder `slot`: its root's path and the names on the way down.
+    fn path(&self, slot: Slot) -> Option<PathBuf> {
         let mut names: Vec<&Node> = Vec::new();
-        let mut at = id;
+        let mut at = slot;
         let root = loop {
             let node = self.get(at)?;
             if node.parent == NONE {
-                break self.roots.iter().rfind(|r| r.wd == at)?;
+                break self.roots.iter().rfind(|r| r.node == at)?;
             }
             if names.len() == MAX_DEPTH {
                 return None;
@@ -822,31 +890,43 @@ impl Tree {
         Some(path)
     }
 
-    /// Removes `id` and every node below it (and its root entries); returns their
-    /// descriptors, `id`'s first.
-    fn remove_subtree(&mut self, id: i32) -> Vec<WatchDescriptor> {
-        if !self.contains(id) {
+    /// Removes `slot` and every node below it (and its root entries); returns their
+    /// descriptors, `slot`'s first.
+    fn remove_subtree(&mut self, slot: Slot) -> Vec<WatchDescriptor> {
+        if self.get(slot).is_none() {
             return Vec::new();
         }
-        self.unlink(id);
-        self.roots.retain(|r| r.wd != id);
+        self.unlink(slot);
+        self.roots.retain(|r| r.node != slot);
         let mut removed = Vec::new();
-        let mut pending = vec![id];
+        let mut pending = vec![slot];
         while let Some(at) = pending.pop() {
-            let Ok(entry) = self.nodes.find_entry(hash(at), |n| n.id() == at) else {
+            let Some(node) = self.get_mut(at) else {
                 continue;
             };
-            let (node, _) = entry.remove();
-            let mut child = node.first_child;
+            let Some(wd) = node.wd.take() else { continue };
+            let (mut child, name_len) = (node.first_child, node.name_len);
+            let id = wd.get_watch_descriptor_id();
+            if let Ok(entry) = self.by_wd.find_entry(hash(id), |&s| s == at) {
+                entry.remove();
+            }
+            self.free.push(at);
             while let Some(c) = self.get(child) {
                 pending.push(child);
                 child = c.next;
             }
-            self.garbage += usize::from(node.name_len);
-            removed.push(node.wd);
+            self.garbage += usize::from(name_len);
+            removed.push(wd);
         }
-        if self.nodes.capacity() > 1024 && self.nodes.len() < self.nodes.capacity() / 4 {
-            self.nodes.shrink_to_fit(|n| hash(n.id()));
+        if self.by_wd.is_empty() {
+            // Nothing watched: give everything back.
+            *self = Tree {
+                roots: std::mem::take(&mut self.roots),
+                ..Tree::default()
+            };
+        } else if self.by_wd.capacity() > 1024 && self.by_wd.len() < self.by_wd.capacity() / 4 {
+            let chunks = &self.chunks;
+            self.by_wd.shrink_to_fit(|&s| hash(id_at(chunks, s)));
         }
         self.compact_if_sparse();
         removed
@@ -858,7 +938,7 @@ impl Tree {
             return;
         }
         let mut names = Vec::with_capacity(self.names.len() - self.garbage);
-        for node in self.nodes.iter_mut() {
+        for node in self.chunks.iter_mut().flatten().filter(|n| n.wd.is_some()) {
             let at = node.name_at as usize;
             let name = &self.names[at..at + usize::from(node.name_len)];
             // Fits: smaller than the `names` it comes from (see `store_name`).
@@ -869,10 +949,14 @@ impl Tree {
         self.garbage = 0;
     }
 
-    /// Bytes of heap the tree holds (its table and its names).
+    /// Bytes of heap the tree holds (slab, index, free list and names).
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        self.nodes.allocation_size() + self.names.capacity()
+        self.chunks.iter().map(|c| c.capacity()).sum::<usize>() * std::mem::size_of::<Node>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<Node>>()
+            + self.free.capacity() * std::mem::size_of::<Slot>()
+            + self.by_wd.allocation_size()
+            + self.names.capacity()
     }
 }
 
@@ -957,7 +1041,7 @@ mod tests {
         }
 
         fn nodes(&self) -> usize {
-            self.watcher.lock().tree.nodes.len()
+            self.watcher.lock().tree.len()
         }
     }
 
@@ -1164,7 +1248,7 @@ mod tests {
             }
         });
         let state = env.watcher.lock();
-        let nodes = state.tree.nodes.len();
+        let nodes = state.tree.len();
         assert_eq!(nodes, 3031);
         let per = state.tree.heap_bytes() / nodes;
         assert!(per <= 80, "{per} bytes per folder");
@@ -1182,7 +1266,7 @@ mod tests {
             .unwrap();
         let root = tree.insert(wd, NONE, b"");
         tree.roots.push(Root {
-            wd: root,
+            node: root,
             path: dir.path().to_path_buf(),
             is_dir: true,
             recursive: true,
@@ -1239,7 +1323,7 @@ mod tests {
         }
         let took = start.elapsed();
         let after = status("VmRSS:");
-        let folders = compact.as_ref().map(|w| w.lock().tree.nodes.len());
+        let folders = compact.as_ref().map(|w| w.lock().tree.len());
         let heap = compact.as_ref().map(|w| w.lock().tree.heap_bytes());
         eprintln!(
             "{which}: {took:.2?} to watch; RSS {before} -> {after} KiB (+{} KiB), peak {} KiB; \
