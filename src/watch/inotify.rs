@@ -265,6 +265,8 @@ impl State {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // Read to the end even so: readiness is edge-triggered.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.handler.handle_event(Err(Error::io(e)));
                     break;
@@ -298,7 +300,7 @@ impl State {
             }
             return;
         }
-        let Some((id, folder)) = found.and_then(|id| Some((id, self.tree.path(id)?))) else {
+        let Some((dir, folder)) = found.and_then(|dir| Some((dir, self.tree.path(dir)?))) else {
             log::debug!("inotify event for an unknown watch: {event:?}");
             return;
         };
@@ -353,7 +355,7 @@ impl State {
             out.push(Event::new(EventKind::Remove(kind)).add_path(path.clone()));
         }
         if mask.contains(EventMask::DELETE_SELF) {
-            let kind = match self.tree.roots.iter().rfind(|r| r.node == id) {
+            let kind = match self.tree.roots.iter().rfind(|r| r.node == dir) {
                 Some(root) if root.is_dir => RemoveKind::Folder,
                 Some(_) => RemoveKind::File,
                 None => RemoveKind::Other,
@@ -405,7 +407,9 @@ impl State {
         // own `IN_IGNORED` follows.)
         let name = event.name.map(OsStrExt::as_bytes);
         if mask.contains(EventMask::MOVED_FROM) {
-            if let Some(child) = name.filter(|_| is_dir).and_then(|n| self.tree.child(id, n))
+            if let Some(child) = name
+                .filter(|_| is_dir)
+                .and_then(|n| self.tree.child(dir, n))
                 && let Some(child_id) = self.tree.id(child)
             {
                 self.moving.push((cookie, child, child_id));
@@ -416,26 +420,27 @@ impl State {
             match moved.map(|at| self.moving.swap_remove(at)) {
                 // Renamed within the tree: the same watches, a new parent and name.
                 Some((_, child, child_id))
-                    if self.tree.id(child) == Some(child_id) && !self.tree.is_within(id, child) =>
+                    if self.tree.id(child) == Some(child_id)
+                        && !self.tree.is_within(dir, child) =>
                 {
-                    self.replace_child(id, name, child);
-                    self.tree.move_to(child, id, name);
+                    self.replace_child(dir, name, child);
+                    self.tree.move_to(child, dir, name);
                 }
                 Some((_, child, child_id)) => {
                     if self.tree.id(child) == Some(child_id) {
                         self.drop_tree(child, true);
                     }
-                    self.watch_new_folder(id, name, &path, false);
+                    self.watch_new_folder(dir, name, &path, false);
                 }
-                None => self.watch_new_folder(id, name, &path, false),
+                None => self.watch_new_folder(dir, name, &path, false),
             }
         } else if mask.contains(EventMask::CREATE) && is_dir {
             if let Some(name) = name {
-                self.watch_new_folder(id, name, &path, true);
+                self.watch_new_folder(dir, name, &path, true);
             }
         } else if mask.intersects(EventMask::DELETE_SELF | EventMask::UNMOUNT) {
             // The kernel already removed this watch; the ones below it may be live.
-            self.drop_tree(id, false);
+            self.drop_tree(dir, false);
         }
     }
 
