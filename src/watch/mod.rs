@@ -22,7 +22,17 @@
 //! [`Watch::overdue`] names paths that waited longer than the max-wait).
 
 mod hold;
+#[cfg(target_os = "linux")]
+mod inotify;
 mod tap;
+
+/// The OS watcher under the debouncer, the one place that chooses it: on Linux our own
+/// compact inotify watcher (notify's keeps two maps of full paths per watched folder),
+/// elsewhere notify's recommended one.
+#[cfg(target_os = "linux")]
+type OsWatcher = inotify::InotifyWatcher;
+#[cfg(not(target_os = "linux"))]
+type OsWatcher = notify::RecommendedWatcher;
 
 use hold::Hold;
 use tap::{TAP, Tap, TapWatcher};

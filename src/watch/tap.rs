@@ -159,9 +159,9 @@ impl Tap {
     }
 }
 
-/// The platform's watcher, with every raw event noted in the [`Tap`] before the
+/// The platform's watcher ([`super::OsWatcher`]), with every raw event noted in the [`Tap`] before the
 /// debouncer sees it.
-pub struct TapWatcher(notify::RecommendedWatcher);
+pub struct TapWatcher(super::OsWatcher);
 
 impl Watcher for TapWatcher {
     fn new<F: notify::EventHandler>(
@@ -175,7 +175,7 @@ impl Watcher for TapWatcher {
             }
             handler.handle_event(event);
         };
-        notify::RecommendedWatcher::new(tapped, config).map(TapWatcher)
+        super::OsWatcher::new(tapped, config).map(TapWatcher)
     }
 
     fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
@@ -191,7 +191,7 @@ impl Watcher for TapWatcher {
     }
 
     fn kind() -> notify::WatcherKind {
-        notify::RecommendedWatcher::kind()
+        super::OsWatcher::kind()
     }
 }
 
