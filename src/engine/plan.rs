@@ -106,6 +106,15 @@ pub enum Action {
         /// What it is.
         kind: Kind,
     },
+    /// Nothing to write: DST already holds `name` as `record` (found so while the index
+    /// is rebuilt from DST, or its digest learned by a check); only the index learns it.
+    /// Sent as the walk finds it, so a rebuild holds no list of the whole tree.
+    Record {
+        /// The name in DST.
+        name: PathBuf,
+        /// What the index should say about it.
+        record: Record,
+    },
     /// Remove a name from DST (a directory with everything in it).
     Delete {
         /// The name as stored in DST.
@@ -126,7 +135,7 @@ impl Action {
             | Action::Compare { entry, stored, .. }
             | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
             Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
-            Action::Delete { name, .. } => name.clone(),
+            Action::Delete { name, .. } | Action::Record { name, .. } => name.clone(),
             Action::Rename { to, .. } => to.clone(),
         }
     }
@@ -448,8 +457,9 @@ mod tests {
             Decision::Act(Action::SetMeta { .. }) => "setmeta",
             Decision::Act(Action::Mkdir { .. }) => "mkdir",
             Decision::Act(Action::Symlink { .. }) => "symlink",
-            Decision::Act(Action::Delete { .. }) => "delete",
             Decision::Act(Action::Rename { .. }) => "rename",
+            Decision::Act(Action::Record { .. }) => "record",
+            Decision::Act(Action::Delete { .. }) => "delete",
         }
     }
 

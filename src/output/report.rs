@@ -135,7 +135,10 @@ impl Summary {
                 self.last_error = Some(error.clone());
                 self.last_error_name = Some(name.clone());
             }
-            Outcome::Interrupted { .. } | Outcome::Vanished { .. } | Outcome::Unsettled { .. } => {}
+            Outcome::Interrupted { .. }
+            | Outcome::Vanished { .. }
+            | Outcome::Unsettled { .. }
+            | Outcome::Known { .. } => {}
         }
         match outcome {
             Outcome::Stored {
@@ -202,6 +205,8 @@ impl Summary {
                 }
                 self.record_deleted(name, *kind, *files);
             }
+            // Counted as unchanged by the pass that found it.
+            Outcome::Known { .. } => {}
             Outcome::Unsettled {
                 path, installed, ..
             } => {
@@ -319,6 +324,8 @@ impl Summary {
                 }
                 ("delete", name.clone())
             }
+            // Only the index learns it: nothing to print.
+            Action::Record { .. } => return,
         };
         logging::print_line(false, &format!("{verb} {}", esc(&rel)));
     }

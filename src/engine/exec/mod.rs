@@ -61,6 +61,13 @@ pub enum Outcome {
         /// What it is.
         kind: Kind,
     },
+    /// DST held `name` as `record` already ([`Action::Record`]): nothing was written.
+    Known {
+        /// The name in DST.
+        name: PathBuf,
+        /// The record.
+        record: Record,
+    },
     /// A `--checksum` comparison found the content already equal.
     Same {
         /// The name in DST.
@@ -482,6 +489,10 @@ impl Executor {
                 superseded,
             } => self.delete(name, *kind, *superseded),
             Action::Rename { from, to, kind } => self.rename(from, to, *kind),
+            Action::Record { name, record } => Ok(Outcome::Known {
+                name: name.clone(),
+                record: record.clone(),
+            }),
         }
     }
 

@@ -10,7 +10,9 @@
 //!    read folder by folder on another thread, in walk order), feeding a bounded
 //!    channel; what DST lacks (a file deleted from the mirror behind the index's back)
 //!    is copied at once; `jobs` workers carry the actions out while the scan goes on;
-//!    this thread owns the index and records each outcome. When the walk leaves a
+//!    this thread owns the index and records each outcome (what the index only learns,
+//!    a record rebuilt from DST or a digest, comes as an `Action::Record` too, so no
+//!    pass keeps a list that grows with the tree). When the walk leaves a
 //!    folder, what DST holds there that the source lacks is planned for deletion.
 //! 2. Once the scan is complete, the deletions are carried out (after the deletion
 //!    guard). An interrupted or partial scan deletes nothing.

@@ -103,6 +103,9 @@ impl Carrier for DryRun {
         _: (usize, &Pair, &AtomicU64),
     ) {
         for action in actions {
+            if matches!(action, Action::Record { .. }) {
+                continue;
+            }
             let replaces =
                 matches!(action, Action::Copy { .. }) && tally.replaces_file(&action.dest_name());
             tally.summary.record_planned(&action, replaces);
@@ -125,8 +128,10 @@ impl Carrier for Blocked {
         tally: &mut Tally,
         _: (usize, &Pair, &AtomicU64),
     ) {
-        for _ in actions {
-            tally.summary.failed += 1;
+        for action in actions {
+            if !matches!(action, Action::Record { .. }) {
+                tally.summary.failed += 1;
+            }
         }
     }
 
@@ -185,6 +190,7 @@ impl Tally {
                 self.index.put(name, record);
                 self.touch_parent(name);
             }
+            Outcome::Known { name, record } => self.index.put(name, record),
             Outcome::Deleted { name, .. } => {
                 self.index.remove_tree(name);
                 self.touch_parent(name);

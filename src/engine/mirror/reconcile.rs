@@ -49,9 +49,6 @@ pub(super) struct ScanReport {
     pub(super) deletions: Vec<(Action, bool)>,
     /// Recorded names neither in DST nor in the source: forgotten after a complete walk.
     pub(super) stale: Vec<PathBuf>,
-    /// Records to write: what was found unchanged while the index is rebuilt from DST,
-    /// and digests a content check learned for files that stay as they are.
-    pub(super) puts: Vec<(PathBuf, Record)>,
     /// Files (and symlinks) found current and present in DST.
     pub(super) unchanged: u64,
     /// Source folders whose recorded mode or mtime differ, with the source's.
@@ -204,9 +201,9 @@ impl Mirror {
         report.complete
     }
 
-    /// Phase 2, once the walk is over: the index learns what the walk found (records
-    /// rebuilt from DST, digests learned, stale records forgotten) and the deletions go
-    /// through the deletion guard. Returns the deletions to carry out, what DST held
+    /// Phase 2, once the walk is over: the index forgets stale records (what it learned
+    /// on the way, records rebuilt from DST and digests, came as [`Action::Record`]s
+    /// during the walk) and the deletions go through the deletion guard. Returns the deletions to carry out, what DST held
     /// before it became a mirror (kept apart, see `guard`), and whether the guard held
     /// deletions back.
     fn settle(
@@ -217,11 +214,6 @@ impl Mirror {
     ) -> (Vec<Action>, Vec<Action>, bool) {
         // Only a run that writes touches the index (a dry run opened it read-only).
         let writing = self.mode.executor().is_some();
-        if writing {
-            for (name, record) in report.puts.drain(..) {
-                self.tally.index.put(&name, &record);
-            }
-        }
         if !report.complete {
             log::warn!("the scan did not finish; nothing is deleted this time");
             return (Vec::new(), Vec::new(), false);
@@ -525,21 +517,22 @@ impl<'a> Merge<'a> {
             Decision::Unchanged if rebuilding => {
                 // What DST holds is what the records were made of: record it.
                 report.unchanged += u64::from(entry.kind != Kind::Dir);
-                report
-                    .puts
-                    .push((PathBuf::from(&name), record_of(&entry, opts)));
-                None
+                Some(Action::Record {
+                    name: PathBuf::from(&name),
+                    record: record_of(&entry, opts),
+                })
             }
             Decision::Unchanged => {
                 let found = frame.held.kind_of(&name);
                 if found == Some(entry.kind) {
                     report.unchanged += u64::from(entry.kind != Kind::Dir);
-                    if frame.held.learned.contains(&name)
-                        && let Some(record) = known
-                    {
-                        report.puts.push((PathBuf::from(&name), record.clone()));
-                    }
-                    None
+                    // A digest a content check learned for a file that stays as it is.
+                    known
+                        .filter(|_| frame.held.learned.contains(&name))
+                        .map(|record| Action::Record {
+                            name: PathBuf::from(&name),
+                            record: record.clone(),
+                        })
                 } else {
                     // readdir gives each name's type for free: what stands in DST as
                     // another type than the index says (a folder flipped to a file
