@@ -296,24 +296,39 @@ impl Mirror {
             self.tally.touched.clear();
             return;
         };
-        // One list, deepest first (a first mirror has every folder in it: a sorted
-        // list costs a third of a map's memory).
-        let mut todo: Vec<(PathBuf, Option<Meta>)> = walked
+        // Deepest first, the walked folders (with their meta) and those only written into
+        // (their meta read now) merged in one order. A first mirror has every folder in
+        // both: the written-into set is thinned to what the walk lacks before either is
+        // copied, so the two lists are never held twice.
+        let mut walked = walked;
+        walked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut extra: Vec<PathBuf> = std::mem::take(&mut self.tally.touched)
             .into_iter()
-            .map(|(rel, meta)| (rel, Some(meta)))
+            .filter(|rel| {
+                walked
+                    .binary_search_by(|(p, _)| p.as_path().cmp(rel))
+                    .is_err()
+            })
             .collect();
-        todo.extend(self.tally.touched.drain().map(|rel| (rel, None)));
-        let depth = |p: &Path| std::cmp::Reverse(p.components().count());
-        // A folder both walked and written into comes first with its walked meta.
-        todo.sort_unstable_by(|a, b| {
-            (depth(&a.0), &a.0, a.1.is_none()).cmp(&(depth(&b.0), &b.0, b.1.is_none()))
-        });
-        todo.dedup_by(|later, first| later.0 == first.0);
-        self.tally.touched.shrink_to_fit();
-        let src = (!todo.is_empty())
+        walked.sort_unstable_by(|a, b| deepest_first(&a.0, &b.0));
+        extra.sort_unstable_by(|a, b| deepest_first(a, b));
+        let src = (!extra.is_empty())
             .then(|| Source::open(&self.cfg.pair.src).ok())
             .flatten();
-        for (rel, meta) in todo {
+        let mut walked = walked.into_iter().peekable();
+        let mut extra = extra.into_iter().peekable();
+        loop {
+            let take_walked = match (walked.peek(), extra.peek()) {
+                (Some((a, _)), Some(b)) => deepest_first(a, b).is_le(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (rel, meta) = match take_walked {
+                true => walked.next().map(|(rel, meta)| (rel, Some(meta))),
+                false => extra.next().map(|rel| (rel, None)),
+            }
+            .unwrap_or_else(|| unreachable!("peeked"));
             let meta = match meta {
                 Some(meta) => meta,
                 None => match src.as_ref().and_then(|src| source_dir_meta(src, &rel)) {
@@ -346,6 +361,12 @@ impl Mirror {
             }
         }
     }
+}
+
+/// Deeper folders first, then by path: the order folders get their mode and mtime.
+fn deepest_first(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let depth = |p: &Path| std::cmp::Reverse(p.components().count());
+    (depth(a), a).cmp(&(depth(b), b))
 }
 
 /// A folder the walk is in: what DST holds there and what the source has there so far.
