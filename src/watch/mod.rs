@@ -30,9 +30,9 @@ mod tap;
 /// compact inotify watcher (notify's keeps two maps of full paths per watched folder),
 /// elsewhere notify's recommended one.
 #[cfg(target_os = "linux")]
-type OsWatcher = inotify::InotifyWatcher;
+pub type OsWatcher = inotify::InotifyWatcher;
 #[cfg(not(target_os = "linux"))]
-type OsWatcher = notify::RecommendedWatcher;
+pub type OsWatcher = notify::RecommendedWatcher;
 
 use hold::Hold;
 use tap::{TAP, Tap, TapWatcher};
