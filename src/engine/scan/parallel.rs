@@ -496,6 +496,25 @@ mod tests {
     /// A tree deeper than [`OPEN_DIRS`] levels and longer than `PATH_MAX` is walked whole
     /// and in order, as by the one-thread walk.
     #[cfg(target_os = "linux")]
+    /// A folder of more folders than one listing makes jobs for at once ([`LEAD`]):
+    /// the consumer makes the rest as it reaches them, and the walk still yields every
+    /// item, in the one-thread walk's order.
+    #[test]
+    fn a_folder_of_more_folders_than_its_lead_yields_every_item_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let wide = LEAD * 3 + 5;
+        for i in 0..wide {
+            let dir = root.join(format!("w/d{i:03}"));
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            std::fs::write(dir.join("f.txt"), "x").unwrap();
+            std::fs::write(dir.join("sub/g.txt"), "y").unwrap();
+        }
+        let (one, many) = both(root, "", &ScanRules::default());
+        assert_eq!(one, many);
+        assert_eq!(one.len(), 2 + wide * 4, "{one:?}");
+    }
+
     #[test]
     fn walks_trees_deeper_than_its_handles_in_order() {
         let tmp = tempfile::tempdir().unwrap();
