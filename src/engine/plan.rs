@@ -32,6 +32,14 @@ pub struct PlanOptions {
     /// second, and a symlink matches by its target alone. Not a user's choice: the
     /// engine sets it from the store.
     pub whole_second_mtimes: bool,
+    /// Owners and groups are mirrored (run as root, into a store that keeps them, as
+    /// rsync's `-o -g`): a record whose owner differs is a metadata update. Off, an
+    /// owner is recorded but only a recorded one that differs is updated (in the index).
+    pub owners: bool,
+    /// The extended attributes and ACLs kept (`--xattrs`, `--acls`).
+    pub kept: crate::model::Kept,
+    /// Names of one source file are one file in DST (`--hard-links`, on by default).
+    pub hard_links: bool,
 }
 
 impl PlanOptions {
@@ -75,8 +83,8 @@ pub enum Action {
         entry: Entry,
         /// The form it is stored in.
         stored: Stored,
-        /// What the mirror holds for it.
-        known: Record,
+        /// What the mirror holds for it (boxed: the rarest action, and the largest).
+        known: Box<Record>,
     },
     /// The content is current; set mode and mtime on the stored file.
     SetMeta {
@@ -215,14 +223,15 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
         return Decision::Act(Action::Compare {
             entry: entry.clone(),
             stored,
-            known: known.clone(),
+            known: Box::new(known.clone()),
         });
     }
     if known.meta.mtime != entry.meta.mtime && !rebuilt_in_the_same_second(known, entry, opts) {
         return copy;
     }
-    if known.meta != entry.meta {
-        // Same content, new mode (or a record rebuilt from a gzip trailer): fix metadata.
+    if known.meta != entry.meta || attrs_differ(entry, known, opts) || known.link != entry.link {
+        // Same content, new mode, owner or attributes (or a record rebuilt from a gzip
+        // trailer): fix metadata.
         return Decision::Act(Action::SetMeta {
             entry: entry.clone(),
             stored,
@@ -242,14 +251,30 @@ fn rebuilt_in_the_same_second(known: &Record, entry: &Entry, opts: &PlanOptions)
         && known.meta.mtime.unix_seconds() == entry.meta.mtime.unix_seconds()
 }
 
-/// True if a directory's recorded mode or mtime differ from the source's.
-pub fn dir_meta_differs(entry: &Entry, known: Option<&Record>) -> bool {
+/// True if a directory's recorded mode, mtime, owner or attributes differ from the
+/// source's.
+pub fn dir_meta_differs(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> bool {
     match known {
         Some(r) if r.kind == Kind::Dir => {
-            r.meta.mode != entry.meta.mode || r.meta.mtime != entry.meta.mtime
+            r.meta.mode != entry.meta.mode
+                || r.meta.mtime != entry.meta.mtime
+                || attrs_differ(entry, r, opts)
         }
         _ => true,
     }
+}
+
+/// True if what the index recorded of a name's owner or attributes is not the
+/// source's: a metadata update, never a copy. A recorded owner that differs always
+/// counts (the index learns the new one; DST gets it when run as root); an owner not
+/// recorded (an older index) counts only when owners are mirrored. Attributes count
+/// only when the pair keeps them (the walk reads none otherwise).
+pub fn attrs_differ(entry: &Entry, known: &Record, opts: &PlanOptions) -> bool {
+    let owner = match known.attrs.owner {
+        Some(recorded) => entry.attrs.owner.is_some_and(|now| now != recorded),
+        None => opts.owners && entry.attrs.owner.is_some(),
+    };
+    owner || (opts.kept.any() && known.attrs.xattrs != entry.attrs.xattrs)
 }
 
 /// What must not be deleted from DST even though the source does not have it.
@@ -424,6 +449,8 @@ mod tests {
             kind: Kind::File,
             meta: m,
             target: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -435,6 +462,8 @@ mod tests {
             stored,
             target: None,
             disk: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -444,6 +473,9 @@ mod tests {
             checksum,
             delete: true,
             whole_second_mtimes: false,
+            owners: false,
+            kept: Default::default(),
+            hard_links: true,
         }
     }
 
@@ -490,6 +522,8 @@ mod tests {
             kind: Kind::Symlink,
             meta: meta(0, 1000, 123, 0o777),
             target: Some("t".into()),
+            attrs: Default::default(),
+            link: None,
         };
         let made_later = Record {
             kind: Kind::Symlink,
@@ -590,12 +624,16 @@ mod tests {
             kind: Kind::Dir,
             meta: m,
             target: None,
+            attrs: Default::default(),
+            link: None,
         };
         let link = Entry {
             rel: "l".into(),
             kind: Kind::Symlink,
             meta: m,
             target: Some("../x".into()),
+            attrs: Default::default(),
+            link: None,
         };
         let special = Entry {
             kind: Kind::Special,
@@ -632,14 +670,16 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(dir_meta_differs(&dir, None));
+        assert!(dir_meta_differs(&dir, None, &opts(false, false)));
         assert!(!dir_meta_differs(
             &dir,
-            Some(&rec(Kind::Dir, m, Stored::Plain))
+            Some(&rec(Kind::Dir, m, Stored::Plain)),
+            &opts(false, false)
         ));
         assert!(dir_meta_differs(
             &dir,
-            Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain))
+            Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain)),
+            &opts(false, false)
         ));
     }
 

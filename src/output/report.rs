@@ -457,6 +457,8 @@ mod tests {
                 stored: Stored::Plain,
                 target: None,
                 disk: None,
+                attrs: Default::default(),
+                link: None,
             },
             bytes: 1,
         }

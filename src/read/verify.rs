@@ -219,6 +219,7 @@ impl Plan {
                         excludes: Excludes::new(&args.exclude)
                             .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
+                        kept: Default::default(),
                     },
                     keeps_deleted: facts.no_delete,
                 })
@@ -318,6 +319,7 @@ impl Plan {
                     rules: ScanRules {
                         excludes: p.config.excludes.clone(),
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
+                        kept: p.config.plan.kept,
                     },
                     keeps_deleted: !p.config.plan.delete,
                 }),
@@ -1867,6 +1869,8 @@ mod tests {
             stored,
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
             disk: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -1876,6 +1880,8 @@ mod tests {
             kind,
             meta: meta(3),
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+            attrs: Default::default(),
+            link: None,
         }
     }
 

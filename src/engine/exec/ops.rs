@@ -32,7 +32,11 @@ impl Executor {
         let name = stored.name_for(&entry.rel);
         // The stored file may be gone, or replaced by something else, behind the index's
         // back: then only a copy makes DST current. The store never sets them through a
-        // planted symlink.
+        // planted symlink. Owner first: a change of owner clears set-user-id bits.
+        let (there, attrs) = self.attrs_on_name(&name, Kind::File, &entry.attrs);
+        if !there {
+            return self.copy(entry, stored, None);
+        }
         let set = self
             .store
             .set_meta(&name, Kind::File, entry.meta.mode, entry.meta.mtime)
@@ -41,12 +45,10 @@ impl Executor {
             return self.copy(entry, stored, None);
         };
         let record = Record {
-            kind: Kind::File,
-            meta: entry.meta,
             sha256,
-            stored,
-            target: None,
             disk: Some(now.on_disk()),
+            attrs,
+            ..Record::of(entry, stored)
         };
         Ok(Outcome::Stored {
             done: Done::Updated,
@@ -65,13 +67,10 @@ impl Executor {
         Ok(Outcome::Stored {
             done: Done::Mkdir,
             name: entry.rel.clone(),
+            // Owner and attributes are set with mode and mtime, by `finish_dir`.
             record: Record {
-                kind: Kind::Dir,
-                meta: entry.meta,
-                sha256: None,
-                stored: Stored::Plain,
-                target: None,
-                disk: None,
+                attrs: Default::default(),
+                ..Record::of(entry, Stored::Plain)
             },
             bytes: 0,
         })
@@ -87,16 +86,14 @@ impl Executor {
             .map_err(OpError::io("creating symlink", &self.shown(&entry.rel)))?;
         let disk = temp.stat().ok().map(|s| s.on_disk());
         self.install(temp.as_mut(), &entry.rel, None, None)?;
+        let (_, attrs) = self.attrs_on_name(&entry.rel, Kind::Symlink, &entry.attrs);
         Ok(Outcome::Stored {
             done: Done::Linked,
             name: entry.rel.clone(),
             record: Record {
-                kind: Kind::Symlink,
-                meta: entry.meta,
-                sha256: None,
-                stored: Stored::Plain,
-                target: entry.target.clone(),
                 disk,
+                attrs,
+                ..Record::of(entry, Stored::Plain)
             },
             bytes: 0,
         })

@@ -93,7 +93,7 @@ impl Mirror {
         let path = src.path(rel);
         // A folder on the way that is a symlink now (NotADirectory) means `rel` is gone
         // from SRC: what the link leads to is never read.
-        let entry = match src.entry(rel) {
+        let entry = match src.entry(rel, &self.cfg.plan.kept) {
             Ok(entry) => entry,
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
@@ -153,7 +153,7 @@ impl Mirror {
                     actions.push(Action::Compare {
                         stored: self.cfg.plan.stored_for(&entry.rel),
                         entry,
-                        known,
+                        known: Box::new(known),
                     });
                 }
             }

@@ -377,6 +377,7 @@ fn scan_rules(cfg: &Config) -> ScanRules {
     ScanRules {
         excludes: cfg.excludes.clone(),
         skip,
+        kept: cfg.plan.kept,
     }
 }
 
@@ -392,7 +393,9 @@ fn open_for_writing(
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
     let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
-    let exec = Executor::with_store(&pair.src, store, stop.clone())?.with_retention(cfg.versions);
+    let exec = Executor::with_store(&pair.src, store, stop.clone())?
+        .with_retention(cfg.versions)
+        .with_attrs(cfg.plan.owners, cfg.plan.kept);
     let index_dir = index_dir_of(Some(exec.store() as &dyn Reader)).unwrap_or_default();
     let (mut index, trusted) = open_index(&index_dir, exec.store());
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };

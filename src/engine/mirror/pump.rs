@@ -331,6 +331,8 @@ mod tests {
                         kind: Kind::File,
                         meta: Meta::of(&meta),
                         target: None,
+                        attrs: Default::default(),
+                        link: None,
                     },
                     stored: Stored::Plain,
                     was: None,

@@ -317,6 +317,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     let rules = ScanRules {
         excludes,
         skip: skip.clone(),
+        kept: Default::default(),
     };
     // Lives until the archive is written: what a mirror's prefix markers stand for is
     // written out there first (beside OUT, on the filesystem chosen for the archive).

@@ -368,6 +368,7 @@ impl Staged for Upload {
             mode: self.mode,
             ino: self.etag().map_or(0, |etag| meta::stamp(&etag)),
             links: 1,
+            owner: None,
         })
     }
 

@@ -92,6 +92,7 @@ pub fn stat_of(
         mode,
         ino: if folder { 0 } else { etag.map_or(0, stamp) },
         links: 1,
+        owner: None,
     }
 }
 

@@ -548,6 +548,8 @@ impl Reader for S3 {
             fsync: true,
             nanosecond_mtimes: true,
             cheap_listing: false,
+            owners: false,
+            xattrs: false,
         }
     }
 

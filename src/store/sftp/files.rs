@@ -415,6 +415,7 @@ impl Staged for RemoteTemp {
                         mode: mode & 0o7777,
                         ino: 0,
                         links: 1,
+                        owner: None,
                     }),
                     None => {
                         let mut file = file.clone();

@@ -29,7 +29,7 @@ mod lock;
 use super::remote::cache;
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
 use crate::config::Remote;
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::output::names::{esc, io_message};
 use conn::{Conn, Session};
 use filetime::FileTime;
@@ -267,6 +267,10 @@ fn stat_of(meta: &MetaData) -> Stat {
         // SFTP version 3 has no inode numbers and no link counts.
         ino: 0,
         links: 1,
+        owner: meta
+            .uid()
+            .zip(meta.gid())
+            .map(|(uid, gid)| Owner { uid, gid }),
     }
 }
 
@@ -304,6 +308,8 @@ impl Reader for Sftp {
             fsync: ext.fsync,
             nanosecond_mtimes: false,
             cheap_listing: false,
+            owners: false,
+            xattrs: false,
         }
     }
 
