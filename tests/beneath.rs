@@ -494,6 +494,9 @@ fn a_symlink_swapped_in_during_sync_never_leads_a_write_outside_dst() {
     eprintln!("set up in {:?}", started.elapsed());
     let user_dir = env.dst.join(VICTIM);
     chown_tree(&user_dir, NOBODY);
+    // As root, sync mirrors owners: the source folder is the user's too, or the next pass
+    // would give DST's back to root (and the swapper could no longer swap).
+    chown_tree(&env.src.join(VICTIM), NOBODY);
     let before = seen_tree(&outside);
     let start = Instant::now();
     for r in 0..RACE_ROUNDS {
@@ -542,6 +545,9 @@ fn a_symlink_swapped_in_while_watching_never_leads_a_write_outside_dst() {
     w.wait_mirrored(&env.src, &env.dst, false);
     let user_dir = env.dst.join(VICTIM);
     chown_tree(&user_dir, NOBODY);
+    // As root, sync mirrors owners: the source folder is the user's too, or the next pass
+    // would give DST's back to root (and the swapper could no longer swap).
+    chown_tree(&env.src.join(VICTIM), NOBODY);
     let before = seen_tree(&outside);
     let start = Instant::now();
     let mut swapper = Swapper::start(&user_dir, &canary, RACE_BUDGET * 3);

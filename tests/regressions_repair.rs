@@ -408,11 +408,18 @@ fn regression_an_index_of_the_previous_schema_is_upgraded_and_keeps_working() {
         stdout(&out)
     );
     let (version, names) = columns(&db);
-    assert_eq!(version, 2);
-    assert!(
-        names.iter().any(|n| n == "disk_ino") && names.iter().any(|n| n == "disk_size"),
-        "{names:?}"
-    );
+    assert_eq!(version, 3);
+    for column in [
+        "disk_ino",
+        "disk_size",
+        "uid",
+        "gid",
+        "xattrs",
+        "link_dev",
+        "link_ino",
+    ] {
+        assert!(names.iter().any(|n| n == column), "{column}: {names:?}");
+    }
     assert_code(&verify(&env, &[]), 0);
     // And it works: a change is mirrored, a damage repaired.
     env.write("a.txt", "alpha, changed\n");
