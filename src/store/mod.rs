@@ -511,13 +511,20 @@ pub trait Store: Reader {
     /// something is there.
     fn mkdir(&self, name: &Path) -> io::Result<()>;
 
-    /// As [`Store::mkdir`], for a folder whose mode and mtime are to be `mode` and
-    /// `mtime` once its content is in. A store whose folders keep their metadata while
-    /// names are added under them (S3's markers) sets them now, so that setting them
-    /// after the content ([`Store::set_meta`]) finds nothing to do; the others make the
-    /// folder as `mkdir` does.
-    fn mkdir_as(&self, name: &Path, mode: u32, mtime: FileTime) -> io::Result<()> {
-        let _ = (mode, mtime);
+    /// As [`Store::mkdir`], for a folder whose mode, mtime and owner (where owners are
+    /// given) are to be `mode`, `mtime` and `owner` once its content is in. A store whose
+    /// folders keep their metadata while names are added under them (S3's markers) sets
+    /// them now, so that setting them after the content ([`Store::set_meta`],
+    /// [`Store::set_owner`]) finds nothing to do; the others make the folder as `mkdir`
+    /// does.
+    fn mkdir_as(
+        &self,
+        name: &Path,
+        mode: u32,
+        mtime: FileTime,
+        owner: Option<Owner>,
+    ) -> io::Result<()> {
+        let _ = (mode, mtime, owner);
         self.mkdir(name)
     }
 

@@ -57,6 +57,11 @@ impl AttrsPolicy {
 }
 
 impl Executor {
+    /// True while owners are given to what is written.
+    pub(super) fn sets_owners(&self) -> bool {
+        self.attrs.owners.load(Ordering::Relaxed)
+    }
+
     /// Gives a temp file the source's owner and attributes, before its mode and mtime
     /// are set. A refusal is said (once for a store that refuses them all) and leaves
     /// the content to be installed without them: the returned attributes are what was

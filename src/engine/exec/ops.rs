@@ -5,7 +5,7 @@
 //! on the way real folders, displacing what stands there.
 use super::{Displaced, Done, Executor, OpError, Outcome};
 use crate::hash::Digest;
-use crate::model::{Entry, Kind, Meta};
+use crate::model::{Entry, Kind, Meta, Owner};
 use crate::model::{Record, Stored};
 use crate::store::{Stat, layout};
 use std::io::{self};
@@ -18,7 +18,7 @@ pub(super) enum Reach {
     Parents,
     /// As `Parents`, and the name itself as a folder, made with the source folder's
     /// metadata where the store can set it at once ([`crate::store::Store::mkdir_as`]).
-    Itself(Meta),
+    Itself(Meta, Option<Owner>),
 }
 
 impl Executor {
@@ -62,7 +62,7 @@ impl Executor {
     /// are set after its content, by [`Executor::finish_dir`].
     pub(super) fn mkdir(&self, entry: &Entry) -> Result<Outcome, OpError> {
         if !entry.rel.as_os_str().is_empty() {
-            self.dest_dir(&entry.rel, Reach::Itself(entry.meta))?;
+            self.dest_dir(&entry.rel, Reach::Itself(entry.meta, entry.attrs.owner))?;
         }
         Ok(Outcome::Stored {
             done: Done::Mkdir,
@@ -251,7 +251,7 @@ impl Executor {
     pub(super) fn dest_dir(&self, name: &Path, reach: Reach) -> Result<(), OpError> {
         let target = match reach {
             Reach::Parents => name.parent().unwrap_or(Path::new("")),
-            Reach::Itself(_) => name,
+            Reach::Itself(..) => name,
         };
         if target.as_os_str().is_empty() {
             return Ok(());
@@ -277,11 +277,14 @@ impl Executor {
             // folder its own mkdir would make (a worker with a file inside it got there
             // first), so a store that sets the metadata at once sets it once.
             let meta = match reach {
-                Reach::Itself(meta) if dir == target => Some((meta.mode, meta.mtime)),
+                Reach::Itself(meta, owner) if dir == target => Some((meta.mode, meta.mtime, owner)),
                 _ => self.source_folder(&dir),
             };
             let made = match meta {
-                Some((mode, mtime)) => self.store.mkdir_as(&dir, mode, mtime),
+                Some((mode, mtime, owner)) => {
+                    let owner = owner.filter(|_| self.sets_owners());
+                    self.store.mkdir_as(&dir, mode, mtime, owner)
+                }
                 None => self.store.mkdir(&dir),
             };
             match made {
@@ -296,12 +299,16 @@ impl Executor {
 
     /// The mode and mtime of the folder `rel` in the source, if it is one there (never
     /// for datasafe's own state folder).
-    fn source_folder(&self, rel: &Path) -> Option<(u32, filetime::FileTime)> {
+    fn source_folder(&self, rel: &Path) -> Option<(u32, filetime::FileTime, Option<Owner>)> {
         if rel.starts_with(layout::state()) {
             return None;
         }
         let status = self.source().ok()?.status(rel).ok()?;
-        (status.kind == Kind::Dir).then_some((status.mode, status.mtime))
+        let owner = Owner {
+            uid: status.uid,
+            gid: status.gid,
+        };
+        (status.kind == Kind::Dir).then_some((status.mode, status.mtime, Some(owner)))
     }
 
     /// True if `name` in DST is a real folder (reached without a symlink).
