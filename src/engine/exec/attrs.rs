@@ -5,9 +5,9 @@
 //! without them) is said once per run and recorded in the index all the same, so a
 //! `restore` to a folder that can keep them gives them back.
 
-use super::Executor;
+use super::{Executor, OpError};
 use crate::model::{Attrs, Kind};
-use crate::output::names::esc;
+use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::store::TempFile;
 use std::io;
@@ -63,50 +63,55 @@ impl Executor {
     }
 
     /// Gives a temp file the source's owner and attributes, before its mode and mtime
-    /// are set. A refusal is said (once for a store that refuses them all) and leaves
-    /// the content to be installed without them: the returned attributes are what was
-    /// set, for the index, so a later pass tries again.
+    /// are set. Returns what was set, for the index (a later pass tries again what was
+    /// not). A store that refuses the kind is said once and not asked again; an
+    /// attribute refused for this file alone is said and left out; any other failure
+    /// (a lost connection, a full disk) fails the write, as a failed chunk of content
+    /// would.
     pub(super) fn attrs_on_temp(
         &self,
         temp: &mut dyn TempFile,
         attrs: &Attrs,
         shown: &Path,
-    ) -> Attrs {
+    ) -> Result<Attrs, OpError> {
         let mut done = attrs.clone();
         if let Some(owner) = attrs.owner
-            && self.attrs.owners.load(Ordering::Relaxed)
+            && self.sets_owners()
             && let Err(e) = temp.set_owner(owner)
-            && !self.refused(&self.attrs.owners, &e, "owners", shown)
         {
-            done.owner = None;
+            self.owner_refused(&e, shown)
+                .map_err(OpError::io("setting the owner of", shown))?;
         }
         if let Some(xattrs) = &attrs.xattrs
             && self.attrs.xattrs.load(Ordering::Relaxed)
             && let Err(e) = temp.set_xattrs(xattrs)
-            && !self.refused(&self.attrs.xattrs, &e, "extended attributes", shown)
+            && !self.xattrs_refused(&e, shown)
         {
             done.xattrs = None;
         }
-        done
+        Ok(done)
     }
 
     /// Sets the source's owner and attributes on `name` (a `kind` already in DST), as
-    /// [`Executor::attrs_on_temp`] does on a temp file. `Ok(false)` if no `kind` is
-    /// there any more.
-    pub(super) fn attrs_on_name(&self, name: &Path, kind: Kind, attrs: &Attrs) -> (bool, Attrs) {
+    /// [`Executor::attrs_on_temp`] does on a temp file. `false` if no `kind` is there
+    /// any more.
+    pub(super) fn attrs_on_name(
+        &self,
+        name: &Path,
+        kind: Kind,
+        attrs: &Attrs,
+    ) -> Result<(bool, Attrs), OpError> {
         let mut done = attrs.clone();
         let shown = self.shown(name);
         if let Some(owner) = attrs.owner
-            && self.attrs.owners.load(Ordering::Relaxed)
+            && self.sets_owners()
         {
             match self.store.set_owner(name, kind, owner) {
                 Ok(true) => {}
-                Ok(false) => return (false, done),
-                Err(e) => {
-                    if !self.refused(&self.attrs.owners, &e, "owners", &shown) {
-                        done.owner = None;
-                    }
-                }
+                Ok(false) => return Ok((false, done)),
+                Err(e) => self
+                    .owner_refused(&e, &shown)
+                    .map_err(OpError::io("setting the owner of", &shown))?,
             }
         }
         if kind != Kind::Symlink && self.attrs.xattrs.load(Ordering::Relaxed) {
@@ -115,41 +120,63 @@ impl Executor {
                 .set_xattrs(name, kind, attrs.xattrs(), &self.attrs.kept)
             {
                 Ok(true) => {}
-                Ok(false) => return (false, done),
+                Ok(false) => return Ok((false, done)),
                 Err(e) => {
-                    if !self.refused(&self.attrs.xattrs, &e, "extended attributes", &shown) {
+                    if !self.xattrs_refused(&e, &shown) {
                         done.xattrs = None;
                     }
                 }
             }
         }
-        (true, done)
+        Ok((true, done))
     }
 
-    /// Says why `what` could not be set on `shown`. A refusal of the kind itself (not
-    /// permitted, not supported by DST's filesystem) turns `on` off for the rest of the
-    /// run and is said once, and counts as done (the index records the source's, as
-    /// for a store that keeps none); anything else is said for this name and returns
-    /// false.
-    fn refused(&self, on: &AtomicBool, err: &io::Error, what: &str, shown: &Path) -> bool {
-        let whole_store = matches!(
+    /// An owner the store would not set. Not permitted (the store's user is not root,
+    /// a filesystem without owners) or not supported: every other name would be refused
+    /// the same way, so owners are said once and not set again this run (the index
+    /// keeps the source's, as for a store without owners). Anything else is the
+    /// caller's error.
+    fn owner_refused(&self, err: &io::Error, shown: &Path) -> io::Result<()> {
+        let whole = matches!(
             err.kind(),
-            io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+            io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
         ) || err.raw_os_error().is_some_and(platform::is_not_supported);
-        if whole_store {
-            if on.swap(false, Ordering::Relaxed) {
+        if !whole {
+            return Err(io::Error::new(err.kind(), io_message(err)));
+        }
+        if self.attrs.owners.swap(false, Ordering::Relaxed) {
+            log::warn!(
+                "owners cannot be set in {} ({}): they are recorded in the index only",
+                esc(shown),
+                io_message(err)
+            );
+        }
+        Ok(())
+    }
+
+    /// Attributes the store would not set. Not supported by DST's filesystem: said once,
+    /// not asked again this run, counted as kept (the index has them). Anything else (a
+    /// `security.*` label this process may not set, a value too big for the
+    /// filesystem) is said for this name, whose content is mirrored all the same, and
+    /// returns false: the index leaves them out, so the next pass tries again.
+    fn xattrs_refused(&self, err: &io::Error, shown: &Path) -> bool {
+        let whole = err.kind() == io::ErrorKind::Unsupported
+            || err.raw_os_error().is_some_and(platform::is_not_supported);
+        if whole {
+            if self.attrs.xattrs.swap(false, Ordering::Relaxed) {
                 log::warn!(
-                    "{what} cannot be set in {} ({}): they are recorded in the index only",
+                    "extended attributes cannot be set in {} ({}): they are recorded in the \
+                     index only",
                     esc(shown),
-                    crate::output::names::io_message(err)
+                    io_message(err)
                 );
             }
             return true;
         }
         log::error!(
-            "setting {what} on {}: {}",
+            "setting extended attributes on {}: {}",
             esc(shown),
-            crate::output::names::io_message(err)
+            io_message(err)
         );
         false
     }

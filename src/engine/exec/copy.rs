@@ -126,7 +126,7 @@ impl Executor {
                 owner: platform::owner_of(&before),
                 xattrs: entry.attrs.xattrs.clone(),
             };
-            let attrs = self.attrs_on_temp(temp.as_mut(), &wanted, &dst_path);
+            let attrs = self.attrs_on_temp(temp.as_mut(), &wanted, &dst_path)?;
             temp.set_meta(meta.mode, meta.mtime)
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
             // The install below keeps the inode: this is what DST will hold.

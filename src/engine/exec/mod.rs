@@ -527,7 +527,18 @@ impl Executor {
         meta: &crate::model::Meta,
         attrs: &crate::model::Attrs,
     ) -> Result<crate::model::Attrs, DirMetaError> {
-        let (_, done) = self.attrs_on_name(rel, Kind::Dir, attrs);
+        let (_, done) = self
+            .attrs_on_name(rel, Kind::Dir, attrs)
+            .map_err(|e| DirMetaError {
+                path: self.shown(rel),
+                // Setting attributes fails only as the OS or the store says.
+                err: match e {
+                    OpError::Io { err, .. } => err,
+                    OpError::Unsettled { .. } | OpError::Interrupted => {
+                        io::Error::other("interrupted")
+                    }
+                },
+            })?;
         self.set_dir_meta(rel, meta).map_err(|err| DirMetaError {
             path: self.shown(rel),
             err,

@@ -33,7 +33,7 @@ impl Executor {
         // The stored file may be gone, or replaced by something else, behind the index's
         // back: then only a copy makes DST current. The store never sets them through a
         // planted symlink. Owner first: a change of owner clears set-user-id bits.
-        let (there, attrs) = self.attrs_on_name(&name, Kind::File, &entry.attrs);
+        let (there, attrs) = self.attrs_on_name(&name, Kind::File, &entry.attrs)?;
         if !there {
             return self.copy(entry, stored, None);
         }
@@ -86,7 +86,7 @@ impl Executor {
             .map_err(OpError::io("creating symlink", &self.shown(&entry.rel)))?;
         let disk = temp.stat().ok().map(|s| s.on_disk());
         self.install(temp.as_mut(), &entry.rel, None, None)?;
-        let (_, attrs) = self.attrs_on_name(&entry.rel, Kind::Symlink, &entry.attrs);
+        let (_, attrs) = self.attrs_on_name(&entry.rel, Kind::Symlink, &entry.attrs)?;
         Ok(Outcome::Stored {
             done: Done::Linked,
             name: entry.rel.clone(),
