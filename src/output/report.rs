@@ -175,6 +175,10 @@ impl Summary {
                         self.dirs_created += 1;
                         log::info!("created {}/", esc(&rel));
                     }
+                    Done::HardLinked => {
+                        self.copied += 1;
+                        log::info!("hard-linked {}", esc(&rel));
+                    }
                     Done::Linked => {
                         self.copied += 1;
                         let target = record.target.as_deref().unwrap_or(Path::new(""));
@@ -298,6 +302,10 @@ impl Summary {
                 (verb, entry.rel.clone())
             }
             Action::Compare { entry, .. } => ("compare", entry.rel.clone()),
+            Action::Link { entry, .. } => {
+                self.copied += 1;
+                ("link", entry.rel.clone())
+            }
             Action::SetMeta { entry, .. } => {
                 self.updated += 1;
                 ("update", entry.rel.clone())

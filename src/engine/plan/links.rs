@@ -1,0 +1,384 @@
+//! Hard links inside a pair, as the planner sees them: names of one source file (the
+//! same `LinkKey`, device and inode) are one file with several names in DST. During a
+//! pass, the first name of a key the walk meets is its *leader* ([`Leaders`]); every
+//! later name is either already the leader's file in DST (left alone) or is made a
+//! second name of it ([`LinkLater`], carried out once the walk's copies are done, so
+//! the leader's new copy is installed first). Pure, like the rest of the planner; what
+//! DST holds is judged from the records alone.
+//!
+//! Only files with more than one name enter [`Leaders`]: a tree without hard links
+//! costs a pass nothing.
+
+use super::{Action, PlanOptions};
+use crate::hash::Digest;
+use crate::model::{Entry, Kind, LinkKey, Meta, NameHasher, Record, Stored};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What a record says of a file, as far as telling two names apart needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    meta: Meta,
+    sha256: Option<Digest>,
+    /// DST's inode number (an S3 object's stamp); `None` where the store has none.
+    ino: Option<u64>,
+    link: Option<LinkKey>,
+}
+
+impl Seen {
+    fn of(record: &Record) -> Seen {
+        Seen {
+            meta: record.meta,
+            sha256: record.sha256,
+            ino: record.disk.map(|d| d.ino).filter(|&ino| ino != 0),
+            link: record.link,
+        }
+    }
+
+    /// True if `self` and `other` are records of one file in DST: the same inode where
+    /// the store has inode numbers, else (SFTP) recorded as the same source file with
+    /// the same metadata and digest.
+    fn same_file(&self, other: &Seen, key: LinkKey) -> bool {
+        match (self.ino, other.ino) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                self.link == Some(key)
+                    && other.link == Some(key)
+                    && self.meta == other.meta
+                    && self.sha256 == other.sha256
+            }
+        }
+    }
+
+    /// True if both are known to hold the same bytes (equal digests and sizes).
+    fn same_content(&self, other: &Seen) -> bool {
+        self.sha256.is_some() && self.sha256 == other.sha256 && self.meta.size == other.meta.size
+    }
+}
+
+/// The first name of a key met in a pass.
+#[derive(Debug)]
+struct Leader {
+    /// Its name in DST.
+    name: PathBuf,
+    stored: Stored,
+    /// What the index recorded for it before this pass.
+    known: Option<Seen>,
+    /// This pass writes it again (a copy or a `--checksum` compare): its later names
+    /// are linked to the new copy.
+    rewritten: bool,
+}
+
+/// A later name of a file met earlier in the pass, to become a second name of the
+/// leader's file in DST once the walk's copies are done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkLater {
+    /// The source file under this name.
+    pub entry: Entry,
+    /// The form it is stored in (the leader's).
+    pub stored: Stored,
+    /// The leader's name in DST.
+    pub to: PathBuf,
+    /// Keep what DST holds under this name now as a version: false when it is the
+    /// leader's old file (the leader's own replacement kept it) or the same bytes.
+    pub keep: bool,
+    /// The size and digest recorded for this name, for a copy instead of a link.
+    pub was: Option<(u64, Digest)>,
+}
+
+/// The name a later name is linked to ([`Action::Link`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkTo {
+    /// The first name, in DST.
+    pub name: PathBuf,
+    /// What the index holds for it: what the later name is recorded as too.
+    pub record: Record,
+    /// What the index recorded for the later name (size and digest), for a copy
+    /// instead where DST cannot link.
+    pub was: Option<(u64, Digest)>,
+}
+
+impl LinkLater {
+    /// The action once the walk's copies are done and `leader` is what the index holds
+    /// for the leader's name: a link, or a copy when the leader is not recorded as a
+    /// file in the same form (its copy failed).
+    pub fn action(self, leader: Option<Record>) -> Action {
+        match leader.filter(|r| r.kind == Kind::File && r.stored == self.stored) {
+            Some(record) => Action::Link {
+                entry: self.entry,
+                stored: self.stored,
+                keep: self.keep,
+                to: Box::new(LinkTo {
+                    name: self.to,
+                    record,
+                    was: self.was,
+                }),
+            },
+            None => Action::Copy {
+                entry: self.entry,
+                stored: self.stored,
+                was: self.was,
+            },
+        }
+    }
+}
+
+/// What to do about a file that has a link key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Linked {
+    /// Send this (the leader's own plan, or an unchanged later name's), now.
+    Now(Option<Action>),
+    /// Make it a name of the leader's file after the walk's copies.
+    Later(LinkLater),
+}
+
+/// The leader of each key met so far in a pass.
+#[derive(Debug, Default)]
+pub struct Leaders(HashMap<LinkKey, Leader, NameHasher>);
+
+impl Leaders {
+    /// Plans `entry` (stored as `name`, what the index holds there `known`), whose
+    /// ordinary plan is `action` (`None`: unchanged, present in DST). A file without a
+    /// link key, and the first name of a key, keep their plan; a later name keeps it
+    /// only if its record is the leader's file and neither is written again.
+    pub fn plan(
+        &mut self,
+        entry: &Entry,
+        name: &Path,
+        known: Option<&Record>,
+        action: Option<Action>,
+        opts: &PlanOptions,
+    ) -> Linked {
+        let Some(key) = entry
+            .link
+            .filter(|_| entry.kind == Kind::File && opts.hard_links)
+        else {
+            return Linked::Now(action);
+        };
+        let stored = opts.stored_for(&entry.rel);
+        let known = known.filter(|r| r.kind == Kind::File && r.stored == stored);
+        let rewritten = matches!(
+            action,
+            Some(Action::Copy { .. } | Action::Compare { .. } | Action::Link { .. })
+        );
+        let Some(leader) = self.0.get(&key) else {
+            self.0.insert(
+                key,
+                Leader {
+                    name: name.to_path_buf(),
+                    stored,
+                    known: known.map(Seen::of),
+                    rewritten,
+                },
+            );
+            return Linked::Now(action);
+        };
+        if leader.stored != stored {
+            // One name gzipped and one not (a name too long for `.gz`): two files.
+            return Linked::Now(action);
+        }
+        let seen = known.map(Seen::of);
+        let same = matches!((&leader.known, &seen), (Some(l), Some(k)) if l.same_file(k, key));
+        if same && !leader.rewritten && !rewritten {
+            return Linked::Now(action);
+        }
+        let same_bytes = !leader.rewritten
+            && matches!((&leader.known, &seen), (Some(l), Some(k)) if l.same_content(k));
+        Linked::Later(LinkLater {
+            entry: entry.clone(),
+            stored,
+            to: leader.name.clone(),
+            keep: !same && !same_bytes,
+            was: known.and_then(|r| Some((r.meta.size, r.sha256?))),
+        })
+    }
+
+    /// How many keys are held (for tests and the memory bound).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if no file with several names was met.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// True if `a` and `b` are recorded as one file in DST (see [`Leaders`]); `key` is
+/// the source file both are names of. What a watcher's relink checks.
+pub fn same_file(a: &Record, b: &Record, key: LinkKey) -> bool {
+    Seen::of(a).same_file(&Seen::of(b), key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::OnDisk;
+    use filetime::FileTime;
+
+    const KEY: LinkKey = LinkKey { dev: 1, ino: 7 };
+
+    fn meta(size: u64, secs: i64) -> Meta {
+        Meta {
+            size,
+            mtime: FileTime::from_unix_time(secs, 0),
+            mode: 0o644,
+        }
+    }
+
+    fn file(rel: &str, m: Meta, link: Option<LinkKey>) -> Entry {
+        Entry {
+            rel: rel.into(),
+            kind: Kind::File,
+            meta: m,
+            target: None,
+            attrs: Default::default(),
+            link,
+        }
+    }
+
+    fn rec(m: Meta, ino: u64, link: Option<LinkKey>) -> Record {
+        Record {
+            disk: Some(OnDisk { size: m.size, ino }),
+            link,
+            sha256: Some(crate::hash::hash_reader(&m.size.to_le_bytes()[..]).unwrap()),
+            ..Record::plain(Kind::File, m, Stored::Plain)
+        }
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            hard_links: true,
+            delete: true,
+            ..PlanOptions::default()
+        }
+    }
+
+    fn copy(entry: &Entry) -> Option<Action> {
+        Some(Action::Copy {
+            entry: entry.clone(),
+            stored: Stored::Plain,
+            was: None,
+        })
+    }
+
+    fn later(linked: Linked) -> LinkLater {
+        match linked {
+            Linked::Later(later) => later,
+            other => panic!("expected a link, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_sharing_the_leaders_inode_are_left_alone() {
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let (a, b) = (file("a", m, Some(KEY)), file("d/b", m, Some(KEY)));
+        let known = rec(m, 40, Some(KEY));
+        let planned = leaders.plan(&a, Path::new("a"), Some(&known), None, &opts());
+        assert_eq!(planned, Linked::Now(None));
+        let planned = leaders.plan(&b, Path::new("d/b"), Some(&known), None, &opts());
+        assert_eq!(planned, Linked::Now(None));
+        assert_eq!(leaders.len(), 1);
+    }
+
+    #[test]
+    fn a_rewritten_leader_takes_its_names_along_keeping_no_second_version() {
+        let (old, new) = (meta(5, 100), meta(9, 200));
+        let mut leaders = Leaders::default();
+        let (a, b) = (file("a", new, Some(KEY)), file("b", new, Some(KEY)));
+        let known = rec(old, 40, Some(KEY));
+        let planned = leaders.plan(&a, Path::new("a"), Some(&known), copy(&a), &opts());
+        assert_eq!(planned, Linked::Now(copy(&a)));
+        let link = later(leaders.plan(&b, Path::new("b"), Some(&known), copy(&b), &opts()));
+        assert_eq!(link.to, Path::new("a"));
+        assert!(
+            !link.keep,
+            "b's old file is a's old file, kept once by a's copy"
+        );
+    }
+
+    #[test]
+    fn a_name_held_as_a_separate_file_or_missing_is_linked() {
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let (a, b, c) = (
+            file("a", m, Some(KEY)),
+            file("b", m, Some(KEY)),
+            file("c", m, Some(KEY)),
+        );
+        leaders.plan(
+            &a,
+            Path::new("a"),
+            Some(&rec(m, 40, Some(KEY))),
+            None,
+            &opts(),
+        );
+        // A separate copy with other bytes (recorded before the names were linked).
+        let other = Record {
+            sha256: None,
+            ..rec(m, 41, None)
+        };
+        let link = later(leaders.plan(&b, Path::new("b"), Some(&other), None, &opts()));
+        assert!(link.keep, "its bytes are its own");
+        // A separate copy of the same bytes: nothing to keep.
+        let twin = rec(m, 42, Some(KEY));
+        let link = later(leaders.plan(&c, Path::new("c"), Some(&twin), None, &opts()));
+        assert!(!link.keep);
+        // Not in DST at all.
+        let d = file("d", m, Some(KEY));
+        let link = later(leaders.plan(&d, Path::new("d"), None, copy(&d), &opts()));
+        assert_eq!((link.to.as_path(), link.keep), (Path::new("a"), true));
+    }
+
+    #[test]
+    fn without_inode_numbers_key_meta_and_digest_decide() {
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let (a, b) = (file("a", m, Some(KEY)), file("b", m, Some(KEY)));
+        let known = rec(m, 0, Some(KEY));
+        leaders.plan(&a, Path::new("a"), Some(&known), None, &opts());
+        let planned = leaders.plan(&b, Path::new("b"), Some(&known), None, &opts());
+        assert_eq!(planned, Linked::Now(None));
+        let unlinked = rec(m, 0, None);
+        assert!(matches!(
+            leaders.plan(&b, Path::new("b"), Some(&unlinked), None, &opts()),
+            Linked::Later(_)
+        ));
+    }
+
+    #[test]
+    fn files_with_one_name_and_links_turned_off_are_not_held() {
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let a = file("a", m, None);
+        assert_eq!(
+            leaders.plan(&a, Path::new("a"), None, copy(&a), &opts()),
+            Linked::Now(copy(&a))
+        );
+        let off = PlanOptions {
+            hard_links: false,
+            ..opts()
+        };
+        let b = file("b", m, Some(KEY));
+        leaders.plan(&b, Path::new("b"), None, copy(&b), &off);
+        assert!(leaders.is_empty());
+    }
+
+    #[test]
+    fn a_link_whose_leader_failed_is_a_copy() {
+        let m = meta(5, 100);
+        let link = LinkLater {
+            entry: file("b", m, Some(KEY)),
+            stored: Stored::Plain,
+            to: "a".into(),
+            keep: true,
+            was: None,
+        };
+        assert!(matches!(link.clone().action(None), Action::Copy { .. }));
+        assert!(matches!(
+            link.action(Some(rec(m, 40, Some(KEY)))),
+            Action::Link { .. }
+        ));
+    }
+}
