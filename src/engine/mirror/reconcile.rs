@@ -61,9 +61,9 @@ pub(super) struct ScanReport {
     pub(super) skipped: u64,
     /// False if the walk was cut short: then nothing may be deleted.
     pub(super) complete: bool,
-    /// Later names of files with several names, to link to the first once the walk's
-    /// copies are done (see `plan::links`).
-    pub(super) links: Vec<LinkLater>,
+    /// Files with several names: copies of new names held back, and later names to
+    /// link to the first, once the walk's copies are done (see `plan::links`).
+    pub(super) links: (Vec<Action>, Vec<LinkLater>),
 }
 
 impl Mirror {
@@ -145,7 +145,8 @@ impl Mirror {
         self.tally.summary.failed += report.unreadable.len() as u64;
         self.tally.summary.unchanged += report.unchanged;
         if !self.stopped() {
-            self.make_links(std::mem::take(&mut report.links));
+            let (copies, links) = std::mem::take(&mut report.links);
+            self.make_links(copies, links);
         }
         if self.stopped() {
             if let Some(exec) = self.mode.executor() {
@@ -212,8 +213,11 @@ impl Mirror {
     /// Once the walk's copies are installed (the pump above returns when every
     /// worker is done): the later names of files with several names become names of
     /// the first one's file, recorded as it is now.
-    pub(super) fn make_links(&mut self, links: Vec<LinkLater>) {
-        if links.is_empty() {
+    pub(super) fn make_links(&mut self, copies: Vec<Action>, links: Vec<LinkLater>) {
+        if !copies.is_empty() {
+            self.pump_all(copies);
+        }
+        if links.is_empty() || self.stopped() {
             return;
         }
         let dry_run = self.dry_run();
@@ -483,6 +487,7 @@ impl<'a> Merge<'a> {
             }
             None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
         }
+        self.report.links = std::mem::take(&mut self.leaders).finish();
         if self.report.complete {
             while !self.frames.is_empty() {
                 self.close();
@@ -629,10 +634,9 @@ impl<'a> Merge<'a> {
             .plan(&entry, Path::new(&name), known, action, opts)
         {
             Linked::Now(action) => action,
-            Linked::Later(link) => {
-                // Not unchanged after all: linked once the walk's copies are done.
+            Linked::Held => {
+                // Not unchanged after all: written once the walk's copies are done.
                 report.unchanged = unchanged_before;
-                report.links.push(link);
                 None
             }
         };

@@ -8,7 +8,7 @@
 
 use super::Mirror;
 use crate::engine::plan::Action;
-use crate::engine::plan::links::{self, Leaders, LinkLater, LinkTo, Linked};
+use crate::engine::plan::links::{self, Leaders, LinkTo, Linked};
 use crate::engine::source::Source;
 use crate::model::{Entry, Kind, LinkKey, Record};
 use std::path::{Path, PathBuf};
@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 /// What a batch of hints defers until its copies are installed.
 #[derive(Default)]
 pub(super) struct HintLinks {
-    /// The first name of each source file met in the batch.
+    /// The first name of each source file met in the batch (and the links to it).
     leaders: Leaders,
-    /// Later names of those, linked to the first.
-    later: Vec<LinkLater>,
     /// New names of files DST holds current, linked to a recorded name.
     direct: Vec<Action>,
     /// Names written in this batch whose other recorded names follow them: the key,
@@ -71,20 +69,15 @@ impl Mirror {
             });
             return None;
         }
+        if action.is_some() {
+            links.written.push((key, name.to_path_buf(), known.clone()));
+        }
         match links
             .leaders
             .plan(&entry, name, known.as_ref(), action, &opts)
         {
-            Linked::Now(action) => {
-                if action.is_some() {
-                    links.written.push((key, name.to_path_buf(), known));
-                }
-                action
-            }
-            Linked::Later(link) => {
-                links.later.push(link);
-                None
-            }
+            Linked::Now(action) => action,
+            Linked::Held => None,
         }
     }
 
@@ -92,11 +85,14 @@ impl Mirror {
     /// first, then the other recorded names of each file written follow it.
     pub(super) fn finish_links(&mut self, src: &Source, links: HintLinks) {
         let HintLinks {
-            later,
+            leaders,
             direct,
             written,
-            ..
         } = links;
+        let (copies, later) = leaders.finish();
+        if !copies.is_empty() {
+            self.pump_all(copies);
+        }
         if !later.is_empty() || !direct.is_empty() {
             let mut actions = direct;
             for link in later {

@@ -3,8 +3,11 @@
 //! pass, the first name of a key the walk meets is its *leader* ([`Leaders`]); every
 //! later name is either already the leader's file in DST (left alone) or is made a
 //! second name of it ([`LinkLater`], carried out once the walk's copies are done, so
-//! the leader's new copy is installed first). Pure, like the rest of the planner; what
-//! DST holds is judged from the records alone.
+//! the leader's new copy is installed first). A leader DST lacks altogether (a new
+//! name) holds its copy back: if a later name of the same file is current in DST, that
+//! one leads and the new name is linked to it (`ln a b` copies nothing); else the copy
+//! goes out once the walk is over ([`Leaders::finish`]). Pure, like the rest of the
+//! planner; what DST holds is judged from the records alone.
 //!
 //! Only files with more than one name enter [`Leaders`]: a tree without hard links
 //! costs a pass nothing.
@@ -67,6 +70,9 @@ struct Leader {
     /// This pass writes it again (a copy or a `--checksum` compare): its later names
     /// are linked to the new copy.
     rewritten: bool,
+    /// Its copy, held back while DST lacks the name: a later name DST holds current
+    /// may lead instead.
+    held: Option<Action>,
 }
 
 /// A later name of a file met earlier in the pass, to become a second name of the
@@ -128,13 +134,17 @@ impl LinkLater {
 pub enum Linked {
     /// Send this (the leader's own plan, or an unchanged later name's), now.
     Now(Option<Action>),
-    /// Make it a name of the leader's file after the walk's copies.
-    Later(LinkLater),
+    /// Nothing now: its copy or link goes out once the walk is over
+    /// ([`Leaders::finish`]).
+    Held,
 }
 
-/// The leader of each key met so far in a pass.
+/// The leader of each key met so far in a pass, and the links to make after it.
 #[derive(Debug, Default)]
-pub struct Leaders(HashMap<LinkKey, Leader, NameHasher>);
+pub struct Leaders {
+    leaders: HashMap<LinkKey, Leader, NameHasher>,
+    links: Vec<LinkLater>,
+}
 
 impl Leaders {
     /// Plans `entry` (stored as `name`, what the index holds there `known`), whose
@@ -161,46 +171,75 @@ impl Leaders {
             action,
             Some(Action::Copy { .. } | Action::Compare { .. } | Action::Link { .. })
         );
-        let Some(leader) = self.0.get(&key) else {
-            self.0.insert(
-                key,
-                Leader {
-                    name: name.to_path_buf(),
-                    stored,
-                    known: known.map(Seen::of),
-                    rewritten,
-                },
-            );
+        let seen = known.map(Seen::of);
+        let lead = |held: Option<Action>| Leader {
+            name: name.to_path_buf(),
+            stored,
+            known: seen,
+            rewritten,
+            held,
+        };
+        let Some(leader) = self.leaders.get_mut(&key) else {
+            if known.is_none() && matches!(action, Some(Action::Copy { .. })) {
+                self.leaders.insert(key, lead(action));
+                return Linked::Held;
+            }
+            self.leaders.insert(key, lead(None));
             return Linked::Now(action);
         };
         if leader.stored != stored {
             // One name gzipped and one not (a name too long for `.gz`): two files.
             return Linked::Now(action);
         }
-        let seen = known.map(Seen::of);
+        if leader.held.is_some() && seen.is_some() && !rewritten {
+            // The first name is new, this one is current in DST: it leads, and the new
+            // name (and any met since) become names of its file.
+            let old = std::mem::replace(leader, lead(None));
+            if let Some(Action::Copy { entry, .. }) = old.held {
+                self.links.push(LinkLater {
+                    entry,
+                    stored,
+                    to: name.to_path_buf(),
+                    keep: true,
+                    was: None,
+                });
+            }
+            for link in self.links.iter_mut().filter(|l| l.to == old.name) {
+                link.to = name.to_path_buf();
+            }
+            return Linked::Now(action);
+        }
         let same = matches!((&leader.known, &seen), (Some(l), Some(k)) if l.same_file(k, key));
         if same && !leader.rewritten && !rewritten {
             return Linked::Now(action);
         }
         let same_bytes = !leader.rewritten
             && matches!((&leader.known, &seen), (Some(l), Some(k)) if l.same_content(k));
-        Linked::Later(LinkLater {
+        self.links.push(LinkLater {
             entry: entry.clone(),
             stored,
             to: leader.name.clone(),
             keep: !same && !same_bytes,
             was: known.and_then(|r| Some((r.meta.size, r.sha256?))),
-        })
+        });
+        Linked::Held
+    }
+
+    /// Once the walk is over: the copies held back (new names no current name led), to
+    /// carry out first, and the links to make once they are installed.
+    pub fn finish(self) -> (Vec<Action>, Vec<LinkLater>) {
+        let copies = self.leaders.into_values().filter_map(|l| l.held).collect();
+        (copies, self.links)
     }
 
     /// How many keys are held (for tests and the memory bound).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.leaders.len()
     }
 
     /// True if no file with several names was met.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.leaders.is_empty()
     }
 }
 
@@ -262,13 +301,6 @@ mod tests {
         })
     }
 
-    fn later(linked: Linked) -> LinkLater {
-        match linked {
-            Linked::Later(later) => later,
-            other => panic!("expected a link, got {other:?}"),
-        }
-    }
-
     #[test]
     fn names_sharing_the_leaders_inode_are_left_alone() {
         let m = meta(5, 100);
@@ -280,6 +312,7 @@ mod tests {
         let planned = leaders.plan(&b, Path::new("d/b"), Some(&known), None, &opts());
         assert_eq!(planned, Linked::Now(None));
         assert_eq!(leaders.len(), 1);
+        assert_eq!(leaders.finish(), (vec![], vec![]));
     }
 
     #[test]
@@ -290,10 +323,13 @@ mod tests {
         let known = rec(old, 40, Some(KEY));
         let planned = leaders.plan(&a, Path::new("a"), Some(&known), copy(&a), &opts());
         assert_eq!(planned, Linked::Now(copy(&a)));
-        let link = later(leaders.plan(&b, Path::new("b"), Some(&known), copy(&b), &opts()));
-        assert_eq!(link.to, Path::new("a"));
+        let planned = leaders.plan(&b, Path::new("b"), Some(&known), copy(&b), &opts());
+        assert_eq!(planned, Linked::Held);
+        let (copies, links) = leaders.finish();
+        assert!(copies.is_empty());
+        assert_eq!(links[0].to, Path::new("a"));
         assert!(
-            !link.keep,
+            !links[0].keep,
             "b's old file is a's old file, kept once by a's copy"
         );
     }
@@ -302,10 +338,11 @@ mod tests {
     fn a_name_held_as_a_separate_file_or_missing_is_linked() {
         let m = meta(5, 100);
         let mut leaders = Leaders::default();
-        let (a, b, c) = (
+        let (a, b, c, d) = (
             file("a", m, Some(KEY)),
             file("b", m, Some(KEY)),
             file("c", m, Some(KEY)),
+            file("d", m, Some(KEY)),
         );
         leaders.plan(
             &a,
@@ -319,16 +356,78 @@ mod tests {
             sha256: None,
             ..rec(m, 41, None)
         };
-        let link = later(leaders.plan(&b, Path::new("b"), Some(&other), None, &opts()));
-        assert!(link.keep, "its bytes are its own");
+        leaders.plan(&b, Path::new("b"), Some(&other), None, &opts());
         // A separate copy of the same bytes: nothing to keep.
-        let twin = rec(m, 42, Some(KEY));
-        let link = later(leaders.plan(&c, Path::new("c"), Some(&twin), None, &opts()));
-        assert!(!link.keep);
+        leaders.plan(
+            &c,
+            Path::new("c"),
+            Some(&rec(m, 42, Some(KEY))),
+            None,
+            &opts(),
+        );
         // Not in DST at all.
-        let d = file("d", m, Some(KEY));
-        let link = later(leaders.plan(&d, Path::new("d"), None, copy(&d), &opts()));
-        assert_eq!((link.to.as_path(), link.keep), (Path::new("a"), true));
+        leaders.plan(&d, Path::new("d"), None, copy(&d), &opts());
+        let (copies, links) = leaders.finish();
+        assert!(copies.is_empty());
+        let got: Vec<(&str, &str, bool)> = links
+            .iter()
+            .map(|l| {
+                let rel = l.entry.rel.to_str().unwrap();
+                (rel, l.to.to_str().unwrap(), l.keep)
+            })
+            .collect();
+        assert_eq!(got, [("b", "a", true), ("c", "a", false), ("d", "a", true)]);
+    }
+
+    #[test]
+    fn a_new_first_name_waits_for_a_name_dst_holds_current() {
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let (a, b, c) = (
+            file("a", m, Some(KEY)),
+            file("b", m, Some(KEY)),
+            file("c", m, Some(KEY)),
+        );
+        // `ln c a; ln c b`: a and b are new, c is mirrored already.
+        assert_eq!(
+            leaders.plan(&a, Path::new("a"), None, copy(&a), &opts()),
+            Linked::Held
+        );
+        assert_eq!(
+            leaders.plan(&b, Path::new("b"), None, copy(&b), &opts()),
+            Linked::Held
+        );
+        let known = rec(m, 40, None);
+        let set = Some(Action::SetMeta {
+            entry: c.clone(),
+            stored: Stored::Plain,
+            sha256: None,
+        });
+        assert_eq!(
+            leaders.plan(&c, Path::new("c"), Some(&known), set.clone(), &opts()),
+            Linked::Now(set)
+        );
+        let (copies, links) = leaders.finish();
+        assert!(copies.is_empty(), "nothing copied: {copies:?}");
+        let mut got: Vec<(&Path, &Path)> = links
+            .iter()
+            .map(|l| (l.entry.rel.as_path(), l.to.as_path()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (Path::new("a"), Path::new("c")),
+                (Path::new("b"), Path::new("c"))
+            ]
+        );
+        // With no current name, the first new one is copied after the walk.
+        let mut leaders = Leaders::default();
+        leaders.plan(&a, Path::new("a"), None, copy(&a), &opts());
+        leaders.plan(&b, Path::new("b"), None, copy(&b), &opts());
+        let (copies, links) = leaders.finish();
+        assert_eq!(copies, [copy(&a).unwrap()]);
+        assert_eq!(links[0].to, Path::new("a"));
     }
 
     #[test]
@@ -341,10 +440,10 @@ mod tests {
         let planned = leaders.plan(&b, Path::new("b"), Some(&known), None, &opts());
         assert_eq!(planned, Linked::Now(None));
         let unlinked = rec(m, 0, None);
-        assert!(matches!(
+        assert_eq!(
             leaders.plan(&b, Path::new("b"), Some(&unlinked), None, &opts()),
-            Linked::Later(_)
-        ));
+            Linked::Held
+        );
     }
 
     #[test]
