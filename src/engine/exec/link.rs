@@ -64,8 +64,8 @@ impl Executor {
         if let Some(there) = there {
             if there.kind == Kind::File && leader.ino != 0 && there.ino == leader.ino {
                 // One file already (a `--checksum` pass found the first name current):
-                // only the index learns it.
-                return Ok(Outcome::Known {
+                // unchanged, and the index learns it.
+                return Ok(Outcome::Same {
                     name: name.clone(),
                     record: record.clone(),
                 });

@@ -99,7 +99,7 @@ impl Mirror {
         let path = src.path(rel);
         // A folder on the way that is a symlink now (NotADirectory) means `rel` is gone
         // from SRC: what the link leads to is never read.
-        let entry = match src.entry(rel, &self.cfg.plan.kept) {
+        let mut entry = match src.entry(rel, &self.cfg.plan.kept) {
             Ok(entry) => entry,
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
@@ -114,6 +114,10 @@ impl Mirror {
                 return;
             }
         };
+        if !self.cfg.plan.hard_links {
+            // As a full pass sees it (`Merge::item`): names are separate files.
+            entry.link = None;
+        }
         let Some(name) = plan::target_name(&entry, &self.cfg.plan) else {
             self.tally.summary.skipped += 1;
             log::warn!(
