@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use common::dst::Dst;
 use common::watcher::*;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,7 +109,18 @@ fn separate(env: &TestEnv, rel: &str) {
 
 #[test]
 fn names_of_one_file_are_one_file_in_dst_copied_once() {
-    let env = TestEnv::new();
+    names_of_one_file_are_one_file_in_dst_copied_once_on(Dst::Local);
+}
+
+/// Over SFTP the links are `hardlink@openssh.com`; the server keeps no inode numbers
+/// for the index, so the recorded key, metadata and digest say which names are one.
+#[test]
+fn names_of_one_file_are_one_file_in_dst_copied_once_sftp() {
+    names_of_one_file_are_one_file_in_dst_copied_once_on(Dst::Sftp);
+}
+
+fn names_of_one_file_are_one_file_in_dst_copied_once_on(dst: Dst) {
+    let env = TestEnv::on(dst);
     let once = linked_tree(&env);
     assert_eq!(groups(&env.src), expected_groups());
     let out = env.sync_ok(&["--json"]);

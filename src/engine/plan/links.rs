@@ -107,9 +107,12 @@ pub struct LinkTo {
 impl LinkLater {
     /// The action once the walk's copies are done and `leader` is what the index holds
     /// for the leader's name: a link, or a copy when the leader is not recorded as a
-    /// file in the same form (its copy failed).
+    /// file of the same source file in the same form (its copy failed).
     pub fn action(self, leader: Option<Record>) -> Action {
-        match leader.filter(|r| r.kind == Kind::File && r.stored == self.stored) {
+        let of_this_file = |r: &Record| {
+            r.kind == Kind::File && r.stored == self.stored && r.link == self.entry.link
+        };
+        match leader.filter(of_this_file) {
             Some(record) => Action::Link {
                 entry: self.entry,
                 stored: self.stored,
@@ -475,6 +478,11 @@ mod tests {
             was: None,
         };
         assert!(matches!(link.clone().action(None), Action::Copy { .. }));
+        let other_file = rec(m, 40, Some(LinkKey { dev: 1, ino: 8 }));
+        assert!(matches!(
+            link.clone().action(Some(other_file)),
+            Action::Copy { .. }
+        ));
         assert!(matches!(
             link.action(Some(rec(m, 40, Some(KEY)))),
             Action::Link { .. }
