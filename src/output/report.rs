@@ -178,6 +178,14 @@ impl Summary {
                     Done::HardLinked => {
                         self.copied += 1;
                         log::info!("hard-linked {}", esc(&rel));
+                        let sha = record.sha256.map(|d| d.to_string()).unwrap_or_default();
+                        log::info!(
+                            target: DETAIL,
+                            "Backed up file: {} -> {} (hard link) | Checksum: {sha} | Permissions: {:o}",
+                            esc(&src.join(&rel)),
+                            esc(&dst.join(name)),
+                            record.meta.mode
+                        );
                     }
                     Done::Linked => {
                         self.copied += 1;
