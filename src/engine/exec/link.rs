@@ -148,3 +148,134 @@ fn refuses_links(err: &io::Error) -> bool {
 fn too_many_links(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::TooManyLinks
 }
+
+/// `Action::Link` through the in-memory store: a second name of one file, the old
+/// content kept or not as the planner says, and a copy where the store has no links.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::Action;
+    use crate::model::{LinkKey, Meta};
+    use crate::store::memory::Memory;
+    use crate::store::{Caps, Reader, Store, versions};
+    use filetime::FileTime;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    const KEY: LinkKey = LinkKey { dev: 1, ino: 9 };
+
+    fn entry(src: &Path, rel: &str) -> Entry {
+        let meta = std::fs::metadata(src.join(rel)).unwrap();
+        Entry {
+            rel: rel.into(),
+            kind: Kind::File,
+            meta: Meta::of(&meta),
+            target: None,
+            attrs: Default::default(),
+            link: Some(KEY),
+        }
+    }
+
+    /// SRC with `a` and its second name `d/b`, DST holding `d/b` as an old file of its
+    /// own; `a` copied. Returns the link action for `d/b` (keeping as `keep` says).
+    fn setup(mem: &Memory, keep: bool) -> (tempfile::TempDir, Executor, Action) {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        std::fs::write(src.path().join("a"), "shared").unwrap();
+        std::fs::hard_link(src.path().join("a"), src.path().join("d/b")).unwrap();
+        mem.mkdir(Path::new("d")).unwrap();
+        mem.put_file(Path::new("d/b"), b"old b", FileTime::zero())
+            .unwrap();
+        let exec = Executor::with_store(
+            src.path(),
+            Box::new(mem.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let outcome = exec.run(Action::Copy {
+            entry: entry(src.path(), "a"),
+            stored: Stored::Plain,
+            was: None,
+        });
+        let Outcome::Stored { record, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        let link = Action::Link {
+            entry: entry(src.path(), "d/b"),
+            stored: Stored::Plain,
+            keep,
+            to: Box::new(LinkTo {
+                name: "a".into(),
+                record,
+                was: None,
+            }),
+        };
+        (src, exec, link)
+    }
+
+    fn kept(mem: &Memory) -> Vec<PathBuf> {
+        versions::list_in(mem)
+            .into_iter()
+            .map(|v| v.stored)
+            .collect()
+    }
+
+    #[test]
+    fn a_later_name_becomes_the_first_names_file() {
+        for keep in [true, false] {
+            let mem = Memory::new();
+            let (_src, exec, link) = setup(&mem, keep);
+            let outcome = exec.run(link.clone());
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::Stored {
+                        done: Done::HardLinked,
+                        bytes: 0,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+            let (a, b) = (
+                mem.stat(Path::new("a")).unwrap().unwrap(),
+                mem.stat(Path::new("d/b")).unwrap().unwrap(),
+            );
+            assert_eq!((a.ino, a.links), (b.ino, b.links));
+            assert_eq!(mem.read(Path::new("d/b")).unwrap(), b"shared");
+            let want: Vec<PathBuf> = if keep { vec!["d/b".into()] } else { vec![] };
+            assert_eq!(kept(&mem), want, "keep: {keep}");
+            assert!(mem.list(&layout::tmp()).unwrap().is_empty());
+            // Linked already: unchanged.
+            assert!(matches!(exec.run(link), Outcome::Same { .. }));
+        }
+    }
+
+    #[test]
+    fn without_hard_links_a_later_name_is_copied() {
+        let caps = Caps {
+            hard_links: false,
+            ..Memory::new().caps()
+        };
+        let mem = Memory::new().with_caps(caps);
+        let (_src, exec, link) = setup(&mem, true);
+        let outcome = exec.run(link);
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Stored {
+                    done: Done::Copied,
+                    bytes: 6,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(mem.read(Path::new("d/b")).unwrap(), b"shared");
+        let (a, b) = (
+            mem.stat(Path::new("a")).unwrap().unwrap(),
+            mem.stat(Path::new("d/b")).unwrap().unwrap(),
+        );
+        assert_ne!(a.ino, b.ino);
+    }
+}
