@@ -619,6 +619,39 @@ impl Index {
         Ok(out)
     }
 
+    /// Every name recorded with a link key (files with several names in the source),
+    /// with its key: what `restore` and `archive` group names by. Read through the
+    /// partial index on the key, so a mirror without hard links reads no row.
+    pub fn link_keys(&self) -> Result<Vec<(PathBuf, LinkKey)>, IndexError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, link_dev, link_ino FROM files INDEXED BY files_by_link \
+                 WHERE link_ino IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let name: Vec<u8> = row.get(0).map_err(|e| self.err(e))?;
+            let (dev, ino): (i64, i64) = (
+                row.get(1).map_err(|e| self.err(e))?,
+                row.get(2).map_err(|e| self.err(e))?,
+            );
+            if let Some(name) = platform::path_from_bytes(name) {
+                let key = LinkKey {
+                    dev: dev as u64,
+                    ino: ino as u64,
+                };
+                out.push((name, key));
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets the record of `name` alone (a file or link: what lies below that name
     /// now is another entry's).
     pub fn remove(&mut self, name: &Path) -> Result<(), IndexError> {

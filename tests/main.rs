@@ -16,6 +16,7 @@ mod archive;
 mod beneath;
 mod config;
 mod fuzz_smoke;
+mod hard_links;
 mod model;
 mod regressions_cli;
 mod regressions_qa_data;

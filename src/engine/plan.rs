@@ -17,6 +17,8 @@ use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
+pub mod links;
+
 /// The choices that change what a mirror should look like.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -123,6 +125,20 @@ pub enum Action {
         /// What the index should say about it.
         record: Record,
     },
+    /// Make `entry`'s name in DST a second name of the file DST holds as `to` (a name
+    /// of the same source file met earlier in the pass: see [`links`]), replacing what
+    /// is there in one rename. Sent only once `to`'s own copy is installed.
+    Link {
+        /// The source file under this name.
+        entry: Entry,
+        /// The form both names are stored in.
+        stored: Stored,
+        /// Keep what the name holds now as a version (false: it is the other name's
+        /// old file, kept already, or the same bytes).
+        keep: bool,
+        /// The other name and its record (boxed: large, and links are rare).
+        to: Box<links::LinkTo>,
+    },
     /// Remove a name from DST (a directory with everything in it).
     Delete {
         /// The name as stored in DST.
@@ -141,7 +157,8 @@ impl Action {
         match self {
             Action::Copy { entry, stored, .. }
             | Action::Compare { entry, stored, .. }
-            | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
+            | Action::SetMeta { entry, stored, .. }
+            | Action::Link { entry, stored, .. } => stored.name_for(&entry.rel),
             Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
             Action::Delete { name, .. } | Action::Record { name, .. } => name.clone(),
             Action::Rename { to, .. } => to.clone(),
@@ -212,6 +229,12 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
     let Some(known) = known else {
         return copy;
     };
+    if known.link.is_some() && known.link != entry.link {
+        // DST holds the name as one of several names of a file, and the source's name
+        // left that file (replaced by a separate one, or hard links turned off): only a
+        // new file of its own separates it; new metadata would reach every name.
+        return copy;
+    }
     let same_size = match stored {
         Stored::Plain => known.meta.size == entry.meta.size,
         Stored::Gzip => isize_matches(known.meta.size, entry.meta.size),
@@ -492,7 +515,41 @@ mod tests {
             Decision::Act(Action::Rename { .. }) => "rename",
             Decision::Act(Action::Record { .. }) => "record",
             Decision::Act(Action::Delete { .. }) => "delete",
+            Decision::Act(Action::Link { .. }) => "link",
         }
+    }
+
+    #[test]
+    fn a_name_that_leaves_a_file_with_several_names_is_copied_not_updated() {
+        let key = |ino| Some(crate::model::LinkKey { dev: 1, ino });
+        let m = meta(5, 1000, 0, 0o644);
+        let linked = Record {
+            link: key(7),
+            ..rec(Kind::File, m, Stored::Plain)
+        };
+        let o = opts(false, false);
+        let alone = file("a", m);
+        // Replaced by a separate file of the same bytes and times: its own file.
+        assert_eq!(short(&plan_entry(&alone, Some(&linked), &o)), "copy");
+        let renumbered = Entry {
+            link: key(8),
+            ..alone.clone()
+        };
+        assert_eq!(short(&plan_entry(&renumbered, Some(&linked), &o)), "copy");
+        // Gaining a second name: DST's file stays, the record learns the key.
+        let plain = rec(Kind::File, m, Stored::Plain);
+        assert_eq!(short(&plan_entry(&renumbered, Some(&plain), &o)), "setmeta");
+        assert_eq!(
+            short(&plan_entry(
+                &Entry {
+                    link: key(7),
+                    ..alone
+                },
+                Some(&linked),
+                &o
+            )),
+            "unchanged"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod history;
+pub mod links;
 mod remote;
 pub mod restore;
 pub mod verify;

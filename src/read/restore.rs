@@ -835,6 +835,34 @@ impl<'a> Writer<'a> {
         installed
     }
 
+    /// Gives TARGET/`first` (a file this restore wrote) the second name TARGET/`rel`:
+    /// a hard link under a temp name, renamed into place as every write here.
+    fn hard_link(&mut self, first: &Path, rel: &Path) -> Result<(), Failure> {
+        let (parent, dir) = self.parent(rel)?;
+        let final_path = self.target.join(rel);
+        let write_err = |err| Failure::Write {
+            rel: rel.to_path_buf(),
+            path: final_path.clone(),
+            err,
+        };
+        let (Some(first_name), first_dir) = (
+            first.file_name(),
+            self.root.dir(first.parent().unwrap_or(Path::new(""))),
+        ) else {
+            return Err(write_err(io::ErrorKind::InvalidInput.into()));
+        };
+        let first_dir = first_dir.map_err(write_err)?;
+        let (temp, ()) = Temp::make(
+            &dir,
+            || self.temp_name(),
+            |dir, name| first_dir.link(first_name, dir, name),
+        )
+        .map_err(write_err)?;
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
+    }
+
     /// Renames a finished temp file or link to its final name, `rel`'s last component
     /// in the same folder. A folder standing there is the user's: it is reported, never
     /// removed.
@@ -1108,9 +1136,30 @@ fn execute(
 ) -> Result<Outcome, RestoreError> {
     let mut writer = Writer::new(&request.target, history, stop)?;
     let (mut restored, mut failed) = (0u64, 0u64);
+    // Live names of one file are restored as one file with several names.
+    let mut firsts = super::links::Firsts::new(super::links::keys_of(&**history.store()));
     for item in &plan.items {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        let key = match &item.origin {
+            Origin::File { name, .. } => firsts.key(name),
+            _ => None,
+        };
+        if let Some(first) = key.and_then(|key| firsts.first(key)).map(Path::to_path_buf) {
+            match writer.hard_link(&first, &item.rel) {
+                Ok(()) => {
+                    restored += 1;
+                    log::info!(
+                        "Restored file: {} (a name of {})",
+                        esc(&item.rel),
+                        esc(&first)
+                    );
+                    continue;
+                }
+                // Written as a file of its own instead (TARGET may take no links).
+                Err(e) => log::debug!("{e}"),
+            }
         }
         let mut result = writer.restore(item);
         if result.as_ref().is_err_and(Failure::may_reconnect) {
@@ -1119,7 +1168,12 @@ fn execute(
             result = writer.restore(item);
         }
         match result {
-            Ok(counted) => restored += u64::from(counted),
+            Ok(counted) => {
+                restored += u64::from(counted);
+                if let Some(key) = key {
+                    firsts.wrote(key, &item.rel);
+                }
+            }
             Err(Failure::Interrupted) => break,
             Err(e) if e.is_lost() => {
                 failed += 1;

@@ -16,6 +16,7 @@ mod attrs;
 mod copy;
 mod gzip;
 mod keep;
+mod link;
 mod ops;
 
 /// Whether a file read through an open handle is still what it was (as `sync` checks).
@@ -150,6 +151,9 @@ pub enum Done {
     Mkdir,
     /// A symlink created or replaced.
     Linked,
+    /// A file given a second name of a file DST holds (a hard link, as in SRC): counted
+    /// as a copy of no bytes.
+    HardLinked,
 }
 
 /// Why an operation did not complete.
@@ -248,6 +252,10 @@ pub struct Executor {
     intents: std::sync::Mutex<Option<crossbeam_channel::Sender<Intent>>>,
     /// Owners and attributes set on what is written ([`Executor::with_attrs`]).
     attrs: attrs::AttrsPolicy,
+    /// DST refused a hard link as such: later names are copied (said once).
+    no_links: AtomicBool,
+    /// Temp names handed out for links (`link::link_temp_name`).
+    link_temps: AtomicU64,
 }
 
 /// A move DST makes in steps (copy, then delete: `Caps::atomic_rename` false), as the
@@ -296,6 +304,8 @@ impl Executor {
             source: std::sync::Mutex::new(None),
             intents: std::sync::Mutex::new(None),
             attrs: attrs::AttrsPolicy::default(),
+            no_links: AtomicBool::new(false),
+            link_temps: AtomicU64::new(0),
         })
     }
 
@@ -501,6 +511,12 @@ impl Executor {
                 superseded,
             } => self.delete(name, *kind, *superseded),
             Action::Rename { from, to, kind } => self.rename(from, to, *kind),
+            Action::Link {
+                entry,
+                stored,
+                keep,
+                to,
+            } => self.link(entry, *stored, to, *keep),
             Action::Record { name, record } => Ok(Outcome::Known {
                 name: name.clone(),
                 record: record.clone(),

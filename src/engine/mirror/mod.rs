@@ -35,6 +35,7 @@ mod index_writer;
 mod prefetch;
 mod pump;
 mod reconcile;
+mod relink;
 
 use guard::{ADOPTED, Adopting};
 use index_writer::{IndexWriter, open_index, read_index};

@@ -168,7 +168,7 @@ impl Tally {
             self.touch_parent(&gone.name);
         }
         if let Outcome::Stored {
-            done: Done::Copied | Done::Gzipped,
+            done: Done::Copied | Done::Gzipped | Done::HardLinked,
             name,
             ..
         } = &outcome

@@ -13,6 +13,7 @@ use super::prefetch::Walk;
 use super::pump::pump;
 use crate::config::Dest;
 use crate::config::filter::Excludes;
+use crate::engine::plan::links::{Leaders, LinkLater, Linked};
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
 use crate::engine::scan::{self, ScanRules, Scanned};
@@ -60,6 +61,9 @@ pub(super) struct ScanReport {
     pub(super) skipped: u64,
     /// False if the walk was cut short: then nothing may be deleted.
     pub(super) complete: bool,
+    /// Files with several names: copies of new names held back, and later names to
+    /// link to the first, once the walk's copies are done (see `plan::links`).
+    pub(super) links: (Vec<Action>, Vec<LinkLater>),
 }
 
 impl Mirror {
@@ -140,6 +144,10 @@ impl Mirror {
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
         self.tally.summary.unchanged += report.unchanged;
+        if !self.stopped() {
+            let (copies, links) = std::mem::take(&mut report.links);
+            self.make_links(copies, links);
+        }
         if self.stopped() {
             if let Some(exec) = self.mode.executor() {
                 exec.keep_every_deletion(false);
@@ -200,6 +208,31 @@ impl Mirror {
             }
         }
         report.complete
+    }
+
+    /// Once the walk's copies are installed (the pump above returns when every
+    /// worker is done): the later names of files with several names become names of
+    /// the first one's file, recorded as it is now.
+    pub(super) fn make_links(&mut self, copies: Vec<Action>, links: Vec<LinkLater>) {
+        if !copies.is_empty() {
+            self.pump_all(copies);
+        }
+        if links.is_empty() || self.stopped() {
+            return;
+        }
+        let dry_run = self.dry_run();
+        let actions = links
+            .into_iter()
+            .map(|link| {
+                let mut leader = self.tally.index.get(&link.to);
+                if dry_run && leader.is_none() {
+                    // Its copy is only planned: say what would be linked.
+                    leader = Some(Record::of(&link.entry, link.stored));
+                }
+                link.action(leader)
+            })
+            .collect();
+        self.pump_all(actions);
     }
 
     /// Phase 2, once the walk is over: the index forgets stale records (what it learned
@@ -400,6 +433,8 @@ struct Merge<'a> {
     frames: Vec<Frame>,
     actions: &'a Sender<Action>,
     report: ScanReport,
+    /// The first name met of each file with several names.
+    leaders: Leaders,
 }
 
 impl<'a> Merge<'a> {
@@ -422,6 +457,7 @@ impl<'a> Merge<'a> {
                 complete: true,
                 ..ScanReport::default()
             },
+            leaders: Leaders::default(),
         }
     }
 
@@ -451,6 +487,7 @@ impl<'a> Merge<'a> {
             }
             None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
         }
+        self.report.links = std::mem::take(&mut self.leaders).finish();
         if self.report.complete {
             while !self.frames.is_empty() {
                 self.close();
@@ -538,6 +575,7 @@ impl<'a> Merge<'a> {
         let report = &mut self.report;
         report.sources += 1;
         let known = frame.held.records.get(&name);
+        let unchanged_before = report.unchanged;
         if entry.kind == Kind::Dir && plan::dir_meta_differs(&entry, known, opts) {
             report
                 .dirs
@@ -588,6 +626,17 @@ impl<'a> Merge<'a> {
             Decision::Skip(why) => {
                 log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
                 report.skipped += 1;
+                None
+            }
+        };
+        let action = match self
+            .leaders
+            .plan(&entry, Path::new(&name), known, action, opts)
+        {
+            Linked::Now(action) => action,
+            Linked::Held => {
+                // Not unchanged after all: written once the walk's copies are done.
+                report.unchanged = unchanged_before;
                 None
             }
         };

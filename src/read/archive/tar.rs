@@ -12,11 +12,13 @@
 use super::read::{self, Exact, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
+use crate::model::LinkKey;
 use crate::model::Stored;
 use crate::output::names::{esc, io_message};
+use crate::read::links::{self, Firsts};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use tar::{Builder, EntryType, Header};
@@ -46,14 +48,31 @@ pub fn write<W: Write>(
             });
         }
         drop(jobs_rx);
-        let mut pending: VecDeque<(Entry, String, Option<Receiver<Read>>)> = VecDeque::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // A mirror's live names of one file: the first is archived, the others are
+        // hard-link entries to it (read from the mirror's index on the first file).
+        let mut firsts: Option<Firsts> = None;
+        let mut queued: HashSet<LinkKey> = HashSet::new();
         let run = || -> Result<(), Stop> {
             for entry in entries {
                 if ctx.interrupted() {
                     return Err(Stop::Interrupted);
                 }
                 let name = ctx.name(&entry);
+                let key = match &entry.kind {
+                    EntryKind::File {
+                        path: FileAt::Stored(store, stored_name),
+                        ..
+                    } => firsts
+                        .get_or_insert_with(|| Firsts::new(links::keys_of(&**store)))
+                        .key(stored_name),
+                    _ => None,
+                };
+                // A later name is not read ahead: it is a link to the first (or, if the
+                // first failed, streamed like a large file).
+                let later = key.is_some_and(|key| !queued.insert(key));
                 let read = match &entry.kind {
+                    EntryKind::File { .. } if later => None,
                     EntryKind::File { path, stored } => {
                         let (done, read) = bounded(1);
                         jobs_tx
@@ -63,15 +82,15 @@ pub fn write<W: Write>(
                     }
                     _ => None,
                 };
-                pending.push_back((entry, name, read));
+                pending.push_back((entry, name, read, key));
                 while pending.len() > window {
-                    if let Some((entry, name, read)) = pending.pop_front() {
-                        put(&mut tar, &entry, name, read, ctx, &mut tally)?;
+                    if let Some(next) = pending.pop_front() {
+                        put_named(&mut tar, next, &mut firsts, ctx, &mut tally)?;
                     }
                 }
             }
-            while let Some((entry, name, read)) = pending.pop_front() {
-                put(&mut tar, &entry, name, read, ctx, &mut tally)?;
+            while let Some(next) = pending.pop_front() {
+                put_named(&mut tar, next, &mut firsts, ctx, &mut tally)?;
             }
             Ok(())
         };
@@ -88,6 +107,37 @@ pub fn write<W: Write>(
 
 /// What a reader thread hands back.
 type Read = Result<Got, Failure>;
+
+/// An entry waiting for its turn: its name in the archive, its read-ahead and, for a
+/// name of a file with several, its link key.
+type Pending = (Entry, String, Option<Receiver<Read>>, Option<LinkKey>);
+
+/// Appends one entry, in order: a later name of a file archived already as a hard-link
+/// entry to the first name, anything else by [`put`].
+fn put_named<W: Write>(
+    tar: &mut Builder<io::BufWriter<W>>,
+    (entry, name, read, key): Pending,
+    firsts: &mut Option<Firsts>,
+    ctx: &Ctx<'_>,
+    tally: &mut Tally,
+) -> Result<(), Stop> {
+    let first = key.and_then(|key| firsts.as_ref()?.first(key).map(Path::to_path_buf));
+    if let (Some(first), EntryKind::File { path, .. }) = (first, &entry.kind) {
+        let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
+        let mut header = header(EntryType::Link, entry.mode, entry.mtime, 0);
+        tar.append_link(&mut header, &name, &first).map_err(fatal)?;
+        ctx.done_file(&entry, &path.shown(), 0, true, tally);
+        return Ok(());
+    }
+    let failed = tally.failed;
+    put(tar, &entry, name.clone(), read, ctx, tally)?;
+    if let (Some(key), Some(firsts)) = (key, firsts.as_mut())
+        && tally.failed == failed
+    {
+        firsts.wrote(key, Path::new(&name));
+    }
+    Ok(())
+}
 
 /// Appends one entry, in order (a file's content from its reader thread).
 fn put<W: Write>(
