@@ -71,8 +71,8 @@ pub struct Live {
     pub meta: Meta,
     /// Where a symlink points.
     pub target: Option<PathBuf>,
-    /// Owner, extended attributes and ACLs the index recorded (without an index: DST's
-    /// owner only).
+    /// Owner, extended attributes and ACLs the index recorded (without an index: a
+    /// local DST's owner only).
     pub attrs: crate::model::Attrs,
 }
 
@@ -405,7 +405,12 @@ impl History {
                 stored: record.stored,
                 meta,
                 target,
-                attrs: record.attrs,
+                // Without an index, DST's own owners, where they can be the source's (a
+                // folder here; a server's numbers are its users').
+                attrs: match trusted_listing && !store.caps().owners {
+                    true => crate::model::Attrs::default(),
+                    false => record.attrs,
+                },
             });
         }
         self.reachable()?;
