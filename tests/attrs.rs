@@ -404,3 +404,53 @@ fn verify_reports_a_changed_xattr_acl_or_owner_and_repair_sets_them_again() {
     assert_code(&verify(&[]), 0);
     assert_same_attrs(&env.src, &env.dst);
 }
+
+#[test]
+fn a_user_restore_sets_the_attributes_it_may_and_says_once_what_it_could_not() {
+    let test = "a_user_restore_sets_the_attributes_it_may_and_says_once_what_it_could_not";
+    if !can_run(test) {
+        return;
+    }
+    let Some(env) = env_for_nobody(test) else {
+        return;
+    };
+    env.write("a.txt", "alpha");
+    env.write("b.txt", "beta");
+    // Root mirrors every namespace; a user may set only user.* back.
+    setfattr(&env.src.join("a.txt"), "trusted.secret", "s");
+    setfattr(&env.src.join("a.txt"), "user.color", "red");
+    setfattr(&env.src.join("b.txt"), "trusted.other", "o");
+    env.sync_ok(&["--xattrs"]);
+    let target = env.dir.path().join("restored");
+    fs::create_dir(&target).unwrap();
+    chown_tree(&target, NOBODY);
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg(binary_for_nobody(&env))
+        .args(["restore".as_ref(), "--force".as_ref(), env.dst.as_os_str()])
+        .arg(&target)
+        .env("HOME", env.dir.path())
+        .env("XDG_STATE_HOME", env.dir.path().join(".state"))
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("cannot set the extended attribute").count(),
+        1,
+        "said once:\n{err}"
+    );
+    assert!(
+        err.contains("trusted.secret") && err.contains("a.txt"),
+        "names the attribute and the path:\n{err}"
+    );
+    let color = run(
+        "getfattr",
+        &["-n", "user.color", "--only-values"],
+        &target.join("a.txt"),
+    );
+    assert_eq!(color, "red", "what may be set is set");
+}
