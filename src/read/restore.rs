@@ -293,7 +293,7 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             },
         };
         // A version's content gets no owner or attributes: only the live one's are
-        // recorded.
+        // recorded (`Origin::File.mtime` is `Some` for the live file only).
         let attrs = match (&origin, path.live) {
             (Some(Origin::File { mtime: Some(_), .. }), Some(l))
             | (Some(Origin::Link { .. } | Origin::Folder), Some(l)) => l.attrs.clone(),
@@ -1361,6 +1361,34 @@ mod tests {
                 (i.rel.display().to_string(), what)
             })
             .collect()
+    }
+
+    #[test]
+    fn only_live_content_gets_the_recorded_owner_and_attributes() {
+        let owned = Attrs {
+            owner: Some(crate::model::Owner { uid: 7, gid: 8 }),
+            xattrs: None,
+        };
+        let live = [
+            Live {
+                attrs: owned.clone(),
+                ..live_file("a.txt", ft(11, 0, 0, 0))
+            },
+            Live {
+                attrs: owned.clone(),
+                ..live_other("d", Kind::Dir)
+            },
+        ];
+        let kept = [kept("a.txt", t(11, 0, 0), ft(9, 0, 0, 0))];
+        let now = plan(&live, &kept, &[], None);
+        assert_eq!(now.items[0].attrs, owned, "the live file");
+        assert_eq!(now.folder_attrs.get(Path::new("d")), Some(&owned));
+        let then = plan(&live, &kept, &[], Some(&moment(10, 0, 0)));
+        assert!(matches!(
+            then.items[0].origin,
+            Origin::File { mtime: None, .. }
+        ));
+        assert_eq!(then.items[0].attrs, Attrs::default(), "a version");
     }
 
     #[test]
