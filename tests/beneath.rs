@@ -467,6 +467,9 @@ fn run_bounded(
 fn race_setup(test: &str) -> Option<(TestEnv, PathBuf, PathBuf)> {
     let env = env_for_nobody(test)?;
     plant_victim(&env);
+    // The user's folder is the user's in SRC too: a sync as root gives DST's names their
+    // source owners, so a root-owned source folder would take the swapper's folder away.
+    chown_tree(&env.src.join(VICTIM), NOBODY);
     let (outside, canary) = plant_canary(&env);
     Some((env, outside, canary))
 }
@@ -494,9 +497,6 @@ fn a_symlink_swapped_in_during_sync_never_leads_a_write_outside_dst() {
     eprintln!("set up in {:?}", started.elapsed());
     let user_dir = env.dst.join(VICTIM);
     chown_tree(&user_dir, NOBODY);
-    // As root, sync mirrors owners: the source folder is the user's too, or the next pass
-    // would give DST's back to root (and the swapper could no longer swap).
-    chown_tree(&env.src.join(VICTIM), NOBODY);
     let before = seen_tree(&outside);
     let start = Instant::now();
     for r in 0..RACE_ROUNDS {
@@ -545,9 +545,6 @@ fn a_symlink_swapped_in_while_watching_never_leads_a_write_outside_dst() {
     w.wait_mirrored(&env.src, &env.dst, false);
     let user_dir = env.dst.join(VICTIM);
     chown_tree(&user_dir, NOBODY);
-    // As root, sync mirrors owners: the source folder is the user's too, or the next pass
-    // would give DST's back to root (and the swapper could no longer swap).
-    chown_tree(&env.src.join(VICTIM), NOBODY);
     let before = seen_tree(&outside);
     let start = Instant::now();
     let mut swapper = Swapper::start(&user_dir, &canary, RACE_BUDGET * 3);

@@ -13,6 +13,7 @@
 mod common;
 
 mod archive;
+mod attrs;
 mod beneath;
 mod config;
 mod fuzz_smoke;

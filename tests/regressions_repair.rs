@@ -399,14 +399,11 @@ fn regression_an_index_of_the_previous_schema_is_upgraded_and_keeps_working() {
     // Read as it is (verify writes nothing, so it reads the old schema).
     assert_code(&verify(&env, &[]), 0);
     assert_eq!(columns(&db).0, 1, "verify changed the index");
-    // The writer upgrades it in place: nothing is copied again.
+    // The writer upgrades it in place: nothing is copied again (as root, names get
+    // their owners once: files in place, a symlink made again).
     let out = env.sync_ok(&[]);
-    assert_eq!(
-        common::count(&out, "Files backed up"),
-        0,
-        "{}",
-        stdout(&out)
-    );
+    let copied = stdout(&out).lines().any(|l| l.starts_with("copied "));
+    assert!(!copied, "{}", stdout(&out));
     let (version, names) = columns(&db);
     assert_eq!(version, 3);
     for column in [

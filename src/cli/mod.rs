@@ -241,6 +241,10 @@ pub struct RestoreArgs {
     /// Restore into a TARGET that is not empty, overwriting the files restored.
     #[arg(long)]
     pub force: bool,
+    /// As root, give files the user and group numbers recorded, not those their names
+    /// have on this machine (as rsync's --numeric-ids).
+    #[arg(long)]
+    pub numeric_ids: bool,
     /// Only these paths (relative to the mirror's root; a folder means all under it).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,

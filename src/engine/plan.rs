@@ -206,7 +206,9 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
             Some(r)
                 if r.kind == Kind::Symlink
                     && r.target == entry.target
-                    && (r.meta.mtime == entry.meta.mtime || opts.whole_second_mtimes) =>
+                    && (r.meta.mtime == entry.meta.mtime || opts.whole_second_mtimes)
+                    // A link's owner changed alone (lchown): made again with the new one.
+                    && !attrs_differ(entry, r, opts) =>
             {
                 Decision::Unchanged
             }
@@ -700,6 +702,16 @@ mod tests {
         link_rec.target = Some("../x".into());
         let mut other_target = link_rec.clone();
         other_target.target = Some("../y".into());
+        // The link was given to another owner (lchown) since it was mirrored.
+        let mut other_owner = link_rec.clone();
+        other_owner.attrs.owner = Some(crate::model::Owner { uid: 7, gid: 7 });
+        let owned_link = Entry {
+            attrs: crate::model::Attrs {
+                owner: Some(crate::model::Owner { uid: 8, gid: 7 }),
+                xattrs: None,
+            },
+            ..link.clone()
+        };
         let o = opts(false, false);
         let table: Vec<(&str, &Entry, Option<Record>, &str)> = vec![
             ("new dir", &dir, None, "mkdir"),
@@ -718,6 +730,12 @@ mod tests {
             ("new link", &link, None, "symlink"),
             ("same link", &link, Some(link_rec), "unchanged"),
             ("retargeted link", &link, Some(other_target), "symlink"),
+            (
+                "link of another owner",
+                &owned_link,
+                Some(other_owner),
+                "symlink",
+            ),
             ("fifo", &special, None, "skip"),
         ];
         for (name, entry, known, want) in table {

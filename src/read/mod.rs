@@ -6,6 +6,7 @@
 //! command reads either through `&dyn Reader` alike.
 
 pub mod archive;
+pub mod attrs;
 pub mod history;
 pub mod links;
 mod remote;

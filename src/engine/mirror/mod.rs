@@ -412,6 +412,20 @@ fn open_for_writing(
         // How the mirror is kept, for the repair `verify` runs and advises.
         let delete = if cfg.plan.delete { "1" } else { "0" };
         let mut facts = vec![("compress", compress), ("delete", delete)];
+        // What the pair keeps beyond content, for `verify` (compare only what the writer
+        // set: owners only where it could give them) and its repair (keep keeping it).
+        let kept = cfg.plan.kept;
+        let owners = cfg.plan.owners && exec.store().caps().owners;
+        facts.push(("owners", if owners { "1" } else { "0" }));
+        facts.push((
+            "xattrs",
+            match (kept.xattrs, kept.every_namespace) {
+                (false, _) => "0",
+                (true, false) => "user",
+                (true, true) => "all",
+            },
+        ));
+        facts.push(("acls", if kept.acls { "1" } else { "0" }));
         if cfg.plan.compress {
             facts.push(("compressed_ever", "1"));
         }

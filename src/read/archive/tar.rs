@@ -153,7 +153,8 @@ fn put<W: Write>(
     match &entry.kind {
         EntryKind::Dir => {
             let mut header = header(EntryType::Directory, entry.mode, entry.mtime, 0);
-            pax_mtime(tar, entry.mtime).map_err(fatal)?;
+            owned(&mut header, entry, ctx);
+            pax(tar, entry.mtime, entry).map_err(fatal)?;
             // With a trailing slash, as GNU tar writes folders.
             let mut name = name.into_os_string();
             name.push("/");
@@ -163,7 +164,8 @@ fn put<W: Write>(
         }
         EntryKind::Link(target) => {
             let mut header = header(EntryType::Symlink, entry.mode, entry.mtime, 0);
-            pax_mtime(tar, entry.mtime).map_err(fatal)?;
+            owned(&mut header, entry, ctx);
+            pax(tar, entry.mtime, entry).map_err(fatal)?;
             tar.append_link(&mut header, &name, target).map_err(fatal)?;
             ctx.done_link(entry, target, tally);
         }
@@ -185,7 +187,8 @@ fn put<W: Write>(
                     settled,
                 }) => {
                     let mut header = header(EntryType::Regular, meta.mode, meta.mtime, meta.size);
-                    pax_mtime(tar, meta.mtime).map_err(fatal)?;
+                    owned(&mut header, entry, ctx);
+                    pax(tar, meta.mtime, entry).map_err(fatal)?;
                     tar.append_data(&mut header, &name, &data[..])
                         .map_err(fatal)?;
                     ctx.done_file(entry, &path.shown(), meta.size, settled, tally);
@@ -237,7 +240,8 @@ fn stream<W: Write>(
     let meta = opened.before.meta();
     let size = counted.unwrap_or(meta.size);
     let mut header = header(EntryType::Regular, meta.mode, meta.mtime, size);
-    pax_mtime(tar, meta.mtime).map_err(fatal)?;
+    owned(&mut header, entry, ctx);
+    pax(tar, meta.mtime, entry).map_err(fatal)?;
     let before = opened.before;
     let mut exact = Exact {
         inner: opened.reader,
@@ -266,7 +270,8 @@ fn stream<W: Write>(
     Ok(())
 }
 
-/// A GNU header of this type, mode, mtime and size (owner root, as `git archive`).
+/// A GNU header of this type, mode, mtime and size (owner root, as `git archive`, until
+/// [`owned`] says otherwise).
 fn header(kind: EntryType, mode: u32, mtime: FileTime, size: u64) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
@@ -278,11 +283,61 @@ fn header(kind: EntryType, mode: u32, mtime: FileTime, size: u64) -> Header {
     header
 }
 
-/// A PAX record for the entry that follows, when its mtime has nanoseconds.
-fn pax_mtime<W: Write>(tar: &mut Builder<W>, mtime: FileTime) -> io::Result<()> {
-    if mtime.nanoseconds() == 0 {
+/// Gives a header the entry's owner: the numbers, and the names (GNU tar and bsdtar
+/// extract by name where this machine has it, as root). A name too long for the
+/// header's 32 bytes is left out; the number stands.
+fn owned(header: &mut Header, entry: &Entry, ctx: &Ctx<'_>) {
+    let Some(owner) = entry.attrs.owner else {
+        return;
+    };
+    header.set_uid(u64::from(owner.uid));
+    header.set_gid(u64::from(owner.gid));
+    let (user, group) = ctx.naming.names(owner);
+    if let Some(user) = user {
+        let _ = header.set_username(&user);
+    }
+    if let Some(group) = group {
+        let _ = header.set_groupname(&group);
+    }
+}
+
+/// One PAX record set for the entry that follows: its mtime when it has nanoseconds,
+/// and its extended attributes and ACLs as `SCHILY.xattr.NAME` (what GNU tar's
+/// `--xattrs` and bsdtar read; the ACLs' attributes byte for byte). Nothing when
+/// neither is there.
+fn pax<W: Write>(tar: &mut Builder<W>, mtime: FileTime, entry: &Entry) -> io::Result<()> {
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    if mtime.nanoseconds() != 0 {
+        let value = format!("{}.{:09}", mtime.unix_seconds(), mtime.nanoseconds());
+        records.push(("mtime".to_string(), value.into_bytes()));
+    }
+    if !matches!(entry.kind, EntryKind::Link(_)) {
+        for (name, value) in &entry.attrs.xattrs().0 {
+            // PAX keys are UTF-8; an attribute name that is not is left out.
+            let Some(name) = name.to_str() else {
+                log::warn!(
+                    "the extended attribute {} of {} is not UTF-8; it is left out of the archive",
+                    esc(Path::new(name)),
+                    esc(&entry.rel)
+                );
+                continue;
+            };
+            // GNU tar restores ACLs (--acls) from their text form only.
+            let acl = match name {
+                "system.posix_acl_access" => Some("SCHILY.acl.access"),
+                "system.posix_acl_default" => Some("SCHILY.acl.default"),
+                _ => None,
+            };
+            if let Some(key) = acl
+                && let Some(text) = crate::read::attrs::acl_text(value)
+            {
+                records.push((key.to_string(), text.into_bytes()));
+            }
+            records.push((format!("SCHILY.xattr.{name}"), value.clone()));
+        }
+    }
+    if records.is_empty() {
         return Ok(());
     }
-    let value = format!("{}.{:09}", mtime.unix_seconds(), mtime.nanoseconds());
-    tar.append_pax_extensions([("mtime", value.as_bytes())])
+    tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
 }
