@@ -23,6 +23,8 @@ pub(super) struct AttrsPolicy {
     /// The attributes kept, where the store keeps them; off once the store refuses.
     kept: crate::model::Kept,
     xattrs: AtomicBool,
+    /// Owners given this run (set without a refusal).
+    given: std::sync::atomic::AtomicU64,
 }
 
 impl AttrsPolicy {
@@ -52,14 +54,20 @@ impl AttrsPolicy {
             owners: AtomicBool::new(owners && caps.owners),
             kept,
             xattrs: AtomicBool::new(kept.any() && caps.xattrs),
+            given: Default::default(),
         }
     }
 }
 
 impl Executor {
     /// True while owners are given to what is written.
-    pub(super) fn sets_owners(&self) -> bool {
+    pub fn sets_owners(&self) -> bool {
         self.attrs.owners.load(Ordering::Relaxed)
+    }
+
+    /// How many owners were given so far.
+    pub fn owners_given(&self) -> u64 {
+        self.attrs.given.load(Ordering::Relaxed)
     }
 
     /// Gives a temp file the source's owner and attributes, before its mode and mtime
@@ -77,10 +85,15 @@ impl Executor {
         let mut done = attrs.clone();
         if let Some(owner) = attrs.owner
             && self.sets_owners()
-            && let Err(e) = temp.set_owner(owner)
         {
-            self.owner_refused(&e, shown)
-                .map_err(OpError::io("setting the owner of", shown))?;
+            match temp.set_owner(owner) {
+                Ok(()) => {
+                    self.attrs.given.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self
+                    .owner_refused(&e, shown)
+                    .map_err(OpError::io("setting the owner of", shown))?,
+            }
         }
         if let Some(xattrs) = &attrs.xattrs
             && self.attrs.xattrs.load(Ordering::Relaxed)
@@ -107,7 +120,9 @@ impl Executor {
             && self.sets_owners()
         {
             match self.store.set_owner(name, kind, owner) {
-                Ok(true) => {}
+                Ok(true) => {
+                    self.attrs.given.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(false) => return Ok((false, done)),
                 Err(e) => self
                     .owner_refused(&e, &shown)

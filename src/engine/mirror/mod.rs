@@ -415,8 +415,18 @@ fn open_for_writing(
         // What the pair keeps beyond content, for `verify` (compare only what the writer
         // set: owners only where it could give them) and its repair (keep keeping it).
         let kept = cfg.plan.kept;
+        // `refused`: DST would not take owners on an earlier pass; it stays until a pass
+        // gives one (`Mirror::note_owners`).
         let owners = cfg.plan.owners && exec.store().caps().owners;
-        facts.push(("owners", if owners { "1" } else { "0" }));
+        let refused = index.mirror_fact("owners").as_deref() == Some("refused");
+        facts.push((
+            "owners",
+            match (owners, refused) {
+                (false, _) => "0",
+                (true, true) => "refused",
+                (true, false) => "1",
+            },
+        ));
         facts.push((
             "xattrs",
             match (kept.xattrs, kept.every_namespace) {

@@ -170,6 +170,7 @@ impl Mirror {
             dirs.retain(|(rel, _, _)| !unreadable.contains(rel.as_path()));
             self.finish_dirs(dirs);
         }
+        self.note_owners();
         if report.complete
             && full
             && let Some(exec) = self.mode.executor()
@@ -320,6 +321,26 @@ impl Mirror {
         let done = self.reconcile(Path::new(""));
         self.cfg.guard = guard;
         done
+    }
+
+    /// Keeps the `owners` fact true to what DST took: `refused` once it would not take
+    /// one (its user is not root, a filesystem without owners), so `verify` does not
+    /// hold their absence against it; `1` again once a pass gave one.
+    pub(super) fn note_owners(&mut self) {
+        let Some(exec) = self.mode.executor() else {
+            return;
+        };
+        let fact = match (exec.sets_owners(), exec.owners_given() > 0) {
+            _ if !self.cfg.plan.owners => return,
+            (false, _) => "refused",
+            (true, true) => "1",
+            (true, false) => return,
+        };
+        if let Some(index) = self.tally.index.0.as_mut()
+            && index.mirror_fact("owners").as_deref() != Some(fact)
+        {
+            let _ = index.set_mirror_fact("owners", fact);
+        }
     }
 
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
