@@ -215,3 +215,40 @@ fn a_sparse_file_archived_as_tar_is_a_gnu_sparse_entry_gnu_tar_extracts_with_hol
         assert!(size < 4 * MIB, "{} is {size} bytes", archive.display());
     }
 }
+
+#[test]
+fn a_sparse_file_keeps_its_holes_on_an_sftp_dst_and_back_sftp() {
+    use crate::common::dst::Dst;
+    let env = TestEnv::on(Dst::Sftp);
+    let holes = makes_holes(&env);
+    // A hole at the start, between the stretches and at the end (the last byte is
+    // written by the store, so the server's file has its length).
+    let (a, b) = (noise(300_000, 19), noise(70_000, 20));
+    let file = env.src.join("vm.img");
+    sparse_file(&file, 256 * MIB, &[(5 * MIB + 3, &a), (130 * MIB, &b)]);
+    // And a file that is all hole.
+    sparse_file(&env.src.join("empty.img"), 64 * MIB, &[]);
+    env.sync_ok(&[]);
+    // The remote folder is on this machine: DST's files are read directly.
+    assert_sparse_copy(&file, &env.dst.join("vm.img"), holes, 2 * 8192);
+    assert_sparse_copy(
+        &env.src.join("empty.img"),
+        &env.dst.join("empty.img"),
+        holes,
+        4096,
+    );
+    // Restored from the server: its zeros are found again as whole blocks.
+    let target = env.dir.path().join("restored");
+    let dst = env.dst_arg();
+    run_ok(
+        &env,
+        &["restore".as_ref(), dst.as_os_str(), target.as_os_str()],
+    );
+    assert_sparse_copy(&file, &target.join("vm.img"), holes, 2 * 8192);
+    assert_sparse_copy(
+        &env.src.join("empty.img"),
+        &target.join("empty.img"),
+        holes,
+        0,
+    );
+}
