@@ -155,6 +155,8 @@ fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
             kind,
             meta,
             target: None,
+            attrs: Default::default(),
+            link: None,
         };
         let record = Record {
             kind,
@@ -163,6 +165,8 @@ fn synthetic_state(n: usize) -> (Vec<Entry>, MirrorState) {
             stored: datasafe::model::Stored::Plain,
             target: None,
             disk: None,
+            attrs: Default::default(),
+            link: None,
         };
         state.insert(entry.rel.clone().into_os_string(), record);
         entries.push(entry);
@@ -177,6 +181,9 @@ fn bench_plan(c: &mut Criterion) {
         checksum: false,
         delete: true,
         whole_second_mtimes: false,
+        owners: false,
+        kept: Default::default(),
+        hard_links: true,
     };
     let mut g = c.benchmark_group("plan");
     g.throughput(Throughput::Elements(entries.len() as u64));

@@ -9,7 +9,9 @@
 
 use crate::engine::scan::DestItem;
 use crate::hash::Digest;
-use crate::model::{Kind, Meta, MirrorState, OnDisk, Record, Stored};
+use crate::model::{
+    Attrs, Kind, LinkKey, Meta, MirrorState, OnDisk, Owner, Record, Stored, Xattrs,
+};
 use crate::platform;
 use crate::store::Reader;
 use crate::store::layout::INDEX_FILE;
@@ -19,8 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Version 2 added `disk_size` and `disk_ino` (what DST holds, recorded at write, for
-/// the watcher's fallback rescan); a version 1 index is upgraded in place on open.
-const SCHEMA_VERSION: i64 = 2;
+/// the watcher's fallback rescan); version 3 the owner (`uid`, `gid`, and the `owners`
+/// table of the names of those numbers), extended attributes and ACLs (`xattrs`), and
+/// the source identity of a file with several names (`link_dev`, `link_ino`). An older
+/// index is upgraded in place on open (its rows have none of these: unknown).
+const SCHEMA_VERSION: i64 = 3;
 /// The oldest schema this version still reads (and upgrades when it writes).
 const OLDEST_SCHEMA: i64 = 1;
 
@@ -64,6 +69,19 @@ pub struct Index {
     version: i64,
     /// When the oldest uncommitted change was made.
     dirty_since: Option<Instant>,
+    /// The user (`false`) and group (`true`) numbers whose names this connection has
+    /// recorded in `owners`.
+    named: std::collections::HashSet<(bool, u32)>,
+}
+
+/// The names of the owner numbers an index recorded: on the machine that wrote it, user
+/// and group ids stood for these names (`restore` maps them back to this machine's).
+#[derive(Debug, Default)]
+pub struct OwnerNames {
+    /// User id → name.
+    pub users: std::collections::HashMap<u32, String>,
+    /// Group id → name.
+    pub groups: std::collections::HashMap<u32, String>,
 }
 
 impl Index {
@@ -121,6 +139,19 @@ impl Index {
             )
             .map_err(wrap)?;
         }
+        if has_files && version < 3 {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE files ADD COLUMN uid INTEGER;
+                 ALTER TABLE files ADD COLUMN gid INTEGER;
+                 ALTER TABLE files ADD COLUMN xattrs BLOB;
+                 ALTER TABLE files ADD COLUMN link_dev INTEGER;
+                 ALTER TABLE files ADD COLUMN link_ino INTEGER;
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )
+            .map_err(wrap)?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS files (
                  name BLOB PRIMARY KEY,
@@ -133,8 +164,21 @@ impl Index {
                  gz INTEGER NOT NULL,
                  target BLOB,
                  disk_size INTEGER,
-                 disk_ino INTEGER
+                 disk_ino INTEGER,
+                 uid INTEGER,
+                 gid INTEGER,
+                 xattrs BLOB,
+                 link_dev INTEGER,
+                 link_ino INTEGER
              ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS files_by_link ON files (link_ino, link_dev)
+                 WHERE link_ino IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS owners (
+                 kind TEXT NOT NULL,
+                 id INTEGER NOT NULL,
+                 name TEXT NOT NULL,
+                 PRIMARY KEY (kind, id)
+             );
              CREATE TABLE IF NOT EXISTS mirror (
                  key TEXT PRIMARY KEY,
                  value TEXT NOT NULL
@@ -149,7 +193,7 @@ impl Index {
         // no-op pass opened must stay as it was (a read of it made meanwhile, by
         // `prefetch`, is then known to be current).
         if version != SCHEMA_VERSION {
-            conn.execute_batch("PRAGMA user_version = 2;")
+            conn.execute_batch("PRAGMA user_version = 3;")
                 .map_err(wrap)?;
         }
         conn.execute_batch("BEGIN;").map_err(wrap)?;
@@ -158,6 +202,7 @@ impl Index {
             path,
             version: SCHEMA_VERSION,
             dirty_since: None,
+            named: Default::default(),
         };
         Ok((index, existed))
     }
@@ -229,6 +274,7 @@ impl Index {
             path,
             version,
             dirty_since: None,
+            named: Default::default(),
         }))
     }
 
@@ -423,10 +469,19 @@ impl Index {
 
     /// The columns [`decode`] reads, for this file's schema.
     fn columns(&self) -> &'static str {
-        if self.version >= 2 {
-            "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size, disk_ino"
-        } else {
-            "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, NULL, NULL"
+        match self.version {
+            3.. => {
+                "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size, \
+                 disk_ino, uid, gid, xattrs, link_dev, link_ino"
+            }
+            2 => {
+                "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size, \
+                 disk_ino, NULL, NULL, NULL, NULL, NULL"
+            }
+            _ => {
+                "name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, NULL, NULL, \
+                 NULL, NULL, NULL, NULL, NULL"
+            }
         }
     }
 
@@ -459,8 +514,9 @@ impl Index {
             .prepare_cached(
                 "INSERT OR REPLACE INTO files
                  (name, kind, size, mtime_s, mtime_ns, mode, sha256, gz, target, disk_size,
-                  disk_ino)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                  disk_ino, uid, gid, xattrs, link_dev, link_ino)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                  ?16)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -475,13 +531,125 @@ impl Index {
                     rec.target.as_deref().map(platform::path_to_bytes),
                     rec.disk.map(|d| d.size as i64),
                     rec.disk.map(|d| d.ino as i64),
+                    rec.attrs.owner.map(|o| o.uid),
+                    rec.attrs.owner.map(|o| o.gid),
+                    rec.attrs.xattrs.as_deref().map(Xattrs::encode),
+                    rec.link.map(|l| l.dev as i64),
+                    rec.link.map(|l| l.ino as i64),
                 ])
             })
             .map(drop)
             .map_err(|source| IndexError::Sqlite {
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        if let Some(owner) = rec.attrs.owner {
+            self.name_owner(owner)?;
+        }
+        Ok(())
+    }
+
+    /// Records the names this machine gives `owner`'s numbers, once per number.
+    fn name_owner(&mut self, owner: Owner) -> Result<(), IndexError> {
+        for (group, id) in [(false, owner.uid), (true, owner.gid)] {
+            if !self.named.insert((group, id)) {
+                continue;
+            }
+            let name = match group {
+                false => platform::user_name(id),
+                true => platform::group_name(id),
+            };
+            let Some(name) = name else { continue };
+            self.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO owners (kind, id, name) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![if group { "g" } else { "u" }, id, name]))
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The names of the owner numbers recorded (none in an index from before owners
+    /// were kept).
+    pub fn owner_names(&self) -> Result<OwnerNames, IndexError> {
+        let mut names = OwnerNames::default();
+        if self.version < 3 {
+            return Ok(names);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, id, name FROM owners")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let (kind, id, name): (String, u32, String) = (
+                row.get(0).map_err(|e| self.err(e))?,
+                row.get(1).map_err(|e| self.err(e))?,
+                row.get(2).map_err(|e| self.err(e))?,
+            );
+            match kind.as_str() {
+                "u" => names.users.insert(id, name),
+                _ => names.groups.insert(id, name),
+            };
+        }
+        Ok(names)
+    }
+
+    /// Every name recorded as the source file `key` (the names of one file with
+    /// several), in name order.
+    pub fn linked(&self, key: LinkKey) -> Result<Vec<(PathBuf, Record)>, IndexError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM files WHERE link_ino = ?1 AND link_dev = ?2 ORDER BY name",
+            self.columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![key.ino as i64, key.dev as i64])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            if let Some(found) = decode(row).map_err(|e| self.err(e))? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every name recorded with a link key (files with several names in the source),
+    /// with its key: what `restore` and `archive` group names by. Read through the
+    /// partial index on the key, so a mirror without hard links reads no row.
+    pub fn link_keys(&self) -> Result<Vec<(PathBuf, LinkKey)>, IndexError> {
+        if self.version < 3 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, link_dev, link_ino FROM files INDEXED BY files_by_link \
+                 WHERE link_ino IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let name: Vec<u8> = row.get(0).map_err(|e| self.err(e))?;
+            let (dev, ino): (i64, i64) = (
+                row.get(1).map_err(|e| self.err(e))?,
+                row.get(2).map_err(|e| self.err(e))?,
+            );
+            if let Some(name) = platform::path_from_bytes(name) {
+                let key = LinkKey {
+                    dev: dev as u64,
+                    ino: ino as u64,
+                };
+                out.push((name, key));
+            }
+        }
+        Ok(out)
     }
 
     /// Forgets the record of `name` alone (a file or link: what lies below that name
@@ -575,6 +743,29 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(PathBuf, Record)>
             }),
             _ => None,
         },
+        attrs: Attrs {
+            owner: match (
+                row.get::<_, Option<u32>>(11)?,
+                row.get::<_, Option<u32>>(12)?,
+            ) {
+                (Some(uid), Some(gid)) => Some(Owner { uid, gid }),
+                _ => None,
+            },
+            xattrs: row
+                .get::<_, Option<Vec<u8>>>(13)?
+                .and_then(|blob| Xattrs::decode(&blob))
+                .and_then(Xattrs::shared),
+        },
+        link: match (
+            row.get::<_, Option<i64>>(14)?,
+            row.get::<_, Option<i64>>(15)?,
+        ) {
+            (Some(dev), Some(ino)) => Some(LinkKey {
+                dev: dev as u64,
+                ino: ino as u64,
+            }),
+            _ => None,
+        },
     };
     Ok(Some((name, record)))
 }
@@ -631,6 +822,11 @@ pub fn state_from_store(store: &dyn Reader, items: &[DestItem]) -> MirrorState {
             stored: Stored::Plain,
             target: None,
             disk: Some(stat.on_disk()),
+            attrs: Attrs {
+                owner: stat.owner,
+                xattrs: None,
+            },
+            link: None,
         };
         match item.kind {
             Kind::File if item.rel.extension() == Some("gz".as_ref()) => {
@@ -676,6 +872,8 @@ mod tests {
             stored: Stored::Gzip,
             target: None,
             disk: Some(OnDisk { size: 9, ino: 42 }),
+            attrs: Attrs::default(),
+            link: None,
         }
     }
 

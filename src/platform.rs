@@ -42,6 +42,36 @@ pub fn set_mode_file(file: &File, mode: u32) -> io::Result<()> {
     }
 }
 
+/// Gives an open file (a temp file before it is renamed) to `owner`.
+pub fn set_owner_file(file: &File, owner: crate::model::Owner) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::fchown(file, Some(owner.uid), Some(owner.gid))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, owner);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Sets extended attributes on an open file (a new temp file, which has none).
+pub fn set_xattrs_file(file: &File, xattrs: &crate::model::Xattrs) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use xattr::FileExt;
+        for (name, value) in &xattrs.0 {
+            file.set_xattr(name, value)?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, xattrs);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// Sets permission bits on a path (directories; never follows a final symlink because
 /// callers only pass paths they have just checked are directories).
 pub fn set_mode_path(path: &Path, mode: u32) -> io::Result<()> {
@@ -118,6 +148,93 @@ pub fn path_from_bytes(bytes: Vec<u8>) -> Option<PathBuf> {
     #[cfg(not(unix))]
     {
         String::from_utf8(bytes).ok().map(PathBuf::from)
+    }
+}
+
+/// [`path_from_bytes`] for a name that is not a path (an attribute's name).
+pub fn os_string_from_bytes(bytes: Vec<u8>) -> Option<OsString> {
+    path_from_bytes(bytes).map(PathBuf::into_os_string)
+}
+
+/// True if this process runs as root (`euid` 0): only root can give a file to another
+/// owner, so only then are owners mirrored (as rsync's `-o`/`-g`).
+pub fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        rustix::process::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Owner and group of a file (`None` where the platform has no numeric owners).
+pub fn owner_of(meta: &Metadata) -> Option<crate::model::Owner> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some(crate::model::Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// The name of user `uid` on this machine, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    #[cfg(unix)]
+    {
+        uzers::get_user_by_uid(uid).and_then(|u| u.name().to_str().map(str::to_owned))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = uid;
+        None
+    }
+}
+
+/// The name of group `gid` on this machine, if it has one.
+pub fn group_name(gid: u32) -> Option<String> {
+    #[cfg(unix)]
+    {
+        uzers::get_group_by_gid(gid).and_then(|g| g.name().to_str().map(str::to_owned))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = gid;
+        None
+    }
+}
+
+/// The number of the user called `name` on this machine, if there is one.
+pub fn uid_named(name: &str) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        uzers::get_user_by_name(name).map(|u| u.uid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = name;
+        None
+    }
+}
+
+/// The number of the group called `name` on this machine, if there is one.
+pub fn gid_named(name: &str) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        uzers::get_group_by_name(name).map(|g| g.gid())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = name;
+        None
     }
 }
 
@@ -295,6 +412,20 @@ pub fn is_no_space(err: &io::Error) -> bool {
         err.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
+}
+
+/// True if `errno` says the filesystem does not do what was asked (`ENOTSUP`,
+/// `EOPNOTSUPP`: extended attributes on a filesystem without them).
+pub fn is_not_supported(errno: i32) -> bool {
+    #[cfg(unix)]
+    {
+        errno == libc::ENOTSUP || errno == libc::EOPNOTSUPP
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = errno;
+        false
+    }
 }
 
 /// True if the OS refused a path for its length (`ENAMETOOLONG`).

@@ -467,6 +467,9 @@ fn run_bounded(
 fn race_setup(test: &str) -> Option<(TestEnv, PathBuf, PathBuf)> {
     let env = env_for_nobody(test)?;
     plant_victim(&env);
+    // The user's folder is the user's in SRC too: a sync as root gives DST's names their
+    // source owners, so a root-owned source folder would take the swapper's folder away.
+    chown_tree(&env.src.join(VICTIM), NOBODY);
     let (outside, canary) = plant_canary(&env);
     Some((env, outside, canary))
 }

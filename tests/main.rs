@@ -13,9 +13,11 @@
 mod common;
 
 mod archive;
+mod attrs;
 mod beneath;
 mod config;
 mod fuzz_smoke;
+mod hard_links;
 mod model;
 mod regressions_cli;
 mod regressions_qa_data;

@@ -790,6 +790,8 @@ fn a_mirror_path_longer_than_path_max_verifies_restores_and_archives() {
         stored: Stored::Plain,
         target: None,
         disk: None,
+        attrs: Default::default(),
+        link: None,
     };
     let mut rel = PathBuf::new();
     for _ in 0..50 {

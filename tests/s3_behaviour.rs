@@ -162,6 +162,56 @@ fn sync_puts_one_object_per_file_and_restore_gives_the_tree_back() {
     assert_same_trees(&snapshot(&env.src, false), &snapshot(&back, false));
 }
 
+/// The issue: "S3 keeps all of it in the index and in object metadata". Run as root, an
+/// owner rides as `uid`/`gid` user metadata (rclone's names); a chown alone rewrites the
+/// metadata without a version.
+#[test]
+fn owners_ride_as_uid_and_gid_metadata_and_a_chown_alone_is_an_update() {
+    if !crate::common::is_root() {
+        eprintln!("skipped: owners are mirrored only when run as root");
+        return;
+    }
+    let env = TestEnv::new();
+    env.write("d/theirs.txt", "nobody's");
+    env.write("mine.txt", "root's");
+    for rel in ["d", "d/theirs.txt"] {
+        std::os::unix::fs::lchown(env.src.join(rel), Some(65534), Some(65533)).unwrap();
+    }
+    let place = Place::new(&env, "owners");
+    let url = place.url("o");
+    place.ok(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    let ids = |key: &str| {
+        let head = place.server.head(&place.bucket, key);
+        (
+            head.metadata.get("uid").cloned(),
+            head.metadata.get("gid").cloned(),
+        )
+    };
+    let some = |u: &str, g: &str| (Some(u.to_string()), Some(g.to_string()));
+    assert_eq!(ids("o/d/theirs.txt"), some("65534", "65533"));
+    // A folder's owner is in the index (and in its marker's metadata where the server
+    // keeps a marker's: SeaweedFS keeps none for a folder, not even its mode).
+    assert_eq!(ids("o/mine.txt"), some("0", "0"));
+    std::os::unix::fs::lchown(env.src.join("mine.txt"), Some(1234), Some(4321)).unwrap();
+    let out = place.ok(&["sync".as_ref(), env.src.as_os_str(), url.as_ref()]);
+    assert_eq!(
+        crate::common::count(&out, "Files backed up"),
+        0,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(crate::common::count(&out, "Updated"), 1, "{}", stdout(&out));
+    assert_eq!(ids("o/mine.txt"), some("1234", "4321"));
+    assert!(
+        !place
+            .keys("o")
+            .iter()
+            .any(|k| k.starts_with(".datasafe/versions/")),
+        "a chown alone kept a version: {:?}",
+        place.keys("o")
+    );
+}
+
 #[test]
 fn changes_are_mirrored_and_replaced_or_deleted_files_are_kept_as_versions() {
     let env = TestEnv::new();

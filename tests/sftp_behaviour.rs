@@ -426,3 +426,46 @@ fn regression_a_file_already_in_the_mirror_unrecorded_is_not_kept_as_a_version_o
     assert!(kept.is_empty(), "versions kept: {kept:?}");
     env.assert_mirrored(false);
 }
+
+/// The issue: "SFTP keeps owner/group (numeric)". As root (the test server logs in as
+/// the user running the tests), files of other owners keep their numbers in the mirror,
+/// and a chown alone is a metadata update (no copy, no version).
+#[test]
+fn owners_are_kept_by_number_and_a_chown_alone_is_an_update() {
+    if !is_root() {
+        eprintln!("skipped: owners are mirrored only when run as root");
+        return;
+    }
+    let env = TestEnv::on_sshd(Arc::new(Sshd::start()));
+    env.write("mine.txt", "root's");
+    env.write("d/theirs.txt", "nobody's");
+    env.write("d/odd.txt", "an id with no name");
+    let chown = |rel: &str, uid: u32, gid: u32| {
+        std::os::unix::fs::lchown(env.src.join(rel), Some(uid), Some(gid)).unwrap()
+    };
+    chown("d", 65534, 65534);
+    chown("d/theirs.txt", 65534, 65534);
+    chown("d/odd.txt", 1234, 4321);
+    env.sync_ok(&[]);
+    let ids = |rel: &str| {
+        let m = fs::symlink_metadata(env.dst.join(rel)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(ids("mine.txt"), (0, 0));
+    assert_eq!(ids("d"), (65534, 65534));
+    assert_eq!(ids("d/theirs.txt"), (65534, 65534));
+    assert_eq!(ids("d/odd.txt"), (1234, 4321));
+    chown("d/odd.txt", 4321, 1234);
+    let out = env.sync_ok(&[]);
+    assert_eq!(count(&out, "Files backed up"), 0, "{}", stdout(&out));
+    assert_eq!(count(&out, "Updated"), 1, "{}", stdout(&out));
+    assert_eq!(ids("d/odd.txt"), (4321, 1234));
+    assert!(
+        !env.dst.join(".datasafe/versions").exists()
+            || walkdir::WalkDir::new(env.dst.join(".datasafe/versions"))
+                .into_iter()
+                .filter_map(Result::ok)
+                .all(|e| !e.file_type().is_file()),
+        "a chown alone kept a version"
+    );
+}

@@ -135,6 +135,10 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
                 compress,
                 checksum,
                 no_delete,
+                xattrs,
+                acls,
+                hard_links,
+                no_hard_links,
                 exclude,
                 keep_versions,
                 force,
@@ -169,6 +173,10 @@ fn watch_argv(watch: &WatchArgs) -> Vec<OsString> {
     flag(*compress, "--compress");
     flag(*checksum, "--checksum");
     flag(*no_delete, "--no-delete");
+    flag(*xattrs, "--xattrs");
+    flag(*acls, "--acls");
+    flag(*hard_links, "--hard-links");
+    flag(*no_hard_links, "--no-hard-links");
     flag(*force, "--force");
     flag(*dry_run, "--dry-run");
     flag(*json, "--json");

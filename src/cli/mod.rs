@@ -241,6 +241,10 @@ pub struct RestoreArgs {
     /// Restore into a TARGET that is not empty, overwriting the files restored.
     #[arg(long)]
     pub force: bool,
+    /// As root, give files the user and group numbers recorded, not those their names
+    /// have on this machine (as rsync's --numeric-ids).
+    #[arg(long)]
+    pub numeric_ids: bool,
     /// Only these paths (relative to the mirror's root; a folder means all under it).
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -469,6 +473,20 @@ pub struct MirrorArgs {
     /// Keep files in DST that are gone from SRC.
     #[arg(long)]
     pub no_delete: bool,
+    /// Mirror extended attributes (user.* as a user; every namespace as root), as
+    /// rsync's -X.
+    #[arg(long)]
+    pub xattrs: bool,
+    /// Mirror POSIX ACLs, as rsync's -A.
+    #[arg(long)]
+    pub acls: bool,
+    /// Names of one file in SRC (hard links) are one file in DST, copied once, as
+    /// rsync's -H [default: on].
+    #[arg(long, overrides_with = "no_hard_links")]
+    pub hard_links: bool,
+    /// Copy each name of a hard-linked file on its own.
+    #[arg(long, overrides_with = "hard_links")]
+    pub no_hard_links: bool,
     /// Leave out paths matching GLOB (relative to SRC, or any single name; a leading `/`
     /// anchors it at SRC's root); repeatable.
     #[arg(long, value_name = "GLOB")]

@@ -106,6 +106,7 @@ pub(super) fn restore(args: &RestoreArgs) -> Exit {
         at: args.at.clone(),
         force: args.force,
         paths: args.paths.clone(),
+        numeric_ids: args.numeric_ids,
     };
     let stop = match plain_output().and_then(|()| install_stop_handler(STOP_RESTORE)) {
         Ok(stop) => stop,

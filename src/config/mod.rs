@@ -255,6 +255,12 @@ pub struct MirrorOverrides {
     pub checksum: bool,
     /// `--no-delete`: deletions off, whatever the file says.
     pub no_delete: bool,
+    /// `--xattrs`: on, whatever the file says.
+    pub xattrs: bool,
+    /// `--acls`: on, whatever the file says.
+    pub acls: bool,
+    /// `--hard-links` (`Some(true)`) or `--no-hard-links` (`Some(false)`).
+    pub hard_links: Option<bool>,
     /// `--exclude`, added to the file's.
     pub exclude: Vec<String>,
     /// `--keep-versions`.
@@ -340,14 +346,22 @@ fn timing(t: Option<&TimingOverrides>, base: &Timing) -> Result<Timing, ConfigEr
     })
 }
 
-/// Compress, checksum and delete: a flag given wins, then the file's pair, then the
-/// file's top level, then off (delete: on).
+/// Compress, checksum, delete, xattrs, ACLs and hard links: a flag given wins, then the
+/// file's pair, then the file's top level, then off (delete and hard links: on). Owners
+/// are kept when run as root.
 fn plan_options(m: &MirrorOverrides, file: &file::PairDefaults) -> PlanOptions {
     PlanOptions {
         compress: m.compress || file.compress.unwrap_or(false),
         checksum: m.checksum || file.checksum.unwrap_or(false),
         delete: !m.no_delete && file.delete.unwrap_or(true),
         whole_second_mtimes: false,
+        owners: crate::platform::is_root(),
+        kept: crate::model::Kept {
+            xattrs: m.xattrs || file.xattrs.unwrap_or(false),
+            acls: m.acls || file.acls.unwrap_or(false),
+            every_namespace: crate::platform::is_root(),
+        },
+        hard_links: m.hard_links.or(file.hard_links).unwrap_or(true),
     }
 }
 

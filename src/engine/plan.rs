@@ -17,6 +17,8 @@ use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
+pub mod links;
+
 /// The choices that change what a mirror should look like.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -32,6 +34,14 @@ pub struct PlanOptions {
     /// second, and a symlink matches by its target alone. Not a user's choice: the
     /// engine sets it from the store.
     pub whole_second_mtimes: bool,
+    /// Owners and groups are mirrored (run as root, into a store that keeps them, as
+    /// rsync's `-o -g`): a record whose owner differs is a metadata update. Off, an
+    /// owner is recorded but only a recorded one that differs is updated (in the index).
+    pub owners: bool,
+    /// The extended attributes and ACLs kept (`--xattrs`, `--acls`).
+    pub kept: crate::model::Kept,
+    /// Names of one source file are one file in DST (`--hard-links`, on by default).
+    pub hard_links: bool,
 }
 
 impl PlanOptions {
@@ -75,8 +85,8 @@ pub enum Action {
         entry: Entry,
         /// The form it is stored in.
         stored: Stored,
-        /// What the mirror holds for it.
-        known: Record,
+        /// What the mirror holds for it (boxed: the rarest action, and the largest).
+        known: Box<Record>,
     },
     /// The content is current; set mode and mtime on the stored file.
     SetMeta {
@@ -115,6 +125,20 @@ pub enum Action {
         /// What the index should say about it.
         record: Record,
     },
+    /// Make `entry`'s name in DST a second name of the file DST holds as `to` (a name
+    /// of the same source file met earlier in the pass: see [`links`]), replacing what
+    /// is there in one rename. Sent only once `to`'s own copy is installed.
+    Link {
+        /// The source file under this name.
+        entry: Entry,
+        /// The form both names are stored in.
+        stored: Stored,
+        /// Keep what the name holds now as a version (false: it is the other name's
+        /// old file, kept already, or the same bytes).
+        keep: bool,
+        /// The other name and its record (boxed: large, and links are rare).
+        to: Box<links::LinkTo>,
+    },
     /// Remove a name from DST (a directory with everything in it).
     Delete {
         /// The name as stored in DST.
@@ -133,7 +157,8 @@ impl Action {
         match self {
             Action::Copy { entry, stored, .. }
             | Action::Compare { entry, stored, .. }
-            | Action::SetMeta { entry, stored, .. } => stored.name_for(&entry.rel),
+            | Action::SetMeta { entry, stored, .. }
+            | Action::Link { entry, stored, .. } => stored.name_for(&entry.rel),
             Action::Mkdir { entry } | Action::Symlink { entry } => entry.rel.clone(),
             Action::Delete { name, .. } | Action::Record { name, .. } => name.clone(),
             Action::Rename { to, .. } => to.clone(),
@@ -181,7 +206,9 @@ pub fn plan_entry(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> 
             Some(r)
                 if r.kind == Kind::Symlink
                     && r.target == entry.target
-                    && (r.meta.mtime == entry.meta.mtime || opts.whole_second_mtimes) =>
+                    && (r.meta.mtime == entry.meta.mtime || opts.whole_second_mtimes)
+                    // A link's owner changed alone (lchown): made again with the new one.
+                    && !attrs_differ(entry, r, opts) =>
             {
                 Decision::Unchanged
             }
@@ -204,6 +231,12 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
     let Some(known) = known else {
         return copy;
     };
+    if known.link.is_some() && known.link != entry.link {
+        // DST holds the name as one of several names of a file, and the source's name
+        // left that file (replaced by a separate one, or hard links turned off): only a
+        // new file of its own separates it; new metadata would reach every name.
+        return copy;
+    }
     let same_size = match stored {
         Stored::Plain => known.meta.size == entry.meta.size,
         Stored::Gzip => isize_matches(known.meta.size, entry.meta.size),
@@ -215,14 +248,15 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
         return Decision::Act(Action::Compare {
             entry: entry.clone(),
             stored,
-            known: known.clone(),
+            known: Box::new(known.clone()),
         });
     }
     if known.meta.mtime != entry.meta.mtime && !rebuilt_in_the_same_second(known, entry, opts) {
         return copy;
     }
-    if known.meta != entry.meta {
-        // Same content, new mode (or a record rebuilt from a gzip trailer): fix metadata.
+    if known.meta != entry.meta || attrs_differ(entry, known, opts) || known.link != entry.link {
+        // Same content, new mode, owner or attributes (or a record rebuilt from a gzip
+        // trailer): fix metadata.
         return Decision::Act(Action::SetMeta {
             entry: entry.clone(),
             stored,
@@ -242,14 +276,30 @@ fn rebuilt_in_the_same_second(known: &Record, entry: &Entry, opts: &PlanOptions)
         && known.meta.mtime.unix_seconds() == entry.meta.mtime.unix_seconds()
 }
 
-/// True if a directory's recorded mode or mtime differ from the source's.
-pub fn dir_meta_differs(entry: &Entry, known: Option<&Record>) -> bool {
+/// True if a directory's recorded mode, mtime, owner or attributes differ from the
+/// source's.
+pub fn dir_meta_differs(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> bool {
     match known {
         Some(r) if r.kind == Kind::Dir => {
-            r.meta.mode != entry.meta.mode || r.meta.mtime != entry.meta.mtime
+            r.meta.mode != entry.meta.mode
+                || r.meta.mtime != entry.meta.mtime
+                || attrs_differ(entry, r, opts)
         }
         _ => true,
     }
+}
+
+/// True if what the index recorded of a name's owner or attributes is not the
+/// source's: a metadata update, never a copy. A recorded owner that differs always
+/// counts (the index learns the new one; DST gets it when run as root); an owner not
+/// recorded (an older index) counts only when owners are mirrored. Attributes count
+/// only when the pair keeps them (the walk reads none otherwise).
+pub fn attrs_differ(entry: &Entry, known: &Record, opts: &PlanOptions) -> bool {
+    let owner = match known.attrs.owner {
+        Some(recorded) => entry.attrs.owner.is_some_and(|now| now != recorded),
+        None => opts.owners && entry.attrs.owner.is_some(),
+    };
+    owner || (opts.kept.any() && known.attrs.xattrs != entry.attrs.xattrs)
 }
 
 /// What must not be deleted from DST even though the source does not have it.
@@ -424,6 +474,8 @@ mod tests {
             kind: Kind::File,
             meta: m,
             target: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -435,6 +487,8 @@ mod tests {
             stored,
             target: None,
             disk: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -444,6 +498,9 @@ mod tests {
             checksum,
             delete: true,
             whole_second_mtimes: false,
+            owners: false,
+            kept: Default::default(),
+            hard_links: true,
         }
     }
 
@@ -460,7 +517,41 @@ mod tests {
             Decision::Act(Action::Rename { .. }) => "rename",
             Decision::Act(Action::Record { .. }) => "record",
             Decision::Act(Action::Delete { .. }) => "delete",
+            Decision::Act(Action::Link { .. }) => "link",
         }
+    }
+
+    #[test]
+    fn a_name_that_leaves_a_file_with_several_names_is_copied_not_updated() {
+        let key = |ino| Some(crate::model::LinkKey { dev: 1, ino });
+        let m = meta(5, 1000, 0, 0o644);
+        let linked = Record {
+            link: key(7),
+            ..rec(Kind::File, m, Stored::Plain)
+        };
+        let o = opts(false, false);
+        let alone = file("a", m);
+        // Replaced by a separate file of the same bytes and times: its own file.
+        assert_eq!(short(&plan_entry(&alone, Some(&linked), &o)), "copy");
+        let renumbered = Entry {
+            link: key(8),
+            ..alone.clone()
+        };
+        assert_eq!(short(&plan_entry(&renumbered, Some(&linked), &o)), "copy");
+        // Gaining a second name: DST's file stays, the record learns the key.
+        let plain = rec(Kind::File, m, Stored::Plain);
+        assert_eq!(short(&plan_entry(&renumbered, Some(&plain), &o)), "setmeta");
+        assert_eq!(
+            short(&plan_entry(
+                &Entry {
+                    link: key(7),
+                    ..alone
+                },
+                Some(&linked),
+                &o
+            )),
+            "unchanged"
+        );
     }
 
     #[test]
@@ -490,6 +581,8 @@ mod tests {
             kind: Kind::Symlink,
             meta: meta(0, 1000, 123, 0o777),
             target: Some("t".into()),
+            attrs: Default::default(),
+            link: None,
         };
         let made_later = Record {
             kind: Kind::Symlink,
@@ -590,12 +683,16 @@ mod tests {
             kind: Kind::Dir,
             meta: m,
             target: None,
+            attrs: Default::default(),
+            link: None,
         };
         let link = Entry {
             rel: "l".into(),
             kind: Kind::Symlink,
             meta: m,
             target: Some("../x".into()),
+            attrs: Default::default(),
+            link: None,
         };
         let special = Entry {
             kind: Kind::Special,
@@ -605,6 +702,16 @@ mod tests {
         link_rec.target = Some("../x".into());
         let mut other_target = link_rec.clone();
         other_target.target = Some("../y".into());
+        // The link was given to another owner (lchown) since it was mirrored.
+        let mut other_owner = link_rec.clone();
+        other_owner.attrs.owner = Some(crate::model::Owner { uid: 7, gid: 7 });
+        let owned_link = Entry {
+            attrs: crate::model::Attrs {
+                owner: Some(crate::model::Owner { uid: 8, gid: 7 }),
+                xattrs: None,
+            },
+            ..link.clone()
+        };
         let o = opts(false, false);
         let table: Vec<(&str, &Entry, Option<Record>, &str)> = vec![
             ("new dir", &dir, None, "mkdir"),
@@ -623,6 +730,12 @@ mod tests {
             ("new link", &link, None, "symlink"),
             ("same link", &link, Some(link_rec), "unchanged"),
             ("retargeted link", &link, Some(other_target), "symlink"),
+            (
+                "link of another owner",
+                &owned_link,
+                Some(other_owner),
+                "symlink",
+            ),
             ("fifo", &special, None, "skip"),
         ];
         for (name, entry, known, want) in table {
@@ -632,14 +745,16 @@ mod tests {
                 "{name}"
             );
         }
-        assert!(dir_meta_differs(&dir, None));
+        assert!(dir_meta_differs(&dir, None, &opts(false, false)));
         assert!(!dir_meta_differs(
             &dir,
-            Some(&rec(Kind::Dir, m, Stored::Plain))
+            Some(&rec(Kind::Dir, m, Stored::Plain)),
+            &opts(false, false)
         ));
         assert!(dir_meta_differs(
             &dir,
-            Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain))
+            Some(&rec(Kind::Dir, meta(0, 1000, 0, 0o700), Stored::Plain)),
+            &opts(false, false)
         ));
     }
 

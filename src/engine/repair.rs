@@ -367,6 +367,8 @@ mod tests {
             stored,
             target: None,
             disk,
+            attrs: Default::default(),
+            link: None,
         }
     }
 

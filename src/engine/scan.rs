@@ -8,7 +8,7 @@
 
 use crate::config::filter::Excludes;
 use crate::engine::source::{self, Source};
-use crate::model::{Entry, Kind};
+use crate::model::{Entry, Kept, Kind};
 use crate::store::layout::STATE_DIR;
 use crate::store::local::beneath::{self, Dir};
 use crate::store::{Reader, Stat, Step};
@@ -41,6 +41,9 @@ pub struct ScanRules {
     pub excludes: Excludes,
     /// Paths (relative to SRC) never to enter: DST when it lies inside SRC.
     pub skip: Vec<PathBuf>,
+    /// The extended attributes read with each entry (none unless `--xattrs` or
+    /// `--acls`).
+    pub kept: Kept,
 }
 
 impl ScanRules {
@@ -155,7 +158,7 @@ pub fn walk(
     let mut stack: Vec<Frame> = Vec::new();
     // The scope itself: the root (which may be a symlink to a folder: described as the
     // folder it leads to), or a name reached from the root without passing a symlink.
-    let (item, dir) = scope_start(src, scope, whole);
+    let (item, dir) = scope_start(src, scope, whole, &rules.kept);
     if visit(item).is_break() {
         return;
     }
@@ -191,7 +194,7 @@ pub fn walk(
                 }
             },
         };
-        let (item, child) = describe(dir, &name, rel);
+        let (item, child) = describe(dir, &name, rel, &rules.kept);
         let child = child.map(|dir| (dir, item.rel().to_path_buf()));
         if visit(item).is_break() {
             return;
@@ -222,54 +225,59 @@ impl Scanned {
 /// The scope itself, and its folder open to walk: the root (which may be a symlink to a
 /// folder: described as the folder it leads to) when `whole`, else a name reached from
 /// the root without passing a symlink ([`look`]).
-fn scope_start(src: &Source, scope: &Path, whole: bool) -> (Scanned, Option<io::Result<Dir>>) {
+fn scope_start(
+    src: &Source,
+    scope: &Path,
+    whole: bool,
+    kept: &Kept,
+) -> (Scanned, Option<io::Result<Dir>>) {
     if !whole {
-        return look(src, scope);
+        return look(src, scope, kept);
     }
     let root = src.root_dir();
-    match root.own_status().and_then(|s| Ok((s, root.try_clone()?))) {
-        Ok((status, dir)) => (
-            Scanned::Entry(source::entry(PathBuf::new(), &status, None)),
-            Some(Ok(dir)),
-        ),
+    let entry = src.entry(Path::new(""), kept);
+    match entry.and_then(|e| Ok((e, root.try_clone()?))) {
+        Ok((entry, dir)) => (Scanned::Entry(entry), Some(Ok(dir))),
         Err(error) => (error_at(scope, error), None),
     }
 }
 
-fn look(src: &Source, scope: &Path) -> (Scanned, Option<io::Result<Dir>>) {
+fn look(src: &Source, scope: &Path, kept: &Kept) -> (Scanned, Option<io::Result<Dir>>) {
     let (parent, name) = beneath::split(scope);
     let Some(name) = name else {
         return (error_at(scope, io::ErrorKind::InvalidInput.into()), None);
     };
     match src.dir(parent) {
-        Ok(parent) => describe(&parent, name, scope.to_path_buf()),
+        Ok(parent) => describe(&parent, name, scope.to_path_buf(), kept),
         Err(error) => (error_at(scope, error), None),
     }
 }
 
 /// `name` in the open folder `dir` as an item of the walk (`lstat`, and `readlink` for
 /// a symlink, both relative to `dir`), and, for a folder, the folder opened.
-fn describe(dir: &Dir, name: &OsStr, rel: PathBuf) -> (Scanned, Option<io::Result<Dir>>) {
-    let item = describe_name(dir, name, rel);
+fn describe(
+    dir: &Dir,
+    name: &OsStr,
+    rel: PathBuf,
+    kept: &Kept,
+) -> (Scanned, Option<io::Result<Dir>>) {
+    let item = describe_name(dir, name, rel, kept);
     let child = matches!(&item, Scanned::Entry(e) if e.kind == Kind::Dir).then(|| dir.child(name));
     (item, child)
 }
 
-/// `name` in the open folder `dir` as an item of the walk (`lstat`, and `readlink` for
-/// a symlink, both relative to `dir`); a folder is not opened.
-fn describe_name(dir: &Dir, name: &OsStr, rel: PathBuf) -> Scanned {
+/// `name` in the open folder `dir` as an item of the walk (`lstat`, `readlink` for a
+/// symlink and the attributes `kept` keeps, all relative to `dir`); a folder is not
+/// opened.
+fn describe_name(dir: &Dir, name: &OsStr, rel: PathBuf, kept: &Kept) -> Scanned {
     let status = match dir.status(name) {
         Ok(status) => status,
         Err(error) => return Scanned::Error { rel, error },
     };
-    let target = match status.kind {
-        Kind::Symlink => match dir.read_link(name) {
-            Ok(target) => Some(target),
-            Err(error) => return Scanned::Error { rel, error },
-        },
-        _ => None,
-    };
-    Scanned::Entry(source::entry(rel, &status, target))
+    match source::entry_in(dir, name, rel.clone(), &status, kept) {
+        Ok(entry) => Scanned::Entry(entry),
+        Err(error) => Scanned::Error { rel, error },
+    }
 }
 
 /// Lists the open folder `dir` (at `rel`) and pushes it onto `stack`, closing the
@@ -393,6 +401,7 @@ mod tests {
         let rules = ScanRules {
             excludes: Excludes::new(&["*.tmp"]).unwrap(),
             skip: vec![PathBuf::from("mirror")],
+            kept: Default::default(),
         };
         let got = collect(root, &rules);
         let want = [
@@ -525,6 +534,7 @@ mod tests {
         let rules = ScanRules {
             excludes: Excludes::new(&["b"]).unwrap(),
             skip: vec![],
+            kept: Default::default(),
         };
         assert!(rules.covers(Path::new("a/b/x")));
         let mut none = 0;

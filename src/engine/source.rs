@@ -14,7 +14,7 @@
 //!
 //! Nothing here writes, plans or decides; the walk over a whole tree is `scan`'s.
 
-use crate::model::{Entry, Kind, Meta};
+use crate::model::{Attrs, Entry, Kept, Kind, LinkKey, Meta, Owner};
 use crate::store::local::beneath::{self, Dir, Status};
 use std::fs::{File, Metadata};
 use std::io;
@@ -114,31 +114,44 @@ impl Source {
         }
     }
 
-    /// Describes `rel` as the scan would: kind, metadata and, for a symlink, its target.
-    pub fn entry(&self, rel: &Path) -> io::Result<Entry> {
+    /// Describes `rel` as the scan would: kind, metadata, the attributes `kept` keeps
+    /// and, for a symlink, its target.
+    pub fn entry(&self, rel: &Path, kept: &Kept) -> io::Result<Entry> {
         match self.parent_of(rel)? {
             (parent, Some(name)) => {
                 let status = parent.status(name)?;
-                entry_in(&parent, name, rel.to_path_buf(), &status)
+                entry_in(&parent, name, rel.to_path_buf(), &status, kept)
             }
-            (root, None) => Ok(entry(PathBuf::new(), &root.own_status()?, None)),
+            (root, None) => {
+                let mut entry = entry(PathBuf::new(), &root.own_status()?, None);
+                if kept.any() {
+                    entry.attrs.xattrs = root.xattrs(std::ffi::OsStr::new(""), kept)?.shared();
+                }
+                Ok(entry)
+            }
         }
     }
 }
 
 /// The entry for `name` in the open folder `dir` (whose `lstat` is `status`), reading
-/// the link target through the same handle.
+/// the link target and the attributes `kept` keeps (of files and folders: a symlink's
+/// own are not kept) through the same handle.
 pub fn entry_in(
     dir: &Dir,
     name: &std::ffi::OsStr,
     rel: PathBuf,
     status: &Status,
+    kept: &Kept,
 ) -> io::Result<Entry> {
     let target = match status.kind {
         Kind::Symlink => Some(dir.read_link(name)?),
         _ => None,
     };
-    Ok(entry(rel, status, target))
+    let mut entry = entry(rel, status, target);
+    if kept.any() && matches!(status.kind, Kind::File | Kind::Dir) {
+        entry.attrs.xattrs = dir.xattrs(name, kept)?.shared();
+    }
+    Ok(entry)
 }
 
 /// An entry from what `lstat` said of it (and the link target read for a symlink).
@@ -148,6 +161,17 @@ pub fn entry(rel: PathBuf, status: &Status, target: Option<PathBuf>) -> Entry {
         kind: status.kind,
         meta: meta(status),
         target,
+        attrs: Attrs {
+            owner: cfg!(unix).then_some(Owner {
+                uid: status.uid,
+                gid: status.gid,
+            }),
+            xattrs: None,
+        },
+        link: (status.kind == Kind::File && status.nlink > 1).then_some(LinkKey {
+            dev: status.dev,
+            ino: status.ino,
+        }),
     }
 }
 
@@ -217,7 +241,7 @@ mod tests {
             source.read_link(Path::new("l")).unwrap(),
             outside.to_path_buf()
         );
-        let entry = source.entry(Path::new("l")).unwrap();
+        let entry = source.entry(Path::new("l"), &Default::default()).unwrap();
         assert_eq!(entry.target.as_deref(), Some(outside.as_path()));
         for rel in ["l/f", "l"] {
             assert!(source.open_file(Path::new(rel)).is_err(), "{rel}");

@@ -175,6 +175,18 @@ impl Summary {
                         self.dirs_created += 1;
                         log::info!("created {}/", esc(&rel));
                     }
+                    Done::HardLinked => {
+                        self.copied += 1;
+                        log::info!("hard-linked {}", esc(&rel));
+                        let sha = record.sha256.map(|d| d.to_string()).unwrap_or_default();
+                        log::info!(
+                            target: DETAIL,
+                            "Backed up file: {} -> {} (hard link) | Checksum: {sha} | Permissions: {:o}",
+                            esc(&src.join(&rel)),
+                            esc(&dst.join(name)),
+                            record.meta.mode
+                        );
+                    }
                     Done::Linked => {
                         self.copied += 1;
                         let target = record.target.as_deref().unwrap_or(Path::new(""));
@@ -298,6 +310,10 @@ impl Summary {
                 (verb, entry.rel.clone())
             }
             Action::Compare { entry, .. } => ("compare", entry.rel.clone()),
+            Action::Link { entry, .. } => {
+                self.copied += 1;
+                ("link", entry.rel.clone())
+            }
             Action::SetMeta { entry, .. } => {
                 self.updated += 1;
                 ("update", entry.rel.clone())
@@ -457,6 +473,8 @@ mod tests {
                 stored: Stored::Plain,
                 target: None,
                 disk: None,
+                attrs: Default::default(),
+                link: None,
             },
             bytes: 1,
         }

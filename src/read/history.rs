@@ -71,6 +71,9 @@ pub struct Live {
     pub meta: Meta,
     /// Where a symlink points.
     pub target: Option<PathBuf>,
+    /// Owner, extended attributes and ACLs the index recorded (without an index: a
+    /// local DST's owner only).
+    pub attrs: crate::model::Attrs,
 }
 
 /// Why a mirror cannot be read, or a command on it cannot start. Each message names the
@@ -228,6 +231,20 @@ impl History {
     /// The mirror's store.
     pub fn store(&self) -> &Arc<dyn Reader> {
         &self.store
+    }
+
+    /// The names the index recorded for its owners' numbers (none without an index,
+    /// or one from before owners were kept).
+    pub fn owner_names(&self) -> index::OwnerNames {
+        let names = self.index.as_ref().map(Index::owner_names);
+        match names {
+            Some(Ok(names)) => names,
+            Some(Err(e)) => {
+                log::warn!("{e}; owners are restored by number");
+                index::OwnerNames::default()
+            }
+            None => index::OwnerNames::default(),
+        }
     }
 
     /// True if the mirror has a readable index.
@@ -388,6 +405,12 @@ impl History {
                 stored: record.stored,
                 meta,
                 target,
+                // Without an index, DST's own owners, where they can be the source's (a
+                // folder here; a server's numbers are its users').
+                attrs: match trusted_listing && !store.caps().owners {
+                    true => crate::model::Attrs::default(),
+                    false => record.attrs,
+                },
             });
         }
         self.reachable()?;

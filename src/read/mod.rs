@@ -6,7 +6,9 @@
 //! command reads either through `&dyn Reader` alike.
 
 pub mod archive;
+pub mod attrs;
 pub mod history;
+pub mod links;
 mod remote;
 pub mod restore;
 pub mod verify;

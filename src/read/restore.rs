@@ -23,12 +23,13 @@
 use crate::config::{Dest, NotAFolder};
 use crate::hash::{self, CHUNK, Stoppable};
 use crate::model::Stored;
-use crate::model::{Kind, Meta};
+use crate::model::{Attrs, Kind, Meta};
 use crate::output::TIME_FORMAT;
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{esc, io_message};
 use crate::platform;
 use crate::read::Outcome;
+use crate::read::attrs::{Giver, Owners};
 use crate::read::history::{self, History, HistoryError, Kept, Live, in_scope, version_name};
 use crate::sparse::{self, HoleWriter};
 use crate::store::local::beneath::{Dir, Temp};
@@ -201,6 +202,9 @@ pub struct Item {
     pub rel: PathBuf,
     /// What to write there.
     pub origin: Origin,
+    /// The owner and attributes to give it: the live record's when the content is the
+    /// live one; none for a version's (its name records only mode and mtime).
+    pub attrs: Attrs,
 }
 
 /// What a restore will write.
@@ -211,6 +215,8 @@ pub struct Plan {
     /// The recorded mode and mtime of every live folder (not only those in scope: the
     /// folders above a restored path get theirs too).
     pub folders: HashMap<PathBuf, Meta>,
+    /// The recorded owner and attributes of every live folder that has any.
+    pub folder_attrs: HashMap<PathBuf, Attrs>,
     /// Scopes that matched nothing in the mirror.
     pub unmatched: Vec<PathBuf>,
 }
@@ -240,6 +246,11 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
         .iter()
         .filter(|l| l.kind == Kind::Dir)
         .map(|l| (l.source.clone(), l.meta))
+        .collect();
+    let folder_attrs = live
+        .iter()
+        .filter(|l| l.kind == Kind::Dir && l.attrs != Attrs::default())
+        .map(|l| (l.source.clone(), l.attrs.clone()))
         .collect();
     let unmatched = scopes
         .iter()
@@ -288,10 +299,18 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
                 _ => None,
             },
         };
+        // A version's content gets no owner or attributes: only the live one's are
+        // recorded (`Origin::File.mtime` is `Some` for the live file only).
+        let attrs = match (&origin, path.live) {
+            (Some(Origin::File { mtime: Some(_), .. }), Some(l))
+            | (Some(Origin::Link { .. } | Origin::Folder), Some(l)) => l.attrs.clone(),
+            _ => Attrs::default(),
+        };
         match origin {
             Some(origin) => items.push(Item {
                 rel: rel.to_path_buf(),
                 origin,
+                attrs,
             }),
             None => log::debug!("not restored: {} (it did not exist then)", esc(rel)),
         }
@@ -317,6 +336,7 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
     Plan {
         items,
         folders,
+        folder_attrs,
         unmatched,
     }
 }
@@ -433,6 +453,8 @@ pub struct Request {
     pub force: bool,
     /// Only these paths (relative to the mirror's root).
     pub paths: Vec<PathBuf>,
+    /// Give owners the recorded numbers (as root), not those their names have here.
+    pub numeric_ids: bool,
 }
 
 /// Why a restore (or `archive` of a mirror) cannot start: bad input, a mirror that
@@ -631,6 +653,8 @@ struct Writer<'a> {
     ready: HashSet<PathBuf>,
     /// Folders that got content, so get their recorded metadata at the end.
     touched: BTreeSet<PathBuf>,
+    /// Gives owners (as root) and attributes.
+    giver: Giver,
 }
 
 impl<'a> Writer<'a> {
@@ -653,6 +677,7 @@ impl<'a> Writer<'a> {
             next_tmp: 0,
             ready: HashSet::new(),
             touched: BTreeSet::new(),
+            giver: Giver::new(Owners::default()),
         })
     }
 
@@ -664,7 +689,7 @@ impl<'a> Writer<'a> {
                 stored,
                 mtime,
             } => {
-                self.file(&item.rel, name, *stored, None, *mtime)?;
+                self.file(&item.rel, name, *stored, None, *mtime, &item.attrs)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
@@ -681,7 +706,8 @@ impl<'a> Writer<'a> {
                 sha,
                 meta,
             } => {
-                self.file(&item.rel, name, *stored, Some((*size, *sha, *meta)), None)?;
+                let part = Some((*size, *sha, *meta));
+                self.file(&item.rel, name, *stored, part, None, &item.attrs)?;
                 log::info!("Restored file: {}", esc(&item.rel));
                 log::info!(
                     target: DETAIL,
@@ -692,7 +718,7 @@ impl<'a> Writer<'a> {
                 Ok(true)
             }
             Origin::Link { target, mtime } => {
-                self.link(&item.rel, target, *mtime)?;
+                self.link(&item.rel, target, *mtime, &item.attrs)?;
                 log::info!("Restored link: {} -> {}", esc(&item.rel), esc(target));
                 Ok(true)
             }
@@ -719,6 +745,7 @@ impl<'a> Writer<'a> {
         stored: Stored,
         part: Option<(u64, crate::hash::Digest, Meta)>,
         exact: Option<FileTime>,
+        attrs: &Attrs,
     ) -> Result<(), Failure> {
         let store = self.history.store().clone();
         let from = store.display(name);
@@ -797,6 +824,8 @@ impl<'a> Writer<'a> {
                 });
             }
         }
+        // Owner and attributes before the mode: a change of owner clears set-user-id bits.
+        self.giver.on_file(&file, attrs, &final_path);
         platform::set_mode_file(&file, meta.mode).map_err(write_err)?;
         filetime::set_file_handle_times(&file, Some(meta.mtime), Some(meta.mtime))
             .map_err(write_err)?;
@@ -850,7 +879,13 @@ impl<'a> Writer<'a> {
     }
 
     /// Creates a symlink at TARGET/`rel` (through a temp name and a rename).
-    fn link(&mut self, rel: &Path, target: &Path, mtime: FileTime) -> Result<(), Failure> {
+    fn link(
+        &mut self,
+        rel: &Path,
+        target: &Path,
+        mtime: FileTime,
+        attrs: &Attrs,
+    ) -> Result<(), Failure> {
         let (parent, dir) = self.parent(rel)?;
         let final_path = self.target.join(rel);
         let write_err = |err| Failure::Write {
@@ -864,8 +899,37 @@ impl<'a> Writer<'a> {
             |dir, name| dir.symlink(target, name),
         )
         .map_err(write_err)?;
+        self.giver.on_link(&dir, temp.name(), attrs, &final_path);
         // Symlink mtimes are not supported everywhere; the link itself is what matters.
         let _ = dir.set_link_mtime(temp.name(), mtime);
+        let installed = self.install(temp, rel).map_err(write_err);
+        self.last = Some((parent, dir));
+        installed
+    }
+
+    /// Gives TARGET/`first` (a file this restore wrote) the second name TARGET/`rel`:
+    /// a hard link under a temp name, renamed into place as every write here.
+    fn hard_link(&mut self, first: &Path, rel: &Path) -> Result<(), Failure> {
+        let (parent, dir) = self.parent(rel)?;
+        let final_path = self.target.join(rel);
+        let write_err = |err| Failure::Write {
+            rel: rel.to_path_buf(),
+            path: final_path.clone(),
+            err,
+        };
+        let (Some(first_name), first_dir) = (
+            first.file_name(),
+            self.root.dir(first.parent().unwrap_or(Path::new(""))),
+        ) else {
+            return Err(write_err(io::ErrorKind::InvalidInput.into()));
+        };
+        let first_dir = first_dir.map_err(write_err)?;
+        let (temp, ()) = Temp::make(
+            &dir,
+            || self.temp_name(),
+            |dir, name| first_dir.link(first_name, dir, name),
+        )
+        .map_err(write_err)?;
         let installed = self.install(temp, rel).map_err(write_err);
         self.last = Some((parent, dir));
         installed
@@ -964,10 +1028,15 @@ impl<'a> Writer<'a> {
         Temp::make(dir, || self.temp_name(), Dir::create_private)
     }
 
-    /// Gives every folder that got content its recorded mode and mtime, deepest first
-    /// (a folder's mtime changes while things are added to it, and a read-only mode
-    /// would stop them). Returns how many failed.
-    fn finish_folders(&self, folders: &HashMap<PathBuf, Meta>) -> u64 {
+    /// Gives every folder that got content its recorded owner and attributes, then its
+    /// mode and mtime, deepest first (a folder's mtime changes while things are added
+    /// to it, a read-only mode would stop them, and a default ACL would be inherited by
+    /// them). Returns how many failed.
+    fn finish_folders(
+        &mut self,
+        folders: &HashMap<PathBuf, Meta>,
+        attrs: &HashMap<PathBuf, Attrs>,
+    ) -> u64 {
         let mut order: Vec<&PathBuf> = self.touched.iter().collect();
         order.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         let mut failed = 0;
@@ -986,6 +1055,9 @@ impl<'a> Writer<'a> {
                 );
                 continue;
             };
+            if let Some(attrs) = attrs.get(rel) {
+                self.giver.on_folder(&dir, attrs, &path);
+            }
             if let Err(e) = dir.set_own_meta(meta.mode, meta.mtime) {
                 failed += 1;
                 log::error!(
@@ -1115,7 +1187,8 @@ pub fn write_prefix(
         return Err(RestoreError::NotAPrefix(item.rel.clone()));
     };
     let mut writer = Writer::new(scratch, history, stop)?;
-    writer.file(&item.rel, name, *stored, Some((*size, *sha, *meta)), None)?;
+    let part = Some((*size, *sha, *meta));
+    writer.file(&item.rel, name, *stored, part, None, &Attrs::default())?;
     Ok(scratch.join(&item.rel))
 }
 
@@ -1143,10 +1216,32 @@ fn execute(
     started: Instant,
 ) -> Result<Outcome, RestoreError> {
     let mut writer = Writer::new(&request.target, history, stop)?;
+    writer.giver = Giver::new(Owners::new(history.owner_names(), request.numeric_ids));
     let (mut restored, mut failed) = (0u64, 0u64);
+    // Live names of one file are restored as one file with several names.
+    let mut firsts = super::links::Firsts::new(super::links::keys_of(&**history.store()));
     for item in &plan.items {
         if stop.load(Ordering::Relaxed) {
             break;
+        }
+        let key = match &item.origin {
+            Origin::File { name, .. } => firsts.key(name),
+            _ => None,
+        };
+        if let Some(first) = key.and_then(|key| firsts.first(key)).map(Path::to_path_buf) {
+            match writer.hard_link(&first, &item.rel) {
+                Ok(()) => {
+                    restored += 1;
+                    log::info!(
+                        "Restored file: {} (a name of {})",
+                        esc(&item.rel),
+                        esc(&first)
+                    );
+                    continue;
+                }
+                // Written as a file of its own instead (TARGET may take no links).
+                Err(e) => log::debug!("{e}"),
+            }
         }
         let mut result = writer.restore(item);
         if result.as_ref().is_err_and(Failure::may_reconnect) {
@@ -1155,7 +1250,12 @@ fn execute(
             result = writer.restore(item);
         }
         match result {
-            Ok(counted) => restored += u64::from(counted),
+            Ok(counted) => {
+                restored += u64::from(counted);
+                if let Some(key) = key {
+                    firsts.wrote(key, &item.rel);
+                }
+            }
             Err(Failure::Interrupted) => break,
             Err(e) if e.is_lost() => {
                 failed += 1;
@@ -1173,7 +1273,7 @@ fn execute(
             }
         }
     }
-    failed += writer.finish_folders(&plan.folders);
+    failed += writer.finish_folders(&plan.folders, &plan.folder_attrs);
     if let Err(e) = platform::sync_filesystem(&request.target) {
         log::warn!(
             "cannot flush {} to disk: {}",
@@ -1296,6 +1396,7 @@ mod tests {
                 mode: 0o644,
             },
             target: None,
+            attrs: Attrs::default(),
         }
     }
 
@@ -1311,6 +1412,7 @@ mod tests {
                 mode: 0o755,
             },
             target: (kind == Kind::Symlink).then(|| PathBuf::from("elsewhere")),
+            attrs: Attrs::default(),
         }
     }
 
@@ -1349,6 +1451,34 @@ mod tests {
                 (i.rel.display().to_string(), what)
             })
             .collect()
+    }
+
+    #[test]
+    fn only_live_content_gets_the_recorded_owner_and_attributes() {
+        let owned = Attrs {
+            owner: Some(crate::model::Owner { uid: 7, gid: 8 }),
+            xattrs: None,
+        };
+        let live = [
+            Live {
+                attrs: owned.clone(),
+                ..live_file("a.txt", ft(11, 0, 0, 0))
+            },
+            Live {
+                attrs: owned.clone(),
+                ..live_other("d", Kind::Dir)
+            },
+        ];
+        let kept = [kept("a.txt", t(11, 0, 0), ft(9, 0, 0, 0))];
+        let now = plan(&live, &kept, &[], None);
+        assert_eq!(now.items[0].attrs, owned, "the live file");
+        assert_eq!(now.folder_attrs.get(Path::new("d")), Some(&owned));
+        let then = plan(&live, &kept, &[], Some(&moment(10, 0, 0)));
+        assert!(matches!(
+            then.items[0].origin,
+            Origin::File { mtime: None, .. }
+        ));
+        assert_eq!(then.items[0].attrs, Attrs::default(), "a version");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index};
-use crate::model::{Entry, Kind};
+use crate::model::{Entry, Kept, Kind, Xattrs};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
@@ -219,6 +219,7 @@ impl Plan {
                         excludes: Excludes::new(&args.exclude)
                             .map_err(|e| ConfigError(e.to_string()))?,
                         skip: pair.dst_in_src.into_iter().collect(),
+                        kept: Default::default(),
                     },
                     keeps_deleted: facts.no_delete,
                 })
@@ -318,6 +319,7 @@ impl Plan {
                     rules: ScanRules {
                         excludes: p.config.excludes.clone(),
                         skip: p.config.pair.dst_in_src.iter().cloned().collect(),
+                        kept: p.config.plan.kept,
                     },
                     keeps_deleted: !p.config.plan.delete,
                 }),
@@ -351,6 +353,11 @@ struct MirrorFacts {
     compress: bool,
     /// Deletions in the source are not mirrored (`--no-delete`, `delete = false`).
     no_delete: bool,
+    /// The writer gave DST's names their source owners (it ran as root, into a store
+    /// that keeps owners): only then does a different owner in DST mean something.
+    owners: bool,
+    /// The extended attributes and ACLs the pair keeps (`--xattrs`, `--acls`).
+    kept: Kept,
 }
 
 impl MirrorFacts {
@@ -381,6 +388,12 @@ impl MirrorFacts {
         MirrorFacts {
             compress: index.mirror_fact("compress").is_some_and(|v| v == "1"),
             no_delete: index.mirror_fact("delete").is_some_and(|v| v == "0"),
+            owners: index.mirror_fact("owners").is_some_and(|v| v == "1"),
+            kept: Kept {
+                xattrs: index.mirror_fact("xattrs").is_some_and(|v| v != "0"),
+                acls: index.mirror_fact("acls").is_some_and(|v| v == "1"),
+                every_namespace: index.mirror_fact("xattrs").is_some_and(|v| v == "all"),
+            },
         }
     }
 
@@ -392,6 +405,12 @@ impl MirrorFacts {
         }
         if self.no_delete {
             flags.push_str(" --no-delete");
+        }
+        if self.kept.xattrs {
+            flags.push_str(" --xattrs");
+        }
+        if self.kept.acls {
+            flags.push_str(" --acls");
         }
         flags
     }
@@ -410,6 +429,8 @@ fn repair_config(
         mirror: MirrorOverrides {
             compress: facts.compress,
             no_delete: facts.no_delete,
+            xattrs: facts.kept.xattrs,
+            acls: facts.kept.acls,
             exclude: args.exclude.clone(),
             force: args.force,
             jobs: args.jobs,
@@ -1149,11 +1170,20 @@ fn verify_mirror(
     let files = jobs.iter().filter(|j| j.record.kind != Kind::Dir).count();
     let mut second = SecondLook::new(&state_dir, seen);
     let mut buf = Vec::new();
-    pump(store, listing.as_ref(), jobs, plan.jobs, stop, |checked| {
-        let checked = second.settle(checked, store, &mut buf, stop);
-        tally(&mut report, checked);
-        progress.show(|| progress_line(&report.counts, files));
-    });
+    let attrs = AttrCheck::of(report.facts);
+    pump(
+        store,
+        listing.as_ref(),
+        &attrs,
+        jobs,
+        plan.jobs,
+        stop,
+        |checked| {
+            let checked = second.settle(checked, store, &attrs, &mut buf, stop);
+            tally(&mut report, checked);
+            progress.show(|| progress_line(&report.counts, files));
+        },
+    );
     if let Some(e) = breaker.as_ref().and_then(|b| b.tripped()) {
         report.lost.get_or_insert_with(|| io_message(&e));
     }
@@ -1329,6 +1359,7 @@ struct Checked {
 fn pump(
     store: &dyn Reader,
     listing: Option<&Listing>,
+    attrs: &AttrCheck,
     jobs: Vec<Job>,
     workers: usize,
     stop: &AtomicBool,
@@ -1359,12 +1390,12 @@ fn pump(
                             bytes: 0,
                         },
                         false => {
-                            let checked = check(store, listing, job, &mut buf, stop);
+                            let checked = check(store, listing, attrs, job, &mut buf, stop);
                             match checked.mirror {
                                 // The connection died under this file: checked once more,
                                 // which waits (within the store's patience) for a new one.
                                 Verdict::Lost { again: true, .. } => {
-                                    check(store, None, checked.job, &mut buf, stop)
+                                    check(store, None, attrs, checked.job, &mut buf, stop)
                                 }
                                 _ => checked,
                             }
@@ -1414,6 +1445,7 @@ fn by_listing(record: &Record, listed: Option<&Inventoried>) -> Option<Verdict> 
 fn check(
     store: &dyn Reader,
     listing: Option<&Listing>,
+    attrs: &AttrCheck,
     job: Job,
     buf: &mut Vec<u8>,
     stop: &AtomicBool,
@@ -1438,6 +1470,14 @@ fn check(
             }
             verdict
         }
+    };
+    // Content as recorded: then owner and attributes as recorded too.
+    let mirror = match mirror {
+        Verdict::Intact | Verdict::Unchecked => match attrs.differ(store, &job.name, record) {
+            Some(why) => Verdict::Bad(Problem::Damaged(why)),
+            None => mirror,
+        },
+        other => other,
     };
     let source = match (&job.source, &mirror, digest) {
         (Some((tree, rel)), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
@@ -1465,6 +1505,85 @@ fn check(
         source,
         bytes,
     }
+}
+
+/// What of a record's owner and attributes is compared with what DST holds: only what
+/// the writer set there, so a mirror written by a user (whose files are the user's) or
+/// without `--xattrs` raises no alarm.
+#[derive(Clone, Copy, Debug, Default)]
+struct AttrCheck {
+    /// Compare owners (the writer gave them).
+    owners: bool,
+    /// The attributes to compare (those the pair keeps that this run can read: no
+    /// `trusted.*` unless run as root).
+    kept: Kept,
+}
+
+impl AttrCheck {
+    /// What to compare in a mirror kept as `facts` say.
+    fn of(facts: MirrorFacts) -> AttrCheck {
+        AttrCheck {
+            owners: facts.owners,
+            kept: Kept {
+                every_namespace: facts.kept.every_namespace && crate::platform::is_root(),
+                ..facts.kept
+            },
+        }
+    }
+
+    /// How the owner and attributes of `name` in DST differ from `record`'s, in words;
+    /// `None` if they agree, or DST cannot say (a store that keeps none, a name gone
+    /// meanwhile: the content check speaks for those).
+    fn differ(&self, store: &dyn Reader, name: &Path, record: &Record) -> Option<String> {
+        let mut why = Vec::new();
+        if self.owners
+            && let Some(want) = record.attrs.owner
+            && let Ok(Some(stat)) = store.stat(name)
+            && let Some(got) = stat.owner
+            && got != want
+        {
+            why.push(format!(
+                "owner is {}:{}, the index recorded {}:{}",
+                got.uid, got.gid, want.uid, want.gid
+            ));
+        }
+        if self.kept.any()
+            && record.kind != Kind::Symlink
+            && let Ok(got) = store.xattrs(name, &self.kept)
+        {
+            let differing = differing_xattrs(record.attrs.xattrs(), &got, &self.kept);
+            if !differing.is_empty() {
+                why.push(format!(
+                    "extended attributes differ from what was mirrored: {}",
+                    differing.join(", ")
+                ));
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// The names of the attributes `kept` keeps that `want` and `got` do not agree on:
+/// missing, unexpected or with another value (escaped, sorted).
+fn differing_xattrs(want: &Xattrs, got: &Xattrs, kept: &Kept) -> Vec<String> {
+    let want: HashMap<&OsString, &Vec<u8>> = want
+        .0
+        .iter()
+        .filter(|(n, _)| kept.keeps(n))
+        .map(|(n, v)| (n, v))
+        .collect();
+    let got: HashMap<&OsString, &Vec<u8>> = got.0.iter().map(|(n, v)| (n, v)).collect();
+    let mut names: Vec<&OsString> = want
+        .iter()
+        .filter(|(n, v)| got.get(*n) != Some(*v))
+        .map(|(n, _)| *n)
+        .chain(got.keys().filter(|n| !want.contains_key(*n)).copied())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| esc(Path::new(n)).to_string())
+        .collect()
 }
 
 /// Looks at `name` in the mirror and checks it against `record`, reading a file's
@@ -1816,6 +1935,7 @@ impl<'a> SecondLook<'a> {
         &mut self,
         checked: Checked,
         store: &dyn Reader,
+        attrs: &AttrCheck,
         buf: &mut Vec<u8>,
         stop: &AtomicBool,
     ) -> Checked {
@@ -1838,7 +1958,7 @@ impl<'a> SecondLook<'a> {
                     record,
                     ..checked.job
                 };
-                check(store, None, job, buf, stop)
+                check(store, None, attrs, job, buf, stop)
             }
             _ => checked,
         }
@@ -1867,6 +1987,8 @@ mod tests {
             stored,
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
             disk: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -1876,6 +1998,8 @@ mod tests {
             kind,
             meta: meta(3),
             target: (kind == Kind::Symlink).then(|| PathBuf::from("t")),
+            attrs: Default::default(),
+            link: None,
         }
     }
 

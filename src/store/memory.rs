@@ -132,6 +132,7 @@ impl State {
             mode: node.mode,
             ino,
             links: self.links(ino),
+            owner: None,
         })
     }
 
@@ -237,6 +238,8 @@ impl Memory {
                 fsync: true,
                 nanosecond_mtimes: true,
                 cheap_listing: true,
+                owners: false,
+                xattrs: false,
             },
             holds_lock: false,
         }

@@ -22,7 +22,7 @@ pub mod sftp;
 pub mod versions;
 
 use crate::config::Dest;
-use crate::model::{Kind, Meta, OnDisk};
+use crate::model::{Kept, Kind, Meta, OnDisk, Owner, Xattrs};
 use filetime::FileTime;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,10 @@ pub struct Caps {
     /// back. Where it is dear (a remote store), a pass trusts the index and lists
     /// nothing; `verify` and `--repair` look.
     pub cheap_listing: bool,
+    /// Owners and groups can be set on stored names (by root), by number.
+    pub owners: bool,
+    /// Extended attributes and ACLs can be set on stored names.
+    pub xattrs: bool,
 }
 
 impl Caps {
@@ -127,6 +131,8 @@ pub struct Stat {
     /// Names this content has (hard links; 1 where the store has none): only a version
     /// that is the last name of its bytes frees space when it goes.
     pub links: u64,
+    /// Owner and group, where the store keeps them (else `None`).
+    pub owner: Option<Owner>,
 }
 
 impl Stat {
@@ -157,6 +163,10 @@ impl From<local::beneath::Status> for Stat {
             mode: s.mode,
             ino: s.ino,
             links: s.nlink,
+            owner: cfg!(unix).then_some(Owner {
+                uid: s.uid,
+                gid: s.gid,
+            }),
         }
     }
 }
@@ -327,6 +337,13 @@ pub trait Reader: Send + Sync {
         self.caps().posix_meta
     }
 
+    /// The attributes of `name` (a file or folder) that `kept` keeps, as the store
+    /// holds them (for `verify`); `Unsupported` where it keeps none.
+    fn xattrs(&self, name: &Path, kept: &Kept) -> io::Result<Xattrs> {
+        let _ = (name, kept);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Every name below the root but the state folder, with each object's size and
     /// stamp, from one listing — where the store gives that without a request per name
     /// (an object store's flat listing, with ETags). `None` where knowing a name's
@@ -392,6 +409,7 @@ impl Stat {
             mode: crate::platform::mode_of(meta),
             ino: crate::platform::inode(meta),
             links: links_of(meta),
+            owner: crate::platform::owner_of(meta),
         }
     }
 }
@@ -471,6 +489,20 @@ pub trait TempFile: Staged + io::Write {
         }
         Ok(())
     }
+
+    /// Gives the open file to `owner` (before [`TempFile::set_meta`]: a change of
+    /// owner clears set-user-id bits). Only called where [`Caps::owners`].
+    fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
+        let _ = owner;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Sets these extended attributes on the open file (a new file has none). Only
+    /// called where [`Caps::xattrs`].
+    fn set_xattrs(&mut self, xattrs: &Xattrs) -> io::Result<()> {
+        let _ = xattrs;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Writing a mirror: the primitives the engine's executor is built on, each one a single
@@ -504,13 +536,20 @@ pub trait Store: Reader {
     /// something is there.
     fn mkdir(&self, name: &Path) -> io::Result<()>;
 
-    /// As [`Store::mkdir`], for a folder whose mode and mtime are to be `mode` and
-    /// `mtime` once its content is in. A store whose folders keep their metadata while
-    /// names are added under them (S3's markers) sets them now, so that setting them
-    /// after the content ([`Store::set_meta`]) finds nothing to do; the others make the
-    /// folder as `mkdir` does.
-    fn mkdir_as(&self, name: &Path, mode: u32, mtime: FileTime) -> io::Result<()> {
-        let _ = (mode, mtime);
+    /// As [`Store::mkdir`], for a folder whose mode, mtime and owner (where owners are
+    /// given) are to be `mode`, `mtime` and `owner` once its content is in. A store whose
+    /// folders keep their metadata while names are added under them (S3's markers) sets
+    /// them now, so that setting them after the content ([`Store::set_meta`],
+    /// [`Store::set_owner`]) finds nothing to do; the others make the folder as `mkdir`
+    /// does.
+    fn mkdir_as(
+        &self,
+        name: &Path,
+        mode: u32,
+        mtime: FileTime,
+        owner: Option<Owner>,
+    ) -> io::Result<()> {
+        let _ = (mode, mtime, owner);
         self.mkdir(name)
     }
 
@@ -548,6 +587,27 @@ pub trait Store: Reader {
         mode: u32,
         mtime: FileTime,
     ) -> io::Result<Option<Stat>>;
+
+    /// Gives `name`, if it is a `kind` (a symlink itself, never what it points to; the
+    /// empty name is the root), to `owner`. `Ok(false)` if no `kind` is there. Only
+    /// called where [`Caps::owners`].
+    fn set_owner(&self, name: &Path, kind: Kind, owner: Owner) -> io::Result<bool> {
+        let _ = (name, kind, owner);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Makes the attributes of `name` (a file or folder) that `kept` keeps exactly
+    /// `xattrs`. `Ok(false)` if no `kind` is there. Only called where [`Caps::xattrs`].
+    fn set_xattrs(
+        &self,
+        name: &Path,
+        kind: Kind,
+        xattrs: &Xattrs,
+        kept: &Kept,
+    ) -> io::Result<bool> {
+        let _ = (name, kind, xattrs, kept);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// Makes everything written so far durable, in one step for the whole store (one
     /// `syncfs` on a local disk), before the index records it.

@@ -178,6 +178,11 @@ impl Executor {
                 platform::may_have_holes(&before),
             )?;
             let meta = Meta::of(&before);
+            let wanted = crate::model::Attrs {
+                owner: platform::owner_of(&before),
+                xattrs: entry.attrs.xattrs.clone(),
+            };
+            let attrs = self.attrs_on_temp(temp.as_mut(), &wanted, &dst_path)?;
             temp.set_meta(meta.mode, meta.mtime)
                 .map_err(OpError::io("setting mode and time on", &dst_path))?;
             // The install below keeps the inode: this is what DST will hold.
@@ -202,6 +207,8 @@ impl Executor {
                 stored,
                 target: None,
                 disk,
+                attrs,
+                link: entry.link,
             };
             if !settled {
                 if !self.still_prefix(&src, &read, &src_path)? {
@@ -425,7 +432,7 @@ impl Executor {
             }
             return self.copy(entry, stored, None);
         }
-        if known.meta != entry.meta {
+        if known.meta != entry.meta || known.attrs != entry.attrs || known.link != entry.link {
             return self.set_meta(entry, stored, Some(src_sha));
         }
         let record = Record {

@@ -12,9 +12,11 @@
 //! symlink inside DST; the engine checks that the source did not change while it was
 //! read.
 
+mod attrs;
 mod copy;
 mod gzip;
 mod keep;
+mod link;
 mod ops;
 
 /// Whether a file read through an open handle is still what it was (as `sync` checks).
@@ -149,6 +151,9 @@ pub enum Done {
     Mkdir,
     /// A symlink created or replaced.
     Linked,
+    /// A file given a second name of a file DST holds (a hard link, as in SRC): counted
+    /// as a copy of no bytes.
+    HardLinked,
 }
 
 /// Why an operation did not complete.
@@ -245,6 +250,12 @@ pub struct Executor {
     /// Where a move made in steps is announced before it starts, while a batch runs
     /// ([`Executor::announce_to`]); `None`: not recorded.
     intents: std::sync::Mutex<Option<crossbeam_channel::Sender<Intent>>>,
+    /// Owners and attributes set on what is written ([`Executor::with_attrs`]).
+    attrs: attrs::AttrsPolicy,
+    /// DST refused a hard link as such: later names are copied (said once).
+    no_links: AtomicBool,
+    /// Temp names handed out for links (`link::link_temp_name`).
+    link_temps: AtomicU64,
 }
 
 /// A move DST makes in steps (copy, then delete: `Caps::atomic_rename` false), as the
@@ -292,7 +303,18 @@ impl Executor {
             displaced: std::sync::Mutex::new(Vec::new()),
             source: std::sync::Mutex::new(None),
             intents: std::sync::Mutex::new(None),
+            attrs: attrs::AttrsPolicy::default(),
+            no_links: AtomicBool::new(false),
+            link_temps: AtomicU64::new(0),
         })
+    }
+
+    /// Sets owners (when `owners`: run as root) and the attributes `kept` on what is
+    /// written, as far as the store keeps them (said once if it does not).
+    pub fn with_attrs(mut self, owners: bool, kept: crate::model::Kept) -> Executor {
+        let dst = self.shown(Path::new(""));
+        self.attrs = attrs::AttrsPolicy::new(owners, kept, &self.caps, &dst);
+        self
     }
 
     /// While a batch runs, moves made in steps are announced on `to` (and each waits
@@ -489,6 +511,12 @@ impl Executor {
                 superseded,
             } => self.delete(name, *kind, *superseded),
             Action::Rename { from, to, kind } => self.rename(from, to, *kind),
+            Action::Link {
+                entry,
+                stored,
+                keep,
+                to,
+            } => self.link(entry, *stored, to, *keep),
             Action::Record { name, record } => Ok(Outcome::Known {
                 name: name.clone(),
                 record: record.clone(),
@@ -507,12 +535,31 @@ impl Executor {
         self.store.index_committed()
     }
 
-    /// Sets a folder's mode and mtime, after everything inside it was written.
-    pub fn finish_dir(&self, rel: &Path, meta: &crate::model::Meta) -> Result<(), DirMetaError> {
+    /// Sets a folder's owner and attributes, then its mode and mtime, after everything
+    /// inside it was written. Returns the attributes set, for the index.
+    pub fn finish_dir(
+        &self,
+        rel: &Path,
+        meta: &crate::model::Meta,
+        attrs: &crate::model::Attrs,
+    ) -> Result<crate::model::Attrs, DirMetaError> {
+        let (_, done) = self
+            .attrs_on_name(rel, Kind::Dir, attrs)
+            .map_err(|e| DirMetaError {
+                path: self.shown(rel),
+                // Setting attributes fails only as the OS or the store says.
+                err: match e {
+                    OpError::Io { err, .. } => err,
+                    OpError::Unsettled { .. } | OpError::Interrupted => {
+                        io::Error::other("interrupted")
+                    }
+                },
+            })?;
         self.set_dir_meta(rel, meta).map_err(|err| DirMetaError {
             path: self.shown(rel),
             err,
-        })
+        })?;
+        Ok(done)
     }
 
     /// How `name` in DST is shown to the user.
@@ -586,6 +633,8 @@ mod tests {
             kind: Kind::of(meta.file_type()),
             meta: Meta::of(&meta),
             target: None,
+            attrs: Default::default(),
+            link: None,
         }
     }
 
@@ -787,12 +836,17 @@ mod tests {
             mtime: FileTime::from_unix_time(1_000_000, 5),
             mode: 0o750,
         };
-        exec.finish_dir(Path::new("d"), &meta).unwrap();
+        exec.finish_dir(Path::new("d"), &meta, &Default::default())
+            .unwrap();
         let stat = mem.stat(Path::new("d")).unwrap().unwrap();
         assert_eq!((stat.mode, stat.mtime), (0o750, meta.mtime));
-        let err = exec.finish_dir(Path::new("f"), &meta).unwrap_err();
+        let err = exec
+            .finish_dir(Path::new("f"), &meta, &Default::default())
+            .unwrap_err();
         assert!(err.to_string().contains("it is not a folder"), "{err}");
-        let err = exec.finish_dir(Path::new("missing"), &meta).unwrap_err();
+        let err = exec
+            .finish_dir(Path::new("missing"), &meta, &Default::default())
+            .unwrap_err();
         assert!(
             err.to_string().contains("no such file or directory"),
             "{err}"

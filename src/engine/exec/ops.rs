@@ -5,7 +5,7 @@
 //! on the way real folders, displacing what stands there.
 use super::{Displaced, Done, Executor, OpError, Outcome};
 use crate::hash::Digest;
-use crate::model::{Entry, Kind, Meta};
+use crate::model::{Entry, Kind, Meta, Owner};
 use crate::model::{Record, Stored};
 use crate::store::{Stat, layout};
 use std::io::{self};
@@ -18,7 +18,7 @@ pub(super) enum Reach {
     Parents,
     /// As `Parents`, and the name itself as a folder, made with the source folder's
     /// metadata where the store can set it at once ([`crate::store::Store::mkdir_as`]).
-    Itself(Meta),
+    Itself(Meta, Option<Owner>),
 }
 
 impl Executor {
@@ -32,7 +32,11 @@ impl Executor {
         let name = stored.name_for(&entry.rel);
         // The stored file may be gone, or replaced by something else, behind the index's
         // back: then only a copy makes DST current. The store never sets them through a
-        // planted symlink.
+        // planted symlink. Owner first: a change of owner clears set-user-id bits.
+        let (there, attrs) = self.attrs_on_name(&name, Kind::File, &entry.attrs)?;
+        if !there {
+            return self.copy(entry, stored, None);
+        }
         let set = self
             .store
             .set_meta(&name, Kind::File, entry.meta.mode, entry.meta.mtime)
@@ -41,12 +45,10 @@ impl Executor {
             return self.copy(entry, stored, None);
         };
         let record = Record {
-            kind: Kind::File,
-            meta: entry.meta,
             sha256,
-            stored,
-            target: None,
             disk: Some(now.on_disk()),
+            attrs,
+            ..Record::of(entry, stored)
         };
         Ok(Outcome::Stored {
             done: Done::Updated,
@@ -60,18 +62,15 @@ impl Executor {
     /// are set after its content, by [`Executor::finish_dir`].
     pub(super) fn mkdir(&self, entry: &Entry) -> Result<Outcome, OpError> {
         if !entry.rel.as_os_str().is_empty() {
-            self.dest_dir(&entry.rel, Reach::Itself(entry.meta))?;
+            self.dest_dir(&entry.rel, Reach::Itself(entry.meta, entry.attrs.owner))?;
         }
         Ok(Outcome::Stored {
             done: Done::Mkdir,
             name: entry.rel.clone(),
+            // Owner and attributes are set with mode and mtime, by `finish_dir`.
             record: Record {
-                kind: Kind::Dir,
-                meta: entry.meta,
-                sha256: None,
-                stored: Stored::Plain,
-                target: None,
-                disk: None,
+                attrs: Default::default(),
+                ..Record::of(entry, Stored::Plain)
             },
             bytes: 0,
         })
@@ -87,16 +86,14 @@ impl Executor {
             .map_err(OpError::io("creating symlink", &self.shown(&entry.rel)))?;
         let disk = temp.stat().ok().map(|s| s.on_disk());
         self.install(temp.as_mut(), &entry.rel, None, None)?;
+        let (_, attrs) = self.attrs_on_name(&entry.rel, Kind::Symlink, &entry.attrs)?;
         Ok(Outcome::Stored {
             done: Done::Linked,
             name: entry.rel.clone(),
             record: Record {
-                kind: Kind::Symlink,
-                meta: entry.meta,
-                sha256: None,
-                stored: Stored::Plain,
-                target: entry.target.clone(),
                 disk,
+                attrs,
+                ..Record::of(entry, Stored::Plain)
             },
             bytes: 0,
         })
@@ -254,7 +251,7 @@ impl Executor {
     pub(super) fn dest_dir(&self, name: &Path, reach: Reach) -> Result<(), OpError> {
         let target = match reach {
             Reach::Parents => name.parent().unwrap_or(Path::new("")),
-            Reach::Itself(_) => name,
+            Reach::Itself(..) => name,
         };
         if target.as_os_str().is_empty() {
             return Ok(());
@@ -280,11 +277,14 @@ impl Executor {
             // folder its own mkdir would make (a worker with a file inside it got there
             // first), so a store that sets the metadata at once sets it once.
             let meta = match reach {
-                Reach::Itself(meta) if dir == target => Some((meta.mode, meta.mtime)),
+                Reach::Itself(meta, owner) if dir == target => Some((meta.mode, meta.mtime, owner)),
                 _ => self.source_folder(&dir),
             };
             let made = match meta {
-                Some((mode, mtime)) => self.store.mkdir_as(&dir, mode, mtime),
+                Some((mode, mtime, owner)) => {
+                    let owner = owner.filter(|_| self.sets_owners());
+                    self.store.mkdir_as(&dir, mode, mtime, owner)
+                }
                 None => self.store.mkdir(&dir),
             };
             match made {
@@ -299,12 +299,16 @@ impl Executor {
 
     /// The mode and mtime of the folder `rel` in the source, if it is one there (never
     /// for datasafe's own state folder).
-    fn source_folder(&self, rel: &Path) -> Option<(u32, filetime::FileTime)> {
+    fn source_folder(&self, rel: &Path) -> Option<(u32, filetime::FileTime, Option<Owner>)> {
         if rel.starts_with(layout::state()) {
             return None;
         }
         let status = self.source().ok()?.status(rel).ok()?;
-        (status.kind == Kind::Dir).then_some((status.mode, status.mtime))
+        let owner = Owner {
+            uid: status.uid,
+            gid: status.gid,
+        };
+        (status.kind == Kind::Dir).then_some((status.mode, status.mtime, Some(owner)))
     }
 
     /// True if `name` in DST is a real folder (reached without a symlink).

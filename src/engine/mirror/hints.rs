@@ -3,6 +3,7 @@
 //! `plan_rename`); folders that appeared are walked by a scoped reconcile.
 
 use super::reconcile::say_if_uncompressed;
+use super::relink::HintLinks;
 use super::{Applied, Mirror};
 use crate::engine::plan::{self, Action, Decision, Keep};
 use crate::engine::scan;
@@ -41,8 +42,9 @@ impl Mirror {
         let changes = drop_covered(changes);
         let mut actions = Vec::new();
         let mut walks = Vec::new();
+        let mut links = HintLinks::default();
         for (rel, walk) in changes {
-            self.plan_path(&src, &rel, walk, &mut actions, &mut walks);
+            self.plan_path(&src, &rel, walk, &mut actions, &mut walks, &mut links);
         }
         // Deletions that arrive as events are carried out even when they leave SRC
         // empty: the user deleted those files one by one, in a source the caller has
@@ -50,6 +52,9 @@ impl Mirror {
         // for full passes, which cannot tell an emptied folder from an unmounted one).
         if !actions.is_empty() {
             self.pump_all(actions);
+        }
+        if !self.stopped() {
+            self.finish_links(&src, links);
         }
         for scope in walks {
             if self.stopped() {
@@ -71,6 +76,7 @@ impl Mirror {
         walk: bool,
         actions: &mut Vec<Action>,
         walks: &mut Vec<PathBuf>,
+        links: &mut HintLinks,
     ) {
         if rel.as_os_str().is_empty() {
             if walk {
@@ -93,7 +99,7 @@ impl Mirror {
         let path = src.path(rel);
         // A folder on the way that is a symlink now (NotADirectory) means `rel` is gone
         // from SRC: what the link leads to is never read.
-        let entry = match src.entry(rel) {
+        let mut entry = match src.entry(rel, &self.cfg.plan.kept) {
             Ok(entry) => entry,
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
@@ -108,6 +114,10 @@ impl Mirror {
                 return;
             }
         };
+        if !self.cfg.plan.hard_links {
+            // As a full pass sees it (`Merge::item`): names are separate files.
+            entry.link = None;
+        }
         let Some(name) = plan::target_name(&entry, &self.cfg.plan) else {
             self.tally.summary.skipped += 1;
             log::warn!(
@@ -142,30 +152,32 @@ impl Mirror {
             }
             return;
         }
-        match plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan) {
+        let action = match plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan) {
             Decision::Unchanged => {
                 // An event said this file changed, yet size and mtime match: two writes
                 // within one kernel timestamp tick look like that. For a recent mtime,
                 // compare content rather than trust the clock.
-                if let Some(known) = known.filter(|_| entry.kind == Kind::File)
-                    && recently(entry.meta.mtime)
-                {
-                    actions.push(Action::Compare {
+                known
+                    .clone()
+                    .filter(|_| entry.kind == Kind::File && recently(entry.meta.mtime))
+                    .map(|known| Action::Compare {
                         stored: self.cfg.plan.stored_for(&entry.rel),
-                        entry,
-                        known,
-                    });
-                }
+                        entry: entry.clone(),
+                        known: Box::new(known),
+                    })
             }
             Decision::Act(action) => {
                 say_if_uncompressed(&action, &self.cfg.plan, &self.cfg.pair.src);
-                actions.push(action);
+                Some(action)
             }
             Decision::Skip(why) => {
                 self.tally.summary.skipped += 1;
                 log::warn!("skipping {}: {why}", esc(&path));
+                None
             }
-        }
+        };
+        // Names of a file with several names go with the others (see `relink`).
+        actions.extend(self.plan_linked(src, entry, &name, known, action, links));
     }
 
     /// Plans the deletions for source path `rel`, which is gone: by the same rule as a

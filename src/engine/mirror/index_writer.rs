@@ -66,6 +66,16 @@ impl IndexWriter {
         self.check(result).flatten()
     }
 
+    /// Every name recorded as the source file `key` (see `Index::linked`); none
+    /// without a usable index.
+    pub(super) fn linked(
+        &mut self,
+        key: crate::model::LinkKey,
+    ) -> Vec<(std::path::PathBuf, Record)> {
+        let result = self.0.as_ref().map(|index| index.linked(key));
+        result.and_then(|r| self.check(r)).unwrap_or_default()
+    }
+
     /// Records at and below `scope`; `None` if there is no usable index.
     pub(super) fn load_under(&mut self, scope: &Path) -> Option<MirrorState> {
         let result = self.0.as_ref()?.load_under(scope);

@@ -35,6 +35,7 @@ mod index_writer;
 mod prefetch;
 mod pump;
 mod reconcile;
+mod relink;
 
 use guard::{ADOPTED, Adopting};
 use index_writer::{IndexWriter, open_index, read_index};
@@ -377,6 +378,7 @@ fn scan_rules(cfg: &Config) -> ScanRules {
     ScanRules {
         excludes: cfg.excludes.clone(),
         skip,
+        kept: cfg.plan.kept,
     }
 }
 
@@ -392,7 +394,9 @@ fn open_for_writing(
     // No state folder: DST was never a mirror (a lost index alone leaves the folder, so
     // a mirror whose index was lost is not taken for someone else's folder).
     let fresh = !matches!(store.stat(layout::state()), Ok(Some(_)));
-    let exec = Executor::with_store(&pair.src, store, stop.clone())?.with_retention(cfg.versions);
+    let exec = Executor::with_store(&pair.src, store, stop.clone())?
+        .with_retention(cfg.versions)
+        .with_attrs(cfg.plan.owners, cfg.plan.kept);
     let index_dir = index_dir_of(Some(exec.store() as &dyn Reader)).unwrap_or_default();
     let (mut index, trusted) = open_index(&index_dir, exec.store());
     let mut adopting = if fresh { Adopting::Fresh } else { Adopting::No };
@@ -408,6 +412,20 @@ fn open_for_writing(
         // How the mirror is kept, for the repair `verify` runs and advises.
         let delete = if cfg.plan.delete { "1" } else { "0" };
         let mut facts = vec![("compress", compress), ("delete", delete)];
+        // What the pair keeps beyond content, for `verify` (compare only what the writer
+        // set: owners only where it could give them) and its repair (keep keeping it).
+        let kept = cfg.plan.kept;
+        let owners = cfg.plan.owners && exec.store().caps().owners;
+        facts.push(("owners", if owners { "1" } else { "0" }));
+        facts.push((
+            "xattrs",
+            match (kept.xattrs, kept.every_namespace) {
+                (false, _) => "0",
+                (true, false) => "user",
+                (true, true) => "all",
+            },
+        ));
+        facts.push(("acls", if kept.acls { "1" } else { "0" }));
         if cfg.plan.compress {
             facts.push(("compressed_ever", "1"));
         }

@@ -168,7 +168,7 @@ impl Tally {
             self.touch_parent(&gone.name);
         }
         if let Outcome::Stored {
-            done: Done::Copied | Done::Gzipped,
+            done: Done::Copied | Done::Gzipped | Done::HardLinked,
             name,
             ..
         } = &outcome
@@ -331,6 +331,8 @@ mod tests {
                         kind: Kind::File,
                         meta: Meta::of(&meta),
                         target: None,
+                        attrs: Default::default(),
+                        link: None,
                     },
                     stored: Stored::Plain,
                     was: None,

@@ -13,12 +13,13 @@ use super::prefetch::Walk;
 use super::pump::pump;
 use crate::config::Dest;
 use crate::config::filter::Excludes;
+use crate::engine::plan::links::{Leaders, LinkLater, Linked};
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
 use crate::engine::repair::{self, Check};
 use crate::engine::scan::{self, ScanRules, Scanned};
-use crate::engine::source::{self, Source};
+use crate::engine::source::Source;
 use crate::index::Index;
-use crate::model::{Entry, Kind, Meta};
+use crate::model::{Attrs, Entry, Kept, Kind, Meta};
 use crate::model::{NameHasher, NameSet, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crossbeam_channel::Sender;
@@ -51,14 +52,18 @@ pub(super) struct ScanReport {
     pub(super) stale: Vec<PathBuf>,
     /// Files (and symlinks) found current and present in DST.
     pub(super) unchanged: u64,
-    /// Source folders whose recorded mode or mtime differ, with the source's.
-    pub(super) dirs: Vec<(PathBuf, Meta)>,
+    /// Source folders whose recorded mode, mtime, owner or attributes differ, with the
+    /// source's.
+    pub(super) dirs: Vec<(PathBuf, Meta, Attrs)>,
     /// Source paths that could not be read: DST keeps what it has for them.
     pub(super) unreadable: Vec<PathBuf>,
     /// FIFOs, sockets, devices.
     pub(super) skipped: u64,
     /// False if the walk was cut short: then nothing may be deleted.
     pub(super) complete: bool,
+    /// Files with several names: copies of new names held back, and later names to
+    /// link to the first, once the walk's copies are done (see `plan::links`).
+    pub(super) links: (Vec<Action>, Vec<LinkLater>),
 }
 
 impl Mirror {
@@ -139,6 +144,10 @@ impl Mirror {
         self.tally.summary.skipped += report.skipped;
         self.tally.summary.failed += report.unreadable.len() as u64;
         self.tally.summary.unchanged += report.unchanged;
+        if !self.stopped() {
+            let (copies, links) = std::mem::take(&mut report.links);
+            self.make_links(copies, links);
+        }
         if self.stopped() {
             if let Some(exec) = self.mode.executor() {
                 exec.keep_every_deletion(false);
@@ -158,7 +167,7 @@ impl Mirror {
             let unreadable: HashSet<&Path> =
                 report.unreadable.iter().map(PathBuf::as_path).collect();
             let mut dirs = std::mem::take(&mut report.dirs);
-            dirs.retain(|(rel, _)| !unreadable.contains(rel.as_path()));
+            dirs.retain(|(rel, _, _)| !unreadable.contains(rel.as_path()));
             self.finish_dirs(dirs);
         }
         if report.complete
@@ -199,6 +208,31 @@ impl Mirror {
             }
         }
         report.complete
+    }
+
+    /// Once the walk's copies are installed (the pump above returns when every
+    /// worker is done): the later names of files with several names become names of
+    /// the first one's file, recorded as it is now.
+    pub(super) fn make_links(&mut self, copies: Vec<Action>, links: Vec<LinkLater>) {
+        if !copies.is_empty() {
+            self.pump_all(copies);
+        }
+        if links.is_empty() || self.stopped() {
+            return;
+        }
+        let dry_run = self.dry_run();
+        let actions = links
+            .into_iter()
+            .map(|link| {
+                let mut leader = self.tally.index.get(&link.to);
+                if dry_run && leader.is_none() {
+                    // Its copy is only planned: say what would be linked.
+                    leader = Some(Record::of(&link.entry, link.stored));
+                }
+                link.action(leader)
+            })
+            .collect();
+        self.pump_all(actions);
     }
 
     /// Phase 2, once the walk is over: the index forgets stale records (what it learned
@@ -291,7 +325,7 @@ impl Mirror {
     /// Phase 3: mode and mtime of the folders walked whose record differs, and of every
     /// folder written into (its mode and mtime read from the source again); deepest
     /// first.
-    pub(super) fn finish_dirs(&mut self, walked: Vec<(PathBuf, Meta)>) {
+    pub(super) fn finish_dirs(&mut self, walked: Vec<(PathBuf, Meta, Attrs)>) {
         let Some(exec) = self.mode.executor() else {
             self.tally.touched.clear();
             return;
@@ -306,7 +340,7 @@ impl Mirror {
             .into_iter()
             .filter(|rel| {
                 walked
-                    .binary_search_by(|(p, _)| p.as_path().cmp(rel))
+                    .binary_search_by(|(p, _, _)| p.as_path().cmp(rel))
                     .is_err()
             })
             .collect();
@@ -317,34 +351,36 @@ impl Mirror {
             .flatten();
         let mut walked = walked.into_iter().peekable();
         let mut extra = extra.into_iter().peekable();
+        let kept = self.cfg.plan.kept;
         loop {
             let take_walked = match (walked.peek(), extra.peek()) {
-                (Some((a, _)), Some(b)) => deepest_first(a, b).is_le(),
+                (Some((a, _, _)), Some(b)) => deepest_first(a, b).is_le(),
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
             let (rel, meta) = match take_walked {
-                true => walked.next().map(|(rel, meta)| (rel, Some(meta))),
+                true => walked
+                    .next()
+                    .map(|(rel, meta, attrs)| (rel, Some((meta, attrs)))),
                 false => extra.next().map(|rel| (rel, None)),
             }
             .unwrap_or_else(|| unreachable!("peeked"));
-            let meta = match meta {
+            let (meta, attrs) = match meta {
                 Some(meta) => meta,
-                None => match src.as_ref().and_then(|src| source_dir_meta(src, &rel)) {
+                None => match src
+                    .as_ref()
+                    .and_then(|src| source_dir_meta(src, &rel, &kept))
+                {
                     Some(meta) => meta,
                     None => continue,
                 },
             };
-            match exec.finish_dir(&rel, &meta) {
-                Ok(()) => {
+            match exec.finish_dir(&rel, &meta, &attrs) {
+                Ok(attrs) => {
                     let record = Record {
-                        kind: Kind::Dir,
-                        meta,
-                        sha256: None,
-                        stored: Stored::Plain,
-                        target: None,
-                        disk: None,
+                        attrs,
+                        ..Record::plain(Kind::Dir, meta, Stored::Plain)
                     };
                     self.tally.index.put(&rel, &record);
                 }
@@ -397,6 +433,8 @@ struct Merge<'a> {
     frames: Vec<Frame>,
     actions: &'a Sender<Action>,
     report: ScanReport,
+    /// The first name met of each file with several names.
+    leaders: Leaders,
 }
 
 impl<'a> Merge<'a> {
@@ -419,6 +457,7 @@ impl<'a> Merge<'a> {
                 complete: true,
                 ..ScanReport::default()
             },
+            leaders: Leaders::default(),
         }
     }
 
@@ -448,6 +487,7 @@ impl<'a> Merge<'a> {
             }
             None => scan::walk_source_parallel(src, scope, rules, scan::walk_workers(), visit),
         }
+        self.report.links = std::mem::take(&mut self.leaders).finish();
         if self.report.complete {
             while !self.frames.is_empty() {
                 self.close();
@@ -464,7 +504,7 @@ impl<'a> Merge<'a> {
     }
 
     fn item(&mut self, item: Scanned, scanned: &AtomicU64) -> ControlFlow<()> {
-        let entry = match item {
+        let mut entry = match item {
             Scanned::Entry(entry) => entry,
             Scanned::Error { rel, error } => {
                 log::error!(
@@ -483,6 +523,9 @@ impl<'a> Merge<'a> {
             }
         };
         scanned.fetch_add(1, Ordering::Relaxed);
+        if !self.opts.hard_links {
+            entry.link = None;
+        }
         if entry.rel.as_os_str().is_empty() {
             // The root: it is DST itself, so only its mode and mtime are mirrored.
             self.enter(Path::new(""));
@@ -490,8 +533,9 @@ impl<'a> Merge<'a> {
                 .frames
                 .last()
                 .unwrap_or_else(|| unreachable!("entered"));
-            if plan::dir_meta_differs(&entry, frame.held.records.get(&OsString::new())) {
-                self.report.dirs.push((entry.rel, entry.meta));
+            let root = frame.held.records.get(&OsString::new());
+            if plan::dir_meta_differs(&entry, root, self.opts) {
+                self.report.dirs.push((entry.rel, entry.meta, entry.attrs));
             }
             return ControlFlow::Continue(());
         }
@@ -531,8 +575,11 @@ impl<'a> Merge<'a> {
         let report = &mut self.report;
         report.sources += 1;
         let known = frame.held.records.get(&name);
-        if entry.kind == Kind::Dir && plan::dir_meta_differs(&entry, known) {
-            report.dirs.push((entry.rel.clone(), entry.meta));
+        let unchanged_before = report.unchanged;
+        if entry.kind == Kind::Dir && plan::dir_meta_differs(&entry, known, opts) {
+            report
+                .dirs
+                .push((entry.rel.clone(), entry.meta, entry.attrs.clone()));
         }
         let action = match plan::plan_entry(&entry, known, opts) {
             Decision::Unchanged if rebuilding => {
@@ -579,6 +626,17 @@ impl<'a> Merge<'a> {
             Decision::Skip(why) => {
                 log::warn!("skipping {}: {why}", esc(&src.join(&entry.rel)));
                 report.skipped += 1;
+                None
+            }
+        };
+        let action = match self
+            .leaders
+            .plan(&entry, Path::new(&name), known, action, opts)
+        {
+            Linked::Now(action) => action,
+            Linked::Held => {
+                // Not unchanged after all: written once the walk's copies are done.
+                report.unchanged = unchanged_before;
                 None
             }
         };
@@ -738,10 +796,11 @@ fn rewrite(entry: &Entry, opts: &PlanOptions) -> Action {
     }
 }
 
-/// The mode and mtime of a source folder (the root is followed if it is a link).
-fn source_dir_meta(src: &Source, rel: &Path) -> Option<Meta> {
-    let status = src.status(rel).ok().filter(|s| s.kind == Kind::Dir)?;
-    Some(source::meta(&status))
+/// The mode, mtime, owner and kept attributes of a source folder (the root is
+/// followed if it is a link).
+fn source_dir_meta(src: &Source, rel: &Path, kept: &Kept) -> Option<(Meta, Attrs)> {
+    let entry = src.entry(rel, kept).ok().filter(|e| e.kind == Kind::Dir)?;
+    Some((entry.meta, entry.attrs))
 }
 
 /// Says so when `action` copies a file uncompressed under `--compress` (its `NAME.gz`
@@ -764,16 +823,10 @@ pub(super) fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Pat
 
 /// The index record for a source entry stored as `opts` says.
 fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
-    Record {
-        kind: entry.kind,
-        meta: entry.meta,
-        sha256: None,
-        stored: if entry.kind == Kind::File {
-            opts.stored_for(&entry.rel)
-        } else {
-            Stored::Plain
-        },
-        target: entry.target.clone(),
-        disk: None,
-    }
+    let stored = if entry.kind == Kind::File {
+        opts.stored_for(&entry.rel)
+    } else {
+        Stored::Plain
+    };
+    Record::of(entry, stored)
 }

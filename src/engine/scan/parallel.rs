@@ -201,7 +201,7 @@ pub fn walk(
         return;
     }
     // The scope itself, as the one-thread walk finds it.
-    let (item, dir) = scope_start(src, scope, whole);
+    let (item, dir) = scope_start(src, scope, whole, &rules.kept);
     if visit(item).is_break() {
         return;
     }
@@ -387,8 +387,8 @@ fn list(
             continue;
         }
         let item = match &dir {
-            Ok(shared_dir) => describe_name(shared_dir, &name, child_rel),
-            Err(own) => describe_name(own, &name, child_rel),
+            Ok(shared_dir) => describe_name(shared_dir, &name, child_rel, &shared.rules.kept),
+            Err(own) => describe_name(own, &name, child_rel, &shared.rules.kept),
         };
         children.push(Child {
             item: Some(item),
@@ -474,6 +474,7 @@ mod tests {
         let rules = ScanRules {
             excludes: Excludes::new(&["*.tmp"]).unwrap(),
             skip: vec![PathBuf::from("skipped")],
+            kept: Default::default(),
         };
         let (one, many) = both(root, "", &rules);
         assert_eq!(one, many);

@@ -56,6 +56,8 @@ pub struct Ctx<'a> {
     /// A plain folder's root, open: its files are read through it (`None` for a
     /// mirror, whose stored files the listing found).
     folder: Option<std::sync::Arc<Folder>>,
+    /// The names of owners' numbers (tar writes both).
+    naming: crate::read::attrs::Naming,
 }
 
 /// What `datasafe archive` is asked to do: its command line, as the runner hands it over.
@@ -314,9 +316,16 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     };
     // Everything that can be refused is checked before OUT is touched. A whole plain
     // folder is walked while it is archived; a mirror's plan, or PATH..., is listed first.
+    // A plain folder's extended attributes and ACLs go into a tar archive (as GNU tar's
+    // --xattrs --acls), its owners too.
     let rules = ScanRules {
         excludes,
         skip: skip.clone(),
+        kept: crate::model::Kept {
+            xattrs: true,
+            acls: true,
+            every_namespace: crate::platform::is_root(),
+        },
     };
     // Lives until the archive is written: what a mirror's prefix markers stand for is
     // written out there first (beside OUT, on the filesystem chosen for the archive).
@@ -348,6 +357,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
     // path below); a remote mirror's breaker, which says when its host was given up on.
     let mut mirror_root = None;
     let mut breaker = None;
+    let mut naming = crate::read::attrs::Naming::here();
     let listed = if is_mirror {
         let (history, plan) =
             crate::read::restore::load(&args.source, args.at.as_deref(), &args.paths)
@@ -361,6 +371,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
                 .map(|s| s.meta());
             breaker = history.breaker().cloned();
         }
+        naming = crate::read::attrs::Naming::recorded(history.owner_names());
         let mut listing = source::of_mirror(&history, &plan, &rules.excludes, &mut scratch, stop);
         listing.entries.retain(|e| !skip.contains(&e.rel));
         Some(listing)
@@ -399,6 +410,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
         progress,
         writing,
         folder,
+        naming,
     };
     // The prefix folder itself, as `git archive` writes it.
     let root = match local {
@@ -412,6 +424,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
         kind: EntryKind::Dir,
         mode: meta.mode,
         mtime: meta.mtime,
+        attrs: crate::model::Attrs::default(),
     });
     let (written, walk_failed) = match listed {
         Some(listing) => {

@@ -11,7 +11,7 @@ use crate::config::filter::Excludes;
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source::Source as Folder;
 use crate::model::Stored;
-use crate::model::{Kind, Meta};
+use crate::model::{Attrs, Kind, Meta};
 use crate::output::names::{esc, io_message};
 use crate::read::history::History;
 use crate::read::restore::{Origin, Plan};
@@ -33,6 +33,9 @@ pub struct Entry {
     pub mode: u32,
     /// Modification time (files: read again when the file is opened).
     pub mtime: FileTime,
+    /// Owner, extended attributes and ACLs: a plain folder's own, or what the mirror
+    /// recorded for the content restore would write (none for a version).
+    pub attrs: Attrs,
 }
 
 /// What an [`Entry`] is.
@@ -130,6 +133,7 @@ pub fn walk(
                         kind,
                         mode: e.meta.mode,
                         mtime: e.meta.mtime,
+                        attrs: e.attrs,
                     };
                     if !take(entry) {
                         return ControlFlow::Break(());
@@ -167,12 +171,16 @@ pub fn of_mirror(
     let mut failed = 0;
     let store = history.store();
     let folder = |rel: &Path| match plan.folders.get(rel) {
-        Some(meta) => dir(rel, meta),
+        Some(meta) => Entry {
+            attrs: plan.folder_attrs.get(rel).cloned().unwrap_or_default(),
+            ..dir(rel, meta)
+        },
         None => Entry {
             rel: rel.to_path_buf(),
             kind: EntryKind::Dir,
             mode: 0o755,
             mtime: FileTime::now(),
+            attrs: Attrs::default(),
         },
     };
     for item in &plan.items {
@@ -189,12 +197,14 @@ pub fn of_mirror(
                 },
                 mode: 0o644,
                 mtime: FileTime::zero(),
+                attrs: item.attrs.clone(),
             },
             Origin::Link { target, mtime } => Entry {
                 rel: item.rel.clone(),
                 kind: EntryKind::Link(target.clone()),
                 mode: 0o777,
                 mtime: *mtime,
+                attrs: item.attrs.clone(),
             },
             Origin::Folder => folder(&item.rel),
             Origin::Prefix { .. } => {
@@ -210,6 +220,7 @@ pub fn of_mirror(
                         },
                         mode: 0o644,
                         mtime: FileTime::zero(),
+                        attrs: Attrs::default(),
                     },
                     Err(message) => {
                         failed += 1;
@@ -242,6 +253,7 @@ fn dir(rel: &Path, meta: &Meta) -> Entry {
         kind: EntryKind::Dir,
         mode: meta.mode,
         mtime: meta.mtime,
+        attrs: Attrs::default(),
     }
 }
 

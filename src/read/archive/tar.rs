@@ -19,13 +19,15 @@ use super::read::{self, Exact, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
 use crate::hash::Stoppable;
+use crate::model::LinkKey;
 use crate::model::Stored;
 use crate::output::names::{esc, io_message};
+use crate::read::links::{self, Firsts};
 use crate::read::restore::Content;
 use crate::sparse;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read as _, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -56,14 +58,31 @@ pub fn write<W: Write>(
             });
         }
         drop(jobs_rx);
-        let mut pending: VecDeque<(Entry, String, Option<Receiver<Read>>)> = VecDeque::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        // A mirror's live names of one file: the first is archived, the others are
+        // hard-link entries to it (read from the mirror's index on the first file).
+        let mut firsts: Option<Firsts> = None;
+        let mut queued: HashSet<LinkKey> = HashSet::new();
         let run = || -> Result<(), Stop> {
             for entry in entries {
                 if ctx.interrupted() {
                     return Err(Stop::Interrupted);
                 }
                 let name = ctx.name(&entry);
+                let key = match &entry.kind {
+                    EntryKind::File {
+                        path: FileAt::Stored(store, stored_name),
+                        ..
+                    } => firsts
+                        .get_or_insert_with(|| Firsts::new(links::keys_of(&**store)))
+                        .key(stored_name),
+                    _ => None,
+                };
+                // A later name is not read ahead: it is a link to the first (or, if the
+                // first failed, streamed like a large file).
+                let later = key.is_some_and(|key| !queued.insert(key));
                 let read = match &entry.kind {
+                    EntryKind::File { .. } if later => None,
                     EntryKind::File { path, stored } => {
                         let (done, read) = bounded(1);
                         jobs_tx
@@ -73,15 +92,15 @@ pub fn write<W: Write>(
                     }
                     _ => None,
                 };
-                pending.push_back((entry, name, read));
+                pending.push_back((entry, name, read, key));
                 while pending.len() > window {
-                    if let Some((entry, name, read)) = pending.pop_front() {
-                        put(&mut tar, &entry, name, read, ctx, &mut tally)?;
+                    if let Some(next) = pending.pop_front() {
+                        put_named(&mut tar, next, &mut firsts, ctx, &mut tally)?;
                     }
                 }
             }
-            while let Some((entry, name, read)) = pending.pop_front() {
-                put(&mut tar, &entry, name, read, ctx, &mut tally)?;
+            while let Some(next) = pending.pop_front() {
+                put_named(&mut tar, next, &mut firsts, ctx, &mut tally)?;
             }
             Ok(())
         };
@@ -99,6 +118,37 @@ pub fn write<W: Write>(
 /// What a reader thread hands back.
 type Read = Result<Got, Failure>;
 
+/// An entry waiting for its turn: its name in the archive, its read-ahead and, for a
+/// name of a file with several, its link key.
+type Pending = (Entry, String, Option<Receiver<Read>>, Option<LinkKey>);
+
+/// Appends one entry, in order: a later name of a file archived already as a hard-link
+/// entry to the first name, anything else by [`put`].
+fn put_named<W: Write>(
+    tar: &mut Builder<io::BufWriter<W>>,
+    (entry, name, read, key): Pending,
+    firsts: &mut Option<Firsts>,
+    ctx: &Ctx<'_>,
+    tally: &mut Tally,
+) -> Result<(), Stop> {
+    let first = key.and_then(|key| firsts.as_ref()?.first(key).map(Path::to_path_buf));
+    if let (Some(first), EntryKind::File { path, .. }) = (first, &entry.kind) {
+        let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
+        let mut header = header(EntryType::Link, entry.mode, entry.mtime, 0);
+        tar.append_link(&mut header, &name, &first).map_err(fatal)?;
+        ctx.done_file(&entry, &path.shown(), 0, true, tally);
+        return Ok(());
+    }
+    let failed = tally.failed;
+    put(tar, &entry, name.clone(), read, ctx, tally)?;
+    if let (Some(key), Some(firsts)) = (key, firsts.as_mut())
+        && tally.failed == failed
+    {
+        firsts.wrote(key, Path::new(&name));
+    }
+    Ok(())
+}
+
 /// Appends one entry, in order (a file's content from its reader thread).
 fn put<W: Write>(
     tar: &mut Builder<io::BufWriter<W>>,
@@ -113,7 +163,8 @@ fn put<W: Write>(
     match &entry.kind {
         EntryKind::Dir => {
             let mut header = header(EntryType::Directory, entry.mode, entry.mtime, 0);
-            pax_mtime(tar, entry.mtime).map_err(fatal)?;
+            owned(&mut header, entry, ctx);
+            pax(tar, entry.mtime, entry).map_err(fatal)?;
             // With a trailing slash, as GNU tar writes folders.
             let mut name = name.into_os_string();
             name.push("/");
@@ -123,7 +174,8 @@ fn put<W: Write>(
         }
         EntryKind::Link(target) => {
             let mut header = header(EntryType::Symlink, entry.mode, entry.mtime, 0);
-            pax_mtime(tar, entry.mtime).map_err(fatal)?;
+            owned(&mut header, entry, ctx);
+            pax(tar, entry.mtime, entry).map_err(fatal)?;
             tar.append_link(&mut header, &name, target).map_err(fatal)?;
             ctx.done_link(entry, target, tally);
         }
@@ -145,7 +197,8 @@ fn put<W: Write>(
                     settled,
                 }) => {
                     let mut header = header(EntryType::Regular, meta.mode, meta.mtime, meta.size);
-                    pax_mtime(tar, meta.mtime).map_err(fatal)?;
+                    owned(&mut header, entry, ctx);
+                    pax(tar, meta.mtime, entry).map_err(fatal)?;
                     tar.append_data(&mut header, &name, &data[..])
                         .map_err(fatal)?;
                     ctx.done_file(entry, &path.shown(), meta.size, settled, tally);
@@ -201,11 +254,12 @@ fn stream<W: Write>(
         Stored::Gzip => None,
     }
     .filter(|segments| sparse::has_holes(segments, size));
-    pax_mtime(tar, meta.mtime).map_err(fatal)?;
+    pax(tar, meta.mtime, entry).map_err(fatal)?;
     let before = opened.before;
     let (reader, exact) = match segments {
         None => {
             let mut header = header(EntryType::Regular, meta.mode, meta.mtime, size);
+            owned(&mut header, entry, ctx);
             let mut exact = Exact {
                 inner: opened.reader,
                 left: size,
@@ -219,6 +273,7 @@ fn stream<W: Write>(
         Some(segments) => {
             let data: u64 = segments.iter().map(|s| s.end - s.start).sum();
             let mut header = header(EntryType::GNUSparse, meta.mode, meta.mtime, data);
+            owned(&mut header, entry, ctx);
             let extensions = sparse_map(&mut header, &segments, size);
             let mut exact = Exact {
                 inner: Segments {
@@ -320,7 +375,8 @@ impl io::Read for Segments<'_> {
     }
 }
 
-/// A GNU header of this type, mode, mtime and size (owner root, as `git archive`).
+/// A GNU header of this type, mode, mtime and size (owner root, as `git archive`, until
+/// [`owned`] says otherwise).
 fn header(kind: EntryType, mode: u32, mtime: FileTime, size: u64) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
@@ -332,11 +388,61 @@ fn header(kind: EntryType, mode: u32, mtime: FileTime, size: u64) -> Header {
     header
 }
 
-/// A PAX record for the entry that follows, when its mtime has nanoseconds.
-fn pax_mtime<W: Write>(tar: &mut Builder<W>, mtime: FileTime) -> io::Result<()> {
-    if mtime.nanoseconds() == 0 {
+/// Gives a header the entry's owner: the numbers, and the names (GNU tar and bsdtar
+/// extract by name where this machine has it, as root). A name too long for the
+/// header's 32 bytes is left out; the number stands.
+fn owned(header: &mut Header, entry: &Entry, ctx: &Ctx<'_>) {
+    let Some(owner) = entry.attrs.owner else {
+        return;
+    };
+    header.set_uid(u64::from(owner.uid));
+    header.set_gid(u64::from(owner.gid));
+    let (user, group) = ctx.naming.names(owner);
+    if let Some(user) = user {
+        let _ = header.set_username(&user);
+    }
+    if let Some(group) = group {
+        let _ = header.set_groupname(&group);
+    }
+}
+
+/// One PAX record set for the entry that follows: its mtime when it has nanoseconds,
+/// and its extended attributes and ACLs as `SCHILY.xattr.NAME` (what GNU tar's
+/// `--xattrs` and bsdtar read; the ACLs' attributes byte for byte). Nothing when
+/// neither is there.
+fn pax<W: Write>(tar: &mut Builder<W>, mtime: FileTime, entry: &Entry) -> io::Result<()> {
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    if mtime.nanoseconds() != 0 {
+        let value = format!("{}.{:09}", mtime.unix_seconds(), mtime.nanoseconds());
+        records.push(("mtime".to_string(), value.into_bytes()));
+    }
+    if !matches!(entry.kind, EntryKind::Link(_)) {
+        for (name, value) in &entry.attrs.xattrs().0 {
+            // PAX keys are UTF-8; an attribute name that is not is left out.
+            let Some(name) = name.to_str() else {
+                log::warn!(
+                    "the extended attribute {} of {} is not UTF-8; it is left out of the archive",
+                    esc(Path::new(name)),
+                    esc(&entry.rel)
+                );
+                continue;
+            };
+            // GNU tar restores ACLs (--acls) from their text form only.
+            let acl = match name {
+                "system.posix_acl_access" => Some("SCHILY.acl.access"),
+                "system.posix_acl_default" => Some("SCHILY.acl.default"),
+                _ => None,
+            };
+            if let Some(key) = acl
+                && let Some(text) = crate::read::attrs::acl_text(value)
+            {
+                records.push((key.to_string(), text.into_bytes()));
+            }
+            records.push((format!("SCHILY.xattr.{name}"), value.clone()));
+        }
+    }
+    if records.is_empty() {
         return Ok(());
     }
-    let value = format!("{}.{:09}", mtime.unix_seconds(), mtime.nanoseconds());
-    tar.append_pax_extensions([("mtime", value.as_bytes())])
+    tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
 }

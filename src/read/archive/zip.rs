@@ -10,7 +10,7 @@
 use super::read::{self, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
-use crate::model::Stored;
+use crate::model::{Owner, Stored};
 use chrono::{Datelike, Local, TimeZone, Timelike};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
@@ -39,6 +39,8 @@ struct Job {
     path: FileAt,
     stored: Stored,
     name: String,
+    /// The entry's owner, for the header.
+    owner: Option<Owner>,
     done: Sender<Result<Prepared, Failure>>,
 }
 
@@ -64,7 +66,7 @@ pub fn write<W: Write + Seek>(
             let jobs = jobs_rx.clone();
             scope.spawn(move || {
                 for job in jobs {
-                    let prepared = prepare(&job.path, job.stored, &job.name, ctx);
+                    let prepared = prepare(&job, ctx);
                     let _ = job.done.send(prepared);
                 }
             });
@@ -84,6 +86,7 @@ pub fn write<W: Write + Seek>(
                             path: path.clone(),
                             stored: *stored,
                             name: name.clone(),
+                            owner: entry.attrs.owner,
                             done,
                         };
                         jobs_tx.send(job).map_err(|_| {
@@ -120,15 +123,16 @@ pub fn write<W: Write + Seek>(
 }
 
 /// Reads and compresses one file on a worker thread.
-fn prepare(path: &FileAt, stored: Stored, name: &str, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
-    match read::read_small(path, stored, ctx.stop)? {
+fn prepare(job: &Job, ctx: &Ctx<'_>) -> Result<Prepared, Failure> {
+    let (path, name) = (&job.path, &job.name);
+    match read::read_small(path, job.stored, ctx.stop)? {
         Got::Large => Ok(Prepared::Large),
         Got::Small {
             data,
             meta,
             settled,
         } => {
-            let options = options(meta.mode, meta.mtime, ctx.level);
+            let options = options(meta.mode, meta.mtime, ctx.level, job.owner);
             let file =
                 PreparedZipFile::from_data(name, options, &data).map_err(|e| Failure::Read {
                     path: path.shown().into_owned(),
@@ -154,15 +158,18 @@ fn put<W: Write + Seek>(
     let fatal = |e: zip::result::ZipError| ctx.write_error(&e.to_string());
     match &entry.kind {
         EntryKind::Dir => {
-            zip.add_directory(slot.name, options(entry.mode, entry.mtime, ctx.level))
-                .map_err(fatal)?;
+            zip.add_directory(
+                slot.name,
+                options(entry.mode, entry.mtime, ctx.level, entry.attrs.owner),
+            )
+            .map_err(fatal)?;
             ctx.done_dir(entry);
         }
         EntryKind::Link(target) => {
             zip.add_symlink(
                 slot.name,
                 target.to_string_lossy(),
-                options(entry.mode, entry.mtime, ctx.level),
+                options(entry.mode, entry.mtime, ctx.level, entry.attrs.owner),
             )
             .map_err(fatal)?;
             ctx.done_link(entry, target, tally);
@@ -221,7 +228,7 @@ fn stream<W: Write + Seek>(
         };
         let meta = opened.before.meta();
         // Zip64 fields cost 20 bytes and cover a file that grows past 4 GiB meanwhile.
-        let options = options(meta.mode, meta.mtime, ctx.level).large_file(true);
+        let options = options(meta.mode, meta.mtime, ctx.level, entry.attrs.owner).large_file(true);
         zip.start_file(name, options).map_err(fatal)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
@@ -264,9 +271,31 @@ fn stream<W: Write + Seek>(
     }
 }
 
-/// The options of one entry: deflate at `level` (stored at 0), its mode, and its mtime
-/// as DOS time (local) and as an extended timestamp (UTC).
-fn options(mode: u32, mtime: FileTime, level: i32) -> FullFileOptions<'static, 'static> {
+/// The options of one entry: deflate at `level` (stored at 0), its mode, its mtime
+/// as DOS time (local) and as an extended timestamp (UTC), and its owner's numbers in
+/// Info-ZIP's Unix extra field (`0x7875`, which `unzip -X` restores; zip keeps no names).
+fn options(
+    mode: u32,
+    mtime: FileTime,
+    level: i32,
+    owner: Option<Owner>,
+) -> FullFileOptions<'static, 'static> {
+    let mut full = timed(mode, mtime, level);
+    if let Some(owner) = owner {
+        // Version 1, then each id with its size.
+        let mut field = vec![1u8, 4];
+        field.extend_from_slice(&owner.uid.to_le_bytes());
+        field.push(4);
+        field.extend_from_slice(&owner.gid.to_le_bytes());
+        // Only a field that would make the entry's extra data too long is refused: the
+        // owner is then left out.
+        let _ = full.add_extra_field(0x7875, field, false);
+    }
+    full
+}
+
+/// [`options`] without the owner.
+fn timed(mode: u32, mtime: FileTime, level: i32) -> FullFileOptions<'static, 'static> {
     let dos = Local
         .timestamp_opt(mtime.unix_seconds(), 0)
         .single()

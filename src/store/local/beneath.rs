@@ -42,6 +42,12 @@ pub struct Status {
     pub dev: u64,
     /// Hard links to it.
     pub nlink: u64,
+    /// Owner and group (0 where the platform has none).
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+    /// 512-byte blocks allocated (fewer than the size needs: a sparse file).
+    pub blocks: u64,
 }
 
 /// The folder components of a plain relative path, refusing `..`, a root or a prefix
@@ -75,7 +81,7 @@ pub use unix::Dir;
 #[cfg(unix)]
 mod unix {
     use super::{Status, components};
-    use crate::model::Kind;
+    use crate::model::{Kept, Kind, Xattrs};
     use filetime::FileTime;
     use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     use std::ffi::{OsStr, OsString};
@@ -87,6 +93,14 @@ mod unix {
 
     /// Bytes of path handed to one `openat2` call; `PATH_MAX` is 4096 with the NUL.
     const CHUNK_BYTES: usize = 3584;
+
+    /// An owner as rustix's ids.
+    fn ids(owner: crate::model::Owner) -> (rustix::fs::Uid, rustix::fs::Gid) {
+        (
+            rustix::fs::Uid::from_raw(owner.uid),
+            rustix::fs::Gid::from_raw(owner.gid),
+        )
+    }
 
     /// Flags for opening a folder on the way: never through a symlink, never a
     /// controlling terminal, closed on exec.
@@ -421,6 +435,114 @@ mod unix {
             )?)
         }
 
+        /// Gives the name `name` here (a symlink itself, never what it points to; this
+        /// folder for the empty name) to `owner`.
+        pub fn set_owner(&self, name: &OsStr, owner: crate::model::Owner) -> io::Result<()> {
+            let (uid, gid) = ids(owner);
+            if name.is_empty() {
+                return Ok(rustix::fs::fchown(self, Some(uid), Some(gid))?);
+            }
+            Ok(rustix::fs::chownat(
+                self,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?)
+        }
+
+        /// The extended attributes of `name` here (never of what a symlink points to)
+        /// that `kept` keeps, sorted by name.
+        pub fn xattrs(&self, name: &OsStr, kept: &Kept) -> io::Result<Xattrs> {
+            let path = self.proc_path(name)?;
+            // This folder itself (the empty name): through the handle's own link.
+            let own = name.is_empty();
+            let names = match own {
+                true => xattr::list_deref(&path)?,
+                false => xattr::list(&path)?,
+            };
+            let mut out = Vec::new();
+            for attr in names {
+                if !kept.keeps(&attr) {
+                    continue;
+                }
+                let value = match own {
+                    true => xattr::get_deref(&path, &attr)?,
+                    false => xattr::get(&path, &attr)?,
+                };
+                // Gone between the list and the read: not there.
+                if let Some(value) = value {
+                    out.push((attr, value));
+                }
+            }
+            out.sort();
+            Ok(Xattrs(out))
+        }
+
+        /// Makes the attributes of `name` here that `kept` keeps exactly `xattrs`:
+        /// each one set, and any other kept one there removed (a symlink's own, never
+        /// its target's).
+        pub fn set_xattrs(&self, name: &OsStr, xattrs: &Xattrs, kept: &Kept) -> io::Result<()> {
+            let path = self.proc_path(name)?;
+            let own = name.is_empty();
+            let there = match own {
+                true => xattr::list_deref(&path)?,
+                false => xattr::list(&path)?,
+            };
+            for attr in there {
+                if kept.keeps(&attr) && !xattrs.0.iter().any(|(n, _)| *n == attr) {
+                    let removed = match own {
+                        true => xattr::remove_deref(&path, &attr),
+                        false => xattr::remove(&path, &attr),
+                    };
+                    match removed {
+                        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                        other => other?,
+                    }
+                }
+            }
+            for (attr, value) in &xattrs.0 {
+                let now = match own {
+                    true => xattr::get_deref(&path, attr)?,
+                    false => xattr::get(&path, attr)?,
+                };
+                if now.as_deref() != Some(value.as_slice()) {
+                    match own {
+                        true => xattr::set_deref(&path, attr, value)?,
+                        false => xattr::set(&path, attr, value)?,
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// A path to `name` in this folder that the kernel resolves through this handle
+        /// (`/proc/self/fd/N/name`; the last component is not followed by the `l*xattr`
+        /// calls): the attribute calls take paths, and a path from the root could be
+        /// redirected by a folder swapped for a symlink.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        fn proc_path(&self, name: &OsStr) -> io::Result<PathBuf> {
+            use std::os::fd::AsRawFd;
+            if name.as_bytes().contains(&b'/') {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+            if !name.is_empty() {
+                path.push(name);
+            }
+            Ok(path)
+        }
+
+        /// Elsewhere the attribute calls are not made yet (they would need the name
+        /// opened first): extended attributes are kept on Linux only.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        fn proc_path(&self, _name: &OsStr) -> io::Result<PathBuf> {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "extended attributes are kept on Linux only",
+            ))
+        }
+
         /// Sets this folder's own mode and mtime (its atime is left alone) through its
         /// handle.
         pub fn set_own_meta(&self, mode: u32, mtime: FileTime) -> io::Result<()> {
@@ -528,6 +650,9 @@ mod unix {
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
             nlink: st.st_nlink as u64,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            blocks: st.st_blocks as u64,
         }
     }
 
@@ -569,7 +694,7 @@ pub use fallback::Dir;
 #[cfg(not(unix))]
 mod fallback {
     use super::{Status, components};
-    use crate::model::Kind;
+    use crate::model::{Kind, Xattrs};
     use filetime::FileTime;
     use std::ffi::{OsStr, OsString};
     use std::fs::File;
@@ -775,6 +900,31 @@ mod fallback {
             ino: 0,
             dev: 0,
             nlink: 1,
+            uid: 0,
+            gid: 0,
+            blocks: meta.len().div_ceil(512),
+        }
+    }
+
+    impl Dir {
+        /// No owners here.
+        pub fn set_owner(&self, _name: &OsStr, _owner: crate::model::Owner) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
+        /// No extended attributes read here.
+        pub fn xattrs(&self, _name: &OsStr, _kept: &crate::model::Kept) -> io::Result<Xattrs> {
+            Ok(Xattrs::default())
+        }
+
+        /// No extended attributes written here.
+        pub fn set_xattrs(
+            &self,
+            _name: &OsStr,
+            _xattrs: &Xattrs,
+            _kept: &crate::model::Kept,
+        ) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
         }
     }
 }

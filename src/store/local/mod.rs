@@ -7,7 +7,7 @@ pub mod beneath;
 mod write;
 
 use super::{Caps, Found, Listed, ReadFile, Reader, Stat, Step, Walked, layout};
-use crate::model::Kind;
+use crate::model::{Kept, Kind, Xattrs};
 use beneath::Dir;
 use std::ffi::OsString;
 use std::io;
@@ -72,6 +72,8 @@ impl Reader for Local {
             fsync: true,
             nanosecond_mtimes: true,
             cheap_listing: true,
+            owners: cfg!(unix),
+            xattrs: cfg!(any(target_os = "linux", target_os = "android")),
         }
     }
 
@@ -256,6 +258,13 @@ impl Reader for Local {
 
     fn keeps_unix_meta(&self) -> bool {
         crate::platform::keeps_unix_metadata(&self.root)
+    }
+
+    fn xattrs(&self, name: &Path, kept: &Kept) -> io::Result<Xattrs> {
+        match self.parent_of(name)? {
+            (dir, Some(last)) => dir.xattrs(last, kept),
+            (dir, None) => dir.xattrs(std::ffi::OsStr::new(""), kept),
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 
 use super::Local;
 use super::beneath::{self, Dir, Temp};
-use crate::model::Kind;
+use crate::model::{Kept, Kind, Owner, Xattrs};
 use crate::output::names::{esc, io_message};
 use crate::store::{PrepareError, Reader, Staged, Stat, Store, TempFile, layout};
 use filetime::FileTime;
@@ -289,12 +289,61 @@ impl Store for Local {
         }
     }
 
+    fn set_owner(&self, name: &Path, kind: Kind, owner: Owner) -> io::Result<bool> {
+        let Some((dir, last)) = self.reach(name, kind)? else {
+            return Ok(false);
+        };
+        dir.set_owner(last, owner)?;
+        Ok(true)
+    }
+
+    fn set_xattrs(
+        &self,
+        name: &Path,
+        kind: Kind,
+        xattrs: &Xattrs,
+        kept: &Kept,
+    ) -> io::Result<bool> {
+        let Some((dir, last)) = self.reach(name, kind)? else {
+            return Ok(false);
+        };
+        dir.set_xattrs(last, xattrs, kept)?;
+        Ok(true)
+    }
+
     fn barrier(&self) -> io::Result<()> {
         self.dir.sync_filesystem()
     }
 
     fn free_bytes(&self) -> Option<u64> {
         self.dir.free_bytes().ok()
+    }
+}
+
+impl Local {
+    /// The folder holding `name` and its last component (empty for the root), if
+    /// `name` is a `kind` now (never through a symlink).
+    fn reach<'n>(&self, name: &'n Path, kind: Kind) -> io::Result<Option<(Dir, &'n OsStr)>> {
+        let missing = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            )
+        };
+        let (dir, last) = match self.parent_of(name) {
+            Ok(found) => found,
+            Err(e) if missing(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(last) = last else {
+            return Ok((kind == Kind::Dir).then_some((dir, OsStr::new(""))));
+        };
+        match dir.status(last) {
+            Ok(s) if s.kind == kind => Ok(Some((dir, last))),
+            Ok(_) => Ok(None),
+            Err(e) if missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -450,6 +499,14 @@ impl TempFile for LocalTemp {
         file.set_len(end)?;
         file.seek(SeekFrom::Start(end))?;
         Ok(())
+    }
+
+    fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
+        crate::platform::set_owner_file(self.file()?, owner)
+    }
+
+    fn set_xattrs(&mut self, xattrs: &Xattrs) -> io::Result<()> {
+        crate::platform::set_xattrs_file(self.file()?, xattrs)
     }
 }
 

@@ -16,7 +16,7 @@
 
 use super::client::Client;
 use super::meta;
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::store::{ReadFile, Staged, Stat, TempFile};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -126,6 +126,8 @@ pub struct Upload {
     digests: Digests,
     /// Sent: the spool's path is not removed twice.
     installed: bool,
+    /// Owner and group, sent as `uid`/`gid` metadata ([`TempFile::set_owner`]).
+    owner: Option<Owner>,
 }
 
 impl Upload {
@@ -142,6 +144,7 @@ impl Upload {
             kind: Kind::File,
             digests: Digests::default(),
             installed: false,
+            owner: None,
         }
     }
 
@@ -161,12 +164,13 @@ impl Upload {
             kind: Kind::Symlink,
             digests,
             installed: false,
+            owner: None,
         }
     }
 
     /// Sends what is held to `key`, replacing what is there.
     fn send(&mut self, key: &str) -> io::Result<()> {
-        let metadata = meta::of(self.kind, self.mode, self.mtime);
+        let metadata = meta::of(self.kind, self.mode, self.mtime, self.owner);
         let client = &self.client;
         match &mut self.held {
             Held::Memory(bytes) => {
@@ -368,6 +372,7 @@ impl Staged for Upload {
             mode: self.mode,
             ino: self.etag().map_or(0, |etag| meta::stamp(&etag)),
             links: 1,
+            owner: self.owner,
         })
     }
 
@@ -389,6 +394,11 @@ impl TempFile for Upload {
     fn set_meta(&mut self, mode: u32, mtime: FileTime) -> io::Result<()> {
         self.mode = mode;
         self.mtime = mtime;
+        Ok(())
+    }
+
+    fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
+        self.owner = Some(owner);
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! How a name's kind, mode and mtime ride on an object: user metadata
-//! (`x-amz-meta-mtime`, `-mode`, `-kind`), so a bucket can be restored without the
-//! index and other tools read the times too. `mtime` is seconds since the epoch with up
+//! (`x-amz-meta-mtime`, `-mode`, `-kind`, and `-uid`/`-gid` for an owner, as rclone's
+//! metadata names them), so a bucket can be restored without the index and other tools
+//! read the times too. `mtime` is seconds since the epoch with up
 //! to nine decimals, as rclone writes it (`1700000000.123456789`); `mode` is octal
 //! permission bits; `kind` is `symlink` for a symlink (its target is the object's
 //! body). A folder is a marker object, its key ending in `/`.
 
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::store::Stat;
 use filetime::FileTime;
 use std::collections::HashMap;
@@ -18,14 +19,22 @@ pub const MODE: &str = "mode";
 pub const KIND: &str = "kind";
 /// The kind of a symlink.
 pub const SYMLINK: &str = "symlink";
+/// The metadata key of the owner's user id.
+pub const UID: &str = "uid";
+/// The metadata key of the owner's group id.
+pub const GID: &str = "gid";
 
-/// The metadata of a name of `kind` with `mode` and `mtime`.
-pub fn of(kind: Kind, mode: u32, mtime: FileTime) -> HashMap<String, String> {
+/// The metadata of a name of `kind` with `mode`, `mtime` and, if known, `owner`.
+pub fn of(kind: Kind, mode: u32, mtime: FileTime, owner: Option<Owner>) -> HashMap<String, String> {
     let mut meta = HashMap::new();
     meta.insert(MTIME.to_string(), format_mtime(mtime));
     meta.insert(MODE.to_string(), format!("{:o}", mode & 0o7777));
     if kind == Kind::Symlink {
         meta.insert(KIND.to_string(), SYMLINK.to_string());
+    }
+    if let Some(owner) = owner {
+        meta.insert(UID.to_string(), owner.uid.to_string());
+        meta.insert(GID.to_string(), owner.gid.to_string());
     }
     meta
 }
@@ -92,6 +101,10 @@ pub fn stat_of(
         mode,
         ino: if folder { 0 } else { etag.map_or(0, stamp) },
         links: 1,
+        owner: get(UID)
+            .and_then(|u| u.parse().ok())
+            .zip(get(GID).and_then(|g| g.parse().ok()))
+            .map(|(uid, gid)| Owner { uid, gid }),
     }
 }
 
@@ -130,10 +143,23 @@ mod tests {
     }
 
     #[test]
-    fn kinds_and_modes_come_from_the_metadata() {
-        let meta = of(Kind::Symlink, 0o777, FileTime::from_unix_time(9, 0));
+    fn kinds_modes_and_owners_come_from_the_metadata() {
+        let meta = of(Kind::Symlink, 0o777, FileTime::from_unix_time(9, 0), None);
         let stat = stat_of(false, 3, Some(&meta), None, None);
         assert_eq!((stat.kind, stat.mode, stat.size), (Kind::Symlink, 0o777, 3));
+        assert_eq!(stat.owner, None);
+        let owner = Owner { uid: 65534, gid: 7 };
+        let meta = of(
+            Kind::File,
+            0o640,
+            FileTime::from_unix_time(9, 0),
+            Some(owner),
+        );
+        assert_eq!((meta["uid"].as_str(), meta["gid"].as_str()), ("65534", "7"));
+        assert_eq!(
+            stat_of(false, 3, Some(&meta), None, None).owner,
+            Some(owner)
+        );
         let stat = stat_of(false, 3, None, Some(FileTime::from_unix_time(4, 0)), None);
         assert_eq!(
             (stat.kind, stat.mode, stat.mtime.unix_seconds()),

@@ -28,7 +28,7 @@ use super::{
     layout,
 };
 use crate::config::Bucket;
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::output::names::{esc, io_message};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
@@ -320,8 +320,7 @@ impl S3 {
     fn put_marker(
         &self,
         name: &Path,
-        mode: u32,
-        mtime: FileTime,
+        (mode, mtime, owner): (u32, FileTime, Option<Owner>),
         only_new: bool,
     ) -> io::Result<()> {
         let client = &self.client;
@@ -334,7 +333,7 @@ impl S3 {
             .put_object()
             .bucket(&client.bucket.bucket)
             .key(&key)
-            .set_metadata(Some(meta::of(Kind::Dir, mode, mtime)))
+            .set_metadata(Some(meta::of(Kind::Dir, mode, mtime, owner)))
             .body(ByteStream::from_static(b""));
         if only_new {
             request = request.if_none_match("*");
@@ -349,7 +348,13 @@ impl S3 {
         }
         client.note_folder(
             &key,
-            meta::stat_of(true, 0, Some(&meta::of(Kind::Dir, mode, mtime)), None, None),
+            meta::stat_of(
+                true,
+                0,
+                Some(&meta::of(Kind::Dir, mode, mtime, owner)),
+                None,
+                None,
+            ),
             true,
         );
         Ok(())
@@ -548,6 +553,9 @@ impl Reader for S3 {
             fsync: true,
             nanosecond_mtimes: true,
             cheap_listing: false,
+            // In each object's metadata, by number.
+            owners: true,
+            xattrs: false,
         }
     }
 
@@ -729,10 +737,16 @@ impl Store for S3 {
     }
 
     fn mkdir(&self, name: &Path) -> io::Result<()> {
-        self.mkdir_as(name, 0o755, FileTime::now())
+        self.mkdir_as(name, 0o755, FileTime::now(), None)
     }
 
-    fn mkdir_as(&self, name: &Path, mode: u32, mtime: FileTime) -> io::Result<()> {
+    fn mkdir_as(
+        &self,
+        name: &Path,
+        mode: u32,
+        mtime: FileTime,
+        owner: Option<Owner>,
+    ) -> io::Result<()> {
         // Workers making folders on their ways often meet at the same one: one makes
         // it, the others wait and find it made (a create-only PUT would not always stop
         // them: SeaweedFS takes a marker it already has as a folder and answers 200).
@@ -751,7 +765,7 @@ impl Store for S3 {
         let only_new = name.starts_with(layout::STATE_DIR) || !self.client.surely_absent(&key);
         // A marker's metadata does not change as keys are written under it: the folder
         // is made as it is to end, and `set_meta` after its content sends nothing.
-        self.put_marker(name, mode, mtime, only_new)
+        self.put_marker(name, (mode, mtime, owner), only_new)
     }
 
     fn symlink(&self, target: &Path, name: &Path) -> io::Result<()> {
@@ -804,7 +818,8 @@ impl Store for S3 {
                 // marker as a folder and will not copy it).
                 let stat = self.stat(&self.name_of(key))?;
                 let (mode, mtime) = stat.map_or((0o755, FileTime::now()), |s| (s.mode, s.mtime));
-                self.put_marker(&self.name_of(&moved), mode, mtime, false)?;
+                let owner = stat.and_then(|s| s.owner);
+                self.put_marker(&self.name_of(&moved), (mode, mtime, owner), false)?;
             } else {
                 self.copy_key(key, &moved, None)?;
             }
@@ -855,10 +870,12 @@ impl Store for S3 {
                 if self
                     .client
                     .marked_as(&folder_key(&self.key(name)?), mode, mtime) => {}
-            Kind::Dir => self.put_marker(name, mode, mtime, false)?,
+            // The owner the name has is kept: metadata is replaced whole.
+            Kind::Dir => self.put_marker(name, (mode, mtime, found.owner), false)?,
             Kind::File => {
                 let key = self.key(name)?;
-                let copy = self.copy_key(&key, &key, Some(meta::of(Kind::File, mode, mtime)))?;
+                let meta = meta::of(Kind::File, mode, mtime, found.owner);
+                let copy = self.copy_key(&key, &key, Some(meta))?;
                 // A copy of a multipart upload may be given an ETag of another form.
                 ino = copy.map_or(0, |etag| meta::stamp(&etag));
             }
@@ -870,6 +887,30 @@ impl Store for S3 {
             ino,
             ..found
         }))
+    }
+
+    /// The owner rides in the metadata (`uid`, `gid`), replaced whole with the mode and
+    /// mtime the name has: a copy of the object onto itself, a marker put again.
+    fn set_owner(&self, name: &Path, kind: Kind, owner: Owner) -> io::Result<bool> {
+        let Some(found) = self.stat(name)? else {
+            return Ok(false);
+        };
+        if found.kind != kind {
+            return Ok(false);
+        }
+        if found.owner == Some(owner) {
+            return Ok(true);
+        }
+        match kind {
+            Kind::Dir => self.put_marker(name, (found.mode, found.mtime, Some(owner)), false)?,
+            Kind::File | Kind::Symlink => {
+                let key = self.key(name)?;
+                let meta = meta::of(kind, found.mode, found.mtime, Some(owner));
+                self.copy_key(&key, &key, Some(meta))?;
+            }
+            Kind::Special => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn barrier(&self) -> io::Result<()> {

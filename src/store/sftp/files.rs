@@ -8,9 +8,9 @@
 
 use super::conn::{Conn, block_on, runtime};
 use super::folders::Folders;
-use super::{Staged, Stat, TempFile, meta_of, sent_seconds, stat_of};
+use super::{Staged, Stat, TempFile, meta_of, owner_of, sent_seconds, stat_of};
 use crate::config::Remote;
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::store::ReadFile;
 use bytes::{Bytes, BytesMut};
 use filetime::FileTime;
@@ -430,6 +430,7 @@ impl Staged for RemoteTemp {
                         mode: mode & 0o7777,
                         ino: 0,
                         links: 1,
+                        owner: None,
                     }),
                     None => {
                         let mut file = file.clone();
@@ -525,6 +526,18 @@ impl TempFile for RemoteTemp {
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         self.hole_at_end = true;
         Ok(())
+    }
+
+    /// One `fsetstat` of the owner alone, answered before the file's last batch (which
+    /// sets the mode: a change of owner after it would clear set-user-id bits). Its own
+    /// round trip, so that a server user who may not give files away (not root) is
+    /// told apart from a failed write.
+    fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
+        let (file, number) = self.open()?;
+        self.failure()?;
+        let mut file = file.clone();
+        let set = block_on(async move { file.set_metadata(owner_of(owner)).await })?;
+        self.conn.check(number, set)
     }
 }
 

@@ -29,7 +29,7 @@ mod lock;
 use super::remote::cache;
 use super::{Caps, Listed, PrepareError, ReadFile, Reader, Staged, Stat, Store, TempFile, layout};
 use crate::config::Remote;
-use crate::model::Kind;
+use crate::model::{Kind, Owner};
 use crate::output::names::{esc, io_message};
 use conn::{Conn, Session};
 use filetime::FileTime;
@@ -267,6 +267,10 @@ fn stat_of(meta: &MetaData) -> Stat {
         // SFTP version 3 has no inode numbers and no link counts.
         ino: 0,
         links: 1,
+        owner: meta
+            .uid()
+            .zip(meta.gid())
+            .map(|(uid, gid)| Owner { uid, gid }),
     }
 }
 
@@ -292,6 +296,13 @@ fn meta_of(mode: u32, mtime: FileTime) -> MetaData {
     builder.create()
 }
 
+/// Attributes that set the owner and group alone (by number: SFTP knows no names).
+fn owner_of(owner: Owner) -> MetaData {
+    let mut builder = MetaDataBuilder::new();
+    builder.id((owner.uid, owner.gid));
+    builder.create()
+}
+
 impl Reader for Sftp {
     fn caps(&self) -> Caps {
         let ext = self.conn.extensions();
@@ -304,6 +315,9 @@ impl Reader for Sftp {
             fsync: ext.fsync,
             nanosecond_mtimes: false,
             cheap_listing: false,
+            // By number, where the server's user may give files away (root).
+            owners: true,
+            xattrs: false,
         }
     }
 
@@ -681,6 +695,28 @@ impl Store for Sftp {
         match set {
             Ok(()) => self.stat(name),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SFTP version 3 sets attributes through a symlink, never on it: a symlink keeps
+    /// the server user's owner (its own owner matters to no one reading through it).
+    fn set_owner(&self, name: &Path, kind: Kind, owner: Owner) -> io::Result<bool> {
+        match self.stat(name)? {
+            Some(s) if s.kind == kind => {}
+            _ => return Ok(false),
+        }
+        if kind == Kind::Symlink {
+            return Ok(true);
+        }
+        let path = self.path(name);
+        let set = self.change(|s| {
+            let path = path.clone();
+            async move { s.sftp.fs().set_metadata(path, owner_of(owner)).await }
+        });
+        match set {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }

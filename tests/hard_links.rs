@@ -1,0 +1,270 @@
+//! Hard links inside a pair (issue 16), through the real binary: names of one source
+//! file are one file with several names in DST (the same groups of `st_ino`, the same
+//! `st_nlink`), copied once; an edit through any name, by `sync` or under `watch`,
+//! reaches every name and keeps the old content as one version; a name that leaves its
+//! group becomes a file of its own; `--no-hard-links` copies each name; `restore` and a
+//! `tar.gz` archive extracted by GNU tar give the groups back. No root needed.
+
+use crate::common;
+
+use common::dst::Dst;
+use common::watcher::*;
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Regular files under `root` (leaving out `.datasafe`) grouped by inode: each group's
+/// names, sorted, with the link count the filesystem gives them. Groups of one name are
+/// left out: what matters is which names share a file.
+fn groups(root: &Path) -> BTreeSet<(Vec<PathBuf>, u64)> {
+    let mut by_ino: BTreeMap<u64, (Vec<PathBuf>, u64)> = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".datasafe")
+    {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if !meta.is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
+        let group = by_ino.entry(meta.ino()).or_default();
+        group.0.push(rel);
+        group.1 = meta.nlink();
+    }
+    by_ino
+        .into_values()
+        .filter(|(names, _)| names.len() > 1)
+        .map(|(mut names, nlink)| {
+            names.sort();
+            (names, nlink)
+        })
+        .collect()
+}
+
+/// A pair (`a`, `d1/a2`), a triple across three folders (`t`, `d1/t2`, `d2/t3`) and a
+/// file of its own (`s`). Returns the bytes of content there is once (pair + triple +
+/// single).
+fn linked_tree(env: &TestEnv) -> u64 {
+    env.write("a", "pair-content");
+    env.write("t", "triple-content!");
+    env.write("s", "single");
+    fs::create_dir_all(env.src.join("d1")).unwrap();
+    fs::create_dir_all(env.src.join("d2")).unwrap();
+    fs::hard_link(env.src.join("a"), env.src.join("d1/a2")).unwrap();
+    fs::hard_link(env.src.join("t"), env.src.join("d1/t2")).unwrap();
+    fs::hard_link(env.src.join("t"), env.src.join("d2/t3")).unwrap();
+    ("pair-content".len() + "triple-content!".len() + "single".len()) as u64
+}
+
+/// The groups `linked_tree` makes, as [`groups`] shows them.
+fn expected_groups() -> BTreeSet<(Vec<PathBuf>, u64)> {
+    let names = |n: &[&str]| n.iter().map(PathBuf::from).collect::<Vec<_>>();
+    [
+        (names(&["a", "d1/a2"]), 2),
+        (names(&["d1/t2", "d2/t3", "t"]), 3),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The `--json` summary (the last line of stdout).
+fn json(out: &Output) -> serde_json::Value {
+    let text = stdout(out);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// Every version kept (files and prefix markers), with what a file holds.
+fn versions(dst: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let root = dst.join(".datasafe/versions");
+    if !root.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(&root)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            let content = e.file_type().is_file().then(|| fs::read(e.path()).unwrap());
+            (e.path().strip_prefix(&root).unwrap().to_path_buf(), content)
+        })
+        .collect()
+}
+
+/// Replaces `rel` in SRC by a separate file with the same bytes, mode and mtime (as
+/// `cp -p` and a rename would): only the inode says it left its group.
+fn separate(env: &TestEnv, rel: &str) {
+    let path = env.src.join(rel);
+    let meta = fs::metadata(&path).unwrap();
+    let tmp = env.dir.path().join("separate.tmp");
+    fs::copy(&path, &tmp).unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    filetime::set_file_mtime(&tmp, mtime).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().nlink(), 1);
+}
+
+#[test]
+fn names_of_one_file_are_one_file_in_dst_copied_once() {
+    names_of_one_file_are_one_file_in_dst_copied_once_on(Dst::Local);
+}
+
+/// Over SFTP the links are `hardlink@openssh.com`; the server keeps no inode numbers
+/// for the index, so the recorded key, metadata and digest say which names are one.
+#[test]
+fn names_of_one_file_are_one_file_in_dst_copied_once_sftp() {
+    names_of_one_file_are_one_file_in_dst_copied_once_on(Dst::Sftp);
+}
+
+fn names_of_one_file_are_one_file_in_dst_copied_once_on(dst: Dst) {
+    let env = TestEnv::on(dst);
+    let once = linked_tree(&env);
+    assert_eq!(groups(&env.src), expected_groups());
+    let out = env.sync_ok(&["--json"]);
+    let summary = json(&out);
+    assert_eq!(summary["bytes_copied"], once, "{}", stdout(&out));
+    assert_eq!(summary["copied"], 6, "every name counts as backed up");
+    env.assert_mirrored(false);
+    assert_eq!(groups(&env.dst), expected_groups());
+
+    // A second pass has nothing to do.
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["copied"], 0, "{}", stdout(&out));
+    assert_eq!(json(&out)["unchanged"], 6);
+
+    // An edit through one name: every name shows it, still one file, copied once, and
+    // the old content kept once.
+    fs::write(env.src.join("d1/a2"), "edited-pair").unwrap();
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["bytes_copied"], "edited-pair".len() as u64);
+    env.assert_mirrored(false);
+    assert_eq!(groups(&env.dst), expected_groups());
+    assert_eq!(fs::read(env.dst.join("a")).unwrap(), b"edited-pair");
+    let kept = versions(&env.dst);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1.as_deref(), Some(&b"pair-content"[..]), "{kept:?}");
+
+    // A name replaced by a separate file (same bytes, mode and mtime) leaves the group.
+    separate(&env, "d1/t2");
+    env.sync_ok(&[]);
+    env.assert_mirrored(false);
+    assert_eq!(groups(&env.dst), groups(&env.src));
+    let t2 = fs::metadata(env.dst.join("d1/t2")).unwrap();
+    assert_eq!(t2.nlink(), 1);
+    assert_ne!(t2.ino(), fs::metadata(env.dst.join("t")).unwrap().ino());
+
+    // A new name of a file DST holds is a link, not a copy.
+    fs::hard_link(env.src.join("s"), env.src.join("d2/s2")).unwrap();
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!(groups(&env.dst), groups(&env.src));
+}
+
+#[test]
+fn no_hard_links_copies_every_name_and_turning_them_on_links_again() {
+    let env = TestEnv::new();
+    linked_tree(&env);
+    let out = env.sync_ok(&["--json", "--no-hard-links"]);
+    let all = fs::read_dir(&env.src).unwrap().count(); // a, t, s, d1, d2
+    assert_eq!(all, 5);
+    let every_name = 2 * "pair-content".len() + 3 * "triple-content!".len() + "single".len();
+    assert_eq!(json(&out)["bytes_copied"], every_name as u64);
+    env.assert_mirrored(false);
+    assert!(groups(&env.dst).is_empty(), "{:?}", groups(&env.dst));
+
+    // Back on: the names are linked, nothing copied.
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!(groups(&env.dst), expected_groups());
+    env.assert_mirrored(false);
+
+    // And off again: separate copies again.
+    env.sync_ok(&["--no-hard-links"]);
+    assert!(groups(&env.dst).is_empty(), "{:?}", groups(&env.dst));
+    env.assert_mirrored(false);
+}
+
+#[test]
+fn restore_and_a_tar_archive_give_the_groups_back() {
+    let env = TestEnv::new();
+    linked_tree(&env);
+    env.sync_ok(&[]);
+
+    let target = env.dir.path().join("restored");
+    let out = env
+        .cmd(["restore".as_ref(), env.dst.as_os_str(), target.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_same_trees(&snapshot(&env.src, false), &snapshot(&target, false));
+    assert_eq!(groups(&target), expected_groups());
+
+    let archive = env.dir.path().join("a.tar.gz");
+    let out = env
+        .cmd([
+            "archive".as_ref(),
+            "--format".as_ref(),
+            "tar.gz".as_ref(),
+            env.dst.as_os_str(),
+            archive.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let x = env.dir.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_same_trees(&snapshot(&env.src, false), &snapshot(&x, false));
+    assert_eq!(groups(&x), expected_groups());
+}
+
+#[test]
+fn an_edit_through_any_name_under_watch_reaches_every_name() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    linked_tree(&env);
+    let w = Watcher::ready(&env, &[], "w");
+    w.wait_env_mirrored(&env, false);
+    let ok = wait_until(DEADLINE, || groups(&env.dst) == expected_groups());
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+
+    // The event names d2/t3 only; t and d1/t2 follow it.
+    fs::write(env.src.join("d2/t3"), "triple-edited").unwrap();
+    let ok = wait_until(DEADLINE, || {
+        ["t", "d1/t2", "d2/t3"]
+            .iter()
+            .all(|n| fs::read(env.dst.join(n)).unwrap_or_default() == b"triple-edited")
+            && groups(&env.dst) == expected_groups()
+    });
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+    let kept = versions(&env.dst);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1.as_deref(), Some(&b"triple-content!"[..]));
+
+    // A new name made while watching is linked to the file DST holds.
+    fs::hard_link(env.src.join("a"), env.src.join("d2/a3")).unwrap();
+    let ok = wait_until(DEADLINE, || groups(&env.dst) == groups(&env.src));
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+
+    // A name that leaves its group becomes a file of its own.
+    separate(&env, "d1/a2");
+    let ok = wait_until(DEADLINE, || {
+        groups(&env.dst) == groups(&env.src) && env.is_mirrored(false)
+    });
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+    assert!(w.stdout().contains("hard-linked"), "{}", w.context());
+}
