@@ -16,5 +16,6 @@ pub mod model;
 pub mod output;
 pub mod platform;
 pub mod read;
+pub mod sparse;
 pub mod store;
 pub mod watch;

@@ -349,6 +349,63 @@ pub fn start_writeback(file: &File) {
     let _ = file;
 }
 
+/// True if `meta` (an `fstat`) allocates fewer bytes than its size: the file may hold
+/// holes worth asking [`seek_data`] about. Always false where the system does not say.
+pub fn may_have_holes(meta: &Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks().saturating_mul(512) < meta.len()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
+}
+
+/// Where the next data at or after `from` starts in `file` (`lseek(SEEK_DATA)`); `None`
+/// if only a hole (or nothing) is left. `Unsupported` where the system cannot tell
+/// (the caller reads the whole file). Moves the file's offset.
+pub fn seek_data(file: &File, from: u64) -> io::Result<Option<u64>> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        match lseek(file, from, libc::SEEK_DATA) {
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = (file, from);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Where the hole after the data at `from` starts in `file` (`lseek(SEEK_HOLE)`; the
+/// end of the file counts as one). Moves the file's offset.
+pub fn seek_hole(file: &File, from: u64) -> io::Result<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        lseek(file, from, libc::SEEK_HOLE)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    {
+        let _ = (file, from);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn lseek(file: &File, from: u64, whence: libc::c_int) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let from =
+        libc::off_t::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: lseek only reads the descriptor, which `file` keeps open.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from, whence) };
+    u64::try_from(at).map_err(|_| io::Error::last_os_error())
+}
+
 /// True if the error means the disk (or quota) is full.
 pub fn is_no_space(err: &io::Error) -> bool {
     matches!(

@@ -32,6 +32,7 @@ mod seaweed_harness;
 mod sftp_behaviour;
 mod sftp_faults;
 mod sftp_read;
+mod sparse;
 mod sshd_harness;
 mod sync;
 mod sync_faults;

@@ -13,6 +13,12 @@
 //! Restore only reads DST. TARGET may not be DST, lie inside it or contain it, and the
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
+//!
+//! Holes stay holes (issue 16): a plain file whose store tells its holes (a local DST)
+//! is read by its data segments only, and every file is written through
+//! `sparse::HoleWriter`, which leaves runs of zeros covering whole 4 KiB blocks
+//! unwritten, as `cp --sparse=always` does. So a file read from a gzip stream or a
+//! remote store gets its holes back too (and a run of real zeros there becomes one).
 
 use crate::config::{Dest, NotAFolder};
 use crate::hash::{self, CHUNK, Stoppable};
@@ -25,6 +31,7 @@ use crate::platform;
 use crate::read::Outcome;
 use crate::read::attrs::{Giver, Owners};
 use crate::read::history::{self, History, HistoryError, Kept, Live, in_scope, version_name};
+use crate::sparse::{self, HoleWriter};
 use crate::store::local::beneath::{Dir, Temp};
 use crate::store::{ReadFile, Reader, Stat};
 use chrono::{Local, LocalResult, NaiveDateTime, TimeDelta, TimeZone};
@@ -34,7 +41,7 @@ use sha2::Digest as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -748,7 +755,7 @@ impl<'a> Writer<'a> {
             path: from.to_path_buf(),
             err,
         };
-        let (content, before) = Content::open(&*store, name, stored).map_err(read_err)?;
+        let (mut content, before) = Content::open(&*store, name, stored).map_err(read_err)?;
         let meta = match part {
             Some((_, _, meta)) => meta,
             None => {
@@ -769,16 +776,45 @@ impl<'a> Writer<'a> {
             err,
         };
         let (temp, file) = self.temp_file(&dir).map_err(write_err)?;
-        let limit = part.map_or(u64::MAX, |(size, _, _)| size);
-        let mut hashing = Hashing {
-            inner: content.take(limit),
-            hasher: part.map(|_| sha2::Sha256::new()),
-            count: 0,
+        let mut out = HoleWriter::new(&file);
+        // A whole plain file whose store knows its holes (a local DST) is read by its
+        // data segments; whatever else is read whole, and its runs of zeros covering
+        // whole blocks become holes all the same (`HoleWriter`).
+        let segments = match (&content, part) {
+            (Content::Plain(plain), None) => {
+                Some(plain.data_segments(before.size).map_err(read_err)?)
+                    .filter(|segments| sparse::has_holes(segments, before.size))
+            }
+            _ => None,
         };
-        self.pump(&mut hashing, &file, rel, from, &final_path)?;
-        if let Some((size, sha, _)) = part {
-            let got = hashing.hasher.map(crate::hash::Digest::from_hasher);
-            if hashing.count != size || got != Some(sha) {
+        let mut hashing = None;
+        match (segments, &mut content) {
+            (Some(segments), Content::Plain(plain)) => {
+                for data in segments {
+                    out.skip(data.start.saturating_sub(out.pos()))
+                        .map_err(write_err)?;
+                    plain.seek(SeekFrom::Start(data.start)).map_err(read_err)?;
+                    let stretch = (&mut **plain).take(data.end - data.start);
+                    self.pump(stretch, &mut out, rel, from, &final_path)?;
+                }
+                out.skip(before.size.saturating_sub(out.pos()))
+                    .map_err(write_err)?;
+            }
+            _ => {
+                let limit = part.map_or(u64::MAX, |(size, _, _)| size);
+                let mut reading = Hashing {
+                    inner: (&mut content).take(limit),
+                    hasher: part.map(|_| sha2::Sha256::new()),
+                    count: 0,
+                };
+                self.pump(&mut reading, &mut out, rel, from, &final_path)?;
+                hashing = Some((reading.hasher, reading.count));
+            }
+        }
+        out.finish().map_err(write_err)?;
+        if let (Some((size, sha, _)), Some((hasher, count))) = (part, hashing) {
+            let got = hasher.map(crate::hash::Digest::from_hasher);
+            if count != size || got != Some(sha) {
                 return Err(Failure::Corrupt {
                     rel: rel.to_path_buf(),
                     path: from.to_path_buf(),
@@ -799,11 +835,11 @@ impl<'a> Writer<'a> {
         installed
     }
 
-    /// Streams `reader` into `file`, checking for Ctrl-C per chunk.
+    /// Streams `reader` into `out`, checking for Ctrl-C per chunk.
     fn pump(
         &self,
         mut reader: impl Read,
-        mut file: &File,
+        out: &mut HoleWriter<'_>,
         rel: &Path,
         from: &Path,
         to: &Path,
@@ -834,7 +870,7 @@ impl<'a> Writer<'a> {
                     });
                 }
             };
-            file.write_all(&buf[..n]).map_err(|err| Failure::Write {
+            out.write(&buf[..n]).map_err(|err| Failure::Write {
                 rel: rel.to_path_buf(),
                 path: to.to_path_buf(),
                 err,

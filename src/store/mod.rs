@@ -199,11 +199,26 @@ pub struct Inventoried {
 pub trait ReadFile: io::Read + io::Seek + Send {
     /// What the open file is now.
     fn stat(&self) -> io::Result<Stat>;
+
+    /// The stretches of data in its first `size` bytes, in order; the rest reads as
+    /// zeros and is a hole (`crate::sparse::data_segments`). A store that cannot tell
+    /// says all of it is data. May move the read position: seek before reading.
+    fn data_segments(&self, size: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
+        Ok(crate::sparse::all_data(size))
+    }
 }
 
 impl ReadFile for std::fs::File {
     fn stat(&self) -> io::Result<Stat> {
         Ok(Stat::of(&self.metadata()?))
+    }
+
+    fn data_segments(&self, size: u64) -> io::Result<Vec<std::ops::Range<u64>>> {
+        if crate::platform::may_have_holes(&self.metadata()?) {
+            crate::sparse::data_segments(self, size)
+        } else {
+            Ok(crate::sparse::all_data(size))
+        }
     }
 }
 
@@ -464,6 +479,16 @@ pub trait Staged: Send {
 pub trait TempFile: Staged + io::Write {
     /// Sets permission bits and mtime (atime too, to the same value) on the open file.
     fn set_meta(&mut self, mode: u32, mtime: FileTime) -> io::Result<()>;
+
+    /// Makes the next `len` bytes zeros, as a hole where the store can leave one (a
+    /// sparse source's holes, issue 16): the file then ends at least here, even if
+    /// nothing is written after. A store that cannot make holes writes the zeros.
+    fn skip_hole(&mut self, len: u64) -> io::Result<()> {
+        for zeros in crate::sparse::zeros(len) {
+            self.write_all(zeros)?;
+        }
+        Ok(())
+    }
 
     /// Gives the open file to `owner` (before [`TempFile::set_meta`]: a change of
     /// owner clears set-user-id bits). Only called where [`Caps::owners`].

@@ -10,12 +10,13 @@ use crate::hash::{self, CHUNK, Digest};
 use crate::model::{Entry, Kind, Meta};
 use crate::model::{Record, Stored};
 use crate::platform;
+use crate::sparse;
 use crate::store::{Staged, TempFile};
 use filetime::FileTime;
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// Where copied bytes go: the temp file itself or a gzip encoder in front of it.
@@ -29,6 +30,15 @@ impl Sink<'_> {
         match self {
             Sink::Plain(f) => f.write_all(buf),
             Sink::Gzip(g) => g.write_all(buf),
+        }
+    }
+
+    /// The next `len` bytes are zeros: a hole in a plain copy where the store can
+    /// leave one; compressed as any bytes into a gzip stream (which has no holes).
+    fn skip(&mut self, len: u64) -> io::Result<()> {
+        match self {
+            Sink::Plain(f) => f.skip_hole(len),
+            Sink::Gzip(g) => sparse::zeros(len).try_for_each(|zeros| g.write_all(zeros)),
         }
     }
 
@@ -48,6 +58,51 @@ struct Streamed {
     bytes: u64,
     /// SHA-256 of the first bytes, up to the size asked for, when there were that many.
     prefix: Option<Digest>,
+}
+
+/// The digests a copy computes as the content passes: the whole content's and, on the
+/// way, that of its first `prefix_at` bytes (when there are that many).
+struct Hashed {
+    hasher: Sha256,
+    total: u64,
+    prefix_at: Option<u64>,
+    prefix: Option<Digest>,
+}
+
+impl Hashed {
+    fn new(prefix_at: Option<u64>) -> Hashed {
+        let hasher = Sha256::new();
+        let prefix = (prefix_at == Some(0)).then(|| Digest::from_hasher(hasher.clone()));
+        Hashed {
+            hasher,
+            total: 0,
+            prefix_at,
+            prefix,
+        }
+    }
+
+    /// Hashes the next bytes of the content.
+    fn update(&mut self, chunk: &[u8]) {
+        let n = chunk.len() as u64;
+        match self.prefix_at {
+            Some(at) if self.prefix.is_none() && at > self.total && at <= self.total + n => {
+                let (head, tail) = chunk.split_at((at - self.total) as usize);
+                self.hasher.update(head);
+                self.prefix = Some(Digest::from_hasher(self.hasher.clone()));
+                self.hasher.update(tail);
+            }
+            _ => self.hasher.update(chunk),
+        }
+        self.total += n;
+    }
+
+    fn finish(self) -> Streamed {
+        Streamed {
+            sha: Digest::from_hasher(self.hasher),
+            bytes: self.total,
+            prefix: self.prefix,
+        }
+    }
 }
 
 /// A reader that fails once Ctrl-C was pressed, so hashing a big file stops promptly.
@@ -120,6 +175,7 @@ impl Executor {
                 (&src_path, &dst_path),
                 before.len(),
                 was.map(|(size, _)| size),
+                platform::may_have_holes(&before),
             )?;
             let meta = Meta::of(&before);
             let wanted = crate::model::Attrs {
@@ -192,7 +248,6 @@ impl Executor {
     /// True if the first `read.bytes` bytes of `src` (read again from the start, through
     /// the same handle) still hash to what was copied.
     fn still_prefix(&self, src: &File, read: &Streamed, src_path: &Path) -> Result<bool, OpError> {
-        use std::io::{Seek, SeekFrom};
         let mut handle = src;
         handle
             .seek(SeekFrom::Start(0))
@@ -206,6 +261,13 @@ impl Executor {
     /// Streams `src` into `file`, hashing the source bytes and gzipping them if asked,
     /// reading no more than `limit` bytes. Also hashes the first `prefix_at` bytes on
     /// the way, when the file has that many. Checks for Ctrl-C per chunk.
+    ///
+    /// A source that `holes` (allocates less than its size) is read by its data
+    /// segments only (`SEEK_DATA`/`SEEK_HOLE`): each hole is hashed as the zeros it
+    /// reads as, so the digest is the whole content's, and becomes a hole in a plain
+    /// copy ([`TempFile::skip_hole`]). A 2 GiB file with 1 MiB of data costs the hash
+    /// of 2 GiB of zeros (about 1.2 s at sha2's 1.7 GB/s here), nothing else.
+    #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
         mut src: &File,
@@ -214,53 +276,112 @@ impl Executor {
         (src_path, dst_path): (&Path, &Path),
         limit: u64,
         prefix_at: Option<u64>,
+        holes: bool,
     ) -> Result<Streamed, OpError> {
-        let mut hasher = Sha256::new();
+        let reading = |e| OpError::io("reading", src_path)(e);
         // No bigger than the file: zeroing a whole chunk per small file shows.
         let mut buf = vec![0u8; usize::try_from(limit).map_or(CHUNK, |n| n.min(CHUNK))];
-        let mut total = 0u64;
-        let mut prefix = None;
-        if prefix_at == Some(0) {
-            prefix = Some(Digest::from_hasher(hasher.clone()));
-        }
+        let mut hashed = Hashed::new(prefix_at);
         let mut sink = match stored {
             Stored::Plain => Sink::Plain(file),
             Stored::Gzip => Sink::Gzip(Box::new(GzipWriter::new(file, self.level, limit))),
         };
+        let segments = match holes {
+            true => Some(sparse::data_segments(src, limit).map_err(reading)?),
+            false => None,
+        };
+        match segments {
+            None => self.pump(
+                src,
+                &mut buf,
+                limit,
+                &mut hashed,
+                &mut sink,
+                src_path,
+                dst_path,
+            )?,
+            Some(segments) => {
+                for data in segments {
+                    self.hole(data.start - hashed.total, &mut hashed, &mut sink, dst_path)?;
+                    src.seek(SeekFrom::Start(data.start)).map_err(reading)?;
+                    self.pump(
+                        src,
+                        &mut buf,
+                        data.end,
+                        &mut hashed,
+                        &mut sink,
+                        src_path,
+                        dst_path,
+                    )?;
+                    if hashed.total < data.end {
+                        // The file ended early: it shrank, and the copy's re-check
+                        // will copy it again.
+                        break;
+                    }
+                }
+                // A hole up to the end, unless the file shrank below it meanwhile.
+                let end = limit.min(src.metadata().map_err(reading)?.len());
+                if end > hashed.total {
+                    self.hole(end - hashed.total, &mut hashed, &mut sink, dst_path)?;
+                }
+            }
+        }
+        sink.finish().map_err(OpError::io("writing", dst_path))?;
+        Ok(hashed.finish())
+    }
+
+    /// Copies `src` from where it is until the content reaches `until` bytes or the
+    /// file ends.
+    #[allow(clippy::too_many_arguments)]
+    fn pump(
+        &self,
+        mut src: &File,
+        buf: &mut [u8],
+        until: u64,
+        hashed: &mut Hashed,
+        sink: &mut Sink<'_>,
+        src_path: &Path,
+        dst_path: &Path,
+    ) -> Result<(), OpError> {
         loop {
             if self.stopped() {
                 return Err(OpError::Interrupted);
             }
-            let want = (limit - total).min(buf.len() as u64) as usize;
+            let want = (until - hashed.total).min(buf.len() as u64) as usize;
             if want == 0 {
-                break;
+                return Ok(());
             }
             let n = match src.read(&mut buf[..want]) {
-                Ok(0) => break,
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(OpError::io("reading", src_path)(e)),
             };
             let chunk = &buf[..n];
-            match prefix_at {
-                Some(at) if prefix.is_none() && at > total && at <= total + n as u64 => {
-                    let (head, tail) = chunk.split_at((at - total) as usize);
-                    hasher.update(head);
-                    prefix = Some(Digest::from_hasher(hasher.clone()));
-                    hasher.update(tail);
-                }
-                _ => hasher.update(chunk),
-            }
+            hashed.update(chunk);
             sink.write_all(chunk)
                 .map_err(OpError::io("writing", dst_path))?;
-            total += n as u64;
         }
-        sink.finish().map_err(OpError::io("writing", dst_path))?;
-        Ok(Streamed {
-            sha: Digest::from_hasher(hasher),
-            bytes: total,
-            prefix,
-        })
+    }
+
+    /// A hole of `len` bytes in the source: hashed as zeros, a hole in the copy.
+    fn hole(
+        &self,
+        len: u64,
+        hashed: &mut Hashed,
+        sink: &mut Sink<'_>,
+        dst_path: &Path,
+    ) -> Result<(), OpError> {
+        if len == 0 {
+            return Ok(());
+        }
+        for zeros in sparse::zeros(len) {
+            if self.stopped() {
+                return Err(OpError::Interrupted);
+            }
+            hashed.update(zeros);
+        }
+        sink.skip(len).map_err(OpError::io("writing", dst_path))
     }
 
     /// `--checksum`: copies only if the content differs from what DST holds.

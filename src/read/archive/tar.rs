@@ -8,20 +8,30 @@
 //! size before the content, so a large file that changes while it is streamed cannot be
 //! taken back: it is archived as read (cut or zero-filled to the size promised) and
 //! reported.
+//!
+//! A plain file with holes (issue 16; a stored file of a local mirror, or a plain
+//! folder's) becomes a GNU sparse entry, as `tar --sparse` writes: type `S`, the map of
+//! its data in the header and in extension headers after it, then only the data. GNU
+//! tar and bsdtar extract it with its holes. A gzip-stored file is written whole (its
+//! holes are not known without reading it twice); zip has no holes.
 
 use super::read::{self, Exact, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
+use crate::hash::Stoppable;
 use crate::model::LinkKey;
 use crate::model::Stored;
 use crate::output::names::{esc, io_message};
 use crate::read::links::{self, Firsts};
+use crate::read::restore::Content;
+use crate::sparse;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
 use std::collections::{HashSet, VecDeque};
-use std::io::{self, Write};
+use std::io::{self, Read as _, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use tar::{Builder, EntryType, Header};
+use tar::{Builder, EntryType, GnuExtSparseHeader, Header};
 
 /// Writes `entries` as a tar stream into `out` and returns `out`. Reader threads read
 /// the small files ahead (a window of 4 × threads), so opening and reading overlap the
@@ -239,26 +249,55 @@ fn stream<W: Write>(
     };
     let meta = opened.before.meta();
     let size = counted.unwrap_or(meta.size);
-    let mut header = header(EntryType::Regular, meta.mode, meta.mtime, size);
-    owned(&mut header, entry, ctx);
+    let segments = match stored {
+        Stored::Plain => opened.reader.inner.file().data_segments(size).ok(),
+        Stored::Gzip => None,
+    }
+    .filter(|segments| sparse::has_holes(segments, size));
     pax(tar, meta.mtime, entry).map_err(fatal)?;
     let before = opened.before;
-    let mut exact = Exact {
-        inner: opened.reader,
-        left: size,
-        short: false,
-        error: None,
+    let (reader, exact) = match segments {
+        None => {
+            let mut header = header(EntryType::Regular, meta.mode, meta.mtime, size);
+            owned(&mut header, entry, ctx);
+            let mut exact = Exact {
+                inner: opened.reader,
+                left: size,
+                short: false,
+                error: None,
+            };
+            tar.append_data(&mut header, name, &mut exact)
+                .map_err(fatal)?;
+            (exact.inner, (exact.short, exact.error))
+        }
+        Some(segments) => {
+            let data: u64 = segments.iter().map(|s| s.end - s.start).sum();
+            let mut header = header(EntryType::GNUSparse, meta.mode, meta.mtime, data);
+            owned(&mut header, entry, ctx);
+            let extensions = sparse_map(&mut header, &segments, size);
+            let mut exact = Exact {
+                inner: Segments {
+                    reader: opened.reader,
+                    segments: segments.into_iter(),
+                    left: 0,
+                },
+                left: data,
+                short: false,
+                error: None,
+            };
+            // The extension headers go between the header and the data; they are
+            // whole blocks, so the padding after the data stays right.
+            tar.append_data(&mut header, name, (&extensions[..]).chain(&mut exact))
+                .map_err(fatal)?;
+            (exact.inner.reader, (exact.short, exact.error))
+        }
     };
-    tar.append_data(&mut header, name, &mut exact)
-        .map_err(fatal)?;
-    if let Some(err) = exact.error.take() {
+    let (short, error) = exact;
+    if let Some(err) = error {
         return failed(Failure::of(path, err, ctx.stop), tally);
     }
-    let reopened = read::Opened {
-        reader: exact.inner,
-        before,
-    };
-    let settled = !exact.short && reopened.settled(path);
+    let reopened = read::Opened { reader, before };
+    let settled = !short && reopened.settled(path);
     if !settled {
         log::error!(
             "{} changed while being read; the archive holds it as read (run archive again for a clean copy)",
@@ -268,6 +307,72 @@ fn stream<W: Write>(
     }
     ctx.done_file(entry, &path.shown(), size, true, tally);
     Ok(())
+}
+
+/// Makes `header` (a GNU one, type `S`) describe a file of `size` bytes whose data is
+/// `segments` (GNU tar's old sparse format: the first four entries in the header, the
+/// rest in extension headers of 21, and a last entry of no bytes at the end, as GNU tar
+/// writes it); returns the extension headers to write after it.
+fn sparse_map(header: &mut Header, segments: &[Range<u64>], size: u64) -> Vec<u8> {
+    let mut entries = segments
+        .iter()
+        .map(|s| (s.start, s.end - s.start))
+        .chain(std::iter::once((size, 0)));
+    let Some(gnu) = header.as_gnu_mut() else {
+        // Never: `header` makes GNU headers.
+        return Vec::new();
+    };
+    gnu.set_real_size(size);
+    for slot in gnu.sparse.iter_mut() {
+        if let Some((offset, len)) = entries.next() {
+            slot.set_offset(offset);
+            slot.set_length(len);
+        }
+    }
+    let mut entries = entries.peekable();
+    gnu.set_is_extended(entries.peek().is_some());
+    let mut out = Vec::new();
+    while entries.peek().is_some() {
+        let mut ext = GnuExtSparseHeader::new();
+        for slot in ext.sparse.iter_mut() {
+            if let Some((offset, len)) = entries.next() {
+                slot.set_offset(offset);
+                slot.set_length(len);
+            }
+        }
+        ext.set_is_extended(entries.peek().is_some());
+        out.extend_from_slice(ext.as_bytes());
+    }
+    out
+}
+
+/// The data segments of a plain file, one after the other (what a sparse entry holds).
+struct Segments<'a> {
+    reader: Stoppable<'a, Content>,
+    segments: std::vec::IntoIter<Range<u64>>,
+    /// Bytes left in the segment being read.
+    left: u64,
+}
+
+impl io::Read for Segments<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            let Some(next) = self.segments.next() else {
+                return Ok(0);
+            };
+            let Content::Plain(file) = &mut self.reader.inner else {
+                return Err(io::Error::other("a gzip stream has no holes to skip"));
+            };
+            file.seek(SeekFrom::Start(next.start))?;
+            self.left = next.end - next.start;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.reader.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// A GNU header of this type, mode, mtime and size (owner root, as `git archive`, until

@@ -486,6 +486,21 @@ impl TempFile for LocalTemp {
         filetime::set_file_handle_times(file, Some(mtime), Some(mtime))
     }
 
+    /// Moves past the hole and extends the file over it (`ftruncate`): nothing is
+    /// allocated, and a hole at the end is kept. The file is written from its start
+    /// and only forward, so its length is where writing is up to.
+    fn skip_hole(&mut self, len: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let file = self.file()?;
+        let end = file
+            .stream_position()?
+            .checked_add(len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        file.set_len(end)?;
+        file.seek(SeekFrom::Start(end))?;
+        Ok(())
+    }
+
     fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
         crate::platform::set_owner_file(self.file()?, owner)
     }

@@ -142,8 +142,13 @@ pub(super) struct RemoteTemp {
     file: Option<(File, u64)>,
     /// Bytes written but not sent yet (at most `chunk`).
     held: Vec<u8>,
-    /// Bytes sent (or in flight): where `held` starts in the file.
+    /// Bytes sent (or in flight), holes skipped included: where `held` starts in the
+    /// file.
     sent: u64,
+    /// True if the file ends in a hole skipped ([`TempFile::skip_hole`]) with nothing
+    /// written after it: its last byte is written (a zero) when the file is settled,
+    /// so the server's file has its full length.
+    hole_at_end: bool,
     /// Chunk writes in flight, oldest first.
     inflight: VecDeque<JoinHandle<Result<(), openssh_sftp_client::Error>>>,
     /// Mode and mtime to set, from [`TempFile::set_meta`].
@@ -173,6 +178,7 @@ impl RemoteTemp {
             file,
             held: Vec::new(),
             sent: 0,
+            hole_at_end: false,
             inflight: VecDeque::new(),
             meta: None,
             settled: true,
@@ -277,6 +283,12 @@ impl RemoteTemp {
             Some(_) => Some(self.conn.session()?).filter(|s| s.number == number),
             None => None,
         };
+        if self.hole_at_end && self.held.is_empty() {
+            // `sent` counts the hole: its last byte goes out as the last chunk.
+            self.held.push(0);
+            self.sent -= 1;
+        }
+        self.hole_at_end = false;
         let held = Bytes::from(std::mem::take(&mut self.held));
         let offset = self.sent;
         let meta = self.meta.map(|(mode, mtime)| meta_of(mode, mtime));
@@ -381,6 +393,9 @@ impl io::Write for RemoteTemp {
         self.open()?;
         self.failure()?;
         self.settled = false;
+        if !buf.is_empty() {
+            self.hole_at_end = false;
+        }
         let mut rest = buf;
         while !rest.is_empty() {
             if self.held.len() >= CHUNK {
@@ -489,6 +504,27 @@ impl TempFile for RemoteTemp {
         // Sent with the last chunk, in the batch that settles the file.
         self.meta = Some((mode, mtime));
         self.settled = false;
+        Ok(())
+    }
+
+    /// Sends what is held, then moves past the hole: the next chunk is written at its
+    /// offset, and the server (OpenSSH's `pwrite`) leaves the gap a hole. No zeros
+    /// cross the link.
+    fn skip_hole(&mut self, len: u64) -> io::Result<()> {
+        self.open()?;
+        self.failure()?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.settled = false;
+        if !self.held.is_empty() {
+            self.send_held()?;
+        }
+        self.sent = self
+            .sent
+            .checked_add(len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        self.hole_at_end = true;
         Ok(())
     }
 
