@@ -390,7 +390,9 @@ impl MirrorFacts {
             no_delete: index.mirror_fact("delete").is_some_and(|v| v == "0"),
             owners: index.mirror_fact("owners").is_some_and(|v| v == "1"),
             kept: Kept {
-                xattrs: index.mirror_fact("xattrs").is_some_and(|v| v != "0"),
+                xattrs: index
+                    .mirror_fact("xattrs")
+                    .is_some_and(|v| v == "user" || v == "all"),
                 acls: index.mirror_fact("acls").is_some_and(|v| v == "1"),
                 every_namespace: index.mirror_fact("xattrs").is_some_and(|v| v == "all"),
             },

@@ -25,6 +25,10 @@ pub(super) struct AttrsPolicy {
     xattrs: AtomicBool,
     /// Owners given this run (set without a refusal).
     given: std::sync::atomic::AtomicU64,
+    /// Run as root: owners are the mirror's to keep. A user's run records none (its
+    /// names are the user's whatever the source's owner), so a later run as root finds
+    /// them unrecorded and gives them.
+    wanted: bool,
 }
 
 impl AttrsPolicy {
@@ -55,6 +59,7 @@ impl AttrsPolicy {
             kept,
             xattrs: AtomicBool::new(kept.any() && caps.xattrs),
             given: Default::default(),
+            wanted: owners,
         }
     }
 }
@@ -63,6 +68,12 @@ impl Executor {
     /// True while owners are given to what is written.
     pub fn sets_owners(&self) -> bool {
         self.attrs.owners.load(Ordering::Relaxed)
+    }
+
+    /// True while attributes are set on what is written (the pair keeps some and DST
+    /// did not refuse them).
+    pub fn sets_xattrs(&self) -> bool {
+        self.attrs.xattrs.load(Ordering::Relaxed)
     }
 
     /// How many owners were given so far.
@@ -83,6 +94,9 @@ impl Executor {
         shown: &Path,
     ) -> Result<Attrs, OpError> {
         let mut done = attrs.clone();
+        if !self.attrs.wanted {
+            done.owner = None;
+        }
         if let Some(owner) = attrs.owner
             && self.sets_owners()
         {
@@ -115,6 +129,9 @@ impl Executor {
         attrs: &Attrs,
     ) -> Result<(bool, Attrs), OpError> {
         let mut done = attrs.clone();
+        if !self.attrs.wanted {
+            done.owner = None;
+        }
         let shown = self.shown(name);
         if let Some(owner) = attrs.owner
             && self.sets_owners()

@@ -427,15 +427,26 @@ fn open_for_writing(
                 (true, false) => "1",
             },
         ));
+        // Attributes DST refused on an earlier pass stay `refused` the same way.
+        let attrs_refused = index.mirror_fact("xattrs").as_deref() == Some("refused")
+            || index.mirror_fact("acls").as_deref() == Some("refused");
         facts.push((
             "xattrs",
             match (kept.xattrs, kept.every_namespace) {
                 (false, _) => "0",
+                _ if attrs_refused => "refused",
                 (true, false) => "user",
                 (true, true) => "all",
             },
         ));
-        facts.push(("acls", if kept.acls { "1" } else { "0" }));
+        facts.push((
+            "acls",
+            match kept.acls {
+                false => "0",
+                true if attrs_refused => "refused",
+                true => "1",
+            },
+        ));
         if cfg.plan.compress {
             facts.push(("compressed_ever", "1"));
         }

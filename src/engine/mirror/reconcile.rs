@@ -325,11 +325,24 @@ impl Mirror {
 
     /// Keeps the `owners` fact true to what DST took: `refused` once it would not take
     /// one (its user is not root, a filesystem without owners), so `verify` does not
-    /// hold their absence against it; `1` again once a pass gave one.
+    /// hold their absence against it; `1` again once a pass gave one. The `xattrs` and
+    /// `acls` facts become `refused` once DST's filesystem refused attributes.
     pub(super) fn note_owners(&mut self) {
         let Some(exec) = self.mode.executor() else {
             return;
         };
+        // Attributes DST's filesystem refused: `verify` compares none.
+        let kept = self.cfg.plan.kept;
+        if kept.any()
+            && !exec.sets_xattrs()
+            && let Some(index) = self.tally.index.0.as_mut()
+        {
+            for (fact, on) in [("xattrs", kept.xattrs), ("acls", kept.acls)] {
+                if on && index.mirror_fact(fact).as_deref() != Some("refused") {
+                    let _ = index.set_mirror_fact(fact, "refused");
+                }
+            }
+        }
         let fact = match (exec.sets_owners(), exec.owners_given() > 0) {
             _ if !self.cfg.plan.owners => return,
             (false, _) => "refused",

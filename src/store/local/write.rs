@@ -255,10 +255,8 @@ impl Store for Local {
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             )
         };
-        let (dir, last) = match self.parent_of(name) {
-            Ok(found) => found,
-            Err(e) if missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((dir, last)) = self.parent_if_there(name)? else {
+            return Ok(None);
         };
         match (kind, last) {
             (Kind::Dir, None) => {
@@ -324,16 +322,8 @@ impl Local {
     /// The folder holding `name` and its last component (empty for the root), if
     /// `name` is a `kind` now (never through a symlink).
     fn reach<'n>(&self, name: &'n Path, kind: Kind) -> io::Result<Option<(Dir, &'n OsStr)>> {
-        let missing = |e: &io::Error| {
-            matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            )
-        };
-        let (dir, last) = match self.parent_of(name) {
-            Ok(found) => found,
-            Err(e) if missing(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((dir, last)) = self.parent_if_there(name)? else {
+            return Ok(None);
         };
         let Some(last) = last else {
             return Ok((kind == Kind::Dir).then_some((dir, OsStr::new(""))));
@@ -341,10 +331,28 @@ impl Local {
         match dir.status(last) {
             Ok(s) if s.kind == kind => Ok(Some((dir, last))),
             Ok(_) => Ok(None),
-            Err(e) if missing(&e) => Ok(None),
+            Err(e) if gone(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
+
+    /// The folder holding `name` and its last component (`None` for the root); `None`
+    /// if a folder on the way is missing or not a real folder.
+    fn parent_if_there<'n>(&self, name: &'n Path) -> io::Result<Option<(Dir, Option<&'n OsStr>)>> {
+        match self.parent_of(name) {
+            Ok(found) => Ok(Some(found)),
+            Err(e) if gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Missing, or reached through something that is not a real folder: not there.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 #[cfg(unix)]
