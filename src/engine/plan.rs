@@ -34,9 +34,9 @@ pub struct PlanOptions {
     /// second, and a symlink matches by its target alone. Not a user's choice: the
     /// engine sets it from the store.
     pub whole_second_mtimes: bool,
-    /// Owners and groups are mirrored (run as root, into a store that keeps them, as
-    /// rsync's `-o -g`): a record whose owner differs is a metadata update. Off, an
-    /// owner is recorded but only a recorded one that differs is updated (in the index).
+    /// Owners and groups are mirrored (run as root, as rsync's `-o -g`): a record whose
+    /// owner differs, or that has none, is a metadata update. Off (a user's run), the
+    /// executor records no owner, and only a recorded one that differs is updated.
     pub owners: bool,
     /// The extended attributes and ACLs kept (`--xattrs`, `--acls`).
     pub kept: crate::model::Kept,
