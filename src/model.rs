@@ -124,6 +124,26 @@ impl Xattrs {
         Some(Xattrs(out))
     }
 
+    /// The names of the attributes `kept` keeps that `self` (as wanted) and `got` (as
+    /// found) do not agree on: missing, unexpected or with another value; sorted.
+    pub fn differing<'a>(&'a self, got: &'a Xattrs, kept: &Kept) -> Vec<&'a OsString> {
+        let want: HashMap<&OsString, &Vec<u8>> = self
+            .0
+            .iter()
+            .filter(|(n, _)| kept.keeps(n))
+            .map(|(n, v)| (n, v))
+            .collect();
+        let got: HashMap<&OsString, &Vec<u8>> = got.0.iter().map(|(n, v)| (n, v)).collect();
+        let mut names: Vec<&OsString> = want
+            .iter()
+            .filter(|(n, v)| got.get(*n) != Some(*v))
+            .map(|(n, _)| *n)
+            .chain(got.keys().filter(|n| !want.contains_key(*n)).copied())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The attributes, or `None` when there are none (how entries and records keep
     /// them: most names have none).
     pub fn shared(self) -> Option<Arc<Xattrs>> {

@@ -9,7 +9,7 @@ use crate::common::watcher::{self, DEADLINE, Watcher, wait_until};
 use crate::common::{TestEnv, assert_code, is_root, stderr, stdout};
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, lchown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -399,10 +399,66 @@ fn verify_reports_a_changed_xattr_acl_or_owner_and_repair_sets_them_again() {
         "the advice drops --xattrs --acls:\n{said}"
     );
 
+    let inodes = |names: &[&str]| -> Vec<u64> {
+        names
+            .iter()
+            .map(|n| fs::metadata(env.dst.join(n)).unwrap().ino())
+            .collect()
+    };
+    let before = inodes(&["a.txt", "sub/b.txt"]);
     let src = env.src.to_str().unwrap();
-    assert_code(&verify(&["--source", src, "--repair"]), 0);
+    let repaired = verify(&["--source", src, "--repair"]);
+    assert_code(&repaired, 0);
     assert_code(&verify(&[]), 0);
     assert_same_attrs(&env.src, &env.dst);
+    // Content was intact: attributes set again in place, nothing copied, no version.
+    assert_eq!(inodes(&["a.txt", "sub/b.txt"]), before);
+    assert!(
+        !env.dst.join(".datasafe/versions").exists(),
+        "a version was kept of a file whose content did not change"
+    );
+    assert!(
+        stderr(&repaired).contains("does not have the owner or attributes datasafe set"),
+        "{}",
+        stderr(&repaired)
+    );
+}
+
+#[test]
+fn sync_repair_sets_changed_owners_and_attributes_again_without_a_copy() {
+    if !can_run("sync_repair_sets_changed_owners_and_attributes_again_without_a_copy") {
+        return;
+    }
+    let env = TestEnv::new();
+    plant(&env);
+    env.sync_ok(&["--xattrs", "--acls"]);
+    setfattr(&env.dst.join("a.txt"), "user.color", "green");
+    setfattr(&env.dst.join("c.txt"), "user.planted", "by hand");
+    chown(&env.dst.join("sub/b.txt"), 4321, NOBODY);
+    let ino = |n: &str| fs::metadata(env.dst.join(n)).unwrap().ino();
+    let before = [ino("a.txt"), ino("c.txt"), ino("sub/b.txt")];
+
+    // A plain sync trusts the index; --repair looks at what DST holds.
+    let out = env.sync_ok(&["--xattrs", "--acls", "--repair"]);
+    let said = stderr(&out);
+    for name in ["a.txt", "c.txt", "sub/b.txt"] {
+        let line = format!(
+            "{} in the destination does not have the owner or attributes datasafe set; \
+             setting them again",
+            env.dst.join(name).display()
+        );
+        assert!(said.contains(&line), "no {line:?} in:\n{said}");
+    }
+    assert!(stdout(&out).contains("Updated: 3"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Bytes copied: 0"), "{}", stdout(&out));
+    assert_eq!([ino("a.txt"), ino("c.txt"), ino("sub/b.txt")], before);
+    assert!(!env.dst.join(".datasafe/versions").exists());
+    assert_same_attrs(&env.src, &env.dst);
+    let verify = env
+        .cmd(["verify".as_ref(), env.dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&verify, 0);
 }
 
 #[test]

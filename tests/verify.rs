@@ -541,3 +541,37 @@ fn ctrl_c_stops_in_the_middle_of_a_file_with_130() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_hard_link_broken_in_the_mirror_is_damaged_and_repair_links_it_again() {
+    let env = TestEnv::new();
+    env.write("docs/a.txt", "one file, three names");
+    fs::hard_link(env.src.join("docs/a.txt"), env.src.join("b.txt")).unwrap();
+    fs::hard_link(env.src.join("docs/a.txt"), env.src.join("docs/c.txt")).unwrap();
+    env.write("single.txt", "alone");
+    env.sync_ok(&[]);
+    let ino = |n: &str| fs::metadata(env.dst.join(n)).unwrap().ino();
+    assert_eq!(ino("b.txt"), ino("docs/a.txt"));
+    assert_code(&verify(&env, &[]), 0);
+
+    // A copy made by hand stands where a second name of the file was: same bytes, a
+    // file of its own.
+    fs::copy(env.dst.join("docs/a.txt"), env.dst.join("tmp")).unwrap();
+    fs::rename(env.dst.join("tmp"), env.dst.join("b.txt")).unwrap();
+    let out = verify(&env, &[]);
+    assert_code(&out, 1);
+    assert_eq!(
+        lines_with(&out, "damaged:"),
+        [
+            "damaged: b.txt (a file of its own, no longer the same file as docs/a.txt: the \
+          source's names are one file (hard links))"
+        ]
+    );
+    assert!(stdout(&out).contains("Damaged: 1,"), "{}", stdout(&out));
+
+    let src = env.src.to_str().unwrap();
+    assert_code(&verify(&env, &["--source", src, "--repair"]), 0);
+    assert_eq!(ino("b.txt"), ino("docs/a.txt"));
+    assert_eq!(ino("docs/c.txt"), ino("docs/a.txt"));
+    assert_code(&verify(&env, &[]), 0);
+}

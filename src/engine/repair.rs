@@ -13,18 +13,21 @@
 //! - [`Check::Content`] (`sync --repair`): as `Stat`, and every file is read and hashed
 //!   (un-gzipped) and compared with the SHA-256 the index recorded (or, with none
 //!   recorded, with the source's), and each symlink's target with the recorded one.
-//! - [`Check::Found`] (`verify --repair`): the names a verify found damaged.
+//! - [`Check::Found`] (`verify --repair`): the names a verify found damaged; those whose
+//!   content is intact but whose owner or attributes are not what was set keep their
+//!   record, with DST's owner and attributes in it, so the planner sets them again (a
+//!   metadata update, as for a mode).
 //!
 //! Nothing here writes anything; DST is read without following a symlink inside it.
 
 use crate::engine::scan::DestItem;
 use crate::hash::{self, Digest};
-use crate::model::{Kind, Meta};
+use crate::model::{Kept, Kind, Meta};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::{Found, Reader, Stat};
 use crossbeam_channel::bounded;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +43,12 @@ pub enum Check {
     Stat,
     /// Also the content of every file, against its recorded SHA-256.
     Content,
-    /// The names given (found damaged by `verify`) are written again.
-    Found(Vec<PathBuf>),
+    /// The names found damaged by `verify`: `rewrite` are written again; `attrs` (content
+    /// intact, owner or attributes not as set) get their owner and attributes again.
+    Found {
+        rewrite: Vec<PathBuf>,
+        attrs: Vec<PathBuf>,
+    },
 }
 
 impl Check {
@@ -49,6 +56,16 @@ impl Check {
     pub fn needs_detail(&self) -> bool {
         matches!(self, Check::Stat | Check::Content)
     }
+}
+
+/// What of owners and attributes the writer set in DST, so a check compares them with
+/// the index: nothing where it never set them (a user's run, a store that refused).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrsSet {
+    /// Owners were given.
+    pub owners: bool,
+    /// The attributes set (none where DST refused them).
+    pub kept: Kept,
 }
 
 /// Why a record does not describe what DST holds.
@@ -166,15 +183,27 @@ pub fn inspect_store(
     jobs: usize,
     stop: &AtomicBool,
     dry_run: bool,
+    attrs_set: &AttrsSet,
 ) -> Vec<OsString> {
     let mut wrong: Vec<(OsString, Wrong)> = Vec::new();
+    // Names whose owner or attributes DST holds otherwise: set again.
+    let mut reset: Vec<OsString> = Vec::new();
     let mut learned = Vec::new();
     match check {
         Check::Names => return learned,
-        Check::Found(names) => {
-            for name in names {
+        Check::Found { rewrite, attrs } => {
+            for name in rewrite {
                 if state.contains_key(name.as_os_str()) {
                     wrong.push((name.clone().into_os_string(), Wrong::Found));
+                }
+            }
+            let rewritten: HashSet<&PathBuf> = rewrite.iter().collect();
+            for name in attrs.iter().filter(|n| !rewritten.contains(n)) {
+                if let Some(record) = state.get_mut(name.as_os_str()) {
+                    let stat = dst.stat(name).ok().flatten();
+                    if as_dst_holds(record, name, stat.as_ref(), dst, attrs_set) {
+                        reset.push(name.clone().into_os_string());
+                    }
                 }
             }
         }
@@ -193,6 +222,18 @@ pub fn inspect_store(
                     Ok(mode) => {
                         if let Some(mode) = mode {
                             record.meta.mode = mode;
+                        }
+                        // Owners from the listing; attributes read only when content is.
+                        let only_owners = AttrsSet {
+                            kept: Kept::default(),
+                            ..*attrs_set
+                        };
+                        let set = match check {
+                            Check::Content => attrs_set,
+                            _ => &only_owners,
+                        };
+                        if as_dst_holds(record, Path::new(name), Some(meta), dst, set) {
+                            reset.push(name.clone());
                         }
                         if *check == Check::Content && record.kind != Kind::Dir {
                             to_read.push((name.clone(), record.clone()));
@@ -224,6 +265,21 @@ pub fn inspect_store(
     } else {
         "writing it again"
     };
+    reset.sort();
+    let setting = if dry_run {
+        "they would be set again"
+    } else {
+        "setting them again"
+    };
+    for name in reset {
+        if !wrong.iter().any(|(w, _)| *w == name) {
+            log::warn!(
+                "{} in the destination does not have the owner or attributes datasafe set; \
+                 {setting}",
+                esc(&dst.display(Path::new(&name)))
+            );
+        }
+    }
     for (name, why) in wrong {
         log::warn!(
             "{} in the destination is not what datasafe wrote ({why}); {doing}",
@@ -232,6 +288,40 @@ pub fn inspect_store(
         forget_tree(state, Path::new(&name));
     }
     learned
+}
+
+/// Puts the owner and attributes DST holds for `name` (`stat`: its metadata) into its
+/// `record` where they differ from what was set, so the planner, comparing them with
+/// the source's, sets them again (a metadata update). Only what the writer set is
+/// compared (`set`); what DST cannot say is left as recorded. True if they differed.
+fn as_dst_holds(
+    record: &mut Record,
+    name: &Path,
+    stat: Option<&Stat>,
+    dst: &dyn Reader,
+    set: &AttrsSet,
+) -> bool {
+    let mut differs = false;
+    if set.owners
+        && let Some(found) = stat.and_then(|s| s.owner)
+        && record.attrs.owner.is_some_and(|o| o != found)
+    {
+        record.attrs.owner = Some(found);
+        differs = true;
+    }
+    if set.kept.any()
+        && record.kind != Kind::Symlink
+        && let Ok(found) = dst.xattrs(name, &set.kept)
+        && !record
+            .attrs
+            .xattrs()
+            .differing(&found, &set.kept)
+            .is_empty()
+    {
+        record.attrs.xattrs = found.shared();
+        differs = true;
+    }
+    differs
 }
 
 /// Removes `name` and every record below it.

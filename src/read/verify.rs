@@ -29,7 +29,7 @@ use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source;
 use crate::hash::{self, Digest};
 use crate::index::{self, Index};
-use crate::model::{Entry, Kept, Kind, Xattrs};
+use crate::model::{Entry, Kept, Kind, LinkKey};
 use crate::model::{MirrorState, Record, Stored};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes, io_message, quote_word, shell_word};
@@ -651,6 +651,10 @@ pub struct MirrorReport {
     /// current. Everything else found, a full pass puts right by itself.
     #[serde(skip)]
     pub rewrite: Vec<PathBuf>,
+    /// Stored names whose content is intact but whose owner or attributes are not what
+    /// was set: `--repair` sets them again (no copy).
+    #[serde(skip)]
+    pub reattr: Vec<PathBuf>,
     /// Source paths a mirror never holds (a top-level `.datasafe`), said once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
@@ -837,7 +841,11 @@ fn repair(
     let show_progress = plan.output.verbosity > Verbosity::Quiet;
     let mut mirror = crate::engine::mirror::Mirror::open_to_write(cfg, stop, show_progress)
         .map_err(|e| VerifyError::Repair(e.into()))?;
-    mirror.reconcile_checking(Path::new(""), &Check::Found(report.rewrite.clone()));
+    let check = Check::Found {
+        rewrite: report.rewrite.clone(),
+        attrs: report.reattr.clone(),
+    };
+    mirror.reconcile_checking(Path::new(""), &check);
     mirror.commit();
     Ok(mirror.into_summary())
 }
@@ -1153,6 +1161,7 @@ fn verify_mirror(
             .collect();
     }
 
+    let groups = link_groups(&state);
     // Every record, in name order, through the workers.
     let mut jobs: Vec<Job> = state
         .into_iter()
@@ -1205,7 +1214,90 @@ fn verify_mirror(
             report.note(&finding);
         }
     }
+    check_links(&groups, store, &mut report, &mut second);
     Ok(report)
+}
+
+/// Names the index records as one file in DST: the same source file (hard links in
+/// SRC), written as one inode. Each group is in name order, with two names or more.
+fn link_groups(state: &MirrorState) -> Vec<Vec<(PathBuf, u64)>> {
+    let mut by_file: HashMap<(LinkKey, u64), Vec<(PathBuf, u64)>> = HashMap::new();
+    for (name, record) in state {
+        if record.kind == Kind::File
+            && let (Some(key), Some(disk)) = (record.link, record.disk)
+            && disk.ino != 0
+        {
+            by_file
+                .entry((key, disk.ino))
+                .or_default()
+                .push((PathBuf::from(name), disk.ino));
+        }
+    }
+    let mut groups: Vec<_> = by_file.into_values().filter(|g| g.len() > 1).collect();
+    for group in &mut groups {
+        group.sort();
+    }
+    groups.sort();
+    groups
+}
+
+/// Checks that each of `groups` is still one file in DST: a name that became a file of
+/// its own (a copy made by hand, an edit that replaced it) is damaged, and `--repair`
+/// makes it a name of the others' file again. A name already found damaged, gone, or
+/// rewritten meanwhile by a writer is left to what was said of it.
+fn check_links(
+    groups: &[Vec<(PathBuf, u64)>],
+    store: &dyn Reader,
+    report: &mut MirrorReport,
+    second: &mut SecondLook<'_>,
+) {
+    let said: HashSet<PathBuf> = report.rewrite.iter().cloned().collect();
+    for group in groups {
+        let mut now = Vec::new();
+        for (name, recorded) in group {
+            if said.contains(name) {
+                continue;
+            }
+            if let Ok(Some(stat)) = store.stat(name)
+                && stat.kind == Kind::File
+                && stat.ino != 0
+            {
+                now.push((name, *recorded, stat.ino));
+            }
+        }
+        // The file the group is: the inode its names were written as, where one still
+        // is; else the first name's.
+        let Some(&(leader, _, ino)) = now
+            .iter()
+            .find(|(_, recorded, ino)| recorded == ino)
+            .or(now.first())
+        else {
+            continue;
+        };
+        for &(name, recorded, found) in &now {
+            if found == ino {
+                continue;
+            }
+            let rewritten = match second.current(name) {
+                Some(Some(record)) => record.disk.map(|d| d.ino) != Some(recorded),
+                Some(None) => true,
+                None => false,
+            };
+            if rewritten {
+                continue;
+            }
+            report.rewrite.push(name.clone());
+            report.note(&Finding::new(
+                name.clone(),
+                false,
+                Problem::Damaged(format!(
+                    "a file of its own, no longer the same file as {}: the source's names \
+                     are one file (hard links)",
+                    esc(leader)
+                )),
+            ));
+        }
+    }
 }
 
 /// The progress line: the summary's own count of files verified, out of the files and
@@ -1261,6 +1353,17 @@ fn tally(report: &mut MirrorReport, checked: Checked) {
                 problem,
             ));
             return;
+        }
+        Verdict::Attrs(why) => {
+            if counted {
+                report.counts.files_verified += 1;
+            }
+            report.reattr.push(job.name.clone());
+            report.note(&Finding::new(
+                job.name.clone(),
+                job.record.kind == Kind::Dir,
+                Problem::Damaged(why),
+            ));
         }
         Verdict::Intact if counted => {
             report.counts.files_verified += 1;
@@ -1328,6 +1431,9 @@ enum Verdict {
     Unchecked,
     /// Damaged or missing.
     Bad(Problem),
+    /// Content as recorded, owner or attributes not (how, in words): damaged, put right
+    /// without a copy.
+    Attrs(String),
     /// Ctrl-C came first, or the mirror's host was lost meanwhile.
     Stopped,
     /// The mirror's host was lost: no verdict on this record, and none on the rest.
@@ -1476,13 +1582,17 @@ fn check(
     // Content as recorded: then owner and attributes as recorded too.
     let mirror = match mirror {
         Verdict::Intact | Verdict::Unchecked => match attrs.differ(store, &job.name, record) {
-            Some(why) => Verdict::Bad(Problem::Damaged(why)),
+            Some(why) => Verdict::Attrs(why),
             None => mirror,
         },
         other => other,
     };
     let source = match (&job.source, &mirror, digest) {
-        (Some((tree, rel)), Verdict::Intact | Verdict::Unchecked, Some(mine)) => {
+        (
+            Some((tree, rel)),
+            Verdict::Intact | Verdict::Unchecked | Verdict::Attrs(_),
+            Some(mine),
+        ) => {
             let theirs = tree
                 .open_file(rel)
                 .and_then(|f| hash::hash_reader_until(f, buf, stop));
@@ -1553,39 +1663,20 @@ impl AttrCheck {
             && record.kind != Kind::Symlink
             && let Ok(got) = store.xattrs(name, &self.kept)
         {
-            let differing = differing_xattrs(record.attrs.xattrs(), &got, &self.kept);
+            let differing = record.attrs.xattrs().differing(&got, &self.kept);
             if !differing.is_empty() {
+                let names: Vec<String> = differing
+                    .into_iter()
+                    .map(|n| esc(Path::new(n)).to_string())
+                    .collect();
                 why.push(format!(
                     "extended attributes differ from what was mirrored: {}",
-                    differing.join(", ")
+                    names.join(", ")
                 ));
             }
         }
         (!why.is_empty()).then(|| why.join("; "))
     }
-}
-
-/// The names of the attributes `kept` keeps that `want` and `got` do not agree on:
-/// missing, unexpected or with another value (escaped, sorted).
-fn differing_xattrs(want: &Xattrs, got: &Xattrs, kept: &Kept) -> Vec<String> {
-    let want: HashMap<&OsString, &Vec<u8>> = want
-        .0
-        .iter()
-        .filter(|(n, _)| kept.keeps(n))
-        .map(|(n, v)| (n, v))
-        .collect();
-    let got: HashMap<&OsString, &Vec<u8>> = got.0.iter().map(|(n, v)| (n, v)).collect();
-    let mut names: Vec<&OsString> = want
-        .iter()
-        .filter(|(n, v)| got.get(*n) != Some(*v))
-        .map(|(n, _)| *n)
-        .chain(got.keys().filter(|n| !want.contains_key(*n)).copied())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| esc(Path::new(n)).to_string())
-        .collect()
 }
 
 /// Looks at `name` in the mirror and checks it against `record`, reading a file's
@@ -1941,7 +2032,7 @@ impl<'a> SecondLook<'a> {
         buf: &mut Vec<u8>,
         stop: &AtomicBool,
     ) -> Checked {
-        let problem = matches!(checked.mirror, Verdict::Bad(_))
+        let problem = matches!(checked.mirror, Verdict::Bad(_) | Verdict::Attrs(_))
             || matches!(checked.source, Some(SourceVerdict::Differs));
         if !problem {
             return checked;

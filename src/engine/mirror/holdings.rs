@@ -17,7 +17,7 @@
 //!   folder.
 
 use crate::engine::plan::Recorded;
-use crate::engine::repair::{self, Check};
+use crate::engine::repair::{self, AttrsSet, Check};
 use crate::engine::scan::{self, DestItem};
 use crate::index::{self, Index};
 use crate::model::{Kind, MirrorState, NameHasher, Record};
@@ -164,6 +164,8 @@ pub(super) struct Look {
     pub(super) stop: Arc<AtomicBool>,
     /// A dry run: what is wrong is said, but nothing is written again.
     pub(super) dry_run: bool,
+    /// The owners and attributes compared with what DST holds.
+    pub(super) attrs: AttrsSet,
 }
 
 impl Look {
@@ -185,6 +187,7 @@ impl Look {
             self.jobs,
             &self.stop,
             self.dry_run,
+            &self.attrs,
         )
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Dest;
 use crate::config::filter::Excludes;
 use crate::engine::plan::links::{Leaders, LinkLater, Linked};
 use crate::engine::plan::{self, Action, Decision, Keep, PlanOptions};
-use crate::engine::repair::{self, Check};
+use crate::engine::repair::{self, AttrsSet, Check};
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source::Source;
 use crate::index::Index;
@@ -90,6 +90,7 @@ impl Mirror {
             jobs: self.cfg.jobs,
             stop: self.stop.clone(),
             dry_run: self.dry_run(),
+            attrs: self.attrs_set(),
         });
         // What DST holds comes from the index, read folder by folder as the walk needs
         // it, or, without a usable one, from DST itself (which rebuilds the index).
@@ -353,6 +354,22 @@ impl Mirror {
             && index.mirror_fact("owners").as_deref() != Some(fact)
         {
             let _ = index.set_mirror_fact("owners", fact);
+        }
+    }
+
+    /// What of owners and attributes this mirror's writer set in DST (its `owners` and
+    /// `xattrs` facts) and still sets: what a check of DST compares with the index.
+    fn attrs_set(&self) -> AttrsSet {
+        let (Some(exec), Some(index)) = (self.mode.executor(), self.tally.index.0.as_ref()) else {
+            return AttrsSet::default();
+        };
+        let fact = |name| index.mirror_fact(name);
+        AttrsSet {
+            owners: exec.sets_owners() && fact("owners").as_deref() == Some("1"),
+            kept: match exec.sets_xattrs() && fact("xattrs").as_deref() != Some("refused") {
+                true => self.cfg.plan.kept,
+                false => Default::default(),
+            },
         }
     }
 
