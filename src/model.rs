@@ -184,6 +184,13 @@ pub struct Kept {
 }
 
 impl Kept {
+    /// Every attribute, of every namespace, and ACLs.
+    pub const EVERYTHING: Kept = Kept {
+        xattrs: true,
+        acls: true,
+        every_namespace: true,
+    };
+
     /// True if any attribute is kept: the walk reads them.
     pub fn any(&self) -> bool {
         self.xattrs || self.acls

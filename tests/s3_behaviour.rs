@@ -212,6 +212,76 @@ fn owners_ride_as_uid_and_gid_metadata_and_a_chown_alone_is_an_update() {
     );
 }
 
+/// Issue 16: a file's extended attributes ride in its object's metadata (`xattrs`) as
+/// well as in the index; a change of attribute alone, or of mode, rewrites the metadata
+/// keeping the rest, with no copy and no version; `verify` compares them; a restore
+/// gives them back; a set too large for S3's 2 KB of metadata is said, naming the file,
+/// and kept in the index.
+#[test]
+fn xattrs_ride_in_object_metadata_and_a_change_alone_is_an_update() {
+    let env = TestEnv::new();
+    env.write("a.txt", "attributed");
+    env.write("big.txt", "too many attributes for metadata");
+    let probe = env.src.join("a.txt");
+    if let Err(e) = xattr::set(&probe, "user.color", b"red") {
+        eprintln!("skipped: the source's filesystem takes no user.* attributes ({e})");
+        return;
+    }
+    xattr::set(env.src.join("big.txt"), "user.big", &[b'x'; 1800]).unwrap();
+    let place = Place::new(&env, "xattrs");
+    let url = place.url("x");
+    let sync = || place.ok(&["sync", "--xattrs", env.src.to_str().unwrap(), url.as_str()]);
+    let out = sync();
+    let warned = format!(
+        "the extended attributes of {url}/big.txt take 2424 bytes, more than S3 object \
+         metadata holds: they are kept in the index only"
+    );
+    assert!(stderr(&out).contains(&warned), "{}", stderr(&out));
+    let meta = |key: &str| place.server.head(&place.bucket, key).metadata;
+    let first = meta("x/a.txt");
+    let red = first.get("xattrs").cloned().expect("no xattrs metadata");
+    assert!(!meta("x/big.txt").contains_key("xattrs"));
+
+    // An attribute alone: the metadata changes, nothing is copied or kept.
+    xattr::set(&probe, "user.color", b"blue").unwrap();
+    let out = sync();
+    assert_eq!(
+        crate::common::count(&out, "Files backed up"),
+        0,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(crate::common::count(&out, "Updated"), 1, "{}", stdout(&out));
+    let blue = meta("x/a.txt").get("xattrs").cloned().unwrap();
+    assert_ne!(blue, red);
+    // A mode alone keeps the attributes in the metadata.
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o600)).unwrap();
+    sync();
+    let after = meta("x/a.txt");
+    assert_eq!(after.get("mode").map(String::as_str), Some("600"));
+    assert_eq!(after.get("xattrs"), Some(&blue));
+    assert!(
+        !place
+            .keys("x")
+            .iter()
+            .any(|k| k.starts_with(".datasafe/versions/")),
+        "an attribute or mode change kept a version: {:?}",
+        place.keys("x")
+    );
+
+    assert_code(&place.run(&["verify", url.as_str()]), 0);
+    let back = env.dir.path().join("back");
+    place.ok(&["restore", url.as_str(), back.to_str().unwrap()]);
+    assert_eq!(
+        xattr::get(back.join("a.txt"), "user.color").unwrap(),
+        Some(b"blue".to_vec())
+    );
+    assert_eq!(
+        xattr::get(back.join("big.txt"), "user.big").unwrap(),
+        Some(vec![b'x'; 1800])
+    );
+}
+
 #[test]
 fn changes_are_mirrored_and_replaced_or_deleted_files_are_kept_as_versions() {
     let env = TestEnv::new();

@@ -16,7 +16,7 @@
 
 use super::client::Client;
 use super::meta;
-use crate::model::{Kind, Owner};
+use crate::model::{Kind, Owner, Xattrs};
 use crate::store::{ReadFile, Staged, Stat, TempFile};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -128,6 +128,9 @@ pub struct Upload {
     installed: bool,
     /// Owner and group, sent as `uid`/`gid` metadata ([`TempFile::set_owner`]).
     owner: Option<Owner>,
+    /// Extended attributes, sent as `xattrs` metadata ([`TempFile::set_xattrs`]); `Err`
+    /// (their encoded length) when too long for it, said when the name is known.
+    xattrs: Result<Option<String>, usize>,
 }
 
 impl Upload {
@@ -145,6 +148,7 @@ impl Upload {
             digests: Digests::default(),
             installed: false,
             owner: None,
+            xattrs: Ok(None),
         }
     }
 
@@ -165,12 +169,16 @@ impl Upload {
             digests,
             installed: false,
             owner: None,
+            xattrs: Ok(None),
         }
     }
 
     /// Sends what is held to `key`, replacing what is there.
     fn send(&mut self, key: &str) -> io::Result<()> {
-        let metadata = meta::of(self.kind, self.mode, self.mtime, self.owner);
+        let mut metadata = meta::of(self.kind, self.mode, self.mtime, self.owner);
+        if let Ok(Some(xattrs)) = &self.xattrs {
+            metadata.insert(meta::XATTRS.to_string(), xattrs.clone());
+        }
         let client = &self.client;
         match &mut self.held {
             Held::Memory(bytes) => {
@@ -382,6 +390,13 @@ impl Staged for Upload {
 
     fn install(&mut self, name: &Path) -> io::Result<()> {
         let key = super::key_of(&self.client, name)?;
+        if let Err(len) = self.xattrs {
+            log::warn!(
+                "the extended attributes of {} take {len} bytes, more than S3 object metadata \
+                 holds: they are kept in the index only",
+                self.client.bucket.url_of(name)
+            );
+        }
         // Noted before it is sent: a look after a failed send is then a real one.
         self.client.note_written(&key);
         self.send(&key)?;
@@ -399,6 +414,12 @@ impl TempFile for Upload {
 
     fn set_owner(&mut self, owner: Owner) -> io::Result<()> {
         self.owner = Some(owner);
+        Ok(())
+    }
+
+    /// Too many to ride in object metadata: kept in the index only (said on install).
+    fn set_xattrs(&mut self, xattrs: &Xattrs) -> io::Result<()> {
+        self.xattrs = meta::encode_xattrs(xattrs);
         Ok(())
     }
 }

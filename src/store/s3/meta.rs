@@ -4,9 +4,11 @@
 //! read the times too. `mtime` is seconds since the epoch with up
 //! to nine decimals, as rclone writes it (`1700000000.123456789`); `mode` is octal
 //! permission bits; `kind` is `symlink` for a symlink (its target is the object's
-//! body). A folder is a marker object, its key ending in `/`.
+//! body). A folder is a marker object, its key ending in `/`. A file's extended
+//! attributes and ACLs (`--xattrs`, `--acls`) ride as `xattrs`: the base64 of the
+//! index's own blob ([`Xattrs::encode`]), when it fits in S3's 2 KB of metadata.
 
-use crate::model::{Kind, Owner};
+use crate::model::{Kept, Kind, Owner, Xattrs};
 use crate::store::Stat;
 use filetime::FileTime;
 use std::collections::HashMap;
@@ -23,6 +25,49 @@ pub const SYMLINK: &str = "symlink";
 pub const UID: &str = "uid";
 /// The metadata key of the owner's group id.
 pub const GID: &str = "gid";
+
+/// The metadata key of a file's extended attributes.
+pub const XATTRS: &str = "xattrs";
+/// The longest `xattrs` value sent: S3 allows 2 KB of user metadata in all (keys and
+/// values), and the other keys take under a hundred bytes.
+pub const XATTRS_MAX: usize = 1900;
+
+/// The `xattrs` value of `xattrs`: `Ok(None)` for none (the key is left out), `Err`
+/// (with the encoded length) when it is too long for object metadata.
+pub fn encode_xattrs(xattrs: &Xattrs) -> Result<Option<String>, usize> {
+    if xattrs.0.is_empty() {
+        return Ok(None);
+    }
+    let value = aws_smithy_types::base64::encode(xattrs.encode());
+    match value.len() {
+        n if n > XATTRS_MAX => Err(n),
+        _ => Ok(Some(value)),
+    }
+}
+
+/// The attributes `kept` keeps among those the metadata carries (none without the key;
+/// a value it did not write counts as none).
+pub fn xattrs_of(meta: &HashMap<String, String>, kept: &Kept) -> Xattrs {
+    let all = meta
+        .get(XATTRS)
+        .and_then(|v| aws_smithy_types::base64::decode(v).ok())
+        .and_then(|blob| Xattrs::decode(&blob))
+        .unwrap_or_default();
+    Xattrs(all.0.into_iter().filter(|(n, _)| kept.keeps(n)).collect())
+}
+
+/// Puts `mode` and `mtime` into an object's metadata, keeping the rest (owner,
+/// attributes, what another tool wrote).
+pub fn set_mode_mtime(meta: &mut HashMap<String, String>, mode: u32, mtime: FileTime) {
+    meta.insert(MTIME.to_string(), format_mtime(mtime));
+    meta.insert(MODE.to_string(), format!("{:o}", mode & 0o7777));
+}
+
+/// Puts `owner` into an object's metadata, keeping the rest.
+pub fn set_owner(meta: &mut HashMap<String, String>, owner: Owner) {
+    meta.insert(UID.to_string(), owner.uid.to_string());
+    meta.insert(GID.to_string(), owner.gid.to_string());
+}
 
 /// The metadata of a name of `kind` with `mode`, `mtime` and, if known, `owner`.
 pub fn of(kind: Kind, mode: u32, mtime: FileTime, owner: Option<Owner>) -> HashMap<String, String> {
@@ -166,6 +211,42 @@ mod tests {
             (Kind::File, 0o644, 4)
         );
         assert_eq!(stat_of(true, 0, None, None, None).kind, Kind::Dir);
+    }
+
+    #[test]
+    fn xattrs_round_trip_and_too_many_are_refused() {
+        let kept = Kept {
+            xattrs: true,
+            acls: true,
+            every_namespace: false,
+        };
+        let x = Xattrs(vec![
+            ("user.color".into(), b"red".to_vec()),
+            (
+                "system.posix_acl_access".into(),
+                vec![2, 0, 0, 0, 1, 0, 6, 0],
+            ),
+        ]);
+        let mut meta = of(Kind::File, 0o644, FileTime::from_unix_time(1, 0), None);
+        assert_eq!(encode_xattrs(&Xattrs::default()), Ok(None));
+        meta.insert(XATTRS.to_string(), encode_xattrs(&x).unwrap().unwrap());
+        assert_eq!(xattrs_of(&meta, &kept), x);
+        // Only what the pair keeps is given.
+        let user = Kept {
+            acls: false,
+            ..kept
+        };
+        assert_eq!(xattrs_of(&meta, &user).0, x.0[..1]);
+        set_mode_mtime(&mut meta, 0o600, FileTime::from_unix_time(2, 0));
+        assert_eq!(
+            (meta["mode"].as_str(), meta["mtime"].as_str()),
+            ("600", "2")
+        );
+        assert!(meta.contains_key(XATTRS));
+        let big = Xattrs(vec![("user.big".into(), vec![7; 2000])]);
+        assert!(encode_xattrs(&big).is_err());
+        meta.insert(XATTRS.to_string(), "not base64!".to_string());
+        assert_eq!(xattrs_of(&meta, &kept), Xattrs::default());
     }
 
     #[test]

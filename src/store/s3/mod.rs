@@ -28,7 +28,7 @@ use super::{
     layout,
 };
 use crate::config::Bucket;
-use crate::model::{Kind, Owner};
+use crate::model::{Kept, Kind, Owner, Xattrs};
 use crate::output::names::{esc, io_message};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
@@ -514,6 +514,35 @@ fn stat_of_head(
     meta::stat_of(folder, size, found.metadata(), stored, found.e_tag())
 }
 
+impl S3 {
+    /// The object at `name` if it is a `kind` (a file or symlink; never a folder), with
+    /// all of its user metadata: one HEAD.
+    fn head_object(
+        &self,
+        name: &Path,
+        kind: Kind,
+    ) -> io::Result<Option<(Stat, std::collections::HashMap<String, String>)>> {
+        let key = self.key(name)?;
+        if key.is_empty() || key.ends_with('/') {
+            return Ok(None);
+        }
+        let client = &self.client;
+        client.check_up()?;
+        match client.run(head_at(client, &key)) {
+            None => Ok(None),
+            Some(Ok(found)) => {
+                let stat = stat_of_head(&found, false);
+                Ok((stat.kind == kind)
+                    .then(|| (stat, found.metadata().cloned().unwrap_or_default())))
+            }
+            Some(Err(e)) => match client.error(e) {
+                e if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+}
+
 /// What stands at `name`: the object, else the folder marker, HEADed together.
 fn head_pair(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
     let key = key_of(client, name)?;
@@ -542,6 +571,14 @@ fn head_pair(client: &Client, name: &Path) -> io::Result<Option<Stat>> {
 }
 
 impl Reader for S3 {
+    /// A file's from its metadata (one HEAD); a folder's are kept in the index only.
+    fn xattrs(&self, name: &Path, kept: &Kept) -> io::Result<Xattrs> {
+        match self.head_object(name, Kind::File)? {
+            Some((_, meta)) => Ok(meta::xattrs_of(&meta, kept)),
+            None => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     fn caps(&self) -> Caps {
         Caps {
             // A second name is a server-side copy: no bytes pass through here.
@@ -555,7 +592,8 @@ impl Reader for S3 {
             cheap_listing: false,
             // In each object's metadata, by number.
             owners: true,
-            xattrs: false,
+            // A file's in its metadata, a folder's in the index.
+            xattrs: true,
         }
     }
 
@@ -857,59 +895,111 @@ impl Store for S3 {
         mode: u32,
         mtime: FileTime,
     ) -> io::Result<Option<Stat>> {
+        if kind == Kind::File {
+            // One HEAD; the rest of the metadata (owner, attributes) is kept.
+            let Some((found, mut meta)) = self.head_object(name, kind)? else {
+                return Ok(None);
+            };
+            meta::set_mode_mtime(&mut meta, mode, mtime);
+            let key = self.key(name)?;
+            let copy = self.copy_key(&key, &key, Some(meta))?;
+            return Ok(Some(Stat {
+                mode,
+                mtime,
+                // A copy of a multipart upload may be given an ETag of another form.
+                ino: copy.map_or(0, |etag| meta::stamp(&etag)),
+                ..found
+            }));
+        }
         let Some(found) = self.stat(name)? else {
             return Ok(None);
         };
-        if found.kind != kind {
+        if found.kind != kind || kind != Kind::Dir {
             return Ok(None);
         }
-        let mut ino = found.ino;
-        match kind {
-            // Made with these by `mkdir_as` (or found so): nothing to send.
-            Kind::Dir
-                if self
-                    .client
-                    .marked_as(&folder_key(&self.key(name)?), mode, mtime) => {}
-            // The owner the name has is kept: metadata is replaced whole.
-            Kind::Dir => self.put_marker(name, (mode, mtime, found.owner), false)?,
-            Kind::File => {
-                let key = self.key(name)?;
-                let meta = meta::of(Kind::File, mode, mtime, found.owner);
-                let copy = self.copy_key(&key, &key, Some(meta))?;
-                // A copy of a multipart upload may be given an ETag of another form.
-                ino = copy.map_or(0, |etag| meta::stamp(&etag));
-            }
-            _ => return Ok(None),
+        // Made with these by `mkdir_as` (or found so): nothing to send. The owner the
+        // folder has is kept: a marker's metadata is replaced whole.
+        if !self
+            .client
+            .marked_as(&folder_key(&self.key(name)?), mode, mtime)
+        {
+            self.put_marker(name, (mode, mtime, found.owner), false)?;
         }
         Ok(Some(Stat {
             mode,
             mtime,
-            ino,
             ..found
         }))
     }
 
-    /// The owner rides in the metadata (`uid`, `gid`), replaced whole with the mode and
-    /// mtime the name has: a copy of the object onto itself, a marker put again.
+    /// The owner rides in the metadata (`uid`, `gid`): a copy of the object onto itself
+    /// with the rest of its metadata kept, a marker put again.
     fn set_owner(&self, name: &Path, kind: Kind, owner: Owner) -> io::Result<bool> {
-        let Some(found) = self.stat(name)? else {
-            return Ok(false);
-        };
-        if found.kind != kind {
-            return Ok(false);
-        }
-        if found.owner == Some(owner) {
-            return Ok(true);
-        }
         match kind {
-            Kind::Dir => self.put_marker(name, (found.mode, found.mtime, Some(owner)), false)?,
+            Kind::Dir => {
+                let Some(found) = self.stat(name)?.filter(|f| f.kind == kind) else {
+                    return Ok(false);
+                };
+                if found.owner != Some(owner) {
+                    self.put_marker(name, (found.mode, found.mtime, Some(owner)), false)?;
+                }
+            }
             Kind::File | Kind::Symlink => {
-                let key = self.key(name)?;
-                let meta = meta::of(kind, found.mode, found.mtime, Some(owner));
-                self.copy_key(&key, &key, Some(meta))?;
+                let Some((found, mut meta)) = self.head_object(name, kind)? else {
+                    return Ok(false);
+                };
+                if found.owner != Some(owner) {
+                    meta::set_owner(&mut meta, owner);
+                    let key = self.key(name)?;
+                    self.copy_key(&key, &key, Some(meta))?;
+                }
             }
             Kind::Special => return Ok(false),
         }
+        Ok(true)
+    }
+
+    /// A file's attributes ride in its metadata (`xattrs`): a copy of the object onto
+    /// itself with the rest of its metadata kept. A folder's are kept in the index only
+    /// (a marker's metadata is not kept by every server: SeaweedFS drops it).
+    fn set_xattrs(
+        &self,
+        name: &Path,
+        kind: Kind,
+        xattrs: &Xattrs,
+        kept: &Kept,
+    ) -> io::Result<bool> {
+        if kind != Kind::File {
+            return Ok(self.stat(name)?.is_some_and(|f| f.kind == kind));
+        }
+        let Some((_, mut meta)) = self.head_object(name, kind)? else {
+            return Ok(false);
+        };
+        // Attributes the pair does not keep that the object carries stay.
+        let mut all = meta::xattrs_of(&meta, &Kept::EVERYTHING);
+        all.0.retain(|(n, _)| !kept.keeps(n));
+        all.0
+            .extend(xattrs.0.iter().filter(|(n, _)| kept.keeps(n)).cloned());
+        let value = match meta::encode_xattrs(&all) {
+            Ok(value) => value,
+            Err(len) => {
+                log::warn!(
+                    "the extended attributes of {} take {len} bytes, more than S3 object \
+                     metadata holds: they are kept in the index only",
+                    esc(&self.display(name))
+                );
+                None
+            }
+        };
+        if meta.get(meta::XATTRS) == value.as_ref() {
+            return Ok(true);
+        }
+        match value {
+            Some(value) => meta.insert(meta::XATTRS.to_string(), value),
+            None => meta.remove(meta::XATTRS),
+        };
+        let key = self.key(name)?;
+        self.copy_key(&key, &key, Some(meta))?;
         Ok(true)
     }
 
