@@ -3,8 +3,10 @@
 //! DST holds under the first ([`crate::engine::plan::links`] decides which). The link
 //! is made under a temp name in the store's temp folder and installed over the name by
 //! one rename, so the name is never missing or torn; what it held before is kept as a
-//! version first unless it is the first name's old file (kept already when that was
-//! replaced). A store without hard links, or a link the filesystem refuses (another
+//! version first unless it held the same bytes. When it held the first name's old file
+//! (kept already when that was replaced), its version is one more link of that file:
+//! every name of a file edited through one of them has a version of its own, and no
+//! bytes are kept twice where the store links. A store without hard links, or a link the filesystem refuses (another
 //! filesystem mounted inside DST, too many links), gets a copy, as before hard links
 //! were mirrored; a refusal of links as such is said once per run.
 
@@ -72,7 +74,13 @@ impl Executor {
             }
             if there.kind == Kind::Dir {
                 self.displace_tree(&name)?;
-            } else if keep {
+            } else if keep || content_changes(was, record) {
+                // Not `keep`: the name held the first name's old file, whose bytes its
+                // replacement kept already. This name gets a version of its own all the
+                // same (a second link of that file: no bytes where the store links, a
+                // copy made on the server on S3), so `restore --at` gives every name of
+                // the file its old content, and the versions folder says so without
+                // the index.
                 self.preserve(&name, true)?;
             }
         }
@@ -130,6 +138,16 @@ impl Executor {
     }
 }
 
+/// True unless the name's recorded content (`was`) is known to be the content it is
+/// being linked to (`to`): a name that only joins a file of the same bytes needs no
+/// version.
+fn content_changes(was: Option<(u64, crate::hash::Digest)>, to: &crate::model::Record) -> bool {
+    match (was, to.sha256) {
+        (Some((size, sha)), Some(now)) => size != to.meta.size || sha != now,
+        _ => true,
+    }
+}
+
 /// True if `err` says DST's filesystem takes no hard links at all (or not across the
 /// temp folder and the name: another filesystem mounted inside DST).
 fn refuses_links(err: &io::Error) -> bool {
@@ -177,8 +195,13 @@ mod tests {
     }
 
     /// SRC with `a` and its second name `d/b`, DST holding `d/b` as an old file of its
-    /// own; `a` copied. Returns the link action for `d/b` (keeping as `keep` says).
-    fn setup(mem: &Memory, keep: bool) -> (tempfile::TempDir, Executor, Action) {
+    /// own; `a` copied. Returns the link action for `d/b` (keeping as `keep` says; the
+    /// index recorded `was` for it).
+    fn setup(
+        mem: &Memory,
+        keep: bool,
+        was: Option<(u64, crate::hash::Digest)>,
+    ) -> (tempfile::TempDir, Executor, Action) {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("d")).unwrap();
         std::fs::write(src.path().join("a"), "shared").unwrap();
@@ -207,7 +230,7 @@ mod tests {
             to: Box::new(LinkTo {
                 name: "a".into(),
                 record,
-                was: None,
+                was,
             }),
         };
         (src, exec, link)
@@ -220,11 +243,24 @@ mod tests {
             .collect()
     }
 
+    /// The size and digest of `bytes`, as the index records them.
+    fn recorded(bytes: &[u8]) -> Option<(u64, crate::hash::Digest)> {
+        Some((bytes.len() as u64, crate::hash::hash_reader(bytes).unwrap()))
+    }
+
     #[test]
     fn a_later_name_becomes_the_first_names_file() {
-        for keep in [true, false] {
+        // Kept: asked to, or (not asked: it held the first name's old file) its old
+        // bytes differ from the new ones, or are not known. Not kept: the same bytes.
+        let cases = [
+            (true, None, true),
+            (false, None, true),
+            (false, recorded(b"old b"), true),
+            (false, recorded(b"shared"), false),
+        ];
+        for (keep, was, want_kept) in cases {
             let mem = Memory::new();
-            let (_src, exec, link) = setup(&mem, keep);
+            let (_src, exec, link) = setup(&mem, keep, was);
             let outcome = exec.run(link.clone());
             assert!(
                 matches!(
@@ -243,8 +279,12 @@ mod tests {
             );
             assert_eq!((a.ino, a.links), (b.ino, b.links));
             assert_eq!(mem.read(Path::new("d/b")).unwrap(), b"shared");
-            let want: Vec<PathBuf> = if keep { vec!["d/b".into()] } else { vec![] };
-            assert_eq!(kept(&mem), want, "keep: {keep}");
+            let want: Vec<PathBuf> = if want_kept {
+                vec!["d/b".into()]
+            } else {
+                vec![]
+            };
+            assert_eq!(kept(&mem), want, "keep: {keep}, was: {was:?}");
             assert!(mem.list(&layout::tmp()).unwrap().is_empty());
             // Linked already: unchanged.
             assert!(matches!(exec.run(link), Outcome::Same { .. }));
@@ -258,7 +298,7 @@ mod tests {
             ..Memory::new().caps()
         };
         let mem = Memory::new().with_caps(caps);
-        let (_src, exec, link) = setup(&mem, true);
+        let (_src, exec, link) = setup(&mem, true, None);
         let outcome = exec.run(link);
         assert!(
             matches!(
