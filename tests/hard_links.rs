@@ -449,3 +449,122 @@ fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content() {
     let out = env.sync_ok(&["-v"]);
     assert!(versions(&env.dst).is_empty(), "{}", stderr(&out));
 }
+
+/// The same over SFTP and S3, which give no inode numbers to read back: every name
+/// still has a version (SFTP: a `hardlink@openssh.com` link of the old file; S3: a
+/// copy made on the server) and gets its old content back, each as a file of its own.
+#[test]
+fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content_sftp() {
+    every_name_restores_its_old_content_on(Dst::Sftp);
+}
+
+#[test]
+fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content_s3() {
+    every_name_restores_its_old_content_on(Dst::S3);
+}
+
+fn every_name_restores_its_old_content_on(dst: Dst) {
+    let env = TestEnv::on(dst);
+    env.write("a", "pair-content");
+    fs::create_dir_all(env.src.join("d1")).unwrap();
+    fs::hard_link(env.src.join("a"), env.src.join("d1/a2")).unwrap();
+    set_mtime(&env.src.join("a"), 1_600_000_000, 0);
+    env.sync_ok(&[]);
+    fs::write(env.src.join("d1/a2"), "edited-pair").unwrap();
+    env.sync_ok(&[]);
+    let kept: Vec<String> = env
+        .dst_files(".datasafe/versions")
+        .iter()
+        .map(|p| unstamped(p))
+        .collect();
+    assert_eq!(kept, ["a", "d1/a2"], "{dst:?}");
+
+    let dst_arg = env.dst_arg();
+    let mut versions = env.cmd(["versions".as_ref(), dst_arg.as_os_str(), "--json".as_ref()]);
+    let out = env.set_dst_env(&mut versions).output().unwrap();
+    assert_code(&out, 0);
+    let at = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["time"].as_str().unwrap().to_string())
+        .min()
+        .unwrap();
+    let target = env.dir.path().join("restored");
+    let mut restore = env.cmd([
+        "restore".as_ref(),
+        "--at".as_ref(),
+        at.as_ref(),
+        dst_arg.as_os_str(),
+        target.as_os_str(),
+    ]);
+    let out = env.set_dst_env(&mut restore).output().unwrap();
+    assert_code(&out, 0);
+    for name in ["a", "d1/a2"] {
+        assert_eq!(
+            fs::read(target.join(name)).unwrap(),
+            b"pair-content",
+            "{name}"
+        );
+    }
+}
+
+/// A file with several names that only grew (a log appended to through one name):
+/// every name keeps a prefix marker, no bytes, as a file of one name does, and comes
+/// back with its old content.
+#[test]
+fn an_append_through_one_name_keeps_a_prefix_marker_for_every_name() {
+    let env = TestEnv::new();
+    env.write("log", "line 1\n");
+    fs::create_dir_all(env.src.join("d1")).unwrap();
+    fs::hard_link(env.src.join("log"), env.src.join("d1/log2")).unwrap();
+    set_mtime(&env.src.join("log"), 1_600_000_000, 0);
+    env.sync_ok(&[]);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(env.src.join("d1/log2"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"line 2\n").unwrap();
+    drop(file);
+    env.sync_ok(&[]);
+    let kept = versions(&env.dst);
+    assert_eq!(kept_names(&kept), ["d1/log2", "log"], "{kept:?}");
+    assert!(
+        kept.iter().all(|(_, bytes)| bytes.is_none()),
+        "markers only: {kept:?}"
+    );
+
+    // The first second a marker was made in (one pass may cross a second).
+    let stamp = kept
+        .iter()
+        .map(|(name, _)| {
+            let text = name.to_string_lossy();
+            text[text.len() - 15..].to_string()
+        })
+        .min()
+        .unwrap();
+    let at = format!(
+        "{}-{}-{} {}:{}:{}",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let target = env.dir.path().join("restored");
+    let out = env
+        .cmd([
+            "restore".as_ref(),
+            "--at".as_ref(),
+            at.as_ref(),
+            env.dst.as_os_str(),
+            target.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    for name in ["log", "d1/log2"] {
+        assert_eq!(fs::read(target.join(name)).unwrap(), b"line 1\n", "{name}");
+    }
+}

@@ -4,16 +4,17 @@
 //! is made under a temp name in the store's temp folder and installed over the name by
 //! one rename, so the name is never missing or torn; what it held before is kept as a
 //! version first unless it held the same bytes. When it held the first name's old file
-//! (kept already when that was replaced), its version is one more link of that file:
-//! every name of a file edited through one of them has a version of its own, and no
-//! bytes are kept twice where the store links. A store without hard links, or a link the filesystem refuses (another
+//! (kept already when that was replaced), its version is one more link of that file, or
+//! a prefix marker where the new content only extends the old (as the first name's own
+//! replacement kept): every name of a file edited through one of them has a version of
+//! its own, and no bytes are kept twice where the store links. A store without hard links, or a link the filesystem refuses (another
 //! filesystem mounted inside DST, too many links), gets a copy, as before hard links
 //! were mirrored; a refusal of links as such is said once per run.
 
 use super::ops::Reach;
 use super::{Done, Executor, OpError, Outcome};
 use crate::engine::plan::links::LinkTo;
-use crate::model::{Entry, Kind, Stored};
+use crate::model::{Entry, Kind, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::layout;
 use std::io;
@@ -74,14 +75,20 @@ impl Executor {
             }
             if there.kind == Kind::Dir {
                 self.displace_tree(&name)?;
-            } else if keep || content_changes(was, record) {
-                // Not `keep`: the name held the first name's old file, whose bytes its
-                // replacement kept already. This name gets a version of its own all the
-                // same (a second link of that file: no bytes where the store links, a
-                // copy made on the server on S3), so `restore --at` gives every name of
-                // the file its old content, and the versions folder says so without
-                // the index.
+            } else if keep {
                 self.preserve(&name, true)?;
+            } else if content_changes(was, record) {
+                // The name held the first name's old file, whose bytes its replacement
+                // kept already. This name gets a version of its own all the same (a
+                // second link of that file: no bytes where the store links, a copy made
+                // on the server on S3), so `restore --at` gives every name of the file
+                // its old content, and the versions folder says so without the index.
+                // Where the new content only extends the old (a log appended to), the
+                // replacement kept a prefix marker, not the old file: so does this name.
+                match self.extended(to, stored, was, record) {
+                    Some(grown) => self.preserve_prefix(&name, grown)?,
+                    None => self.preserve(&name, true)?,
+                }
             }
         }
         let temp = self.link_temp_name();
@@ -130,6 +137,28 @@ impl Executor {
         Ok(done(Done::HardLinked))
     }
 
+    /// The old content's size and digest (`was`) if the plain file `to`, recorded as
+    /// `record`, is longer and starts with exactly that content (its first bytes read
+    /// and hashed through the store): the old content is then the start of the new.
+    fn extended(
+        &self,
+        to: &Path,
+        stored: Stored,
+        was: Option<(u64, crate::hash::Digest)>,
+        record: &Record,
+    ) -> Option<(u64, crate::hash::Digest)> {
+        let (size, sha) = was?;
+        if stored != Stored::Plain || record.meta.size <= size {
+            return None;
+        }
+        let file = self.store.open(to).ok()?;
+        let mut buf = vec![0u8; crate::hash::CHUNK];
+        let (digest, read) =
+            crate::hash::hash_reader_until(io::Read::take(file, size), &mut buf, &self.stop)
+                .ok()?;
+        (read == size && digest == sha).then_some((size, sha))
+    }
+
     /// A fresh name in the store's temp folder for a link about to be installed
     /// (swept with the other temp files if the run is killed before the rename).
     fn link_temp_name(&self) -> PathBuf {
@@ -141,7 +170,7 @@ impl Executor {
 /// True unless the name's recorded content (`was`) is known to be the content it is
 /// being linked to (`to`): a name that only joins a file of the same bytes needs no
 /// version.
-fn content_changes(was: Option<(u64, crate::hash::Digest)>, to: &crate::model::Record) -> bool {
+fn content_changes(was: Option<(u64, crate::hash::Digest)>, to: &Record) -> bool {
     match (was, to.sha256) {
         (Some((size, sha)), Some(now)) => size != to.meta.size || sha != now,
         _ => true,
@@ -289,6 +318,20 @@ mod tests {
             // Linked already: unchanged.
             assert!(matches!(exec.run(link), Outcome::Same { .. }));
         }
+    }
+
+    /// A name whose old content the new one only extends keeps a prefix marker (no
+    /// bytes), as the first name's own replacement does.
+    #[test]
+    fn a_name_whose_old_content_the_new_one_extends_keeps_a_prefix_marker() {
+        let mem = Memory::new();
+        let (_src, exec, link) = setup(&mem, false, recorded(b"sha"));
+        exec.run(link);
+        let kept = versions::list_in(&mem);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].stored, Path::new("d/b"));
+        let prefix = kept[0].prefix.expect("a prefix marker");
+        assert_eq!(prefix.size, 3);
     }
 
     #[test]
