@@ -10,6 +10,11 @@
 //! in its own folder and a rename, so no file is ever torn under its final name; folders
 //! get their recorded mode and mtime last, deepest first.
 //!
+//! Names of one file come back as one file with several names (`read::links`): live
+//! names the index groups, and names whose content at the moment is one stored file
+//! in DST ([`Plan::inodes`]: the versions kept when a file with several names was
+//! edited through one of them are links of its one old file).
+//!
 //! Restore only reads DST. TARGET may not be DST, lie inside it or contain it, and the
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
