@@ -709,3 +709,118 @@ fn regression_a_folder_deeper_than_path_max_is_archived_whole() {
     );
     assert_eq!(stdout(&content), "deep content");
 }
+
+/// The headers of a tar archive (gzipped if its name ends in `.gz`), read with the
+/// `tar` crate: each entry's path, type, mtime, mode and link target.
+fn headers(archive: &Path) -> BTreeMap<String, (tar::EntryType, u64, u32, Option<String>)> {
+    let file = fs::File::open(archive).unwrap();
+    let reader: Box<dyn std::io::Read> = match archive.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Box::new(flate2::read::GzDecoder::new(file)),
+        _ => Box::new(file),
+    };
+    let mut tar = tar::Archive::new(reader);
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            let link = e
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned());
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                (h.entry_type(), h.mtime().unwrap(), h.mode().unwrap(), link),
+            )
+        })
+        .collect()
+}
+
+/// Inode numbers of `names` under `root`.
+fn inodes(root: &Path, names: &[&str]) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    names
+        .iter()
+        .map(|n| fs::metadata(root.join(n)).unwrap().ino())
+        .collect()
+}
+
+/// QA on issue 16: a plain folder's tar kept no hard links (each name a full copy),
+/// and a hard-link entry's header said mtime 0 (1970 in `tar -tvf`). Names of one file
+/// are now a file and hard-link entries to it, whose headers carry the file's mode and
+/// mtime; GNU tar extracts one file with several names. A zip, which has no hard links,
+/// stores each name whole.
+#[test]
+fn a_folder_tar_keeps_hard_links_with_the_files_mtime_and_a_zip_stores_each_name() {
+    let env = TestEnv::new();
+    env.write("a", "shared bytes");
+    fs::create_dir_all(env.src.join("d")).unwrap();
+    fs::hard_link(env.src.join("a"), env.src.join("d/b")).unwrap();
+    fs::hard_link(env.src.join("a"), env.src.join("d/c")).unwrap();
+    env.write("big", faults::noise(3, 2 << 20));
+    fs::hard_link(env.src.join("big"), env.src.join("d/big2")).unwrap();
+    env.write("single", "one name");
+    fs::set_permissions(env.src.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+    set_mtime(&env.src.join("a"), 1_600_000_000, 0);
+    set_mtime(&env.src.join("big"), 1_600_000_100, 0);
+    // From the plain folder, and from its mirror (which did it already).
+    env.sync_ok(&[]);
+    for (from, out) in [(&env.src, "folder.tar.gz"), (&env.dst, "mirror.tar.gz")] {
+        let archive = env.dir.path().join(out);
+        archive_ok(&env, &[from.to_str().unwrap(), archive.to_str().unwrap()]);
+        let h = headers(&archive);
+        let file = |name: &str| h.get(name).unwrap_or_else(|| panic!("{name}: {h:?}"));
+        assert_eq!(file("a").0, tar::EntryType::Regular, "{h:?}");
+        assert_eq!(file("big").0, tar::EntryType::Regular, "{h:?}");
+        for (name, first, mtime) in [
+            ("d/b", "a", 1_600_000_000),
+            ("d/c", "a", 1_600_000_000),
+            ("d/big2", "big", 1_600_000_100),
+        ] {
+            let (kind, at, mode, link) = file(name);
+            assert_eq!(*kind, tar::EntryType::Link, "{name}: {h:?}");
+            assert_eq!(link.as_deref(), Some(first), "{name}");
+            assert_eq!(*at, mtime, "{name}: the file's mtime, not 0");
+            assert_eq!(*mode, file(first).2, "{name}: the file's mode");
+        }
+        assert_eq!(file("single").0, tar::EntryType::Regular);
+        // What GNU tar lists and extracts: one file with three names.
+        let listing = stdout(&tool(
+            "tar",
+            &["-tvzf", archive.to_str().unwrap()],
+            env.dir.path(),
+        ));
+        assert!(!listing.contains("1970-01-01"), "{listing}");
+        let x = env.dir.path().join(format!("x-{out}"));
+        untar(&archive, &x, "-z");
+        let ino = inodes(&x, &["a", "d/b", "d/c", "big", "d/big2", "single"]);
+        assert!(ino[0] == ino[1] && ino[1] == ino[2], "{ino:?}");
+        assert!(
+            ino[3] == ino[4] && ino[3] != ino[0] && ino[5] != ino[0],
+            "{ino:?}"
+        );
+        assert_eq!(fs::read(x.join("d/c")).unwrap(), b"shared bytes");
+        assert_eq!(
+            fs::read(x.join("d/big2")).unwrap(),
+            fs::read(env.src.join("big")).unwrap()
+        );
+    }
+
+    // A zip stores each name whole.
+    let zip = env.dir.path().join("folder.zip");
+    archive_ok(&env, &[env.src.to_str().unwrap(), zip.to_str().unwrap()]);
+    let x = env.dir.path().join("x-zip");
+    fs::create_dir(&x).unwrap();
+    tool(
+        "unzip",
+        &["-q", zip.to_str().unwrap(), "-d", x.to_str().unwrap()],
+        env.dir.path(),
+    );
+    for name in ["a", "d/b", "d/c"] {
+        assert_eq!(fs::read(x.join(name)).unwrap(), b"shared bytes", "{name}");
+    }
+    assert_eq!(
+        fs::read(x.join("d/big2")).unwrap(),
+        fs::read(env.src.join("big")).unwrap()
+    );
+}

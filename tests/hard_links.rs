@@ -1,9 +1,11 @@
 //! Hard links inside a pair (issue 16), through the real binary: names of one source
 //! file are one file with several names in DST (the same groups of `st_ino`, the same
 //! `st_nlink`), copied once; an edit through any name, by `sync` or under `watch`,
-//! reaches every name and keeps the old content as one version; a name that leaves its
-//! group becomes a file of its own; `--no-hard-links` copies each name; `restore` and a
-//! `tar.gz` archive extracted by GNU tar give the groups back. No root needed.
+//! reaches every name and keeps the old content as a version of each name, all links of
+//! the one old file (so `restore --at` and `archive --at` a moment before the edit give
+//! every name its old content, as one file again); a name that leaves its group becomes
+//! a file of its own; `--no-hard-links` copies each name; `restore` and a `tar.gz`
+//! archive extracted by GNU tar give the groups back. No root needed.
 
 use crate::common;
 
@@ -94,6 +96,34 @@ fn versions(dst: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
         .collect()
 }
 
+/// The source names the versions in `kept` are of (their stamp taken out), sorted.
+fn kept_names(kept: &[(PathBuf, Option<Vec<u8>>)]) -> Vec<String> {
+    let mut names: Vec<String> = kept.iter().map(|(p, _)| unstamped(p)).collect();
+    names.sort();
+    names
+}
+
+/// A version's path with its `_YYYYMMDD_HHMMSS` stamp taken out (these names have no
+/// extension): the source name it is a version of.
+fn unstamped(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let cut = text.rfind('_').and_then(|i| text[..i].rfind('_')).unwrap();
+    text[..cut].to_string()
+}
+
+/// The versions in DST that are links of one file: each group's source names, sorted,
+/// with the file's link count (which counts live names too).
+fn version_groups(dst: &Path) -> Vec<(Vec<String>, u64)> {
+    groups(&dst.join(".datasafe/versions"))
+        .into_iter()
+        .map(|(names, nlink)| {
+            let mut names: Vec<String> = names.iter().map(|n| unstamped(n)).collect();
+            names.sort();
+            (names, nlink)
+        })
+        .collect()
+}
+
 /// Replaces `rel` in SRC by a separate file with the same bytes, mode and mtime (as
 /// `cp -p` and a rename would): only the inode says it left its group.
 fn separate(env: &TestEnv, rel: &str) {
@@ -136,7 +166,7 @@ fn names_of_one_file_are_one_file_in_dst_copied_once_on(dst: Dst) {
     assert_eq!(json(&out)["unchanged"], 6);
 
     // An edit through one name: every name shows it, still one file, copied once, and
-    // the old content kept once.
+    // the old content kept as a version of each name: links of the one old file.
     fs::write(env.src.join("d1/a2"), "edited-pair").unwrap();
     let out = env.sync_ok(&["--json"]);
     assert_eq!(json(&out)["bytes_copied"], "edited-pair".len() as u64);
@@ -144,8 +174,17 @@ fn names_of_one_file_are_one_file_in_dst_copied_once_on(dst: Dst) {
     assert_eq!(groups(&env.dst), expected_groups());
     assert_eq!(fs::read(env.dst.join("a")).unwrap(), b"edited-pair");
     let kept = versions(&env.dst);
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0].1.as_deref(), Some(&b"pair-content"[..]), "{kept:?}");
+    assert_eq!(kept_names(&kept), ["a", "d1/a2"], "{kept:?}");
+    assert!(
+        kept.iter()
+            .all(|(_, bytes)| bytes.as_deref() == Some(&b"pair-content"[..])),
+        "{kept:?}"
+    );
+    assert_eq!(
+        version_groups(&env.dst),
+        [(vec!["a".to_string(), "d1/a2".to_string()], 2)],
+        "one old file with two names in versions"
+    );
 
     // A name replaced by a separate file (same bytes, mode and mtime) leaves the group.
     separate(&env, "d1/t2");
@@ -251,9 +290,18 @@ fn an_edit_through_any_name_under_watch_reaches_every_name() {
             && groups(&env.dst) == expected_groups()
     });
     assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+    // Each name keeps a version, all of them links of the one old file.
     let kept = versions(&env.dst);
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0].1.as_deref(), Some(&b"triple-content!"[..]));
+    assert_eq!(kept_names(&kept), ["d1/t2", "d2/t3", "t"], "{kept:?}");
+    assert!(
+        kept.iter()
+            .all(|(_, bytes)| bytes.as_deref() == Some(&b"triple-content!"[..])),
+        "{kept:?}"
+    );
+    assert_eq!(
+        version_groups(&env.dst),
+        [(vec!["d1/t2".into(), "d2/t3".into(), "t".into()], 3)]
+    );
 
     // A new name made while watching is linked to the file DST holds.
     fs::hard_link(env.src.join("a"), env.src.join("d2/a3")).unwrap();
@@ -267,4 +315,256 @@ fn an_edit_through_any_name_under_watch_reaches_every_name() {
     });
     assert!(ok, "{:?}{}", groups(&env.dst), w.context());
     assert!(w.stdout().contains("hard-linked"), "{}", w.context());
+}
+
+/// `restore --at` and `archive --at` gave only the edited name its old content (QA on
+/// issue 16): the other names came back with the new content. Every name now has a
+/// version (a link of the one old file): all come back old, as one file again; the
+/// versions list per name, count their bytes once, and are pruned like any.
+#[test]
+fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content() {
+    let env = TestEnv::new();
+    linked_tree(&env);
+    // Old content from well before the edit, so it existed at the moment restored.
+    for name in ["a", "t", "s"] {
+        set_mtime(&env.src.join(name), 1_600_000_000, 0);
+    }
+    env.sync_ok(&[]);
+    let before = snapshot(&env.src, false);
+    fs::write(env.src.join("d1/a2"), "edited-pair").unwrap();
+    fs::write(env.src.join("t"), "triple-edited").unwrap();
+    env.sync_ok(&[]);
+    assert_eq!(groups(&env.dst), expected_groups());
+
+    // Listed per name, five versions; their bytes counted once per old file.
+    let out = env
+        .cmd(["versions".as_ref(), env.dst.as_os_str(), "--json".as_ref()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let listed = json(&out);
+    let mut paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["a", "d1/a2", "d1/t2", "d2/t3", "t"]);
+    // The first second a version was made in (one pass may cross a second).
+    let at = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["time"].as_str().unwrap().to_string())
+        .min()
+        .unwrap();
+    let out = env
+        .cmd([
+            "versions".as_ref(),
+            env.dst.as_os_str(),
+            "--summary".as_ref(),
+            "--json".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let usage = json(&out);
+    assert_eq!(usage["total"]["count"], 5);
+    let once = "pair-content".len() + "triple-content!".len();
+    assert_eq!(usage["total"]["bytes"], once as u64, "{usage}");
+
+    // The moment the versions were made: every name as it was, one file per group.
+    let target = env.dir.path().join("restored");
+    let out = env
+        .cmd([
+            "restore".as_ref(),
+            "--at".as_ref(),
+            at.as_ref(),
+            env.dst.as_os_str(),
+            target.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_same_trees(&before, &snapshot(&target, false));
+    assert_eq!(groups(&target), expected_groups());
+
+    // The same through a tar.gz, extracted by GNU tar.
+    let archive = env.dir.path().join("then.tar.gz");
+    let out = env
+        .cmd([
+            "archive".as_ref(),
+            "--at".as_ref(),
+            at.as_ref(),
+            env.dst.as_os_str(),
+            archive.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let x = env.dir.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    assert_same_trees(&before, &snapshot(&x, false));
+    assert_eq!(groups(&x), expected_groups());
+
+    // Now: the edited content, still one file per group.
+    let now = env.dir.path().join("now");
+    let out = env
+        .cmd(["restore".as_ref(), env.dst.as_os_str(), now.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_same_trees(&snapshot(&env.src, false), &snapshot(&now, false));
+    assert_eq!(groups(&now), expected_groups());
+
+    // A name deleted (no content changed) keeps one version, as any deleted file.
+    fs::remove_file(env.src.join("d1/a2")).unwrap();
+    env.sync_ok(&[]);
+    let kept = versions(&env.dst);
+    assert_eq!(
+        kept_names(&kept),
+        ["a", "d1/a2", "d1/a2", "d1/t2", "d2/t3", "t"],
+        "{kept:?}"
+    );
+
+    // Retention prunes them like any version: made old (by their names), all go.
+    let root = env.dst.join(".datasafe/versions");
+    for (path, _) in versions(&env.dst) {
+        let old = root.join(format!("{}_20200101_000000", unstamped(&path)));
+        fs::rename(root.join(&path), old).unwrap();
+    }
+    let out = env.sync_ok(&["-v"]);
+    assert!(versions(&env.dst).is_empty(), "{}", stderr(&out));
+}
+
+/// The same over SFTP and S3, which give no inode numbers to read back: every name
+/// still has a version (SFTP: a `hardlink@openssh.com` link of the old file; S3: a
+/// copy made on the server) and gets its old content back, each as a file of its own.
+#[test]
+fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content_sftp() {
+    every_name_restores_its_old_content_on(Dst::Sftp);
+}
+
+#[test]
+fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content_s3() {
+    every_name_restores_its_old_content_on(Dst::S3);
+}
+
+fn every_name_restores_its_old_content_on(dst: Dst) {
+    let env = TestEnv::on(dst);
+    env.write("a", "pair-content");
+    fs::create_dir_all(env.src.join("d1")).unwrap();
+    fs::hard_link(env.src.join("a"), env.src.join("d1/a2")).unwrap();
+    set_mtime(&env.src.join("a"), 1_600_000_000, 0);
+    env.sync_ok(&[]);
+    fs::write(env.src.join("d1/a2"), "edited-pair").unwrap();
+    env.sync_ok(&[]);
+    let kept: Vec<String> = env
+        .dst_files(".datasafe/versions")
+        .iter()
+        .map(|p| unstamped(p))
+        .collect();
+    assert_eq!(kept, ["a", "d1/a2"], "{dst:?}");
+
+    let dst_arg = env.dst_arg();
+    let mut versions = env.cmd(["versions".as_ref(), dst_arg.as_os_str(), "--json".as_ref()]);
+    let out = env.set_dst_env(&mut versions).output().unwrap();
+    assert_code(&out, 0);
+    let at = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["time"].as_str().unwrap().to_string())
+        .min()
+        .unwrap();
+    let target = env.dir.path().join("restored");
+    let mut restore = env.cmd([
+        "restore".as_ref(),
+        "--at".as_ref(),
+        at.as_ref(),
+        dst_arg.as_os_str(),
+        target.as_os_str(),
+    ]);
+    let out = env.set_dst_env(&mut restore).output().unwrap();
+    assert_code(&out, 0);
+    for name in ["a", "d1/a2"] {
+        assert_eq!(
+            fs::read(target.join(name)).unwrap(),
+            b"pair-content",
+            "{name}"
+        );
+    }
+}
+
+/// A file with several names that only grew (a log appended to through one name):
+/// every name keeps a prefix marker, no bytes, as a file of one name does, and comes
+/// back with its old content.
+#[test]
+fn an_append_through_one_name_keeps_a_prefix_marker_for_every_name() {
+    let env = TestEnv::new();
+    env.write("log", "line 1\n");
+    fs::create_dir_all(env.src.join("d1")).unwrap();
+    fs::hard_link(env.src.join("log"), env.src.join("d1/log2")).unwrap();
+    set_mtime(&env.src.join("log"), 1_600_000_000, 0);
+    env.sync_ok(&[]);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(env.src.join("d1/log2"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"line 2\n").unwrap();
+    drop(file);
+    env.sync_ok(&[]);
+    let kept = versions(&env.dst);
+    assert_eq!(kept_names(&kept), ["d1/log2", "log"], "{kept:?}");
+    assert!(
+        kept.iter().all(|(_, bytes)| bytes.is_none()),
+        "markers only: {kept:?}"
+    );
+
+    // The first second a marker was made in (one pass may cross a second).
+    let stamp = kept
+        .iter()
+        .map(|(name, _)| {
+            let text = name.to_string_lossy();
+            text[text.len() - 15..].to_string()
+        })
+        .min()
+        .unwrap();
+    let at = format!(
+        "{}-{}-{} {}:{}:{}",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let target = env.dir.path().join("restored");
+    let out = env
+        .cmd([
+            "restore".as_ref(),
+            "--at".as_ref(),
+            at.as_ref(),
+            env.dst.as_os_str(),
+            target.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    for name in ["log", "d1/log2"] {
+        assert_eq!(fs::read(target.join(name)).unwrap(), b"line 1\n", "{name}");
+    }
 }

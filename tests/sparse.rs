@@ -252,3 +252,73 @@ fn a_sparse_file_keeps_its_holes_on_an_sftp_dst_and_back_sftp() {
         0,
     );
 }
+
+/// The type of each entry of the plain tar `archive`, read with the `tar` crate.
+fn entry_types(archive: &Path) -> std::collections::BTreeMap<String, tar::EntryType> {
+    let mut tar = tar::Archive::new(File::open(archive).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let kind = e.header().entry_type();
+            (e.path().unwrap().to_string_lossy().into_owned(), kind)
+        })
+        .collect()
+}
+
+/// QA on issue 16: a file with holes under 1 MiB was read whole and written as a plain
+/// entry (its holes as zeros). GNU tar's rule with `--sparse` is any file that
+/// allocates fewer blocks than its size: so is ours, from a plain folder and a mirror.
+#[test]
+fn a_small_file_with_holes_is_a_gnu_sparse_entry_too() {
+    let tar_there = Command::new("tar").arg("--version").output();
+    if !tar_there.is_ok_and(|o| stdout(&o).contains("GNU tar")) {
+        eprintln!("skipped: GNU tar is not installed (apt-get install tar)");
+        return;
+    }
+    let env = TestEnv::new();
+    let holes = makes_holes(&env);
+    let data = noise(5000, 7);
+    sparse_file(&env.src.join("small.img"), 512 * 1024, &[(200_000, &data)]);
+    sparse_file(&env.src.join("hole.img"), 64 * 1024, &[]);
+    env.write("dense.txt", "not sparse");
+    env.sync_ok(&[]);
+    for (from, out) in [(&env.src, "folder.tar"), (&env.dst, "mirror.tar")] {
+        let archive = env.dir.path().join(out);
+        run_ok(
+            &env,
+            &["archive".as_ref(), from.as_os_str(), archive.as_os_str()],
+        );
+        let types = entry_types(&archive);
+        let sparse = if holes {
+            tar::EntryType::GNUSparse
+        } else {
+            tar::EntryType::Regular
+        };
+        assert_eq!(types.get("small.img"), Some(&sparse), "{out}: {types:?}");
+        assert_eq!(types.get("hole.img"), Some(&sparse), "{out}: {types:?}");
+        assert_eq!(types.get("dense.txt"), Some(&tar::EntryType::Regular));
+        let into = env.dir.path().join(format!("x-{out}"));
+        std::fs::create_dir(&into).unwrap();
+        let untar = Command::new("tar")
+            .args(["--sparse", "-xpf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&into)
+            .output()
+            .unwrap();
+        assert!(untar.status.success(), "{}", stderr(&untar));
+        for name in ["small.img", "hole.img"] {
+            assert_sparse_copy(&env.src.join(name), &into.join(name), holes, 8192);
+        }
+        assert_eq!(
+            std::fs::read(into.join("dense.txt")).unwrap(),
+            b"not sparse"
+        );
+        if holes {
+            // The archive holds the data, not the holes.
+            let size = std::fs::metadata(&archive).unwrap().len();
+            assert!(size < 64 * 1024, "{out} is {size} bytes");
+        }
+    }
+}

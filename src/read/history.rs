@@ -53,6 +53,9 @@ pub struct Kept {
     /// Its `lstat`: mode and mtime are the source's at the time; size is the stored size.
     /// For a prefix marker, what the marker records (the size is of the content).
     pub meta: Meta,
+    /// Its inode number in DST, where the store has them (else 0, and 0 for a prefix
+    /// marker): versions of names of one file are links of one stored file.
+    pub ino: u64,
 }
 
 /// One entry of the live mirror, under its source path.
@@ -74,6 +77,8 @@ pub struct Live {
     /// Owner, extended attributes and ACLs the index recorded (without an index: a
     /// local DST's owner only).
     pub attrs: crate::model::Attrs,
+    /// Its inode number in DST, where the store has them (else 0).
+    pub ino: u64,
 }
 
 /// Why a mirror cannot be read, or a command on it cannot start. Each message names the
@@ -283,6 +288,7 @@ impl History {
                         mode: prefix.mode,
                     },
                     version,
+                    ino: 0,
                 });
                 continue;
             }
@@ -295,6 +301,7 @@ impl History {
                 version,
                 stored,
                 meta: stat.meta(),
+                ino: stat.ino,
             });
         }
         kept
@@ -353,14 +360,16 @@ impl History {
         let mut live = Vec::with_capacity(names.len());
         for (i, (name, record)) in names.into_iter().enumerate() {
             let present = if trusted_listing {
-                Some(record.meta)
+                Some((record.meta, record.disk.map_or(0, |d| d.ino)))
             } else {
                 match found.get(i) {
-                    Some(Ok(Some(stat))) if stat.kind == record.kind => Some(stat.meta()),
+                    Some(Ok(Some(stat))) if stat.kind == record.kind => {
+                        Some((stat.meta(), stat.ino))
+                    }
                     _ => None,
                 }
             };
-            let Some(on_disk) = present else {
+            let Some((on_disk, ino)) = present else {
                 log::warn!(
                     "{} is in the index but not in the mirror; it is left out (run sync to bring the mirror up to date)",
                     esc(&store.display(&name))
@@ -411,6 +420,7 @@ impl History {
                     true => crate::model::Attrs::default(),
                     false => record.attrs,
                 },
+                ino,
             });
         }
         self.reachable()?;
@@ -480,6 +490,10 @@ struct Usage {
     oldest: String,
     /// The newest one's time (local).
     newest: String,
+    /// The stored files counted in `bytes` (inode numbers): versions of the names of
+    /// one file are links of one stored file, which takes its room once.
+    #[serde(skip)]
+    files: std::collections::HashSet<u64>,
 }
 
 impl Usage {
@@ -487,7 +501,7 @@ impl Usage {
         let time = k.version.at.format(crate::output::TIME_FORMAT).to_string();
         self.count += 1;
         // A prefix marker takes no room: its bytes are in the content after it.
-        if k.version.prefix.is_none() {
+        if k.version.prefix.is_none() && (k.ino == 0 || self.files.insert(k.ino)) {
             self.bytes += k.meta.size;
         }
         if self.oldest.is_empty() || time < self.oldest {
@@ -685,6 +699,7 @@ mod tests {
                 mtime: filetime::FileTime::zero(),
                 mode: 0o644,
             },
+            ino: 0,
         };
         let report = usage(&[
             kept("docs/a.txt", 3, 10),

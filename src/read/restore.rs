@@ -10,6 +10,11 @@
 //! in its own folder and a rename, so no file is ever torn under its final name; folders
 //! get their recorded mode and mtime last, deepest first.
 //!
+//! Names of one file come back as one file with several names (`read::links`): live
+//! names the index groups, and names whose content at the moment is one stored file
+//! in DST ([`Plan::inodes`]: the versions kept when a file with several names was
+//! edited through one of them are links of its one old file).
+//!
 //! Restore only reads DST. TARGET may not be DST, lie inside it or contain it, and the
 //! writer never passes through a symlink inside TARGET on its way to a name. Restoring is
 //! one thread: it is bound by the disks far more than by gunzip.
@@ -31,6 +36,7 @@ use crate::platform;
 use crate::read::Outcome;
 use crate::read::attrs::{Giver, Owners};
 use crate::read::history::{self, History, HistoryError, Kept, Live, in_scope, version_name};
+use crate::read::links::{self, Firsts, Inode};
 use crate::sparse::{self, HoleWriter};
 use crate::store::local::beneath::{Dir, Temp};
 use crate::store::{ReadFile, Reader, Stat};
@@ -219,6 +225,9 @@ pub struct Plan {
     pub folder_attrs: HashMap<PathBuf, Attrs>,
     /// Scopes that matched nothing in the mirror.
     pub unmatched: Vec<PathBuf>,
+    /// The names in DST to be read (live or versions) that are one stored file with
+    /// another such name, by that file: names of one file then (`read::links`).
+    pub inodes: HashMap<PathBuf, Inode>,
 }
 
 /// Decides, for every source path in `scopes` (all, if empty), what to restore at `at`.
@@ -262,6 +271,7 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
         .cloned()
         .collect();
     let mut items = Vec::new();
+    let mut stored: Vec<(PathBuf, Inode)> = Vec::new();
     for (&rel, path) in &paths {
         if !in_scope(rel, scopes) {
             continue;
@@ -276,19 +286,27 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
                 mtime: k.meta.mtime,
             })
             .collect();
+        let mut inode: Option<Inode> = None;
         let origin = match choose(&stamps, live_file.map(|l| l.meta.mtime), at) {
             Choice::Version(i) => match path.versions[i].version.prefix {
                 Some(prefix) => prefix_origin(&path.versions, i, live_file, prefix),
-                None => Some(Origin::File {
-                    name: version_name(&path.versions[i].version.path),
-                    stored: path.versions[i].stored,
-                    mtime: None,
-                }),
+                None => {
+                    let kept = path.versions[i];
+                    inode = stored_file(kept.ino, kept.meta.mtime);
+                    Some(Origin::File {
+                        name: version_name(&kept.version.path),
+                        stored: kept.stored,
+                        mtime: None,
+                    })
+                }
             },
-            Choice::Live => live_file.map(|l| Origin::File {
-                name: l.name.clone(),
-                stored: l.stored,
-                mtime: Some(l.meta.mtime),
+            Choice::Live => live_file.map(|l| {
+                inode = stored_file(l.ino, l.meta.mtime);
+                Origin::File {
+                    name: l.name.clone(),
+                    stored: l.stored,
+                    mtime: Some(l.meta.mtime),
+                }
             }),
             Choice::Nothing => match path.live {
                 Some(l) if l.kind == Kind::Symlink => Some(Origin::Link {
@@ -306,6 +324,9 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             | (Some(Origin::Link { .. } | Origin::Folder), Some(l)) => l.attrs.clone(),
             _ => Attrs::default(),
         };
+        if let (Some(Origin::File { name, .. }), Some(inode)) = (&origin, inode) {
+            stored.push((name.clone(), inode));
+        }
         match origin {
             Some(origin) => items.push(Item {
                 rel: rel.to_path_buf(),
@@ -333,12 +354,27 @@ pub fn plan(live: &[Live], kept: &[Kept], scopes: &[PathBuf], at: Option<&Moment
             (!shadowed).then_some(item)
         })
         .collect();
+    // Only a stored file read under two names or more makes names one file.
+    let mut names_of: HashMap<Inode, u32> = HashMap::new();
+    for (_, inode) in &stored {
+        *names_of.entry(*inode).or_default() += 1;
+    }
+    let inodes = stored
+        .into_iter()
+        .filter(|(_, inode)| names_of.get(inode).is_some_and(|&n| n > 1))
+        .collect();
     Plan {
         items,
         folders,
         folder_attrs,
         unmatched,
+        inodes,
     }
+}
+
+/// The stored file with inode number `ino` (0: the store has none) and this mtime.
+fn stored_file(ino: u64, mtime: FileTime) -> Option<Inode> {
+    (ino != 0).then_some(Inode { ino, mtime })
 }
 
 /// Where the bytes of the prefix marker `versions[i]` are: the first later version that
@@ -1219,7 +1255,10 @@ fn execute(
     writer.giver = Giver::new(Owners::new(history.owner_names(), request.numeric_ids));
     let (mut restored, mut failed) = (0u64, 0u64);
     // Live names of one file are restored as one file with several names.
-    let mut firsts = super::links::Firsts::new(super::links::keys_of(&**history.store()));
+    let mut firsts = Firsts::new(links::groups(
+        links::keys_of(&**history.store()),
+        &plan.inodes,
+    ));
     for item in &plan.items {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -1397,6 +1436,7 @@ mod tests {
             },
             target: None,
             attrs: Attrs::default(),
+            ino: 0,
         }
     }
 
@@ -1413,6 +1453,7 @@ mod tests {
             },
             target: (kind == Kind::Symlink).then(|| PathBuf::from("elsewhere")),
             attrs: Attrs::default(),
+            ino: 0,
         }
     }
 
@@ -1433,6 +1474,7 @@ mod tests {
                 mtime,
                 mode: 0o600,
             },
+            ino: 0,
         }
     }
 

@@ -3,15 +3,18 @@
 //! DST holds under the first ([`crate::engine::plan::links`] decides which). The link
 //! is made under a temp name in the store's temp folder and installed over the name by
 //! one rename, so the name is never missing or torn; what it held before is kept as a
-//! version first unless it is the first name's old file (kept already when that was
-//! replaced). A store without hard links, or a link the filesystem refuses (another
+//! version first unless it held the same bytes. When it held the first name's old file
+//! (kept already when that was replaced), its version is one more link of that file, or
+//! a prefix marker where the new content only extends the old (as the first name's own
+//! replacement kept): every name of a file edited through one of them has a version of
+//! its own, and no bytes are kept twice where the store links. A store without hard links, or a link the filesystem refuses (another
 //! filesystem mounted inside DST, too many links), gets a copy, as before hard links
 //! were mirrored; a refusal of links as such is said once per run.
 
 use super::ops::Reach;
 use super::{Done, Executor, OpError, Outcome};
 use crate::engine::plan::links::LinkTo;
-use crate::model::{Entry, Kind, Stored};
+use crate::model::{Entry, Kind, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crate::store::layout;
 use std::io;
@@ -74,6 +77,18 @@ impl Executor {
                 self.displace_tree(&name)?;
             } else if keep {
                 self.preserve(&name, true)?;
+            } else if content_changes(was, record) {
+                // The name held the first name's old file, whose bytes its replacement
+                // kept already. This name gets a version of its own all the same (a
+                // second link of that file: no bytes where the store links, a copy made
+                // on the server on S3), so `restore --at` gives every name of the file
+                // its old content, and the versions folder says so without the index.
+                // Where the new content only extends the old (a log appended to), the
+                // replacement kept a prefix marker, not the old file: so does this name.
+                match self.extended(to, stored, was, record) {
+                    Some(grown) => self.preserve_prefix(&name, grown)?,
+                    None => self.preserve(&name, true)?,
+                }
             }
         }
         let temp = self.link_temp_name();
@@ -122,11 +137,43 @@ impl Executor {
         Ok(done(Done::HardLinked))
     }
 
+    /// The old content's size and digest (`was`) if the plain file `to`, recorded as
+    /// `record`, is longer and starts with exactly that content (its first bytes read
+    /// and hashed through the store): the old content is then the start of the new.
+    fn extended(
+        &self,
+        to: &Path,
+        stored: Stored,
+        was: Option<(u64, crate::hash::Digest)>,
+        record: &Record,
+    ) -> Option<(u64, crate::hash::Digest)> {
+        let (size, sha) = was?;
+        if stored != Stored::Plain || record.meta.size <= size {
+            return None;
+        }
+        let file = self.store.open(to).ok()?;
+        let mut buf = vec![0u8; crate::hash::CHUNK];
+        let (digest, read) =
+            crate::hash::hash_reader_until(io::Read::take(file, size), &mut buf, &self.stop)
+                .ok()?;
+        (read == size && digest == sha).then_some((size, sha))
+    }
+
     /// A fresh name in the store's temp folder for a link about to be installed
     /// (swept with the other temp files if the run is killed before the rename).
     fn link_temp_name(&self) -> PathBuf {
         let n = self.link_temps.fetch_add(1, Ordering::Relaxed);
         layout::tmp().join(format!("{}-link-{n}.tmp", std::process::id()))
+    }
+}
+
+/// True unless the name's recorded content (`was`) is known to be the content it is
+/// being linked to (`to`): a name that only joins a file of the same bytes needs no
+/// version.
+fn content_changes(was: Option<(u64, crate::hash::Digest)>, to: &Record) -> bool {
+    match (was, to.sha256) {
+        (Some((size, sha)), Some(now)) => size != to.meta.size || sha != now,
+        _ => true,
     }
 }
 
@@ -177,8 +224,13 @@ mod tests {
     }
 
     /// SRC with `a` and its second name `d/b`, DST holding `d/b` as an old file of its
-    /// own; `a` copied. Returns the link action for `d/b` (keeping as `keep` says).
-    fn setup(mem: &Memory, keep: bool) -> (tempfile::TempDir, Executor, Action) {
+    /// own; `a` copied. Returns the link action for `d/b` (keeping as `keep` says; the
+    /// index recorded `was` for it).
+    fn setup(
+        mem: &Memory,
+        keep: bool,
+        was: Option<(u64, crate::hash::Digest)>,
+    ) -> (tempfile::TempDir, Executor, Action) {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("d")).unwrap();
         std::fs::write(src.path().join("a"), "shared").unwrap();
@@ -207,7 +259,7 @@ mod tests {
             to: Box::new(LinkTo {
                 name: "a".into(),
                 record,
-                was: None,
+                was,
             }),
         };
         (src, exec, link)
@@ -220,11 +272,24 @@ mod tests {
             .collect()
     }
 
+    /// The size and digest of `bytes`, as the index records them.
+    fn recorded(bytes: &[u8]) -> Option<(u64, crate::hash::Digest)> {
+        Some((bytes.len() as u64, crate::hash::hash_reader(bytes).unwrap()))
+    }
+
     #[test]
     fn a_later_name_becomes_the_first_names_file() {
-        for keep in [true, false] {
+        // Kept: asked to, or (not asked: it held the first name's old file) its old
+        // bytes differ from the new ones, or are not known. Not kept: the same bytes.
+        let cases = [
+            (true, None, true),
+            (false, None, true),
+            (false, recorded(b"old b"), true),
+            (false, recorded(b"shared"), false),
+        ];
+        for (keep, was, want_kept) in cases {
             let mem = Memory::new();
-            let (_src, exec, link) = setup(&mem, keep);
+            let (_src, exec, link) = setup(&mem, keep, was);
             let outcome = exec.run(link.clone());
             assert!(
                 matches!(
@@ -243,12 +308,30 @@ mod tests {
             );
             assert_eq!((a.ino, a.links), (b.ino, b.links));
             assert_eq!(mem.read(Path::new("d/b")).unwrap(), b"shared");
-            let want: Vec<PathBuf> = if keep { vec!["d/b".into()] } else { vec![] };
-            assert_eq!(kept(&mem), want, "keep: {keep}");
+            let want: Vec<PathBuf> = if want_kept {
+                vec!["d/b".into()]
+            } else {
+                vec![]
+            };
+            assert_eq!(kept(&mem), want, "keep: {keep}, was: {was:?}");
             assert!(mem.list(&layout::tmp()).unwrap().is_empty());
             // Linked already: unchanged.
             assert!(matches!(exec.run(link), Outcome::Same { .. }));
         }
+    }
+
+    /// A name whose old content the new one only extends keeps a prefix marker (no
+    /// bytes), as the first name's own replacement does.
+    #[test]
+    fn a_name_whose_old_content_the_new_one_extends_keeps_a_prefix_marker() {
+        let mem = Memory::new();
+        let (_src, exec, link) = setup(&mem, false, recorded(b"sha"));
+        exec.run(link);
+        let kept = versions::list_in(&mem);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].stored, Path::new("d/b"));
+        let prefix = kept[0].prefix.expect("a prefix marker");
+        assert_eq!(prefix.size, 3);
     }
 
     #[test]
@@ -258,7 +341,7 @@ mod tests {
             ..Memory::new().caps()
         };
         let mem = Memory::new().with_caps(caps);
-        let (_src, exec, link) = setup(&mem, true);
+        let (_src, exec, link) = setup(&mem, true, None);
         let outcome = exec.run(link);
         assert!(
             matches!(

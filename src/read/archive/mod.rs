@@ -425,6 +425,7 @@ fn archive(args: &Request, stop: &AtomicBool, started: Instant) -> Result<Archiv
         mode: meta.mode,
         mtime: meta.mtime,
         attrs: crate::model::Attrs::default(),
+        link: None,
     });
     let (written, walk_failed) = match listed {
         Some(listing) => {

@@ -143,7 +143,8 @@ pub enum Got {
         /// False if it kept changing through every retry: `data` is the last read.
         settled: bool,
     },
-    /// Too large to hold: the writer streams it with [`open`].
+    /// Too large to hold, or a plain file with holes: the writer streams it with
+    /// [`open`].
     Large,
 }
 
@@ -176,12 +177,26 @@ pub fn open<'a>(at: &FileAt, stored: Stored, stop: &'a AtomicBool) -> Result<Ope
     })
 }
 
-/// Reads a file whole if it is small, retrying while it changes under the read.
+/// True if the plain file just opened has holes (it allocates fewer blocks than its
+/// size, GNU tar's test, and `SEEK_DATA` finds some): a tar holds it as a sparse entry,
+/// which the writer's streaming path makes, whatever its size.
+fn has_holes(opened: &Opened<'_>) -> bool {
+    let size = opened.before.size;
+    opened
+        .reader
+        .inner
+        .file()
+        .data_segments(size)
+        .is_ok_and(|segments| crate::sparse::has_holes(&segments, size))
+}
+
+/// Reads a file whole if it is small (and has no holes), retrying while it changes
+/// under the read.
 pub fn read_small(at: &FileAt, stored: Stored, stop: &AtomicBool) -> Result<Got, Failure> {
     let mut attempt = 0;
     loop {
         let opened = open(at, stored, stop)?;
-        if stored == Stored::Plain && opened.before.size > SMALL {
+        if stored == Stored::Plain && (opened.before.size > SMALL || has_holes(&opened)) {
             return Ok(Got::Large);
         }
         let mut data = Vec::with_capacity(opened.before.size.min(SMALL) as usize);

@@ -14,6 +14,7 @@ use crate::model::Stored;
 use crate::model::{Attrs, Kind, Meta};
 use crate::output::names::{esc, io_message};
 use crate::read::history::History;
+use crate::read::links::{self, Group};
 use crate::read::restore::{Origin, Plan};
 use filetime::FileTime;
 use std::collections::BTreeMap;
@@ -36,6 +37,10 @@ pub struct Entry {
     /// Owner, extended attributes and ACLs: a plain folder's own, or what the mirror
     /// recorded for the content restore would write (none for a version).
     pub attrs: Attrs,
+    /// For a file with several names, which file it is (`read::links`): a plain
+    /// folder's device and inode, a mirror's recorded link key or stored file. A tar
+    /// writes the first name met as the file and the others as hard-link entries.
+    pub link: Option<Group>,
 }
 
 /// What an [`Entry`] is.
@@ -134,6 +139,7 @@ pub fn walk(
                         mode: e.meta.mode,
                         mtime: e.meta.mtime,
                         attrs: e.attrs,
+                        link: e.link.map(Group::Source),
                     };
                     if !take(entry) {
                         return ControlFlow::Break(());
@@ -181,8 +187,11 @@ pub fn of_mirror(
             mode: 0o755,
             mtime: FileTime::now(),
             attrs: Attrs::default(),
+            link: None,
         },
     };
+    // Names of one file: the first archived is the file, the others links to it.
+    let groups = links::groups(links::keys_of(&**store), &plan.inodes);
     for item in &plan.items {
         if excludes.covers(&item.rel) {
             continue;
@@ -198,6 +207,7 @@ pub fn of_mirror(
                 mode: 0o644,
                 mtime: FileTime::zero(),
                 attrs: item.attrs.clone(),
+                link: groups.get(name).copied(),
             },
             Origin::Link { target, mtime } => Entry {
                 rel: item.rel.clone(),
@@ -205,6 +215,7 @@ pub fn of_mirror(
                 mode: 0o777,
                 mtime: *mtime,
                 attrs: item.attrs.clone(),
+                link: None,
             },
             Origin::Folder => folder(&item.rel),
             Origin::Prefix { .. } => {
@@ -221,6 +232,7 @@ pub fn of_mirror(
                         mode: 0o644,
                         mtime: FileTime::zero(),
                         attrs: Attrs::default(),
+                        link: None,
                     },
                     Err(message) => {
                         failed += 1;
@@ -254,6 +266,7 @@ fn dir(rel: &Path, meta: &Meta) -> Entry {
         mode: meta.mode,
         mtime: meta.mtime,
         attrs: Attrs::default(),
+        link: None,
     }
 }
 

@@ -2,6 +2,10 @@
 //! GNU header per entry, with the mode, the mtime to the second and, when the mtime
 //! has a fraction, a PAX `mtime` record that keeps its nanoseconds.
 //!
+//! Names of one file (`Entry::link`: a plain folder's device and inode, a mirror's
+//! link key or stored file) are one file entry and hard-link entries to it, which carry
+//! the file's mode, mtime and owner, as GNU tar writes them.
+//!
 //! Small files are read ahead on reader threads (whole, and read again while they
 //! change, as `sync` copies); entries are written in order by this thread; compression
 //! runs on the encoder's own threads (zstd's workers, gzp's). A tar header states the
@@ -10,7 +14,9 @@
 //! reported.
 //!
 //! A plain file with holes (issue 16; a stored file of a local mirror, or a plain
-//! folder's) becomes a GNU sparse entry, as `tar --sparse` writes: type `S`, the map of
+//! folder's; whatever its size: GNU tar's rule, fewer blocks allocated than its size,
+//! then `SEEK_DATA` finding a hole) becomes a GNU sparse entry, as `tar --sparse`
+//! writes: type `S`, the map of
 //! its data in the header and in extension headers after it, then only the data. GNU
 //! tar and bsdtar extract it with its holes. A gzip-stored file is written whole (its
 //! holes are not known without reading it twice); zip has no holes.
@@ -19,15 +25,14 @@ use super::read::{self, Exact, Failure, FileAt, Got};
 use super::source::{Entry, EntryKind};
 use super::{Ctx, Stop, Tally};
 use crate::hash::Stoppable;
-use crate::model::LinkKey;
-use crate::model::Stored;
+use crate::model::{Meta, Stored};
 use crate::output::names::{esc, io_message};
-use crate::read::links::{self, Firsts};
+use crate::read::links::Group;
 use crate::read::restore::Content;
 use crate::sparse;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use filetime::FileTime;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read as _, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -59,10 +64,10 @@ pub fn write<W: Write>(
         }
         drop(jobs_rx);
         let mut pending: VecDeque<Pending> = VecDeque::new();
-        // A mirror's live names of one file: the first is archived, the others are
-        // hard-link entries to it (read from the mirror's index on the first file).
-        let mut firsts: Option<Firsts> = None;
-        let mut queued: HashSet<LinkKey> = HashSet::new();
+        // Names of one file (`Entry::link`): the first is archived, the others are
+        // hard-link entries to it.
+        let mut firsts = Firsts::default();
+        let mut queued: HashSet<Group> = HashSet::new();
         let run = || -> Result<(), Stop> {
             for entry in entries {
                 if ctx.interrupted() {
@@ -70,12 +75,7 @@ pub fn write<W: Write>(
                 }
                 let name = ctx.name(&entry);
                 let key = match &entry.kind {
-                    EntryKind::File {
-                        path: FileAt::Stored(store, stored_name),
-                        ..
-                    } => firsts
-                        .get_or_insert_with(|| Firsts::new(links::keys_of(&**store)))
-                        .key(stored_name),
+                    EntryKind::File { .. } => entry.link,
                     _ => None,
                 };
                 // A later name is not read ahead: it is a link to the first (or, if the
@@ -119,37 +119,50 @@ pub fn write<W: Write>(
 type Read = Result<Got, Failure>;
 
 /// An entry waiting for its turn: its name in the archive, its read-ahead and, for a
-/// name of a file with several, its link key.
-type Pending = (Entry, String, Option<Receiver<Read>>, Option<LinkKey>);
+/// name of a file with several, which file it is.
+type Pending = (Entry, String, Option<Receiver<Read>>, Option<Group>);
+
+/// The files archived under a first name: where, and the mode and mtime their header
+/// gave them (read when the file was), for the hard-link entries of later names.
+#[derive(Default)]
+struct Firsts {
+    written: HashMap<Group, (PathBuf, Meta)>,
+}
 
 /// Appends one entry, in order: a later name of a file archived already as a hard-link
-/// entry to the first name, anything else by [`put`].
+/// entry to the first name (with its mode, mtime and owner, as GNU tar writes one), anything
+/// else by [`put`].
 fn put_named<W: Write>(
     tar: &mut Builder<io::BufWriter<W>>,
     (entry, name, read, key): Pending,
-    firsts: &mut Option<Firsts>,
+    firsts: &mut Firsts,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
 ) -> Result<(), Stop> {
-    let first = key.and_then(|key| firsts.as_ref()?.first(key).map(Path::to_path_buf));
-    if let (Some(first), EntryKind::File { path, .. }) = (first, &entry.kind) {
+    let first = key.and_then(|key| firsts.written.get(&key));
+    if let (Some((first, meta)), EntryKind::File { path, .. }) = (first, &entry.kind) {
         let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
-        let mut header = header(EntryType::Link, entry.mode, entry.mtime, 0);
-        tar.append_link(&mut header, &name, &first).map_err(fatal)?;
+        let mut header = header(EntryType::Link, meta.mode, meta.mtime, 0);
+        owned(&mut header, &entry, ctx);
+        tar.append_link(&mut header, &name, first).map_err(fatal)?;
         ctx.done_file(&entry, &path.shown(), 0, true, tally);
         return Ok(());
     }
     let failed = tally.failed;
-    put(tar, &entry, name.clone(), read, ctx, tally)?;
-    if let (Some(key), Some(firsts)) = (key, firsts.as_mut())
+    let wrote = put(tar, &entry, name.clone(), read, ctx, tally)?;
+    if let (Some(key), Some(meta)) = (key, wrote)
         && tally.failed == failed
     {
-        firsts.wrote(key, Path::new(&name));
+        firsts
+            .written
+            .entry(key)
+            .or_insert_with(|| (PathBuf::from(&name), meta));
     }
     Ok(())
 }
 
-/// Appends one entry, in order (a file's content from its reader thread).
+/// Appends one entry, in order (a file's content from its reader thread); for a file
+/// written, returns the mode and mtime its header gave it.
 fn put<W: Write>(
     tar: &mut Builder<io::BufWriter<W>>,
     entry: &Entry,
@@ -157,7 +170,7 @@ fn put<W: Write>(
     read: Option<Receiver<Read>>,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
-) -> Result<(), Stop> {
+) -> Result<Option<Meta>, Stop> {
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
     let name = PathBuf::from(name);
     match &entry.kind {
@@ -202,18 +215,20 @@ fn put<W: Write>(
                     tar.append_data(&mut header, &name, &data[..])
                         .map_err(fatal)?;
                     ctx.done_file(entry, &path.shown(), meta.size, settled, tally);
+                    return Ok(Some(meta));
                 }
-                Ok(Got::Large) => stream(tar, &name, entry, path, *stored, ctx, tally)?,
+                Ok(Got::Large) => return stream(tar, &name, entry, path, *stored, ctx, tally),
                 Err(Failure::Interrupted) => return Err(Stop::Interrupted),
                 Err(failure) => ctx.failed(&failure, tally),
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// Streams a large file: its size first (a gzipped one is decoded once to count it),
-/// then exactly that many bytes.
+/// Streams a large file (or one with holes): its size first (a gzipped one is decoded
+/// once to count it), then exactly that many bytes; returns the mode and mtime its
+/// header gave it, if it was written.
 fn stream<W: Write>(
     tar: &mut Builder<io::BufWriter<W>>,
     name: &Path,
@@ -222,13 +237,13 @@ fn stream<W: Write>(
     stored: Stored,
     ctx: &Ctx<'_>,
     tally: &mut Tally,
-) -> Result<(), Stop> {
+) -> Result<Option<Meta>, Stop> {
     let fatal = |e: io::Error| ctx.write_error(&io_message(&e));
     let failed = |failure: Failure, tally: &mut Tally| match failure {
         Failure::Interrupted => Err(Stop::Interrupted),
         failure => {
             ctx.failed(&failure, tally);
-            Ok(())
+            Ok(None)
         }
     };
     let counted = match stored {
@@ -306,7 +321,7 @@ fn stream<W: Write>(
         tally.failed += 1;
     }
     ctx.done_file(entry, &path.shown(), size, true, tally);
-    Ok(())
+    Ok(Some(meta))
 }
 
 /// Makes `header` (a GNU one, type `S`) describe a file of `size` bytes whose data is
