@@ -359,6 +359,15 @@ fn a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_on(dst:
     assert!(groups(&env.dst).is_empty(), "{:?}", groups(&env.dst));
     env.assert_mirrored(false);
     verify_clean(&env);
+
+    // Under --checksum the compared name leads the new one: no copy, no version.
+    let before = versions(&env.dst).len();
+    fs::hard_link(env.src.join("x"), env.src.join("c")).unwrap();
+    let out = env.sync_ok(&["--json", "--checksum"]);
+    assert_eq!(json(&out)["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!((ino(&env, "x"), ino(&env, "c")), (x, x));
+    assert_eq!(versions(&env.dst).len(), before, "{:?}", versions(&env.dst));
+    verify_clean(&env);
 }
 
 /// A new folder's pass grouped only the names inside it: `mkdir new && ln a new/b`

@@ -231,8 +231,9 @@ impl Mirror {
             .into_iter()
             .map(|link| {
                 let mut leader = self.tally.index.get(&link.to);
-                if dry_run && leader.is_none() {
-                    // Its copy is only planned: say what would be linked.
+                if dry_run && leader.as_ref().is_none_or(|r| r.link != link.entry.link) {
+                    // Its copy, or the record learning its key, is only planned: say
+                    // what would be linked.
                     leader = Some(Record::of(&link.entry, link.stored));
                 }
                 link.action(leader)
