@@ -370,12 +370,22 @@ fn a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_on(dst:
     verify_clean(&env);
 }
 
-/// A new folder's pass grouped only the names inside it: `mkdir new && ln a new/b`
-/// copied `a` again as `new/b` until the next full pass linked it.
 #[test]
 fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch() {
+    names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(Dst::Local);
+}
+
+/// Over SFTP the index has no inode numbers: the recorded key, metadata and digest.
+#[test]
+fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_sftp() {
+    names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(Dst::Sftp);
+}
+
+/// A new folder's pass grouped only the names inside it: `mkdir new && ln a new/b`
+/// copied `a` again as `new/b` until the next full pass linked it.
+fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(dst: Dst) {
     let _lock = shared();
-    let env = TestEnv::new();
+    let env = TestEnv::on(dst);
     env.write("a.txt", "mirrored-alone");
     env.write("g1", "mirrored-in-a-group");
     fs::hard_link(env.src.join("g1"), env.src.join("g2")).unwrap();
