@@ -619,6 +619,34 @@ impl Index {
         Ok(out)
     }
 
+    /// Files recorded with `meta` (size, mtime to the nanosecond, mode) and no link key:
+    /// the candidates for a name a file had while it had one name, which a new name of
+    /// it (`ln a b` under a watcher) is linked to once the source says it is the same
+    /// file. Not an indexed lookup (a scan of the table): the caller bounds how often.
+    pub fn unlinked_like(&self, meta: Meta) -> Result<Vec<(PathBuf, Record)>, IndexError> {
+        let sql = format!(
+            "SELECT {} FROM files WHERE size = ?1 AND mtime_s = ?2 AND mtime_ns = ?3 \
+             AND mode = ?4 AND link_ino IS NULL ORDER BY name",
+            self.columns()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![
+                meta.size as i64,
+                meta.mtime.unix_seconds(),
+                meta.mtime.nanoseconds(),
+                meta.mode
+            ])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            if let Some(found) = decode(row).map_err(|e| self.err(e))? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every name recorded with a link key (files with several names in the source),
     /// with its key: what `restore` and `archive` group names by. Read through the
     /// partial index on the key, so a mirror without hard links reads no row.
@@ -897,6 +925,38 @@ mod tests {
         idx.commit().unwrap();
         assert!(idx.renames().unwrap().is_empty());
         assert!(idx.get(Path::new("b/x")).unwrap().is_some());
+    }
+
+    #[test]
+    fn names_of_one_file_are_found_by_key_or_as_unlinked_files_of_its_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut idx, _) = Index::open(dir.path()).unwrap();
+        let key = LinkKey { dev: 3, ino: 4 };
+        let linked = Record {
+            link: Some(key),
+            ..rec(Kind::File, 5)
+        };
+        idx.put(Path::new("a"), &linked).unwrap();
+        idx.put(Path::new("b"), &linked).unwrap();
+        idx.put(Path::new("single"), &rec(Kind::File, 5)).unwrap();
+        idx.put(Path::new("other"), &rec(Kind::File, 6)).unwrap();
+        let names = |found: Vec<(PathBuf, Record)>| -> Vec<PathBuf> {
+            found.into_iter().map(|(n, _)| n).collect()
+        };
+        assert_eq!(
+            names(idx.linked(key).unwrap()),
+            ["a", "b"].map(PathBuf::from)
+        );
+        let meta = rec(Kind::File, 5).meta;
+        assert_eq!(
+            names(idx.unlinked_like(meta).unwrap()),
+            [PathBuf::from("single")]
+        );
+        let other_mode = Meta {
+            mode: 0o600,
+            ..meta
+        };
+        assert!(idx.unlinked_like(other_mode).unwrap().is_empty());
     }
 
     /// A folder's children are its direct names only, in name order, whatever sorts

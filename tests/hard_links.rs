@@ -5,7 +5,9 @@
 //! the one old file (so `restore --at` and `archive --at` a moment before the edit give
 //! every name its old content, as one file again); a name that leaves its group becomes
 //! a file of its own; `--no-hard-links` copies each name; `restore` and a `tar.gz`
-//! archive extracted by GNU tar give the groups back. No root needed.
+//! archive extracted by GNU tar give the groups back. A change of membership alone (a
+//! name removed, a name added, a name renamed, a new folder of names of files DST holds)
+//! copies nothing and keeps no version. No root needed.
 
 use crate::common;
 
@@ -567,4 +569,251 @@ fn an_append_through_one_name_keeps_a_prefix_marker_for_every_name() {
     for name in ["log", "d1/log2"] {
         assert_eq!(fs::read(target.join(name)).unwrap(), b"line 1\n", "{name}");
     }
+}
+
+/// DST's inode number for `rel`.
+fn ino(env: &TestEnv, rel: &str) -> u64 {
+    fs::metadata(env.dst.join(rel)).unwrap().ino()
+}
+
+/// Runs `verify` on the env's mirror and asserts it finds nothing wrong (exit 0).
+fn verify_clean(env: &TestEnv) {
+    let dst = env.dst_arg();
+    let out = env
+        .cmd(["verify".as_ref(), dst.as_os_str()])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
+#[test]
+fn a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version() {
+    a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_on(Dst::Local);
+}
+
+#[test]
+fn a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_sftp() {
+    a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_on(Dst::Sftp);
+}
+
+/// A group shrinking to one name (`rm b` of `a`, `b`) left the survivor's record with
+/// a key its source (now `st_nlink` 1) no longer gives: it was copied again. A file
+/// joining a group (`ln x c`) must not be copied either: `c` is a name of DST's `x`.
+fn a_change_of_link_membership_alone_copies_nothing_and_keeps_no_version_on(dst: Dst) {
+    let env = TestEnv::on(dst);
+    env.write("a", "pair-content");
+    env.write("x", "single-content");
+    fs::hard_link(env.src.join("a"), env.src.join("b")).unwrap();
+    env.sync_ok(&[]);
+    let (a, x) = (ino(&env, "a"), ino(&env, "x"));
+    assert_eq!(ino(&env, "b"), a);
+
+    // The group shrinks to one name: only b's deletion (kept as a version).
+    fs::remove_file(env.src.join("b")).unwrap();
+    let out = env.sync_ok(&["--json"]);
+    let summary = json(&out);
+    assert_eq!(summary["copied"], 0, "{}", stdout(&out));
+    assert_eq!(summary["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!(summary["updated"], 0, "{}", stdout(&out));
+    assert_eq!(summary["deleted"], 1, "{}", stdout(&out));
+    assert_eq!(ino(&env, "a"), a, "a was written again");
+    assert_eq!(versions(&env.dst).len(), 1, "{:?}", versions(&env.dst));
+    env.assert_mirrored(false);
+    verify_clean(&env);
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["unchanged"], 2, "{}", stdout(&out));
+
+    // A file of one name gains a second: linked to DST's file, nothing copied.
+    fs::hard_link(env.src.join("x"), env.src.join("c")).unwrap();
+    let out = env.sync_ok(&["--json"]);
+    let summary = json(&out);
+    assert_eq!(summary["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!(summary["updated"], 0, "{}", stdout(&out));
+    assert_eq!((ino(&env, "x"), ino(&env, "c")), (x, x));
+    assert_eq!(groups(&env.dst), groups(&env.src));
+    assert_eq!(versions(&env.dst).len(), 1, "{:?}", versions(&env.dst));
+    env.assert_mirrored(false);
+    verify_clean(&env);
+    let out = env.sync_ok(&["--json"]);
+    assert_eq!(json(&out)["unchanged"], 3, "{}", stdout(&out));
+
+    // Shrinking with a chmod: a metadata update, still no copy.
+    fs::remove_file(env.src.join("c")).unwrap();
+    let mut mode = fs::metadata(env.src.join("x")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o600);
+    fs::set_permissions(env.src.join("x"), mode).unwrap();
+    let out = env.sync_ok(&["--json"]);
+    let summary = json(&out);
+    assert_eq!(summary["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!(summary["updated"], 1, "{}", stdout(&out));
+    assert_eq!(ino(&env, "x"), x);
+    env.assert_mirrored(false);
+    verify_clean(&env);
+
+    // A name replaced by a separate file is still a file of its own.
+    fs::hard_link(env.src.join("a"), env.src.join("b")).unwrap();
+    env.sync_ok(&[]);
+    separate(&env, "b");
+    env.sync_ok(&[]);
+    assert_ne!(ino(&env, "b"), ino(&env, "a"));
+    assert!(groups(&env.dst).is_empty(), "{:?}", groups(&env.dst));
+    env.assert_mirrored(false);
+    verify_clean(&env);
+
+    // Under --checksum the compared name leads the new one: no copy, no version.
+    let before = versions(&env.dst).len();
+    fs::hard_link(env.src.join("x"), env.src.join("c")).unwrap();
+    let out = env.sync_ok(&["--json", "--checksum"]);
+    assert_eq!(json(&out)["bytes_copied"], 0, "{}", stdout(&out));
+    assert_eq!((ino(&env, "x"), ino(&env, "c")), (x, x));
+    assert_eq!(versions(&env.dst).len(), before, "{:?}", versions(&env.dst));
+    verify_clean(&env);
+}
+
+#[test]
+fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch() {
+    names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(Dst::Local);
+}
+
+/// Over SFTP the index has no inode numbers: the recorded key, metadata and digest.
+#[test]
+fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_sftp() {
+    names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(Dst::Sftp);
+}
+
+/// A new folder's pass grouped only the names inside it: `mkdir new && ln a new/b`
+/// copied `a` again as `new/b` until the next full pass linked it.
+fn names_in_a_new_folder_are_linked_to_names_outside_it_under_watch_on(dst: Dst) {
+    let _lock = shared();
+    let env = TestEnv::on(dst);
+    env.write("a.txt", "mirrored-alone");
+    env.write("g1", "mirrored-in-a-group");
+    fs::hard_link(env.src.join("g1"), env.src.join("g2")).unwrap();
+    let w = Watcher::ready(&env, &[], "w");
+    w.wait_env_mirrored(&env, false);
+    let linked = |a: &str, b: &str| {
+        let (a, b) = (env.dst.join(a), env.dst.join(b));
+        matches!((fs::metadata(a), fs::metadata(b)), (Ok(a), Ok(b)) if a.ino() == b.ino())
+    };
+    let (a, g) = (ino(&env, "a.txt"), ino(&env, "g1"));
+    let started = w.stdout().len();
+
+    // A name of a file recorded in a group, and of one mirrored while it had one name.
+    fs::create_dir(env.src.join("new")).unwrap();
+    fs::hard_link(env.src.join("g1"), env.src.join("new/g3")).unwrap();
+    fs::hard_link(env.src.join("a.txt"), env.src.join("new/b.txt")).unwrap();
+    let ok = wait_until(DEADLINE, || {
+        linked("g1", "new/g3") && linked("a.txt", "new/b.txt")
+    });
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+    assert_eq!((ino(&env, "a.txt"), ino(&env, "g1")), (a, g));
+
+    // Both names in one new folder; a new folder linked to a name in another new one.
+    fs::create_dir(env.src.join("n")).unwrap();
+    fs::write(env.src.join("n/a"), "new-pair").unwrap();
+    fs::hard_link(env.src.join("n/a"), env.src.join("n/b")).unwrap();
+    fs::create_dir(env.src.join("p")).unwrap();
+    fs::create_dir(env.src.join("q")).unwrap();
+    fs::write(env.src.join("p/y"), "across-folders").unwrap();
+    fs::hard_link(env.src.join("p/y"), env.src.join("q/y2")).unwrap();
+    let ok = wait_until(DEADLINE, || {
+        linked("n/a", "n/b") && linked("p/y", "q/y2") && env.is_mirrored(false)
+    });
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+
+    // A file of one name gains a second in its own folder: linked, not copied.
+    fs::hard_link(env.src.join("probe.txt"), env.src.join("probe2.txt")).unwrap();
+    let ok = wait_until(DEADLINE, || linked("probe.txt", "probe2.txt"));
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+
+    w.signal(libc::SIGTERM);
+    let mut w = w;
+    w.wait_exit(DEADLINE);
+    let log = w.stdout()[started..].to_string();
+    for name in ["new/g3", "new/b.txt", "q/y2", "n/b", "probe2.txt"] {
+        assert!(
+            !log.contains(&format!("copied {name} ")),
+            "{name}{}",
+            w.context()
+        );
+        assert!(
+            log.contains(&format!("hard-linked {name}")),
+            "{name}{}",
+            w.context()
+        );
+    }
+    assert_eq!(groups(&env.dst), groups(&env.src));
+    assert!(versions(&env.dst).is_empty(), "{:?}", versions(&env.dst));
+    env.assert_mirrored(false);
+    verify_clean(&env);
+}
+
+/// Under a watcher, `rm b` deletes b; the next full pass (the rescan) found `a`'s
+/// record keyed and copied it again. A rename of a name in a group stays one file,
+/// also into a new folder (whose pass may link the new name first, making the move
+/// one between two names of one file, which rename(2) leaves undone).
+#[test]
+fn a_group_shrinking_or_renamed_under_watch_copies_nothing() {
+    let _lock = shared();
+    let env = TestEnv::new();
+    env.write("a", "pair-content");
+    fs::hard_link(env.src.join("a"), env.src.join("b")).unwrap();
+    env.write("t", "triple-content");
+    fs::hard_link(env.src.join("t"), env.src.join("t2")).unwrap();
+    fs::hard_link(env.src.join("t"), env.src.join("t3")).unwrap();
+    let mut w = Watcher::ready(&env, &["--rescan", "1s"], "w");
+    w.wait_env_mirrored(&env, false);
+    let ok = wait_until(DEADLINE, || groups(&env.dst) == groups(&env.src));
+    assert!(ok, "{:?}{}", groups(&env.dst), w.context());
+    let (a, t) = (ino(&env, "a"), ino(&env, "t"));
+    let started = w.stdout().len();
+
+    fs::remove_file(env.src.join("b")).unwrap();
+    fs::rename(env.src.join("t"), env.src.join("z")).unwrap();
+    // Into a new folder: its pass may link m/t2 before the move's events come, and
+    // rename(2) between two names of one file does nothing: t2 must go all the same.
+    fs::create_dir(env.src.join("m")).unwrap();
+    fs::rename(env.src.join("t2"), env.src.join("m/t2")).unwrap();
+    let ok = wait_until(DEADLINE, || {
+        !env.dst.join("b").exists()
+            && env.dst.join("z").exists()
+            && !env.dst.join("t2").exists()
+            && env.dst.join("m/t2").exists()
+    });
+    assert!(ok, "{}", w.context());
+    // Two rescans after that: a marker removed from DST behind the watcher's back
+    // comes back only by one, and twice means one full pass ran from its start.
+    for _ in 0..2 {
+        fs::remove_file(env.dst.join("probe.txt")).unwrap();
+        let ok = wait_until(DEADLINE, || env.dst.join("probe.txt").exists());
+        assert!(ok, "no rescan{}", w.context());
+    }
+    assert_eq!(ino(&env, "a"), a, "{}", w.context());
+    assert_eq!(ino(&env, "z"), t, "{}", w.context());
+    assert_eq!(ino(&env, "m/t2"), t, "{}", w.context());
+    // The names alone: a move into a folder the watcher did not watch yet comes as a
+    // deletion (t2 kept as a version, one more name of its file) and a new name.
+    let names = |root: &Path| groups(root).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&env.dst), names(&env.src), "{}", w.context());
+    w.signal(libc::SIGTERM);
+    w.wait_exit(DEADLINE);
+    let log = w.stdout()[started..].to_string();
+    assert!(log.contains("renamed t -> z"), "{}", w.context());
+    for name in ["a", "z", "m/t2", "t3"] {
+        assert!(
+            !log.contains(&format!("copied {name} ")),
+            "{name}{}",
+            w.context()
+        );
+    }
+    // Deleted names only (b, and t2 if its move came as a deletion), never a copy.
+    let kept = versions(&env.dst);
+    assert!(
+        kept.iter().all(|(v, _)| ["b_", "t2_"]
+            .iter()
+            .any(|n| v.to_string_lossy().starts_with(n))),
+        "{kept:?}"
+    );
+    env.assert_mirrored(false);
+    verify_clean(&env);
 }

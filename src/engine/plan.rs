@@ -10,7 +10,7 @@
 use crate::config::filter::Excludes;
 use crate::hash::Digest;
 use crate::index::isize_matches;
-use crate::model::{Entry, Kind};
+use crate::model::{Entry, Kind, LinkKey};
 use crate::model::{MirrorState, Record, Stored};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -254,7 +254,7 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
     if known.meta.mtime != entry.meta.mtime && !rebuilt_in_the_same_second(known, entry, opts) {
         return copy;
     }
-    if known.meta != entry.meta || attrs_differ(entry, known, opts) || known.link != entry.link {
+    if known.meta != entry.meta || attrs_differ(entry, known, opts) {
         // Same content, new mode, owner or attributes (or a record rebuilt from a gzip
         // trailer): fix metadata.
         return Decision::Act(Action::SetMeta {
@@ -263,7 +263,52 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
             sha256: known.sha256,
         });
     }
+    if known.link != entry.link {
+        // A file of one name gained another (`ln a c`): DST's file is right as it is,
+        // only the index learns the key (the new name is linked to it).
+        return Decision::Act(Action::Record {
+            name: stored.name_for(&entry.rel),
+            record: Record {
+                link: entry.link,
+                ..known.clone()
+            },
+        });
+    }
     Decision::Unchanged
+}
+
+/// The link key `known` records for `entry`'s name when the source file has one name
+/// now (`st_nlink` 1: the walk gives it no key). Either its other names went (`rm b`
+/// of `a`, `b`) and it is still that file, or the name was replaced by a separate
+/// file; only the source's device and inode tell, which the caller reads (a rare
+/// `lstat`) before choosing [`plan_survivor`] or keeping `plan_entry`'s copy. Not
+/// without `delete`: DST keeps the names SRC lost, still names of the same file, so
+/// only a copy of its own keeps this name's later metadata updates off them.
+pub fn left_alone(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Option<LinkKey> {
+    let known =
+        known.filter(|r| r.kind == Kind::File && r.stored == opts.stored_for(&entry.rel))?;
+    (entry.kind == Kind::File && entry.link.is_none() && opts.hard_links && opts.delete)
+        .then_some(known.link)
+        .flatten()
+}
+
+/// Plans the last name of a file whose other names went ([`left_alone`], the source
+/// checked to be the recorded file): DST's file holds the right bytes, so a change of
+/// membership alone copies nothing and keeps no version: only the index forgets the
+/// key (an [`Action::Record`]), or, with new metadata too, a metadata update. DST's
+/// other names of the file are its deletions (or a separate copy) in the same pass.
+pub fn plan_survivor(entry: &Entry, known: &Record, opts: &PlanOptions) -> Decision {
+    let known = Record {
+        link: None,
+        ..known.clone()
+    };
+    match plan_entry(entry, Some(&known), opts) {
+        Decision::Unchanged => Decision::Act(Action::Record {
+            name: opts.stored_for(&entry.rel).name_for(&entry.rel),
+            record: known,
+        }),
+        other => other,
+    }
 }
 
 /// True if `known` was read back from a DST that keeps whole seconds (no digest, no
@@ -538,9 +583,15 @@ mod tests {
             ..alone.clone()
         };
         assert_eq!(short(&plan_entry(&renumbered, Some(&linked), &o)), "copy");
-        // Gaining a second name: DST's file stays, the record learns the key.
+        // Gaining a second name: DST's file stays, only the record learns the key.
         let plain = rec(Kind::File, m, Stored::Plain);
-        assert_eq!(short(&plan_entry(&renumbered, Some(&plain), &o)), "setmeta");
+        assert_eq!(short(&plan_entry(&renumbered, Some(&plain), &o)), "record");
+        // Gaining one together with a chmod: a metadata update, no copy.
+        let chmodded = Entry {
+            meta: meta(5, 1000, 0, 0o600),
+            ..renumbered.clone()
+        };
+        assert_eq!(short(&plan_entry(&chmodded, Some(&plain), &o)), "setmeta");
         assert_eq!(
             short(&plan_entry(
                 &Entry {
@@ -552,6 +603,52 @@ mod tests {
             )),
             "unchanged"
         );
+    }
+
+    #[test]
+    fn the_last_name_of_a_file_whose_other_names_went_is_not_copied() {
+        let key = crate::model::LinkKey { dev: 1, ino: 7 };
+        let m = meta(5, 1000, 0, 0o644);
+        let linked = Record {
+            link: Some(key),
+            ..rec(Kind::File, m, Stored::Plain)
+        };
+        let o = opts(false, false);
+        let alone = file("a", m);
+        // Only the source's inode tells a survivor from a separate file: asked for.
+        assert_eq!(left_alone(&alone, Some(&linked), &o), Some(key));
+        let unlinked = rec(Kind::File, m, Stored::Plain);
+        assert_eq!(left_alone(&alone, Some(&unlinked), &o), None);
+        let still_linked = Entry {
+            link: Some(key),
+            ..alone.clone()
+        };
+        assert_eq!(left_alone(&still_linked, Some(&linked), &o), None);
+        let off = PlanOptions {
+            hard_links: false,
+            ..o
+        };
+        assert_eq!(left_alone(&alone, Some(&linked), &off), None, "separated");
+        let keeping = PlanOptions { delete: false, ..o };
+        assert_eq!(
+            left_alone(&alone, Some(&linked), &keeping),
+            None,
+            "kept names"
+        );
+        // The same file: the record forgets the key, nothing is written to DST.
+        match plan_survivor(&alone, &linked, &o) {
+            Decision::Act(Action::Record { name, record }) => {
+                assert_eq!(name, Path::new("a"));
+                assert_eq!(record.link, None);
+                assert_eq!(record.meta, m);
+            }
+            other => panic!("{other:?}"),
+        }
+        // With a chmod too: a metadata update; with new content: a copy.
+        let chmodded = file("a", meta(5, 1000, 0, 0o600));
+        assert_eq!(short(&plan_survivor(&chmodded, &linked, &o)), "setmeta");
+        let edited = file("a", meta(6, 2000, 0, 0o644));
+        assert_eq!(short(&plan_survivor(&edited, &linked, &o)), "copy");
     }
 
     #[test]

@@ -176,6 +176,10 @@ impl State {
         if from == to {
             return Ok(());
         }
+        if kind != Kind::Dir && self.names.get(from) == self.names.get(to) {
+            // rename(2) between two names of one file does nothing (POSIX): both stay.
+            return Ok(());
+        }
         if kind == Kind::Dir && to.starts_with(from) {
             return Err(err(
                 io::ErrorKind::InvalidInput,

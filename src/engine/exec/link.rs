@@ -64,6 +64,7 @@ impl Executor {
             .store
             .stat(&name)
             .map_err(OpError::io("reading", &shown))?;
+        let onto_a_file = there.as_ref().is_some_and(|t| t.kind == Kind::File);
         if let Some(there) = there {
             if there.kind == Kind::File && leader.ino != 0 && there.ino == leader.ino {
                 // One file already (a `--checksum` pass found the first name current):
@@ -133,6 +134,12 @@ impl Executor {
         if let Err(e) = placed {
             let _ = self.store.remove_file(&temp);
             return Err(OpError::io("writing", &shown)(e));
+        }
+        if onto_a_file && leader.ino == 0 && self.store.stat(&temp).is_ok_and(|s| s.is_some()) {
+            // Without inode numbers (SFTP) the name may have been a name of the file
+            // already: rename(2) between two names of one file does nothing, and the
+            // temp name would stay until the next start's sweep.
+            let _ = self.store.remove_file(&temp);
         }
         Ok(done(Done::HardLinked))
     }

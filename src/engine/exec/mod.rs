@@ -737,6 +737,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_onto_another_name_of_the_same_file_removes_the_old_name() {
+        // rename(2) would leave both names: the old one goes, nothing is kept.
+        let mem = Memory::new();
+        mkdirs(&mem, &["m"]);
+        mem.put_file(Path::new("t"), b"same", FileTime::zero())
+            .unwrap();
+        mem.link(Path::new("t"), Path::new("m/t")).unwrap();
+        let (_src, exec) = setup(&mem, &[]);
+        let outcome = exec.run(Action::Rename {
+            from: "t".into(),
+            to: "m/t".into(),
+            kind: Kind::File,
+        });
+        assert!(matches!(outcome, Outcome::Renamed { .. }), "{outcome:?}");
+        assert_eq!(text(&mem, "t"), None);
+        assert_eq!(text(&mem, "m/t").as_deref(), Some("same"));
+        assert!(kept(&mem).is_empty(), "{:?}", kept(&mem));
+    }
+
+    #[test]
     fn a_folder_displaced_by_a_file_keeps_its_files() {
         let mem = Memory::new();
         mkdirs(&mem, &["d", "d/sub"]);

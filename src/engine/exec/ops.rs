@@ -200,7 +200,28 @@ impl Executor {
             });
         }
         self.dest_dir(to, Reach::Parents)?;
-        match self.store.stat(to).ok().flatten().map(|m| m.kind) {
+        let there = self.store.stat(to).ok().flatten();
+        if kind == Kind::File
+            && let Some(there) = &there
+            && there.kind == Kind::File
+            && meta.ino != 0
+            && there.ino == meta.ino
+            && self.caps.hard_links
+        {
+            // Both names are one file already (`to` was linked to it: a new folder's
+            // pass ran before the move's events): rename(2) would do nothing and leave
+            // `from`. `to` holds it, so `from` only goes; nothing is replaced or kept.
+            self.store
+                .remove_file(from)
+                .map_err(OpError::io("renaming", &from_path))?;
+            return Ok(Outcome::Renamed {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                kind,
+            });
+        }
+        let onto_a_file = there.as_ref().is_some_and(|t| t.kind == Kind::File);
+        match there.map(|m| m.kind) {
             // rename(2) replaces a file or an empty folder, not a full one.
             // What stood there is kept as versions and reported as deleted.
             Some(found) if found == Kind::Dir || kind == Kind::Dir => {
@@ -220,6 +241,21 @@ impl Executor {
         if let Err(e) = self.store.rename(from, to) {
             self.rename_failed(from);
             return Err(OpError::io("renaming", &from_path)(e));
+        }
+        if kind == Kind::File
+            && onto_a_file
+            && meta.ino == 0
+            && self.caps.hard_links
+            && self
+                .store
+                .stat(from)
+                .is_ok_and(|s| s.is_some_and(|s| s.kind == Kind::File))
+        {
+            // The same on a store without inode numbers (SFTP): a rename between two
+            // names of one file did nothing, and `from` is still there.
+            self.store
+                .remove_file(from)
+                .map_err(OpError::io("renaming", &from_path))?;
         }
         Ok(Outcome::Renamed {
             from: from.to_path_buf(),

@@ -3,7 +3,7 @@
 //! `plan_rename`); folders that appeared are walked by a scoped reconcile.
 
 use super::reconcile::say_if_uncompressed;
-use super::relink::HintLinks;
+use super::relink::{HintLinks, is_the_file};
 use super::{Applied, Mirror};
 use crate::engine::plan::{self, Action, Decision, Keep};
 use crate::engine::scan;
@@ -152,7 +152,15 @@ impl Mirror {
             }
             return;
         }
-        let action = match plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan) {
+        let mut decision = plan::plan_entry(&entry, known.as_ref(), &self.cfg.plan);
+        if let Some(key) = plan::left_alone(&entry, known.as_ref(), &self.cfg.plan)
+            && let Some(known) = &known
+            && is_the_file(src, rel, key)
+        {
+            // Its other names went: DST's file stays (see `plan::plan_survivor`).
+            decision = plan::plan_survivor(&entry, known, &self.cfg.plan);
+        }
+        let action = match decision {
             Decision::Unchanged => {
                 // An event said this file changed, yet size and mtime match: two writes
                 // within one kernel timestamp tick look like that. For a recent mtime,

@@ -76,6 +76,15 @@ impl IndexWriter {
         result.and_then(|r| self.check(r)).unwrap_or_default()
     }
 
+    /// Files recorded with `meta` and no link key (see `Index::unlinked_like`).
+    pub(super) fn unlinked_like(
+        &mut self,
+        meta: crate::model::Meta,
+    ) -> Vec<(std::path::PathBuf, Record)> {
+        let result = self.0.as_ref().map(|index| index.unlinked_like(meta));
+        result.and_then(|r| self.check(r)).unwrap_or_default()
+    }
+
     /// Records at and below `scope`; `None` if there is no usable index.
     pub(super) fn load_under(&mut self, scope: &Path) -> Option<MirrorState> {
         let result = self.0.as_ref()?.load_under(scope);

@@ -11,6 +11,7 @@ use super::guard::Adopting;
 use super::holdings::{Feed, Holding, Look, Records};
 use super::prefetch::Walk;
 use super::pump::pump;
+use super::relink::is_the_file;
 use crate::config::Dest;
 use crate::config::filter::Excludes;
 use crate::engine::plan::links::{Leaders, LinkLater, Linked};
@@ -19,7 +20,7 @@ use crate::engine::repair::{self, AttrsSet, Check};
 use crate::engine::scan::{self, ScanRules, Scanned};
 use crate::engine::source::Source;
 use crate::index::Index;
-use crate::model::{Attrs, Entry, Kept, Kind, Meta};
+use crate::model::{Attrs, Entry, Kept, Kind, LinkKey, Meta};
 use crate::model::{NameHasher, NameSet, Record, Stored};
 use crate::output::names::{esc, io_message};
 use crossbeam_channel::Sender;
@@ -146,7 +147,11 @@ impl Mirror {
         self.tally.summary.failed += report.unreadable.len() as u64;
         self.tally.summary.unchanged += report.unchanged;
         if !self.stopped() {
-            let (copies, links) = std::mem::take(&mut report.links);
+            let (mut copies, links) = std::mem::take(&mut report.links);
+            if !full {
+                // A new folder's names of files whose other names lie outside it.
+                copies = self.link_outside(copies);
+            }
             self.make_links(copies, links);
         }
         if self.stopped() {
@@ -227,8 +232,9 @@ impl Mirror {
             .into_iter()
             .map(|link| {
                 let mut leader = self.tally.index.get(&link.to);
-                if dry_run && leader.is_none() {
-                    // Its copy is only planned: say what would be linked.
+                if dry_run && leader.as_ref().is_none_or(|r| r.link != link.entry.link) {
+                    // Its copy, or the record learning its key, is only planned: say
+                    // what would be linked.
                     leader = Some(Record::of(&link.entry, link.stored));
                 }
                 link.action(leader)
@@ -486,6 +492,8 @@ struct Merge<'a> {
     report: ScanReport,
     /// The first name met of each file with several names.
     leaders: Leaders,
+    /// SRC, opened the first time a name's identity must be read (`still_the_file`).
+    source: Option<Source>,
 }
 
 impl<'a> Merge<'a> {
@@ -509,6 +517,7 @@ impl<'a> Merge<'a> {
                 ..ScanReport::default()
             },
             leaders: Leaders::default(),
+            source: None,
         }
     }
 
@@ -632,7 +641,14 @@ impl<'a> Merge<'a> {
                 .dirs
                 .push((entry.rel.clone(), entry.meta, entry.attrs.clone()));
         }
-        let action = match plan::plan_entry(&entry, known, opts) {
+        let mut decision = plan::plan_entry(&entry, known, opts);
+        if let Some(key) = plan::left_alone(&entry, known, opts)
+            && let Some(known) = known
+            && still_the_file(&mut self.source, src, &entry.rel, key)
+        {
+            decision = plan::plan_survivor(&entry, known, opts);
+        }
+        let action = match decision {
             Decision::Unchanged if rebuilding => {
                 // What DST holds is what the records were made of: record it.
                 report.unchanged += u64::from(entry.kind != Kind::Dir);
@@ -669,6 +685,11 @@ impl<'a> Merge<'a> {
                     }
                     Some(rewrite(&entry, opts))
                 }
+            }
+            Decision::Act(action @ Action::Record { .. }) => {
+                // A change of link membership alone: DST's file stays as it is.
+                report.unchanged += 1;
+                Some(action)
             }
             Decision::Act(action) => {
                 say_if_uncompressed(&action, opts, src);
@@ -873,6 +894,18 @@ pub(super) fn say_if_uncompressed(action: &Action, opts: &PlanOptions, src: &Pat
 }
 
 /// The index record for a source entry stored as `opts` says.
+/// True if SRC's `rel` is the source file `key` (its device and inode): a name whose
+/// other names went ([`plan::left_alone`]), not one replaced by a separate file. SRC
+/// is opened on first use into `source`; a name that cannot be read is not.
+fn still_the_file(source: &mut Option<Source>, src: &Path, rel: &Path, key: LinkKey) -> bool {
+    if source.is_none() {
+        *source = Source::open(src).ok();
+    }
+    source
+        .as_ref()
+        .is_some_and(|source| is_the_file(source, rel, key))
+}
+
 fn record_of(entry: &Entry, opts: &PlanOptions) -> Record {
     let stored = if entry.kind == Kind::File {
         opts.stored_for(&entry.rel)

@@ -3,8 +3,11 @@
 //! Its copy is planned as usual; once it is installed, every other name the index
 //! records for the same source file (`Index::linked`) whose source is still that file
 //! becomes a name of the new copy, so an edit through any name updates all names. A
-//! new name of a file DST holds current (`ln a b`) is linked, not copied. A name that
-//! left the group (its source is another file now) is planned like any file.
+//! new name of a file DST holds current (`ln a b`) is linked, not copied, found among
+//! the names the index records with its key or, for a file mirrored while it had one
+//! name, among the names recorded with its metadata and no key (a bounded search).
+//! A new folder's pass links its held-back copies the same way ([`Mirror::link_outside`]).
+//! A name that left the group (its source is another file now) is planned like any file.
 
 use super::Mirror;
 use crate::engine::plan::Action;
@@ -14,7 +17,6 @@ use crate::model::{Entry, Kind, LinkKey, Record};
 use std::path::{Path, PathBuf};
 
 /// What a batch of hints defers until its copies are installed.
-#[derive(Default)]
 pub(super) struct HintLinks {
     /// The first name of each source file met in the batch (and the links to it).
     leaders: Leaders,
@@ -23,7 +25,26 @@ pub(super) struct HintLinks {
     /// Names written in this batch whose other recorded names follow them: the key,
     /// the name in DST, what the index held for it before.
     written: Vec<(LinkKey, PathBuf, Option<Record>)>,
+    /// How many searches for a name recorded without its key are left (`LOOKUPS`).
+    lookups: usize,
 }
+
+impl Default for HintLinks {
+    fn default() -> HintLinks {
+        HintLinks {
+            leaders: Leaders::default(),
+            direct: Vec::new(),
+            written: Vec::new(),
+            lookups: LOOKUPS,
+        }
+    }
+}
+
+/// How many new names a batch of hints (or a new folder's pass) may look for among
+/// the names recorded without a key ([`Mirror::current_name`]): each is a scan of the
+/// index, and a folder of many new names (`cp -al`) copies the rest, which the next
+/// full pass links.
+const LOOKUPS: usize = 8;
 
 impl Mirror {
     /// Plans the file `entry` (stored as `name`, recorded as `known`), whose ordinary
@@ -47,12 +68,10 @@ impl Mirror {
         };
         let stored = opts.stored_for(&entry.rel);
         if let Some(Action::Copy { was, .. }) = &action
-            && let Some((to, record)) = self
-                .other_names(src, key, name)
-                .into_iter()
-                .find(|(_, r, _)| r.meta == entry.meta && r.stored == stored)
-                .map(|(to, r, _)| (to, r))
+            && let Some((to, record, learn)) =
+                self.current_name(src, key, &entry, name, &mut links.lookups)
         {
+            links.direct.extend(learn);
             // A new name (or one DST lost) of a file DST holds current: linked.
             let keep = !known
                 .as_ref()
@@ -69,7 +88,10 @@ impl Mirror {
             });
             return None;
         }
-        if action.is_some() {
+        if action
+            .as_ref()
+            .is_some_and(|a| !matches!(a, Action::Record { .. }))
+        {
             links.written.push((key, name.to_path_buf(), known.clone()));
         }
         match links
@@ -88,6 +110,7 @@ impl Mirror {
             leaders,
             direct,
             written,
+            ..
         } = links;
         let (copies, later) = leaders.finish();
         if !copies.is_empty() {
@@ -136,6 +159,108 @@ impl Mirror {
         }
     }
 
+    /// A scoped pass's held copies (new names of files no name inside its scope holds
+    /// current, `Leaders::finish`): each one of a file DST holds current under a name
+    /// outside the scope (`mkdir new && ln a new/b`, or a name another new folder's pass
+    /// just copied) becomes a link to it instead. The scope's other new names of the
+    /// file are linked to this one afterwards, as planned.
+    pub(super) fn link_outside(&mut self, copies: Vec<Action>) -> Vec<Action> {
+        if copies.is_empty() {
+            return copies;
+        }
+        let Ok(src) = Source::open(&self.cfg.pair.src) else {
+            return copies;
+        };
+        let mut lookups = LOOKUPS;
+        let mut actions = Vec::with_capacity(copies.len());
+        for action in copies {
+            actions.extend(self.link_to_outside(&src, action, &mut lookups));
+        }
+        actions
+    }
+
+    /// `action`, or a link to a current name of its file (and what the index learns
+    /// of that name), for [`Mirror::link_outside`].
+    fn link_to_outside(
+        &mut self,
+        src: &Source,
+        action: Action,
+        lookups: &mut usize,
+    ) -> Vec<Action> {
+        let Action::Copy { entry, stored, was } = action else {
+            return vec![action];
+        };
+        let name = stored.name_for(&entry.rel);
+        let current = entry
+            .link
+            .and_then(|key| self.current_name(src, key, &entry, &name, lookups));
+        match current {
+            Some((to, record, learn)) => {
+                log::debug!("{} is a name of {}", name.display(), to.display());
+                let link = Action::Link {
+                    entry,
+                    stored,
+                    keep: true,
+                    to: Box::new(LinkTo {
+                        name: to,
+                        record,
+                        was,
+                    }),
+                };
+                learn.into_iter().chain([link]).collect()
+            }
+            None => vec![Action::Copy { entry, stored, was }],
+        }
+    }
+
+    /// A name DST holds current for the source file `key` that `entry` (stored as
+    /// `name`) can be made a name of: one the index records as that file, else (while
+    /// `lookups` last) one recorded while the file had a single name — the same
+    /// metadata and form, and the source says it is that file. Returns it with the
+    /// record the link takes (with the key) and, for the second kind, the
+    /// [`Action::Record`] by which the index learns its key.
+    fn current_name(
+        &mut self,
+        src: &Source,
+        key: LinkKey,
+        entry: &Entry,
+        name: &Path,
+        lookups: &mut usize,
+    ) -> Option<(PathBuf, Record, Option<Action>)> {
+        let stored = self.cfg.plan.stored_for(&entry.rel);
+        let fits = |r: &Record| r.kind == Kind::File && r.meta == entry.meta && r.stored == stored;
+        let others = self.other_names(src, key, name);
+        let others_empty = others.is_empty();
+        if let Some((to, record, _)) = others.into_iter().find(|(_, r, _)| fits(r)) {
+            return Some((to, record, None));
+        }
+        if *lookups == 0 || !others_empty {
+            // The file's names are recorded (an edit through one of them): none is
+            // current, and no name recorded without the key is either.
+            return None;
+        }
+        *lookups -= 1;
+        let (to, record) = self
+            .tally
+            .index
+            .unlinked_like(entry.meta)
+            .into_iter()
+            .filter(|(other, r)| other != name && fits(r))
+            .find(|(other, r)| {
+                let rel = r.stored.source_of(other);
+                !self.rules.covers(&rel) && is_the_file(src, &rel, key)
+            })?;
+        let record = Record {
+            link: Some(key),
+            ..record
+        };
+        let learn = Action::Record {
+            name: to.clone(),
+            record: record.clone(),
+        };
+        Some((to, record, Some(learn)))
+    }
+
     /// The other names the index records for the source file `key` (not `name`) whose
     /// source is still that file, with their records and source entries.
     fn other_names(
@@ -161,4 +286,11 @@ impl Mirror {
             })
             .collect()
     }
+}
+
+/// True if SRC's `rel` is the source file `key` (the same device and inode), whatever
+/// its link count now.
+pub(super) fn is_the_file(src: &Source, rel: &Path, key: LinkKey) -> bool {
+    src.status(rel)
+        .is_ok_and(|s| s.dev == key.dev && s.ino == key.ino)
 }

@@ -194,7 +194,10 @@ impl Leaders {
             // One name gzipped and one not (a name too long for `.gz`): two files.
             return Linked::Now(action);
         }
-        if leader.held.is_some() && seen.is_some() && !rewritten {
+        // A `--checksum` compare writes only if the content differs, and then the new
+        // names are linked to its new copy: it may lead as well as an unchanged name.
+        let copied = matches!(action, Some(Action::Copy { .. } | Action::Link { .. }));
+        if leader.held.is_some() && seen.is_some() && !copied {
             // The first name is new, this one is current in DST: it leads, and the new
             // name (and any met since) become names of its file.
             let old = std::mem::replace(leader, lead(None));
@@ -431,6 +434,36 @@ mod tests {
         let (copies, links) = leaders.finish();
         assert_eq!(copies, [copy(&a).unwrap()]);
         assert_eq!(links[0].to, Path::new("a"));
+    }
+
+    #[test]
+    fn a_name_compared_under_checksum_leads_a_new_name() {
+        // `ln x c` under `--checksum`: x is compared, c is new; c must not be copied
+        // and x linked to the copy (a version of x kept for nothing).
+        let m = meta(5, 100);
+        let mut leaders = Leaders::default();
+        let (c, x) = (file("c", m, Some(KEY)), file("x", m, Some(KEY)));
+        assert_eq!(
+            leaders.plan(&c, Path::new("c"), None, copy(&c), &opts()),
+            Linked::Held
+        );
+        let known = rec(m, 40, None);
+        let compare = Some(Action::Compare {
+            entry: x.clone(),
+            stored: Stored::Plain,
+            known: Box::new(known.clone()),
+        });
+        assert_eq!(
+            leaders.plan(&x, Path::new("x"), Some(&known), compare.clone(), &opts()),
+            Linked::Now(compare)
+        );
+        let (copies, links) = leaders.finish();
+        assert!(copies.is_empty(), "{copies:?}");
+        assert_eq!(links.len(), 1);
+        assert_eq!(
+            (links[0].entry.rel.as_path(), links[0].to.as_path()),
+            (Path::new("c"), Path::new("x"))
+        );
     }
 
     #[test]
