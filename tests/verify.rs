@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -573,5 +573,34 @@ fn a_hard_link_broken_in_the_mirror_is_damaged_and_repair_links_it_again() {
     assert_code(&verify(&env, &["--source", src, "--repair"]), 0);
     assert_eq!(ino("b.txt"), ino("docs/a.txt"));
     assert_eq!(ino("docs/c.txt"), ino("docs/a.txt"));
+    assert_code(&verify(&env, &[]), 0);
+}
+
+#[test]
+fn a_mode_changed_in_the_mirror_is_damaged_and_repair_sets_it_in_place() {
+    let env = TestEnv::new();
+    env.write("d/g.txt", "gee");
+    env.write("f.txt", "eff");
+    env.sync_ok(&[]);
+    fs::set_permissions(env.dst.join("f.txt"), fs::Permissions::from_mode(0o4777)).unwrap();
+    fs::set_permissions(env.dst.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    let ino = fs::metadata(env.dst.join("f.txt")).unwrap().ino();
+    let out = verify(&env, &[]);
+    assert_code(&out, 1);
+    assert_eq!(
+        lines_with(&out, "damaged:"),
+        [
+            "damaged: d/ (mode is 700, the index recorded 755)",
+            "damaged: f.txt (mode is 4777, the index recorded 644)"
+        ]
+    );
+    let src = env.src.to_str().unwrap();
+    let out = verify(&env, &["--source", src, "--repair"]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("Bytes copied: 0"), "{}", stdout(&out));
+    let mode = |n: &str| fs::metadata(env.dst.join(n)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("f.txt"), mode("d")), (0o644, 0o755));
+    assert_eq!(fs::metadata(env.dst.join("f.txt")).unwrap().ino(), ino);
+    assert!(!env.dst.join(".datasafe/versions").exists());
     assert_code(&verify(&env, &[]), 0);
 }

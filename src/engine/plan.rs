@@ -96,6 +96,8 @@ pub enum Action {
         stored: Stored,
         /// Its digest, if known, to keep in the index.
         sha256: Option<Digest>,
+        /// What differs from what DST holds (for the line that says it).
+        changed: Changed,
     },
     /// Create a directory (replacing a file or symlink of the same name).
     Mkdir {
@@ -261,6 +263,7 @@ fn plan_file(entry: &Entry, known: Option<&Record>, opts: &PlanOptions) -> Decis
             entry: entry.clone(),
             stored,
             sha256: known.sha256,
+            changed: Changed::between(known, entry),
         });
     }
     if known.link != entry.link {
@@ -345,6 +348,40 @@ pub fn attrs_differ(entry: &Entry, known: &Record, opts: &PlanOptions) -> bool {
         None => opts.owners && entry.attrs.owner.is_some(),
     };
     owner || (opts.kept.any() && known.attrs.xattrs != entry.attrs.xattrs)
+}
+
+/// What a metadata update changes: what its `updated` line names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub mode: bool,
+    pub owner: bool,
+    /// Extended attributes other than ACLs.
+    pub xattrs: bool,
+    pub acl: bool,
+    /// The names the file has (hard links).
+    pub links: bool,
+}
+
+impl Changed {
+    /// How `entry` differs from `known` beyond its content.
+    pub fn between(known: &Record, entry: &Entry) -> Changed {
+        fn split(x: &crate::model::Xattrs, acl: bool) -> Vec<&(std::ffi::OsString, Vec<u8>)> {
+            let mut v: Vec<_> =
+                x.0.iter()
+                    .filter(|(n, _)| crate::model::Xattrs::is_acl(n) == acl)
+                    .collect();
+            v.sort();
+            v
+        }
+        let (was, now) = (known.attrs.xattrs(), entry.attrs.xattrs());
+        Changed {
+            mode: known.meta.mode != entry.meta.mode,
+            owner: entry.attrs.owner.is_some() && known.attrs.owner != entry.attrs.owner,
+            xattrs: split(was, false) != split(now, false),
+            acl: split(was, true) != split(now, true),
+            links: known.link != entry.link,
+        }
+    }
 }
 
 /// What must not be deleted from DST even though the source does not have it.

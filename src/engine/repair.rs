@@ -146,6 +146,9 @@ fn judge(
     {
         return Err(Wrong::Stat("inode"));
     }
+    if record.kind == Kind::Dir {
+        return Ok((disk.mode != record.meta.mode).then_some(disk.mode));
+    }
     if record.kind != Kind::File {
         return Ok(None);
     }
@@ -201,7 +204,16 @@ pub fn inspect_store(
             for name in attrs.iter().filter(|n| !rewritten.contains(n)) {
                 if let Some(record) = state.get_mut(name.as_os_str()) {
                     let stat = dst.stat(name).ok().flatten();
-                    if as_dst_holds(record, name, stat.as_ref(), dst, attrs_set) {
+                    let mut differs = as_dst_holds(record, name, stat.as_ref(), dst, attrs_set);
+                    if let Some(stat) = stat
+                        && dst.keeps_unix_meta()
+                        && record.kind != Kind::Symlink
+                        && stat.mode != record.meta.mode
+                    {
+                        record.meta.mode = stat.mode;
+                        differs = true;
+                    }
+                    if differs {
                         reset.push(name.clone().into_os_string());
                     }
                 }
@@ -222,6 +234,7 @@ pub fn inspect_store(
                     Ok(mode) => {
                         if let Some(mode) = mode {
                             record.meta.mode = mode;
+                            reset.push(name.clone());
                         }
                         // Owners from the listing; attributes read only when content is.
                         let only_owners = AttrsSet {
@@ -232,7 +245,9 @@ pub fn inspect_store(
                             Check::Content => attrs_set,
                             _ => &only_owners,
                         };
-                        if as_dst_holds(record, Path::new(name), Some(meta), dst, set) {
+                        if as_dst_holds(record, Path::new(name), Some(meta), dst, set)
+                            && reset.last().is_none_or(|last| last != name)
+                        {
                             reset.push(name.clone());
                         }
                         if *check == Check::Content && record.kind != Kind::Dir {
@@ -274,8 +289,8 @@ pub fn inspect_store(
     for name in reset {
         if !wrong.iter().any(|(w, _)| *w == name) {
             log::warn!(
-                "{} in the destination does not have the owner or attributes datasafe set; \
-                 {setting}",
+                "{} in the destination does not have the mode, owner or attributes datasafe \
+                 set; {setting}",
                 esc(&dst.display(Path::new(&name)))
             );
         }

@@ -4,8 +4,9 @@
 
 use crate::engine::exec::{Done, Outcome};
 use crate::engine::plan::Action;
+use crate::engine::plan::Changed;
 use crate::model::Stored;
-use crate::model::{Kind, Record, Xattrs};
+use crate::model::{Kind, Record};
 use crate::output::logging::{self, DETAIL, SUMMARY};
 use crate::output::names::{count_of, esc, human_bytes};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -120,7 +121,7 @@ impl Summary {
     }
 
     /// Counts one outcome and logs its line.
-    pub fn record(&mut self, outcome: &Outcome, was: Option<&Record>, src: &Path, dst: &Path) {
+    pub fn record(&mut self, outcome: &Outcome, src: &Path, dst: &Path) {
         match outcome {
             Outcome::Stored { name, .. } | Outcome::Renamed { to: name, .. } => {
                 self.last_change = Some((esc(name).to_string(), chrono::Local::now()));
@@ -167,9 +168,9 @@ impl Summary {
                             record.meta.mode
                         );
                     }
-                    Done::Updated => {
+                    Done::Updated(changed) => {
                         self.updated += 1;
-                        log::info!("updated {} ({})", esc(&rel), what_changed(was, record));
+                        log::info!("updated {} ({})", esc(&rel), what_changed(changed, record));
                     }
                     Done::Mkdir => {
                         self.dirs_created += 1;
@@ -454,38 +455,25 @@ impl Progress {
 
 /// What a metadata update changed, as its `updated` line says it: `mode 644`, `owner
 /// 1000:1000`, `extended attributes`, `ACL`, `hard links`, joined with commas; the mode
-/// when nothing else tells (`was`, the record it replaced, unknown or alike).
-fn what_changed(was: Option<&Record>, now: &Record) -> String {
+/// when nothing else tells (a time alone).
+fn what_changed(changed: &Changed, now: &Record) -> String {
     let mode = format!("mode {:o}", now.meta.mode);
-    let Some(was) = was else {
-        return mode;
-    };
     let mut parts = Vec::new();
-    if was.meta.mode != now.meta.mode {
+    if changed.mode {
         parts.push(mode.clone());
     }
-    if let Some(owner) = now.attrs.owner
-        && was.attrs.owner != now.attrs.owner
+    if changed.owner
+        && let Some(owner) = now.attrs.owner
     {
         parts.push(format!("owner {}:{}", owner.uid, owner.gid));
     }
-    let split = |x: &Xattrs, acl: bool| -> Vec<(std::ffi::OsString, Vec<u8>)> {
-        let mut v: Vec<_> =
-            x.0.iter()
-                .filter(|(n, _)| Xattrs::is_acl(n) == acl)
-                .cloned()
-                .collect();
-        v.sort();
-        v
-    };
-    let (a, b) = (was.attrs.xattrs(), now.attrs.xattrs());
-    if split(a, false) != split(b, false) {
+    if changed.xattrs {
         parts.push("extended attributes".to_string());
     }
-    if split(a, true) != split(b, true) {
+    if changed.acl {
         parts.push("ACL".to_string());
     }
-    if was.link != now.link {
+    if changed.links {
         parts.push("hard links".to_string());
     }
     if parts.is_empty() {
@@ -523,60 +511,44 @@ mod tests {
         }
     }
 
-    impl Summary {
-        fn record_for_test(&mut self, outcome: &Outcome, src: &Path, dst: &Path) {
-            self.record(outcome, None, src, dst);
-        }
-    }
-
     #[test]
     fn an_update_says_what_changed() {
         use crate::model::{Meta, Owner};
-        let rec = |mode: u32, owner: u32, xattrs: &[(&str, &str)]| Record {
+        let now = Record {
             attrs: crate::model::Attrs {
                 owner: Some(Owner {
-                    uid: owner,
-                    gid: owner,
+                    uid: 1000,
+                    gid: 100,
                 }),
-                xattrs: Xattrs(
-                    xattrs
-                        .iter()
-                        .map(|(n, v)| (n.into(), v.as_bytes().to_vec()))
-                        .collect(),
-                )
-                .shared(),
+                xattrs: None,
             },
             ..Record::plain(
                 Kind::File,
                 Meta {
                     size: 1,
                     mtime: filetime::FileTime::from_unix_time(1, 0),
-                    mode,
+                    mode: 0o600,
                 },
                 Stored::Plain,
             )
         };
-        let was = rec(0o644, 0, &[("user.a", "1")]);
-        assert_eq!(what_changed(None, &was), "mode 644");
-        assert_eq!(what_changed(Some(&was), &was), "mode 644");
+        let none = Changed::default();
+        assert_eq!(what_changed(&none, &now), "mode 600");
+        let owner = Changed {
+            owner: true,
+            ..none
+        };
+        assert_eq!(what_changed(&owner, &now), "owner 1000:100");
+        let all = Changed {
+            mode: true,
+            owner: true,
+            xattrs: true,
+            acl: true,
+            links: true,
+        };
         assert_eq!(
-            what_changed(Some(&was), &rec(0o600, 0, &[("user.a", "1")])),
-            "mode 600"
-        );
-        assert_eq!(
-            what_changed(Some(&was), &rec(0o644, 1000, &[("user.a", "1")])),
-            "owner 1000:1000"
-        );
-        assert_eq!(
-            what_changed(
-                Some(&was),
-                &rec(
-                    0o600,
-                    0,
-                    &[("user.a", "2"), ("system.posix_acl_access", "x")]
-                )
-            ),
-            "mode 600, extended attributes, ACL"
+            what_changed(&all, &now),
+            "mode 600, owner 1000:100, extended attributes, ACL, hard links"
         );
     }
 
@@ -584,7 +556,7 @@ mod tests {
     fn the_last_error_clears_once_its_file_is_mirrored_and_unsettled_is_no_failure() {
         let (src, dst) = (Path::new("/s"), Path::new("/d"));
         let mut summary = Summary::default();
-        summary.record_for_test(
+        summary.record(
             &Outcome::Failed {
                 name: "log.txt".into(),
                 error: "reading /s/log.txt: boom".into(),
@@ -596,9 +568,9 @@ mod tests {
         );
         assert!(summary.last_error.is_some());
         // Another file mirrored: the error stays.
-        summary.record_for_test(&stored("other.txt"), src, dst);
+        summary.record(&stored("other.txt"), src, dst);
         assert!(summary.last_error.is_some());
-        summary.record_for_test(
+        summary.record(
             &Outcome::Unsettled {
                 name: "log.txt".into(),
                 path: "/s/log.txt".into(),
@@ -609,7 +581,7 @@ mod tests {
         );
         assert_eq!((summary.failed, summary.unsettled), (1, 1));
         assert!(summary.last_error.is_some());
-        summary.record_for_test(&stored("log.txt"), src, dst);
+        summary.record(&stored("log.txt"), src, dst);
         assert_eq!(summary.last_error, None);
     }
 }

@@ -1181,7 +1181,8 @@ fn verify_mirror(
     let files = jobs.iter().filter(|j| j.record.kind != Kind::Dir).count();
     let mut second = SecondLook::new(&state_dir, seen);
     let mut buf = Vec::new();
-    let attrs = AttrCheck::of(report.facts);
+    let modes = matches!(target.dst, Dest::Local(_) | Dest::Sftp(_)) && store.keeps_unix_meta();
+    let attrs = AttrCheck::of(report.facts, modes);
     pump(
         store,
         listing.as_ref(),
@@ -1214,23 +1215,28 @@ fn verify_mirror(
             report.note(&finding);
         }
     }
-    check_links(&groups, store, &mut report, &mut second);
+    // Only a local folder's inode numbers say which names are one file (an object's
+    // stamp is its ETag, which a copy may change).
+    if matches!(target.dst, Dest::Local(_)) {
+        check_links(&groups, store, &mut report, &mut second);
+    }
     Ok(report)
 }
 
 /// Names the index records as one file in DST: the same source file (hard links in
-/// SRC), written as one inode. Each group is in name order, with two names or more.
+/// SRC) stored in the same form with the same content. Each group is in name order,
+/// with two names or more, each name with the inode it was written as (0: not known).
 fn link_groups(state: &MirrorState) -> Vec<Vec<(PathBuf, u64)>> {
-    let mut by_file: HashMap<(LinkKey, u64), Vec<(PathBuf, u64)>> = HashMap::new();
+    type Key = (LinkKey, Stored, Option<Digest>);
+    let mut by_file: HashMap<Key, Vec<(PathBuf, u64)>> = HashMap::new();
     for (name, record) in state {
         if record.kind == Kind::File
-            && let (Some(key), Some(disk)) = (record.link, record.disk)
-            && disk.ino != 0
+            && let Some(key) = record.link
         {
             by_file
-                .entry((key, disk.ino))
+                .entry((key, record.stored, record.sha256))
                 .or_default()
-                .push((PathBuf::from(name), disk.ino));
+                .push((PathBuf::from(name), record.disk.map_or(0, |d| d.ino)));
         }
     }
     let mut groups: Vec<_> = by_file.into_values().filter(|g| g.len() > 1).collect();
@@ -1241,16 +1247,21 @@ fn link_groups(state: &MirrorState) -> Vec<Vec<(PathBuf, u64)>> {
     groups
 }
 
-/// Checks that each of `groups` is still one file in DST: a name that became a file of
-/// its own (a copy made by hand, an edit that replaced it) is damaged, and `--repair`
-/// makes it a name of the others' file again. A name already found damaged, gone, or
-/// rewritten meanwhile by a writer is left to what was said of it.
+/// Checks that each of `groups` is still one file in a local DST: a name that is a file of its own (a copy made by hand, one a writer failed
+/// to link) is damaged, and `--repair` makes it a name of the others' file again. The
+/// group's file is the inode most of its names are (of those, the first by name). A
+/// name already found damaged, gone, or rewritten meanwhile by a writer is left to what
+/// was said of it; one whose owner or attributes were found wrong is written again
+/// instead of only having them set (its line was said).
 fn check_links(
     groups: &[Vec<(PathBuf, u64)>],
     store: &dyn Reader,
     report: &mut MirrorReport,
     second: &mut SecondLook<'_>,
 ) {
+    if groups.is_empty() {
+        return;
+    }
     let said: HashSet<PathBuf> = report.rewrite.iter().cloned().collect();
     for group in groups {
         let mut now = Vec::new();
@@ -1265,13 +1276,14 @@ fn check_links(
                 now.push((name, *recorded, stat.ino));
             }
         }
-        // The file the group is: the inode its names were written as, where one still
-        // is; else the first name's.
-        let Some(&(leader, _, ino)) = now
-            .iter()
-            .find(|(_, recorded, ino)| recorded == ino)
-            .or(now.first())
-        else {
+        let mut names_of: HashMap<u64, usize> = HashMap::new();
+        for (_, _, ino) in &now {
+            *names_of.entry(*ino).or_default() += 1;
+        }
+        let Some(most) = names_of.values().copied().max() else {
+            continue;
+        };
+        let Some(&(leader, _, ino)) = now.iter().find(|(_, _, ino)| names_of[ino] == most) else {
             continue;
         };
         for &(name, recorded, found) in &now {
@@ -1279,7 +1291,7 @@ fn check_links(
                 continue;
             }
             let rewritten = match second.current(name) {
-                Some(Some(record)) => record.disk.map(|d| d.ino) != Some(recorded),
+                Some(Some(record)) => record.disk.map_or(0, |d| d.ino) != recorded,
                 Some(None) => true,
                 None => false,
             };
@@ -1287,6 +1299,10 @@ fn check_links(
                 continue;
             }
             report.rewrite.push(name.clone());
+            if let Some(at) = report.reattr.iter().position(|n| n == name) {
+                report.reattr.remove(at);
+                continue;
+            }
             report.note(&Finding::new(
                 name.clone(),
                 false,
@@ -1624,6 +1640,9 @@ fn check(
 /// without `--xattrs` raises no alarm.
 #[derive(Clone, Copy, Debug, Default)]
 struct AttrCheck {
+    /// Compare permission bits (a local or SFTP DST that keeps them; an object store's
+    /// would cost a request per name).
+    modes: bool,
     /// Compare owners (the writer gave them).
     owners: bool,
     /// The attributes to compare (those the pair keeps that this run can read: no
@@ -1633,8 +1652,9 @@ struct AttrCheck {
 
 impl AttrCheck {
     /// What to compare in a mirror kept as `facts` say.
-    fn of(facts: MirrorFacts) -> AttrCheck {
+    fn of(facts: MirrorFacts, modes: bool) -> AttrCheck {
         AttrCheck {
+            modes,
             owners: facts.owners,
             kept: Kept {
                 every_namespace: facts.kept.every_namespace && crate::platform::is_root(),
@@ -1648,10 +1668,23 @@ impl AttrCheck {
     /// meanwhile: the content check speaks for those).
     fn differ(&self, store: &dyn Reader, name: &Path, record: &Record) -> Option<String> {
         let mut why = Vec::new();
+        let stat = (self.modes || self.owners)
+            .then(|| store.stat(name).ok().flatten())
+            .flatten();
+        if self.modes
+            && record.kind != Kind::Symlink
+            && let Some(stat) = stat
+            && stat.mode & 0o7777 != record.meta.mode & 0o7777
+        {
+            why.push(format!(
+                "mode is {:o}, the index recorded {:o}",
+                stat.mode & 0o7777,
+                record.meta.mode & 0o7777
+            ));
+        }
         if self.owners
             && let Some(want) = record.attrs.owner
-            && let Ok(Some(stat)) = store.stat(name)
-            && let Some(got) = stat.owner
+            && let Some(got) = stat.and_then(|s| s.owner)
             && got != want
         {
             why.push(format!(

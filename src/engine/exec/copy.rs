@@ -433,7 +433,8 @@ impl Executor {
             return self.copy(entry, stored, None);
         }
         if known.meta != entry.meta || known.attrs != entry.attrs || known.link != entry.link {
-            return self.set_meta(entry, stored, Some(src_sha));
+            let changed = crate::engine::plan::Changed::between(known, entry);
+            return self.set_meta(entry, stored, Some(src_sha), changed);
         }
         let record = Record {
             sha256: Some(src_sha),

@@ -145,8 +145,8 @@ pub enum Done {
     Copied,
     /// A file stored gzipped.
     Gzipped,
-    /// Mode or mtime set on a file whose content was current.
-    Updated,
+    /// Mode, mtime, owner or attributes set on a file whose content was current.
+    Updated(crate::engine::plan::Changed),
     /// A folder created.
     Mkdir,
     /// A symlink created or replaced.
@@ -502,7 +502,8 @@ impl Executor {
                 entry,
                 stored,
                 sha256,
-            } => self.set_meta(entry, *stored, *sha256),
+                changed,
+            } => self.set_meta(entry, *stored, *sha256, *changed),
             Action::Mkdir { entry } => self.mkdir(entry),
             Action::Symlink { entry } => self.symlink(entry),
             Action::Delete {

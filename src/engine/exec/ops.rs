@@ -4,6 +4,7 @@
 //! anything in DST that is not a real folder); [`Executor::dest_dir`] makes the folders
 //! on the way real folders, displacing what stands there.
 use super::{Displaced, Done, Executor, OpError, Outcome};
+use crate::engine::plan::Changed;
 use crate::hash::Digest;
 use crate::model::{Entry, Kind, Meta, Owner};
 use crate::model::{Record, Stored};
@@ -28,6 +29,7 @@ impl Executor {
         entry: &Entry,
         stored: Stored,
         sha256: Option<Digest>,
+        changed: Changed,
     ) -> Result<Outcome, OpError> {
         let name = stored.name_for(&entry.rel);
         // The stored file may be gone, or replaced by something else, behind the index's
@@ -51,7 +53,7 @@ impl Executor {
             ..Record::of(entry, stored)
         };
         Ok(Outcome::Stored {
-            done: Done::Updated,
+            done: Done::Updated(changed),
             name,
             record,
             bytes: 0,

@@ -177,17 +177,8 @@ impl Tally {
             // New content over an older copy: an update, as well as a file backed up.
             self.summary.updated += 1;
         }
-        // A metadata update's line says what changed since the record it replaces.
-        let was = match &outcome {
-            Outcome::Stored {
-                done: Done::Updated,
-                name,
-                ..
-            } => self.index.get(name),
-            _ => None,
-        };
         self.summary
-            .record(&outcome, was.as_ref(), &pair.src, &pair.dst.display());
+            .record(&outcome, &pair.src, &pair.dst.display());
         match &outcome {
             Outcome::Stored { name, record, .. }
             | Outcome::Same { name, record }

@@ -366,13 +366,17 @@ impl Mirror {
     /// What of owners and attributes this mirror's writer set in DST (its `owners` and
     /// `xattrs` facts) and still sets: what a check of DST compares with the index.
     fn attrs_set(&self) -> AttrsSet {
-        let (Some(exec), Some(index)) = (self.mode.executor(), self.tally.index.0.as_ref()) else {
+        let Some(index) = self.tally.index.0.as_ref() else {
             return AttrsSet::default();
         };
         let fact = |name| index.mirror_fact(name);
+        // A dry run has no executor: it says what a run would set.
+        let exec = self.mode.executor();
+        let owners = exec.map_or(self.cfg.plan.owners, |e| e.sets_owners());
+        let xattrs = exec.is_none_or(|e| e.sets_xattrs());
         AttrsSet {
-            owners: exec.sets_owners() && fact("owners").as_deref() == Some("1"),
-            kept: match exec.sets_xattrs() && fact("xattrs").as_deref() != Some("refused") {
+            owners: owners && fact("owners").as_deref() == Some("1"),
+            kept: match xattrs && fact("xattrs").as_deref() != Some("refused") {
                 true => self.cfg.plan.kept,
                 false => Default::default(),
             },

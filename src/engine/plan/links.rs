@@ -408,6 +408,7 @@ mod tests {
             entry: c.clone(),
             stored: Stored::Plain,
             sha256: None,
+            changed: Default::default(),
         });
         assert_eq!(
             leaders.plan(&c, Path::new("c"), Some(&known), set.clone(), &opts()),
