@@ -606,10 +606,17 @@ impl Index {
             "SELECT {} FROM files WHERE link_ino = ?1 AND link_dev = ?2 ORDER BY name",
             self.columns()
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params![key.ino as i64, key.dev as i64])
-            .map_err(|e| self.err(e))?;
+        self.records_of(&sql, params![key.ino as i64, key.dev as i64])
+    }
+
+    /// The named records a query of [`Index::columns`] finds.
+    fn records_of(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(PathBuf, Record)>, IndexError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             if let Some(found) = decode(row).map_err(|e| self.err(e))? {
@@ -629,22 +636,15 @@ impl Index {
              AND mode = ?4 AND link_ino IS NULL ORDER BY name",
             self.columns()
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params![
+        self.records_of(
+            &sql,
+            params![
                 meta.size as i64,
                 meta.mtime.unix_seconds(),
                 meta.mtime.nanoseconds(),
                 meta.mode
-            ])
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            if let Some(found) = decode(row).map_err(|e| self.err(e))? {
-                out.push(found);
-            }
-        }
-        Ok(out)
+            ],
+        )
     }
 
     /// Every name recorded with a link key (files with several names in the source),

@@ -139,6 +139,25 @@ fn separate(env: &TestEnv, rel: &str) {
     assert_eq!(fs::metadata(&path).unwrap().nlink(), 1);
 }
 
+/// Extracts `archive` (a tar.gz) with GNU tar into a new folder of the env; its path.
+fn extract_tar_gz(env: &TestEnv, archive: &std::path::Path) -> std::path::PathBuf {
+    let x = env.dir.path().join("x");
+    fs::create_dir(&x).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    x
+}
+
 #[test]
 fn names_of_one_file_are_one_file_in_dst_copied_once() {
     names_of_one_file_are_one_file_in_dst_copied_once_on(Dst::Local);
@@ -255,20 +274,7 @@ fn restore_and_a_tar_archive_give_the_groups_back() {
         .output()
         .unwrap();
     assert_code(&out, 0);
-    let x = env.dir.path().join("x");
-    fs::create_dir(&x).unwrap();
-    let tar = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&x)
-        .output()
-        .unwrap();
-    assert!(
-        tar.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tar.stderr)
-    );
+    let x = extract_tar_gz(&env, &archive);
     assert_same_trees(&snapshot(&env.src, false), &snapshot(&x, false));
     assert_eq!(groups(&x), expected_groups());
 }
@@ -405,20 +411,7 @@ fn restore_at_a_moment_before_an_edit_gives_every_name_its_old_content() {
         .output()
         .unwrap();
     assert_code(&out, 0);
-    let x = env.dir.path().join("x");
-    fs::create_dir(&x).unwrap();
-    let tar = std::process::Command::new("tar")
-        .arg("-xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&x)
-        .output()
-        .unwrap();
-    assert!(
-        tar.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tar.stderr)
-    );
+    let x = extract_tar_gz(&env, &archive);
     assert_same_trees(&before, &snapshot(&x, false));
     assert_eq!(groups(&x), expected_groups());
 
