@@ -286,14 +286,13 @@ pub fn inspect_store(
     } else {
         "setting them again"
     };
-    for name in reset {
-        if !wrong.iter().any(|(w, _)| *w == name) {
-            log::warn!(
-                "{} in the destination does not have the mode, owner or attributes datasafe \
-                 set; {setting}",
-                esc(&dst.display(Path::new(&name)))
-            );
-        }
+    let written: HashSet<&OsString> = wrong.iter().map(|(w, _)| w).collect();
+    for name in reset.iter().filter(|n| !written.contains(n)) {
+        log::warn!(
+            "{} in the destination does not have the mode, owner or attributes datasafe set; \
+             {setting}",
+            esc(&dst.display(Path::new(name)))
+        );
     }
     for (name, why) in wrong {
         log::warn!(
